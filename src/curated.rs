@@ -1,0 +1,800 @@
+//! Curated tables: the typed, source-independent tables that features read.
+//!
+//! Every source (generic CSV/Parquet with a mapping, Synthea, FHIR R4, HL7 v2) is parsed into
+//! the row structs of this module; [`CuratedTables::to_batches`] turns them into Arrow record
+//! batches with the fixed schemas below. `docs/curated-tables.md` documents every column.
+//!
+//! Point-in-time columns shared by every table:
+//! - the table's event time(s), `timestamp[us, UTC]`;
+//! - `known_at`: when the information became available (FHIR `meta.lastUpdated` or the
+//!   Bundle timestamp, HL7 MSH-7, a mapped column, else the ingestion time from the clock);
+//! - `retracted_at`: when the row stopped being true (an HL7 cancel, a corrected lab), null
+//!   while it still holds. A lookup at `t` sees a row only if its event time `<= t`,
+//!   `known_at <= t`, and `retracted_at` is null or `> t`.
+//! - `source_system` and `source_id`: where the row came from (file or system, record id).
+
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, Date32Builder, Float64Builder, RecordBatch, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::error::ArrowError;
+use chrono::{DateTime, NaiveDate, Utc};
+
+/// The curated tables Ward knows, in a fixed order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Table {
+    /// One row per patient.
+    Patients,
+    /// Visits: inpatient stays, ED visits, ambulatory visits.
+    Encounters,
+    /// Labs and vitals.
+    Observations,
+    /// Diagnoses and problems.
+    Conditions,
+    /// Procedures performed.
+    Procedures,
+    /// Medication orders.
+    Medications,
+    /// Clinician-to-patient assignments with validity periods.
+    CareTeam,
+}
+
+impl Table {
+    /// All tables, in the fixed order used for output.
+    pub const ALL: [Table; 7] = [
+        Table::Patients,
+        Table::Encounters,
+        Table::Observations,
+        Table::Conditions,
+        Table::Procedures,
+        Table::Medications,
+        Table::CareTeam,
+    ];
+
+    /// The table's name as used in dataset names and feature definitions.
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Patients => "patients",
+            Table::Encounters => "encounters",
+            Table::Observations => "observations",
+            Table::Conditions => "conditions",
+            Table::Procedures => "procedures",
+            Table::Medications => "medications",
+            Table::CareTeam => "care_team",
+        }
+    }
+
+    /// Parses a table name as written by [`Table::name`].
+    pub fn from_name(name: &str) -> Option<Table> {
+        Table::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// The Arrow schema of the table.
+    pub fn schema(self) -> SchemaRef {
+        let ts = || DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        let s = |n: &str, nullable: bool| Field::new(n, DataType::Utf8, nullable);
+        let t = |n: &str, nullable: bool| Field::new(n, ts(), nullable);
+        let f = |n: &str| Field::new(n, DataType::Float64, true);
+        let mut fields = match self {
+            Table::Patients => vec![
+                s("patient_id", false),
+                Field::new("birth_date", DataType::Date32, true),
+                s("sex", true),
+                t("death_time", true),
+                s("zip", true),
+                s("given_name", true),
+                s("family_name", true),
+            ],
+            Table::Encounters => vec![
+                s("encounter_id", false),
+                s("patient_id", false),
+                s("class", false),
+                t("admit_time", false),
+                t("discharge_time", true),
+                s("admission_type", true),
+                s("discharge_disposition", true),
+                s("service", true),
+                s("code_system", true),
+                s("code", true),
+                s("display", true),
+            ],
+            Table::Observations => vec![
+                s("observation_id", false),
+                s("patient_id", false),
+                s("encounter_id", true),
+                s("category", true),
+                s("code_system", false),
+                s("code", false),
+                s("display", true),
+                f("value_num"),
+                s("value_text", true),
+                s("unit", true),
+                t("effective_time", false),
+                s("status", true),
+            ],
+            Table::Conditions => vec![
+                s("condition_id", false),
+                s("patient_id", false),
+                s("encounter_id", true),
+                s("code_system", false),
+                s("code", false),
+                s("display", true),
+                t("onset_time", false),
+                t("abatement_time", true),
+            ],
+            Table::Procedures => vec![
+                s("procedure_id", false),
+                s("patient_id", false),
+                s("encounter_id", true),
+                s("code_system", false),
+                s("code", false),
+                s("display", true),
+                t("performed_time", false),
+                t("performed_end", true),
+            ],
+            Table::Medications => vec![
+                s("medication_id", false),
+                s("patient_id", false),
+                s("encounter_id", true),
+                s("code_system", false),
+                s("code", false),
+                s("display", true),
+                t("start_time", false),
+                t("end_time", true),
+                s("status", true),
+            ],
+            Table::CareTeam => vec![
+                s("patient_id", false),
+                s("clinician_id", false),
+                s("role", true),
+                t("valid_from", false),
+                t("valid_to", true),
+            ],
+        };
+        fields.extend([
+            s("source_system", false),
+            s("source_id", false),
+            t("known_at", false),
+            t("retracted_at", true),
+        ]);
+        Arc::new(Schema::new(fields))
+    }
+
+    /// The column holding the table's event time (the time a lookup compares with `t`).
+    pub fn event_time_column(self) -> &'static str {
+        match self {
+            Table::Patients => "known_at",
+            Table::Encounters => "admit_time",
+            Table::Observations => "effective_time",
+            Table::Conditions => "onset_time",
+            Table::Procedures => "performed_time",
+            Table::Medications => "start_time",
+            Table::CareTeam => "valid_from",
+        }
+    }
+}
+
+/// Normalized code systems. Recognizable URIs and OIDs map to these names; anything else is
+/// kept as written (a local system) so nothing is lost.
+pub mod code_system {
+    /// LOINC (labs, vitals).
+    pub const LOINC: &str = "LOINC";
+    /// SNOMED CT.
+    pub const SNOMED: &str = "SNOMED";
+    /// ICD-10-CM.
+    pub const ICD10CM: &str = "ICD10CM";
+    /// ICD-9-CM.
+    pub const ICD9CM: &str = "ICD9CM";
+    /// RxNorm.
+    pub const RXNORM: &str = "RXNORM";
+    /// CPT.
+    pub const CPT: &str = "CPT";
+
+    /// Normalizes a code system as written in a source (FHIR URI, HL7 v2 coding system name,
+    /// OID, or a short name) to one of the constants above; an unrecognized system is
+    /// returned trimmed, unchanged.
+    pub fn normalize(system: &str) -> String {
+        let s = system.trim();
+        let lower = s.to_ascii_lowercase();
+        let known = match lower.as_str() {
+            "http://loinc.org"
+            | "loinc"
+            | "ln"
+            | "lnc"
+            | "2.16.840.1.113883.6.1"
+            | "urn:oid:2.16.840.1.113883.6.1" => Some(LOINC),
+            "http://snomed.info/sct"
+            | "snomed"
+            | "snomedct"
+            | "snomed ct"
+            | "sct"
+            | "sno"
+            | "snm"
+            | "2.16.840.1.113883.6.96"
+            | "urn:oid:2.16.840.1.113883.6.96" => Some(SNOMED),
+            "http://hl7.org/fhir/sid/icd-10-cm"
+            | "http://hl7.org/fhir/sid/icd-10"
+            | "icd10cm"
+            | "icd-10-cm"
+            | "icd10"
+            | "icd-10"
+            | "i10"
+            | "i10c"
+            | "2.16.840.1.113883.6.90"
+            | "urn:oid:2.16.840.1.113883.6.90" => Some(ICD10CM),
+            "http://hl7.org/fhir/sid/icd-9-cm"
+            | "icd9cm"
+            | "icd-9-cm"
+            | "icd9"
+            | "icd-9"
+            | "i9"
+            | "i9c"
+            | "2.16.840.1.113883.6.103"
+            | "urn:oid:2.16.840.1.113883.6.103" => Some(ICD9CM),
+            "http://www.nlm.nih.gov/research/umls/rxnorm"
+            | "rxnorm"
+            | "rxn"
+            | "rx"
+            | "2.16.840.1.113883.6.88"
+            | "urn:oid:2.16.840.1.113883.6.88" => Some(RXNORM),
+            "http://www.ama-assn.org/go/cpt"
+            | "cpt"
+            | "cpt4"
+            | "cpt-4"
+            | "c4"
+            | "2.16.840.1.113883.6.12"
+            | "urn:oid:2.16.840.1.113883.6.12" => Some(CPT),
+            _ => None,
+        };
+        known.map(str::to_string).unwrap_or_else(|| s.to_string())
+    }
+
+    /// True when `system` (already normalized) is one of the standard systems.
+    pub fn is_standard(system: &str) -> bool {
+        [LOINC, SNOMED, ICD10CM, ICD9CM, RXNORM, CPT].contains(&system)
+    }
+}
+
+/// Encounter classes, one vocabulary across sources.
+pub mod encounter_class {
+    /// An inpatient stay.
+    pub const INPATIENT: &str = "inpatient";
+    /// An emergency department visit.
+    pub const EMERGENCY: &str = "emergency";
+    /// An ambulatory (outpatient clinic, wellness) visit.
+    pub const AMBULATORY: &str = "ambulatory";
+    /// Observation stay.
+    pub const OBSERVATION: &str = "observation";
+    /// Home health.
+    pub const HOME: &str = "home";
+    /// Virtual (telehealth) visit.
+    pub const VIRTUAL: &str = "virtual";
+    /// Anything else.
+    pub const OTHER: &str = "other";
+
+    /// Maps a source's class (FHIR v3 ActCode, HL7 v2 PV1-2 patient class, Synthea
+    /// ENCOUNTERCLASS, or a word) to the vocabulary; `None` when unrecognized.
+    pub fn normalize(class: &str) -> Option<&'static str> {
+        Some(match class.trim().to_ascii_lowercase().as_str() {
+            "imp" | "inpatient" | "acute" | "nonac" | "i" | "inpatient encounter" => INPATIENT,
+            "emer" | "emergency" | "e" | "ed" | "urgentcare" | "urgent care" => EMERGENCY,
+            "amb" | "ambulatory" | "outpatient" | "o" | "wellness" | "fld" | "r" => AMBULATORY,
+            "obsenc" | "observation" | "obs" => OBSERVATION,
+            "hh" | "home" | "home health" | "homehealth" => HOME,
+            "vr" | "virtual" | "telehealth" => VIRTUAL,
+            "other" | "prenc" | "ss" | "b" | "c" | "n" | "u" => OTHER,
+            _ => return None,
+        })
+    }
+}
+
+/// Admission types (how urgent the admission was), one vocabulary across sources.
+pub mod admission_type {
+    /// Emergency admission.
+    pub const EMERGENCY: &str = "emergency";
+    /// Urgent admission.
+    pub const URGENT: &str = "urgent";
+    /// Elective (planned) admission.
+    pub const ELECTIVE: &str = "elective";
+    /// Newborn, trauma and anything else.
+    pub const OTHER: &str = "other";
+
+    /// Maps HL7 v2 PV1-4 (table 0007), FHIR `hospitalization.admitSource`/priority words, or
+    /// MIMIC-style words to the vocabulary; `None` when unrecognized.
+    pub fn normalize(kind: &str) -> Option<&'static str> {
+        let k = kind.trim().to_ascii_lowercase();
+        Some(match k.as_str() {
+            "e" | "emergency" | "emer" | "em" | "ew emer." | "direct emer." | "emr" => EMERGENCY,
+            "u" | "urgent" | "ur" => URGENT,
+            "r" | "c" | "elective" | "el" | "routine" | "surgical same day admission" => ELECTIVE,
+            "n" | "newborn" | "t" | "trauma" | "other" => OTHER,
+            _ if k.contains("emer") => EMERGENCY,
+            _ if k.contains("urgent") => URGENT,
+            _ if k.contains("elective") => ELECTIVE,
+            _ => return None,
+        })
+    }
+}
+
+/// Provenance and knowledge-time columns shared by every curated row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowMeta {
+    /// The source system or file the row came from.
+    pub source_system: String,
+    /// The record id in the source (resource id, message control id and segment, line).
+    pub source_id: String,
+    /// When the information became available.
+    pub known_at: DateTime<Utc>,
+    /// When the row stopped being true (cancelled, corrected), if it did.
+    pub retracted_at: Option<DateTime<Utc>>,
+}
+
+/// A code with its system (normalized by [`code_system::normalize`]) and display text.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Coding {
+    /// Normalized code system.
+    pub system: String,
+    /// The code.
+    pub code: String,
+    /// Human-readable text, if the source had it.
+    pub display: Option<String>,
+}
+
+/// A row of `patients`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Patient {
+    /// Patient id (the source's identifier, stable across files of one source).
+    pub patient_id: String,
+    /// Date of birth.
+    pub birth_date: Option<NaiveDate>,
+    /// `female`, `male`, `other` or `unknown`.
+    pub sex: Option<String>,
+    /// Time of death.
+    pub death_time: Option<DateTime<Utc>>,
+    /// ZIP or postal code.
+    pub zip: Option<String>,
+    /// Given name(s) (an identifier under HIPAA; dropped on de-identification).
+    pub given_name: Option<String>,
+    /// Family name (an identifier under HIPAA; dropped on de-identification).
+    pub family_name: Option<String>,
+    /// Provenance and knowledge time.
+    pub meta: RowMeta,
+}
+
+/// A row of `encounters`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Encounter {
+    /// Encounter (visit) id.
+    pub encounter_id: String,
+    /// The patient.
+    pub patient_id: String,
+    /// One of [`encounter_class`].
+    pub class: String,
+    /// Start of the encounter (admission).
+    pub admit_time: DateTime<Utc>,
+    /// End of the encounter (discharge); null while in progress.
+    pub discharge_time: Option<DateTime<Utc>>,
+    /// One of [`admission_type`].
+    pub admission_type: Option<String>,
+    /// Discharge disposition as coded by the source (e.g. `home`, `snf`, `expired`).
+    pub discharge_disposition: Option<String>,
+    /// Hospital service (e.g. `medicine`, `surgery`, `oncology`).
+    pub service: Option<String>,
+    /// Encounter type code, if any.
+    pub code: Option<Coding>,
+    /// Provenance and knowledge time.
+    pub meta: RowMeta,
+}
+
+/// A row of `observations` (labs and vitals).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    /// Observation id.
+    pub observation_id: String,
+    /// The patient.
+    pub patient_id: String,
+    /// The encounter it belongs to, if known.
+    pub encounter_id: Option<String>,
+    /// `laboratory`, `vital-signs`, ...
+    pub category: Option<String>,
+    /// What was measured (LOINC where coded).
+    pub code: Coding,
+    /// Numeric value.
+    pub value_num: Option<f64>,
+    /// Text value (when not numeric).
+    pub value_text: Option<String>,
+    /// Unit of `value_num` (UCUM where the source says so).
+    pub unit: Option<String>,
+    /// When the sample was taken / the observation made.
+    pub effective_time: DateTime<Utc>,
+    /// `final`, `preliminary`, `corrected`, ...
+    pub status: Option<String>,
+    /// Provenance and knowledge time.
+    pub meta: RowMeta,
+}
+
+/// A row of `conditions` (diagnoses).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Condition {
+    /// Condition id.
+    pub condition_id: String,
+    /// The patient.
+    pub patient_id: String,
+    /// The encounter it was recorded in, if known.
+    pub encounter_id: Option<String>,
+    /// Diagnosis code (ICD-10-CM, SNOMED CT, ...).
+    pub code: Coding,
+    /// Onset (or recorded) time.
+    pub onset_time: DateTime<Utc>,
+    /// When it resolved, if it did.
+    pub abatement_time: Option<DateTime<Utc>>,
+    /// Provenance and knowledge time.
+    pub meta: RowMeta,
+}
+
+/// A row of `procedures`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Procedure {
+    /// Procedure id.
+    pub procedure_id: String,
+    /// The patient.
+    pub patient_id: String,
+    /// The encounter it was performed in, if known.
+    pub encounter_id: Option<String>,
+    /// Procedure code (SNOMED CT, CPT, ICD-10-PCS as written, ...).
+    pub code: Coding,
+    /// When it was performed (start).
+    pub performed_time: DateTime<Utc>,
+    /// When it ended, if known.
+    pub performed_end: Option<DateTime<Utc>>,
+    /// Provenance and knowledge time.
+    pub meta: RowMeta,
+}
+
+/// A row of `medications` (orders).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Medication {
+    /// Medication order id.
+    pub medication_id: String,
+    /// The patient.
+    pub patient_id: String,
+    /// The encounter it was ordered in, if known.
+    pub encounter_id: Option<String>,
+    /// Drug code (RxNorm where coded).
+    pub code: Coding,
+    /// Start of the order.
+    pub start_time: DateTime<Utc>,
+    /// End of the order, if known.
+    pub end_time: Option<DateTime<Utc>>,
+    /// `active`, `completed`, `stopped`, ...
+    pub status: Option<String>,
+    /// Provenance and knowledge time.
+    pub meta: RowMeta,
+}
+
+/// A row of `care_team`: a clinician assigned to a patient for a period.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CareTeamMember {
+    /// The patient.
+    pub patient_id: String,
+    /// The clinician (practitioner id, as authentication names them).
+    pub clinician_id: String,
+    /// `attending`, `admitting`, `primary`, ...
+    pub role: Option<String>,
+    /// Start of the assignment.
+    pub valid_from: DateTime<Utc>,
+    /// End of the assignment, if it ended.
+    pub valid_to: Option<DateTime<Utc>>,
+    /// Provenance and knowledge time.
+    pub meta: RowMeta,
+}
+
+/// The rows of every curated table, as produced by one ingest.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CuratedTables {
+    /// `patients` rows.
+    pub patients: Vec<Patient>,
+    /// `encounters` rows.
+    pub encounters: Vec<Encounter>,
+    /// `observations` rows.
+    pub observations: Vec<Observation>,
+    /// `conditions` rows.
+    pub conditions: Vec<Condition>,
+    /// `procedures` rows.
+    pub procedures: Vec<Procedure>,
+    /// `medications` rows.
+    pub medications: Vec<Medication>,
+    /// `care_team` rows.
+    pub care_team: Vec<CareTeamMember>,
+}
+
+impl CuratedTables {
+    /// Number of rows of one table.
+    pub fn len(&self, table: Table) -> usize {
+        match table {
+            Table::Patients => self.patients.len(),
+            Table::Encounters => self.encounters.len(),
+            Table::Observations => self.observations.len(),
+            Table::Conditions => self.conditions.len(),
+            Table::Procedures => self.procedures.len(),
+            Table::Medications => self.medications.len(),
+            Table::CareTeam => self.care_team.len(),
+        }
+    }
+
+    /// True when no table has a row.
+    pub fn is_empty(&self) -> bool {
+        Table::ALL.iter().all(|t| self.len(*t) == 0)
+    }
+
+    /// Appends the rows of `other`.
+    pub fn extend(&mut self, other: CuratedTables) {
+        self.patients.extend(other.patients);
+        self.encounters.extend(other.encounters);
+        self.observations.extend(other.observations);
+        self.conditions.extend(other.conditions);
+        self.procedures.extend(other.procedures);
+        self.medications.extend(other.medications);
+        self.care_team.extend(other.care_team);
+    }
+
+    /// Sorts every table into its canonical order (by id, then source, then knowledge time),
+    /// so that the same rows give the same dataset hash whatever order the sources listed
+    /// them in.
+    pub fn sort_canonical(&mut self) {
+        fn key(m: &RowMeta) -> (&str, &str, i64) {
+            (
+                &m.source_system,
+                &m.source_id,
+                m.known_at.timestamp_micros(),
+            )
+        }
+        self.patients
+            .sort_by(|a, b| (&a.patient_id, key(&a.meta)).cmp(&(&b.patient_id, key(&b.meta))));
+        self.encounters.sort_by(|a, b| {
+            (&a.patient_id, a.admit_time, &a.encounter_id, key(&a.meta)).cmp(&(
+                &b.patient_id,
+                b.admit_time,
+                &b.encounter_id,
+                key(&b.meta),
+            ))
+        });
+        self.observations.sort_by(|a, b| {
+            (
+                &a.patient_id,
+                a.effective_time,
+                &a.observation_id,
+                key(&a.meta),
+            )
+                .cmp(&(
+                    &b.patient_id,
+                    b.effective_time,
+                    &b.observation_id,
+                    key(&b.meta),
+                ))
+        });
+        self.conditions.sort_by(|a, b| {
+            (&a.patient_id, a.onset_time, &a.condition_id, key(&a.meta)).cmp(&(
+                &b.patient_id,
+                b.onset_time,
+                &b.condition_id,
+                key(&b.meta),
+            ))
+        });
+        self.procedures.sort_by(|a, b| {
+            (
+                &a.patient_id,
+                a.performed_time,
+                &a.procedure_id,
+                key(&a.meta),
+            )
+                .cmp(&(
+                    &b.patient_id,
+                    b.performed_time,
+                    &b.procedure_id,
+                    key(&b.meta),
+                ))
+        });
+        self.medications.sort_by(|a, b| {
+            (&a.patient_id, a.start_time, &a.medication_id, key(&a.meta)).cmp(&(
+                &b.patient_id,
+                b.start_time,
+                &b.medication_id,
+                key(&b.meta),
+            ))
+        });
+        self.care_team.sort_by(|a, b| {
+            (&a.patient_id, a.valid_from, &a.clinician_id, key(&a.meta)).cmp(&(
+                &b.patient_id,
+                b.valid_from,
+                &b.clinician_id,
+                key(&b.meta),
+            ))
+        });
+    }
+
+    /// Builds the record batch of one table, in the current row order.
+    ///
+    /// # Errors
+    /// Only if the builders disagree with the schema, which would be a bug in this module.
+    pub fn to_batch(&self, table: Table) -> Result<RecordBatch, ArrowError> {
+        let mut b = Columns::default();
+        match table {
+            Table::Patients => {
+                for r in &self.patients {
+                    b.str(0, Some(&r.patient_id));
+                    b.date(1, r.birth_date);
+                    b.str(2, r.sex.as_deref());
+                    b.ts(3, r.death_time);
+                    b.str(4, r.zip.as_deref());
+                    b.str(5, r.given_name.as_deref());
+                    b.str(6, r.family_name.as_deref());
+                    b.meta(7, &r.meta);
+                }
+            }
+            Table::Encounters => {
+                for r in &self.encounters {
+                    b.str(0, Some(&r.encounter_id));
+                    b.str(1, Some(&r.patient_id));
+                    b.str(2, Some(&r.class));
+                    b.ts(3, Some(r.admit_time));
+                    b.ts(4, r.discharge_time);
+                    b.str(5, r.admission_type.as_deref());
+                    b.str(6, r.discharge_disposition.as_deref());
+                    b.str(7, r.service.as_deref());
+                    b.str(8, r.code.as_ref().map(|c| c.system.as_str()));
+                    b.str(9, r.code.as_ref().map(|c| c.code.as_str()));
+                    b.str(10, r.code.as_ref().and_then(|c| c.display.as_deref()));
+                    b.meta(11, &r.meta);
+                }
+            }
+            Table::Observations => {
+                for r in &self.observations {
+                    b.str(0, Some(&r.observation_id));
+                    b.str(1, Some(&r.patient_id));
+                    b.str(2, r.encounter_id.as_deref());
+                    b.str(3, r.category.as_deref());
+                    b.coding(4, &r.code);
+                    b.f64(7, r.value_num);
+                    b.str(8, r.value_text.as_deref());
+                    b.str(9, r.unit.as_deref());
+                    b.ts(10, Some(r.effective_time));
+                    b.str(11, r.status.as_deref());
+                    b.meta(12, &r.meta);
+                }
+            }
+            Table::Conditions => {
+                for r in &self.conditions {
+                    b.str(0, Some(&r.condition_id));
+                    b.str(1, Some(&r.patient_id));
+                    b.str(2, r.encounter_id.as_deref());
+                    b.coding(3, &r.code);
+                    b.ts(6, Some(r.onset_time));
+                    b.ts(7, r.abatement_time);
+                    b.meta(8, &r.meta);
+                }
+            }
+            Table::Procedures => {
+                for r in &self.procedures {
+                    b.str(0, Some(&r.procedure_id));
+                    b.str(1, Some(&r.patient_id));
+                    b.str(2, r.encounter_id.as_deref());
+                    b.coding(3, &r.code);
+                    b.ts(6, Some(r.performed_time));
+                    b.ts(7, r.performed_end);
+                    b.meta(8, &r.meta);
+                }
+            }
+            Table::Medications => {
+                for r in &self.medications {
+                    b.str(0, Some(&r.medication_id));
+                    b.str(1, Some(&r.patient_id));
+                    b.str(2, r.encounter_id.as_deref());
+                    b.coding(3, &r.code);
+                    b.ts(6, Some(r.start_time));
+                    b.ts(7, r.end_time);
+                    b.str(8, r.status.as_deref());
+                    b.meta(9, &r.meta);
+                }
+            }
+            Table::CareTeam => {
+                for r in &self.care_team {
+                    b.str(0, Some(&r.patient_id));
+                    b.str(1, Some(&r.clinician_id));
+                    b.str(2, r.role.as_deref());
+                    b.ts(3, Some(r.valid_from));
+                    b.ts(4, r.valid_to);
+                    b.meta(5, &r.meta);
+                }
+            }
+        }
+        b.finish(table.schema())
+    }
+}
+
+/// Column builders addressed by position, so each table's row loop above stays one line a
+/// column. A builder is created on first use with the type that use implies.
+#[derive(Default)]
+struct Columns {
+    cols: Vec<Option<Col>>,
+}
+
+enum Col {
+    Str(StringBuilder),
+    Ts(TimestampMicrosecondBuilder),
+    Date(Date32Builder),
+    F64(Float64Builder),
+}
+
+impl Columns {
+    fn slot(&mut self, i: usize, make: fn() -> Col) -> &mut Col {
+        if self.cols.len() <= i {
+            self.cols.resize_with(i + 1, || None);
+        }
+        self.cols[i].get_or_insert_with(make)
+    }
+
+    fn str(&mut self, i: usize, v: Option<&str>) {
+        if let Col::Str(b) = self.slot(i, || Col::Str(StringBuilder::new())) {
+            b.append_option(v);
+        }
+    }
+
+    fn ts(&mut self, i: usize, v: Option<DateTime<Utc>>) {
+        let make = || Col::Ts(TimestampMicrosecondBuilder::new().with_timezone("UTC"));
+        if let Col::Ts(b) = self.slot(i, make) {
+            b.append_option(v.map(|t| t.timestamp_micros()));
+        }
+    }
+
+    fn date(&mut self, i: usize, v: Option<NaiveDate>) {
+        if let Col::Date(b) = self.slot(i, || Col::Date(Date32Builder::new())) {
+            b.append_option(v.map(date_to_days));
+        }
+    }
+
+    fn f64(&mut self, i: usize, v: Option<f64>) {
+        if let Col::F64(b) = self.slot(i, || Col::F64(Float64Builder::new())) {
+            b.append_option(v);
+        }
+    }
+
+    fn coding(&mut self, i: usize, c: &Coding) {
+        self.str(i, Some(&c.system));
+        self.str(i + 1, Some(&c.code));
+        self.str(i + 2, c.display.as_deref());
+    }
+
+    fn meta(&mut self, i: usize, m: &RowMeta) {
+        self.str(i, Some(&m.source_system));
+        self.str(i + 1, Some(&m.source_id));
+        self.ts(i + 2, Some(m.known_at));
+        self.ts(i + 3, m.retracted_at);
+    }
+
+    fn finish(self, schema: SchemaRef) -> Result<RecordBatch, ArrowError> {
+        let mut cols = self.cols;
+        cols.resize_with(schema.fields().len(), || None);
+        let arrays: Vec<ArrayRef> = schema
+            .fields()
+            .iter()
+            .zip(cols)
+            .map(|(field, col)| match col {
+                None => arrow::array::new_empty_array(field.data_type()),
+                Some(Col::Str(mut b)) => Arc::new(b.finish()) as ArrayRef,
+                Some(Col::Ts(mut b)) => Arc::new(b.finish()) as ArrayRef,
+                Some(Col::Date(mut b)) => Arc::new(b.finish()) as ArrayRef,
+                Some(Col::F64(mut b)) => Arc::new(b.finish()) as ArrayRef,
+            })
+            .collect();
+        RecordBatch::try_new(schema, arrays)
+    }
+}
+
+/// Days since 1970-01-01, the Arrow `date32` value of a date.
+pub fn date_to_days(d: NaiveDate) -> i32 {
+    (d - NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid epoch")).num_days() as i32
+}

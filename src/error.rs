@@ -1,0 +1,145 @@
+//! The crate's error type.
+//!
+//! # Taxonomy
+//!
+//! Errors fall in two groups, and every variant says which:
+//! - **Caller or data errors**: a bad argument, an unknown dataset, malformed input, a
+//!   version whose stored bytes no longer match its hash. They carry the subject (the file and
+//!   line, the hash, the field) so a message can name what is wrong, and gRPC maps them to
+//!   `InvalidArgument`, `NotFound`, `FailedPrecondition`, `DataLoss`, ...
+//! - **[`Error::Internal`]**: a broken invariant, i.e. a bug in Ward. No request and no input
+//!   file may produce it.
+//!
+//! Storage and I/O failures ([`Error::Io`], [`Error::Lance`], ...) are environmental: the disk,
+//! the object store. They are neither the caller's fault nor a bug.
+
+use std::path::PathBuf;
+
+/// Result with [`Error`] as the default error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Every error Ward's library returns.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file or directory could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Lance failed to read or write a dataset.
+    #[error("lance dataset {path}: {source}")]
+    Lance {
+        /// The dataset's location.
+        path: String,
+        /// The underlying error.
+        source: Box<lance::Error>,
+    },
+    /// Arrow failed (a schema mismatch, a cast).
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    /// A Parquet file could not be read or written.
+    #[error("parquet {path}: {source}")]
+    Parquet {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: parquet::errors::ParquetError,
+    },
+    /// A dataset reference that is not a hash, a name, or `name@time`.
+    #[error("invalid dataset reference {reference:?}: {reason}")]
+    InvalidRef {
+        /// The reference as given.
+        reference: String,
+        /// Why it is invalid.
+        reason: String,
+    },
+    /// No version matches the reference.
+    #[error("no dataset version matches {reference:?}")]
+    NotFound {
+        /// The reference as given.
+        reference: String,
+    },
+    /// A stored version no longer matches its hash or manifest.
+    #[error("dataset {hash} failed verification: {what}")]
+    Corrupt {
+        /// The version's hash.
+        hash: String,
+        /// What differs.
+        what: String,
+    },
+    /// A value given by the caller is not acceptable.
+    #[error("invalid {what}: {reason}")]
+    InvalidArgument {
+        /// What was invalid (an option name, a field).
+        what: String,
+        /// Why.
+        reason: String,
+    },
+    /// Input data is malformed in a way that stops the whole operation (bad records that can
+    /// be set aside go to quarantine instead).
+    #[error("{location}: {field}: {reason}")]
+    BadInput {
+        /// File and line or record.
+        location: String,
+        /// The field at fault, or `-`.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A column type the content hash does not define an encoding for.
+    #[error("column {column:?}: type {data_type} is not supported by the content hash")]
+    UnsupportedType {
+        /// The column.
+        column: String,
+        /// Its type.
+        data_type: String,
+    },
+    /// The store directory is not initialized or has an unexpected layout.
+    #[error("store {path}: {reason}")]
+    Store {
+        /// The store's root.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A manifest could not be parsed.
+    #[error("manifest {path}: {source}")]
+    Manifest {
+        /// The manifest file.
+        path: PathBuf,
+        /// The JSON error.
+        source: serde_json::Error,
+    },
+    /// A bug: an invariant Ward relies on does not hold.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// An [`Error::Io`] for `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// An [`Error::Lance`] for the dataset at `path`.
+    pub fn lance(path: impl Into<String>, source: lance::Error) -> Self {
+        Error::Lance {
+            path: path.into(),
+            source: Box::new(source),
+        }
+    }
+
+    /// An [`Error::InvalidArgument`].
+    pub fn invalid(what: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            what: what.into(),
+            reason: reason.into(),
+        }
+    }
+}

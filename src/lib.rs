@@ -1,0 +1,33 @@
+//! Ward: a feature store for clinical machine learning.
+//!
+//! Ward turns curated hospital tables into patient features, writes every result as an
+//! immutable dataset version named by the BLAKE3 hash of its logical content, and serves
+//! point-in-time correct lookups. `../shared/DESIGN.md` (mirrored in `docs/`) is the contract.
+//!
+//! # Layout
+//!
+//! - [`error`]: the crate's one error type and its taxonomy.
+//! - [`clock`]: the injected clock; nothing reads the system time directly.
+//! - [`hash`]: the canonical, layout-independent content hash of a table (`docs/hashing.md`).
+//! - [`store`]: the version store: immutable Lance datasets named `b3:<hex>`, manifests,
+//!   tags, atomic commit, verify, export, cleanup.
+//! - [`curated`]: the curated tables (patients, encounters, observations, ...) and their
+//!   schemas (`docs/curated-tables.md`).
+//! - [`ingest`]: sources (HL7 v2, FHIR R4, CSV/Parquet with mappings) parsed into curated rows,
+//!   bad records into quarantine.
+//! - [`synth`]: the deterministic synthetic cohort generator.
+//! - [`cli`]: the `ward` command line (the binary in `src/main.rs` only calls it).
+
+pub mod cli;
+pub mod clock;
+pub mod curated;
+pub mod error;
+pub mod hash;
+pub mod ingest;
+pub mod store;
+pub mod synth;
+
+pub use error::{Error, Result};
+
+/// The version of Ward, recorded in every manifest it writes.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,857 @@
+//! The version store: immutable dataset versions named by their content hash.
+//!
+//! # Layout of a store directory
+//!
+//! ```text
+//! STORE/
+//!   ward-store.json            format marker
+//!   versions/<hex>/manifest.json   the manifest (hash, kind, schema, lineage, file digests)
+//!   versions/<hex>/data/       the Lance dataset holding the rows
+//!   tags/<name>.jsonl          a tag's history, one {"hash","at"} line per move
+//!   tmp/<id>/                  writes in progress (and leftovers of interrupted ones)
+//! ```
+//!
+//! # Atomic commit
+//! A version is written completely under `tmp/<id>/` (Lance data, then the manifest), every
+//! file and directory is synced, and only then is `tmp/<id>` renamed to `versions/<hex>`. A
+//! directory rename is atomic, so a reader sees the whole version or nothing, whatever moment
+//! a crash hits. If `versions/<hex>` already exists the content is already stored: the
+//! temporary copy is removed and the existing version returned, so concurrent writers of the
+//! same content all get the one hash and nothing is stored twice. A writer holds an
+//! exclusive lock on `tmp/<id>/.lock`; [`Store::cleanup`] removes only unlocked leftovers.
+
+pub mod manifest;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{RecordBatch, RecordBatchIterator, RecordBatchReader};
+use arrow::datatypes::{Schema, SchemaRef};
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use lance::dataset::{WriteMode, WriteParams};
+use lance::Dataset;
+use serde::{Deserialize, Serialize};
+
+use crate::clock::SharedClock;
+use crate::error::{Error, Result};
+use crate::hash::{ContentHash, TableHasher};
+pub use manifest::{ColumnInfo, FileDigest, Kind, Lineage, Manifest, VersionRef};
+
+const MARKER: &str = "ward-store.json";
+const STORE_FORMAT: u32 = 1;
+
+/// What to record about a version being put.
+#[derive(Debug, Clone)]
+pub struct PutOptions {
+    /// The dataset name (see [`manifest::validate_name`]).
+    pub name: String,
+    /// What it holds.
+    pub kind: Kind,
+    /// Where it came from.
+    pub lineage: Lineage,
+    /// Free-form labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl PutOptions {
+    /// Options for a version named `name` of kind `kind`, with no lineage or labels.
+    pub fn new(name: impl Into<String>, kind: Kind) -> Self {
+        PutOptions {
+            name: name.into(),
+            kind,
+            lineage: Lineage::default(),
+            labels: BTreeMap::new(),
+        }
+    }
+}
+
+/// The result of a put.
+#[derive(Debug, Clone)]
+pub struct PutOutcome {
+    /// The version's manifest (the existing one if the content was already stored).
+    pub manifest: Manifest,
+    /// False when the content already existed and nothing new was stored.
+    pub created: bool,
+}
+
+/// Filters for [`Store::list`].
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Only this kind.
+    pub kind: Option<Kind>,
+    /// Only versions put under this name or pointed at by a tag of this name.
+    pub name: Option<String>,
+}
+
+/// What [`Store::verify`] checked.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    /// The version.
+    pub hash: ContentHash,
+    /// Rows read back.
+    pub rows: u64,
+    /// Stored files whose digests matched.
+    pub files: usize,
+}
+
+/// What [`Store::cleanup`] removed.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CleanupReport {
+    /// Leftover temporary directories removed.
+    pub removed: Vec<String>,
+    /// Temporary directories skipped because a writer still holds them.
+    pub in_use: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct TagEntry {
+    hash: ContentHash,
+    at: DateTime<Utc>,
+}
+
+/// A store of immutable, content-hashed dataset versions in a local directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+    clock: SharedClock,
+}
+
+impl Store {
+    /// Opens the store at `root`, creating its layout if the directory is new or empty.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the directory cannot be created; [`Error::Store`] if it holds
+    /// something that is not a Ward store.
+    pub fn open(root: impl Into<PathBuf>, clock: SharedClock) -> Result<Store> {
+        let root = root.into();
+        let marker = root.join(MARKER);
+        if !marker.exists() {
+            if root.exists() {
+                let entries = fs::read_dir(&root).map_err(|e| Error::io(&root, e))?;
+                if entries.count() > 0 {
+                    return Err(Error::Store {
+                        path: root,
+                        reason: format!(
+                            "not empty and has no {MARKER}: not a Ward store (choose another --store)"
+                        ),
+                    });
+                }
+            }
+            for sub in ["versions", "tags", "tmp"] {
+                fs::create_dir_all(root.join(sub)).map_err(|e| Error::io(root.join(sub), e))?;
+            }
+            let body = serde_json::json!({ "ward_store_format": STORE_FORMAT, "created_by": crate::VERSION });
+            write_atomic(&marker, body.to_string().as_bytes())?;
+        }
+        Ok(Store { root, clock })
+    }
+
+    /// Opens an existing store without creating anything.
+    ///
+    /// # Errors
+    /// [`Error::Store`] if `root` is not an initialized store.
+    pub fn open_existing(root: impl Into<PathBuf>, clock: SharedClock) -> Result<Store> {
+        let root = root.into();
+        if !root.join(MARKER).exists() {
+            return Err(Error::Store {
+                path: root,
+                reason: "no Ward store here (run `ward init`, or pass --store)".into(),
+            });
+        }
+        Store::open(root, clock)
+    }
+
+    /// The store's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The clock the store stamps versions with.
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+
+    fn version_dir(&self, hash: &ContentHash) -> PathBuf {
+        self.root.join("versions").join(hash.hex())
+    }
+
+    fn data_uri(dir: &Path) -> Result<String> {
+        let abs = std::path::absolute(dir.join("data")).map_err(|e| Error::io(dir, e))?;
+        abs.to_str()
+            .map(str::to_string)
+            .ok_or_else(|| Error::Store {
+                path: abs.clone(),
+                reason: "path is not UTF-8".into(),
+            })
+    }
+
+    /// Stores a table given as a reader of batches, hashing while Lance writes it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a bad name; [`Error::UnsupportedType`] for a column
+    /// type outside the hashed set; [`Error::Lance`] or [`Error::Io`] if writing fails (then
+    /// nothing is visible).
+    pub async fn put_reader(
+        &self,
+        reader: Box<dyn RecordBatchReader + Send>,
+        opts: PutOptions,
+    ) -> Result<PutOutcome> {
+        manifest::validate_name(&opts.name)?;
+        let schema = reader.schema();
+        let hasher = Arc::new(Mutex::new(TableHasher::new(&schema)?));
+        let fed = hasher.clone();
+        let hashing = reader.map(move |b| {
+            if let Ok(batch) = &b {
+                let mut h = fed.lock().map_err(|_| {
+                    arrow::error::ArrowError::ComputeError("hasher lock poisoned".into())
+                })?;
+                h.update(batch)
+                    .map_err(|e| arrow::error::ArrowError::ExternalError(Box::new(e)))?;
+            }
+            b
+        });
+        let reader = RecordBatchIterator::new(hashing, schema.clone());
+
+        let tmp = TempVersion::create(&self.root)?;
+        let uri = Self::data_uri(&tmp.dir)?;
+        let params = WriteParams {
+            mode: WriteMode::Create,
+            ..Default::default()
+        };
+        Dataset::write(reader, uri.as_str(), Some(params))
+            .await
+            .map_err(|e| Error::lance(&uri, e))?;
+
+        let (hash, rows) = {
+            let h = hasher
+                .lock()
+                .map_err(|_| Error::Internal("hasher lock poisoned".into()))?;
+            (h.finish(), h.rows())
+        };
+        let dest = self.version_dir(&hash);
+        if dest.join("manifest.json").exists() {
+            return self.existing(hash, &opts, tmp);
+        }
+        let files = digest_files(&tmp.dir.join("data"))?;
+        let mut manifest = Manifest {
+            manifest_format: manifest::MANIFEST_FORMAT,
+            hash,
+            kind: opts.kind,
+            name: opts.name.clone(),
+            schema: ColumnInfo::from_schema(&schema)?,
+            rows,
+            bytes: files.iter().map(|f| f.bytes).sum(),
+            created_at: self.clock.now(),
+            lineage: opts.lineage.clone(),
+            ward_version: crate::VERSION.to_string(),
+            labels: opts.labels.clone(),
+            files,
+            seal: String::new(),
+        };
+        manifest.seal = manifest.compute_seal();
+        let body = serde_json::to_vec_pretty(&manifest)
+            .map_err(|e| Error::Internal(format!("manifest does not serialize: {e}")))?;
+        let mpath = tmp.dir.join("manifest.json");
+        fs::write(&mpath, body).map_err(|e| Error::io(&mpath, e))?;
+        sync_tree(&tmp.dir)?;
+        match tmp.commit(&dest) {
+            Ok(()) => {
+                sync_dir(&self.root.join("versions"))?;
+                Ok(PutOutcome {
+                    manifest,
+                    created: true,
+                })
+            }
+            // Another writer committed the same content first.
+            Err(tmp) if dest.join("manifest.json").exists() => self.existing(hash, &opts, tmp),
+            Err(tmp) => Err(Error::io(
+                &dest,
+                std::io::Error::other(format!("could not move {} into place", tmp.dir.display())),
+            )),
+        }
+    }
+
+    /// The content is stored already: drop the temporary copy, and give the existing version
+    /// the requested name as a tag when it was put under another.
+    fn existing(
+        &self,
+        hash: ContentHash,
+        opts: &PutOptions,
+        tmp: TempVersion,
+    ) -> Result<PutOutcome> {
+        drop(tmp);
+        let manifest = self.manifest(&hash)?;
+        if manifest.name != opts.name && self.tag_target(&opts.name, None)? != Some(hash) {
+            self.tag(&opts.name, &hash)?;
+        }
+        Ok(PutOutcome {
+            manifest,
+            created: false,
+        })
+    }
+
+    /// Stores in-memory batches.
+    ///
+    /// # Errors
+    /// As [`Store::put_reader`]; [`Error::Arrow`] if a batch does not match `schema`.
+    pub async fn put_batches(
+        &self,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+        opts: PutOptions,
+    ) -> Result<PutOutcome> {
+        for b in &batches {
+            if b.schema().fields() != schema.fields() {
+                return Err(Error::invalid(
+                    "batches",
+                    "a batch's schema differs from the table's",
+                ));
+            }
+        }
+        let reader = RecordBatchIterator::new(batches.into_iter().map(Ok), schema);
+        self.put_reader(Box::new(reader), opts).await
+    }
+
+    /// Stores the table of a Parquet file.
+    ///
+    /// # Errors
+    /// [`Error::Parquet`] if the file cannot be read; otherwise as [`Store::put_reader`].
+    pub async fn put_parquet(&self, path: &Path, opts: PutOptions) -> Result<PutOutcome> {
+        let file = fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .and_then(|b| b.with_batch_size(65_536).build())
+            .map_err(|source| Error::Parquet {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        self.put_reader(Box::new(reader), opts).await
+    }
+
+    /// The manifest of a stored version, checking its seal.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if no such version; [`Error::Manifest`] if it does not parse.
+    pub fn manifest(&self, hash: &ContentHash) -> Result<Manifest> {
+        let path = self.version_dir(hash).join("manifest.json");
+        let text = fs::read(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::NotFound {
+                reference: hash.to_string(),
+            },
+            _ => Error::io(&path, e),
+        })?;
+        serde_json::from_slice(&text).map_err(|source| Error::Manifest { path, source })
+    }
+
+    /// Every committed version, newest first, filtered.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the store cannot be read; [`Error::Manifest`] for an unreadable
+    /// manifest (a damaged store is reported, not hidden).
+    pub fn list(&self, filter: &ListFilter) -> Result<Vec<Manifest>> {
+        let dir = self.root.join("versions");
+        let mut out = Vec::new();
+        let tagged: Option<Vec<ContentHash>> = match &filter.name {
+            Some(name) => Some(
+                self.tag_history(name)?
+                    .into_iter()
+                    .map(|e| e.hash)
+                    .collect(),
+            ),
+            None => None,
+        };
+        for entry in fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
+            let entry = entry.map_err(|e| Error::io(&dir, e))?;
+            let Ok(hash) = format!("b3:{}", entry.file_name().to_string_lossy()).parse() else {
+                continue;
+            };
+            let m = self.manifest(&hash)?;
+            if filter.kind.is_some_and(|k| k != m.kind) {
+                continue;
+            }
+            if let (Some(name), Some(tagged)) = (&filter.name, &tagged) {
+                if &m.name != name && !tagged.contains(&m.hash) {
+                    continue;
+                }
+            }
+            out.push(m);
+        }
+        out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.hash.cmp(&b.hash)));
+        Ok(out)
+    }
+
+    /// The version a reference means.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if none; [`Error::InvalidRef`] for an ambiguous hash prefix.
+    pub fn resolve(&self, r: &VersionRef) -> Result<Manifest> {
+        let not_found = |reference: String| Error::NotFound { reference };
+        match r {
+            VersionRef::Hash(h) => self.manifest(h),
+            VersionRef::HashPrefix(prefix) => {
+                let dir = self.root.join("versions");
+                let mut found = Vec::new();
+                for entry in fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
+                    let name = entry.map_err(|e| Error::io(&dir, e))?.file_name();
+                    let name = name.to_string_lossy();
+                    if name.len() == 64 && name.starts_with(prefix.as_str()) {
+                        found.push(name.to_string());
+                    }
+                }
+                match found.as_slice() {
+                    [one] => self.manifest(&format!("b3:{one}").parse()?),
+                    [] => Err(not_found(format!("b3:{prefix}"))),
+                    _ => Err(Error::InvalidRef {
+                        reference: format!("b3:{prefix}"),
+                        reason: format!("matches {} versions; give more digits", found.len()),
+                    }),
+                }
+            }
+            VersionRef::Latest(name) => {
+                if let Some(h) = self.tag_target(name, None)? {
+                    return self.manifest(&h);
+                }
+                self.newest_named(name, None)
+                    .and_then(|m| m.ok_or_else(|| not_found(name.clone())))
+            }
+            VersionRef::AsOf(name, t) => {
+                if let Some(h) = self.tag_target(name, Some(*t))? {
+                    return self.manifest(&h);
+                }
+                self.newest_named(name, Some(*t))
+                    .and_then(|m| m.ok_or_else(|| not_found(format!("{name}@{}", t.to_rfc3339()))))
+            }
+        }
+    }
+
+    fn newest_named(&self, name: &str, at: Option<DateTime<Utc>>) -> Result<Option<Manifest>> {
+        let all = self.list(&ListFilter::default())?;
+        Ok(all
+            .into_iter()
+            .filter(|m| m.name == name && at.is_none_or(|t| m.created_at <= t))
+            .max_by(|a, b| a.created_at.cmp(&b.created_at).then(b.hash.cmp(&a.hash))))
+    }
+
+    /// Points tag `name` at `hash` (a tag is mutable; its history is kept, so `name@time`
+    /// still resolves to what it meant then).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if the version does not exist; [`Error::InvalidArgument`] for a
+    /// bad name.
+    pub fn tag(&self, name: &str, hash: &ContentHash) -> Result<()> {
+        manifest::validate_name(name)?;
+        self.manifest(hash)?;
+        let entry = TagEntry {
+            hash: *hash,
+            at: self.clock.now(),
+        };
+        let mut line = serde_json::to_vec(&entry)
+            .map_err(|e| Error::Internal(format!("tag entry does not serialize: {e}")))?;
+        line.push(b'\n');
+        let path = self.root.join("tags").join(format!("{name}.jsonl"));
+        let mut f = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        f.write_all(&line).map_err(|e| Error::io(&path, e))?;
+        f.sync_all().map_err(|e| Error::io(&path, e))
+    }
+
+    fn tag_history(&self, name: &str) -> Result<Vec<TagEntry>> {
+        let path = self.root.join("tags").join(format!("{name}.jsonl"));
+        let file = match fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        let mut out = Vec::new();
+        for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+            let line = line.map_err(|e| Error::io(&path, e))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let entry: TagEntry = serde_json::from_str(&line).map_err(|e| Error::BadInput {
+                location: format!("{}:{}", path.display(), i + 1),
+                field: "tag entry".into(),
+                reason: e.to_string(),
+            })?;
+            out.push(entry);
+        }
+        Ok(out)
+    }
+
+    /// Where tag `name` pointed at time `at` (now when `None`).
+    fn tag_target(&self, name: &str, at: Option<DateTime<Utc>>) -> Result<Option<ContentHash>> {
+        Ok(self
+            .tag_history(name)?
+            .into_iter()
+            .filter(|e| at.is_none_or(|t| e.at <= t))
+            .next_back()
+            .map(|e| e.hash))
+    }
+
+    /// Opens a version's Lance dataset.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if the version does not exist; [`Error::Lance`] if it cannot be
+    /// opened.
+    pub async fn dataset(&self, hash: &ContentHash) -> Result<Dataset> {
+        let dir = self.version_dir(hash);
+        if !dir.join("manifest.json").exists() {
+            return Err(Error::NotFound {
+                reference: hash.to_string(),
+            });
+        }
+        let uri = Self::data_uri(&dir)?;
+        Dataset::open(&uri).await.map_err(|e| Error::lance(&uri, e))
+    }
+
+    /// Streams a version's rows in their stored order to `each`, after giving its schema.
+    ///
+    /// # Errors
+    /// As [`Store::dataset`]; [`Error::Lance`] if reading fails; whatever `each` returns.
+    pub async fn scan(
+        &self,
+        hash: &ContentHash,
+        mut each: impl FnMut(&RecordBatch) -> Result<()>,
+    ) -> Result<SchemaRef> {
+        let ds = self.dataset(hash).await?;
+        let schema: SchemaRef = Arc::new(Schema::from(ds.schema()));
+        let mut scanner = ds.scan();
+        scanner.scan_in_order(true);
+        let uri = ds.uri().to_string();
+        let mut stream = scanner
+            .try_into_stream()
+            .await
+            .map_err(|e| Error::lance(&uri, e))?;
+        while let Some(batch) = stream.try_next().await.map_err(|e| Error::lance(&uri, e))? {
+            each(&batch)?;
+        }
+        Ok(schema)
+    }
+
+    /// Reads a whole version into memory.
+    ///
+    /// # Errors
+    /// As [`Store::scan`].
+    pub async fn read(&self, hash: &ContentHash) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        let mut batches = Vec::new();
+        let schema = self
+            .scan(hash, |b| {
+                batches.push(b.clone());
+                Ok(())
+            })
+            .await?;
+        Ok((schema, batches))
+    }
+
+    /// Recomputes everything a version claims: the manifest's seal, the digest of every
+    /// stored file, the schema, the row count and the content hash.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] naming the version and what differs; [`Error::NotFound`] if it
+    /// does not exist.
+    pub async fn verify(&self, hash: &ContentHash) -> Result<VerifyReport> {
+        let corrupt = |what: String| Error::Corrupt {
+            hash: hash.to_string(),
+            what,
+        };
+        let m = self.manifest(hash).map_err(|e| match e {
+            Error::Manifest { source, .. } => {
+                corrupt(format!("manifest.json does not parse: {source}"))
+            }
+            other => other,
+        })?;
+        if m.seal != m.compute_seal() {
+            return Err(corrupt(
+                "manifest.json was edited: its seal does not match its content".into(),
+            ));
+        }
+        if m.hash != *hash {
+            return Err(corrupt(format!(
+                "manifest.json names another hash, {}",
+                m.hash
+            )));
+        }
+        let dir = self.version_dir(hash);
+        let stored = digest_files(&dir.join("data"))?;
+        let want: BTreeMap<&str, &FileDigest> =
+            m.files.iter().map(|f| (f.path.as_str(), f)).collect();
+        let have: BTreeMap<&str, &FileDigest> =
+            stored.iter().map(|f| (f.path.as_str(), f)).collect();
+        for (path, f) in &want {
+            match have.get(path) {
+                None => return Err(corrupt(format!("data file {path} is missing"))),
+                Some(g) if g.blake3 != f.blake3 || g.bytes != f.bytes => {
+                    return Err(corrupt(format!(
+                        "data file {path} changed: {} bytes with blake3 {}, the manifest says {} bytes with blake3 {}",
+                        g.bytes, g.blake3, f.bytes, f.blake3
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some(extra) = have.keys().find(|p| !want.contains_key(*p)) {
+            return Err(corrupt(format!("unexpected data file {extra}")));
+        }
+        let mut hasher: Option<TableHasher> = None;
+        let schema = self
+            .scan(hash, |b| {
+                if hasher.is_none() {
+                    hasher = Some(TableHasher::new(&b.schema())?);
+                }
+                if let Some(h) = hasher.as_mut() {
+                    h.update(b)?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| match e {
+                Error::Lance { source, .. } => corrupt(format!("data does not decode: {source}")),
+                other => other,
+            })?;
+        let hasher = match hasher {
+            Some(h) => h,
+            None => TableHasher::new(&schema)?,
+        };
+        let columns = ColumnInfo::from_schema(&schema)?;
+        if columns != m.schema {
+            return Err(corrupt(
+                "the stored schema differs from the manifest's".into(),
+            ));
+        }
+        if hasher.rows() != m.rows {
+            return Err(corrupt(format!(
+                "{} rows stored, the manifest says {}",
+                hasher.rows(),
+                m.rows
+            )));
+        }
+        let actual = hasher.finish();
+        if actual != *hash {
+            return Err(corrupt(format!("the stored rows hash to {actual}")));
+        }
+        Ok(VerifyReport {
+            hash: *hash,
+            rows: m.rows,
+            files: stored.len(),
+        })
+    }
+
+    /// Writes a version to a Parquet file (written aside and renamed into place).
+    ///
+    /// # Errors
+    /// As [`Store::scan`]; [`Error::Parquet`] or [`Error::Io`] if the file cannot be written.
+    pub async fn export_parquet(&self, hash: &ContentHash, out: &Path) -> Result<u64> {
+        let m = self.manifest(hash)?;
+        let ds = self.dataset(hash).await?;
+        let schema: SchemaRef = Arc::new(Schema::from(ds.schema()));
+        let part = out.with_extension("parquet.part");
+        let file = fs::File::create(&part).map_err(|e| Error::io(&part, e))?;
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
+            .set_key_value_metadata(Some(vec![parquet::file::metadata::KeyValue::new(
+                "ward.hash".to_string(),
+                Some(m.hash.to_string()),
+            )]))
+            .build();
+        let perr = |source| Error::Parquet {
+            path: out.to_path_buf(),
+            source,
+        };
+        let mut writer =
+            parquet::arrow::ArrowWriter::try_new(file, schema, Some(props)).map_err(perr)?;
+        let mut rows = 0u64;
+        self.scan(hash, |b| {
+            rows += b.num_rows() as u64;
+            writer.write(b).map_err(perr)
+        })
+        .await?;
+        writer.close().map_err(perr)?;
+        fs::rename(&part, out).map_err(|e| Error::io(out, e))?;
+        Ok(rows)
+    }
+
+    /// Removes leftovers of interrupted writes (temporary directories no writer holds).
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the store cannot be read or a leftover cannot be removed.
+    pub fn cleanup(&self) -> Result<CleanupReport> {
+        let dir = self.root.join("tmp");
+        let mut report = CleanupReport::default();
+        let mut entries: Vec<PathBuf> = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
+            entries.push(entry.map_err(|e| Error::io(&dir, e))?.path());
+        }
+        entries.sort();
+        let held = |lock_path: &Path| match fs::File::open(lock_path) {
+            Ok(f) => f.try_lock().is_err(),
+            Err(_) => false,
+        };
+        let name_of = |p: &Path| {
+            p.file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default()
+        };
+        // Directories first (with their lock files), then lock files left without one.
+        for target in entries.iter().filter(|p| p.is_dir()) {
+            let name = name_of(target);
+            let lock_path = target.with_file_name(format!("{name}.lock"));
+            if held(&lock_path) {
+                report.in_use.push(name);
+                continue;
+            }
+            fs::remove_dir_all(target).map_err(|e| Error::io(target, e))?;
+            remove_if_present(&lock_path)?;
+            report.removed.push(name);
+        }
+        for lock_path in entries.iter().filter(|p| p.is_file()) {
+            if lock_path.with_extension("").exists() || held(lock_path) {
+                continue;
+            }
+            if remove_if_present(lock_path)? {
+                report.removed.push(name_of(lock_path));
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// A write in progress under `tmp/`: the directory `tmp/<id>/` and its lock file
+/// `tmp/<id>.lock` (created and locked first, so a directory without a held lock is always a
+/// leftover). Removed on drop unless committed.
+struct TempVersion {
+    dir: PathBuf,
+    lock_path: PathBuf,
+    _lock: fs::File,
+    committed: bool,
+}
+
+impl TempVersion {
+    fn create(root: &Path) -> Result<TempVersion> {
+        let tmp_root = root.join("tmp");
+        fs::create_dir_all(&tmp_root).map_err(|e| Error::io(&tmp_root, e))?;
+        let (lock, lock_path) = tempfile::Builder::new()
+            .prefix("put-")
+            .suffix(".lock")
+            .tempfile_in(&tmp_root)
+            .and_then(|f| f.keep().map_err(|e| e.error))
+            .map_err(|e| Error::io(&tmp_root, e))?;
+        lock.lock().map_err(|e| Error::io(&lock_path, e))?;
+        let dir = lock_path.with_extension("");
+        if let Err(e) = fs::create_dir(&dir) {
+            let _ = fs::remove_file(&lock_path);
+            return Err(Error::io(&dir, e));
+        }
+        Ok(TempVersion {
+            dir,
+            lock_path,
+            _lock: lock,
+            committed: false,
+        })
+    }
+
+    /// Renames the directory to `dest`; gives itself back if the rename fails (for example
+    /// because `dest` exists already).
+    fn commit(mut self, dest: &Path) -> std::result::Result<(), TempVersion> {
+        match fs::rename(&self.dir, dest) {
+            Ok(()) => {
+                self.committed = true;
+                Ok(())
+            }
+            Err(_) => Err(self),
+        }
+    }
+}
+
+impl Drop for TempVersion {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+        let _ = fs::remove_file(&self.lock_path);
+    }
+}
+
+/// Digests of every file under `dir`, sorted by path.
+fn digest_files(dir: &Path) -> Result<Vec<FileDigest>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).map_err(|e| Error::io(&d, e))? {
+            let entry = entry.map_err(|e| Error::io(&d, e))?;
+            let path = entry.path();
+            let ft = entry.file_type().map_err(|e| Error::io(&path, e))?;
+            if ft.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let mut hasher = blake3::Hasher::new();
+            let file = fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+            hasher
+                .update_reader(file)
+                .map_err(|e| Error::io(&path, e))?;
+            let bytes = fs::metadata(&path).map_err(|e| Error::io(&path, e))?.len();
+            let rel = path.strip_prefix(dir).map_err(|_| {
+                Error::Internal(format!("{} outside {}", path.display(), dir.display()))
+            })?;
+            let rel = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join("/");
+            out.push(FileDigest {
+                path: rel,
+                bytes,
+                blake3: hasher.finalize().to_hex().to_string(),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+/// Removes a file; true if it was there.
+fn remove_if_present(path: &Path) -> Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}
+
+/// Syncs every file and directory under `dir` (so the rename that follows publishes bytes
+/// that are on disk).
+fn sync_tree(dir: &Path) -> Result<()> {
+    for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let path = entry.path();
+        if entry.file_type().map_err(|e| Error::io(&path, e))?.is_dir() {
+            sync_tree(&path)?;
+        } else {
+            fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| Error::io(&path, e))?;
+        }
+    }
+    sync_dir(dir)
+}
+
+/// Writes a small file atomically: to a temporary name, synced, renamed.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
+    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}

@@ -1,0 +1,26 @@
+//! Helpers shared by the integration tests.
+
+use std::path::PathBuf;
+
+/// The folder `../shared/data/<sub>` (relative to the crate root), or `None` with a message
+/// when it is absent. In CI (`WARD_REQUIRE_SHARED_DATA=1`) an absent folder fails the test.
+pub fn shared_data(sub: &str) -> Option<PathBuf> {
+    let root = std::env::var_os("WARD_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
+    let dir = root.join(sub);
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    if std::env::var("WARD_REQUIRE_SHARED_DATA").as_deref() == Ok("1") {
+        panic!(
+            "shared sample data {} is required (WARD_REQUIRE_SHARED_DATA=1) but absent",
+            dir.display()
+        );
+    }
+    eprintln!(
+        "SKIP: shared sample data {} is absent; set WARD_SHARED_DATA to its parent folder",
+        dir.display()
+    );
+    None
+}

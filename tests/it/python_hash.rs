@@ -1,0 +1,82 @@
+//! The hash is reimplementable: `examples/python/verify_hash.py` (pyarrow + blake3, written
+//! from docs/hashing.md) recomputes the hash of exported versions. Skips when python3 lacks
+//! pyarrow or blake3, except in CI (`WARD_REQUIRE_PYTHON=1`), where that fails.
+
+use std::path::Path;
+use std::process::Command;
+
+use ward::store::{Kind, PutOptions, Store};
+
+use crate::hash_props::random_batch;
+
+fn python_ready() -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", "import pyarrow, blake3"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        assert!(
+            std::env::var("WARD_REQUIRE_PYTHON").as_deref() != Ok("1"),
+            "python3 with pyarrow and blake3 is required (WARD_REQUIRE_PYTHON=1)"
+        );
+        eprintln!("SKIP: python3 with pyarrow and blake3 not found (pip install pyarrow blake3)");
+    }
+    ok
+}
+
+#[tokio::test]
+async fn python_recomputes_exported_hashes() {
+    if !python_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("store"), ward::clock::system()).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python/verify_hash.py");
+    for (rows, seed) in [(0usize, 1u64), (1, 2), (777, 3)] {
+        let batch = random_batch(rows, seed);
+        let m = store
+            .put_batches(
+                batch.schema(),
+                vec![batch],
+                PutOptions::new("py", Kind::Other),
+            )
+            .await
+            .unwrap()
+            .manifest;
+        let out = dir.path().join(format!("{seed}.parquet"));
+        store.export_parquet(&m.hash, &out).await.unwrap();
+        let mpath = dir.path().join(format!("{seed}.json"));
+        std::fs::write(&mpath, serde_json::to_vec(&m).unwrap()).unwrap();
+        let run = Command::new("python3")
+            .arg(&script)
+            .arg(&out)
+            .args(["--manifest"])
+            .arg(&mpath)
+            .args(["--expect", &m.hash.to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "python disagrees for {rows} rows: {}{}",
+            String::from_utf8_lossy(&run.stdout),
+            String::from_utf8_lossy(&run.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&run.stdout).trim(),
+            m.hash.to_string()
+        );
+    }
+    // A wrong expectation is reported as a mismatch (the check can fail).
+    let out = dir.path().join("3.parquet");
+    let wrong = format!("b3:{}", "0".repeat(64));
+    let run = Command::new("python3")
+        .arg(&script)
+        .arg(&out)
+        .args(["--manifest"])
+        .arg(dir.path().join("3.json"))
+        .args(["--expect", &wrong])
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+}
