@@ -1,5 +1,8 @@
 //! Shared by the bench binaries: a realistic wide table and peak-memory reading.
 
+// Each bench binary includes this file and uses part of it.
+#![allow(dead_code)]
+
 use std::sync::Arc;
 
 use arrow::array::{
@@ -9,7 +12,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 /// The schema of the benchmark table: 10 columns shaped like curated observations.
-pub fn schema() -> SchemaRef {
+pub(crate) fn schema() -> SchemaRef {
     let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
     Arc::new(Schema::new(vec![
         Field::new("patient_id", DataType::Utf8, false),
@@ -26,7 +29,7 @@ pub fn schema() -> SchemaRef {
 }
 
 /// Rows `start..start+len` of the benchmark table (deterministic).
-pub fn batch(start: u64, len: usize) -> RecordBatch {
+pub(crate) fn batch(start: u64, len: usize) -> RecordBatch {
     let codes = ["718-7", "2951-2", "2160-0", "2823-3", "2345-7"];
     let units = ["g/dL", "mmol/L", "mg/dL", "mmol/L", "mg/dL"];
     let idx = |i: u64| (i.wrapping_mul(2654435761) >> 7) as usize % codes.len();
@@ -72,7 +75,7 @@ pub fn batch(start: u64, len: usize) -> RecordBatch {
 }
 
 /// Bytes of logical data in a batch: the Arrow buffers' sizes (values, offsets, validity).
-pub fn logical_bytes(b: &RecordBatch) -> usize {
+pub(crate) fn logical_bytes(b: &RecordBatch) -> usize {
     b.columns()
         .iter()
         .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0))
@@ -80,7 +83,7 @@ pub fn logical_bytes(b: &RecordBatch) -> usize {
 }
 
 /// This process's peak resident memory in bytes (Linux `VmHWM`), if readable.
-pub fn peak_rss() -> Option<u64> {
+pub(crate) fn peak_rss() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -88,7 +91,7 @@ pub fn peak_rss() -> Option<u64> {
 }
 
 /// The median of some measurements.
-pub fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     match v.len() {
         0 => f64::NAN,

@@ -11,7 +11,11 @@ use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 
 use crate::clock::{self, SharedClock};
+use crate::ingest::mapping::Mapping;
+use crate::ingest::pipeline::{self, Format, IngestOptions, MaxBad};
+use crate::ingest::Context;
 use crate::store::{Kind, ListFilter, Manifest, PutOptions, Store, VersionRef};
+use crate::synth::{SynthFormat, SynthOptions};
 
 /// Ward: a feature store for clinical machine learning.
 #[derive(Debug, Parser)]
@@ -85,6 +89,40 @@ pub enum Command {
     },
     /// Remove leftovers of interrupted writes.
     Cleanup,
+    /// Ingest source files into curated versions (raw kept, bad records quarantined);
+    /// prints the curated hashes, one per line.
+    Ingest {
+        /// The input format.
+        #[arg(long, value_enum)]
+        format: Format,
+        /// The TOML mapping for csv and parquet (docs/mapping.md); optional for synthea.
+        #[arg(long)]
+        mapping: Option<PathBuf>,
+        /// Fail when bad records exceed a count (100) or a share (0.05 or 5%).
+        #[arg(long)]
+        max_bad: Option<String>,
+        /// Zone of source times without one: UTC or a fixed offset such as -05:00.
+        #[arg(long, default_value = "UTC")]
+        zone: String,
+        /// Input files or directories (walked in name order); `.gz` files are decompressed.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Generate a synthetic cohort (deterministic for a given size and seed).
+    Synth {
+        /// Number of patients.
+        #[arg(long)]
+        patients: u64,
+        /// Random seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Output format: parquet, csv, synthea, fhir-ndjson or hl7v2.
+        #[arg(long, default_value = "parquet")]
+        format: String,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn parse_label(s: &str) -> std::result::Result<(String, String), String> {
@@ -227,8 +265,134 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
                 report.in_use.len()
             );
         }
+        Command::Ingest {
+            format,
+            mapping,
+            max_bad,
+            zone,
+            paths,
+        } => {
+            let store = Store::open(&cli.store, clock.clone())?;
+            let (mapping, mapping_text) = match &mapping {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("reading mapping {}", path.display()))?;
+                    let m = Mapping::from_toml(&text, &path.to_string_lossy())?;
+                    (Some(m), Some(text))
+                }
+                None => (None, None),
+            };
+            let mut context = Context::new(clock.now());
+            context.default_offset = parse_zone(&zone)?;
+            let opts = IngestOptions {
+                format,
+                mapping,
+                mapping_text,
+                max_bad: max_bad.map(|m| m.parse::<MaxBad>()).transpose()?,
+                context,
+            };
+            let files = pipeline::expand_paths(&paths)?;
+            let total: u64 = files
+                .iter()
+                .filter_map(|f| std::fs::metadata(f).ok())
+                .map(|m| m.len())
+                .sum();
+            let bar = progress_bar(
+                total,
+                "{spinner} ingest [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}",
+            );
+            bar.set_message(format!("{} files", files.len()));
+            let report = pipeline::ingest(&store, &files, &opts, Some(&bar)).await?;
+            bar.finish_and_clear();
+            eprintln!(
+                "ingested {} files ({} bytes) as {}; raw kept as {}",
+                report.files,
+                report.bytes,
+                format.as_str(),
+                report.raw
+            );
+            for c in &report.curated {
+                eprintln!(
+                    "  {:<13} +{:<8} rows -> {:>9} rows  {}",
+                    c.table, c.parsed_rows, c.total_rows, c.hash
+                );
+            }
+            let skipped: u64 = report.skipped.values().sum();
+            if skipped > 0 {
+                eprintln!("  skipped {skipped} records of kinds Ward does not curate:");
+                for (what, n) in &report.skipped {
+                    eprintln!("    {what:<30} {n}");
+                }
+            }
+            if let Some(q) = report.quarantine {
+                eprintln!("  quarantined {} bad records ({q}):", report.bad_total());
+                for (what, n) in &report.bad {
+                    eprintln!("    {what:<30} {n}");
+                }
+            }
+            for c in &report.curated {
+                println!("{}", c.hash);
+            }
+        }
+        Command::Synth {
+            patients,
+            seed,
+            format,
+            out,
+        } => {
+            let format = SynthFormat::ALL
+                .into_iter()
+                .find(|f| f.name() == format)
+                .with_context(|| {
+                    format!("--format {format:?}: use parquet, csv, synthea, fhir-ndjson or hl7v2")
+                })?;
+            let opts = SynthOptions {
+                patients,
+                seed,
+                ..SynthOptions::default()
+            };
+            let bar = progress_bar(
+                patients,
+                "{spinner} synth [{bar:30}] {pos}/{len} patients {per_sec} eta {eta}",
+            );
+            let summary = crate::synth::write(&opts, format, &out, Some(&bar))?;
+            bar.finish_and_clear();
+            eprintln!(
+                "wrote {} patients as {} to {} ({} files, {} bytes)",
+                summary.patients,
+                format.name(),
+                out.display(),
+                summary.files.len(),
+                summary.bytes
+            );
+            for (table, rows) in &summary.rows {
+                eprintln!("  {:<13} {rows} rows", table.name());
+            }
+        }
     }
     Ok(())
+}
+
+fn progress_bar(len: u64, template: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(len),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+/// `UTC` or a fixed offset `+hh:mm` / `-hh:mm`.
+fn parse_zone(zone: &str) -> Result<chrono::FixedOffset> {
+    if zone.eq_ignore_ascii_case("utc") || zone == "Z" {
+        return chrono::FixedOffset::east_opt(0).context("zero offset");
+    }
+    let t = format!("2000-01-01T00:00:00{zone}");
+    chrono::DateTime::parse_from_rfc3339(&t)
+        .map(|d| *d.offset())
+        .with_context(|| format!("--zone {zone:?}: use UTC or an offset such as -05:00"))
 }
 
 fn print_manifest(m: &Manifest) {

@@ -216,11 +216,7 @@ impl TableHasher {
                 .map(work)
                 .collect::<Result<()>>()?;
         } else {
-            self.columns
-                .iter_mut()
-                .enumerate()
-                .map(work)
-                .collect::<Result<()>>()?;
+            self.columns.iter_mut().enumerate().try_for_each(work)?;
         }
         self.rows += batch.num_rows() as u64;
         Ok(())
@@ -365,12 +361,10 @@ impl ColumnHasher {
             }
             DataType::List(_) => self.string_lists(name, array.as_list::<i32>()),
             DataType::LargeList(_) => self.string_lists(name, array.as_list::<i64>()),
-            other => {
-                return Err(Error::UnsupportedType {
-                    column: name.to_string(),
-                    data_type: other.to_string(),
-                })
-            }
+            other => Err(Error::UnsupportedType {
+                column: name.to_string(),
+                data_type: other.to_string(),
+            }),
         }
     }
 

@@ -8,10 +8,12 @@
 //! - [`hl7v2`]: HL7 v2.x ADT and ORU messages.
 //! - [`fhir`]: FHIR R4 Bundles and Bulk Data NDJSON.
 //! - [`mapping`]: generic CSV/Parquet through a TOML mapping (Synthea ships as one).
+//! - [`pipeline`]: one ingest run: raw kept, parsed, merged into curated versions, quarantine.
 
 pub mod fhir;
 pub mod hl7v2;
 pub mod mapping;
+pub mod pipeline;
 
 use chrono::{DateTime, FixedOffset, Utc};
 

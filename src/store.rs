@@ -489,8 +489,7 @@ impl Store {
         Ok(self
             .tag_history(name)?
             .into_iter()
-            .filter(|e| at.is_none_or(|t| e.at <= t))
-            .next_back()
+            .rfind(|e| at.is_none_or(|t| e.at <= t))
             .map(|e| e.hash))
     }
 

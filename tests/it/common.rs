@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 /// The folder `../shared/data/<sub>` (relative to the crate root), or `None` with a message
 /// when it is absent. In CI (`WARD_REQUIRE_SHARED_DATA=1`) an absent folder fails the test.
-pub fn shared_data(sub: &str) -> Option<PathBuf> {
+pub(crate) fn shared_data(sub: &str) -> Option<PathBuf> {
     let root = std::env::var_os("WARD_SHARED_DATA")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));

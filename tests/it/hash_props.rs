@@ -18,9 +18,9 @@ use rand_chacha::ChaCha8Rng;
 use ward::hash::hash_batches;
 
 /// A random table with a column of every hashed type, nulls in every column.
-pub fn random_batch(rows: usize, seed: u64) -> RecordBatch {
+pub(crate) fn random_batch(rows: usize, seed: u64) -> RecordBatch {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut null = |rng: &mut ChaCha8Rng| rng.random_bool(0.2);
+    let null = |rng: &mut ChaCha8Rng| rng.random_bool(0.2);
     macro_rules! col {
         ($arr:ty, $gen:expr) => {{
             let v: Vec<_> = (0..rows)
@@ -103,6 +103,12 @@ pub fn random_batch(rows: usize, seed: u64) -> RecordBatch {
             "s",
             col!(StringArray, |r: &mut ChaCha8Rng| words
                 [r.random_range(0..words.len())]),
+        ),
+        (
+            "bin",
+            col!(BinaryArray, |r: &mut ChaCha8Rng| words
+                [r.random_range(0..words.len())]
+            .as_bytes()),
         ),
         (
             "ls",
@@ -285,7 +291,7 @@ proptest! {
 fn utf8_and_large_utf8_hash_alike() {
     let a = RecordBatch::try_new(
         Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8, true)])),
-        vec![Arc::new(StringArray::from(vec![Some("a"), None]))],
+        vec![Arc::new(StringArray::from(vec![Some("a"), Some("")]))],
     )
     .unwrap();
     let b = RecordBatch::try_new(
@@ -294,7 +300,7 @@ fn utf8_and_large_utf8_hash_alike() {
             DataType::LargeUtf8,
             false,
         )])),
-        vec![Arc::new(LargeStringArray::from(vec![Some("a"), None]))],
+        vec![Arc::new(LargeStringArray::from(vec![Some("a"), Some("")]))],
     )
     .unwrap();
     assert_eq!(h(&a), h(&b));

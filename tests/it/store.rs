@@ -13,7 +13,7 @@ use ward::store::{Kind, ListFilter, PutOptions, Store, VersionRef};
 
 use crate::hash_props::random_batch;
 
-pub fn t0() -> DateTime<Utc> {
+pub(crate) fn t0() -> DateTime<Utc> {
     "2026-01-01T00:00:00Z".parse().unwrap()
 }
 

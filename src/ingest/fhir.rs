@@ -1,0 +1,2432 @@
+//! FHIR R4: Bundle JSON and Bulk Data NDJSON into curated rows.
+//!
+//! Two entry points share one pipeline: [`parse_bundles`] reads whole JSON documents (a
+//! Bundle of any type, nested Bundles included, or a single resource) and [`parse_ndjson`]
+//! reads FHIR Bulk Data files (one resource a line). Each document or line is parsed with
+//! `serde_json` (whose recursion limit keeps deeply nested input from exhausting the stack),
+//! walked into its resources, and every resource is curated on its own, in parallel, with
+//! the output kept in input order.
+//!
+//! # What becomes what
+//! - Patient → `patients`; Encounter → `encounters` plus one `care_team` row per participant
+//!   that references a Practitioner (valid over the participant's period, else the
+//!   encounter's); Observation → `observations` (one row per component, e.g. systolic and
+//!   diastolic blood pressure, plus the parent when it carries a value itself); Condition →
+//!   `conditions`; Procedure → `procedures`; MedicationRequest → `medications` (the code
+//!   from `medicationCodeableConcept`, or from the contained or referenced Medication; a
+//!   compound without a code of its own gives one row per ingredient).
+//! - Medication resources are read only to resolve `medicationReference` and are reported as
+//!   [`Skipped`]; so are all other resource types, Bundle entries without a resource (a
+//!   transaction `DELETE`) and Procedures whose status is `not-done` (they did not happen,
+//!   and `procedures` lists procedures performed).
+//! - Codes: the preferred system first (LOINC for observations, RxNorm for medications,
+//!   ICD-10-CM then SNOMED CT for conditions), else any standard system, else the first coding
+//!   that has a system. A coding without a system cannot be interpreted and is reported as
+//!   `unknown_code_system` when no other coding is usable.
+//! - An encounter class Ward does not recognise, or none, becomes `other` (the raw input is
+//!   kept verbatim, so nothing is lost).
+//!
+//! # Times
+//! FHIR `date`, `dateTime` and `instant` are accepted. A partial date (`2013`, `2013-03`) is
+//! the first instant of the period it names; a time without an offset is read in
+//! [`Context::default_offset`]. `known_at` is `meta.lastUpdated`, else the nearest enclosing
+//! Bundle's `timestamp`, else [`Context::ingested_at`]. A Bundle timestamp that cannot be read
+//! is reported as a bad record of the Bundle (record 0 of the file) and its entries fall back
+//! to the ingestion time, which is later and therefore never leaks information early.
+//!
+//! # Retractions and versions
+//! - A resource whose status is `entered-in-error` (for a Condition, its verificationStatus)
+//!   is still emitted, with `retracted_at = known_at`: it never becomes visible to a lookup,
+//!   but the table records that the source sent it.
+//! - The same `ResourceType/id` appearing several times in one call is read as successive
+//!   versions: all are kept, ordered by `known_at` (then `meta.versionId`, then input order),
+//!   and each earlier version's rows get `retracted_at` = the next version's `known_at`.
+//!
+//! # References
+//! `urn:uuid:` (and any other `fullUrl`) references resolve within the document that holds
+//! them; in NDJSON, where there are no fullUrls, `urn:uuid:X` resolves to the resource whose
+//! id is `X` anywhere in the call's input. An unresolvable `urn:` reference is a
+//! `dangling_reference`. `Type/id`, absolute URLs ending in `Type/id`, and `_history`
+//! versions give `id`; a `Patient/id` whose patient is not in the input is accepted (it may
+//! come from another file). Contained resources (`#id`) have no identity of their own, so a
+//! subject that points to one cannot name a patient (`bad_value`).
+//!
+//! # Bad records
+//! Each resource that cannot be curated becomes one [`BadRecord`] (NDJSON: the line number;
+//! Bundle: the 1-based entry index, nested Bundle entries sharing the index of their outer
+//! entry; a lone resource is record 1; a document that is not JSON is record 0) with a
+//! FHIRPath-like field and one of the reason codes `unparseable`, `missing_field`,
+//! `bad_date`, `dangling_reference`, `bad_value`, `unknown_code_system`. A participant that
+//! cannot become a `care_team` row is reported on its own; the encounter is still kept.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveTime, TimeZone, Utc};
+use rayon::prelude::*;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{clip_raw, BadRecord, Context, Input, Location, Parsed, Skipped};
+use crate::curated::{
+    admission_type, code_system, encounter_class, CareTeamMember, Coding, Condition, Encounter,
+    Medication, Observation, Patient, Procedure, RowMeta, Table,
+};
+
+/// Parses FHIR JSON documents: each input is a Bundle (any type, nested Bundles included) or
+/// a single resource.
+///
+/// Documents are parsed in parallel; rows, bad records and skipped records come out in input
+/// order. Never fails and never panics: whatever cannot be read is reported in
+/// [`Parsed::bad`].
+pub fn parse_bundles(inputs: &[Input<'_>], ctx: &Context) -> Parsed {
+    let empty = Index::default();
+    let outcomes: Vec<Vec<Outcome>> = inputs
+        .par_iter()
+        .map(|input| process_document(input.name, None, strip_bom(input.bytes), &empty, ctx))
+        .collect();
+    assemble(outcomes.into_iter().flatten())
+}
+
+/// Parses FHIR Bulk Data NDJSON: one resource a line (typically one file per resource type,
+/// already decompressed). The `record` of every location is the 1-based line number; blank
+/// lines are not records and are passed over.
+///
+/// A first, cheap pass reads only `resourceType` and `id` of every line (skipping the rest
+/// unparsed), so that `urn:uuid:` references and `medicationReference`s resolve across
+/// files, and so that lines of types Ward does not curate are skipped without a full parse;
+/// the second pass curates the remaining lines in parallel, keeping input order. Never
+/// fails and never panics.
+pub fn parse_ndjson(inputs: &[Input<'_>], ctx: &Context) -> Parsed {
+    let lines: Vec<(&str, u64, &[u8])> = inputs
+        .iter()
+        .flat_map(|input| {
+            strip_bom(input.bytes)
+                .split(|b| *b == b'\n')
+                .enumerate()
+                .map(move |(i, line)| {
+                    let line = line.strip_suffix(b"\r").unwrap_or(line);
+                    (input.name, i as u64 + 1, line)
+                })
+        })
+        .filter(|(_, _, line)| !line.iter().all(u8::is_ascii_whitespace))
+        .collect();
+    let (index, heads) = Index::scan(&lines);
+    let outcomes: Vec<Vec<Outcome>> = lines
+        .par_iter()
+        .zip(heads.par_iter())
+        .map(|(&(file, line_no, bytes), head)| match head {
+            // Valid JSON (the pre-pass read all of it) of a type Ward does not curate: the
+            // full parse, the costliest step, is not needed. Claims and EOBs are most of a
+            // Synthea export's bytes.
+            Some(rtype) if !CURATED.contains(&rtype.as_ref()) && rtype != "Bundle" => {
+                vec![Outcome {
+                    skipped: Some(Skipped {
+                        location: Location {
+                            file: file.to_string(),
+                            record: line_no,
+                        },
+                        what: rtype.to_string(),
+                    }),
+                    ..Outcome::default()
+                }]
+            }
+            _ => process_document(file, Some(line_no), bytes, &index, ctx),
+        })
+        .collect();
+    assemble(outcomes.into_iter().flatten())
+}
+
+fn strip_bom(bytes: &[u8]) -> &[u8] {
+    bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes)
+}
+
+// ---------------------------------------------------------------------------------------
+// Outcomes and assembly
+// ---------------------------------------------------------------------------------------
+
+/// Why a resource (or one of its parts) could not be curated.
+#[derive(Debug, Clone, PartialEq)]
+struct Fault {
+    field: String,
+    reason: &'static str,
+    detail: String,
+}
+
+impl Fault {
+    fn new(field: impl Into<String>, reason: &'static str, detail: impl Into<String>) -> Self {
+        Fault {
+            field: field.into(),
+            reason,
+            detail: detail.into(),
+        }
+    }
+
+    fn missing(field: impl Into<String>) -> Self {
+        let field = field.into();
+        let detail = format!("{field} is required and absent");
+        Fault::new(field, "missing_field", detail)
+    }
+}
+
+type Fx<T> = Result<T, Fault>;
+
+/// The rows one resource version produced.
+#[derive(Debug)]
+enum Rows {
+    Patient(Patient),
+    Encounter(Encounter, Vec<CareTeamMember>),
+    Observations(Vec<Observation>),
+    Condition(Condition),
+    Procedure(Procedure),
+    Medications(Vec<Medication>),
+}
+
+impl Rows {
+    fn for_each_meta(&mut self, mut f: impl FnMut(&mut RowMeta)) {
+        match self {
+            Rows::Patient(r) => f(&mut r.meta),
+            Rows::Encounter(r, team) => {
+                f(&mut r.meta);
+                team.iter_mut().for_each(|m| f(&mut m.meta));
+            }
+            Rows::Observations(rows) => rows.iter_mut().for_each(|r| f(&mut r.meta)),
+            Rows::Condition(r) => f(&mut r.meta),
+            Rows::Procedure(r) => f(&mut r.meta),
+            Rows::Medications(rows) => rows.iter_mut().for_each(|r| f(&mut r.meta)),
+        }
+    }
+}
+
+/// A curated resource version, with what the version pass needs.
+#[derive(Debug)]
+struct Curated {
+    /// `(table, id)`: versions of one resource share it. `None` when the resource has no id.
+    key: Option<(Table, String)>,
+    version: Option<u64>,
+    known_at: DateTime<Utc>,
+    rows: Rows,
+}
+
+/// What one resource (or one unreadable document) became.
+#[derive(Debug, Default)]
+struct Outcome {
+    curated: Option<Curated>,
+    bad: Vec<BadRecord>,
+    skipped: Option<Skipped>,
+}
+
+/// Applies version retractions and flattens outcomes into a [`Parsed`], in input order.
+fn assemble(outcomes: impl Iterator<Item = Outcome>) -> Parsed {
+    let mut outcomes: Vec<Outcome> = outcomes.collect();
+    retract_superseded(&mut outcomes);
+    let mut parsed = Parsed::default();
+    for o in outcomes {
+        parsed.bad.extend(o.bad);
+        parsed.skipped.extend(o.skipped);
+        let t = &mut parsed.tables;
+        match o.curated.map(|c| c.rows) {
+            None => {}
+            Some(Rows::Patient(r)) => t.patients.push(r),
+            Some(Rows::Encounter(r, team)) => {
+                t.encounters.push(r);
+                t.care_team.extend(team);
+            }
+            Some(Rows::Observations(rows)) => t.observations.extend(rows),
+            Some(Rows::Condition(r)) => t.conditions.push(r),
+            Some(Rows::Procedure(r)) => t.procedures.push(r),
+            Some(Rows::Medications(rows)) => t.medications.extend(rows),
+        }
+    }
+    parsed
+}
+
+/// Sets `retracted_at` of every resource version that a later version of the same
+/// `ResourceType/id` supersedes.
+fn retract_superseded(outcomes: &mut [Outcome]) {
+    let mut groups: HashMap<(Table, &str), Vec<usize>> = HashMap::new();
+    for (i, o) in outcomes.iter().enumerate() {
+        if let Some(Curated {
+            key: Some((table, id)),
+            ..
+        }) = &o.curated
+        {
+            groups.entry((*table, id.as_str())).or_default().push(i);
+        }
+    }
+    let mut retractions: Vec<(usize, DateTime<Utc>)> = Vec::new();
+    for mut members in groups.into_values().filter(|m| m.len() > 1) {
+        let order = |i: &usize| {
+            let c = outcomes.get(*i).and_then(|o| o.curated.as_ref());
+            (c.map(|c| c.known_at), c.and_then(|c| c.version), *i)
+        };
+        members.sort_by_key(order);
+        for pair in members.windows(2) {
+            if let [earlier, later] = pair {
+                if let Some(next) = outcomes.get(*later).and_then(|o| o.curated.as_ref()) {
+                    retractions.push((*earlier, next.known_at));
+                }
+            }
+        }
+    }
+    for (i, at) in retractions {
+        if let Some(c) = outcomes.get_mut(i).and_then(|o| o.curated.as_mut()) {
+            c.rows.for_each_meta(|m| {
+                m.retracted_at = Some(m.retracted_at.map_or(at, |r| r.min(at)));
+            });
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Documents, walking and indexes
+// ---------------------------------------------------------------------------------------
+
+/// The raw text of a record, kept borrowed until a bad record needs it.
+#[derive(Clone, Copy)]
+enum Raw<'a> {
+    Bytes(&'a [u8]),
+    Json(&'a Value),
+}
+
+impl Raw<'_> {
+    fn text(self) -> String {
+        match self {
+            Raw::Bytes(b) => {
+                let head = b.get(..4100).unwrap_or(b);
+                clip_raw(&String::from_utf8_lossy(head))
+            }
+            Raw::Json(v) => clip_raw(&serde_json::to_string(v).unwrap_or_default()),
+        }
+    }
+}
+
+/// One resource to curate, and where it was.
+struct Unit<'a> {
+    file: &'a str,
+    record: u64,
+    res: &'a Value,
+    raw: Raw<'a>,
+    full_url: Option<&'a str>,
+    bundle_ts: Option<DateTime<Utc>>,
+}
+
+impl Unit<'_> {
+    fn location(&self) -> Location {
+        Location {
+            file: self.file.to_string(),
+            record: self.record,
+        }
+    }
+
+    fn bad(&self, table: Option<Table>, f: Fault) -> BadRecord {
+        BadRecord {
+            location: self.location(),
+            table,
+            field: Some(f.field),
+            reason: f.reason.to_string(),
+            detail: f.detail,
+            raw: self.raw.text(),
+        }
+    }
+
+    fn skipped(&self, what: impl Into<String>) -> Outcome {
+        Outcome {
+            skipped: Some(Skipped {
+                location: self.location(),
+                what: what.into(),
+            }),
+            ..Outcome::default()
+        }
+    }
+}
+
+/// A resource a reference can point to.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Target<'a> {
+    rtype: &'a str,
+    id: &'a str,
+}
+
+/// What the whole call's input offers for resolving references: in NDJSON, the type of
+/// every id (for `urn:uuid:`) and the code of every Medication.
+#[derive(Default)]
+struct Index<'a> {
+    ids: Option<HashMap<Cow<'a, str>, Cow<'a, str>>>,
+    meds: HashMap<String, Fx<DrugCodes>>,
+}
+
+/// The two fields the NDJSON pre-pass reads; everything else is skipped unparsed.
+#[derive(Deserialize)]
+struct IdOnly<'a> {
+    #[serde(rename = "resourceType", borrow)]
+    resource_type: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+}
+
+/// The resource types that feed curated tables (Medication only helps resolve orders).
+const CURATED: [&str; 6] = [
+    "Patient",
+    "Encounter",
+    "Observation",
+    "Condition",
+    "Procedure",
+    "MedicationRequest",
+];
+
+impl<'a> Index<'a> {
+    /// The NDJSON pre-pass over every line: the index, and each line's `resourceType` when
+    /// the line is valid JSON that has one.
+    fn scan(lines: &[(&'a str, u64, &'a [u8])]) -> (Self, Vec<Option<Cow<'a, str>>>) {
+        type Found<'l> = (
+            Option<Cow<'l, str>>,
+            Option<Cow<'l, str>>,
+            Option<Fx<DrugCodes>>,
+        );
+        let found: Vec<Found<'a>> = lines
+            .par_iter()
+            .map(|&(_, _, bytes)| {
+                let Ok(head) = serde_json::from_slice::<IdOnly<'a>>(bytes) else {
+                    return (None, None, None);
+                };
+                let med = (head.resource_type.as_deref() == Some("Medication"))
+                    .then(|| serde_json::from_slice::<Value>(bytes).ok())
+                    .flatten()
+                    .map(|v| medication_code(&v));
+                (head.resource_type, head.id, med)
+            })
+            .collect();
+        let mut ids = HashMap::with_capacity(found.len());
+        let mut meds = HashMap::new();
+        let mut heads = Vec::with_capacity(found.len());
+        for (rtype, id, med) in found {
+            if let (Some(rtype), Some(id)) = (&rtype, id) {
+                if let Some(med) = med {
+                    meds.insert(id.to_string(), med);
+                }
+                ids.entry(id).or_insert_with(|| rtype.clone());
+            }
+            heads.push(rtype);
+        }
+        let index = Index {
+            ids: Some(ids),
+            meds,
+        };
+        (index, heads)
+    }
+}
+
+/// The drug codes of a Medication: its `code`, or, for a compound without one (a mixture
+/// prepared by the pharmacy), the code of each ingredient.
+type DrugCodes = Vec<Coding>;
+
+fn medication_code(med: &Value) -> Fx<DrugCodes> {
+    let prefer = [code_system::RXNORM];
+    if let Some(code) = med.get("code") {
+        return pick_coding(code, "Medication.code", &prefer).map(|c| vec![c]);
+    }
+    let ingredients = med.get("ingredient").and_then(Value::as_array);
+    let codes: Vec<Coding> = ingredients
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.get("itemCodeableConcept"))
+        .map(|cc| pick_coding(cc, "Medication.ingredient.itemCodeableConcept", &prefer))
+        .collect::<Fx<_>>()?;
+    if codes.is_empty() {
+        return Err(Fault::missing("Medication.code"));
+    }
+    Ok(codes)
+}
+
+/// Collects the units of one document and the fullUrls it defines.
+struct Walker<'a> {
+    file: &'a str,
+    /// The zone of Bundle timestamps without an offset.
+    offset: FixedOffset,
+    steps: Vec<Step<'a>>,
+    urls: HashMap<&'a str, Target<'a>>,
+    meds: HashMap<&'a str, Fx<DrugCodes>>,
+}
+
+/// A resource still to curate, or a record of the document already settled (a bad Bundle
+/// field, an entry without a resource): rare, hence boxed.
+enum Step<'a> {
+    Unit(Unit<'a>),
+    Done(Box<Outcome>),
+}
+
+impl<'a> Walker<'a> {
+    fn file_bad(&mut self, record: u64, f: Fault, raw: Raw<'a>) {
+        let bad = BadRecord {
+            location: Location {
+                file: self.file.to_string(),
+                record,
+            },
+            table: None,
+            field: Some(f.field),
+            reason: f.reason.to_string(),
+            detail: f.detail,
+            raw: raw.text(),
+        };
+        self.steps.push(Step::Done(Box::new(Outcome {
+            bad: vec![bad],
+            ..Outcome::default()
+        })));
+    }
+
+    fn resource(&mut self, unit: Unit<'a>) {
+        let rtype = unit.res.get("resourceType").and_then(Value::as_str);
+        if let (Some(rtype), Some(id)) = (rtype, resource_id(unit.res, unit.full_url)) {
+            if let Some(url) = unit.full_url {
+                self.urls.insert(url, Target { rtype, id });
+            }
+            if rtype == "Medication" {
+                self.meds.insert(id, medication_code(unit.res));
+            }
+        }
+        self.steps.push(Step::Unit(unit));
+    }
+
+    /// Walks a Bundle. `record` is fixed for NDJSON lines and nested Bundles; otherwise each
+    /// entry is its own record.
+    fn bundle(&mut self, bundle: &'a Value, record: Option<u64>, ts: Option<DateTime<Utc>>) {
+        let at = record.unwrap_or(0);
+        let ts = match bundle.get("timestamp") {
+            None | Some(Value::Null) => ts,
+            Some(Value::String(s)) => match parse_instant(s, self.offset) {
+                Some(t) => Some(t),
+                None => {
+                    let f = Fault::new("Bundle.timestamp", "bad_date", format!("{s:?}"));
+                    self.file_bad(at, f, Raw::Json(bundle));
+                    ts
+                }
+            },
+            Some(_) => {
+                let f = Fault::new("Bundle.timestamp", "bad_date", "not a string");
+                self.file_bad(at, f, Raw::Json(bundle));
+                ts
+            }
+        };
+        let entries = match bundle.get("entry") {
+            None | Some(Value::Null) => return,
+            Some(Value::Array(entries)) => entries,
+            Some(_) => {
+                let f = Fault::new("Bundle.entry", "bad_value", "Bundle.entry is not an array");
+                self.file_bad(at, f, Raw::Json(bundle));
+                return;
+            }
+        };
+        for (i, entry) in entries.iter().enumerate() {
+            let rec = record.unwrap_or(i as u64 + 1);
+            let Some(res) = entry.get("resource") else {
+                let what = match entry.get("request") {
+                    Some(req) => format!(
+                        "Bundle.entry without resource ({} {})",
+                        req.get("method").and_then(Value::as_str).unwrap_or("?"),
+                        req.get("url").and_then(Value::as_str).unwrap_or("?")
+                    ),
+                    None => "Bundle.entry without resource".to_string(),
+                };
+                self.steps.push(Step::Done(Box::new(Outcome {
+                    skipped: Some(Skipped {
+                        location: Location {
+                            file: self.file.to_string(),
+                            record: rec,
+                        },
+                        what,
+                    }),
+                    ..Outcome::default()
+                })));
+                continue;
+            };
+            if res.get("resourceType").and_then(Value::as_str) == Some("Bundle") {
+                self.bundle(res, Some(rec), ts);
+                continue;
+            }
+            self.resource(Unit {
+                file: self.file,
+                record: rec,
+                res,
+                raw: Raw::Json(entry),
+                full_url: entry.get("fullUrl").and_then(Value::as_str),
+                bundle_ts: ts,
+            });
+        }
+    }
+}
+
+/// Parses, walks and curates one document (a file, or one NDJSON line).
+fn process_document(
+    file: &str,
+    line: Option<u64>,
+    bytes: &[u8],
+    index: &Index<'_>,
+    ctx: &Context,
+) -> Vec<Outcome> {
+    let doc: Value = match serde_json::from_slice(bytes) {
+        Ok(doc) => doc,
+        Err(e) => {
+            let bad = BadRecord {
+                location: Location {
+                    file: file.to_string(),
+                    record: line.unwrap_or(0),
+                },
+                table: None,
+                field: None,
+                reason: "unparseable".to_string(),
+                detail: format!("not valid JSON: {e}"),
+                raw: Raw::Bytes(bytes).text(),
+            };
+            return vec![Outcome {
+                bad: vec![bad],
+                ..Outcome::default()
+            }];
+        }
+    };
+    let raw = match line {
+        Some(_) => Raw::Bytes(bytes),
+        None => Raw::Json(&doc),
+    };
+    let mut walker = Walker {
+        file,
+        offset: ctx.default_offset,
+        steps: Vec::new(),
+        urls: HashMap::new(),
+        meds: HashMap::new(),
+    };
+    if !doc.is_object() {
+        let f = Fault::new(
+            "",
+            "unparseable",
+            "not a FHIR resource: expected a JSON object",
+        );
+        walker.file_bad(line.unwrap_or(0), f, raw);
+    } else if doc.get("resourceType").and_then(Value::as_str) == Some("Bundle") {
+        walker.bundle(&doc, line, None);
+    } else {
+        walker.resource(Unit {
+            file,
+            record: line.unwrap_or(1),
+            res: &doc,
+            raw,
+            full_url: None,
+            bundle_ts: None,
+        });
+    }
+    let Walker {
+        steps, urls, meds, ..
+    } = walker;
+    let rz = Resolver {
+        urls: &urls,
+        meds: &meds,
+        index,
+    };
+    let run = |step: Step<'_>| match step {
+        Step::Done(o) => *o,
+        Step::Unit(u) => curate(&u, &rz, ctx),
+    };
+    if steps.len() > 64 {
+        steps.into_par_iter().map(run).collect()
+    } else {
+        steps.into_iter().map(run).collect()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// References
+// ---------------------------------------------------------------------------------------
+
+/// What a reference points to.
+#[derive(Debug, PartialEq)]
+enum Ref<'a> {
+    To(Target<'a>),
+    /// A `urn:` reference nothing in scope defines.
+    Dangling,
+    /// `#id`: a contained resource.
+    Contained(&'a str),
+    /// Not of the form `[base/]Type/id[/_history/v]`.
+    Unparseable,
+}
+
+struct Resolver<'r, 'a> {
+    urls: &'r HashMap<&'a str, Target<'a>>,
+    meds: &'r HashMap<&'a str, Fx<DrugCodes>>,
+    index: &'r Index<'r>,
+}
+
+impl<'r> Resolver<'r, '_> {
+    fn resolve<'s>(&'s self, reference: &'s str) -> Ref<'s>
+    where
+        'r: 's,
+    {
+        let reference = reference.trim();
+        if let Some(t) = self.urls.get(reference) {
+            return Ref::To(*t);
+        }
+        if let Some(id) = reference.strip_prefix("#") {
+            return Ref::Contained(id);
+        }
+        if reference.starts_with("urn:") {
+            let found = reference.strip_prefix("urn:uuid:").and_then(|uuid| {
+                let ids = self.index.ids.as_ref()?;
+                let (id, rtype) = ids.get_key_value(uuid)?;
+                Some(Target {
+                    rtype: rtype.as_ref(),
+                    id: id.as_ref(),
+                })
+            });
+            return found.map_or(Ref::Dangling, Ref::To);
+        }
+        literal_reference(reference).map_or(Ref::Unparseable, Ref::To)
+    }
+
+    fn medication(&self, id: &str) -> Option<&Fx<DrugCodes>> {
+        self.meds.get(id).or_else(|| self.index.meds.get(id))
+    }
+}
+
+/// `Type/id`, `base/Type/id` or `.../Type/id/_history/v` → `(Type, id)`.
+fn literal_reference(reference: &str) -> Option<Target<'_>> {
+    let path = reference.split(['?', '#']).next().unwrap_or(reference);
+    let path = match path.find("/_history") {
+        Some(at) => path.get(..at).unwrap_or(path),
+        None => path,
+    };
+    let mut parts = path.trim_end_matches('/').rsplit('/');
+    let id = parts.next()?;
+    let rtype = parts.next()?;
+    let type_ok = rtype.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+        && rtype.chars().all(|c| c.is_ascii_alphanumeric());
+    let id_ok = !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    (type_ok && id_ok).then_some(Target { rtype, id })
+}
+
+/// The id rows use for a resource: its `id`, else the uuid (or last path segment) of its
+/// fullUrl.
+fn resource_id<'a>(res: &'a Value, full_url: Option<&'a str>) -> Option<&'a str> {
+    if let Some(id) = res
+        .get("id")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+    {
+        return Some(id);
+    }
+    let url = full_url?;
+    if let Some(uuid) = url.strip_prefix("urn:uuid:") {
+        return Some(uuid);
+    }
+    if let Some(oid) = url.strip_prefix("urn:oid:") {
+        return Some(oid);
+    }
+    Some(literal_reference(url).map_or(url, |t| t.id))
+}
+
+/// Resolves the patient a resource is about (`subject`, or the older `patient`).
+fn patient_ref(res: &Value, rtype: &str, rz: &Resolver<'_, '_>) -> Fx<String> {
+    let (key, r) = match res.get("subject") {
+        Some(r) => ("subject", r),
+        None => match res.get("patient") {
+            Some(r) => ("patient", r),
+            None => return Err(Fault::missing(format!("{rtype}.subject"))),
+        },
+    };
+    let field = || format!("{rtype}.{key}");
+    let Some(reference) = r.get("reference").and_then(Value::as_str) else {
+        let detail = format!(
+            "{} has no literal reference; an identifier or display alone names no patient",
+            field()
+        );
+        return Err(Fault::new(
+            format!("{}.reference", field()),
+            "missing_field",
+            detail,
+        ));
+    };
+    match rz.resolve(reference) {
+        Ref::To(Target {
+            rtype: "Patient",
+            id,
+        }) => Ok(id.to_string()),
+        Ref::To(t) => Err(Fault::new(
+            field(),
+            "bad_value",
+            format!("{reference:?} refers to a {}, not a Patient", t.rtype),
+        )),
+        Ref::Dangling => Err(Fault::new(
+            field(),
+            "dangling_reference",
+            format!("{reference:?} resolves to nothing in the input"),
+        )),
+        Ref::Contained(_) => Err(Fault::new(
+            field(),
+            "bad_value",
+            format!("{reference:?} refers to a contained resource, which names no patient"),
+        )),
+        Ref::Unparseable => Err(Fault::new(
+            field(),
+            "bad_value",
+            format!("{reference:?} is not a Patient reference"),
+        )),
+    }
+}
+
+/// Resolves the encounter a resource belongs to (`encounter`, or the older `context`).
+/// References to other types (an EpisodeOfCare in `context`) are not encounters and give
+/// `None`.
+fn encounter_ref(res: &Value, rtype: &str, rz: &Resolver<'_, '_>) -> Fx<Option<String>> {
+    let (key, r) = match res.get("encounter") {
+        Some(r) => ("encounter", r),
+        None => match res.get("context") {
+            Some(r) => ("context", r),
+            None => return Ok(None),
+        },
+    };
+    let Some(reference) = r.get("reference").and_then(Value::as_str) else {
+        return Ok(None);
+    };
+    let field = || format!("{rtype}.{key}");
+    match rz.resolve(reference) {
+        Ref::To(Target {
+            rtype: "Encounter",
+            id,
+        }) => Ok(Some(id.to_string())),
+        Ref::To(_) | Ref::Contained(_) => Ok(None),
+        Ref::Dangling => Err(Fault::new(
+            field(),
+            "dangling_reference",
+            format!("{reference:?} resolves to nothing in the input"),
+        )),
+        Ref::Unparseable => Err(Fault::new(
+            field(),
+            "bad_value",
+            format!("{reference:?} is not an Encounter reference"),
+        )),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Curation
+// ---------------------------------------------------------------------------------------
+
+/// Curates one resource into its rows, or reports it.
+fn curate(u: &Unit<'_>, rz: &Resolver<'_, '_>, ctx: &Context) -> Outcome {
+    let Some(rtype) = u.res.get("resourceType").and_then(Value::as_str) else {
+        let f = Fault::new(
+            "resourceType",
+            "missing_field",
+            "not a FHIR resource: no resourceType",
+        );
+        return Outcome {
+            bad: vec![u.bad(None, f)],
+            ..Outcome::default()
+        };
+    };
+    let (table, extract): (Table, Extract) = match rtype {
+        "Patient" => (Table::Patients, |res, head, _, ctx, _| {
+            patient(res, head, ctx).map(Rows::Patient)
+        }),
+        "Encounter" => (Table::Encounters, encounter),
+        "Observation" => (Table::Observations, |res, head, rz, ctx, _| {
+            observation(res, head, rz, ctx).map(Rows::Observations)
+        }),
+        "Condition" => (Table::Conditions, |res, head, rz, ctx, _| {
+            condition(res, head, rz, ctx).map(Rows::Condition)
+        }),
+        "Procedure" => (Table::Procedures, |res, head, rz, ctx, _| {
+            procedure(res, head, rz, ctx).map(Rows::Procedure)
+        }),
+        "MedicationRequest" => (Table::Medications, |res, head, rz, ctx, _| {
+            medication(res, head, rz, ctx).map(Rows::Medications)
+        }),
+        _ => return u.skipped(rtype),
+    };
+    if table == Table::Procedures && u.res.get("status").and_then(Value::as_str) == Some("not-done")
+    {
+        return u.skipped("Procedure (status not-done)");
+    }
+    let result = Head::read(u, rtype, table, ctx).and_then(|head| {
+        let mut extra = Vec::new();
+        let rows = extract(u.res, &head, rz, ctx, &mut extra)?;
+        Ok((head, rows, extra))
+    });
+    match result {
+        Ok((head, rows, extra)) => Outcome {
+            curated: Some(Curated {
+                key: head.id.map(|id| (table, id)),
+                version: head.version,
+                known_at: head.meta.known_at,
+                rows,
+            }),
+            bad: extra
+                .into_iter()
+                .map(|f| u.bad(Some(Table::CareTeam), f))
+                .collect(),
+            skipped: None,
+        },
+        Err(f) => Outcome {
+            bad: vec![u.bad(Some(table), f)],
+            ..Outcome::default()
+        },
+    }
+}
+
+/// Curates one resource type; the last argument collects faults of parts that do not sink
+/// the whole resource (an encounter participant).
+type Extract = fn(&Value, &Head, &Resolver<'_, '_>, &Context, &mut Vec<Fault>) -> Fx<Rows>;
+
+/// What every resource contributes regardless of type.
+struct Head {
+    /// The resource id (or fullUrl uuid); `None` when the resource has neither.
+    id: Option<String>,
+    /// The id written into the row: `id`, else `file:record`.
+    row_id: String,
+    version: Option<u64>,
+    /// Provenance and knowledge time; `retracted_at` set for `entered-in-error`.
+    meta: RowMeta,
+}
+
+impl Head {
+    fn read(u: &Unit<'_>, rtype: &str, table: Table, ctx: &Context) -> Fx<Head> {
+        let id = resource_id(u.res, u.full_url).map(str::to_string);
+        let source_id = match (u.res.get("id").and_then(Value::as_str), u.full_url) {
+            (Some(id), _) if !id.is_empty() => format!("{rtype}/{id}"),
+            (_, Some(url)) => url.to_string(),
+            _ => format!("{}:{}", u.file, u.record),
+        };
+        let row_id = id
+            .clone()
+            .unwrap_or_else(|| format!("{}:{}", u.file, u.record));
+        let meta = u.res.get("meta");
+        let last_updated = match meta {
+            Some(m) => time(m, "lastUpdated", &[rtype, "meta"], ctx)?,
+            None => None,
+        };
+        let known_at = last_updated.or(u.bundle_ts).unwrap_or(ctx.ingested_at);
+        let source_system = meta
+            .and_then(|m| m.get("source"))
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .unwrap_or(u.file)
+            .to_string();
+        let version = meta
+            .and_then(|m| m.get("versionId"))
+            .and_then(Value::as_str)
+            .and_then(|v| v.parse().ok());
+        let retracted = match table {
+            Table::Conditions => {
+                codes(u.res.get("verificationStatus")).any(|c| c == "entered-in-error")
+            }
+            _ => u.res.get("status").and_then(Value::as_str) == Some("entered-in-error"),
+        };
+        Ok(Head {
+            id,
+            row_id,
+            version,
+            meta: RowMeta {
+                source_system,
+                source_id,
+                known_at,
+                retracted_at: retracted.then_some(known_at),
+            },
+        })
+    }
+}
+
+fn patient(res: &Value, head: &Head, ctx: &Context) -> Fx<Patient> {
+    let Some(patient_id) = head.id.clone() else {
+        return Err(Fault::missing("Patient.id"));
+    };
+    let birth_date = match res.get("birthDate") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(parse_date(s).ok_or_else(|| {
+            Fault::new(
+                "Patient.birthDate",
+                "bad_date",
+                format!("{s:?} is not a FHIR date"),
+            )
+        })?),
+        Some(_) => return Err(Fault::new("Patient.birthDate", "bad_date", "not a string")),
+    };
+    let death_time = time(res, "deceasedDateTime", &["Patient"], ctx)?;
+    let address = preferred(res.get("address"), "home");
+    let name = preferred(res.get("name"), "official");
+    let given = name
+        .and_then(|n| n.get("given"))
+        .and_then(Value::as_array)
+        .map(|g| {
+            g.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .filter(|g| !g.is_empty());
+    let family = name.and_then(|n| match n.get("family") {
+        Some(Value::String(s)) => Some(s.clone()),
+        // DSTU2 wrote family as a list of strings.
+        Some(Value::Array(parts)) => {
+            let joined: Vec<&str> = parts.iter().filter_map(Value::as_str).collect();
+            (!joined.is_empty()).then(|| joined.join(" "))
+        }
+        _ => None,
+    });
+    Ok(Patient {
+        patient_id,
+        birth_date,
+        sex: string(res, "gender"),
+        death_time,
+        zip: address.and_then(|a| string(a, "postalCode")),
+        given_name: given,
+        family_name: family,
+        meta: head.meta.clone(),
+    })
+}
+
+fn encounter(
+    res: &Value,
+    head: &Head,
+    rz: &Resolver<'_, '_>,
+    ctx: &Context,
+    extra: &mut Vec<Fault>,
+) -> Fx<Rows> {
+    let patient_id = patient_ref(res, "Encounter", rz)?;
+    let period = res.get("period");
+    let admit_time = match period {
+        Some(p) => time(p, "start", &["Encounter.period"], ctx)?,
+        None => None,
+    }
+    .ok_or_else(|| Fault::missing("Encounter.period.start"))?;
+    let discharge_time = match period {
+        Some(p) => time(p, "end", &["Encounter.period"], ctx)?,
+        None => None,
+    };
+    // R4 `class` is a Coding; R5 made it a list of CodeableConcepts.
+    let class_code = match res.get("class") {
+        Some(Value::Array(list)) => list
+            .first()
+            .and_then(|cc| cc.get("coding"))
+            .and_then(|c| c.get(0))
+            .and_then(|c| c.get("code"))
+            .and_then(Value::as_str),
+        Some(c) => c.get("code").and_then(Value::as_str),
+        None => None,
+    };
+    let class = class_code
+        .and_then(encounter_class::normalize)
+        .unwrap_or(encounter_class::OTHER);
+    let hosp = res.get("hospitalization");
+    let admission = admission_kind(res.get("priority"))
+        .or_else(|| admission_kind(hosp.and_then(|h| h.get("admitSource"))));
+    let disposition = hosp
+        .and_then(|h| h.get("dischargeDisposition"))
+        .and_then(|cc| first_code(cc).or_else(|| string(cc, "text")));
+    let service = res.get("serviceType").and_then(|cc| {
+        codings(cc)
+            .find_map(|c| string(c, "display").or_else(|| string(c, "code")))
+            .or_else(|| string(cc, "text"))
+    });
+    let code = res
+        .get("type")
+        .and_then(|t| t.get(0))
+        .and_then(|cc| pick_coding(cc, "Encounter.type", &[]).ok());
+    let encounter_id = head.row_id.clone();
+
+    let mut team = Vec::new();
+    let participants = res.get("participant").and_then(Value::as_array);
+    for (i, p) in participants.into_iter().flatten().enumerate() {
+        let field = || format!("Encounter.participant[{i}].individual");
+        let Some(reference) = p
+            .get("individual")
+            .and_then(|x| x.get("reference"))
+            .and_then(Value::as_str)
+        else {
+            continue;
+        };
+        let clinician = match rz.resolve(reference) {
+            Ref::To(Target {
+                rtype: "Practitioner",
+                id,
+            }) => id,
+            // RelatedPerson, PractitionerRole: not a clinician Ward authenticates.
+            Ref::To(_) => continue,
+            Ref::Dangling => {
+                let detail = format!("{reference:?} resolves to nothing in the input");
+                extra.push(Fault::new(field(), "dangling_reference", detail));
+                continue;
+            }
+            Ref::Contained(_) | Ref::Unparseable => {
+                let detail = format!("{reference:?} does not name a Practitioner");
+                extra.push(Fault::new(field(), "bad_value", detail));
+                continue;
+            }
+        };
+        let pp = p.get("period");
+        let bounds = pp.map_or(Ok((None, None)), |pp| {
+            let path = format!("Encounter.participant[{i}].period");
+            let from = time(pp, "start", &[&path], ctx)?;
+            let to = time(pp, "end", &[&path], ctx)?;
+            Ok((from, to))
+        });
+        let (from, to) = match bounds {
+            Ok(b) => b,
+            Err(f) => {
+                extra.push(f);
+                continue;
+            }
+        };
+        let role = p
+            .get("type")
+            .and_then(|t| t.get(0))
+            .and_then(first_code)
+            .map(|c| participant_role(&c));
+        team.push(CareTeamMember {
+            patient_id: patient_id.clone(),
+            clinician_id: clinician.to_string(),
+            role,
+            valid_from: from.unwrap_or(admit_time),
+            valid_to: if from.is_some() || to.is_some() {
+                to
+            } else {
+                discharge_time
+            },
+            meta: head.meta.clone(),
+        });
+    }
+    Ok(Rows::Encounter(
+        Encounter {
+            encounter_id,
+            patient_id,
+            class: class.to_string(),
+            admit_time,
+            discharge_time,
+            admission_type: admission.map(str::to_string),
+            discharge_disposition: disposition,
+            service,
+            code,
+            meta: head.meta.clone(),
+        },
+        team,
+    ))
+}
+
+/// Admission type from `priority` (v3 ActPriority) or `hospitalization.admitSource`.
+fn admission_kind(cc: Option<&Value>) -> Option<&'static str> {
+    let cc = cc?;
+    codings(cc)
+        .find_map(|c| {
+            let code = c.get("code").and_then(Value::as_str);
+            // admitSource "emd": from the accident and emergency department.
+            let code = if code == Some("emd") {
+                Some("emergency")
+            } else {
+                code
+            };
+            code.and_then(admission_type::normalize).or_else(|| {
+                c.get("display")
+                    .and_then(Value::as_str)
+                    .and_then(admission_type::normalize)
+            })
+        })
+        .or_else(|| {
+            cc.get("text")
+                .and_then(Value::as_str)
+                .and_then(admission_type::normalize)
+        })
+}
+
+/// v3 ParticipationType codes as the words `care_team.role` uses.
+fn participant_role(code: &str) -> String {
+    match code {
+        "ATND" => "attending",
+        "ADM" => "admitting",
+        "DIS" => "discharger",
+        "CON" => "consultant",
+        "REF" => "referrer",
+        "PPRF" => "primary",
+        "SPRF" => "secondary",
+        "PART" => "participant",
+        "translator" => "translator",
+        "emergency" => "emergency",
+        other => other,
+    }
+    .to_string()
+}
+
+fn observation(
+    res: &Value,
+    head: &Head,
+    rz: &Resolver<'_, '_>,
+    ctx: &Context,
+) -> Fx<Vec<Observation>> {
+    let patient_id = patient_ref(res, "Observation", rz)?;
+    let encounter_id = encounter_ref(res, "Observation", rz)?;
+    let code_cc = res
+        .get("code")
+        .ok_or_else(|| Fault::missing("Observation.code"))?;
+    let code = pick_coding(code_cc, "Observation.code", &[code_system::LOINC])?;
+    let effective = match time(res, "effectiveDateTime", &["Observation"], ctx)? {
+        Some(t) => Some(t),
+        None => match res.get("effectivePeriod") {
+            Some(p) => time(p, "start", &["Observation.effectivePeriod"], ctx)?,
+            None => None,
+        },
+    };
+    let effective = match effective {
+        Some(t) => Some(t),
+        None => time(res, "effectiveInstant", &["Observation"], ctx)?,
+    };
+    let effective_time = match effective {
+        Some(t) => t,
+        None => time(res, "issued", &["Observation"], ctx)?
+            .ok_or_else(|| Fault::missing("Observation.effective[x]"))?,
+    };
+    let category = res
+        .get("category")
+        .and_then(|c| c.get(0))
+        .and_then(|cc| first_code(cc).or_else(|| string(cc, "text")));
+    let status = string(res, "status");
+    let components = res.get("component").and_then(Value::as_array);
+    let own_value = value(res, "Observation")?;
+    let mut rows = Vec::with_capacity(1 + components.map_or(0, Vec::len));
+    let row = |id: String, code: Coding, v: Value3| Observation {
+        observation_id: id,
+        patient_id: patient_id.clone(),
+        encounter_id: encounter_id.clone(),
+        category: category.clone(),
+        code,
+        value_num: v.num,
+        value_text: v.text,
+        unit: v.unit,
+        effective_time,
+        status: status.clone(),
+        meta: head.meta.clone(),
+    };
+    let has_components = components.is_some_and(|c| !c.is_empty());
+    if own_value.is_some() || !has_components {
+        rows.push(row(
+            head.row_id.clone(),
+            code,
+            own_value.unwrap_or_default(),
+        ));
+    }
+    for (i, comp) in components.into_iter().flatten().enumerate() {
+        let field = format!("Observation.component[{i}].code");
+        let cc = comp
+            .get("code")
+            .ok_or_else(|| Fault::missing(field.clone()))?;
+        let ccode = pick_coding(cc, &field, &[code_system::LOINC])?;
+        let v = value(comp, "Observation.component")?.unwrap_or_default();
+        rows.push(row(format!("{}.component[{i}]", head.row_id), ccode, v));
+    }
+    Ok(rows)
+}
+
+/// An observation value as the curated columns hold it.
+#[derive(Default)]
+struct Value3 {
+    num: Option<f64>,
+    text: Option<String>,
+    unit: Option<String>,
+}
+
+/// Reads `value[x]` of an Observation or a component; `None` when it has none.
+fn value(v: &Value, at: &str) -> Fx<Option<Value3>> {
+    if let Some(q) = v.get("valueQuantity") {
+        let num = match q.get("value") {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) => n.as_f64(),
+            Some(other) => {
+                return Err(Fault::new(
+                    format!("{at}.valueQuantity.value"),
+                    "bad_value",
+                    format!("expected a number, found {other}"),
+                ))
+            }
+        };
+        let unit = string(q, "unit").or_else(|| string(q, "code"));
+        // "<5": the number is kept for features; the comparator is kept in the text.
+        let text = string(q, "comparator").and_then(|c| num.map(|n| format!("{c}{n}")));
+        return Ok(Some(Value3 { num, text, unit }));
+    }
+    if let Some(cc) = v.get("valueCodeableConcept") {
+        let text = codings(cc)
+            .find_map(|c| string(c, "display"))
+            .or_else(|| string(cc, "text"))
+            .or_else(|| first_code(cc));
+        return Ok(Some(Value3 {
+            text,
+            ..Value3::default()
+        }));
+    }
+    if let Some(s) = v.get("valueString") {
+        return Ok(Some(Value3 {
+            text: s.as_str().map(str::to_string),
+            ..Value3::default()
+        }));
+    }
+    if let Some(n) = v.get("valueInteger") {
+        let num = n.as_f64().ok_or_else(|| {
+            Fault::new(
+                format!("{at}.valueInteger"),
+                "bad_value",
+                format!("expected an integer, found {n}"),
+            )
+        })?;
+        return Ok(Some(Value3 {
+            num: Some(num),
+            ..Value3::default()
+        }));
+    }
+    if let Some(b) = v.get("valueBoolean") {
+        return Ok(Some(Value3 {
+            text: b.as_bool().map(|b| b.to_string()),
+            ..Value3::default()
+        }));
+    }
+    for key in ["valueDateTime", "valueTime"] {
+        if let Some(s) = v.get(key) {
+            return Ok(Some(Value3 {
+                text: s.as_str().map(str::to_string),
+                ..Value3::default()
+            }));
+        }
+    }
+    Ok(None)
+}
+
+fn condition(res: &Value, head: &Head, rz: &Resolver<'_, '_>, ctx: &Context) -> Fx<Condition> {
+    let patient_id = patient_ref(res, "Condition", rz)?;
+    let encounter_id = encounter_ref(res, "Condition", rz)?;
+    let cc = res
+        .get("code")
+        .ok_or_else(|| Fault::missing("Condition.code"))?;
+    let prefer = [
+        code_system::ICD10CM,
+        code_system::SNOMED,
+        code_system::ICD9CM,
+    ];
+    let code = pick_coding(cc, "Condition.code", &prefer)?;
+    let onset = match time(res, "onsetDateTime", &["Condition"], ctx)? {
+        Some(t) => Some(t),
+        None => match res.get("onsetPeriod") {
+            Some(p) => time(p, "start", &["Condition.onsetPeriod"], ctx)?,
+            None => None,
+        },
+    };
+    let onset_time = match onset {
+        Some(t) => t,
+        None => time(res, "recordedDate", &["Condition"], ctx)?
+            .ok_or_else(|| Fault::missing("Condition.onset[x]"))?,
+    };
+    let abatement_time = match time(res, "abatementDateTime", &["Condition"], ctx)? {
+        Some(t) => Some(t),
+        None => match res.get("abatementPeriod") {
+            Some(p) => match time(p, "end", &["Condition.abatementPeriod"], ctx)? {
+                Some(t) => Some(t),
+                None => time(p, "start", &["Condition.abatementPeriod"], ctx)?,
+            },
+            None => None,
+        },
+    };
+    Ok(Condition {
+        condition_id: head.row_id.clone(),
+        patient_id,
+        encounter_id,
+        code,
+        onset_time,
+        abatement_time,
+        meta: head.meta.clone(),
+    })
+}
+
+fn procedure(res: &Value, head: &Head, rz: &Resolver<'_, '_>, ctx: &Context) -> Fx<Procedure> {
+    let patient_id = patient_ref(res, "Procedure", rz)?;
+    let encounter_id = encounter_ref(res, "Procedure", rz)?;
+    let cc = res
+        .get("code")
+        .ok_or_else(|| Fault::missing("Procedure.code"))?;
+    let prefer = [code_system::SNOMED, code_system::CPT];
+    let code = pick_coding(cc, "Procedure.code", &prefer)?;
+    let (start, end) = match time(res, "performedDateTime", &["Procedure"], ctx)? {
+        Some(t) => (Some(t), None),
+        None => match res.get("performedPeriod") {
+            Some(p) => (
+                time(p, "start", &["Procedure.performedPeriod"], ctx)?,
+                time(p, "end", &["Procedure.performedPeriod"], ctx)?,
+            ),
+            None => (None, None),
+        },
+    };
+    let performed_time = start.ok_or_else(|| Fault::missing("Procedure.performed[x]"))?;
+    Ok(Procedure {
+        procedure_id: head.row_id.clone(),
+        patient_id,
+        encounter_id,
+        code,
+        performed_time,
+        performed_end: end,
+        meta: head.meta.clone(),
+    })
+}
+
+/// One row per order; a compound drug without a code of its own gives one row per
+/// ingredient (`id.ingredient[i]`), as observation components do, so that a feature looking
+/// for a drug finds it.
+fn medication(
+    res: &Value,
+    head: &Head,
+    rz: &Resolver<'_, '_>,
+    ctx: &Context,
+) -> Fx<Vec<Medication>> {
+    let patient_id = patient_ref(res, "MedicationRequest", rz)?;
+    let encounter_id = encounter_ref(res, "MedicationRequest", rz)?;
+    let prefer = [code_system::RXNORM];
+    let codes = if let Some(cc) = res.get("medicationCodeableConcept") {
+        vec![pick_coding(
+            cc,
+            "MedicationRequest.medicationCodeableConcept",
+            &prefer,
+        )?]
+    } else if let Some(r) = res.get("medicationReference") {
+        let field = "MedicationRequest.medicationReference";
+        let reference = r
+            .get("reference")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Fault::missing(format!("{field}.reference")))?;
+        let found = match rz.resolve(reference) {
+            Ref::Contained(id) => res
+                .get("contained")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .find(|c| {
+                    c.get("id").and_then(Value::as_str) == Some(id)
+                        && c.get("resourceType").and_then(Value::as_str) == Some("Medication")
+                })
+                .map(medication_code),
+            Ref::To(Target {
+                rtype: "Medication",
+                id,
+            }) => rz.medication(id).cloned(),
+            Ref::To(t) => {
+                let detail = format!("{reference:?} refers to a {}, not a Medication", t.rtype);
+                return Err(Fault::new(field, "bad_value", detail));
+            }
+            Ref::Dangling | Ref::Unparseable => None,
+        };
+        match found {
+            Some(Ok(c)) => c,
+            Some(Err(f)) => {
+                let detail = format!(
+                    "the Medication {reference:?} has no usable code: {}",
+                    f.detail
+                );
+                return Err(Fault::new(field, f.reason, detail));
+            }
+            None => {
+                let detail = format!(
+                    "{reference:?} is not in the input, and without it the order has no drug code"
+                );
+                return Err(Fault::new(field, "dangling_reference", detail));
+            }
+        }
+    } else {
+        return Err(Fault::missing("MedicationRequest.medication[x]"));
+    };
+    let validity = res
+        .get("dispenseRequest")
+        .and_then(|d| d.get("validityPeriod"));
+    let start = match time(res, "authoredOn", &["MedicationRequest"], ctx)? {
+        Some(t) => Some(t),
+        None => match validity {
+            Some(p) => time(
+                p,
+                "start",
+                &["MedicationRequest.dispenseRequest.validityPeriod"],
+                ctx,
+            )?,
+            None => None,
+        },
+    };
+    let start_time = start.ok_or_else(|| Fault::missing("MedicationRequest.authoredOn"))?;
+    let end_time = match validity {
+        Some(p) => time(
+            p,
+            "end",
+            &["MedicationRequest.dispenseRequest.validityPeriod"],
+            ctx,
+        )?,
+        None => None,
+    };
+    let status = string(res, "status");
+    let several = codes.len() > 1;
+    let rows = codes
+        .into_iter()
+        .enumerate()
+        .map(|(i, code)| Medication {
+            medication_id: if several {
+                format!("{}.ingredient[{i}]", head.row_id)
+            } else {
+                head.row_id.clone()
+            },
+            patient_id: patient_id.clone(),
+            encounter_id: encounter_id.clone(),
+            code,
+            start_time,
+            end_time,
+            status: status.clone(),
+            meta: head.meta.clone(),
+        })
+        .collect();
+    Ok(rows)
+}
+
+// ---------------------------------------------------------------------------------------
+// JSON helpers
+// ---------------------------------------------------------------------------------------
+
+fn string(v: &Value, key: &str) -> Option<String> {
+    v.get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+/// The `coding` entries of a CodeableConcept.
+fn codings(cc: &Value) -> impl Iterator<Item = &Value> {
+    cc.get("coding")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+}
+
+/// The codes of a CodeableConcept, as written.
+fn codes(cc: Option<&Value>) -> impl Iterator<Item = &str> {
+    cc.into_iter()
+        .flat_map(codings)
+        .filter_map(|c| c.get("code").and_then(Value::as_str))
+}
+
+fn first_code(cc: &Value) -> Option<String> {
+    codes(Some(cc)).find(|c| !c.is_empty()).map(str::to_string)
+}
+
+/// The element of a list whose `use` is `wanted`, else the first.
+fn preferred<'a>(list: Option<&'a Value>, wanted: &str) -> Option<&'a Value> {
+    let list = list?.as_array()?;
+    list.iter()
+        .find(|x| x.get("use").and_then(Value::as_str) == Some(wanted))
+        .or_else(|| list.first())
+}
+
+/// Picks the coding of a CodeableConcept to keep: the first in `prefer` order, else a standard
+/// system, else the first with a system.
+fn pick_coding(cc: &Value, field: &str, prefer: &[&str]) -> Fx<Coding> {
+    let mut best: Option<(usize, Coding)> = None;
+    let mut systemless = false;
+    for c in codings(cc) {
+        let Some(code) = c.get("code").and_then(Value::as_str).map(str::trim) else {
+            continue;
+        };
+        if code.is_empty() {
+            continue;
+        }
+        let Some(system) = c
+            .get("system")
+            .and_then(Value::as_str)
+            .filter(|s| !s.trim().is_empty())
+        else {
+            systemless = true;
+            continue;
+        };
+        let system = code_system::normalize(system);
+        let rank = prefer
+            .iter()
+            .position(|p| *p == system)
+            .unwrap_or(prefer.len() + usize::from(!code_system::is_standard(&system)));
+        if best.as_ref().is_none_or(|(r, _)| rank < *r) {
+            let display = c
+                .get("display")
+                .or_else(|| cc.get("text"))
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            best = Some((
+                rank,
+                Coding {
+                    system,
+                    code: code.to_string(),
+                    display,
+                },
+            ));
+            if rank == 0 {
+                break;
+            }
+        }
+    }
+    match best {
+        Some((_, coding)) => Ok(coding),
+        None if systemless => Err(Fault::new(
+            format!("{field}.coding.system"),
+            "unknown_code_system",
+            format!("{field} has codes but none says its code system"),
+        )),
+        None => Err(Fault::new(
+            format!("{field}.coding"),
+            "missing_field",
+            format!("{field} has no coding with a code"),
+        )),
+    }
+}
+
+/// Reads the FHIR date/dateTime/instant `key` of `v`, whose FHIRPath is `path`; absent is
+/// `None`, unreadable is `bad_date`. The field name is only built on error: this runs for
+/// every resource.
+fn time(v: &Value, key: &str, path: &[&str], ctx: &Context) -> Fx<Option<DateTime<Utc>>> {
+    let field = || {
+        let mut f = path.join(".");
+        f.push('.');
+        f.push_str(key);
+        f
+    };
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => parse_instant(s, ctx.default_offset)
+            .map(Some)
+            .ok_or_else(|| {
+                Fault::new(
+                    field(),
+                    "bad_date",
+                    format!("{s:?} is not a FHIR date, dateTime or instant"),
+                )
+            }),
+        Some(other) => Err(Fault::new(
+            field(),
+            "bad_date",
+            format!("expected a date string, found {other}"),
+        )),
+    }
+}
+
+/// Parses `YYYY`, `YYYY-MM` or `YYYY-MM-DD` at the start of `b`, returning the first day of
+/// the period, the rest of the input, and whether the date was complete (only a complete
+/// date may carry a time).
+fn date_prefix(b: &[u8]) -> Option<(NaiveDate, &[u8], bool)> {
+    let year = digits(b, 0, 4)?;
+    let (month, day, rest, full) = match b.get(4) {
+        Some(b'-') => {
+            let month = digits(b, 5, 2)?;
+            match b.get(7) {
+                Some(b'-') => (month, digits(b, 8, 2)?, b.get(10..)?, true),
+                _ => (month, 1, b.get(7..)?, false),
+            }
+        }
+        _ => (1, 1, b.get(4..)?, false),
+    };
+    let date = NaiveDate::from_ymd_opt(i32::try_from(year).ok()?, month, day)?;
+    Some((date, rest, full))
+}
+
+/// A FHIR `date` (partial dates give the first day of the period).
+fn parse_date(s: &str) -> Option<NaiveDate> {
+    match date_prefix(s.trim().as_bytes())? {
+        (d, [], _) => Some(d),
+        _ => None,
+    }
+}
+
+/// A FHIR `date`, `dateTime` or `instant` as the first instant it denotes. A value without
+/// an offset is read in `default_offset`.
+fn parse_instant(s: &str, default_offset: FixedOffset) -> Option<DateTime<Utc>> {
+    let (date, rest, full) = date_prefix(s.trim().as_bytes())?;
+    let Some(rest) = rest.strip_prefix(b"T").filter(|_| full) else {
+        return if rest.is_empty() {
+            default_offset
+                .from_local_datetime(&date.and_time(NaiveTime::MIN))
+                .single()
+                .map(|t| t.with_timezone(&Utc))
+        } else {
+            None
+        };
+    };
+    let hour = digits(rest, 0, 2)?;
+    if rest.get(2) != Some(&b':') {
+        return None;
+    }
+    let minute = digits(rest, 3, 2)?;
+    let mut i = 5;
+    let (mut second, mut micro) = (0, 0);
+    if rest.get(i) == Some(&b':') {
+        second = digits(rest, i + 1, 2)?;
+        i += 3;
+        if rest.get(i) == Some(&b'.') {
+            i += 1;
+            let start = i;
+            while rest.get(i).is_some_and(u8::is_ascii_digit) {
+                if i - start < 6 {
+                    micro = micro * 10 + u32::from(rest.get(i)? - b'0');
+                }
+                i += 1;
+            }
+            if i == start {
+                return None;
+            }
+            for _ in (i - start).min(6)..6 {
+                micro *= 10;
+            }
+        }
+    }
+    if second > 59 {
+        return None;
+    }
+    let naive = date.and_time(NaiveTime::from_hms_micro_opt(hour, minute, second, micro)?);
+    let offset = match rest.get(i..)? {
+        [] => default_offset,
+        [b'Z'] | [b'z'] => FixedOffset::east_opt(0)?,
+        [sign @ (b'+' | b'-'), tail @ ..] if tail.len() == 5 && tail.get(2) == Some(&b':') => {
+            let hours = digits(tail, 0, 2)?;
+            let minutes = digits(tail, 3, 2)?;
+            if hours > 14 || minutes > 59 {
+                return None;
+            }
+            let secs = i32::try_from(hours * 3600 + minutes * 60).ok()?;
+            FixedOffset::east_opt(if *sign == b'-' { -secs } else { secs })?
+        }
+        _ => return None,
+    };
+    offset
+        .from_local_datetime(&naive)
+        .single()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// `len` ASCII digits of `b` starting at `at`, as a number.
+fn digits(b: &[u8], at: usize, len: usize) -> Option<u32> {
+    let part = b.get(at..at.checked_add(len)?)?;
+    part.iter().try_fold(0u32, |acc, d| {
+        d.is_ascii_digit().then(|| acc * 10 + u32::from(d - b'0'))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    fn ctx() -> Context {
+        Context::new(utc(2024, 1, 1, 0, 0, 0))
+    }
+
+    fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, s)
+            .single()
+            .expect("valid test time")
+    }
+
+    fn bundles(docs: &[(&str, Value)]) -> Parsed {
+        let texts: Vec<(String, String)> = docs
+            .iter()
+            .map(|(name, v)| (name.to_string(), v.to_string()))
+            .collect();
+        let inputs: Vec<Input<'_>> = texts
+            .iter()
+            .map(|(name, text)| Input {
+                name,
+                bytes: text.as_bytes(),
+            })
+            .collect();
+        parse_bundles(&inputs, &ctx())
+    }
+
+    fn one_bundle(entries: Value) -> Parsed {
+        bundles(&[(
+            "b.json",
+            json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}),
+        )])
+    }
+
+    fn ndjson(files: &[(&str, &str)]) -> Parsed {
+        let inputs: Vec<Input<'_>> = files
+            .iter()
+            .map(|(name, text)| Input {
+                name,
+                bytes: text.as_bytes(),
+            })
+            .collect();
+        parse_ndjson(&inputs, &ctx())
+    }
+
+    fn patient_entry() -> Value {
+        json!({"fullUrl": "urn:uuid:p-1", "resource": {
+            "resourceType": "Patient", "id": "p1", "gender": "female", "birthDate": "1970-05",
+            "name": [{"use": "nickname", "given": ["Jo"]},
+                     {"use": "official", "family": "Doe", "given": ["Jane", "Q"]}],
+            "address": [{"use": "work", "postalCode": "99999"}, {"use": "home", "postalCode": "02115"}],
+            "deceasedDateTime": "2020-02-03T04:05:06Z"}})
+    }
+
+    #[test]
+    fn dates_full_partial_and_offsets() {
+        let z = FixedOffset::east_opt(0).expect("utc");
+        let minus5 = FixedOffset::west_opt(5 * 3600).expect("-05:00");
+        assert_eq!(parse_instant("2013", z), Some(utc(2013, 1, 1, 0, 0, 0)));
+        assert_eq!(parse_instant("2013-03", z), Some(utc(2013, 3, 1, 0, 0, 0)));
+        assert_eq!(
+            parse_instant("2013-03-11", z),
+            Some(utc(2013, 3, 11, 0, 0, 0))
+        );
+        assert_eq!(
+            parse_instant("2013-03-11", minus5),
+            Some(utc(2013, 3, 11, 5, 0, 0))
+        );
+        assert_eq!(
+            parse_instant("2013-03-11T10:00:00+02:00", minus5),
+            Some(utc(2013, 3, 11, 8, 0, 0))
+        );
+        assert_eq!(
+            parse_instant("2013-03-11T10:00:00", minus5),
+            Some(utc(2013, 3, 11, 15, 0, 0))
+        );
+        let frac = parse_instant("2013-03-11T10:00:00.123456789Z", z).expect("fraction");
+        assert_eq!(frac.timestamp_subsec_micros(), 123_456);
+        let short = parse_instant("2013-03-11T10:00:00.5-01:30", z).expect("short fraction");
+        assert_eq!(
+            short,
+            utc(2013, 3, 11, 11, 30, 0) + chrono::Duration::milliseconds(500)
+        );
+        for bad in [
+            "",
+            "13",
+            "2013-13",
+            "2013-02-30",
+            "2013T10:00:00Z",
+            "2013-03-11T25:00:00Z",
+            "2013-03-11T10:00:60Z",
+            "2013-03-11T10:00:00+2",
+            "2013-03-11T10:00:00.Z",
+            "2013-03-11 10:00:00",
+            "2013-03-11T10:00:00Zjunk",
+            "２０１３",
+        ] {
+            assert_eq!(parse_instant(bad, z), None, "{bad:?} must not parse");
+        }
+        assert_eq!(parse_date("1970-05"), NaiveDate::from_ymd_opt(1970, 5, 1));
+        assert_eq!(parse_date("1970-05-06T00:00:00Z"), None);
+    }
+
+    #[test]
+    fn reference_forms() {
+        let t = |rtype, id| Some(Target { rtype, id });
+        assert_eq!(literal_reference("Patient/123"), t("Patient", "123"));
+        assert_eq!(
+            literal_reference("http://example.org/fhir/Patient/123"),
+            t("Patient", "123")
+        );
+        assert_eq!(
+            literal_reference("Patient/123/_history/2"),
+            t("Patient", "123")
+        );
+        assert_eq!(
+            literal_reference("https://h/fhir/Encounter/e.1/_history/7"),
+            t("Encounter", "e.1")
+        );
+        for bad in [
+            "Patient",
+            "Patient/",
+            "patient/1",
+            "Patient/a b",
+            "Patient?identifier=x",
+            "",
+        ] {
+            assert_eq!(literal_reference(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn patient_fields_and_urn_uuid_resolution() {
+        let parsed = one_bundle(json!([
+            patient_entry(),
+            {"fullUrl": "urn:uuid:0b9d", "resource": {"resourceType": "Patient", "gender": "male"}},
+            {"fullUrl": "urn:uuid:o-1", "resource": {
+                "resourceType": "Observation", "id": "o1", "status": "final",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "718-7"}]},
+                "subject": {"reference": "urn:uuid:p-1"},
+                "effectiveDateTime": "2020-01-01T00:00:00Z", "valueQuantity": {"value": 13.5, "code": "g/dL"}}},
+            {"resource": {
+                "resourceType": "Observation", "id": "o2",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "718-7"}]},
+                "subject": {"reference": "urn:uuid:0b9d"}, "issued": "2020-01-02T00:00:00Z"}}
+        ]));
+        assert!(parsed.bad.is_empty(), "{:?}", parsed.bad);
+        let p = &parsed.tables.patients;
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[0].patient_id, "p1");
+        assert_eq!(p[0].birth_date, NaiveDate::from_ymd_opt(1970, 5, 1));
+        assert_eq!(p[0].sex.as_deref(), Some("female"));
+        assert_eq!(p[0].given_name.as_deref(), Some("Jane Q"));
+        assert_eq!(p[0].family_name.as_deref(), Some("Doe"));
+        assert_eq!(p[0].zip.as_deref(), Some("02115"));
+        assert_eq!(p[0].death_time, Some(utc(2020, 2, 3, 4, 5, 6)));
+        assert_eq!(p[0].meta.source_id, "Patient/p1");
+        assert_eq!(p[0].meta.source_system, "b.json");
+        // No id: the fullUrl's uuid is the id, the fullUrl the source id.
+        assert_eq!(p[1].patient_id, "0b9d");
+        assert_eq!(p[1].meta.source_id, "urn:uuid:0b9d");
+        let o = &parsed.tables.observations;
+        assert_eq!(o[0].patient_id, "p1");
+        assert_eq!(o[0].value_num, Some(13.5));
+        assert_eq!(o[0].unit.as_deref(), Some("g/dL"));
+        assert_eq!(o[1].patient_id, "0b9d");
+        assert_eq!(o[1].effective_time, utc(2020, 1, 2, 0, 0, 0));
+    }
+
+    #[test]
+    fn every_resource_type() {
+        let parsed = one_bundle(json!([
+            patient_entry(),
+            {"fullUrl": "urn:uuid:dr-1", "resource": {"resourceType": "Practitioner", "id": "dr1"}},
+            {"fullUrl": "urn:uuid:e-1", "resource": {
+                "resourceType": "Encounter", "id": "e1", "status": "finished",
+                "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
+                "type": [{"coding": [{"system": "http://snomed.info/sct", "code": "183807002", "display": "Inpatient stay"}]}],
+                "priority": {"coding": [{"code": "EM"}]},
+                "serviceType": {"coding": [{"code": "cardio", "display": "Cardiology"}]},
+                "subject": {"reference": "urn:uuid:p-1"},
+                "participant": [
+                    {"type": [{"coding": [{"code": "ATND"}]}], "individual": {"reference": "urn:uuid:dr-1"}},
+                    {"individual": {"reference": "Practitioner/dr2"},
+                     "period": {"start": "2013-03-12T08:00:00Z", "end": "2013-03-13T08:00:00Z"}},
+                    {"individual": {"reference": "RelatedPerson/mom"}}
+                ],
+                "period": {"start": "2013-03-11T10:00:00Z", "end": "2013-03-20"},
+                "hospitalization": {"dischargeDisposition": {"coding": [{"code": "home"}]}}}},
+            {"fullUrl": "urn:uuid:bp", "resource": {
+                "resourceType": "Observation", "id": "bp", "status": "final",
+                "category": [{"coding": [{"code": "vital-signs"}]}],
+                "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]},
+                "subject": {"reference": "urn:uuid:p-1"}, "encounter": {"reference": "urn:uuid:e-1"},
+                "effectivePeriod": {"start": "2013-03-12T09:00:00+01:00"},
+                "component": [
+                    {"code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+                     "valueQuantity": {"value": 120, "unit": "mmHg"}},
+                    {"code": {"coding": [{"system": "http://loinc.org", "code": "8462-4"}]},
+                     "valueQuantity": {"value": 80, "unit": "mmHg"}}]}},
+            {"resource": {
+                "resourceType": "Observation", "id": "cc",
+                "code": {"coding": [{"system": "urn:oid:1.2.3", "code": "local"},
+                                    {"system": "http://loinc.org", "code": "883-9", "display": "ABO"}]},
+                "subject": {"reference": "Patient/p1"}, "effectiveDateTime": "2013-03-12",
+                "valueCodeableConcept": {"coding": [{"code": "A", "display": "Group A"}]}}},
+            {"resource": {
+                "resourceType": "Condition", "id": "c1",
+                "verificationStatus": {"coding": [{"code": "confirmed"}]},
+                "code": {"coding": [{"system": "http://snomed.info/sct", "code": "38341003"},
+                                    {"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "I10"}]},
+                "subject": {"reference": "urn:uuid:p-1"}, "recordedDate": "2013-03-11",
+                "abatementPeriod": {"start": "2014-01-01", "end": "2014-02"}}},
+            {"resource": {
+                "resourceType": "Procedure", "id": "pr1", "status": "completed",
+                "code": {"coding": [{"system": "http://snomed.info/sct", "code": "80146002"}]},
+                "subject": {"reference": "urn:uuid:p-1"},
+                "performedPeriod": {"start": "2013-03-13T10:00:00Z", "end": "2013-03-13T11:00:00Z"}}},
+            {"resource": {
+                "resourceType": "Procedure", "id": "pr2", "status": "not-done",
+                "code": {"coding": [{"system": "http://snomed.info/sct", "code": "1"}]},
+                "subject": {"reference": "urn:uuid:p-1"}}},
+            {"fullUrl": "urn:uuid:med-1", "resource": {
+                "resourceType": "Medication", "id": "med1",
+                "code": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "316049"}]}}},
+            {"resource": {
+                "resourceType": "MedicationRequest", "id": "m1", "status": "active",
+                "medicationReference": {"reference": "urn:uuid:med-1"},
+                "subject": {"reference": "urn:uuid:p-1"}, "authoredOn": "2013-03-14",
+                "dispenseRequest": {"validityPeriod": {"end": "2013-04-14"}}}},
+            {"resource": {
+                "resourceType": "MedicationRequest", "id": "m2", "status": "completed",
+                "contained": [{"resourceType": "Medication", "id": "x",
+                    "code": {"coding": [{"system": "http://snomed.info/sct", "code": "430127000"}]}}],
+                "medicationReference": {"reference": "#x"},
+                "subject": {"reference": "Patient/p1"}, "authoredOn": "2013-03-15"}},
+            {"resource": {"resourceType": "AllergyIntolerance", "id": "a1"}},
+            {"request": {"method": "DELETE", "url": "Patient/old"}}
+        ]));
+        assert!(parsed.bad.is_empty(), "{:?}", parsed.bad);
+        let t = &parsed.tables;
+        let e = &t.encounters[0];
+        assert_eq!(
+            (e.encounter_id.as_str(), e.patient_id.as_str()),
+            ("e1", "p1")
+        );
+        assert_eq!(e.class, "inpatient");
+        assert_eq!(e.admit_time, utc(2013, 3, 11, 10, 0, 0));
+        assert_eq!(e.discharge_time, Some(utc(2013, 3, 20, 0, 0, 0)));
+        assert_eq!(e.admission_type.as_deref(), Some("emergency"));
+        assert_eq!(e.discharge_disposition.as_deref(), Some("home"));
+        assert_eq!(e.service.as_deref(), Some("Cardiology"));
+        let code = e.code.as_ref().expect("encounter type");
+        assert_eq!(
+            (code.system.as_str(), code.code.as_str()),
+            ("SNOMED", "183807002")
+        );
+
+        assert_eq!(t.care_team.len(), 2);
+        assert_eq!(t.care_team[0].clinician_id, "dr1");
+        assert_eq!(t.care_team[0].role.as_deref(), Some("attending"));
+        assert_eq!(t.care_team[0].valid_from, e.admit_time);
+        assert_eq!(t.care_team[0].valid_to, e.discharge_time);
+        assert_eq!(t.care_team[1].clinician_id, "dr2");
+        assert_eq!(t.care_team[1].valid_from, utc(2013, 3, 12, 8, 0, 0));
+        assert_eq!(t.care_team[1].valid_to, Some(utc(2013, 3, 13, 8, 0, 0)));
+
+        // Blood pressure: no value of its own, one row per component.
+        let o = &t.observations;
+        assert_eq!(o.len(), 3);
+        assert_eq!(o[0].observation_id, "bp.component[0]");
+        assert_eq!(
+            (o[0].code.code.as_str(), o[0].value_num),
+            ("8480-6", Some(120.0))
+        );
+        assert_eq!(
+            (o[1].code.code.as_str(), o[1].value_num),
+            ("8462-4", Some(80.0))
+        );
+        assert_eq!(o[1].effective_time, utc(2013, 3, 12, 8, 0, 0));
+        assert_eq!(o[1].encounter_id.as_deref(), Some("e1"));
+        assert_eq!(o[1].category.as_deref(), Some("vital-signs"));
+        assert_eq!(o[1].meta.source_id, "Observation/bp");
+        // LOINC preferred over a local code listed first.
+        assert_eq!(
+            (o[2].code.system.as_str(), o[2].code.code.as_str()),
+            ("LOINC", "883-9")
+        );
+        assert_eq!(o[2].value_text.as_deref(), Some("Group A"));
+
+        let c = &t.conditions[0];
+        assert_eq!(
+            (c.code.system.as_str(), c.code.code.as_str()),
+            ("ICD10CM", "I10")
+        );
+        assert_eq!(c.onset_time, utc(2013, 3, 11, 0, 0, 0));
+        assert_eq!(c.abatement_time, Some(utc(2014, 2, 1, 0, 0, 0)));
+
+        assert_eq!(t.procedures.len(), 1);
+        assert_eq!(
+            t.procedures[0].performed_end,
+            Some(utc(2013, 3, 13, 11, 0, 0))
+        );
+
+        let m = &t.medications;
+        assert_eq!(
+            (m[0].code.system.as_str(), m[0].code.code.as_str()),
+            ("RXNORM", "316049")
+        );
+        assert_eq!(m[0].end_time, Some(utc(2013, 4, 14, 0, 0, 0)));
+        assert_eq!(m[0].status.as_deref(), Some("active"));
+        assert_eq!(m[1].code.code, "430127000");
+
+        let skipped: Vec<(&str, u64)> = parsed
+            .skipped
+            .iter()
+            .map(|s| (s.what.as_str(), s.location.record))
+            .collect();
+        assert_eq!(
+            skipped,
+            [
+                ("Practitioner", 2),
+                ("Procedure (status not-done)", 8),
+                ("Medication", 9),
+                ("AllergyIntolerance", 12),
+                ("Bundle.entry without resource (DELETE Patient/old)", 13)
+            ]
+        );
+    }
+
+    #[test]
+    fn dangling_and_missing_are_bad_records() {
+        let parsed = one_bundle(json!([
+            patient_entry(),
+            {"resource": {"resourceType": "Observation", "id": "o1",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "1-8"}]},
+                "subject": {"reference": "urn:uuid:nobody"}, "effectiveDateTime": "2020"}},
+            {"resource": {"resourceType": "Observation", "id": "o2",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "1-8"}]},
+                "subject": {"reference": "Patient/p1"}}},
+            {"resource": {"resourceType": "Encounter", "id": "e1", "class": {"code": "AMB"},
+                "subject": {"reference": "Patient/p1"}}},
+            {"resource": {"resourceType": "Condition", "id": "c1",
+                "subject": {"reference": "Patient/p1"}, "onsetDateTime": "2020"}},
+            {"resource": {"resourceType": "Procedure", "id": "x1",
+                "code": {"coding": [{"system": "http://snomed.info/sct", "code": "1"}]},
+                "performedDateTime": "2020"}},
+            {"resource": {"resourceType": "Procedure", "id": "x2",
+                "code": {"coding": [{"code": "1"}]},
+                "subject": {"reference": "Patient/p1"}, "performedDateTime": "2020"}},
+            {"resource": {"resourceType": "Condition", "id": "c2",
+                "code": {"coding": [{"system": "http://snomed.info/sct", "code": "1"}]},
+                "subject": {"reference": "Patient/p1"}, "onsetDateTime": "2020-14-01"}},
+            {"resource": {"resourceType": "Observation", "id": "o3",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "1-8"}]},
+                "subject": {"reference": "Group/herd"}, "issued": "2020-01-01T00:00:00Z"}},
+            {"resource": {"resourceType": "Observation", "id": "o4",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "1-8"}]},
+                "subject": {"reference": "Patient/p1"}, "issued": "2020-01-01T00:00:00Z",
+                "valueQuantity": {"value": "high"}}},
+            {"resource": {"resourceType": "Encounter", "id": "e2",
+                "subject": {"reference": "Patient/p1"}, "period": {"start": "2020"},
+                "participant": [{"individual": {"reference": "urn:uuid:gone"}}]}},
+            {"resource": {"resourceType": "MedicationRequest", "id": "m1",
+                "medicationReference": {"reference": "Medication/elsewhere"},
+                "subject": {"reference": "Patient/p1"}, "authoredOn": "2020"}},
+            {"resource": {"id": "nothing"}}
+        ]));
+        let got: Vec<(u64, Option<Table>, Option<&str>, &str)> = parsed
+            .bad
+            .iter()
+            .map(|b| {
+                (
+                    b.location.record,
+                    b.table,
+                    b.field.as_deref(),
+                    b.reason.as_str(),
+                )
+            })
+            .collect();
+        use Table::*;
+        assert_eq!(
+            got,
+            [
+                (
+                    2,
+                    Some(Observations),
+                    Some("Observation.subject"),
+                    "dangling_reference"
+                ),
+                (
+                    3,
+                    Some(Observations),
+                    Some("Observation.effective[x]"),
+                    "missing_field"
+                ),
+                (
+                    4,
+                    Some(Encounters),
+                    Some("Encounter.period.start"),
+                    "missing_field"
+                ),
+                (5, Some(Conditions), Some("Condition.code"), "missing_field"),
+                (
+                    6,
+                    Some(Procedures),
+                    Some("Procedure.subject"),
+                    "missing_field"
+                ),
+                (
+                    7,
+                    Some(Procedures),
+                    Some("Procedure.code.coding.system"),
+                    "unknown_code_system"
+                ),
+                (
+                    8,
+                    Some(Conditions),
+                    Some("Condition.onsetDateTime"),
+                    "bad_date"
+                ),
+                (
+                    9,
+                    Some(Observations),
+                    Some("Observation.subject"),
+                    "bad_value"
+                ),
+                (
+                    10,
+                    Some(Observations),
+                    Some("Observation.valueQuantity.value"),
+                    "bad_value"
+                ),
+                (
+                    11,
+                    Some(CareTeam),
+                    Some("Encounter.participant[0].individual"),
+                    "dangling_reference"
+                ),
+                (
+                    12,
+                    Some(Medications),
+                    Some("MedicationRequest.medicationReference"),
+                    "dangling_reference"
+                ),
+                (13, None, Some("resourceType"), "missing_field"),
+            ]
+        );
+        // The encounter with a dangling participant is kept; only its care-team row is not.
+        assert_eq!(parsed.tables.encounters.len(), 1);
+        assert_eq!(parsed.tables.encounters[0].class, "other");
+        assert!(parsed.bad[0].raw.contains("urn:uuid:nobody"));
+        assert!(parsed.bad.iter().all(|b| b.location.file == "b.json"));
+    }
+
+    #[test]
+    fn entered_in_error_is_never_visible() {
+        let parsed = one_bundle(json!([
+            {"resource": {"resourceType": "Observation", "id": "o1", "status": "entered-in-error",
+                "meta": {"lastUpdated": "2021-05-05T00:00:00Z"},
+                "code": {"coding": [{"system": "http://loinc.org", "code": "1-8"}]},
+                "subject": {"reference": "Patient/p"}, "effectiveDateTime": "2020"}},
+            {"resource": {"resourceType": "Condition", "id": "c1",
+                "verificationStatus": {"coding": [{"code": "entered-in-error"}]},
+                "code": {"coding": [{"system": "http://snomed.info/sct", "code": "1"}]},
+                "subject": {"reference": "Patient/p"}, "onsetDateTime": "2020"}}
+        ]));
+        let o = &parsed.tables.observations[0];
+        assert_eq!(o.meta.known_at, utc(2021, 5, 5, 0, 0, 0));
+        assert_eq!(o.meta.retracted_at, Some(o.meta.known_at));
+        let c = &parsed.tables.conditions[0];
+        assert_eq!(c.meta.retracted_at, Some(ctx().ingested_at));
+    }
+
+    #[test]
+    fn known_at_prefers_last_updated_then_bundle_timestamp() {
+        let obs = |id: &str, meta: Value| {
+            json!({"resource": {"resourceType": "Observation", "id": id, "meta": meta,
+                "code": {"coding": [{"system": "http://loinc.org", "code": "1-8"}]},
+                "subject": {"reference": "Patient/p"}, "effectiveDateTime": "2020"}})
+        };
+        let parsed = bundles(&[
+            (
+                "a.json",
+                json!({"resourceType": "Bundle", "timestamp": "2022-02-02T02:02:02+02:00", "entry": [
+                    obs("x", json!({"lastUpdated": "2023-03-03T03:03:03Z", "source": "lab-sys"})),
+                    obs("y", json!({})),
+                    {"resource": {"resourceType": "Bundle", "timestamp": "2021-01-01T00:00:00Z",
+                        "entry": [obs("z", json!({}))]}}
+                ]}),
+            ),
+            ("b.json", obs("w", json!({}))["resource"].clone()),
+        ]);
+        let o = &parsed.tables.observations;
+        assert_eq!(o[0].meta.known_at, utc(2023, 3, 3, 3, 3, 3));
+        assert_eq!(o[0].meta.source_system, "lab-sys");
+        assert_eq!(o[1].meta.known_at, utc(2022, 2, 2, 0, 2, 2));
+        assert_eq!(o[2].meta.known_at, utc(2021, 1, 1, 0, 0, 0));
+        assert_eq!(o[3].meta.known_at, ctx().ingested_at);
+        assert_eq!(o[3].meta.source_system, "b.json");
+        assert!(o.iter().all(|o| o.meta.retracted_at.is_none()));
+    }
+
+    #[test]
+    fn bad_bundle_timestamp_is_reported_and_entries_fall_back() {
+        let parsed = bundles(&[(
+            "a.json",
+            json!({"resourceType": "Bundle", "timestamp": "yesterday", "entry": [patient_entry()]}),
+        )]);
+        assert_eq!(parsed.bad.len(), 1);
+        assert_eq!(parsed.bad[0].field.as_deref(), Some("Bundle.timestamp"));
+        assert_eq!(parsed.bad[0].location.record, 0);
+        assert_eq!(parsed.tables.patients[0].meta.known_at, ctx().ingested_at);
+    }
+
+    #[test]
+    fn versions_retract_their_predecessors() {
+        let version = |v: &str, at: &str, value: f64| {
+            json!({"resourceType": "Observation", "id": "o1",
+                "meta": {"versionId": v, "lastUpdated": at}, "status": "final",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "2947-0"}]},
+                "subject": {"reference": "Patient/p"}, "effectiveDateTime": "2020-01-01T00:00:00Z",
+                "valueQuantity": {"value": value}})
+        };
+        // Later version first in the input: order is by known_at, not by position.
+        let v2 = version("2", "2020-01-03T00:00:00Z", 141.0).to_string();
+        let v1 = version("1", "2020-01-02T00:00:00Z", 140.0).to_string();
+        let v3 = version("3", "2020-01-04T00:00:00Z", 142.0).to_string();
+        let text = format!("{v2}\n{v1}\n{v3}\n");
+        let parsed = ndjson(&[("Observation.ndjson", &text)]);
+        let o = &parsed.tables.observations;
+        assert_eq!(o.len(), 3, "all versions kept, in input order");
+        assert_eq!(o[0].value_num, Some(141.0));
+        assert_eq!(o[0].meta.retracted_at, Some(utc(2020, 1, 4, 0, 0, 0)));
+        assert_eq!(o[1].meta.retracted_at, Some(utc(2020, 1, 3, 0, 0, 0)));
+        assert_eq!(o[2].meta.retracted_at, None);
+    }
+
+    #[test]
+    fn ndjson_lines_references_and_garbage() {
+        let patients = "{\"resourceType\":\"Patient\",\"id\":\"11111111-2222\"}\r\n\n   \n";
+        let obs = concat!(
+            "\u{feff}{\"resourceType\":\"Observation\",\"id\":\"o1\",\"code\":{\"coding\":[{\"system\":\"http://loinc.org\",\"code\":\"1-8\"}]},",
+            "\"subject\":{\"reference\":\"urn:uuid:11111111-2222\"},\"effectiveDateTime\":\"2020\"}\n",
+            "{\"resourceType\":\"Observation\",\"id\":\"o2\",\"code\":{\"coding\":[{\"system\":\"http://loinc.org\",\"code\":\"1-8\"}]},",
+            "\"subject\":{\"reference\":\"urn:uuid:nobody\"},\"effectiveDateTime\":\"2020\"}\n",
+            "{\"resourceType\":\"Observation\",\"id\":\n",
+            "[1,2]\n",
+            "{\"resourceType\":\"Immunization\",\"id\":\"i1\"}\n",
+            "{\"resourceType\":\"MedicationRequest\",\"id\":\"m1\",\"medicationReference\":{\"reference\":\"Medication/med9\"},",
+            "\"subject\":{\"reference\":\"Patient/11111111-2222\"},\"authoredOn\":\"2020-01-01\"}\n",
+        );
+        let meds = "{\"resourceType\":\"Medication\",\"id\":\"med9\",\"code\":{\"coding\":[{\"system\":\"RxNorm\",\"code\":\"42\"}]}}";
+        let parsed = ndjson(&[
+            ("Patient.ndjson", patients),
+            ("Observation.ndjson", obs),
+            ("Medication.ndjson", meds),
+        ]);
+        assert_eq!(parsed.tables.patients[0].patient_id, "11111111-2222");
+        assert_eq!(parsed.tables.observations.len(), 1);
+        assert_eq!(parsed.tables.observations[0].patient_id, "11111111-2222");
+        assert_eq!(parsed.tables.medications[0].code.code, "42");
+        assert_eq!(parsed.tables.medications[0].code.system, "RXNORM");
+        let bad: Vec<(&str, u64, &str)> = parsed
+            .bad
+            .iter()
+            .map(|b| {
+                (
+                    b.location.file.as_str(),
+                    b.location.record,
+                    b.reason.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            bad,
+            [
+                ("Observation.ndjson", 2, "dangling_reference"),
+                ("Observation.ndjson", 3, "unparseable"),
+                ("Observation.ndjson", 4, "unparseable"),
+            ]
+        );
+        assert_eq!(
+            parsed.bad[1].raw,
+            "{\"resourceType\":\"Observation\",\"id\":"
+        );
+        let skipped: Vec<(&str, u64)> = parsed
+            .skipped
+            .iter()
+            .map(|s| (s.what.as_str(), s.location.record))
+            .collect();
+        assert_eq!(skipped, [("Immunization", 5), ("Medication", 1)]);
+    }
+
+    #[test]
+    fn deep_nesting_does_not_overflow() {
+        let deep = format!("{}{}", "[".repeat(200_000), "]".repeat(200_000));
+        let nested = format!(
+            "{}{}",
+            r#"{"resourceType":"Bundle","entry":[{"resource":"#.repeat(5_000),
+            "}]}".repeat(5_000)
+        );
+        for text in [&deep, &nested] {
+            let input = [Input {
+                name: "deep.json",
+                bytes: text.as_bytes(),
+            }];
+            let parsed = parse_bundles(&input, &ctx());
+            assert_eq!(parsed.bad.len(), 1);
+            assert_eq!(parsed.bad[0].reason, "unparseable");
+            assert!(parsed.bad[0].raw.len() <= 4096);
+            let parsed = parse_ndjson(&input, &ctx());
+            assert_eq!(parsed.bad.len(), 1);
+        }
+        // Nesting within the limit still reads the innermost resource, as entry 1.
+        let inner = r#"{"resourceType":"Patient","id":"deep"}"#;
+        let text = format!(
+            "{}{inner}{}",
+            r#"{"resourceType":"Bundle","entry":[{"resource":"#.repeat(20),
+            "}]}".repeat(20)
+        );
+        let input = [Input {
+            name: "deep.json",
+            bytes: text.as_bytes(),
+        }];
+        let parsed = parse_bundles(&input, &ctx());
+        assert!(parsed.bad.is_empty(), "{:?}", parsed.bad);
+        assert_eq!(parsed.tables.patients[0].patient_id, "deep");
+    }
+
+    fn sample() -> String {
+        json!({"resourceType": "Bundle", "type": "collection", "timestamp": "2020-01-01T00:00:00Z",
+            "entry": [
+                patient_entry(),
+                {"fullUrl": "urn:uuid:e", "resource": {"resourceType": "Encounter", "id": "e",
+                    "class": {"code": "EMER"}, "subject": {"reference": "urn:uuid:p-1"},
+                    "period": {"start": "2019-12-31T23:00:00-05:00"}}},
+                {"resource": {"resourceType": "Observation", "id": "o",
+                    "code": {"coding": [{"system": "http://loinc.org", "code": "2947-0"}]},
+                    "subject": {"reference": "urn:uuid:p-1"}, "encounter": {"reference": "urn:uuid:e"},
+                    "effectiveDateTime": "2020-01-01T01:00:00Z", "valueQuantity": {"value": 140, "unit": "mmol/L"}}},
+                {"resource": {"resourceType": "Claim", "id": "cl"}}
+            ]})
+        .to_string()
+    }
+
+    /// Every NDJSON line (or, for a Bundle, every entry) ends up as rows, a bad record or a
+    /// skipped record: `(rows' source ids, bad locations, skipped locations)`.
+    fn accounted(parsed: &Parsed) -> usize {
+        let t = &parsed.tables;
+        let mut ids: Vec<&str> = t
+            .patients
+            .iter()
+            .map(|r| r.meta.source_id.as_str())
+            .chain(t.encounters.iter().map(|r| r.meta.source_id.as_str()))
+            .chain(t.observations.iter().map(|r| r.meta.source_id.as_str()))
+            .chain(t.conditions.iter().map(|r| r.meta.source_id.as_str()))
+            .chain(t.procedures.iter().map(|r| r.meta.source_id.as_str()))
+            .chain(t.medications.iter().map(|r| r.meta.source_id.as_str()))
+            .collect();
+        ids.dedup();
+        let mut bad: Vec<&Location> = parsed
+            .bad
+            .iter()
+            .filter(|b| b.table != Some(Table::CareTeam))
+            .map(|b| &b.location)
+            .collect();
+        bad.dedup();
+        ids.len() + bad.len() + parsed.skipped.len()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn truncated_bundles_never_panic(cut in 0usize..2000) {
+            let text = sample();
+            let cut = cut.min(text.len());
+            let input = [Input { name: "t.json", bytes: &text.as_bytes()[..cut] }];
+            let parsed = parse_bundles(&input, &ctx());
+            if cut < text.len() {
+                prop_assert_eq!(parsed.bad.len(), 1);
+                prop_assert_eq!(parsed.bad[0].location.record, 0);
+                prop_assert!(parsed.tables.is_empty());
+            } else {
+                prop_assert_eq!(accounted(&parsed), 4);
+            }
+        }
+
+        #[test]
+        fn garbled_ndjson_never_panics(flips in proptest::collection::vec((0usize..4000, any::<u8>()), 0..8)) {
+            let doc: Value = serde_json::from_str(&sample()).expect("sample is JSON");
+            let lines: Vec<String> = doc["entry"]
+                .as_array()
+                .expect("entries")
+                .iter()
+                .map(|e| e["resource"].to_string())
+                .collect();
+            let mut bytes = lines.join("\n").into_bytes();
+            for (at, b) in flips {
+                let n = bytes.len();
+                if let Some(x) = bytes.get_mut(at % n) {
+                    // Keep the line structure so that each line stays one record.
+                    if *x != b'\n' && b != b'\n' {
+                        *x = b;
+                    }
+                }
+            }
+            let input = [Input { name: "g.ndjson", bytes: &bytes }];
+            let parsed = parse_ndjson(&input, &ctx());
+            prop_assert_eq!(accounted(&parsed), lines.len());
+        }
+    }
+}

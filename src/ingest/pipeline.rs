@@ -1,0 +1,508 @@
+//! One ingest run, end to end: keep the raw input, parse it, merge the curated rows into new
+//! curated versions, set bad records aside in quarantine, report.
+//!
+//! ELT: the raw bytes of every input file are stored first, verbatim, as a `raw` version
+//! (columns `file`, `chunk`, `bytes`; a file is cut into 8 MiB chunks). Every curated and
+//! quarantine version written by the run names that raw hash in its lineage, so the raw can
+//! be curated again later with a newer mapping.
+//!
+//! Curated versions are cumulative: the new version of `encounters` holds the previous
+//! version's rows and this run's, sorted into a canonical order and with exact duplicate rows
+//! removed. So ingesting the same input twice gives the same hashes, file order never
+//! changes a hash, and nothing is edited in place: the previous version stays as it was.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, LargeBinaryBuilder, RecordBatch, StringBuilder, UInt32Builder, UInt64Builder,
+};
+use arrow::compute::{concat_batches, take_record_batch};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::row::{RowConverter, SortField};
+use serde::Serialize;
+
+use super::mapping::Mapping;
+use super::{fhir, hl7v2, mapping, BadRecord, Context, Input, Parsed};
+use crate::curated::Table;
+use crate::error::{Error, Result};
+use crate::hash::ContentHash;
+use crate::store::{Kind, Lineage, PutOptions, Store, VersionRef};
+
+/// Raw files are stored in chunks of this many bytes.
+const RAW_CHUNK: usize = 8 << 20;
+
+/// The input formats `ward ingest --format` accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    /// Generic CSV (gzip too) through a mapping (`--mapping`).
+    Csv,
+    /// Generic Parquet through a mapping (`--mapping`).
+    Parquet,
+    /// Synthea CSV export, through the shipped mapping.
+    Synthea,
+    /// FHIR R4 Bundles (or single resources) as JSON documents.
+    Fhir,
+    /// FHIR Bulk Data NDJSON, one resource a line.
+    FhirNdjson,
+    /// HL7 v2 ADT and ORU messages.
+    Hl7v2,
+}
+
+impl Format {
+    /// The name as written on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::Parquet => "parquet",
+            Format::Synthea => "synthea",
+            Format::Fhir => "fhir",
+            Format::FhirNdjson => "fhir-ndjson",
+            Format::Hl7v2 => "hl7v2",
+        }
+    }
+}
+
+/// When too many bad records make the run fail.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MaxBad {
+    /// More than this many bad records.
+    Count(u64),
+    /// More than this share of all records (0.0 to 1.0).
+    Fraction(f64),
+}
+
+impl std::str::FromStr for MaxBad {
+    type Err = Error;
+
+    /// `100` (a count) or `0.05` / `5%` (a share).
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || {
+            Error::invalid(
+                "--max-bad",
+                format!("{s:?}: give a count (100) or a share (0.05 or 5%)"),
+            )
+        };
+        if let Some(p) = s.strip_suffix('%') {
+            let v: f64 = p.trim().parse().map_err(|_| bad())?;
+            return (0.0..=100.0)
+                .contains(&v)
+                .then_some(MaxBad::Fraction(v / 100.0))
+                .ok_or_else(bad);
+        }
+        if let Ok(n) = s.parse::<u64>() {
+            return Ok(MaxBad::Count(n));
+        }
+        let v: f64 = s.parse().map_err(|_| bad())?;
+        (0.0..=1.0)
+            .contains(&v)
+            .then_some(MaxBad::Fraction(v))
+            .ok_or_else(bad)
+    }
+}
+
+/// Settings of one ingest run.
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    /// The input format.
+    pub format: Format,
+    /// The mapping for `csv` and `parquet` (the shipped one for `synthea`).
+    pub mapping: Option<Mapping>,
+    /// The mapping's text, hashed into the curated versions' lineage as their definition.
+    pub mapping_text: Option<String>,
+    /// Fail (writing no curated version) when bad records exceed this.
+    pub max_bad: Option<MaxBad>,
+    /// Parsing settings (ingestion time, default zone).
+    pub context: Context,
+}
+
+/// What an ingest run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct IngestReport {
+    /// The raw version holding the input verbatim.
+    pub raw: ContentHash,
+    /// Input files read.
+    pub files: usize,
+    /// Input bytes read (after decompression).
+    pub bytes: u64,
+    /// Per curated table written: the new version, rows this run contributed, rows in all.
+    pub curated: Vec<CuratedOutcome>,
+    /// The quarantine version, when the run had bad records.
+    pub quarantine: Option<ContentHash>,
+    /// Bad records per `table/reason`.
+    pub bad: BTreeMap<String, u64>,
+    /// Skipped records per kind (e.g. `ADT^A09`).
+    pub skipped: BTreeMap<String, u64>,
+}
+
+impl IngestReport {
+    /// Total bad records.
+    pub fn bad_total(&self) -> u64 {
+        self.bad.values().sum()
+    }
+}
+
+/// One curated table written by a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct CuratedOutcome {
+    /// The table.
+    pub table: String,
+    /// Its new version.
+    pub hash: ContentHash,
+    /// Rows parsed from this run's input.
+    pub parsed_rows: u64,
+    /// Rows in the new version (previous rows included, duplicates removed).
+    pub total_rows: u64,
+}
+
+/// The files under `paths` (directories are walked, in name order).
+///
+/// # Errors
+/// [`Error::Io`] for a path that cannot be read.
+pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        let meta = std::fs::metadata(p).map_err(|e| Error::io(p, e))?;
+        if meta.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| Error::io(p, e))?
+                .map(|e| e.map(|e| e.path()).map_err(|err| Error::io(p, err)))
+                .collect::<Result<_>>()?;
+            entries.sort();
+            let names: Vec<PathBuf> = entries
+                .into_iter()
+                .filter(|e| {
+                    !e.file_name()
+                        .map(|n| n.to_string_lossy().starts_with('.'))
+                        .unwrap_or(true)
+                })
+                .collect();
+            out.extend(expand_paths(&names)?);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Reads one input file, gunzipping `*.gz`; returns the name parsers see (without `.gz`).
+fn read_input(path: &Path) -> Result<(String, Vec<u8>, Vec<u8>)> {
+    let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let name = path.to_string_lossy().to_string();
+    if let Some(stem) = name.strip_suffix(".gz") {
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(raw.as_slice())
+            .read_to_end(&mut out)
+            .map_err(|e| Error::BadInput {
+                location: name.clone(),
+                field: "-".into(),
+                reason: format!("not valid gzip: {e}"),
+            })?;
+        return Ok((stem.to_string(), raw, out));
+    }
+    let content = raw.clone();
+    Ok((name, raw, content))
+}
+
+/// Runs one ingest: see the module documentation.
+///
+/// # Errors
+/// [`Error::Io`] for unreadable inputs; [`Error::InvalidArgument`] for a format that needs a
+/// mapping without one, or when bad records exceed `max_bad` (the quarantine version is
+/// still written so they can be inspected); store errors.
+pub async fn ingest(
+    store: &Store,
+    paths: &[PathBuf],
+    opts: &IngestOptions,
+    progress: Option<&indicatif::ProgressBar>,
+) -> Result<IngestReport> {
+    let files = expand_paths(paths)?;
+    if files.is_empty() {
+        return Err(Error::invalid("inputs", "no input files found"));
+    }
+    let mut names = Vec::with_capacity(files.len());
+    let mut contents = Vec::with_capacity(files.len());
+    let mut raws = Vec::with_capacity(files.len());
+    for f in &files {
+        let (name, raw, content) = read_input(f)?;
+        if let Some(p) = progress {
+            p.inc(raw.len() as u64);
+        }
+        names.push(name);
+        raws.push(raw);
+        contents.push(content);
+    }
+    let bytes: u64 = contents.iter().map(|c| c.len() as u64).sum();
+
+    // 1. The raw input, verbatim.
+    let raw_batch = raw_table(&files, &raws)?;
+    drop(raws);
+    let mut raw_opts = PutOptions::new(format!("raw-{}", opts.format.as_str()), Kind::Raw);
+    raw_opts.lineage.params = serde_json::json!({ "op": "ingest", "format": opts.format });
+    let raw = store
+        .put_batches(raw_batch.schema(), vec![raw_batch], raw_opts)
+        .await?
+        .manifest
+        .hash;
+
+    // 2. Parse.
+    let inputs: Vec<Input<'_>> = names
+        .iter()
+        .zip(&contents)
+        .map(|(name, bytes)| Input { name, bytes })
+        .collect();
+    let parsed = parse(opts, &inputs)?;
+    drop(inputs);
+    drop(contents);
+
+    let mut bad = BTreeMap::new();
+    for b in &parsed.bad {
+        let table = b.table.map(Table::name).unwrap_or("-");
+        *bad.entry(format!("{table}/{}", b.reason)).or_insert(0u64) += 1;
+    }
+    let mut skipped = BTreeMap::new();
+    for s in &parsed.skipped {
+        *skipped.entry(s.what.clone()).or_insert(0u64) += 1;
+    }
+    let definition = opts
+        .mapping_text
+        .as_ref()
+        .map(|t| ContentHash(*blake3::hash(t.as_bytes()).as_bytes()));
+    let lineage = |prev: Option<ContentHash>, table: &str| Lineage {
+        inputs: prev.into_iter().chain([raw]).collect(),
+        definition,
+        params: serde_json::json!({
+            "op": "ingest", "format": opts.format, "table": table,
+        }),
+    };
+
+    // 3. Quarantine first, so it exists even when the run then fails on --max-bad.
+    let mut quarantine = None;
+    if !parsed.bad.is_empty() {
+        let batch = quarantine_batch(&parsed.bad)?;
+        let (prev, merged) = merge_with_latest(store, "quarantine", batch).await?;
+        let mut q = PutOptions::new("quarantine", Kind::Quarantine);
+        q.lineage = lineage(prev, "quarantine");
+        quarantine = Some(
+            store
+                .put_batches(merged.schema(), vec![merged], q)
+                .await?
+                .manifest
+                .hash,
+        );
+    }
+    let rows: u64 = Table::ALL
+        .iter()
+        .map(|t| parsed.tables.len(*t) as u64)
+        .sum();
+    let total_bad = parsed.bad.len() as u64;
+    let records = rows + total_bad + parsed.skipped.len() as u64;
+    if let Some(limit) = opts.max_bad {
+        let over = match limit {
+            MaxBad::Count(n) => total_bad > n,
+            MaxBad::Fraction(f) => records > 0 && total_bad as f64 / records as f64 > f,
+        };
+        if over {
+            return Err(Error::invalid(
+                "input",
+                format!(
+                    "{total_bad} bad records of {records} exceed --max-bad; no curated version written (see the quarantine version {})",
+                    quarantine.map(|q| q.to_string()).unwrap_or_default()
+                ),
+            ));
+        }
+    }
+
+    // 4. Curated versions.
+    let mut curated = Vec::new();
+    for table in Table::ALL {
+        let n = parsed.tables.len(table);
+        if n == 0 {
+            continue;
+        }
+        let batch = parsed.tables.to_batch(table)?;
+        let (prev, merged) = merge_with_latest(store, table.name(), batch).await?;
+        let mut p = PutOptions::new(table.name(), Kind::Curated);
+        p.lineage = lineage(prev, table.name());
+        let total_rows = merged.num_rows() as u64;
+        let hash = store
+            .put_batches(merged.schema(), vec![merged], p)
+            .await?
+            .manifest
+            .hash;
+        curated.push(CuratedOutcome {
+            table: table.name().to_string(),
+            hash,
+            parsed_rows: n as u64,
+            total_rows,
+        });
+    }
+    Ok(IngestReport {
+        raw,
+        files: files.len(),
+        bytes,
+        curated,
+        quarantine,
+        bad,
+        skipped,
+    })
+}
+
+fn parse(opts: &IngestOptions, inputs: &[Input<'_>]) -> Result<Parsed> {
+    let ctx = &opts.context;
+    Ok(match opts.format {
+        Format::Hl7v2 => hl7v2::parse(inputs, ctx),
+        Format::Fhir => fhir::parse_bundles(inputs, ctx),
+        Format::FhirNdjson => fhir::parse_ndjson(inputs, ctx),
+        Format::Synthea => {
+            let m = opts.mapping.clone().unwrap_or_else(Mapping::synthea);
+            mapping::parse(&m, inputs, ctx)
+        }
+        Format::Csv | Format::Parquet => {
+            let m = opts.mapping.as_ref().ok_or_else(|| {
+                Error::invalid(
+                    "--mapping",
+                    format!(
+                        "--format {} needs a mapping file (docs/mapping.md)",
+                        opts.format.as_str()
+                    ),
+                )
+            })?;
+            mapping::parse(m, inputs, ctx)
+        }
+    })
+}
+
+/// The schema of raw versions.
+pub fn raw_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("file", DataType::Utf8, false),
+        Field::new("chunk", DataType::UInt32, false),
+        Field::new("bytes", DataType::LargeBinary, false),
+    ]))
+}
+
+fn raw_table(files: &[PathBuf], raws: &[Vec<u8>]) -> Result<RecordBatch> {
+    let mut file = StringBuilder::new();
+    let mut chunk = UInt32Builder::new();
+    let mut data = LargeBinaryBuilder::new();
+    for (path, raw) in files.iter().zip(raws) {
+        let name = path.to_string_lossy();
+        let pieces: Vec<&[u8]> = if raw.is_empty() {
+            vec![&[][..]]
+        } else {
+            raw.chunks(RAW_CHUNK).collect()
+        };
+        for (i, piece) in pieces.into_iter().enumerate() {
+            file.append_value(&name);
+            chunk.append_value(i as u32);
+            data.append_value(piece);
+        }
+    }
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(file.finish()),
+        Arc::new(chunk.finish()),
+        Arc::new(data.finish()),
+    ];
+    Ok(RecordBatch::try_new(raw_schema(), cols)?)
+}
+
+/// The schema of quarantine versions.
+pub fn quarantine_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("file", DataType::Utf8, false),
+        Field::new("record", DataType::UInt64, false),
+        Field::new("table", DataType::Utf8, true),
+        Field::new("field", DataType::Utf8, true),
+        Field::new("reason", DataType::Utf8, false),
+        Field::new("detail", DataType::Utf8, false),
+        Field::new("raw", DataType::Utf8, false),
+    ]))
+}
+
+fn quarantine_batch(bad: &[BadRecord]) -> Result<RecordBatch> {
+    let mut file = StringBuilder::new();
+    let mut record = UInt64Builder::new();
+    let mut table = StringBuilder::new();
+    let mut field = StringBuilder::new();
+    let mut reason = StringBuilder::new();
+    let mut detail = StringBuilder::new();
+    let mut raw = StringBuilder::new();
+    for b in bad {
+        file.append_value(&b.location.file);
+        record.append_value(b.location.record);
+        table.append_option(b.table.map(Table::name));
+        field.append_option(b.field.as_deref());
+        reason.append_value(&b.reason);
+        detail.append_value(&b.detail);
+        raw.append_value(&b.raw);
+    }
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(file.finish()),
+        Arc::new(record.finish()),
+        Arc::new(table.finish()),
+        Arc::new(field.finish()),
+        Arc::new(reason.finish()),
+        Arc::new(detail.finish()),
+        Arc::new(raw.finish()),
+    ];
+    Ok(RecordBatch::try_new(quarantine_schema(), cols)?)
+}
+
+/// The latest version named `name` (if any) merged with `batch`.
+async fn merge_with_latest(
+    store: &Store,
+    name: &str,
+    batch: RecordBatch,
+) -> Result<(Option<ContentHash>, RecordBatch)> {
+    let prev = match store.resolve(&VersionRef::Latest(name.to_string())) {
+        Ok(m) => Some(m.hash),
+        Err(Error::NotFound { .. }) => None,
+        Err(e) => return Err(e),
+    };
+    let mut batches = vec![batch];
+    if let Some(h) = prev {
+        let (schema, old) = store.read(&h).await?;
+        if schema.fields() != batches[0].schema().fields() {
+            return Err(Error::Store {
+                path: store.root().to_path_buf(),
+                reason: format!(
+                    "the latest {name} version {h} has another schema than this Ward writes; ingest into a new store"
+                ),
+            });
+        }
+        batches.extend(old);
+    }
+    Ok((prev, canonical_merge(&batches)?))
+}
+
+/// Concatenates batches, sorts the rows by every column in schema order (the first columns
+/// of curated tables are their ids, then times), and removes exact duplicate rows. The result
+/// depends only on the set of rows, never on their input order.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when `batches` is empty; Arrow errors on mismatched schemas.
+pub fn canonical_merge(batches: &[RecordBatch]) -> Result<RecordBatch> {
+    let first = batches
+        .first()
+        .ok_or_else(|| Error::invalid("batches", "nothing to merge"))?;
+    let schema = first.schema();
+    let all = concat_batches(&schema, batches)?;
+    let fields: Vec<SortField> = schema
+        .fields()
+        .iter()
+        .map(|f| SortField::new(f.data_type().clone()))
+        .collect();
+    let converter = RowConverter::new(fields)?;
+    let rows = converter.convert_columns(all.columns())?;
+    let mut idx: Vec<u32> = (0..all.num_rows() as u32).collect();
+    idx.sort_unstable_by(|a, b| rows.row(*a as usize).cmp(&rows.row(*b as usize)));
+    idx.dedup_by(|a, b| rows.row(*a as usize) == rows.row(*b as usize));
+    Ok(take_record_batch(
+        &all,
+        &arrow::array::UInt32Array::from(idx),
+    )?)
+}
