@@ -95,7 +95,9 @@ pub enum Command {
         /// The input format.
         #[arg(long, value_enum)]
         format: Format,
-        /// The TOML mapping for csv and parquet (docs/mapping.md); optional for synthea.
+        /// A TOML mapping for csv, parquet and synthea (docs/mapping.md). Default: Ward's
+        /// curated layout for csv and parquet (mappings/curated.toml), the shipped Synthea
+        /// mapping for synthea.
         #[arg(long)]
         mapping: Option<PathBuf>,
         /// Fail when bad records exceed a count (100) or a share (0.05 or 5%).
@@ -107,6 +109,16 @@ pub enum Command {
         /// Input files or directories (walked in name order); `.gz` files are decompressed.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+    },
+    /// The main job end to end: generate a cohort, ingest it, verify every version; prints
+    /// the curated hashes.
+    Demo {
+        /// Patients in the synthetic cohort.
+        #[arg(long, default_value_t = 2000)]
+        patients: u64,
+        /// Seed of the cohort.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
     },
     /// Generate a synthetic cohort (deterministic for a given size and seed).
     Synth {
@@ -331,6 +343,46 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
                 }
             }
             for c in &report.curated {
+                println!("{}", c.hash);
+            }
+        }
+        Command::Demo { patients, seed } => {
+            let store = Store::open(&cli.store, clock.clone())?;
+            let work = tempfile::tempdir().context("creating a scratch directory")?;
+            let bar = progress_bar(
+                patients,
+                "{spinner} demo: generating [{bar:30}] {pos}/{len} patients",
+            );
+            let opts = crate::demo::DemoOptions { patients, seed };
+            let started = std::time::Instant::now();
+            let report = crate::demo::run(&store, work.path(), &opts, Some(&bar)).await?;
+            bar.finish_and_clear();
+            eprintln!(
+                "demo: {} synthetic patients as FHIR R4 Bulk NDJSON ({} MB), ingested into {} in {:.1} s",
+                report.patients,
+                report.source_bytes / 1_000_000,
+                store.root().display(),
+                started.elapsed().as_secs_f64()
+            );
+            eprintln!("  raw input kept as {}", report.ingest.raw);
+            for c in &report.ingest.curated {
+                eprintln!("  {:<13} {:>9} rows  {}", c.table, c.total_rows, c.hash);
+            }
+            eprintln!(
+                "  {} versions verified from storage (hash recomputed, file digests checked)",
+                report.verified.len()
+            );
+            eprintln!("next:");
+            eprintln!("  ward --store {} datasets", store.root().display());
+            eprintln!("  ward --store {} show encounters", store.root().display());
+            eprintln!(
+                "  ward --store {} export encounters encounters.parquet",
+                store.root().display()
+            );
+            eprintln!(
+                "  python3 examples/python/verify_hash.py encounters.parquet --expect <hash above>"
+            );
+            for c in &report.ingest.curated {
                 println!("{}", c.hash);
             }
         }

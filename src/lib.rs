@@ -16,11 +16,13 @@
 //! - [`ingest`]: sources (HL7 v2, FHIR R4, CSV/Parquet with mappings) parsed into curated rows,
 //!   bad records into quarantine.
 //! - [`synth`]: the deterministic synthetic cohort generator.
+//! - [`demo`]: `ward demo`, the main job end to end on the embedded default store.
 //! - [`cli`]: the `ward` command line (the binary in `src/main.rs` only calls it).
 
 pub mod cli;
 pub mod clock;
 pub mod curated;
+pub mod demo;
 pub mod error;
 pub mod hash;
 pub mod ingest;

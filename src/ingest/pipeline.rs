@@ -34,6 +34,10 @@ use crate::store::{Kind, Lineage, PutOptions, Store, VersionRef};
 /// Raw files are stored in chunks of this many bytes.
 const RAW_CHUNK: usize = 8 << 20;
 
+/// The built-in mappings' texts, hashed as the definition of the versions they make.
+const SYNTHEA_MAPPING: &str = include_str!("../../mappings/synthea.toml");
+const CURATED_MAPPING: &str = include_str!("../../mappings/curated.toml");
+
 /// The input formats `ward ingest --format` accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -109,9 +113,11 @@ impl std::str::FromStr for MaxBad {
 pub struct IngestOptions {
     /// The input format.
     pub format: Format,
-    /// The mapping for `csv` and `parquet` (the shipped one for `synthea`).
+    /// The mapping for `csv`, `parquet` and `synthea`; `None`: the built-in one of the format
+    /// (`Mapping::curated` for `csv` and `parquet`, `Mapping::synthea` for `synthea`).
     pub mapping: Option<Mapping>,
-    /// The mapping's text, hashed into the curated versions' lineage as their definition.
+    /// The mapping's text, hashed into the curated versions' lineage as their definition
+    /// (`None` with `mapping` `None`: the built-in mapping's text is hashed).
     pub mapping_text: Option<String>,
     /// Fail (writing no curated version) when bad records exceed this.
     pub max_bad: Option<MaxBad>,
@@ -188,10 +194,40 @@ pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// The files under `paths` with the names Ward records for them (in `source_system`, raw
+/// versions and quarantine locations): a file given directly is named by its file name, a file
+/// found in a directory by its path inside that directory. Names do not depend on where the
+/// export was unpacked, so the same export ingested from another folder gives the same hashes.
+///
+/// # Errors
+/// [`Error::Io`] for a path that cannot be read.
+pub fn input_files(paths: &[PathBuf]) -> Result<Vec<(PathBuf, String)>> {
+    let mut out = Vec::new();
+    for p in paths {
+        let is_dir = std::fs::metadata(p).map_err(|e| Error::io(p, e))?.is_dir();
+        for f in expand_paths(std::slice::from_ref(p))? {
+            let rel = if is_dir { f.strip_prefix(p).ok() } else { None };
+            let name = match rel {
+                Some(r) => r
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join("/"),
+                None => f
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_else(|| f.to_string_lossy().to_string()),
+            };
+            out.push((f, name));
+        }
+    }
+    Ok(out)
+}
+
 /// Reads one input file, gunzipping `*.gz`; returns the name parsers see (without `.gz`).
-fn read_input(path: &Path) -> Result<(String, Vec<u8>, Vec<u8>)> {
+fn read_input(path: &Path, name: &str) -> Result<(String, Vec<u8>, Vec<u8>)> {
     let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let name = path.to_string_lossy().to_string();
+    let name = name.to_string();
     if let Some(stem) = name.strip_suffix(".gz") {
         let mut out = Vec::new();
         flate2::read::MultiGzDecoder::new(raw.as_slice())
@@ -210,8 +246,9 @@ fn read_input(path: &Path) -> Result<(String, Vec<u8>, Vec<u8>)> {
 /// Runs one ingest: see the module documentation.
 ///
 /// # Errors
-/// [`Error::Io`] for unreadable inputs; [`Error::InvalidArgument`] for a format that needs a
-/// mapping without one, or when bad records exceed `max_bad` (the quarantine version is
+/// [`Error::Io`] for unreadable inputs; [`Error::BadInput`] for a `.gz` file that is not
+/// gzip; [`Error::InvalidArgument`] for `csv`/`parquet` without a mapping when no input is
+/// in the curated layout, or when bad records exceed `max_bad` (the quarantine version is
 /// still written so they can be inspected); store errors.
 pub async fn ingest(
     store: &Store,
@@ -219,15 +256,16 @@ pub async fn ingest(
     opts: &IngestOptions,
     progress: Option<&indicatif::ProgressBar>,
 ) -> Result<IngestReport> {
-    let files = expand_paths(paths)?;
+    let files = input_files(paths)?;
     if files.is_empty() {
         return Err(Error::invalid("inputs", "no input files found"));
     }
+    check_curated_layout(opts, &files)?;
     let mut names = Vec::with_capacity(files.len());
     let mut contents = Vec::with_capacity(files.len());
     let mut raws = Vec::with_capacity(files.len());
-    for f in &files {
-        let (name, raw, content) = read_input(f)?;
+    for (f, display) in &files {
+        let (name, raw, content) = read_input(f, display)?;
         if let Some(p) = progress {
             p.inc(raw.len() as u64);
         }
@@ -254,7 +292,7 @@ pub async fn ingest(
         .zip(&contents)
         .map(|(name, bytes)| Input { name, bytes })
         .collect();
-    let parsed = parse(opts, &inputs)?;
+    let parsed = parse(opts, &inputs);
     drop(inputs);
     drop(contents);
 
@@ -267,10 +305,8 @@ pub async fn ingest(
     for s in &parsed.skipped {
         *skipped.entry(s.what.clone()).or_insert(0u64) += 1;
     }
-    let definition = opts
-        .mapping_text
-        .as_ref()
-        .map(|t| ContentHash(*blake3::hash(t.as_bytes()).as_bytes()));
+    let definition =
+        definition_text(opts).map(|t| ContentHash(*blake3::hash(t.as_bytes()).as_bytes()));
     let lineage = |prev: Option<ContentHash>, table: &str| Lineage {
         inputs: prev.into_iter().chain([raw]).collect(),
         definition,
@@ -351,9 +387,9 @@ pub async fn ingest(
     })
 }
 
-fn parse(opts: &IngestOptions, inputs: &[Input<'_>]) -> Result<Parsed> {
+fn parse(opts: &IngestOptions, inputs: &[Input<'_>]) -> Parsed {
     let ctx = &opts.context;
-    Ok(match opts.format {
+    match opts.format {
         Format::Hl7v2 => hl7v2::parse(inputs, ctx),
         Format::Fhir => fhir::parse_bundles(inputs, ctx),
         Format::FhirNdjson => fhir::parse_ndjson(inputs, ctx),
@@ -362,18 +398,54 @@ fn parse(opts: &IngestOptions, inputs: &[Input<'_>]) -> Result<Parsed> {
             mapping::parse(&m, inputs, ctx)
         }
         Format::Csv | Format::Parquet => {
-            let m = opts.mapping.as_ref().ok_or_else(|| {
-                Error::invalid(
-                    "--mapping",
-                    format!(
-                        "--format {} needs a mapping file (docs/mapping.md)",
-                        opts.format.as_str()
-                    ),
-                )
-            })?;
-            mapping::parse(m, inputs, ctx)
+            let m = opts.mapping.clone().unwrap_or_else(Mapping::curated);
+            mapping::parse(&m, inputs, ctx)
         }
-    })
+    }
+}
+
+/// The text of the mapping a run applies: the user's, else the built-in one of the format
+/// (`mappings/synthea.toml`, `mappings/curated.toml`). Its hash is the curated versions'
+/// definition, so a version names the exact rules that made it.
+fn definition_text(opts: &IngestOptions) -> Option<&str> {
+    match (&opts.mapping_text, opts.format) {
+        (Some(t), _) => Some(t.as_str()),
+        (None, Format::Synthea) => Some(SYNTHEA_MAPPING),
+        (None, Format::Csv | Format::Parquet) => Some(CURATED_MAPPING),
+        (None, _) => None,
+    }
+}
+
+/// Refuses, before anything is written, a `csv`/`parquet` run without `--mapping` none of
+/// whose files is in Ward's curated layout: such an export needs a mapping, and skipping
+/// every file would look like success.
+fn check_curated_layout(opts: &IngestOptions, files: &[(PathBuf, String)]) -> Result<()> {
+    if !matches!(opts.format, Format::Csv | Format::Parquet) || opts.mapping.is_some() {
+        return Ok(());
+    }
+    let expected: Vec<String> = Table::ALL
+        .iter()
+        .flat_map(|t| [format!("{}.csv", t.name()), format!("{}.parquet", t.name())])
+        .collect();
+    let any = files.iter().any(|(f, _)| {
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default();
+        let name = name.strip_suffix(".gz").unwrap_or(&name);
+        expected.iter().any(|e| e == name)
+    });
+    if any {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        "--mapping",
+        format!(
+            "--format {} without --mapping reads Ward's curated layout (patients.csv, encounters.parquet, ... as in docs/curated-tables.md), and none of the {} input files is named so; give a mapping file for this export (docs/mapping.md)",
+            opts.format.as_str(),
+            files.len()
+        ),
+    ))
 }
 
 /// The schema of raw versions.
@@ -385,19 +457,18 @@ pub fn raw_schema() -> SchemaRef {
     ]))
 }
 
-fn raw_table(files: &[PathBuf], raws: &[Vec<u8>]) -> Result<RecordBatch> {
+fn raw_table(files: &[(PathBuf, String)], raws: &[Vec<u8>]) -> Result<RecordBatch> {
     let mut file = StringBuilder::new();
     let mut chunk = UInt32Builder::new();
     let mut data = LargeBinaryBuilder::new();
-    for (path, raw) in files.iter().zip(raws) {
-        let name = path.to_string_lossy();
+    for ((_, name), raw) in files.iter().zip(raws) {
         let pieces: Vec<&[u8]> = if raw.is_empty() {
             vec![&[][..]]
         } else {
             raw.chunks(RAW_CHUNK).collect()
         };
         for (i, piece) in pieces.into_iter().enumerate() {
-            file.append_value(&name);
+            file.append_value(name);
             chunk.append_value(i as u32);
             data.append_value(piece);
         }
