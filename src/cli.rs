@@ -110,6 +110,38 @@ pub enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Materialize a feature set into a timeline version; prints its hash.
+    Materialize {
+        /// The feature repository (TOML, docs/features.md).
+        #[arg(long)]
+        features: PathBuf,
+        /// The feature set to materialize.
+        #[arg(long)]
+        set: String,
+        /// Values as they occurred rather than as known at each time (an explicit opt-out).
+        #[arg(long)]
+        as_occurred: bool,
+    },
+    /// Features of patients at a time (now by default) from the latest timeline of a set.
+    Get {
+        /// The feature set (must hold no labels).
+        #[arg(long)]
+        set: String,
+        /// A patient id (repeatable).
+        #[arg(long = "patient", required = true)]
+        patients: Vec<String>,
+        /// The time to look up (RFC 3339 or a date); default now.
+        #[arg(long)]
+        as_of: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recompute a derived version from its lineage; fails unless the hash is the same.
+    Rebuild {
+        /// The version to rebuild.
+        reference: String,
+    },
     /// The main job end to end: generate a cohort, ingest it, verify every version; prints
     /// the curated hashes.
     Demo {
@@ -346,6 +378,66 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
                 println!("{}", c.hash);
             }
         }
+        Command::Materialize {
+            features,
+            set,
+            as_occurred,
+        } => {
+            let store = open()?;
+            let repo = crate::features::FeatureRepo::load(&features)?;
+            let opts = crate::features::MaterializeOptions {
+                knowledge: if as_occurred {
+                    crate::features::Knowledge::AsOccurred
+                } else {
+                    crate::features::Knowledge::AsKnown
+                },
+                ..Default::default()
+            };
+            let started = std::time::Instant::now();
+            let out = crate::features::materialize(&store, &repo, &set, &opts).await?;
+            eprintln!(
+                "materialized {} ({} change points, {} patients) in {:.1} s from:",
+                out.set,
+                out.rows,
+                out.recomputed,
+                started.elapsed().as_secs_f64()
+            );
+            for (table, hash) in &out.inputs {
+                eprintln!("  {table:<13} {hash}");
+            }
+            eprintln!("  definition    {}", out.definition);
+            println!("{}", out.hash);
+        }
+        Command::Get {
+            set,
+            patients,
+            as_of,
+            json,
+        } => {
+            let store = open()?;
+            let t = match &as_of {
+                Some(s) => crate::store::manifest::parse_time(s)
+                    .with_context(|| format!("--as-of {s:?}: use RFC 3339 or YYYY-MM-DD"))?,
+                None => clock.now(),
+            };
+            let m = store.resolve(&VersionRef::Latest(crate::features::timeline_name(&set)))?;
+            let (fs, index) = crate::features::load_index(&store, &m.hash).await?;
+            let rows = crate::features::online_lookup(&fs, &index, &patients, t)?;
+            print_features(&rows, &m.hash, json)?;
+        }
+        Command::Rebuild { reference } => {
+            let store = open()?;
+            let m = store.resolve(&reference.parse::<VersionRef>()?)?;
+            let hash = match m.kind {
+                Kind::Timeline => crate::features::rebuild(&store, &m.hash).await?,
+                other => anyhow::bail!(
+                    "{}: rebuilding {other} versions is not supported yet (timelines are)",
+                    m.hash
+                ),
+            };
+            eprintln!("rebuilt {} from its lineage: same hash", m.name);
+            println!("{hash}");
+        }
         Command::Demo { patients, seed } => {
             let store = Store::open(&cli.store, clock.clone())?;
             let work = tempfile::tempdir().context("creating a scratch directory")?;
@@ -367,6 +459,12 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
             eprintln!("  raw input kept as {}", report.ingest.raw);
             for c in &report.ingest.curated {
                 eprintln!("  {:<13} {:>9} rows  {}", c.table, c.total_rows, c.hash);
+            }
+            for t in &report.timelines {
+                eprintln!(
+                    "  timeline {:<20} {:>6} change points  {}",
+                    t.set, t.rows, t.hash
+                );
             }
             eprintln!(
                 "  {} versions verified from storage (hash recomputed, file digests checked)",
@@ -420,6 +518,65 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
             for (table, rows) in &summary.rows {
                 eprintln!("  {:<13} {rows} rows", table.name());
             }
+        }
+    }
+    Ok(())
+}
+
+fn print_features(
+    rows: &[crate::features::PatientFeatures],
+    timeline: &crate::hash::ContentHash,
+    json: bool,
+) -> Result<()> {
+    use crate::features::{Status, Value};
+    let status = |s: Status| match s {
+        Status::Present => "present",
+        Status::NoData => "no_data",
+        Status::OutsideTtl => "outside_ttl",
+    };
+    if json {
+        let out: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                let features: serde_json::Map<String, serde_json::Value> = r
+                    .values
+                    .iter()
+                    .map(|(name, v)| {
+                        let value = match &v.value {
+                            Some(Value::Num(x)) => serde_json::json!(x),
+                            Some(Value::Text(s)) => serde_json::json!(s),
+                            None => serde_json::Value::Null,
+                        };
+                        (
+                            name.clone(),
+                            serde_json::json!({ "value": value, "status": status(v.status) }),
+                        )
+                    })
+                    .collect();
+                serde_json::json!({
+                    "patient_id": r.patient_id,
+                    "at": r.at.to_rfc3339(),
+                    "timeline": timeline.to_string(),
+                    "features": features,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    for r in rows {
+        println!(
+            "{} at {} (timeline {timeline})",
+            r.patient_id,
+            r.at.to_rfc3339()
+        );
+        for (name, v) in &r.values {
+            let value = match &v.value {
+                Some(Value::Num(x)) => format!("{x}"),
+                Some(Value::Text(s)) => s.clone(),
+                None => "-".into(),
+            };
+            println!("  {name:<32} {value:<24} {}", status(v.status));
         }
     }
     Ok(())

@@ -1,7 +1,8 @@
 //! `ward demo`: Ward's main job end to end on the embedded default store.
 //!
 //! Generates a synthetic cohort as FHIR R4 Bulk NDJSON (the format a hospital's bulk export
-//! gives), ingests it (raw kept, curated versions, quarantine), and verifies every version it
+//! gives), ingests it (raw kept, curated versions, quarantine), materializes the readmission
+//! feature sets shipped in `examples/features/readmission.toml`, and verifies every version it
 //! wrote by recomputing its hash from storage. Each later stage of the pipeline (feature
 //! materialization, the lookup service) joins this function as it is built, so the demo always
 //! runs everything Ward can do.
@@ -11,11 +12,15 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::features::{self, FeatureRepo, MaterializeOptions, MaterializeOutcome};
 use crate::hash::ContentHash;
 use crate::ingest::pipeline::{self, Format, IngestOptions, IngestReport};
 use crate::ingest::Context;
 use crate::store::Store;
 use crate::synth::{self, SynthFormat, SynthOptions};
+
+/// The example feature repository the demo materializes (shipped in `examples/features/`).
+pub const READMISSION_FEATURES: &str = include_str!("../examples/features/readmission.toml");
 
 /// What the demo should do.
 #[derive(Debug, Clone)]
@@ -44,6 +49,8 @@ pub struct DemoReport {
     pub source_bytes: u64,
     /// The ingest run.
     pub ingest: IngestReport,
+    /// The feature sets materialized (`readmission_online`, `readmission`).
+    pub timelines: Vec<MaterializeOutcome>,
     /// Every version written, each verified from storage.
     pub verified: Vec<ContentHash>,
 }
@@ -74,9 +81,16 @@ pub async fn run(
         context: Context::new(store.clock().now()),
     };
     let ingest = pipeline::ingest(store, &[sources], &ingest_opts, None).await?;
+    let repo = FeatureRepo::parse(READMISSION_FEATURES, "examples/features/readmission.toml")?;
+    let mut timelines = Vec::new();
+    for set in ["readmission_online", "readmission"] {
+        timelines
+            .push(features::materialize(store, &repo, set, &MaterializeOptions::default()).await?);
+    }
     let mut written: Vec<ContentHash> = vec![ingest.raw];
     written.extend(ingest.curated.iter().map(|c| c.hash));
     written.extend(ingest.quarantine);
+    written.extend(timelines.iter().map(|t| t.hash));
     for hash in &written {
         store.verify(hash).await?;
     }
@@ -89,6 +103,7 @@ pub async fn run(
         patients: summary.patients,
         source_bytes: summary.bytes,
         ingest,
+        timelines,
         verified: written,
     })
 }

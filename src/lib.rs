@@ -15,7 +15,11 @@
 //!   schemas (`docs/curated-tables.md`).
 //! - [`ingest`]: sources (HL7 v2, FHIR R4, CSV/Parquet with mappings) parsed into curated rows,
 //!   bad records into quarantine.
+//! - [`features`]: feature definitions (TOML, derived tables in SQL), materialization into
+//!   change-point timelines, and the one lookup function historical and online lookups share.
 //! - [`synth`]: the deterministic synthetic cohort generator.
+//! - [`scores`]: clinical scores as pure functions of curated rows: Charlson (Quan 2005
+//!   ICD-10 coding), LACE and HOSPITAL, each component separately (`docs/scores.md`).
 //! - [`demo`]: `ward demo`, the main job end to end on the embedded default store.
 //! - [`cli`]: the `ward` command line (the binary in `src/main.rs` only calls it).
 
@@ -24,8 +28,10 @@ pub mod clock;
 pub mod curated;
 pub mod demo;
 pub mod error;
+pub mod features;
 pub mod hash;
 pub mod ingest;
+pub mod scores;
 pub mod store;
 pub mod synth;
 

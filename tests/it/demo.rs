@@ -39,12 +39,23 @@ async fn the_demo_is_reproducible_to_the_hash() {
         for m in &curated {
             assert_eq!(m.lineage.inputs, vec![report.ingest.raw], "{}", m.name);
         }
+        let sets: Vec<&str> = report.timelines.iter().map(|t| t.set.as_str()).collect();
+        assert_eq!(sets, ["readmission_online", "readmission"]);
+        for t in &report.timelines {
+            assert!(t.rows > 0, "{} is empty", t.set);
+            assert_eq!(ward::features::rebuild(&store, &t.hash).await.unwrap(), t.hash);
+        }
+        assert_eq!(
+            report.verified.len(),
+            1 + report.ingest.curated.len() + report.timelines.len()
+        );
         runs.push(
             report
                 .ingest
                 .curated
                 .iter()
                 .map(|c| (c.table.clone(), c.hash))
+                .chain(report.timelines.iter().map(|t| (t.set.clone(), t.hash)))
                 .collect::<Vec<_>>(),
         );
     }

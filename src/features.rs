@@ -1,0 +1,349 @@
+//! Features: definitions, materialization into timelines, and the lookup function.
+//!
+//! A feature repository (TOML, [`FeatureRepo`]) declares feature sets; materialization turns
+//! the latest curated versions and one set into a **timeline**: per (patient, feature) the
+//! change points of the feature's state under "as known at t". The timeline is stored as one
+//! immutable version (kind `timeline`) whose lineage names the curated inputs and the
+//! definition, so [`rebuild`] reproduces it bit for bit. [`lookup`] reads a value at any t
+//! from an in-memory [`TimelineIndex`]; historical and online lookups both go through it.
+//! `docs/features.md` is the user's guide and documents the timeline schema.
+//!
+//! - `definition`: the TOML repository, raw → resolved, validation, the definition hash.
+//! - `derived`: derived tables in SQL (DataFusion).
+//! - `compute`: events, the change-point sweep, full and incremental materialization.
+//! - `timeline`: the timeline schema, its index and [`lookup`].
+//!
+//! Clinical scores (LACE, HOSPITAL, Charlson) live in their own module; a `kind = "score"`
+//! feature will call into it (see `docs/features.md`, "Not yet").
+
+mod compute;
+mod definition;
+mod derived;
+mod timeline;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+pub use compute::{compute, compute_incremental, Inputs, Knowledge, MaterializeOptions, Timeline};
+pub use definition::{
+    parse_duration, Condition, DerivedDef, FeatureDef, FeatureKind, FeatureRepo, FeatureSet, DAY_US,
+};
+pub use timeline::{
+    lookup, timeline_schema, whole_years, ChangePoint, FeatureInfo, FeatureValue, Status,
+    TimelineIndex, Value,
+};
+
+use crate::curated::Table;
+use crate::error::{Error, Result};
+use crate::hash::ContentHash;
+use crate::store::{Kind, Lineage, Manifest, PutOptions, Store, VersionRef};
+
+/// The manifest label listing a timeline's label features (comma-separated, sorted).
+pub const LABELS_KEY: &str = "ward.labels";
+/// The manifest label naming a timeline's feature set.
+pub const SET_KEY: &str = "ward.feature_set";
+
+/// The version name of a set's timelines: `timeline-<set>`.
+pub fn timeline_name(set: &str) -> String {
+    format!("timeline-{set}")
+}
+
+/// What [`materialize`] did.
+#[derive(Debug, Clone, Serialize)]
+pub struct MaterializeOutcome {
+    /// The timeline version.
+    pub hash: ContentHash,
+    /// The feature set.
+    pub set: String,
+    /// The definition hash of the set.
+    pub definition: ContentHash,
+    /// The curated versions read, with their tables.
+    pub inputs: Vec<(String, ContentHash)>,
+    /// Change points written.
+    pub rows: usize,
+    /// Patients computed.
+    pub recomputed: usize,
+    /// Patients reused from a previous timeline (incremental only).
+    pub reused: usize,
+    /// False when the same timeline was stored already.
+    pub created: bool,
+}
+
+/// The lineage parameters of a timeline (`lineage.params`).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+struct Params {
+    op: String,
+    feature_set: String,
+    knowledge: Knowledge,
+    /// The curated table of each lineage input, in the same order.
+    tables: Vec<String>,
+    /// The canonical form of the feature set (its BLAKE3 is `lineage.definition`).
+    definition: String,
+}
+
+/// The latest curated version of each table a set reads.
+async fn latest_inputs(
+    store: &Store,
+    set: &FeatureSet,
+) -> Result<(Inputs, Vec<(String, ContentHash)>)> {
+    let mut refs = Vec::new();
+    for t in set.curated_tables() {
+        let m = store
+            .resolve(&VersionRef::Latest(t.name().to_string()))
+            .map_err(|e| match e {
+                Error::NotFound { .. } => Error::NotFound {
+                    reference: format!(
+                        "curated table {} (read by feature set {}; ingest data first)",
+                        t.name(),
+                        set.name
+                    ),
+                },
+                e => e,
+            })?;
+        refs.push((t.name().to_string(), m.hash));
+    }
+    Ok((read_inputs(store, &refs).await?, refs))
+}
+
+/// Reads the given curated versions.
+async fn read_inputs(store: &Store, refs: &[(String, ContentHash)]) -> Result<Inputs> {
+    let mut inputs = Inputs::default();
+    for (name, hash) in refs {
+        let table = Table::from_name(name)
+            .ok_or_else(|| Error::invalid("table", format!("{name:?} is not a curated table")))?;
+        let m = store.manifest(hash)?;
+        if m.kind != Kind::Curated {
+            return Err(Error::invalid(
+                format!("input {hash}"),
+                format!("is a {} version, not curated", m.kind),
+            ));
+        }
+        let (_, batches) = store.read(hash).await?;
+        inputs.tables.insert(table, batches);
+    }
+    Ok(inputs)
+}
+
+async fn store_timeline(
+    store: &Store,
+    set: &FeatureSet,
+    refs: Vec<(String, ContentHash)>,
+    timeline: Timeline,
+    knowledge: Knowledge,
+) -> Result<MaterializeOutcome> {
+    let definition = set.definition_hash();
+    let params = Params {
+        op: "materialize".into(),
+        feature_set: set.name.clone(),
+        knowledge,
+        tables: refs.iter().map(|(t, _)| t.clone()).collect(),
+        definition: set.canonical_json(),
+    };
+    let mut opts = PutOptions::new(timeline_name(&set.name), Kind::Timeline);
+    opts.lineage = Lineage {
+        inputs: refs.iter().map(|(_, h)| *h).collect(),
+        definition: Some(definition),
+        params: serde_json::to_value(&params)
+            .map_err(|e| Error::Internal(format!("params do not serialize: {e}")))?,
+    };
+    opts.labels.insert(SET_KEY.into(), set.name.clone());
+    opts.labels
+        .insert(LABELS_KEY.into(), set.labels().join(","));
+    let put = store
+        .put_batches(timeline::timeline_schema(), timeline.batches, opts)
+        .await?;
+    Ok(MaterializeOutcome {
+        hash: put.manifest.hash,
+        set: set.name.clone(),
+        definition,
+        inputs: refs,
+        rows: timeline.rows,
+        recomputed: timeline.recomputed,
+        reused: timeline.reused,
+        created: put.created,
+    })
+}
+
+/// Materializes feature set `set` of `repo` from the latest curated versions and stores the
+/// timeline (name `timeline-<set>`, kind `timeline`). Lineage: inputs = the curated versions
+/// read, in table order; definition = the set's definition hash; params = `op`
+/// (`materialize`), `feature_set`, `knowledge`, `tables` (the table of each input) and
+/// `definition` (the set's canonical form, for [`rebuild`]).
+///
+/// # Errors
+/// [`Error::NotFound`] for an unknown set or a curated table never ingested; derived-query
+/// and store errors.
+pub async fn materialize(
+    store: &Store,
+    repo: &FeatureRepo,
+    set: &str,
+    opts: &MaterializeOptions,
+) -> Result<MaterializeOutcome> {
+    let set = repo.set(set)?;
+    let (inputs, refs) = latest_inputs(store, set).await?;
+    let timeline = compute(set, &inputs, opts).await?;
+    store_timeline(store, set, refs, timeline, opts.knowledge).await
+}
+
+fn params_of(m: &Manifest) -> Result<Params> {
+    if m.kind != Kind::Timeline {
+        return Err(Error::invalid(
+            format!("version {}", m.hash),
+            format!("is a {} version, not a timeline", m.kind),
+        ));
+    }
+    let p: Params =
+        serde_json::from_value(m.lineage.params.clone()).map_err(|e| Error::Corrupt {
+            hash: m.hash.to_string(),
+            what: format!("lineage params are not a materialization's: {e}"),
+        })?;
+    if p.op != "materialize" || p.tables.len() != m.lineage.inputs.len() {
+        return Err(Error::Corrupt {
+            hash: m.hash.to_string(),
+            what: "lineage params do not match its inputs".into(),
+        });
+    }
+    Ok(p)
+}
+
+/// The feature set a timeline version was made from (read back from its lineage).
+///
+/// # Errors
+/// [`Error::NotFound`]; [`Error::InvalidArgument`] when the version is not a timeline;
+/// [`Error::Corrupt`] when its lineage does not hold a valid definition of the recorded hash.
+pub fn timeline_set(store: &Store, hash: &ContentHash) -> Result<FeatureSet> {
+    let m = store.manifest(hash)?;
+    let p = params_of(&m)?;
+    let set = FeatureSet::from_canonical_json(&p.definition, &format!("{hash} lineage"))?;
+    if Some(set.definition_hash()) != m.lineage.definition {
+        return Err(Error::Corrupt {
+            hash: hash.to_string(),
+            what: "the stored definition does not match the definition hash".into(),
+        });
+    }
+    Ok(set)
+}
+
+/// Loads a stored timeline into an index, with the set it was made from.
+///
+/// # Errors
+/// As [`timeline_set`] and [`Store::read`].
+pub async fn load_index(store: &Store, hash: &ContentHash) -> Result<(FeatureSet, TimelineIndex)> {
+    let set = timeline_set(store, hash)?;
+    let (_, batches) = store.read(hash).await?;
+    let index = TimelineIndex::build(&set, &batches)?;
+    Ok((set, index))
+}
+
+/// Materializes `set` again after new curated data, reusing the rows of `previous` (a
+/// timeline of the same set and knowledge) for patients whose rows did not change. The
+/// result is the same version a full [`materialize`] gives.
+///
+/// # Errors
+/// As [`materialize`]; [`Error::InvalidArgument`] when `previous` was made from another
+/// definition or knowledge.
+pub async fn materialize_incremental(
+    store: &Store,
+    repo: &FeatureRepo,
+    set: &str,
+    previous: &ContentHash,
+    opts: &MaterializeOptions,
+) -> Result<MaterializeOutcome> {
+    let set = repo.set(set)?;
+    let m = store.manifest(previous)?;
+    let p = params_of(&m)?;
+    if m.lineage.definition != Some(set.definition_hash()) || p.knowledge != opts.knowledge {
+        return Err(Error::invalid(
+            "previous timeline",
+            format!(
+                "{previous} was made from another definition or knowledge than set {}",
+                set.name
+            ),
+        ));
+    }
+    let prev_refs: Vec<(String, ContentHash)> =
+        p.tables.into_iter().zip(m.lineage.inputs).collect();
+    let prev_inputs = read_inputs(store, &prev_refs).await?;
+    let (_, prev_batches) = store.read(previous).await?;
+    let (inputs, refs) = latest_inputs(store, set).await?;
+    let timeline = compute_incremental(set, &prev_batches, &prev_inputs, &inputs, opts).await?;
+    store_timeline(store, set, refs, timeline, opts.knowledge).await
+}
+
+/// Recomputes a timeline version from its lineage (the curated versions and the definition
+/// it records) and stores it; returns the hash, which is `hash` itself.
+///
+/// # Errors
+/// As [`timeline_set`]; [`Error::NotFound`] when an input version is gone; [`Error::Corrupt`]
+/// when the recomputation arrives at another hash (naming both).
+pub async fn rebuild(store: &Store, hash: &ContentHash) -> Result<ContentHash> {
+    let set = timeline_set(store, hash)?;
+    let m = store.manifest(hash)?;
+    let p = params_of(&m)?;
+    let refs: Vec<(String, ContentHash)> = p.tables.into_iter().zip(m.lineage.inputs).collect();
+    let inputs = read_inputs(store, &refs).await?;
+    let opts = MaterializeOptions {
+        knowledge: p.knowledge,
+        ..MaterializeOptions::default()
+    };
+    let timeline = compute(&set, &inputs, &opts).await?;
+    let out = store_timeline(store, &set, refs, timeline, p.knowledge).await?;
+    if out.hash != *hash {
+        return Err(Error::Corrupt {
+            hash: hash.to_string(),
+            what: format!("rebuilt from its lineage it hashes to {}", out.hash),
+        });
+    }
+    Ok(out.hash)
+}
+
+/// One patient's features at one time, as an online lookup answers.
+#[derive(Debug, Clone)]
+pub struct PatientFeatures {
+    /// The patient.
+    pub patient_id: String,
+    /// The time the values hold at.
+    pub at: DateTime<Utc>,
+    /// `(feature, value)` in the set's feature order.
+    pub values: Vec<(String, FeatureValue)>,
+}
+
+/// Online lookup: every feature of `set` for each patient at `t`, through the same
+/// [`lookup`] that historical lookups use. Labels look into the future, so a set holding
+/// any is refused.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming the labels when the set holds some.
+pub fn online_lookup(
+    set: &FeatureSet,
+    index: &TimelineIndex,
+    patients: &[String],
+    t: DateTime<Utc>,
+) -> Result<Vec<PatientFeatures>> {
+    let labels = set.labels();
+    if !labels.is_empty() {
+        return Err(Error::invalid(
+            "feature set",
+            format!(
+                "{} holds labels ({}), which look into the future and are refused in online lookups; use a set without labels",
+                set.name,
+                labels.join(", ")
+            ),
+        ));
+    }
+    Ok(patients
+        .iter()
+        .map(|p| PatientFeatures {
+            patient_id: p.clone(),
+            at: t,
+            values: set
+                .features
+                .iter()
+                .map(|f| {
+                    let ttl = index.feature_info(&f.name).and_then(|i| i.ttl);
+                    (f.name.clone(), lookup(index, p, &f.name, t, ttl))
+                })
+                .collect(),
+        })
+        .collect())
+}

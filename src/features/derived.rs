@@ -1,0 +1,202 @@
+//! Derived tables: SQL (DataFusion) over the curated tables, the "transform later" of ELT.
+//!
+//! A derived table is one `SELECT` over curated tables registered as in-memory tables. Its
+//! schema is known at load time (the query is planned against the curated schemas, no data
+//! needed), so features over it are validated like features over curated tables. At
+//! materialization the query runs on one partition and its result is sorted by every column,
+//! so the rows a feature sees never depend on DataFusion's scheduling.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::compute::{concat_batches, take_record_batch};
+use arrow::datatypes::SchemaRef;
+use arrow::row::{RowConverter, SortField};
+use datafusion::config::Dialect;
+use datafusion::datasource::MemTable;
+use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+
+use crate::curated::Table;
+use crate::error::{Error, Result};
+
+/// A session that plans and runs derived queries: one partition, so plans are simple and
+/// results come back in one piece.
+fn session() -> SessionContext {
+    SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1))
+}
+
+/// A parsed derived query: its canonical text and the curated tables it reads.
+#[derive(Debug, Clone)]
+pub(crate) struct ParsedQuery {
+    /// The statement as the SQL parser prints it back: whitespace, comments and keyword case
+    /// of the source do not change it, so it is what the definition hash covers.
+    pub(crate) canonical: String,
+    /// The curated tables the query names, sorted.
+    pub(crate) tables: Vec<Table>,
+}
+
+/// Parses `sql`: one `SELECT` statement over curated tables.
+///
+/// # Errors
+/// A message naming what is wrong (not SQL, several statements, not a query, an unknown
+/// table).
+pub(crate) fn parse(sql: &str) -> std::result::Result<ParsedQuery, String> {
+    let ctx = session();
+    let state = ctx.state();
+    let statement = state
+        .sql_to_statement(sql, &Dialect::Generic)
+        .map_err(|e| format!("SQL does not parse: {e}"))?;
+    match &statement {
+        DfStatement::Statement(s) if matches!(**s, SqlStatement::Query(_)) => {}
+        _ => return Err("a derived table is one SELECT query".into()),
+    }
+    let refs = state
+        .resolve_table_references(&statement)
+        .map_err(|e| format!("SQL: {e}"))?;
+    let mut tables = Vec::new();
+    for r in refs {
+        let name = r.table();
+        let t = Table::from_name(name).ok_or_else(|| {
+            format!(
+                "SQL reads unknown table {name:?} (derived tables read curated tables: {})",
+                Table::ALL.map(Table::name).join(", ")
+            )
+        })?;
+        if !tables.contains(&t) {
+            tables.push(t);
+        }
+    }
+    tables.sort();
+    Ok(ParsedQuery {
+        canonical: statement.to_string(),
+        tables,
+    })
+}
+
+/// Registers the given tables (empty ones when `batches` has none) in a fresh session.
+fn register(ctx: &SessionContext, tables: &BTreeMap<Table, Vec<RecordBatch>>) -> Result<()> {
+    for (t, batches) in tables {
+        let schema = batches
+            .first()
+            .map(|b| b.schema())
+            .unwrap_or_else(|| t.schema());
+        let mem = MemTable::try_new(schema, vec![batches.clone()])
+            .map_err(|e| Error::invalid(format!("derived input {}", t.name()), e.to_string()))?;
+        ctx.register_table(t.name(), Arc::new(mem))
+            .map_err(|e| Error::invalid(format!("derived input {}", t.name()), e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// The output schema of `sql` (planned against empty curated tables).
+///
+/// # Errors
+/// A message when the query does not plan (unknown column, type error).
+pub(crate) fn plan_schema(query: &ParsedQuery) -> std::result::Result<SchemaRef, String> {
+    let ctx = session();
+    let empty: BTreeMap<Table, Vec<RecordBatch>> =
+        query.tables.iter().map(|t| (*t, Vec::new())).collect();
+    register(&ctx, &empty).map_err(|e| e.to_string())?;
+    let state = ctx.state();
+    let statement = state
+        .sql_to_statement(&query.canonical, &Dialect::Generic)
+        .map_err(|e| format!("SQL does not parse: {e}"))?;
+    // Planning only looks up in-memory tables; nothing here waits on I/O, so blocking on it
+    // is safe inside or outside a runtime.
+    let plan = futures::executor::block_on(state.statement_to_plan(statement))
+        .map_err(|e| format!("SQL does not plan: {e}"))?;
+    Ok(Arc::new(plan.schema().as_arrow().clone()))
+}
+
+/// Runs a derived query over the given curated rows; the result is sorted by every column
+/// (in schema order), so it is the same however DataFusion ordered its work.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming the derived table when the query fails.
+pub(crate) async fn run(
+    name: &str,
+    query: &ParsedQuery,
+    inputs: &BTreeMap<Table, Vec<RecordBatch>>,
+) -> Result<RecordBatch> {
+    let what = || format!("derived table {name}");
+    let ctx = session();
+    let mut used = BTreeMap::new();
+    for t in &query.tables {
+        used.insert(*t, inputs.get(t).cloned().unwrap_or_default());
+    }
+    register(&ctx, &used)?;
+    let options = SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
+    let df = ctx
+        .sql_with_options(&query.canonical, options)
+        .await
+        .map_err(|e| Error::invalid(what(), e.to_string()))?;
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let batches = df
+        .collect()
+        .await
+        .map_err(|e| Error::invalid(what(), e.to_string()))?;
+    let batch = concat_batches(&schema, &batches)?;
+    sort_all_columns(&batch)
+}
+
+/// Sorts a batch by all its columns, in schema order.
+fn sort_all_columns(batch: &RecordBatch) -> Result<RecordBatch> {
+    if batch.num_rows() <= 1 || batch.num_columns() == 0 {
+        return Ok(batch.clone());
+    }
+    let fields: Vec<SortField> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| SortField::new(f.data_type().clone()))
+        .collect();
+    let converter = RowConverter::new(fields)?;
+    let rows = converter.convert_columns(batch.columns())?;
+    let mut order: Vec<u32> = (0..batch.num_rows() as u32).collect();
+    order.sort_by(|a, b| rows.row(*a as usize).cmp(&rows.row(*b as usize)));
+    let indices = arrow::array::UInt32Array::from(order);
+    Ok(take_record_batch(batch, &indices)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_text_ignores_formatting() {
+        let a = parse("select patient_id from encounters where class='inpatient'").unwrap();
+        let b =
+            parse("SELECT   patient_id\n  FROM encounters -- stays\n WHERE class = 'inpatient'")
+                .unwrap();
+        assert_eq!(a.canonical, b.canonical);
+        assert_eq!(a.tables, vec![Table::Encounters]);
+    }
+
+    #[test]
+    fn only_queries_over_curated_tables() {
+        assert!(parse("DROP TABLE encounters").is_err());
+        assert!(parse("SELECT * FROM nowhere")
+            .unwrap_err()
+            .contains("nowhere"));
+        assert!(parse("SELECT 1; SELECT 2").is_err());
+    }
+
+    #[test]
+    fn schema_is_planned_without_data() {
+        let q = parse(
+            "SELECT patient_id, known_at, (discharge_time - admit_time) AS los FROM encounters",
+        )
+        .unwrap();
+        let s = plan_schema(&q).unwrap();
+        assert_eq!(s.field(0).name(), "patient_id");
+        assert!(s.field_with_name("los").is_ok());
+        let bad = parse("SELECT nope FROM encounters").unwrap();
+        assert!(plan_schema(&bad).is_err());
+    }
+}

@@ -1,0 +1,1049 @@
+//! Features: definitions, timelines against a plain reference, determinism, incremental,
+//! rebuild, the readmission set.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Date32Type, Float64Type, TimeUnit, TimestampMicrosecondType};
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use ward::clock::{ManualClock, SharedClock};
+use ward::curated::{CuratedTables, Table};
+use ward::error::Error;
+use ward::features::{
+    self, compute, compute_incremental, lookup, whole_years, FeatureDef, FeatureKind, FeatureRepo,
+    FeatureSet, FeatureValue, Inputs, Knowledge, MaterializeOptions, Status, TimelineIndex, Value,
+    DAY_US,
+};
+use ward::hash::hash_batches;
+use ward::store::{Kind, PutOptions, Store};
+use ward::synth::{generate_range, SynthOptions};
+
+const EXAMPLE: &str = include_str!("../../examples/features/readmission.toml");
+
+/// Every kind, with windows short enough that their edges fall inside the sampled times.
+const ALL_KINDS: &str = r#"
+[[feature_set]]
+name = "all"
+ttl = "90d"
+
+[[feature_set.features]]
+name = "days_since_discharge"
+kind = "days_since"
+table = "encounters"
+filter = { class = "inpatient" }
+time = "discharge_time"
+
+[[feature_set.features]]
+name = "admissions_180d"
+kind = "count"
+table = "encounters"
+filter = { class = ["inpatient"] }
+window = "180d"
+
+[[feature_set.features]]
+name = "visits_7d"
+kind = "count"
+table = "encounters"
+filter = { class = { in = ["emergency", "ambulatory"] } }
+window = "7d"
+
+[[feature_set.features]]
+name = "creatinine_sum_2d"
+kind = "sum"
+table = "observations"
+filter = { code = "2160-0" }
+column = "value_num"
+window = "2d"
+
+[[feature_set.features]]
+name = "sodium_mean_3d"
+kind = "mean"
+table = "observations"
+filter = { code = "2951-2", code_system = "LOINC" }
+column = "value_num"
+window = "3d"
+
+[[feature_set.features]]
+name = "hb_min_12h"
+kind = "min"
+table = "observations"
+filter = { code = "718-7" }
+column = "value_num"
+window = "12h"
+
+[[feature_set.features]]
+name = "glucose_max"
+kind = "max"
+table = "observations"
+filter = { code = "2345-7" }
+column = "value_num"
+
+[[feature_set.features]]
+name = "hb_last"
+kind = "last"
+table = "observations"
+filter = { code = "718-7" }
+column = "value_num"
+
+[[feature_set.features]]
+name = "hb_first_1d"
+kind = "first"
+table = "observations"
+filter = { code = "718-7" }
+column = "value_num"
+window = "1d"
+ttl = "6h"
+
+[[feature_set.features]]
+name = "status_last"
+kind = "last"
+table = "observations"
+column = "status"
+ttl = "none"
+
+[[feature_set.features]]
+name = "heart_failure"
+kind = "exists"
+table = "conditions"
+filter = { code = { prefix = ["I50", "I11"] } }
+
+[[feature_set.features]]
+name = "age"
+kind = "age"
+
+[[feature_set.features]]
+name = "sex"
+kind = "last"
+table = "patients"
+column = "sex"
+
+[[feature_set.features]]
+name = "readmit_30d"
+kind = "readmitted_within"
+horizon = "30d"
+
+[[feature_set.features]]
+name = "death_90d"
+kind = "died_within"
+horizon = "90d"
+"#;
+
+fn cohort(patients: u64, seed: u64) -> CuratedTables {
+    let opts = SynthOptions {
+        patients,
+        seed,
+        ..SynthOptions::default()
+    };
+    let mut all = CuratedTables::default();
+    for p in generate_range(&opts, 0..patients) {
+        all.extend(p);
+    }
+    all
+}
+
+fn index(set: &FeatureSet, batches: &[RecordBatch]) -> TimelineIndex {
+    TimelineIndex::build(set, batches).unwrap()
+}
+
+fn us(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn at(us: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(us).unwrap()
+}
+
+// ---------------------------------------------------------------------------------------
+// The reference: for one (patient, feature, t), scan the table's rows, keep the visible
+// ones, sort them in the tie order, compute. No change points, no intervals.
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+struct RefRow {
+    e: i64,
+    k: i64,
+    x: Option<i64>,
+    sid: String,
+    num: Option<f64>,
+    text: Option<String>,
+    birth: Option<i64>,
+}
+
+/// The rows of a feature's table that pass its filter, by patient.
+fn ref_rows(f: &FeatureDef, batch: &RecordBatch) -> BTreeMap<String, Vec<RefRow>> {
+    let ts = |name: &str| -> Option<Vec<Option<i64>>> {
+        let c = batch.column_by_name(name)?;
+        let c = cast(
+            c,
+            &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        )
+        .unwrap();
+        let a = c.as_primitive::<TimestampMicrosecondType>();
+        Some(
+            (0..a.len())
+                .map(|i| a.is_valid(i).then(|| a.value(i)))
+                .collect(),
+        )
+    };
+    let st = |name: &str| -> Option<Vec<Option<String>>> {
+        let c = batch.column_by_name(name)?;
+        let c = cast(c, &DataType::Utf8).unwrap();
+        let a = c.as_string::<i32>();
+        Some(
+            (0..a.len())
+                .map(|i| a.is_valid(i).then(|| a.value(i).to_string()))
+                .collect(),
+        )
+    };
+    let pid = st("patient_id").unwrap();
+    let e = ts(&f.time).unwrap();
+    let k = ts("known_at").unwrap();
+    let x = ts("retracted_at");
+    let sid = st("source_id");
+    let filters: Vec<_> = f
+        .filter
+        .iter()
+        .map(|(c, cond)| (st(c).unwrap(), cond))
+        .collect();
+    let col = f
+        .column
+        .as_ref()
+        .map(|c| batch.column_by_name(c).unwrap().clone());
+    let mut out: BTreeMap<String, Vec<RefRow>> = BTreeMap::new();
+    for i in 0..batch.num_rows() {
+        let (Some(p), Some(e), Some(k)) = (pid[i].clone(), e[i], k[i]) else {
+            continue;
+        };
+        if !filters
+            .iter()
+            .all(|(v, c)| v[i].as_deref().is_some_and(|s| c.matches(s)))
+        {
+            continue;
+        }
+        let mut row = RefRow {
+            e,
+            k,
+            x: x.as_ref().and_then(|x| x[i]),
+            sid: sid.as_ref().and_then(|s| s[i].clone()).unwrap_or_default(),
+            num: None,
+            text: None,
+            birth: None,
+        };
+        if let Some(c) = &col {
+            if c.is_null(i) {
+                continue;
+            }
+            match c.data_type() {
+                DataType::Float64 => row.num = Some(c.as_primitive::<Float64Type>().value(i)),
+                DataType::Utf8 => row.text = Some(c.as_string::<i32>().value(i).to_string()),
+                DataType::Date32 => {
+                    row.birth = Some(c.as_primitive::<Date32Type>().value(i) as i64 * DAY_US)
+                }
+                DataType::Duration(TimeUnit::Microsecond) => {
+                    let v = c
+                        .as_primitive::<arrow::datatypes::DurationMicrosecondType>()
+                        .value(i);
+                    row.num = Some(v as f64 / DAY_US as f64)
+                }
+                other => panic!("reference does not read {other}"),
+            }
+        }
+        out.entry(p).or_default().push(row);
+    }
+    out
+}
+
+fn reference(f: &FeatureDef, rows: &[RefRow], t: i64, knowledge: Knowledge) -> FeatureValue {
+    let mut vis: Vec<&RefRow> = rows
+        .iter()
+        .filter(|r| {
+            if f.kind.is_label() {
+                let h = f.horizon_us.unwrap();
+                return r.x.is_none() && t < r.e && r.e <= t + h;
+            }
+            let in_window = f.window_us.is_none_or(|w| r.e > t - w);
+            let known = match knowledge {
+                Knowledge::AsKnown => r.e <= t && r.k <= t && r.x.is_none_or(|x| x > t),
+                Knowledge::AsOccurred => r.e <= t && r.x.is_none(),
+            };
+            known && in_window
+        })
+        .collect();
+    vis.sort_by(|a, b| (a.e, a.k, &a.sid).cmp(&(b.e, b.k, &b.sid)));
+    let present = |v: Value| FeatureValue {
+        value: Some(v),
+        status: Status::Present,
+    };
+    let no_data = FeatureValue {
+        value: None,
+        status: Status::NoData,
+    };
+    if vis.is_empty() {
+        return if matches!(f.kind, FeatureKind::Count | FeatureKind::Exists) || f.kind.is_label() {
+            present(Value::Num(0.0))
+        } else {
+            no_data
+        };
+    }
+    let ttl_check = |vt: i64| -> bool { f.ttl_us.is_some_and(|ttl| t - vt >= ttl) };
+    let outside = FeatureValue {
+        value: None,
+        status: Status::OutsideTtl,
+    };
+    let one = |r: &RefRow| -> FeatureValue {
+        if ttl_check(r.e) {
+            return outside.clone();
+        }
+        match (&r.text, r.num) {
+            (Some(s), _) => present(Value::Text(s.clone())),
+            (None, Some(v)) => present(Value::Num(v)),
+            _ => no_data.clone(),
+        }
+    };
+    let nums: Vec<f64> = vis.iter().map(|r| r.num.unwrap_or(0.0)).collect();
+    match f.kind {
+        FeatureKind::Count => present(Value::Num(vis.len() as f64)),
+        FeatureKind::Exists | FeatureKind::ReadmittedWithin | FeatureKind::DiedWithin => {
+            present(Value::Num(1.0))
+        }
+        FeatureKind::Sum => present(Value::Num(nums.iter().fold(0.0, |s, v| s + v))),
+        FeatureKind::Mean => present(Value::Num(
+            nums.iter().fold(0.0, |s, v| s + v) / nums.len() as f64,
+        )),
+        FeatureKind::Min | FeatureKind::Max => {
+            let mut best = 0;
+            for i in 1..nums.len() {
+                let better = if f.kind == FeatureKind::Min {
+                    nums[i] < nums[best]
+                } else {
+                    nums[i] > nums[best]
+                };
+                if better {
+                    best = i;
+                }
+            }
+            one(vis[best])
+        }
+        FeatureKind::Last => one(vis[vis.len() - 1]),
+        FeatureKind::First => one(vis[0]),
+        FeatureKind::DaysSince => {
+            let last = vis[vis.len() - 1];
+            if ttl_check(last.e) {
+                return outside;
+            }
+            present(Value::Num((t - last.e) as f64 / DAY_US as f64))
+        }
+        FeatureKind::Age => {
+            let birth = vis[vis.len() - 1].birth.unwrap();
+            match whole_years(at(birth), at(t)) {
+                Some(y) => present(Value::Num(y as f64)),
+                None => no_data,
+            }
+        }
+    }
+}
+
+/// The instants worth probing for one patient: every event, knowledge, retraction, window
+/// and horizon edge, a microsecond either side, and random times.
+fn probe_times(
+    set: &FeatureSet,
+    rows: &BTreeMap<String, Vec<RefRow>>,
+    rng: &mut ChaCha8Rng,
+) -> Vec<i64> {
+    let mut ts = Vec::new();
+    for f in &set.features {
+        for r in rows.get(&f.name).into_iter().flatten() {
+            let mut base = vec![r.e, r.k];
+            base.extend(r.x);
+            if let Some(w) = f.window_us {
+                base.push(r.e + w);
+            }
+            if let Some(h) = f.horizon_us {
+                base.push(r.e - h);
+            }
+            if let Some(ttl) = f.ttl_us {
+                base.push(r.e + ttl);
+            }
+            for b in base {
+                ts.extend([b - 1, b, b + 1]);
+            }
+        }
+    }
+    ts.sort_unstable();
+    ts.dedup();
+    let lo = us(Utc.with_ymd_and_hms(2014, 1, 1, 0, 0, 0).unwrap());
+    let hi = us(Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap());
+    let mut out: Vec<i64> = (0..10).map(|_| rng.random_range(lo..hi)).collect();
+    let take = 60.min(ts.len());
+    for _ in 0..take {
+        out.push(ts[rng.random_range(0..ts.len())]);
+    }
+    out
+}
+
+async fn differential(knowledge: Knowledge, seed: u64) {
+    let repo = FeatureRepo::parse(ALL_KINDS, "all.toml").unwrap();
+    let set = repo.set("all").unwrap();
+    let tables = cohort(300, seed);
+    let inputs = Inputs::from_curated(&tables).unwrap();
+    let opts = MaterializeOptions {
+        knowledge,
+        ..Default::default()
+    };
+    let tl = compute(set, &inputs, &opts).await.unwrap();
+    let idx = index(set, &tl.batches);
+
+    // Reference rows per feature, per patient.
+    let mut per_feature: BTreeMap<String, BTreeMap<String, Vec<RefRow>>> = BTreeMap::new();
+    for f in &set.features {
+        let table = Table::from_name(&f.table).unwrap();
+        per_feature.insert(
+            f.name.clone(),
+            ref_rows(f, &tables.to_batch(table).unwrap()),
+        );
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    // Patients of the cohort, and some that have no rows at all.
+    let mut patients: Vec<String> = tables
+        .patients
+        .iter()
+        .map(|p| p.patient_id.clone())
+        .collect();
+    patients.dedup();
+    patients.extend(["P9999999".to_string(), "nobody".to_string()]);
+    let mut checked = 0u64;
+    let mut by_status: BTreeMap<(FeatureKind, String), u64> = BTreeMap::new();
+    for p in &patients {
+        let rows: BTreeMap<String, Vec<RefRow>> = per_feature
+            .iter()
+            .map(|(f, m)| (f.clone(), m.get(p).cloned().unwrap_or_default()))
+            .collect();
+        for t in probe_times(set, &rows, &mut rng) {
+            for f in &set.features {
+                let want = reference(f, &rows[&f.name], t, knowledge);
+                let ttl = idx.feature_info(&f.name).unwrap().ttl;
+                let got = lookup(&idx, p, &f.name, at(t), ttl);
+                assert_eq!(
+                    got,
+                    want,
+                    "patient {p} feature {} t {} ({t})",
+                    f.name,
+                    at(t)
+                );
+                *by_status
+                    .entry((f.kind, format!("{:?}", got.status)))
+                    .or_default() += 1;
+                checked += 1;
+            }
+        }
+    }
+    // The probes reached every kind with data, and the statuses that kind can have.
+    for f in &set.features {
+        assert!(
+            by_status
+                .get(&(f.kind, "Present".into()))
+                .is_some_and(|n| *n > 0),
+            "{} never present",
+            f.name
+        );
+    }
+    for k in [
+        FeatureKind::Last,
+        FeatureKind::DaysSince,
+        FeatureKind::First,
+    ] {
+        assert!(
+            by_status.contains_key(&(k, "OutsideTtl".into())),
+            "{k:?} never outside TTL"
+        );
+    }
+    assert!(checked > 100_000, "only {checked} lookups compared");
+}
+
+#[tokio::test]
+async fn every_kind_matches_the_reference_as_known() {
+    differential(Knowledge::AsKnown, 7).await;
+}
+
+#[tokio::test]
+async fn every_kind_matches_the_reference_as_occurred() {
+    differential(Knowledge::AsOccurred, 11).await;
+}
+
+/// The cohort has what point-in-time code can get wrong: late results, corrections,
+/// encounters known in two versions. Make sure the differential above saw them.
+#[test]
+fn cohort_has_late_and_corrected_rows() {
+    let t = cohort(300, 7);
+    assert!(t.observations.iter().any(|o| o.meta.retracted_at.is_some()));
+    assert!(t
+        .observations
+        .iter()
+        .any(|o| o.meta.known_at - o.effective_time > Duration::hours(6)));
+    assert!(t.encounters.iter().any(|e| e.meta.retracted_at.is_some()));
+}
+
+// ---------------------------------------------------------------------------------------
+// Hand-built edges
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn window_edges_ties_and_retractions_by_hand() {
+    use ward::curated::{Coding, Observation, RowMeta};
+    let t0 = Utc.with_ymd_and_hms(2020, 1, 1, 0, 0, 0).unwrap();
+    let obs = |id: &str, e: DateTime<Utc>, k: DateTime<Utc>, x: Option<DateTime<Utc>>, v: f64| {
+        Observation {
+            observation_id: id.into(),
+            patient_id: "p".into(),
+            encounter_id: None,
+            category: None,
+            code: Coding {
+                system: "LOINC".into(),
+                code: "718-7".into(),
+                display: None,
+            },
+            value_num: Some(v),
+            value_text: None,
+            unit: None,
+            effective_time: e,
+            status: None,
+            meta: RowMeta {
+                source_system: "s".into(),
+                source_id: id.into(),
+                known_at: k,
+                retracted_at: x,
+            },
+        }
+    };
+    let h = Duration::hours;
+    let tables = CuratedTables {
+        observations: vec![
+            // Same event time and known_at: the source id breaks the tie (b after a).
+            obs("b", t0, t0 + h(1), None, 11.0),
+            obs("a", t0, t0 + h(1), None, 10.0),
+            // Known late, then corrected.
+            obs("c", t0 + h(5), t0 + h(8), Some(t0 + h(9)), 8.0),
+            obs("d", t0 + h(5), t0 + h(9), None, 9.0),
+        ],
+        ..Default::default()
+    };
+    let toml = r#"
+[[feature_set]]
+name = "s"
+[[feature_set.features]]
+name = "hb"
+kind = "last"
+table = "observations"
+column = "value_num"
+ttl = "24h"
+[[feature_set.features]]
+name = "n"
+kind = "count"
+table = "observations"
+window = "12h"
+"#;
+    let repo = FeatureRepo::parse(toml, "s.toml").unwrap();
+    let set = repo.set("s").unwrap();
+    let tl = compute(
+        set,
+        &Inputs::from_curated(&tables).unwrap(),
+        &MaterializeOptions::default(),
+    )
+    .await
+    .unwrap();
+    let idx = index(set, &tl.batches);
+    let get = |f: &str, t: DateTime<Utc>| lookup(&idx, "p", f, t, idx.feature_info(f).unwrap().ttl);
+    let num = |v: f64| FeatureValue {
+        value: Some(Value::Num(v)),
+        status: Status::Present,
+    };
+    assert_eq!(get("hb", t0).status, Status::NoData, "not known yet");
+    assert_eq!(get("hb", t0 + h(1)), num(11.0), "tie broken by source id");
+    assert_eq!(get("hb", t0 + h(8) - Duration::microseconds(1)), num(11.0));
+    assert_eq!(
+        get("hb", t0 + h(8)),
+        num(8.0),
+        "late row counts from known_at"
+    );
+    assert_eq!(
+        get("hb", t0 + h(9)),
+        num(9.0),
+        "correction replaces at retraction"
+    );
+    assert_eq!(
+        get("hb", t0 + h(5) + h(24) - Duration::microseconds(1)),
+        num(9.0)
+    );
+    assert_eq!(
+        get("hb", t0 + h(5) + h(24)).status,
+        Status::OutsideTtl,
+        "exactly t - ttl is out"
+    );
+    assert_eq!(get("n", t0 + h(8)), num(3.0));
+    assert_eq!(get("n", t0 + h(12) - Duration::microseconds(1)), num(3.0));
+    assert_eq!(
+        get("n", t0 + h(12)),
+        num(1.0),
+        "at exactly e + w the row is out"
+    );
+    assert_eq!(get("n", t0 + h(17)), num(0.0));
+    assert_eq!(get("n", t0 - h(1)), num(0.0), "count before any data is 0");
+    assert_eq!(
+        lookup(&idx, "q", "hb", t0 + h(9), None).status,
+        Status::NoData
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Definitions
+// ---------------------------------------------------------------------------------------
+
+fn err_of(toml: &str) -> String {
+    match FeatureRepo::parse(toml, "repo.toml") {
+        Ok(_) => panic!("accepted:\n{toml}"),
+        Err(e @ Error::BadInput { .. }) => e.to_string(),
+        Err(e) => panic!("wrong error kind: {e}"),
+    }
+}
+
+fn one_feature(set_extra: &str, body: &str) -> String {
+    format!("[[feature_set]]\nname = \"s\"\n{set_extra}\n[[feature_set.features]]\nname = \"f1\"\n{body}\n")
+}
+
+#[test]
+fn validation_errors_name_file_line_and_feature() {
+    let cases = [
+        (
+            "",
+            "kind = \"count\"\ntable = \"nowhere\"",
+            7,
+            "unknown table",
+        ),
+        (
+            "",
+            "kind = \"last\"\ntable = \"observations\"\ncolumn = \"valu\"",
+            8,
+            "unknown column",
+        ),
+        (
+            "",
+            "kind = \"average\"\ntable = \"observations\"",
+            6,
+            "unknown kind",
+        ),
+        (
+            "",
+            "kind = \"count\"\ntable = \"encounters\"\nwindow = \"6 months\"",
+            8,
+            "bad duration",
+        ),
+        (
+            "",
+            "kind = \"sum\"\ntable = \"observations\"\ncolumn = \"code\"",
+            8,
+            "type mismatch",
+        ),
+        (
+            "",
+            "kind = \"count\"\ntable = \"encounters\"\nfilter = { nope = \"x\" }",
+            8,
+            "unknown column",
+        ),
+        (
+            "",
+            "kind = \"count\"\ntable = \"encounters\"\nfilter = { admit_time = \"x\" }",
+            8,
+            "string columns",
+        ),
+        (
+            "",
+            "kind = \"count\"\ntable = \"encounters\"\ntime = \"class\"",
+            8,
+            "not a timestamp",
+        ),
+        (
+            "",
+            "kind = \"count\"\ntable = \"encounters\"\nwindw = \"1d\"",
+            8,
+            "unknown field",
+        ),
+        (
+            "online = true",
+            "kind = \"readmitted_within\"\nhorizon = \"30d\"",
+            6,
+            "label",
+        ),
+        ("", "kind = \"readmitted_within\"", 6, "horizon"),
+        (
+            "",
+            "kind = \"count\"\ntable = \"encounters\"\nttl = \"1d\"",
+            8,
+            "no TTL",
+        ),
+    ];
+    for (set_extra, body, line, what) in cases {
+        let text = one_feature(set_extra, body);
+        let msg = err_of(&text);
+        assert!(
+            msg.contains(&format!("repo.toml:{line}:")),
+            "{msg}\n--\n{text}"
+        );
+        assert!(msg.contains("feature f1"), "{msg}");
+        assert!(msg.contains(what), "{msg}");
+    }
+    // Mistakes outside features name their set or derived table.
+    let msg = err_of("[[derived]]\nname = \"d\"\ntime = \"admit_time\"\nsql = \"SELECT admit_time FROM encounters\"\n");
+    assert!(
+        msg.contains("repo.toml:4:") && msg.contains("derived d") && msg.contains("patient_id"),
+        "{msg}"
+    );
+    let msg = err_of("[[feature_set]]\nname = \"s\"\nentity = \"visit\"\n");
+    assert!(
+        msg.contains("repo.toml:3:") && msg.contains("feature_set s"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn definition_hash_ignores_formatting_comments_and_key_order() {
+    let a = r#"
+[[derived]]
+name = "stays"
+time = "discharge_time"
+sql = "SELECT patient_id, known_at, discharge_time FROM encounters WHERE class = 'inpatient'"
+
+[[feature_set]]
+name = "s"
+ttl = "30d"
+[[feature_set.features]]
+name = "hb"
+kind = "last"
+table = "observations"
+filter = { code = "718-7", code_system = "LOINC" }
+column = "value_num"
+[[feature_set.features]]
+name = "since"
+kind = "days_since"
+table = "stays"
+"#;
+    let b = r#"
+# The same, written differently.
+[[feature_set]]
+ttl   = "720h"      # 30 days
+name  = "s"
+
+  [[feature_set.features]]
+  table = "stays"
+  kind = "days_since"
+  name = "since"
+
+  [[feature_set.features]]
+  column = "value_num"
+  filter.code_system = "LOINC"
+  filter.code = { eq = "718-7" }
+  kind = "last"
+  name = "hb"
+  table = "observations"
+
+[[derived]]
+sql = """
+select patient_id, known_at, discharge_time
+  from encounters   -- inpatient only
+ where class = 'inpatient'
+"""
+time = "discharge_time"
+name = "stays"
+"#;
+    let ha = FeatureRepo::parse(a, "a.toml")
+        .unwrap()
+        .set("s")
+        .unwrap()
+        .definition_hash();
+    let hb = FeatureRepo::parse(b, "b.toml")
+        .unwrap()
+        .set("s")
+        .unwrap()
+        .definition_hash();
+    assert_eq!(ha, hb);
+    let changed = a.replace("718-7", "718-8");
+    let hc = FeatureRepo::parse(&changed, "a.toml")
+        .unwrap()
+        .set("s")
+        .unwrap()
+        .definition_hash();
+    assert_ne!(ha, hc);
+    let changed = a.replace("class = 'inpatient'", "class = 'emergency'");
+    let hd = FeatureRepo::parse(&changed, "a.toml")
+        .unwrap()
+        .set("s")
+        .unwrap()
+        .definition_hash();
+    assert_ne!(ha, hd);
+    // The canonical form reads back to the same set.
+    let set = FeatureRepo::parse(a, "a.toml")
+        .unwrap()
+        .set("s")
+        .unwrap()
+        .clone();
+    let back = FeatureSet::from_canonical_json(&set.canonical_json(), "lineage").unwrap();
+    assert_eq!(back, set);
+}
+
+#[test]
+fn example_repository_loads() {
+    let repo = FeatureRepo::parse(EXAMPLE, "readmission.toml").unwrap();
+    let online = repo.set("readmission_online").unwrap();
+    let offline = repo.set("readmission").unwrap();
+    assert!(online.online && online.labels().is_empty());
+    assert_eq!(offline.labels(), vec!["readmitted_30d"]);
+    assert_eq!(offline.features.len(), online.features.len() + 1);
+    assert_eq!(offline.derived.len(), 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// Derived tables, determinism, incremental
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn derived_length_of_stay_matches_the_encounters() {
+    let repo = FeatureRepo::parse(EXAMPLE, "readmission.toml").unwrap();
+    let set = repo.set("readmission").unwrap();
+    let tables = cohort(150, 3);
+    let tl = compute(
+        set,
+        &Inputs::from_curated(&tables).unwrap(),
+        &MaterializeOptions::default(),
+    )
+    .await
+    .unwrap();
+    let idx = index(set, &tl.batches);
+    let mut seen = 0;
+    for e in tables
+        .encounters
+        .iter()
+        .filter(|e| e.class == "inpatient" && e.meta.retracted_at.is_none())
+    {
+        let Some(d) = e.discharge_time else { continue };
+        let t = d.max(e.meta.known_at);
+        let got = lookup(&idx, &e.patient_id, "los_last_stay_days", t, None);
+        let want = (d - e.admit_time).num_microseconds().unwrap() as f64 / DAY_US as f64;
+        assert_eq!(got.value, Some(Value::Num(want)), "{}", e.encounter_id);
+        seen += 1;
+    }
+    assert!(seen > 10, "only {seen} stays");
+}
+
+fn table_hash(batches: &[RecordBatch]) -> ward::hash::ContentHash {
+    hash_batches(&features::timeline_schema(), batches).unwrap()
+}
+
+#[tokio::test]
+async fn same_timeline_for_any_thread_count_and_batch_size() {
+    let repo = FeatureRepo::parse(EXAMPLE, "readmission.toml").unwrap();
+    let set = repo.set("readmission").unwrap();
+    let tables = cohort(200, 5);
+    let inputs = Inputs::from_curated(&tables).unwrap();
+    // Input order does not matter either: reverse every table.
+    let mut reversed = tables.clone();
+    reversed.observations.reverse();
+    reversed.encounters.reverse();
+    reversed.patients.reverse();
+    let reversed = Inputs::from_curated(&reversed).unwrap();
+    let mut hashes = Vec::new();
+    for (threads, batch_size, inputs) in [
+        (1, 7, &inputs),
+        (4, 65_536, &inputs),
+        (4, 50, &reversed),
+        (2, 1, &inputs),
+    ] {
+        let opts = MaterializeOptions {
+            threads: Some(threads),
+            batch_size,
+            ..Default::default()
+        };
+        let tl = compute(set, inputs, &opts).await.unwrap();
+        assert!(tl.batches.iter().all(|b| b.num_rows() <= batch_size));
+        hashes.push(table_hash(&tl.batches));
+    }
+    assert!(hashes.windows(2).all(|w| w[0] == w[1]), "{hashes:?}");
+}
+
+/// The cohort as it was known at `cutoff`: rows known later are dropped, later retractions
+/// not yet made.
+fn known_by(tables: &CuratedTables, cutoff: DateTime<Utc>) -> CuratedTables {
+    fn keep<T: Clone>(
+        rows: &[T],
+        meta: impl Fn(&mut T) -> &mut ward::curated::RowMeta,
+        cutoff: DateTime<Utc>,
+    ) -> Vec<T> {
+        rows.iter()
+            .filter_map(|r| {
+                let mut r = r.clone();
+                let m = meta(&mut r);
+                if m.known_at > cutoff {
+                    return None;
+                }
+                if m.retracted_at.is_some_and(|x| x > cutoff) {
+                    m.retracted_at = None;
+                }
+                Some(r)
+            })
+            .collect()
+    }
+    CuratedTables {
+        patients: keep(&tables.patients, |r| &mut r.meta, cutoff),
+        encounters: keep(&tables.encounters, |r| &mut r.meta, cutoff),
+        observations: keep(&tables.observations, |r| &mut r.meta, cutoff),
+        conditions: keep(&tables.conditions, |r| &mut r.meta, cutoff),
+        procedures: keep(&tables.procedures, |r| &mut r.meta, cutoff),
+        medications: keep(&tables.medications, |r| &mut r.meta, cutoff),
+        care_team: keep(&tables.care_team, |r| &mut r.meta, cutoff),
+    }
+}
+
+#[tokio::test]
+async fn incremental_equals_full_rebuild() {
+    let repo = FeatureRepo::parse(EXAMPLE, "readmission.toml").unwrap();
+    let set = repo.set("readmission").unwrap();
+    let full = cohort(200, 9);
+    let before = known_by(&full, Utc.with_ymd_and_hms(2024, 6, 1, 0, 0, 0).unwrap());
+    let opts = MaterializeOptions {
+        batch_size: 1000,
+        ..Default::default()
+    };
+    let old_inputs = Inputs::from_curated(&before).unwrap();
+    let new_inputs = Inputs::from_curated(&full).unwrap();
+    let previous = compute(set, &old_inputs, &opts).await.unwrap();
+    let inc = compute_incremental(set, &previous.batches, &old_inputs, &new_inputs, &opts)
+        .await
+        .unwrap();
+    let fresh = compute(set, &new_inputs, &opts).await.unwrap();
+    assert_eq!(table_hash(&inc.batches), table_hash(&fresh.batches));
+    assert!(
+        inc.reused > 0 && inc.recomputed > 0,
+        "reused {} recomputed {}",
+        inc.reused,
+        inc.recomputed
+    );
+    assert_ne!(table_hash(&previous.batches), table_hash(&fresh.batches));
+}
+
+// ---------------------------------------------------------------------------------------
+// Through the store: materialize, rebuild, incremental, Synthea
+// ---------------------------------------------------------------------------------------
+
+fn store_at(dir: &Path) -> Store {
+    let clock: SharedClock = Arc::new(ManualClock::new(
+        Utc.with_ymd_and_hms(2025, 3, 1, 0, 0, 0).unwrap(),
+    ));
+    Store::open(dir.join("store"), clock).unwrap()
+}
+
+async fn put_curated(store: &Store, tables: &CuratedTables) {
+    let mut tables = tables.clone();
+    tables.sort_canonical();
+    for t in Table::ALL {
+        let b = tables.to_batch(t).unwrap();
+        store
+            .put_batches(
+                b.schema(),
+                vec![b],
+                PutOptions::new(t.name(), Kind::Curated),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn materialize_rebuild_and_incremental_through_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_at(dir.path());
+    let repo = FeatureRepo::parse(EXAMPLE, "readmission.toml").unwrap();
+    let full = cohort(120, 21);
+    put_curated(
+        &store,
+        &known_by(&full, Utc.with_ymd_and_hms(2023, 1, 1, 0, 0, 0).unwrap()),
+    )
+    .await;
+    let opts = MaterializeOptions::default();
+    let first = features::materialize(&store, &repo, "readmission", &opts)
+        .await
+        .unwrap();
+    let m = store.manifest(&first.hash).unwrap();
+    assert_eq!(m.kind, Kind::Timeline);
+    assert_eq!(
+        m.lineage.definition,
+        Some(repo.set("readmission").unwrap().definition_hash())
+    );
+    let tables: Vec<&str> = first.inputs.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(tables, ["patients", "encounters", "observations"]);
+    assert_eq!(
+        m.lineage.inputs,
+        first.inputs.iter().map(|(_, h)| *h).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        m.labels.get(features::LABELS_KEY).map(String::as_str),
+        Some("readmitted_30d")
+    );
+    assert_eq!(
+        features::rebuild(&store, &first.hash).await.unwrap(),
+        first.hash
+    );
+
+    // The stored index answers like the in-memory one.
+    let (set, idx) = features::load_index(&store, &first.hash).await.unwrap();
+    assert_eq!(set.name, "readmission");
+    assert_eq!(idx.len(), first.rows);
+
+    // New data, incremental == full.
+    put_curated(&store, &full).await;
+    let inc = features::materialize_incremental(&store, &repo, "readmission", &first.hash, &opts)
+        .await
+        .unwrap();
+    assert!(inc.reused > 0 && inc.recomputed > 0);
+    let fresh = features::materialize(&store, &repo, "readmission", &opts)
+        .await
+        .unwrap();
+    assert_eq!(inc.hash, fresh.hash);
+    assert!(!fresh.created);
+    assert_ne!(inc.hash, first.hash);
+    assert_eq!(
+        features::rebuild(&store, &inc.hash).await.unwrap(),
+        inc.hash
+    );
+}
+
+#[tokio::test]
+async fn readmission_set_from_synthea_csv() {
+    let Some(dir) = crate::common::shared_data("synthea-csv") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let store = store_at(tmp.path());
+    let opts = ward::ingest::pipeline::IngestOptions {
+        format: ward::ingest::pipeline::Format::Synthea,
+        mapping: None,
+        mapping_text: None,
+        max_bad: None,
+        context: ward::ingest::Context::new(Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap()),
+    };
+    ward::ingest::pipeline::ingest(&store, &[dir], &opts, None)
+        .await
+        .unwrap();
+    let repo = FeatureRepo::parse(EXAMPLE, "readmission.toml").unwrap();
+    let out = features::materialize(&store, &repo, "readmission", &MaterializeOptions::default())
+        .await
+        .unwrap();
+    assert!(out.rows > 0);
+    assert_eq!(
+        features::rebuild(&store, &out.hash).await.unwrap(),
+        out.hash
+    );
+}
