@@ -69,8 +69,8 @@ use serde_json::Value;
 
 use super::{clip_raw, BadRecord, Context, Input, Location, Parsed, Skipped};
 use crate::curated::{
-    admission_type, code_system, encounter_class, CareTeamMember, Coding, Condition, Encounter,
-    Medication, Observation, Patient, Procedure, RowMeta, Table,
+    admission_type, code_system, discharge_disposition, encounter_class, service, CareTeamMember,
+    Coding, Condition, Encounter, Medication, Observation, Patient, Procedure, RowMeta, Table,
 };
 
 /// Parses FHIR JSON documents: each input is a Bundle (any type, nested Bundles included) or
@@ -1020,13 +1020,28 @@ fn encounter(
     let hosp = res.get("hospitalization");
     let admission = admission_kind(res.get("priority"))
         .or_else(|| admission_kind(hosp.and_then(|h| h.get("admitSource"))));
+    // Dispositions into the curated vocabulary (the discharge-disposition codes; UB-04
+    // codes and common words mapped); anything else kept as written.
     let disposition = hosp
         .and_then(|h| h.get("dischargeDisposition"))
-        .and_then(|cc| first_code(cc).or_else(|| string(cc, "text")));
+        .and_then(|cc| first_code(cc).or_else(|| string(cc, "text")))
+        .map(|d| discharge_disposition::normalize(&d).map_or(d, str::to_string));
+    // A v2 table 0069 coding gives the curated word (`MED` → `medicine`); otherwise the
+    // concept's text, else a coding's display or code.
     let service = res.get("serviceType").and_then(|cc| {
         codings(cc)
-            .find_map(|c| string(c, "display").or_else(|| string(c, "code")))
+            .find_map(|c| {
+                let from_0069 = string(c, "system").is_some_and(|s| s.ends_with("/v2-0069"));
+                from_0069
+                    .then(|| string(c, "code"))
+                    .flatten()
+                    .and_then(|code| service::from_hl7_0069(&code))
+                    .map(str::to_string)
+            })
             .or_else(|| string(cc, "text"))
+            .or_else(|| {
+                codings(cc).find_map(|c| string(c, "display").or_else(|| string(c, "code")))
+            })
     });
     let code = res
         .get("type")
@@ -1452,6 +1467,14 @@ fn medication(
         },
     };
     let start_time = start.ok_or_else(|| Fault::missing("MedicationRequest.authoredOn"))?;
+    // The end of the course: the dispense validity period, else the dosage's bounds
+    // (`dosageInstruction[0].timing.repeat.boundsPeriod`).
+    let bounds = res
+        .get("dosageInstruction")
+        .and_then(|d| d.get(0))
+        .and_then(|d| d.get("timing"))
+        .and_then(|t| t.get("repeat"))
+        .and_then(|r| r.get("boundsPeriod"));
     let end_time = match validity {
         Some(p) => time(
             p,
@@ -1460,6 +1483,15 @@ fn medication(
             ctx,
         )?,
         None => None,
+    };
+    let end_time = match (end_time, bounds) {
+        (None, Some(p)) => time(
+            p,
+            "end",
+            &["MedicationRequest.dosageInstruction[0].timing.repeat.boundsPeriod"],
+            ctx,
+        )?,
+        (t, _) => t,
     };
     let status = string(res, "status");
     let several = codes.len() > 1;

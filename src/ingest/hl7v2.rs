@@ -40,8 +40,8 @@ use std::collections::HashMap;
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
 
 use crate::curated::{
-    admission_type, code_system, encounter_class, CareTeamMember, Coding, Encounter, Observation,
-    Patient, RowMeta, Table,
+    admission_type, code_system, discharge_disposition, encounter_class, service, CareTeamMember,
+    Coding, Encounter, Observation, Patient, RowMeta, Table,
 };
 use crate::ingest::{clip_raw, BadRecord, Context, Input, Location, Parsed, Skipped};
 
@@ -788,6 +788,8 @@ enum OruPatient {
 /// The order an OBX belongs to.
 struct Order<'s, 'a> {
     key: String,
+    /// The order number as the curated `observation_id` shows it: OBR-3.1, else OBR-2.1.
+    number: Option<String>,
     seg: &'s Seg<'a>,
 }
 
@@ -1439,7 +1441,8 @@ impl Assembler {
                     let key = ei(3)
                         .or_else(|| ei(2).map(|p| format!("placer:{p}")))
                         .unwrap_or_else(|| format!("{}/OBR-{}", m.control_id, seg.ordinal));
-                    order = Some(Order { key, seg });
+                    let number = m.get(seg, 3, 1).or_else(|| m.get(seg, 2, 1));
+                    order = Some(Order { key, number, seg });
                 }
                 "OBX" => match &patient {
                     OruPatient::NotYet => {
@@ -1516,16 +1519,26 @@ impl Assembler {
             }
         }
         let effective_time = effective.unwrap_or(m.known_at);
+        // `id` keys the result across messages (a correction supersedes the row with the
+        // same key); `observation_id` is its readable form: order number, `-`, OBX-3.1, and
+        // `-` OBX-4 when there is a sub-id (`E0000123-004-L02-718-7`).
         let order_key = order.map_or_else(|| m.control_id.clone(), |o| o.key.clone());
+        let order_number = order
+            .and_then(|o| o.number.clone())
+            .unwrap_or_else(|| m.control_id.clone());
         let mut id = format!("{order_key}/{}|{}", code.system, code.code);
+        let mut observation_id = format!("{order_number}-{}", code.code);
         if let Some(sub) = m.get(seg, 4, 1) {
             id.push('/');
             id.push_str(&sub);
+            observation_id.push('-');
+            observation_id.push_str(&sub);
         }
         let n = seen.entry(id.clone()).or_insert(0);
         *n += 1;
         if *n > 1 {
             id = format!("{id}#{n}");
+            observation_id = format!("{observation_id}#{n}");
         }
         let from = (m.control_id.clone(), m.first_line, m.file.to_string());
         let prior = self
@@ -1560,7 +1573,7 @@ impl Assembler {
 
         let (value_num, value_text) = obx_value(m, seg);
         let mut row = Observation {
-            observation_id: id.clone(),
+            observation_id,
             patient_id: patient.to_string(),
             encounter_id: visit.map(str::to_string),
             category: Some(
@@ -1690,44 +1703,16 @@ fn map_sex(s: &str) -> Option<&'static str> {
     })
 }
 
-/// HL7 table 0112 (UB-04 patient status) codes to words; other values kept as written.
+/// PV1-36 (UB-04 patient status, table 0112) to the curated vocabulary
+/// ([`discharge_disposition`]); other values kept as written.
 fn map_disposition(s: &str) -> String {
-    match s.trim() {
-        "01" | "1" => "home",
-        "02" | "2" => "hospital",
-        "03" | "3" => "snf",
-        "04" | "4" => "icf",
-        "05" | "5" | "70" => "other-facility",
-        "06" | "6" => "home-health",
-        "07" | "7" => "ama",
-        "20" | "40" | "41" | "42" => "expired",
-        "50" | "51" => "hospice",
-        "61" | "64" => "snf",
-        "62" => "rehab",
-        "63" => "long-term-care",
-        "65" => "psych",
-        other => other,
-    }
-    .to_string()
+    discharge_disposition::normalize(s).map_or_else(|| s.trim().to_string(), str::to_string)
 }
 
-/// HL7 table 0069 (hospital service) codes to words; other values kept as written.
+/// PV1-10 (hospital service, table 0069) to the curated words ([`service`]); other values
+/// kept as written.
 fn map_service(s: &str) -> String {
-    match s.trim().to_ascii_uppercase().as_str() {
-        "MED" => "medicine",
-        "SUR" => "surgery",
-        "CAR" => "cardiology",
-        "PUL" => "pulmonary",
-        "URO" => "urology",
-        "ONC" | "HON" | "HEM" => "oncology",
-        "OBS" | "OB" | "OBG" => "obstetrics",
-        "PED" => "pediatrics",
-        "PSY" => "psychiatry",
-        "NEU" | "NEUR" => "neurology",
-        "ORT" | "ORTH" => "orthopedics",
-        _ => return s.trim().to_string(),
-    }
-    .to_string()
+    service::from_hl7_0069(s).map_or_else(|| s.trim().to_string(), str::to_string)
 }
 
 /// HL7 table 0085 (observation result status) to the FHIR-style words curated rows use.
@@ -2296,7 +2281,7 @@ mod tests {
         assert_eq!(o[0].encounter_id.as_deref(), Some("V100"));
         assert_eq!(o[0].patient_id, "MRN7");
         assert_eq!(o[0].status.as_deref(), Some("final"));
-        assert_eq!(o[0].observation_id, "FI1^LAB/LOINC|718-7");
+        assert_eq!(o[0].observation_id, "FI1-718-7");
         assert_eq!(o[0].meta.source_id, "L1/OBX-1");
         assert_eq!(o[1].value_num, Some(182.0));
         assert_eq!(

@@ -45,6 +45,10 @@ use crate::ingest::{Context, Input, Parsed};
 /// The shipped mapping for Synthea v3 CSV exports (`ward ingest --format synthea`).
 const SYNTHEA: &str = include_str!("../../mappings/synthea.toml");
 
+/// The built-in mapping of Ward's own curated layout (`--format csv|parquet` without
+/// `--mapping`).
+const CURATED: &str = include_str!("../../mappings/curated.toml");
+
 /// A resolved, validated mapping: which files feed which curated tables, and how.
 ///
 /// Built once by [`Mapping::from_toml`] (or [`Mapping::synthea`]) and then applied to any
@@ -83,6 +87,18 @@ impl Mapping {
         // The file is compiled in and covered by a unit test, so it cannot fail at run time.
         Mapping::from_toml(SYNTHEA, "mappings/synthea.toml")
             .expect("the shipped Synthea mapping is valid (unit-tested)")
+    }
+
+    /// The built-in mapping of Ward's own curated layout (`mappings/curated.toml`): one file
+    /// per curated table named after it (`encounters.csv`, `encounters.parquet`, also
+    /// gzipped), with exactly the curated column names and RFC 3339 times. What `ward synth
+    /// --format csv|parquet` writes comes back through it row for row, `known_at` and
+    /// `retracted_at` included. `ward ingest --format csv|parquet` uses it when no
+    /// `--mapping` is given.
+    pub fn curated() -> Mapping {
+        // Compiled in and covered by the ingest integration tests, so it cannot fail here.
+        Mapping::from_toml(CURATED, "mappings/curated.toml")
+            .expect("the built-in curated-layout mapping is valid (tested)")
     }
 
     /// The mapping's `name` (defaults to its origin).

@@ -260,7 +260,6 @@ pub async fn ingest(
     if files.is_empty() {
         return Err(Error::invalid("inputs", "no input files found"));
     }
-    check_curated_layout(opts, &files)?;
     let mut names = Vec::with_capacity(files.len());
     let mut contents = Vec::with_capacity(files.len());
     let mut raws = Vec::with_capacity(files.len());
@@ -274,6 +273,12 @@ pub async fn ingest(
         contents.push(content);
     }
     let bytes: u64 = contents.iter().map(|c| c.len() as u64).sum();
+    let inputs: Vec<Input<'_>> = names
+        .iter()
+        .zip(&contents)
+        .map(|(name, bytes)| Input { name, bytes })
+        .collect();
+    check_curated_layout(opts, &files, &inputs)?;
 
     // 1. The raw input, verbatim.
     let raw_batch = raw_table(&files, &raws)?;
@@ -287,11 +292,6 @@ pub async fn ingest(
         .hash;
 
     // 2. Parse.
-    let inputs: Vec<Input<'_>> = names
-        .iter()
-        .zip(&contents)
-        .map(|(name, bytes)| Input { name, bytes })
-        .collect();
     let parsed = parse(opts, &inputs);
     drop(inputs);
     drop(contents);
@@ -417,35 +417,109 @@ fn definition_text(opts: &IngestOptions) -> Option<&str> {
 }
 
 /// Refuses, before anything is written, a `csv`/`parquet` run without `--mapping` none of
-/// whose files is in Ward's curated layout: such an export needs a mapping, and skipping
-/// every file would look like success.
-fn check_curated_layout(opts: &IngestOptions, files: &[(PathBuf, String)]) -> Result<()> {
+/// whose files is in Ward's curated layout (named `<table>.csv`/`.parquet` and holding the
+/// table's required columns): such an export needs a mapping, and quarantining or skipping
+/// every record would look like success. `inputs` are the decompressed files.
+fn check_curated_layout(
+    opts: &IngestOptions,
+    files: &[(PathBuf, String)],
+    inputs: &[Input<'_>],
+) -> Result<()> {
     if !matches!(opts.format, Format::Csv | Format::Parquet) || opts.mapping.is_some() {
         return Ok(());
     }
-    let expected: Vec<String> = Table::ALL
-        .iter()
-        .flat_map(|t| [format!("{}.csv", t.name()), format!("{}.parquet", t.name())])
-        .collect();
-    let any = files.iter().any(|(f, _)| {
-        let name = f
-            .file_name()
-            .map(|n| n.to_string_lossy().to_ascii_lowercase())
-            .unwrap_or_default();
-        let name = name.strip_suffix(".gz").unwrap_or(&name);
-        expected.iter().any(|e| e == name)
-    });
-    if any {
-        return Ok(());
+    let mut problems = Vec::new();
+    for ((path, _), input) in files.iter().zip(inputs) {
+        let base = input
+            .name
+            .rsplit(['/', '\\'])
+            .next()
+            .unwrap_or(input.name)
+            .to_ascii_lowercase();
+        let Some((table, parquet)) = Table::ALL.iter().find_map(|t| {
+            if base == format!("{}.csv", t.name()) {
+                Some((*t, false))
+            } else if base == format!("{}.parquet", t.name()) {
+                Some((*t, true))
+            } else {
+                None
+            }
+        }) else {
+            continue;
+        };
+        let columns = if parquet {
+            parquet_columns(path, input.bytes)
+        } else {
+            Some(csv_header(input.bytes))
+        };
+        // A Parquet file whose footer cannot be read is left to the mapping, which
+        // quarantines it with the reader's reason.
+        let Some(columns) = columns else {
+            return Ok(());
+        };
+        let missing: Vec<String> = table
+            .schema()
+            .fields()
+            .iter()
+            .filter(|f| !f.is_nullable())
+            .map(|f| f.name().clone())
+            .filter(|n| !["source_system", "source_id", "known_at"].contains(&n.as_str()))
+            .filter(|n| !columns.iter().any(|c| c == n))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        problems.push(format!("{} lacks {}", input.name, missing.join(", ")));
+    }
+    if problems.is_empty() {
+        problems.push(format!(
+            "none of the {} input files is named <table>.csv or <table>.parquet",
+            files.len()
+        ));
     }
     Err(Error::invalid(
         "--mapping",
         format!(
-            "--format {} without --mapping reads Ward's curated layout (patients.csv, encounters.parquet, ... as in docs/curated-tables.md), and none of the {} input files is named so; give a mapping file for this export (docs/mapping.md)",
+            "--format {} without --mapping reads Ward's curated layout (docs/curated-tables.md), and no input is in it: {}; give a mapping file for this export (docs/mapping.md)",
             opts.format.as_str(),
-            files.len()
+            problems.join("; ")
         ),
     ))
+}
+
+/// The header of a CSV file: its first line split on commas, quotes and spaces trimmed
+/// (only that line is decoded, however large the file).
+fn csv_header(bytes: &[u8]) -> Vec<String> {
+    let end = bytes
+        .iter()
+        .position(|b| *b == b'\n' || *b == b'\r')
+        .unwrap_or(bytes.len());
+    let line = String::from_utf8_lossy(&bytes[..end]);
+    line.trim_start_matches('\u{feff}')
+        .split(',')
+        .map(|c| c.trim().trim_matches('"').to_string())
+        .collect()
+}
+
+/// The column names of a Parquet file, `None` when its footer cannot be read. Reads the
+/// file again from `path` (Parquet readers need random access; `bytes` is the content, used
+/// only to tell a gzipped copy, which is left to the mapping).
+fn parquet_columns(path: &Path, bytes: &[u8]) -> Option<Vec<String>> {
+    let on_disk = std::fs::metadata(path).ok()?.len();
+    if on_disk != bytes.len() as u64 {
+        return None;
+    }
+    let file = std::fs::File::open(path).ok()?;
+    let builder =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).ok()?;
+    Some(
+        builder
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect(),
+    )
 }
 
 /// The schema of raw versions.

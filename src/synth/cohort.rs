@@ -451,6 +451,15 @@ impl Gen {
                 }
             }
         }
+        // The patient is registered when they arrive for the first visit: the row and the
+        // primary-care assignment are known from the first encounter's admission, the
+        // first message any source holds about the patient.
+        let registered = self
+            .out
+            .encounters
+            .first()
+            .map_or(first, |e| e.admit_time.timestamp());
+        let first = registered;
         self.patient_rows(first);
         let primary_id = format!("{}/primary", self.pid);
         let meta = self.meta("care_team", &primary_id, 1, first, None);

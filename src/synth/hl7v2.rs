@@ -4,6 +4,7 @@
 //! discharge an A03 with PV1-45 and PV1-36; MSH-7 = EVN-2 = the row's `known_at`. Per lab
 //! draw an ORU^R01 when its results arrive (OBR-3 = draw id, OBX-3 = LOINC, OBX-11 `F`),
 //! and for each corrected result a further ORU^R01 with OBX-11 `C` at the correction time.
+//! A death learnt after the patient left (no visit message carries it) is an A08.
 //! A patient's messages are in `known_at` order; patients follow each other in index
 //! order. Segments end with CR, the standard segment terminator.
 
@@ -313,6 +314,30 @@ fn render(p: &CuratedTables) -> Vec<u8> {
         for (i, o) in results.iter().enumerate() {
             m.push_str(&obx(i + 1, o));
         }
+        msgs.push((at, msgs.len(), m));
+    }
+    // A change to the patient that no other message carries (a death reported after the
+    // patient left) goes out as an A08 (update patient information) when it became known,
+    // with the PV1 of the latest visit as it then stood, which ADT_A01 requires.
+    for (version, r) in p.patients.iter().enumerate().skip(1) {
+        let at = r.meta.known_at;
+        if msgs.iter().any(|m| m.0 == at) {
+            continue;
+        }
+        let Some(e) = p.encounters.iter().rfind(|e| e.meta.known_at <= at) else {
+            continue;
+        };
+        let attending = p
+            .care_team
+            .iter()
+            .find(|m| m.role.as_deref() == Some("attending") && m.valid_from == e.admit_time)
+            .map(|m| m.clinician_id.as_str());
+        let control = format!("{}-A08-{}", r.patient_id, version + 1);
+        let mut m = msh(at, "ADT^A08^ADT_A01", &control);
+        m.push_str(&format!("EVN|A08|{}\r", dtm(at)));
+        m.push_str(&pid(&p.patients, at));
+        m.push_str(&pd1);
+        m.push_str(&pv1(e, attending, e.discharge_time.is_some()));
         msgs.push((at, msgs.len(), m));
     }
     msgs.sort_by_key(|m| (m.0, m.1));

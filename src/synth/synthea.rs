@@ -1,5 +1,7 @@
 //! The Synthea v3 CSV layout: the six files Ward's Synthea mapping reads, with Synthea's
-//! exact headers (`../shared/data/synthea-csv`), blank where the cohort has nothing.
+//! exact headers (`../shared/data/synthea-csv`), blank where the cohort has nothing, and
+//! the `SYSTEM` column newer Synthea exports add to `conditions.csv` (the cohort's
+//! diagnoses are ICD-10-CM, not Synthea's usual SNOMED CT).
 //!
 //! Synthea CSV has no knowledge time and no versions, so only the rows still true at the
 //! end are written (no retracted row; a corrected lab appears with its corrected value),
@@ -10,7 +12,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use super::{iso, ChunkWriter, OutFile};
-use crate::curated::CuratedTables;
+use crate::curated::{code_system, CuratedTables};
 use crate::error::Result;
 
 const FILES: [(&str, &[&str]); 6] = [
@@ -71,6 +73,7 @@ const FILES: [(&str, &[&str]); 6] = [
             "STOP",
             "PATIENT",
             "ENCOUNTER",
+            "SYSTEM",
             "CODE",
             "DESCRIPTION",
         ],
@@ -160,6 +163,17 @@ fn csv_line(fields: Vec<String>) -> Vec<u8> {
     line
 }
 
+/// The SYSTEM column of conditions.csv, as newer Synthea exports write it: Synthea names
+/// its SNOMED CT codes `SNOMED-CT`; the cohort's diagnoses are ICD-10-CM, which an export
+/// without the column would pass off as SNOMED CT.
+fn condition_system(system: &str) -> &str {
+    match system {
+        code_system::SNOMED => "SNOMED-CT",
+        code_system::ICD10CM => "ICD-10-CM",
+        other => other,
+    }
+}
+
 fn opt(v: Option<String>) -> String {
     v.unwrap_or_default()
 }
@@ -218,6 +232,7 @@ fn render(p: &CuratedTables) -> [Vec<u8>; 6] {
             opt(c.abatement_time.map(date)),
             c.patient_id.clone(),
             opt(c.encounter_id.clone()),
+            condition_system(&c.code.system).to_string(),
             c.code.code.clone(),
             opt(c.code.display.clone()),
         ]));

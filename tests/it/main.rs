@@ -2,10 +2,15 @@
 
 mod common;
 mod crash;
+mod demo;
+mod features;
 mod fhir;
+mod formats;
 mod hash_props;
 mod hl7v2;
+mod ingest;
 mod mapping;
 mod python_hash;
+mod scores;
 mod store;
 mod synth;

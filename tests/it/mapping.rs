@@ -496,7 +496,7 @@ fn mimic_style_export_through_the_example_mapping() {
         .iter()
         .map(|e| e.discharge_disposition.as_deref())
         .collect();
-    assert_eq!(disp, [Some("home"), Some("snf"), Some("expired")]);
+    assert_eq!(disp, [Some("home"), Some("snf"), Some("exp")]);
 
     // Patients.
     let sexes: Vec<Option<&str>> = t.patients.iter().map(|x| x.sex.as_deref()).collect();

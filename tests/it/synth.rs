@@ -461,7 +461,7 @@ fn synthea_csv_has_synthea_headers_and_current_rows() {
     let headers = [
         ("patients.csv", "Id,BIRTHDATE,DEATHDATE,SSN,DRIVERS,PASSPORT,PREFIX,FIRST,LAST,SUFFIX,MAIDEN,MARITAL,RACE,ETHNICITY,GENDER,BIRTHPLACE,ADDRESS,CITY,STATE,COUNTY,ZIP,LAT,LON,HEALTHCARE_EXPENSES,HEALTHCARE_COVERAGE", opts.patients as usize),
         ("encounters.csv", "Id,START,STOP,PATIENT,ORGANIZATION,PROVIDER,PAYER,ENCOUNTERCLASS,CODE,DESCRIPTION,BASE_ENCOUNTER_COST,TOTAL_CLAIM_COST,PAYER_COVERAGE,REASONCODE,REASONDESCRIPTION", want.encounters.iter().filter(|e| e.meta.retracted_at.is_none()).count()),
-        ("conditions.csv", "START,STOP,PATIENT,ENCOUNTER,CODE,DESCRIPTION", want.conditions.len()),
+        ("conditions.csv", "START,STOP,PATIENT,ENCOUNTER,SYSTEM,CODE,DESCRIPTION", want.conditions.len()),
         ("observations.csv", "DATE,PATIENT,ENCOUNTER,CATEGORY,CODE,DESCRIPTION,VALUE,UNITS,TYPE", want.observations.iter().filter(|o| o.meta.retracted_at.is_none()).count()),
         ("procedures.csv", "START,STOP,PATIENT,ENCOUNTER,CODE,DESCRIPTION,BASE_COST,REASONCODE,REASONDESCRIPTION", want.procedures.len()),
         ("medications.csv", "START,STOP,PATIENT,PAYER,ENCOUNTER,CODE,DESCRIPTION,BASE_COST,PAYER_COVERAGE,DISPENSES,TOTALCOST,REASONCODE,REASONDESCRIPTION", want.medications.len()),
@@ -524,7 +524,7 @@ fn hl7v2_files_hold_adt_and_oru_messages() {
     let summary = synth::write(&opts, SynthFormat::Hl7v2, dir.path(), None).expect("write");
     assert_eq!(summary.files.len(), 3, "one file per chunk of 25");
     let want = expected(&opts);
-    let (mut adt, mut oru, mut obx) = (0, 0, 0);
+    let (mut adt, mut a08, mut oru, mut obx) = (0, 0, 0, 0);
     for file in &summary.files {
         let text = std::fs::read_to_string(file).expect("read");
         assert!(text.starts_with("MSH|^~\\&|"), "{}", file.display());
@@ -537,7 +537,9 @@ fn hl7v2_files_hold_adt_and_oru_messages() {
             );
             if name == "MSH" {
                 let kind = seg.split('|').nth(8).expect("MSH-9");
-                if kind.starts_with("ADT^") {
+                if kind == "ADT^A08^ADT_A01" {
+                    a08 += 1;
+                } else if kind.starts_with("ADT^") {
                     adt += 1;
                 } else {
                     assert_eq!(kind, "ORU^R01^ORU_R01");
@@ -554,6 +556,9 @@ fn hl7v2_files_hold_adt_and_oru_messages() {
         }
     }
     assert_eq!(adt, want.encounters.len());
+    // A08 only for deaths learnt after the last visit message: at most one per death.
+    let deaths = want.patients.iter().filter(|p| p.death_time.is_some()).count();
+    assert!(a08 <= deaths, "{a08} A08 for {deaths} deaths");
     assert_eq!(obx, want.observations.len());
     assert!(oru > 0);
 }

@@ -1,0 +1,18 @@
+//! FHIR R4 Bundle (or single resource) JSON documents: any bytes. No panic; rows buildable.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use ward::curated::Table;
+use ward::ingest::{fhir, Context, Input};
+
+fuzz_target!(|data: &[u8]| {
+    let ctx = Context::new(chrono::DateTime::from_timestamp(1_900_000_000, 0).unwrap_or_default());
+    let parsed = fhir::parse_bundles(&[Input { name: "bundle.json", bytes: data }], &ctx);
+    for t in Table::ALL {
+        parsed.tables.to_batch(t).expect("rows match the schema");
+    }
+    for bad in &parsed.bad {
+        assert_eq!(bad.location.file, "bundle.json");
+        assert!(!bad.reason.is_empty());
+    }
+});
