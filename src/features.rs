@@ -11,14 +11,14 @@
 //! - `definition`: the TOML repository, raw → resolved, validation, the definition hash.
 //! - `derived`: derived tables in SQL (DataFusion).
 //! - `compute`: events, the change-point sweep, full and incremental materialization.
+//! - `score`: `kind = "score"` features, the clinical scores of [`crate::scores`] (LACE,
+//!   HOSPITAL, Charlson) of the latest stay at t, swept over the instants they can change.
 //! - `timeline`: the timeline schema, its index and [`lookup`].
-//!
-//! Clinical scores (LACE, HOSPITAL, Charlson) live in their own module; a `kind = "score"`
-//! feature will call into it (see `docs/features.md`, "Not yet").
 
 mod compute;
 mod definition;
 mod derived;
+mod score;
 mod timeline;
 
 use chrono::{DateTime, Utc};
@@ -87,19 +87,23 @@ async fn latest_inputs(
     set: &FeatureSet,
 ) -> Result<(Inputs, Vec<(String, ContentHash)>)> {
     let mut refs = Vec::new();
+    let optional = set.score_only_tables();
     for t in set.curated_tables() {
-        let m = store
-            .resolve(&VersionRef::Latest(t.name().to_string()))
-            .map_err(|e| match e {
-                Error::NotFound { .. } => Error::NotFound {
-                    reference: format!(
-                        "curated table {} (read by feature set {}; ingest data first)",
-                        t.name(),
-                        set.name
-                    ),
-                },
-                e => e,
-            })?;
+        let found = store.resolve(&VersionRef::Latest(t.name().to_string()));
+        if optional.contains(&t) && matches!(found, Err(Error::NotFound { .. })) {
+            // Read only by score features: a source without, say, procedures has none.
+            continue;
+        }
+        let m = found.map_err(|e| match e {
+            Error::NotFound { .. } => Error::NotFound {
+                reference: format!(
+                    "curated table {} (read by feature set {}; ingest data first)",
+                    t.name(),
+                    set.name
+                ),
+            },
+            e => e,
+        })?;
         refs.push((t.name().to_string(), m.hash));
     }
     Ok((read_inputs(store, &refs).await?, refs))

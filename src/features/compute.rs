@@ -20,6 +20,7 @@ use rayon::prelude::*;
 
 use super::definition::{FeatureDef, FeatureKind, FeatureSet, ValueClass, DAY_US};
 use super::derived;
+use super::score::{self, ClinicalRows};
 use super::timeline::{self, ChangePoint, Rows};
 use crate::curated::{CuratedTables, Table};
 use crate::error::{Error, Result};
@@ -122,8 +123,17 @@ pub(crate) fn ev_cmp(a: &Ev, b: &Ev) -> std::cmp::Ordering {
         .then_with(|| val_cmp(&a.val, &b.val))
 }
 
-/// Per patient, per feature (in set order), the events.
+/// Per patient, per feature (in set order), the events (none for `score` features).
 pub(crate) type PatientEvents = BTreeMap<String, Vec<Vec<Ev>>>;
+
+/// What materialization reads per patient: the events of every feature, and the rows the
+/// `score` features read (only when the set has some).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Extracted {
+    /// Every patient with an event or a score row has an entry.
+    pub(crate) events: PatientEvents,
+    pub(crate) clinical: BTreeMap<String, ClinicalRows>,
+}
 
 /// The rows of every table a set reads, derived tables computed.
 async fn sources(set: &FeatureSet, inputs: &Inputs) -> Result<BTreeMap<String, RecordBatch>> {
@@ -147,12 +157,16 @@ async fn sources(set: &FeatureSet, inputs: &Inputs) -> Result<BTreeMap<String, R
     Ok(out)
 }
 
-/// Extracts every feature's events, grouped by patient and sorted in tie order.
-pub(crate) async fn extract(set: &FeatureSet, inputs: &Inputs) -> Result<PatientEvents> {
+/// Extracts every feature's events, grouped by patient and sorted in tie order, and the
+/// rows of `score` features.
+pub(crate) async fn extract(set: &FeatureSet, inputs: &Inputs) -> Result<Extracted> {
     let sources = sources(set, inputs).await?;
     let nf = set.features.len();
     let mut by_patient: PatientEvents = BTreeMap::new();
     for (fi, f) in set.features.iter().enumerate() {
+        if f.kind == FeatureKind::Score {
+            continue;
+        }
         let batch = sources.get(&f.table).ok_or_else(|| {
             Error::Internal(format!(
                 "table {} of feature {} was not loaded",
@@ -169,10 +183,27 @@ pub(crate) async fn extract(set: &FeatureSet, inputs: &Inputs) -> Result<Patient
     by_patient
         .par_iter_mut()
         .for_each(|(_, fs)| fs.iter_mut().for_each(|evs| evs.sort_by(ev_cmp)));
-    Ok(by_patient)
+    let clinical = if set.features.iter().any(|f| f.kind == FeatureKind::Score) {
+        score::decode(inputs)?
+    } else {
+        BTreeMap::new()
+    };
+    for p in clinical.keys() {
+        if !by_patient.contains_key(p) {
+            by_patient.insert(p.clone(), vec![Vec::new(); nf]);
+        }
+    }
+    Ok(Extracted {
+        events: by_patient,
+        clinical,
+    })
 }
 
-fn ts_column(batch: &RecordBatch, name: &str, feature: &str) -> Result<Option<Vec<Option<i64>>>> {
+pub(crate) fn ts_column(
+    batch: &RecordBatch,
+    name: &str,
+    feature: &str,
+) -> Result<Option<Vec<Option<i64>>>> {
     let Some(col) = batch.column_by_name(name) else {
         return Ok(None);
     };
@@ -187,7 +218,7 @@ fn ts_column(batch: &RecordBatch, name: &str, feature: &str) -> Result<Option<Ve
     ))
 }
 
-fn str_column(
+pub(crate) fn str_column(
     batch: &RecordBatch,
     name: &str,
     feature: &str,
@@ -408,6 +439,8 @@ pub(crate) fn state(f: &FeatureDef, evs: &[Ev], visible: &BTreeSet<u32>) -> Chan
                 sum / visible.len() as f64
             });
         }
+        // Computed from the patient's clinical rows (`score::change_points`), never here.
+        FeatureKind::Score => {}
         FeatureKind::Min | FeatureKind::Max => {
             let mut best = first;
             for i in visible.iter().skip(1) {
@@ -465,9 +498,13 @@ pub(crate) fn change_points(f: &FeatureDef, evs: &[Ev], knowledge: Knowledge) ->
     out
 }
 
-/// Per patient, the digest of its events (what incremental materialization compares).
-pub(crate) fn patient_digest(events: &[Vec<Ev>]) -> [u8; 32] {
+/// Per patient, the digest of its events and score rows (what incremental materialization
+/// compares).
+pub(crate) fn patient_digest(events: &[Vec<Ev>], clinical: Option<&ClinicalRows>) -> [u8; 32] {
     let mut h = blake3::Hasher::new();
+    if let Some(c) = clinical {
+        c.digest_into(&mut h);
+    }
     for (fi, evs) in events.iter().enumerate() {
         h.update(&(fi as u64).to_le_bytes());
         h.update(&(evs.len() as u64).to_le_bytes());
@@ -501,12 +538,24 @@ fn patient_rows(
     names: &[Arc<str>],
     patient: &str,
     events: &[Vec<Ev>],
+    clinical: Option<&ClinicalRows>,
     knowledge: Knowledge,
 ) -> Rows {
     let p: Arc<str> = Arc::from(patient);
     let mut rows = Vec::new();
+    // The scores at every instant, once for all score features of the patient.
+    let mut score_series = None;
     for (fi, f) in set.features.iter().enumerate() {
-        for cp in change_points(f, &events[fi], knowledge) {
+        let cps = match f.score_component() {
+            Some(component) => {
+                let series = score_series.get_or_insert_with(|| {
+                    clinical.map(|c| c.series(knowledge)).unwrap_or_default()
+                });
+                score::change_points(component, series)
+            }
+            None => change_points(f, &events[fi], knowledge),
+        };
+        for cp in cps {
             rows.push((p.clone(), names[fi].clone(), cp));
         }
     }
@@ -549,17 +598,20 @@ pub async fn compute(
     inputs: &Inputs,
     opts: &MaterializeOptions,
 ) -> Result<Timeline> {
-    let events = extract(set, inputs).await?;
+    let extracted = extract(set, inputs).await?;
     let names: Vec<Arc<str>> = set
         .features
         .iter()
         .map(|f| Arc::from(f.name.as_str()))
         .collect();
     let knowledge = opts.knowledge;
-    let list: Vec<(&String, &Vec<Vec<Ev>>)> = events.iter().collect();
+    let list: Vec<(&String, &Vec<Vec<Ev>>)> = extracted.events.iter().collect();
     let per_patient: Vec<Rows> = in_pool(opts.threads, || {
         list.par_iter()
-            .map(|(p, evs)| patient_rows(set, &names, p, evs, knowledge))
+            .map(|(p, evs)| {
+                let clinical = extracted.clinical.get(*p);
+                patient_rows(set, &names, p, evs, clinical, knowledge)
+            })
             .collect()
     })?;
     let rows: Rows = per_patient.into_iter().flatten().collect();
@@ -596,18 +648,22 @@ pub async fn compute_incremental(
         .map(|f| Arc::from(f.name.as_str()))
         .collect();
     let knowledge = opts.knowledge;
-    let list: Vec<(&String, &Vec<Vec<Ev>>)> = new.iter().collect();
+    let list: Vec<(&String, &Vec<Vec<Ev>>)> = new.events.iter().collect();
     let per_patient: Vec<(bool, Rows)> = in_pool(opts.threads, || {
         list.par_iter()
             .map(|(p, evs)| {
-                let same = old
-                    .get(*p)
-                    .is_some_and(|o| patient_digest(o) == patient_digest(evs));
+                let clinical = new.clinical.get(*p);
+                let same = old.events.get(*p).is_some_and(|o| {
+                    patient_digest(o, old.clinical.get(*p)) == patient_digest(evs, clinical)
+                });
                 match (same, prev_rows.get(p.as_str())) {
                     (true, Some(rows)) => (true, rows.clone()),
                     // Unchanged events and no previous rows: the patient has no change point.
                     (true, None) => (true, Vec::new()),
-                    _ => (false, patient_rows(set, &names, p, evs, knowledge)),
+                    _ => (
+                        false,
+                        patient_rows(set, &names, p, evs, clinical, knowledge),
+                    ),
                 }
             })
             .collect()

@@ -24,6 +24,15 @@ use super::derived::{self, ParsedQuery};
 use crate::curated::Table;
 use crate::error::{Error, Result};
 use crate::hash::ContentHash;
+use crate::scores::ScoreComponent;
+
+/// The curated tables a `score` feature reads (the scores' inputs).
+pub(crate) const SCORE_TABLES: [Table; 4] = [
+    Table::Encounters,
+    Table::Observations,
+    Table::Conditions,
+    Table::Procedures,
+];
 
 /// The tag at the start of the canonical form; a change of the form changes it.
 const CANONICAL_FORMAT: &str = "ward-feature-set-v1";
@@ -63,11 +72,14 @@ pub enum FeatureKind {
     ReadmittedWithin,
     /// Label: 1 when the patient dies in `(t, t + horizon]`.
     DiedWithin,
+    /// A clinical score component (LACE, HOSPITAL, Charlson) of the patient's most recent
+    /// inpatient stay discharged at or before the lookup time, as known then.
+    Score,
 }
 
 impl FeatureKind {
     /// Every kind, in the order of the docs.
-    pub const ALL: [FeatureKind; 12] = [
+    pub const ALL: [FeatureKind; 13] = [
         FeatureKind::DaysSince,
         FeatureKind::Count,
         FeatureKind::Sum,
@@ -80,6 +92,7 @@ impl FeatureKind {
         FeatureKind::Age,
         FeatureKind::ReadmittedWithin,
         FeatureKind::DiedWithin,
+        FeatureKind::Score,
     ];
 
     /// The name as written in TOML.
@@ -97,6 +110,7 @@ impl FeatureKind {
             FeatureKind::Age => "age",
             FeatureKind::ReadmittedWithin => "readmitted_within",
             FeatureKind::DiedWithin => "died_within",
+            FeatureKind::Score => "score",
         }
     }
 
@@ -122,6 +136,7 @@ impl FeatureKind {
                 | FeatureKind::First
                 | FeatureKind::Min
                 | FeatureKind::Max
+                | FeatureKind::Score
         )
     }
 
@@ -238,6 +253,23 @@ pub struct FeatureDef {
     pub ttl_us: Option<i64>,
     /// Labels: the horizon `(t, t + h]` in microseconds.
     pub horizon_us: Option<i64>,
+    /// Score features: the component ([`ScoreComponent::name`], e.g. `lace_total`). Absent
+    /// from the canonical form of other kinds, so their definition hashes do not change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
+}
+
+impl FeatureDef {
+    /// The score component of a `score` feature (`None` for other kinds).
+    pub fn score_component(&self) -> Option<ScoreComponent> {
+        match self.kind {
+            FeatureKind::Score => self
+                .component
+                .as_deref()
+                .and_then(ScoreComponent::from_name),
+            _ => None,
+        }
+    }
 }
 
 /// A derived table: a SQL query over curated tables.
@@ -349,7 +381,9 @@ impl FeatureSet {
     pub fn curated_tables(&self) -> Vec<Table> {
         let mut out = BTreeSet::new();
         for f in &self.features {
-            if let Some(t) = Table::from_name(&f.table) {
+            if f.kind == FeatureKind::Score {
+                out.extend(SCORE_TABLES);
+            } else if let Some(t) = Table::from_name(&f.table) {
                 out.insert(t);
             }
         }
@@ -359,6 +393,35 @@ impl FeatureSet {
             }
         }
         out.into_iter().collect()
+    }
+
+    /// The curated tables only `score` features read, other than `encounters` (the stays
+    /// themselves): materialization reads a table of these that was never ingested as empty
+    /// (a source without procedures has no procedures), where any other missing table is an
+    /// error.
+    pub fn score_only_tables(&self) -> Vec<Table> {
+        if !self.features.iter().any(|f| f.kind == FeatureKind::Score) {
+            return Vec::new();
+        }
+        let mut direct = BTreeSet::new();
+        for f in self
+            .features
+            .iter()
+            .filter(|f| f.kind != FeatureKind::Score)
+        {
+            if let Some(t) = Table::from_name(&f.table) {
+                direct.insert(t);
+            }
+        }
+        for d in &self.derived {
+            if let Ok(q) = derived::parse(&d.sql) {
+                direct.extend(q.tables);
+            }
+        }
+        SCORE_TABLES
+            .into_iter()
+            .filter(|t| *t != Table::Encounters && !direct.contains(t))
+            .collect()
     }
 
     /// The names of its label features.
@@ -504,6 +567,7 @@ struct RawFeature {
     window: Option<Spanned<String>>,
     ttl: Option<Spanned<String>>,
     horizon: Option<Spanned<String>>,
+    component: Option<Spanned<String>>,
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -824,8 +888,56 @@ impl Resolver<'_> {
                 ),
             )
         })?;
+        let component = match (&rf.component, kind) {
+            (Some(c), FeatureKind::Score) => {
+                if ScoreComponent::from_name(c.get_ref()).is_none() {
+                    return Err(e(c.span(), unknown_component(c.get_ref())));
+                }
+                Some(c.get_ref().clone())
+            }
+            (None, FeatureKind::Score) => {
+                return Err(e(
+                    rf.kind.span(),
+                    format!(
+                        "component: kind score needs a component ({})",
+                        component_names()
+                    ),
+                ))
+            }
+            (Some(c), _) => {
+                return Err(e(
+                    c.span(),
+                    format!("component: only kind score has one, not {}", kind.as_str()),
+                ))
+            }
+            (None, _) => None,
+        };
+        if kind == FeatureKind::Score {
+            let given = [
+                ("table", rf.table.as_ref().map(|x| x.span())),
+                ("column", rf.column.as_ref().map(|x| x.span())),
+                ("time", rf.time.as_ref().map(|x| x.span())),
+                ("window", rf.window.as_ref().map(|x| x.span())),
+                ("horizon", rf.horizon.as_ref().map(|x| x.span())),
+                (
+                    "filter",
+                    rf.filter
+                        .as_ref()
+                        .map(|_| key_span(self.text, rf.kind.span(), "filter")),
+                ),
+            ];
+            if let Some((key, Some(span))) = given.into_iter().find(|(_, s)| s.is_some()) {
+                return Err(e(
+                    span,
+                    format!(
+                        "{key}: kind score takes no {key}; it reads the patient's encounters, conditions, observations and procedures"
+                    ),
+                ));
+            }
+        }
         let (table, table_span) = match (&rf.table, kind) {
             (Some(t), _) => (t.get_ref().clone(), t.span()),
+            (None, FeatureKind::Score) => ("encounters".to_string(), rf.kind.span()),
             (None, FeatureKind::Age | FeatureKind::DiedWithin) => {
                 ("patients".to_string(), rf.kind.span())
             }
@@ -863,6 +975,7 @@ impl Resolver<'_> {
         let time = match (&rf.time, kind) {
             (Some(t), _) => t.get_ref().clone(),
             (None, FeatureKind::DiedWithin) => "death_time".to_string(),
+            (None, FeatureKind::Score) => "discharge_time".to_string(),
             _ => event_time,
         };
         let dur = |v: &Option<Spanned<String>>, what: &str| -> Result<Option<i64>> {
@@ -894,6 +1007,7 @@ impl Resolver<'_> {
             window_us,
             ttl_us,
             horizon_us,
+            component,
         };
         // Point the error at the key most likely at fault.
         check_feature(&f, schemas, false).map_err(|r| {
@@ -907,6 +1021,8 @@ impl Resolver<'_> {
                 rf.window.as_ref().map(|x| x.span())
             } else if r.starts_with("horizon") {
                 rf.horizon.as_ref().map(|x| x.span())
+            } else if r.starts_with("component") {
+                rf.component.as_ref().map(|x| x.span())
             } else {
                 None
             };
@@ -1057,6 +1173,37 @@ fn check_feature(
     if f.kind == FeatureKind::Age && f.window_us.is_some() {
         return Err("window: age has no window".into());
     }
+    match (f.kind, &f.component) {
+        (FeatureKind::Score, None) => {
+            return Err(format!(
+                "component: kind score needs a component ({})",
+                component_names()
+            ))
+        }
+        (FeatureKind::Score, Some(c)) => {
+            if ScoreComponent::from_name(c).is_none() {
+                return Err(unknown_component(c));
+            }
+            let fixed = f.table == "encounters"
+                && f.time == "discharge_time"
+                && f.filter.is_empty()
+                && f.column.is_none()
+                && f.window_us.is_none();
+            if !fixed {
+                return Err(
+                    "kind score reads the patient's encounters, conditions, observations and procedures; it takes no table, filter, column, time or window"
+                        .into(),
+                );
+            }
+        }
+        (_, Some(_)) => {
+            return Err(format!(
+                "component: only kind score has one, not {}",
+                f.kind.as_str()
+            ))
+        }
+        (_, None) => {}
+    }
     for (v, what) in [
         (f.window_us, "window"),
         (f.horizon_us, "horizon"),
@@ -1067,6 +1214,17 @@ fn check_feature(
         }
     }
     Ok(())
+}
+
+fn component_names() -> String {
+    ScoreComponent::ALL.map(ScoreComponent::name).join(", ")
+}
+
+fn unknown_component(c: &str) -> String {
+    format!(
+        "component: unknown score component {c:?} (components: {})",
+        component_names()
+    )
 }
 
 #[cfg(test)]

@@ -45,7 +45,8 @@ pub struct ChangePoint {
     /// Text value (last/first of a string column).
     pub value_text: Option<String>,
     /// The event time the state derives from (microseconds): the last event for
-    /// `days_since`, the chosen row for last/first/min/max, the birth date for `age`.
+    /// `days_since`, the chosen row for last/first/min/max, the birth date for `age`, the
+    /// index stay's discharge for `score`.
     pub value_time: Option<i64>,
     /// Rows in the state (in the window); 0 means no data.
     pub count: u64,
@@ -304,7 +305,7 @@ impl TimelineIndex {
 /// `effective_at <= t`, made into a value at `t` (days since, age), checked against `ttl`.
 ///
 /// TTL applies to kinds whose value comes from one row (`days_since`, `last`, `first`,
-/// `min`, `max`): the value is outside TTL when `t - value_time >= ttl` (an event exactly
+/// `min`, `max`) and to `score` (from the index stay's discharge): the value is outside TTL when `t - value_time >= ttl` (an event exactly
 /// `ttl` before `t` is out, one at `t` is in). `count`, `exists` and labels are 0 (present)
 /// when nothing is visible; every other kind is then [`Status::NoData`]. An unknown feature
 /// or patient is [`Status::NoData`].
