@@ -4,6 +4,7 @@
 //! `b3:<64 hex>` as the last line of standard output; progress and summaries go to standard
 //! error; any failure exits non-zero with a message naming what is wrong.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -16,6 +17,20 @@ use crate::ingest::pipeline::{self, Format, IngestOptions, MaxBad};
 use crate::ingest::Context;
 use crate::store::{Kind, ListFilter, Manifest, PutOptions, Store, VersionRef};
 use crate::synth::{SynthFormat, SynthOptions};
+
+/// Writes a line to standard output. A closed pipe (`ward datasets | head`) ends the process
+/// quietly with status 141, as SIGPIPE would; any other failure to write is an error exit.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(141);
+            }
+            eprintln!("error: writing to standard output: {e}");
+            std::process::exit(1);
+        }
+    };
+}
 
 /// Ward: a feature store for clinical machine learning.
 #[derive(Debug, Parser)]
@@ -239,7 +254,7 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
                 m.schema.len(),
                 m.bytes
             );
-            println!("{}", m.hash);
+            outln!("{}", m.hash);
         }
         Command::Datasets { kind, name, json } => {
             let store = open()?;
@@ -249,10 +264,10 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
             };
             let all = store.list(&filter)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&all)?);
+                outln!("{}", serde_json::to_string_pretty(&all)?);
             } else {
                 for m in &all {
-                    println!(
+                    outln!(
                         "{}  {:<10} {:<24} {:>10} rows  {}",
                         m.hash,
                         m.kind,
@@ -268,7 +283,7 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
             let store = open()?;
             let m = store.resolve(&reference.parse::<VersionRef>()?)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&m)?);
+                outln!("{}", serde_json::to_string_pretty(&m)?);
             } else {
                 print_manifest(&m);
             }
@@ -281,7 +296,7 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
                 "verified {}: {} rows, {} files, manifest sealed",
                 m.name, report.rows, report.files
             );
-            println!("{}", report.hash);
+            outln!("{}", report.hash);
         }
         Command::Export { reference, out } => {
             let store = open()?;
@@ -291,14 +306,14 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
                 .await
                 .with_context(|| format!("exporting {} to {}", m.hash, out.display()))?;
             eprintln!("wrote {rows} rows to {}", out.display());
-            println!("{}", m.hash);
+            outln!("{}", m.hash);
         }
         Command::Tag { name, reference } => {
             let store = open()?;
             let m = store.resolve(&reference.parse::<VersionRef>()?)?;
             store.tag(&name, &m.hash)?;
             eprintln!("tag {name} -> {}", m.hash);
-            println!("{}", m.hash);
+            outln!("{}", m.hash);
         }
         Command::Cleanup => {
             let store = open()?;
@@ -375,7 +390,7 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
                 }
             }
             for c in &report.curated {
-                println!("{}", c.hash);
+                outln!("{}", c.hash);
             }
         }
         Command::Materialize {
@@ -406,7 +421,7 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
                 eprintln!("  {table:<13} {hash}");
             }
             eprintln!("  definition    {}", out.definition);
-            println!("{}", out.hash);
+            outln!("{}", out.hash);
         }
         Command::Get {
             set,
@@ -436,7 +451,7 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
                 ),
             };
             eprintln!("rebuilt {} from its lineage: same hash", m.name);
-            println!("{hash}");
+            outln!("{hash}");
         }
         Command::Demo { patients, seed } => {
             let store = Store::open(&cli.store, clock.clone())?;
@@ -481,7 +496,7 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
                 "  python3 examples/python/verify_hash.py encounters.parquet --expect <hash above>"
             );
             for c in &report.ingest.curated {
-                println!("{}", c.hash);
+                outln!("{}", c.hash);
             }
         }
         Command::Synth {
@@ -561,11 +576,11 @@ fn print_features(
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
     for r in rows {
-        println!(
+        outln!(
             "{} at {} (timeline {timeline})",
             r.patient_id,
             r.at.to_rfc3339()
@@ -576,7 +591,7 @@ fn print_features(
                 Some(Value::Text(s)) => s.clone(),
                 None => "-".into(),
             };
-            println!("  {name:<32} {value:<24} {}", status(v.status));
+            outln!("  {name:<32} {value:<24} {}", status(v.status));
         }
     }
     Ok(())
@@ -605,28 +620,28 @@ fn parse_zone(zone: &str) -> Result<chrono::FixedOffset> {
 }
 
 fn print_manifest(m: &Manifest) {
-    println!("hash:        {}", m.hash);
-    println!("name:        {}", m.name);
-    println!("kind:        {}", m.kind);
-    println!("rows:        {}", m.rows);
-    println!("bytes:       {}", m.bytes);
-    println!("created_at:  {}", m.created_at.to_rfc3339());
-    println!("ward:        {}", m.ward_version);
-    println!("schema:");
+    outln!("hash:        {}", m.hash);
+    outln!("name:        {}", m.name);
+    outln!("kind:        {}", m.kind);
+    outln!("rows:        {}", m.rows);
+    outln!("bytes:       {}", m.bytes);
+    outln!("created_at:  {}", m.created_at.to_rfc3339());
+    outln!("ward:        {}", m.ward_version);
+    outln!("schema:");
     for c in &m.schema {
         let null = if c.nullable { "" } else { " not null" };
-        println!("  {:<24} {}{}", c.name, c.data_type, null);
+        outln!("  {:<24} {}{}", c.name, c.data_type, null);
     }
     if !m.lineage.inputs.is_empty() || m.lineage.definition.is_some() {
-        println!("lineage:");
+        outln!("lineage:");
         for i in &m.lineage.inputs {
-            println!("  input      {i}");
+            outln!("  input      {i}");
         }
         if let Some(d) = &m.lineage.definition {
-            println!("  definition {d}");
+            outln!("  definition {d}");
         }
     }
     for (k, v) in &m.labels {
-        println!("label:       {k}={v}");
+        outln!("label:       {k}={v}");
     }
 }
