@@ -25,8 +25,19 @@ async fn the_demo_is_reproducible_to_the_hash() {
             .unwrap();
         assert_eq!(report.patients, 120);
         assert_eq!(report.ingest.bad_total(), 0, "{:?}", report.ingest.bad);
-        let tables: Vec<&str> = report.ingest.curated.iter().map(|c| c.table.as_str()).collect();
-        for t in ["patients", "encounters", "observations", "conditions", "care_team"] {
+        let tables: Vec<&str> = report
+            .ingest
+            .curated
+            .iter()
+            .map(|c| c.table.as_str())
+            .collect();
+        for t in [
+            "patients",
+            "encounters",
+            "observations",
+            "conditions",
+            "care_team",
+        ] {
             assert!(tables.contains(&t), "{t} missing from {tables:?}");
         }
         let curated = store
@@ -43,7 +54,10 @@ async fn the_demo_is_reproducible_to_the_hash() {
         assert_eq!(sets, ["readmission_online", "readmission"]);
         for t in &report.timelines {
             assert!(t.rows > 0, "{} is empty", t.set);
-            assert_eq!(ward::features::rebuild(&store, &t.hash).await.unwrap(), t.hash);
+            assert_eq!(
+                ward::features::rebuild(&store, &t.hash).await.unwrap(),
+                t.hash
+            );
         }
         assert_eq!(
             report.verified.len(),

@@ -557,7 +557,11 @@ fn hl7v2_files_hold_adt_and_oru_messages() {
     }
     assert_eq!(adt, want.encounters.len());
     // A08 only for deaths learnt after the last visit message: at most one per death.
-    let deaths = want.patients.iter().filter(|p| p.death_time.is_some()).count();
+    let deaths = want
+        .patients
+        .iter()
+        .filter(|p| p.death_time.is_some())
+        .count();
     assert!(a08 <= deaths, "{a08} A08 for {deaths} deaths");
     assert_eq!(obx, want.observations.len());
     assert!(oru > 0);
