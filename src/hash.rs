@@ -301,22 +301,33 @@ impl ColumnHasher {
             DataType::Timestamp(TimeUnit::Nanosecond, _) => {
                 self.fixed::<TimestampNanosecondType>(array)
             }
-            DataType::Float32 => self.floats::<Float32Type, 4>(array, |v: f32| {
-                if v.is_nan() {
-                    f32::NAN.to_bits().to_le_bytes()
-                } else {
-                    (v + 0.0).to_bits().to_le_bytes()
-                }
-            }),
-            DataType::Float64 => self.floats::<Float64Type, 8>(array, |v: f64| {
-                if v.is_nan() {
-                    f64::NAN.to_bits().to_le_bytes()
-                } else {
-                    (v + 0.0).to_bits().to_le_bytes()
-                }
-            }),
+            DataType::Float32 => self.floats::<Float32Type, 4>(
+                array,
+                |v: f32| v.is_nan() || (v == 0.0 && v.is_sign_negative()),
+                |v: f32| {
+                    if v.is_nan() {
+                        f32::NAN.to_bits().to_le_bytes()
+                    } else {
+                        (v + 0.0).to_bits().to_le_bytes()
+                    }
+                },
+            ),
+            DataType::Float64 => self.floats::<Float64Type, 8>(
+                array,
+                |v: f64| v.is_nan() || (v == 0.0 && v.is_sign_negative()),
+                |v: f64| {
+                    if v.is_nan() {
+                        f64::NAN.to_bits().to_le_bytes()
+                    } else {
+                        (v + 0.0).to_bits().to_le_bytes()
+                    }
+                },
+            ),
             DataType::Utf8 => {
                 let a = array.as_string::<i32>();
+                if a.null_count() == 0 {
+                    return self.offset_run(a.value_offsets(), a.values());
+                }
                 self.strings(
                     a.len(),
                     a.nulls(),
@@ -326,6 +337,9 @@ impl ColumnHasher {
             }
             DataType::LargeUtf8 => {
                 let a = array.as_string::<i64>();
+                if a.null_count() == 0 {
+                    return self.offset_run(a.value_offsets(), a.values());
+                }
                 self.strings(
                     a.len(),
                     a.nulls(),
@@ -339,6 +353,9 @@ impl ColumnHasher {
             }
             DataType::Binary => {
                 let a = array.as_binary::<i32>();
+                if a.null_count() == 0 {
+                    return self.offset_run(a.value_offsets(), a.values());
+                }
                 self.strings(
                     a.len(),
                     a.nulls(),
@@ -348,6 +365,9 @@ impl ColumnHasher {
             }
             DataType::LargeBinary => {
                 let a = array.as_binary::<i64>();
+                if a.null_count() == 0 {
+                    return self.offset_run(a.value_offsets(), a.values());
+                }
                 self.strings(
                     a.len(),
                     a.nulls(),
@@ -390,27 +410,31 @@ impl ColumnHasher {
         Ok(())
     }
 
-    /// Floats: canonical NaN and zero, so equal values hash equal whatever their bits.
+    /// Floats: canonical NaN and zero, so equal values hash equal whatever their bits. A
+    /// column without nulls, NaNs or negative zeros is canonical already and is hashed in
+    /// place (the common case); otherwise values are rewritten into the scratch buffer.
     fn floats<T, const N: usize>(
         &mut self,
         array: &ArrayRef,
+        special: impl Fn(T::Native) -> bool,
         canon: impl Fn(T::Native) -> [u8; N],
     ) -> Result<()>
     where
         T: arrow::datatypes::ArrowPrimitiveType,
     {
         let a = array.as_primitive::<T>();
+        if a.null_count() == 0
+            && cfg!(target_endian = "little")
+            && !a.values().iter().any(|v| special(*v))
+        {
+            self.data.update(a.values().inner().as_slice());
+            return Ok(());
+        }
         self.scratch.clear();
         self.scratch.reserve(a.len() * N);
-        if a.null_count() == 0 {
-            for v in a.values().iter() {
+        for (i, v) in a.values().iter().enumerate() {
+            if a.is_valid(i) {
                 self.scratch.extend_from_slice(&canon(*v));
-            }
-        } else {
-            for (i, v) in a.values().iter().enumerate() {
-                if a.is_valid(i) {
-                    self.scratch.extend_from_slice(&canon(*v));
-                }
             }
         }
         self.data.update(&self.scratch);
@@ -437,13 +461,20 @@ impl ColumnHasher {
         whole: impl FnOnce() -> Option<&'a [u8]>,
     ) -> Result<()> {
         let valid = |i: usize| nulls.is_none_or(|n| n.is_valid(i));
+        let no_nulls = nulls.is_none_or(|n| n.null_count() == 0);
         self.scratch.clear();
         self.scratch.reserve(len * 8);
-        for i in (0..len).filter(|i| valid(*i)) {
-            put_u64(&mut self.scratch, value(i).len() as u64);
+        if no_nulls {
+            for i in 0..len {
+                self.scratch
+                    .extend_from_slice(&(value(i).len() as u64).to_le_bytes());
+            }
+        } else {
+            for i in (0..len).filter(|i| valid(*i)) {
+                put_u64(&mut self.scratch, value(i).len() as u64);
+            }
         }
         self.lengths.update(&self.scratch);
-        let no_nulls = nulls.is_none_or(|n| n.null_count() == 0);
         match whole().filter(|_| no_nulls) {
             Some(bytes) => {
                 self.data.update(bytes);
@@ -453,6 +484,22 @@ impl ColumnHasher {
                     self.data.update(value(i));
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// An offset-based string or binary array without nulls: lengths straight from the
+    /// offsets, bytes as one contiguous slice (the hot path for id and code columns).
+    fn offset_run<O: OffsetSizeTrait>(&mut self, offsets: &[O], values: &[u8]) -> Result<()> {
+        self.scratch.clear();
+        self.scratch.reserve(offsets.len() * 8);
+        for w in offsets.windows(2) {
+            let len = (w[1].as_usize() - w[0].as_usize()) as u64;
+            self.scratch.extend_from_slice(&len.to_le_bytes());
+        }
+        self.lengths.update(&self.scratch);
+        if let Some(bytes) = contiguous(offsets, values) {
+            self.data.update(bytes);
         }
         Ok(())
     }

@@ -1,0 +1,652 @@
+//! Feature benchmarks (issue 5): materializing the `readmission` set, and 10 features at 1M
+//! (patient, t) rows side by side with DuckDB SQL over the same curated Parquet files.
+//!
+//! `cargo bench --bench features -- [MAT_PATIENTS[,N...] [SIDE_PATIENTS [ENTITY_ROWS [REPEATS]]]]`
+//! (defaults 1,000,000 136,000 1,000,000 3). `WARD_BENCH_ONLY=materialize` or `side` runs one
+//! part; `WARD_BENCH_PYTHON` names a Python with `duckdb` (default `python3`);
+//! `WARD_BENCH_MAT_REPEATS` (default 1) repeats part 1; `WARD_BENCH_MEM_LIMIT_MB` (default
+//! 16,000) bounds the address space of Ward's child processes.
+//!
+//! 1. `materialize`: `ward synth` writes MAT_PATIENTS patients as curated Parquet; a child
+//!    process loads the tables the set reads and runs `features::compute` on the whole
+//!    `readmission` set (examples/features/readmission.toml): wall time and peak RSS.
+//! 2. `side`: SIDE_PATIENTS patients (~87 curated rows each) and ENTITY_ROWS random
+//!    (patient, t) rows. Ward (child process): load, compute the 10-feature set, index, one
+//!    `lookup` per (row, feature) in parallel, write the result as Parquet. DuckDB (child
+//!    process, `benches/features_duckdb.py`): one SQL statement over the same Parquet files,
+//!    result written as Parquet. Both results are then compared value by value.
+//!
+//! Each measured phase runs in its own child process so that its peak memory (`VmHWM`) is
+//! its own. Generated data lives in a temporary directory under `/tmp`, removed at the end.
+
+#[path = "common.rs"]
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
+use arrow::datatypes::{
+    DataType, Field, Float64Type, Int64Type, Schema, TimeUnit, TimestampMicrosecondType,
+};
+use chrono::{DateTime, TimeZone, Utc};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
+
+use ward::curated::Table;
+use ward::features::{self, FeatureRepo, Inputs, MaterializeOptions, TimelineIndex, Value};
+use ward::synth::{self, SynthFormat, SynthOptions};
+
+/// The shipped readmission feature repository (part 1).
+const READMISSION: &str = include_str!("../examples/features/readmission.toml");
+
+/// The 10 features of the side-by-side run, defined exactly as in the readmission set.
+const TEN: &str = r#"
+[[derived]]
+name = "inpatient_stays"
+time = "discharge_time"
+sql = """
+SELECT patient_id, encounter_id, admit_time, discharge_time,
+       (discharge_time - admit_time) AS los,
+       known_at, retracted_at, source_id
+FROM encounters
+WHERE class = 'inpatient' AND discharge_time IS NOT NULL
+"""
+
+[[feature_set]]
+name = "ten"
+entity = "patient"
+online = true
+ttl = "365d"
+
+[[feature_set.features]]
+name = "age"
+kind = "age"
+
+[[feature_set.features]]
+name = "days_since_discharge"
+kind = "days_since"
+table = "encounters"
+filter = { class = "inpatient" }
+time = "discharge_time"
+ttl = "none"
+
+[[feature_set.features]]
+name = "admissions_180d"
+kind = "count"
+table = "encounters"
+filter = { class = "inpatient" }
+window = "180d"
+
+[[feature_set.features]]
+name = "admissions_365d"
+kind = "count"
+table = "encounters"
+filter = { class = "inpatient" }
+window = "365d"
+
+[[feature_set.features]]
+name = "ed_visits_180d"
+kind = "count"
+table = "encounters"
+filter = { class = "emergency" }
+window = "180d"
+
+[[feature_set.features]]
+name = "ed_visits_365d"
+kind = "count"
+table = "encounters"
+filter = { class = "emergency" }
+window = "365d"
+
+[[feature_set.features]]
+name = "los_last_stay_days"
+kind = "last"
+table = "inpatient_stays"
+column = "los"
+
+[[feature_set.features]]
+name = "hemoglobin_last"
+kind = "last"
+table = "observations"
+filter = { code = "718-7", code_system = "LOINC" }
+column = "value_num"
+
+[[feature_set.features]]
+name = "sodium_last"
+kind = "last"
+table = "observations"
+filter = { code = "2951-2", code_system = "LOINC" }
+column = "value_num"
+
+[[feature_set.features]]
+name = "creatinine_last"
+kind = "last"
+table = "observations"
+filter = { code = "2160-0", code_system = "LOINC" }
+column = "value_num"
+"#;
+
+/// Output columns of both sides, in this order after `row_id`.
+const FEATURES: [&str; 10] = [
+    "age",
+    "days_since_discharge",
+    "admissions_180d",
+    "admissions_365d",
+    "ed_visits_180d",
+    "ed_visits_365d",
+    "los_last_stay_days",
+    "hemoglobin_last",
+    "sodium_last",
+    "creatinine_last",
+];
+
+fn read_parquet(path: &Path) -> Vec<RecordBatch> {
+    let file = File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    ParquetRecordBatchReaderBuilder::try_new(file)
+        .expect("parquet reader")
+        .with_batch_size(65_536)
+        .build()
+        .expect("parquet reader")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("parquet batches")
+}
+
+fn write_parquet(path: &Path, batch: &RecordBatch) {
+    let mut w = ArrowWriter::try_new(File::create(path).expect("create"), batch.schema(), None)
+        .expect("writer");
+    w.write(batch).expect("write");
+    w.close().expect("close");
+}
+
+/// The curated tables `tables` read from `dir/<table>.parquet`, in parallel.
+fn load_inputs(dir: &Path, tables: &[Table]) -> Inputs {
+    let loaded: Vec<(Table, Vec<RecordBatch>)> = tables
+        .par_iter()
+        .map(|t| (*t, read_parquet(&dir.join(format!("{}.parquet", t.name())))))
+        .collect();
+    Inputs {
+        tables: loaded.into_iter().collect(),
+    }
+}
+
+fn rows_of(batches: &[RecordBatch]) -> usize {
+    batches.iter().map(|b| b.num_rows()).sum()
+}
+
+/// Part 1, in the child: load the tables `readmission` reads and compute its timeline.
+fn phase_materialize(dir: &Path) -> String {
+    let repo = FeatureRepo::parse(READMISSION, "examples/features/readmission.toml")
+        .expect("readmission repo");
+    let set = repo.set("readmission").expect("readmission set");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let t0 = Instant::now();
+    let inputs = load_inputs(dir, &set.curated_tables());
+    let load = t0.elapsed().as_secs_f64();
+    let input_rows: usize = inputs.tables.values().map(|b| rows_of(b)).sum();
+    let t1 = Instant::now();
+    let timeline = rt
+        .block_on(features::compute(
+            set,
+            &inputs,
+            &MaterializeOptions::default(),
+        ))
+        .expect("compute");
+    let compute = t1.elapsed().as_secs_f64();
+    format!(
+        "load={load} compute={compute} input_rows={input_rows} change_points={} patients={} peak={}",
+        timeline.rows,
+        timeline.recomputed,
+        common::peak_rss().unwrap_or(0)
+    )
+}
+
+/// Part 2, Ward side, in the child: load, compute the 10 features, index, look up every
+/// (row, feature), write `out`.
+fn phase_ward(dir: &Path, entities: &Path, out: &Path) -> String {
+    let repo = FeatureRepo::parse(TEN, "benches/features.rs").expect("10-feature repo");
+    let set = repo.set("ten").expect("set");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let t0 = Instant::now();
+    let inputs = load_inputs(dir, &set.curated_tables());
+    let ents = read_parquet(entities);
+    let load = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let timeline = rt
+        .block_on(features::compute(
+            set,
+            &inputs,
+            &MaterializeOptions::default(),
+        ))
+        .expect("compute");
+    drop(inputs);
+    let compute = t1.elapsed().as_secs_f64();
+    let t2 = Instant::now();
+    let index = TimelineIndex::build(set, &timeline.batches).expect("index");
+    drop(timeline);
+    let build = t2.elapsed().as_secs_f64();
+
+    let t3 = Instant::now();
+    let mut row_ids: Vec<i64> = Vec::new();
+    let mut patients: Vec<&str> = Vec::new();
+    let mut times: Vec<i64> = Vec::new();
+    for b in &ents {
+        let r = b.column_by_name("row_id").expect("row_id");
+        let p = b.column_by_name("patient_id").expect("patient_id");
+        let t = b.column_by_name("ts").expect("ts");
+        row_ids.extend(r.as_primitive::<Int64Type>().values().iter().copied());
+        patients.extend(p.as_string::<i32>().iter().map(|s| s.unwrap_or("")));
+        times.extend(
+            t.as_primitive::<TimestampMicrosecondType>()
+                .values()
+                .iter()
+                .copied(),
+        );
+    }
+    let ttls: Vec<_> = FEATURES
+        .iter()
+        .map(|f| index.feature_info(f).and_then(|i| i.ttl))
+        .collect();
+    let values: Vec<[Option<f64>; 10]> = (0..row_ids.len())
+        .into_par_iter()
+        .map(|i| {
+            let t = DateTime::from_timestamp_micros(times[i]).expect("time in range");
+            let mut row = [None; 10];
+            for (k, f) in FEATURES.iter().enumerate() {
+                row[k] = match features::lookup(&index, patients[i], f, t, ttls[k]).value {
+                    Some(Value::Num(x)) => Some(x),
+                    _ => None,
+                };
+            }
+            row
+        })
+        .collect();
+    let lookup = t3.elapsed().as_secs_f64();
+    let t4 = Instant::now();
+    let mut fields = vec![Field::new("row_id", DataType::Int64, false)];
+    let mut cols: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(row_ids))];
+    for (k, f) in FEATURES.iter().enumerate() {
+        fields.push(Field::new(*f, DataType::Float64, true));
+        cols.push(Arc::new(Float64Array::from_iter(
+            values.iter().map(|r| r[k]),
+        )));
+    }
+    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).expect("result");
+    write_parquet(out, &batch);
+    let write = t4.elapsed().as_secs_f64();
+    format!(
+        "load={load} compute={compute} index={build} lookup={lookup} write={write} total={} change_points={} peak={}",
+        t0.elapsed().as_secs_f64(),
+        index.len(),
+        common::peak_rss().unwrap_or(0)
+    )
+}
+
+/// Runs this binary as a child in `phase` under an address-space limit (`ulimit -v`,
+/// `WARD_BENCH_MEM_LIMIT_MB`, default 16,000) so that running out of memory fails the child
+/// alone; returns its `key=value` report and wall time, or how it failed.
+fn try_child(phase: &str, args: &[&Path]) -> Result<(BTreeMap<String, f64>, f64), String> {
+    let limit_mb: u64 = std::env::var("WARD_BENCH_MEM_LIMIT_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16_000);
+    let t = Instant::now();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -v {} && exec \"$0\" \"$@\"",
+            limit_mb * 1024
+        ))
+        .arg(std::env::current_exe().expect("own path"))
+        .args(args)
+        .env("WARD_BENCH_PHASE", phase)
+        .output()
+        .expect("child runs");
+    let wall = t.elapsed().as_secs_f64();
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = err.lines().rev().take(3).collect();
+        return Err(format!(
+            "{phase} failed after {wall:.1} s ({}, limit {limit_mb} MB): {}",
+            out.status,
+            tail.join(" | ")
+        ));
+    }
+    Ok((parse_report(&String::from_utf8_lossy(&out.stdout)), wall))
+}
+
+fn run_child(phase: &str, args: &[&Path]) -> (BTreeMap<String, f64>, f64) {
+    try_child(phase, args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Runs the DuckDB script as a child; returns its report and wall time.
+fn run_duckdb(dir: &Path, entities: &Path, out: &Path) -> (BTreeMap<String, f64>, f64) {
+    let python = std::env::var("WARD_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/features_duckdb.py");
+    let t = Instant::now();
+    let res = Command::new(&python)
+        .arg(&script)
+        .arg(dir)
+        .arg(entities)
+        .arg(out)
+        .output()
+        .unwrap_or_else(|e| panic!("{python}: {e}"));
+    let wall = t.elapsed().as_secs_f64();
+    assert!(
+        res.status.success(),
+        "duckdb: {} {}",
+        res.status,
+        String::from_utf8_lossy(&res.stderr)
+    );
+    (parse_report(&String::from_utf8_lossy(&res.stdout)), wall)
+}
+
+/// `key=value` pairs of the last line of a child's standard output.
+fn parse_report(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .last()
+        .unwrap_or("")
+        .split_whitespace()
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+fn synth_cohort(patients: u64, dir: &Path) -> BTreeMap<Table, u64> {
+    let t = Instant::now();
+    let summary = synth::write(
+        &SynthOptions {
+            patients,
+            ..SynthOptions::default()
+        },
+        SynthFormat::Parquet,
+        dir,
+        None,
+    )
+    .expect("synth");
+    println!(
+        "synth: {patients} patients, {} rows, {} bytes of Parquet, {:.1} s",
+        summary.rows.values().sum::<u64>(),
+        summary.bytes,
+        t.elapsed().as_secs_f64()
+    );
+    for (t, n) in &summary.rows {
+        println!("  {:<13} {n}", t.name());
+    }
+    summary.rows
+}
+
+/// ENTITY_ROWS rows `(row_id, patient_id, ts)`: uniform patients, uniform times (whole
+/// seconds) over the simulated period and half a year after it.
+fn write_entities(path: &Path, patients: u64, rows: usize) {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let opts = SynthOptions::default();
+    let lo = opts.start.timestamp();
+    let hi = (opts.end + chrono::Duration::days(182)).timestamp();
+    let mut ids = Vec::with_capacity(rows);
+    let mut ts = Vec::with_capacity(rows);
+    for _ in 0..rows {
+        ids.push(format!("P{:07}", rng.random_range(0..patients)));
+        ts.push(rng.random_range(lo..hi) * 1_000_000);
+    }
+    let tsf = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("row_id", DataType::Int64, false),
+        Field::new("patient_id", DataType::Utf8, false),
+        Field::new("ts", tsf, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from_iter_values(0..rows as i64)),
+            Arc::new(StringArray::from(ids)),
+            Arc::new(TimestampMicrosecondArray::from(ts).with_timezone("UTC")),
+        ],
+    )
+    .expect("entities");
+    write_parquet(path, &batch);
+}
+
+/// Per feature: (rows compared, exactly equal, equal within 1e-9 relative, null on one side
+/// only), and a few differing rows for the report.
+fn compare(ward: &Path, duck: &Path) -> Vec<String> {
+    let load = |p: &Path| -> (Vec<i64>, Vec<Vec<Option<f64>>>) {
+        let batches = read_parquet(p);
+        let mut ids = Vec::new();
+        let mut cols = vec![Vec::new(); FEATURES.len()];
+        for b in &batches {
+            let r = arrow::compute::cast(
+                b.column_by_name("row_id").expect("row_id"),
+                &DataType::Int64,
+            )
+            .expect("cast");
+            ids.extend(r.as_primitive::<Int64Type>().values().iter().copied());
+            for (k, f) in FEATURES.iter().enumerate() {
+                let c = arrow::compute::cast(
+                    b.column_by_name(f).unwrap_or_else(|| panic!("column {f}")),
+                    &DataType::Float64,
+                )
+                .expect("cast");
+                let a = c.as_primitive::<Float64Type>();
+                cols[k].extend((0..a.len()).map(|i| (!a.is_null(i)).then(|| a.value(i))));
+            }
+        }
+        (ids, cols)
+    };
+    let (wi, wc) = load(ward);
+    let (di, dc) = load(duck);
+    let mut lines = Vec::new();
+    if wi != di {
+        lines.push(format!(
+            "ROW IDS DIFFER: ward {} rows, duckdb {} rows",
+            wi.len(),
+            di.len()
+        ));
+        return lines;
+    }
+    let mut total_bad = 0usize;
+    for (k, f) in FEATURES.iter().enumerate() {
+        let (mut exact, mut close, mut nulls, mut present, mut null_mismatch) = (0, 0, 0, 0, 0);
+        let mut examples = Vec::new();
+        for i in 0..wi.len() {
+            match (wc[k][i], dc[k][i]) {
+                (None, None) => {
+                    exact += 1;
+                    nulls += 1;
+                }
+                (Some(a), Some(b)) => {
+                    present += 1;
+                    if a.to_bits() == b.to_bits() {
+                        exact += 1;
+                    } else if (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0) {
+                        close += 1;
+                    } else if examples.len() < 3 {
+                        examples.push(format!("row {} ward {a} duckdb {b}", wi[i]));
+                    }
+                }
+                (a, b) => {
+                    null_mismatch += 1;
+                    if examples.len() < 3 {
+                        examples.push(format!("row {} ward {a:?} duckdb {b:?}", wi[i]));
+                    }
+                }
+            }
+        }
+        let bad = wi.len() - exact - close;
+        total_bad += bad;
+        lines.push(format!(
+            "{f:<22} rows {} present {present} null {nulls} exact {exact} within-1e-9 {close} differ {bad} (null on one side {null_mismatch}) {}",
+            wi.len(),
+            examples.join("; ")
+        ));
+    }
+    lines.push(format!("values differing in total: {total_bad}"));
+    lines
+}
+
+fn mb(bytes: f64) -> f64 {
+    bytes / 1e6
+}
+
+fn part_materialize(patients: u64, repeats: usize, root: &Path) {
+    let dir = root.join("mat");
+    println!("== materialize readmission: {patients} patients");
+    synth_cohort(patients, &dir);
+    let mut loads = Vec::new();
+    let mut computes = Vec::new();
+    let mut peaks = Vec::new();
+    for _ in 0..repeats {
+        match try_child("materialize", &[&dir]) {
+            Ok((r, wall)) => {
+                println!(
+                    "  run: load {:.2} s, compute {:.2} s, child wall {wall:.2} s, input rows {}, change points {}, patients {}, peak RSS {:.0} MB",
+                    r["load"], r["compute"], r["input_rows"], r["change_points"], r["patients"], mb(r["peak"])
+                );
+                loads.push(r["load"]);
+                computes.push(r["compute"]);
+                peaks.push(r["peak"]);
+            }
+            Err(e) => {
+                println!("  run: {e}");
+                break;
+            }
+        }
+    }
+    if !loads.is_empty() {
+        println!(
+            "materialize {patients} patients: load median {:.2} s, compute median {:.2} s, peak RSS median {:.0} MB ({} runs)",
+            common::median(loads.clone()),
+            common::median(computes),
+            mb(common::median(peaks)),
+            loads.len()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn part_side(patients: u64, entity_rows: usize, repeats: usize, root: &Path) {
+    let dir = root.join("side");
+    println!("== side by side: {patients} patients, {entity_rows} entity rows");
+    let rows = synth_cohort(patients, &dir);
+    let events = rows.get(&Table::Observations).copied().unwrap_or(0)
+        + rows.get(&Table::Encounters).copied().unwrap_or(0);
+    println!("  events (observations + encounters): {events}");
+    let entities = root.join("entities.parquet");
+    write_entities(&entities, patients, entity_rows);
+    let ward_out = root.join("ward_out.parquet");
+    let duck_out = root.join("duckdb_out.parquet");
+    let mut ward: Vec<(BTreeMap<String, f64>, f64)> = Vec::new();
+    let mut duck: Vec<(BTreeMap<String, f64>, f64)> = Vec::new();
+    for i in 0..repeats {
+        // Alternate which goes first so neither always gets the warmer page cache.
+        let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
+        for o in order {
+            if o == 0 {
+                let (r, wall) = run_child("ward", &[&dir, &entities, &ward_out]);
+                println!(
+                    "  ward  : total {:.2} s (load {:.2}, compute {:.2}, index {:.2}, lookup {:.2}, write {:.2}), child wall {wall:.2} s, change points {}, peak RSS {:.0} MB",
+                    r["total"], r["load"], r["compute"], r["index"], r["lookup"], r["write"], r["change_points"], mb(r["peak"])
+                );
+                ward.push((r, wall));
+            } else {
+                let (r, wall) = run_duckdb(&dir, &entities, &duck_out);
+                println!(
+                    "  duckdb: total {:.2} s, child wall {wall:.2} s, peak RSS {:.0} MB",
+                    r["total"],
+                    mb(r["peak"])
+                );
+                duck.push((r, wall));
+            }
+        }
+    }
+    let med = |v: &[(BTreeMap<String, f64>, f64)], k: &str| {
+        common::median(v.iter().map(|(r, _)| r[k]).collect())
+    };
+    let med_wall =
+        |v: &[(BTreeMap<String, f64>, f64)]| common::median(v.iter().map(|(_, w)| *w).collect());
+    let (wt, dt) = (med(&ward, "total"), med(&duck, "total"));
+    let (wp, dp) = (med(&ward, "peak"), med(&duck, "peak"));
+    println!(
+        "ward   median total {wt:.2} s (child wall {:.2} s), peak RSS median {:.0} MB",
+        med_wall(&ward),
+        mb(wp)
+    );
+    println!(
+        "duckdb median total {dt:.2} s (child wall {:.2} s), peak RSS median {:.0} MB",
+        med_wall(&duck),
+        mb(dp)
+    );
+    println!(
+        "ratio duckdb/ward time {:.2}x; ward/duckdb peak memory {:.2}x ({repeats} runs each)",
+        dt / wt,
+        wp / dp
+    );
+    println!("== comparison of the last runs' outputs");
+    for l in compare(&ward_out, &duck_out) {
+        println!("  {l}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn main() {
+    if let Ok(phase) = std::env::var("WARD_BENCH_PHASE") {
+        let a: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();
+        let report = match phase.as_str() {
+            "materialize" => phase_materialize(&a[0]),
+            "ward" => phase_ward(&a[0], &a[1], &a[2]),
+            other => panic!("unknown phase {other}"),
+        };
+        println!("{report}");
+        return;
+    }
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let arg = |i: usize, d: u64| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(d);
+    let mat_patients: Vec<u64> = args
+        .first()
+        .map(|a| a.split(',').filter_map(|n| n.parse().ok()).collect())
+        .unwrap_or_else(|| vec![1_000_000]);
+    let side_patients = arg(1, 136_000);
+    let entity_rows = arg(2, 1_000_000) as usize;
+    let repeats = arg(3, 3) as usize;
+    let only = std::env::var("WARD_BENCH_ONLY").unwrap_or_default();
+    let root: PathBuf = tempfile::Builder::new()
+        .prefix("ward-bench-features-")
+        .tempdir_in("/tmp")
+        .expect("tempdir")
+        .keep();
+    println!(
+        "ward features bench: {} threads, data in {}, started {}",
+        rayon::current_num_threads(),
+        root.display(),
+        Utc.timestamp_opt(Utc::now().timestamp(), 0)
+            .single()
+            .unwrap_or_default()
+    );
+    if only.is_empty() || only == "side" {
+        part_side(side_patients, entity_rows, repeats, &root);
+    }
+    if only.is_empty() || only == "materialize" {
+        let mat_repeats = std::env::var("WARD_BENCH_MAT_REPEATS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        for n in mat_patients {
+            part_materialize(n, mat_repeats, &root);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
