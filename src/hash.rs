@@ -325,59 +325,27 @@ impl ColumnHasher {
             ),
             DataType::Utf8 => {
                 let a = array.as_string::<i32>();
-                if a.null_count() == 0 {
-                    return self.offset_run(a.value_offsets(), a.values());
-                }
-                self.strings(
-                    a.len(),
-                    a.nulls(),
-                    |i| a.value(i).as_bytes(),
-                    || contiguous(a.value_offsets(), a.values()),
-                )
+                self.offset_values(a.value_offsets(), a.values(), a.nulls())
             }
             DataType::LargeUtf8 => {
                 let a = array.as_string::<i64>();
-                if a.null_count() == 0 {
-                    return self.offset_run(a.value_offsets(), a.values());
-                }
-                self.strings(
-                    a.len(),
-                    a.nulls(),
-                    |i| a.value(i).as_bytes(),
-                    || contiguous(a.value_offsets(), a.values()),
-                )
-            }
-            DataType::Utf8View => {
-                let a = array.as_string_view();
-                self.strings(a.len(), a.nulls(), |i| a.value(i).as_bytes(), || None)
+                self.offset_values(a.value_offsets(), a.values(), a.nulls())
             }
             DataType::Binary => {
                 let a = array.as_binary::<i32>();
-                if a.null_count() == 0 {
-                    return self.offset_run(a.value_offsets(), a.values());
-                }
-                self.strings(
-                    a.len(),
-                    a.nulls(),
-                    |i| a.value(i),
-                    || contiguous(a.value_offsets(), a.values()),
-                )
+                self.offset_values(a.value_offsets(), a.values(), a.nulls())
             }
             DataType::LargeBinary => {
                 let a = array.as_binary::<i64>();
-                if a.null_count() == 0 {
-                    return self.offset_run(a.value_offsets(), a.values());
-                }
-                self.strings(
-                    a.len(),
-                    a.nulls(),
-                    |i| a.value(i),
-                    || contiguous(a.value_offsets(), a.values()),
-                )
+                self.offset_values(a.value_offsets(), a.values(), a.nulls())
+            }
+            DataType::Utf8View => {
+                let a = array.as_string_view();
+                self.view_values(a.len(), a.nulls(), |i| a.value(i).as_bytes())
             }
             DataType::BinaryView => {
                 let a = array.as_binary_view();
-                self.strings(a.len(), a.nulls(), |i| a.value(i), || None)
+                self.view_values(a.len(), a.nulls(), |i| a.value(i))
             }
             DataType::List(_) => self.string_lists(name, array.as_list::<i32>()),
             DataType::LargeList(_) => self.string_lists(name, array.as_list::<i64>()),
@@ -451,55 +419,60 @@ impl ColumnHasher {
         Ok(())
     }
 
-    /// Strings: lengths (u64 LE) to the lengths stream, bytes to the data stream. Without
-    /// nulls the bytes of an offset-based array are one contiguous slice, hashed in place.
-    fn strings<'a>(
+    /// Offset-based strings or binaries: lengths (u64 LE) to the lengths stream, bytes to the
+    /// data stream. Without nulls the lengths come straight from the offsets and the bytes
+    /// are one contiguous slice, hashed in place (the hot path for id and code columns).
+    fn offset_values<O: OffsetSizeTrait>(
         &mut self,
-        len: usize,
+        offsets: &[O],
+        values: &[u8],
         nulls: Option<&arrow::buffer::NullBuffer>,
-        value: impl Fn(usize) -> &'a [u8],
-        whole: impl FnOnce() -> Option<&'a [u8]>,
     ) -> Result<()> {
         let valid = |i: usize| nulls.is_none_or(|n| n.is_valid(i));
         let no_nulls = nulls.is_none_or(|n| n.null_count() == 0);
         self.scratch.clear();
-        self.scratch.reserve(len * 8);
-        if no_nulls {
-            for i in 0..len {
-                self.scratch
-                    .extend_from_slice(&(value(i).len() as u64).to_le_bytes());
-            }
-        } else {
-            for i in (0..len).filter(|i| valid(*i)) {
-                put_u64(&mut self.scratch, value(i).len() as u64);
+        self.scratch.reserve(offsets.len() * 8);
+        for (i, w) in offsets.windows(2).enumerate() {
+            if no_nulls || valid(i) {
+                put_u64(
+                    &mut self.scratch,
+                    (w[1].as_usize() - w[0].as_usize()) as u64,
+                );
             }
         }
         self.lengths.update(&self.scratch);
-        match whole().filter(|_| no_nulls) {
-            Some(bytes) => {
+        if no_nulls {
+            if let Some(bytes) = contiguous(offsets, values) {
                 self.data.update(bytes);
             }
-            None => {
-                for i in (0..len).filter(|i| valid(*i)) {
-                    self.data.update(value(i));
+            return Ok(());
+        }
+        for (i, w) in offsets.windows(2).enumerate() {
+            if valid(i) {
+                if let Some(bytes) = values.get(w[0].as_usize()..w[1].as_usize()) {
+                    self.data.update(bytes);
                 }
             }
         }
         Ok(())
     }
 
-    /// An offset-based string or binary array without nulls: lengths straight from the
-    /// offsets, bytes as one contiguous slice (the hot path for id and code columns).
-    fn offset_run<O: OffsetSizeTrait>(&mut self, offsets: &[O], values: &[u8]) -> Result<()> {
+    /// View arrays (`Utf8View`, `BinaryView`): the same streams, value by value.
+    fn view_values<'a>(
+        &mut self,
+        len: usize,
+        nulls: Option<&arrow::buffer::NullBuffer>,
+        value: impl Fn(usize) -> &'a [u8],
+    ) -> Result<()> {
+        let valid = |i: usize| nulls.is_none_or(|n| n.is_valid(i));
         self.scratch.clear();
-        self.scratch.reserve(offsets.len() * 8);
-        for w in offsets.windows(2) {
-            let len = (w[1].as_usize() - w[0].as_usize()) as u64;
-            self.scratch.extend_from_slice(&len.to_le_bytes());
+        self.scratch.reserve(len * 8);
+        for i in (0..len).filter(|i| valid(*i)) {
+            put_u64(&mut self.scratch, value(i).len() as u64);
         }
         self.lengths.update(&self.scratch);
-        if let Some(bytes) = contiguous(offsets, values) {
-            self.data.update(bytes);
+        for i in (0..len).filter(|i| valid(*i)) {
+            self.data.update(value(i));
         }
         Ok(())
     }
