@@ -114,6 +114,17 @@ pub enum Error {
         source: serde_json::Error,
     },
     /// A bug: an invariant Ward relies on does not hold.
+    /// A request that is well-formed but not allowed in the current state, e.g. a feature
+    /// set holding labels asked for online (gRPC `FailedPrecondition`).
+    #[error("{what}: {reason}")]
+    FailedPrecondition { what: String, reason: String },
+    /// No valid credentials (gRPC `Unauthenticated`). The reason never echoes a secret.
+    #[error("unauthenticated: {reason}")]
+    Unauthenticated { reason: String },
+    /// Valid credentials, but the policy denies the request (gRPC `PermissionDenied`). The
+    /// reason never reveals anything about patients the principal may not see.
+    #[error("permission denied: {reason}")]
+    PermissionDenied { reason: String },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -136,6 +147,14 @@ impl Error {
     }
 
     /// An [`Error::InvalidArgument`].
+    /// A [`Error::FailedPrecondition`].
+    pub fn precondition(what: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::FailedPrecondition {
+            what: what.into(),
+            reason: reason.into(),
+        }
+    }
+
     pub fn invalid(what: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::InvalidArgument {
             what: what.into(),
