@@ -12,5 +12,6 @@ mod ingest;
 mod mapping;
 mod python_hash;
 mod scores;
+mod service;
 mod store;
 mod synth;
