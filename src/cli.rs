@@ -204,8 +204,8 @@ pub enum Command {
         /// The version to rebuild.
         reference: String,
     },
-    /// The main job end to end: generate a cohort, ingest it, verify every version; prints
-    /// the curated hashes.
+    /// The main job end to end: generate a cohort, ingest it, materialize the readmission
+    /// sets, verify every version, print the curated hashes, then serve until interrupted.
     Demo {
         /// Patients in the synthetic cohort.
         #[arg(long, default_value_t = 2000)]
@@ -213,6 +213,22 @@ pub enum Command {
         /// Seed of the cohort.
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Where to serve afterwards (port 0 picks a free port).
+        #[arg(long, default_value = crate::service::config::DEFAULT_ADDR)]
+        addr: std::net::SocketAddr,
+        /// Stop after building the store instead of serving (for tests and CI).
+        #[arg(long)]
+        no_serve: bool,
+    },
+    /// Serve the gRPC API and Arrow Flight until SIGTERM or Ctrl-C (docs/service.md).
+    Serve {
+        /// Listen here (default: the config's `addr`, else 127.0.0.1:50051; port 0 picks a
+        /// free port, printed as `listening on ADDR` on standard error).
+        #[arg(long)]
+        addr: Option<std::net::SocketAddr>,
+        /// The server's configuration (TOML; see examples/serve.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Generate a synthetic cohort (deterministic for a given size and seed).
     Synth {
@@ -594,7 +610,15 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
             eprintln!("rebuilt {} from its lineage: same hash", m.name);
             outln!("{hash}");
         }
-        Command::Demo { patients, seed } => {
+        Command::Serve { addr, config } => {
+            crate::service::run(&cli.store, addr, config.as_deref(), clock.clone()).await?;
+        }
+        Command::Demo {
+            patients,
+            seed,
+            addr,
+            no_serve,
+        } => {
             let store = Store::open(&cli.store, clock.clone())?;
             let work = tempfile::tempdir().context("creating a scratch directory")?;
             let bar = progress_bar(
@@ -638,6 +662,9 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
             );
             for c in &report.ingest.curated {
                 outln!("{}", c.hash);
+            }
+            if !no_serve {
+                crate::demo::serve(store, addr).await?;
             }
         }
         Command::Synth {

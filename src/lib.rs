@@ -23,6 +23,9 @@
 //! - [`synth`]: the deterministic synthetic cohort generator.
 //! - [`scores`]: clinical scores as pure functions of curated rows: Charlson (Quan 2005
 //!   ICD-10 coding), LACE and HOSPITAL, each component separately (`docs/scores.md`).
+//! - [`service`]: `ward serve`: the gRPC contract (`proto/ward/v1`), Arrow Flight, health and
+//!   reflection; the gate every call passes; errors mapped to status codes in one place
+//!   (`docs/service.md`).
 //! - [`demo`]: `ward demo`, the main job end to end on the embedded default store.
 //! - [`cli`]: the `ward` command line (the binary in `src/main.rs` only calls it).
 
@@ -36,6 +39,7 @@ pub mod hash;
 pub mod ingest;
 pub mod lookup;
 pub mod scores;
+pub mod service;
 pub mod store;
 pub mod synth;
 

@@ -13,5 +13,6 @@ mod lookup;
 mod mapping;
 mod python_hash;
 mod scores;
+mod service;
 mod store;
 mod synth;
