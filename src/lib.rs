@@ -21,11 +21,19 @@
 //! - [`scores`]: clinical scores as pure functions of curated rows: Charlson (Quan 2005
 //!   ICD-10 coding), LACE and HOSPITAL, each component separately (`docs/scores.md`).
 //! - [`demo`]: `ward demo`, the main job end to end on the embedded default store.
+//! - [`auth`]: authentication (JWT, mTLS, API tokens), the role/permission policy, care-team
+//!   access, and the [`auth::Security`] gate every RPC calls (`docs/security.md`).
+//! - [`audit`]: the append-only, hash-chained audit trail; verify and query.
+//! - [`deid`]: de-identification of training sets (HIPAA Safe Harbor by default).
+//! - [`tls`]: the rustls server configuration with certificate reload.
 //! - [`cli`]: the `ward` command line (the binary in `src/main.rs` only calls it).
 
+pub mod audit;
+pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod curated;
+pub mod deid;
 pub mod demo;
 pub mod error;
 pub mod features;
@@ -34,6 +42,7 @@ pub mod ingest;
 pub mod scores;
 pub mod store;
 pub mod synth;
+pub mod tls;
 
 pub use error::{Error, Result};
 
