@@ -253,11 +253,12 @@ fn read_head(dir: &Path) -> Result<Option<Head>> {
             if text.trim().is_empty() {
                 return Ok(None); // created, never written
             }
-            let head: Head = serde_json::from_str(text.trim_end()).map_err(|e| Error::BadInput {
-                location: path.display().to_string(),
-                field: "-".into(),
-                reason: format!("not a HEAD record: {e}"),
-            })?;
+            let head: Head =
+                serde_json::from_str(text.trim_end()).map_err(|e| Error::BadInput {
+                    location: path.display().to_string(),
+                    field: "-".into(),
+                    reason: format!("not a HEAD record: {e}"),
+                })?;
             Ok(Some(head))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -581,7 +582,11 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
         head_seq: head.as_ref().map(|h| h.seq),
         problem: None,
     };
-    let fail = |report: &mut VerifyReport, file: &str, line: Option<u64>, seq: Option<u64>, reason: String| {
+    let fail = |report: &mut VerifyReport,
+                file: &str,
+                line: Option<u64>,
+                seq: Option<u64>,
+                reason: String| {
         report.problem = Some(Problem {
             file: file.to_string(),
             line,
@@ -594,7 +599,11 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
         let want = n as u32 + 1;
         if *index != want {
             let reason = if n == 0 {
-                format!("{} is missing: the trail starts at {}", file_name(want), file_name(*index))
+                format!(
+                    "{} is missing: the trail starts at {}",
+                    file_name(want),
+                    file_name(*index)
+                )
             } else {
                 format!(
                     "{} is missing between {} and {}",
@@ -618,26 +627,46 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
         let mut line_no = 0u64;
         loop {
             buf.clear();
-            let n = reader.read_until(b'\n', &mut buf).map_err(|e| Error::io(path, e))?;
+            let n = reader
+                .read_until(b'\n', &mut buf)
+                .map_err(|e| Error::io(path, e))?;
             if n == 0 {
                 break;
             }
             line_no += 1;
             if buf.last() != Some(&b'\n') {
-                fail(&mut report, &name, Some(line_no), None, "incomplete last line (no newline): an interrupted or cut write".into());
+                fail(
+                    &mut report,
+                    &name,
+                    Some(line_no),
+                    None,
+                    "incomplete last line (no newline): an interrupted or cut write".into(),
+                );
                 return Ok(report);
             }
             let body = &buf[..buf.len() - 1];
             let rec: AuditRecord = match serde_json::from_slice(body) {
                 Ok(r) => r,
                 Err(e) => {
-                    fail(&mut report, &name, Some(line_no), None, format!("not an audit record: {e}"));
+                    fail(
+                        &mut report,
+                        &name,
+                        Some(line_no),
+                        None,
+                        format!("not an audit record: {e}"),
+                    );
                     return Ok(report);
                 }
             };
             let canonical = serde_json::to_vec(&rec).unwrap_or_default();
             if rec.hash != rec.compute_hash() || canonical != body {
-                fail(&mut report, &name, Some(line_no), Some(rec.seq), "the record was edited: its content does not match its hash".into());
+                fail(
+                    &mut report,
+                    &name,
+                    Some(line_no),
+                    Some(rec.seq),
+                    "the record was edited: its content does not match its hash".into(),
+                );
                 return Ok(report);
             }
             if rec.seq != expected_seq {
@@ -647,7 +676,10 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
                         rec.seq
                     )
                 } else {
-                    format!("expected seq {expected_seq}, found {}: records reordered or repeated", rec.seq)
+                    format!(
+                        "expected seq {expected_seq}, found {}: records reordered or repeated",
+                        rec.seq
+                    )
                 };
                 fail(&mut report, &name, Some(line_no), Some(rec.seq), reason);
                 return Ok(report);
@@ -666,7 +698,10 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
             }
         }
     }
-    let last_file = files.last().map(|(i, _)| file_name(*i)).unwrap_or_else(|| "(no file)".into());
+    let last_file = files
+        .last()
+        .map(|(i, _)| file_name(*i))
+        .unwrap_or_else(|| "(no file)".into());
     match (&head, report.last_seq) {
         (None, None) => {}
         (None, Some(_)) => fail(&mut report, HEAD_FILE, None, None, "HEAD is missing".into()),
@@ -686,11 +721,29 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
                     ),
                 );
             } else if i128::from(h.seq) + 1 < last_n {
-                fail(&mut report, HEAD_FILE, None, Some(h.seq), format!("HEAD is {} records behind the trail (at most 1 after a crash)", last_n - i128::from(h.seq)));
+                fail(
+                    &mut report,
+                    HEAD_FILE,
+                    None,
+                    Some(h.seq),
+                    format!(
+                        "HEAD is {} records behind the trail (at most 1 after a crash)",
+                        last_n - i128::from(h.seq)
+                    ),
+                );
             } else {
-                let want = hashes.iter().find(|(s, _)| *s == h.seq).map(|(_, h)| h.as_str());
+                let want = hashes
+                    .iter()
+                    .find(|(s, _)| *s == h.seq)
+                    .map(|(_, h)| h.as_str());
                 if want != Some(h.hash.as_str()) {
-                    fail(&mut report, HEAD_FILE, None, Some(h.seq), format!("HEAD's hash does not match record {}", h.seq));
+                    fail(
+                        &mut report,
+                        HEAD_FILE,
+                        None,
+                        Some(h.seq),
+                        format!("HEAD's hash does not match record {}", h.seq),
+                    );
                 }
             }
         }
@@ -814,7 +867,10 @@ mod tests {
         assert!(r.ok(), "{:?}", r.problem);
         assert_eq!(r.records, 2);
         let text = fs::read_to_string(&f).unwrap();
-        assert!(text.contains("audit.recover") && text.contains("cut 13 bytes"), "{text}");
+        assert!(
+            text.contains("audit.recover") && text.contains("cut 13 bytes"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -293,7 +293,12 @@ impl Authorizer {
         } else {
             format!(
                 "roles {}",
-                principal.roles.iter().cloned().collect::<Vec<_>>().join(", ")
+                principal
+                    .roles
+                    .iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         };
         let accepted = action.permissions();
@@ -377,7 +382,11 @@ impl RequestContext {
     }
 
     /// A context for `rpc` from the request's HTTP/2 headers (gRPC metadata) and peer.
-    pub fn from_headers(rpc: impl Into<String>, headers: &http::HeaderMap, peer: Option<SocketAddr>) -> Self {
+    pub fn from_headers(
+        rpc: impl Into<String>,
+        headers: &http::HeaderMap,
+        peer: Option<SocketAddr>,
+    ) -> Self {
         RequestContext {
             rpc: rpc.into(),
             peer,
@@ -775,7 +784,9 @@ impl Security {
         log.append(AuditEntry {
             principal: p.map(|p| p.subject.clone()),
             auth: p.map(|p| p.source.as_str().to_string()),
-            roles: p.map(|p| p.roles.iter().cloned().collect()).unwrap_or_default(),
+            roles: p
+                .map(|p| p.roles.iter().cloned().collect())
+                .unwrap_or_default(),
             client: ctx.peer.map(|a| a.to_string()),
             rpc: ctx.rpc.clone(),
             action: Some(action.as_str().to_string()),
@@ -848,9 +859,24 @@ mod tests {
             (&["clinician"], Action::OnlineLookup, &["p1", "p2"], false),
             (&["clinician"], Action::HistoricalDeidentified, &[], false),
             (&["model-service"], Action::OnlineLookup, &["p2"], true),
-            (&["model-service"], Action::HistoricalDeidentified, &[], false),
-            (&["data-scientist"], Action::HistoricalDeidentified, &["p2"], true),
-            (&["data-scientist"], Action::HistoricalIdentified, &["p2"], false),
+            (
+                &["model-service"],
+                Action::HistoricalDeidentified,
+                &[],
+                false,
+            ),
+            (
+                &["data-scientist"],
+                Action::HistoricalDeidentified,
+                &["p2"],
+                true,
+            ),
+            (
+                &["data-scientist"],
+                Action::HistoricalIdentified,
+                &["p2"],
+                false,
+            ),
             (&["steward"], Action::HistoricalIdentified, &["p2"], true),
             (&["steward"], Action::HistoricalDeidentified, &["p2"], true),
             (&["steward"], Action::Ingest, &[], false),
@@ -859,7 +885,11 @@ mod tests {
         ];
         for (roles, action, patients, want) in cases {
             let d = a.authorize(&principal(roles), *action, &ids(patients), now);
-            assert_eq!(d.allowed, *want, "{roles:?} {action} {patients:?}: {}", d.reason);
+            assert_eq!(
+                d.allowed, *want,
+                "{roles:?} {action} {patients:?}: {}",
+                d.reason
+            );
         }
         // Before the assignment started, p1 is not on the team either.
         let d = a.authorize(
@@ -877,7 +907,12 @@ mod tests {
         let now = t("2026-02-01T00:00:00Z");
         let p = principal(&["clinician"]);
         // "p-exists-elsewhere" could be a real patient, "zzz" not: same message.
-        let d1 = a.authorize(&p, Action::OnlineLookup, &["p-exists-elsewhere".into()], now);
+        let d1 = a.authorize(
+            &p,
+            Action::OnlineLookup,
+            &["p-exists-elsewhere".into()],
+            now,
+        );
         let d2 = a.authorize(&p, Action::OnlineLookup, &["zzz".into()], now);
         assert_eq!(d1.reason, d2.reason);
         assert!(!d1.reason.contains("p-exists-elsewhere"));

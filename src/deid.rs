@@ -23,8 +23,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, Date32Array, Date64Array, Float64Array, PrimitiveArray,
-    RecordBatch, StringArray,
+    Array, ArrayRef, AsArray, Date32Array, Date64Array, Float64Array, PrimitiveArray, RecordBatch,
+    StringArray,
 };
 use arrow::compute::cast;
 use arrow::datatypes::{
@@ -186,7 +186,8 @@ impl DeidPolicy {
             &mut self.zip_columns,
             &mut self.restricted_zip3,
         ] {
-            let set: BTreeSet<String> = list.iter().map(|c| c.trim().to_ascii_lowercase()).collect();
+            let set: BTreeSet<String> =
+                list.iter().map(|c| c.trim().to_ascii_lowercase()).collect();
             *list = set.into_iter().collect();
         }
         self
@@ -199,7 +200,10 @@ impl DeidPolicy {
             reason,
         };
         if self.patient_id_columns.is_empty() {
-            return Err(bad("patient_id_columns", "at least one column is needed".into()));
+            return Err(bad(
+                "patient_id_columns",
+                "at least one column is needed".into(),
+            ));
         }
         if self.shift_days_min > self.shift_days_max {
             return Err(bad("shift_days_min", "greater than shift_days_max".into()));
@@ -211,7 +215,10 @@ impl DeidPolicy {
             ));
         }
         if self.shift_days_min.abs() > 36_500 || self.shift_days_max.abs() > 36_500 {
-            return Err(bad("shift_days_min", "shifts are limited to 100 years".into()));
+            return Err(bad(
+                "shift_days_min",
+                "shifts are limited to 100 years".into(),
+            ));
         }
         for z in &self.restricted_zip3 {
             if z.len() != 3 || !z.bytes().all(|b| b.is_ascii_digit()) {
@@ -315,17 +322,16 @@ impl DeidKey {
 
     fn decode(text: &[u8], what: &str) -> Result<Self> {
         let trimmed = String::from_utf8_lossy(text).trim().to_string();
-        if trimmed.len() >= 64 && trimmed.bytes().all(|b| b.is_ascii_hexdigit()) && trimmed.len() % 2 == 0 {
+        if trimmed.len() >= 64
+            && trimmed.bytes().all(|b| b.is_ascii_hexdigit())
+            && trimmed.len() % 2 == 0
+        {
             let bytes = hex::decode(&trimmed)
                 .map_err(|_| Error::invalid(what, "hex key does not decode"))?;
             return DeidKey::from_secret(&bytes);
         }
-        DeidKey::from_secret(text).map_err(|_| {
-            Error::invalid(
-                what,
-                "use at least 64 hex digits or 32 raw bytes",
-            )
-        })
+        DeidKey::from_secret(text)
+            .map_err(|_| Error::invalid(what, "use at least 64 hex digits or 32 raw bytes"))
     }
 
     /// A key from a file: 64 or more hex digits, or at least 32 raw bytes. Warns when the
@@ -344,7 +350,10 @@ impl DeidKey {
                 }
             }
         }
-        DeidKey::decode(&bytes, &format!("de-identification key file {}", path.display()))
+        DeidKey::decode(
+            &bytes,
+            &format!("de-identification key file {}", path.display()),
+        )
     }
 
     /// A key from an environment variable holding 64 or more hex digits.
@@ -406,7 +415,10 @@ pub fn output_schema(schema: &Schema, policy: &DeidPolicy) -> Result<SchemaRef> 
             field: f.name().clone(),
             reason,
         };
-        let text = matches!(f.data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
+        let text = matches!(
+            f.data_type(),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+        );
         match policy.rule(f.name()) {
             Rule::Drop => continue,
             Rule::Patient | Rule::Token | Rule::Zip => {
@@ -419,7 +431,10 @@ pub fn output_schema(schema: &Schema, policy: &DeidPolicy) -> Result<SchemaRef> 
             }
             Rule::Age => {
                 if !f.data_type().is_numeric() {
-                    return Err(bad(format!("an age must be numeric, found {}", f.data_type())));
+                    return Err(bad(format!(
+                        "an age must be numeric, found {}",
+                        f.data_type()
+                    )));
                 }
                 fields.push(Field::new(f.name(), f.data_type().clone(), f.is_nullable()));
             }
@@ -470,7 +485,12 @@ fn shift_primitive<T: ArrowPrimitiveType<Native = i64>>(
     Ok(out.into_iter().collect::<PrimitiveArray<T>>())
 }
 
-fn shift_dates(col: &ArrayRef, offsets: &[i64], name: &str, batch: usize) -> Result<Option<ArrayRef>> {
+fn shift_dates(
+    col: &ArrayRef,
+    offsets: &[i64],
+    name: &str,
+    batch: usize,
+) -> Result<Option<ArrayRef>> {
     const DAY_S: i64 = 86_400;
     Ok(Some(match col.data_type() {
         DataType::Date32 => {
@@ -497,12 +517,24 @@ fn shift_dates(col: &ArrayRef, offsets: &[i64], name: &str, batch: usize) -> Res
                     .with_timezone_opt(tz.clone()),
             ),
             TimeUnit::Millisecond => Arc::new(
-                shift_primitive::<TimestampMillisecondType>(col, offsets, DAY_S * 1_000, name, batch)?
-                    .with_timezone_opt(tz.clone()),
+                shift_primitive::<TimestampMillisecondType>(
+                    col,
+                    offsets,
+                    DAY_S * 1_000,
+                    name,
+                    batch,
+                )?
+                .with_timezone_opt(tz.clone()),
             ),
             TimeUnit::Microsecond => Arc::new(
-                shift_primitive::<TimestampMicrosecondType>(col, offsets, DAY_S * 1_000_000, name, batch)?
-                    .with_timezone_opt(tz.clone()),
+                shift_primitive::<TimestampMicrosecondType>(
+                    col,
+                    offsets,
+                    DAY_S * 1_000_000,
+                    name,
+                    batch,
+                )?
+                .with_timezone_opt(tz.clone()),
             ),
             TimeUnit::Nanosecond => Arc::new(
                 shift_primitive::<TimestampNanosecondType>(
@@ -549,7 +581,11 @@ fn zip3(v: &str, restricted: &[String]) -> Option<String> {
 /// [`Error::BadInput`] naming the batch, row and column: no patient id column, a null
 /// patient id (its dates could not be shifted), a column of the wrong type, a date shifted
 /// out of range.
-pub fn deidentify(batches: &[RecordBatch], policy: &DeidPolicy, key: &DeidKey) -> Result<Vec<RecordBatch>> {
+pub fn deidentify(
+    batches: &[RecordBatch],
+    policy: &DeidPolicy,
+    key: &DeidKey,
+) -> Result<Vec<RecordBatch>> {
     let mut out = Vec::with_capacity(batches.len());
     for (bi, batch) in batches.iter().enumerate() {
         let schema = batch.schema();
@@ -597,8 +633,10 @@ pub fn deidentify(batches: &[RecordBatch], policy: &DeidPolicy, key: &DeidKey) -
                 }
                 Rule::Token => {
                     let s = to_strings(col)?;
-                    let arr: StringArray =
-                        s.iter().map(|v| v.map(|id| key.identifier_token(id))).collect();
+                    let arr: StringArray = s
+                        .iter()
+                        .map(|v| v.map(|id| key.identifier_token(id)))
+                        .collect();
                     Arc::new(arr)
                 }
                 Rule::Zip => {
@@ -651,7 +689,8 @@ pub async fn store_deidentified(
             "key_id": key.key_id(),
         }),
     };
-    opts.labels.insert("deidentified".into(), policy.name.clone());
+    opts.labels
+        .insert("deidentified".into(), policy.name.clone());
     store.put_batches(out_schema, out, opts).await
 }
 
@@ -683,7 +722,11 @@ mod tests {
             vec![
                 Arc::new(StringArray::from(vec!["P1", "P2", "P1"])),
                 Arc::new(StringArray::from(vec![Some("Ann"), None, Some("Ann")])),
-                Arc::new(StringArray::from(vec![Some("03601"), Some("12345-6789"), Some("x1")])),
+                Arc::new(StringArray::from(vec![
+                    Some("03601"),
+                    Some("12345-6789"),
+                    Some("x1"),
+                ])),
                 Arc::new(Int64Array::from(vec![Some(95), Some(40), None])),
                 Arc::new(
                     TimestampMicrosecondArray::from(vec![
@@ -705,7 +748,8 @@ mod tests {
         let p = DeidPolicy::safe_harbor();
         let k = key();
         let out = &deidentify(&[batch()], &p, &k).unwrap()[0];
-        let names: Vec<&str> = out.schema().fields().iter().map(|f| f.name().as_str()).collect();
+        let schema = out.schema();
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         assert_eq!(names, ["patient_id", "zip", "age", "t", "birth_date", "x"]);
         let ids = out.column(0).as_string::<i32>();
         assert_eq!(ids.value(0), ids.value(2));
@@ -734,7 +778,10 @@ mod tests {
     fn key_never_shows_and_needs_32_bytes() {
         let k = DeidKey::from_secret(b"0123456789abcdef0123456789abcdef-secret").unwrap();
         let dbg = format!("{k:?}");
-        assert!(dbg.contains("<redacted>") && dbg.contains(k.key_id()), "{dbg}");
+        assert!(
+            dbg.contains("<redacted>") && dbg.contains(k.key_id()),
+            "{dbg}"
+        );
         assert!(!dbg.contains("0123456789abcdef"), "{dbg}");
         let e = DeidKey::from_secret(b"short").unwrap_err().to_string();
         assert!(!e.contains("short"), "{e}");
@@ -750,7 +797,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("p.toml") && e.contains("include 0"), "{e}");
-        let e = DeidPolicy::from_toml("zip_columns = [\"mrn\"]\n", "p.toml").unwrap_err().to_string();
+        let e = DeidPolicy::from_toml("zip_columns = [\"mrn\"]\n", "p.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("mrn"), "{e}");
         assert!(DeidPolicy::from_toml("colour = 1\n", "p.toml").is_err());
     }
@@ -758,11 +807,23 @@ mod tests {
     #[test]
     fn missing_patient_column_and_null_ids_are_named() {
         let b = batch().project(&[1, 2]).unwrap();
-        let e = deidentify(&[b], &DeidPolicy::safe_harbor(), &key()).unwrap_err().to_string();
+        let e = deidentify(&[b], &DeidPolicy::safe_harbor(), &key())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("patient_id"), "{e}");
-        let schema = Arc::new(Schema::new(vec![Field::new("patient_id", DataType::Utf8, true)]));
-        let b = RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec![Some("a"), None]))]).unwrap();
-        let e = deidentify(&[b], &DeidPolicy::safe_harbor(), &key()).unwrap_err().to_string();
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "patient_id",
+            DataType::Utf8,
+            true,
+        )]));
+        let b = RecordBatch::try_new(
+            schema,
+            vec![Arc::new(StringArray::from(vec![Some("a"), None]))],
+        )
+        .unwrap();
+        let e = deidentify(&[b], &DeidPolicy::safe_harbor(), &key())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("batch 0 row 1"), "{e}");
     }
 }

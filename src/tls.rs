@@ -4,7 +4,8 @@
 //!
 //! The server certificate is served by [`CertStore`], a `ResolvesServerCert` over an
 //! `ArcSwap`: [`CertStore::reload`] re-reads the certificate and key files and swaps them in
-//! for new handshakes (connections already open keep theirs). A file that does not parse, or
+//! for new handshakes (connections already open keep theirs, and a client resuming a TLS
+//! session keeps that session's authentication until it makes a full handshake). A file that does not parse, or
 //! a key that does not match its certificate, is an error and the current pair stays.
 //! [`spawn_reload`] checks the files on a timer and reloads when their content changed.
 //!
@@ -93,7 +94,11 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
     Ok(certs)
 }
 
-fn load_pair(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<(CertifiedKey, blake3::Hash)> {
+fn load_pair(
+    cert: &Path,
+    key: &Path,
+    provider: &CryptoProvider,
+) -> Result<(CertifiedKey, blake3::Hash)> {
     let cert_bytes = std::fs::read(cert).map_err(|e| Error::io(cert, e))?;
     let key_bytes = std::fs::read(key).map_err(|e| Error::io(key, e))?;
     let stamp = content_stamp(&cert_bytes, &key_bytes);
@@ -104,8 +109,12 @@ fn load_pair(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<(Cert
         return Err(bad(cert, "no CERTIFICATE block"));
     }
     // The error of a key file never quotes it.
-    let private = PrivateKeyDer::from_pem_slice(&key_bytes)
-        .map_err(|_| bad(key, "no PEM private key (PKCS#8, PKCS#1 or SEC1) could be read"))?;
+    let private = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|_| {
+        bad(
+            key,
+            "no PEM private key (PKCS#8, PKCS#1 or SEC1) could be read",
+        )
+    })?;
     let certified = CertifiedKey::from_der(certs, private, provider)
         .map_err(|e| bad(key, format!("unusable with {}: {e}", cert.display())))?;
     Ok((certified, stamp))
@@ -220,7 +229,10 @@ pub fn server_config(cfg: &TlsConfig, base: &Path) -> Result<(Arc<ServerConfig>,
         ClientAuth::None => builder.with_no_client_auth(),
         auth => {
             let ca_path = cfg.client_ca.as_ref().ok_or_else(|| {
-                Error::invalid("tls.client_ca", "needed when client_auth is optional or required")
+                Error::invalid(
+                    "tls.client_ca",
+                    "needed when client_auth is optional or required",
+                )
             })?;
             let ca_path = base.join(ca_path);
             let mut roots = RootCertStore::empty();
@@ -254,9 +266,13 @@ pub fn spawn_reload(store: Arc<CertStore>, every: Duration) -> tokio::task::Join
         loop {
             tick.tick().await;
             match store.reload_if_changed() {
-                Ok(true) => tracing::info!(cert = %store.cert.display(), "TLS certificate reloaded"),
+                Ok(true) => {
+                    tracing::info!(cert = %store.cert.display(), "TLS certificate reloaded")
+                }
                 Ok(false) => {}
-                Err(e) => tracing::warn!("TLS certificate not reloaded, keeping the current one: {e}"),
+                Err(e) => {
+                    tracing::warn!("TLS certificate not reloaded, keeping the current one: {e}")
+                }
             }
         }
     })
@@ -302,7 +318,10 @@ mod tests {
     async fn serve(
         config: Arc<ServerConfig>,
         n: usize,
-    ) -> (std::net::SocketAddr, tokio::task::JoinHandle<Vec<std::result::Result<usize, String>>>) {
+    ) -> (
+        std::net::SocketAddr,
+        tokio::task::JoinHandle<Vec<std::result::Result<usize, String>>>,
+    ) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let acceptor = TlsAcceptor::from(config);
@@ -358,6 +377,10 @@ mod tests {
                 )
                 .unwrap(),
         };
+        // No session resumption: a resumed session shows the certificate of the session it
+        // resumes, and these tests look at the certificate each handshake gets.
+        let mut cfg = cfg;
+        cfg.resumption = tokio_rustls::rustls::client::Resumption::disabled();
         TlsConnector::from(Arc::new(cfg))
     }
 
@@ -366,14 +389,18 @@ mod tests {
         addr: std::net::SocketAddr,
         conn: &TlsConnector,
     ) -> std::result::Result<(Vec<u8>, String), String> {
-        let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
         let mut tls = conn
             .connect(ServerName::try_from("localhost").unwrap(), tcp)
             .await
             .map_err(|e| e.to_string())?;
         let leaf = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
         let mut s = String::new();
-        tls.read_to_string(&mut s).await.map_err(|e| e.to_string())?;
+        tls.read_to_string(&mut s)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok((leaf, s))
     }
 
@@ -409,7 +436,10 @@ mod tests {
         let (leaf1, line) = fetch(addr, &conn).await.unwrap();
         assert_eq!(leaf1, der1);
         assert_eq!(line, "hello 0\n");
-        assert!(!store.reload_if_changed().unwrap(), "unchanged files: no reload");
+        assert!(
+            !store.reload_if_changed().unwrap(),
+            "unchanged files: no reload"
+        );
         // New certificate on disk: reloaded, served to the next handshake.
         let (c2, k2, der2) = leaf(&server_ca, "ward-2", &["localhost"]);
         write(dir.path(), "server.pem", &c2);
@@ -429,13 +459,18 @@ mod tests {
         assert!(e.contains("server.key"), "{e}");
         // A plaintext client (HTTP/2 preface) against the TLS-only port gets no service.
         let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+        tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .unwrap();
         let mut buf = Vec::new();
         let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut buf)).await;
         assert!(!String::from_utf8_lossy(&buf).contains("hello"));
         let results = server.await.unwrap();
         assert!(results[..3].iter().all(|r| r.is_ok()), "{results:?}");
-        assert!(results[3].is_err(), "plaintext must fail the handshake: {results:?}");
+        assert!(
+            results[3].is_err(),
+            "plaintext must fail the handshake: {results:?}"
+        );
     }
 
     #[tokio::test]
@@ -454,8 +489,14 @@ mod tests {
         // Required: no certificate and a certificate from another CA fail; ours passes.
         let (cfg, _) = server_config(&config(ClientAuth::Required, false), dir.path()).unwrap();
         let (addr, server) = serve(cfg, 3).await;
-        assert!(fetch(addr, &client(&server_ca.pem, None, false)).await.is_err());
-        assert!(fetch(addr, &client(&server_ca.pem, Some((&sc, &sk)), false)).await.is_err());
+        assert!(fetch(addr, &client(&server_ca.pem, None, false))
+            .await
+            .is_err());
+        assert!(
+            fetch(addr, &client(&server_ca.pem, Some((&sc, &sk)), false))
+                .await
+                .is_err()
+        );
         let (_, line) = fetch(addr, &client(&server_ca.pem, Some((&cc, &ck)), false))
             .await
             .unwrap();
@@ -479,24 +520,37 @@ mod tests {
             "t",
         )
         .unwrap();
-        assert_eq!(mapper.principal(&cder).unwrap().subject, "scoring.ward.internal");
+        assert_eq!(
+            mapper.principal(&cder).unwrap().subject,
+            "scoring.ward.internal"
+        );
 
         // Optional: without a certificate is fine, a foreign one is not.
         let (cfg, _) = server_config(&config(ClientAuth::Optional, false), dir.path()).unwrap();
         let (addr, server) = serve(cfg, 2).await;
-        let (_, line) = fetch(addr, &client(&server_ca.pem, None, false)).await.unwrap();
+        let (_, line) = fetch(addr, &client(&server_ca.pem, None, false))
+            .await
+            .unwrap();
         assert_eq!(line, "hello 0\n");
-        assert!(fetch(addr, &client(&server_ca.pem, Some((&sc, &sk)), false)).await.is_err());
+        assert!(
+            fetch(addr, &client(&server_ca.pem, Some((&sc, &sk)), false))
+                .await
+                .is_err()
+        );
         server.await.unwrap();
 
         // TLS 1.2 only when configured.
         let (cfg, _) = server_config(&config(ClientAuth::None, false), dir.path()).unwrap();
         let (addr, server) = serve(cfg, 1).await;
-        assert!(fetch(addr, &client(&server_ca.pem, None, true)).await.is_err());
+        assert!(fetch(addr, &client(&server_ca.pem, None, true))
+            .await
+            .is_err());
         server.await.unwrap();
         let (cfg, _) = server_config(&config(ClientAuth::None, true), dir.path()).unwrap();
         let (addr, server) = serve(cfg, 1).await;
-        fetch(addr, &client(&server_ca.pem, None, true)).await.unwrap();
+        fetch(addr, &client(&server_ca.pem, None, true))
+            .await
+            .unwrap();
         server.await.unwrap();
 
         // client_auth without a CA is a configuration error.

@@ -247,12 +247,24 @@ mod tests {
     fn check(idx: &CareTeamIndex) {
         assert!(idx.on_team("dr-a", "p1", t("2026-01-01T00:00:00Z")));
         assert!(idx.on_team("dr-a", "p1", t("2026-01-09T23:59:59Z")));
-        assert!(!idx.on_team("dr-a", "p1", t("2026-01-10T00:00:00Z")), "end is exclusive");
+        assert!(
+            !idx.on_team("dr-a", "p1", t("2026-01-10T00:00:00Z")),
+            "end is exclusive"
+        );
         assert!(!idx.on_team("dr-a", "p1", t("2025-12-31T23:59:59Z")));
-        assert!(!idx.on_team("dr-a", "p2", t("2026-01-05T12:00:00Z")), "not yet known");
-        assert!(idx.on_team("dr-a", "p2", t("2026-03-01T00:00:00Z")), "open-ended");
+        assert!(
+            !idx.on_team("dr-a", "p2", t("2026-01-05T12:00:00Z")),
+            "not yet known"
+        );
+        assert!(
+            idx.on_team("dr-a", "p2", t("2026-03-01T00:00:00Z")),
+            "open-ended"
+        );
         assert!(idx.on_team("dr-b", "p2", t("2026-01-15T00:00:00Z")));
-        assert!(!idx.on_team("dr-b", "p2", t("2026-02-01T00:00:00Z")), "retracted");
+        assert!(
+            !idx.on_team("dr-b", "p2", t("2026-02-01T00:00:00Z")),
+            "retracted"
+        );
         assert!(!idx.on_team("dr-b", "p1", t("2026-01-02T00:00:00Z")));
         assert!(!idx.on_team("nobody", "p1", t("2026-01-02T00:00:00Z")));
         assert_eq!(idx.len(), 3);
@@ -277,10 +289,13 @@ mod tests {
             ..CuratedTables::default()
         };
         let batch = tables.to_batch(Table::CareTeam).unwrap();
-        let without = batch
-            .project(&[0, 2, 3, 4])
-            .unwrap();
-        let err = CareTeamIndex::from_batches(&[without]).unwrap_err().to_string();
-        assert!(err.contains("clinician_id") && err.contains("batch 0"), "{err}");
+        let without = batch.project(&[0, 2, 3, 4]).unwrap();
+        let err = CareTeamIndex::from_batches(&[without])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("clinician_id") && err.contains("batch 0"),
+            "{err}"
+        );
     }
 }

@@ -247,7 +247,10 @@ impl JwtVerifier {
                     ))
                 }
                 AlgorithmParameters::OctetKeyPair(_) => {
-                    return Err(bad(field, "OKP keys are not supported: use RS256 or ES256".into()))
+                    return Err(bad(
+                        field,
+                        "OKP keys are not supported: use RS256 or ES256".into(),
+                    ))
                 }
             };
             let alg = match jwk.common.key_algorithm {
@@ -297,7 +300,9 @@ impl JwtVerifier {
     /// authentic token claiming a role its key does not grant. Reasons never echo the token.
     pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<Principal> {
         if token.split('.').count() != 3 {
-            return Err(unauth("the bearer token is not a JWT (three dot-separated parts)"));
+            return Err(unauth(
+                "the bearer token is not a JWT (three dot-separated parts)",
+            ));
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| {
             unauth(
@@ -313,8 +318,11 @@ impl JwtVerifier {
         }
         let candidates: Vec<&KeyEntry> = match &header.kid {
             Some(kid) => {
-                let by_kid: Vec<&KeyEntry> =
-                    self.keys.iter().filter(|k| k.kid.as_deref() == Some(kid)).collect();
+                let by_kid: Vec<&KeyEntry> = self
+                    .keys
+                    .iter()
+                    .filter(|k| k.kid.as_deref() == Some(kid))
+                    .collect();
                 if by_kid.is_empty() {
                     return Err(unauth(format!("no trusted key has kid {kid:?}")));
                 }
@@ -322,8 +330,11 @@ impl JwtVerifier {
             }
             None => self.keys.iter().collect(),
         };
-        let matching: Vec<&KeyEntry> =
-            candidates.iter().copied().filter(|k| k.alg == header.alg).collect();
+        let matching: Vec<&KeyEntry> = candidates
+            .iter()
+            .copied()
+            .filter(|k| k.alg == header.alg)
+            .collect();
         if matching.is_empty() {
             return Err(unauth(format!(
                 "the token's algorithm {} is not the one its key declares",
@@ -337,9 +348,11 @@ impl JwtVerifier {
         validation.required_spec_claims.clear();
         let mut verified = None;
         for k in matching {
-            if let Ok(data) =
-                jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, &k.key, &validation)
-            {
+            if let Ok(data) = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
+                token,
+                &k.key,
+                &validation,
+            ) {
                 verified = Some((k, data.claims));
                 break;
             }
@@ -491,7 +504,10 @@ mod tests {
             )
             .unwrap_err()
             .to_string();
-        assert!(err.contains("jwks.json") && err.contains("kid s") && err.contains("symmetric"), "{err}");
+        assert!(
+            err.contains("jwks.json") && err.contains("kid s") && err.contains("symmetric"),
+            "{err}"
+        );
         let err = v
             .add_issuer(
                 &cfg(),
@@ -507,7 +523,14 @@ mod tests {
     #[test]
     fn malformed_tokens_are_unauthenticated() {
         let v = JwtVerifier::empty();
-        for t in ["", "abc", "a.b", "a.b.c", "....", "eyJhbGciOiJub25lIn0.e30."] {
+        for t in [
+            "",
+            "abc",
+            "a.b",
+            "a.b.c",
+            "....",
+            "eyJhbGciOiJub25lIn0.e30.",
+        ] {
             let e = v.verify(t, DateTime::UNIX_EPOCH).unwrap_err();
             assert!(matches!(e, Error::Unauthenticated { .. }), "{t}: {e}");
         }

@@ -105,9 +105,9 @@ impl MtlsMapper {
                 .filter_map(|cn| cn.as_str().ok().map(str::to_string))
                 .collect(),
             kind => {
-                let san = cert
-                    .subject_alternative_name()
-                    .map_err(|e| unauth(format!("the client certificate's SAN is malformed: {e}")))?;
+                let san = cert.subject_alternative_name().map_err(|e| {
+                    unauth(format!("the client certificate's SAN is malformed: {e}"))
+                })?;
                 san.map(|s| {
                     s.value
                         .general_names
@@ -177,7 +177,14 @@ mod tests {
                 clinician_id: None,
             },
         );
-        MtlsMapper::new(&MtlsConfig { identity, principals }, "sec.toml").unwrap()
+        MtlsMapper::new(
+            &MtlsConfig {
+                identity,
+                principals,
+            },
+            "sec.toml",
+        )
+        .unwrap()
     }
 
     #[test]
@@ -187,7 +194,9 @@ mod tests {
         assert_eq!(p.subject, "scoring-1");
         assert_eq!(p.source, Source::Mtls);
         assert!(p.roles.contains("model-service"));
-        let p = mapper(Identity::SanDns, "other.example").principal(&der).unwrap();
+        let p = mapper(Identity::SanDns, "other.example")
+            .principal(&der)
+            .unwrap();
         assert_eq!(p.subject, "other.example");
     }
 
@@ -202,7 +211,9 @@ mod tests {
             assert!(matches!(e, Error::Unauthenticated { .. }));
             assert!(e.to_string().contains(want), "{e}");
         }
-        let e = mapper(Identity::Cn, "x").principal(b"not a certificate").unwrap_err();
+        let e = mapper(Identity::Cn, "x")
+            .principal(b"not a certificate")
+            .unwrap_err();
         assert!(matches!(e, Error::Unauthenticated { .. }), "{e}");
     }
 }

@@ -210,7 +210,10 @@ impl Policy {
     }
 
     /// The union of the permissions of `roles`.
-    pub fn permissions<'a>(&self, roles: impl IntoIterator<Item = &'a String>) -> BTreeSet<Permission> {
+    pub fn permissions<'a>(
+        &self,
+        roles: impl IntoIterator<Item = &'a String>,
+    ) -> BTreeSet<Permission> {
         let mut out = BTreeSet::new();
         for r in roles {
             if let Some(p) = self.roles.get(r) {
@@ -240,7 +243,9 @@ permissions = ["historical_identified", "materialize", "ingest"]
         .unwrap();
         assert!(p.has_role("clinician"));
         assert_eq!(
-            p.permissions_of("clinician").into_iter().collect::<Vec<_>>(),
+            p.permissions_of("clinician")
+                .into_iter()
+                .collect::<Vec<_>>(),
             vec![Permission::OnlineLookupCareTeam]
         );
         assert!(p.permissions_of("nobody").is_empty());

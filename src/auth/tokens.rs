@@ -80,7 +80,10 @@ impl ApiTokens {
                 roles.insert(r.clone());
             }
             if entries.iter().any(|e| e.hash == hash) {
-                return Err(bad("blake3", "the same token hash is configured twice".into()));
+                return Err(bad(
+                    "blake3",
+                    "the same token hash is configured twice".into(),
+                ));
             }
             entries.push(Entry {
                 hash,
@@ -157,9 +160,13 @@ mod tests {
     fn bad_entries_are_named() {
         let mut c = cfg("x");
         c.blake3 = "abc".into();
-        let e = ApiTokens::new(&[cfg("y"), c], "sec.toml").unwrap_err().to_string();
+        let e = ApiTokens::new(&[cfg("y"), c], "sec.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("api_tokens[1]") && e.contains("blake3"), "{e}");
-        let e = ApiTokens::new(&[cfg("y"), cfg("y")], "sec.toml").unwrap_err().to_string();
+        let e = ApiTokens::new(&[cfg("y"), cfg("y")], "sec.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("twice"), "{e}");
     }
 }

@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
-use ward::audit::{self, file_name, AuditEntry, AuditLog, AuditOptions, AuditRecord, Outcome, Patients};
+use ward::audit::{
+    self, file_name, AuditEntry, AuditLog, AuditOptions, AuditRecord, Outcome, Patients,
+};
 use ward::clock::{ManualClock, SharedClock};
 
 fn clock() -> SharedClock {
@@ -29,7 +31,11 @@ fn entry(i: usize) -> AuditEntry {
         feature_set: Some("readmission".into()),
         datasets: vec![format!("b3:{:064x}", i)],
         patients: Patients::Ids(vec![format!("p{}", i % 5)]),
-        decision: if i % 4 == 3 { Outcome::Denied } else { Outcome::Allowed },
+        decision: if i % 4 == 3 {
+            Outcome::Denied
+        } else {
+            Outcome::Allowed
+        },
         reason: format!("reason {i}"),
     }
 }
@@ -81,7 +87,9 @@ fn write_lines(p: &Path, lines: &[String]) {
 /// Verifies and returns the problem's (file, line, seq, reason); panics if none.
 fn problem(dir: &Path) -> (String, Option<u64>, Option<u64>, String) {
     let r = audit::verify(dir).unwrap();
-    let p = r.problem.unwrap_or_else(|| panic!("tampering not detected"));
+    let p = r
+        .problem
+        .unwrap_or_else(|| panic!("tampering not detected"));
     eprintln!("detected: {p}");
     (p.file, p.line, p.seq, p.reason)
 }
@@ -109,8 +117,12 @@ fn an_edited_field_is_detected_at_that_record() {
     let f = files(dir.path());
     let mut l = lines(&f[1]);
     let rec: AuditRecord = serde_json::from_str(&l[2]).unwrap();
-    l[2] = l[2].replace("\"decision\":\"denied\"", "\"decision\":\"allowed\"")
-        .replace(&format!("\"principal\":\"{}\"", rec.principal.clone().unwrap()), "\"principal\":\"someone-else\"");
+    l[2] = l[2]
+        .replace("\"decision\":\"denied\"", "\"decision\":\"allowed\"")
+        .replace(
+            &format!("\"principal\":\"{}\"", rec.principal.clone().unwrap()),
+            "\"principal\":\"someone-else\"",
+        );
     write_lines(&f[1], &l);
     let (file, line, seq, reason) = problem(dir.path());
     assert_eq!(file, file_name(2));
@@ -130,7 +142,10 @@ fn an_edit_with_a_recomputed_hash_breaks_the_next_link() {
     l[1] = serde_json::to_string(&rec).unwrap();
     write_lines(&f[0], &l);
     let (file, line, seq, reason) = problem(dir.path());
-    assert_eq!((file.as_str(), line, seq), (file_name(1).as_str(), Some(3), Some(rec.seq + 1)));
+    assert_eq!(
+        (file.as_str(), line, seq),
+        (file_name(1).as_str(), Some(3), Some(rec.seq + 1))
+    );
     assert!(reason.contains("prev"), "{reason}");
 }
 
@@ -146,7 +161,10 @@ fn a_deleted_record_is_detected() {
     assert_eq!(file, file_name(2));
     assert_eq!(line, Some(2));
     assert_eq!(seq, Some(removed.seq + 1));
-    assert!(reason.contains(&format!("expected seq {}", removed.seq)), "{reason}");
+    assert!(
+        reason.contains(&format!("expected seq {}", removed.seq)),
+        "{reason}"
+    );
 }
 
 #[test]
@@ -172,7 +190,10 @@ fn a_cut_tail_is_detected_by_head() {
     l.truncate(l.len() - 2);
     write_lines(last, &l);
     let (_, _, _, reason) = problem(dir.path());
-    assert!(reason.contains("HEAD records seq 39") && reason.contains("cut"), "{reason}");
+    assert!(
+        reason.contains("HEAD records seq 39") && reason.contains("cut"),
+        "{reason}"
+    );
     // A log cut this way also refuses to open for appending (fail closed).
     let e = AuditLog::open(dir.path(), clock(), AuditOptions::default()).unwrap_err();
     assert!(e.to_string().contains("records were removed"), "{e}");
@@ -242,7 +263,10 @@ fn appends_from_many_threads_serialize() {
             })
         })
         .collect();
-    let mut seqs: Vec<u64> = threads.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let mut seqs: Vec<u64> = threads
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
     seqs.sort_unstable();
     assert_eq!(seqs, (0..200).collect::<Vec<u64>>());
     let r = audit::verify(dir.path()).unwrap();
@@ -310,7 +334,10 @@ fn cli_verifies_and_queries() {
     assert!(out.status.success());
     // Records 2 and 7 touched p2 (i % 5 == 2); 7 was denied.
     assert_eq!(stdout.lines().count(), 2, "{stdout}");
-    assert!(stdout.contains("user-002") && stdout.contains("user-007") && stdout.contains("denied"), "{stdout}");
+    assert!(
+        stdout.contains("user-002") && stdout.contains("user-007") && stdout.contains("denied"),
+        "{stdout}"
+    );
     // Tampered: non-zero exit naming the record.
     let f = files(dir.path());
     let mut l = lines(&f[0]);
@@ -323,5 +350,8 @@ fn cli_verifies_and_queries() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains(&file_name(1)) && stderr.contains("line 2") && stderr.contains("seq 1"), "{stderr}");
+    assert!(
+        stderr.contains(&file_name(1)) && stderr.contains("line 2") && stderr.contains("seq 1"),
+        "{stderr}"
+    );
 }

@@ -24,7 +24,10 @@ fn b64url(bytes: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
         for i in 0..=chunk.len() {
             out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
         }
@@ -76,7 +79,14 @@ struct RsaKey {
 fn rsa_key(dir: &Path, kid: &str) -> Option<RsaKey> {
     let path = dir.join(format!("{kid}.pem"));
     let gen = Command::new("openssl")
-        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"])
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
         .arg(&path)
         .output();
     match gen {
@@ -156,7 +166,11 @@ fn setup() -> Env {
     if let Some(r) = &rsa {
         keys.push(r.jwk.clone());
     }
-    std::fs::write(dir.path().join("jwks.json"), json!({ "keys": keys }).to_string()).unwrap();
+    std::fs::write(
+        dir.path().join("jwks.json"),
+        json!({ "keys": keys }).to_string(),
+    )
+    .unwrap();
     std::fs::copy(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/security/policy.toml"),
         dir.path().join("policy.toml"),
@@ -196,11 +210,13 @@ max_file_bytes = 2000
     )
     .unwrap();
     assert!(security.authentication_configured());
-    security.authorizer().set_care_team(CareTeamIndex::from_members(&[
-        member("dr-a", "p1"),
-        member("dr-a", "p2"),
-        member("dr-b", "p3"),
-    ]));
+    security
+        .authorizer()
+        .set_care_team(CareTeamIndex::from_members(&[
+            member("dr-a", "p1"),
+            member("dr-a", "p2"),
+            member("dr-b", "p3"),
+        ]));
     Env {
         audit_dir: dir.path().join("audit"),
         _dir: dir,
@@ -252,55 +268,92 @@ fn attacks_are_refused_with_the_right_error_and_audited() {
     };
 
     // A good token works (the baseline every attack differs from by one thing).
-    let good = sign(Algorithm::ES256, "ec1", &ec, &claims("dr-a", &["clinician"]));
+    let good = sign(
+        Algorithm::ES256,
+        "ec1",
+        &ec,
+        &claims("dr-a", &["clinician"]),
+    );
     let p = check(&ctx(&good), online, &ids(&["p1", "p2"])).unwrap();
     assert_eq!(p.subject, "dr-a");
     assert_eq!(p.source, Source::Jwt);
 
     // No token.
     expect_unauthenticated(
-        check(&RequestContext::new("/ward.v1.Features/GetOnlineFeatures"), online, &ids(&["p1"])),
+        check(
+            &RequestContext::new("/ward.v1.Features/GetOnlineFeatures"),
+            online,
+            &ids(&["p1"]),
+        ),
         "no token",
     );
     // Expired (beyond the 60 s skew), and just inside the skew.
     let mut c = claims("dr-a", &["clinician"]);
     c["exp"] = json!(t0().timestamp() - 61);
     expect_unauthenticated(
-        check(&ctx(&sign(Algorithm::ES256, "ec1", &ec, &c)), online, &ids(&["p1"])),
+        check(
+            &ctx(&sign(Algorithm::ES256, "ec1", &ec, &c)),
+            online,
+            &ids(&["p1"]),
+        ),
         "expired",
     );
     c["exp"] = json!(t0().timestamp() - 30);
-    check(&ctx(&sign(Algorithm::ES256, "ec1", &ec, &c)), online, &ids(&["p1"])).unwrap();
+    check(
+        &ctx(&sign(Algorithm::ES256, "ec1", &ec, &c)),
+        online,
+        &ids(&["p1"]),
+    )
+    .unwrap();
     // The injected clock decides, not the system clock: the good token expires when the
     // clock passes exp + skew.
     env.clock.set(t0() + Duration::seconds(361));
-    expect_unauthenticated(check(&ctx(&good), online, &ids(&["p1"])), "expired by the clock");
+    expect_unauthenticated(
+        check(&ctx(&good), online, &ids(&["p1"])),
+        "expired by the clock",
+    );
     env.clock.set(t0());
     // Not yet valid.
     let mut c = claims("dr-a", &["clinician"]);
     c["nbf"] = json!(t0().timestamp() + 120);
     expect_unauthenticated(
-        check(&ctx(&sign(Algorithm::ES256, "ec1", &ec, &c)), online, &ids(&["p1"])),
+        check(
+            &ctx(&sign(Algorithm::ES256, "ec1", &ec, &c)),
+            online,
+            &ids(&["p1"]),
+        ),
         "not yet valid",
     );
     // No exp at all.
     let mut c = claims("dr-a", &["clinician"]);
     c.as_object_mut().unwrap().remove("exp");
     expect_unauthenticated(
-        check(&ctx(&sign(Algorithm::ES256, "ec1", &ec, &c)), online, &ids(&["p1"])),
+        check(
+            &ctx(&sign(Algorithm::ES256, "ec1", &ec, &c)),
+            online,
+            &ids(&["p1"]),
+        ),
         "no exp",
     );
     // Wrong issuer, wrong audience.
     let mut c = claims("dr-a", &["clinician"]);
     c["iss"] = json!("https://evil.example");
     expect_unauthenticated(
-        check(&ctx(&sign(Algorithm::ES256, "ec1", &ec, &c)), online, &ids(&["p1"])),
+        check(
+            &ctx(&sign(Algorithm::ES256, "ec1", &ec, &c)),
+            online,
+            &ids(&["p1"]),
+        ),
         "wrong issuer",
     );
     let mut c = claims("dr-a", &["clinician"]);
     c["aud"] = json!(["other-service"]);
     expect_unauthenticated(
-        check(&ctx(&sign(Algorithm::ES256, "ec1", &ec, &c)), online, &ids(&["p1"])),
+        check(
+            &ctx(&sign(Algorithm::ES256, "ec1", &ec, &c)),
+            online,
+            &ids(&["p1"]),
+        ),
         "wrong audience",
     );
     // Bad signature: another key under the trusted kid; and a payload edited after signing.
@@ -315,7 +368,10 @@ fn attacks_are_refused_with_the_right_error_and_audited() {
     let parts: Vec<&str> = good.split('.').collect();
     let edited_payload = b64url(claims("dr-b", &["clinician"]).to_string().as_bytes());
     let edited = format!("{}.{}.{}", parts[0], edited_payload, parts[2]);
-    expect_unauthenticated(check(&ctx(&edited), online, &ids(&["p3"])), "edited payload");
+    expect_unauthenticated(
+        check(&ctx(&edited), online, &ids(&["p3"])),
+        "edited payload",
+    );
     // alg none.
     let none = format!(
         "{}.{}.",
@@ -330,7 +386,10 @@ fn attacks_are_refused_with_the_right_error_and_audited() {
         parts[1],
         parts[2]
     );
-    expect_unauthenticated(check(&ctx(&mismatched), online, &ids(&["p1"])), "alg not the key's");
+    expect_unauthenticated(
+        check(&ctx(&mismatched), online, &ids(&["p1"])),
+        "alg not the key's",
+    );
     // HS256 "signed" with a public key as the HMAC secret.
     let ec_public_pem = {
         let raw = rcgen::KeyPair::from_pem(&env.ec.pem).unwrap();
@@ -342,7 +401,10 @@ fn attacks_are_refused_with_the_right_error_and_audited() {
         &EncodingKey::from_secret(ec_public_pem.as_bytes()),
         &claims("dr-a", &["clinician"]),
     );
-    expect_unauthenticated(check(&ctx(&hs), online, &ids(&["p1"])), "HS256 with the EC public key");
+    expect_unauthenticated(
+        check(&ctx(&hs), online, &ids(&["p1"])),
+        "HS256 with the EC public key",
+    );
     if let Some(rsa) = &env.rsa {
         let hs = sign(
             Algorithm::HS256,
@@ -350,20 +412,37 @@ fn attacks_are_refused_with_the_right_error_and_audited() {
             &EncodingKey::from_secret(&rsa.public_pem),
             &claims("scoring", &["model-service"]),
         );
-        expect_unauthenticated(check(&ctx(&hs), online, &ids(&["p1"])), "HS256 with the RSA public key");
+        expect_unauthenticated(
+            check(&ctx(&hs), online, &ids(&["p1"])),
+            "HS256 with the RSA public key",
+        );
     }
     // A role claimed that the key does not grant: the EC key may grant clinician and
     // data-scientist, not steward.
-    let escalate = sign(Algorithm::ES256, "ec1", &ec, &claims("dr-a", &["clinician", "steward"]));
+    let escalate = sign(
+        Algorithm::ES256,
+        "ec1",
+        &ec,
+        &claims("dr-a", &["clinician", "steward"]),
+    );
     expect_denied(
         check(&ctx(&escalate), Action::HistoricalIdentified, &ids(&["p1"])),
         "role not granted",
     );
     // A clinician asking for a patient outside the care team: alone, and hidden in a batch.
     // The refusal is the same whether the patient exists (p3, dr-b's) or not (p404).
-    let r_exists = expect_denied(check(&ctx(&good), online, &ids(&["p3"])), "outside care team");
-    let r_absent = expect_denied(check(&ctx(&good), online, &ids(&["p404"])), "nonexistent patient");
-    assert_eq!(r_exists, r_absent, "a denial must not reveal whether the patient exists");
+    let r_exists = expect_denied(
+        check(&ctx(&good), online, &ids(&["p3"])),
+        "outside care team",
+    );
+    let r_absent = expect_denied(
+        check(&ctx(&good), online, &ids(&["p404"])),
+        "nonexistent patient",
+    );
+    assert_eq!(
+        r_exists, r_absent,
+        "a denial must not reveal whether the patient exists"
+    );
     assert!(!r_exists.contains("p3"));
     let r_batch = expect_denied(
         check(&ctx(&good), online, &ids(&["p1", "p2", "p3", "p1"])),
@@ -380,16 +459,31 @@ fn attacks_are_refused_with_the_right_error_and_audited() {
     expect_denied(check(&ctx(&late), online, &ids(&["p1"])), "care team ended");
     env.clock.set(t0());
     // A data scientist asking for identified data; de-identified is allowed.
-    let ds = sign(Algorithm::ES256, "ec1", &ec, &claims("ana", &["data-scientist"]));
+    let ds = sign(
+        Algorithm::ES256,
+        "ec1",
+        &ec,
+        &claims("ana", &["data-scientist"]),
+    );
     expect_denied(
         check(&ctx(&ds), Action::HistoricalIdentified, &ids(&["p1", "p3"])),
         "data scientist, identified",
     );
-    check(&ctx(&ds), Action::HistoricalDeidentified, &ids(&["p1", "p3"])).unwrap();
+    check(
+        &ctx(&ds),
+        Action::HistoricalDeidentified,
+        &ids(&["p1", "p3"]),
+    )
+    .unwrap();
     // RS256: a model service (granted by the key, not the issuer) reads any patient.
     if let Some(rsa) = &env.rsa {
         let key = EncodingKey::from_rsa_pem(&rsa.pem).unwrap();
-        let svc = sign(Algorithm::RS256, "rsa1", &key, &claims("scoring", &["model-service"]));
+        let svc = sign(
+            Algorithm::RS256,
+            "rsa1",
+            &key,
+            &claims("scoring", &["model-service"]),
+        );
         let p = check(&ctx(&svc), online, &ids(&["p1", "p3", "p404"])).unwrap();
         assert!(p.roles.contains("model-service"));
         expect_denied(
@@ -421,22 +515,34 @@ fn attacks_are_refused_with_the_right_error_and_audited() {
     let report = audit::verify(&env.audit_dir).unwrap();
     assert!(report.ok(), "{:?}", report.problem);
     assert_eq!(report.records, expected_records);
-    assert!(report.files > 1, "the trail rotated ({} files)", report.files);
+    assert!(
+        report.files > 1,
+        "the trail rotated ({} files)",
+        report.files
+    );
     // Who looked at (or tried to look at) p3: the refused clinician among them.
     let p3 = audit::query(&env.audit_dir, "p3").unwrap();
     assert!(p3
         .iter()
-        .any(|a| a.record.principal.as_deref() == Some("dr-a") && a.record.decision == Outcome::Denied));
-    assert!(p3.iter().all(|a| a.record.client.as_deref() == Some("10.1.2.3:50000")
-        || a.record.rpc == "/ward.v1.Ingest/IngestPaths"));
+        .any(|a| a.record.principal.as_deref() == Some("dr-a")
+            && a.record.decision == Outcome::Denied));
+    assert!(p3
+        .iter()
+        .all(|a| a.record.client.as_deref() == Some("10.1.2.3:50000")
+            || a.record.rpc == "/ward.v1.Ingest/IngestPaths"));
     // Unauthenticated attempts are recorded without a principal; historical reads in bulk.
     let all = audit::query(&env.audit_dir, "p1").unwrap();
-    assert!(all.iter().any(|a| a.record.principal.is_none() && a.record.decision == Outcome::Denied));
+    assert!(all
+        .iter()
+        .any(|a| a.record.principal.is_none() && a.record.decision == Outcome::Denied));
     let text: String = std::fs::read_dir(&env.audit_dir)
         .unwrap()
         .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
         .collect();
-    assert!(text.contains("\"bulk\":{\"count\":2"), "historical reads are recorded in bulk");
+    assert!(
+        text.contains("\"bulk\":{\"count\":2"),
+        "historical reads are recorded in bulk"
+    );
     // No token ever reaches the audit trail.
     assert!(!text.contains(&good) && !text.contains("dev-token-0123456789"));
     let Patients::Bulk { .. } = Patients::bulk(&ids(&["p1"])) else {
@@ -471,13 +577,24 @@ fn example_configuration_loads() {
 fn configuration_errors_name_the_file_and_field() {
     let dir = tempfile::tempdir().unwrap();
     let clock: SharedClock = Arc::new(ManualClock::new(t0()));
-    std::fs::write(dir.path().join("policy.toml"), "[roles.x]\npermissions = [\"reed\"]\n").unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        "[roles.x]\npermissions = [\"reed\"]\n",
+    )
+    .unwrap();
     std::fs::write(dir.path().join("s.toml"), "policy = \"policy.toml\"\n").unwrap();
     let e = Security::load(&dir.path().join("s.toml"), dir.path(), clock.clone())
         .unwrap_err()
         .to_string();
-    assert!(e.contains("policy.toml") && e.contains("roles.x.permissions") && e.contains("reed"), "{e}");
-    std::fs::write(dir.path().join("s.toml"), "policy = \"policy.toml\"\nunknown = 1\n").unwrap();
+    assert!(
+        e.contains("policy.toml") && e.contains("roles.x.permissions") && e.contains("reed"),
+        "{e}"
+    );
+    std::fs::write(
+        dir.path().join("s.toml"),
+        "policy = \"policy.toml\"\nunknown = 1\n",
+    )
+    .unwrap();
     let e = Security::load(&dir.path().join("s.toml"), dir.path(), clock)
         .unwrap_err()
         .to_string();
@@ -489,8 +606,18 @@ fn gate_then_handler_two_phase_flow() {
     let env = setup();
     let s = &env.security;
     let ec = EncodingKey::from_ec_pem(env.ec.pem.as_bytes()).unwrap();
-    let good = sign(Algorithm::ES256, "ec1", &ec, &claims("dr-a", &["clinician"]));
-    let ds = sign(Algorithm::ES256, "ec1", &ec, &claims("ana", &["data-scientist"]));
+    let good = sign(
+        Algorithm::ES256,
+        "ec1",
+        &ec,
+        &claims("dr-a", &["clinician"]),
+    );
+    let ds = sign(
+        Algorithm::ES256,
+        "ec1",
+        &ec,
+        &claims("ana", &["data-scientist"]),
+    );
     let call = |rpc: &str, token: Option<&str>| {
         let c = RequestContext::new(rpc).with_peer("127.0.0.1:1".parse().unwrap());
         match token {
@@ -499,10 +626,20 @@ fn gate_then_handler_two_phase_flow() {
         }
     };
     // Health and reflection are public and not audited.
-    assert_eq!(s.admit(&call("/grpc.health.v1.Health/Check", None)).unwrap(), None);
+    assert_eq!(
+        s.admit(&call("/grpc.health.v1.Health/Check", None))
+            .unwrap(),
+        None
+    );
     // An unknown call is refused even when authenticated; unauthenticated first.
-    expect_unauthenticated(s.admit(&call("/ward.v1.Secret/Dump", None)), "unknown rpc, no token");
-    expect_denied(s.admit(&call("/ward.v1.Secret/Dump", Some(&good))), "unknown rpc");
+    expect_unauthenticated(
+        s.admit(&call("/ward.v1.Secret/Dump", None)),
+        "unknown rpc, no token",
+    );
+    expect_denied(
+        s.admit(&call("/ward.v1.Secret/Dump", Some(&good))),
+        "unknown rpc",
+    );
     // A clinician has no datasets_read: refused at the gate.
     expect_denied(
         s.admit(&call("/ward.v1.Datasets/ListDatasets", Some(&good))),
@@ -511,21 +648,35 @@ fn gate_then_handler_two_phase_flow() {
     // Online lookups: admitted at the gate, decided by the handler with the patients.
     let online = call("/ward.v1.Features/GetOnlineFeatures", Some(&good));
     let p = s.admit(&online).unwrap().unwrap();
-    s.authorize(&p, &online, Action::OnlineLookup, &ids(&["p1"])).unwrap();
+    s.authorize(&p, &online, Action::OnlineLookup, &ids(&["p1"]))
+        .unwrap();
     expect_denied(
-        s.authorize(&p, &online, Action::OnlineLookup, &ids(&["p1", "p3"])).map(|()| p.clone()),
+        s.authorize(&p, &online, Action::OnlineLookup, &ids(&["p1", "p3"]))
+            .map(|()| p.clone()),
         "handler: outside care team",
     );
     // A clinician cannot even start a historical read.
     expect_denied(
-        s.admit(&call("/ward.v1.Features/GetHistoricalFeatures", Some(&good))),
+        s.admit(&call(
+            "/ward.v1.Features/GetHistoricalFeatures",
+            Some(&good),
+        )),
         "clinician historical",
     );
     // A data scientist gets the de-identified historical action, never the identified one.
     let hist = call("/ward.v1.Features/GetHistoricalFeatures", Some(&ds));
     let p = s.admit(&hist).unwrap().unwrap();
-    assert_eq!(s.historical_action(&p), Some(Action::HistoricalDeidentified));
-    s.authorize(&p, &hist, Action::HistoricalDeidentified, &ids(&["p1", "p2", "p3"])).unwrap();
+    assert_eq!(
+        s.historical_action(&p),
+        Some(Action::HistoricalDeidentified)
+    );
+    s.authorize(
+        &p,
+        &hist,
+        Action::HistoricalDeidentified,
+        &ids(&["p1", "p2", "p3"]),
+    )
+    .unwrap();
     // 1 unauthenticated + 1 unknown + 1 clinician list + 2 online + 1 clinician historical
     // + 1 historical = 7 records; the admissions of handler routes are not recorded twice.
     let r = audit::verify(&env.audit_dir).unwrap();

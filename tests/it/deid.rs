@@ -9,7 +9,9 @@ use arrow::array::{
     Array, ArrayRef, AsArray, Date32Array, Float64Array, Int32Array, RecordBatch, StringArray,
     TimestampMicrosecondArray,
 };
-use arrow::datatypes::{DataType, Date32Type, Field, Int32Type, Schema, TimeUnit, TimestampMicrosecondType};
+use arrow::datatypes::{
+    DataType, Date32Type, Field, Int32Type, Schema, TimeUnit, TimestampMicrosecondType,
+};
 use chrono::{DateTime, Utc};
 use proptest::prelude::*;
 
@@ -43,35 +45,40 @@ fn row() -> impl Strategy<Value = Row> {
         "[0-9]{5}",
         -1e6f64..1e6,
     )
-        .prop_map(|(patient, given, family, phone, admit, birth, age, zip, value)| Row {
-            patient,
-            given,
-            family,
-            phone,
-            admit,
-            birth,
-            age,
-            zip,
-            value,
-        })
+        .prop_map(
+            |(patient, given, family, phone, admit, birth, age, zip, value)| Row {
+                patient,
+                given,
+                family,
+                phone,
+                admit,
+                birth,
+                age,
+                zip,
+                value,
+            },
+        )
 }
 
 /// Rows whose patients repeat (a training set has several rows a patient).
 fn rows() -> impl Strategy<Value = Vec<Row>> {
-    (proptest::collection::vec(row(), 1..40), proptest::collection::vec(0usize..1000, 1..80)).prop_map(
-        |(base, picks)| {
+    (
+        proptest::collection::vec(row(), 1..40),
+        proptest::collection::vec(0usize..1000, 1..80),
+    )
+        .prop_map(|(base, picks)| {
             picks
                 .iter()
                 .map(|i| {
                     let mut r = base[i % base.len()].clone();
                     // Same patient, other times and values.
-                    r.admit = r.admit.wrapping_add((*i as i64) * 3_600_000_000) % 4_102_444_800_000_000;
+                    r.admit =
+                        r.admit.wrapping_add((*i as i64) * 3_600_000_000) % 4_102_444_800_000_000;
                     r.value += *i as f64;
                     r
                 })
                 .collect()
-        },
-    )
+        })
 }
 
 fn schema() -> Arc<Schema> {
@@ -107,10 +114,16 @@ fn batch(rows: &[Row]) -> RecordBatch {
                 TimestampMicrosecondArray::from(rows.iter().map(|r| r.admit).collect::<Vec<_>>())
                     .with_timezone("UTC"),
             ),
-            Arc::new(Date32Array::from(rows.iter().map(|r| r.birth).collect::<Vec<_>>())),
-            Arc::new(Int32Array::from(rows.iter().map(|r| r.age).collect::<Vec<_>>())),
+            Arc::new(Date32Array::from(
+                rows.iter().map(|r| r.birth).collect::<Vec<_>>(),
+            )),
+            Arc::new(Int32Array::from(
+                rows.iter().map(|r| r.age).collect::<Vec<_>>(),
+            )),
             col(&|r| r.zip.clone()),
-            Arc::new(Float64Array::from(rows.iter().map(|r| r.value).collect::<Vec<_>>())),
+            Arc::new(Float64Array::from(
+                rows.iter().map(|r| r.value).collect::<Vec<_>>(),
+            )),
         ],
     )
     .unwrap()
@@ -197,7 +210,13 @@ proptest! {
 #[test]
 fn restricted_zip_prefixes_become_000() {
     let policy = DeidPolicy::safe_harbor();
-    for (zip, want) in [("03601", "000"), ("89301", "000"), ("10201", "000"), ("10301", "103"), ("55601", "000")] {
+    for (zip, want) in [
+        ("03601", "000"),
+        ("89301", "000"),
+        ("10201", "000"),
+        ("10301", "103"),
+        ("55601", "000"),
+    ] {
         let rows = vec![Row {
             patient: "MRN-1".into(),
             given: "Ann".into(),
@@ -237,20 +256,35 @@ async fn a_deidentified_set_is_its_own_version_with_lineage_but_no_key() {
         })
         .collect();
     let identified = store
-        .put_batches(schema(), vec![batch(&rows)], PutOptions::new("readmission-train", Kind::Training))
+        .put_batches(
+            schema(),
+            vec![batch(&rows)],
+            PutOptions::new("readmission-train", Kind::Training),
+        )
         .await
         .unwrap()
         .manifest;
     let secret = [9u8; 32];
     let k = DeidKey::from_secret(&secret).unwrap();
     let policy = DeidPolicy::load(
-        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/security/deid-safe-harbor.toml"),
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/security/deid-safe-harbor.toml"),
     )
     .unwrap();
-    assert_eq!(policy, DeidPolicy::safe_harbor(), "the example file is the default policy");
-    let out = store_deidentified(&store, &identified.hash, &policy, &k, "readmission-train-deid")
-        .await
-        .unwrap();
+    assert_eq!(
+        policy,
+        DeidPolicy::safe_harbor(),
+        "the example file is the default policy"
+    );
+    let out = store_deidentified(
+        &store,
+        &identified.hash,
+        &policy,
+        &k,
+        "readmission-train-deid",
+    )
+    .await
+    .unwrap();
     let m = &out.manifest;
     assert_eq!(m.kind, Kind::Training);
     assert_ne!(m.hash, identified.hash);
@@ -259,12 +293,21 @@ async fn a_deidentified_set_is_its_own_version_with_lineage_but_no_key() {
     assert_eq!(m.lineage.params["op"], "deidentify");
     assert_eq!(m.lineage.params["key_id"], k.key_id());
     let text = serde_json::to_string(m).unwrap();
-    assert!(!text.contains(&hex::encode(secret)), "the key is not in the manifest");
+    assert!(
+        !text.contains(&hex::encode(secret)),
+        "the key is not in the manifest"
+    );
     assert!(!m.schema.iter().any(|c| c.name == "given_name"));
     // Deterministic: the same input, policy and key give the same version.
-    let again = store_deidentified(&store, &identified.hash, &policy, &k, "readmission-train-deid")
-        .await
-        .unwrap();
+    let again = store_deidentified(
+        &store,
+        &identified.hash,
+        &policy,
+        &k,
+        "readmission-train-deid",
+    )
+    .await
+    .unwrap();
     assert_eq!(again.manifest.hash, m.hash);
     assert!(!again.created);
     // The stored rows carry no raw id.
