@@ -151,6 +151,7 @@ impl DeidPolicy {
             shift_days_min: -365,
             shift_days_max: -1,
         }
+        .normalized()
     }
 
     /// Parses a policy; `origin` names it in errors.
