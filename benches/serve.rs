@@ -1,0 +1,592 @@
+//! Service benchmarks (issue 7), over loopback, in one run:
+//!
+//! 1. online: a Rust load generator (tonic clients, one HTTP/2 connection each) sends
+//!    `GetOnlineFeatures` for one random patient x 20 features of the `readmission` set (labels
+//!    excluded) to a `ward serve` child process, with 1, 8 and 32 concurrent clients, each
+//!    sending its next request when the last one returned: p50, p99, lookups/s;
+//! 2. the same request pattern against Feast 0.67's Python feature server (`feast serve`,
+//!    SQLite online store; benches/feast_online.py) holding the same 20 values per patient
+//!    (Ward's own answers at "now"), over its HTTP API with keep-alive connections;
+//! 3. a historical lookup of ENTITY_ROWS rows over gRPC (entity rows as Arrow IPC, training
+//!    set streamed back) and an Arrow Flight DoGet of the resulting training set: rows/s and
+//!    MB/s.
+//!
+//! `cargo bench --bench serve -- [PATIENTS [SECONDS [ENTITY_ROWS]]]` (defaults 2,000, 5,
+//! 1,000,000). `WARD_BENCH_FEAST_PYTHON` names a Python with Feast 0.67 (default the peers'
+//! venv, /tmp/ward-peers/venv/bin/python: `../shared/peers/run_bench.sh` makes it); without
+//! it part 2 is skipped with a message.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use chrono::{TimeZone, Utc};
+use futures::StreamExt;
+use rand::{Rng, SeedableRng};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use ward::curated::{CuratedTables, Table};
+use ward::features::{self, FeatureRepo, MaterializeOptions};
+use ward::service::proto::features_client::FeaturesClient;
+use ward::service::proto::{
+    historical_request, historical_response, HistoricalRequest, OnlineRequest,
+};
+use ward::store::{Kind, PutOptions, Store};
+use ward::synth::{generate_range, SynthOptions};
+
+const READMISSION: &str = include_str!("../examples/features/readmission.toml");
+
+fn arg(i: usize, default: u64) -> u64 {
+    std::env::args()
+        .filter(|a| !a.starts_with("--"))
+        .nth(i)
+        .and_then(|a| a.replace(',', "").parse().ok())
+        .unwrap_or(default)
+}
+
+/// A child process killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1e6
+}
+
+struct Run {
+    clients: usize,
+    lat: Vec<Duration>,
+    secs: f64,
+    errors: usize,
+}
+
+impl Run {
+    fn row(&self, who: &str) -> String {
+        format!(
+            "| {who} | {} | {:.0} | {:.0} | {:.0} | {} |",
+            self.clients,
+            pct(&self.lat, 0.5),
+            pct(&self.lat, 0.99),
+            self.lat.len() as f64 / self.secs,
+            self.errors
+        )
+    }
+}
+
+/// Drives `clients` concurrent loops of `one` for `secs` seconds (after a 1 s warm-up).
+async fn drive<F, Fut>(clients: usize, secs: u64, make: F) -> Run
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = (Vec<Duration>, usize)> + Send + 'static,
+{
+    let tasks: Vec<_> = (0..clients).map(|c| tokio::spawn(make(c))).collect();
+    let mut lat = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await.expect("client task");
+        lat.extend(l);
+        errors += e;
+    }
+    lat.sort_unstable();
+    Run {
+        clients,
+        lat,
+        secs: secs as f64,
+        errors,
+    }
+}
+
+fn main() {
+    let patients = arg(1, 2_000);
+    let secs = arg(2, 5);
+    let entity_rows = arg(3, 1_000_000) as usize;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(run(patients, secs, entity_rows));
+}
+
+async fn put_cohort(store: &Store, patients: u64) -> Vec<String> {
+    let opts = SynthOptions {
+        patients,
+        seed: 11,
+        ..SynthOptions::default()
+    };
+    let mut tables = CuratedTables::default();
+    for p in generate_range(&opts, 0..patients) {
+        tables.extend(p);
+    }
+    tables.sort_canonical();
+    for t in Table::ALL {
+        let b = tables.to_batch(t).expect("batch");
+        store
+            .put_batches(
+                b.schema(),
+                vec![b],
+                PutOptions::new(t.name(), Kind::Curated),
+            )
+            .await
+            .expect("put");
+    }
+    tables
+        .patients
+        .iter()
+        .map(|p| p.patient_id.clone())
+        .collect()
+}
+
+fn start_ward(store: &Path, config: &Path) -> (Proc, SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ward"))
+        .arg("--store")
+        .arg(store)
+        .args(["serve", "--addr", "127.0.0.1:0", "--config"])
+        .arg(config)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("ward serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("ward serve exited before listening")
+            .expect("stderr");
+        if let Some(a) = line.strip_prefix("listening on ") {
+            break a
+                .split_whitespace()
+                .next()
+                .expect("addr")
+                .parse()
+                .expect("addr");
+        }
+    };
+    // Keep draining stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (Proc(child), addr)
+}
+
+async fn run(patients: u64, secs: u64, entity_rows: usize) {
+    let dir = tempfile::Builder::new()
+        .prefix("ward-serve-bench")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    let store_dir = dir.path().join("store");
+    let store = Store::open(&store_dir, ward::clock::system()).expect("store");
+    eprintln!("cohort of {patients} patients, materializing readmission ...");
+    let ids = put_cohort(&store, patients).await;
+    let repo_path = dir.path().join("readmission.toml");
+    std::fs::write(&repo_path, READMISSION).expect("repo");
+    let repo = FeatureRepo::parse(READMISSION, "readmission.toml").expect("repo");
+    let tl = features::materialize(&store, &repo, "readmission", &MaterializeOptions::default())
+        .await
+        .expect("materialize");
+    let set = repo.set("readmission").expect("set");
+    let feats: Vec<String> = set
+        .features
+        .iter()
+        .filter(|f| !f.kind.is_label())
+        .take(20)
+        .map(|f| f.name.clone())
+        .collect();
+    assert_eq!(feats.len(), 20);
+    let config = dir.path().join("serve.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "features = [{:?}]\n[limits]\nmax_decoding_message_bytes = 1073741824\nmax_encoding_message_bytes = 67108864\nrequest_timeout_secs = 600\n",
+            repo_path.display().to_string()
+        ),
+    )
+    .expect("config");
+    let (_ward, addr) = start_ward(&store_dir, &config);
+    let url = format!("http://{addr}");
+    eprintln!("ward serve on {addr}, timeline {}", tl.hash);
+
+    // 1. Ward online.
+    let ids = Arc::new(ids);
+    let feats = Arc::new(feats);
+    let mut ward_runs = Vec::new();
+    for clients in [1usize, 8, 32] {
+        let (ids, feats, url) = (ids.clone(), feats.clone(), url.clone());
+        let r = drive(clients, secs, move |c| {
+            let (ids, feats, url) = (ids.clone(), feats.clone(), url.clone());
+            async move {
+                let mut client = FeaturesClient::connect(url).await.expect("connect");
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(c as u64);
+                let mut lat = Vec::new();
+                let mut errors = 0;
+                let warm = Instant::now() + Duration::from_secs(1);
+                let end = warm + Duration::from_secs(secs);
+                loop {
+                    let now = Instant::now();
+                    if now >= end {
+                        break;
+                    }
+                    let req = OnlineRequest {
+                        feature_set: "readmission".into(),
+                        patient_ids: vec![ids[rng.random_range(0..ids.len())].clone()],
+                        as_of: String::new(),
+                        features: feats.to_vec(),
+                    };
+                    let s = Instant::now();
+                    let ok = client.get_online_features(req).await.is_ok();
+                    if s >= warm {
+                        lat.push(s.elapsed());
+                        errors += usize::from(!ok);
+                    }
+                }
+                (lat, errors)
+            }
+        })
+        .await;
+        eprintln!("{}", r.row("ward"));
+        ward_runs.push(r);
+    }
+
+    // 2. Feast.
+    let python = std::env::var("WARD_BENCH_FEAST_PYTHON")
+        .unwrap_or_else(|_| "/tmp/ward-peers/venv/bin/python".into());
+    let feast_ok = Command::new(&python)
+        .args(["-c", "import feast"])
+        .status()
+        .is_ok_and(|s| s.success());
+    let mut feast_runs = Vec::new();
+    if feast_ok {
+        // Ward's answers at now for every patient: the values Feast will serve.
+        let online = ward::lookup::Online::new(store.clone());
+        let ans = online
+            .get("readmission", &ids, &feats, None)
+            .await
+            .expect("online answers");
+        let values_path = dir.path().join("feast_values.parquet");
+        write_values(&values_path, &ans);
+        let port = free_port();
+        let mut feast = Proc(
+            Command::new(&python)
+                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/feast_online.py"))
+                .arg("--values")
+                .arg(&values_path)
+                .arg("--repo")
+                .arg(dir.path().join("feast_repo"))
+                .args(["--port", &port.to_string()])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("feast"),
+        );
+        let out = feast.0.stdout.take().expect("stdout");
+        let ready = BufReader::new(out)
+            .lines()
+            .any(|l| l.is_ok_and(|l| l == "ready"));
+        assert!(ready, "feast_online.py did not get ready");
+        let feast_addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let body_for = |p: &str, feats: &[String]| {
+            let fs: Vec<String> = feats
+                .iter()
+                .map(|f| format!("\"readmission:{f}\""))
+                .collect();
+            format!(
+                "{{\"features\":[{}],\"entities\":{{\"patient_id\":[\"{p}\"]}}}}",
+                fs.join(",")
+            )
+        };
+        // Wait until it answers.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Ok(mut c) = HttpClient::connect(feast_addr).await {
+                if let Ok(r) = c
+                    .post("/get-online-features", &body_for(&ids[0], &feats))
+                    .await
+                {
+                    assert!(r.contains("\"results\""), "feast answered {r}");
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "feast serve did not answer");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        for clients in [1usize, 8, 32] {
+            let (ids, feats) = (ids.clone(), feats.clone());
+            let r = drive(clients, secs, move |c| {
+                let (ids, feats) = (ids.clone(), feats.clone());
+                async move {
+                    let mut client = HttpClient::connect(feast_addr).await.expect("connect");
+                    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(c as u64);
+                    let mut lat = Vec::new();
+                    let mut errors = 0;
+                    let warm = Instant::now() + Duration::from_secs(1);
+                    let end = warm + Duration::from_secs(secs);
+                    loop {
+                        if Instant::now() >= end {
+                            break;
+                        }
+                        let p = &ids[rng.random_range(0..ids.len())];
+                        let body = body_for(p, &feats);
+                        let s = Instant::now();
+                        let ok = match client.post("/get-online-features", &body).await {
+                            Ok(r) => r.contains("\"results\""),
+                            Err(_) => {
+                                client = HttpClient::connect(feast_addr).await.expect("reconnect");
+                                false
+                            }
+                        };
+                        if s >= warm {
+                            lat.push(s.elapsed());
+                            errors += usize::from(!ok);
+                        }
+                    }
+                    (lat, errors)
+                }
+            })
+            .await;
+            eprintln!("{}", r.row("feast"));
+            feast_runs.push(r);
+        }
+    } else {
+        eprintln!("SKIP Feast: {python} cannot import feast (set WARD_BENCH_FEAST_PYTHON)");
+    }
+
+    // 3. Historical over gRPC, then Flight DoGet of the training set.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let lo = Utc
+        .with_ymd_and_hms(2018, 1, 1, 0, 0, 0)
+        .unwrap()
+        .timestamp_micros();
+    let hi = Utc
+        .with_ymd_and_hms(2025, 1, 1, 0, 0, 0)
+        .unwrap()
+        .timestamp_micros();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("patient_id", DataType::Utf8, false),
+        Field::new(
+            "timestamp",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+    ]));
+    let entities = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from_iter_values(
+                (0..entity_rows).map(|_| ids[rng.random_range(0..ids.len())].as_str()),
+            )),
+            Arc::new(
+                TimestampMicrosecondArray::from_iter_values(
+                    (0..entity_rows).map(|_| rng.random_range(lo..hi)),
+                )
+                .with_timezone("UTC"),
+            ),
+        ],
+    )
+    .expect("entities");
+    let mut ipc = Vec::new();
+    {
+        let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut ipc, &schema).expect("ipc");
+        w.write(&entities).expect("ipc");
+        w.finish().expect("ipc");
+    }
+    let mut client = FeaturesClient::connect(url.clone())
+        .await
+        .expect("connect")
+        .max_decoding_message_size(256 << 20)
+        .max_encoding_message_size(1 << 30);
+    let s = Instant::now();
+    let mut stream = client
+        .get_historical_features(HistoricalRequest {
+            feature_set: "readmission".into(),
+            entities: Some(historical_request::Entities::EntitiesIpc(ipc)),
+            timeline: String::new(),
+            as_occurred: false,
+            name: String::new(),
+        })
+        .await
+        .expect("historical")
+        .into_inner();
+    let mut hist_bytes = 0usize;
+    let mut training = String::new();
+    while let Some(msg) = stream.next().await {
+        match msg.expect("stream").part {
+            Some(historical_response::Part::Header(h)) => training = h.training_set,
+            Some(historical_response::Part::BatchIpc(b)) => hist_bytes += b.len(),
+            None => {}
+        }
+    }
+    let hist_s = s.elapsed().as_secs_f64();
+
+    let mut flight = arrow_flight::FlightClient::new(
+        tonic::transport::Channel::from_shared(url.clone())
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect"),
+    );
+    let s = Instant::now();
+    let mut got = flight
+        .do_get(arrow_flight::Ticket::new(training.clone()))
+        .await
+        .expect("do_get");
+    let (mut rows, mut bytes) = (0usize, 0usize);
+    while let Some(b) = got.next().await {
+        let b = b.expect("batch");
+        rows += b.num_rows();
+        bytes += b.get_array_memory_size();
+    }
+    let flight_s = s.elapsed().as_secs_f64();
+    assert_eq!(rows, entity_rows);
+
+    println!(
+        "## Service over loopback: {patients} patients, 20 features per lookup, {secs} s per run"
+    );
+    println!();
+    println!("| server | clients | p50 us | p99 us | lookups/s | errors |");
+    println!("|---|---|---|---|---|---|");
+    for r in &ward_runs {
+        println!("{}", r.row("ward (gRPC)"));
+    }
+    for r in &feast_runs {
+        println!("{}", r.row("feast 0.67 (HTTP)"));
+    }
+    if !feast_runs.is_empty() {
+        println!();
+        println!("| clients | throughput ward / feast | p99 feast / ward |");
+        println!("|---|---|---|");
+        for (w, f) in ward_runs.iter().zip(&feast_runs) {
+            println!(
+                "| {} | {:.1}x | {:.1}x |",
+                w.clients,
+                w.lat.len() as f64 / f.lat.len().max(1) as f64,
+                pct(&f.lat, 0.99) / pct(&w.lat, 0.99)
+            );
+        }
+    }
+    println!();
+    println!("| bulk | rows | seconds | rows/s | MB/s |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| historical lookup over gRPC ({} features + status, Arrow IPC out) | {entity_rows} | {hist_s:.2} | {:.0} | {:.1} |",
+        set.features.len(),
+        entity_rows as f64 / hist_s,
+        hist_bytes as f64 / hist_s / 1e6
+    );
+    println!(
+        "| Flight DoGet of the training set ({training}) | {rows} | {flight_s:.2} | {:.0} | {:.1} |",
+        rows as f64 / flight_s,
+        bytes as f64 / flight_s / 1e6
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Ward's answers as Feast's source table: patient_id, event_timestamp, 20 float64 columns.
+fn write_values(path: &Path, ans: &ward::lookup::OnlineAnswer) {
+    let now = Utc::now().timestamp_micros() - 3_600_000_000;
+    let mut fields = vec![
+        Field::new("patient_id", DataType::Utf8, false),
+        Field::new(
+            "event_timestamp",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+    ];
+    let mut cols: Vec<arrow::array::ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(
+            ans.patients.iter().map(|p| p.patient_id.as_str()),
+        )),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(ans.patients.iter().map(|_| now))
+                .with_timezone("UTC"),
+        ),
+    ];
+    for (k, f) in ans.features.iter().enumerate() {
+        fields.push(Field::new(f, DataType::Float64, true));
+        cols.push(Arc::new(arrow::array::Float64Array::from_iter(
+            ans.patients.iter().map(|p| match &p.values[k].1.value {
+                Some(ward::features::Value::Num(v)) => Some(*v),
+                // Text features (sex) as a code, so every column is float64 for Feast.
+                Some(ward::features::Value::Text(s)) => Some(s.len() as f64),
+                None => None,
+            }),
+        )));
+    }
+    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).expect("values");
+    let f = std::fs::File::create(path).expect("values file");
+    let mut w = parquet::arrow::ArrowWriter::try_new(f, batch.schema(), None).expect("writer");
+    w.write(&batch).expect("write");
+    w.close().expect("close");
+}
+
+/// A minimal HTTP/1.1 keep-alive client for JSON POSTs (Feast's API answers with
+/// Content-Length).
+struct HttpClient {
+    stream: tokio::io::BufStream<tokio::net::TcpStream>,
+    host: String,
+}
+
+impl HttpClient {
+    async fn connect(addr: SocketAddr) -> std::io::Result<HttpClient> {
+        let s = tokio::net::TcpStream::connect(addr).await?;
+        s.set_nodelay(true)?;
+        Ok(HttpClient {
+            stream: tokio::io::BufStream::new(s),
+            host: addr.to_string(),
+        })
+    }
+
+    async fn post(&mut self, path: &str, body: &str) -> std::io::Result<String> {
+        use tokio::io::AsyncBufReadExt;
+        let req = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: keep-alive\r\n\r\n{body}",
+            self.host,
+            body.len()
+        );
+        self.stream.write_all(req.as_bytes()).await?;
+        self.stream.flush().await?;
+        let mut len = None;
+        let mut status = String::new();
+        self.stream.read_line(&mut status).await?;
+        if status.is_empty() {
+            return Err(std::io::Error::other("connection closed"));
+        }
+        loop {
+            let mut line = String::new();
+            self.stream.read_line(&mut line).await?;
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse::<usize>().ok();
+                }
+            }
+        }
+        let len = len.ok_or_else(|| std::io::Error::other("no content-length"))?;
+        let mut body = vec![0u8; len];
+        self.stream.read_exact(&mut body).await?;
+        if !status.contains(" 200") {
+            return Err(std::io::Error::other(format!("status {}", status.trim())));
+        }
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+}
