@@ -125,11 +125,12 @@ pub async fn serve(store: Store, addr: SocketAddr) -> Result<()> {
     };
     let server = Server::bind(&cfg, store, repo).await?;
     let addr = server.local_addr();
+    let stop = crate::service::shutdown_signal();
     for line in next_steps(addr) {
         eprintln!("{line}");
     }
     eprintln!("listening on {addr} (Ctrl-C stops the server)");
-    server.serve(crate::service::shutdown_signal()).await?;
+    server.serve(stop).await?;
     eprintln!("stopped");
     Ok(())
 }

@@ -271,27 +271,36 @@ impl Server {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT (Ctrl-C).
-pub async fn shutdown_signal() {
+/// A future that resolves on SIGTERM or SIGINT (Ctrl-C). The handlers are installed when
+/// this is called (inside a Tokio runtime), not when the future is first polled, so a signal
+/// arriving right after the server announced its address is not lost.
+pub fn shutdown_signal() -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => Box::pin(async move {
                 tokio::select! {
                     _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+                    _ = int.recv() => {}
                 }
-            }
-            Err(e) => {
-                tracing::warn!("cannot listen for SIGTERM ({e}); stopping on Ctrl-C only");
-                let _ = tokio::signal::ctrl_c().await;
+            }),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!("cannot listen for SIGTERM/SIGINT ({e}); stopping on Ctrl-C only");
+                Box::pin(async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        Box::pin(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
 
@@ -332,6 +341,7 @@ pub async fn serve_until_signal(cfg: &ServeConfig, store: Store, repo: FeatureRe
     let root = store.root().display().to_string();
     let sets: Vec<String> = repo.sets.keys().cloned().collect();
     let server = Server::bind(cfg, store, repo).await?;
+    let stop = shutdown_signal();
     eprintln!(
         "store {root}; feature sets: {}",
         if sets.is_empty() {
@@ -341,7 +351,7 @@ pub async fn serve_until_signal(cfg: &ServeConfig, store: Store, repo: FeatureRe
         }
     );
     eprintln!("listening on {}", server.local_addr());
-    server.serve(shutdown_signal()).await?;
+    server.serve(stop).await?;
     eprintln!("stopped");
     Ok(())
 }

@@ -98,6 +98,7 @@ impl FeaturesService {
             created: out.created,
         })
     }
+
     async fn online(&self, req: proto::OnlineRequest) -> Result<proto::OnlineResponse> {
         if req.feature_set.is_empty() {
             return Err(Error::invalid("feature_set", "empty: name a feature set"));

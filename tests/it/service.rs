@@ -569,6 +569,14 @@ async fn put(
     client.do_put(stream).await?.try_collect().await
 }
 
+/// The status of a Flight call that must fail.
+fn failed<T>(r: Result<T, arrow_flight::error::FlightError>) -> tonic::Status {
+    match r {
+        Ok(_) => panic!("the call succeeded"),
+        Err(e) => status(e),
+    }
+}
+
 fn status(e: arrow_flight::error::FlightError) -> tonic::Status {
     match e {
         arrow_flight::error::FlightError::Tonic(s) => *s,
@@ -599,27 +607,12 @@ async fn flight_get_put_list_info() {
         );
     }
     let unknown = format!("b3:{}", "ab".repeat(32));
-    let err = status(
-        f.do_get(Ticket::new(unknown.clone()))
-            .await
-            .err()
-            .expect("unknown hash"),
-    );
+    let err = failed(f.do_get(Ticket::new(unknown.clone())).await);
     assert_eq!(err.code(), Code::NotFound);
     assert!(err.message().contains(&unknown));
-    let err = status(
-        f.do_get(Ticket::new("b3:xyz"))
-            .await
-            .err()
-            .expect("bad ref"),
-    );
+    let err = failed(f.do_get(Ticket::new("b3:xyz")).await);
     assert_eq!(err.code(), Code::InvalidArgument);
-    let err = status(
-        f.do_get(Ticket::new(vec![0xffu8, 0xfe]))
-            .await
-            .err()
-            .expect("not utf-8"),
-    );
+    let err = failed(f.do_get(Ticket::new(vec![0xffu8, 0xfe])).await);
     assert_eq!(err.code(), Code::InvalidArgument);
 
     // DoPut stores entity rows as an `other` version and answers its hash.
@@ -709,12 +702,7 @@ async fn flight_get_put_list_info() {
         .await
         .unwrap();
     assert_eq!(curated.len(), fx.report.ingest.curated.len());
-    let err = status(
-        f.list_flights("colour=red")
-            .await
-            .err()
-            .expect("bad criteria"),
-    );
+    let err = failed(f.list_flights("colour=red").await);
     assert_eq!(err.code(), Code::InvalidArgument);
     let info = f
         .get_flight_info(FlightDescriptor::new_path(vec!["encounters".into()]))
@@ -746,7 +734,7 @@ async fn flight_get_put_list_info() {
     assert_eq!(err.code(), Code::InvalidArgument);
 
     // Calls Ward does not offer say so.
-    let err = status(f.list_actions().await.err().expect("unimplemented"));
+    let err = failed(f.list_actions().await);
     assert_eq!(err.code(), Code::Unimplemented);
     assert!(err.message().contains("ListActions"));
     let err = status(f.handshake(Vec::<u8>::new()).await.unwrap_err());
@@ -851,8 +839,11 @@ async fn health_and_reflection() {
 /// A gate that records what it saw and refuses tagging.
 #[derive(Debug, Default)]
 struct Recorder {
-    seen: Mutex<Vec<(String, Option<SocketAddr>, Option<String>)>>,
+    seen: Mutex<Vec<Seen>>,
 }
+
+/// What the gate saw of one call: the RPC, the peer, the `x-user` header.
+type Seen = (String, Option<SocketAddr>, Option<String>);
 
 impl Gate for Recorder {
     fn admit(&self, call: &Call<'_>) -> ward::Result<Admission> {
@@ -1278,7 +1269,7 @@ async fn online_and_historical_lookups() {
         proto::HistoricalRequest {
             feature_set: "readmission".into(),
             entities: Some(proto::historical_request::Entities::EntitiesIpc(
-                ipc_stream(&[rows.clone()]),
+                ipc_stream(std::slice::from_ref(&rows)),
             )),
             ..Default::default()
         },
