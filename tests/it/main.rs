@@ -10,6 +10,7 @@ mod hash_props;
 mod hl7v2;
 mod ingest;
 mod mapping;
+mod python_client;
 mod python_hash;
 mod scores;
 mod store;
