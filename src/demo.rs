@@ -3,10 +3,12 @@
 //! Generates a synthetic cohort as FHIR R4 Bulk NDJSON (the format a hospital's bulk export
 //! gives), ingests it (raw kept, curated versions, quarantine), materializes the readmission
 //! feature sets shipped in `examples/features/readmission.toml`, and verifies every version it
-//! wrote by recomputing its hash from storage. Each later stage of the pipeline (feature
+//! wrote by recomputing its hash from storage; [`serve`] then serves the store (gRPC and
+//! Arrow Flight, `docs/service.md`) until interrupted. Each later stage of the pipeline (feature
 //! materialization, the lookup service) joins this function as it is built, so the demo always
 //! runs everything Ward can do.
 
+use std::net::SocketAddr;
 use std::path::Path;
 
 use serde::Serialize;
@@ -16,6 +18,7 @@ use crate::features::{self, FeatureRepo, MaterializeOptions, MaterializeOutcome}
 use crate::hash::ContentHash;
 use crate::ingest::pipeline::{self, Format, IngestOptions, IngestReport};
 use crate::ingest::Context;
+use crate::service::{ServeConfig, Server};
 use crate::store::Store;
 use crate::synth::{self, SynthFormat, SynthOptions};
 
@@ -106,4 +109,42 @@ pub async fn run(
         timelines,
         verified: written,
     })
+}
+
+/// Serves `store` with the readmission feature sets on `addr` (the defaults of
+/// [`ServeConfig`] otherwise) until SIGTERM or SIGINT, after printing to standard error how
+/// to talk to it.
+///
+/// # Errors
+/// Bind and transport errors.
+pub async fn serve(store: Store, addr: SocketAddr) -> Result<()> {
+    let repo = FeatureRepo::parse(READMISSION_FEATURES, "examples/features/readmission.toml")?;
+    let cfg = ServeConfig {
+        addr,
+        ..ServeConfig::default()
+    };
+    let server = Server::bind(&cfg, store, repo).await?;
+    let addr = server.local_addr();
+    for line in next_steps(addr) {
+        eprintln!("{line}");
+    }
+    eprintln!("listening on {addr} (Ctrl-C stops the server)");
+    server.serve(crate::service::shutdown_signal()).await?;
+    eprintln!("stopped");
+    Ok(())
+}
+
+/// What to run against a demo server at `addr`.
+pub fn next_steps(addr: SocketAddr) -> Vec<String> {
+    vec![
+        format!("serving the demo store on {addr} (gRPC ward.v1, Arrow Flight, health, reflection); try:"),
+        format!("  grpcurl -plaintext {addr} list"),
+        format!("  grpcurl -plaintext -d '{{\"kind\":\"curated\"}}' {addr} ward.v1.Datasets/ListDatasets"),
+        format!(
+            "  grpcurl -plaintext -d '{{\"feature_set\":\"readmission_online\",\"patient_ids\":[\"P0000001\"]}}' {addr} ward.v1.Features/GetOnlineFeatures"
+        ),
+        format!(
+            "  python3 -c 'import pyarrow.flight as f; print(f.connect(\"grpc://{addr}\").do_get(f.Ticket(b\"encounters\")).read_all())'"
+        ),
+    ]
 }

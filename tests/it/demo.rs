@@ -75,3 +75,26 @@ async fn the_demo_is_reproducible_to_the_hash() {
     }
     assert_eq!(runs[0], runs[1]);
 }
+
+#[test]
+fn ward_demo_no_serve_prints_the_hashes_and_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ward"))
+        .arg("--store")
+        .arg(dir.path().join("store"))
+        .args(["demo", "--patients", "40", "--seed", "3", "--no-serve"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let last = stdout.lines().last().expect("hashes on stdout");
+    assert!(
+        last.starts_with("b3:") && last.len() == 67,
+        "last stdout line {last:?}"
+    );
+    assert!(!stderr.contains("listening on"), "{stderr}");
+    let store = Store::open_existing(dir.path().join("store"), ward::clock::system()).unwrap();
+    let hash = last.parse().unwrap();
+    assert_eq!(store.manifest(&hash).unwrap().kind, Kind::Curated);
+}
