@@ -150,8 +150,11 @@ def test_online_features_match_the_command_line(client, cohort):
                 assert got == want["value"], (row["patient_id"], f, got, want)
             present += want["status"] == "present"
     assert present > 0
+    # An unknown patient is no error: no data (counts are 0, present).
     unknown = df[df["patient_id"] == "P9999999"].iloc[0]
-    assert all(unknown[f + "__status"] == "no_data" for f in features)
+    for f in ("age", "sex", "hemoglobin_last", "lace_total"):
+        assert unknown[f + "__status"] == "no_data" and pd.isna(unknown[f]), f
+    assert unknown["admissions_365d"] == 0.0 and unknown["admissions_365d__status"] == "present"
 
 
 def test_online_feature_subset_and_time_forms(client):
@@ -214,9 +217,15 @@ def test_historical_features(client, cohort):
     # Pinning the timeline explicitly gives the same set.
     _, h3 = client.get_historical_features("readmission", entities, timeline=cohort.timelines["readmission"])
     assert h3 == h
-    # As occurred is another question: another training set.
-    _, h4 = client.get_historical_features("readmission", entities, as_occurred=True)
-    assert HASH.match(h4)
+    # "As occurred" reads a timeline materialized that way: another training set.
+    occurred = client.materialize("readmission", as_occurred=True)
+    assert occurred.timeline != cohort.timelines["readmission"]
+    df4, h4 = client.get_historical_features("readmission", entities, as_occurred=True)
+    assert HASH.match(h4) and h4 != h and df4.attrs["timeline"] == occurred.timeline
+    assert df4["row_id"].tolist() == entities["row_id"].tolist()
+    # ... and leaves the "as known" answers alone.
+    _, h5 = client.get_historical_features("readmission", entities)
+    assert h5 == h
 
 
 def test_historical_agrees_with_online(client, cohort):
@@ -262,12 +271,15 @@ def test_ingest_paths_and_upload(empty_server, ward_bin, tmp_path):
     with ward_client.Client(empty_server.addr, timeout=120) as c:
         r = c.ingest(str(src), "csv")
         assert HASH.match(r.raw_hash) and r.records > 0 and r.bad_records == 0
-        assert r.quarantine_hash == ""
+        assert r.quarantine_hash == "" and r.files == len(list(src.iterdir())) and r.bytes > 0
         assert {"patients", "encounters", "observations"} <= set(r.curated)
-        h, rows = r.curated["patients"]
-        assert c.manifest("patients").hash == h and c.manifest(h).rows == rows
-        # The same bytes uploaded with one bad record: quarantined and counted.
+        assert r.records == sum(v.parsed_rows for v in r.curated.values())
         lines = (src / "patients.csv").read_text().splitlines()
+        patients = r.curated["patients"]
+        assert patients.rows == patients.parsed_rows == len(lines) - 1  # row versions
+        assert c.manifest("patients").hash == patients.hash
+        assert c.manifest(patients.hash).rows == patients.rows
+        # The same bytes uploaded with one bad record: quarantined and counted.
         header = lines[0].split(",")
         bad = lines[1].split(",")
         bad[header.index("birth_date")] = "not-a-date"
@@ -278,14 +290,16 @@ def test_ingest_paths_and_upload(empty_server, ward_bin, tmp_path):
             r2 = c.ingest(f, "csv")
         assert r2.bad_records == 1 and sum(r2.bad_by_reason.values()) == 1
         assert HASH.match(r2.quarantine_hash)
-        assert r2.curated["patients"][1] == len(lines) - 2
+        assert r2.curated["patients"].parsed_rows == len(lines) - 2
         q = c.dataset(r2.quarantine_hash)
         assert q.num_rows == 1
-        # An explicit mapping (the curated layout) read from a file path gives the same rows.
+        # Curated versions are cumulative and deduplicated: the upload added nothing new.
+        assert r2.curated["patients"].rows == patients.rows
+        # An explicit mapping (the curated layout) read from a file path: the same rows again.
         from conftest import REPO
 
         r3 = c.ingest([str(src / "patients.csv")], "csv", mapping=REPO / "mappings" / "curated.toml")
-        assert r3.curated["patients"] == r.curated["patients"]
+        assert r3.curated["patients"].hash == patients.hash
 
 
 # -- errors ------------------------------------------------------------------------------

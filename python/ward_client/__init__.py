@@ -13,6 +13,7 @@ from .client import (
     STATUS_SUFFIX,
     Client,
     ColumnInfo,
+    CuratedVersion,
     DatasetInfo,
     FeatureInfo,
     FeatureSetInfo,
@@ -38,6 +39,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Client",
     "ColumnInfo",
+    "CuratedVersion",
     "DatasetInfo",
     "FeatureInfo",
     "FeatureSetInfo",

@@ -25,6 +25,7 @@ __all__ = [
     "FeatureInfo",
     "Materialized",
     "IngestResult",
+    "CuratedVersion",
     "STATUS_SUFFIX",
 ]
 
@@ -119,6 +120,10 @@ class FeatureSetInfo:
     definition: str
     features: list
     timeline: str
+    #: Declared for online use (a set with labels never is).
+    online: bool
+    #: The entity its rows are keyed by (`patient`).
+    entity: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,28 +138,46 @@ class Materialized:
 
 
 @dataclasses.dataclass(frozen=True)
+class CuratedVersion:
+    """A curated table's new version after an ingest."""
+
+    #: The version (cumulative: the previous version's rows and this run's, deduplicated).
+    hash: str
+    #: Rows in the version.
+    rows: int
+    #: Rows this run contributed.
+    parsed_rows: int
+
+
+@dataclasses.dataclass(frozen=True)
 class IngestResult:
     """The result of `Client.ingest`: the versions written and the quarantine counts."""
 
     raw_hash: str
-    #: table name -> (curated version hash, rows)
+    #: table name -> CuratedVersion
     curated: dict
+    #: "" when no record was bad.
     quarantine_hash: str
+    #: Curated rows parsed from the input.
     records: int
     bad_records: int
     bad_by_reason: dict
     skipped: dict
+    files: int
+    bytes: int
 
     @classmethod
     def _from_pb(cls, r):
         return cls(
             raw_hash=r.raw_hash,
-            curated={c.table: (c.hash, c.rows) for c in r.curated},
+            curated={c.table: CuratedVersion(c.hash, c.rows, c.parsed_rows) for c in r.curated},
             quarantine_hash=r.quarantine_hash,
             records=r.records,
             bad_records=r.bad_records,
             bad_by_reason=dict(r.bad_by_reason),
             skipped=dict(r.skipped),
+            files=r.files,
+            bytes=r.bytes,
         )
 
 
@@ -497,6 +520,8 @@ class Client:
                 s.definition,
                 [FeatureInfo(f.name, f.kind, f.is_label, f.ttl_seconds) for f in s.features],
                 s.timeline,
+                s.online,
+                s.entity,
             )
             for s in resp.sets
         ]
@@ -573,7 +598,7 @@ class Client:
 
     # -- ingest --------------------------------------------------------------------------
 
-    def ingest(self, source, format, mapping=None, *, source_system=None, max_bad=None, file_name=None):
+    def ingest(self, source, format, mapping=None, *, zone=None, max_bad=None, file_name=None):
         """Ingests clinical sources into curated versions (an IngestResult).
 
         `source` is either paths on the SERVER's machine (a str/Path or a list of them;
@@ -581,12 +606,15 @@ class Client:
         uploaded (its name, or `file_name`, tells the server the extension, e.g. `.gz`).
         `format`: csv, parquet, synthea, fhir, fhir-ndjson or hl7v2. `mapping`: TOML text,
         or a path (Path, or a str naming an existing file) to a TOML mapping read here.
-        `max_bad`: bad records tolerated (`"100"`, `"1%"`); default: all are quarantined.
+        `max_bad`: bad records tolerated (`100`, `"0.05"`, `"5%"`); default: all are
+        quarantined. `zone`: the zone of source times without an offset (`"UTC"`, the
+        default, or `"-05:00"`). The source system recorded on each row is the input file's
+        name (an upload: `file_name`).
         """
         options = ingest_pb2.IngestOptions(
             format=format,
             mapping_toml=_mapping_text(mapping),
-            source_system=source_system or "",
+            zone=zone or "",
             max_bad="" if max_bad is None else str(max_bad),
         )
         if hasattr(source, "read"):

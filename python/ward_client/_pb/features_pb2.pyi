@@ -29,16 +29,20 @@ class ListFeatureSetsResponse(_message.Message):
     def __init__(self, sets: _Optional[_Iterable[_Union[FeatureSetInfo, _Mapping]]] = ...) -> None: ...
 
 class FeatureSetInfo(_message.Message):
-    __slots__ = ("name", "definition", "features", "timeline")
+    __slots__ = ("name", "definition", "features", "timeline", "online", "entity")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DEFINITION_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     TIMELINE_FIELD_NUMBER: _ClassVar[int]
+    ONLINE_FIELD_NUMBER: _ClassVar[int]
+    ENTITY_FIELD_NUMBER: _ClassVar[int]
     name: str
     definition: str
     features: _containers.RepeatedCompositeFieldContainer[FeatureInfo]
     timeline: str
-    def __init__(self, name: _Optional[str] = ..., definition: _Optional[str] = ..., features: _Optional[_Iterable[_Union[FeatureInfo, _Mapping]]] = ..., timeline: _Optional[str] = ...) -> None: ...
+    online: bool
+    entity: str
+    def __init__(self, name: _Optional[str] = ..., definition: _Optional[str] = ..., features: _Optional[_Iterable[_Union[FeatureInfo, _Mapping]]] = ..., timeline: _Optional[str] = ..., online: _Optional[bool] = ..., entity: _Optional[str] = ...) -> None: ...
 
 class FeatureInfo(_message.Message):
     __slots__ = ("name", "kind", "is_label", "ttl_seconds")

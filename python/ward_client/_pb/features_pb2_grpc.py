@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class FeaturesStub:
-    """Missing associated documentation comment in .proto file."""
+    """Feature sets of the server's feature repository (`features` in its config).
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -57,7 +58,8 @@ class FeaturesStub:
 
 
 class FeaturesServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Feature sets of the server's feature repository (`features` in its config).
+    """
 
     def ListFeatureSets(self, request, context):
         """The feature sets the server knows (from its feature repository) and their timelines.
@@ -123,7 +125,8 @@ def add_FeaturesServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Features:
-    """Missing associated documentation comment in .proto file."""
+    """Feature sets of the server's feature repository (`features` in its config).
+    """
 
     @staticmethod
     def ListFeatureSets(request,

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14ward/v1/ingest.proto\x12\x07ward.v1\"]\n\rIngestOptions\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\t\x12\x14\n\x0cmapping_toml\x18\x02 \x01(\t\x12\x15\n\rsource_system\x18\x03 \x01(\t\x12\x0f\n\x07max_bad\x18\x04 \x01(\t\"L\n\x12IngestPathsRequest\x12\'\n\x07options\x18\x01 \x01(\x0b\x32\x16.ward.v1.IngestOptions\x12\r\n\x05paths\x18\x02 \x03(\t\"W\n\x13IngestUploadRequest\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x15.ward.v1.UploadHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"J\n\x0cUploadHeader\x12\'\n\x07options\x18\x01 \x01(\x0b\x32\x16.ward.v1.IngestOptions\x12\x11\n\tfile_name\x18\x02 \x01(\t\"\xe7\x02\n\x0eIngestResponse\x12\x10\n\x08raw_hash\x18\x01 \x01(\t\x12(\n\x07\x63urated\x18\x02 \x03(\x0b\x32\x17.ward.v1.CuratedVersion\x12\x17\n\x0fquarantine_hash\x18\x03 \x01(\t\x12\x0f\n\x07records\x18\x04 \x01(\x04\x12\x13\n\x0b\x62\x61\x64_records\x18\x05 \x01(\x04\x12?\n\rbad_by_reason\x18\x06 \x03(\x0b\x32(.ward.v1.IngestResponse.BadByReasonEntry\x12\x35\n\x07skipped\x18\x07 \x03(\x0b\x32$.ward.v1.IngestResponse.SkippedEntry\x1a\x32\n\x10\x42\x61\x64\x42yReasonEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x1a.\n\x0cSkippedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\";\n\x0e\x43uratedVersion\x12\r\n\x05table\x18\x01 \x01(\t\x12\x0c\n\x04hash\x18\x02 \x01(\t\x12\x0c\n\x04rows\x18\x03 \x01(\x04\x32\x96\x01\n\x06Ingest\x12\x43\n\x0bIngestPaths\x12\x1b.ward.v1.IngestPathsRequest\x1a\x17.ward.v1.IngestResponse\x12G\n\x0cIngestUpload\x12\x1c.ward.v1.IngestUploadRequest\x1a\x17.ward.v1.IngestResponse(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14ward/v1/ingest.proto\x12\x07ward.v1\"k\n\rIngestOptions\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\t\x12\x14\n\x0cmapping_toml\x18\x02 \x01(\t\x12\x15\n\rsource_system\x18\x03 \x01(\t\x12\x0f\n\x07max_bad\x18\x04 \x01(\t\x12\x0c\n\x04zone\x18\x05 \x01(\t\"L\n\x12IngestPathsRequest\x12\'\n\x07options\x18\x01 \x01(\x0b\x32\x16.ward.v1.IngestOptions\x12\r\n\x05paths\x18\x02 \x03(\t\"W\n\x13IngestUploadRequest\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x15.ward.v1.UploadHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"J\n\x0cUploadHeader\x12\'\n\x07options\x18\x01 \x01(\x0b\x32\x16.ward.v1.IngestOptions\x12\x11\n\tfile_name\x18\x02 \x01(\t\"\x85\x03\n\x0eIngestResponse\x12\x10\n\x08raw_hash\x18\x01 \x01(\t\x12(\n\x07\x63urated\x18\x02 \x03(\x0b\x32\x17.ward.v1.CuratedVersion\x12\x17\n\x0fquarantine_hash\x18\x03 \x01(\t\x12\x0f\n\x07records\x18\x04 \x01(\x04\x12\x13\n\x0b\x62\x61\x64_records\x18\x05 \x01(\x04\x12?\n\rbad_by_reason\x18\x06 \x03(\x0b\x32(.ward.v1.IngestResponse.BadByReasonEntry\x12\x35\n\x07skipped\x18\x07 \x03(\x0b\x32$.ward.v1.IngestResponse.SkippedEntry\x12\r\n\x05\x66iles\x18\x08 \x01(\x04\x12\r\n\x05\x62ytes\x18\t \x01(\x04\x1a\x32\n\x10\x42\x61\x64\x42yReasonEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x1a.\n\x0cSkippedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"P\n\x0e\x43uratedVersion\x12\r\n\x05table\x18\x01 \x01(\t\x12\x0c\n\x04hash\x18\x02 \x01(\t\x12\x0c\n\x04rows\x18\x03 \x01(\x04\x12\x13\n\x0bparsed_rows\x18\x04 \x01(\x04\x32\x96\x01\n\x06Ingest\x12\x43\n\x0bIngestPaths\x12\x1b.ward.v1.IngestPathsRequest\x1a\x17.ward.v1.IngestResponse\x12G\n\x0cIngestUpload\x12\x1c.ward.v1.IngestUploadRequest\x1a\x17.ward.v1.IngestResponse(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,21 +36,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INGESTRESPONSE_SKIPPEDENTRY']._loaded_options = None
   _globals['_INGESTRESPONSE_SKIPPEDENTRY']._serialized_options = b'8\001'
   _globals['_INGESTOPTIONS']._serialized_start=33
-  _globals['_INGESTOPTIONS']._serialized_end=126
-  _globals['_INGESTPATHSREQUEST']._serialized_start=128
-  _globals['_INGESTPATHSREQUEST']._serialized_end=204
-  _globals['_INGESTUPLOADREQUEST']._serialized_start=206
-  _globals['_INGESTUPLOADREQUEST']._serialized_end=293
-  _globals['_UPLOADHEADER']._serialized_start=295
-  _globals['_UPLOADHEADER']._serialized_end=369
-  _globals['_INGESTRESPONSE']._serialized_start=372
-  _globals['_INGESTRESPONSE']._serialized_end=731
-  _globals['_INGESTRESPONSE_BADBYREASONENTRY']._serialized_start=633
-  _globals['_INGESTRESPONSE_BADBYREASONENTRY']._serialized_end=683
-  _globals['_INGESTRESPONSE_SKIPPEDENTRY']._serialized_start=685
-  _globals['_INGESTRESPONSE_SKIPPEDENTRY']._serialized_end=731
-  _globals['_CURATEDVERSION']._serialized_start=733
-  _globals['_CURATEDVERSION']._serialized_end=792
-  _globals['_INGEST']._serialized_start=795
-  _globals['_INGEST']._serialized_end=945
+  _globals['_INGESTOPTIONS']._serialized_end=140
+  _globals['_INGESTPATHSREQUEST']._serialized_start=142
+  _globals['_INGESTPATHSREQUEST']._serialized_end=218
+  _globals['_INGESTUPLOADREQUEST']._serialized_start=220
+  _globals['_INGESTUPLOADREQUEST']._serialized_end=307
+  _globals['_UPLOADHEADER']._serialized_start=309
+  _globals['_UPLOADHEADER']._serialized_end=383
+  _globals['_INGESTRESPONSE']._serialized_start=386
+  _globals['_INGESTRESPONSE']._serialized_end=775
+  _globals['_INGESTRESPONSE_BADBYREASONENTRY']._serialized_start=677
+  _globals['_INGESTRESPONSE_BADBYREASONENTRY']._serialized_end=727
+  _globals['_INGESTRESPONSE_SKIPPEDENTRY']._serialized_start=729
+  _globals['_INGESTRESPONSE_SKIPPEDENTRY']._serialized_end=775
+  _globals['_CURATEDVERSION']._serialized_start=777
+  _globals['_CURATEDVERSION']._serialized_end=857
+  _globals['_INGEST']._serialized_start=860
+  _globals['_INGEST']._serialized_end=1010
 # @@protoc_insertion_point(module_scope)

@@ -26,7 +26,9 @@ if _version_not_supported:
 
 
 class IngestStub:
-    """Missing associated documentation comment in .proto file."""
+    """Ingest of clinical sources: the raw input is kept verbatim as a `raw` version, rows go
+    into new curated versions, bad records into a quarantine version (never dropped).
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -47,7 +49,9 @@ class IngestStub:
 
 
 class IngestServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Ingest of clinical sources: the raw input is kept verbatim as a `raw` version, rows go
+    into new curated versions, bad records into a quarantine version (never dropped).
+    """
 
     def IngestPaths(self, request, context):
         """Ingests files that the server can read (paths on the server's machine, files or
@@ -87,7 +91,9 @@ def add_IngestServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Ingest:
-    """Missing associated documentation comment in .proto file."""
+    """Ingest of clinical sources: the raw input is kept verbatim as a `raw` version, rows go
+    into new curated versions, bad records into a quarantine version (never dropped).
+    """
 
     @staticmethod
     def IngestPaths(request,
