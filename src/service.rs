@@ -54,6 +54,8 @@ pub(crate) struct State {
     pub(crate) store: Store,
     pub(crate) repo: Arc<FeatureRepo>,
     pub(crate) limits: Arc<Limits>,
+    /// The latest timelines, in memory, for online lookups.
+    pub(crate) online: crate::lookup::Online,
 }
 
 /// Parses a dataset reference given in request field `field`.
@@ -113,11 +115,12 @@ impl std::fmt::Debug for Server {
 
 impl Server {
     /// Binds `config.addr` (port 0 picks a free port; see [`Server::local_addr`]) for a
-    /// server over `store` knowing the sets of `repo`, with the [`AllowAll`] gate.
+    /// server over `store` knowing the sets of `repo`, with the [`AllowAll`] gate, and loads
+    /// the latest timelines of the online sets into memory.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for bad limits; [`Error::Io`] if the address cannot be
-    /// bound.
+    /// bound; errors loading a stored timeline.
     pub async fn bind(config: &ServeConfig, store: Store, repo: FeatureRepo) -> Result<Server> {
         config.limits.validate()?;
         let incoming = TcpIncoming::bind(config.addr)
@@ -126,6 +129,15 @@ impl Server {
         let addr = incoming
             .local_addr()
             .map_err(|e| Error::io(config.addr.to_string(), e))?;
+        // Load the timelines of the online sets now, so the first lookup is fast; a set
+        // never materialized loads on first use (or on Materialize).
+        let online = crate::lookup::Online::new(store.clone());
+        for set in repo.sets.values().filter(|s| s.online) {
+            match online.refresh(&set.name).await {
+                Ok(_) | Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
         Ok(Server {
             incoming,
             addr,
@@ -133,6 +145,7 @@ impl Server {
                 store,
                 repo: Arc::new(repo),
                 limits: Arc::new(config.limits.clone()),
+                online,
             },
             gate: Arc::new(AllowAll),
         })
@@ -185,10 +198,18 @@ impl Server {
             .max_encoding_message_size(enc);
 
         let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_serving::<DatasetsServer<datasets::DatasetsService>>().await;
-        health.set_serving::<IngestServer<ingest::IngestService>>().await;
-        health.set_serving::<FeaturesServer<features::FeaturesService>>().await;
-        health.set_serving::<FlightServiceServer<flight::Flight>>().await;
+        health
+            .set_serving::<DatasetsServer<datasets::DatasetsService>>()
+            .await;
+        health
+            .set_serving::<IngestServer<ingest::IngestService>>()
+            .await;
+        health
+            .set_serving::<FeaturesServer<features::FeaturesService>>()
+            .await;
+        health
+            .set_serving::<FlightServiceServer<flight::Flight>>()
+            .await;
         health
             .set_service_status("", tonic_health::ServingStatus::Serving)
             .await;
@@ -293,7 +314,10 @@ pub async fn run(
     if let Some(addr) = addr {
         cfg.addr = addr;
     }
-    let store_dir = cfg.store.clone().unwrap_or_else(|| default_store.to_path_buf());
+    let store_dir = cfg
+        .store
+        .clone()
+        .unwrap_or_else(|| default_store.to_path_buf());
     let store = Store::open(&store_dir, clock)?;
     let repo = cfg.feature_repo()?;
     serve_until_signal(&cfg, store, repo).await

@@ -98,8 +98,14 @@ impl Limits {
     pub fn validate(&self) -> Result<()> {
         const MIN_MESSAGE: usize = 64 << 10;
         for (name, v) in [
-            ("limits.max_decoding_message_bytes", self.max_decoding_message_bytes),
-            ("limits.max_encoding_message_bytes", self.max_encoding_message_bytes),
+            (
+                "limits.max_decoding_message_bytes",
+                self.max_decoding_message_bytes,
+            ),
+            (
+                "limits.max_encoding_message_bytes",
+                self.max_encoding_message_bytes,
+            ),
         ] {
             if v < MIN_MESSAGE {
                 return Err(Error::invalid(
@@ -109,7 +115,10 @@ impl Limits {
             }
         }
         if self.max_upload_bytes == 0 {
-            return Err(Error::invalid("limits.max_upload_bytes", "must be positive"));
+            return Err(Error::invalid(
+                "limits.max_upload_bytes",
+                "must be positive",
+            ));
         }
         for (name, v) in [
             ("limits.request_timeout_secs", self.request_timeout_secs),
@@ -172,7 +181,13 @@ impl ServeConfig {
         let config: ServeConfig = toml::from_str(text).map_err(|e| {
             let line = e
                 .span()
-                .map(|s| text[..s.start.min(text.len())].lines().count().max(1))
+                .map(|s| {
+                    text.as_bytes()[..s.start.min(text.len())]
+                        .iter()
+                        .filter(|&&b| b == b'\n')
+                        .count()
+                        + 1
+                })
                 .unwrap_or(0);
             Error::BadInput {
                 location: format!("{origin}:{line}"),
@@ -277,7 +292,11 @@ mod tests {
         let c = ServeConfig::load(&path).unwrap();
         assert_eq!(c.addr.to_string(), DEFAULT_ADDR);
         let repo = c.feature_repo().unwrap();
-        assert!(repo.sets.contains_key("readmission_online"), "{:?}", repo.sets.keys());
+        assert!(
+            repo.sets.contains_key("readmission_online"),
+            "{:?}",
+            repo.sets.keys()
+        );
         let twice = merge_repos(vec![repo.clone(), repo]).unwrap_err();
         assert!(twice.to_string().contains("defined in both"), "{twice}");
     }

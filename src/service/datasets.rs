@@ -21,7 +21,9 @@ pub(crate) fn manifest_to_proto(m: &Manifest) -> proto::Manifest {
         kind: m.kind.to_string(),
         rows: m.rows,
         bytes: m.bytes,
-        created_at: m.created_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        created_at: m
+            .created_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         ward_version: m.ward_version.clone(),
         columns: m
             .schema

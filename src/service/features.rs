@@ -2,14 +2,21 @@
 
 use std::pin::Pin;
 
-use futures::Stream;
+use arrow::array::RecordBatch;
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
+use arrow_flight::{IpcMessage, SchemaAsIpc};
+use futures::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status};
 
-use super::proto::{self, features_server::Features};
-use super::State;
+use super::proto::{self, features_server::Features, historical_response::Part};
+use super::{parse_ref, version_stream, State};
 use crate::error::{Error, Result};
-use crate::features::{self, Knowledge, MaterializeOptions};
-use crate::store::VersionRef;
+use crate::features::{
+    self, FeatureValue, Knowledge, MaterializeOptions, Status as ValueStatus, Value,
+};
+use crate::lookup::{self, Entities};
+use crate::store::manifest::parse_time;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = std::result::Result<T, Status>> + Send + 'static>>;
 
@@ -31,11 +38,12 @@ impl FeaturesService {
     fn list(&self) -> Result<proto::ListFeatureSetsResponse> {
         let mut sets = Vec::new();
         for set in self.state.repo.sets.values() {
-            let timeline = match self
-                .state
-                .store
-                .resolve(&VersionRef::Latest(features::timeline_name(&set.name)))
-            {
+            let timeline = match lookup::choose_timeline(
+                &self.state.store,
+                &set.name,
+                None,
+                Knowledge::AsKnown,
+            ) {
                 Ok(m) => m.hash.to_string(),
                 Err(Error::NotFound { .. }) => String::new(),
                 Err(e) => return Err(e),
@@ -61,7 +69,10 @@ impl FeaturesService {
         Ok(proto::ListFeatureSetsResponse { sets })
     }
 
-    async fn materialize(&self, req: &proto::MaterializeRequest) -> Result<proto::MaterializeResponse> {
+    async fn materialize(
+        &self,
+        req: &proto::MaterializeRequest,
+    ) -> Result<proto::MaterializeResponse> {
         if req.feature_set.is_empty() {
             return Err(Error::invalid("feature_set", "empty: name a feature set"));
         }
@@ -69,8 +80,16 @@ impl FeaturesService {
             knowledge: knowledge(req.as_occurred),
             ..Default::default()
         };
-        let out = features::materialize(&self.state.store, &self.state.repo, &req.feature_set, &opts)
-            .await?;
+        let out =
+            features::materialize(&self.state.store, &self.state.repo, &req.feature_set, &opts)
+                .await?;
+        // Serve the new timeline online: sets declared online, and any set already loaded.
+        // Requests in flight finish on the timeline they started with.
+        let online = self.state.repo.set(&req.feature_set)?.online
+            || self.state.online.snapshot(&req.feature_set).is_some();
+        if !req.as_occurred && online {
+            self.state.online.refresh(&req.feature_set).await?;
+        }
         Ok(proto::MaterializeResponse {
             timeline: out.hash.to_string(),
             definition: out.definition.to_string(),
@@ -79,6 +98,184 @@ impl FeaturesService {
             created: out.created,
         })
     }
+    async fn online(&self, req: proto::OnlineRequest) -> Result<proto::OnlineResponse> {
+        if req.feature_set.is_empty() {
+            return Err(Error::invalid("feature_set", "empty: name a feature set"));
+        }
+        if req.patient_ids.is_empty() {
+            return Err(Error::invalid(
+                "patient_ids",
+                "empty: give at least one patient",
+            ));
+        }
+        if let Some(i) = req.patient_ids.iter().position(String::is_empty) {
+            return Err(Error::invalid(format!("patient_ids[{i}]"), "empty"));
+        }
+        let at = if req.as_of.is_empty() {
+            None
+        } else {
+            Some(parse_time(&req.as_of).ok_or_else(|| {
+                Error::invalid(
+                    "as_of",
+                    format!(
+                        "{:?}: use RFC 3339 (2026-01-31T12:00:00Z) or YYYY-MM-DD",
+                        req.as_of
+                    ),
+                )
+            })?)
+        };
+        let answer = self
+            .state
+            .online
+            .get(&req.feature_set, &req.patient_ids, &req.features, at)
+            .await?;
+        Ok(proto::OnlineResponse {
+            timeline: answer.timeline.to_string(),
+            as_of: answer
+                .at
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            features: answer.features,
+            patients: answer
+                .patients
+                .into_iter()
+                .map(|p| proto::PatientFeatures {
+                    patient_id: p.patient_id,
+                    values: p
+                        .values
+                        .into_iter()
+                        .map(|(_, v)| value_to_proto(v))
+                        .collect(),
+                })
+                .collect(),
+        })
+    }
+
+    async fn historical(
+        &self,
+        req: proto::HistoricalRequest,
+    ) -> Result<BoxStream<proto::HistoricalResponse>> {
+        use proto::historical_request::Entities as Given;
+        if req.feature_set.is_empty() {
+            return Err(Error::invalid("feature_set", "empty: name a feature set"));
+        }
+        let entities = match req.entities {
+            Some(Given::EntitiesIpc(bytes)) => Entities::Batches(decode_entities(&bytes)?),
+            Some(Given::EntitiesRef(r)) => Entities::Stored(parse_ref("entities_ref", &r)?),
+            None => {
+                return Err(Error::invalid(
+                    "entities",
+                    "missing: give entities_ipc (an Arrow IPC stream) or entities_ref (a stored version)",
+                ))
+            }
+        };
+        let mut lookup_req = lookup::HistoricalRequest::new(req.feature_set.clone(), entities);
+        if !req.timeline.is_empty() {
+            lookup_req.timeline = Some(parse_ref("timeline", &req.timeline)?);
+        }
+        lookup_req.knowledge = knowledge(req.as_occurred);
+        if !req.name.is_empty() {
+            lookup_req.name = Some(req.name.clone());
+        }
+        let out = lookup::historical(&self.state.store, lookup_req).await?;
+        let (schema, batches) = version_stream(&self.state.store, &out.hash).await?;
+        let schema_ipc =
+            IpcMessage::try_from(SchemaAsIpc::new(&schema, &IpcWriteOptions::default()))
+                .map_err(Error::Arrow)?;
+        let header = proto::HistoricalResponse {
+            part: Some(Part::Header(proto::HistoricalHeader {
+                training_set: out.hash.to_string(),
+                timeline: out.timeline.to_string(),
+                entities: out.entities.to_string(),
+                rows: out.rows as u64,
+                schema_ipc: schema_ipc.0.to_vec(),
+            })),
+        };
+        // Leave room for the message's framing under the encoding limit.
+        let budget = self.state.limits.max_encoding_message_bytes * 3 / 4;
+        let body = batches.flat_map(move |b| {
+            let parts: Vec<std::result::Result<proto::HistoricalResponse, Status>> = match b {
+                Ok(batch) => match encode_batch(&batch, budget) {
+                    Ok(parts) => parts
+                        .into_iter()
+                        .map(|bytes| {
+                            Ok(proto::HistoricalResponse {
+                                part: Some(Part::BatchIpc(bytes)),
+                            })
+                        })
+                        .collect(),
+                    Err(e) => vec![Err(Status::from(e))],
+                },
+                Err(e) => vec![Err(Status::from(e))],
+            };
+            futures::stream::iter(parts)
+        });
+        Ok(Box::pin(
+            futures::stream::once(async move { Ok(header) }).chain(body),
+        ))
+    }
+}
+
+fn value_to_proto(v: FeatureValue) -> proto::FeatureValue {
+    let status = match v.status {
+        ValueStatus::Present => proto::ValueStatus::Present,
+        ValueStatus::NoData => proto::ValueStatus::NoData,
+        ValueStatus::OutsideTtl => proto::ValueStatus::OutsideTtl,
+    };
+    proto::FeatureValue {
+        value: v.value.map(|v| match v {
+            Value::Num(x) => proto::feature_value::Value::Num(x),
+            Value::Text(s) => proto::feature_value::Value::Text(s),
+        }),
+        status: status as i32,
+    }
+}
+
+/// Entity rows sent inline: an Arrow IPC stream (schema, then batches).
+fn decode_entities(bytes: &[u8]) -> Result<Vec<RecordBatch>> {
+    let bad = |reason: String| Error::BadInput {
+        location: "entities_ipc".into(),
+        field: "-".into(),
+        reason,
+    };
+    if bytes.is_empty() {
+        return Err(bad(
+            "empty: send an Arrow IPC stream (schema and record batches)".into(),
+        ));
+    }
+    let reader = StreamReader::try_new(std::io::Cursor::new(bytes), None)
+        .map_err(|e| bad(format!("not an Arrow IPC stream: {e}")))?;
+    let mut batches = Vec::new();
+    for (i, b) in reader.enumerate() {
+        batches.push(b.map_err(|e| bad(format!("record batch {}: {e}", i + 1)))?);
+    }
+    if batches.is_empty() {
+        return Err(bad("no record batches: send at least one entity row".into()));
+    }
+    Ok(batches)
+}
+
+/// `batch` as Arrow IPC streams (schema and one batch each), split by rows so that each
+/// stays under `budget` bytes where a row allows.
+fn encode_batch(batch: &RecordBatch, budget: usize) -> Result<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    let mut pending = vec![batch.clone()];
+    while let Some(b) = pending.pop() {
+        let mut buf = Vec::new();
+        {
+            let mut w = StreamWriter::try_new(&mut buf, &b.schema())?;
+            w.write(&b)?;
+            w.finish()?;
+        }
+        if buf.len() > budget && b.num_rows() > 1 {
+            let half = b.num_rows() / 2;
+            // Pushed in reverse: the first half is encoded first.
+            pending.push(b.slice(half, b.num_rows() - half));
+            pending.push(b.slice(0, half));
+        } else {
+            out.push(buf);
+        }
+    }
+    Ok(out)
 }
 
 #[tonic::async_trait]
@@ -101,15 +298,59 @@ impl Features for FeaturesService {
 
     async fn get_online_features(
         &self,
-        _request: Request<proto::OnlineRequest>,
+        request: Request<proto::OnlineRequest>,
     ) -> std::result::Result<Response<proto::OnlineResponse>, Status> {
-        Err(Status::unimplemented("GetOnlineFeatures: waiting for ward::lookup"))
+        Ok(Response::new(self.online(request.into_inner()).await?))
     }
 
     async fn get_historical_features(
         &self,
-        _request: Request<proto::HistoricalRequest>,
+        request: Request<proto::HistoricalRequest>,
     ) -> std::result::Result<Response<Self::GetHistoricalFeaturesStream>, Status> {
-        Err(Status::unimplemented("GetHistoricalFeatures: waiting for ward::lookup"))
+        Ok(Response::new(self.historical(request.into_inner()).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    #[test]
+    fn batches_split_under_the_budget_and_decode_back() {
+        let n = 5_000;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("i", DataType::Int64, false),
+            Field::new("s", DataType::Utf8, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(0..n)),
+                Arc::new(StringArray::from_iter_values(
+                    (0..n).map(|i| format!("patient-{i:08}")),
+                )),
+            ],
+        )
+        .unwrap();
+        let whole = encode_batch(&batch, usize::MAX).unwrap();
+        assert_eq!(whole.len(), 1);
+        let budget = whole[0].len() / 5;
+        let parts = encode_batch(&batch, budget).unwrap();
+        assert!(parts.len() >= 5, "{} parts", parts.len());
+        assert!(parts.iter().all(|p| p.len() <= budget));
+        let mut back = Vec::new();
+        for p in &parts {
+            back.extend(decode_entities(p).unwrap());
+        }
+        let back = arrow::compute::concat_batches(&schema, &back).unwrap();
+        assert_eq!(back, batch, "the rows come back in order");
+        assert!(decode_entities(b"").is_err());
+        let e = decode_entities(b"garbage").unwrap_err();
+        assert!(e.to_string().contains("entities_ipc"), "{e}");
     }
 }

@@ -23,9 +23,8 @@ use arrow_flight::error::FlightError;
 use arrow_flight::flight_descriptor::DescriptorType;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::{
-    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint,
-    FlightInfo, HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaAsIpc,
-    SchemaResult, Ticket,
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaAsIpc, SchemaResult, Ticket,
 };
 use futures::{Stream, StreamExt as _, TryStreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
@@ -107,8 +106,8 @@ impl Flight {
     }
 
     fn filter(criteria: &[u8]) -> Result<ListFilter> {
-        let text = std::str::from_utf8(criteria)
-            .map_err(|_| Error::invalid("criteria", "not UTF-8"))?;
+        let text =
+            std::str::from_utf8(criteria).map_err(|_| Error::invalid("criteria", "not UTF-8"))?;
         let mut filter = ListFilter::default();
         for part in text.split([',', ' ', '\n', '\t']).filter(|p| !p.is_empty()) {
             match part.split_once('=') {
@@ -211,10 +210,12 @@ fn check_entities(name: &str, batch: &RecordBatch, first_row: usize) -> Result<(
     let schema = batch.schema();
     let at = |row: usize| format!("DoPut {name} row {}", first_row + row + 1);
     let col = |wanted: &str, ok: fn(&DataType) -> bool, what: &str| -> Result<usize> {
-        let (i, f) = schema.column_with_name(wanted).ok_or_else(|| Error::BadInput {
-            location: format!("DoPut {name}"),
-            field: wanted.into(),
-            reason: format!(
+        let (i, f) = schema
+            .column_with_name(wanted)
+            .ok_or_else(|| Error::BadInput {
+                location: format!("DoPut {name}"),
+                field: wanted.into(),
+                reason: format!(
                 "missing: entity rows need {PATIENT_COLUMN} and {TIME_COLUMN}; the columns are {}",
                 schema
                     .fields()
@@ -223,7 +224,7 @@ fn check_entities(name: &str, batch: &RecordBatch, first_row: usize) -> Result<(
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-        })?;
+            })?;
         if !ok(f.data_type()) {
             return Err(Error::BadInput {
                 location: format!("DoPut {name}"),
@@ -235,7 +236,9 @@ fn check_entities(name: &str, batch: &RecordBatch, first_row: usize) -> Result<(
     };
     let p = col(
         PATIENT_COLUMN,
-        |t| t.is_integer() || matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View),
+        |t| {
+            t.is_integer() || matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+        },
         "text or integers",
     )?;
     let t = col(

@@ -27,7 +27,10 @@ fn options(o: Option<&proto::IngestOptions>, field: &str, state: &State) -> Resu
             "missing: give at least the format (csv, parquet, synthea, fhir, fhir-ndjson, hl7v2)",
         )
     })?;
-    let names: Vec<&str> = Format::value_variants().iter().map(|f| f.as_str()).collect();
+    let names: Vec<&str> = Format::value_variants()
+        .iter()
+        .map(|f| f.as_str())
+        .collect();
     let format = Format::value_variants()
         .iter()
         .copied()
@@ -56,7 +59,10 @@ fn options(o: Option<&proto::IngestOptions>, field: &str, state: &State) -> Resu
         Some(o.max_bad.parse::<MaxBad>().map_err(|_| {
             Error::invalid(
                 format!("{field}.max_bad"),
-                format!("{:?}: give a count (100) or a share (0.05 or 5%)", o.max_bad),
+                format!(
+                    "{:?}: give a count (100) or a share (0.05 or 5%)",
+                    o.max_bad
+                ),
             )
         })?)
     };
@@ -101,17 +107,10 @@ fn response(report: &IngestReport) -> proto::IngestResponse {
                 parsed_rows: c.parsed_rows,
             })
             .collect(),
-        quarantine_hash: report
-            .quarantine
-            .map(|h| h.to_string())
-            .unwrap_or_default(),
+        quarantine_hash: report.quarantine.map(|h| h.to_string()).unwrap_or_default(),
         records: report.curated.iter().map(|c| c.parsed_rows).sum(),
         bad_records: report.bad_total(),
-        bad_by_reason: report
-            .bad
-            .iter()
-            .map(|(k, v)| (k.clone(), *v))
-            .collect(),
+        bad_by_reason: report.bad.iter().map(|(k, v)| (k.clone(), *v)).collect(),
         skipped: report
             .skipped
             .iter()
@@ -133,7 +132,9 @@ fn check_file_name(name: &str) -> Result<()> {
     } else {
         Err(Error::invalid(
             "header.file_name",
-            format!("{name:?}: give a plain file name (1-255 bytes, no / or \\, not starting with .)"),
+            format!(
+                "{name:?}: give a plain file name (1-255 bytes, no / or \\, not starting with .)"
+            ),
         ))
     }
 }

@@ -32,9 +32,7 @@ pub fn code(e: &Error) -> Code {
         | Error::UnsupportedType { .. }
         | Error::Parquet { .. } => Code::InvalidArgument,
         Error::NotFound { .. } => Code::NotFound,
-        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-            Code::NotFound
-        }
+        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => Code::NotFound,
         Error::FailedPrecondition { .. } => Code::FailedPrecondition,
         Error::Corrupt { .. } | Error::Manifest { .. } => Code::DataLoss,
         Error::Unauthenticated { .. } => Code::Unauthenticated,
@@ -94,7 +92,10 @@ mod tests {
                 Error::io("/disk", std::io::Error::other("disk full")),
                 Code::Unavailable,
             ),
-            (Error::precondition("set", "labels"), Code::FailedPrecondition),
+            (
+                Error::precondition("set", "labels"),
+                Code::FailedPrecondition,
+            ),
             (
                 Error::Corrupt {
                     hash: "b3:00".into(),

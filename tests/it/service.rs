@@ -150,7 +150,10 @@ async fn datasets_list_get_verify_tag() {
     let stored = fx.store.list(&ListFilter::default()).unwrap();
     assert_eq!(
         all.iter().map(|m| m.hash.clone()).collect::<Vec<_>>(),
-        stored.iter().map(|m| m.hash.to_string()).collect::<Vec<_>>()
+        stored
+            .iter()
+            .map(|m| m.hash.to_string())
+            .collect::<Vec<_>>()
     );
     let curated = c
         .list_datasets(proto::ListDatasetsRequest {
@@ -359,17 +362,29 @@ async fn ingest_paths_and_uploads() {
             .unwrap();
         assert_eq!(m.hash.to_string(), cv.hash, "{}", cv.table);
         assert_eq!(m.rows, cv.rows);
-        assert!(m.lineage.inputs.contains(&raw.hash), "{:?}", m.lineage.inputs);
+        assert!(
+            m.lineage.inputs.contains(&raw.hash),
+            "{:?}",
+            m.lineage.inputs
+        );
     }
 
     // One file uploaded in chunks gives the same raw content as ingesting it by path.
     let file = std::fs::read_dir(&src)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("Patient"))
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("Patient")
+        })
         .expect("a Patient file");
     let bytes = std::fs::read(&file).unwrap();
-    assert!(bytes.len() < (300 << 10), "the test file fits the upload limit");
+    assert!(
+        bytes.len() < (300 << 10),
+        "the test file fits the upload limit"
+    );
     let name = file.file_name().unwrap().to_string_lossy().to_string();
     let mut msgs = vec![header(&name, "fhir-ndjson")];
     msgs.extend(bytes.chunks(4096).map(chunk));
@@ -393,11 +408,17 @@ async fn ingest_paths_and_uploads() {
         (vec![header("../etc/passwd", "fhir-ndjson")], "file_name"),
         (vec![header("a.ndjson", "xml")], "format"),
         (
-            vec![header("a.ndjson", "fhir-ndjson"), header("b.ndjson", "fhir-ndjson")],
+            vec![
+                header("a.ndjson", "fhir-ndjson"),
+                header("b.ndjson", "fhir-ndjson"),
+            ],
             "second header",
         ),
         (
-            vec![header("a.ndjson", "fhir-ndjson"), proto::IngestUploadRequest { part: None }],
+            vec![
+                header("a.ndjson", "fhir-ndjson"),
+                proto::IngestUploadRequest { part: None },
+            ],
             "message 2",
         ),
     ];
@@ -412,11 +433,18 @@ async fn ingest_paths_and_uploads() {
     msgs.extend((0..4).map(|_| chunk(&big)));
     let err = upload(&mut c, msgs).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().contains("max_upload_bytes"), "{}", err.message());
+    assert!(
+        err.message().contains("max_upload_bytes"),
+        "{}",
+        err.message()
+    );
     // One message over the message size limit: refused by the transport.
     let err = upload(
         &mut c,
-        vec![header("big.ndjson", "fhir-ndjson"), chunk(&vec![b'x'; 200 << 10])],
+        vec![
+            header("big.ndjson", "fhir-ndjson"),
+            chunk(&vec![b'x'; 200 << 10]),
+        ],
     )
     .await
     .unwrap_err();
@@ -469,7 +497,12 @@ async fn feature_sets_and_materialize() {
     let names: Vec<&str> = sets.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["readmission", "readmission_online"]);
     for s in &sets {
-        let t = fx.report.timelines.iter().find(|t| t.set == s.name).unwrap();
+        let t = fx
+            .report
+            .timelines
+            .iter()
+            .find(|t| t.set == s.name)
+            .unwrap();
         assert_eq!(s.timeline, t.hash.to_string());
         assert_eq!(s.definition, t.definition.to_string());
         assert_eq!(s.online, s.name == "readmission_online");
@@ -574,7 +607,12 @@ async fn flight_get_put_list_info() {
     );
     assert_eq!(err.code(), Code::NotFound);
     assert!(err.message().contains(&unknown));
-    let err = status(f.do_get(Ticket::new("b3:xyz")).await.err().expect("bad ref"));
+    let err = status(
+        f.do_get(Ticket::new("b3:xyz"))
+            .await
+            .err()
+            .expect("bad ref"),
+    );
     assert_eq!(err.code(), Code::InvalidArgument);
     let err = status(
         f.do_get(Ticket::new(vec![0xffu8, 0xfe]))
@@ -588,13 +626,25 @@ async fn flight_get_put_list_info() {
     let day = 86_400_000_000i64;
     let rows = entity_batch(
         &[Some("P0000001"), Some("P0000002"), Some("P0000001")],
-        &[Some(1_600_000_000_000_000), Some(1_600_000_000_000_000 + day), Some(1_650_000_000_000_000)],
+        &[
+            Some(1_600_000_000_000_000),
+            Some(1_600_000_000_000_000 + day),
+            Some(1_650_000_000_000_000),
+        ],
     );
-    let results = put(&mut f, Some("cohort-a"), vec![rows.clone()]).await.unwrap();
+    let results = put(&mut f, Some("cohort-a"), vec![rows.clone()])
+        .await
+        .unwrap();
     assert_eq!(results.len(), 1);
     let hash = String::from_utf8(results[0].app_metadata.to_vec()).unwrap();
-    let m = fx.store.resolve(&hash.parse::<VersionRef>().unwrap()).unwrap();
-    assert_eq!((m.kind, m.name.as_str(), m.rows), (Kind::Other, "cohort-a", 3));
+    let m = fx
+        .store
+        .resolve(&hash.parse::<VersionRef>().unwrap())
+        .unwrap();
+    assert_eq!(
+        (m.kind, m.name.as_str(), m.rows),
+        (Kind::Other, "cohort-a", 3)
+    );
     assert_eq!(
         m.hash,
         ward::hash::hash_batches(&rows.schema(), [&rows]).unwrap()
@@ -619,11 +669,19 @@ async fn flight_get_put_list_info() {
     assert!(err.message().contains("row 6"), "{}", err.message());
     assert!(err.message().contains("patient_id"), "{}", err.message());
     let no_time = RecordBatch::try_new(
-        Arc::new(Schema::new(vec![Field::new("patient_id", DataType::Utf8, false)])),
+        Arc::new(Schema::new(vec![Field::new(
+            "patient_id",
+            DataType::Utf8,
+            false,
+        )])),
         vec![Arc::new(StringArray::from(vec!["P0000001"]))],
     )
     .unwrap();
-    let err = status(put(&mut f, Some("cohort-c"), vec![no_time]).await.unwrap_err());
+    let err = status(
+        put(&mut f, Some("cohort-c"), vec![no_time])
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("timestamp"), "{}", err.message());
     assert!(matches!(
@@ -639,7 +697,10 @@ async fn flight_get_put_list_info() {
         .try_collect()
         .await
         .unwrap();
-    assert_eq!(infos.len(), fx.store.list(&ListFilter::default()).unwrap().len());
+    assert_eq!(
+        infos.len(),
+        fx.store.list(&ListFilter::default()).unwrap().len()
+    );
     let curated: Vec<arrow_flight::FlightInfo> = f
         .list_flights("kind=curated")
         .await
@@ -648,7 +709,12 @@ async fn flight_get_put_list_info() {
         .await
         .unwrap();
     assert_eq!(curated.len(), fx.report.ingest.curated.len());
-    let err = status(f.list_flights("colour=red").await.err().expect("bad criteria"));
+    let err = status(
+        f.list_flights("colour=red")
+            .await
+            .err()
+            .expect("bad criteria"),
+    );
     assert_eq!(err.code(), Code::InvalidArgument);
     let info = f
         .get_flight_info(FlightDescriptor::new_path(vec!["encounters".into()]))
@@ -687,7 +753,6 @@ async fn flight_get_put_list_info() {
     assert_eq!(err.code(), Code::Unimplemented);
     fx.stop().await.unwrap();
 }
-
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_reflection() {
@@ -888,14 +953,21 @@ async fn shutdown_finishes_calls_in_flight() {
     let file = std::fs::read_dir(&src)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("Patient"))
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("Patient")
+        })
         .unwrap();
     let bytes = std::fs::read(&file).unwrap();
 
     // An upload under way: the header is sent, the file is not.
     let mut c = fx.ingest().await;
     let (tx, rx) = mpsc::channel::<proto::IngestUploadRequest>(4);
-    tx.send(header("Patient.ndjson", "fhir-ndjson")).await.unwrap();
+    tx.send(header("Patient.ndjson", "fhir-ndjson"))
+        .await
+        .unwrap();
     let call = tokio::spawn(async move { c.ingest_upload(ReceiverStream::new(rx)).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -932,12 +1004,11 @@ async fn requests_past_the_deadline_are_cut() {
     let mut fx = Fixture::start(limits, None).await;
     let mut c = fx.ingest().await;
     let (tx, rx) = mpsc::channel::<proto::IngestUploadRequest>(4);
-    tx.send(header("Patient.ndjson", "fhir-ndjson")).await.unwrap();
-    let started = std::time::Instant::now();
-    let err = c
-        .ingest_upload(ReceiverStream::new(rx))
+    tx.send(header("Patient.ndjson", "fhir-ndjson"))
         .await
-        .unwrap_err();
+        .unwrap();
+    let started = std::time::Instant::now();
+    let err = c.ingest_upload(ReceiverStream::new(rx)).await.unwrap_err();
     assert_eq!(err.code(), Code::Cancelled, "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(10));
     drop(tx);
@@ -1009,4 +1080,337 @@ fn ward_serve_prints_its_port_and_stops_on_sigterm() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("[tls]"), "{err}");
+}
+
+fn ipc_stream(batches: &[RecordBatch]) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut buf, &batches[0].schema()).unwrap();
+    for b in batches {
+        w.write(b).unwrap();
+    }
+    w.finish().unwrap();
+    drop(w);
+    buf
+}
+
+/// Reads a historical answer: the header and the batches.
+async fn read_historical(
+    c: &mut FeaturesClient<Channel>,
+    req: proto::HistoricalRequest,
+) -> Result<(proto::HistoricalHeader, Vec<RecordBatch>), tonic::Status> {
+    let mut stream = c.get_historical_features(req).await?.into_inner();
+    let first = stream.message().await?.expect("a header");
+    let Some(proto::historical_response::Part::Header(header)) = first.part else {
+        panic!("the first message is not the header: {first:?}");
+    };
+    let mut batches = Vec::new();
+    while let Some(m) = stream.message().await? {
+        let Some(proto::historical_response::Part::BatchIpc(bytes)) = m.part else {
+            panic!("a second header");
+        };
+        let reader =
+            arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).unwrap();
+        for b in reader {
+            batches.push(b.unwrap());
+        }
+    }
+    Ok((header, batches))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn online_and_historical_lookups() {
+    use ward::service::proto::ValueStatus;
+    let mut fx = Fixture::start(Limits::default(), None).await;
+    let mut c = fx.features().await;
+    let online_t = fx
+        .report
+        .timelines
+        .iter()
+        .find(|t| t.set == "readmission_online")
+        .unwrap();
+    let train_t = fx
+        .report
+        .timelines
+        .iter()
+        .find(|t| t.set == "readmission")
+        .unwrap();
+
+    // Online: the same values as the command line's lookup, through the service.
+    let patients: Vec<String> = ["P0000001", "P0000007", "P0000033", "NOBODY"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let r = c
+        .get_online_features(proto::OnlineRequest {
+            feature_set: "readmission_online".into(),
+            patient_ids: patients.clone(),
+            as_of: "2024-01-01".into(),
+            features: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.timeline, online_t.hash.to_string());
+    let at: chrono::DateTime<chrono::Utc> = "2024-01-01T00:00:00Z".parse().unwrap();
+    assert_eq!(
+        r.as_of.parse::<chrono::DateTime<chrono::Utc>>().unwrap(),
+        at
+    );
+    let (set, index) = ward::features::load_index(&fx.store, &online_t.hash)
+        .await
+        .unwrap();
+    let want = ward::features::online_lookup(&set, &index, &patients, at).unwrap();
+    assert_eq!(
+        r.features,
+        set.features
+            .iter()
+            .map(|f| f.name.clone())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(r.patients.len(), want.len());
+    let mut present = 0;
+    for (got, want) in r.patients.iter().zip(&want) {
+        assert_eq!(got.patient_id, want.patient_id);
+        assert_eq!(got.values.len(), want.values.len());
+        for (g, (name, w)) in got.values.iter().zip(&want.values) {
+            let status = match w.status {
+                ward::features::Status::Present => ValueStatus::Present,
+                ward::features::Status::NoData => ValueStatus::NoData,
+                ward::features::Status::OutsideTtl => ValueStatus::OutsideTtl,
+            };
+            assert_eq!(g.status, status as i32, "{} {name}", got.patient_id);
+            let value = match &w.value {
+                Some(ward::features::Value::Num(x)) => Some(proto::feature_value::Value::Num(*x)),
+                Some(ward::features::Value::Text(s)) => {
+                    Some(proto::feature_value::Value::Text(s.clone()))
+                }
+                None => None,
+            };
+            assert_eq!(g.value, value, "{} {name}", got.patient_id);
+            present += usize::from(g.status == ValueStatus::Present as i32);
+        }
+    }
+    assert!(present > 0, "some values are present");
+    // An unknown patient: nothing known (counts of nothing are 0, the rest NO_DATA).
+    assert!(r.patients[3]
+        .values
+        .iter()
+        .any(|v| v.status == ValueStatus::NoData as i32 && v.value.is_none()));
+
+    // Default time: the server's clock. A subset of features, in the order asked.
+    let r = c
+        .get_online_features(proto::OnlineRequest {
+            feature_set: "readmission_online".into(),
+            patient_ids: vec!["P0000001".into()],
+            as_of: String::new(),
+            features: vec!["sex".into(), "age".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        r.as_of.parse::<chrono::DateTime<chrono::Utc>>().unwrap(),
+        ward::clock::Clock::now(&*fx.clock)
+    );
+    assert_eq!(r.features, ["sex", "age"]);
+    assert_eq!(r.patients[0].values.len(), 2);
+
+    // Online failures.
+    let online =
+        |set: &str, patients: Vec<&str>, as_of: &str, features: Vec<&str>| proto::OnlineRequest {
+            feature_set: set.into(),
+            patient_ids: patients.into_iter().map(String::from).collect(),
+            as_of: as_of.into(),
+            features: features.into_iter().map(String::from).collect(),
+        };
+    let cases = [
+        (
+            online("readmission", vec!["P0000001"], "", vec![]),
+            Code::FailedPrecondition,
+            "label",
+        ),
+        (
+            online("readmission_online", vec!["P0000001"], "", vec!["pulse"]),
+            Code::NotFound,
+            "pulse",
+        ),
+        (
+            online("sepsis", vec!["P0000001"], "", vec![]),
+            Code::NotFound,
+            "sepsis",
+        ),
+        (
+            online("readmission_online", vec![], "", vec![]),
+            Code::InvalidArgument,
+            "patient_ids",
+        ),
+        (
+            online("readmission_online", vec!["P0000001"], "tomorrow", vec![]),
+            Code::InvalidArgument,
+            "as_of",
+        ),
+    ];
+    for (req, code, word) in cases {
+        let err = c.get_online_features(req).await.unwrap_err();
+        assert_eq!(err.code(), code, "{word}: {err:?}");
+        assert!(err.message().contains(word), "{word}: {}", err.message());
+    }
+
+    // Historical, entity rows inline: one row per input row, in order; the stream is the
+    // stored training set.
+    let day = 86_400_000_000i64;
+    let t0 = 1_577_836_800_000_000i64; // 2020-01-01
+    let ids = [
+        Some("P0000001"),
+        Some("P0000007"),
+        Some("P0000001"),
+        Some("NOBODY"),
+    ];
+    let times = [
+        Some(t0),
+        Some(t0 + 30 * day),
+        Some(t0 + 900 * day),
+        Some(t0),
+    ];
+    let rows = entity_batch(&ids, &times);
+    let (h, batches) = read_historical(
+        &mut c,
+        proto::HistoricalRequest {
+            feature_set: "readmission".into(),
+            entities: Some(proto::historical_request::Entities::EntitiesIpc(
+                ipc_stream(&[rows.clone()]),
+            )),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(h.rows, 4);
+    assert_eq!(h.timeline, train_t.hash.to_string());
+    let schema = arrow::ipc::convert::try_schema_from_ipc_buffer(&h.schema_ipc).unwrap();
+    assert_eq!(batches[0].schema().as_ref(), &schema);
+    let training: ward::hash::ContentHash = h.training_set.parse().unwrap();
+    assert_eq!(
+        ward::hash::hash_batches(&schema, &batches).unwrap(),
+        training
+    );
+    let m = fx.store.manifest(&training).unwrap();
+    assert_eq!((m.kind, m.rows), (Kind::Training, 4));
+    let all = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+    let got_ids = all.column_by_name("patient_id").unwrap();
+    let got_ids = arrow::compute::cast(got_ids, &DataType::Utf8).unwrap();
+    let got_ids: Vec<Option<&str>> = got_ids
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap()
+        .iter()
+        .collect();
+    assert_eq!(got_ids, ids);
+    assert!(schema
+        .fields()
+        .iter()
+        .any(|f| f.name().ends_with("__status")));
+
+    // The same rows uploaded with Flight and named by reference: the same training set.
+    let mut f = fx.flight().await;
+    let put_hash = put(&mut f, Some("cohort-x"), vec![rows.clone()])
+        .await
+        .unwrap();
+    let entities_ref = String::from_utf8(put_hash[0].app_metadata.to_vec()).unwrap();
+    let (h2, _) = read_historical(
+        &mut c,
+        proto::HistoricalRequest {
+            feature_set: "readmission".into(),
+            entities: Some(proto::historical_request::Entities::EntitiesRef(
+                entities_ref.clone(),
+            )),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(h2.entities, entities_ref);
+    assert_eq!(h2.entities, h.entities);
+    assert_eq!(h2.training_set, h.training_set);
+
+    // Historical failures name what is wrong.
+    let bad_row = entity_batch(&[Some("P0000001"), Some("P0000002")], &[Some(t0), None]);
+    let hist =
+        |set: &str, e: Option<proto::historical_request::Entities>| proto::HistoricalRequest {
+            feature_set: set.into(),
+            entities: e,
+            ..Default::default()
+        };
+    use proto::historical_request::Entities as E;
+    let cases = [
+        (hist("readmission", None), Code::InvalidArgument, "entities"),
+        (
+            hist("readmission", Some(E::EntitiesIpc(b"not arrow".to_vec()))),
+            Code::InvalidArgument,
+            "entities_ipc",
+        ),
+        (
+            hist("readmission", Some(E::EntitiesIpc(ipc_stream(&[bad_row])))),
+            Code::InvalidArgument,
+            "entity row",
+        ),
+        (
+            hist("sepsis", Some(E::EntitiesRef(entities_ref.clone()))),
+            Code::NotFound,
+            "sepsis",
+        ),
+        (
+            hist(
+                "readmission",
+                Some(E::EntitiesRef(format!("b3:{}", "1".repeat(64)))),
+            ),
+            Code::NotFound,
+            "b3:1111",
+        ),
+        (
+            hist("readmission", Some(E::EntitiesRef("b3:nothex!".into()))),
+            Code::InvalidArgument,
+            "b3:nothex!",
+        ),
+    ];
+    for (req, code, word) in cases {
+        let err = read_historical(&mut c, req).await.unwrap_err();
+        assert_eq!(err.code(), code, "{word}: {err:?}");
+        assert!(err.message().contains(word), "{word}: {}", err.message());
+    }
+
+    // Materialize swaps a new timeline into the online index.
+    let src = cohort(fx.dir.path(), 30, 77);
+    fx.clock.advance(chrono::Duration::minutes(1));
+    let mut ingest = fx.ingest().await;
+    ingest
+        .ingest_paths(proto::IngestPathsRequest {
+            options: options("fhir-ndjson"),
+            paths: vec![src.display().to_string()],
+        })
+        .await
+        .unwrap();
+    fx.clock.advance(chrono::Duration::minutes(1));
+    let m = c
+        .materialize(proto::MaterializeRequest {
+            feature_set: "readmission_online".into(),
+            as_occurred: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(m.created);
+    assert_ne!(m.timeline, online_t.hash.to_string());
+    let r = c
+        .get_online_features(online(
+            "readmission_online",
+            vec!["P0000001"],
+            "2024-01-01",
+            vec![],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.timeline, m.timeline, "the new timeline answers");
+    fx.stop().await.unwrap();
 }
