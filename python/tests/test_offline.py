@@ -350,3 +350,68 @@ def test_flight_status_codes_map_to_exceptions(raw_flight, code, exc):
     assert e.value.code == code.name
     assert e.value.message == "unknown version b3:0000000000 (no such hash)"
     assert state["metadata"]["authorization"] == "Bearer tok-9"
+
+
+# -- TLS: a root certificate path -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    """A self-signed certificate for localhost / 127.0.0.1 (made with the openssl tool)."""
+    import os
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        msg = "the openssl command is needed to make a test certificate"
+        if os.environ.get("WARD_REQUIRE_PYTHON") == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    d = tmp_path_factory.mktemp("tls")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem"), "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )
+    return d / "cert.pem", d / "key.pem"
+
+
+def test_tls_with_a_root_certificate(certificate):
+    cert, key = certificate
+    servicer = FakeFeatures()
+    server = grpc.server(cf.ThreadPoolExecutor(max_workers=2))
+    features_pb2_grpc.add_FeaturesServicer_to_server(servicer, server)
+    creds = grpc.ssl_server_credentials([(key.read_bytes(), cert.read_bytes())])
+    port = server.add_secure_port("127.0.0.1:0", creds)
+    server.start()
+    try:
+        with ward_client.Client(f"localhost:{port}", tls=str(cert), token="tls-tok", timeout=10) as c:
+            df = c.get_online_features("readmission_online", ["P0000001"])
+            assert df.attrs["timeline"] == "b3:" + "d" * 64
+            assert servicer.metadata["authorization"] == "Bearer tls-tok"
+        # A plaintext client cannot talk to a TLS server.
+        with ward_client.Client(f"localhost:{port}", timeout=5) as c:
+            with pytest.raises(ward_client.Unavailable):
+                c.get_online_features("readmission_online", ["P0000001"])
+    finally:
+        server.stop(None)
+
+
+def test_flight_over_tls(certificate):
+    cert, key = certificate
+
+    class TlsFlight(FakeFlight):
+        def __init__(self):
+            flight.FlightServerBase.__init__(
+                self, "grpc+tls://localhost:0",
+                tls_certificates=[flight.CertKeyPair(cert.read_bytes(), key.read_bytes())],
+            )
+            self.put = None
+
+    server = TlsFlight()
+    try:
+        with ward_client.Client(f"localhost:{server.port}", tls=cert, timeout=10) as c:
+            assert c.dataset("b3:" + "1" * 64).equals(training_table(7))
+    finally:
+        server.shutdown()
