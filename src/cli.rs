@@ -230,6 +230,12 @@ pub enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// The audit trail: verify its chain, or list who looked at a patient (docs/security.md).
+    Audit {
+        /// What to do.
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Generate a synthetic cohort (deterministic for a given size and seed).
     Synth {
         /// Number of patients.
@@ -244,6 +250,30 @@ pub enum Command {
         /// Output directory.
         #[arg(long)]
         out: PathBuf,
+    },
+}
+
+/// `ward audit` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check every record's hash, seq and chain across files and the tail against HEAD;
+    /// fails naming the first bad record (file, line, seq).
+    Verify {
+        /// The audit directory (default `<store>/audit`).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Who looked at a patient (or was refused), when, from where; oldest first.
+    Query {
+        /// The patient id.
+        #[arg(long)]
+        patient: String,
+        /// The audit directory (default `<store>/audit`).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Print JSON lines (the full records).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -667,6 +697,7 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
                 crate::demo::serve(store, addr).await?;
             }
         }
+        Command::Audit { command } => run_audit(command, &cli.store)?,
         Command::Synth {
             patients,
             seed,
@@ -701,6 +732,57 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
             for (table, rows) in &summary.rows {
                 eprintln!("  {:<13} {rows} rows", table.name());
             }
+        }
+    }
+    Ok(())
+}
+
+fn run_audit(command: AuditCommand, store: &std::path::Path) -> Result<()> {
+    let default_dir = || store.join("audit");
+    match command {
+        AuditCommand::Verify { dir } => {
+            let dir = dir.unwrap_or_else(default_dir);
+            let r = crate::audit::verify(&dir)?;
+            if let Some(p) = &r.problem {
+                anyhow::bail!(
+                    "audit trail {}: {p} ({} records verified before it)",
+                    dir.display(),
+                    r.records
+                );
+            }
+            eprintln!(
+                "audit trail {}: {} records in {} files verified; HEAD at seq {}",
+                dir.display(),
+                r.records,
+                r.files,
+                r.head_seq.map_or("-".to_string(), |s| s.to_string())
+            );
+        }
+        AuditCommand::Query { patient, dir, json } => {
+            let dir = dir.unwrap_or_else(default_dir);
+            let found = crate::audit::query(&dir, &patient)?;
+            for a in &found {
+                let r = &a.record;
+                if json {
+                    outln!("{}", serde_json::to_string(r)?);
+                } else {
+                    outln!(
+                        "{}  {:<20} {:<24} {:<22} {:<44} {:<7} {}",
+                        r.time.to_rfc3339(),
+                        r.principal.as_deref().unwrap_or("(unauthenticated)"),
+                        r.roles.join(","),
+                        r.client.as_deref().unwrap_or("-"),
+                        r.rpc,
+                        match r.decision {
+                            crate::audit::Outcome::Allowed => "allowed",
+                            crate::audit::Outcome::Denied => "denied",
+                            crate::audit::Outcome::System => "system",
+                        },
+                        r.reason
+                    );
+                }
+            }
+            eprintln!("{} records name patient {patient}", found.len());
         }
     }
     Ok(())

@@ -27,11 +27,19 @@
 //!   reflection; the gate every call passes; errors mapped to status codes in one place
 //!   (`docs/service.md`).
 //! - [`demo`]: `ward demo`, the main job end to end on the embedded default store.
+//! - [`auth`]: authentication (JWT, mTLS, API tokens), the role/permission policy, care-team
+//!   access, and the [`auth::Security`] gate every RPC calls (`docs/security.md`).
+//! - [`audit`]: the append-only, hash-chained audit trail; verify and query.
+//! - [`deid`]: de-identification of training sets (HIPAA Safe Harbor by default).
+//! - [`tls`]: the rustls server configuration with certificate reload.
 //! - [`cli`]: the `ward` command line (the binary in `src/main.rs` only calls it).
 
+pub mod audit;
+pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod curated;
+pub mod deid;
 pub mod demo;
 pub mod error;
 pub mod features;
@@ -42,6 +50,7 @@ pub mod scores;
 pub mod service;
 pub mod store;
 pub mod synth;
+pub mod tls;
 
 pub use error::{Error, Result};
 

@@ -1,7 +1,10 @@
 //! Ward's integration tests, compiled as one binary (`cargo test --test it`).
 
+mod audit;
+mod auth;
 mod common;
 mod crash;
+mod deid;
 mod demo;
 mod features;
 mod fhir;

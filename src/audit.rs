@@ -1,0 +1,898 @@
+//! The audit trail: an append-only, hash-chained record of every request, allowed or denied.
+//!
+//! # Layout
+//!
+//! ```text
+//! AUDIT/
+//!   audit-000001.jsonl   records, one JSON object a line
+//!   audit-000002.jsonl   the next file after rotation (numbered without gaps)
+//!   HEAD                 the last record's seq, hash and file, rewritten after each append
+//! ```
+//!
+//! # Records and the chain
+//!
+//! Each line is one [`AuditRecord`] in canonical form (serde's field order, no spaces). Its
+//! `hash` is the BLAKE3 of the record serialized without `hash`; its `prev` is the `hash` of
+//! the record before it (64 zeros for the first), across file boundaries, and `seq` counts
+//! from 0 without gaps. So an edited field breaks the record's own hash, a deleted or swapped
+//! record breaks `seq` and `prev`, and a cut tail (or a deleted last file) leaves the log
+//! shorter than `HEAD`. Files are numbered from 1 without gaps, so a deleted rotated file is
+//! a missing number (or, for the first, a first record whose seq is not 0).
+//!
+//! # Durability (fsync policy)
+//!
+//! [`AuditLog::append`] writes the line, calls `fdatasync` on the file, then rewrites `HEAD`
+//! in place (one fixed-size write at offset 0) and syncs it, before it returns: a response
+//! never leaves before its audit record is on disk. A new file after rotation is synced with
+//! its directory. `HEAD` is written after the record, so after a crash it can lag the log by
+//! one record, never lead it; [`verify`] accepts a lag of one. A crash in the middle of a
+//! line leaves an incomplete last line: [`AuditLog::open`] cuts it (that request was never
+//! answered) and records the cut as the next record. Appends are serialized by a mutex; any
+//! write error poisons the log (later appends fail) so nothing is appended after a hole.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::clock::SharedClock;
+use crate::error::{Error, Result};
+
+/// The `prev` of the first record.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+const HEAD_FILE: &str = "HEAD";
+const HEAD_SIZE: usize = 256;
+
+/// Whether the request was allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Allowed.
+    Allowed,
+    /// Denied.
+    Denied,
+    /// An event of the audit trail itself (a recovery after a crash).
+    System,
+}
+
+/// The patients a request touched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Patients {
+    /// Listed (online lookups).
+    Ids(Vec<String>),
+    /// Bulk reads: how many, and the BLAKE3 of the sorted, de-duplicated ids, each followed
+    /// by a newline (the list itself is in the training set's lineage).
+    Bulk {
+        /// Number of distinct patients.
+        count: u64,
+        /// BLAKE3 hex of the id list.
+        blake3: String,
+    },
+}
+
+impl Patients {
+    /// The bulk form of `ids`.
+    pub fn bulk(ids: &[String]) -> Patients {
+        let mut sorted: Vec<&str> = ids.iter().map(String::as_str).collect();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let mut h = blake3::Hasher::new();
+        for id in &sorted {
+            h.update(id.as_bytes());
+            h.update(b"\n");
+        }
+        Patients::Bulk {
+            count: sorted.len() as u64,
+            blake3: h.finalize().to_hex().to_string(),
+        }
+    }
+}
+
+/// What the caller records; [`AuditLog::append`] adds seq, prev, time and hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// The principal's subject (`None` when authentication failed).
+    pub principal: Option<String>,
+    /// How it authenticated (`jwt`, `mtls`, `api_token`).
+    pub auth: Option<String>,
+    /// Its roles.
+    pub roles: Vec<String>,
+    /// The client address.
+    pub client: Option<String>,
+    /// The RPC.
+    pub rpc: String,
+    /// The action it maps to.
+    pub action: Option<String>,
+    /// The feature set named.
+    pub feature_set: Option<String>,
+    /// Dataset hashes read or written.
+    pub datasets: Vec<String>,
+    /// Patients touched.
+    pub patients: Patients,
+    /// Allowed or denied.
+    pub decision: Outcome,
+    /// Why.
+    pub reason: String,
+}
+
+/// One line of the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditRecord {
+    /// Position in the trail, from 0.
+    pub seq: u64,
+    /// The hash of the previous record ([`GENESIS`] for the first).
+    pub prev: String,
+    /// When (the injected clock).
+    pub time: DateTime<Utc>,
+    /// The principal's subject.
+    pub principal: Option<String>,
+    /// How it authenticated.
+    pub auth: Option<String>,
+    /// Its roles.
+    pub roles: Vec<String>,
+    /// Client address.
+    pub client: Option<String>,
+    /// The RPC.
+    pub rpc: String,
+    /// The action.
+    pub action: Option<String>,
+    /// The feature set.
+    pub feature_set: Option<String>,
+    /// Dataset hashes.
+    pub datasets: Vec<String>,
+    /// Patients touched.
+    pub patients: Patients,
+    /// The decision.
+    pub decision: Outcome,
+    /// Why.
+    pub reason: String,
+    /// BLAKE3 of this record serialized without `hash`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub hash: String,
+}
+
+impl AuditRecord {
+    /// The hash this record should carry.
+    pub fn compute_hash(&self) -> String {
+        let mut body = self.clone();
+        body.hash = String::new();
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        blake3::hash(&bytes).to_hex().to_string()
+    }
+}
+
+/// Options of an audit log.
+#[derive(Debug, Clone)]
+pub struct AuditOptions {
+    /// Start a new file once the current one would pass this size (default 64 MiB).
+    pub max_file_bytes: u64,
+    /// Sync each record (and `HEAD`) to disk before `append` returns (default true). Off
+    /// only for measuring its cost.
+    pub sync: bool,
+}
+
+impl Default for AuditOptions {
+    fn default() -> Self {
+        AuditOptions {
+            max_file_bytes: 64 << 20,
+            sync: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Head {
+    seq: u64,
+    hash: String,
+    file: String,
+}
+
+#[derive(Debug)]
+struct State {
+    file: File,
+    index: u32,
+    len: u64,
+    next_seq: u64,
+    prev: String,
+    head: File,
+    poisoned: Option<String>,
+}
+
+/// An open audit trail; share it (`Arc`) between tasks: appends serialize on a mutex.
+#[derive(Debug)]
+pub struct AuditLog {
+    dir: PathBuf,
+    clock: SharedClock,
+    opts: AuditOptions,
+    state: Mutex<State>,
+}
+
+/// The name of file number `index`.
+pub fn file_name(index: u32) -> String {
+    format!("audit-{index:06}.jsonl")
+}
+
+fn parse_file_name(name: &str) -> Option<u32> {
+    let n = name.strip_prefix("audit-")?.strip_suffix(".jsonl")?;
+    if n.len() < 6 || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    n.parse().ok()
+}
+
+/// The audit files in `dir`, by number.
+fn list_files(dir: &Path) -> Result<Vec<(u32, PathBuf)>> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let e = e.map_err(|e| Error::io(dir, e))?;
+        if let Some(i) = e.file_name().to_str().and_then(parse_file_name) {
+            out.push((i, e.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}
+
+fn read_head(dir: &Path) -> Result<Option<Head>> {
+    let path = dir.join(HEAD_FILE);
+    match fs::read(&path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            if text.trim().is_empty() {
+                return Ok(None); // created, never written
+            }
+            let head: Head =
+                serde_json::from_str(text.trim_end()).map_err(|e| Error::BadInput {
+                    location: path.display().to_string(),
+                    field: "-".into(),
+                    reason: format!("not a HEAD record: {e}"),
+                })?;
+            Ok(Some(head))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+impl AuditLog {
+    /// Opens (or creates) the audit trail in `dir` for appending.
+    ///
+    /// Only the tail is read (the whole chain is checked by [`verify`]). An incomplete last
+    /// line (a crash mid-write) is cut and the cut recorded.
+    ///
+    /// # Errors
+    /// [`Error::Io`]; [`Error::FailedPrecondition`] when the log is shorter than `HEAD` says
+    /// (records were removed: run `ward audit verify`), or its last record is unreadable.
+    pub fn open(dir: &Path, clock: SharedClock, opts: AuditOptions) -> Result<AuditLog> {
+        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let files = list_files(dir)?;
+        let mut cut_bytes = 0u64;
+        let (index, path) = match files.last() {
+            Some((i, p)) => (*i, p.clone()),
+            None => (1, dir.join(file_name(1))),
+        };
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        if files.is_empty() {
+            sync_dir(dir)?;
+        }
+        let mut bytes = Vec::new();
+        file.seek(SeekFrom::Start(0))
+            .and_then(|_| file.read_to_end(&mut bytes))
+            .map_err(|e| Error::io(&path, e))?;
+        let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
+        if complete < bytes.len() {
+            cut_bytes = (bytes.len() - complete) as u64;
+            tracing::warn!(
+                file = %path.display(),
+                bytes = cut_bytes,
+                "audit: cutting an incomplete last line left by an interrupted write"
+            );
+            file.set_len(complete as u64)
+                .and_then(|_| file.sync_all())
+                .map_err(|e| Error::io(&path, e))?;
+            bytes.truncate(complete);
+        }
+        let len = bytes.len() as u64;
+        // The last record: in this file, else in the previous one (a file just started).
+        let mut last: Option<AuditRecord> = None;
+        let mut search: Vec<(u32, PathBuf, Vec<u8>)> = vec![(index, path.clone(), bytes)];
+        if files.len() >= 2 {
+            let (pi, pp) = &files[files.len() - 2];
+            search.push((*pi, pp.clone(), Vec::new()));
+        }
+        for (n, (_, p, b)) in search.iter_mut().enumerate() {
+            if n > 0 {
+                *b = fs::read(&*p).map_err(|e| Error::io(&*p, e))?;
+            }
+            if let Some(line) = b
+                .split(|c| *c == b'\n')
+                .filter(|l| !l.is_empty())
+                .next_back()
+            {
+                let rec: AuditRecord = serde_json::from_slice(line).map_err(|e| {
+                    Error::precondition(
+                        format!("audit log {}", p.display()),
+                        format!("its last record is unreadable ({e}); run `ward audit verify`"),
+                    )
+                })?;
+                last = Some(rec);
+                break;
+            }
+        }
+        let (next_seq, prev) = match &last {
+            Some(r) => (r.seq + 1, r.hash.clone()),
+            None => (0, GENESIS.to_string()),
+        };
+        if let Some(h) = read_head(dir)? {
+            if last.as_ref().is_none_or(|r| r.seq < h.seq) {
+                return Err(Error::precondition(
+                    format!("audit log {}", dir.display()),
+                    format!(
+                        "HEAD records seq {} but the log ends {}: records were removed; run `ward audit verify`",
+                        h.seq,
+                        last.as_ref().map_or("empty".to_string(), |r| format!("at seq {}", r.seq))
+                    ),
+                ));
+            }
+        }
+        let head_path = dir.join(HEAD_FILE);
+        let head = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&head_path)
+            .map_err(|e| Error::io(&head_path, e))?;
+        let log = AuditLog {
+            dir: dir.to_path_buf(),
+            clock,
+            opts,
+            state: Mutex::new(State {
+                file,
+                index,
+                len,
+                next_seq,
+                prev,
+                head,
+                poisoned: None,
+            }),
+        };
+        if let Some(r) = &last {
+            // HEAD may lag by one after a crash: bring it up to date.
+            let mut st = log.lock()?;
+            log.write_head(&mut st, r.seq, &r.hash)?;
+        }
+        if cut_bytes > 0 {
+            log.append(AuditEntry {
+                principal: None,
+                auth: None,
+                roles: vec![],
+                client: None,
+                rpc: "audit.recover".into(),
+                action: None,
+                feature_set: None,
+                datasets: vec![],
+                patients: Patients::Ids(vec![]),
+                decision: Outcome::System,
+                reason: format!(
+                    "cut {cut_bytes} bytes of an incomplete record (interrupted write, never acknowledged) from {}",
+                    file_name(index)
+                ),
+            })?;
+        }
+        Ok(log)
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, State>> {
+        self.state
+            .lock()
+            .map_err(|_| Error::Internal("audit log mutex poisoned".into()))
+    }
+
+    fn write_head(&self, st: &mut State, seq: u64, hash: &str) -> Result<()> {
+        let head = Head {
+            seq,
+            hash: hash.to_string(),
+            file: file_name(st.index),
+        };
+        let mut buf = serde_json::to_vec(&head).map_err(|e| Error::Internal(e.to_string()))?;
+        if buf.len() >= HEAD_SIZE {
+            return Err(Error::Internal("HEAD record too long".into()));
+        }
+        buf.resize(HEAD_SIZE - 1, b' ');
+        buf.push(b'\n');
+        let path = self.dir.join(HEAD_FILE);
+        st.head
+            .write_all_at(&buf, 0)
+            .map_err(|e| Error::io(&path, e))?;
+        if self.opts.sync {
+            st.head.sync_data().map_err(|e| Error::io(&path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Appends one record and makes it durable (see the module docs) before returning its
+    /// seq.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if it cannot be written; after any write error the log refuses further
+    /// appends ([`Error::FailedPrecondition`]) until reopened.
+    pub fn append(&self, entry: AuditEntry) -> Result<u64> {
+        let mut st = self.lock()?;
+        if let Some(why) = &st.poisoned {
+            return Err(Error::precondition(
+                format!("audit log {}", self.dir.display()),
+                format!("an earlier write failed ({why}); reopen it"),
+            ));
+        }
+        let mut rec = AuditRecord {
+            seq: st.next_seq,
+            prev: st.prev.clone(),
+            time: self.clock.now(),
+            principal: entry.principal,
+            auth: entry.auth,
+            roles: entry.roles,
+            client: entry.client,
+            rpc: entry.rpc,
+            action: entry.action,
+            feature_set: entry.feature_set,
+            datasets: entry.datasets,
+            patients: entry.patients,
+            decision: entry.decision,
+            reason: entry.reason,
+            hash: String::new(),
+        };
+        rec.hash = rec.compute_hash();
+        let mut line = serde_json::to_vec(&rec).map_err(|e| Error::Internal(e.to_string()))?;
+        line.push(b'\n');
+        let result = self.write_line(&mut st, &line, &rec);
+        if let Err(e) = &result {
+            st.poisoned = Some(e.to_string());
+        }
+        result.map(|()| rec.seq)
+    }
+
+    fn write_line(&self, st: &mut State, line: &[u8], rec: &AuditRecord) -> Result<()> {
+        if st.len > 0 && st.len + line.len() as u64 > self.opts.max_file_bytes {
+            let index = st.index + 1;
+            let path = self.dir.join(file_name(index));
+            let file = OpenOptions::new()
+                .create_new(true)
+                .read(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| Error::io(&path, e))?;
+            if self.opts.sync {
+                sync_dir(&self.dir)?;
+            }
+            st.file = file;
+            st.index = index;
+            st.len = 0;
+        }
+        let path = self.dir.join(file_name(st.index));
+        st.file.write_all(line).map_err(|e| Error::io(&path, e))?;
+        if self.opts.sync {
+            st.file.sync_data().map_err(|e| Error::io(&path, e))?;
+        }
+        st.len += line.len() as u64;
+        st.next_seq = rec.seq + 1;
+        st.prev = rec.hash.clone();
+        self.write_head(st, rec.seq, &rec.hash)
+    }
+}
+
+/// Where [`verify`] found the first problem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// The file (or `HEAD`).
+    pub file: String,
+    /// The line (1-based), when the problem is a line.
+    pub line: Option<u64>,
+    /// The record's seq, when known.
+    pub seq: Option<u64>,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(l) = self.line {
+            write!(f, " line {l}")?;
+        }
+        if let Some(s) = self.seq {
+            write!(f, " (seq {s})")?;
+        }
+        write!(f, ": {}", self.reason)
+    }
+}
+
+/// What [`verify`] found.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    /// Audit files read.
+    pub files: usize,
+    /// Records whose chain checked out (up to the first problem).
+    pub records: u64,
+    /// The last good record's seq.
+    pub last_seq: Option<u64>,
+    /// The seq `HEAD` records.
+    pub head_seq: Option<u64>,
+    /// The first problem, if any.
+    pub problem: Option<Problem>,
+}
+
+impl VerifyReport {
+    /// True when no problem was found.
+    pub fn ok(&self) -> bool {
+        self.problem.is_none()
+    }
+}
+
+/// Checks the whole trail in `dir`: every record's hash, `seq` and `prev` across files, the
+/// file numbering, and the tail against `HEAD`. Stops at the first problem and names it.
+///
+/// # Errors
+/// [`Error::Io`] if a file cannot be read (problems in the content are in the report).
+pub fn verify(dir: &Path) -> Result<VerifyReport> {
+    let files = list_files(dir)?;
+    let head = match read_head(dir) {
+        Ok(h) => h,
+        Err(Error::BadInput { reason, .. }) => {
+            return Ok(VerifyReport {
+                files: files.len(),
+                records: 0,
+                last_seq: None,
+                head_seq: None,
+                problem: Some(Problem {
+                    file: HEAD_FILE.into(),
+                    line: None,
+                    seq: None,
+                    reason,
+                }),
+            })
+        }
+        Err(e) => return Err(e),
+    };
+    let mut report = VerifyReport {
+        files: files.len(),
+        records: 0,
+        last_seq: None,
+        head_seq: head.as_ref().map(|h| h.seq),
+        problem: None,
+    };
+    let fail = |report: &mut VerifyReport,
+                file: &str,
+                line: Option<u64>,
+                seq: Option<u64>,
+                reason: String| {
+        report.problem = Some(Problem {
+            file: file.to_string(),
+            line,
+            seq,
+            reason,
+        });
+    };
+    // File numbering: 1, 2, 3, ... without gaps.
+    for (n, (index, _)) in files.iter().enumerate() {
+        let want = n as u32 + 1;
+        if *index != want {
+            let reason = if n == 0 {
+                format!(
+                    "{} is missing: the trail starts at {}",
+                    file_name(want),
+                    file_name(*index)
+                )
+            } else {
+                format!(
+                    "{} is missing between {} and {}",
+                    file_name(want),
+                    file_name(want - 1),
+                    file_name(*index)
+                )
+            };
+            fail(&mut report, &file_name(want), None, None, reason);
+            return Ok(report);
+        }
+    }
+    let mut expected_seq = 0u64;
+    let mut prev = GENESIS.to_string();
+    let mut hashes: Vec<(u64, String)> = Vec::new(); // the last two, for HEAD
+    for (index, path) in &files {
+        let name = file_name(*index);
+        let f = File::open(path).map_err(|e| Error::io(path, e))?;
+        let mut reader = BufReader::new(f);
+        let mut buf = Vec::new();
+        let mut line_no = 0u64;
+        loop {
+            buf.clear();
+            let n = reader
+                .read_until(b'\n', &mut buf)
+                .map_err(|e| Error::io(path, e))?;
+            if n == 0 {
+                break;
+            }
+            line_no += 1;
+            if buf.last() != Some(&b'\n') {
+                fail(
+                    &mut report,
+                    &name,
+                    Some(line_no),
+                    None,
+                    "incomplete last line (no newline): an interrupted or cut write".into(),
+                );
+                return Ok(report);
+            }
+            let body = &buf[..buf.len() - 1];
+            let rec: AuditRecord = match serde_json::from_slice(body) {
+                Ok(r) => r,
+                Err(e) => {
+                    fail(
+                        &mut report,
+                        &name,
+                        Some(line_no),
+                        None,
+                        format!("not an audit record: {e}"),
+                    );
+                    return Ok(report);
+                }
+            };
+            let canonical = serde_json::to_vec(&rec).unwrap_or_default();
+            if rec.hash != rec.compute_hash() || canonical != body {
+                fail(
+                    &mut report,
+                    &name,
+                    Some(line_no),
+                    Some(rec.seq),
+                    "the record was edited: its content does not match its hash".into(),
+                );
+                return Ok(report);
+            }
+            if rec.seq != expected_seq {
+                let reason = if rec.seq > expected_seq {
+                    format!(
+                        "expected seq {expected_seq}, found {}: record(s) deleted or moved",
+                        rec.seq
+                    )
+                } else {
+                    format!(
+                        "expected seq {expected_seq}, found {}: records reordered or repeated",
+                        rec.seq
+                    )
+                };
+                fail(&mut report, &name, Some(line_no), Some(rec.seq), reason);
+                return Ok(report);
+            }
+            if rec.prev != prev {
+                fail(&mut report, &name, Some(line_no), Some(rec.seq), "prev does not match the hash of the record before it: the chain is broken (a record before it was replaced)".into());
+                return Ok(report);
+            }
+            prev = rec.hash.clone();
+            expected_seq += 1;
+            report.records += 1;
+            report.last_seq = Some(rec.seq);
+            hashes.push((rec.seq, rec.hash));
+            if hashes.len() > 2 {
+                hashes.remove(0);
+            }
+        }
+    }
+    let last_file = files
+        .last()
+        .map(|(i, _)| file_name(*i))
+        .unwrap_or_else(|| "(no file)".into());
+    match (&head, report.last_seq) {
+        (None, None) => {}
+        (None, Some(_)) => fail(&mut report, HEAD_FILE, None, None, "HEAD is missing".into()),
+        (Some(h), last) => {
+            let last_n = last.map_or(-1i128, i128::from);
+            if i128::from(h.seq) > last_n {
+                fail(
+                    &mut report,
+                    &last_file,
+                    None,
+                    last,
+                    format!(
+                        "the trail ends {} but HEAD records seq {} (in {}): records or files were cut from the tail",
+                        last.map_or("empty".to_string(), |s| format!("at seq {s}")),
+                        h.seq,
+                        h.file
+                    ),
+                );
+            } else if i128::from(h.seq) + 1 < last_n {
+                fail(
+                    &mut report,
+                    HEAD_FILE,
+                    None,
+                    Some(h.seq),
+                    format!(
+                        "HEAD is {} records behind the trail (at most 1 after a crash)",
+                        last_n - i128::from(h.seq)
+                    ),
+                );
+            } else {
+                let want = hashes
+                    .iter()
+                    .find(|(s, _)| *s == h.seq)
+                    .map(|(_, h)| h.as_str());
+                if want != Some(h.hash.as_str()) {
+                    fail(
+                        &mut report,
+                        HEAD_FILE,
+                        None,
+                        Some(h.seq),
+                        format!("HEAD's hash does not match record {}", h.seq),
+                    );
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// One access to a patient, as [`query`] answers.
+#[derive(Debug, Clone, Serialize)]
+pub struct Access {
+    /// The file holding the record.
+    pub file: String,
+    /// The record.
+    pub record: AuditRecord,
+}
+
+/// Every record listing `patient` (who looked at this patient, when, from where, allowed or
+/// denied), oldest first. Bulk reads record a count and hash, not ids: they are found
+/// through the training set's lineage, not here.
+///
+/// # Errors
+/// [`Error::Io`]; [`Error::BadInput`] naming the file and line of an unreadable record.
+pub fn query(dir: &Path, patient: &str) -> Result<Vec<Access>> {
+    let mut out = Vec::new();
+    for (index, path) in list_files(dir)? {
+        let name = file_name(index);
+        let f = File::open(&path).map_err(|e| Error::io(&path, e))?;
+        for (n, line) in BufReader::new(f).lines().enumerate() {
+            let line = line.map_err(|e| Error::io(&path, e))?;
+            if line.is_empty() {
+                continue;
+            }
+            let rec: AuditRecord = serde_json::from_str(&line).map_err(|e| Error::BadInput {
+                location: format!("{} line {}", path.display(), n + 1),
+                field: "-".into(),
+                reason: format!("not an audit record: {e}"),
+            })?;
+            if matches!(&rec.patients, Patients::Ids(ids) if ids.iter().any(|i| i == patient)) {
+                out.push(Access {
+                    file: name.clone(),
+                    record: rec,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use std::sync::Arc;
+
+    fn entry(i: usize) -> AuditEntry {
+        AuditEntry {
+            principal: Some(format!("user-{i}")),
+            auth: Some("jwt".into()),
+            roles: vec!["clinician".into()],
+            client: Some("127.0.0.1:5000".into()),
+            rpc: "/ward.v1.Features/GetOnlineFeatures".into(),
+            action: Some("online_lookup".into()),
+            feature_set: Some("readmission".into()),
+            datasets: vec![],
+            patients: Patients::Ids(vec![format!("p{}", i % 3)]),
+            decision: Outcome::Allowed,
+            reason: "ok".into(),
+        }
+    }
+
+    fn clock() -> SharedClock {
+        Arc::new(ManualClock::new(
+            DateTime::parse_from_rfc3339("2026-03-01T12:00:00Z")
+                .unwrap()
+                .with_timezone(&Utc),
+        ))
+    }
+
+    #[test]
+    fn append_verify_reopen_rotate() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = AuditOptions {
+            max_file_bytes: 1000,
+            sync: true,
+        };
+        {
+            let log = AuditLog::open(dir.path(), clock(), opts.clone()).unwrap();
+            for i in 0..10 {
+                assert_eq!(log.append(entry(i)).unwrap(), i as u64);
+            }
+        }
+        let log = AuditLog::open(dir.path(), clock(), opts).unwrap();
+        assert_eq!(log.append(entry(10)).unwrap(), 10);
+        let r = verify(dir.path()).unwrap();
+        assert!(r.ok(), "{:?}", r.problem);
+        assert_eq!(r.records, 11);
+        assert!(r.files >= 3, "rotated into {} files", r.files);
+        assert_eq!(r.head_seq, Some(10));
+        let q = query(dir.path(), "p1").unwrap();
+        assert_eq!(
+            q.iter().map(|a| a.record.seq).collect::<Vec<_>>(),
+            vec![1, 4, 7, 10]
+        );
+    }
+
+    #[test]
+    fn an_incomplete_last_line_is_cut_on_open_and_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = AuditLog::open(dir.path(), clock(), AuditOptions::default()).unwrap();
+            log.append(entry(0)).unwrap();
+        }
+        let f = dir.path().join(file_name(1));
+        let mut h = OpenOptions::new().append(true).open(&f).unwrap();
+        h.write_all(b"{\"seq\":1,\"pre").unwrap();
+        drop(h);
+        assert!(!verify(dir.path()).unwrap().ok());
+        let log = AuditLog::open(dir.path(), clock(), AuditOptions::default()).unwrap();
+        drop(log);
+        let r = verify(dir.path()).unwrap();
+        assert!(r.ok(), "{:?}", r.problem);
+        assert_eq!(r.records, 2);
+        let text = fs::read_to_string(&f).unwrap();
+        assert!(
+            text.contains("audit.recover") && text.contains("cut 13 bytes"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn bulk_patients_hash_is_order_independent() {
+        let a = Patients::bulk(&["b".into(), "a".into(), "a".into()]);
+        let b = Patients::bulk(&["a".into(), "b".into()]);
+        assert_eq!(a, b);
+        match a {
+            Patients::Bulk { count, blake3 } => {
+                assert_eq!(count, 2);
+                assert_eq!(blake3, ::blake3::hash(b"a\nb\n").to_hex().to_string());
+            }
+            Patients::Ids(_) => panic!("bulk expected"),
+        }
+    }
+
+    #[test]
+    fn file_names() {
+        assert_eq!(file_name(7), "audit-000007.jsonl");
+        assert_eq!(parse_file_name("audit-000007.jsonl"), Some(7));
+        assert_eq!(parse_file_name("audit-1234567.jsonl"), Some(1234567));
+        assert_eq!(parse_file_name("audit-7.jsonl"), None);
+        assert_eq!(parse_file_name("HEAD"), None);
+    }
+}
