@@ -7,6 +7,13 @@ Implements docs/hashing.md with pyarrow and the `blake3` package:
     python verify_hash.py out.parquet --expect b3:...        # exit 1 on mismatch
     python verify_hash.py out.parquet --manifest m.json      # cast to the manifest's types
 
+A version on a running server (`ward serve`), for example the training set a model was
+trained on, is read over Arrow Flight with the Python client (`pip install ./python`) and
+cast to the types of its manifest; the hash must be the one it is stored under:
+
+    python verify_hash.py --ref b3:...  [--addr 127.0.0.1:50051] [--token T]
+    python verify_hash.py --card model_card.json            # the card's training set
+
 Prints the hash. Written for clarity, not speed.
 """
 
@@ -168,22 +175,59 @@ def content_hash(table):
     return "b3:" + h.hexdigest()
 
 
+def cast_to(table, columns):
+    """Casts a table to the manifest's canonical types (a list of (name, descriptor))."""
+    names = [name for name, _ in columns]
+    if table.column_names != names:
+        raise ValueError(f"columns {table.column_names} differ from the manifest's {names}")
+    return table.cast(pa.schema([pa.field(n, arrow_type(d)) for n, d in columns]))
+
+
+def from_server(ref, addr, token=None, tls=None):
+    """(table, stored hash): a version read over Arrow Flight, cast to its manifest's types."""
+    from ward_client import Client  # only this mode needs the client
+
+    with Client(addr, token=token, tls=tls) as ward:
+        manifest = ward.manifest(ref)
+        table = ward.dataset(manifest.hash)
+    return cast_to(table, [(c.name, c.data_type) for c in manifest.columns]), manifest.hash
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("parquet")
+    ap.add_argument("parquet", nargs="?", help="a Parquet export (`ward export REF OUT.parquet`)")
     ap.add_argument("--expect", help="the hash Ward reported; exit 1 if it differs")
     ap.add_argument("--manifest", help="`ward show REF --json` output: cast columns to its types")
+    ap.add_argument("--ref", help="instead of a file: a version on a Ward server (e.g. a training set hash)")
+    ap.add_argument("--card", help="instead of a file: the training set of a model card (train_readmission.py)")
+    ap.add_argument("--addr", default="127.0.0.1:50051", help="the server, with --ref or --card")
+    ap.add_argument("--token", help="bearer token for the server")
+    ap.add_argument("--tls", help="root certificate (PEM) of the server")
     args = ap.parse_args()
-    table = pq.read_table(args.parquet)
-    if args.manifest:
-        with open(args.manifest) as f:
-            manifest = json.load(f)
-        fields = [pa.field(c["name"], arrow_type(c["type"])) for c in manifest["schema"]]
-        table = table.cast(pa.schema(fields))
+    sources = [x for x in (args.parquet, args.ref, args.card) if x]
+    if len(sources) != 1:
+        ap.error("give exactly one of: a Parquet file, --ref, --card")
+    if args.parquet:
+        table = pq.read_table(args.parquet)
+        if args.manifest:
+            with open(args.manifest) as f:
+                manifest = json.load(f)
+            table = cast_to(table, [(c["name"], c["type"]) for c in manifest["schema"]])
+        expect = args.expect
+    else:
+        ref = args.ref
+        if args.card:
+            with open(args.card) as f:
+                ref = json.load(f)["training_set"]
+        table, stored = from_server(ref, args.addr, args.token, args.tls)
+        if args.expect and args.expect != stored:
+            print(f"MISMATCH: {ref} is stored as {stored}, expected {args.expect}", file=sys.stderr)
+            return 1
+        expect = stored
     got = content_hash(table)
     print(got)
-    if args.expect and got != args.expect:
-        print(f"MISMATCH: expected {args.expect}", file=sys.stderr)
+    if expect and got != expect:
+        print(f"MISMATCH: expected {expect}", file=sys.stderr)
         return 1
     return 0
 

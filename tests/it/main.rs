@@ -14,6 +14,7 @@ mod hl7v2;
 mod ingest;
 mod lookup;
 mod mapping;
+mod python_client;
 mod python_hash;
 mod scores;
 mod service;
