@@ -22,7 +22,7 @@
 #[path = "common.rs"]
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -38,12 +38,14 @@ use arrow::datatypes::{
 };
 use chrono::{DateTime, TimeZone, Utc};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::ArrowWriter;
+use parquet::arrow::{ArrowWriter, ProjectionMask};
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
 use ward::curated::Table;
-use ward::features::{self, FeatureRepo, Inputs, MaterializeOptions, TimelineIndex, Value};
+use ward::features::{
+    self, FeatureRepo, FeatureSet, Inputs, MaterializeOptions, TimelineIndex, Value,
+};
 use ward::synth::{self, SynthFormat, SynthOptions};
 
 /// The shipped readmission feature repository (part 1).
@@ -151,14 +153,82 @@ const FEATURES: [&str; 10] = [
 ];
 
 fn read_parquet(path: &Path) -> Vec<RecordBatch> {
+    read_parquet_columns(path, None)
+}
+
+/// The batches of a Parquet file, only the named columns when `columns` is given.
+fn read_parquet_columns(path: &Path, columns: Option<&BTreeSet<String>>) -> Vec<RecordBatch> {
     let file = File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    ParquetRecordBatchReaderBuilder::try_new(file)
+    let mut builder = ParquetRecordBatchReaderBuilder::try_new(file)
         .expect("parquet reader")
-        .with_batch_size(65_536)
+        .with_batch_size(65_536);
+    if let Some(columns) = columns {
+        let roots: Vec<usize> = builder
+            .schema()
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| columns.contains(f.name()))
+            .map(|(i, _)| i)
+            .collect();
+        let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+        builder = builder.with_projection(mask);
+    }
+    builder
         .build()
         .expect("parquet reader")
         .collect::<Result<Vec<_>, _>>()
         .expect("parquet batches")
+}
+
+/// The columns of each curated table that a set without `score` features reads: the
+/// provenance columns, and each feature's time, value and filter columns; for a table a
+/// derived query reads, also every column of it that the SQL names. (What DuckDB's
+/// projection pushdown reads on its side.)
+fn needed_columns(set: &FeatureSet) -> BTreeMap<Table, BTreeSet<String>> {
+    let provenance = ["patient_id", "known_at", "retracted_at", "source_id"];
+    let mut out: BTreeMap<Table, BTreeSet<String>> = BTreeMap::new();
+    let mut add = |t: Table, c: &str| {
+        out.entry(t).or_default().insert(c.to_string());
+    };
+    for f in &set.features {
+        assert!(
+            f.kind != features::FeatureKind::Score,
+            "projection of score features"
+        );
+        if let Some(t) = Table::from_name(&f.table) {
+            for c in provenance {
+                add(t, c);
+            }
+            add(t, &f.time);
+            if let Some(c) = &f.column {
+                add(t, c);
+            }
+            for c in f.filter.keys() {
+                add(t, c);
+            }
+        }
+    }
+    for d in &set.derived {
+        let words: BTreeSet<&str> = d
+            .sql
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .collect();
+        for t in set.curated_tables() {
+            if !words.contains(t.name()) {
+                continue;
+            }
+            for c in provenance {
+                add(t, c);
+            }
+            for field in t.schema().fields() {
+                if words.contains(field.name().as_str()) {
+                    add(t, field.name());
+                }
+            }
+        }
+    }
+    out
 }
 
 fn write_parquet(path: &Path, batch: &RecordBatch) {
@@ -168,11 +238,22 @@ fn write_parquet(path: &Path, batch: &RecordBatch) {
     w.close().expect("close");
 }
 
-/// The curated tables `tables` read from `dir/<table>.parquet`, in parallel.
-fn load_inputs(dir: &Path, tables: &[Table]) -> Inputs {
+/// The curated tables `tables` read from `dir/<table>.parquet`, in parallel (every column,
+/// or only those of `columns` for the tables it names).
+fn load_inputs(
+    dir: &Path,
+    tables: &[Table],
+    columns: Option<&BTreeMap<Table, BTreeSet<String>>>,
+) -> Inputs {
     let loaded: Vec<(Table, Vec<RecordBatch>)> = tables
         .par_iter()
-        .map(|t| (*t, read_parquet(&dir.join(format!("{}.parquet", t.name())))))
+        .map(|t| {
+            let path = dir.join(format!("{}.parquet", t.name()));
+            (
+                *t,
+                read_parquet_columns(&path, columns.and_then(|c| c.get(t))),
+            )
+        })
         .collect();
     Inputs {
         tables: loaded.into_iter().collect(),
@@ -190,7 +271,7 @@ fn phase_materialize(dir: &Path) -> String {
     let set = repo.set("readmission").expect("readmission set");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let t0 = Instant::now();
-    let inputs = load_inputs(dir, &set.curated_tables());
+    let inputs = load_inputs(dir, &set.curated_tables(), None);
     let load = t0.elapsed().as_secs_f64();
     let input_rows: usize = inputs.tables.values().map(|b| rows_of(b)).sum();
     let t1 = Instant::now();
@@ -217,7 +298,7 @@ fn phase_ward(dir: &Path, entities: &Path, out: &Path) -> String {
     let set = repo.set("ten").expect("set");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let t0 = Instant::now();
-    let inputs = load_inputs(dir, &set.curated_tables());
+    let inputs = load_inputs(dir, &set.curated_tables(), Some(&needed_columns(set)));
     let ents = read_parquet(entities);
     let load = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
