@@ -152,6 +152,53 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Point-in-time features of entity rows (a training set); prints the training set's hash.
+    Historical {
+        /// The feature set.
+        #[arg(long)]
+        set: String,
+        /// Entity rows: a Parquet or CSV file, or a stored version (b3:HASH, NAME, NAME@TIME)
+        /// with columns patient_id and timestamp (other columns are passed through).
+        #[arg(long)]
+        entities: String,
+        /// Also write the training set to this Parquet file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The timeline to read (default: the newest of the set with the same knowledge).
+        #[arg(long)]
+        timeline: Option<String>,
+        /// Read a timeline materialized as occurred (an explicit opt-out of "as known at t").
+        #[arg(long)]
+        as_occurred: bool,
+        /// The entity column holding patient ids.
+        #[arg(long, default_value = "patient_id")]
+        patient_column: String,
+        /// The entity column holding the lookup times.
+        #[arg(long, default_value = "timestamp")]
+        time_column: String,
+        /// The training set's version name (default training-<set>).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// As-of join of a wide feature table (the peers' layout, ../shared/peers): for each
+    /// entity row, the patient's latest feature row at or before its time, within the TTL.
+    Asof {
+        /// A directory holding features.parquet and entities.parquet (the peers' layout).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The feature table (Parquet): patient id, event and created times, feature columns.
+        #[arg(long)]
+        features: Option<PathBuf>,
+        /// The entity rows (Parquet): patient id and time.
+        #[arg(long)]
+        entities: Option<PathBuf>,
+        /// TTL in days (fractions allowed); 0 = none. Window: t - TTL < event time <= t.
+        #[arg(long, default_value_t = 0.0)]
+        ttl_days: f64,
+        /// The Parquet file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Recompute a derived version from its lineage; fails unless the hash is the same.
     Rebuild {
         /// The version to rebuild.
@@ -435,16 +482,110 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
                     .with_context(|| format!("--as-of {s:?}: use RFC 3339 or YYYY-MM-DD"))?,
                 None => clock.now(),
             };
-            let m = store.resolve(&VersionRef::Latest(crate::features::timeline_name(&set)))?;
-            let (fs, index) = crate::features::load_index(&store, &m.hash).await?;
-            let rows = crate::features::online_lookup(&fs, &index, &patients, t)?;
-            print_features(&rows, &m.hash, json)?;
+            let online = crate::lookup::Online::new(store);
+            let answer = online.get(&set, &patients, &[], Some(t)).await?;
+            print_features(&answer.patients, &answer.timeline, json)?;
+        }
+        Command::Historical {
+            set,
+            entities,
+            out,
+            timeline,
+            as_occurred,
+            patient_column,
+            time_column,
+            name,
+        } => {
+            let store = open()?;
+            let path = PathBuf::from(&entities);
+            let source = if path.is_file() {
+                crate::lookup::Entities::Batches(crate::lookup::read_entities(&path)?)
+            } else {
+                crate::lookup::Entities::Stored(entities.parse::<VersionRef>().with_context(
+                    || format!("--entities {entities:?} is neither a file nor a version"),
+                )?)
+            };
+            let mut req = crate::lookup::HistoricalRequest::new(set, source);
+            req.timeline = timeline.map(|t| t.parse::<VersionRef>()).transpose()?;
+            req.knowledge = if as_occurred {
+                crate::features::Knowledge::AsOccurred
+            } else {
+                crate::features::Knowledge::AsKnown
+            };
+            req.patient_column = Some(patient_column);
+            req.time_column = Some(time_column);
+            req.name = name;
+            let started = std::time::Instant::now();
+            let outcome = crate::lookup::historical(&store, req).await?;
+            eprintln!(
+                "training set: {} rows in {:.1} s",
+                outcome.rows,
+                started.elapsed().as_secs_f64()
+            );
+            eprintln!("  timeline      {}", outcome.timeline);
+            eprintln!("  entity rows   {}", outcome.entities);
+            if let Some(out) = out {
+                store.export_parquet(&outcome.hash, &out).await?;
+                eprintln!("  written to    {}", out.display());
+            }
+            outln!("{}", outcome.hash);
+        }
+        Command::Asof {
+            data_dir,
+            features,
+            entities,
+            ttl_days,
+            out,
+        } => {
+            let (features, entities) = match (data_dir, features, entities) {
+                (_, Some(f), Some(e)) => (f, e),
+                (Some(d), f, e) => (
+                    f.unwrap_or_else(|| d.join("features.parquet")),
+                    e.unwrap_or_else(|| d.join("entities.parquet")),
+                ),
+                _ => anyhow::bail!("give --data-dir, or --features and --entities"),
+            };
+            if !(ttl_days >= 0.0 && ttl_days.is_finite()) {
+                anyhow::bail!("--ttl-days {ttl_days}: use a number of days >= 0");
+            }
+            let ttl = (ttl_days > 0.0).then(|| (ttl_days * 86_400e6).round() as i64);
+            let started = std::time::Instant::now();
+            let (batch, stats) = crate::lookup::asof::asof_join(
+                &features,
+                &entities,
+                ttl,
+                &crate::lookup::asof::AsofColumns::default(),
+            )?;
+            let join_s = started.elapsed().as_secs_f64();
+            let w = std::time::Instant::now();
+            if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            crate::lookup::asof::write_parquet(&batch, &out)?;
+            eprintln!(
+                "{} entity rows x {} feature rows: {} matched; entities {:.3} s, candidates {:.3} s, gather {:.3} s, write {:.3} s",
+                stats.rows,
+                stats.feature_rows,
+                stats.matched,
+                stats.entities_s,
+                stats.candidates_s,
+                stats.gather_s,
+                w.elapsed().as_secs_f64()
+            );
+            // The peers' report lines (../shared/peers/README.md, EXTRA_TOOL). Ward's join
+            // time includes reading both Parquet files.
+            outln!("join seconds: {join_s:.3}");
+            if let Some(mib) = crate::lookup::asof::peak_rss_mib() {
+                outln!("peak RSS MiB: {mib:.1}");
+            }
         }
         Command::Rebuild { reference } => {
             let store = open()?;
             let m = store.resolve(&reference.parse::<VersionRef>()?)?;
             let hash = match m.kind {
                 Kind::Timeline => crate::features::rebuild(&store, &m.hash).await?,
+                Kind::Training => crate::lookup::rebuild(&store, &m.hash).await?,
                 other => anyhow::bail!(
                     "{}: rebuilding {other} versions is not supported yet (timelines are)",
                     m.hash

@@ -113,18 +113,29 @@ pub enum Error {
         /// The JSON error.
         source: serde_json::Error,
     },
-    /// A bug: an invariant Ward relies on does not hold.
     /// A request that is well-formed but not allowed in the current state, e.g. a feature
     /// set holding labels asked for online (gRPC `FailedPrecondition`).
     #[error("{what}: {reason}")]
-    FailedPrecondition { what: String, reason: String },
+    FailedPrecondition {
+        /// What the request asked for.
+        what: String,
+        /// Why it cannot be done now.
+        reason: String,
+    },
     /// No valid credentials (gRPC `Unauthenticated`). The reason never echoes a secret.
     #[error("unauthenticated: {reason}")]
-    Unauthenticated { reason: String },
+    Unauthenticated {
+        /// What is missing or wrong.
+        reason: String,
+    },
     /// Valid credentials, but the policy denies the request (gRPC `PermissionDenied`). The
     /// reason never reveals anything about patients the principal may not see.
     #[error("permission denied: {reason}")]
-    PermissionDenied { reason: String },
+    PermissionDenied {
+        /// Which permission is missing.
+        reason: String,
+    },
+    /// A bug: an invariant Ward relies on does not hold.
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -146,7 +157,6 @@ impl Error {
         }
     }
 
-    /// An [`Error::InvalidArgument`].
     /// A [`Error::FailedPrecondition`].
     pub fn precondition(what: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::FailedPrecondition {
@@ -155,6 +165,7 @@ impl Error {
         }
     }
 
+    /// An [`Error::InvalidArgument`].
     pub fn invalid(what: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::InvalidArgument {
             what: what.into(),

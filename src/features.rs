@@ -29,7 +29,7 @@ pub use definition::{
     parse_duration, Condition, DerivedDef, FeatureDef, FeatureKind, FeatureRepo, FeatureSet, DAY_US,
 };
 pub use timeline::{
-    lookup, timeline_schema, whole_years, ChangePoint, FeatureInfo, FeatureValue, Status,
+    lookup, timeline_schema, whole_years, ChangePoint, FeatureInfo, FeatureValue, Resolved, Status,
     TimelineIndex, Value,
 };
 
@@ -317,7 +317,7 @@ pub struct PatientFeatures {
 /// any is refused.
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] naming the labels when the set holds some.
+/// [`Error::FailedPrecondition`] naming the labels when the set holds some.
 pub fn online_lookup(
     set: &FeatureSet,
     index: &TimelineIndex,
@@ -326,7 +326,7 @@ pub fn online_lookup(
 ) -> Result<Vec<PatientFeatures>> {
     let labels = set.labels();
     if !labels.is_empty() {
-        return Err(Error::invalid(
+        return Err(Error::precondition(
             "feature set",
             format!(
                 "{} holds labels ({}), which look into the future and are refused in online lookups; use a set without labels",

@@ -17,6 +17,9 @@
 //!   bad records into quarantine.
 //! - [`features`]: feature definitions (TOML, derived tables in SQL), materialization into
 //!   change-point timelines, and the one lookup function historical and online lookups share.
+//! - [`lookup`]: point-in-time lookups over timelines: historical (training sets, stored
+//!   with lineage), online (latest timelines in memory, hot-swapped), and the as-of join of
+//!   wide feature tables (`ward asof`, the peers' layout) (`docs/lookups.md`).
 //! - [`synth`]: the deterministic synthetic cohort generator.
 //! - [`scores`]: clinical scores as pure functions of curated rows: Charlson (Quan 2005
 //!   ICD-10 coding), LACE and HOSPITAL, each component separately (`docs/scores.md`).
@@ -31,6 +34,7 @@ pub mod error;
 pub mod features;
 pub mod hash;
 pub mod ingest;
+pub mod lookup;
 pub mod scores;
 pub mod store;
 pub mod synth;

@@ -20,12 +20,22 @@ import blake3
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-MAGIC = b"ward-content-hash-v1\n"
+MAGIC = b"ward-content-hash-v2\n"
 NULL_ITEM = 2**64 - 1
 
 
 def u64(x):
     return struct.pack("<Q", x)
+
+
+def varint(x):
+    """Unsigned LEB128, shortest form (docs/hashing.md)."""
+    out = bytearray()
+    while x >= 0x80:
+        out.append((x & 0x7F) | 0x80)
+        x >>= 7
+    out.append(x)
+    return bytes(out)
 
 
 def sized(b):
@@ -122,19 +132,19 @@ def column_streams(col, desc):
                 data.update(float_bytes(v, 8))
             elif desc == "string":
                 b = v.encode("utf-8")
-                lengths.update(u64(len(b)))
+                lengths.update(varint(len(b)))
                 data.update(b)
             elif desc == "binary":
-                lengths.update(u64(len(v)))
+                lengths.update(varint(len(v)))
                 data.update(v)
             elif desc == "list<string>":
-                lengths.update(u64(len(v)))
+                lengths.update(varint(len(v)))
                 for item in v:
                     if item is None:
-                        lengths.update(u64(NULL_ITEM))
+                        lengths.update(varint(NULL_ITEM))
                     else:
                         b = item.encode("utf-8")
-                        lengths.update(u64(len(b)))
+                        lengths.update(varint(len(b)))
                         data.update(b)
             else:
                 raise ValueError(desc)

@@ -421,14 +421,21 @@ async fn differential(knowledge: Knowledge, seed: u64) {
     patients.extend(["P9999999".to_string(), "nobody".to_string()]);
     let mut checked = 0u64;
     let mut by_status: BTreeMap<(FeatureKind, String), u64> = BTreeMap::new();
+    // Every probe with the reference's answers, for the historical join below.
+    let mut cases: Vec<(String, i64, Vec<FeatureValue>)> = Vec::new();
+    let before_all = us(Utc.with_ymd_and_hms(1990, 1, 1, 0, 0, 0).unwrap());
     for p in &patients {
         let rows: BTreeMap<String, Vec<RefRow>> = per_feature
             .iter()
             .map(|(f, m)| (f.clone(), m.get(p).cloned().unwrap_or_default()))
             .collect();
-        for t in probe_times(set, &rows, &mut rng) {
+        let mut times = probe_times(set, &rows, &mut rng);
+        times.push(before_all);
+        for t in times {
+            let mut wants = Vec::new();
             for f in &set.features {
                 let want = reference(f, &rows[&f.name], t, knowledge);
+                wants.push(want.clone());
                 let ttl = idx.feature_info(&f.name).unwrap().ttl;
                 let got = lookup(&idx, p, &f.name, at(t), ttl);
                 assert_eq!(
@@ -443,8 +450,10 @@ async fn differential(knowledge: Knowledge, seed: u64) {
                     .or_default() += 1;
                 checked += 1;
             }
+            cases.push((p.clone(), t, wants));
         }
     }
+    historical_matches(set, &idx, &cases, seed);
     // The probes reached every kind with data, and the statuses that kind can have.
     for f in &set.features {
         assert!(
@@ -466,6 +475,110 @@ async fn differential(knowledge: Knowledge, seed: u64) {
         );
     }
     assert!(checked > 100_000, "only {checked} lookups compared");
+}
+
+/// The historical join (`ward::lookup::historical_batches`) of entity rows made from the
+/// probes (shuffled, some duplicated, with a passthrough column) at batch sizes 1, 2, 7, 49,
+/// 50, 51, 100 gives, row for row in input order, the reference's values and statuses.
+fn historical_matches(
+    set: &FeatureSet,
+    idx: &TimelineIndex,
+    cases: &[(String, i64, Vec<FeatureValue>)],
+    seed: u64,
+) {
+    use arrow::array::{StringArray, TimestampMicrosecondArray};
+    use rand::seq::SliceRandom;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
+    let mut order: Vec<usize> = (0..cases.len()).collect();
+    // Duplicate entity rows: every 10th case twice more.
+    order.extend((0..cases.len()).step_by(10));
+    order.shuffle(&mut rng);
+    // Keep the work bounded: the reference comparison above covers every probe.
+    order.truncate(12_000);
+    let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+        arrow::datatypes::Field::new("cohort", DataType::Utf8, false),
+        arrow::datatypes::Field::new("patient_id", DataType::Utf8, false),
+        arrow::datatypes::Field::new(
+            "timestamp",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+    ]));
+    let cohort: Vec<String> = order.iter().map(|i| format!("c{}", i % 5)).collect();
+    let all = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from_iter_values(cohort.iter())),
+            Arc::new(StringArray::from_iter_values(
+                order.iter().map(|&i| cases[i].0.as_str()),
+            )),
+            Arc::new(
+                TimestampMicrosecondArray::from_iter_values(order.iter().map(|&i| cases[i].1))
+                    .with_timezone("UTC"),
+            ),
+        ],
+    )
+    .unwrap();
+    for size in [1usize, 2, 7, 49, 50, 51, 100] {
+        // Batch sizes 1 and 2 on a prefix (every row its own unit of work is slow, not
+        // different); the others on everything.
+        let n = if size <= 2 {
+            600.min(all.num_rows())
+        } else {
+            all.num_rows()
+        };
+        let input: Vec<RecordBatch> = (0..n)
+            .step_by(size)
+            .map(|o| all.slice(o, size.min(n - o)))
+            .collect();
+        let (schema, out) =
+            ward::lookup::historical_batches(idx, &input, "patient_id", "timestamp").unwrap();
+        let out = arrow::compute::concat_batches(&schema, &out).unwrap();
+        assert_eq!(
+            out.num_rows(),
+            n,
+            "one output row per entity row (size {size})"
+        );
+        for c in ["cohort", "patient_id", "timestamp"] {
+            assert_eq!(
+                out.column_by_name(c).unwrap().as_ref(),
+                all.slice(0, n).column_by_name(c).unwrap().as_ref(),
+                "{c} passed through in input order (size {size})"
+            );
+        }
+        for (fi, f) in set.features.iter().enumerate() {
+            let v = out.column_by_name(&f.name).unwrap();
+            let st = out
+                .column_by_name(&format!("{}__status", f.name))
+                .unwrap()
+                .as_string::<i32>()
+                .clone();
+            for (row, &ci) in order[..n].iter().enumerate() {
+                let want = &cases[ci].2[fi];
+                let status = match want.status {
+                    Status::Present => "present",
+                    Status::NoData => "no_data",
+                    Status::OutsideTtl => "outside_ttl",
+                };
+                let ctx = || {
+                    format!(
+                        "size {size} row {row} feature {} case {:?}",
+                        f.name,
+                        (&cases[ci].0, cases[ci].1)
+                    )
+                };
+                assert_eq!(st.value(row), status, "{}", ctx());
+                let got = if v.is_null(row) {
+                    None
+                } else if let Some(a) = v.as_primitive_opt::<Float64Type>() {
+                    Some(Value::Num(a.value(row)))
+                } else {
+                    Some(Value::Text(v.as_string::<i32>().value(row).to_string()))
+                };
+                assert_eq!(got, want.value, "{}", ctx());
+            }
+        }
+    }
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@ mod formats;
 mod hash_props;
 mod hl7v2;
 mod ingest;
+mod lookup;
 mod mapping;
 mod python_hash;
 mod scores;

@@ -1,0 +1,522 @@
+//! The as-of join of a wide feature table: for each entity row `(patient, t)`, the feature
+//! row of that patient with the greatest `(event time, created time)` among those with
+//! `t - ttl < event time <= t` (no lower bound without a TTL), its feature columns copied to
+//! the output; no match gives nulls. One output row per entity row, duplicates kept.
+//!
+//! This is the layout the peers join (`../shared/peers`: DuckDB, Polars, pandas, Feast), and
+//! the rule of [`crate::features::TimelineIndex::resolve`]: an event exactly `ttl` before `t`
+//! is out, one at `t` is in; ties on the event time go to the later created time, then to the
+//! later row of the file (never to chance).
+//!
+//! How, without sorting the feature rows: entity rows are sorted by (patient, t). Each
+//! feature row is a candidate for every entity row of its patient at or after its event time,
+//! so it is recorded once, at the first such entity row (a binary search), keeping the
+//! greatest candidate there. A sweep over each patient's entity rows in time order then
+//! carries the greatest candidate forward: at each row it is the latest feature row at or
+//! before t, checked against the TTL. Feature rows are streamed from Parquet row groups in
+//! parallel, reading only the key columns; a second pass reads the feature columns of the
+//! winning rows alone. Memory: O(entity rows + one row group).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    UInt32Array,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType};
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection, RowSelector};
+use parquet::arrow::ProjectionMask;
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+
+/// Column names of the two inputs.
+#[derive(Debug, Clone)]
+pub struct AsofColumns {
+    /// Patient id, in both files (text).
+    pub patient: String,
+    /// Time: the entity row's lookup time and the feature row's event time.
+    pub time: String,
+    /// The feature row's created (known) time, the tie-breaker.
+    pub created: String,
+}
+
+impl Default for AsofColumns {
+    fn default() -> Self {
+        AsofColumns {
+            patient: "patient_id".into(),
+            time: "event_timestamp".into(),
+            created: "created_timestamp".into(),
+        }
+    }
+}
+
+/// What [`asof_join`] measured.
+#[derive(Debug, Clone, Default)]
+pub struct AsofStats {
+    /// Entity rows (= output rows).
+    pub rows: usize,
+    /// Feature rows read.
+    pub feature_rows: usize,
+    /// Output rows with a matching feature row.
+    pub matched: usize,
+    /// Seconds reading the entity rows.
+    pub entities_s: f64,
+    /// Seconds of the candidate pass (reading the feature keys included).
+    pub candidates_s: f64,
+    /// Seconds reading the winning rows' features and assembling the output.
+    pub gather_s: f64,
+}
+
+/// A candidate: (event time, created time, feature row). Compared lexicographically.
+type Cand = (i64, i64, u64);
+const NONE: Cand = (i64::MIN, i64::MIN, u64::MAX);
+
+/// Entity rows sorted by (patient, time, row), with each patient's range.
+struct SortedEntities {
+    /// Distinct patient ids in byte order; the position is the patient's code.
+    patients: Vec<String>,
+    /// Per patient code: its range in the sorted order.
+    ranges: Vec<(u32, u32)>,
+    /// Sorted order: (row in the input, time).
+    rows: Vec<(u32, i64)>,
+}
+
+fn sort_entities(pids: &StringArray, times: &[i64]) -> Result<SortedEntities> {
+    let n = pids.len();
+    if n > u32::MAX as usize {
+        return Err(Error::invalid("entity rows", "more than 2^32 rows"));
+    }
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    order.par_sort_unstable_by(|&a, &b| {
+        let (a, b) = (a as usize, b as usize);
+        pids.value(a)
+            .cmp(pids.value(b))
+            .then(times[a].cmp(&times[b]))
+            .then(a.cmp(&b))
+    });
+    let mut patients: Vec<String> = Vec::new();
+    let mut ranges: Vec<(u32, u32)> = Vec::new();
+    let mut rows = Vec::with_capacity(n);
+    for (k, &i) in order.iter().enumerate() {
+        let p = pids.value(i as usize);
+        if patients.last().map(String::as_str) != Some(p) {
+            if let Some(r) = ranges.last_mut() {
+                r.1 = k as u32;
+            }
+            patients.push(p.to_string());
+            ranges.push((k as u32, k as u32));
+        }
+        rows.push((i, times[i as usize]));
+    }
+    if let Some(r) = ranges.last_mut() {
+        r.1 = n as u32;
+    }
+    Ok(SortedEntities {
+        patients,
+        ranges,
+        rows,
+    })
+}
+
+fn parquet_err(path: &Path) -> impl Fn(parquet::errors::ParquetError) -> Error + '_ {
+    move |e| Error::Parquet {
+        path: path.to_path_buf(),
+        source: e,
+    }
+}
+
+fn open_builder(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<std::fs::File>> {
+    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    ParquetRecordBatchReaderBuilder::try_new(f).map_err(parquet_err(path))
+}
+
+fn column_index(schema: &Schema, name: &str, path: &Path) -> Result<usize> {
+    schema.index_of(name).map_err(|_| Error::BadInput {
+        location: path.display().to_string(),
+        field: name.to_string(),
+        reason: format!(
+            "no such column (columns: {})",
+            schema
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    })
+}
+
+/// A timestamp column as microseconds (UTC), refusing nulls.
+fn micros(col: &ArrayRef, path: &Path, field: &str, row0: u64) -> Result<Vec<i64>> {
+    let us = match col.data_type() {
+        DataType::Timestamp(TimeUnit::Microsecond, _) => col.clone(),
+        DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 => arrow::compute::cast(
+            col,
+            &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        )?,
+        other => {
+            return Err(Error::BadInput {
+                location: path.display().to_string(),
+                field: field.to_string(),
+                reason: format!("type {other} is not a timestamp"),
+            })
+        }
+    };
+    let us = us.as_primitive::<TimestampMicrosecondType>();
+    if us.null_count() > 0 {
+        let i = (0..us.len()).find(|&i| us.is_null(i)).unwrap_or(0);
+        return Err(Error::BadInput {
+            location: format!("{} row {}", path.display(), row0 + i as u64),
+            field: field.to_string(),
+            reason: "null".into(),
+        });
+    }
+    Ok(us.values().to_vec())
+}
+
+fn utf8(col: &ArrayRef, path: &Path, field: &str) -> Result<StringArray> {
+    let s = arrow::compute::cast(col, &DataType::Utf8).map_err(|e| Error::BadInput {
+        location: path.display().to_string(),
+        field: field.to_string(),
+        reason: format!("cannot be read as text: {e}"),
+    })?;
+    Ok(s.as_string::<i32>().clone())
+}
+
+/// Joins `features` (Parquet) as of the rows of `entities` (Parquet) and returns the output
+/// in the peers' layout: `row_id` (the entity row's position in its file), the patient id,
+/// the entity time, then every feature column of `features` (all but the key columns),
+/// sorted by (patient id, time, row id).
+///
+/// # Errors
+/// [`Error::BadInput`] naming the file, column and row of a missing column or a null key;
+/// I/O and Parquet errors.
+pub fn asof_join(
+    features: &Path,
+    entities: &Path,
+    ttl_us: Option<i64>,
+    cols: &AsofColumns,
+) -> Result<(RecordBatch, AsofStats)> {
+    let mut stats = AsofStats::default();
+    let started = Instant::now();
+    // 1. Entity rows: read, sort by (patient, time, row).
+    let eb = open_builder(entities)?;
+    let eschema = eb.schema().clone();
+    let pi = column_index(&eschema, &cols.patient, entities)?;
+    let ti = column_index(&eschema, &cols.time, entities)?;
+    let mask = ProjectionMask::roots(eb.parquet_schema(), [pi, ti]);
+    let reader = eb
+        .with_projection(mask)
+        .with_batch_size(1 << 20)
+        .build()
+        .map_err(parquet_err(entities))?;
+    let mut pid_parts: Vec<ArrayRef> = Vec::new();
+    let mut times: Vec<i64> = Vec::new();
+    for b in reader {
+        let b = b?;
+        let p = b
+            .column_by_name(&cols.patient)
+            .ok_or_else(|| Error::Internal("projection".into()))?;
+        let t = b
+            .column_by_name(&cols.time)
+            .ok_or_else(|| Error::Internal("projection".into()))?;
+        if p.null_count() > 0 {
+            let i = (0..p.len()).find(|&i| p.is_null(i)).unwrap_or(0);
+            return Err(Error::BadInput {
+                location: format!("{} row {}", entities.display(), times.len() + i),
+                field: cols.patient.clone(),
+                reason: "null".into(),
+            });
+        }
+        times.extend(micros(t, entities, &cols.time, times.len() as u64)?);
+        pid_parts.push(Arc::new(utf8(p, entities, &cols.patient)?));
+    }
+    let pid_refs: Vec<&dyn Array> = pid_parts.iter().map(|a| a.as_ref()).collect();
+    let pids = if pid_refs.is_empty() {
+        StringArray::from(Vec::<&str>::new())
+    } else {
+        arrow::compute::concat(&pid_refs)?
+            .as_string::<i32>()
+            .clone()
+    };
+    drop(pid_parts);
+    let sorted = sort_entities(&pids, &times)?;
+    drop(pids);
+    let codes: HashMap<&str, u32> = sorted
+        .patients
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.as_str(), i as u32))
+        .collect();
+    stats.rows = sorted.rows.len();
+    stats.entities_s = started.elapsed().as_secs_f64();
+
+    // 2. Candidates: stream the feature keys by row group, in parallel.
+    let t1 = Instant::now();
+    let fb = open_builder(features)?;
+    let fschema = fb.schema().clone();
+    let fpi = column_index(&fschema, &cols.patient, features)?;
+    let fti = column_index(&fschema, &cols.time, features)?;
+    let fci = column_index(&fschema, &cols.created, features)?;
+    let meta = fb.metadata().clone();
+    let group_rows: Vec<u64> = meta
+        .row_groups()
+        .iter()
+        .map(|g| g.num_rows() as u64)
+        .collect();
+    let group_start: Vec<u64> = group_rows
+        .iter()
+        .scan(0u64, |acc, &n| {
+            let s = *acc;
+            *acc += n;
+            Some(s)
+        })
+        .collect();
+    stats.feature_rows = group_rows.iter().sum::<u64>() as usize;
+    let n_ent = sorted.rows.len();
+    let best: Vec<Cand> = (0..group_rows.len())
+        .into_par_iter()
+        .try_fold(
+            || vec![NONE; n_ent],
+            |mut best, g| -> Result<Vec<Cand>> {
+                let b = open_builder(features)?;
+                let mask = ProjectionMask::roots(b.parquet_schema(), [fpi, fti, fci]);
+                let reader = b
+                    .with_row_groups(vec![g])
+                    .with_projection(mask)
+                    .with_batch_size(65_536)
+                    .build()
+                    .map_err(parquet_err(features))?;
+                let mut row = group_start[g];
+                for batch in reader {
+                    let batch = batch?;
+                    let p = utf8(
+                        batch
+                            .column_by_name(&cols.patient)
+                            .ok_or_else(|| Error::Internal("projection".into()))?,
+                        features,
+                        &cols.patient,
+                    )?;
+                    let ev = micros(
+                        batch
+                            .column_by_name(&cols.time)
+                            .ok_or_else(|| Error::Internal("projection".into()))?,
+                        features,
+                        &cols.time,
+                        row,
+                    )?;
+                    let cr = micros(
+                        batch
+                            .column_by_name(&cols.created)
+                            .ok_or_else(|| Error::Internal("projection".into()))?,
+                        features,
+                        &cols.created,
+                        row,
+                    )?;
+                    if p.null_count() > 0 {
+                        let i = (0..p.len()).find(|&i| p.is_null(i)).unwrap_or(0);
+                        return Err(Error::BadInput {
+                            location: format!("{} row {}", features.display(), row + i as u64),
+                            field: cols.patient.clone(),
+                            reason: "null".into(),
+                        });
+                    }
+                    for i in 0..p.len() {
+                        let Some(&code) = codes.get(p.value(i)) else {
+                            continue;
+                        };
+                        let (a, z) = sorted.ranges[code as usize];
+                        let rows = &sorted.rows[a as usize..z as usize];
+                        let j = rows.partition_point(|&(_, t)| t < ev[i]);
+                        if j < rows.len() {
+                            let c = (ev[i], cr[i], row + i as u64);
+                            let slot = &mut best[a as usize + j];
+                            if c > *slot {
+                                *slot = c;
+                            }
+                        }
+                    }
+                    row += p.len() as u64;
+                }
+                Ok(best)
+            },
+        )
+        .try_reduce(
+            || vec![NONE; n_ent],
+            |mut a, b| {
+                for (x, y) in a.iter_mut().zip(b) {
+                    if y > *x {
+                        *x = y;
+                    }
+                }
+                Ok(a)
+            },
+        )?;
+    // The sweep: carry the greatest candidate forward within each patient; TTL check.
+    let mut winner: Vec<Option<u64>> = vec![None; n_ent];
+    for &(a, z) in &sorted.ranges {
+        let mut run = NONE;
+        for k in a as usize..z as usize {
+            if best[k] > run {
+                run = best[k];
+            }
+            let t = sorted.rows[k].1;
+            let fresh = match ttl_us {
+                Some(ttl) => run.0 > t.saturating_sub(ttl),
+                None => true,
+            };
+            if run != NONE && fresh {
+                winner[k] = Some(run.2);
+            }
+        }
+    }
+    drop(best);
+    stats.matched = winner.iter().flatten().count();
+    stats.candidates_s = t1.elapsed().as_secs_f64();
+
+    // 3. Gather the winning rows' feature columns, by row group, in parallel.
+    let t2 = Instant::now();
+    let key_cols = [fpi, fti, fci];
+    let value_cols: Vec<usize> = (0..fschema.fields().len())
+        .filter(|i| !key_cols.contains(i))
+        .collect();
+    // Per row group: the winning rows (local, sorted, distinct).
+    let mut wanted: Vec<Vec<u64>> = vec![Vec::new(); group_rows.len()];
+    for w in winner.iter().flatten() {
+        let g = group_start.partition_point(|&s| s <= *w) - 1;
+        wanted[g].push(*w - group_start[g]);
+    }
+    for w in &mut wanted {
+        w.sort_unstable();
+        w.dedup();
+    }
+    let value_schema = Arc::new(Schema::new(
+        value_cols
+            .iter()
+            .map(|&i| fschema.field(i).clone())
+            .collect::<Vec<Field>>(),
+    ));
+    let parts: Vec<RecordBatch> = wanted
+        .par_iter()
+        .enumerate()
+        .map(|(g, rows)| -> Result<RecordBatch> {
+            if rows.is_empty() {
+                return Ok(RecordBatch::new_empty(value_schema.clone()));
+            }
+            let b = open_builder(features)?;
+            let mask = ProjectionMask::roots(b.parquet_schema(), value_cols.iter().copied());
+            let mut selectors = Vec::new();
+            let mut at = 0u64;
+            for &r in rows {
+                if r > at {
+                    selectors.push(RowSelector::skip((r - at) as usize));
+                }
+                selectors.push(RowSelector::select(1));
+                at = r + 1;
+            }
+            let reader = b
+                .with_row_groups(vec![g])
+                .with_projection(mask)
+                .with_row_selection(RowSelection::from(selectors))
+                .with_batch_size(1 << 20)
+                .build()
+                .map_err(parquet_err(features))?;
+            let batches: Vec<RecordBatch> = reader.collect::<std::result::Result<_, _>>()?;
+            Ok(arrow::compute::concat_batches(&value_schema, &batches)?)
+        })
+        .collect::<Result<_>>()?;
+    let values = arrow::compute::concat_batches(&value_schema, &parts)?;
+    // Position of each winning row in `values`: row groups in order, rows sorted within.
+    let mut offset = Vec::with_capacity(wanted.len());
+    let mut acc = 0u32;
+    for w in &wanted {
+        offset.push(acc);
+        acc += w.len() as u32;
+    }
+    let take_idx: UInt32Array = winner
+        .iter()
+        .map(|w| {
+            w.map(|w| {
+                let g = group_start.partition_point(|&s| s <= w) - 1;
+                let local = w - group_start[g];
+                offset[g] + wanted[g].partition_point(|&r| r < local) as u32
+            })
+        })
+        .collect();
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from_iter_values(
+            sorted.rows.iter().map(|&(i, _)| i64::from(i)),
+        )),
+        {
+            let bytes: usize = sorted
+                .ranges
+                .iter()
+                .zip(&sorted.patients)
+                .map(|(&(a, z), p)| (z - a) as usize * p.len())
+                .sum();
+            let mut b = arrow::array::StringBuilder::with_capacity(n_ent, bytes);
+            for (&(a, z), p) in sorted.ranges.iter().zip(&sorted.patients) {
+                for _ in a..z {
+                    b.append_value(p);
+                }
+            }
+            Arc::new(b.finish())
+        },
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(sorted.rows.iter().map(|&(_, t)| t))
+                .with_timezone("UTC"),
+        ),
+    ];
+    for c in values.columns() {
+        columns.push(arrow::compute::take(c.as_ref(), &take_idx, None)?);
+    }
+    let mut fields = vec![
+        Field::new("row_id", DataType::Int64, false),
+        Field::new(&cols.patient, DataType::Utf8, false),
+        Field::new(
+            &cols.time,
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+    ];
+    fields.extend(
+        value_schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true)),
+    );
+    let schema: SchemaRef = Arc::new(Schema::new(fields));
+    let out = RecordBatch::try_new(schema, columns)?;
+    stats.gather_s = t2.elapsed().as_secs_f64();
+    Ok((out, stats))
+}
+
+/// Writes a batch to Parquet (snappy).
+///
+/// # Errors
+/// I/O and Parquet errors naming the file.
+pub fn write_parquet(batch: &RecordBatch, out: &Path) -> Result<()> {
+    let tmp: PathBuf = out.with_extension("parquet.tmp");
+    let f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::SNAPPY)
+        .build();
+    let mut w = parquet::arrow::ArrowWriter::try_new(f, batch.schema(), Some(props))
+        .map_err(parquet_err(out))?;
+    w.write(batch).map_err(parquet_err(out))?;
+    w.close().map_err(parquet_err(out))?;
+    std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))?;
+    Ok(())
+}
+
+/// Peak resident memory of this process so far (VmHWM), in MiB, when the OS tells.
+pub fn peak_rss_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
