@@ -11,8 +11,9 @@
 //!    process loads the tables the set reads and runs `features::compute` on the whole
 //!    `readmission` set (examples/features/readmission.toml): wall time and peak RSS.
 //! 2. `side`: SIDE_PATIENTS patients (~87 curated rows each) and ENTITY_ROWS random
-//!    (patient, t) rows. Ward (child process): load, compute the 10-feature set, index, one
-//!    `lookup` per (row, feature) in parallel, write the result as Parquet. DuckDB (child
+//!    (patient, t) rows. Ward (child process): load the columns the set reads, compute the
+//!    10-feature timeline, index it, join the entity rows as of their times
+//!    (`ward::lookup::historical_batches`), write the result as Parquet. DuckDB (child
 //!    process, `benches/features_duckdb.py`): one SQL statement over the same Parquet files,
 //!    result written as Parquet. Both results are then compared value by value.
 //!
@@ -30,22 +31,17 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray,
-    TimestampMicrosecondArray,
+    Array, AsArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
-use arrow::datatypes::{
-    DataType, Field, Float64Type, Int64Type, Schema, TimeUnit, TimestampMicrosecondType,
-};
-use chrono::{DateTime, TimeZone, Utc};
+use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, TimeUnit};
+use chrono::{TimeZone, Utc};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
 use ward::curated::Table;
-use ward::features::{
-    self, FeatureRepo, FeatureSet, Inputs, MaterializeOptions, TimelineIndex, Value,
-};
+use ward::features::{self, FeatureRepo, FeatureSet, Inputs, MaterializeOptions, TimelineIndex};
 use ward::synth::{self, SynthFormat, SynthOptions};
 
 /// The shipped readmission feature repository (part 1).
@@ -231,6 +227,16 @@ fn needed_columns(set: &FeatureSet) -> BTreeMap<Table, BTreeSet<String>> {
     out
 }
 
+fn write_parquet_batches(path: &Path, batches: &[RecordBatch]) {
+    let schema = batches.first().expect("a batch").schema();
+    let mut w =
+        ArrowWriter::try_new(File::create(path).expect("create"), schema, None).expect("writer");
+    for b in batches {
+        w.write(b).expect("write");
+    }
+    w.close().expect("close");
+}
+
 fn write_parquet(path: &Path, batch: &RecordBatch) {
     let mut w = ArrowWriter::try_new(File::create(path).expect("create"), batch.schema(), None)
         .expect("writer");
@@ -317,52 +323,26 @@ fn phase_ward(dir: &Path, entities: &Path, out: &Path) -> String {
     let build = t2.elapsed().as_secs_f64();
 
     let t3 = Instant::now();
-    let mut row_ids: Vec<i64> = Vec::new();
-    let mut patients: Vec<&str> = Vec::new();
-    let mut times: Vec<i64> = Vec::new();
-    for b in &ents {
-        let r = b.column_by_name("row_id").expect("row_id");
-        let p = b.column_by_name("patient_id").expect("patient_id");
-        let t = b.column_by_name("ts").expect("ts");
-        row_ids.extend(r.as_primitive::<Int64Type>().values().iter().copied());
-        patients.extend(p.as_string::<i32>().iter().map(|s| s.unwrap_or("")));
-        times.extend(
-            t.as_primitive::<TimestampMicrosecondType>()
-                .values()
-                .iter()
-                .copied(),
-        );
-    }
-    let ttls: Vec<_> = FEATURES
-        .iter()
-        .map(|f| index.feature_info(f).and_then(|i| i.ttl))
-        .collect();
-    let values: Vec<[Option<f64>; 10]> = (0..row_ids.len())
-        .into_par_iter()
-        .map(|i| {
-            let t = DateTime::from_timestamp_micros(times[i]).expect("time in range");
-            let mut row = [None; 10];
-            for (k, f) in FEATURES.iter().enumerate() {
-                row[k] = match features::lookup(&index, patients[i], f, t, ttls[k]).value {
-                    Some(Value::Num(x)) => Some(x),
-                    _ => None,
-                };
-            }
-            row
-        })
-        .collect();
+    let (_, joined) =
+        ward::lookup::historical_batches(&index, &ents, "patient_id", "ts").expect("as-of join");
     let lookup = t3.elapsed().as_secs_f64();
     let t4 = Instant::now();
-    let mut fields = vec![Field::new("row_id", DataType::Int64, false)];
-    let mut cols: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(row_ids))];
-    for (k, f) in FEATURES.iter().enumerate() {
-        fields.push(Field::new(*f, DataType::Float64, true));
-        cols.push(Arc::new(Float64Array::from_iter(
-            values.iter().map(|r| r[k]),
-        )));
-    }
-    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).expect("result");
-    write_parquet(out, &batch);
+    // The result keeps the entity columns and adds each feature's value and status; the
+    // comparison reads row_id and the values.
+    let mut keep = vec!["row_id"];
+    keep.extend(FEATURES);
+    let projected: Vec<RecordBatch> = joined
+        .iter()
+        .map(|b| {
+            let idx: Vec<usize> = keep
+                .iter()
+                .map(|c| b.schema().index_of(c).expect("result column"))
+                .collect();
+            b.project(&idx).expect("projection")
+        })
+        .collect();
+    drop(joined);
+    write_parquet_batches(out, &projected);
     let write = t4.elapsed().as_secs_f64();
     format!(
         "load={load} compute={compute} index={build} lookup={lookup} write={write} total={} change_points={} peak={}",

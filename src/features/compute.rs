@@ -1195,7 +1195,7 @@ pub async fn compute_incremental(
                 let (_, feature, cp) = &prev_rows[*i];
                 out.push(OutRow {
                     patient: name,
-                    feature: &**feature,
+                    feature,
                     cp: Cp::of(cp),
                 });
             }
