@@ -8,7 +8,8 @@
 //! 16,000) bounds the address space of Ward's child processes.
 //!
 //! 1. `materialize`: `ward synth` writes MAT_PATIENTS patients as curated Parquet; a child
-//!    process loads the tables the set reads and runs `features::compute` on the whole
+//!    process loads the columns the set reads (`WARD_BENCH_MAT_COLUMNS=all`: every column, as
+//!    `ward materialize` reads store versions) and runs `features::compute` on the whole
 //!    `readmission` set (examples/features/readmission.toml): wall time and peak RSS.
 //! 2. `side`: SIDE_PATIENTS patients (~87 curated rows each) and ENTITY_ROWS random
 //!    (patient, t) rows. Ward (child process): load the columns the set reads, compute the
@@ -177,10 +178,42 @@ fn read_parquet_columns(path: &Path, columns: Option<&BTreeSet<String>>) -> Vec<
         .expect("parquet batches")
 }
 
-/// The columns of each curated table that a set without `score` features reads: the
-/// provenance columns, and each feature's time, value and filter columns; for a table a
-/// derived query reads, also every column of it that the SQL names. (What DuckDB's
-/// projection pushdown reads on its side.)
+/// The columns `score` features read, besides the provenance columns.
+const SCORE_COLUMNS: [(Table, &[&str]); 4] = [
+    (
+        Table::Encounters,
+        &[
+            "encounter_id",
+            "class",
+            "admit_time",
+            "discharge_time",
+            "admission_type",
+            "service",
+        ],
+    ),
+    (
+        Table::Conditions,
+        &["condition_id", "code_system", "code", "onset_time"],
+    ),
+    (
+        Table::Observations,
+        &[
+            "observation_id",
+            "code_system",
+            "code",
+            "effective_time",
+            "value_num",
+            "unit",
+            "status",
+        ],
+    ),
+    (Table::Procedures, &["procedure_id", "performed_time"]),
+];
+
+/// The columns of each curated table that a set reads: the provenance columns, each
+/// feature's time, value and filter columns, what `score` features decode, and for a table
+/// a derived query reads, every column of it that the SQL names. (What DuckDB's projection
+/// pushdown reads on its side.)
 fn needed_columns(set: &FeatureSet) -> BTreeMap<Table, BTreeSet<String>> {
     let provenance = ["patient_id", "known_at", "retracted_at", "source_id"];
     let mut out: BTreeMap<Table, BTreeSet<String>> = BTreeMap::new();
@@ -188,10 +221,15 @@ fn needed_columns(set: &FeatureSet) -> BTreeMap<Table, BTreeSet<String>> {
         out.entry(t).or_default().insert(c.to_string());
     };
     for f in &set.features {
-        assert!(
-            f.kind != features::FeatureKind::Score,
-            "projection of score features"
-        );
+        if f.kind == features::FeatureKind::Score {
+            // What `score` features decode (src/features/score.rs).
+            for (t, cols) in SCORE_COLUMNS {
+                for c in provenance.iter().chain(cols) {
+                    add(t, c);
+                }
+            }
+            continue;
+        }
         if let Some(t) = Table::from_name(&f.table) {
             for c in provenance {
                 add(t, c);
@@ -277,7 +315,11 @@ fn phase_materialize(dir: &Path) -> String {
     let set = repo.set("readmission").expect("readmission set");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let t0 = Instant::now();
-    let inputs = load_inputs(dir, &set.curated_tables(), None);
+    // WARD_BENCH_MAT_COLUMNS=all loads every column (as `ward materialize` reads store
+    // versions); the default reads the columns the set needs.
+    let all = std::env::var("WARD_BENCH_MAT_COLUMNS").is_ok_and(|v| v == "all");
+    let columns = (!all).then(|| needed_columns(set));
+    let inputs = load_inputs(dir, &set.curated_tables(), columns.as_ref());
     let load = t0.elapsed().as_secs_f64();
     let input_rows: usize = inputs.tables.values().map(|b| rows_of(b)).sum();
     let t1 = Instant::now();
