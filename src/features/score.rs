@@ -11,7 +11,7 @@
 //! score feature of the set) and keeps, per component, the instants where the value changes.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 use arrow::array::{
     Array, AsArray, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
@@ -34,8 +34,9 @@ use crate::scores::{self, hospital, PatientRows, ScoreComponent, View};
 /// What the error messages name.
 const WHAT: &str = "score";
 
-/// One patient's rows the scores read. Only the fields the scores read are decoded; each
-/// table is sorted in a total order of those fields, so nothing depends on input order.
+/// One patient's rows the scores read. Only the fields the scores read are decoded (not the
+/// patient id either: the rows are already grouped by patient); each table is sorted in a
+/// total order of those fields, so nothing depends on input order.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct ClinicalRows {
     pub(crate) encounters: Vec<Encounter>,
@@ -122,19 +123,16 @@ impl Common {
         !self.patient.is_null(i) && !self.known.is_null(i)
     }
 
-    /// The patient and provenance of row `i`; `None` when the patient or `known_at` is null.
-    fn row(&self, i: usize) -> Option<(&str, RowMeta)> {
-        let p = str_at(&self.patient, i)?;
+    /// The provenance of row `i`; `None` when the patient or `known_at` is null.
+    fn row(&self, i: usize) -> Option<RowMeta> {
+        str_at(&self.patient, i)?;
         let k = ts_at(&self.known, i)?;
-        Some((
-            p,
-            RowMeta {
-                source_system: String::new(),
-                source_id: opt_str(&self.source_id, i).unwrap_or_default().to_string(),
-                known_at: time(k),
-                retracted_at: opt_ts(&self.retracted, i).map(time),
-            },
-        ))
+        Some(RowMeta {
+            source_system: String::new(),
+            source_id: opt_str(&self.source_id, i).unwrap_or_default().to_string(),
+            known_at: time(k),
+            retracted_at: opt_ts(&self.retracted, i).map(time),
+        })
     }
 }
 
@@ -180,10 +178,10 @@ impl EncounterCols {
         self.common.usable(i) && !self.id.is_null(i) && !self.admit.is_null(i)
     }
     fn decode(&self, i: usize) -> Option<Encounter> {
-        let (p, meta) = self.common.row(i)?;
+        let meta = self.common.row(i)?;
         Some(Encounter {
             encounter_id: str_at(&self.id, i)?.to_string(),
-            patient_id: p.to_string(),
+            patient_id: String::new(),
             class: str_at(&self.class, i).unwrap_or_default().to_string(),
             admit_time: time(ts_at(&self.admit, i)?),
             discharge_time: opt_ts(&self.discharge, i).map(time),
@@ -222,10 +220,10 @@ impl ConditionCols {
         self.common.usable(i) && !self.id.is_null(i) && !self.onset.is_null(i)
     }
     fn decode(&self, i: usize) -> Option<Condition> {
-        let (p, meta) = self.common.row(i)?;
+        let meta = self.common.row(i)?;
         Some(Condition {
             condition_id: str_at(&self.id, i)?.to_string(),
-            patient_id: p.to_string(),
+            patient_id: String::new(),
             encounter_id: None,
             code: coding(&self.system, &self.code, i),
             onset_time: time(ts_at(&self.onset, i)?),
@@ -267,10 +265,10 @@ impl ObservationCols {
         self.common.usable(i) && !self.id.is_null(i) && !self.effective.is_null(i)
     }
     fn decode(&self, i: usize) -> Option<Observation> {
-        let (p, meta) = self.common.row(i)?;
+        let meta = self.common.row(i)?;
         Some(Observation {
             observation_id: str_at(&self.id, i)?.to_string(),
-            patient_id: p.to_string(),
+            patient_id: String::new(),
             encounter_id: None,
             category: None,
             code: coding(&self.system, &self.code, i),
@@ -309,10 +307,10 @@ impl ProcedureCols {
         self.common.usable(i) && !self.id.is_null(i) && !self.performed.is_null(i)
     }
     fn decode(&self, i: usize) -> Option<Procedure> {
-        let (p, meta) = self.common.row(i)?;
+        let meta = self.common.row(i)?;
         Some(Procedure {
             procedure_id: str_at(&self.id, i)?.to_string(),
-            patient_id: p.to_string(),
+            patient_id: String::new(),
             encounter_id: None,
             code: Coding::default(),
             performed_time: time(ts_at(&self.performed, i)?),
@@ -681,36 +679,46 @@ impl ClinicalRows {
     /// (latest `known_at`, then the larger source id, as the scores choose), the inpatient
     /// one with the latest discharge at or before `t` (ties: the later admission, then the
     /// larger encounter id). Discharges before their admission (bad data) are not stays.
+    ///
+    /// The encounters are sorted by id ([`ClinicalRows::normalize`]), so the versions of one
+    /// encounter are adjacent: one pass, no map.
     fn index_stay(&self, t: DateTime<Utc>, view: View) -> Option<(&str, DateTime<Utc>)> {
-        let mut latest: BTreeMap<&str, &Encounter> = BTreeMap::new();
-        for e in &self.encounters {
-            let seen = match view {
-                View::AsKnownAt(t) => {
-                    e.admit_time <= t
-                        && e.meta.known_at <= t
-                        && e.meta.retracted_at.is_none_or(|x| x > t)
+        let mut best: Option<(DateTime<Utc>, DateTime<Utc>, &Encounter)> = None;
+        for versions in self
+            .encounters
+            .chunk_by(|a, b| a.encounter_id == b.encounter_id)
+        {
+            let mut latest: Option<&Encounter> = None;
+            for e in versions {
+                let seen = match view {
+                    View::AsKnownAt(t) => {
+                        e.admit_time <= t
+                            && e.meta.known_at <= t
+                            && e.meta.retracted_at.is_none_or(|x| x > t)
+                    }
+                    View::Final => e.meta.retracted_at.is_none(),
+                };
+                let newer = latest.is_none_or(|l| {
+                    (e.meta.known_at, &e.meta.source_id) > (l.meta.known_at, &l.meta.source_id)
+                });
+                if seen && newer {
+                    latest = Some(e);
                 }
-                View::Final => e.meta.retracted_at.is_none(),
-            };
-            if !seen {
-                continue;
             }
-            let newer = latest.get(e.encounter_id.as_str()).is_none_or(|l| {
-                (e.meta.known_at, &e.meta.source_id) > (l.meta.known_at, &l.meta.source_id)
+            let Some(e) = latest.filter(|e| is_inpatient(&e.class)) else {
+                continue;
+            };
+            let Some(d) = e.discharge_time.filter(|d| *d <= t && *d >= e.admit_time) else {
+                continue;
+            };
+            let better = best.is_none_or(|(bd, ba, be)| {
+                (d, e.admit_time, &e.encounter_id) > (bd, ba, &be.encounter_id)
             });
-            if newer {
-                latest.insert(&e.encounter_id, e);
+            if better {
+                best = Some((d, e.admit_time, e));
             }
         }
-        latest
-            .into_values()
-            .filter(|e| is_inpatient(&e.class))
-            .filter_map(|e| {
-                let d = e.discharge_time?;
-                (d <= t && d >= e.admit_time).then_some((d, e.admit_time, e))
-            })
-            .max_by(|a, b| (a.0, a.1, &a.2.encounter_id).cmp(&(b.0, b.1, &b.2.encounter_id)))
-            .map(|(d, _, e)| (e.encounter_id.as_str(), d))
+        best.map(|(d, _, e)| (e.encounter_id.as_str(), d))
     }
 
     /// Every component's state at `t`.
