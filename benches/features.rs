@@ -349,6 +349,7 @@ fn phase_ward(dir: &Path, entities: &Path, out: &Path) -> String {
     let inputs = load_inputs(dir, &set.curated_tables(), Some(&needed_columns(set)));
     let ents = read_parquet(entities);
     let load = t0.elapsed().as_secs_f64();
+    let peak_load = common::peak_rss().unwrap_or(0);
     let t1 = Instant::now();
     let timeline = rt
         .block_on(features::compute(
@@ -359,10 +360,12 @@ fn phase_ward(dir: &Path, entities: &Path, out: &Path) -> String {
         .expect("compute");
     drop(inputs);
     let compute = t1.elapsed().as_secs_f64();
+    let peak_compute = common::peak_rss().unwrap_or(0);
     let t2 = Instant::now();
     let index = TimelineIndex::build(set, &timeline.batches).expect("index");
     drop(timeline);
     let build = t2.elapsed().as_secs_f64();
+    let peak_index = common::peak_rss().unwrap_or(0);
 
     let t3 = Instant::now();
     let (_, joined) =
@@ -387,7 +390,7 @@ fn phase_ward(dir: &Path, entities: &Path, out: &Path) -> String {
     write_parquet_batches(out, &projected);
     let write = t4.elapsed().as_secs_f64();
     format!(
-        "load={load} compute={compute} index={build} lookup={lookup} write={write} total={} change_points={} peak={}",
+        "load={load} compute={compute} index={build} lookup={lookup} write={write} total={} change_points={} peak_load={peak_load} peak_compute={peak_compute} peak_index={peak_index} peak={}",
         t0.elapsed().as_secs_f64(),
         index.len(),
         common::peak_rss().unwrap_or(0)
@@ -658,8 +661,9 @@ fn part_side(patients: u64, entity_rows: usize, repeats: usize, root: &Path) {
             if o == 0 {
                 let (r, wall) = run_child("ward", &[&dir, &entities, &ward_out]);
                 println!(
-                    "  ward  : total {:.2} s (load {:.2}, compute {:.2}, index {:.2}, lookup {:.2}, write {:.2}), child wall {wall:.2} s, change points {}, peak RSS {:.0} MB",
-                    r["total"], r["load"], r["compute"], r["index"], r["lookup"], r["write"], r["change_points"], mb(r["peak"])
+                    "  ward  : total {:.2} s (load {:.2}, compute {:.2}, index {:.2}, lookup {:.2}, write {:.2}), child wall {wall:.2} s, change points {}, peak RSS {:.0} MB (after load {:.0}, compute {:.0}, index {:.0})",
+                    r["total"], r["load"], r["compute"], r["index"], r["lookup"], r["write"], r["change_points"], mb(r["peak"]),
+                    mb(r["peak_load"]), mb(r["peak_compute"]), mb(r["peak_index"])
                 );
                 ward.push((r, wall));
             } else {

@@ -535,15 +535,13 @@ fn stream_events<'a>(
     pids: &[Vec<u32>],
     patients: usize,
 ) -> Grouped<Ev<'a>> {
-    let mut pairs: Vec<(u32, Ev<'a>)> = Vec::new();
-    for (sc, pid) in cols.iter().zip(pids) {
+    // First the matching rows as (patient, (batch, row)): 12 bytes a row, not a whole event.
+    let mut pairs: Vec<(u32, (u32, u32))> = Vec::new();
+    for (b, (sc, pid)) in cols.iter().zip(pids).enumerate() {
         for (i, &p) in pid.iter().enumerate().take(sc.rows) {
-            if p == NO_PATIENT {
+            if p == NO_PATIENT || sc.times.is_null(i) || sc.known.is_null(i) {
                 continue;
             }
-            let (Some(e), Some(k)) = (ts_at(&sc.times, i), ts_at(&sc.known, i)) else {
-                continue;
-            };
             if !sc
                 .filters
                 .iter()
@@ -551,27 +549,37 @@ fn stream_events<'a>(
             {
                 continue;
             }
-            let val = match &sc.values {
-                Some(v) => match v.get(i) {
-                    Val::None => continue,
-                    v => v,
-                },
-                None => Val::None,
-            };
-            pairs.push((
-                p,
-                Ev {
-                    e,
-                    k,
-                    x: sc.retracted.as_ref().and_then(|r| ts_at(r, i)),
-                    sid: sc.sids.as_ref().and_then(|s| str_at(s, i)).unwrap_or(""),
-                    val,
-                },
-            ));
+            if sc
+                .values
+                .as_ref()
+                .is_some_and(|v| matches!(v.get(i), Val::None))
+            {
+                continue;
+            }
+            pairs.push((p, (b as u32, i as u32)));
         }
     }
-    let mut g = Grouped::new(patients, &pairs);
+    let rows = Grouped::new(patients, &pairs);
     drop(pairs);
+    let items = rows
+        .items
+        .par_iter()
+        .with_min_len(4096)
+        .map(|(b, i)| {
+            let (sc, i) = (&cols[*b as usize], *i as usize);
+            Ev {
+                e: sc.times.value(i),
+                k: sc.known.value(i),
+                x: sc.retracted.as_ref().and_then(|r| ts_at(r, i)),
+                sid: sc.sids.as_ref().and_then(|s| str_at(s, i)).unwrap_or(""),
+                val: sc.values.as_ref().map_or(Val::None, |v| v.get(i)),
+            }
+        })
+        .collect();
+    let mut g = Grouped {
+        offsets: rows.offsets,
+        items,
+    };
     g.sort_each(ev_cmp);
     g
 }
@@ -1049,7 +1057,7 @@ impl Encoder {
 /// Patients per unit of parallel work.
 const CHUNK: u32 = 512;
 /// Chunks computed before their rows are encoded (bounds the rows held in between).
-const WAVE: usize = 64;
+const WAVE: usize = 8;
 
 /// Computes every patient in parallel, chunk by chunk, and encodes the rows in patient order.
 /// `work(p, scratch, out)` appends patient `p`'s rows and says whether it was computed
