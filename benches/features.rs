@@ -153,29 +153,40 @@ fn read_parquet(path: &Path) -> Vec<RecordBatch> {
     read_parquet_columns(path, None)
 }
 
-/// The batches of a Parquet file, only the named columns when `columns` is given.
+/// The batches of a Parquet file, only the named columns when `columns` is given; row
+/// groups are decoded in parallel and kept in file order.
 fn read_parquet_columns(path: &Path, columns: Option<&BTreeSet<String>>) -> Vec<RecordBatch> {
-    let file = File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut builder = ParquetRecordBatchReaderBuilder::try_new(file)
-        .expect("parquet reader")
-        .with_batch_size(65_536);
-    if let Some(columns) = columns {
-        let roots: Vec<usize> = builder
-            .schema()
-            .fields()
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| columns.contains(f.name()))
-            .map(|(i, _)| i)
-            .collect();
-        let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-        builder = builder.with_projection(mask);
-    }
-    builder
-        .build()
-        .expect("parquet reader")
-        .collect::<Result<Vec<_>, _>>()
-        .expect("parquet batches")
+    let open = || {
+        let file = File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        ParquetRecordBatchReaderBuilder::try_new(file)
+            .expect("parquet reader")
+            .with_batch_size(65_536)
+    };
+    let groups = open().metadata().num_row_groups();
+    let per_group: Vec<Vec<RecordBatch>> = (0..groups)
+        .into_par_iter()
+        .map(|g| {
+            let mut builder = open().with_row_groups(vec![g]);
+            if let Some(columns) = columns {
+                let roots: Vec<usize> = builder
+                    .schema()
+                    .fields()
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, f)| columns.contains(f.name()))
+                    .map(|(i, _)| i)
+                    .collect();
+                let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+                builder = builder.with_projection(mask);
+            }
+            builder
+                .build()
+                .expect("parquet reader")
+                .collect::<Result<Vec<_>, _>>()
+                .expect("parquet batches")
+        })
+        .collect();
+    per_group.into_iter().flatten().collect()
 }
 
 /// The columns `score` features read, besides the provenance columns.
