@@ -8,11 +8,13 @@
 //! 16,000) bounds the address space of Ward's child processes.
 //!
 //! 1. `materialize`: `ward synth` writes MAT_PATIENTS patients as curated Parquet; a child
-//!    process loads the tables the set reads and runs `features::compute` on the whole
+//!    process loads the columns the set reads (`WARD_BENCH_MAT_COLUMNS=all`: every column, as
+//!    `ward materialize` reads store versions) and runs `features::compute` on the whole
 //!    `readmission` set (examples/features/readmission.toml): wall time and peak RSS.
 //! 2. `side`: SIDE_PATIENTS patients (~87 curated rows each) and ENTITY_ROWS random
-//!    (patient, t) rows. Ward (child process): load, compute the 10-feature set, index, one
-//!    `lookup` per (row, feature) in parallel, write the result as Parquet. DuckDB (child
+//!    (patient, t) rows. Ward (child process): load the columns the set reads, compute the
+//!    10-feature timeline, index it, join the entity rows as of their times
+//!    (`ward::lookup::historical_batches`), write the result as Parquet. DuckDB (child
 //!    process, `benches/features_duckdb.py`): one SQL statement over the same Parquet files,
 //!    result written as Parquet. Both results are then compared value by value.
 //!
@@ -22,7 +24,7 @@
 #[path = "common.rs"]
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -30,20 +32,17 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray,
-    TimestampMicrosecondArray,
+    Array, AsArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
-use arrow::datatypes::{
-    DataType, Field, Float64Type, Int64Type, Schema, TimeUnit, TimestampMicrosecondType,
-};
-use chrono::{DateTime, TimeZone, Utc};
+use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, TimeUnit};
+use chrono::{TimeZone, Utc};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::ArrowWriter;
+use parquet::arrow::{ArrowWriter, ProjectionMask};
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
 use ward::curated::Table;
-use ward::features::{self, FeatureRepo, Inputs, MaterializeOptions, TimelineIndex, Value};
+use ward::features::{self, FeatureRepo, FeatureSet, Inputs, MaterializeOptions, TimelineIndex};
 use ward::synth::{self, SynthFormat, SynthOptions};
 
 /// The shipped readmission feature repository (part 1).
@@ -151,14 +150,140 @@ const FEATURES: [&str; 10] = [
 ];
 
 fn read_parquet(path: &Path) -> Vec<RecordBatch> {
-    let file = File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    ParquetRecordBatchReaderBuilder::try_new(file)
-        .expect("parquet reader")
-        .with_batch_size(65_536)
-        .build()
-        .expect("parquet reader")
-        .collect::<Result<Vec<_>, _>>()
-        .expect("parquet batches")
+    read_parquet_columns(path, None)
+}
+
+/// The batches of a Parquet file, only the named columns when `columns` is given; row
+/// groups are decoded in parallel and kept in file order.
+fn read_parquet_columns(path: &Path, columns: Option<&BTreeSet<String>>) -> Vec<RecordBatch> {
+    let open = || {
+        let file = File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        ParquetRecordBatchReaderBuilder::try_new(file)
+            .expect("parquet reader")
+            .with_batch_size(65_536)
+    };
+    let groups = open().metadata().num_row_groups();
+    let per_group: Vec<Vec<RecordBatch>> = (0..groups)
+        .into_par_iter()
+        .map(|g| {
+            let mut builder = open().with_row_groups(vec![g]);
+            if let Some(columns) = columns {
+                let roots: Vec<usize> = builder
+                    .schema()
+                    .fields()
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, f)| columns.contains(f.name()))
+                    .map(|(i, _)| i)
+                    .collect();
+                let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+                builder = builder.with_projection(mask);
+            }
+            builder
+                .build()
+                .expect("parquet reader")
+                .collect::<Result<Vec<_>, _>>()
+                .expect("parquet batches")
+        })
+        .collect();
+    per_group.into_iter().flatten().collect()
+}
+
+/// The columns `score` features read, besides the provenance columns.
+const SCORE_COLUMNS: [(Table, &[&str]); 4] = [
+    (
+        Table::Encounters,
+        &[
+            "encounter_id",
+            "class",
+            "admit_time",
+            "discharge_time",
+            "admission_type",
+            "service",
+        ],
+    ),
+    (
+        Table::Conditions,
+        &["condition_id", "code_system", "code", "onset_time"],
+    ),
+    (
+        Table::Observations,
+        &[
+            "observation_id",
+            "code_system",
+            "code",
+            "effective_time",
+            "value_num",
+            "unit",
+            "status",
+        ],
+    ),
+    (Table::Procedures, &["procedure_id", "performed_time"]),
+];
+
+/// The columns of each curated table that a set reads: the provenance columns, each
+/// feature's time, value and filter columns, what `score` features decode, and for a table
+/// a derived query reads, every column of it that the SQL names. (What DuckDB's projection
+/// pushdown reads on its side.)
+fn needed_columns(set: &FeatureSet) -> BTreeMap<Table, BTreeSet<String>> {
+    let provenance = ["patient_id", "known_at", "retracted_at", "source_id"];
+    let mut out: BTreeMap<Table, BTreeSet<String>> = BTreeMap::new();
+    let mut add = |t: Table, c: &str| {
+        out.entry(t).or_default().insert(c.to_string());
+    };
+    for f in &set.features {
+        if f.kind == features::FeatureKind::Score {
+            // What `score` features decode (src/features/score.rs).
+            for (t, cols) in SCORE_COLUMNS {
+                for c in provenance.iter().chain(cols) {
+                    add(t, c);
+                }
+            }
+            continue;
+        }
+        if let Some(t) = Table::from_name(&f.table) {
+            for c in provenance {
+                add(t, c);
+            }
+            add(t, &f.time);
+            if let Some(c) = &f.column {
+                add(t, c);
+            }
+            for c in f.filter.keys() {
+                add(t, c);
+            }
+        }
+    }
+    for d in &set.derived {
+        let words: BTreeSet<&str> = d
+            .sql
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .collect();
+        for t in set.curated_tables() {
+            if !words.contains(t.name()) {
+                continue;
+            }
+            for c in provenance {
+                add(t, c);
+            }
+            for field in t.schema().fields() {
+                if words.contains(field.name().as_str()) {
+                    add(t, field.name());
+                }
+            }
+        }
+    }
+    out
+}
+
+fn write_parquet_batches(path: &Path, batches: &[RecordBatch]) {
+    let schema = batches.first().expect("a batch").schema();
+    let mut w =
+        ArrowWriter::try_new(File::create(path).expect("create"), schema, None).expect("writer");
+    for b in batches {
+        w.write(b).expect("write");
+    }
+    w.close().expect("close");
 }
 
 fn write_parquet(path: &Path, batch: &RecordBatch) {
@@ -168,11 +293,22 @@ fn write_parquet(path: &Path, batch: &RecordBatch) {
     w.close().expect("close");
 }
 
-/// The curated tables `tables` read from `dir/<table>.parquet`, in parallel.
-fn load_inputs(dir: &Path, tables: &[Table]) -> Inputs {
+/// The curated tables `tables` read from `dir/<table>.parquet`, in parallel (every column,
+/// or only those of `columns` for the tables it names).
+fn load_inputs(
+    dir: &Path,
+    tables: &[Table],
+    columns: Option<&BTreeMap<Table, BTreeSet<String>>>,
+) -> Inputs {
     let loaded: Vec<(Table, Vec<RecordBatch>)> = tables
         .par_iter()
-        .map(|t| (*t, read_parquet(&dir.join(format!("{}.parquet", t.name())))))
+        .map(|t| {
+            let path = dir.join(format!("{}.parquet", t.name()));
+            (
+                *t,
+                read_parquet_columns(&path, columns.and_then(|c| c.get(t))),
+            )
+        })
         .collect();
     Inputs {
         tables: loaded.into_iter().collect(),
@@ -190,7 +326,11 @@ fn phase_materialize(dir: &Path) -> String {
     let set = repo.set("readmission").expect("readmission set");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let t0 = Instant::now();
-    let inputs = load_inputs(dir, &set.curated_tables());
+    // WARD_BENCH_MAT_COLUMNS=all loads every column (as `ward materialize` reads store
+    // versions); the default reads the columns the set needs.
+    let all = std::env::var("WARD_BENCH_MAT_COLUMNS").is_ok_and(|v| v == "all");
+    let columns = (!all).then(|| needed_columns(set));
+    let inputs = load_inputs(dir, &set.curated_tables(), columns.as_ref());
     let load = t0.elapsed().as_secs_f64();
     let input_rows: usize = inputs.tables.values().map(|b| rows_of(b)).sum();
     let t1 = Instant::now();
@@ -217,9 +357,10 @@ fn phase_ward(dir: &Path, entities: &Path, out: &Path) -> String {
     let set = repo.set("ten").expect("set");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let t0 = Instant::now();
-    let inputs = load_inputs(dir, &set.curated_tables());
+    let inputs = load_inputs(dir, &set.curated_tables(), Some(&needed_columns(set)));
     let ents = read_parquet(entities);
     let load = t0.elapsed().as_secs_f64();
+    let peak_load = common::peak_rss().unwrap_or(0);
     let t1 = Instant::now();
     let timeline = rt
         .block_on(features::compute(
@@ -230,61 +371,37 @@ fn phase_ward(dir: &Path, entities: &Path, out: &Path) -> String {
         .expect("compute");
     drop(inputs);
     let compute = t1.elapsed().as_secs_f64();
+    let peak_compute = common::peak_rss().unwrap_or(0);
     let t2 = Instant::now();
     let index = TimelineIndex::build(set, &timeline.batches).expect("index");
     drop(timeline);
     let build = t2.elapsed().as_secs_f64();
+    let peak_index = common::peak_rss().unwrap_or(0);
 
     let t3 = Instant::now();
-    let mut row_ids: Vec<i64> = Vec::new();
-    let mut patients: Vec<&str> = Vec::new();
-    let mut times: Vec<i64> = Vec::new();
-    for b in &ents {
-        let r = b.column_by_name("row_id").expect("row_id");
-        let p = b.column_by_name("patient_id").expect("patient_id");
-        let t = b.column_by_name("ts").expect("ts");
-        row_ids.extend(r.as_primitive::<Int64Type>().values().iter().copied());
-        patients.extend(p.as_string::<i32>().iter().map(|s| s.unwrap_or("")));
-        times.extend(
-            t.as_primitive::<TimestampMicrosecondType>()
-                .values()
-                .iter()
-                .copied(),
-        );
-    }
-    let ttls: Vec<_> = FEATURES
-        .iter()
-        .map(|f| index.feature_info(f).and_then(|i| i.ttl))
-        .collect();
-    let values: Vec<[Option<f64>; 10]> = (0..row_ids.len())
-        .into_par_iter()
-        .map(|i| {
-            let t = DateTime::from_timestamp_micros(times[i]).expect("time in range");
-            let mut row = [None; 10];
-            for (k, f) in FEATURES.iter().enumerate() {
-                row[k] = match features::lookup(&index, patients[i], f, t, ttls[k]).value {
-                    Some(Value::Num(x)) => Some(x),
-                    _ => None,
-                };
-            }
-            row
-        })
-        .collect();
+    let (_, joined) =
+        ward::lookup::historical_batches(&index, &ents, "patient_id", "ts").expect("as-of join");
     let lookup = t3.elapsed().as_secs_f64();
     let t4 = Instant::now();
-    let mut fields = vec![Field::new("row_id", DataType::Int64, false)];
-    let mut cols: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(row_ids))];
-    for (k, f) in FEATURES.iter().enumerate() {
-        fields.push(Field::new(*f, DataType::Float64, true));
-        cols.push(Arc::new(Float64Array::from_iter(
-            values.iter().map(|r| r[k]),
-        )));
-    }
-    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).expect("result");
-    write_parquet(out, &batch);
+    // The result keeps the entity columns and adds each feature's value and status; the
+    // comparison reads row_id and the values.
+    let mut keep = vec!["row_id"];
+    keep.extend(FEATURES);
+    let projected: Vec<RecordBatch> = joined
+        .iter()
+        .map(|b| {
+            let idx: Vec<usize> = keep
+                .iter()
+                .map(|c| b.schema().index_of(c).expect("result column"))
+                .collect();
+            b.project(&idx).expect("projection")
+        })
+        .collect();
+    drop(joined);
+    write_parquet_batches(out, &projected);
     let write = t4.elapsed().as_secs_f64();
     format!(
-        "load={load} compute={compute} index={build} lookup={lookup} write={write} total={} change_points={} peak={}",
+        "load={load} compute={compute} index={build} lookup={lookup} write={write} total={} change_points={} peak_load={peak_load} peak_compute={peak_compute} peak_index={peak_index} peak={}",
         t0.elapsed().as_secs_f64(),
         index.len(),
         common::peak_rss().unwrap_or(0)
@@ -555,8 +672,9 @@ fn part_side(patients: u64, entity_rows: usize, repeats: usize, root: &Path) {
             if o == 0 {
                 let (r, wall) = run_child("ward", &[&dir, &entities, &ward_out]);
                 println!(
-                    "  ward  : total {:.2} s (load {:.2}, compute {:.2}, index {:.2}, lookup {:.2}, write {:.2}), child wall {wall:.2} s, change points {}, peak RSS {:.0} MB",
-                    r["total"], r["load"], r["compute"], r["index"], r["lookup"], r["write"], r["change_points"], mb(r["peak"])
+                    "  ward  : total {:.2} s (load {:.2}, compute {:.2}, index {:.2}, lookup {:.2}, write {:.2}), child wall {wall:.2} s, change points {}, peak RSS {:.0} MB (after load {:.0}, compute {:.0}, index {:.0})",
+                    r["total"], r["load"], r["compute"], r["index"], r["lookup"], r["write"], r["change_points"], mb(r["peak"]),
+                    mb(r["peak_load"]), mb(r["peak_compute"]), mb(r["peak_index"])
                 );
                 ward.push((r, wall));
             } else {

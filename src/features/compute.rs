@@ -1,27 +1,42 @@
 //! Materialization in memory: curated rows and a feature set in, timeline rows out.
 //!
-//! 1. Derived tables are computed (DataFusion).
-//! 2. For each feature, the matching rows of its table become events (event time,
-//!    `known_at`, `retracted_at`, `source_id`, value), grouped by patient and sorted in the
-//!    tie order: event time, then `known_at`, then `source_id` (then the rest of the row).
-//! 3. Each patient is computed alone, in parallel: a row is visible on an interval
+//! 1. Derived tables are computed (DataFusion). Every table is read in place, batch by
+//!    batch: columns are cast once and borrowed, never copied into owned strings.
+//! 2. Patient ids are interned once for all tables: a patient is a `u32`, its rank in byte
+//!    order of the ids, so "patients in id order" is the order of those numbers.
+//! 3. Features that read the same rows (same table, filter, time column and value column,
+//!    e.g. the 180- and 365-day counts of admissions) share one event stream. A stream holds
+//!    the matching rows as events (event time, `known_at`, `retracted_at`, `source_id`,
+//!    value) grouped by patient (a counting sort) and sorted in the tie order: event time,
+//!    then `known_at`, then `source_id` (then the rest of the row).
+//! 4. Patients are computed in parallel, in fixed chunks: a row is visible on an interval
 //!    `[enter, leave)`; a sweep over the interval ends gives every instant where the state
-//!    can change, and the state is recomputed from the visible rows there, in tie order, so
-//!    sums and means add in one fixed order.
-//! 4. Patients are assembled in id order, features in name order.
+//!    can change, and the state is recomputed from the visible rows there (a bitset over the
+//!    patient's events, so "visible rows in tie order" is a scan of its set bits, and sums
+//!    and means add in one fixed order).
+//! 5. The change points go straight into the timeline's Arrow builders, patients in id
+//!    order, features in set order, in batches of `batch_size` rows: the result does not
+//!    depend on thread count or chunking.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::compute::{cast, concat_batches};
-use arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType};
+use arrow::array::{
+    Array, ArrayRef, AsArray, Date32Array, Float64Array, Float64Builder, Int64Array, RecordBatch,
+    StringArray, StringBuilder, TimestampMicrosecondArray, TimestampMicrosecondBuilder,
+    UInt64Builder,
+};
+use arrow::compute::cast;
+use arrow::datatypes::{
+    DataType, Date32Type, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType,
+};
 use rayon::prelude::*;
 
-use super::definition::{FeatureDef, FeatureKind, FeatureSet, ValueClass, DAY_US};
+use super::definition::{Condition, FeatureDef, FeatureKind, FeatureSet, ValueClass, DAY_US};
 use super::derived;
-use super::score::{self, ClinicalRows};
-use super::timeline::{self, ChangePoint, Rows};
+use super::score::{self, ClinicalRows, ScoreTables};
+use super::timeline::{self, ChangePoint};
 use crate::curated::{CuratedTables, Table};
 use crate::error::{Error, Result};
 
@@ -81,28 +96,40 @@ impl Default for MaterializeOptions {
     }
 }
 
-/// A value read from a row.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Val {
+/// A value read from a row, borrowed from the input arrays.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Val<'a> {
     None,
     Num(f64),
-    Text(String),
+    Text(&'a str),
     Time(i64),
 }
 
 /// One matching row of a feature's table.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Ev {
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Ev<'a> {
     pub(crate) e: i64,
     pub(crate) k: i64,
     pub(crate) x: Option<i64>,
-    pub(crate) sid: String,
-    pub(crate) val: Val,
+    pub(crate) sid: &'a str,
+    pub(crate) val: Val<'a>,
 }
 
-fn val_cmp(a: &Val, b: &Val) -> std::cmp::Ordering {
+impl Default for Ev<'_> {
+    fn default() -> Self {
+        Ev {
+            e: 0,
+            k: 0,
+            x: None,
+            sid: "",
+            val: Val::None,
+        }
+    }
+}
+
+fn val_cmp(a: &Val<'_>, b: &Val<'_>) -> std::cmp::Ordering {
     use std::cmp::Ordering;
-    let rank = |v: &Val| match v {
+    let rank = |v: &Val<'_>| match v {
         Val::None => 0,
         Val::Num(_) => 1,
         Val::Text(_) => 2,
@@ -117,252 +144,601 @@ fn val_cmp(a: &Val, b: &Val) -> std::cmp::Ordering {
 }
 
 /// The tie order: event time, `known_at`, `source_id`, then the rest (so the order is total).
-pub(crate) fn ev_cmp(a: &Ev, b: &Ev) -> std::cmp::Ordering {
-    (a.e, a.k, &a.sid, a.x)
-        .cmp(&(b.e, b.k, &b.sid, b.x))
+pub(crate) fn ev_cmp(a: &Ev<'_>, b: &Ev<'_>) -> std::cmp::Ordering {
+    (a.e, a.k, a.sid, a.x)
+        .cmp(&(b.e, b.k, b.sid, b.x))
         .then_with(|| val_cmp(&a.val, &b.val))
 }
 
-/// Per patient, per feature (in set order), the events (none for `score` features).
-pub(crate) type PatientEvents = BTreeMap<String, Vec<Vec<Ev>>>;
+/// No patient (a null `patient_id`).
+pub(crate) const NO_PATIENT: u32 = u32::MAX;
 
-/// What materialization reads per patient: the events of every feature, and the rows the
-/// `score` features read (only when the set has some).
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Extracted {
-    /// Every patient with an event or a score row has an entry.
-    pub(crate) events: PatientEvents,
-    pub(crate) clinical: BTreeMap<String, ClinicalRows>,
-}
-
-/// The rows of every table a set reads, derived tables computed.
-async fn sources(set: &FeatureSet, inputs: &Inputs) -> Result<BTreeMap<String, RecordBatch>> {
-    let mut out = BTreeMap::new();
-    for t in set.curated_tables() {
-        let batches = inputs.tables.get(&t).cloned().unwrap_or_default();
-        let schema = batches
-            .first()
-            .map(|b| b.schema())
-            .unwrap_or_else(|| t.schema());
-        out.insert(t.name().to_string(), concat_batches(&schema, &batches)?);
-    }
-    for d in &set.derived {
-        let q = derived::parse(&d.sql)
-            .map_err(|r| Error::invalid(format!("derived table {}", d.name), r))?;
-        out.insert(
-            d.name.clone(),
-            derived::run(&d.name, &q, &inputs.tables).await?,
-        );
-    }
-    Ok(out)
-}
-
-/// Extracts every feature's events, grouped by patient and sorted in tie order, and the
-/// rows of `score` features.
-pub(crate) async fn extract(set: &FeatureSet, inputs: &Inputs) -> Result<Extracted> {
-    let sources = sources(set, inputs).await?;
-    let nf = set.features.len();
-    let mut by_patient: PatientEvents = BTreeMap::new();
-    for (fi, f) in set.features.iter().enumerate() {
-        if f.kind == FeatureKind::Score {
-            continue;
-        }
-        let batch = sources.get(&f.table).ok_or_else(|| {
-            Error::Internal(format!(
-                "table {} of feature {} was not loaded",
-                f.table, f.name
-            ))
-        })?;
-        for (patient, ev) in feature_events(f, batch, &f.time)? {
-            by_patient
-                .entry(patient)
-                .or_insert_with(|| vec![Vec::new(); nf])[fi]
-                .push(ev);
-        }
-    }
-    by_patient
-        .par_iter_mut()
-        .for_each(|(_, fs)| fs.iter_mut().for_each(|evs| evs.sort_by(ev_cmp)));
-    let clinical = if set.features.iter().any(|f| f.kind == FeatureKind::Score) {
-        score::decode(inputs)?
-    } else {
-        BTreeMap::new()
-    };
-    for p in clinical.keys() {
-        if !by_patient.contains_key(p) {
-            by_patient.insert(p.clone(), vec![Vec::new(); nf]);
-        }
-    }
-    Ok(Extracted {
-        events: by_patient,
-        clinical,
-    })
-}
-
-pub(crate) fn ts_column(
+/// A column cast to UTF-8 (`None` when the batch has no such column).
+pub(crate) fn utf8_array(
     batch: &RecordBatch,
     name: &str,
     feature: &str,
-) -> Result<Option<Vec<Option<i64>>>> {
+) -> Result<Option<StringArray>> {
+    let Some(col) = batch.column_by_name(name) else {
+        return Ok(None);
+    };
+    let arr = if col.data_type() == &DataType::Utf8 {
+        col.clone()
+    } else {
+        cast(col, &DataType::Utf8).map_err(|e| {
+            Error::invalid(format!("feature {feature}: column {name}"), e.to_string())
+        })?
+    };
+    Ok(Some(arr.as_string::<i32>().clone()))
+}
+
+/// A timestamp column cast to microseconds, UTC (`None` when the batch has no such column).
+pub(crate) fn ts_array(
+    batch: &RecordBatch,
+    name: &str,
+    feature: &str,
+) -> Result<Option<TimestampMicrosecondArray>> {
     let Some(col) = batch.column_by_name(name) else {
         return Ok(None);
     };
     let target = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
-    let arr = cast(col, &target)
-        .map_err(|e| Error::invalid(format!("feature {feature}: column {name}"), e.to_string()))?;
-    let a = arr.as_primitive::<TimestampMicrosecondType>();
-    Ok(Some(
-        (0..a.len())
-            .map(|i| (!a.is_null(i)).then(|| a.value(i)))
-            .collect(),
-    ))
+    let arr = if col.data_type() == &target {
+        col.clone()
+    } else {
+        cast(col, &target).map_err(|e| {
+            Error::invalid(format!("feature {feature}: column {name}"), e.to_string())
+        })?
+    };
+    Ok(Some(arr.as_primitive::<TimestampMicrosecondType>().clone()))
 }
 
-pub(crate) fn str_column(
-    batch: &RecordBatch,
-    name: &str,
-    feature: &str,
-) -> Result<Option<Vec<Option<String>>>> {
-    let Some(col) = batch.column_by_name(name) else {
-        return Ok(None);
-    };
-    let arr = cast(col, &DataType::Utf8)
-        .map_err(|e| Error::invalid(format!("feature {feature}: column {name}"), e.to_string()))?;
-    let a = arr.as_string::<i32>();
-    Ok(Some(
-        (0..a.len())
-            .map(|i| (!a.is_null(i)).then(|| a.value(i).to_string()))
-            .collect(),
-    ))
+/// Value `i` of a string column, `None` when null.
+pub(crate) fn str_at(a: &StringArray, i: usize) -> Option<&str> {
+    (!a.is_null(i)).then(|| a.value(i))
 }
 
-fn value_column(batch: &RecordBatch, name: &str, feature: &str) -> Result<Vec<Val>> {
-    let bad = |e: String| Error::invalid(format!("feature {feature}: column {name}"), e);
-    let col = batch
-        .column_by_name(name)
-        .ok_or_else(|| bad("missing from the table".into()))?;
-    let dt = col.data_type().clone();
-    let n = col.len();
-    Ok(match (ValueClass::of(&dt), &dt) {
-        (Some(ValueClass::Num), DataType::Duration(unit)) => {
-            let per_day = match unit {
-                TimeUnit::Second => DAY_US as f64 / 1e6,
-                TimeUnit::Millisecond => DAY_US as f64 / 1e3,
-                TimeUnit::Microsecond => DAY_US as f64,
-                TimeUnit::Nanosecond => DAY_US as f64 * 1e3,
-            };
-            let arr = cast(col, &DataType::Int64).map_err(|e| bad(e.to_string()))?;
-            let a = arr.as_primitive::<Int64Type>();
-            (0..n)
-                .map(|i| {
-                    if a.is_null(i) {
-                        Val::None
-                    } else {
-                        Val::Num(a.value(i) as f64 / per_day)
-                    }
-                })
-                .collect()
-        }
-        (Some(ValueClass::Num), _) => {
-            let arr = cast(col, &DataType::Float64).map_err(|e| bad(e.to_string()))?;
-            let a = arr.as_primitive::<Float64Type>();
-            (0..n)
-                .map(|i| {
-                    if a.is_null(i) {
-                        Val::None
-                    } else {
-                        Val::Num(a.value(i))
-                    }
-                })
-                .collect()
-        }
-        (Some(ValueClass::Text), _) => str_column(batch, name, feature)?
-            .unwrap_or_default()
-            .into_iter()
-            .map(|v| v.map(Val::Text).unwrap_or(Val::None))
-            .collect(),
-        (Some(ValueClass::Time), DataType::Date32) => {
-            let a = col.as_primitive::<arrow::datatypes::Date32Type>();
-            (0..n)
-                .map(|i| {
-                    if a.is_null(i) {
-                        Val::None
-                    } else {
-                        Val::Time(a.value(i) as i64 * DAY_US)
-                    }
-                })
-                .collect()
-        }
-        (Some(ValueClass::Time), _) => ts_column(batch, name, feature)?
-            .unwrap_or_default()
-            .into_iter()
-            .map(|v| v.map(Val::Time).unwrap_or(Val::None))
-            .collect(),
-        (None, _) => return Err(bad(format!("type {dt} is not readable as a value"))),
-    })
+/// Value `i` of a timestamp column, `None` when null.
+pub(crate) fn ts_at(a: &TimestampMicrosecondArray, i: usize) -> Option<i64> {
+    (!a.is_null(i)).then(|| a.value(i))
 }
 
-/// The events of one feature in a source batch: `(patient, event)`, unsorted.
-fn feature_events(
-    f: &FeatureDef,
-    batch: &RecordBatch,
-    time_col: &str,
-) -> Result<Vec<(String, Ev)>> {
-    let missing = |c: &str| {
-        Error::invalid(
-            format!("feature {}", f.name),
-            format!("table {} has no column {c}", f.table),
-        )
-    };
-    let patients =
-        str_column(batch, "patient_id", &f.name)?.ok_or_else(|| missing("patient_id"))?;
-    let times = ts_column(batch, time_col, &f.name)?.ok_or_else(|| missing(time_col))?;
-    let known = ts_column(batch, "known_at", &f.name)?.ok_or_else(|| missing("known_at"))?;
-    let retracted = ts_column(batch, "retracted_at", &f.name)?;
-    let sids = str_column(batch, "source_id", &f.name)?;
-    let values = match &f.column {
-        Some(c) => Some(value_column(batch, c, &f.name)?),
-        None => None,
-    };
-    let mut filters = Vec::new();
-    for (col, cond) in &f.filter {
-        filters.push((
-            str_column(batch, col, &f.name)?.ok_or_else(|| missing(col))?,
-            cond,
-        ));
+/// A value column, typed once per batch.
+#[derive(Debug, Clone)]
+enum ValArray {
+    Num(Float64Array),
+    /// A duration as integers of its unit, and the unit's count per day.
+    Duration(Int64Array, f64),
+    Text(StringArray),
+    Date(Date32Array),
+    Time(TimestampMicrosecondArray),
+}
+
+impl ValArray {
+    fn read(batch: &RecordBatch, name: &str, feature: &str) -> Result<ValArray> {
+        let bad = |e: String| Error::invalid(format!("feature {feature}: column {name}"), e);
+        let col = batch
+            .column_by_name(name)
+            .ok_or_else(|| bad("missing from the table".into()))?;
+        let dt = col.data_type().clone();
+        Ok(match (ValueClass::of(&dt), &dt) {
+            (Some(ValueClass::Num), DataType::Duration(unit)) => {
+                let per_day = match unit {
+                    TimeUnit::Second => DAY_US as f64 / 1e6,
+                    TimeUnit::Millisecond => DAY_US as f64 / 1e3,
+                    TimeUnit::Microsecond => DAY_US as f64,
+                    TimeUnit::Nanosecond => DAY_US as f64 * 1e3,
+                };
+                let arr = cast(col, &DataType::Int64).map_err(|e| bad(e.to_string()))?;
+                ValArray::Duration(arr.as_primitive::<Int64Type>().clone(), per_day)
+            }
+            (Some(ValueClass::Num), _) => {
+                let arr = cast(col, &DataType::Float64).map_err(|e| bad(e.to_string()))?;
+                ValArray::Num(arr.as_primitive::<Float64Type>().clone())
+            }
+            (Some(ValueClass::Text), _) => ValArray::Text(
+                utf8_array(batch, name, feature)?
+                    .ok_or_else(|| bad("missing from the table".into()))?,
+            ),
+            (Some(ValueClass::Time), DataType::Date32) => {
+                ValArray::Date(col.as_primitive::<Date32Type>().clone())
+            }
+            (Some(ValueClass::Time), _) => ValArray::Time(
+                ts_array(batch, name, feature)?
+                    .ok_or_else(|| bad("missing from the table".into()))?,
+            ),
+            (None, _) => return Err(bad(format!("type {dt} is not readable as a value"))),
+        })
     }
-    let mut out = Vec::new();
-    for i in 0..batch.num_rows() {
-        let (Some(p), Some(e), Some(k)) = (&patients[i], times[i], known[i]) else {
-            continue;
-        };
-        if !filters
-            .iter()
-            .all(|(vals, cond)| vals[i].as_deref().is_some_and(|v| cond.matches(v)))
-        {
-            continue;
-        }
-        let val = match &values {
-            Some(v) if v[i] == Val::None => continue,
-            Some(v) => v[i].clone(),
-            None => Val::None,
-        };
-        out.push((
-            p.clone(),
-            Ev {
-                e,
-                k,
-                x: retracted.as_ref().and_then(|r| r[i]),
-                sid: sids.as_ref().and_then(|s| s[i].clone()).unwrap_or_default(),
-                val,
+
+    fn get(&self, i: usize) -> Val<'_> {
+        match self {
+            ValArray::Num(a) => match a.is_null(i) {
+                true => Val::None,
+                false => Val::Num(a.value(i)),
             },
-        ));
+            ValArray::Duration(a, per_day) => match a.is_null(i) {
+                true => Val::None,
+                false => Val::Num(a.value(i) as f64 / per_day),
+            },
+            ValArray::Text(a) => str_at(a, i).map_or(Val::None, Val::Text),
+            ValArray::Date(a) => match a.is_null(i) {
+                true => Val::None,
+                false => Val::Time(a.value(i) as i64 * DAY_US),
+            },
+            ValArray::Time(a) => ts_at(a, i).map_or(Val::None, Val::Time),
+        }
     }
-    Ok(out)
+}
+
+/// The rows of one table a set reads (curated, or a derived table's result), as batches.
+struct Source {
+    name: String,
+    batches: Vec<RecordBatch>,
+    /// Each batch's `patient_id` as UTF-8 (`None`: the batch has no such column).
+    patients: Vec<Option<StringArray>>,
+}
+
+/// The columns one event stream reads from one batch, cast once.
+struct StreamCols {
+    rows: usize,
+    times: TimestampMicrosecondArray,
+    known: TimestampMicrosecondArray,
+    retracted: Option<TimestampMicrosecondArray>,
+    sids: Option<StringArray>,
+    values: Option<ValArray>,
+    filters: Vec<(StringArray, Condition)>,
+}
+
+impl StreamCols {
+    fn read(f: &FeatureDef, batch: &RecordBatch) -> Result<StreamCols> {
+        let missing = |c: &str| {
+            Error::invalid(
+                format!("feature {}", f.name),
+                format!("table {} has no column {c}", f.table),
+            )
+        };
+        if batch.column_by_name("patient_id").is_none() {
+            return Err(missing("patient_id"));
+        }
+        let times = ts_array(batch, &f.time, &f.name)?.ok_or_else(|| missing(&f.time))?;
+        let known = ts_array(batch, "known_at", &f.name)?.ok_or_else(|| missing("known_at"))?;
+        let retracted = ts_array(batch, "retracted_at", &f.name)?;
+        let sids = utf8_array(batch, "source_id", &f.name)?;
+        let values = match &f.column {
+            Some(c) => Some(ValArray::read(batch, c, &f.name)?),
+            None => None,
+        };
+        let mut filters = Vec::new();
+        for (col, cond) in &f.filter {
+            filters.push((
+                utf8_array(batch, col, &f.name)?.ok_or_else(|| missing(col))?,
+                cond.clone(),
+            ));
+        }
+        Ok(StreamCols {
+            rows: batch.num_rows(),
+            times,
+            known,
+            retracted,
+            sids,
+            values,
+            filters,
+        })
+    }
+}
+
+/// Features reading the same rows share a stream: same table, filter, time and value column.
+fn same_rows(a: &FeatureDef, b: &FeatureDef) -> bool {
+    a.table == b.table && a.filter == b.filter && a.time == b.time && a.column == b.column
+}
+
+/// Everything materialization reads, owned: the tables (derived ones computed), the columns
+/// each event stream reads, and the rows of the `score` features.
+struct Loaded {
+    sources: Vec<Source>,
+    /// Per stream: its source (index into `sources`) and its columns per batch.
+    streams: Vec<(usize, Vec<StreamCols>)>,
+    /// Per feature of the set: its stream (`None` for `score` features).
+    feature_stream: Vec<Option<usize>>,
+    score: Option<ScoreTables>,
+}
+
+impl Loaded {
+    async fn load(set: &FeatureSet, inputs: &Inputs) -> Result<Loaded> {
+        let mut sources = Vec::new();
+        for t in set.curated_tables() {
+            sources.push((
+                t.name().to_string(),
+                inputs.tables.get(&t).cloned().unwrap_or_default(),
+            ));
+        }
+        for d in &set.derived {
+            let q = derived::parse(&d.sql)
+                .map_err(|r| Error::invalid(format!("derived table {}", d.name), r))?;
+            let batch = derived::run(&d.name, &q, &inputs.tables).await?;
+            sources.push((d.name.clone(), vec![batch]));
+        }
+        let sources: Vec<Source> = sources
+            .into_iter()
+            .map(|(name, batches)| {
+                let patients = batches
+                    .iter()
+                    .map(|b| utf8_array(b, "patient_id", &format!("table {name}")))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Source {
+                    name,
+                    batches,
+                    patients,
+                })
+            })
+            .collect::<Result<_>>()?;
+        let mut firsts: Vec<&FeatureDef> = Vec::new();
+        let mut feature_stream = Vec::new();
+        for f in &set.features {
+            if f.kind == FeatureKind::Score {
+                feature_stream.push(None);
+                continue;
+            }
+            let i = match firsts.iter().position(|g| same_rows(g, f)) {
+                Some(i) => i,
+                None => {
+                    firsts.push(f);
+                    firsts.len() - 1
+                }
+            };
+            feature_stream.push(Some(i));
+        }
+        let mut streams = Vec::new();
+        for f in firsts {
+            let si = sources
+                .iter()
+                .position(|s| s.name == f.table)
+                .ok_or_else(|| {
+                    Error::Internal(format!(
+                        "table {} of feature {} was not loaded",
+                        f.table, f.name
+                    ))
+                })?;
+            let cols = sources[si]
+                .batches
+                .iter()
+                .map(|b| StreamCols::read(f, b))
+                .collect::<Result<Vec<_>>>()?;
+            streams.push((si, cols));
+        }
+        let score = if set.features.iter().any(|f| f.kind == FeatureKind::Score) {
+            Some(ScoreTables::read(inputs)?)
+        } else {
+            None
+        };
+        Ok(Loaded {
+            sources,
+            streams,
+            feature_stream,
+            score,
+        })
+    }
+}
+
+/// Patient ids to `u32`s, first seen first; [`Interner::finish`] renumbers them in id order.
+#[derive(Default)]
+pub(crate) struct Interner<'a> {
+    map: HashMap<&'a str, u32>,
+    names: Vec<&'a str>,
+}
+
+impl<'a> Interner<'a> {
+    /// The (provisional) id of every row of `patients` ([`NO_PATIENT`] for a null).
+    pub(crate) fn ids(&mut self, patients: &'a StringArray) -> Vec<u32> {
+        let mut out = Vec::with_capacity(patients.len());
+        let mut last: Option<(&'a str, u32)> = None;
+        for i in 0..patients.len() {
+            let Some(p) = str_at(patients, i) else {
+                out.push(NO_PATIENT);
+                continue;
+            };
+            let id = match last {
+                Some((lp, lid)) if lp == p => lid,
+                _ => match self.map.get(p) {
+                    Some(id) => *id,
+                    None => {
+                        let id = self.names.len() as u32;
+                        self.map.insert(p, id);
+                        self.names.push(p);
+                        id
+                    }
+                },
+            };
+            last = Some((p, id));
+            out.push(id);
+        }
+        out
+    }
+
+    /// The ids sorted (byte order), and the rank of each provisional id.
+    fn finish(self) -> (Vec<&'a str>, Vec<u32>) {
+        let mut order: Vec<u32> = (0..self.names.len() as u32).collect();
+        order.par_sort_unstable_by_key(|i| self.names[*i as usize]);
+        let mut rank = vec![0u32; order.len()];
+        for (r, i) in order.iter().enumerate() {
+            rank[*i as usize] = r as u32;
+        }
+        let names = order.iter().map(|i| self.names[*i as usize]).collect();
+        (names, rank)
+    }
+}
+
+/// Renumbers provisional ids to ranks, in place.
+pub(crate) fn renumber(ids: &mut [u32], rank: &[u32]) {
+    for id in ids {
+        if *id != NO_PATIENT {
+            *id = rank[*id as usize];
+        }
+    }
+}
+
+/// Items grouped by patient: patient `p`'s are `items[offsets[p]..offsets[p + 1]]`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Grouped<T> {
+    pub(crate) offsets: Vec<usize>,
+    pub(crate) items: Vec<T>,
+}
+
+impl<T: Copy + Default + Send> Grouped<T> {
+    /// Groups `(patient, item)` pairs by patient (a stable counting sort).
+    pub(crate) fn new(patients: usize, pairs: &[(u32, T)]) -> Grouped<T> {
+        let mut offsets = vec![0usize; patients + 1];
+        for (p, _) in pairs {
+            offsets[*p as usize + 1] += 1;
+        }
+        for i in 0..patients {
+            offsets[i + 1] += offsets[i];
+        }
+        let mut next = offsets.clone();
+        let mut items = vec![T::default(); pairs.len()];
+        for (p, item) in pairs {
+            let slot = &mut next[*p as usize];
+            items[*slot] = *item;
+            *slot += 1;
+        }
+        Grouped { offsets, items }
+    }
+
+    /// Patient `p`'s items.
+    pub(crate) fn of(&self, p: u32) -> &[T] {
+        let p = p as usize;
+        match (self.offsets.get(p), self.offsets.get(p + 1)) {
+            (Some(a), Some(b)) => &self.items[*a..*b],
+            _ => &[],
+        }
+    }
+
+    /// Sorts each patient's items, in parallel.
+    fn sort_each(&mut self, cmp: impl Fn(&T, &T) -> std::cmp::Ordering + Sync) {
+        let mut slices = Vec::with_capacity(self.offsets.len());
+        let mut rest: &mut [T] = &mut self.items;
+        for w in self.offsets.windows(2) {
+            let (a, b) = std::mem::take(&mut rest).split_at_mut(w[1] - w[0]);
+            slices.push(a);
+            rest = b;
+        }
+        slices
+            .par_iter_mut()
+            .with_min_len(256)
+            .for_each(|s| s.sort_unstable_by(&cmp));
+    }
+}
+
+/// The events of one stream, by patient, each patient's in tie order.
+fn stream_events<'a>(
+    cols: &'a [StreamCols],
+    pids: &[Vec<u32>],
+    patients: usize,
+) -> Grouped<Ev<'a>> {
+    // First the matching rows as (patient, (batch, row)): 12 bytes a row, not a whole event.
+    let mut pairs: Vec<(u32, (u32, u32))> = Vec::new();
+    for (b, (sc, pid)) in cols.iter().zip(pids).enumerate() {
+        for (i, &p) in pid.iter().enumerate().take(sc.rows) {
+            if p == NO_PATIENT || sc.times.is_null(i) || sc.known.is_null(i) {
+                continue;
+            }
+            if !sc
+                .filters
+                .iter()
+                .all(|(vals, cond)| str_at(vals, i).is_some_and(|v| cond.matches(v)))
+            {
+                continue;
+            }
+            if sc
+                .values
+                .as_ref()
+                .is_some_and(|v| matches!(v.get(i), Val::None))
+            {
+                continue;
+            }
+            pairs.push((p, (b as u32, i as u32)));
+        }
+    }
+    let rows = Grouped::new(patients, &pairs);
+    drop(pairs);
+    let items = rows
+        .items
+        .par_iter()
+        .with_min_len(4096)
+        .map(|(b, i)| {
+            let (sc, i) = (&cols[*b as usize], *i as usize);
+            Ev {
+                e: sc.times.value(i),
+                k: sc.known.value(i),
+                x: sc.retracted.as_ref().and_then(|r| ts_at(r, i)),
+                sid: sc.sids.as_ref().and_then(|s| str_at(s, i)).unwrap_or(""),
+                val: sc.values.as_ref().map_or(Val::None, |v| v.get(i)),
+            }
+        })
+        .collect();
+    let mut g = Grouped {
+        offsets: rows.offsets,
+        items,
+    };
+    g.sort_each(ev_cmp);
+    g
+}
+
+/// What materialization reads, by patient: the interned ids, every stream's events and the
+/// rows of `score` features.
+struct Prepared<'a> {
+    set: &'a FeatureSet,
+    /// Patient ids in byte order; a patient is its index here.
+    names: Vec<&'a str>,
+    streams: Vec<Grouped<Ev<'a>>>,
+    feature_stream: &'a [Option<usize>],
+    clinical: Option<score::ByPatient<'a>>,
+}
+
+impl<'a> Prepared<'a> {
+    fn new(set: &'a FeatureSet, loaded: &'a Loaded) -> Prepared<'a> {
+        let mut interner = Interner::default();
+        let mut pids: Vec<Vec<Vec<u32>>> = loaded
+            .sources
+            .iter()
+            .map(|s| {
+                s.patients
+                    .iter()
+                    .map(|p| p.as_ref().map(|p| interner.ids(p)).unwrap_or_default())
+                    .collect()
+            })
+            .collect();
+        let mut score_ids = loaded.score.as_ref().map(|s| s.intern(&mut interner));
+        let (names, rank) = interner.finish();
+        pids.par_iter_mut()
+            .flat_map(|s| s.par_iter_mut())
+            .for_each(|ids| renumber(ids, &rank));
+        if let Some(ids) = &mut score_ids {
+            ids.renumber(&rank);
+        }
+        let np = names.len();
+        let streams = loaded
+            .streams
+            .par_iter()
+            .map(|(si, cols)| stream_events(cols, &pids[*si], np))
+            .collect();
+        let clinical = match (&loaded.score, score_ids) {
+            (Some(tables), Some(ids)) => Some(tables.group(ids, np)),
+            _ => None,
+        };
+        Prepared {
+            set,
+            names,
+            streams,
+            feature_stream: &loaded.feature_stream,
+            clinical,
+        }
+    }
+
+    /// Patient `p`'s events of feature `fi` (none for `score` features).
+    fn events(&self, p: u32, fi: usize) -> &[Ev<'a>] {
+        match self.feature_stream[fi] {
+            Some(s) => self.streams[s].of(p),
+            None => &[],
+        }
+    }
+
+    /// Patient `p`'s score rows (only when the set has `score` features and it has some).
+    fn clinical(&self, p: u32) -> Option<ClinicalRows> {
+        self.clinical.as_ref().and_then(|c| c.rows(p))
+    }
+
+    /// Whether patient `p` has an event or a score row (what "computed" counts).
+    fn has_rows(&self, p: u32, clinical: Option<&ClinicalRows>) -> bool {
+        clinical.is_some() || self.streams.iter().any(|s| !s.of(p).is_empty())
+    }
+
+    /// The digest of patient `p`'s events and score rows (what incremental materialization
+    /// compares).
+    fn digest(&self, p: u32, clinical: Option<&ClinicalRows>) -> [u8; 32] {
+        let mut h = blake3::Hasher::new();
+        if let Some(c) = clinical {
+            c.digest_into(&mut h);
+        }
+        for fi in 0..self.set.features.len() {
+            let evs = self.events(p, fi);
+            h.update(&(fi as u64).to_le_bytes());
+            h.update(&(evs.len() as u64).to_le_bytes());
+            for ev in evs {
+                h.update(&ev.e.to_le_bytes());
+                h.update(&ev.k.to_le_bytes());
+                h.update(&ev.x.map_or([0xff; 9], |x| {
+                    let mut b = [0u8; 9];
+                    b[1..].copy_from_slice(&x.to_le_bytes());
+                    b
+                }));
+                h.update(&(ev.sid.len() as u64).to_le_bytes());
+                h.update(ev.sid.as_bytes());
+                match ev.val {
+                    Val::None => h.update(&[0]),
+                    Val::Num(x) => h.update(&[1]).update(&x.to_bits().to_le_bytes()),
+                    Val::Text(s) => h
+                        .update(&[2])
+                        .update(&(s.len() as u64).to_le_bytes())
+                        .update(s.as_bytes()),
+                    Val::Time(t) => h.update(&[3]).update(&t.to_le_bytes()),
+                };
+            }
+        }
+        *h.finalize().as_bytes()
+    }
+}
+
+/// A change point whose text borrows from the inputs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Cp<'a> {
+    effective_at: i64,
+    value_num: Option<f64>,
+    value_text: Option<&'a str>,
+    value_time: Option<i64>,
+    count: u64,
+}
+
+impl<'a> Cp<'a> {
+    fn empty(count: u64) -> Cp<'a> {
+        Cp {
+            effective_at: 0,
+            value_num: None,
+            value_text: None,
+            value_time: None,
+            count,
+        }
+    }
+
+    /// Same state, ignoring when it took effect (floats compared bit for bit).
+    fn same_state(&self, other: &Cp<'_>) -> bool {
+        self.value_num.map(f64::to_bits) == other.value_num.map(f64::to_bits)
+            && self.value_text == other.value_text
+            && self.value_time == other.value_time
+            && self.count == other.count
+    }
+
+    fn of(cp: &'a ChangePoint) -> Cp<'a> {
+        Cp {
+            effective_at: cp.effective_at,
+            value_num: cp.value_num,
+            value_text: cp.value_text.as_deref(),
+            value_time: cp.value_time,
+            count: cp.count,
+        }
+    }
+}
+
+/// One timeline row.
+#[derive(Debug, Clone, Copy)]
+struct OutRow<'a> {
+    patient: &'a str,
+    feature: &'a str,
+    cp: Cp<'a>,
 }
 
 /// The interval `[enter, leave)` on which an event is visible (`i64::MAX`: never leaves).
-pub(crate) fn interval(f: &FeatureDef, ev: &Ev, knowledge: Knowledge) -> Option<(i64, i64)> {
+pub(crate) fn interval(f: &FeatureDef, ev: &Ev<'_>, knowledge: Knowledge) -> Option<(i64, i64)> {
     let window_end = |e: i64| f.window_us.map(|w| e.saturating_add(w)).unwrap_or(i64::MAX);
     let (a, b) = if f.kind.is_label() {
         // Labels use eventual knowledge: the final record; an event at `a` makes the label 1
@@ -388,36 +764,81 @@ pub(crate) fn interval(f: &FeatureDef, ev: &Ev, knowledge: Knowledge) -> Option<
     (a < b).then_some((a, b))
 }
 
-/// The state of a feature given its visible events (indices into `evs`, in tie order).
-pub(crate) fn state(f: &FeatureDef, evs: &[Ev], visible: &BTreeSet<u32>) -> ChangePoint {
-    let mut cp = ChangePoint {
-        effective_at: 0,
-        value_num: None,
-        value_text: None,
-        value_time: None,
-        count: visible.len() as u64,
-    };
-    let (Some(&first), Some(&last)) = (visible.first(), visible.last()) else {
+/// The visible events of one feature of one patient: a bitset over its events (in tie
+/// order), so the visible rows in tie order are its set bits in ascending order.
+#[derive(Debug, Default)]
+struct Visible {
+    words: Vec<u64>,
+    count: usize,
+}
+
+impl Visible {
+    fn reset(&mut self, n: usize) {
+        self.words.clear();
+        self.words.resize(n.div_ceil(64), 0);
+        self.count = 0;
+    }
+    fn insert(&mut self, i: u32) {
+        let (w, b) = ((i / 64) as usize, i % 64);
+        if self.words[w] & (1 << b) == 0 {
+            self.words[w] |= 1 << b;
+            self.count += 1;
+        }
+    }
+    fn remove(&mut self, i: u32) {
+        let (w, b) = ((i / 64) as usize, i % 64);
+        if self.words[w] & (1 << b) != 0 {
+            self.words[w] &= !(1 << b);
+            self.count -= 1;
+        }
+    }
+    fn first(&self) -> Option<usize> {
+        let w = self.words.iter().position(|w| *w != 0)?;
+        Some(w * 64 + self.words[w].trailing_zeros() as usize)
+    }
+    fn last(&self) -> Option<usize> {
+        let w = self.words.iter().rposition(|w| *w != 0)?;
+        Some(w * 64 + 63 - self.words[w].leading_zeros() as usize)
+    }
+    /// The set bits in ascending order.
+    fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.words.iter().enumerate().flat_map(|(wi, w)| {
+            let mut w = *w;
+            std::iter::from_fn(move || {
+                (w != 0).then(|| {
+                    let b = w.trailing_zeros() as usize;
+                    w &= w - 1;
+                    wi * 64 + b
+                })
+            })
+        })
+    }
+}
+
+/// The state of a feature given its visible events (in tie order).
+fn state<'a>(f: &FeatureDef, evs: &[Ev<'a>], visible: &Visible) -> Cp<'a> {
+    let mut cp = Cp::empty(visible.count as u64);
+    let (Some(first), Some(last)) = (visible.first(), visible.last()) else {
         if f.kind.zero_when_empty() {
             cp.value_num = Some(0.0);
         }
         return cp;
     };
-    let (first, last) = (&evs[first as usize], &evs[last as usize]);
-    let num = |v: &Val| match v {
+    let (first, last) = (&evs[first], &evs[last]);
+    let num = |v: &Val<'_>| match v {
         Val::Num(x) => *x,
         _ => 0.0,
     };
-    let set_value = |cp: &mut ChangePoint, ev: &Ev| {
-        match &ev.val {
-            Val::Num(x) => cp.value_num = Some(*x),
-            Val::Text(s) => cp.value_text = Some(s.clone()),
+    let set_value = |cp: &mut Cp<'a>, ev: &Ev<'a>| {
+        match ev.val {
+            Val::Num(x) => cp.value_num = Some(x),
+            Val::Text(s) => cp.value_text = Some(s),
             _ => {}
         }
         cp.value_time = Some(ev.e);
     };
     match f.kind {
-        FeatureKind::Count => cp.value_num = Some(visible.len() as f64),
+        FeatureKind::Count => cp.value_num = Some(visible.count as f64),
         FeatureKind::Exists | FeatureKind::ReadmittedWithin | FeatureKind::DiedWithin => {
             cp.value_num = Some(1.0)
         }
@@ -430,13 +851,11 @@ pub(crate) fn state(f: &FeatureDef, evs: &[Ev], visible: &BTreeSet<u32>) -> Chan
             }
         }
         FeatureKind::Sum | FeatureKind::Mean => {
-            let sum = visible
-                .iter()
-                .fold(0.0, |s, i| s + num(&evs[*i as usize].val));
+            let sum = visible.iter().fold(0.0, |s, i| s + num(&evs[i].val));
             cp.value_num = Some(if f.kind == FeatureKind::Sum {
                 sum
             } else {
-                sum / visible.len() as f64
+                sum / visible.count as f64
             });
         }
         // Computed from the patient's clinical rows (`score::change_points`), never here.
@@ -444,7 +863,7 @@ pub(crate) fn state(f: &FeatureDef, evs: &[Ev], visible: &BTreeSet<u32>) -> Chan
         FeatureKind::Min | FeatureKind::Max => {
             let mut best = first;
             for i in visible.iter().skip(1) {
-                let ev = &evs[*i as usize];
+                let ev = &evs[i];
                 let better = match f.kind {
                     FeatureKind::Min => num(&ev.val).total_cmp(&num(&best.val)).is_lt(),
                     _ => num(&ev.val).total_cmp(&num(&best.val)).is_gt(),
@@ -459,9 +878,23 @@ pub(crate) fn state(f: &FeatureDef, evs: &[Ev], visible: &BTreeSet<u32>) -> Chan
     cp
 }
 
-/// The change points of one feature of one patient.
-pub(crate) fn change_points(f: &FeatureDef, evs: &[Ev], knowledge: Knowledge) -> Vec<ChangePoint> {
-    let mut bounds: Vec<(i64, bool, u32)> = Vec::with_capacity(evs.len() * 2);
+/// Reused buffers of one worker.
+#[derive(Debug, Default)]
+struct Scratch {
+    bounds: Vec<(i64, bool, u32)>,
+    visible: Visible,
+}
+
+/// The change points of one feature of one patient, passed to `emit` in time order.
+fn change_points<'a>(
+    f: &FeatureDef,
+    evs: &[Ev<'a>],
+    knowledge: Knowledge,
+    scratch: &mut Scratch,
+    mut emit: impl FnMut(Cp<'a>),
+) {
+    let Scratch { bounds, visible } = scratch;
+    bounds.clear();
     for (i, ev) in evs.iter().enumerate() {
         if let Some((a, b)) = interval(f, ev, knowledge) {
             bounds.push((a, true, i as u32));
@@ -471,8 +904,8 @@ pub(crate) fn change_points(f: &FeatureDef, evs: &[Ev], knowledge: Knowledge) ->
         }
     }
     bounds.sort_unstable();
-    let mut visible = BTreeSet::new();
-    let mut out: Vec<ChangePoint> = Vec::new();
+    visible.reset(evs.len());
+    let mut prev: Option<Cp<'a>> = None;
     let mut j = 0;
     while j < bounds.len() {
         let at = bounds[j].0;
@@ -481,85 +914,197 @@ pub(crate) fn change_points(f: &FeatureDef, evs: &[Ev], knowledge: Knowledge) ->
             if enter {
                 visible.insert(i);
             } else {
-                visible.remove(&i);
+                visible.remove(i);
             }
             j += 1;
         }
-        let mut st = state(f, evs, &visible);
-        let unchanged = match out.last() {
-            Some(prev) => prev.same_state(&st),
+        let mut st = state(f, evs, visible);
+        let unchanged = match &prev {
+            Some(p) => p.same_state(&st),
             None => st.count == 0,
         };
         if !unchanged {
             st.effective_at = at;
-            out.push(st);
+            emit(st);
+            prev = Some(st);
         }
     }
-    out
 }
 
-/// Per patient, the digest of its events and score rows (what incremental materialization
-/// compares).
-pub(crate) fn patient_digest(events: &[Vec<Ev>], clinical: Option<&ClinicalRows>) -> [u8; 32] {
-    let mut h = blake3::Hasher::new();
-    if let Some(c) = clinical {
-        c.digest_into(&mut h);
-    }
-    for (fi, evs) in events.iter().enumerate() {
-        h.update(&(fi as u64).to_le_bytes());
-        h.update(&(evs.len() as u64).to_le_bytes());
-        for ev in evs {
-            h.update(&ev.e.to_le_bytes());
-            h.update(&ev.k.to_le_bytes());
-            h.update(&ev.x.map_or([0xff; 9], |x| {
-                let mut b = [0u8; 9];
-                b[1..].copy_from_slice(&x.to_le_bytes());
-                b
-            }));
-            h.update(&(ev.sid.len() as u64).to_le_bytes());
-            h.update(ev.sid.as_bytes());
-            match &ev.val {
-                Val::None => h.update(&[0]),
-                Val::Num(x) => h.update(&[1]).update(&x.to_bits().to_le_bytes()),
-                Val::Text(s) => h
-                    .update(&[2])
-                    .update(&(s.len() as u64).to_le_bytes())
-                    .update(s.as_bytes()),
-                Val::Time(t) => h.update(&[3]).update(&t.to_le_bytes()),
-            };
-        }
-    }
-    *h.finalize().as_bytes()
-}
-
-/// Every feature's change points for one patient, as rows.
-fn patient_rows(
-    set: &FeatureSet,
-    names: &[Arc<str>],
-    patient: &str,
-    events: &[Vec<Ev>],
+/// Every feature's change points for patient `p`, appended to `out`.
+fn patient_rows<'a>(
+    prep: &Prepared<'a>,
+    p: u32,
     clinical: Option<&ClinicalRows>,
     knowledge: Knowledge,
-) -> Rows {
-    let p: Arc<str> = Arc::from(patient);
-    let mut rows = Vec::new();
+    scratch: &mut Scratch,
+    out: &mut Vec<OutRow<'a>>,
+) {
+    let patient = prep.names[p as usize];
     // The scores at every instant, once for all score features of the patient.
     let mut score_series = None;
-    for (fi, f) in set.features.iter().enumerate() {
-        let cps = match f.score_component() {
+    for (fi, f) in prep.set.features.iter().enumerate() {
+        let feature = f.name.as_str();
+        match f.score_component() {
             Some(component) => {
                 let series = score_series.get_or_insert_with(|| {
                     clinical.map(|c| c.series(knowledge)).unwrap_or_default()
                 });
-                score::change_points(component, series)
+                for cp in score::change_points(component, series) {
+                    out.push(OutRow {
+                        patient,
+                        feature,
+                        cp: Cp {
+                            effective_at: cp.effective_at,
+                            value_num: cp.value_num,
+                            value_text: None,
+                            value_time: cp.value_time,
+                            count: cp.count,
+                        },
+                    });
+                }
             }
-            None => change_points(f, &events[fi], knowledge),
-        };
-        for cp in cps {
-            rows.push((p.clone(), names[fi].clone(), cp));
+            None => change_points(f, prep.events(p, fi), knowledge, scratch, |cp| {
+                out.push(OutRow {
+                    patient,
+                    feature,
+                    cp,
+                })
+            }),
         }
     }
-    rows
+}
+
+/// Appends timeline rows to Arrow builders, cutting a batch every `batch_size` rows.
+struct Encoder {
+    batch_size: usize,
+    patient: StringBuilder,
+    feature: StringBuilder,
+    effective_at: TimestampMicrosecondBuilder,
+    value_num: Float64Builder,
+    value_text: StringBuilder,
+    value_time: TimestampMicrosecondBuilder,
+    count: UInt64Builder,
+    len: usize,
+    rows: usize,
+    batches: Vec<RecordBatch>,
+}
+
+impl Encoder {
+    fn new(batch_size: usize) -> Encoder {
+        let ts = || TimestampMicrosecondBuilder::new().with_timezone("UTC");
+        Encoder {
+            batch_size: batch_size.max(1),
+            patient: StringBuilder::new(),
+            feature: StringBuilder::new(),
+            effective_at: ts(),
+            value_num: Float64Builder::new(),
+            value_text: StringBuilder::new(),
+            value_time: ts(),
+            count: UInt64Builder::new(),
+            len: 0,
+            rows: 0,
+            batches: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, r: &OutRow<'_>) -> Result<()> {
+        self.patient.append_value(r.patient);
+        self.feature.append_value(r.feature);
+        self.effective_at.append_value(r.cp.effective_at);
+        self.value_num.append_option(r.cp.value_num);
+        self.value_text.append_option(r.cp.value_text);
+        self.value_time.append_option(r.cp.value_time);
+        self.count.append_value(r.cp.count);
+        self.len += 1;
+        self.rows += 1;
+        if self.len == self.batch_size {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.len == 0 {
+            return Ok(());
+        }
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(self.patient.finish()),
+            Arc::new(self.feature.finish()),
+            Arc::new(self.effective_at.finish()),
+            Arc::new(self.value_num.finish()),
+            Arc::new(self.value_text.finish()),
+            Arc::new(self.value_time.finish()),
+            Arc::new(self.count.finish()),
+        ];
+        self.batches
+            .push(RecordBatch::try_new(timeline::timeline_schema(), cols)?);
+        self.len = 0;
+        Ok(())
+    }
+
+    /// The batches (one empty batch when there is no row) and the number of rows.
+    fn finish(mut self) -> Result<(Vec<RecordBatch>, usize)> {
+        self.flush()?;
+        if self.batches.is_empty() {
+            self.batches
+                .push(RecordBatch::new_empty(timeline::timeline_schema()));
+        }
+        Ok((self.batches, self.rows))
+    }
+}
+
+/// Patients per unit of parallel work.
+const CHUNK: u32 = 512;
+/// Chunks computed before their rows are encoded (bounds the rows held in between).
+const WAVE: usize = 8;
+
+/// Computes every patient in parallel, chunk by chunk, and encodes the rows in patient order.
+/// `work(p, scratch, out)` appends patient `p`'s rows and says whether it was computed
+/// (`Some(true)`), reused (`Some(false)`) or has no rows at all (`None`).
+fn run<'a>(
+    patients: usize,
+    batch_size: usize,
+    work: impl Fn(u32, &mut Scratch, &mut Vec<OutRow<'a>>) -> Option<bool> + Sync,
+) -> Result<Timeline> {
+    let chunks: Vec<Range<u32>> = (0..patients as u32)
+        .step_by(CHUNK as usize)
+        .map(|a| a..(a + CHUNK).min(patients as u32))
+        .collect();
+    let mut enc = Encoder::new(batch_size);
+    let (mut recomputed, mut reused) = (0, 0);
+    for wave in chunks.chunks(WAVE) {
+        let done: Vec<(usize, usize, Vec<OutRow<'a>>)> = wave
+            .par_iter()
+            .map(|r| {
+                let mut scratch = Scratch::default();
+                let mut out = Vec::new();
+                let (mut computed, mut kept) = (0, 0);
+                for p in r.clone() {
+                    match work(p, &mut scratch, &mut out) {
+                        Some(true) => computed += 1,
+                        Some(false) => kept += 1,
+                        None => {}
+                    }
+                }
+                (computed, kept, out)
+            })
+            .collect();
+        for (computed, kept, rows) in done {
+            recomputed += computed;
+            reused += kept;
+            for r in &rows {
+                enc.push(r)?;
+            }
+        }
+    }
+    let (batches, rows) = enc.finish()?;
+    Ok(Timeline {
+        batches,
+        rows,
+        recomputed,
+        reused,
+    })
 }
 
 fn in_pool<T: Send>(threads: Option<usize>, work: impl FnOnce() -> T + Send) -> Result<T> {
@@ -598,29 +1143,19 @@ pub async fn compute(
     inputs: &Inputs,
     opts: &MaterializeOptions,
 ) -> Result<Timeline> {
-    let extracted = extract(set, inputs).await?;
-    let names: Vec<Arc<str>> = set
-        .features
-        .iter()
-        .map(|f| Arc::from(f.name.as_str()))
-        .collect();
+    let loaded = Loaded::load(set, inputs).await?;
     let knowledge = opts.knowledge;
-    let list: Vec<(&String, &Vec<Vec<Ev>>)> = extracted.events.iter().collect();
-    let per_patient: Vec<Rows> = in_pool(opts.threads, || {
-        list.par_iter()
-            .map(|(p, evs)| {
-                let clinical = extracted.clinical.get(*p);
-                patient_rows(set, &names, p, evs, clinical, knowledge)
-            })
-            .collect()
-    })?;
-    let rows: Rows = per_patient.into_iter().flatten().collect();
-    Ok(Timeline {
-        batches: timeline::encode(&rows, opts.batch_size)?,
-        rows: rows.len(),
-        recomputed: list.len(),
-        reused: 0,
-    })
+    in_pool(opts.threads, || {
+        let prep = Prepared::new(set, &loaded);
+        run(prep.names.len(), opts.batch_size, |p, scratch, out| {
+            let clinical = prep.clinical(p);
+            if !prep.has_rows(p, clinical.as_ref()) {
+                return None;
+            }
+            patient_rows(&prep, p, clinical.as_ref(), knowledge, scratch, out);
+            Some(true)
+        })
+    })?
 }
 
 /// Recomputes a timeline after new curated data: patients whose events are unchanged keep
@@ -636,45 +1171,43 @@ pub async fn compute_incremental(
     new_inputs: &Inputs,
     opts: &MaterializeOptions,
 ) -> Result<Timeline> {
-    let old = extract(set, previous_inputs).await?;
-    let new = extract(set, new_inputs).await?;
-    let mut prev_rows: BTreeMap<Arc<str>, Rows> = BTreeMap::new();
-    for row in timeline::decode(previous)? {
-        prev_rows.entry(row.0.clone()).or_default().push(row);
+    let old_loaded = Loaded::load(set, previous_inputs).await?;
+    let new_loaded = Loaded::load(set, new_inputs).await?;
+    let prev_rows = timeline::decode(previous)?;
+    let mut prev_by: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, row) in prev_rows.iter().enumerate() {
+        prev_by.entry(&*row.0).or_default().push(i);
     }
-    let names: Vec<Arc<str>> = set
-        .features
-        .iter()
-        .map(|f| Arc::from(f.name.as_str()))
-        .collect();
     let knowledge = opts.knowledge;
-    let list: Vec<(&String, &Vec<Vec<Ev>>)> = new.events.iter().collect();
-    let per_patient: Vec<(bool, Rows)> = in_pool(opts.threads, || {
-        list.par_iter()
-            .map(|(p, evs)| {
-                let clinical = new.clinical.get(*p);
-                let same = old.events.get(*p).is_some_and(|o| {
-                    patient_digest(o, old.clinical.get(*p)) == patient_digest(evs, clinical)
+    in_pool(opts.threads, || {
+        let old = Prepared::new(set, &old_loaded);
+        let new = Prepared::new(set, &new_loaded);
+        run(new.names.len(), opts.batch_size, |p, scratch, out| {
+            let clinical = new.clinical(p);
+            if !new.has_rows(p, clinical.as_ref()) {
+                return None;
+            }
+            let name = new.names[p as usize];
+            let same = old.names.binary_search(&name).is_ok_and(|op| {
+                let op = op as u32;
+                let old_clinical = old.clinical(op);
+                old.has_rows(op, old_clinical.as_ref())
+                    && old.digest(op, old_clinical.as_ref()) == new.digest(p, clinical.as_ref())
+            });
+            if !same {
+                patient_rows(&new, p, clinical.as_ref(), knowledge, scratch, out);
+                return Some(true);
+            }
+            // Unchanged events and no previous rows: the patient has no change point.
+            for i in prev_by.get(name).into_iter().flatten() {
+                let (_, feature, cp) = &prev_rows[*i];
+                out.push(OutRow {
+                    patient: name,
+                    feature,
+                    cp: Cp::of(cp),
                 });
-                match (same, prev_rows.get(p.as_str())) {
-                    (true, Some(rows)) => (true, rows.clone()),
-                    // Unchanged events and no previous rows: the patient has no change point.
-                    (true, None) => (true, Vec::new()),
-                    _ => (
-                        false,
-                        patient_rows(set, &names, p, evs, clinical, knowledge),
-                    ),
-                }
-            })
-            .collect()
-    })?;
-    let reused = per_patient.iter().filter(|(r, _)| *r).count();
-    let recomputed = per_patient.len() - reused;
-    let rows: Rows = per_patient.into_iter().flat_map(|(_, r)| r).collect();
-    Ok(Timeline {
-        batches: timeline::encode(&rows, opts.batch_size)?,
-        rows: rows.len(),
-        recomputed,
-        reused,
-    })
+            }
+            Some(false)
+        })
+    })?
 }

@@ -11,14 +11,19 @@
 //! score feature of the set) and keeps, per component, the instants where the value changes.
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::HashSet;
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{
+    Array, AsArray, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type};
 use chrono::{DateTime, Utc};
+use rayon::prelude::*;
 
-use super::compute::{str_column, ts_column, Inputs, Knowledge};
+use super::compute::{
+    renumber, str_at, ts_array, ts_at, utf8_array, Grouped, Inputs, Interner, Knowledge, NO_PATIENT,
+};
 use super::timeline::ChangePoint;
 use crate::curated::{
     encounter_class, Coding, Condition, Encounter, Observation, Procedure, RowMeta, Table,
@@ -29,8 +34,9 @@ use crate::scores::{self, hospital, PatientRows, ScoreComponent, View};
 /// What the error messages name.
 const WHAT: &str = "score";
 
-/// One patient's rows the scores read. Only the fields the scores read are decoded; each
-/// table is sorted in a total order of those fields, so nothing depends on input order.
+/// One patient's rows the scores read. Only the fields the scores read are decoded (not the
+/// patient id either: the rows are already grouped by patient); each table is sorted in a
+/// total order of those fields, so nothing depends on input order.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct ClinicalRows {
     pub(crate) encounters: Vec<Encounter>,
@@ -60,21 +66,21 @@ impl Cols<'_> {
             format!("table {} has no column {c}", self.table.name()),
         )
     }
-    fn s(&self, c: &str) -> Result<Vec<Option<String>>> {
-        str_column(self.batch, c, WHAT)?.ok_or_else(|| self.missing(c))
+    fn s(&self, c: &str) -> Result<StringArray> {
+        utf8_array(self.batch, c, WHAT)?.ok_or_else(|| self.missing(c))
     }
-    fn s_opt(&self, c: &str) -> Result<Vec<Option<String>>> {
-        Ok(str_column(self.batch, c, WHAT)?.unwrap_or_else(|| vec![None; self.batch.num_rows()]))
+    fn s_opt(&self, c: &str) -> Result<Option<StringArray>> {
+        utf8_array(self.batch, c, WHAT)
     }
-    fn t(&self, c: &str) -> Result<Vec<Option<i64>>> {
-        ts_column(self.batch, c, WHAT)?.ok_or_else(|| self.missing(c))
+    fn t(&self, c: &str) -> Result<TimestampMicrosecondArray> {
+        ts_array(self.batch, c, WHAT)?.ok_or_else(|| self.missing(c))
     }
-    fn t_opt(&self, c: &str) -> Result<Vec<Option<i64>>> {
-        Ok(ts_column(self.batch, c, WHAT)?.unwrap_or_else(|| vec![None; self.batch.num_rows()]))
+    fn t_opt(&self, c: &str) -> Result<Option<TimestampMicrosecondArray>> {
+        ts_array(self.batch, c, WHAT)
     }
-    fn f_opt(&self, c: &str) -> Result<Vec<Option<f64>>> {
+    fn f_opt(&self, c: &str) -> Result<Option<Float64Array>> {
         let Some(col) = self.batch.column_by_name(c) else {
-            return Ok(vec![None; self.batch.num_rows()]);
+            return Ok(None);
         };
         let arr = cast(col, &DataType::Float64).map_err(|e| {
             Error::invalid(
@@ -82,19 +88,24 @@ impl Cols<'_> {
                 format!("table {}: {e}", self.table.name()),
             )
         })?;
-        let a = arr.as_primitive::<Float64Type>();
-        Ok((0..a.len())
-            .map(|i| (!a.is_null(i)).then(|| a.value(i)))
-            .collect())
+        Ok(Some(arr.as_primitive::<Float64Type>().clone()))
     }
+}
+
+fn opt_str(a: &Option<StringArray>, i: usize) -> Option<&str> {
+    a.as_ref().and_then(|a| str_at(a, i))
+}
+
+fn opt_ts(a: &Option<TimestampMicrosecondArray>, i: usize) -> Option<i64> {
+    a.as_ref().and_then(|a| ts_at(a, i))
 }
 
 /// The provenance columns of every curated table, and the patient.
 struct Common {
-    patient: Vec<Option<String>>,
-    source_id: Vec<Option<String>>,
-    known: Vec<Option<i64>>,
-    retracted: Vec<Option<i64>>,
+    patient: StringArray,
+    source_id: Option<StringArray>,
+    known: TimestampMicrosecondArray,
+    retracted: Option<TimestampMicrosecondArray>,
 }
 
 impl Common {
@@ -107,173 +118,358 @@ impl Common {
         })
     }
 
-    /// The patient and provenance of row `i`; `None` when the patient or `known_at` is null.
-    fn row(&self, i: usize) -> Option<(&str, RowMeta)> {
-        let p = self.patient[i].as_deref()?;
-        let k = self.known[i]?;
-        Some((
-            p,
-            RowMeta {
-                source_system: String::new(),
-                source_id: self.source_id[i].clone().unwrap_or_default(),
-                known_at: time(k),
-                retracted_at: self.retracted[i].map(time),
-            },
-        ))
+    /// Whether row `i` has a patient and a `known_at` (rows without are skipped).
+    fn usable(&self, i: usize) -> bool {
+        !self.patient.is_null(i) && !self.known.is_null(i)
+    }
+
+    /// The provenance of row `i`; `None` when the patient or `known_at` is null.
+    fn row(&self, i: usize) -> Option<RowMeta> {
+        str_at(&self.patient, i)?;
+        let k = ts_at(&self.known, i)?;
+        Some(RowMeta {
+            source_system: String::new(),
+            source_id: opt_str(&self.source_id, i).unwrap_or_default().to_string(),
+            known_at: time(k),
+            retracted_at: opt_ts(&self.retracted, i).map(time),
+        })
     }
 }
 
-fn coding(system: &[Option<String>], code: &[Option<String>], i: usize) -> Coding {
+fn coding(system: &Option<StringArray>, code: &StringArray, i: usize) -> Coding {
     Coding {
-        system: system[i].clone().unwrap_or_default(),
-        code: code[i].clone().unwrap_or_default(),
+        system: opt_str(system, i).unwrap_or_default().to_string(),
+        code: str_at(code, i).unwrap_or_default().to_string(),
         display: None,
     }
 }
 
-/// Decodes the patients' rows of the score tables from `inputs` (a table without batches
-/// has no rows). Observations are kept only when some version of the same observation id
-/// is a hemoglobin or sodium result (the only results the scores read): dropping every
-/// version of the others changes no score.
-///
-/// # Errors
-/// [`Error::InvalidArgument`] naming a missing column or a column of the wrong type.
-pub(crate) fn decode(inputs: &Inputs) -> Result<BTreeMap<String, ClinicalRows>> {
-    let mut out: BTreeMap<String, ClinicalRows> = BTreeMap::new();
-    let batches = |t: Table| inputs.tables.get(&t).into_iter().flatten();
-    for batch in batches(Table::Encounters) {
+fn owned(a: &Option<StringArray>, i: usize) -> Option<String> {
+    opt_str(a, i).map(str::to_string)
+}
+
+struct EncounterCols {
+    common: Common,
+    id: StringArray,
+    class: StringArray,
+    admit: TimestampMicrosecondArray,
+    discharge: Option<TimestampMicrosecondArray>,
+    admission_type: Option<StringArray>,
+    service: Option<StringArray>,
+}
+
+impl EncounterCols {
+    fn read(batch: &RecordBatch) -> Result<EncounterCols> {
         let c = Cols {
             batch,
             table: Table::Encounters,
         };
-        let common = Common::read(&c)?;
-        let (id, class, admit, discharge) = (
-            c.s("encounter_id")?,
-            c.s("class")?,
-            c.t("admit_time")?,
-            c.t_opt("discharge_time")?,
-        );
-        let (admission_type, service) = (c.s_opt("admission_type")?, c.s_opt("service")?);
-        for i in 0..batch.num_rows() {
-            let (Some((p, meta)), Some(id), Some(admit)) = (common.row(i), &id[i], admit[i]) else {
-                continue;
-            };
-            out.entry(p.to_string())
-                .or_default()
-                .encounters
-                .push(Encounter {
-                    encounter_id: id.clone(),
-                    patient_id: p.to_string(),
-                    class: class[i].clone().unwrap_or_default(),
-                    admit_time: time(admit),
-                    discharge_time: discharge[i].map(time),
-                    admission_type: admission_type[i].clone(),
-                    discharge_disposition: None,
-                    service: service[i].clone(),
-                    code: None,
-                    meta,
-                });
-        }
+        Ok(EncounterCols {
+            common: Common::read(&c)?,
+            id: c.s("encounter_id")?,
+            class: c.s("class")?,
+            admit: c.t("admit_time")?,
+            discharge: c.t_opt("discharge_time")?,
+            admission_type: c.s_opt("admission_type")?,
+            service: c.s_opt("service")?,
+        })
     }
-    for batch in batches(Table::Conditions) {
+    fn usable(&self, i: usize) -> bool {
+        self.common.usable(i) && !self.id.is_null(i) && !self.admit.is_null(i)
+    }
+    fn decode(&self, i: usize) -> Option<Encounter> {
+        let meta = self.common.row(i)?;
+        Some(Encounter {
+            encounter_id: str_at(&self.id, i)?.to_string(),
+            patient_id: String::new(),
+            class: str_at(&self.class, i).unwrap_or_default().to_string(),
+            admit_time: time(ts_at(&self.admit, i)?),
+            discharge_time: opt_ts(&self.discharge, i).map(time),
+            admission_type: owned(&self.admission_type, i),
+            discharge_disposition: None,
+            service: owned(&self.service, i),
+            code: None,
+            meta,
+        })
+    }
+}
+
+struct ConditionCols {
+    common: Common,
+    id: StringArray,
+    system: Option<StringArray>,
+    code: StringArray,
+    onset: TimestampMicrosecondArray,
+}
+
+impl ConditionCols {
+    fn read(batch: &RecordBatch) -> Result<ConditionCols> {
         let c = Cols {
             batch,
             table: Table::Conditions,
         };
-        let common = Common::read(&c)?;
-        let (id, system, code, onset) = (
-            c.s("condition_id")?,
-            c.s_opt("code_system")?,
-            c.s("code")?,
-            c.t("onset_time")?,
-        );
-        for i in 0..batch.num_rows() {
-            let (Some((p, meta)), Some(id), Some(onset)) = (common.row(i), &id[i], onset[i]) else {
-                continue;
-            };
-            out.entry(p.to_string())
-                .or_default()
-                .conditions
-                .push(Condition {
-                    condition_id: id.clone(),
-                    patient_id: p.to_string(),
-                    encounter_id: None,
-                    code: coding(&system, &code, i),
-                    onset_time: time(onset),
-                    abatement_time: None,
-                    meta,
-                });
-        }
+        Ok(ConditionCols {
+            common: Common::read(&c)?,
+            id: c.s("condition_id")?,
+            system: c.s_opt("code_system")?,
+            code: c.s("code")?,
+            onset: c.t("onset_time")?,
+        })
     }
-    for batch in batches(Table::Observations) {
+    fn usable(&self, i: usize) -> bool {
+        self.common.usable(i) && !self.id.is_null(i) && !self.onset.is_null(i)
+    }
+    fn decode(&self, i: usize) -> Option<Condition> {
+        let meta = self.common.row(i)?;
+        Some(Condition {
+            condition_id: str_at(&self.id, i)?.to_string(),
+            patient_id: String::new(),
+            encounter_id: None,
+            code: coding(&self.system, &self.code, i),
+            onset_time: time(ts_at(&self.onset, i)?),
+            abatement_time: None,
+            meta,
+        })
+    }
+}
+
+struct ObservationCols {
+    common: Common,
+    id: StringArray,
+    system: Option<StringArray>,
+    code: StringArray,
+    effective: TimestampMicrosecondArray,
+    value: Option<Float64Array>,
+    unit: Option<StringArray>,
+    status: Option<StringArray>,
+}
+
+impl ObservationCols {
+    fn read(batch: &RecordBatch) -> Result<ObservationCols> {
         let c = Cols {
             batch,
             table: Table::Observations,
         };
-        let common = Common::read(&c)?;
-        let (id, system, code, effective) = (
-            c.s("observation_id")?,
-            c.s_opt("code_system")?,
-            c.s("code")?,
-            c.t("effective_time")?,
-        );
-        let (value, unit, status) = (c.f_opt("value_num")?, c.s_opt("unit")?, c.s_opt("status")?);
-        for i in 0..batch.num_rows() {
-            let (Some((p, meta)), Some(id), Some(effective)) =
-                (common.row(i), &id[i], effective[i])
-            else {
-                continue;
-            };
-            out.entry(p.to_string())
-                .or_default()
-                .observations
-                .push(Observation {
-                    observation_id: id.clone(),
-                    patient_id: p.to_string(),
-                    encounter_id: None,
-                    category: None,
-                    code: coding(&system, &code, i),
-                    value_num: value[i],
-                    value_text: None,
-                    unit: unit[i].clone(),
-                    effective_time: time(effective),
-                    status: status[i].clone(),
-                    meta,
-                });
-        }
+        Ok(ObservationCols {
+            common: Common::read(&c)?,
+            id: c.s("observation_id")?,
+            system: c.s_opt("code_system")?,
+            code: c.s("code")?,
+            effective: c.t("effective_time")?,
+            value: c.f_opt("value_num")?,
+            unit: c.s_opt("unit")?,
+            status: c.s_opt("status")?,
+        })
     }
-    for batch in batches(Table::Procedures) {
+    fn usable(&self, i: usize) -> bool {
+        self.common.usable(i) && !self.id.is_null(i) && !self.effective.is_null(i)
+    }
+    fn decode(&self, i: usize) -> Option<Observation> {
+        let meta = self.common.row(i)?;
+        Some(Observation {
+            observation_id: str_at(&self.id, i)?.to_string(),
+            patient_id: String::new(),
+            encounter_id: None,
+            category: None,
+            code: coding(&self.system, &self.code, i),
+            value_num: self
+                .value
+                .as_ref()
+                .and_then(|a| (!a.is_null(i)).then(|| a.value(i))),
+            value_text: None,
+            unit: owned(&self.unit, i),
+            effective_time: time(ts_at(&self.effective, i)?),
+            status: owned(&self.status, i),
+            meta,
+        })
+    }
+}
+
+struct ProcedureCols {
+    common: Common,
+    id: StringArray,
+    performed: TimestampMicrosecondArray,
+}
+
+impl ProcedureCols {
+    fn read(batch: &RecordBatch) -> Result<ProcedureCols> {
         let c = Cols {
             batch,
             table: Table::Procedures,
         };
-        let common = Common::read(&c)?;
-        let (id, performed) = (c.s("procedure_id")?, c.t("performed_time")?);
-        for i in 0..batch.num_rows() {
-            let (Some((p, meta)), Some(id), Some(performed)) =
-                (common.row(i), &id[i], performed[i])
-            else {
-                continue;
-            };
-            out.entry(p.to_string())
-                .or_default()
-                .procedures
-                .push(Procedure {
-                    procedure_id: id.clone(),
-                    patient_id: p.to_string(),
-                    encounter_id: None,
-                    code: Coding::default(),
-                    performed_time: time(performed),
-                    performed_end: None,
-                    meta,
-                });
+        Ok(ProcedureCols {
+            common: Common::read(&c)?,
+            id: c.s("procedure_id")?,
+            performed: c.t("performed_time")?,
+        })
+    }
+    fn usable(&self, i: usize) -> bool {
+        self.common.usable(i) && !self.id.is_null(i) && !self.performed.is_null(i)
+    }
+    fn decode(&self, i: usize) -> Option<Procedure> {
+        let meta = self.common.row(i)?;
+        Some(Procedure {
+            procedure_id: str_at(&self.id, i)?.to_string(),
+            patient_id: String::new(),
+            encounter_id: None,
+            code: Coding::default(),
+            performed_time: time(ts_at(&self.performed, i)?),
+            performed_end: None,
+            meta,
+        })
+    }
+}
+
+/// The tables the scores read, their columns cast once (a table without batches has no
+/// rows).
+pub(crate) struct ScoreTables {
+    encounters: Vec<EncounterCols>,
+    conditions: Vec<ConditionCols>,
+    observations: Vec<ObservationCols>,
+    procedures: Vec<ProcedureCols>,
+}
+
+/// The interned patient of every row of the [`ScoreTables`], per table, per batch.
+pub(crate) struct ScoreIds {
+    tables: [Vec<Vec<u32>>; 4],
+}
+
+impl ScoreIds {
+    /// Renumbers provisional ids to the interner's ranks.
+    pub(crate) fn renumber(&mut self, rank: &[u32]) {
+        self.tables
+            .as_mut_slice()
+            .par_iter_mut()
+            .flat_map(|t| t.par_iter_mut())
+            .for_each(|ids| renumber(ids, rank));
+    }
+}
+
+/// Row references (batch, row) of one table, grouped by patient.
+type Refs = Grouped<(u32, u32)>;
+
+/// The rows of the score tables, grouped by patient; [`ByPatient::rows`] decodes one
+/// patient's.
+pub(crate) struct ByPatient<'a> {
+    tables: &'a ScoreTables,
+    encounters: Refs,
+    conditions: Refs,
+    observations: Refs,
+    procedures: Refs,
+}
+
+/// `(patient, (batch, row))` of the rows of one table that `keep` accepts.
+fn refs_of(ids: &[Vec<u32>], keep: impl Fn(usize, usize, u32) -> bool) -> Vec<(u32, (u32, u32))> {
+    let mut out = Vec::new();
+    for (b, ids) in ids.iter().enumerate() {
+        for (i, p) in ids.iter().enumerate() {
+            if *p != NO_PATIENT && keep(b, i, *p) {
+                out.push((*p, (b as u32, i as u32)));
+            }
         }
     }
-    for rows in out.values_mut() {
-        rows.normalize();
+    out
+}
+
+impl ScoreTables {
+    /// Reads the score tables of `inputs`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming a missing column or a column of the wrong type.
+    pub(crate) fn read(inputs: &Inputs) -> Result<ScoreTables> {
+        let batches = |t: Table| inputs.tables.get(&t).into_iter().flatten();
+        Ok(ScoreTables {
+            encounters: batches(Table::Encounters)
+                .map(EncounterCols::read)
+                .collect::<Result<_>>()?,
+            conditions: batches(Table::Conditions)
+                .map(ConditionCols::read)
+                .collect::<Result<_>>()?,
+            observations: batches(Table::Observations)
+                .map(ObservationCols::read)
+                .collect::<Result<_>>()?,
+            procedures: batches(Table::Procedures)
+                .map(ProcedureCols::read)
+                .collect::<Result<_>>()?,
+        })
     }
-    out.retain(|_, r| !r.is_empty());
-    Ok(out)
+
+    /// Interns the patient of every row.
+    pub(crate) fn intern<'a>(&'a self, interner: &mut Interner<'a>) -> ScoreIds {
+        let mut ids = |cs: Vec<&'a Common>| -> Vec<Vec<u32>> {
+            cs.into_iter().map(|c| interner.ids(&c.patient)).collect()
+        };
+        ScoreIds {
+            tables: [
+                ids(self.encounters.iter().map(|c| &c.common).collect()),
+                ids(self.conditions.iter().map(|c| &c.common).collect()),
+                ids(self.observations.iter().map(|c| &c.common).collect()),
+                ids(self.procedures.iter().map(|c| &c.common).collect()),
+            ],
+        }
+    }
+
+    /// Groups the rows by patient (`patients`: the number of interned patients). Of the
+    /// observations, only the versions of ids that have a hemoglobin or sodium version are
+    /// kept (what [`ClinicalRows::normalize`] keeps).
+    pub(crate) fn group(&self, ids: ScoreIds, patients: usize) -> ByPatient<'_> {
+        let [enc, cond, obs, procs] = &ids.tables;
+        let mut labs: HashSet<(u32, &str)> = HashSet::new();
+        for (b, ids) in obs.iter().enumerate() {
+            let c = &self.observations[b];
+            for (i, p) in ids.iter().enumerate() {
+                if *p != NO_PATIENT && c.usable(i) && str_at(&c.code, i).is_some_and(is_score_lab) {
+                    labs.insert((*p, c.id.value(i)));
+                }
+            }
+        }
+        let group = |pairs: Vec<(u32, (u32, u32))>| Grouped::new(patients, &pairs);
+        ByPatient {
+            tables: self,
+            encounters: group(refs_of(enc, |b, i, _| self.encounters[b].usable(i))),
+            conditions: group(refs_of(cond, |b, i, _| self.conditions[b].usable(i))),
+            observations: group(refs_of(obs, |b, i, p| {
+                let c = &self.observations[b];
+                c.usable(i) && labs.contains(&(p, c.id.value(i)))
+            })),
+            procedures: group(refs_of(procs, |b, i, _| self.procedures[b].usable(i))),
+        }
+    }
+}
+
+impl ByPatient<'_> {
+    /// Patient `p`'s rows, decoded and normalized; `None` when it has none.
+    pub(crate) fn rows(&self, p: u32) -> Option<ClinicalRows> {
+        let t = self.tables;
+        let mut rows = ClinicalRows {
+            encounters: self
+                .encounters
+                .of(p)
+                .iter()
+                .filter_map(|(b, i)| t.encounters[*b as usize].decode(*i as usize))
+                .collect(),
+            conditions: self
+                .conditions
+                .of(p)
+                .iter()
+                .filter_map(|(b, i)| t.conditions[*b as usize].decode(*i as usize))
+                .collect(),
+            observations: self
+                .observations
+                .of(p)
+                .iter()
+                .filter_map(|(b, i)| t.observations[*b as usize].decode(*i as usize))
+                .collect(),
+            procedures: self
+                .procedures
+                .of(p)
+                .iter()
+                .filter_map(|(b, i)| t.procedures[*b as usize].decode(*i as usize))
+                .collect(),
+        };
+        rows.normalize();
+        (!rows.is_empty()).then_some(rows)
+    }
 }
 
 fn meta_cmp(a: &RowMeta, b: &RowMeta) -> Ordering {
@@ -282,6 +478,12 @@ fn meta_cmp(a: &RowMeta, b: &RowMeta) -> Ordering {
 
 fn coding_cmp(a: &Coding, b: &Coding) -> Ordering {
     (&a.system, &a.code).cmp(&(&b.system, &b.code))
+}
+
+/// Whether an encounter class is inpatient (as curated, or a source word for it).
+fn is_inpatient(class: &str) -> bool {
+    class == encounter_class::INPATIENT
+        || encounter_class::normalize(class) == Some(encounter_class::INPATIENT)
 }
 
 fn is_score_lab(code: &str) -> bool {
@@ -477,39 +679,46 @@ impl ClinicalRows {
     /// (latest `known_at`, then the larger source id, as the scores choose), the inpatient
     /// one with the latest discharge at or before `t` (ties: the later admission, then the
     /// larger encounter id). Discharges before their admission (bad data) are not stays.
+    ///
+    /// The encounters are sorted by id ([`ClinicalRows::normalize`]), so the versions of one
+    /// encounter are adjacent: one pass, no map.
     fn index_stay(&self, t: DateTime<Utc>, view: View) -> Option<(&str, DateTime<Utc>)> {
-        let mut latest: BTreeMap<&str, &Encounter> = BTreeMap::new();
-        for e in &self.encounters {
-            let seen = match view {
-                View::AsKnownAt(t) => {
-                    e.admit_time <= t
-                        && e.meta.known_at <= t
-                        && e.meta.retracted_at.is_none_or(|x| x > t)
+        let mut best: Option<(DateTime<Utc>, DateTime<Utc>, &Encounter)> = None;
+        for versions in self
+            .encounters
+            .chunk_by(|a, b| a.encounter_id == b.encounter_id)
+        {
+            let mut latest: Option<&Encounter> = None;
+            for e in versions {
+                let seen = match view {
+                    View::AsKnownAt(t) => {
+                        e.admit_time <= t
+                            && e.meta.known_at <= t
+                            && e.meta.retracted_at.is_none_or(|x| x > t)
+                    }
+                    View::Final => e.meta.retracted_at.is_none(),
+                };
+                let newer = latest.is_none_or(|l| {
+                    (e.meta.known_at, &e.meta.source_id) > (l.meta.known_at, &l.meta.source_id)
+                });
+                if seen && newer {
+                    latest = Some(e);
                 }
-                View::Final => e.meta.retracted_at.is_none(),
-            };
-            if !seen {
-                continue;
             }
-            let newer = latest.get(e.encounter_id.as_str()).is_none_or(|l| {
-                (e.meta.known_at, &e.meta.source_id) > (l.meta.known_at, &l.meta.source_id)
+            let Some(e) = latest.filter(|e| is_inpatient(&e.class)) else {
+                continue;
+            };
+            let Some(d) = e.discharge_time.filter(|d| *d <= t && *d >= e.admit_time) else {
+                continue;
+            };
+            let better = best.is_none_or(|(bd, ba, be)| {
+                (d, e.admit_time, &e.encounter_id) > (bd, ba, &be.encounter_id)
             });
-            if newer {
-                latest.insert(&e.encounter_id, e);
+            if better {
+                best = Some((d, e.admit_time, e));
             }
         }
-        latest
-            .into_values()
-            .filter(|e| {
-                e.class == encounter_class::INPATIENT
-                    || encounter_class::normalize(&e.class) == Some(encounter_class::INPATIENT)
-            })
-            .filter_map(|e| {
-                let d = e.discharge_time?;
-                (d <= t && d >= e.admit_time).then_some((d, e.admit_time, e))
-            })
-            .max_by(|a, b| (a.0, a.1, &a.2.encounter_id).cmp(&(b.0, b.1, &b.2.encounter_id)))
-            .map(|(d, _, e)| (e.encounter_id.as_str(), d))
+        best.map(|(d, _, e)| (e.encounter_id.as_str(), d))
     }
 
     /// Every component's state at `t`.
@@ -526,10 +735,39 @@ impl ClinicalRows {
         ))
     }
 
+    /// The earliest instant at which some encounter row could be the index stay (see
+    /// [`ClinicalRows::index_stay`]): an inpatient row seen at `t` (as known: admitted and
+    /// known by `t`; as occurred: never retracted) and discharged at or before `t`, not before
+    /// its admission. Before it there is no index stay, so no state; `None`: never one.
+    fn first_possible_stay(&self, knowledge: Knowledge) -> Option<i64> {
+        self.encounters
+            .iter()
+            .filter(|e| is_inpatient(&e.class))
+            .filter_map(|e| {
+                let d = e.discharge_time?;
+                if d < e.admit_time {
+                    return None;
+                }
+                match knowledge {
+                    Knowledge::AsKnown => Some(d.max(e.admit_time).max(e.meta.known_at)),
+                    Knowledge::AsOccurred => e.meta.retracted_at.is_none().then_some(d),
+                }
+            })
+            .min()
+            .map(|t| t.timestamp_micros())
+    }
+
     /// The states at every instant where one can change, the unchanged ones dropped.
     pub(crate) fn series(&self, knowledge: Knowledge) -> Vec<(i64, ScoreState)> {
         let mut out: Vec<(i64, ScoreState)> = Vec::new();
+        // No state before the first instant a stay can exist: a series starts at a state.
+        let Some(from) = self.first_possible_stay(knowledge) else {
+            return out;
+        };
         for at in self.instants(knowledge) {
+            if at < from {
+                continue;
+            }
             let st = self.state_at(time(at), knowledge);
             let unchanged = match out.last() {
                 Some((_, prev)) => *prev == st,
