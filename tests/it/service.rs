@@ -870,6 +870,7 @@ impl Gate for Recorder {
             principal: who,
             rpc: call.rpc.to_string(),
             peer: call.peer,
+            identity: None,
         })
     }
 }
