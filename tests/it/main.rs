@@ -16,6 +16,7 @@ mod lookup;
 mod mapping;
 mod python_hash;
 mod scores;
+mod secure_service;
 mod service;
 mod store;
 mod synth;
