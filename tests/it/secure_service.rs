@@ -521,3 +521,176 @@ async fn attacks_over_grpc_are_refused_and_audited() {
     assert!(report.ok(), "{:?}", report.problem);
     fx.stop().await;
 }
+
+struct Ca {
+    params: rcgen::CertificateParams,
+    key: rcgen::KeyPair,
+    pem: String,
+}
+
+fn ca(name: &str) -> Ca {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let pem = params.self_signed(&key).unwrap().pem();
+    Ca { params, key, pem }
+}
+
+/// A leaf signed by `ca`: (cert PEM, key PEM).
+fn leaf(ca: &Ca, cn: &str, sans: &[&str]) -> (String, String) {
+    let mut params =
+        rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let issuer = rcgen::Issuer::from_params(&ca.params, &ca.key);
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_refuses_plaintext_and_authenticates_tokens_and_client_certificates() {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    use ward::service::proto::datasets_client::DatasetsClient;
+
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new("2026-06-01T00:00:00Z".parse().unwrap()));
+    let store = Store::open(dir.path().join("store"), clock.clone()).unwrap();
+    let conf = dir.path();
+    let server_ca = ca("ward test server CA");
+    let client_ca = ca("ward test client CA");
+    let (cert, key) = leaf(&server_ca, "localhost", &["localhost"]);
+    let (client_cert, client_key) = leaf(&client_ca, "scoring.ward.internal", &[]);
+    std::fs::write(conf.join("server.pem"), &cert).unwrap();
+    std::fs::write(conf.join("server.key"), &key).unwrap();
+    std::fs::write(conf.join("clients-ca.pem"), &client_ca.pem).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/security/policy.toml"),
+        conf.join("policy.toml"),
+    )
+    .unwrap();
+    std::fs::write(
+        conf.join("serve.toml"),
+        format!(
+            r#"
+addr = "127.0.0.1:0"
+[auth]
+policy = "policy.toml"
+[[auth.api_tokens]]
+subject = "dev-steward"
+blake3 = "{}"
+roles = ["steward"]
+[auth.mtls]
+identity = "cn"
+[auth.mtls.principals."scoring.ward.internal"]
+roles = ["model-service"]
+[tls]
+cert = "server.pem"
+key = "server.key"
+client_auth = "optional"
+client_ca = "clients-ca.pem"
+reload_secs = 0
+"#,
+            ward::auth::tokens::hash_token("dev-token-0123456789")
+        ),
+    )
+    .unwrap();
+    let cfg = ServeConfig::load(&conf.join("serve.toml")).unwrap();
+    let shared: SharedClock = clock.clone();
+    let secured = Secured::from_config(&cfg, store.root(), shared)
+        .unwrap()
+        .unwrap();
+    let server = Server::bind(
+        &cfg,
+        store.clone(),
+        FeatureRepo::parse(READMISSION_FEATURES, "readmission.toml").unwrap(),
+    )
+    .await
+    .unwrap()
+    .with_security(secured)
+    .await
+    .unwrap()
+    .with_tls(cfg.tls.as_ref().unwrap(), &cfg.base)
+    .unwrap();
+    let addr = server.local_addr();
+    let (tx, rx) = oneshot::channel::<()>();
+    let served = tokio::spawn(server.serve(async move {
+        let _ = rx.await;
+    }));
+    let audit_dir = store.root().join("audit");
+
+    // Plaintext to a TLS-only server fails (at connect or at the call).
+    let plain = async {
+        let ch = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .connect()
+            .await
+            .map_err(|e| e.to_string())?;
+        DatasetsClient::new(ch)
+            .list_datasets(proto::ListDatasetsRequest::default())
+            .await
+            .map_err(|e| e.to_string())
+    };
+    assert!(plain.await.is_err(), "a plaintext call succeeded");
+
+    let tls = |identity: Option<Identity>| {
+        let mut t = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&server_ca.pem))
+            .domain_name("localhost");
+        if let Some(i) = identity {
+            t = t.identity(i);
+        }
+        t
+    };
+    let connect = |t: ClientTlsConfig| async move {
+        Channel::from_shared(format!("https://localhost:{}", addr.port()))
+            .unwrap()
+            .tls_config(t)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    };
+
+    // TLS with an API token.
+    let mut c = DatasetsClient::new(connect(tls(None)).await);
+    c.list_datasets(with_token(
+        proto::ListDatasetsRequest::default(),
+        Some("dev-token-0123456789"),
+    ))
+    .await
+    .unwrap();
+    let last = records(&audit_dir).pop().unwrap();
+    assert_eq!(
+        (last["principal"].as_str(), last["auth"].as_str()),
+        (Some("dev-steward"), Some("api_token")),
+        "{last}"
+    );
+    // TLS without a token or certificate: unauthenticated.
+    let err = c
+        .list_datasets(proto::ListDatasetsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+
+    // mTLS: the client certificate is the principal.
+    let id = Identity::from_pem(&client_cert, &client_key);
+    let mut m = DatasetsClient::new(connect(tls(Some(id))).await);
+    m.list_datasets(proto::ListDatasetsRequest::default())
+        .await
+        .unwrap();
+    let last = records(&audit_dir).pop().unwrap();
+    assert_eq!(last["principal"], "scoring.ward.internal", "{last}");
+    assert_eq!(last["auth"], "mtls");
+    assert_eq!(last["roles"], json!(["model-service"]));
+    assert!(ward::audit::verify(&audit_dir).unwrap().ok());
+
+    let _ = tx.send(());
+    served.await.unwrap().unwrap();
+}
