@@ -126,7 +126,6 @@ pub async fn load_care_team(store: &Store, security: &Security) -> Result<Option
     let filter = ListFilter {
         kind: Some(Kind::Curated),
         name: Some(CARE_TEAM_TABLE.to_string()),
-        ..ListFilter::default()
     };
     let newest = store
         .list(&filter)?
