@@ -21,20 +21,23 @@
 //!
 //! # Durability (fsync policy)
 //!
-//! [`AuditLog::append`] writes the line, calls `fdatasync` on the file, then rewrites `HEAD`
-//! in place (one fixed-size write at offset 0) and syncs it, before it returns: a response
-//! never leaves before its audit record is on disk. A new file after rotation is synced with
+//! [`AuditLog::append`] writes the line, then makes it durable before it returns: `fdatasync`
+//! of the file, then `HEAD` rewritten in place (one fixed-size write at offset 0) and synced.
+//! A response never leaves before its audit record is on disk. Flushes are group commits:
+//! records written by concurrent appends while a flush runs are covered by the next single
+//! flush, so throughput under load is not one flush per request. A new file after rotation is synced with
 //! its directory. `HEAD` is written after the record, so after a crash it can lag the log by
 //! one record, never lead it; [`verify`] accepts a lag of one. A crash in the middle of a
 //! line leaves an incomplete last line: [`AuditLog::open`] cuts it (that request was never
-//! answered) and records the cut as the next record. Appends are serialized by a mutex; any
-//! write error poisons the log (later appends fail) so nothing is appended after a hole.
+//! answered) and records the cut as the next record. Writes are serialized by a mutex (one
+//! chain, in order); any write or flush error poisons the log (later appends fail) so nothing
+//! is appended after a hole.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -195,13 +198,19 @@ struct Head {
 
 #[derive(Debug)]
 struct State {
-    file: File,
+    file: Arc<File>,
     index: u32,
     len: u64,
     next_seq: u64,
     prev: String,
-    head: File,
     poisoned: Option<String>,
+}
+
+/// The flushing side (group commit): every record with `seq < durable_next` is on disk.
+#[derive(Debug)]
+struct Durable {
+    head: File,
+    durable_next: u64,
 }
 
 /// An open audit trail; share it (`Arc`) between tasks: appends serialize on a mutex.
@@ -211,6 +220,7 @@ pub struct AuditLog {
     clock: SharedClock,
     opts: AuditOptions,
     state: Mutex<State>,
+    durable: Mutex<Durable>,
 }
 
 /// The name of file number `index`.
@@ -321,11 +331,7 @@ impl AuditLog {
             if n > 0 {
                 *b = fs::read(&*p).map_err(|e| Error::io(&*p, e))?;
             }
-            if let Some(line) = b
-                .split(|c| *c == b'\n')
-                .filter(|l| !l.is_empty())
-                .next_back()
-            {
+            if let Some(line) = b.split(|c| *c == b'\n').rfind(|l| !l.is_empty()) {
                 let rec: AuditRecord = serde_json::from_slice(line).map_err(|e| {
                     Error::precondition(
                         format!("audit log {}", p.display()),
@@ -364,19 +370,25 @@ impl AuditLog {
             clock,
             opts,
             state: Mutex::new(State {
-                file,
+                file: Arc::new(file),
                 index,
                 len,
                 next_seq,
                 prev,
-                head,
                 poisoned: None,
+            }),
+            durable: Mutex::new(Durable {
+                head,
+                durable_next: next_seq,
             }),
         };
         if let Some(r) = &last {
             // HEAD may lag by one after a crash: bring it up to date.
-            let mut st = log.lock()?;
-            log.write_head(&mut st, r.seq, &r.hash)?;
+            let d = log
+                .durable
+                .lock()
+                .map_err(|_| Error::Internal("audit log mutex poisoned".into()))?;
+            log.write_head(&d.head, r.seq, &r.hash, index)?;
         }
         if cut_bytes > 0 {
             log.append(AuditEntry {
@@ -410,11 +422,11 @@ impl AuditLog {
             .map_err(|_| Error::Internal("audit log mutex poisoned".into()))
     }
 
-    fn write_head(&self, st: &mut State, seq: u64, hash: &str) -> Result<()> {
+    fn write_head(&self, head_file: &File, seq: u64, hash: &str, index: u32) -> Result<()> {
         let head = Head {
             seq,
             hash: hash.to_string(),
-            file: file_name(st.index),
+            file: file_name(index),
         };
         let mut buf = serde_json::to_vec(&head).map_err(|e| Error::Internal(e.to_string()))?;
         if buf.len() >= HEAD_SIZE {
@@ -423,11 +435,11 @@ impl AuditLog {
         buf.resize(HEAD_SIZE - 1, b' ');
         buf.push(b'\n');
         let path = self.dir.join(HEAD_FILE);
-        st.head
+        head_file
             .write_all_at(&buf, 0)
             .map_err(|e| Error::io(&path, e))?;
         if self.opts.sync {
-            st.head.sync_data().map_err(|e| Error::io(&path, e))?;
+            head_file.sync_data().map_err(|e| Error::io(&path, e))?;
         }
         Ok(())
     }
@@ -470,11 +482,61 @@ impl AuditLog {
         if let Err(e) = &result {
             st.poisoned = Some(e.to_string());
         }
-        result.map(|()| rec.seq)
+        result?;
+        drop(st);
+        self.make_durable(rec.seq)?;
+        Ok(rec.seq)
+    }
+
+    /// Group commit: returns once record `seq` is on disk. The first caller to take the
+    /// flush lock syncs everything written so far (and `HEAD`); callers whose record that
+    /// flush covered return without syncing again.
+    fn make_durable(&self, seq: u64) -> Result<()> {
+        let mut d = self
+            .durable
+            .lock()
+            .map_err(|_| Error::Internal("audit log mutex poisoned".into()))?;
+        if d.durable_next > seq {
+            return Ok(());
+        }
+        let (file, last_seq, last_hash, index) = {
+            let st = self.lock()?;
+            if let Some(why) = &st.poisoned {
+                return Err(Error::precondition(
+                    format!("audit log {}", self.dir.display()),
+                    format!("an earlier write failed ({why}); reopen it"),
+                ));
+            }
+            (st.file.clone(), st.next_seq - 1, st.prev.clone(), st.index)
+        };
+        let path = self.dir.join(file_name(index));
+        let flushed = if self.opts.sync {
+            file.sync_data().map_err(|e| Error::io(&path, e))
+        } else {
+            Ok(())
+        }
+        .and_then(|()| self.write_head(&d.head, last_seq, &last_hash, index));
+        match flushed {
+            Ok(()) => {
+                d.durable_next = last_seq + 1;
+                Ok(())
+            }
+            Err(e) => {
+                if let Ok(mut st) = self.lock() {
+                    st.poisoned = Some(e.to_string());
+                }
+                Err(e)
+            }
+        }
     }
 
     fn write_line(&self, st: &mut State, line: &[u8], rec: &AuditRecord) -> Result<()> {
         if st.len > 0 && st.len + line.len() as u64 > self.opts.max_file_bytes {
+            if self.opts.sync {
+                // Records written to the old file but not yet flushed become durable here.
+                let old = self.dir.join(file_name(st.index));
+                st.file.sync_data().map_err(|e| Error::io(&old, e))?;
+            }
             let index = st.index + 1;
             let path = self.dir.join(file_name(index));
             let file = OpenOptions::new()
@@ -486,19 +548,18 @@ impl AuditLog {
             if self.opts.sync {
                 sync_dir(&self.dir)?;
             }
-            st.file = file;
+            st.file = Arc::new(file);
             st.index = index;
             st.len = 0;
         }
         let path = self.dir.join(file_name(st.index));
-        st.file.write_all(line).map_err(|e| Error::io(&path, e))?;
-        if self.opts.sync {
-            st.file.sync_data().map_err(|e| Error::io(&path, e))?;
-        }
+        (&*st.file)
+            .write_all(line)
+            .map_err(|e| Error::io(&path, e))?;
         st.len += line.len() as u64;
         st.next_seq = rec.seq + 1;
         st.prev = rec.hash.clone();
-        self.write_head(st, rec.seq, &rec.hash)
+        Ok(())
     }
 }
 

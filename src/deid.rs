@@ -256,7 +256,7 @@ impl DeidPolicy {
 
     fn rule(&self, column: &str) -> Rule {
         let c = column.to_ascii_lowercase();
-        let has = |l: &[String]| l.iter().any(|x| *x == c);
+        let has = |l: &[String]| l.contains(&c);
         if has(&self.drop_columns) {
             Rule::Drop
         } else if has(&self.patient_id_columns) {
@@ -325,7 +325,7 @@ impl DeidKey {
         let trimmed = String::from_utf8_lossy(text).trim().to_string();
         if trimmed.len() >= 64
             && trimmed.bytes().all(|b| b.is_ascii_hexdigit())
-            && trimmed.len() % 2 == 0
+            && trimmed.len().is_multiple_of(2)
         {
             let bytes = hex::decode(&trimmed)
                 .map_err(|_| Error::invalid(what, "hex key does not decode"))?;
@@ -366,7 +366,7 @@ impl DeidKey {
             Error::invalid(format!("environment variable {var}"), "unset or not UTF-8")
         })?;
         let t = v.trim();
-        if t.len() < 64 || t.len() % 2 != 0 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if t.len() < 64 || !t.len().is_multiple_of(2) || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Error::invalid(
                 format!("environment variable {var}"),
                 "use at least 64 hex digits",
@@ -786,6 +786,37 @@ mod tests {
         assert!(!dbg.contains("0123456789abcdef"), "{dbg}");
         let e = DeidKey::from_secret(b"short").unwrap_err().to_string();
         assert!(!e.contains("short"), "{e}");
+    }
+
+    #[test]
+    fn keys_from_files_and_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let hex_key = "ab".repeat(32);
+        let f = dir.path().join("key.hex");
+        std::fs::write(&f, format!("{hex_key}\n")).unwrap();
+        let a = DeidKey::from_file(&f).unwrap();
+        let b = DeidKey::from_secret(&[0xab; 32]).unwrap();
+        assert_eq!(a.patient_token("p"), b.patient_token("p"));
+        let raw = dir.path().join("key.bin");
+        std::fs::write(&raw, [0xab; 32]).unwrap();
+        assert_eq!(
+            DeidKey::from_file(&raw).unwrap().patient_token("p"),
+            b.patient_token("p")
+        );
+        let short = dir.path().join("short");
+        std::fs::write(&short, "tiny-secret").unwrap();
+        let e = DeidKey::from_file(&short).unwrap_err().to_string();
+        assert!(e.contains("short") && !e.contains("tiny-secret"), "{e}");
+        let var = "WARD_TEST_DEID_KEY_UNIT";
+        std::env::set_var(var, &hex_key);
+        assert_eq!(DeidKey::from_env(var).unwrap().key_id(), b.key_id());
+        std::env::set_var(var, "not-hex");
+        let e = DeidKey::from_env(var).unwrap_err().to_string();
+        assert!(e.contains(var) && !e.contains("not-hex"), "{e}");
+        std::env::remove_var(var);
+        assert!(DeidKey::from_env(var).is_err());
+        // Different purposes use different derived keys.
+        assert_ne!(b.patient_token("x")[3..], b.identifier_token("x")[3..]);
     }
 
     #[test]

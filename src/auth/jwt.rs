@@ -536,6 +536,67 @@ mod tests {
         }
     }
 
+    fn b64url(bytes: &[u8]) -> String {
+        const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+            for i in 0..=chunk.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn smart_scope_roles_and_fhir_user_clinician() {
+        let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let raw = kp.public_key_raw();
+        let jwks = serde_json::json!({"keys": [{
+            "kty": "EC", "crv": "P-256", "kid": "k",
+            "x": b64url(&raw[1..33]), "y": b64url(&raw[33..65]),
+        }]});
+        let mut c = cfg();
+        c.roles_claim = "scope".into();
+        c.role_prefix = Some("ward/".into());
+        c.clinician_claim = Some("fhirUser".into());
+        let mut v = JwtVerifier::empty();
+        v.add_issuer(&c, &jwks.to_string(), "jwks.json").unwrap();
+        assert_eq!(v.key_count(), 1);
+        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let claims = serde_json::json!({
+            "iss": "https://idp.test", "aud": ["other", "ward"], "sub": "client-7",
+            "exp": now.timestamp() + 60,
+            "scope": "system/Observation.read ward/clinician launch",
+            "fhirUser": "https://fhir.example/Practitioner/dr-42",
+        });
+        let key = jsonwebtoken::EncodingKey::from_ec_pem(kp.serialize_pem().as_bytes()).unwrap();
+        // No kid in the header: the key is found by algorithm.
+        let token =
+            jsonwebtoken::encode(&jsonwebtoken::Header::new(Algorithm::ES256), &claims, &key)
+                .unwrap();
+        let p = v.verify(&token, now).unwrap();
+        assert_eq!(p.subject, "client-7");
+        assert_eq!(p.roles.iter().collect::<Vec<_>>(), ["clinician"]);
+        assert_eq!(p.clinician_id.as_deref(), Some("dr-42"));
+        assert_eq!(p.key_id.as_deref(), Some("k"));
+        // A scope naming a role the issuer does not grant is refused.
+        let mut escalate = claims.clone();
+        escalate["scope"] = serde_json::json!("ward/clinician ward/admin");
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(Algorithm::ES256),
+            &escalate,
+            &key,
+        )
+        .unwrap();
+        let e = v.verify(&token, now).unwrap_err();
+        assert!(matches!(e, Error::PermissionDenied { .. }), "{e}");
+        assert!(e.to_string().contains("admin"), "{e}");
+    }
+
     #[test]
     fn numeric_dates() {
         assert_eq!(numeric_date(&serde_json::json!(5)), Some(5));

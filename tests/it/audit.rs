@@ -311,6 +311,36 @@ fn fsync_cost_is_measured() {
         per.push(total);
         assert!(audit::verify(dir.path()).unwrap().ok());
     }
+    // Concurrent appends share flushes (group commit): 8 threads x 50 appends.
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(AuditLog::open(dir.path(), clock(), AuditOptions::default()).unwrap());
+    let start = Instant::now();
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut worst = 0u64;
+                for i in 0..50 {
+                    let s = Instant::now();
+                    log.append(entry(t * 1000 + i)).unwrap();
+                    worst = worst.max(s.elapsed().as_micros() as u64);
+                }
+                worst
+            })
+        })
+        .collect();
+    let worst = threads
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .max()
+        .unwrap_or(0);
+    let total = start.elapsed();
+    eprintln!(
+        "audit append, sync=true, 8 threads: 400 appends in {total:?} ({:.0} appends/s, worst {worst} us)",
+        400.0 / total.as_secs_f64()
+    );
+    let r = audit::verify(dir.path()).unwrap();
+    assert!(r.ok() && r.records == 400, "{:?}", r.problem);
 }
 
 #[test]
