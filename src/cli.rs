@@ -229,6 +229,9 @@ pub enum Command {
         /// The server's configuration (TOML; see examples/serve.toml).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Allow a non-loopback address without authentication ([auth]) and TLS ([tls]).
+        #[arg(long)]
+        insecure: bool,
     },
     /// The audit trail: verify its chain, or list who looked at a patient (docs/security.md).
     Audit {
@@ -640,8 +643,19 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
             eprintln!("rebuilt {} from its lineage: same hash", m.name);
             outln!("{hash}");
         }
-        Command::Serve { addr, config } => {
-            crate::service::run(&cli.store, addr, config.as_deref(), clock.clone()).await?;
+        Command::Serve {
+            addr,
+            config,
+            insecure,
+        } => {
+            crate::service::run(
+                &cli.store,
+                addr,
+                config.as_deref(),
+                insecure,
+                clock.clone(),
+            )
+            .await?;
         }
         Command::Demo {
             patients,

@@ -4,8 +4,11 @@
 //! - [`proto`]: the generated messages, servers and clients.
 //! - `datasets`, `ingest`, `features`: the `ward.v1` services over one [`Store`].
 //! - `flight`: Arrow Flight (DoGet, DoPut, ListFlights, GetFlightInfo, GetSchema).
-//! - [`gate`]: the one place every call passes before its handler (authentication, policy
-//!   and audit plug in there); the default admits all.
+//! - [`gate`]: the one place every call passes before its handler; the default admits all,
+//!   [`secure::SecureGate`] authenticates, authorizes by the permission table and audits
+//!   (`[auth]`, `docs/security.md`).
+//! - [`secure`]: the security wiring (gate, care-team index, de-identification).
+//! - `tls_serve`: TLS (rustls) in front of tonic, with certificate reload.
 //! - [`to_status`]: the one place errors become status codes.
 //! - [`config`]: [`ServeConfig`], the TOML configuration, with the limits.
 //!
@@ -20,7 +23,9 @@ mod flight;
 pub mod gate;
 mod ingest;
 pub mod proto;
+pub mod secure;
 mod status;
+pub mod tls_serve;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -34,7 +39,7 @@ use arrow_flight::flight_service_server::FlightServiceServer;
 use futures::{Stream, StreamExt as _};
 use tonic::transport::server::TcpIncoming;
 
-pub use config::{Limits, ServeConfig};
+pub use config::{Exposure, Limits, ServeConfig};
 pub use flight::DEFAULT_PUT_NAME;
 pub use gate::{Admission, AllowAll, Call, Gate, GateLayer};
 pub use status::{code, to_status};
@@ -56,6 +61,8 @@ pub(crate) struct State {
     pub(crate) limits: Arc<Limits>,
     /// The latest timelines, in memory, for online lookups.
     pub(crate) online: crate::lookup::Online,
+    /// Authentication, authorization and audit (`None`: the server does not authenticate).
+    pub(crate) secured: Option<Arc<secure::Secured>>,
 }
 
 /// Parses a dataset reference given in request field `field`.
@@ -96,10 +103,18 @@ pub(crate) async fn version_stream(
 
 /// A bound server, ready to serve.
 pub struct Server {
-    incoming: TcpIncoming,
+    listener: tokio::net::TcpListener,
     addr: SocketAddr,
     state: State,
     gate: Arc<dyn Gate>,
+    tls: Option<Tls>,
+}
+
+/// TLS of a server: the rustls configuration and the certificate store it reloads.
+struct Tls {
+    config: Arc<tokio_rustls::rustls::ServerConfig>,
+    certs: Arc<crate::tls::CertStore>,
+    reload: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for Server {
@@ -109,6 +124,7 @@ impl std::fmt::Debug for Server {
             .field("store", &self.state.store.root())
             .field("sets", &self.state.repo.sets.keys().collect::<Vec<_>>())
             .field("gate", &self.gate)
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -123,10 +139,10 @@ impl Server {
     /// bound; errors loading a stored timeline.
     pub async fn bind(config: &ServeConfig, store: Store, repo: FeatureRepo) -> Result<Server> {
         config.limits.validate()?;
-        let incoming = TcpIncoming::bind(config.addr)
-            .map_err(|e| Error::io(config.addr.to_string(), e))?
-            .with_nodelay(Some(true));
-        let addr = incoming
+        let listener = tokio::net::TcpListener::bind(config.addr)
+            .await
+            .map_err(|e| Error::io(config.addr.to_string(), e))?;
+        let addr = listener
             .local_addr()
             .map_err(|e| Error::io(config.addr.to_string(), e))?;
         // Load the timelines of the online sets now, so the first lookup is fast; a set
@@ -139,15 +155,17 @@ impl Server {
             }
         }
         Ok(Server {
-            incoming,
+            listener,
             addr,
             state: State {
                 store,
                 repo: Arc::new(repo),
                 limits: Arc::new(config.limits.clone()),
                 online,
+                secured: None,
             },
             gate: Arc::new(AllowAll),
+            tls: None,
         })
     }
 
@@ -155,6 +173,42 @@ impl Server {
     pub fn with_gate(mut self, gate: Arc<dyn Gate>) -> Server {
         self.gate = gate;
         self
+    }
+
+    /// Secures the server: every call passes the [`secure::SecureGate`] over `secured`, and
+    /// the lookup handlers authorize (care teams, identified or de-identified) and audit the
+    /// patients they touch. Loads the newest stored `care_team` table into the care-team
+    /// index.
+    ///
+    /// # Errors
+    /// Errors reading the stored `care_team` table.
+    pub async fn with_security(mut self, secured: secure::Secured) -> Result<Server> {
+        secure::load_care_team(&self.state.store, &secured.security).await?;
+        self.gate = Arc::new(secured.gate());
+        self.state.secured = Some(Arc::new(secured));
+        Ok(self)
+    }
+
+    /// Serves over TLS (`[tls]`, relative paths against `base`): TLS 1.3 (1.2 when
+    /// allowed), client certificates as configured, the certificate files checked for
+    /// changes every `reload_secs` and swapped in without a restart. A plaintext client
+    /// fails its handshake.
+    ///
+    /// # Errors
+    /// Errors reading the certificate, key or client CA, naming the file.
+    pub fn with_tls(mut self, cfg: &crate::tls::TlsConfig, base: &Path) -> Result<Server> {
+        let (config, certs) = crate::tls::server_config(cfg, base)?;
+        self.tls = Some(Tls {
+            config,
+            certs,
+            reload: (cfg.reload_secs > 0).then(|| std::time::Duration::from_secs(cfg.reload_secs)),
+        });
+        Ok(self)
+    }
+
+    /// The certificate store of a TLS server (to reload on demand).
+    pub fn cert_store(&self) -> Option<Arc<crate::tls::CertStore>> {
+        self.tls.as_ref().map(|t| t.certs.clone())
     }
 
     /// The address the server listens on.
@@ -170,10 +224,11 @@ impl Server {
     /// fails.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
         let Server {
-            incoming,
+            listener,
             addr,
             state,
             gate,
+            tls,
         } = self;
         let limits = state.limits.clone();
         let dec = limits.max_decoding_message_bytes;
@@ -237,7 +292,7 @@ impl Server {
             let _ = stopping_tx.send(());
         };
         let grace = limits.shutdown_grace();
-        let serving = tonic::transport::Server::builder()
+        let router = tonic::transport::Server::builder()
             .timeout(limits.request_timeout())
             .layer(GateLayer::new(gate))
             .add_service(health_service)
@@ -246,8 +301,38 @@ impl Server {
             .add_service(datasets)
             .add_service(ingest)
             .add_service(features)
-            .add_service(flight)
-            .serve_with_incoming_shutdown(incoming, signal);
+            .add_service(flight);
+        match tls {
+            None => {
+                let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                let serving = router.serve_with_incoming_shutdown(incoming, signal);
+                drive(serving, stopping_rx, grace, addr).await
+            }
+            Some(tls) => {
+                let reloader = tls
+                    .reload
+                    .map(|every| crate::tls::spawn_reload(tls.certs.clone(), every));
+                let incoming = tls_serve::tls_incoming(listener, tls.config);
+                let serving = router.serve_with_incoming_shutdown(incoming, signal);
+                let done = drive(serving, stopping_rx, grace, addr).await;
+                if let Some(r) = reloader {
+                    r.abort();
+                }
+                done
+            }
+        }
+    }
+}
+
+/// Runs the transport until it ends, or until the grace period after the shutdown signal
+/// (`stopping_rx`) runs out.
+async fn drive(
+    serving: impl Future<Output = std::result::Result<(), tonic::transport::Error>>,
+    stopping_rx: tokio::sync::oneshot::Receiver<()>,
+    grace: std::time::Duration,
+    addr: SocketAddr,
+) -> Result<()> {
+    {
         tokio::pin!(serving);
         let deadline = async move {
             if stopping_rx.await.is_err() {
@@ -305,15 +390,18 @@ pub fn shutdown_signal() -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
 }
 
 /// `ward serve`: loads the configuration (`config`, or the defaults), applies `addr`,
-/// opens the store (the configuration's, else `default_store`), serves until SIGTERM or
-/// SIGINT. Prints `listening on ADDR` to standard error once bound.
+/// opens the store (the configuration's, else `default_store`), checks who could reach the
+/// address ([`ServeConfig::exposure`]: a non-loopback address needs `[auth]` and `[tls]`,
+/// unless `insecure`), secures and serves until SIGTERM or SIGINT. Prints `listening on
+/// ADDR` to standard error once bound, and a warning when the server is unauthenticated.
 ///
 /// # Errors
-/// Configuration, store, feature repository and bind errors.
+/// Configuration, exposure, store, feature repository, security and bind errors.
 pub async fn run(
     default_store: &Path,
     addr: Option<SocketAddr>,
     config: Option<&Path>,
+    insecure: bool,
     clock: SharedClock,
 ) -> Result<()> {
     let mut cfg = match config {
@@ -323,24 +411,59 @@ pub async fn run(
     if let Some(addr) = addr {
         cfg.addr = addr;
     }
+    let exposure = cfg.exposure(insecure)?;
     let store_dir = cfg
         .store
         .clone()
         .unwrap_or_else(|| default_store.to_path_buf());
-    let store = Store::open(&store_dir, clock)?;
+    let store = Store::open(&store_dir, clock.clone())?;
     let repo = cfg.feature_repo()?;
-    serve_until_signal(&cfg, store, repo).await
+    let secured = secure::Secured::from_config(&cfg, store.root(), clock)?;
+    serve_until_signal(&cfg, store, repo, secured, exposure).await
 }
 
-/// Binds, prints `listening on ADDR` (and the store and feature sets) to standard error, and
-/// serves until SIGTERM or SIGINT.
+/// What `ward serve` prints about who may call the server.
+pub fn exposure_notice(cfg: &ServeConfig, exposure: Exposure) -> String {
+    let transport = if cfg.tls.is_some() {
+        "TLS"
+    } else {
+        "plaintext"
+    };
+    match exposure {
+        Exposure::LoopbackUnauthenticated => format!(
+            "UNAUTHENTICATED ({transport}): no [auth] configured, so every local user may call this server anonymously; it listens on loopback only"
+        ),
+        Exposure::Authenticated => format!(
+            "authenticated ({transport}); audit trail: every call is recorded"
+        ),
+        Exposure::Insecure => format!(
+            "INSECURE ({transport}, {}): reachable from the network, allowed by --insecure",
+            if cfg.auth.is_some() { "authenticated" } else { "UNAUTHENTICATED" }
+        ),
+    }
+}
+
+/// Binds, secures (when `secured`), prints `listening on ADDR` (and the store, feature sets
+/// and who may call) to standard error, and serves until SIGTERM or SIGINT.
 ///
 /// # Errors
-/// Bind and transport errors.
-pub async fn serve_until_signal(cfg: &ServeConfig, store: Store, repo: FeatureRepo) -> Result<()> {
+/// Bind, TLS, care-team and transport errors.
+pub async fn serve_until_signal(
+    cfg: &ServeConfig,
+    store: Store,
+    repo: FeatureRepo,
+    secured: Option<secure::Secured>,
+    exposure: Exposure,
+) -> Result<()> {
     let root = store.root().display().to_string();
     let sets: Vec<String> = repo.sets.keys().cloned().collect();
-    let server = Server::bind(cfg, store, repo).await?;
+    let mut server = Server::bind(cfg, store, repo).await?;
+    if let Some(s) = secured {
+        server = server.with_security(s).await?;
+    }
+    if let Some(tls) = &cfg.tls {
+        server = server.with_tls(tls, &cfg.base)?;
+    }
     let stop = shutdown_signal();
     eprintln!(
         "store {root}; feature sets: {}",
@@ -350,6 +473,7 @@ pub async fn serve_until_signal(cfg: &ServeConfig, store: Store, repo: FeatureRe
             sets.join(", ")
         }
     );
+    eprintln!("{}", exposure_notice(cfg, exposure));
     eprintln!("listening on {}", server.local_addr());
     server.serve(stop).await?;
     eprintln!("stopped");

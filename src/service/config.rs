@@ -1,11 +1,12 @@
 //! `ward serve --config FILE`: the server's configuration (TOML, `docs/service.md`,
 //! `examples/serve.toml`).
 //!
-//! One section per concern. `[limits]` bounds what one request may cost; `[auth]`, `[tls]`
-//! and `[audit]` are reserved for authentication, TLS and the audit log (issue 8): until
-//! they are built, a non-empty section is refused, so a configuration asking for TLS never
-//! starts a plaintext server. Unknown keys are refused everywhere. Relative paths are
-//! relative to the configuration file's folder.
+//! One section per concern. `[limits]` bounds what one request may cost; `[auth]`
+//! (authentication and the role policy, [`SecurityConfig`]), `[audit]` (the audit trail,
+//! [`AuditConfig`]), `[tls]` ([`TlsConfig`]) and `[deid]` (the de-identification policy and
+//! key for historical lookups by principals without `historical_identified`) secure it
+//! (`docs/security.md`). Unknown keys are refused everywhere. Relative paths are relative
+//! to the configuration file's folder.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,8 +14,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::auth::{AuditConfig, SecurityConfig};
 use crate::error::{Error, Result};
 use crate::features::FeatureRepo;
+use crate::tls::TlsConfig;
 
 /// The default listening address.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:50051";
@@ -36,15 +39,55 @@ pub struct ServeConfig {
     /// What one request may cost.
     #[serde(default)]
     pub limits: Limits,
-    /// Reserved for authentication (bearer tokens, roles); must be empty for now.
+    /// Authentication (JWT issuers, API tokens, mTLS mapping) and the role policy. Without
+    /// it every call is anonymous and the server binds loopback only (unless `--insecure`).
     #[serde(default)]
-    pub auth: Option<toml::Table>,
-    /// Reserved for TLS; must be empty for now.
+    pub auth: Option<SecurityConfig>,
+    /// TLS (rustls): certificate, key, client certificates, reload.
     #[serde(default)]
-    pub tls: Option<toml::Table>,
-    /// Reserved for the audit log; must be empty for now.
+    pub tls: Option<TlsConfig>,
+    /// The audit trail (default directory `<store>/audit`); needs `[auth]`.
     #[serde(default)]
-    pub audit: Option<toml::Table>,
+    pub audit: Option<AuditConfig>,
+    /// De-identification of historical lookups for principals allowed only de-identified
+    /// data.
+    #[serde(default)]
+    pub deid: Option<DeidConfig>,
+    /// The folder relative paths of the sections above resolve against (the configuration
+    /// file's folder; `.` for a parsed string).
+    #[serde(skip)]
+    pub base: PathBuf,
+    /// Where this configuration came from (for error messages).
+    #[serde(skip)]
+    pub origin: String,
+}
+
+/// The `[deid]` section: the policy and the key de-identified training sets are made with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeidConfig {
+    /// The policy file (`examples/security/deid-safe-harbor.toml`); default: Safe Harbor.
+    #[serde(default)]
+    pub policy: Option<PathBuf>,
+    /// A file holding the key (64+ hex digits, or 32+ raw bytes).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// An environment variable holding the key (64+ hex digits).
+    #[serde(default)]
+    pub key_env: Option<String>,
+}
+
+/// Who may reach a server, decided from its address and configuration
+/// ([`ServeConfig::exposure`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exposure {
+    /// Loopback address, no authentication: every local user may call it anonymously.
+    LoopbackUnauthenticated,
+    /// Authentication configured (with TLS, or on loopback).
+    Authenticated,
+    /// Reachable from the network without authentication and/or TLS, allowed by
+    /// `--insecure`.
+    Insecure,
 }
 
 /// Bounds on one request.
@@ -151,6 +194,9 @@ impl Default for ServeConfig {
             auth: None,
             tls: None,
             audit: None,
+            deid: None,
+            base: PathBuf::from("."),
+            origin: "the default configuration".into(),
         }
     }
 }
@@ -170,6 +216,7 @@ impl ServeConfig {
             config.store = Some(base.join(store));
         }
         config.features = config.features.iter().map(|f| base.join(f)).collect();
+        config.base = base.to_path_buf();
         Ok(config)
     }
 
@@ -178,7 +225,7 @@ impl ServeConfig {
     /// # Errors
     /// As [`ServeConfig::load`].
     pub fn parse(text: &str, origin: &str) -> Result<ServeConfig> {
-        let config: ServeConfig = toml::from_str(text).map_err(|e| {
+        let mut config: ServeConfig = toml::from_str(text).map_err(|e| {
             let line = e
                 .span()
                 .map(|s| {
@@ -195,21 +242,75 @@ impl ServeConfig {
                 reason: e.message().trim().to_string(),
             }
         })?;
+        config.base = PathBuf::from(".");
+        config.origin = origin.to_string();
         config.check(origin)?;
         Ok(config)
     }
 
+    /// Decides whether the server may bind [`ServeConfig::addr`]: a non-loopback address
+    /// needs both `[auth]` and `[tls]`, unless `insecure` (`ward serve --insecure`).
+    ///
+    /// # Errors
+    /// [`Error::FailedPrecondition`] naming the address and what is missing.
+    pub fn exposure(&self, insecure: bool) -> Result<Exposure> {
+        let auth = self.auth.is_some();
+        let tls = self.tls.is_some();
+        if self.addr.ip().is_loopback() {
+            return Ok(if auth {
+                Exposure::Authenticated
+            } else {
+                Exposure::LoopbackUnauthenticated
+            });
+        }
+        if auth && tls {
+            return Ok(Exposure::Authenticated);
+        }
+        if insecure {
+            return Ok(Exposure::Insecure);
+        }
+        let missing = match (auth, tls) {
+            (false, false) => "authentication ([auth]) and TLS ([tls])",
+            (false, true) => "authentication ([auth])",
+            _ => "TLS ([tls])",
+        };
+        Err(Error::precondition(
+            format!("listening on {} (not loopback)", self.addr),
+            format!(
+                "refused without {missing} in {}: configure them, bind 127.0.0.1, or pass --insecure to accept the risk",
+                self.origin
+            ),
+        ))
+    }
+
     fn check(&self, origin: &str) -> Result<()> {
         self.limits.validate()?;
-        for (name, section) in [
-            ("auth", &self.auth),
-            ("tls", &self.tls),
-            ("audit", &self.audit),
-        ] {
-            if section.as_ref().is_some_and(|t| !t.is_empty()) {
+        if self.auth.is_none() {
+            for (name, present) in [
+                ("audit", self.audit.is_some()),
+                ("deid", self.deid.is_some()),
+            ] {
+                if present {
+                    return Err(Error::invalid(
+                        format!("{origin}: [{name}]"),
+                        "needs [auth]: without authentication every call is anonymous, so there is nothing to audit or de-identify for",
+                    ));
+                }
+            }
+        }
+        if let Some(auth) = &self.auth {
+            if auth.audit.is_some() && self.audit.is_some() {
                 return Err(Error::invalid(
-                    format!("{origin}: [{name}]"),
-                    "this build of Ward does not support this section yet; remove it (the server would otherwise run without it)",
+                    format!("{origin}: [auth.audit]"),
+                    "give the audit trail in [audit] only",
+                ));
+            }
+        }
+        if let Some(d) = &self.deid {
+            if d.key_file.is_some() == d.key_env.is_some() {
+                return Err(Error::invalid(
+                    format!("{origin}: [deid]"),
+                    "give exactly one of key_file and key_env",
                 ));
             }
         }
@@ -273,17 +374,66 @@ mod tests {
         assert_eq!(c.addr.to_string(), DEFAULT_ADDR);
         assert_eq!(c.limits.max_decoding_message_bytes, 16 << 20);
         let c = ServeConfig::parse(
-            "addr = \"127.0.0.1:0\"\n[limits]\nrequest_timeout_secs = 5\n[tls]\n",
+            "addr = \"127.0.0.1:0\"\n[limits]\nrequest_timeout_secs = 5\n[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n",
             "t.toml",
         )
         .unwrap();
         assert_eq!(c.limits.request_timeout(), Duration::from_secs(5));
-        let e = ServeConfig::parse("[tls]\ncert = \"a.pem\"\n", "t.toml").unwrap_err();
-        assert!(e.to_string().contains("[tls]"), "{e}");
+        assert_eq!(c.tls.unwrap().cert, PathBuf::from("c.pem"));
+        let e = ServeConfig::parse("\n[tls]\ncert = \"a.pem\"\n", "t.toml").unwrap_err();
+        assert!(
+            e.to_string().contains("t.toml:2") && e.to_string().contains("key"),
+            "{e}"
+        );
+        let e = ServeConfig::parse("[audit]\nmax_file_bytes = 10\n", "t.toml").unwrap_err();
+        assert!(e.to_string().contains("needs [auth]"), "{e}");
+        let e = ServeConfig::parse(
+            "[auth]\npolicy = \"p.toml\"\n[deid]\nkey_env = \"K\"\nkey_file = \"k\"\n",
+            "t.toml",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("exactly one"), "{e}");
+        let e =
+            ServeConfig::parse("[auth]\npolicy = \"p.toml\"\nbogus = 1\n", "t.toml").unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
         let e = ServeConfig::parse("\n[limits]\nmax_upload = 3\n", "t.toml").unwrap_err();
         assert!(e.to_string().starts_with("t.toml:3"), "{e}");
         let e = ServeConfig::parse("[limits]\nshutdown_grace_secs = -1\n", "t.toml").unwrap_err();
         assert!(e.to_string().contains("shutdown_grace_secs"), "{e}");
+    }
+
+    #[test]
+    fn exposure_needs_auth_and_tls_off_loopback() {
+        let auth = "[auth]\npolicy = \"p.toml\"\n";
+        let tls = "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n";
+        let cfg = |addr: &str, sections: &str| {
+            ServeConfig::parse(&format!("addr = \"{addr}\"\n{sections}"), "s.toml").unwrap()
+        };
+        let c = cfg("127.0.0.1:0", "");
+        assert_eq!(
+            c.exposure(false).unwrap(),
+            Exposure::LoopbackUnauthenticated
+        );
+        let c = cfg("[::1]:0", auth);
+        assert_eq!(c.exposure(false).unwrap(), Exposure::Authenticated);
+        for (sections, missing) in [
+            (String::new(), "authentication ([auth]) and TLS ([tls])"),
+            (auth.to_string(), "TLS ([tls])"),
+            (tls.to_string(), "authentication ([auth])"),
+        ] {
+            let c = cfg("0.0.0.0:0", &sections);
+            let e = c.exposure(false).unwrap_err();
+            assert!(matches!(e, Error::FailedPrecondition { .. }), "{e:?}");
+            let msg = e.to_string();
+            assert!(msg.contains("0.0.0.0:0") && msg.contains(missing), "{msg}");
+            assert!(
+                msg.contains("--insecure") && msg.contains("s.toml"),
+                "{msg}"
+            );
+            assert_eq!(c.exposure(true).unwrap(), Exposure::Insecure);
+        }
+        let c = cfg("0.0.0.0:0", &format!("{auth}{tls}"));
+        assert_eq!(c.exposure(false).unwrap(), Exposure::Authenticated);
     }
 
     #[test]

@@ -2,15 +2,17 @@
 
 use std::pin::Pin;
 
-use arrow::array::RecordBatch;
+use arrow::array::{AsArray as _, RecordBatch};
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
 use arrow_flight::{IpcMessage, SchemaAsIpc};
 use futures::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status};
 
+use super::gate::Admission;
 use super::proto::{self, features_server::Features, historical_response::Part};
-use super::{parse_ref, version_stream, State};
+use super::{parse_ref, secure, version_stream, State};
+use crate::auth::Action;
 use crate::error::{Error, Result};
 use crate::features::{
     self, FeatureValue, Knowledge, MaterializeOptions, Status as ValueStatus, Value,
@@ -99,7 +101,11 @@ impl FeaturesService {
         })
     }
 
-    async fn online(&self, req: proto::OnlineRequest) -> Result<proto::OnlineResponse> {
+    async fn online(
+        &self,
+        req: proto::OnlineRequest,
+        admission: Option<&Admission>,
+    ) -> Result<proto::OnlineResponse> {
         if req.feature_set.is_empty() {
             return Err(Error::invalid("feature_set", "empty: name a feature set"));
         }
@@ -125,6 +131,23 @@ impl FeaturesService {
                 )
             })?)
         };
+        if let Some(secured) = &self.state.secured {
+            // Decided (and audited) before any value is read: a refused request learns
+            // nothing, not even whether its patients exist.
+            let (principal, admission) = secure::principal(admission)?;
+            let mut ctx = secure::context(admission).with_feature_set(req.feature_set.clone());
+            if let Some(serving) = self.state.online.snapshot(&req.feature_set) {
+                ctx = ctx.with_datasets([serving.timeline.to_string()]);
+            }
+            secure::authorize(
+                &secured.security,
+                principal,
+                ctx,
+                Action::OnlineLookup,
+                req.patient_ids.clone(),
+            )
+            .await?;
+        }
         let answer = self
             .state
             .online
@@ -154,6 +177,7 @@ impl FeaturesService {
     async fn historical(
         &self,
         req: proto::HistoricalRequest,
+        admission: Option<&Admission>,
     ) -> Result<BoxStream<proto::HistoricalResponse>> {
         use proto::historical_request::Entities as Given;
         if req.feature_set.is_empty() {
@@ -177,7 +201,34 @@ impl FeaturesService {
         if !req.name.is_empty() {
             lookup_req.name = Some(req.name.clone());
         }
-        let out = lookup::historical(&self.state.store, lookup_req).await?;
+        let deidentify = match &self.state.secured {
+            None => None,
+            Some(secured) => Some(
+                self.authorize_historical(secured, &req.feature_set, &lookup_req, admission)
+                    .await?,
+            ),
+        }
+        .flatten();
+        let mut out = lookup::historical(&self.state.store, lookup_req).await?;
+        if let Some(deid) = deidentify {
+            // The identified training set stays in the store (its lineage is the record);
+            // the caller gets its de-identified version, whose lineage names it.
+            let base = if req.name.is_empty() {
+                format!("training-{}", req.feature_set)
+            } else {
+                req.name.clone()
+            };
+            let name = format!("{base}-deidentified");
+            let put = crate::deid::store_deidentified(
+                &self.state.store,
+                &out.hash,
+                &deid.policy,
+                &deid.key,
+                &name,
+            )
+            .await?;
+            out.hash = put.manifest.hash;
+        }
         let (schema, batches) = version_stream(&self.state.store, &out.hash).await?;
         let schema_ipc =
             IpcMessage::try_from(SchemaAsIpc::new(&schema, &IpcWriteOptions::default()))
@@ -214,6 +265,84 @@ impl FeaturesService {
             futures::stream::once(async move { Ok(header) }).chain(body),
         ))
     }
+}
+
+impl FeaturesService {
+    /// Decides a historical lookup for the admitted principal and audits it (the patients as
+    /// a count and a hash, the feature set, the timeline and entity references): identified
+    /// with `historical_identified`, de-identified with only `historical_deidentified`
+    /// (returns the policy and key to apply), refused otherwise.
+    async fn authorize_historical<'a>(
+        &self,
+        secured: &'a secure::Secured,
+        feature_set: &str,
+        lookup_req: &lookup::HistoricalRequest,
+        admission: Option<&Admission>,
+    ) -> Result<Option<&'a secure::Deid>> {
+        let (principal, admission) = secure::principal(admission)?;
+        let patients = entity_patients(&self.state.store, lookup_req).await?;
+        let mut ctx = secure::context(admission).with_feature_set(feature_set);
+        let mut datasets = Vec::new();
+        if let Some(r) = &lookup_req.timeline {
+            datasets.push(self.state.store.resolve(r)?.hash.to_string());
+        }
+        if let Entities::Stored(r) = &lookup_req.entities {
+            datasets.push(self.state.store.resolve(r)?.hash.to_string());
+        }
+        ctx = ctx.with_datasets(datasets);
+        let security = &secured.security;
+        // Without either permission this denies (and audits) as a de-identified read.
+        let action = security
+            .historical_action(&principal)
+            .unwrap_or(Action::HistoricalDeidentified);
+        if action == Action::HistoricalDeidentified
+            && secured.deid.is_none()
+            && security.historical_action(&principal).is_some()
+        {
+            let e = Error::precondition(
+                "a de-identified training set",
+                "the server has no [deid] (policy and key) in its configuration",
+            );
+            return Err(secure::refuse(security, &principal, ctx, action, &patients, e).await);
+        }
+        secure::authorize(security, principal, ctx, action, patients).await?;
+        Ok(match action {
+            Action::HistoricalDeidentified => secured.deid.as_ref(),
+            _ => None,
+        })
+    }
+}
+
+/// The patient ids of a historical request's entity rows (inline or stored).
+async fn entity_patients(
+    store: &crate::store::Store,
+    req: &lookup::HistoricalRequest,
+) -> Result<Vec<String>> {
+    let column = req
+        .patient_column
+        .clone()
+        .unwrap_or_else(|| lookup::PATIENT_COLUMN.to_string());
+    let stored;
+    let batches: &[RecordBatch] = match &req.entities {
+        Entities::Batches(b) => b,
+        Entities::Stored(r) => {
+            let m = store.resolve(r)?;
+            stored = store.read(&m.hash).await?.1;
+            &stored
+        }
+    };
+    let mut ids = Vec::new();
+    for (bi, b) in batches.iter().enumerate() {
+        let col = b.column_by_name(&column).ok_or_else(|| Error::BadInput {
+            location: format!("entities batch {bi}"),
+            field: column.clone(),
+            reason: "no such column: the entity rows need patient ids".into(),
+        })?;
+        let col = arrow::compute::cast(col, &arrow::datatypes::DataType::Utf8)?;
+        let col = col.as_string::<i32>();
+        ids.extend(col.iter().flatten().map(str::to_string));
+    }
+    Ok(ids)
 }
 
 fn value_to_proto(v: FeatureValue) -> proto::FeatureValue {
@@ -301,14 +430,22 @@ impl Features for FeaturesService {
         &self,
         request: Request<proto::OnlineRequest>,
     ) -> std::result::Result<Response<proto::OnlineResponse>, Status> {
-        Ok(Response::new(self.online(request.into_inner()).await?))
+        let admission = request.extensions().get::<Admission>().cloned();
+        Ok(Response::new(
+            self.online(request.into_inner(), admission.as_ref())
+                .await?,
+        ))
     }
 
     async fn get_historical_features(
         &self,
         request: Request<proto::HistoricalRequest>,
     ) -> std::result::Result<Response<Self::GetHistoricalFeaturesStream>, Status> {
-        Ok(Response::new(self.historical(request.into_inner()).await?))
+        let admission = request.extensions().get::<Admission>().cloned();
+        Ok(Response::new(
+            self.historical(request.into_inner(), admission.as_ref())
+                .await?,
+        ))
     }
 }
 

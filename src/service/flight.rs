@@ -29,7 +29,8 @@ use arrow_flight::{
 use futures::{Stream, StreamExt as _, TryStreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{parse_ref, version_stream, State};
+use super::gate::Admission;
+use super::{parse_ref, secure, version_stream, State};
 use crate::error::{Error, Result};
 use crate::store::{Kind, ListFilter, Manifest, PutOptions};
 
@@ -360,6 +361,20 @@ impl FlightService for Flight {
             )
         })?;
         let m = self.resolve("ticket", reference)?;
+        if let Some(secured) = &self.state.secured {
+            // Rows of a version: a de-identified one needs historical_deidentified, any
+            // other historical_identified. The audit record names the version (its hash
+            // identifies the rows read).
+            let admission = request.extensions().get::<Admission>();
+            let (principal, admission) = secure::principal(admission)?;
+            let action = if m.labels.contains_key("deidentified") {
+                crate::auth::Action::HistoricalDeidentified
+            } else {
+                crate::auth::Action::HistoricalIdentified
+            };
+            let ctx = secure::context(admission).with_datasets([m.hash.to_string()]);
+            secure::authorize(&secured.security, principal, ctx, action, Vec::new()).await?;
+        }
         let (schema, batches) = version_stream(&self.state.store, &m.hash).await?;
         let max = self.state.limits.max_encoding_message_bytes / 2;
         let encoded = FlightDataEncoderBuilder::new()

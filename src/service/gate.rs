@@ -33,6 +33,8 @@ pub struct Call<'a> {
     pub metadata: &'a http::HeaderMap,
     /// The peer's address, when the transport knows it.
     pub peer: Option<SocketAddr>,
+    /// The client's leaf certificate (DER), verified by the TLS layer, when it sent one.
+    pub client_cert: Option<&'a [u8]>,
 }
 
 impl Call<'_> {
@@ -60,6 +62,9 @@ pub struct Admission {
     pub rpc: String,
     /// The peer's address.
     pub peer: Option<SocketAddr>,
+    /// The authenticated principal with its roles (`None` for a public call, or when the
+    /// gate does not authenticate); handlers authorize patient-level access with it.
+    pub identity: Option<Arc<crate::auth::Principal>>,
 }
 
 /// Decides whether a call may run. Implementations must be cheap (they run on every call)
@@ -83,6 +88,7 @@ impl Gate for AllowAll {
             principal: None,
             rpc: call.rpc.to_string(),
             peer: call.peer,
+            identity: None,
         })
     }
 }
@@ -137,15 +143,13 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
-        let peer = req
-            .extensions()
-            .get::<TcpConnectInfo>()
-            .and_then(|c| c.remote_addr());
+        let (peer, client_cert) = connection_info(req.extensions());
         let decision = {
             let call = Call {
                 rpc: req.uri().path(),
                 metadata: req.headers(),
                 peer,
+                client_cert: client_cert.as_deref(),
             };
             admit(&*self.gate, &call)
         };
@@ -163,6 +167,18 @@ where
             }
         }
     }
+}
+
+/// The peer address and client certificate of a request's connection (plain TCP, or TLS
+/// through [`crate::service::tls_incoming`]).
+fn connection_info(ext: &http::Extensions) -> (Option<SocketAddr>, Option<Vec<u8>>) {
+    if let Some(c) = ext.get::<TcpConnectInfo>() {
+        return (c.remote_addr(), None);
+    }
+    if let Some(c) = ext.get::<super::tls_serve::TlsInfo>() {
+        return (c.peer, c.client_cert.as_ref().map(|c| c.to_vec()));
+    }
+    (None, None)
 }
 
 /// Asks the gate, turning a panic in a gate implementation into a refusal (the server never
@@ -189,6 +205,7 @@ mod tests {
             rpc: "/ward.v1.Datasets/GetDataset",
             metadata: &h,
             peer: None,
+            client_cert: None,
         };
         assert_eq!(c.service(), "ward.v1.Datasets");
         assert_eq!(c.method(), "GetDataset");

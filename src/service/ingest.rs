@@ -231,14 +231,29 @@ impl Ingest for IngestService {
         &self,
         request: Request<proto::IngestPathsRequest>,
     ) -> std::result::Result<Response<proto::IngestResponse>, Status> {
-        Ok(Response::new(self.paths(request.get_ref()).await?))
+        let out = self.paths(request.get_ref()).await?;
+        self.refresh_care_team().await?;
+        Ok(Response::new(out))
     }
 
     async fn ingest_upload(
         &self,
         request: Request<Streaming<proto::IngestUploadRequest>>,
     ) -> std::result::Result<Response<proto::IngestResponse>, Status> {
-        Ok(Response::new(self.upload(request.into_inner()).await?))
+        let out = self.upload(request.into_inner()).await?;
+        self.refresh_care_team().await?;
+        Ok(Response::new(out))
+    }
+}
+
+impl IngestService {
+    /// On a secured server, swaps in the newest `care_team` table (an ingest may have made
+    /// one), so care-team checks follow assignments as they are ingested.
+    async fn refresh_care_team(&self) -> Result<()> {
+        if let Some(secured) = &self.state.secured {
+            super::secure::load_care_team(&self.state.store, &secured.security).await?;
+        }
+        Ok(())
     }
 }
 

@@ -17,6 +17,7 @@ mod mapping;
 mod python_client;
 mod python_hash;
 mod scores;
+mod secure_service;
 mod service;
 mod store;
 mod synth;

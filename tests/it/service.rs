@@ -870,6 +870,7 @@ impl Gate for Recorder {
             principal: who,
             rpc: call.rpc.to_string(),
             peer: call.peer,
+            identity: None,
         })
     }
 }
@@ -1061,7 +1062,7 @@ fn ward_serve_prints_its_port_and_stops_on_sigterm() {
     assert!(out.status.success(), "{:?}", out.status);
     assert!(out.stdout.is_empty(), "serve prints nothing to stdout");
 
-    // A configuration asking for what this build lacks is refused, naming the section.
+    // A section missing a required key is refused, naming the file, line and key.
     std::fs::write(&cfg, "[tls]\ncert = \"server.pem\"\n").unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ward"))
         .args(["serve", "--config"])
@@ -1070,7 +1071,21 @@ fn ward_serve_prints_its_port_and_stops_on_sigterm() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("[tls]"), "{err}");
+    assert!(err.contains("serve.toml:1") && err.contains("key"), "{err}");
+
+    // Off loopback without [auth] and [tls]: refused before binding, unless --insecure.
+    std::fs::write(&cfg, "addr = \"0.0.0.0:0\"\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ward"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("0.0.0.0:0") && err.contains("--insecure"),
+        "{err}"
+    );
 }
 
 fn ipc_stream(batches: &[RecordBatch]) -> Vec<u8> {
