@@ -648,14 +648,8 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
             config,
             insecure,
         } => {
-            crate::service::run(
-                &cli.store,
-                addr,
-                config.as_deref(),
-                insecure,
-                clock.clone(),
-            )
-            .await?;
+            crate::service::run(&cli.store, addr, config.as_deref(), insecure, clock.clone())
+                .await?;
         }
         Command::Demo {
             patients,
