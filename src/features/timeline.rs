@@ -9,10 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, Float64Builder, RecordBatch, StringBuilder,
-    TimestampMicrosecondBuilder, UInt64Builder,
-};
+use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{
     DataType, Field, Float64Type, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType, UInt64Type,
 };
@@ -66,8 +63,13 @@ impl ChangePoint {
 pub(crate) type Rows = Vec<(Arc<str>, Arc<str>, ChangePoint)>;
 
 /// Encodes rows (already in `(patient_id, feature, effective_at)` order) as batches of at
-/// most `batch_size` rows.
+/// most `batch_size` rows. Materialization builds its batches directly; this round trip of
+/// [`decode`] is kept for the tests.
+#[cfg(test)]
 pub(crate) fn encode(rows: &Rows, batch_size: usize) -> Result<Vec<RecordBatch>> {
+    use arrow::array::{
+        ArrayRef, Float64Builder, StringBuilder, TimestampMicrosecondBuilder, UInt64Builder,
+    };
     let schema = timeline_schema();
     let mut out = Vec::new();
     for chunk in rows.chunks(batch_size.max(1)) {
