@@ -78,7 +78,9 @@ class FeaturesServicer:
 
     def GetOnlineFeatures(self, request, context):
         """Features of patients at one time (default: now, from the server's clock) from the
-        latest timeline held in memory. FAILED_PRECONDITION for a set holding labels.
+        latest timeline held in memory. FAILED_PRECONDITION when a requested feature is a
+        label (with `features` empty: when the set holds any); NOT_FOUND for an unknown set
+        or feature.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
