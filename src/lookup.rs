@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::features::{
-    self, FeatureSet, FeatureValue, Knowledge, PatientFeatures, Resolved, Status, TimelineIndex,
+    self, FeatureSet, Knowledge, PatientFeatures, Resolved, Status, TimelineIndex,
 };
 use crate::hash::ContentHash;
 use crate::store::{Kind, Lineage, ListFilter, Manifest, PutOptions, Store, VersionRef};
@@ -736,23 +736,6 @@ impl Serving {
             features: names,
             patients: rows,
         })
-    }
-
-    /// The values of one patient at `t_us` for features at `positions`, without allocating
-    /// names: the hot path of online serving.
-    pub fn values_into(
-        &self,
-        patient: &str,
-        positions: &[usize],
-        t_us: i64,
-        out: &mut Vec<FeatureValue>,
-    ) {
-        let pi = self.index.patient(patient);
-        out.extend(
-            positions
-                .iter()
-                .map(|&fi| self.index.resolve(pi, fi, t_us).to_value()),
-        );
     }
 }
 

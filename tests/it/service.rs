@@ -1165,7 +1165,25 @@ async fn online_and_historical_lookups() {
     let (set, index) = ward::features::load_index(&fx.store, &online_t.hash)
         .await
         .unwrap();
-    let want = ward::features::online_lookup(&set, &index, &patients, at).unwrap();
+    // The reference: the shared lookup rule, feature by feature, in process.
+    let want: Vec<ward::features::PatientFeatures> = patients
+        .iter()
+        .map(|p| ward::features::PatientFeatures {
+            patient_id: p.clone(),
+            at,
+            values: set
+                .features
+                .iter()
+                .map(|f| {
+                    let ttl = index.feature_info(&f.name).and_then(|i| i.ttl);
+                    (
+                        f.name.clone(),
+                        ward::features::lookup(&index, p, &f.name, at, ttl),
+                    )
+                })
+                .collect(),
+        })
+        .collect();
     assert_eq!(
         r.features,
         set.features
