@@ -19,7 +19,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,85 +30,14 @@ use futures::StreamExt;
 use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use ward::curated::{CuratedTables, Table};
-use ward::features::{self, FeatureRepo, MaterializeOptions};
 use ward::service::proto::features_client::FeaturesClient;
 use ward::service::proto::{
     historical_request, historical_response, HistoricalRequest, OnlineRequest,
 };
-use ward::store::{Kind, PutOptions, Store};
-use ward::synth::{generate_range, SynthOptions};
 
-const READMISSION: &str = include_str!("../examples/features/readmission.toml");
+mod grpc_common;
 
-fn arg(i: usize, default: u64) -> u64 {
-    std::env::args()
-        .filter(|a| !a.starts_with("--"))
-        .nth(i)
-        .and_then(|a| a.replace(',', "").parse().ok())
-        .unwrap_or(default)
-}
-
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn pct(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1e6
-}
-
-struct Run {
-    clients: usize,
-    lat: Vec<Duration>,
-    secs: f64,
-    errors: usize,
-}
-
-impl Run {
-    fn row(&self, who: &str) -> String {
-        format!(
-            "| {who} | {} | {:.0} | {:.0} | {:.0} | {} |",
-            self.clients,
-            pct(&self.lat, 0.5),
-            pct(&self.lat, 0.99),
-            self.lat.len() as f64 / self.secs,
-            self.errors
-        )
-    }
-}
-
-/// Drives `clients` concurrent loops of `one` for `secs` seconds (after a 1 s warm-up).
-async fn drive<F, Fut>(clients: usize, secs: u64, make: F) -> Run
-where
-    F: Fn(usize) -> Fut,
-    Fut: std::future::Future<Output = (Vec<Duration>, usize)> + Send + 'static,
-{
-    let tasks: Vec<_> = (0..clients).map(|c| tokio::spawn(make(c))).collect();
-    let mut lat = Vec::new();
-    let mut errors = 0;
-    for t in tasks {
-        let (l, e) = t.await.expect("client task");
-        lat.extend(l);
-        errors += e;
-    }
-    lat.sort_unstable();
-    Run {
-        clients,
-        lat,
-        secs: secs as f64,
-        errors,
-    }
-}
+use grpc_common::{arg, drive, pct, readmission, start_ward, Proc};
 
 fn main() {
     let patients = arg(1, 2_000);
@@ -121,102 +50,22 @@ fn main() {
     rt.block_on(run(patients, secs, entity_rows));
 }
 
-async fn put_cohort(store: &Store, patients: u64) -> Vec<String> {
-    let opts = SynthOptions {
-        patients,
-        seed: 11,
-        ..SynthOptions::default()
-    };
-    let mut tables = CuratedTables::default();
-    for p in generate_range(&opts, 0..patients) {
-        tables.extend(p);
-    }
-    tables.sort_canonical();
-    for t in Table::ALL {
-        let b = tables.to_batch(t).expect("batch");
-        store
-            .put_batches(
-                b.schema(),
-                vec![b],
-                PutOptions::new(t.name(), Kind::Curated),
-            )
-            .await
-            .expect("put");
-    }
-    tables
-        .patients
-        .iter()
-        .map(|p| p.patient_id.clone())
-        .collect()
-}
-
-fn start_ward(store: &Path, config: &Path) -> (Proc, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ward"))
-        .arg("--store")
-        .arg(store)
-        .args(["serve", "--addr", "127.0.0.1:0", "--config"])
-        .arg(config)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("ward serve");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("ward serve exited before listening")
-            .expect("stderr");
-        if let Some(a) = line.strip_prefix("listening on ") {
-            break a
-                .split_whitespace()
-                .next()
-                .expect("addr")
-                .parse()
-                .expect("addr");
-        }
-    };
-    // Keep draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (Proc(child), addr)
-}
-
 async fn run(patients: u64, secs: u64, entity_rows: usize) {
-    let dir = tempfile::Builder::new()
-        .prefix("ward-serve-bench")
-        .tempdir_in("/tmp")
-        .expect("tempdir");
-    let store_dir = dir.path().join("store");
-    let store = Store::open(&store_dir, ward::clock::system()).expect("store");
-    eprintln!("cohort of {patients} patients, materializing readmission ...");
-    let ids = put_cohort(&store, patients).await;
-    let repo_path = dir.path().join("readmission.toml");
-    std::fs::write(&repo_path, READMISSION).expect("repo");
-    let repo = FeatureRepo::parse(READMISSION, "readmission.toml").expect("repo");
-    let tl = features::materialize(&store, &repo, "readmission", &MaterializeOptions::default())
-        .await
-        .expect("materialize");
-    let set = repo.set("readmission").expect("set");
-    let feats: Vec<String> = set
-        .features
-        .iter()
-        .filter(|f| !f.kind.is_label())
-        .take(20)
-        .map(|f| f.name.clone())
-        .collect();
-    assert_eq!(feats.len(), 20);
+    let r = readmission("ward-serve-bench", patients).await;
+    let (dir, store_dir, store, repo_path) = (&r.dir, &r.store_dir, &r.store, &r.repo_path);
+    let (ids, feats) = (r.ids.clone(), r.features.clone());
     let config = dir.path().join("serve.toml");
     std::fs::write(
         &config,
         format!(
-            "features = [{:?}]\n[limits]\nmax_decoding_message_bytes = 1073741824\nmax_encoding_message_bytes = 67108864\nrequest_timeout_secs = 600\n",
+            "features = [{:?}]\n[limits]\nmax_decoding_message_bytes = 1073741824\nrequest_timeout_secs = 600\n",
             repo_path.display().to_string()
         ),
     )
     .expect("config");
-    let (_ward, addr) = start_ward(&store_dir, &config);
+    let (_ward, addr) = start_ward(store_dir, &config);
     let url = format!("http://{addr}");
-    eprintln!("ward serve on {addr}, timeline {}", tl.hash);
+    eprintln!("ward serve on {addr}, timeline {}", r.timeline);
 
     // 1. Ward online.
     let ids = Arc::new(ids);
@@ -445,7 +294,13 @@ async fn run(patients: u64, secs: u64, entity_rows: usize) {
     while let Some(b) = got.next().await {
         let b = b.expect("batch");
         rows += b.num_rows();
-        bytes += b.get_array_memory_size();
+        // The data the batch holds (decoded batches share their message's buffer, which
+        // get_array_memory_size would count once per column).
+        bytes += b
+            .columns()
+            .iter()
+            .map(|c| c.to_data().get_slice_memory_size().expect("size"))
+            .sum::<usize>();
     }
     let flight_s = s.elapsed().as_secs_f64();
     assert_eq!(rows, entity_rows);
@@ -480,7 +335,7 @@ async fn run(patients: u64, secs: u64, entity_rows: usize) {
     println!("|---|---|---|---|---|");
     println!(
         "| historical lookup over gRPC ({} features + status, Arrow IPC out) | {entity_rows} | {hist_s:.2} | {:.0} | {:.1} |",
-        set.features.len(),
+        r.set_size,
         entity_rows as f64 / hist_s,
         hist_bytes as f64 / hist_s / 1e6
     );

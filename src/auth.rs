@@ -27,7 +27,7 @@ use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::audit::{AuditEntry, AuditLog, AuditOptions, Outcome, Patients};
+use crate::audit::{AuditEntry, AuditLog, AuditOptions, Durability, Outcome, Patients};
 use crate::clock::SharedClock;
 use crate::error::{Error, Result};
 pub use care_team::CareTeamIndex;
@@ -525,6 +525,51 @@ pub struct AuditConfig {
     /// Rotate files past this size (default 64 MiB).
     #[serde(default)]
     pub max_file_bytes: Option<u64>,
+    /// When records reach the disk (default `interval`).
+    #[serde(default)]
+    pub durability: Option<AuditDurability>,
+    /// The `interval` policy's flush period in milliseconds (default 20).
+    #[serde(default)]
+    pub flush_interval_ms: Option<u64>,
+}
+
+/// `[audit] durability`: see [`crate::audit::Durability`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditDurability {
+    /// Written to the operating system before the response, synced in the background.
+    Interval,
+    /// Synced to disk before the response.
+    Sync,
+}
+
+impl AuditConfig {
+    /// The log options this section asks for.
+    ///
+    /// # Errors
+    /// [`Error::BadInput`] naming `origin` for a zero interval or an interval given with
+    /// `durability = "sync"`.
+    pub fn options(&self, origin: &str) -> Result<AuditOptions> {
+        let mut opts = AuditOptions::default();
+        if let Some(m) = self.max_file_bytes {
+            opts.max_file_bytes = m;
+        }
+        let bad = |reason: &str| Error::BadInput {
+            location: origin.to_string(),
+            field: "audit.flush_interval_ms".into(),
+            reason: reason.into(),
+        };
+        opts.durability = match (self.durability, self.flush_interval_ms) {
+            (Some(AuditDurability::Sync), Some(_)) => {
+                return Err(bad("applies to durability = \"interval\" only"))
+            }
+            (Some(AuditDurability::Sync), None) => Durability::Sync,
+            (_, Some(0)) => return Err(bad("must be at least 1")),
+            (_, Some(ms)) => Durability::Interval(std::time::Duration::from_millis(ms)),
+            (_, None) => Durability::default(),
+        };
+        Ok(opts)
+    }
 }
 
 impl SecurityConfig {
@@ -602,15 +647,14 @@ impl Security {
         let audit_cfg = cfg.audit.clone().unwrap_or(AuditConfig {
             dir: None,
             max_file_bytes: None,
+            durability: None,
+            flush_interval_ms: None,
         });
+        let opts = audit_cfg.options(origin)?;
         let dir = audit_cfg
             .dir
             .map(|d| base.join(d))
             .unwrap_or_else(|| default_audit_dir.to_path_buf());
-        let mut opts = AuditOptions::default();
-        if let Some(m) = audit_cfg.max_file_bytes {
-            opts.max_file_bytes = m;
-        }
         let audit = AuditLog::open(&dir, clock.clone(), opts)?;
         Ok(Security::new(
             Authenticator::new(jwt, tokens, mtls),

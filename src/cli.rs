@@ -612,6 +612,7 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
                     .with_context(|| format!("creating {}", dir.display()))?;
             }
             crate::lookup::asof::write_parquet(&batch, &out)?;
+            let write_s = w.elapsed().as_secs_f64();
             eprintln!(
                 "{} entity rows x {} feature rows: {} matched; entities {:.3} s, candidates {:.3} s, gather {:.3} s, write {:.3} s",
                 stats.rows,
@@ -620,14 +621,29 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
                 stats.entities_s,
                 stats.candidates_s,
                 stats.gather_s,
-                w.elapsed().as_secs_f64()
+                write_s
             );
             // The peers' report lines (../shared/peers/README.md, EXTRA_TOOL). Ward's join
-            // time includes reading both Parquet files.
+            // time includes reading both Parquet files (the peers report that as load_s).
             outln!("join seconds: {join_s:.3}");
-            if let Some(mib) = crate::lookup::asof::peak_rss_mib() {
+            let rss = crate::lookup::asof::peak_rss_mib();
+            if let Some(mib) = rss {
                 outln!("peak RSS MiB: {mib:.1}");
             }
+            let round = |s: f64| (s * 1000.0).round() / 1000.0;
+            outln!(
+                "RESULT {}",
+                serde_json::json!({
+                    "tool": "ward",
+                    "ttl_days": ttl_days,
+                    "rows_out": stats.rows,
+                    "load_s": 0.0,
+                    "join_s": round(join_s),
+                    "sort_s": 0.0,
+                    "write_s": round(write_s),
+                    "peak_rss_mib": rss,
+                })
+            );
         }
         Command::Rebuild { reference } => {
             let store = open()?;

@@ -692,6 +692,21 @@ impl CuratedTables {
         });
     }
 
+    /// Every non-empty table's record batch, in [`Table::ALL`] order, built in parallel
+    /// (one table a task).
+    ///
+    /// # Errors
+    /// An Arrow error building a batch.
+    pub fn to_batches(&self) -> Result<Vec<(Table, RecordBatch)>, ArrowError> {
+        use rayon::prelude::*;
+        Table::ALL
+            .as_slice()
+            .par_iter()
+            .filter(|t| self.len(**t) > 0)
+            .map(|t| self.to_batch(*t).map(|b| (*t, b)))
+            .collect()
+    }
+
     /// Builds the record batch of one table, in the current row order.
     ///
     /// # Errors

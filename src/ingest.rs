@@ -12,6 +12,7 @@
 
 pub mod fhir;
 pub mod hl7v2;
+mod json;
 pub mod mapping;
 pub mod pipeline;
 

@@ -15,10 +15,16 @@
 //! string, so a SMART `scope` claim works with `role_prefix`). Each role must be granted to
 //! the key (`key_grants`) or, without an entry for the key, to the issuer (`grants`): a role
 //! claimed beyond that is refused with [`Error::PermissionDenied`].
+//!
+//! A token that verified is remembered (by the BLAKE3 of its text, up to
+//! [`VERIFIED_CACHE_MAX`] tokens, forgotten when keys change): a client sends the same token
+//! with every request until it expires, and checking an ES256 or RS256 signature costs tens
+//! of microseconds. Only the signature and the time-independent claims are remembered: `exp`
+//! and `nbf` are checked against the clock on every request.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm, PublicKeyUse};
@@ -106,10 +112,38 @@ impl std::fmt::Debug for KeyEntry {
     }
 }
 
+/// How many verified tokens a [`JwtVerifier`] remembers (all are forgotten when it is full).
+pub const VERIFIED_CACHE_MAX: usize = 16_384;
+
 /// Verifies bearer JWTs against the keys of the configured issuers.
 #[derive(Debug, Default)]
 pub struct JwtVerifier {
     keys: Vec<KeyEntry>,
+    verified: Mutex<HashMap<[u8; 32], Arc<Verified>>>,
+}
+
+/// A token whose signature and time-independent claims checked out.
+#[derive(Debug)]
+struct Verified {
+    principal: Principal,
+    exp: i64,
+    nbf: Option<i64>,
+    skew_secs: i64,
+}
+
+impl Verified {
+    fn check_time(&self, now: DateTime<Utc>) -> Result<()> {
+        let now_s = now.timestamp();
+        if now_s > self.exp.saturating_add(self.skew_secs) {
+            return Err(unauth("the token has expired"));
+        }
+        if let Some(nbf) = self.nbf {
+            if now_s.saturating_add(self.skew_secs) < nbf {
+                return Err(unauth("the token is not valid yet (nbf)"));
+            }
+        }
+        Ok(())
+    }
 }
 
 fn unauth(reason: impl Into<String>) -> Error {
@@ -179,6 +213,9 @@ impl JwtVerifier {
     /// # Errors
     /// As [`JwtVerifier::load`].
     pub fn add_issuer(&mut self, cfg: &IssuerConfig, jwks_json: &str, origin: &str) -> Result<()> {
+        if let Ok(m) = self.verified.get_mut() {
+            m.clear();
+        }
         let bad = |field: String, reason: String| Error::BadInput {
             location: origin.to_string(),
             field,
@@ -299,6 +336,36 @@ impl JwtVerifier {
     /// valid, wrong-issuer or wrong-audience token; [`Error::PermissionDenied`] for an
     /// authentic token claiming a role its key does not grant. Reasons never echo the token.
     pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<Principal> {
+        let digest = *blake3::hash(token.as_bytes()).as_bytes();
+        let known = self
+            .verified
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&digest).cloned());
+        let verified = match known {
+            Some(v) => v,
+            None => {
+                let v = Arc::new(self.verify_signed(token)?);
+                if let Ok(mut m) = self.verified.lock() {
+                    if m.len() >= VERIFIED_CACHE_MAX {
+                        m.clear();
+                    }
+                    m.insert(digest, v.clone());
+                }
+                v
+            }
+        };
+        verified.check_time(now)?;
+        Ok(verified.principal.clone())
+    }
+
+    /// Number of verified tokens remembered.
+    pub fn remembered(&self) -> usize {
+        self.verified.lock().map_or(0, |m| m.len())
+    }
+
+    /// Everything but the time checks.
+    fn verify_signed(&self, token: &str) -> Result<Verified> {
         if token.split('.').count() != 3 {
             return Err(unauth(
                 "the bearer token is not a JWT (three dot-separated parts)",
@@ -375,20 +442,16 @@ impl JwtVerifier {
         if !aud_ok {
             return Err(unauth("the token's audience does not name this service"));
         }
-        let now_s = now.timestamp();
         let exp = claims
             .get("exp")
             .and_then(numeric_date)
             .ok_or_else(|| unauth("the token has no numeric exp claim"))?;
-        if now_s > exp.saturating_add(iss.skew_secs) {
-            return Err(unauth("the token has expired"));
-        }
-        if let Some(nbf) = claims.get("nbf") {
-            let nbf = numeric_date(nbf).ok_or_else(|| unauth("the token's nbf is not a number"))?;
-            if now_s.saturating_add(iss.skew_secs) < nbf {
-                return Err(unauth("the token is not valid yet (nbf)"));
+        let nbf = match claims.get("nbf") {
+            Some(nbf) => {
+                Some(numeric_date(nbf).ok_or_else(|| unauth("the token's nbf is not a number"))?)
             }
-        }
+            None => None,
+        };
         let subject = claims
             .get(&iss.subject_claim)
             .and_then(|v| v.as_str())
@@ -453,7 +516,7 @@ impl JwtVerifier {
             }),
             None => Some(subject.clone()),
         };
-        Ok(Principal {
+        let principal = Principal {
             subject,
             roles,
             source: Source::Jwt,
@@ -461,6 +524,12 @@ impl JwtVerifier {
             key_id: key.kid.clone(),
             clinician_id,
             expires_at: DateTime::from_timestamp(exp, 0),
+        };
+        Ok(Verified {
+            principal,
+            exp,
+            nbf,
+            skew_secs: iss.skew_secs,
         })
     }
 }
@@ -595,6 +664,31 @@ mod tests {
         let e = v.verify(&token, now).unwrap_err();
         assert!(matches!(e, Error::PermissionDenied { .. }), "{e}");
         assert!(e.to_string().contains("admin"), "{e}");
+        // Only the verified token is remembered; remembered, it is still refused once it
+        // expires (exp is checked on every call, against the caller's clock), and a
+        // different token (one byte changed) is verified afresh.
+        assert_eq!(v.remembered(), 1);
+        let good =
+            jsonwebtoken::encode(&jsonwebtoken::Header::new(Algorithm::ES256), &claims, &key)
+                .unwrap();
+        assert_eq!(v.verify(&good, now).unwrap(), p);
+        let later = now + chrono::Duration::seconds(200);
+        let e = v.verify(&good, later).unwrap_err();
+        assert!(e.to_string().contains("expired"), "{e}");
+        let mut forged = good.clone().into_bytes();
+        let last = forged.len() - 2;
+        forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+        let forged = String::from_utf8(forged).unwrap();
+        let e = v.verify(&forged, now).unwrap_err();
+        assert!(e.to_string().contains("signature"), "{e}");
+        // New keys forget what the old ones verified.
+        let mut other = c.clone();
+        other.issuer = "https://idp2.test".into();
+        let mut jwks2 = jwks.clone();
+        jwks2["keys"][0]["kid"] = serde_json::json!("k2");
+        v.add_issuer(&other, &jwks2.to_string(), "jwks2.json")
+            .unwrap();
+        assert_eq!(v.remembered(), 0);
     }
 
     #[test]

@@ -62,16 +62,15 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use chrono::{DateTime, FixedOffset, NaiveDate, NaiveTime, TimeZone, Utc};
-use rayon::prelude::*;
-use serde::Deserialize;
-use serde_json::Value;
-
+use super::json::Value;
 use super::{clip_raw, BadRecord, Context, Input, Location, Parsed, Skipped};
 use crate::curated::{
     admission_type, code_system, discharge_disposition, encounter_class, service, CareTeamMember,
     Coding, Condition, Encounter, Medication, Observation, Patient, Procedure, RowMeta, Table,
 };
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveTime, TimeZone, Utc};
+use rayon::prelude::*;
+use serde::Deserialize;
 
 /// Parses FHIR JSON documents: each input is a Bundle (any type, nested Bundles included) or
 /// a single resource.
@@ -116,10 +115,14 @@ pub fn parse_ndjson(inputs: &[Input<'_>], ctx: &Context) -> Parsed {
         .par_iter()
         .zip(heads.par_iter())
         .map(|(&(file, line_no, bytes), head)| match head {
-            // Valid JSON (the pre-pass read all of it) of a type Ward does not curate: the
-            // full parse, the costliest step, is not needed. Claims and EOBs are most of a
-            // Synthea export's bytes.
-            Some(rtype) if !CURATED.contains(&rtype.as_ref()) && rtype != "Bundle" => {
+            // Valid JSON of a type Ward does not curate: checked without building it (the
+            // full parse is the costliest step). Claims and EOBs are most of a Synthea
+            // export's bytes.
+            Some(rtype)
+                if !CURATED.contains(&rtype.as_ref())
+                    && rtype != "Bundle"
+                    && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() =>
+            {
                 vec![Outcome {
                     skipped: Some(Skipped {
                         location: Location {
@@ -286,7 +289,7 @@ fn retract_superseded(outcomes: &mut [Outcome]) {
 #[derive(Clone, Copy)]
 enum Raw<'a> {
     Bytes(&'a [u8]),
-    Json(&'a Value),
+    Json(&'a Value<'a>),
 }
 
 impl Raw<'_> {
@@ -305,7 +308,7 @@ impl Raw<'_> {
 struct Unit<'a> {
     file: &'a str,
     record: u64,
-    res: &'a Value,
+    res: &'a Value<'a>,
     raw: Raw<'a>,
     full_url: Option<&'a str>,
     bundle_ts: Option<DateTime<Utc>>,
@@ -365,6 +368,123 @@ struct IdOnly<'a> {
     id: Option<Cow<'a, str>>,
 }
 
+/// `resourceType` and `id` of a line that is one JSON object, found by scanning its
+/// top-level members and skipping nested values without parsing them (about a tenth of the
+/// cost of a parse). `None` when the line does not look like that (not an object, an
+/// escape in one of the two strings, unbalanced brackets or strings): the caller then asks
+/// serde. It does not validate numbers or literals; every line of a curated type is parsed
+/// in full afterwards anyway, and the others are validated before being skipped.
+fn quick_head(b: &[u8]) -> Option<IdOnly<'_>> {
+    fn ws(b: &[u8], mut i: usize) -> usize {
+        while i < b.len() && b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        i
+    }
+    /// From an opening quote: the end (after the closing quote) and whether it had escapes.
+    fn string(b: &[u8], i: usize) -> Option<(usize, bool)> {
+        let mut j = i + 1;
+        let mut escaped = false;
+        loop {
+            match b.get(j)? {
+                b'"' => return Some((j + 1, escaped)),
+                b'\\' => {
+                    escaped = true;
+                    j += 2;
+                }
+                _ => j += 1,
+            }
+        }
+    }
+    /// Past one value starting at `i`.
+    fn skip(b: &[u8], i: usize) -> Option<usize> {
+        match b.get(i)? {
+            b'"' => string(b, i).map(|(end, _)| end),
+            b'{' | b'[' => {
+                let mut depth = 0usize;
+                let mut j = i;
+                loop {
+                    match b.get(j)? {
+                        b'"' => {
+                            j = string(b, j)?.0;
+                            continue;
+                        }
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                return Some(j + 1);
+                            }
+                        }
+                        _ => {}
+                    }
+                    j += 1;
+                }
+            }
+            _ => {
+                let mut j = i;
+                while j < b.len()
+                    && !matches!(b[j], b',' | b'}' | b']')
+                    && !b[j].is_ascii_whitespace()
+                {
+                    j += 1;
+                }
+                (j > i).then_some(j)
+            }
+        }
+    }
+    let text = |from: usize, to: usize| std::str::from_utf8(&b[from..to]).ok();
+    let mut head = IdOnly {
+        resource_type: None,
+        id: None,
+    };
+    let mut i = ws(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = ws(b, i + 1);
+    if b.get(i) == Some(&b'}') {
+        return (ws(b, i + 1) == b.len()).then_some(head);
+    }
+    loop {
+        if b.get(i) != Some(&b'"') {
+            return None;
+        }
+        let (key_end, key_escaped) = string(b, i)?;
+        let key = &b[i + 1..key_end - 1];
+        i = ws(b, key_end);
+        if b.get(i) != Some(&b':') {
+            return None;
+        }
+        i = ws(b, i + 1);
+        let wanted = !key_escaped && (key == b"resourceType" || key == b"id");
+        if wanted && b.get(i) == Some(&b'"') {
+            let (end, escaped) = string(b, i)?;
+            if escaped {
+                return None;
+            }
+            let value = Cow::Borrowed(text(i + 1, end - 1)?);
+            if key == b"id" {
+                head.id = Some(value);
+            } else {
+                head.resource_type = Some(value);
+            }
+            i = end;
+        } else if wanted {
+            // Not a string: let serde say what it is.
+            return None;
+        } else {
+            i = skip(b, i)?;
+        }
+        i = ws(b, i);
+        match b.get(i)? {
+            b',' => i = ws(b, i + 1),
+            b'}' => return (ws(b, i + 1) == b.len()).then_some(head),
+            _ => return None,
+        }
+    }
+}
+
 /// The resource types that feed curated tables (Medication only helps resolve orders).
 const CURATED: [&str; 6] = [
     "Patient",
@@ -387,11 +507,15 @@ impl<'a> Index<'a> {
         let found: Vec<Found<'a>> = lines
             .par_iter()
             .map(|&(_, _, bytes)| {
-                let Ok(head) = serde_json::from_slice::<IdOnly<'a>>(bytes) else {
-                    return (None, None, None);
+                let head = match quick_head(bytes) {
+                    Some(head) => head,
+                    None => match serde_json::from_slice::<IdOnly<'a>>(bytes) {
+                        Ok(head) => head,
+                        Err(_) => return (None, None, None),
+                    },
                 };
                 let med = (head.resource_type.as_deref() == Some("Medication"))
-                    .then(|| serde_json::from_slice::<Value>(bytes).ok())
+                    .then(|| Value::parse(bytes).ok())
                     .flatten()
                     .map(|v| medication_code(&v));
                 (head.resource_type, head.id, med)
@@ -490,7 +614,7 @@ impl<'a> Walker<'a> {
 
     /// Walks a Bundle. `record` is fixed for NDJSON lines and nested Bundles; otherwise each
     /// entry is its own record.
-    fn bundle(&mut self, bundle: &'a Value, record: Option<u64>, ts: Option<DateTime<Utc>>) {
+    fn bundle(&mut self, bundle: &'a Value<'a>, record: Option<u64>, ts: Option<DateTime<Utc>>) {
         let at = record.unwrap_or(0);
         let ts = match bundle.get("timestamp") {
             None | Some(Value::Null) => ts,
@@ -564,7 +688,7 @@ fn process_document(
     index: &Index<'_>,
     ctx: &Context,
 ) -> Vec<Outcome> {
-    let doc: Value = match serde_json::from_slice(bytes) {
+    let doc = match Value::parse(bytes) {
         Ok(doc) => doc,
         Err(e) => {
             let bad = BadRecord {
@@ -707,7 +831,7 @@ fn literal_reference(reference: &str) -> Option<Target<'_>> {
 
 /// The id rows use for a resource: its `id`, else the uuid (or last path segment) of its
 /// fullUrl.
-fn resource_id<'a>(res: &'a Value, full_url: Option<&'a str>) -> Option<&'a str> {
+fn resource_id<'a>(res: &'a Value<'_>, full_url: Option<&'a str>) -> Option<&'a str> {
     if let Some(id) = res
         .get("id")
         .and_then(Value::as_str)
@@ -965,7 +1089,7 @@ fn patient(res: &Value, head: &Head, ctx: &Context) -> Fx<Patient> {
         })
         .filter(|g| !g.is_empty());
     let family = name.and_then(|n| match n.get("family") {
-        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::String(s)) => Some(s.to_string()),
         // DSTU2 wrote family as a list of strings.
         Some(Value::Array(parts)) => {
             let joined: Vec<&str> = parts.iter().filter_map(Value::as_str).collect();
@@ -1528,7 +1652,7 @@ fn string(v: &Value, key: &str) -> Option<String> {
 }
 
 /// The `coding` entries of a CodeableConcept.
-fn codings(cc: &Value) -> impl Iterator<Item = &Value> {
+fn codings<'v, 'j>(cc: &'v Value<'j>) -> impl Iterator<Item = &'v Value<'j>> {
     cc.get("coding")
         .and_then(Value::as_array)
         .into_iter()
@@ -1536,7 +1660,7 @@ fn codings(cc: &Value) -> impl Iterator<Item = &Value> {
 }
 
 /// The codes of a CodeableConcept, as written.
-fn codes(cc: Option<&Value>) -> impl Iterator<Item = &str> {
+fn codes<'v, 'j>(cc: Option<&'v Value<'j>>) -> impl Iterator<Item = &'v str> + use<'v, 'j> {
     cc.into_iter()
         .flat_map(codings)
         .filter_map(|c| c.get("code").and_then(Value::as_str))
@@ -1547,7 +1671,7 @@ fn first_code(cc: &Value) -> Option<String> {
 }
 
 /// The element of a list whose `use` is `wanted`, else the first.
-fn preferred<'a>(list: Option<&'a Value>, wanted: &str) -> Option<&'a Value> {
+fn preferred<'a, 'j>(list: Option<&'a Value<'j>>, wanted: &str) -> Option<&'a Value<'j>> {
     let list = list?.as_array()?;
     list.iter()
         .find(|x| x.get("use").and_then(Value::as_str) == Some(wanted))
@@ -1746,7 +1870,7 @@ fn digits(b: &[u8], at: usize, len: usize) -> Option<u32> {
 mod tests {
     use chrono::TimeZone;
     use proptest::prelude::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     use super::*;
 
@@ -2340,6 +2464,52 @@ mod tests {
             .map(|s| (s.what.as_str(), s.location.record))
             .collect();
         assert_eq!(skipped, [("Immunization", 5), ("Medication", 1)]);
+    }
+
+    #[test]
+    fn quick_head_reads_top_level_members_only() {
+        let head = |line: &str| {
+            quick_head(line.as_bytes()).map(|h| {
+                (
+                    h.resource_type.map(|t| t.to_string()),
+                    h.id.map(|t| t.to_string()),
+                )
+            })
+        };
+        let some = |t: &str, id: &str| Some((Some(t.to_string()), Some(id.to_string())));
+        // Nested "id"s and "resourceType"s, brackets and quotes inside strings, numbers and
+        // literals at the top level: only the top-level members count.
+        let line = r#" {"contained":[{"resourceType":"Medication","id":"m1"}],"note":"a } \" ] {","n":-1.5e3,"ok":true,"subject":{"id":"x"},"id":"o-1","x":null,"resourceType":"Observation"} "#;
+        assert_eq!(head(line), some("Observation", "o-1"));
+        assert_eq!(
+            head(r#"{"resourceType":"Patient"}"#),
+            Some((Some("Patient".into()), None))
+        );
+        assert_eq!(head("{}"), Some((None, None)));
+        // Whatever it cannot read simply is left to serde.
+        for bad in [
+            r#"{"resourceType":"Pat\u0069ent","id":"p"}"#,
+            r#"{"resourceType":"Patient","id":7}"#,
+            r#"{"resourceType":"Patient","id":"p""#,
+            r#"{"resourceType":"Patient","id":"p"} trailing"#,
+            r#"[{"resourceType":"Patient"}]"#,
+            r#"{"a":[1,2}"#,
+            r#"{"a" 1}"#,
+            "",
+        ] {
+            assert_eq!(head(bad), None, "{bad}");
+        }
+        // Agrees with serde on the sample Bundle and each of its resources as a line.
+        let doc: Value = serde_json::from_str(&sample()).unwrap();
+        let mut lines = vec![doc.to_string()];
+        for e in doc["entry"].as_array().unwrap() {
+            lines.push(e["resource"].to_string());
+        }
+        for line in &lines {
+            let q = quick_head(line.as_bytes()).expect("a plain object");
+            let t: IdOnly<'_> = serde_json::from_str(line).unwrap();
+            assert_eq!((q.resource_type, q.id), (t.resource_type, t.id), "{line}");
+        }
     }
 
     #[test]

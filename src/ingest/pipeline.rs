@@ -354,12 +354,8 @@ pub async fn ingest(
 
     // 4. Curated versions.
     let mut curated = Vec::new();
-    for table in Table::ALL {
-        let n = parsed.tables.len(table);
-        if n == 0 {
-            continue;
-        }
-        let batch = parsed.tables.to_batch(table)?;
+    for (table, batch) in parsed.tables.to_batches()? {
+        let n = batch.num_rows();
         let (prev, merged) = merge_with_latest(store, table.name(), batch).await?;
         let mut p = PutOptions::new(table.name(), Kind::Curated);
         p.lineage = lineage(prev, table.name());

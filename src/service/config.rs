@@ -97,8 +97,10 @@ pub struct Limits {
     /// Largest gRPC message a client may send, in bytes (default 16 MiB). A larger one is
     /// refused by the transport (`OUT_OF_RANGE`).
     pub max_decoding_message_bytes: usize,
-    /// Largest gRPC message the server sends, in bytes (default 16 MiB). Streams (Flight
-    /// DoGet, historical lookups) split their data to stay below it.
+    /// Largest gRPC message the server sends, in bytes (default 4 MiB, the receive limit
+    /// gRPC clients have by default: grpcio, tonic, grpc-java). Streams (Flight DoGet,
+    /// historical lookups) split their data to stay below it; raise it only with clients
+    /// configured to receive more.
     pub max_encoding_message_bytes: usize,
     /// Largest upload (IngestUpload, Flight DoPut), all messages together (default 1 GiB).
     pub max_upload_bytes: u64,
@@ -115,7 +117,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_decoding_message_bytes: 16 << 20,
-            max_encoding_message_bytes: 16 << 20,
+            max_encoding_message_bytes: 4 << 20,
             max_upload_bytes: 1 << 30,
             request_timeout_secs: 120.0,
             shutdown_grace_secs: 30.0,
@@ -373,6 +375,7 @@ mod tests {
         let c = ServeConfig::parse("", "t.toml").unwrap();
         assert_eq!(c.addr.to_string(), DEFAULT_ADDR);
         assert_eq!(c.limits.max_decoding_message_bytes, 16 << 20);
+        assert_eq!(c.limits.max_encoding_message_bytes, 4 << 20);
         let c = ServeConfig::parse(
             "addr = \"127.0.0.1:0\"\n[limits]\nrequest_timeout_secs = 5\n[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n",
             "t.toml",

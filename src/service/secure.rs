@@ -196,8 +196,8 @@ pub(crate) fn principal(admission: Option<&Admission>) -> Result<(Arc<Principal>
 }
 
 /// The handler's decision: authorizes `action` on `patients` for the admitted principal and
-/// audits it (with the feature set and datasets in `ctx`), from a blocking thread (the audit
-/// append syncs to disk).
+/// audits it (with the feature set and datasets in `ctx`); from a blocking thread when the
+/// audit append waits for the disk (`durability = "sync"`).
 ///
 /// # Errors
 /// [`Error::PermissionDenied`] (audited); an audit write error (fail closed).
@@ -208,6 +208,11 @@ pub(crate) async fn authorize(
     action: Action,
     patients: Vec<String>,
 ) -> Result<()> {
+    if !security.audit().is_some_and(|log| log.append_blocks()) {
+        // The audit append only writes to the operating system: no need to leave the
+        // executor (a blocking-pool hop costs more than the write).
+        return security.authorize(&principal, &ctx, action, &patients);
+    }
     let security = security.clone();
     tokio::task::spawn_blocking(move || security.authorize(&principal, &ctx, action, &patients))
         .await
@@ -244,6 +249,12 @@ pub(crate) async fn refuse(
         decision: Outcome::Denied,
         reason: e.to_string(),
     };
+    if !log.append_blocks() {
+        return match log.append(entry) {
+            Ok(_) => e,
+            Err(audit) => audit,
+        };
+    }
     match tokio::task::spawn_blocking(move || log.append(entry)).await {
         Ok(Ok(_)) => e,
         Ok(Err(audit)) => audit,

@@ -732,5 +732,22 @@ async fn cli_historical_rebuild_get_and_asof() {
         stdout.contains("join seconds: ") && stdout.contains("peak RSS MiB: "),
         "{stdout}"
     );
+    // The peers' summarize.py reads the RESULT line's JSON.
+    let result = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .unwrap_or_else(|| panic!("no RESULT line: {stdout}"));
+    let r: serde_json::Value = serde_json::from_str(result).unwrap();
+    assert_eq!(r["tool"], "ward");
+    assert_eq!(r["ttl_days"], 90.0);
+    assert!(r["join_s"].as_f64().unwrap() >= 0.0, "{r}");
     assert!(out.is_file());
+    let rows = parquet::file::reader::SerializedFileReader::new(std::fs::File::open(&out).unwrap())
+        .map(|f| {
+            parquet::file::reader::FileReader::metadata(&f)
+                .file_metadata()
+                .num_rows()
+        })
+        .unwrap();
+    assert_eq!(r["rows_out"].as_i64(), Some(rows));
 }

@@ -606,6 +606,35 @@ async fn flight_get_put_list_info() {
             "{ticket}"
         );
     }
+    // A version larger than a gRPC client's default receive limit (4 MiB) streams to a
+    // client with default settings: the server splits it below its encoding limit.
+    // Wide rows, so that one of the store's scan batches (8,192 rows) is over 4 MiB.
+    let n = 20_000;
+    let schema = Arc::new(Schema::new(vec![Field::new("note", DataType::Utf8, false)]));
+    let big = RecordBatch::try_new(
+        schema.clone(),
+        vec![Arc::new(StringArray::from_iter_values(
+            (0..n).map(|i| format!("{i:08}-{}", "x".repeat(600))),
+        ))],
+    )
+    .unwrap();
+    let put_big = fx
+        .store
+        .put_batches(
+            schema,
+            vec![big],
+            ward::store::PutOptions::new("big", Kind::Other),
+        )
+        .await
+        .unwrap();
+    let stream = f.do_get(Ticket::new("big")).await.unwrap();
+    let batches: Vec<RecordBatch> = stream.try_collect().await.unwrap();
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), n);
+    assert_eq!(
+        ward::hash::hash_batches(&batches[0].schema(), &batches).unwrap(),
+        put_big.manifest.hash
+    );
+
     let unknown = format!("b3:{}", "ab".repeat(32));
     let err = failed(f.do_get(Ticket::new(unknown.clone())).await);
     assert_eq!(err.code(), Code::NotFound);
