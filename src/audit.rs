@@ -29,8 +29,9 @@
 //!   are pending, at most one interval after they were written, and once more when the log is
 //!   dropped. A power loss or kernel crash can lose the records of the last interval. This is
 //!   the trade-off of the Linux audit daemon's default (`flush = incremental_async`): the
-//!   request path never waits for the disk (an `fdatasync` costs milliseconds on ordinary
-//!   disks, 10-100 times an online lookup).
+//!   request path never waits for the disk (an `fdatasync` costs about as much as a whole
+//!   online lookup on a fast virtual disk, milliseconds on spinning or network disks; measured
+//!   in docs/security.md).
 //! - [`Durability::Sync`]: `append` makes the record durable before it returns, so a response
 //!   never leaves before its audit record is on disk. Flushes are group commits: records
 //!   written by concurrent appends while a flush runs are covered by the next single flush,
@@ -291,6 +292,11 @@ impl Flusher {
                     return;
                 };
                 loop {
+                    // Checked under the lock before waiting: a stop signalled before the
+                    // thread first waits is not lost.
+                    if *stopped {
+                        return;
+                    }
                     match cvar.wait_timeout(stopped, every) {
                         Ok((guard, _)) => stopped = guard,
                         Err(_) => return,
@@ -532,11 +538,6 @@ impl AuditLog {
     /// The directory.
     pub fn dir(&self) -> &Path {
         &self.core.dir
-    }
-
-    /// The durability policy.
-    pub fn durability(&self) -> Durability {
-        self.core.opts.durability
     }
 
     /// Whether [`AuditLog::append`] waits for the disk (run it off the async executor then).

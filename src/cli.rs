@@ -637,9 +637,7 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
                     "tool": "ward",
                     "ttl_days": ttl_days,
                     "rows_out": stats.rows,
-                    "load_s": 0.0,
                     "join_s": round(join_s),
-                    "sort_s": 0.0,
                     "write_s": round(write_s),
                     "peak_rss_mib": rss,
                 })
@@ -775,11 +773,12 @@ fn run_audit(command: AuditCommand, store: &std::path::Path) -> Result<()> {
                 );
             }
             eprintln!(
-                "audit trail {}: {} records in {} files verified; HEAD at seq {}",
+                "audit trail {}: {} records in {} files verified; HEAD at seq {} ({} records after it, not yet flushed when HEAD was written)",
                 dir.display(),
                 r.records,
                 r.files,
-                r.head_seq.map_or("-".to_string(), |s| s.to_string())
+                r.head_seq.map_or("-".to_string(), |s| s.to_string()),
+                r.after_head
             );
         }
         AuditCommand::Query { patient, dir, json } => {

@@ -62,15 +62,16 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveTime, TimeZone, Utc};
+use rayon::prelude::*;
+use serde::Deserialize;
+
 use super::json::Value;
 use super::{clip_raw, BadRecord, Context, Input, Location, Parsed, Skipped};
 use crate::curated::{
     admission_type, code_system, discharge_disposition, encounter_class, service, CareTeamMember,
     Coding, Condition, Encounter, Medication, Observation, Patient, Procedure, RowMeta, Table,
 };
-use chrono::{DateTime, FixedOffset, NaiveDate, NaiveTime, TimeZone, Utc};
-use rayon::prelude::*;
-use serde::Deserialize;
 
 /// Parses FHIR JSON documents: each input is a Bundle (any type, nested Bundles included) or
 /// a single resource.
