@@ -448,7 +448,7 @@ fn run_child(phase: &str, args: &[&Path]) -> (BTreeMap<String, f64>, f64) {
 /// Runs the DuckDB script as a child; returns its report and wall time.
 fn run_duckdb(dir: &Path, entities: &Path, out: &Path) -> (BTreeMap<String, f64>, f64) {
     let python = std::env::var("WARD_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/features_duckdb.py");
+    let script = PathBuf::from("benches/features_duckdb.py");
     let t = Instant::now();
     let res = Command::new(&python)
         .arg(&script)

@@ -35,7 +35,7 @@ const TYPES: [&str; 6] = [
 fn shared_data() -> PathBuf {
     std::env::var_os("WARD_SHARED_DATA")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"))
+        .unwrap_or_else(|| PathBuf::from("../shared/data"))
 }
 
 fn now() -> chrono::DateTime<chrono::Utc> {
@@ -339,7 +339,7 @@ fn time_pipeline(dir: &Path, format: Format, runs: usize) -> (Duration, u64) {
 
 /// Runs the Python baseline `runs` times; the median wall time and its row count.
 fn time_python(ndjson: &Path, out: &Path, runs: usize) -> Option<(Duration, u64, String)> {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/ingest_baseline.py");
+    let script = PathBuf::from("benches/ingest_baseline.py");
     let mut times = Vec::new();
     let mut rows = 0;
     let mut version = String::new();
@@ -527,7 +527,7 @@ fn main() {
         None => md.push_str("\nPython baseline: not run (python3 with pyarrow unavailable).\n"),
     }
     println!("{md}");
-    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/results");
+    let out = PathBuf::from("benches/results");
     std::fs::create_dir_all(&out).expect("results dir");
     std::fs::write(out.join("ingest.md"), md).expect("write results");
 }

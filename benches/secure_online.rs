@@ -53,11 +53,7 @@ fn configs(dir: &Path, repo: &Path) -> (Vec<(&'static str, std::path::PathBuf)>,
         "x": b64url(&raw[1..33]), "y": b64url(&raw[33..65]),
     });
     std::fs::write(dir.join("jwks.json"), json!({ "keys": [jwk] }).to_string()).expect("jwks");
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/security/policy.toml"),
-        dir.join("policy.toml"),
-    )
-    .expect("policy");
+    std::fs::copy("examples/security/policy.toml", dir.join("policy.toml")).expect("policy");
     let common = format!(
         "features = [{:?}]\n[limits]\nrequest_timeout_secs = 600\n",
         repo.display().to_string()

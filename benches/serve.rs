@@ -128,7 +128,7 @@ async fn run(patients: u64, secs: u64, entity_rows: usize) {
         let port = free_port();
         let mut feast = Proc(
             Command::new(&python)
-                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/feast_online.py"))
+                .arg("benches/feast_online.py")
                 .arg("--values")
                 .arg(&values_path)
                 .arg("--repo")

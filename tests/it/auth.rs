@@ -172,7 +172,7 @@ fn setup() -> Env {
     )
     .unwrap();
     std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/security/policy.toml"),
+        crate::common::crate_dir().join("examples/security/policy.toml"),
         dir.path().join("policy.toml"),
     )
     .unwrap();
@@ -554,7 +554,7 @@ fn attacks_are_refused_with_the_right_error_and_audited() {
 fn example_configuration_loads() {
     let dir = tempfile::tempdir().unwrap();
     let clock: SharedClock = Arc::new(ManualClock::new(t0()));
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/security/security.toml");
+    let example = crate::common::crate_dir().join("examples/security/security.toml");
     let text = std::fs::read_to_string(&example).unwrap();
     // The example's audit dir is the default (<store>/audit): point it at the temp dir.
     let s = Security::load(&example, &dir.path().join("audit"), clock).unwrap();

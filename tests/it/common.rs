@@ -7,7 +7,7 @@ use std::path::PathBuf;
 pub(crate) fn shared_data(sub: &str) -> Option<PathBuf> {
     let root = std::env::var_os("WARD_SHARED_DATA")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
+        .unwrap_or_else(|| crate_dir().join("../shared/data"));
     let dir = root.join(sub);
     if dir.is_dir() {
         return Some(dir);
@@ -23,4 +23,13 @@ pub(crate) fn shared_data(sub: &str) -> Option<PathBuf> {
         dir.display()
     );
     None
+}
+
+/// The crate root, read when the test runs. `cargo test` sets `CARGO_MANIFEST_DIR` for the
+/// test process; the compile-time value is only a fallback, because the build cache is shared
+/// between clones and a binary built in one clone must not read another clone's files.
+pub(crate) fn crate_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }

@@ -267,8 +267,7 @@ async fn a_deidentified_set_is_its_own_version_with_lineage_but_no_key() {
     let secret = [9u8; 32];
     let k = DeidKey::from_secret(&secret).unwrap();
     let policy = DeidPolicy::load(
-        &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("examples/security/deid-safe-harbor.toml"),
+        &crate::common::crate_dir().join("examples/security/deid-safe-harbor.toml"),
     )
     .unwrap();
     assert_eq!(

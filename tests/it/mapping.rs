@@ -407,11 +407,8 @@ fn truncated_and_garbled_synthea_files_never_panic_and_lose_no_record() {
 /// The documented example mapping, on small MIMIC-IV-style files written here.
 #[test]
 fn mimic_style_export_through_the_example_mapping() {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/docs/examples/mimic.toml"
-    ))
-    .unwrap();
+    let text = std::fs::read_to_string(crate::common::crate_dir().join("docs/examples/mimic.toml"))
+        .unwrap();
     let mapping = Mapping::from_toml(&text, "docs/examples/mimic.toml").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let write = |name: &str, body: &str| {

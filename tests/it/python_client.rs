@@ -5,7 +5,6 @@
 //! dependencies, except in CI (`WARD_REQUIRE_PYTHON=1`), where that fails (and so does any
 //! test pytest would skip).
 
-use std::path::Path;
 use std::process::Command;
 
 fn python_ready() -> bool {
@@ -35,7 +34,7 @@ fn python_client_suite_passes_against_ward_serve() {
     if !python_ready() {
         return;
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = crate::common::crate_dir();
     let run = Command::new("python3")
         .args([
             "-m",

@@ -2,7 +2,6 @@
 //! from docs/hashing.md) recomputes the hash of exported versions. Skips when python3 lacks
 //! pyarrow or blake3, except in CI (`WARD_REQUIRE_PYTHON=1`), where that fails.
 
-use std::path::Path;
 use std::process::Command;
 
 use ward::store::{Kind, PutOptions, Store};
@@ -32,7 +31,7 @@ async fn python_recomputes_exported_hashes() {
     }
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path().join("store"), ward::clock::system()).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python/verify_hash.py");
+    let script = crate::common::crate_dir().join("examples/python/verify_hash.py");
     for (rows, seed) in [(0usize, 1u64), (1, 2), (777, 3)] {
         let batch = random_batch(rows, seed);
         let m = store

@@ -95,7 +95,7 @@ impl Fx {
         std::fs::create_dir(&conf).unwrap();
         std::fs::write(conf.join("jwks.json"), json!({ "keys": [jwk] }).to_string()).unwrap();
         std::fs::copy(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/security/policy.toml"),
+            crate::common::crate_dir().join("examples/security/policy.toml"),
             conf.join("policy.toml"),
         )
         .unwrap();
@@ -570,7 +570,7 @@ async fn tls_refuses_plaintext_and_authenticates_tokens_and_client_certificates(
     std::fs::write(conf.join("server.key"), &key).unwrap();
     std::fs::write(conf.join("clients-ca.pem"), &client_ca.pem).unwrap();
     std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/security/policy.toml"),
+        crate::common::crate_dir().join("examples/security/policy.toml"),
         conf.join("policy.toml"),
     )
     .unwrap();
