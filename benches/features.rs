@@ -714,7 +714,15 @@ fn part_side(patients: u64, entity_rows: usize, repeats: usize, root: &Path) {
     for l in compare(&ward_out, &duck_out) {
         println!("  {l}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    if !keep_data() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// `WARD_BENCH_KEEP=1` keeps the generated data (to profile a phase by hand:
+/// `WARD_BENCH_PHASE=ward <this binary> DIR/side DIR/entities.parquet OUT.parquet`).
+fn keep_data() -> bool {
+    std::env::var("WARD_BENCH_KEEP").as_deref() == Ok("1")
 }
 
 fn main() {
@@ -766,5 +774,9 @@ fn main() {
             part_materialize(n, mat_repeats, &root);
         }
     }
-    let _ = std::fs::remove_dir_all(&root);
+    if keep_data() {
+        println!("data kept in {} (WARD_BENCH_KEEP=1)", root.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }

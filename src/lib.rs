@@ -45,6 +45,7 @@ pub mod error;
 pub mod features;
 pub mod hash;
 pub mod ingest;
+pub mod keys;
 pub mod lookup;
 pub mod scores;
 pub mod service;

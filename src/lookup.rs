@@ -446,34 +446,49 @@ pub fn historical_batches(
                 .map(|i| index.patient(pids.value(i)))
                 .collect();
             let mut cols: Vec<ArrayRef> = entities[bi].slice(off, len).columns().to_vec();
-            for (fi, (_, info)) in index.features().iter().enumerate() {
-                let mut status = StringBuilder::with_capacity(len, len * 8);
-                if info.is_text {
-                    let mut v = StringBuilder::new();
-                    for (p, &t) in patients.iter().zip(times) {
-                        let r = index.resolve(*p, fi, t);
-                        match r {
-                            Resolved::Text(s) => v.append_value(s),
-                            Resolved::Num(x) => v.append_value(x.to_string()),
-                            Resolved::Missing(_) => v.append_null(),
-                        }
-                        status.append_value(status_str(r.status()));
+            // Row by row, every feature of the row's patient in turn: the patient's change
+            // points stay in cache across its features.
+            enum Values {
+                Num(Float64Builder),
+                Text(StringBuilder),
+            }
+            let infos = index.features();
+            let mut values: Vec<Values> = infos
+                .iter()
+                .map(|(_, info)| {
+                    if info.is_text {
+                        Values::Text(StringBuilder::new())
+                    } else {
+                        Values::Num(Float64Builder::with_capacity(len))
                     }
-                    cols.push(Arc::new(v.finish()));
-                } else {
-                    let mut v = Float64Builder::with_capacity(len);
-                    for (p, &t) in patients.iter().zip(times) {
-                        let r = index.resolve(*p, fi, t);
-                        match r {
-                            Resolved::Num(x) => v.append_value(x),
-                            // Not reachable for a numeric feature (is_text is false only
-                            // when no change point holds text); kept total.
-                            Resolved::Text(_) | Resolved::Missing(_) => v.append_null(),
+                })
+                .collect();
+            let mut statuses: Vec<StringBuilder> = infos
+                .iter()
+                .map(|_| StringBuilder::with_capacity(len, len * 8))
+                .collect();
+            for (p, &t) in patients.iter().zip(times) {
+                for (fi, (v, status)) in values.iter_mut().zip(&mut statuses).enumerate() {
+                    let r = index.resolve(*p, fi, t);
+                    match (v, r) {
+                        (Values::Text(v), Resolved::Text(s)) => v.append_value(s),
+                        (Values::Text(v), Resolved::Num(x)) => v.append_value(x.to_string()),
+                        (Values::Num(v), Resolved::Num(x)) => v.append_value(x),
+                        // Text in a numeric feature is not reachable (is_text is false only
+                        // when no change point holds text); kept total.
+                        (Values::Text(v), Resolved::Missing(_)) => v.append_null(),
+                        (Values::Num(v), Resolved::Text(_) | Resolved::Missing(_)) => {
+                            v.append_null()
                         }
-                        status.append_value(status_str(r.status()));
                     }
-                    cols.push(Arc::new(v.finish()));
+                    status.append_value(status_str(r.status()));
                 }
+            }
+            for (v, mut status) in values.into_iter().zip(statuses) {
+                cols.push(match v {
+                    Values::Num(mut v) => Arc::new(v.finish()),
+                    Values::Text(mut v) => Arc::new(v.finish()),
+                });
                 cols.push(Arc::new(status.finish()));
             }
             Ok(RecordBatch::try_new(schema.clone(), cols)?)

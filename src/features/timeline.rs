@@ -17,6 +17,7 @@ use chrono::{DateTime, Datelike, Duration, Utc};
 
 use super::definition::{FeatureKind, FeatureSet, DAY_US};
 use crate::error::{Error, Result};
+use crate::keys::KeyTable;
 
 /// The timeline's Arrow schema (`docs/features.md`, "Timeline schema").
 pub fn timeline_schema() -> SchemaRef {
@@ -227,7 +228,7 @@ pub struct FeatureInfo {
 /// Layout: patient ids interned to dense numbers; the change points of one patient are
 /// contiguous, ordered by feature then time, so a lookup is a hash probe for the patient, a
 /// binary search for the feature's run and one for the time: no allocation. Memory: about
-/// 80 bytes per change point plus the text of text values, and 40 bytes per patient
+/// 82 bytes per change point plus the text of text values, and 64-128 bytes per patient
 /// (`docs/lookups.md`).
 #[derive(Debug, Clone, Default)]
 pub struct TimelineIndex {
@@ -235,11 +236,15 @@ pub struct TimelineIndex {
     by_name: HashMap<String, usize>,
     /// In set order.
     infos: Vec<(String, FeatureInfo)>,
-    patients: HashMap<Box<str>, u32>,
+    /// Patient id → dense number.
+    patients: KeyTable,
     /// Patient i's change points are `points[starts[i]..starts[i + 1]]`.
     starts: Vec<u32>,
     /// Per change point: the feature's position in the set (runs ordered by it).
     feature_of: Vec<u16>,
+    /// Per change point: its `effective_at`, apart so that a binary search over a patient's
+    /// times reads a few cache lines, not every change point.
+    at: Vec<i64>,
     points: Vec<ChangePoint>,
 }
 
@@ -314,7 +319,7 @@ impl TimelineIndex {
             .enumerate()
             .map(|(i, (n, _))| (n.clone(), i))
             .collect();
-        let mut patients: HashMap<Box<str>, u32> = HashMap::new();
+        let mut patients = KeyTable::default();
         let mut starts: Vec<u32> = Vec::new();
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         let mut feature_of: Vec<u16> = Vec::with_capacity(rows);
@@ -334,7 +339,7 @@ impl TimelineIndex {
                 if prev_patient.as_deref() != Some(pid) {
                     let n = u32::try_from(starts.len())
                         .map_err(|_| Error::invalid("timeline", "more than 2^32 patients"))?;
-                    if patients.insert(pid.into(), n).is_some() {
+                    if patients.insert(pid) != n {
                         return Err(Error::BadInput {
                             location: "timeline".into(),
                             field: format!("patient {pid}"),
@@ -362,12 +367,14 @@ impl TimelineIndex {
             return Err(Error::invalid("timeline", "more than 2^32 change points"));
         }
         starts.push(points.len() as u32);
+        let at = points.iter().map(|cp| cp.effective_at).collect();
         let mut index = TimelineIndex {
             by_name,
             infos,
             patients,
             starts,
             feature_of,
+            at,
             points,
         };
         index.order_runs()?;
@@ -386,8 +393,9 @@ impl TimelineIndex {
                 let f: Vec<u16> = idx.iter().map(|&i| self.feature_of[i]).collect();
                 let pts: Vec<ChangePoint> = idx.iter().map(|&i| self.points[i].clone()).collect();
                 self.feature_of[a..b].copy_from_slice(&f);
-                for (slot, cp) in self.points[a..b].iter_mut().zip(pts) {
-                    *slot = cp;
+                for (k, cp) in pts.into_iter().enumerate() {
+                    self.at[a + k] = cp.effective_at;
+                    self.points[a + k] = cp;
                 }
             }
             for i in a + 1..b {
@@ -422,7 +430,7 @@ impl TimelineIndex {
 
     /// The dense number of a patient, when the timeline holds any row of it.
     pub fn patient(&self, patient: &str) -> Option<u32> {
-        self.patients.get(patient).copied()
+        self.patients.get(patient)
     }
 
     /// Number of patients with at least one change point.
@@ -442,8 +450,13 @@ impl TimelineIndex {
 
     /// The change points of one (patient, feature) by dense numbers, in time order.
     pub fn series_at(&self, patient: Option<u32>, feature: usize) -> &[ChangePoint] {
+        &self.points[self.run(patient, feature)]
+    }
+
+    /// The positions of the change points of one (patient, feature).
+    fn run(&self, patient: Option<u32>, feature: usize) -> std::ops::Range<usize> {
         let Some(p) = patient else {
-            return &[];
+            return 0..0;
         };
         let (a, b) = (
             self.starts[p as usize] as usize,
@@ -453,7 +466,15 @@ impl TimelineIndex {
         let f = feature as u16;
         let lo = fo.partition_point(|&x| x < f);
         let hi = lo + fo[lo..].partition_point(|&x| x == f);
-        &self.points[a + lo..a + hi]
+        a + lo..a + hi
+    }
+
+    /// The state of one (patient, feature) at `t_us`: its last change point with
+    /// `effective_at <= t_us`.
+    fn state_at(&self, patient: Option<u32>, feature: usize, t_us: i64) -> Option<&ChangePoint> {
+        let r = self.run(patient, feature);
+        let n = self.at[r.clone()].partition_point(|&e| e <= t_us);
+        n.checked_sub(1).map(|i| &self.points[r.start + i])
     }
 
     /// The change points of one (patient, feature), in time order.
@@ -469,7 +490,7 @@ impl TimelineIndex {
     /// [`lookup`], historical and online lookups. The TTL is the feature's own.
     pub fn resolve(&self, patient: Option<u32>, feature: usize, t_us: i64) -> Resolved<'_> {
         let info = &self.infos[feature].1;
-        resolve(info, self.series_at(patient, feature), t_us, info.ttl)
+        resolve(info, self.state_at(patient, feature, t_us), t_us, info.ttl)
     }
 }
 
@@ -518,16 +539,14 @@ impl<'a> Columns<'a> {
     }
 }
 
-/// The value of a series at `t_us`: the state of the last change point with
-/// `effective_at <= t`, made into a value at `t` (days since, age), checked against `ttl`.
+/// The value at `t_us` of a series whose last change point at or before `t_us` is `state`,
+/// made into a value at `t` (days since, age), checked against `ttl`.
 fn resolve<'a>(
     info: &FeatureInfo,
-    series: &'a [ChangePoint],
+    state: Option<&'a ChangePoint>,
     t_us: i64,
     ttl: Option<Duration>,
 ) -> Resolved<'a> {
-    let n = series.partition_point(|cp| cp.effective_at <= t_us);
-    let state = n.checked_sub(1).map(|i| &series[i]);
     let Some(cp) = state.filter(|cp| cp.count > 0) else {
         return if info.kind.zero_when_empty() {
             Resolved::Num(0.0)
@@ -584,8 +603,9 @@ pub fn lookup(
         };
     };
     let info = &timeline.infos[fi].1;
-    let series = timeline.series_at(timeline.patient(patient), fi);
-    resolve(info, series, t.timestamp_micros(), ttl).to_value()
+    let t_us = t.timestamp_micros();
+    let state = timeline.state_at(timeline.patient(patient), fi, t_us);
+    resolve(info, state, t_us, ttl).to_value()
 }
 
 /// Whole years from `birth` to `t` (a birthday counts from its start, UTC; someone born on

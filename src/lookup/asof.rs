@@ -8,17 +8,20 @@
 //! is out, one at `t` is in; ties on the event time go to the later created time, then to the
 //! later row of the file (never to chance).
 //!
-//! How, without sorting the feature rows: entity rows are sorted by (patient, t). Each
+//! How, without sorting the feature rows: entity rows are sorted by (patient, t) (distinct
+//! patient ids numbered in a [`KeyTable`] and ranked, rows placed by a counting sort). Each
 //! feature row is a candidate for every entity row of its patient at or after its event time,
 //! so it is recorded once, at the first such entity row (a binary search), keeping the
 //! greatest candidate there. A sweep over each patient's entity rows in time order then
 //! carries the greatest candidate forward: at each row it is the latest feature row at or
-//! before t, checked against the TTL. Feature rows are streamed from Parquet row groups in
-//! parallel, reading only the key columns; a second pass reads the feature columns of the
-//! winning rows alone. Memory: O(entity rows + one row group).
+//! before t, checked against the TTL. Feature rows are streamed from Parquet row groups by one
+//! worker per thread, reading only the key columns, and probed in stages over runs of rows
+//! (patient codes, then ranges, then times, then updates) so that their cache misses overlap;
+//! a second pass reads the feature columns of the winning rows alone. Memory: O(entity rows
+//! x threads + one row group per thread).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -32,6 +35,7 @@ use parquet::arrow::ProjectionMask;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::keys::{KeyTable, ABSENT};
 
 /// Column names of the two inputs.
 #[derive(Debug, Clone)]
@@ -77,48 +81,57 @@ const NONE: Cand = (i64::MIN, i64::MIN, u64::MAX);
 
 /// Entity rows sorted by (patient, time, row), with each patient's range.
 struct SortedEntities {
-    /// Distinct patient ids in byte order; the position is the patient's code.
-    patients: Vec<String>,
-    /// Per patient code: its range in the sorted order.
-    ranges: Vec<(u32, u32)>,
-    /// Sorted order: (row in the input, time).
-    rows: Vec<(u32, i64)>,
+    /// Patient id → code = the id's rank in byte order.
+    table: KeyTable,
+    /// Patient code c's rows are `starts[c]..starts[c + 1]` of the sorted order.
+    starts: Vec<u32>,
+    /// Sorted order: the row's position in the input.
+    row_of: Vec<u32>,
+    /// Sorted order: the row's time.
+    times: Vec<i64>,
 }
 
-fn sort_entities(pids: &StringArray, times: &[i64]) -> Result<SortedEntities> {
-    let n = pids.len();
-    if n > u32::MAX as usize {
-        return Err(Error::invalid("entity rows", "more than 2^32 rows"));
+/// Sorts the entity rows (patient ids in `parts`, one after the other; `times`) without
+/// comparing strings row by row: ids are numbered once, the distinct ids sorted, then rows
+/// placed by a counting sort on the id's rank and ordered by (time, row) within a patient.
+fn sort_entities(parts: &[StringArray], times: &[i64]) -> Result<SortedEntities> {
+    let n = times.len();
+    if n >= u32::MAX as usize {
+        return Err(Error::invalid("entity rows", "2^32 rows or more"));
     }
-    let mut order: Vec<u32> = (0..n as u32).collect();
-    order.par_sort_unstable_by(|&a, &b| {
-        let (a, b) = (a as usize, b as usize);
-        pids.value(a)
-            .cmp(pids.value(b))
-            .then(times[a].cmp(&times[b]))
-            .then(a.cmp(&b))
-    });
-    let mut patients: Vec<String> = Vec::new();
-    let mut ranges: Vec<(u32, u32)> = Vec::new();
-    let mut rows = Vec::with_capacity(n);
-    for (k, &i) in order.iter().enumerate() {
-        let p = pids.value(i as usize);
-        if patients.last().map(String::as_str) != Some(p) {
-            if let Some(r) = ranges.last_mut() {
-                r.1 = k as u32;
-            }
-            patients.push(p.to_string());
-            ranges.push((k as u32, k as u32));
+    let mut table = KeyTable::with_capacity(n.min(1 << 22));
+    let mut code: Vec<u32> = Vec::with_capacity(n);
+    for p in parts {
+        code.extend((0..p.len()).map(|i| table.insert(p.value(i))));
+    }
+    let rank = table.ranks();
+    table.renumber(&rank);
+    let mut starts = vec![0u32; table.len() + 1];
+    for c in &mut code {
+        *c = rank[*c as usize];
+        starts[*c as usize + 1] += 1;
+    }
+    for i in 1..starts.len() {
+        starts[i] += starts[i - 1];
+    }
+    let mut fill = starts.clone();
+    let mut row_of = vec![0u32; n];
+    for (i, &c) in code.iter().enumerate() {
+        row_of[fill[c as usize] as usize] = i as u32;
+        fill[c as usize] += 1;
+    }
+    for w in starts.windows(2) {
+        let rows = &mut row_of[w[0] as usize..w[1] as usize];
+        if rows.len() > 1 {
+            rows.sort_unstable_by_key(|&i| (times[i as usize], i));
         }
-        rows.push((i, times[i as usize]));
     }
-    if let Some(r) = ranges.last_mut() {
-        r.1 = n as u32;
-    }
+    let times = row_of.iter().map(|&i| times[i as usize]).collect();
     Ok(SortedEntities {
-        patients,
-        ranges,
-        rows,
+        table,
+        starts,
+        row_of,
+        times,
     })
 }
 
@@ -187,6 +200,72 @@ fn utf8(col: &ArrayRef, path: &Path, field: &str) -> Result<StringArray> {
     Ok(s.as_string::<i32>().clone())
 }
 
+/// Feature rows probed per stage in [`probe`].
+const STAGE: usize = 64;
+
+/// Records the feature rows `row0..` (patient codes, event and created times) as candidates
+/// at the first entity row of their patient at or after their event time. In stages over
+/// runs of rows, so that the random loads of different rows overlap: the patient's range,
+/// then its first entity time, then the slot to update.
+fn probe(
+    codes: &[u32],
+    ev: &[i64],
+    cr: &[i64],
+    row0: u64,
+    starts: &[u32],
+    times: &[i64],
+    best: &mut [Cand],
+) {
+    let mut a = [0u32; STAGE];
+    let mut z = [0u32; STAGE];
+    let mut t0 = [0i64; STAGE];
+    let mut at = [u32::MAX; STAGE];
+    let mut base = 0;
+    while base < codes.len() {
+        let n = STAGE.min(codes.len() - base);
+        for j in 0..n {
+            let c = codes[base + j];
+            (a[j], z[j]) = if c == ABSENT {
+                (0, 0)
+            } else {
+                (starts[c as usize], starts[c as usize + 1])
+            };
+        }
+        for j in 0..n {
+            if a[j] < z[j] {
+                t0[j] = times[a[j] as usize];
+            }
+        }
+        for j in 0..n {
+            let e = ev[base + j];
+            at[j] = if a[j] == z[j] {
+                u32::MAX
+            } else if e <= t0[j] {
+                a[j]
+            } else {
+                let rows = &times[a[j] as usize + 1..z[j] as usize];
+                let k = a[j] + 1 + rows.partition_point(|&t| t < e) as u32;
+                if k < z[j] {
+                    k
+                } else {
+                    u32::MAX
+                }
+            };
+        }
+        for j in 0..n {
+            if at[j] != u32::MAX {
+                let i = base + j;
+                let c = (ev[i], cr[i], row0 + i as u64);
+                let slot = &mut best[at[j] as usize];
+                if c > *slot {
+                    *slot = c;
+                }
+            }
+        }
+        base += n;
+    }
+}
+
 /// Joins `features` (Parquet) as of the rows of `entities` (Parquet) and returns the output
 /// in the peers' layout: `row_id` (the entity row's position in its file), the patient id,
 /// the entity time, then every feature column of `features` (all but the key columns),
@@ -214,7 +293,7 @@ pub fn asof_join(
         .with_batch_size(1 << 20)
         .build()
         .map_err(parquet_err(entities))?;
-    let mut pid_parts: Vec<ArrayRef> = Vec::new();
+    let mut pid_parts: Vec<StringArray> = Vec::new();
     let mut times: Vec<i64> = Vec::new();
     for b in reader {
         let b = b?;
@@ -233,26 +312,12 @@ pub fn asof_join(
             });
         }
         times.extend(micros(t, entities, &cols.time, times.len() as u64)?);
-        pid_parts.push(Arc::new(utf8(p, entities, &cols.patient)?));
+        pid_parts.push(utf8(p, entities, &cols.patient)?);
     }
-    let pid_refs: Vec<&dyn Array> = pid_parts.iter().map(|a| a.as_ref()).collect();
-    let pids = if pid_refs.is_empty() {
-        StringArray::from(Vec::<&str>::new())
-    } else {
-        arrow::compute::concat(&pid_refs)?
-            .as_string::<i32>()
-            .clone()
-    };
+    let sorted = sort_entities(&pid_parts, &times)?;
     drop(pid_parts);
-    let sorted = sort_entities(&pids, &times)?;
-    drop(pids);
-    let codes: HashMap<&str, u32> = sorted
-        .patients
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (p.as_str(), i as u32))
-        .collect();
-    stats.rows = sorted.rows.len();
+    let (table, starts, ent_times) = (&sorted.table, &sorted.starts, &sorted.times);
+    stats.rows = sorted.times.len();
     stats.entities_s = started.elapsed().as_secs_f64();
 
     // 2. Candidates: stream the feature keys by row group, in parallel.
@@ -277,12 +342,20 @@ pub fn asof_join(
         })
         .collect();
     stats.feature_rows = group_rows.iter().sum::<u64>() as usize;
-    let n_ent = sorted.rows.len();
-    let best: Vec<Cand> = (0..group_rows.len())
+    let n_ent = sorted.times.len();
+    // One worker per thread, each taking the next row group and keeping its own
+    // candidates; the workers' candidates are merged at the end.
+    let next_group = AtomicUsize::new(0);
+    let workers = rayon::current_num_threads().clamp(1, group_rows.len().max(1));
+    let per_worker: Vec<Vec<Cand>> = (0..workers)
         .into_par_iter()
-        .try_fold(
-            || vec![NONE; n_ent],
-            |mut best, g| -> Result<Vec<Cand>> {
+        .map(|_| -> Result<Vec<Cand>> {
+            let mut best = vec![NONE; n_ent];
+            loop {
+                let g = next_group.fetch_add(1, Ordering::Relaxed);
+                if g >= group_rows.len() {
+                    return Ok(best);
+                }
                 let b = open_builder(features)?;
                 let mask = ProjectionMask::roots(b.parquet_schema(), [fpi, fti, fci]);
                 let reader = b
@@ -325,46 +398,32 @@ pub fn asof_join(
                             reason: "null".into(),
                         });
                     }
-                    for i in 0..p.len() {
-                        let Some(&code) = codes.get(p.value(i)) else {
-                            continue;
-                        };
-                        let (a, z) = sorted.ranges[code as usize];
-                        let rows = &sorted.rows[a as usize..z as usize];
-                        let j = rows.partition_point(|&(_, t)| t < ev[i]);
-                        if j < rows.len() {
-                            let c = (ev[i], cr[i], row + i as u64);
-                            let slot = &mut best[a as usize + j];
-                            if c > *slot {
-                                *slot = c;
-                            }
-                        }
-                    }
+                    let mut codes = vec![ABSENT; p.len()];
+                    table.get_many(&p, 0, &mut codes);
+                    probe(&codes, &ev, &cr, row, starts, ent_times, &mut best);
                     row += p.len() as u64;
                 }
-                Ok(best)
-            },
-        )
-        .try_reduce(
-            || vec![NONE; n_ent],
-            |mut a, b| {
-                for (x, y) in a.iter_mut().zip(b) {
-                    if y > *x {
-                        *x = y;
-                    }
-                }
-                Ok(a)
-            },
-        )?;
+            }
+        })
+        .collect::<Result<_>>()?;
+    let mut per_worker = per_worker.into_iter();
+    let mut best = per_worker.next().unwrap_or_default();
+    for other in per_worker {
+        best.par_iter_mut().zip(other).for_each(|(x, y)| {
+            if y > *x {
+                *x = y;
+            }
+        });
+    }
     // The sweep: carry the greatest candidate forward within each patient; TTL check.
     let mut winner: Vec<Option<u64>> = vec![None; n_ent];
-    for &(a, z) in &sorted.ranges {
+    for w in starts.windows(2) {
         let mut run = NONE;
-        for k in a as usize..z as usize {
+        for k in w[0] as usize..w[1] as usize {
             if best[k] > run {
                 run = best[k];
             }
-            let t = sorted.rows[k].1;
+            let t = ent_times[k];
             let fresh = match ttl_us {
                 Some(ttl) => run.0 > t.saturating_sub(ttl),
                 None => true,
@@ -449,25 +508,25 @@ pub fn asof_join(
         .collect();
     let mut columns: Vec<ArrayRef> = vec![
         Arc::new(Int64Array::from_iter_values(
-            sorted.rows.iter().map(|&(i, _)| i64::from(i)),
+            sorted.row_of.iter().map(|&i| i64::from(i)),
         )),
         {
-            let bytes: usize = sorted
-                .ranges
-                .iter()
-                .zip(&sorted.patients)
-                .map(|(&(a, z), p)| (z - a) as usize * p.len())
+            let patient = |c: usize| table.key(c as u32);
+            let bytes: usize = starts
+                .windows(2)
+                .enumerate()
+                .map(|(c, w)| (w[1] - w[0]) as usize * patient(c).len())
                 .sum();
             let mut b = arrow::array::StringBuilder::with_capacity(n_ent, bytes);
-            for (&(a, z), p) in sorted.ranges.iter().zip(&sorted.patients) {
-                for _ in a..z {
-                    b.append_value(p);
+            for (c, w) in starts.windows(2).enumerate() {
+                for _ in w[0]..w[1] {
+                    b.append_value(patient(c));
                 }
             }
             Arc::new(b.finish())
         },
         Arc::new(
-            TimestampMicrosecondArray::from_iter_values(sorted.rows.iter().map(|&(_, t)| t))
+            TimestampMicrosecondArray::from_iter_values(ent_times.iter().copied())
                 .with_timezone("UTC"),
         ),
     ];

@@ -1,0 +1,315 @@
+//! A table from text keys (patient ids) to dense codes, built for lookups in bulk.
+//!
+//! Joins probe it once per input row, millions of times over a table too large for the CPU
+//! caches, so the cost of a probe is its cache misses. The table is open-addressed (linear
+//! probing, at most half full) with 32-byte slots that hold the key's full hash, its length
+//! and its first 16 bytes: a probe of a key up to 16 bytes long touches one slot and nothing
+//! else. Longer keys (UUIDs) compare their remaining bytes with the key store, only when
+//! the hash and the first 16 bytes already match. [`KeyTable::get_many`] probes a run of
+//! keys in stages (hash all, load all slots, then compare) so that the loads of different
+//! keys overlap instead of waiting for each other.
+//!
+//! The hasher is seeded at random per table, so inputs cannot be chosen to collide.
+
+use std::hash::BuildHasher;
+
+use arrow::array::{Array, StringArray};
+use rayon::prelude::*;
+
+/// Inline key bytes per slot.
+const HEAD: usize = 16;
+/// Code of an empty slot, and of an absent key in [`KeyTable::get_many`].
+pub const ABSENT: u32 = u32::MAX;
+/// Keys probed per stage in [`KeyTable::get_many`].
+const RUN: usize = 32;
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    hash: u64,
+    code: u32,
+    len: u32,
+    head: [u8; HEAD],
+}
+
+const EMPTY: Slot = Slot {
+    hash: 0,
+    code: ABSENT,
+    len: 0,
+    head: [0; HEAD],
+};
+
+fn head_of(key: &[u8]) -> [u8; HEAD] {
+    let mut h = [0u8; HEAD];
+    let n = key.len().min(HEAD);
+    h[..n].copy_from_slice(&key[..n]);
+    h
+}
+
+/// Text keys numbered 0, 1, 2, ... in insertion order.
+#[derive(Debug, Clone)]
+pub struct KeyTable {
+    slots: Vec<Slot>,
+    mask: usize,
+    hasher: foldhash::fast::RandomState,
+    /// Every key's bytes, in code order; key `c` ends at `ends[c]`.
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Default for KeyTable {
+    fn default() -> Self {
+        KeyTable::with_capacity(0)
+    }
+}
+
+impl KeyTable {
+    /// An empty table sized for `n` keys.
+    pub fn with_capacity(n: usize) -> KeyTable {
+        let cap = (n.max(8) * 2).next_power_of_two();
+        KeyTable {
+            slots: vec![EMPTY; cap],
+            mask: cap - 1,
+            hasher: foldhash::fast::RandomState::default(),
+            bytes: Vec::new(),
+            ends: Vec::with_capacity(n),
+        }
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// True when the table holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The key numbered `code`.
+    ///
+    /// # Panics
+    /// When `code >= self.len()` (a code this table did not hand out).
+    pub fn key(&self, code: u32) -> &str {
+        let c = code as usize;
+        let start = if c == 0 { 0 } else { self.ends[c - 1] };
+        // Keys are inserted as &str, so every range between ends is valid UTF-8.
+        std::str::from_utf8(&self.bytes[start..self.ends[c]]).unwrap_or("")
+    }
+
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// True when slot `s` holds `key` (whose hash is `h`).
+    fn holds(&self, s: &Slot, h: u64, key: &[u8]) -> bool {
+        if s.hash != h || s.len as usize != key.len() || s.head != head_of(key) {
+            return false;
+        }
+        key.len() <= HEAD || {
+            let c = s.code as usize;
+            let start = if c == 0 { 0 } else { self.ends[c - 1] };
+            self.bytes[start + HEAD..self.ends[c]] == key[HEAD..]
+        }
+    }
+
+    /// The slot position of `key` or of the empty slot where it would go.
+    fn find(&self, h: u64, key: &[u8]) -> usize {
+        let mut i = h as usize & self.mask;
+        loop {
+            let s = &self.slots[i];
+            if s.code == ABSENT || self.holds(s, h, key) {
+                return i;
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    /// The code of `key`, inserting it with the next code if it is new.
+    ///
+    /// # Panics
+    /// Never for fewer than 2^32 - 1 keys of less than 4 GiB each.
+    pub fn insert(&mut self, key: &str) -> u32 {
+        let k = key.as_bytes();
+        let h = self.hash(k);
+        let i = self.find(h, k);
+        if self.slots[i].code != ABSENT {
+            return self.slots[i].code;
+        }
+        let code = self.ends.len() as u32;
+        self.bytes.extend_from_slice(k);
+        self.ends.push(self.bytes.len());
+        self.slots[i] = Slot {
+            hash: h,
+            code,
+            len: k.len() as u32,
+            head: head_of(k),
+        };
+        if self.ends.len() * 2 > self.slots.len() {
+            self.grow();
+        }
+        code
+    }
+
+    fn grow(&mut self) {
+        let cap = self.slots.len() * 2;
+        let old = std::mem::replace(&mut self.slots, vec![EMPTY; cap]);
+        self.mask = cap - 1;
+        for s in old.into_iter().filter(|s| s.code != ABSENT) {
+            let mut i = s.hash as usize & self.mask;
+            while self.slots[i].code != ABSENT {
+                i = (i + 1) & self.mask;
+            }
+            self.slots[i] = s;
+        }
+    }
+
+    /// Gives key `c` the code `new[c]`. `new` must be a permutation of `0..self.len()`
+    /// (for example each key's rank in sorted order).
+    ///
+    /// # Panics
+    /// When `new` is not such a permutation.
+    pub fn renumber(&mut self, new: &[u32]) {
+        let n = self.len();
+        assert_eq!(new.len(), n, "renumber: one new code per key");
+        let mut old_of = vec![ABSENT; n];
+        for (c, &k) in new.iter().enumerate() {
+            assert!(
+                (k as usize) < n && old_of[k as usize] == ABSENT,
+                "renumber: not a permutation"
+            );
+            old_of[k as usize] = c as u32;
+        }
+        for s in self.slots.iter_mut().filter(|s| s.code != ABSENT) {
+            s.code = new[s.code as usize];
+        }
+        let mut bytes = Vec::with_capacity(self.bytes.len());
+        let mut ends = Vec::with_capacity(n);
+        for &c in &old_of {
+            bytes.extend_from_slice(self.key(c).as_bytes());
+            ends.push(bytes.len());
+        }
+        self.bytes = bytes;
+        self.ends = ends;
+    }
+
+    /// The codes in byte order of their keys: `ranks()[c]` is the rank of key `c`.
+    pub fn ranks(&self) -> Vec<u32> {
+        // Sort by the first 8 bytes as a big-endian number (zero padded: the same order as
+        // the bytes), comparing whole keys only on a tie.
+        let prefix = |k: &str| {
+            let mut b = [0u8; 8];
+            let n = k.len().min(8);
+            b[..n].copy_from_slice(&k.as_bytes()[..n]);
+            u64::from_be_bytes(b)
+        };
+        let mut order: Vec<(u64, u32)> = (0..self.len() as u32)
+            .map(|c| (prefix(self.key(c)), c))
+            .collect();
+        order.par_sort_unstable_by(|a, b| {
+            a.0.cmp(&b.0).then_with(|| self.key(a.1).cmp(self.key(b.1)))
+        });
+        let mut rank = vec![0u32; order.len()];
+        for (r, &(_, c)) in order.iter().enumerate() {
+            rank[c as usize] = r as u32;
+        }
+        rank
+    }
+
+    /// The code of `key`, if the table holds it.
+    pub fn get(&self, key: &str) -> Option<u32> {
+        let k = key.as_bytes();
+        let s = &self.slots[self.find(self.hash(k), k)];
+        (s.code != ABSENT).then_some(s.code)
+    }
+
+    /// The codes of `keys[offset..offset + out.len()]` into `out` ([`ABSENT`] for keys the
+    /// table does not hold, and for nulls). Same answers as [`KeyTable::get`], faster on
+    /// many keys.
+    pub fn get_many(&self, keys: &StringArray, offset: usize, out: &mut [u32]) {
+        let mut hashes = [0u64; RUN];
+        let mut first = [EMPTY; RUN];
+        let mut base = 0;
+        while base < out.len() {
+            let n = RUN.min(out.len() - base);
+            // Stage 1: hash. Stage 2: load each key's home slot (independent loads that
+            // the CPU overlaps). Stage 3: compare, probing further only on a collision.
+            for j in 0..n {
+                hashes[j] = self.hash(keys.value(offset + base + j).as_bytes());
+            }
+            for j in 0..n {
+                first[j] = self.slots[hashes[j] as usize & self.mask];
+            }
+            for j in 0..n {
+                let i = offset + base + j;
+                let k = keys.value(i).as_bytes();
+                let s = &first[j];
+                out[base + j] = if keys.is_null(i) || s.code == ABSENT {
+                    ABSENT
+                } else if self.holds(s, hashes[j], k) {
+                    s.code
+                } else {
+                    self.slots[self.find(hashes[j], k)].code
+                };
+            }
+            base += n;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    proptest! {
+        /// Codes follow insertion order, and `get`/`get_many` agree with a HashMap on keys
+        /// present and absent, short and long (past the 16 inline bytes), sharing prefixes.
+        #[test]
+        fn agrees_with_a_hash_map(
+            keys in proptest::collection::vec("[ab]{0,3}|p[0-9]{1,6}|[a-f0-9]{15,18}|x{16}[a-c]{0,20}", 0..300),
+            probes in proptest::collection::vec("[ab]{0,3}|p[0-9]{1,6}|[a-f0-9]{15,18}|x{16}[a-c]{0,20}", 0..300),
+        ) {
+            let mut t = KeyTable::with_capacity(0);
+            let mut m: HashMap<String, u32> = HashMap::new();
+            for k in &keys {
+                let next = m.len() as u32;
+                let want = *m.entry(k.clone()).or_insert(next);
+                prop_assert_eq!(t.insert(k), want);
+            }
+            prop_assert_eq!(t.len(), m.len());
+            for (k, &c) in &m {
+                prop_assert_eq!(t.key(c), k.as_str());
+            }
+            let all: Vec<&str> = keys.iter().chain(&probes).map(String::as_str).collect();
+            let arr = StringArray::from(all.clone());
+            let mut out = vec![0u32; all.len()];
+            t.get_many(&arr, 0, &mut out);
+            for (k, got) in all.iter().zip(&out) {
+                let want = m.get(*k).copied();
+                prop_assert_eq!(t.get(k), want);
+                prop_assert_eq!(*got, want.unwrap_or(ABSENT));
+            }
+            // Renumbered by rank: codes follow byte order, lookups follow the new codes.
+            let mut sorted: Vec<&String> = m.keys().collect();
+            sorted.sort();
+            t.renumber(&t.ranks());
+            for (r, k) in sorted.iter().enumerate() {
+                prop_assert_eq!(t.key(r as u32), k.as_str());
+                prop_assert_eq!(t.get(k), Some(r as u32));
+            }
+        }
+    }
+
+    #[test]
+    fn nulls_and_offsets() {
+        let mut t = KeyTable::default();
+        assert!(t.is_empty());
+        assert_eq!(t.insert("p1"), 0);
+        assert_eq!(t.insert("p2"), 1);
+        let arr = StringArray::from(vec![Some("p2"), None, Some("p1"), Some("p3")]);
+        let mut out = [7u32; 3];
+        t.get_many(&arr, 1, &mut out);
+        assert_eq!(out, [ABSENT, 0, ABSENT]);
+    }
+}
