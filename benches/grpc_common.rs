@@ -39,14 +39,26 @@ pub(crate) fn b64url(bytes: &[u8]) -> String {
     out
 }
 
-/// A child process killed when dropped.
+/// A child process killed when dropped, with every process of its group: spawn it with
+/// [`own_group`] so that the processes it starts (Feast's server workers) go with it.
 pub(crate) struct Proc(pub(crate) Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        let group = format!("-{}", self.0.id());
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(std::process::Stdio::null())
+            .status();
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Starts `cmd` in a process group of its own (see [`Proc`]).
+pub(crate) fn own_group(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    cmd.process_group(0)
 }
 
 pub(crate) fn pct(sorted: &[Duration], p: f64) -> f64 {

@@ -14,7 +14,9 @@
 //! `cargo bench --bench serve -- [PATIENTS [SECONDS [ENTITY_ROWS]]]` (defaults 2,000, 5,
 //! 1,000,000). `WARD_BENCH_FEAST_PYTHON` names a Python with Feast 0.67 (default the peers'
 //! venv, /tmp/ward-peers/venv/bin/python: `../shared/peers/run_bench.sh` makes it); without
-//! it part 2 is skipped with a message.
+//! it part 2 is skipped with a message. `WARD_BENCH_CLIENT_THREADS` sets the load generator's
+//! worker threads (default one per core); it shares the cores with the server, so on 2 cores
+//! 1 thread leaves the server more room (BENCHMARKS.md has both).
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -37,16 +39,22 @@ use ward::service::proto::{
 
 mod grpc_common;
 
-use grpc_common::{arg, drive, pct, readmission, start_ward, Proc};
+use grpc_common::{arg, drive, own_group, pct, readmission, start_ward, Proc};
 
 fn main() {
     let patients = arg(1, 2_000);
     let secs = arg(2, 5);
     let entity_rows = arg(3, 1_000_000) as usize;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    // The load generator shares the 2 cores with the server: `WARD_BENCH_CLIENT_THREADS`
+    // (default: one per core) sets its runtime's worker threads.
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = std::env::var("WARD_BENCH_CLIENT_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        rt.worker_threads(n);
+    }
+    let rt = rt.enable_all().build().expect("runtime");
     rt.block_on(run(patients, secs, entity_rows));
 }
 
@@ -127,7 +135,7 @@ async fn run(patients: u64, secs: u64, entity_rows: usize) {
         write_values(&values_path, &ans);
         let port = free_port();
         let mut feast = Proc(
-            Command::new(&python)
+            own_group(&mut Command::new(&python))
                 .arg("benches/feast_online.py")
                 .arg("--values")
                 .arg(&values_path)

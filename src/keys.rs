@@ -233,11 +233,11 @@ impl KeyTable {
             let n = RUN.min(out.len() - base);
             // Stage 1: hash. Stage 2: load each key's home slot (independent loads that
             // the CPU overlaps). Stage 3: compare, probing further only on a collision.
-            for j in 0..n {
-                hashes[j] = self.hash(keys.value(offset + base + j).as_bytes());
+            for (j, h) in hashes[..n].iter_mut().enumerate() {
+                *h = self.hash(keys.value(offset + base + j).as_bytes());
             }
-            for j in 0..n {
-                first[j] = self.slots[hashes[j] as usize & self.mask];
+            for (f, &h) in first[..n].iter_mut().zip(&hashes[..n]) {
+                *f = self.slots[h as usize & self.mask];
             }
             for j in 0..n {
                 let i = offset + base + j;
