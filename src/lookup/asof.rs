@@ -17,7 +17,8 @@
 //! before t, checked against the TTL. Feature rows are streamed from Parquet row groups by one
 //! worker per thread, reading only the key columns, and probed in stages over runs of rows
 //! (patient codes, then ranges, then times, then updates) so that their cache misses overlap;
-//! a second pass reads the feature columns of the winning rows alone. Memory: O(entity rows
+//! a second pass reads the feature columns of the winning rows alone (whole pages filtered
+//! where winners are dense, a row selection where they are sparse). Memory: O(entity rows
 //! x threads + one row group per thread).
 
 use std::path::{Path, PathBuf};
@@ -468,23 +469,48 @@ pub fn asof_join(
             }
             let b = open_builder(features)?;
             let mask = ProjectionMask::roots(b.parquet_schema(), value_cols.iter().copied());
-            let mut selectors = Vec::new();
-            let mut at = 0u64;
-            for &r in rows {
-                if r > at {
-                    selectors.push(RowSelector::skip((r - at) as usize));
+            let b = b.with_row_groups(vec![g]).with_projection(mask);
+            let group_len = group_rows[g];
+            // Winners denser than one row in DENSE: decoding whole pages and keeping the
+            // winners is cheaper than skipping between them (every page is read anyway).
+            const DENSE: u64 = 64;
+            let batches: Vec<RecordBatch> = if rows.len() as u64 * DENSE >= group_len {
+                let reader = b
+                    .with_batch_size(65_536)
+                    .build()
+                    .map_err(parquet_err(features))?;
+                let mut out = Vec::new();
+                let (mut start, mut k) = (0u64, 0usize);
+                for batch in reader {
+                    let batch = batch?;
+                    let end = start + batch.num_rows() as u64;
+                    let from = k;
+                    while k < rows.len() && rows[k] < end {
+                        k += 1;
+                    }
+                    let idx = UInt32Array::from_iter_values(
+                        rows[from..k].iter().map(|&r| (r - start) as u32),
+                    );
+                    out.push(arrow::compute::take_record_batch(&batch, &idx)?);
+                    start = end;
                 }
-                selectors.push(RowSelector::select(1));
-                at = r + 1;
-            }
-            let reader = b
-                .with_row_groups(vec![g])
-                .with_projection(mask)
-                .with_row_selection(RowSelection::from(selectors))
-                .with_batch_size(1 << 20)
-                .build()
-                .map_err(parquet_err(features))?;
-            let batches: Vec<RecordBatch> = reader.collect::<std::result::Result<_, _>>()?;
+                out
+            } else {
+                let mut selectors = Vec::new();
+                let mut at = 0u64;
+                for &r in rows {
+                    if r > at {
+                        selectors.push(RowSelector::skip((r - at) as usize));
+                    }
+                    selectors.push(RowSelector::select(1));
+                    at = r + 1;
+                }
+                b.with_row_selection(RowSelection::from(selectors))
+                    .with_batch_size(1 << 20)
+                    .build()
+                    .map_err(parquet_err(features))?
+                    .collect::<std::result::Result<_, _>>()?
+            };
             Ok(arrow::compute::concat_batches(&value_schema, &batches)?)
         })
         .collect::<Result<_>>()?;
