@@ -179,7 +179,7 @@ fn asof_join_matches_brute_force_at_every_row_group_size() {
         for row_group in [1usize, 2, 7, 49, 50, 51, 100, 100_000] {
             for ttl in [Some(ttl), None] {
                 let dir = tempfile::tempdir().unwrap();
-                wide_files(dir.path(), &w, &ent, row_group);
+                wide_files(dir.path(), &w, ent, row_group);
                 let (out, stats) = asof_join(
                     &dir.path().join("features.parquet"),
                     &dir.path().join("entities.parquet"),
