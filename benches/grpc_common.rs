@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use ward::curated::{CuratedTables, Table};
+use ward::curated::Table;
 use ward::features::{self, FeatureRepo, MaterializeOptions};
 use ward::store::{Kind, PutOptions, Store};
-use ward::synth::{generate_range, SynthOptions};
+use ward::synth::{generate_cohort, SynthOptions};
 
 pub(crate) fn arg(i: usize, default: u64) -> u64 {
     std::env::args()
@@ -25,18 +25,8 @@ pub(crate) fn arg(i: usize, default: u64) -> u64 {
 
 /// Base64url without padding (JWK coordinates).
 pub(crate) fn b64url(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..=chunk.len() {
-            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-    }
-    out
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// A child process killed when dropped, with every process of its group: spawn it with
@@ -118,11 +108,7 @@ pub(crate) async fn put_cohort(store: &Store, patients: u64) -> Vec<String> {
         seed: 11,
         ..SynthOptions::default()
     };
-    let mut tables = CuratedTables::default();
-    for p in generate_range(&opts, 0..patients) {
-        tables.extend(p);
-    }
-    tables.sort_canonical();
+    let tables = generate_cohort(&opts);
     for t in Table::ALL {
         let b = tables.to_batch(t).expect("batch");
         store

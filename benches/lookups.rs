@@ -23,11 +23,10 @@ use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use chrono::{DateTime, TimeZone, Utc};
 use rand::{Rng, SeedableRng};
 
-use ward::curated::CuratedTables;
 use ward::features::{self, FeatureRepo, Inputs, MaterializeOptions, TimelineIndex};
 use ward::hash::ContentHash;
 use ward::lookup::{self, Serving};
-use ward::synth::{generate_range, SynthOptions};
+use ward::synth::{generate_cohort, SynthOptions};
 
 const READMISSION: &str = include_str!("../examples/features/readmission.toml");
 
@@ -64,10 +63,7 @@ fn main() {
         seed: 7,
         ..SynthOptions::default()
     };
-    let mut tables = CuratedTables::default();
-    for p in generate_range(&opts, 0..patients) {
-        tables.extend(p);
-    }
+    let tables = generate_cohort(&opts);
     let ids: Vec<String> = tables
         .patients
         .iter()

@@ -197,6 +197,17 @@ pub fn generate_range(opts: &SynthOptions, range: std::ops::Range<u64>) -> Vec<C
         .collect()
 }
 
+/// Generates the whole cohort (`opts.patients` patients) as one set of tables, in canonical
+/// order (patients in index order; see [`generate_patient`]). Holds everything in memory:
+/// for tests, benchmarks and small cohorts; [`write`] streams large ones.
+pub fn generate_cohort(opts: &SynthOptions) -> CuratedTables {
+    let mut all = CuratedTables::default();
+    for p in generate_range(opts, 0..opts.patients) {
+        all.extend(p);
+    }
+    all
+}
+
 /// A writer of one format: receives the chunks in order, one patient's tables each.
 trait ChunkWriter {
     /// Writes one chunk (patients in index order); `index` numbers the chunk from 0.

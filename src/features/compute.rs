@@ -18,7 +18,7 @@
 //!    order, features in set order, in batches of `batch_size` rows: the result does not
 //!    depend on thread count or chunking.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -39,6 +39,7 @@ use super::score::{self, ClinicalRows, ScoreTables};
 use super::timeline::{self, ChangePoint};
 use crate::curated::{CuratedTables, Table};
 use crate::error::{Error, Result};
+use crate::keys::KeyTable;
 
 /// Curated rows given to materialization, per table.
 #[derive(Debug, Clone, Default)]
@@ -423,7 +424,8 @@ impl Loaded {
 /// Patient ids to `u32`s, first seen first; [`Interner::finish`] renumbers them in id order.
 #[derive(Default)]
 pub(crate) struct Interner<'a> {
-    map: HashMap<&'a str, u32>,
+    table: KeyTable,
+    /// By provisional id, borrowed from the input arrays.
     names: Vec<&'a str>,
 }
 
@@ -439,15 +441,13 @@ impl<'a> Interner<'a> {
             };
             let id = match last {
                 Some((lp, lid)) if lp == p => lid,
-                _ => match self.map.get(p) {
-                    Some(id) => *id,
-                    None => {
-                        let id = self.names.len() as u32;
-                        self.map.insert(p, id);
+                _ => {
+                    let id = self.table.insert(p);
+                    if id as usize == self.names.len() {
                         self.names.push(p);
-                        id
                     }
-                },
+                    id
+                }
             };
             last = Some((p, id));
             out.push(id);
@@ -457,13 +457,11 @@ impl<'a> Interner<'a> {
 
     /// The ids sorted (byte order), and the rank of each provisional id.
     fn finish(self) -> (Vec<&'a str>, Vec<u32>) {
-        let mut order: Vec<u32> = (0..self.names.len() as u32).collect();
-        order.par_sort_unstable_by_key(|i| self.names[*i as usize]);
-        let mut rank = vec![0u32; order.len()];
-        for (r, i) in order.iter().enumerate() {
-            rank[*i as usize] = r as u32;
+        let rank = self.table.ranks();
+        let mut names = vec![""; rank.len()];
+        for (i, &r) in rank.iter().enumerate() {
+            names[r as usize] = self.names[i];
         }
-        let names = order.iter().map(|i| self.names[*i as usize]).collect();
         (names, rank)
     }
 }

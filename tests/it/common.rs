@@ -33,3 +33,26 @@ pub(crate) fn crate_dir() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
+
+/// Base64url without padding (test JWTs and JWK coordinates).
+pub(crate) fn b64url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Stores `tables` as curated versions (canonical order), one per table.
+pub(crate) async fn put_curated(store: &ward::store::Store, tables: &ward::curated::CuratedTables) {
+    let mut tables = tables.clone();
+    tables.sort_canonical();
+    for t in ward::curated::Table::ALL {
+        let b = tables.to_batch(t).unwrap();
+        store
+            .put_batches(
+                b.schema(),
+                vec![b],
+                ward::store::PutOptions::new(t.name(), ward::store::Kind::Curated),
+            )
+            .await
+            .unwrap();
+    }
+}

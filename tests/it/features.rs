@@ -22,8 +22,8 @@ use ward::features::{
 };
 use ward::hash::hash_batches;
 use ward::scores::{self, PatientRows, ScoreComponent, View};
-use ward::store::{Kind, PutOptions, Store};
-use ward::synth::{generate_range, SynthOptions};
+use ward::store::{Kind, Store};
+use ward::synth::{generate_cohort, SynthOptions};
 
 const EXAMPLE: &str = include_str!("../../examples/features/readmission.toml");
 
@@ -141,11 +141,7 @@ fn cohort(patients: u64, seed: u64) -> CuratedTables {
         seed,
         ..SynthOptions::default()
     };
-    let mut all = CuratedTables::default();
-    for p in generate_range(&opts, 0..patients) {
-        all.extend(p);
-    }
-    all
+    generate_cohort(&opts)
 }
 
 fn index(set: &FeatureSet, batches: &[RecordBatch]) -> TimelineIndex {
@@ -1150,21 +1146,7 @@ fn store_at(dir: &Path) -> Store {
     Store::open(dir.join("store"), clock).unwrap()
 }
 
-async fn put_curated(store: &Store, tables: &CuratedTables) {
-    let mut tables = tables.clone();
-    tables.sort_canonical();
-    for t in Table::ALL {
-        let b = tables.to_batch(t).unwrap();
-        store
-            .put_batches(
-                b.schema(),
-                vec![b],
-                PutOptions::new(t.name(), Kind::Curated),
-            )
-            .await
-            .unwrap();
-    }
-}
+use crate::common::put_curated;
 
 #[tokio::test]
 async fn materialize_rebuild_and_incremental_through_the_store() {

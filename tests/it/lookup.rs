@@ -14,13 +14,13 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use ward::clock::{ManualClock, SharedClock};
-use ward::curated::{CuratedTables, Table};
+use ward::curated::CuratedTables;
 use ward::error::Error;
 use ward::features::{self, FeatureRepo, MaterializeOptions, Value};
 use ward::lookup::asof::{asof_join, AsofColumns};
 use ward::lookup::{self, Entities, HistoricalRequest, Online};
-use ward::store::{Kind, PutOptions, Store, VersionRef};
-use ward::synth::{generate_range, SynthOptions};
+use ward::store::{Kind, Store, VersionRef};
+use ward::synth::{generate_cohort, SynthOptions};
 
 const EXAMPLE: &str = include_str!("../../examples/features/readmission.toml");
 const DAY: i64 = 86_400_000_000;
@@ -296,22 +296,8 @@ async fn put_cohort(store: &Store, patients: u64, seed: u64) -> CuratedTables {
         seed,
         ..SynthOptions::default()
     };
-    let mut tables = CuratedTables::default();
-    for p in generate_range(&opts, 0..patients) {
-        tables.extend(p);
-    }
-    tables.sort_canonical();
-    for t in Table::ALL {
-        let b = tables.to_batch(t).unwrap();
-        store
-            .put_batches(
-                b.schema(),
-                vec![b],
-                PutOptions::new(t.name(), Kind::Curated),
-            )
-            .await
-            .unwrap();
-    }
+    let tables = generate_cohort(&opts);
+    crate::common::put_curated(store, &tables).await;
     tables
 }
 
