@@ -8,9 +8,10 @@
 //! 16,000) bounds the address space of Ward's child processes.
 //!
 //! 1. `materialize`: `ward synth` writes MAT_PATIENTS patients as curated Parquet; a child
-//!    process loads the columns the set reads (`WARD_BENCH_MAT_COLUMNS=all`: every column, as
-//!    `ward materialize` reads store versions) and runs `features::compute` on the whole
-//!    `readmission` set (examples/features/readmission.toml): wall time and peak RSS.
+//!    process stores them as curated versions, another runs `features::materialize` of the
+//!    whole `readmission` set (examples/features/readmission.toml) from the store, as `ward
+//!    materialize` does (reading the columns the set needs, in ranges of patients above
+//!    `partition_rows`; `WARD_BENCH_PARTITION_ROWS` sets it): wall time and peak RSS.
 //! 2. `side`: SIDE_PATIENTS patients (~87 curated rows each) and ENTITY_ROWS random
 //!    (patient, t) rows. Ward (child process): load the columns the set reads, compute the
 //!    10-feature timeline, index it, join the entity rows as of their times
@@ -42,7 +43,7 @@ use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
 use ward::curated::Table;
-use ward::features::{self, FeatureRepo, FeatureSet, Inputs, MaterializeOptions, TimelineIndex};
+use ward::features::{self, FeatureRepo, Inputs, MaterializeOptions, TimelineIndex};
 use ward::synth::{self, SynthFormat, SynthOptions};
 
 /// The shipped readmission feature repository (part 1).
@@ -189,93 +190,6 @@ fn read_parquet_columns(path: &Path, columns: Option<&BTreeSet<String>>) -> Vec<
     per_group.into_iter().flatten().collect()
 }
 
-/// The columns `score` features read, besides the provenance columns.
-const SCORE_COLUMNS: [(Table, &[&str]); 4] = [
-    (
-        Table::Encounters,
-        &[
-            "encounter_id",
-            "class",
-            "admit_time",
-            "discharge_time",
-            "admission_type",
-            "service",
-        ],
-    ),
-    (
-        Table::Conditions,
-        &["condition_id", "code_system", "code", "onset_time"],
-    ),
-    (
-        Table::Observations,
-        &[
-            "observation_id",
-            "code_system",
-            "code",
-            "effective_time",
-            "value_num",
-            "unit",
-            "status",
-        ],
-    ),
-    (Table::Procedures, &["procedure_id", "performed_time"]),
-];
-
-/// The columns of each curated table that a set reads: the provenance columns, each
-/// feature's time, value and filter columns, what `score` features decode, and for a table
-/// a derived query reads, every column of it that the SQL names. (What DuckDB's projection
-/// pushdown reads on its side.)
-fn needed_columns(set: &FeatureSet) -> BTreeMap<Table, BTreeSet<String>> {
-    let provenance = ["patient_id", "known_at", "retracted_at", "source_id"];
-    let mut out: BTreeMap<Table, BTreeSet<String>> = BTreeMap::new();
-    let mut add = |t: Table, c: &str| {
-        out.entry(t).or_default().insert(c.to_string());
-    };
-    for f in &set.features {
-        if f.kind == features::FeatureKind::Score {
-            // What `score` features decode (src/features/score.rs).
-            for (t, cols) in SCORE_COLUMNS {
-                for c in provenance.iter().chain(cols) {
-                    add(t, c);
-                }
-            }
-            continue;
-        }
-        if let Some(t) = Table::from_name(&f.table) {
-            for c in provenance {
-                add(t, c);
-            }
-            add(t, &f.time);
-            if let Some(c) = &f.column {
-                add(t, c);
-            }
-            for c in f.filter.keys() {
-                add(t, c);
-            }
-        }
-    }
-    for d in &set.derived {
-        let words: BTreeSet<&str> = d
-            .sql
-            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .collect();
-        for t in set.curated_tables() {
-            if !words.contains(t.name()) {
-                continue;
-            }
-            for c in provenance {
-                add(t, c);
-            }
-            for field in t.schema().fields() {
-                if words.contains(field.name().as_str()) {
-                    add(t, field.name());
-                }
-            }
-        }
-    }
-    out
-}
-
 fn write_parquet_batches(path: &Path, batches: &[RecordBatch]) {
     let schema = batches.first().expect("a batch").schema();
     let mut w =
@@ -315,37 +229,63 @@ fn load_inputs(
     }
 }
 
-fn rows_of(batches: &[RecordBatch]) -> usize {
-    batches.iter().map(|b| b.num_rows()).sum()
+fn bench_store(dir: &Path) -> ward::store::Store {
+    let clock: ward::clock::SharedClock = Arc::new(ward::clock::ManualClock::new(
+        Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap(),
+    ));
+    ward::store::Store::open(dir.join("store"), clock).expect("store")
 }
 
-/// Part 1, in the child: load the tables `readmission` reads and compute its timeline.
+/// Part 1, first child: every curated Parquet file of `dir` stored as a curated version.
+fn phase_put(dir: &Path) -> String {
+    let store = bench_store(dir);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let t0 = Instant::now();
+    let mut rows = 0;
+    for t in Table::ALL {
+        let path = dir.join(format!("{}.parquet", t.name()));
+        if !path.exists() {
+            continue;
+        }
+        let put = rt
+            .block_on(store.put_parquet(
+                &path,
+                ward::store::PutOptions::new(t.name(), ward::store::Kind::Curated),
+            ))
+            .expect("put");
+        rows += put.manifest.rows;
+    }
+    format!(
+        "put={} rows={rows} peak={}",
+        t0.elapsed().as_secs_f64(),
+        common::peak_rss().unwrap_or(0)
+    )
+}
+
+/// Part 1, second child: `features::materialize` of the `readmission` set from the store, as
+/// `ward materialize` runs it (`WARD_BENCH_PARTITION_ROWS` overrides the partition size).
 fn phase_materialize(dir: &Path) -> String {
     let repo = FeatureRepo::parse(READMISSION, "examples/features/readmission.toml")
         .expect("readmission repo");
-    let set = repo.set("readmission").expect("readmission set");
+    let store = bench_store(dir);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let mut opts = MaterializeOptions::default();
+    if let Some(n) = std::env::var("WARD_BENCH_PARTITION_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        opts.partition_rows = n;
+    }
     let t0 = Instant::now();
-    // WARD_BENCH_MAT_COLUMNS=all loads every column (as `ward materialize` reads store
-    // versions); the default reads the columns the set needs.
-    let all = std::env::var("WARD_BENCH_MAT_COLUMNS").is_ok_and(|v| v == "all");
-    let columns = (!all).then(|| needed_columns(set));
-    let inputs = load_inputs(dir, &set.curated_tables(), columns.as_ref());
-    let load = t0.elapsed().as_secs_f64();
-    let input_rows: usize = inputs.tables.values().map(|b| rows_of(b)).sum();
-    let t1 = Instant::now();
-    let timeline = rt
-        .block_on(features::compute(
-            set,
-            &inputs,
-            &MaterializeOptions::default(),
-        ))
-        .expect("compute");
-    let compute = t1.elapsed().as_secs_f64();
+    let out = rt
+        .block_on(features::materialize(&store, &repo, "readmission", &opts))
+        .expect("materialize");
     format!(
-        "load={load} compute={compute} input_rows={input_rows} change_points={} patients={} peak={}",
-        timeline.rows,
-        timeline.recomputed,
+        "materialize={} change_points={} patients={} partitions={} peak={}",
+        t0.elapsed().as_secs_f64(),
+        out.rows,
+        out.recomputed,
+        out.partitions,
         common::peak_rss().unwrap_or(0)
     )
 }
@@ -357,7 +297,7 @@ fn phase_ward(dir: &Path, entities: &Path, out: &Path) -> String {
     let set = repo.set("ten").expect("set");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let t0 = Instant::now();
-    let inputs = load_inputs(dir, &set.curated_tables(), Some(&needed_columns(set)));
+    let inputs = load_inputs(dir, &set.curated_tables(), Some(&set.needed_columns()));
     let ents = read_parquet(entities);
     let load = t0.elapsed().as_secs_f64();
     let peak_load = common::peak_rss().unwrap_or(0);
@@ -620,18 +560,26 @@ fn part_materialize(patients: u64, repeats: usize, root: &Path) {
     let dir = root.join("mat");
     println!("== materialize readmission: {patients} patients");
     synth_cohort(patients, &dir);
-    let mut loads = Vec::new();
-    let mut computes = Vec::new();
+    match try_child("put", &[&dir]) {
+        Ok((r, wall)) => println!(
+            "  put curated Parquet into the store: {:.2} s ({} rows), child wall {wall:.2} s, peak RSS {:.0} MB",
+            r["put"], r["rows"], mb(r["peak"])
+        ),
+        Err(e) => {
+            println!("  put: {e}");
+            return;
+        }
+    }
+    let mut times = Vec::new();
     let mut peaks = Vec::new();
     for _ in 0..repeats {
         match try_child("materialize", &[&dir]) {
             Ok((r, wall)) => {
                 println!(
-                    "  run: load {:.2} s, compute {:.2} s, child wall {wall:.2} s, input rows {}, change points {}, patients {}, peak RSS {:.0} MB",
-                    r["load"], r["compute"], r["input_rows"], r["change_points"], r["patients"], mb(r["peak"])
+                    "  run: materialize {:.2} s (read, compute, store), child wall {wall:.2} s, change points {}, patients {}, ranges of patients {}, peak RSS {:.0} MB",
+                    r["materialize"], r["change_points"], r["patients"], r["partitions"], mb(r["peak"])
                 );
-                loads.push(r["load"]);
-                computes.push(r["compute"]);
+                times.push(r["materialize"]);
                 peaks.push(r["peak"]);
             }
             Err(e) => {
@@ -640,13 +588,12 @@ fn part_materialize(patients: u64, repeats: usize, root: &Path) {
             }
         }
     }
-    if !loads.is_empty() {
+    if !times.is_empty() {
         println!(
-            "materialize {patients} patients: load median {:.2} s, compute median {:.2} s, peak RSS median {:.0} MB ({} runs)",
-            common::median(loads.clone()),
-            common::median(computes),
+            "materialize {patients} patients: median {:.2} s, peak RSS median {:.0} MB ({} runs)",
+            common::median(times.clone()),
             mb(common::median(peaks)),
-            loads.len()
+            times.len()
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -729,6 +676,7 @@ fn main() {
     if let Ok(phase) = std::env::var("WARD_BENCH_PHASE") {
         let a: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();
         let report = match phase.as_str() {
+            "put" => phase_put(&a[0]),
             "materialize" => phase_materialize(&a[0]),
             "ward" => phase_ward(&a[0], &a[1], &a[2]),
             other => panic!("unknown phase {other}"),

@@ -8,7 +8,8 @@
 //! ```
 //! Defaults: 60 copies of the Synthea bundles' curated resources (~232,000 resources),
 //! 100,000 HL7 v2 messages, 3 runs of each measurement (medians reported). Writes Markdown
-//! to stdout and to `benches/results/ingest.md`. Needs `../shared/data` (or
+//! to stdout and to `benches/results/ingest.md`. `WARD_BENCH_ONLY=fhir` (or `hl7`) times that
+//! parser alone (`WARD_BENCH_THREADS=N` for a pool of N), for profiling. Needs `../shared/data` (or
 //! `WARD_SHARED_DATA`) and `python3` with `pyarrow`.
 
 use std::io::Read;
@@ -417,6 +418,23 @@ fn main() {
 
     let fhir_files = read_dir_inputs(&ndjson);
     let hl7_files = read_dir_inputs(&hl7_dir);
+    // `WARD_BENCH_ONLY=fhir` / `hl7`: that parser alone, for profiling.
+    if let Ok(only) = std::env::var("WARD_BENCH_ONLY") {
+        let (files, parse): (_, fn(&[Input<'_>], &Context) -> Parsed) = match only.as_str() {
+            "fhir" => (&fhir_files, fhir::parse_ndjson),
+            "hl7" => (&hl7_files, hl7v2::parse),
+            other => panic!("WARD_BENCH_ONLY: unknown phase {other} (fhir, hl7)"),
+        };
+        let threads = std::env::var("WARD_BENCH_THREADS")
+            .ok()
+            .and_then(|t| t.parse().ok());
+        let (d, rows, bad) = time_parse(files, runs, threads, parse);
+        println!(
+            "{only} parse: median {:.3} s, {rows} rows, {bad} bad",
+            d.as_secs_f64()
+        );
+        return;
+    }
     eprintln!("FHIR parse ...");
     let (f_all, f_rows, f_bad) = time_parse(&fhir_files, runs, None, fhir::parse_ndjson);
     let (f_one, _, _) = time_parse(&fhir_files, runs, Some(1), fhir::parse_ndjson);

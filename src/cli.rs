@@ -136,6 +136,10 @@ pub enum Command {
         /// Values as they occurred rather than as known at each time (an explicit opt-out).
         #[arg(long)]
         as_occurred: bool,
+        /// Curated rows held in memory at once: above it, patients are computed in ranges
+        /// of their ids and the timeline is written as it goes (same result, less memory).
+        #[arg(long, default_value_t = crate::features::PARTITION_ROWS)]
+        partition_rows: usize,
     },
     /// Features of patients at a time (now by default) from the latest timeline of a set.
     Get {
@@ -493,6 +497,7 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
             features,
             set,
             as_occurred,
+            partition_rows,
         } => {
             let store = open()?;
             let repo = crate::features::FeatureRepo::load(&features)?;
@@ -502,12 +507,17 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
                 } else {
                     crate::features::Knowledge::AsKnown
                 },
+                partition_rows: partition_rows.max(1),
                 ..Default::default()
             };
             let started = std::time::Instant::now();
             let out = crate::features::materialize(&store, &repo, &set, &opts).await?;
+            let parts = match out.partitions {
+                1 => String::new(),
+                n => format!(", in {n} ranges of patients"),
+            };
             eprintln!(
-                "materialized {} ({} change points, {} patients) in {:.1} s from:",
+                "materialized {} ({} change points, {} patients{parts}) in {:.1} s from:",
                 out.set,
                 out.rows,
                 out.recomputed,

@@ -21,10 +21,17 @@ mod derived;
 mod score;
 mod timeline;
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use arrow::array::{BooleanArray, RecordBatch};
 use chrono::{DateTime, Utc};
+use parquet::arrow::ArrowWriter;
 use serde::Serialize;
 
-pub use compute::{compute, compute_incremental, Inputs, Knowledge, MaterializeOptions, Timeline};
+pub use compute::{
+    compute, compute_incremental, Inputs, Knowledge, MaterializeOptions, Timeline, PARTITION_ROWS,
+};
 pub use definition::{
     parse_duration, Condition, DerivedDef, FeatureDef, FeatureKind, FeatureRepo, FeatureSet, DAY_US,
 };
@@ -36,6 +43,7 @@ pub use timeline::{
 use crate::curated::Table;
 use crate::error::{Error, Result};
 use crate::hash::ContentHash;
+use crate::keys::KeyTable;
 use crate::store::{Kind, Lineage, Manifest, PutOptions, Store, VersionRef};
 
 /// The manifest label listing a timeline's label features (comma-separated, sorted).
@@ -65,6 +73,9 @@ pub struct MaterializeOutcome {
     pub recomputed: usize,
     /// Patients reused from a previous timeline (incremental only).
     pub reused: usize,
+    /// Ranges of patients computed one after another (1: all at once; see
+    /// [`MaterializeOptions::partition_rows`]).
+    pub partitions: usize,
     /// False when the same timeline was stored already.
     pub created: bool,
 }
@@ -82,10 +93,7 @@ struct Params {
 }
 
 /// The latest curated version of each table a set reads.
-async fn latest_inputs(
-    store: &Store,
-    set: &FeatureSet,
-) -> Result<(Inputs, Vec<(String, ContentHash)>)> {
+fn latest_refs(store: &Store, set: &FeatureSet) -> Result<Vec<(String, ContentHash)>> {
     let mut refs = Vec::new();
     let optional = set.score_only_tables();
     for t in set.curated_tables() {
@@ -106,33 +114,236 @@ async fn latest_inputs(
         })?;
         refs.push((t.name().to_string(), m.hash));
     }
-    Ok((read_inputs(store, &refs).await?, refs))
+    Ok(refs)
 }
 
-/// Reads the given curated versions.
-async fn read_inputs(store: &Store, refs: &[(String, ContentHash)]) -> Result<Inputs> {
+/// The curated table of each input, checking that each is a curated version.
+fn input_tables(store: &Store, refs: &[(String, ContentHash)]) -> Result<Vec<Table>> {
+    refs.iter()
+        .map(|(name, hash)| {
+            let table = Table::from_name(name).ok_or_else(|| {
+                Error::invalid("table", format!("{name:?} is not a curated table"))
+            })?;
+            let m = store.manifest(hash)?;
+            if m.kind != Kind::Curated {
+                return Err(Error::invalid(
+                    format!("input {hash}"),
+                    format!("is a {} version, not curated", m.kind),
+                ));
+            }
+            Ok(table)
+        })
+        .collect()
+}
+
+/// Reads the given curated versions: every column, or those of `columns` for the tables it
+/// names; every row, or only the rows of patients `lo..=hi` (byte order of the ids).
+async fn read_inputs(
+    store: &Store,
+    refs: &[(String, ContentHash)],
+    columns: Option<&BTreeMap<Table, BTreeSet<String>>>,
+    patients: Option<(&str, &str)>,
+) -> Result<Inputs> {
+    let tables = input_tables(store, refs)?;
     let mut inputs = Inputs::default();
-    for (name, hash) in refs {
-        let table = Table::from_name(name)
-            .ok_or_else(|| Error::invalid("table", format!("{name:?} is not a curated table")))?;
-        let m = store.manifest(hash)?;
-        if m.kind != Kind::Curated {
-            return Err(Error::invalid(
-                format!("input {hash}"),
-                format!("is a {} version, not curated", m.kind),
-            ));
-        }
-        let (_, batches) = store.read(hash).await?;
+    for (table, (_, hash)) in tables.into_iter().zip(refs) {
+        let cols: Option<Vec<String>> = columns
+            .and_then(|c| c.get(&table))
+            .map(|c| c.iter().cloned().collect());
+        let mut batches = Vec::new();
+        // The range as a filter Lance evaluates on `patient_id` alone before reading the
+        // other columns of the rows that pass.
+        let filter = patients.map(|(lo, hi)| {
+            use datafusion::prelude::{col, lit};
+            col("patient_id")
+                .gt_eq(lit(lo))
+                .and(col("patient_id").lt_eq(lit(hi)))
+        });
+        store
+            .scan_where(hash, cols.as_deref(), filter, |b| {
+                if b.num_rows() > 0 {
+                    batches.push(b.clone());
+                }
+                Ok(())
+            })
+            .await?;
         inputs.tables.insert(table, batches);
     }
     Ok(inputs)
+}
+
+/// The rows of `batch` whose `patient_id` is in `lo..=hi` (byte order).
+fn of_patients(batch: &RecordBatch, (lo, hi): (&str, &str), what: &str) -> Result<RecordBatch> {
+    let Some(ids) = compute::utf8_array(batch, "patient_id", what)? else {
+        return Ok(batch.clone());
+    };
+    let keep: BooleanArray = ids
+        .iter()
+        .map(|p| Some(p.is_some_and(|p| lo <= p && p <= hi)))
+        .collect();
+    Ok(arrow::compute::filter_record_batch(batch, &keep)?)
+}
+
+/// A computed timeline on its way to the store: in memory, or written to a temporary
+/// Parquet file as it was computed.
+enum Computed {
+    Memory(Timeline),
+    File {
+        path: tempfile::TempPath,
+        rows: usize,
+        recomputed: usize,
+        partitions: usize,
+    },
+}
+
+/// Computes `set` from the curated versions `refs`, reading only the columns the set needs.
+/// When they hold more than `opts.partition_rows` rows, the patients are split into ranges
+/// of their ids (each with at most that many rows, or one patient) computed one after
+/// another: derived tables are computed once over all patients first, and each range's rows
+/// go to a temporary Parquet file in the store's `tmp/`. Timeline rows are sorted by patient,
+/// so the ranges in order give the same rows as one computation.
+async fn compute_stored(
+    store: &Store,
+    set: &FeatureSet,
+    refs: &[(String, ContentHash)],
+    opts: &MaterializeOptions,
+) -> Result<Computed> {
+    let columns = set.needed_columns();
+    let mut total = 0u64;
+    for (_, hash) in refs {
+        total += store.manifest(hash)?.rows;
+    }
+    if total <= opts.partition_rows as u64 {
+        let inputs = read_inputs(store, refs, Some(&columns), None).await?;
+        return Ok(Computed::Memory(compute(set, &inputs, opts).await?));
+    }
+
+    // Derived tables, once, over the stored tables their queries read (streamed).
+    let derived = if set.derived.is_empty() {
+        compute::DerivedTables::new()
+    } else {
+        let mut read = BTreeSet::new();
+        for d in &set.derived {
+            let q = derived::parse(&d.sql)
+                .map_err(|r| Error::invalid(format!("derived table {}", d.name), r))?;
+            read.extend(q.tables);
+        }
+        let mut datasets = BTreeMap::new();
+        for (name, hash) in refs {
+            if let Some(t) = Table::from_name(name).filter(|t| read.contains(t)) {
+                datasets.insert(t, Arc::new(store.dataset(hash).await?));
+            }
+        }
+        let mut out = compute::DerivedTables::new();
+        for d in &set.derived {
+            let q = derived::parse(&d.sql)
+                .map_err(|r| Error::invalid(format!("derived table {}", d.name), r))?;
+            out.insert(
+                d.name.clone(),
+                vec![derived::run_stored(&d.name, &q, &datasets).await?],
+            );
+        }
+        out
+    };
+
+    // Every patient with its number of rows.
+    let mut keys = KeyTable::default();
+    let mut counts: Vec<u64> = Vec::new();
+    let mut count = |b: &RecordBatch, what: &str| -> Result<()> {
+        if let Some(ids) = compute::utf8_array(b, "patient_id", what)? {
+            for p in ids.iter().flatten() {
+                let k = keys.insert(p) as usize;
+                if k == counts.len() {
+                    counts.push(0);
+                }
+                counts[k] += 1;
+            }
+        }
+        Ok(())
+    };
+    let patient_col = ["patient_id".to_string()];
+    for (name, hash) in refs {
+        let what = format!("{name} {hash}");
+        store
+            .scan_columns(hash, Some(&patient_col), |b| count(b, &what))
+            .await?;
+    }
+    for (name, batches) in &derived {
+        for b in batches {
+            count(b, &format!("derived table {name}"))?;
+        }
+    }
+    let ranks = keys.ranks();
+    let mut by_rank = vec![0u32; ranks.len()];
+    for (code, r) in ranks.iter().enumerate() {
+        by_rank[*r as usize] = code as u32;
+    }
+    let mut ranges: Vec<(u32, u32)> = Vec::new();
+    let mut rows_in = 0u64;
+    for (r, code) in by_rank.iter().enumerate() {
+        let n = counts[*code as usize];
+        match ranges.last_mut() {
+            Some(last) if rows_in + n <= opts.partition_rows as u64 => {
+                last.1 = r as u32;
+                rows_in += n;
+            }
+            _ => {
+                ranges.push((r as u32, r as u32));
+                rows_in = n;
+            }
+        }
+    }
+
+    let tmp_dir = store.root().join("tmp");
+    std::fs::create_dir_all(&tmp_dir).map_err(|e| Error::io(&tmp_dir, e))?;
+    let file = tempfile::Builder::new()
+        .prefix("timeline-")
+        .suffix(".parquet")
+        .tempfile_in(&tmp_dir)
+        .map_err(|e| Error::io(&tmp_dir, e))?;
+    let (handle, path) = file.into_parts();
+    let parquet_err = |e: parquet::errors::ParquetError| Error::Parquet {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let mut writer =
+        ArrowWriter::try_new(handle, timeline::timeline_schema(), None).map_err(parquet_err)?;
+    let (mut rows, mut recomputed) = (0, 0);
+    let partitions = ranges.len();
+    for (a, b) in ranges {
+        let (lo, hi) = (keys.key(by_rank[a as usize]), keys.key(by_rank[b as usize]));
+        let inputs = read_inputs(store, refs, Some(&columns), Some((lo, hi))).await?;
+        let mut part = compute::DerivedTables::new();
+        for (name, batches) in &derived {
+            let what = format!("derived table {name}");
+            let kept = batches
+                .iter()
+                .map(|b| of_patients(b, (lo, hi), &what))
+                .collect::<Result<Vec<_>>>()?;
+            part.insert(name.clone(), kept);
+        }
+        let t = compute::compute_with(set, &inputs, Some(&part), opts).await?;
+        drop(inputs);
+        for batch in t.batches.iter().filter(|b| b.num_rows() > 0) {
+            writer.write(batch).map_err(parquet_err)?;
+        }
+        rows += t.rows;
+        recomputed += t.recomputed;
+    }
+    writer.close().map_err(parquet_err)?;
+    Ok(Computed::File {
+        path,
+        rows,
+        recomputed,
+        partitions,
+    })
 }
 
 async fn store_timeline(
     store: &Store,
     set: &FeatureSet,
     refs: Vec<(String, ContentHash)>,
-    timeline: Timeline,
+    timeline: Computed,
     knowledge: Knowledge,
 ) -> Result<MaterializeOutcome> {
     let definition = set.definition_hash();
@@ -153,17 +364,38 @@ async fn store_timeline(
     opts.labels.insert(SET_KEY.into(), set.name.clone());
     opts.labels
         .insert(LABELS_KEY.into(), set.labels().join(","));
-    let put = store
-        .put_batches(timeline::timeline_schema(), timeline.batches, opts)
-        .await?;
+    let (put, rows, recomputed, reused, partitions) = match timeline {
+        Computed::Memory(t) => (
+            store
+                .put_batches(timeline::timeline_schema(), t.batches, opts)
+                .await?,
+            t.rows,
+            t.recomputed,
+            t.reused,
+            1,
+        ),
+        Computed::File {
+            path,
+            rows,
+            recomputed,
+            partitions,
+        } => (
+            store.put_parquet(&path, opts).await?,
+            rows,
+            recomputed,
+            0,
+            partitions,
+        ),
+    };
     Ok(MaterializeOutcome {
         hash: put.manifest.hash,
         set: set.name.clone(),
         definition,
         inputs: refs,
-        rows: timeline.rows,
-        recomputed: timeline.recomputed,
-        reused: timeline.reused,
+        rows,
+        recomputed,
+        reused,
+        partitions,
         created: put.created,
     })
 }
@@ -184,8 +416,8 @@ pub async fn materialize(
     opts: &MaterializeOptions,
 ) -> Result<MaterializeOutcome> {
     let set = repo.set(set)?;
-    let (inputs, refs) = latest_inputs(store, set).await?;
-    let timeline = compute(set, &inputs, opts).await?;
+    let refs = latest_refs(store, set)?;
+    let timeline = compute_stored(store, set, &refs, opts).await?;
     store_timeline(store, set, refs, timeline, opts.knowledge).await
 }
 
@@ -267,11 +499,13 @@ pub async fn materialize_incremental(
     }
     let prev_refs: Vec<(String, ContentHash)> =
         p.tables.into_iter().zip(m.lineage.inputs).collect();
-    let prev_inputs = read_inputs(store, &prev_refs).await?;
+    let columns = set.needed_columns();
+    let prev_inputs = read_inputs(store, &prev_refs, Some(&columns), None).await?;
     let (_, prev_batches) = store.read(previous).await?;
-    let (inputs, refs) = latest_inputs(store, set).await?;
+    let refs = latest_refs(store, set)?;
+    let inputs = read_inputs(store, &refs, Some(&columns), None).await?;
     let timeline = compute_incremental(set, &prev_batches, &prev_inputs, &inputs, opts).await?;
-    store_timeline(store, set, refs, timeline, opts.knowledge).await
+    store_timeline(store, set, refs, Computed::Memory(timeline), opts.knowledge).await
 }
 
 /// Recomputes a timeline version from its lineage (the curated versions and the definition
@@ -285,12 +519,11 @@ pub async fn rebuild(store: &Store, hash: &ContentHash) -> Result<ContentHash> {
     let m = store.manifest(hash)?;
     let p = params_of(&m)?;
     let refs: Vec<(String, ContentHash)> = p.tables.into_iter().zip(m.lineage.inputs).collect();
-    let inputs = read_inputs(store, &refs).await?;
     let opts = MaterializeOptions {
         knowledge: p.knowledge,
         ..MaterializeOptions::default()
     };
-    let timeline = compute(&set, &inputs, &opts).await?;
+    let timeline = compute_stored(store, &set, &refs, &opts).await?;
     let out = store_timeline(store, &set, refs, timeline, p.knowledge).await?;
     if out.hash != *hash {
         return Err(Error::Corrupt {

@@ -516,12 +516,59 @@ impl Store {
     pub async fn scan(
         &self,
         hash: &ContentHash,
+        each: impl FnMut(&RecordBatch) -> Result<()>,
+    ) -> Result<SchemaRef> {
+        self.scan_columns(hash, None, each).await
+    }
+
+    /// As [`Store::scan`], reading only the named columns (`None`: all) and giving the
+    /// schema of what it reads. Names the version does not have are left out: the caller
+    /// sees their absence where it reads them.
+    ///
+    /// # Errors
+    /// As [`Store::scan`].
+    pub async fn scan_columns(
+        &self,
+        hash: &ContentHash,
+        columns: Option<&[String]>,
+        each: impl FnMut(&RecordBatch) -> Result<()>,
+    ) -> Result<SchemaRef> {
+        self.scan_where(hash, columns, None, each).await
+    }
+
+    /// As [`Store::scan_columns`], giving only the rows where `filter` holds (evaluated by
+    /// Lance, which reads the filter's columns first and the others only for the rows that
+    /// pass), still in stored order.
+    ///
+    /// # Errors
+    /// As [`Store::scan`]; [`Error::Lance`] when the filter does not apply to the version.
+    pub async fn scan_where(
+        &self,
+        hash: &ContentHash,
+        columns: Option<&[String]>,
+        filter: Option<datafusion::prelude::Expr>,
         mut each: impl FnMut(&RecordBatch) -> Result<()>,
     ) -> Result<SchemaRef> {
         let ds = self.dataset(hash).await?;
-        let schema: SchemaRef = Arc::new(Schema::from(ds.schema()));
+        let mut schema: SchemaRef = Arc::new(Schema::from(ds.schema()));
         let mut scanner = ds.scan();
         scanner.scan_in_order(true);
+        if let Some(f) = filter {
+            scanner.filter_expr(f);
+        }
+        if let Some(wanted) = columns {
+            let keep: Vec<usize> = (0..schema.fields().len())
+                .filter(|i| wanted.iter().any(|w| w == schema.field(*i).name()))
+                .collect();
+            let names: Vec<&str> = keep
+                .iter()
+                .map(|i| schema.field(*i).name().as_str())
+                .collect();
+            scanner
+                .project(&names)
+                .map_err(|e| Error::lance(ds.uri(), e))?;
+            schema = Arc::new(schema.project(&keep)?);
+        }
         let uri = ds.uri().to_string();
         let mut stream = scanner
             .try_into_stream()
@@ -538,9 +585,22 @@ impl Store {
     /// # Errors
     /// As [`Store::scan`].
     pub async fn read(&self, hash: &ContentHash) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        self.read_columns(hash, None).await
+    }
+
+    /// Reads the named columns of a version into memory (`None`: all; see
+    /// [`Store::scan_columns`]).
+    ///
+    /// # Errors
+    /// As [`Store::scan`].
+    pub async fn read_columns(
+        &self,
+        hash: &ContentHash,
+        columns: Option<&[String]>,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         let mut batches = Vec::new();
         let schema = self
-            .scan(hash, |b| {
+            .scan_columns(hash, columns, |b| {
                 batches.push(b.clone());
                 Ok(())
             })

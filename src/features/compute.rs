@@ -85,7 +85,16 @@ pub struct MaterializeOptions {
     pub threads: Option<usize>,
     /// Rows per timeline batch (default 65,536). The result's hash does not depend on it.
     pub batch_size: usize,
+    /// Curated input rows held in memory at once when materializing from the store
+    /// (default [`PARTITION_ROWS`]): above it, patients are computed in ranges of their ids
+    /// whose rows fit, and the timeline is written as it is computed. The result does not
+    /// depend on it.
+    pub partition_rows: usize,
 }
+
+/// Default [`MaterializeOptions::partition_rows`]: a range of this many curated rows peaks
+/// at about 1.4 GB (the readmission set; BENCHMARKS.md).
+pub const PARTITION_ROWS: usize = 4_000_000;
 
 impl Default for MaterializeOptions {
     fn default() -> Self {
@@ -93,6 +102,7 @@ impl Default for MaterializeOptions {
             knowledge: Knowledge::AsKnown,
             threads: None,
             batch_size: 65_536,
+            partition_rows: PARTITION_ROWS,
         }
     }
 }
@@ -344,8 +354,28 @@ struct Loaded {
     score: Option<ScoreTables>,
 }
 
+/// The result of each derived table of a set, by name.
+pub(crate) type DerivedTables = BTreeMap<String, Vec<RecordBatch>>;
+
+/// Runs the derived queries of `set` over `inputs`.
+pub(crate) async fn derived_tables(set: &FeatureSet, inputs: &Inputs) -> Result<DerivedTables> {
+    let mut out = DerivedTables::new();
+    for d in &set.derived {
+        let q = derived::parse(&d.sql)
+            .map_err(|r| Error::invalid(format!("derived table {}", d.name), r))?;
+        let batch = derived::run(&d.name, &q, &inputs.tables).await?;
+        out.insert(d.name.clone(), vec![batch]);
+    }
+    Ok(out)
+}
+
 impl Loaded {
-    async fn load(set: &FeatureSet, inputs: &Inputs) -> Result<Loaded> {
+    /// Loads `inputs`; the derived tables are `derived` where given, else computed here.
+    async fn load(
+        set: &FeatureSet,
+        inputs: &Inputs,
+        derived: Option<&DerivedTables>,
+    ) -> Result<Loaded> {
         let mut sources = Vec::new();
         for t in set.curated_tables() {
             sources.push((
@@ -353,11 +383,19 @@ impl Loaded {
                 inputs.tables.get(&t).cloned().unwrap_or_default(),
             ));
         }
+        let computed;
+        let derived = match derived {
+            Some(d) => d,
+            None => {
+                computed = derived_tables(set, inputs).await?;
+                &computed
+            }
+        };
         for d in &set.derived {
-            let q = derived::parse(&d.sql)
-                .map_err(|r| Error::invalid(format!("derived table {}", d.name), r))?;
-            let batch = derived::run(&d.name, &q, &inputs.tables).await?;
-            sources.push((d.name.clone(), vec![batch]));
+            let batches = derived.get(&d.name).cloned().ok_or_else(|| {
+                Error::Internal(format!("derived table {} was not computed", d.name))
+            })?;
+            sources.push((d.name.clone(), batches));
         }
         let sources: Vec<Source> = sources
             .into_iter()
@@ -1141,7 +1179,19 @@ pub async fn compute(
     inputs: &Inputs,
     opts: &MaterializeOptions,
 ) -> Result<Timeline> {
-    let loaded = Loaded::load(set, inputs).await?;
+    compute_with(set, inputs, None, opts).await
+}
+
+/// [`compute`] with the derived tables given (`None`: computed from `inputs`). The
+/// partitioned materialization computes them once over all patients and gives each
+/// partition its patients' rows.
+pub(crate) async fn compute_with(
+    set: &FeatureSet,
+    inputs: &Inputs,
+    derived: Option<&DerivedTables>,
+    opts: &MaterializeOptions,
+) -> Result<Timeline> {
+    let loaded = Loaded::load(set, inputs, derived).await?;
     let knowledge = opts.knowledge;
     in_pool(opts.threads, || {
         let prep = Prepared::new(set, &loaded);
@@ -1169,8 +1219,8 @@ pub async fn compute_incremental(
     new_inputs: &Inputs,
     opts: &MaterializeOptions,
 ) -> Result<Timeline> {
-    let old_loaded = Loaded::load(set, previous_inputs).await?;
-    let new_loaded = Loaded::load(set, new_inputs).await?;
+    let old_loaded = Loaded::load(set, previous_inputs, None).await?;
+    let new_loaded = Loaded::load(set, new_inputs, None).await?;
     let prev_rows = timeline::decode(previous)?;
     let mut prev_by: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, row) in prev_rows.iter().enumerate() {

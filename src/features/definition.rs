@@ -26,6 +26,38 @@ use crate::error::{Error, Result};
 use crate::hash::ContentHash;
 use crate::scores::ScoreComponent;
 
+/// The columns of each score table that `score` features decode (besides provenance).
+pub(crate) const SCORE_COLUMNS: [(Table, &[&str]); 4] = [
+    (
+        Table::Encounters,
+        &[
+            "encounter_id",
+            "class",
+            "admit_time",
+            "discharge_time",
+            "admission_type",
+            "service",
+        ],
+    ),
+    (
+        Table::Conditions,
+        &["condition_id", "code_system", "code", "onset_time"],
+    ),
+    (
+        Table::Observations,
+        &[
+            "observation_id",
+            "code_system",
+            "code",
+            "effective_time",
+            "value_num",
+            "unit",
+            "status",
+        ],
+    ),
+    (Table::Procedures, &["procedure_id", "performed_time"]),
+];
+
 /// The curated tables a `score` feature reads (the scores' inputs).
 pub(crate) const SCORE_TABLES: [Table; 4] = [
     Table::Encounters,
@@ -393,6 +425,52 @@ impl FeatureSet {
             }
         }
         out.into_iter().collect()
+    }
+
+    /// The columns of each curated table that materializing this set reads: the provenance
+    /// columns (`patient_id`, `known_at`, `retracted_at`, `source_id`), each feature's time,
+    /// value and filter columns, the columns `score` features decode, and for a table a
+    /// derived query reads, every column the SQL names (all of them for a `*`).
+    pub fn needed_columns(&self) -> BTreeMap<Table, BTreeSet<String>> {
+        const PROVENANCE: [&str; 4] = ["patient_id", "known_at", "retracted_at", "source_id"];
+        let mut out: BTreeMap<Table, BTreeSet<String>> = BTreeMap::new();
+        let mut add = |t: Table, cols: &mut dyn Iterator<Item = &str>| {
+            let set = out.entry(t).or_default();
+            set.extend(PROVENANCE.iter().map(|c| c.to_string()));
+            set.extend(cols.map(str::to_string));
+        };
+        for f in &self.features {
+            if f.kind == FeatureKind::Score {
+                for (t, cols) in SCORE_COLUMNS {
+                    add(t, &mut cols.iter().copied());
+                }
+            } else if let Some(t) = Table::from_name(&f.table) {
+                let mut cols = std::iter::once(f.time.as_str())
+                    .chain(f.column.as_deref())
+                    .chain(f.filter.keys().map(String::as_str));
+                add(t, &mut cols);
+            }
+        }
+        for d in &self.derived {
+            let Ok(q) = derived::parse(&d.sql) else {
+                continue;
+            };
+            let lower = d.sql.to_ascii_lowercase();
+            let words: BTreeSet<&str> = lower
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .collect();
+            let star = d.sql.contains('*');
+            for t in q.tables {
+                let schema = t.schema();
+                let mut cols = schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .filter(|c| star || words.contains(c));
+                add(t, &mut cols);
+            }
+        }
+        out
     }
 
     /// The curated tables only `score` features read, other than `encounters` (the stays

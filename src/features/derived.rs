@@ -121,13 +121,44 @@ pub(crate) async fn run(
     query: &ParsedQuery,
     inputs: &BTreeMap<Table, Vec<RecordBatch>>,
 ) -> Result<RecordBatch> {
-    let what = || format!("derived table {name}");
     let ctx = session();
     let mut used = BTreeMap::new();
     for t in &query.tables {
         used.insert(*t, inputs.get(t).cloned().unwrap_or_default());
     }
     register(&ctx, &used)?;
+    execute(name, query, &ctx).await
+}
+
+/// [`run`] over stored versions: each table the query reads is its Lance dataset, scanned
+/// as the query goes (projection and filters pushed down), so only the result is held in
+/// memory, however large the tables.
+///
+/// # Errors
+/// As [`run`]; [`Error::Internal`] when a table the query reads is not given.
+pub(crate) async fn run_stored(
+    name: &str,
+    query: &ParsedQuery,
+    datasets: &BTreeMap<Table, Arc<lance::Dataset>>,
+) -> Result<RecordBatch> {
+    let ctx = session();
+    for t in &query.tables {
+        let ds = datasets.get(t).ok_or_else(|| {
+            Error::Internal(format!(
+                "derived table {name}: table {} was not opened",
+                t.name()
+            ))
+        })?;
+        let provider = lance::datafusion::LanceTableProvider::new(ds.clone(), false, false);
+        ctx.register_table(t.name(), Arc::new(provider))
+            .map_err(|e| Error::invalid(format!("derived input {}", t.name()), e.to_string()))?;
+    }
+    execute(name, query, &ctx).await
+}
+
+/// Runs `query` in `ctx` (its tables registered) and sorts the result by every column.
+async fn execute(name: &str, query: &ParsedQuery, ctx: &SessionContext) -> Result<RecordBatch> {
+    let what = || format!("derived table {name}");
     let options = SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)
