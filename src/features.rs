@@ -222,25 +222,27 @@ async fn compute_stored(
     let derived = if set.derived.is_empty() {
         compute::DerivedTables::new()
     } else {
-        let mut read = BTreeSet::new();
-        for d in &set.derived {
-            let q = derived::parse(&d.sql)
-                .map_err(|r| Error::invalid(format!("derived table {}", d.name), r))?;
-            read.extend(q.tables);
-        }
+        let queries = set
+            .derived
+            .iter()
+            .map(|d| {
+                derived::parse(&d.sql)
+                    .map_err(|r| Error::invalid(format!("derived table {}", d.name), r))
+            })
+            .collect::<Result<Vec<_>>>()?;
         let mut datasets = BTreeMap::new();
         for (name, hash) in refs {
-            if let Some(t) = Table::from_name(name).filter(|t| read.contains(t)) {
+            if let Some(t) =
+                Table::from_name(name).filter(|t| queries.iter().any(|q| q.tables.contains(t)))
+            {
                 datasets.insert(t, Arc::new(store.dataset(hash).await?));
             }
         }
         let mut out = compute::DerivedTables::new();
-        for d in &set.derived {
-            let q = derived::parse(&d.sql)
-                .map_err(|r| Error::invalid(format!("derived table {}", d.name), r))?;
+        for (d, q) in set.derived.iter().zip(&queries) {
             out.insert(
                 d.name.clone(),
-                vec![derived::run_stored(&d.name, &q, &datasets).await?],
+                vec![derived::run_stored(&d.name, q, &datasets).await?],
             );
         }
         out

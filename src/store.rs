@@ -585,22 +585,9 @@ impl Store {
     /// # Errors
     /// As [`Store::scan`].
     pub async fn read(&self, hash: &ContentHash) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-        self.read_columns(hash, None).await
-    }
-
-    /// Reads the named columns of a version into memory (`None`: all; see
-    /// [`Store::scan_columns`]).
-    ///
-    /// # Errors
-    /// As [`Store::scan`].
-    pub async fn read_columns(
-        &self,
-        hash: &ContentHash,
-        columns: Option<&[String]>,
-    ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         let mut batches = Vec::new();
         let schema = self
-            .scan_columns(hash, columns, |b| {
+            .scan(hash, |b| {
                 batches.push(b.clone());
                 Ok(())
             })
