@@ -15,6 +15,58 @@ use ward::features::{self, FeatureRepo, MaterializeOptions};
 use ward::store::{Kind, PutOptions, Store};
 use ward::synth::{generate_cohort, SynthOptions};
 
+/// The load generator runs on the same cores as the server it measures: it uses the same
+/// allocator as the `ward` binary (mimalloc) so that its own per-request allocations take as
+/// little of the machine as they can.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// A gRPC channel that is one bare HTTP/2 connection: requests go straight to hyper's
+/// connection, without the request queue and its worker task that `tonic::transport::Channel`
+/// puts in front (one task hop less per request on the cores the server also runs on).
+#[derive(Clone)]
+pub(crate) struct H2Channel(hyper::client::conn::http2::SendRequest<tonic::body::Body>);
+
+impl H2Channel {
+    /// Connects to `addr` (plain HTTP/2); the connection is driven by a spawned task.
+    pub(crate) async fn connect(addr: SocketAddr) -> std::io::Result<H2Channel> {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let (send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .map_err(std::io::Error::other)?;
+        tokio::spawn(conn);
+        Ok(H2Channel(send))
+    }
+
+    /// The URI tonic's stubs put in front of each method path.
+    pub(crate) fn origin(addr: SocketAddr) -> http::Uri {
+        format!("http://{addr}").parse().expect("origin")
+    }
+}
+
+impl tower_service::Service<http::Request<tonic::body::Body>> for H2Channel {
+    type Response = http::Response<hyper::body::Incoming>;
+    type Error = hyper::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        Box::pin(self.0.send_request(req))
+    }
+}
+
 pub(crate) fn arg(i: usize, default: u64) -> u64 {
     std::env::args()
         .filter(|a| !a.starts_with("--"))

@@ -15,8 +15,13 @@
 //! 1,000,000). `WARD_BENCH_FEAST_PYTHON` names a Python with Feast 0.67 (default the peers'
 //! venv, /tmp/ward-peers/venv/bin/python: `../shared/peers/run_bench.sh` makes it); without
 //! it part 2 is skipped with a message. `WARD_BENCH_CLIENT_THREADS` sets the load generator's
-//! worker threads (default one per core); it shares the cores with the server, so on 2 cores
-//! 1 thread leaves the server more room (BENCHMARKS.md has both).
+//! worker threads (default 1); it shares the cores with the server, so on 2 cores one thread
+//! leaves the server the other (BENCHMARKS.md has runs with 1 and 2). Part 1 runs against a
+//! server with its default worker threads (one per core) and again against one started with
+//! each count in `WARD_BENCH_SERVER_THREADS` (comma-separated, default `1`; empty for none):
+//! the config's `threads`. Each client is tonic's generated stub over its own bare HTTP/2
+//! connection (hyper), which costs the shared cores less than a `tonic::transport::Channel`
+//! with its request queue.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -39,21 +44,21 @@ use ward::service::proto::{
 
 mod grpc_common;
 
-use grpc_common::{arg, drive, own_group, pct, readmission, start_ward, Proc};
+use grpc_common::{arg, drive, own_group, pct, readmission, start_ward, H2Channel, Proc};
 
 fn main() {
     let patients = arg(1, 2_000);
     let secs = arg(2, 5);
     let entity_rows = arg(3, 1_000_000) as usize;
     // The load generator shares the 2 cores with the server: `WARD_BENCH_CLIENT_THREADS`
-    // (default: one per core) sets its runtime's worker threads.
+    // (default 1) sets its runtime's worker threads.
     let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = std::env::var("WARD_BENCH_CLIENT_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        rt.worker_threads(n);
-    }
+    rt.worker_threads(
+        std::env::var("WARD_BENCH_CLIENT_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1),
+    );
     let rt = rt.enable_all().build().expect("runtime");
     rt.block_on(run(patients, secs, entity_rows));
 }
@@ -75,46 +80,91 @@ async fn run(patients: u64, secs: u64, entity_rows: usize) {
     let url = format!("http://{addr}");
     eprintln!("ward serve on {addr}, timeline {}", r.timeline);
 
-    // 1. Ward online.
+    // 1. Ward online, once per server worker-thread setting: the server's default (one per
+    // core) and each count in WARD_BENCH_SERVER_THREADS (default "1"; the load generator
+    // shares the cores, so a server that leaves it one core may queue less).
     let ids = Arc::new(ids);
     let feats = Arc::new(feats);
-    let mut ward_runs = Vec::new();
-    for clients in [1usize, 8, 32] {
-        let (ids, feats, url) = (ids.clone(), feats.clone(), url.clone());
-        let r = drive(clients, secs, move |c| {
-            let (ids, feats, url) = (ids.clone(), feats.clone(), url.clone());
-            async move {
-                let mut client = FeaturesClient::connect(url).await.expect("connect");
-                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(c as u64);
-                let mut lat = Vec::new();
-                let mut errors = 0;
-                let warm = Instant::now() + Duration::from_secs(1);
-                let end = warm + Duration::from_secs(secs);
-                loop {
-                    let now = Instant::now();
-                    if now >= end {
-                        break;
-                    }
-                    let req = OnlineRequest {
-                        feature_set: "readmission".into(),
-                        patient_ids: vec![ids[rng.random_range(0..ids.len())].clone()],
-                        as_of: String::new(),
-                        features: feats.to_vec(),
-                    };
-                    let s = Instant::now();
-                    let ok = client.get_online_features(req).await.is_ok();
-                    if s >= warm {
-                        lat.push(s.elapsed());
-                        errors += usize::from(!ok);
-                    }
-                }
-                (lat, errors)
+    let mut settings: Vec<Option<usize>> = vec![None];
+    settings.extend(
+        std::env::var("WARD_BENCH_SERVER_THREADS")
+            .unwrap_or_else(|_| "1".into())
+            .split(',')
+            .filter_map(|v| v.trim().parse().ok())
+            .map(Some),
+    );
+    // Every setting's server is started first and stays up; rounds then go through the
+    // settings in turn (WARD_BENCH_ROUNDS, default 3), so that a slow minute on this shared
+    // machine falls on all of them alike. Part 3 uses the default server.
+    let rounds = std::env::var("WARD_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3usize)
+        .max(1);
+    let mut servers = Vec::new();
+    for threads in settings {
+        match threads {
+            None => servers.push((
+                "ward (gRPC), server threads: default".to_string(),
+                addr,
+                None,
+            )),
+            Some(n) => {
+                let cfg = dir.path().join(format!("serve-{n}.toml"));
+                let text = std::fs::read_to_string(&config).expect("config");
+                std::fs::write(&cfg, format!("threads = {n}\n{text}")).expect("config");
+                let (proc, a) = start_ward(store_dir, &cfg);
+                servers.push((format!("ward (gRPC), server threads: {n}"), a, Some(proc)));
             }
-        })
-        .await;
-        eprintln!("{}", r.row("ward"));
-        ward_runs.push(r);
+        }
     }
+    // (label, round, run)
+    let mut ward_runs: Vec<(String, usize, grpc_common::Run)> = Vec::new();
+    for round in 1..=rounds {
+        for (label, addr, _) in &servers {
+            let addr = *addr;
+            for clients in [1usize, 8, 32] {
+                let (ids, feats) = (ids.clone(), feats.clone());
+                let r = drive(clients, secs, move |c| {
+                    let (ids, feats) = (ids.clone(), feats.clone());
+                    async move {
+                        let channel = H2Channel::connect(addr).await.expect("connect");
+                        let mut client =
+                            FeaturesClient::with_origin(channel, H2Channel::origin(addr));
+                        let mut rng =
+                            rand_chacha::ChaCha8Rng::seed_from_u64((round * 1000 + c) as u64);
+                        let mut lat = Vec::new();
+                        let mut errors = 0;
+                        let warm = Instant::now() + Duration::from_secs(1);
+                        let end = warm + Duration::from_secs(secs);
+                        loop {
+                            let now = Instant::now();
+                            if now >= end {
+                                break;
+                            }
+                            let req = OnlineRequest {
+                                feature_set: "readmission".into(),
+                                patient_ids: vec![ids[rng.random_range(0..ids.len())].clone()],
+                                as_of: String::new(),
+                                features: feats.to_vec(),
+                            };
+                            let s = Instant::now();
+                            let ok = client.get_online_features(req).await.is_ok();
+                            if s >= warm {
+                                lat.push(s.elapsed());
+                                errors += usize::from(!ok);
+                            }
+                        }
+                        (lat, errors)
+                    }
+                })
+                .await;
+                eprintln!("round {round}: {}", r.row(label));
+                ward_runs.push((label.clone(), round, r));
+            }
+        }
+    }
+    drop(servers);
 
     // 2. Feast.
     let python = std::env::var("WARD_BENCH_FEAST_PYTHON")
@@ -317,24 +367,62 @@ async fn run(patients: u64, secs: u64, entity_rows: usize) {
         "## Service over loopback: {patients} patients, 20 features per lookup, {secs} s per run"
     );
     println!();
+    println!("Ward, every round:");
+    println!();
+    println!("| server | round | clients | p50 us | p99 us | lookups/s | errors |");
+    println!("|---|---|---|---|---|---|---|");
+    for (label, round, r) in &ward_runs {
+        println!("{}", r.row(&format!("{label} | {round}")));
+    }
+    println!();
+    println!("Medians over the {rounds} rounds (each column's own median), and Feast's run:");
+    println!();
     println!("| server | clients | p50 us | p99 us | lookups/s | errors |");
     println!("|---|---|---|---|---|---|");
-    for r in &ward_runs {
-        println!("{}", r.row("ward (gRPC)"));
+    let mut medians: Vec<(String, usize, f64, f64, f64, usize)> = Vec::new();
+    for (label, _, _) in ward_runs.iter().filter(|(_, round, _)| *round == 1) {
+        for clients in [1usize, 8, 32] {
+            let runs: Vec<&grpc_common::Run> = ward_runs
+                .iter()
+                .filter(|(l, _, r)| l == label && r.clients == clients)
+                .map(|(_, _, r)| r)
+                .collect();
+            if runs.is_empty() || medians.iter().any(|m| &m.0 == label && m.1 == clients) {
+                continue;
+            }
+            let med = |f: &dyn Fn(&grpc_common::Run) -> f64| {
+                let mut v: Vec<f64> = runs.iter().map(|r| f(r)).collect();
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            medians.push((
+                label.clone(),
+                clients,
+                med(&|r| pct(&r.lat, 0.5)),
+                med(&|r| pct(&r.lat, 0.99)),
+                med(&|r| r.lat.len() as f64 / r.secs),
+                runs.iter().map(|r| r.errors).sum(),
+            ));
+        }
+    }
+    for (label, clients, p50, p99, tput, errors) in &medians {
+        println!("| {label} | {clients} | {p50:.0} | {p99:.0} | {tput:.0} | {errors} |");
     }
     for r in &feast_runs {
         println!("{}", r.row("feast 0.67 (HTTP)"));
     }
     if !feast_runs.is_empty() {
         println!();
-        println!("| clients | throughput ward / feast | p99 feast / ward |");
-        println!("|---|---|---|");
-        for (w, f) in ward_runs.iter().zip(&feast_runs) {
+        println!("| ward (medians) | clients | throughput ward / feast | p99 feast / ward |");
+        println!("|---|---|---|---|");
+        for (label, clients, _, p99, tput, _) in &medians {
+            let Some(f) = feast_runs.iter().find(|f| f.clients == *clients) else {
+                continue;
+            };
             println!(
-                "| {} | {:.1}x | {:.1}x |",
-                w.clients,
-                w.lat.len() as f64 / f.lat.len().max(1) as f64,
-                pct(&f.lat, 0.99) / pct(&w.lat, 0.99)
+                "| {label} | {clients} | {:.1}x | {:.1}x |",
+                tput / (f.lat.len() as f64 / f.secs),
+                pct(&f.lat, 0.99) / p99
             );
         }
     }

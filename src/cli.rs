@@ -236,6 +236,10 @@ pub enum Command {
         /// Allow a non-loopback address without authentication ([auth]) and TLS ([tls]).
         #[arg(long)]
         insecure: bool,
+        /// Worker threads of the server's runtime (default: the config's `threads`, else one
+        /// per core).
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// The audit trail: verify its chain, or list who looked at a patient (docs/security.md).
     Audit {
@@ -314,11 +318,35 @@ pub fn main() -> ExitCode {
 /// # Errors
 /// Whatever the command fails with, with context naming what it was doing.
 pub fn run(cli: Cli, clock: SharedClock) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = worker_threads(&cli)? {
+        rt.worker_threads(n);
+    }
+    let rt = rt
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     rt.block_on(run_async(cli, clock))
+}
+
+/// The runtime's worker threads a command asks for: `ward serve --threads`, else its
+/// config's `threads`; `None` for the default (one per core).
+fn worker_threads(cli: &Cli) -> Result<Option<usize>> {
+    let Command::Serve {
+        threads, config, ..
+    } = &cli.command
+    else {
+        return Ok(None);
+    };
+    if let Some(n) = *threads {
+        crate::service::config::check_threads(n)
+            .map_err(|reason| crate::error::Error::invalid("--threads", reason))?;
+        return Ok(Some(n));
+    }
+    Ok(match config {
+        Some(path) => crate::service::ServeConfig::load(path)?.threads,
+        None => None,
+    })
 }
 
 async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
@@ -671,6 +699,7 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
             addr,
             config,
             insecure,
+            threads: _,
         } => {
             crate::service::run(&cli.store, addr, config.as_deref(), insecure, clock.clone())
                 .await?;

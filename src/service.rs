@@ -474,6 +474,11 @@ pub async fn serve_until_signal(
         }
     );
     eprintln!("{}", exposure_notice(cfg, exposure));
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    eprintln!(
+        "runtime: {workers} worker thread{}",
+        if workers == 1 { "" } else { "s" }
+    );
     eprintln!("listening on {}", server.local_addr());
     server.serve(stop).await?;
     eprintln!("stopped");

@@ -36,6 +36,12 @@ pub struct ServeConfig {
     /// Set names must be unique across the files.
     #[serde(default)]
     pub features: Vec<PathBuf>,
+    /// Worker threads of the server's async runtime (default: one per core). Fewer than
+    /// the cores leaves the rest to other busy processes on the machine: with a load
+    /// generator on the same 2 cores, one worker halves the tail latency (BENCHMARKS.md,
+    /// "The service"). `ward serve --threads` overrides it.
+    #[serde(default)]
+    pub threads: Option<usize>,
     /// What one request may cost.
     #[serde(default)]
     pub limits: Limits,
@@ -180,6 +186,23 @@ impl Limits {
     }
 }
 
+/// The most worker threads a server may ask for.
+pub const MAX_THREADS: usize = 1024;
+
+/// Checks a worker-thread count (`threads`, `ward serve --threads`); the reason if unusable.
+///
+/// # Errors
+/// The reason, for zero or more than [`MAX_THREADS`].
+pub fn check_threads(n: usize) -> std::result::Result<(), String> {
+    if (1..=MAX_THREADS).contains(&n) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{n}: give between 1 and {MAX_THREADS} worker threads"
+        ))
+    }
+}
+
 fn default_addr() -> SocketAddr {
     DEFAULT_ADDR
         .parse()
@@ -192,6 +215,7 @@ impl Default for ServeConfig {
             addr: default_addr(),
             store: None,
             features: Vec::new(),
+            threads: None,
             limits: Limits::default(),
             auth: None,
             tls: None,
@@ -287,6 +311,10 @@ impl ServeConfig {
 
     fn check(&self, origin: &str) -> Result<()> {
         self.limits.validate()?;
+        if let Some(n) = self.threads {
+            check_threads(n)
+                .map_err(|reason| Error::invalid(format!("{origin}: threads"), reason))?;
+        }
         if self.auth.is_none() {
             for (name, present) in [
                 ("audit", self.audit.is_some()),
@@ -403,6 +431,23 @@ mod tests {
         assert!(e.to_string().starts_with("t.toml:3"), "{e}");
         let e = ServeConfig::parse("[limits]\nshutdown_grace_secs = -1\n", "t.toml").unwrap_err();
         assert!(e.to_string().contains("shutdown_grace_secs"), "{e}");
+        assert_eq!(ServeConfig::parse("", "t.toml").unwrap().threads, None);
+        assert_eq!(
+            ServeConfig::parse("threads = 3\n", "t.toml")
+                .unwrap()
+                .threads,
+            Some(3)
+        );
+        for bad in ["threads = 0\n", "threads = 5000\n"] {
+            let e = ServeConfig::parse(bad, "t.toml").unwrap_err();
+            assert!(
+                e.to_string().contains("t.toml: threads")
+                    && e.to_string().contains("between 1 and"),
+                "{e}"
+            );
+        }
+        let e = ServeConfig::parse("threads = -1\n", "t.toml").unwrap_err();
+        assert!(e.to_string().starts_with("t.toml:1"), "{e}");
     }
 
     #[test]

@@ -1047,7 +1047,7 @@ fn ward_serve_prints_its_port_and_stops_on_sigterm() {
     )
     .unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ward"))
-        .args(["serve", "--config"])
+        .args(["serve", "--threads", "1", "--config"])
         .arg(&cfg)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -1055,16 +1055,22 @@ fn ward_serve_prints_its_port_and_stops_on_sigterm() {
         .unwrap();
     let stderr = child.stderr.take().unwrap();
     let mut lines = std::io::BufReader::new(stderr).lines();
+    let mut runtime = None;
     let addr: SocketAddr = loop {
         let line = lines
             .next()
             .expect("ward serve printed `listening on`")
             .unwrap();
+        if line.starts_with("runtime: ") {
+            runtime = Some(line.clone());
+        }
         if let Some(a) = line.strip_prefix("listening on ") {
             break a.parse().unwrap();
         }
     };
     assert_ne!(addr.port(), 0);
+    // --threads sets the runtime's workers (the config's `threads` is checked below).
+    assert_eq!(runtime.as_deref(), Some("runtime: 1 worker thread"));
     assert!(dir.path().join("store").join("ward-store.json").exists());
     let rt = tokio::runtime::Runtime::new().unwrap();
     let n = rt.block_on(async {
@@ -1101,6 +1107,27 @@ fn ward_serve_prints_its_port_and_stops_on_sigterm() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("serve.toml:1") && err.contains("key"), "{err}");
+
+    // A worker-thread count of 0 is refused, from the flag and from the config.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ward"))
+        .args(["serve", "--threads", "0", "--addr", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--threads") && err.contains("between 1 and"),
+        "{err}"
+    );
+    std::fs::write(&cfg, "threads = 0\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ward"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("serve.toml: threads"), "{err}");
 
     // Off loopback without [auth] and [tls]: refused before binding, unless --insecure.
     std::fs::write(&cfg, "addr = \"0.0.0.0:0\"\n").unwrap();
