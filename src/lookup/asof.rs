@@ -22,7 +22,7 @@
 //! x threads + one row group per thread).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -134,6 +134,42 @@ fn sort_entities(parts: &[StringArray], times: &[i64]) -> Result<SortedEntities>
         row_of,
         times,
     })
+}
+
+/// Reads the entity rows' patient ids and times and sorts them ([`sort_entities`]).
+fn read_entities(entities: &Path, cols: &AsofColumns) -> Result<SortedEntities> {
+    let eb = open_builder(entities)?;
+    let eschema = eb.schema().clone();
+    let pi = column_index(&eschema, &cols.patient, entities)?;
+    let ti = column_index(&eschema, &cols.time, entities)?;
+    let mask = ProjectionMask::roots(eb.parquet_schema(), [pi, ti]);
+    let reader = eb
+        .with_projection(mask)
+        .with_batch_size(1 << 20)
+        .build()
+        .map_err(parquet_err(entities))?;
+    let mut pid_parts: Vec<StringArray> = Vec::new();
+    let mut times: Vec<i64> = Vec::new();
+    for b in reader {
+        let b = b?;
+        let p = b
+            .column_by_name(&cols.patient)
+            .ok_or_else(|| Error::Internal("projection".into()))?;
+        let t = b
+            .column_by_name(&cols.time)
+            .ok_or_else(|| Error::Internal("projection".into()))?;
+        if p.null_count() > 0 {
+            let i = (0..p.len()).find(|&i| p.is_null(i)).unwrap_or(0);
+            return Err(Error::BadInput {
+                location: format!("{} row {}", entities.display(), times.len() + i),
+                field: cols.patient.clone(),
+                reason: "null".into(),
+            });
+        }
+        times.extend(micros(t, entities, &cols.time, times.len() as u64)?);
+        pid_parts.push(utf8(p, entities, &cols.patient)?);
+    }
+    sort_entities(&pid_parts, &times)
 }
 
 fn parquet_err(path: &Path) -> impl Fn(parquet::errors::ParquetError) -> Error + '_ {
@@ -267,6 +303,73 @@ fn probe(
     }
 }
 
+/// One decoded batch of a feature row group's key columns.
+struct KeyBatch {
+    /// The file row of its first row.
+    row: u64,
+    patients: StringArray,
+    events: Vec<i64>,
+    created: Vec<i64>,
+}
+
+/// The key columns (`[patient, event time, created time]` at `key_cols`) of row group `g`
+/// of `features`, whose first row is file row `row0`, decoded.
+fn read_keys(
+    features: &Path,
+    g: usize,
+    row0: u64,
+    key_cols: [usize; 3],
+    cols: &AsofColumns,
+) -> Result<Vec<KeyBatch>> {
+    let b = open_builder(features)?;
+    let mask = ProjectionMask::roots(b.parquet_schema(), key_cols);
+    let reader = b
+        .with_row_groups(vec![g])
+        .with_projection(mask)
+        .with_batch_size(65_536)
+        .build()
+        .map_err(parquet_err(features))?;
+    let column = |batch: &RecordBatch, name: &str| -> Result<ArrayRef> {
+        batch
+            .column_by_name(name)
+            .cloned()
+            .ok_or_else(|| Error::Internal("projection".into()))
+    };
+    let mut row = row0;
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch?;
+        let p = utf8(&column(&batch, &cols.patient)?, features, &cols.patient)?;
+        if p.null_count() > 0 {
+            let i = (0..p.len()).find(|&i| p.is_null(i)).unwrap_or(0);
+            return Err(Error::BadInput {
+                location: format!("{} row {}", features.display(), row + i as u64),
+                field: cols.patient.clone(),
+                reason: "null".into(),
+            });
+        }
+        let events = micros(&column(&batch, &cols.time)?, features, &cols.time, row)?;
+        let created = micros(
+            &column(&batch, &cols.created)?,
+            features,
+            &cols.created,
+            row,
+        )?;
+        let n = p.len() as u64;
+        out.push(KeyBatch {
+            row,
+            patients: p,
+            events,
+            created,
+        });
+        row += n;
+    }
+    Ok(out)
+}
+
+/// Feature row groups decoded ahead while the entity rows are read and sorted, at most.
+const PREFETCH_GROUPS: usize = 4;
+
 /// Joins `features` (Parquet) as of the rows of `entities` (Parquet) and returns the output
 /// in the peers' layout: `row_id` (the entity row's position in its file), the patient id,
 /// the entity time, then every feature column of `features` (all but the key columns),
@@ -283,52 +386,13 @@ pub fn asof_join(
 ) -> Result<(RecordBatch, AsofStats)> {
     let mut stats = AsofStats::default();
     let started = Instant::now();
-    // 1. Entity rows: read, sort by (patient, time, row).
-    let eb = open_builder(entities)?;
-    let eschema = eb.schema().clone();
-    let pi = column_index(&eschema, &cols.patient, entities)?;
-    let ti = column_index(&eschema, &cols.time, entities)?;
-    let mask = ProjectionMask::roots(eb.parquet_schema(), [pi, ti]);
-    let reader = eb
-        .with_projection(mask)
-        .with_batch_size(1 << 20)
-        .build()
-        .map_err(parquet_err(entities))?;
-    let mut pid_parts: Vec<StringArray> = Vec::new();
-    let mut times: Vec<i64> = Vec::new();
-    for b in reader {
-        let b = b?;
-        let p = b
-            .column_by_name(&cols.patient)
-            .ok_or_else(|| Error::Internal("projection".into()))?;
-        let t = b
-            .column_by_name(&cols.time)
-            .ok_or_else(|| Error::Internal("projection".into()))?;
-        if p.null_count() > 0 {
-            let i = (0..p.len()).find(|&i| p.is_null(i)).unwrap_or(0);
-            return Err(Error::BadInput {
-                location: format!("{} row {}", entities.display(), times.len() + i),
-                field: cols.patient.clone(),
-                reason: "null".into(),
-            });
-        }
-        times.extend(micros(t, entities, &cols.time, times.len() as u64)?);
-        pid_parts.push(utf8(p, entities, &cols.patient)?);
-    }
-    let sorted = sort_entities(&pid_parts, &times)?;
-    drop(pid_parts);
-    let (table, starts, ent_times) = (&sorted.table, &sorted.starts, &sorted.times);
-    stats.rows = sorted.times.len();
-    stats.entities_s = started.elapsed().as_secs_f64();
-
-    // 2. Candidates: stream the feature keys by row group, in parallel.
-    let t1 = Instant::now();
     let fb = open_builder(features)?;
     let fschema = fb.schema().clone();
     let fpi = column_index(&fschema, &cols.patient, features)?;
     let fti = column_index(&fschema, &cols.time, features)?;
     let fci = column_index(&fschema, &cols.created, features)?;
     let meta = fb.metadata().clone();
+    drop(fb);
     let group_rows: Vec<u64> = meta
         .row_groups()
         .iter()
@@ -343,66 +407,77 @@ pub fn asof_join(
         })
         .collect();
     stats.feature_rows = group_rows.iter().sum::<u64>() as usize;
+    let key_cols = [fpi, fti, fci];
+    // Row groups are handed out in order: first to the prefetch below, then to the workers.
+    let next_group = AtomicUsize::new(0);
+
+    // 1. Entity rows: read, sort by (patient, time, row). Meanwhile, another thread decodes
+    // the first feature row groups' keys (they need the sorted entities only to be probed).
+    let entities_done = AtomicBool::new(false);
+    let (sorted, prefetched) = rayon::join(
+        || {
+            let sorted = read_entities(entities, cols);
+            entities_done.store(true, Ordering::Release);
+            sorted
+        },
+        || {
+            let mut pre: Vec<(usize, Result<Vec<KeyBatch>>)> = Vec::new();
+            while pre.len() < PREFETCH_GROUPS && !entities_done.load(Ordering::Acquire) {
+                let g = next_group.fetch_add(1, Ordering::Relaxed);
+                if g >= group_rows.len() {
+                    break;
+                }
+                pre.push((g, read_keys(features, g, group_start[g], key_cols, cols)));
+            }
+            pre
+        },
+    );
+    let sorted = sorted?;
+    let (table, starts, ent_times) = (&sorted.table, &sorted.starts, &sorted.times);
+    stats.rows = sorted.times.len();
+    stats.entities_s = started.elapsed().as_secs_f64();
+
+    // 2. Candidates: the prefetched row groups, then the rest streamed by row group, in
+    // parallel.
+    let t1 = Instant::now();
     let n_ent = sorted.times.len();
+    let prefetched = std::sync::Mutex::new(prefetched);
     // One worker per thread, each taking the next row group and keeping its own
     // candidates; the workers' candidates are merged at the end.
-    let next_group = AtomicUsize::new(0);
     let workers = rayon::current_num_threads().clamp(1, group_rows.len().max(1));
     let per_worker: Vec<Vec<Cand>> = (0..workers)
         .into_par_iter()
         .map(|_| -> Result<Vec<Cand>> {
             let mut best = vec![NONE; n_ent];
+            let mut codes = Vec::new();
             loop {
-                let g = next_group.fetch_add(1, Ordering::Relaxed);
-                if g >= group_rows.len() {
-                    return Ok(best);
-                }
-                let b = open_builder(features)?;
-                let mask = ProjectionMask::roots(b.parquet_schema(), [fpi, fti, fci]);
-                let reader = b
-                    .with_row_groups(vec![g])
-                    .with_projection(mask)
-                    .with_batch_size(65_536)
-                    .build()
-                    .map_err(parquet_err(features))?;
-                let mut row = group_start[g];
-                for batch in reader {
-                    let batch = batch?;
-                    let p = utf8(
-                        batch
-                            .column_by_name(&cols.patient)
-                            .ok_or_else(|| Error::Internal("projection".into()))?,
-                        features,
-                        &cols.patient,
-                    )?;
-                    let ev = micros(
-                        batch
-                            .column_by_name(&cols.time)
-                            .ok_or_else(|| Error::Internal("projection".into()))?,
-                        features,
-                        &cols.time,
-                        row,
-                    )?;
-                    let cr = micros(
-                        batch
-                            .column_by_name(&cols.created)
-                            .ok_or_else(|| Error::Internal("projection".into()))?,
-                        features,
-                        &cols.created,
-                        row,
-                    )?;
-                    if p.null_count() > 0 {
-                        let i = (0..p.len()).find(|&i| p.is_null(i)).unwrap_or(0);
-                        return Err(Error::BadInput {
-                            location: format!("{} row {}", features.display(), row + i as u64),
-                            field: cols.patient.clone(),
-                            reason: "null".into(),
-                        });
+                let taken = prefetched
+                    .lock()
+                    .map_err(|_| Error::Internal("prefetch lock poisoned".into()))?
+                    .pop();
+                let batches = match taken {
+                    Some((_, batches)) => batches?,
+                    None => {
+                        let g = next_group.fetch_add(1, Ordering::Relaxed);
+                        if g >= group_rows.len() {
+                            return Ok(best);
+                        }
+                        read_keys(features, g, group_start[g], key_cols, cols)?
                     }
-                    let mut codes = vec![ABSENT; p.len()];
-                    table.get_many(&p, 0, &mut codes);
-                    probe(&codes, &ev, &cr, row, starts, ent_times, &mut best);
-                    row += p.len() as u64;
+                };
+                for kb in batches {
+                    codes.clear();
+                    codes.resize(kb.patients.len(), ABSENT);
+                    table.get_many(&kb.patients, 0, &mut codes);
+                    probe(
+                        &codes,
+                        &kb.events,
+                        &kb.created,
+                        kb.row,
+                        starts,
+                        ent_times,
+                        &mut best,
+                    );
                 }
             }
         })
@@ -440,7 +515,6 @@ pub fn asof_join(
 
     // 3. Gather the winning rows' feature columns, by row group, in parallel.
     let t2 = Instant::now();
-    let key_cols = [fpi, fti, fci];
     let value_cols: Vec<usize> = (0..fschema.fields().len())
         .filter(|i| !key_cols.contains(i))
         .collect();
@@ -580,20 +654,63 @@ pub fn asof_join(
     Ok((out, stats))
 }
 
-/// Writes a batch to Parquet (snappy).
+/// Rows per row group of [`write_parquet`]'s output.
+const WRITE_GROUP_ROWS: usize = 1 << 20;
+
+/// Writes a batch to Parquet (snappy), in row groups of up to 2^20 rows whose columns are
+/// encoded in parallel (one column per task), then appended in order. Without dictionary
+/// encoding: times and values rarely repeat, and the patient ids (sorted, about as many
+/// distinct as rows) would overflow the dictionary page and fall back to plain after the cost
+/// of building it.
 ///
 /// # Errors
 /// I/O and Parquet errors naming the file.
 pub fn write_parquet(batch: &RecordBatch, out: &Path) -> Result<()> {
+    use parquet::arrow::arrow_writer::compute_leaves;
     let tmp: PathBuf = out.with_extension("parquet.tmp");
     let f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
     let props = parquet::file::properties::WriterProperties::builder()
         .set_compression(parquet::basic::Compression::SNAPPY)
-        .build();
-    let mut w = parquet::arrow::ArrowWriter::try_new(f, batch.schema(), Some(props))
-        .map_err(parquet_err(out))?;
-    w.write(batch).map_err(parquet_err(out))?;
-    w.close().map_err(parquet_err(out))?;
+        .set_dictionary_enabled(false);
+    let err = parquet_err(out);
+    let (mut file, factory) =
+        parquet::arrow::ArrowWriter::try_new(f, batch.schema(), Some(props.build()))
+            .map_err(&err)?
+            .into_serialized_writer()
+            .map_err(&err)?;
+    let schema = batch.schema();
+    let n = batch.num_rows();
+    // (first row, rows) of each row group; an empty batch still gets one (empty) group.
+    let groups: Vec<(usize, usize)> = if n == 0 {
+        vec![(0, 0)]
+    } else {
+        (0..n)
+            .step_by(WRITE_GROUP_ROWS)
+            .map(|s| (s, WRITE_GROUP_ROWS.min(n - s)))
+            .collect()
+    };
+    for (group, &(start, len)) in groups.iter().enumerate() {
+        let part = batch.slice(start, len);
+        let writers = factory.create_column_writers(group).map_err(&err)?;
+        // One leaf per column: the output's columns are flat.
+        let chunks = writers
+            .into_par_iter()
+            .zip(schema.fields().par_iter().zip(part.columns().par_iter()))
+            .map(|(mut w, (field, col))| {
+                for leaf in compute_leaves(field, col)? {
+                    w.write(&leaf)?;
+                }
+                w.close()
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(&err)?;
+        let mut rg = file.next_row_group().map_err(&err)?;
+        for c in chunks {
+            c.append_to_row_group(&mut rg).map_err(&err)?;
+        }
+        rg.close().map_err(&err)?;
+    }
+    file.close().map_err(&err)?;
     std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))?;
     Ok(())
 }
