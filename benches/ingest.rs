@@ -23,6 +23,11 @@ use ward::ingest::pipeline::{self, Format, IngestOptions};
 use ward::ingest::{fhir, hl7v2, Context, Input, Parsed};
 use ward::store::Store;
 
+/// The allocator the `ward` binary uses (src/main.rs), so that the library is timed as
+/// `ward ingest` runs it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The resource types Ward curates, one NDJSON file each.
 const TYPES: [&str; 6] = [
     "Patient",
