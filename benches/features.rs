@@ -46,6 +46,11 @@ use ward::curated::Table;
 use ward::features::{self, FeatureRepo, Inputs, MaterializeOptions, TimelineIndex};
 use ward::synth::{self, SynthFormat, SynthOptions};
 
+/// The allocator the `ward` binary uses (src/main.rs), so that the library is timed as
+/// `ward materialize` and `ward historical` run it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The shipped readmission feature repository (part 1).
 const READMISSION: &str = include_str!("../examples/features/readmission.toml");
 

@@ -28,6 +28,11 @@ use ward::hash::ContentHash;
 use ward::lookup::{self, Serving};
 use ward::synth::{generate_cohort, SynthOptions};
 
+/// The allocator the `ward` binary uses (src/main.rs), so that the library is timed as
+/// `ward` runs it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const READMISSION: &str = include_str!("../examples/features/readmission.toml");
 
 fn arg(i: usize, default: u64) -> u64 {
