@@ -164,6 +164,7 @@ async fn run(patients: u64, secs: u64, entity_rows: usize) {
             }
         }
     }
+    let labels: Vec<String> = servers.iter().map(|(label, _, _)| label.clone()).collect();
     drop(servers);
 
     // 2. Feast.
@@ -380,14 +381,14 @@ async fn run(patients: u64, secs: u64, entity_rows: usize) {
     println!("| server | clients | p50 us | p99 us | lookups/s | errors |");
     println!("|---|---|---|---|---|---|");
     let mut medians: Vec<(String, usize, f64, f64, f64, usize)> = Vec::new();
-    for (label, _, _) in ward_runs.iter().filter(|(_, round, _)| *round == 1) {
+    for label in &labels {
         for clients in [1usize, 8, 32] {
             let runs: Vec<&grpc_common::Run> = ward_runs
                 .iter()
                 .filter(|(l, _, r)| l == label && r.clients == clients)
                 .map(|(_, _, r)| r)
                 .collect();
-            if runs.is_empty() || medians.iter().any(|m| &m.0 == label && m.1 == clients) {
+            if runs.is_empty() {
                 continue;
             }
             let med = |f: &dyn Fn(&grpc_common::Run) -> f64| {

@@ -152,22 +152,19 @@ fn read_entities(entities: &Path, cols: &AsofColumns) -> Result<SortedEntities> 
     let mut times: Vec<i64> = Vec::new();
     for b in reader {
         let b = b?;
-        let p = b
-            .column_by_name(&cols.patient)
-            .ok_or_else(|| Error::Internal("projection".into()))?;
-        let t = b
-            .column_by_name(&cols.time)
-            .ok_or_else(|| Error::Internal("projection".into()))?;
-        if p.null_count() > 0 {
-            let i = (0..p.len()).find(|&i| p.is_null(i)).unwrap_or(0);
-            return Err(Error::BadInput {
-                location: format!("{} row {}", entities.display(), times.len() + i),
-                field: cols.patient.clone(),
-                reason: "null".into(),
-            });
-        }
-        times.extend(micros(t, entities, &cols.time, times.len() as u64)?);
-        pid_parts.push(utf8(p, entities, &cols.patient)?);
+        let row0 = times.len() as u64;
+        pid_parts.push(patient_ids(
+            projected(&b, &cols.patient)?,
+            entities,
+            &cols.patient,
+            row0,
+        )?);
+        times.extend(micros(
+            projected(&b, &cols.time)?,
+            entities,
+            &cols.time,
+            row0,
+        )?);
     }
     sort_entities(&pid_parts, &times)
 }
@@ -228,7 +225,24 @@ fn micros(col: &ArrayRef, path: &Path, field: &str, row0: u64) -> Result<Vec<i64
     Ok(us.values().to_vec())
 }
 
-fn utf8(col: &ArrayRef, path: &Path, field: &str) -> Result<StringArray> {
+/// A column of a batch read with a projection that includes it.
+fn projected<'b>(batch: &'b RecordBatch, name: &str) -> Result<&'b ArrayRef> {
+    batch
+        .column_by_name(name)
+        .ok_or_else(|| Error::Internal(format!("projection lost column {name}")))
+}
+
+/// A patient id column as text; `row0` is the file row of its first row (for the error
+/// naming a null id).
+fn patient_ids(col: &ArrayRef, path: &Path, field: &str, row0: u64) -> Result<StringArray> {
+    if col.null_count() > 0 {
+        let i = (0..col.len()).find(|&i| col.is_null(i)).unwrap_or(0);
+        return Err(Error::BadInput {
+            location: format!("{} row {}", path.display(), row0 + i as u64),
+            field: field.to_string(),
+            reason: "null".into(),
+        });
+    }
     let s = arrow::compute::cast(col, &DataType::Utf8).map_err(|e| Error::BadInput {
         location: path.display().to_string(),
         field: field.to_string(),
@@ -329,28 +343,19 @@ fn read_keys(
         .with_batch_size(65_536)
         .build()
         .map_err(parquet_err(features))?;
-    let column = |batch: &RecordBatch, name: &str| -> Result<ArrayRef> {
-        batch
-            .column_by_name(name)
-            .cloned()
-            .ok_or_else(|| Error::Internal("projection".into()))
-    };
     let mut row = row0;
     let mut out = Vec::new();
     for batch in reader {
         let batch = batch?;
-        let p = utf8(&column(&batch, &cols.patient)?, features, &cols.patient)?;
-        if p.null_count() > 0 {
-            let i = (0..p.len()).find(|&i| p.is_null(i)).unwrap_or(0);
-            return Err(Error::BadInput {
-                location: format!("{} row {}", features.display(), row + i as u64),
-                field: cols.patient.clone(),
-                reason: "null".into(),
-            });
-        }
-        let events = micros(&column(&batch, &cols.time)?, features, &cols.time, row)?;
+        let p = patient_ids(
+            projected(&batch, &cols.patient)?,
+            features,
+            &cols.patient,
+            row,
+        )?;
+        let events = micros(projected(&batch, &cols.time)?, features, &cols.time, row)?;
         let created = micros(
-            &column(&batch, &cols.created)?,
+            projected(&batch, &cols.created)?,
             features,
             &cols.created,
             row,
@@ -421,13 +426,13 @@ pub fn asof_join(
             sorted
         },
         || {
-            let mut pre: Vec<(usize, Result<Vec<KeyBatch>>)> = Vec::new();
+            let mut pre: Vec<Result<Vec<KeyBatch>>> = Vec::new();
             while pre.len() < PREFETCH_GROUPS && !entities_done.load(Ordering::Acquire) {
                 let g = next_group.fetch_add(1, Ordering::Relaxed);
                 if g >= group_rows.len() {
                     break;
                 }
-                pre.push((g, read_keys(features, g, group_start[g], key_cols, cols)));
+                pre.push(read_keys(features, g, group_start[g], key_cols, cols));
             }
             pre
         },
@@ -456,7 +461,7 @@ pub fn asof_join(
                     .map_err(|_| Error::Internal("prefetch lock poisoned".into()))?
                     .pop();
                 let batches = match taken {
-                    Some((_, batches)) => batches?,
+                    Some(batches) => batches?,
                     None => {
                         let g = next_group.fetch_add(1, Ordering::Relaxed);
                         if g >= group_rows.len() {

@@ -1097,47 +1097,39 @@ fn ward_serve_prints_its_port_and_stops_on_sigterm() {
     assert!(out.status.success(), "{:?}", out.status);
     assert!(out.stdout.is_empty(), "serve prints nothing to stdout");
 
+    // Refusals before binding: `ward serve` with these arguments (and `--config cfg` after
+    // them) exits with an error; its stderr.
+    let refused = |args: &[&str]| -> String {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ward"))
+            .args(["serve"])
+            .args(args)
+            .arg("--config")
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "ward serve {args:?} was not refused");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+
     // A section missing a required key is refused, naming the file, line and key.
     std::fs::write(&cfg, "[tls]\ncert = \"server.pem\"\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ward"))
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused(&[]);
     assert!(err.contains("serve.toml:1") && err.contains("key"), "{err}");
 
     // A worker-thread count of 0 is refused, from the flag and from the config.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ward"))
-        .args(["serve", "--threads", "0", "--addr", "127.0.0.1:0"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    std::fs::write(&cfg, "addr = \"127.0.0.1:0\"\n").unwrap();
+    let err = refused(&["--threads", "0"]);
     assert!(
         err.contains("--threads") && err.contains("between 1 and"),
         "{err}"
     );
     std::fs::write(&cfg, "threads = 0\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ward"))
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused(&[]);
     assert!(err.contains("serve.toml: threads"), "{err}");
 
     // Off loopback without [auth] and [tls]: refused before binding, unless --insecure.
     std::fs::write(&cfg, "addr = \"0.0.0.0:0\"\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ward"))
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused(&[]);
     assert!(
         err.contains("0.0.0.0:0") && err.contains("--insecure"),
         "{err}"
