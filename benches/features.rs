@@ -36,14 +36,19 @@ use arrow::array::{
     Array, AsArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, TimeUnit};
+use arrow::error::ArrowError;
 use chrono::{TimeZone, Utc};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{
+    ArrowPredicateFn, ParquetRecordBatchReaderBuilder, RowFilter as ParquetRowFilter,
+};
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
 use ward::curated::Table;
-use ward::features::{self, FeatureRepo, Inputs, MaterializeOptions, TimelineIndex};
+use ward::features::{
+    self, FeatureRepo, FeatureSet, Inputs, MaterializeOptions, RowFilter, TimelineIndex,
+};
 use ward::synth::{self, SynthFormat, SynthOptions};
 
 /// The allocator the `ward` binary uses (src/main.rs), so that the library is timed as
@@ -156,12 +161,18 @@ const FEATURES: [&str; 10] = [
 ];
 
 fn read_parquet(path: &Path) -> Vec<RecordBatch> {
-    read_parquet_columns(path, None)
+    read_parquet_columns(path, None, None)
 }
 
-/// The batches of a Parquet file, only the named columns when `columns` is given; row
-/// groups are decoded in parallel and kept in file order.
-fn read_parquet_columns(path: &Path, columns: Option<&BTreeSet<String>>) -> Vec<RecordBatch> {
+/// The batches of a Parquet file, only the named columns when `columns` is given and only
+/// the rows `rows` passes when given (its columns decoded first, the others only for the rows
+/// that pass, as Lance does for `ward materialize`); row groups are decoded in parallel and
+/// kept in file order.
+fn read_parquet_columns(
+    path: &Path,
+    columns: Option<&BTreeSet<String>>,
+    rows: Option<&RowFilter>,
+) -> Vec<RecordBatch> {
     let open = || {
         let file = File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         ParquetRecordBatchReaderBuilder::try_new(file)
@@ -169,21 +180,39 @@ fn read_parquet_columns(path: &Path, columns: Option<&BTreeSet<String>>) -> Vec<
             .with_batch_size(65_536)
     };
     let groups = open().metadata().num_row_groups();
+    let roots = |builder: &ParquetRecordBatchReaderBuilder<File>, keep: &dyn Fn(&str) -> bool| {
+        let roots: Vec<usize> = builder
+            .schema()
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| keep(f.name()))
+            .map(|(i, _)| i)
+            .collect();
+        ProjectionMask::roots(builder.parquet_schema(), roots)
+    };
     let per_group: Vec<Vec<RecordBatch>> = (0..groups)
         .into_par_iter()
         .map(|g| {
             let mut builder = open().with_row_groups(vec![g]);
             if let Some(columns) = columns {
-                let roots: Vec<usize> = builder
-                    .schema()
-                    .fields()
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, f)| columns.contains(f.name()))
-                    .map(|(i, _)| i)
-                    .collect();
-                let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+                let mask = roots(&builder, &|c| columns.contains(c));
                 builder = builder.with_projection(mask);
+            }
+            if let Some(rows) = rows {
+                let filter_cols: BTreeSet<&str> = rows
+                    .any_of
+                    .iter()
+                    .flat_map(|c| c.keys().map(String::as_str))
+                    .collect();
+                let mask = roots(&builder, &|c| filter_cols.contains(c));
+                let rows = rows.clone();
+                let what = path.display().to_string();
+                let predicate = ArrowPredicateFn::new(mask, move |b| {
+                    rows.keep(&b, &what)
+                        .map_err(|e| ArrowError::ComputeError(e.to_string()))
+                });
+                builder = builder.with_row_filter(ParquetRowFilter::new(vec![Box::new(predicate)]));
             }
             builder
                 .build()
@@ -212,21 +241,18 @@ fn write_parquet(path: &Path, batch: &RecordBatch) {
     w.close().expect("close");
 }
 
-/// The curated tables `tables` read from `dir/<table>.parquet`, in parallel (every column,
-/// or only those of `columns` for the tables it names).
-fn load_inputs(
-    dir: &Path,
-    tables: &[Table],
-    columns: Option<&BTreeMap<Table, BTreeSet<String>>>,
-) -> Inputs {
-    let loaded: Vec<(Table, Vec<RecordBatch>)> = tables
+/// The curated tables `tables` read from `dir/<table>.parquet`, in parallel: the columns
+/// and rows materializing `set` reads ([`FeatureSet::needed_columns`],
+/// [`FeatureSet::row_filters`]).
+fn load_inputs(dir: &Path, set: &FeatureSet) -> Inputs {
+    let columns = set.needed_columns();
+    let rows = set.row_filters();
+    let loaded: Vec<(Table, Vec<RecordBatch>)> = set
+        .curated_tables()
         .par_iter()
         .map(|t| {
             let path = dir.join(format!("{}.parquet", t.name()));
-            (
-                *t,
-                read_parquet_columns(&path, columns.and_then(|c| c.get(t))),
-            )
+            (*t, read_parquet_columns(&path, columns.get(t), rows.get(t)))
         })
         .collect();
     Inputs {
@@ -302,7 +328,7 @@ fn phase_ward(dir: &Path, entities: &Path, out: &Path) -> String {
     let set = repo.set("ten").expect("set");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let t0 = Instant::now();
-    let inputs = load_inputs(dir, &set.curated_tables(), Some(&set.needed_columns()));
+    let inputs = load_inputs(dir, set);
     let ents = read_parquet(entities);
     let load = t0.elapsed().as_secs_f64();
     let peak_load = common::peak_rss().unwrap_or(0);

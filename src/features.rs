@@ -21,7 +21,7 @@ mod derived;
 mod score;
 mod timeline;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{BooleanArray, RecordBatch};
@@ -33,7 +33,8 @@ pub use compute::{
     compute, compute_incremental, Inputs, Knowledge, MaterializeOptions, Timeline, PARTITION_ROWS,
 };
 pub use definition::{
-    parse_duration, Condition, DerivedDef, FeatureDef, FeatureKind, FeatureRepo, FeatureSet, DAY_US,
+    parse_duration, Condition, DerivedDef, FeatureDef, FeatureKind, FeatureRepo, FeatureSet,
+    RowFilter, DAY_US,
 };
 pub use timeline::{
     lookup, timeline_schema, whole_years, ChangePoint, FeatureInfo, FeatureValue, Resolved, Status,
@@ -136,29 +137,35 @@ fn input_tables(store: &Store, refs: &[(String, ContentHash)]) -> Result<Vec<Tab
         .collect()
 }
 
-/// Reads the given curated versions: every column, or those of `columns` for the tables it
-/// names; every row, or only the rows of patients `lo..=hi` (byte order of the ids).
+/// Reads the given curated versions for materializing `set`: the columns it needs
+/// ([`FeatureSet::needed_columns`]) and the rows its features read
+/// ([`FeatureSet::row_filters`]); of every patient, or only of patients `lo..=hi` (byte order
+/// of the ids).
 async fn read_inputs(
     store: &Store,
     refs: &[(String, ContentHash)],
-    columns: Option<&BTreeMap<Table, BTreeSet<String>>>,
+    set: &FeatureSet,
     patients: Option<(&str, &str)>,
 ) -> Result<Inputs> {
     let tables = input_tables(store, refs)?;
+    let columns = set.needed_columns();
+    let rows = set.row_filters();
     let mut inputs = Inputs::default();
     for (table, (_, hash)) in tables.into_iter().zip(refs) {
-        let cols: Option<Vec<String>> = columns
-            .and_then(|c| c.get(&table))
-            .map(|c| c.iter().cloned().collect());
+        let cols: Option<Vec<String>> = columns.get(&table).map(|c| c.iter().cloned().collect());
         let mut batches = Vec::new();
-        // The range as a filter Lance evaluates on `patient_id` alone before reading the
-        // other columns of the rows that pass.
-        let filter = patients.map(|(lo, hi)| {
+        // The patient range and the rows the features read, as a filter Lance evaluates on
+        // its columns before reading the other columns of the rows that pass.
+        let range = patients.map(|(lo, hi)| {
             use datafusion::prelude::{col, lit};
             col("patient_id")
                 .gt_eq(lit(lo))
                 .and(col("patient_id").lt_eq(lit(hi)))
         });
+        let filter = match (range, rows.get(&table).map(RowFilter::expr)) {
+            (Some(a), Some(b)) => Some(a.and(b)),
+            (a, b) => a.or(b),
+        };
         store
             .scan_where(hash, cols.as_deref(), filter, |b| {
                 if b.num_rows() > 0 {
@@ -208,13 +215,12 @@ async fn compute_stored(
     refs: &[(String, ContentHash)],
     opts: &MaterializeOptions,
 ) -> Result<Computed> {
-    let columns = set.needed_columns();
     let mut total = 0u64;
     for (_, hash) in refs {
         total += store.manifest(hash)?.rows;
     }
     if total <= opts.partition_rows as u64 {
-        let inputs = read_inputs(store, refs, Some(&columns), None).await?;
+        let inputs = read_inputs(store, refs, set, None).await?;
         return Ok(Computed::Memory(compute(set, &inputs, opts).await?));
     }
 
@@ -314,7 +320,7 @@ async fn compute_stored(
     let partitions = ranges.len();
     for (a, b) in ranges {
         let (lo, hi) = (keys.key(by_rank[a as usize]), keys.key(by_rank[b as usize]));
-        let inputs = read_inputs(store, refs, Some(&columns), Some((lo, hi))).await?;
+        let inputs = read_inputs(store, refs, set, Some((lo, hi))).await?;
         let mut part = compute::DerivedTables::new();
         for (name, batches) in &derived {
             let what = format!("derived table {name}");
@@ -501,11 +507,10 @@ pub async fn materialize_incremental(
     }
     let prev_refs: Vec<(String, ContentHash)> =
         p.tables.into_iter().zip(m.lineage.inputs).collect();
-    let columns = set.needed_columns();
-    let prev_inputs = read_inputs(store, &prev_refs, Some(&columns), None).await?;
+    let prev_inputs = read_inputs(store, &prev_refs, set, None).await?;
     let (_, prev_batches) = store.read(previous).await?;
     let refs = latest_refs(store, set)?;
-    let inputs = read_inputs(store, &refs, Some(&columns), None).await?;
+    let inputs = read_inputs(store, &refs, set, None).await?;
     let timeline = compute_incremental(set, &prev_batches, &prev_inputs, &inputs, opts).await?;
     store_timeline(store, set, refs, Computed::Memory(timeline), opts.knowledge).await
 }

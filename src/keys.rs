@@ -38,10 +38,25 @@ const EMPTY: Slot = Slot {
     head: [0; HEAD],
 };
 
+/// The first [`HEAD`] bytes of `key`, zero padded. Built from copies of fixed sizes (two
+/// overlapping ones for lengths between powers of two), which compile to plain loads and
+/// stores: a copy of the variable length `min(len, 16)` is a call to `memcpy`, which took
+/// 6% of an as-of join's time.
 fn head_of(key: &[u8]) -> [u8; HEAD] {
+    fn copy<const N: usize>(h: &mut [u8; HEAD], key: &[u8]) {
+        let n = key.len();
+        h[..N].copy_from_slice(&key[..N]);
+        h[n - N..n].copy_from_slice(&key[n - N..]);
+    }
     let mut h = [0u8; HEAD];
-    let n = key.len().min(HEAD);
-    h[..n].copy_from_slice(&key[..n]);
+    match key.len() {
+        n if n >= HEAD => h.copy_from_slice(&key[..HEAD]),
+        8.. => copy::<8>(&mut h, key),
+        4.. => copy::<4>(&mut h, key),
+        2.. => copy::<2>(&mut h, key),
+        1 => h[0] = key[0],
+        _ => {}
+    }
     h
 }
 
@@ -298,6 +313,18 @@ mod tests {
                 prop_assert_eq!(t.key(r as u32), k.as_str());
                 prop_assert_eq!(t.get(k), Some(r as u32));
             }
+        }
+    }
+
+    #[test]
+    fn head_of_every_length() {
+        let key: Vec<u8> = (1..=40).collect();
+        for n in 0..=40 {
+            let mut want = [0u8; HEAD];
+            for (i, b) in key[..n].iter().take(HEAD).enumerate() {
+                want[i] = *b;
+            }
+            assert_eq!(head_of(&key[..n]), want, "length {n}");
         }
     }
 

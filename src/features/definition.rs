@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::Path;
 
+use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, SchemaRef};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
@@ -263,6 +264,88 @@ impl Condition {
     }
 }
 
+/// The rows of a table some feature of a set reads ([`FeatureSet::row_filters`]): those
+/// passing every condition of at least one of `any_of` (a null value passes none).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowFilter {
+    /// Each feature's conditions on text columns, distinct.
+    pub any_of: Vec<BTreeMap<String, Condition>>,
+}
+
+impl RowFilter {
+    /// The filter as a DataFusion expression, for a scan that evaluates it before reading
+    /// the other columns (Lance).
+    pub fn expr(&self) -> datafusion::prelude::Expr {
+        use datafusion::prelude::{lit, Expr};
+        let cond = |c: &str, cond: &Condition| -> Expr {
+            // The column named as written (`col()` would parse the name).
+            let column = || Expr::Column(datafusion::common::Column::from_name(c));
+            match cond {
+                Condition::Eq(v) => column().eq(lit(v.as_str())),
+                Condition::In(vs) => {
+                    column().in_list(vs.iter().map(|v| lit(v.as_str())).collect(), false)
+                }
+                Condition::Prefix(ps) => ps
+                    .iter()
+                    .map(|p| column().like(lit(format!("{}%", like_escape(p)))))
+                    .reduce(Expr::or)
+                    .unwrap_or(lit(false)),
+            }
+        };
+        self.any_of
+            .iter()
+            .map(|conds| {
+                conds
+                    .iter()
+                    .map(|(c, k)| cond(c, k))
+                    .reduce(Expr::and)
+                    .unwrap_or(lit(true))
+            })
+            .reduce(Expr::or)
+            .unwrap_or(lit(false))
+    }
+
+    /// Which rows of `batch` pass (a batch without one of the filter's columns: an error
+    /// naming it).
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a missing column or one that is not text.
+    pub fn keep(&self, batch: &RecordBatch, what: &str) -> Result<BooleanArray> {
+        let mut cols: BTreeMap<&str, &StringArray> = BTreeMap::new();
+        for conds in &self.any_of {
+            for c in conds.keys() {
+                let a = batch
+                    .column_by_name(c)
+                    .and_then(|a| a.as_string_opt::<i32>())
+                    .ok_or_else(|| Error::invalid(what, format!("no text column {c}")))?;
+                cols.insert(c, a);
+            }
+        }
+        Ok((0..batch.num_rows())
+            .map(|i| {
+                Some(self.any_of.iter().any(|conds| {
+                    conds.iter().all(|(c, k)| {
+                        let a = cols[c.as_str()];
+                        !a.is_null(i) && k.matches(a.value(i))
+                    })
+                }))
+            })
+            .collect())
+    }
+}
+
+/// `p` with LIKE's wildcards (`%`, `_`) and its escape character (`\`) escaped.
+fn like_escape(p: &str) -> String {
+    let mut out = String::with_capacity(p.len());
+    for ch in p.chars() {
+        if matches!(ch, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
+}
+
 /// One resolved feature.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -471,6 +554,60 @@ impl FeatureSet {
             }
         }
         out
+    }
+
+    /// The rows of each curated table that materializing this set reads, for tables it reads
+    /// only in part: a row is needed when it passes the filter of some feature reading the
+    /// table, or the text conditions of the `WHERE` of a derived query reading it alone
+    /// ([`derived::where_conditions`]). A table missing from the map is read whole: one that
+    /// a `score` feature or another derived query reads, or one with a feature that filters
+    /// no text column (conditions on other columns are left to materialization, which
+    /// compares their text). Reading only these rows gives the same timeline: each row counts
+    /// for a feature only when it passes the feature's filter, and carries its own
+    /// `known_at` and `retracted_at`.
+    pub fn row_filters(&self) -> BTreeMap<Table, RowFilter> {
+        let mut whole: BTreeSet<Table> = BTreeSet::new();
+        let mut any_of: BTreeMap<Table, Vec<BTreeMap<String, Condition>>> = BTreeMap::new();
+        for f in &self.features {
+            if f.kind == FeatureKind::Score {
+                whole.extend(SCORE_TABLES);
+            } else if let Some(t) = Table::from_name(&f.table) {
+                let schema = t.schema();
+                let text: BTreeMap<String, Condition> = f
+                    .filter
+                    .iter()
+                    .filter(|(c, _)| {
+                        schema
+                            .field_with_name(c)
+                            .is_ok_and(|fd| fd.data_type() == &DataType::Utf8)
+                    })
+                    .map(|(c, cond)| (c.clone(), cond.clone()))
+                    .collect();
+                if text.is_empty() {
+                    whole.insert(t);
+                } else if !any_of.get(&t).is_some_and(|v| v.contains(&text)) {
+                    any_of.entry(t).or_default().push(text);
+                }
+            }
+        }
+        for d in &self.derived {
+            match derived::parse(&d.sql) {
+                Ok(q) => match derived::where_conditions(&q) {
+                    Some((t, conds)) if !conds.is_empty() => {
+                        if !any_of.get(&t).is_some_and(|v| v.contains(&conds)) {
+                            any_of.entry(t).or_default().push(conds);
+                        }
+                    }
+                    _ => whole.extend(q.tables),
+                },
+                Err(_) => whole.extend(Table::ALL),
+            }
+        }
+        any_of
+            .into_iter()
+            .filter(|(t, _)| !whole.contains(t))
+            .map(|(t, any_of)| (t, RowFilter { any_of }))
+            .collect()
     }
 
     /// The curated tables only `score` features read, other than `encounters` (the stays

@@ -19,6 +19,7 @@ use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 
+use super::definition::Condition;
 use crate::curated::Table;
 use crate::error::{Error, Result};
 
@@ -74,6 +75,117 @@ pub(crate) fn parse(sql: &str) -> std::result::Result<ParsedQuery, String> {
         canonical: statement.to_string(),
         tables,
     })
+}
+
+/// For a query that reads one curated table once (no join, subquery, CTE or set operation),
+/// the table and the conditions of its `WHERE` that a text column equals a string
+/// (`col = 'x'`, `'x' = col`) or is one of some (`col IN ('x', 'y')`), among the conjuncts
+/// joined by `AND` at its top. Rows failing any of them never reach the result (the `WHERE`
+/// applies before grouping, windows and limits), so materialization need not read them.
+/// Other conjuncts are left out (the rows kept are then a superset); `None` when the query
+/// does not have this shape.
+pub(crate) fn where_conditions(
+    query: &ParsedQuery,
+) -> Option<(Table, BTreeMap<String, Condition>)> {
+    use datafusion::sql::sqlparser::ast::{BinaryOperator, Expr, SetExpr, TableFactor, Value};
+    let [table] = query.tables[..] else {
+        return None;
+    };
+    // One SELECT in the whole text: no subquery anywhere, which could read the table again.
+    let selects = query
+        .canonical
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.eq_ignore_ascii_case("select"))
+        .count();
+    if selects != 1 {
+        return None;
+    }
+    let statement = session()
+        .state()
+        .sql_to_statement(&query.canonical, &Dialect::Generic)
+        .ok()?;
+    let DfStatement::Statement(s) = statement else {
+        return None;
+    };
+    let SqlStatement::Query(q) = *s else {
+        return None;
+    };
+    let SetExpr::Select(select) = *q.body else {
+        return None;
+    };
+    if q.with.is_some()
+        || select.from.len() != 1
+        || !select.from[0].joins.is_empty()
+        || !matches!(select.from[0].relation, TableFactor::Table { .. })
+    {
+        return None;
+    }
+    let schema = table.schema();
+    // A column of the table's text columns, named as DataFusion resolves it (unquoted names
+    // folded to lower case).
+    let column = |e: &Expr| -> Option<String> {
+        let ident = match e {
+            Expr::Identifier(i) => i,
+            Expr::CompoundIdentifier(parts) => parts.last()?,
+            _ => return None,
+        };
+        let name = match ident.quote_style {
+            None => ident.value.to_lowercase(),
+            Some(_) => ident.value.clone(),
+        };
+        schema
+            .field_with_name(&name)
+            .is_ok_and(|f| f.data_type() == &arrow::datatypes::DataType::Utf8)
+            .then_some(name)
+    };
+    let text = |e: &Expr| -> Option<String> {
+        match e {
+            Expr::Value(v) => match &v.value {
+                Value::SingleQuotedString(x) => Some(x.clone()),
+                _ => None,
+            },
+            _ => None,
+        }
+    };
+    let mut conjuncts: Vec<Expr> = select.selection.into_iter().collect();
+    let mut out = BTreeMap::new();
+    while let Some(e) = conjuncts.pop() {
+        match e {
+            Expr::Nested(inner) => conjuncts.push(*inner),
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::And,
+                right,
+            } => {
+                conjuncts.push(*left);
+                conjuncts.push(*right);
+            }
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::Eq,
+                right,
+            } => {
+                let found = column(&left)
+                    .zip(text(&right))
+                    .or_else(|| column(&right).zip(text(&left)));
+                if let Some((c, v)) = found {
+                    out.entry(c).or_insert(Condition::Eq(v));
+                }
+            }
+            Expr::InList {
+                expr,
+                list,
+                negated: false,
+            } => {
+                let values: Option<Vec<String>> = list.iter().map(text).collect();
+                if let Some((c, vs)) = column(&expr).zip(values) {
+                    out.entry(c).or_insert(Condition::In(vs));
+                }
+            }
+            _ => {}
+        }
+    }
+    Some((table, out))
 }
 
 /// Registers the given tables (empty ones when `batches` has none) in a fresh session.
@@ -207,6 +319,59 @@ mod tests {
                 .unwrap();
         assert_eq!(a.canonical, b.canonical);
         assert_eq!(a.tables, vec![Table::Encounters]);
+    }
+
+    fn conditions(sql: &str) -> Option<(Table, Vec<(String, Condition)>)> {
+        where_conditions(&parse(sql).unwrap()).map(|(t, c)| (t, c.into_iter().collect()))
+    }
+
+    #[test]
+    fn where_conditions_of_one_table_queries() {
+        let eq = |c: &str, v: &str| (c.to_string(), Condition::Eq(v.into()));
+        let inp = "inpatient";
+        assert_eq!(
+            conditions(
+                "SELECT patient_id FROM encounters WHERE class = 'inpatient' AND discharge_time IS NOT NULL"
+            ),
+            Some((Table::Encounters, vec![eq("class", inp)]))
+        );
+        // Reversed, nested, qualified, unquoted names folded, IN lists; numbers and other
+        // operators left out.
+        assert_eq!(
+            conditions(
+                "SELECT * FROM observations o WHERE ('718-7' = o.CODE AND (code_system IN ('LOINC', 'L') AND value_num > 3)) AND status <> 'x'"
+            ),
+            Some((
+                Table::Observations,
+                vec![
+                    eq("code", "718-7"),
+                    (
+                        "code_system".to_string(),
+                        Condition::In(vec!["LOINC".into(), "L".into()])
+                    )
+                ]
+            ))
+        );
+        // No usable conjunct: the table, no conditions (read whole).
+        for sql in [
+            "SELECT * FROM encounters",
+            "SELECT * FROM encounters WHERE class = 'inpatient' OR class = 'emergency'",
+            "SELECT * FROM encounters WHERE \"CLASS\" = 'inpatient'",
+            "SELECT * FROM encounters WHERE class NOT IN ('inpatient')",
+            "SELECT * FROM encounters WHERE class = service",
+        ] {
+            assert_eq!(conditions(sql), Some((Table::Encounters, vec![])), "{sql}");
+        }
+        // Not one table read once: none.
+        for sql in [
+            "SELECT e.patient_id FROM encounters e JOIN observations o ON e.encounter_id = o.encounter_id WHERE e.class = 'inpatient'",
+            "SELECT * FROM encounters WHERE class = 'inpatient' AND encounter_id IN (SELECT encounter_id FROM encounters WHERE class = 'emergency')",
+            "SELECT patient_id FROM encounters WHERE class = 'inpatient' UNION ALL SELECT patient_id FROM encounters",
+            "WITH s AS (SELECT * FROM encounters) SELECT * FROM s WHERE class = 'inpatient'",
+            "SELECT a.patient_id FROM encounters a, encounters b WHERE a.class = 'inpatient'",
+        ] {
+            assert_eq!(conditions(sql), None, "{sql}");
+        }
     }
 
     #[test]
