@@ -344,8 +344,7 @@ fn phase_ward(dir: &Path, entities: &Path, out: &Path) -> String {
     let compute = t1.elapsed().as_secs_f64();
     let peak_compute = common::peak_rss().unwrap_or(0);
     let t2 = Instant::now();
-    let index = TimelineIndex::build(set, &timeline.batches).expect("index");
-    drop(timeline);
+    let index = TimelineIndex::build_owned(set, timeline.batches).expect("index");
     let build = t2.elapsed().as_secs_f64();
     let peak_index = common::peak_rss().unwrap_or(0);
 

@@ -475,7 +475,7 @@ pub fn timeline_set(store: &Store, hash: &ContentHash) -> Result<FeatureSet> {
 pub async fn load_index(store: &Store, hash: &ContentHash) -> Result<(FeatureSet, TimelineIndex)> {
     let set = timeline_set(store, hash)?;
     let (_, batches) = store.read(hash).await?;
-    let index = TimelineIndex::build(&set, &batches)?;
+    let index = TimelineIndex::build_owned(&set, batches)?;
     Ok((set, index))
 }
 

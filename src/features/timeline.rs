@@ -295,6 +295,26 @@ impl TimelineIndex {
     /// feature the set does not define, rows out of `(patient_id, feature, effective_at)`
     /// order).
     pub fn build(set: &FeatureSet, batches: &[RecordBatch]) -> Result<TimelineIndex> {
+        let rows = batches.iter().map(RecordBatch::num_rows).sum();
+        TimelineIndex::build_from(set, rows, batches.iter().cloned())
+    }
+
+    /// [`TimelineIndex::build`] from batches it owns, each dropped once indexed: the
+    /// timeline and its index are never held whole at the same time.
+    ///
+    /// # Errors
+    /// As [`TimelineIndex::build`].
+    pub fn build_owned(set: &FeatureSet, batches: Vec<RecordBatch>) -> Result<TimelineIndex> {
+        let rows = batches.iter().map(RecordBatch::num_rows).sum();
+        TimelineIndex::build_from(set, rows, batches.into_iter())
+    }
+
+    /// Indexes `rows` change points of `set` from `batches`, in order.
+    fn build_from(
+        set: &FeatureSet,
+        rows: usize,
+        batches: impl Iterator<Item = RecordBatch>,
+    ) -> Result<TimelineIndex> {
         if set.features.len() > usize::from(u16::MAX) {
             return Err(Error::invalid(
                 format!("feature set {}", set.name),
@@ -321,20 +341,28 @@ impl TimelineIndex {
             .collect();
         let mut patients = KeyTable::default();
         let mut starts: Vec<u32> = Vec::new();
-        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         let mut feature_of: Vec<u16> = Vec::with_capacity(rows);
         let mut points: Vec<ChangePoint> = Vec::with_capacity(rows);
         let mut prev_patient: Option<String> = None;
+        // Rows come in runs of one feature: the name is looked up once a run.
+        let mut prev_feature: Option<(String, usize)> = None;
         for b in batches {
-            let cols = Columns::of(b)?;
+            let cols = Columns::of(&b)?;
             for i in 0..b.num_rows() {
                 let (pid, fname) = (cols.p.value(i), cols.f.value(i));
-                let Some(&fi) = by_name.get(fname) else {
-                    return Err(Error::BadInput {
-                        location: "timeline".into(),
-                        field: format!("feature {fname}"),
-                        reason: format!("not a feature of set {}", set.name),
-                    });
+                let fi = match &prev_feature {
+                    Some((name, fi)) if name == fname => *fi,
+                    _ => {
+                        let Some(&fi) = by_name.get(fname) else {
+                            return Err(Error::BadInput {
+                                location: "timeline".into(),
+                                field: format!("feature {fname}"),
+                                reason: format!("not a feature of set {}", set.name),
+                            });
+                        };
+                        prev_feature = Some((fname.to_string(), fi));
+                        fi
+                    }
                 };
                 if prev_patient.as_deref() != Some(pid) {
                     let n = u32::try_from(starts.len())

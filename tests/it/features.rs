@@ -1887,6 +1887,29 @@ async fn reading_only_the_rows_features_filter_gives_the_same_timeline() {
             table_hash(&b.batches),
             "{knowledge:?}"
         );
+        // An index built from owned batches (each dropped once read) answers like one built
+        // from borrowed ones.
+        let borrowed = index(set, &a.batches);
+        let owned = TimelineIndex::build_owned(set, a.batches).unwrap();
+        assert_eq!(
+            (owned.len(), owned.patients()),
+            (borrowed.len(), borrowed.patients())
+        );
+        for p in tables.patients.iter().map(|p| p.patient_id.as_str()) {
+            for f in &set.features {
+                for t in [
+                    Utc.with_ymd_and_hms(2021, 6, 1, 0, 0, 0).unwrap(),
+                    Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap(),
+                ] {
+                    assert_eq!(
+                        lookup(&owned, p, &f.name, t, None),
+                        lookup(&borrowed, p, &f.name, t, None),
+                        "{p} {} {t}",
+                        f.name
+                    );
+                }
+            }
+        }
     }
 }
 
