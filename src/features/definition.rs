@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::Path;
 
-use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, StringArray};
+use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, Scalar, StringArray};
 use arrow::datatypes::{DataType, SchemaRef};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
@@ -311,26 +311,49 @@ impl RowFilter {
     /// # Errors
     /// [`Error::Invalid`] for a missing column or one that is not text.
     pub fn keep(&self, batch: &RecordBatch, what: &str) -> Result<BooleanArray> {
-        let mut cols: BTreeMap<&str, &StringArray> = BTreeMap::new();
+        use arrow::compute::kernels::{boolean, cmp, comparison};
+        use arrow::compute::prep_null_mask_filter;
+        // Column-at-a-time kernels; a null value passes no condition (nulls become false).
+        let none = || BooleanArray::from(vec![false; batch.num_rows()]);
+        let either = |a: BooleanArray, b: BooleanArray| boolean::or(&a, &b);
+        let mut any = none();
         for conds in &self.any_of {
-            for c in conds.keys() {
+            let mut all: Option<BooleanArray> = None;
+            for (c, k) in conds {
                 let a = batch
                     .column_by_name(c)
                     .and_then(|a| a.as_string_opt::<i32>())
                     .ok_or_else(|| Error::invalid(what, format!("no text column {c}")))?;
-                cols.insert(c, a);
+                let scalar = |v: &str| Scalar::new(StringArray::from(vec![v]));
+                let mut pass = none();
+                let values: Vec<&String> = match k {
+                    Condition::Eq(v) => vec![v],
+                    Condition::In(vs) | Condition::Prefix(vs) => vs.iter().collect(),
+                };
+                for v in values {
+                    let hit = match k {
+                        Condition::Prefix(_) => comparison::starts_with(a, &scalar(v))?,
+                        _ => cmp::eq(a, &scalar(v))?,
+                    };
+                    // (prep_null_mask_filter expects a null buffer.)
+                    let hit = if hit.null_count() > 0 {
+                        prep_null_mask_filter(&hit)
+                    } else {
+                        hit
+                    };
+                    pass = either(pass, hit)?;
+                }
+                all = Some(match all {
+                    None => pass,
+                    Some(x) => boolean::and(&x, &pass)?,
+                });
             }
+            any = either(
+                any,
+                all.unwrap_or_else(|| BooleanArray::from(vec![true; batch.num_rows()])),
+            )?;
         }
-        Ok((0..batch.num_rows())
-            .map(|i| {
-                Some(self.any_of.iter().any(|conds| {
-                    conds.iter().all(|(c, k)| {
-                        let a = cols[c.as_str()];
-                        !a.is_null(i) && k.matches(a.value(i))
-                    })
-                }))
-            })
-            .collect())
+        Ok(any)
     }
 }
 

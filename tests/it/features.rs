@@ -2001,6 +2001,20 @@ async fn row_filter_expression_keeps_what_keep_keeps() {
     for t in [Table::Observations, Table::Conditions] {
         let f = &filters[&t];
         let keep = f.keep(&batch, "test batch").unwrap();
+        // keep (column kernels) against the conditions row by row.
+        for i in 0..batch.num_rows() {
+            let value = |c: &str| {
+                let a = batch.column_by_name(c).unwrap().as_string::<i32>();
+                (!a.is_null(i)).then(|| a.value(i))
+            };
+            let want = f.any_of.iter().any(|conds| {
+                conds
+                    .iter()
+                    .all(|(c, k)| value(c).is_some_and(|v| k.matches(v)))
+            });
+            assert_eq!(keep.value(i), want, "{} row {i}", t.name());
+            assert!(!keep.is_null(i));
+        }
         let want: Vec<i64> = (0..batch.num_rows())
             .filter(|&i| keep.value(i))
             .map(|i| i as i64)
