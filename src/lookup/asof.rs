@@ -30,6 +30,7 @@ use arrow::array::{
     Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
     UInt32Array,
 };
+use arrow::buffer::ScalarBuffer;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection, RowSelector};
 use parquet::arrow::ProjectionMask;
@@ -159,7 +160,7 @@ fn read_entities(entities: &Path, cols: &AsofColumns) -> Result<SortedEntities> 
             &cols.patient,
             row0,
         )?);
-        times.extend(micros(
+        times.extend_from_slice(&micros(
             projected(&b, &cols.time)?,
             entities,
             &cols.time,
@@ -197,8 +198,9 @@ fn column_index(schema: &Schema, name: &str, path: &Path) -> Result<usize> {
     })
 }
 
-/// A timestamp column as microseconds (UTC), refusing nulls.
-fn micros(col: &ArrayRef, path: &Path, field: &str, row0: u64) -> Result<Vec<i64>> {
+/// A timestamp column as microseconds (UTC), refusing nulls; the column's own buffer when
+/// it is in microseconds already (no copy).
+fn micros(col: &ArrayRef, path: &Path, field: &str, row0: u64) -> Result<ScalarBuffer<i64>> {
     let us = match col.data_type() {
         DataType::Timestamp(TimeUnit::Microsecond, _) => col.clone(),
         DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 => arrow::compute::cast(
@@ -222,7 +224,7 @@ fn micros(col: &ArrayRef, path: &Path, field: &str, row0: u64) -> Result<Vec<i64
             reason: "null".into(),
         });
     }
-    Ok(us.values().to_vec())
+    Ok(us.values().clone())
 }
 
 /// A column of a batch read with a projection that includes it.
@@ -322,8 +324,8 @@ struct KeyBatch {
     /// The file row of its first row.
     row: u64,
     patients: StringArray,
-    events: Vec<i64>,
-    created: Vec<i64>,
+    events: ScalarBuffer<i64>,
+    created: ScalarBuffer<i64>,
 }
 
 /// The key columns (`[patient, event time, created time]` at `key_cols`) of row group `g`
