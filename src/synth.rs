@@ -166,7 +166,7 @@ impl FromStr for SynthFormat {
     }
 }
 
-/// What a [`write`] produced.
+/// What a [`write()`] produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SynthSummary {
     /// Patients generated.
@@ -199,7 +199,7 @@ pub fn generate_range(opts: &SynthOptions, range: std::ops::Range<u64>) -> Vec<C
 
 /// Generates the whole cohort (`opts.patients` patients) as one set of tables, in canonical
 /// order (patients in index order; see [`generate_patient`]). Holds everything in memory:
-/// for tests, benchmarks and small cohorts; [`write`] streams large ones.
+/// for tests, benchmarks and small cohorts; [`write()`] streams large ones.
 pub fn generate_cohort(opts: &SynthOptions) -> CuratedTables {
     let mut all = CuratedTables::default();
     for p in generate_range(opts, 0..opts.patients) {

@@ -309,7 +309,8 @@ impl RowFilter {
     /// naming it).
     ///
     /// # Errors
-    /// [`Error::Invalid`] for a missing column or one that is not text.
+    /// [`Error::InvalidArgument`] for a missing column or one that is not text; [`Error::Arrow`]
+    /// if a kernel fails.
     pub fn keep(&self, batch: &RecordBatch, what: &str) -> Result<BooleanArray> {
         use arrow::compute::kernels::{boolean, cmp, comparison};
         use arrow::compute::prep_null_mask_filter;
@@ -582,12 +583,12 @@ impl FeatureSet {
     /// The rows of each curated table that materializing this set reads, for tables it reads
     /// only in part: a row is needed when it passes the filter of some feature reading the
     /// table, or the text conditions of the `WHERE` of a derived query reading it alone
-    /// ([`derived::where_conditions`]). A table missing from the map is read whole: one that
-    /// a `score` feature or another derived query reads, or one with a feature that filters
-    /// no text column (conditions on other columns are left to materialization, which
-    /// compares their text). Reading only these rows gives the same timeline: each row counts
-    /// for a feature only when it passes the feature's filter, and carries its own
-    /// `known_at` and `retracted_at`.
+    /// (`where_conditions` in src/features/derived.rs). A table missing from the map is read
+    /// whole: one that a `score` feature or another derived query reads, or one with a
+    /// feature that filters no text column (conditions on other columns are left to
+    /// materialization, which compares their text). Reading only these rows gives the same
+    /// timeline: each row counts for a feature only when it passes the feature's filter, and
+    /// carries its own `known_at` and `retracted_at`.
     pub fn row_filters(&self) -> BTreeMap<Table, RowFilter> {
         let mut whole: BTreeSet<Table> = BTreeSet::new();
         let mut any_of: BTreeMap<Table, Vec<BTreeMap<String, Condition>>> = BTreeMap::new();

@@ -144,7 +144,7 @@ pub async fn load_care_team(store: &Store, security: &Security) -> Result<Option
 /// `authorization`, else the client certificate), mapped to its action by the one table
 /// [`crate::auth::route`] (unknown calls refused; health and reflection public), decided,
 /// and audited; calls whose patients the handler must see are authorized again there with
-/// the patients ([`authorize`]).
+/// the patients (`authorize`).
 #[derive(Debug, Clone)]
 pub struct SecureGate {
     security: Arc<Security>,
