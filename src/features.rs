@@ -21,7 +21,7 @@ mod derived;
 mod score;
 mod timeline;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use arrow::array::{BooleanArray, RecordBatch};
@@ -137,22 +137,38 @@ fn input_tables(store: &Store, refs: &[(String, ContentHash)]) -> Result<Vec<Tab
         .collect()
 }
 
-/// Reads the given curated versions for materializing `set`: the columns it needs
-/// ([`FeatureSet::needed_columns`]) and the rows its features read
-/// ([`FeatureSet::row_filters`]); of every patient, or only of patients `lo..=hi` (byte order
-/// of the ids).
+/// What materializing a set reads of its curated inputs, worked out once per run.
+struct Reads {
+    /// [`FeatureSet::needed_columns`].
+    columns: BTreeMap<Table, BTreeSet<String>>,
+    /// [`FeatureSet::row_filters`].
+    rows: BTreeMap<Table, RowFilter>,
+}
+
+impl Reads {
+    fn of(set: &FeatureSet) -> Reads {
+        Reads {
+            columns: set.needed_columns(),
+            rows: set.row_filters(),
+        }
+    }
+}
+
+/// Reads the given curated versions: the columns and rows of `reads`, of every patient or
+/// only of patients `lo..=hi` (byte order of the ids).
 async fn read_inputs(
     store: &Store,
     refs: &[(String, ContentHash)],
-    set: &FeatureSet,
+    reads: &Reads,
     patients: Option<(&str, &str)>,
 ) -> Result<Inputs> {
     let tables = input_tables(store, refs)?;
-    let columns = set.needed_columns();
-    let rows = set.row_filters();
     let mut inputs = Inputs::default();
     for (table, (_, hash)) in tables.into_iter().zip(refs) {
-        let cols: Option<Vec<String>> = columns.get(&table).map(|c| c.iter().cloned().collect());
+        let cols: Option<Vec<String>> = reads
+            .columns
+            .get(&table)
+            .map(|c| c.iter().cloned().collect());
         let mut batches = Vec::new();
         // The patient range and the rows the features read, as a filter Lance evaluates on
         // its columns before reading the other columns of the rows that pass.
@@ -162,7 +178,7 @@ async fn read_inputs(
                 .gt_eq(lit(lo))
                 .and(col("patient_id").lt_eq(lit(hi)))
         });
-        let filter = match (range, rows.get(&table).map(RowFilter::expr)) {
+        let filter = match (range, reads.rows.get(&table).map(RowFilter::expr)) {
             (Some(a), Some(b)) => Some(a.and(b)),
             (a, b) => a.or(b),
         };
@@ -215,12 +231,13 @@ async fn compute_stored(
     refs: &[(String, ContentHash)],
     opts: &MaterializeOptions,
 ) -> Result<Computed> {
+    let reads = Reads::of(set);
     let mut total = 0u64;
     for (_, hash) in refs {
         total += store.manifest(hash)?.rows;
     }
     if total <= opts.partition_rows as u64 {
-        let inputs = read_inputs(store, refs, set, None).await?;
+        let inputs = read_inputs(store, refs, &reads, None).await?;
         return Ok(Computed::Memory(compute(set, &inputs, opts).await?));
     }
 
@@ -320,7 +337,7 @@ async fn compute_stored(
     let partitions = ranges.len();
     for (a, b) in ranges {
         let (lo, hi) = (keys.key(by_rank[a as usize]), keys.key(by_rank[b as usize]));
-        let inputs = read_inputs(store, refs, set, Some((lo, hi))).await?;
+        let inputs = read_inputs(store, refs, &reads, Some((lo, hi))).await?;
         let mut part = compute::DerivedTables::new();
         for (name, batches) in &derived {
             let what = format!("derived table {name}");
@@ -507,10 +524,11 @@ pub async fn materialize_incremental(
     }
     let prev_refs: Vec<(String, ContentHash)> =
         p.tables.into_iter().zip(m.lineage.inputs).collect();
-    let prev_inputs = read_inputs(store, &prev_refs, set, None).await?;
+    let reads = Reads::of(set);
+    let prev_inputs = read_inputs(store, &prev_refs, &reads, None).await?;
     let (_, prev_batches) = store.read(previous).await?;
     let refs = latest_refs(store, set)?;
-    let inputs = read_inputs(store, &refs, set, None).await?;
+    let inputs = read_inputs(store, &refs, &reads, None).await?;
     let timeline = compute_incremental(set, &prev_batches, &prev_inputs, &inputs, opts).await?;
     store_timeline(store, set, refs, Computed::Memory(timeline), opts.knowledge).await
 }

@@ -592,6 +592,12 @@ impl FeatureSet {
     pub fn row_filters(&self) -> BTreeMap<Table, RowFilter> {
         let mut whole: BTreeSet<Table> = BTreeSet::new();
         let mut any_of: BTreeMap<Table, Vec<BTreeMap<String, Condition>>> = BTreeMap::new();
+        let mut add = |t: Table, conds: BTreeMap<String, Condition>| {
+            let list = any_of.entry(t).or_default();
+            if !list.contains(&conds) {
+                list.push(conds);
+            }
+        };
         for f in &self.features {
             if f.kind == FeatureKind::Score {
                 whole.extend(SCORE_TABLES);
@@ -609,19 +615,15 @@ impl FeatureSet {
                     .collect();
                 if text.is_empty() {
                     whole.insert(t);
-                } else if !any_of.get(&t).is_some_and(|v| v.contains(&text)) {
-                    any_of.entry(t).or_default().push(text);
+                } else {
+                    add(t, text);
                 }
             }
         }
         for d in &self.derived {
             match derived::parse(&d.sql) {
                 Ok(q) => match derived::where_conditions(&q) {
-                    Some((t, conds)) if !conds.is_empty() => {
-                        if !any_of.get(&t).is_some_and(|v| v.contains(&conds)) {
-                            any_of.entry(t).or_default().push(conds);
-                        }
-                    }
+                    Some((t, conds)) if !conds.is_empty() => add(t, conds),
                     _ => whole.extend(q.tables),
                 },
                 Err(_) => whole.extend(Table::ALL),

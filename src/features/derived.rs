@@ -37,6 +37,8 @@ pub(crate) struct ParsedQuery {
     pub(crate) canonical: String,
     /// The curated tables the query names, sorted.
     pub(crate) tables: Vec<Table>,
+    /// The parsed statement (what `canonical` prints).
+    statement: DfStatement,
 }
 
 /// Parses `sql`: one `SELECT` statement over curated tables.
@@ -74,6 +76,7 @@ pub(crate) fn parse(sql: &str) -> std::result::Result<ParsedQuery, String> {
     Ok(ParsedQuery {
         canonical: statement.to_string(),
         tables,
+        statement,
     })
 }
 
@@ -100,11 +103,7 @@ pub(crate) fn where_conditions(
     if selects != 1 {
         return None;
     }
-    let statement = session()
-        .state()
-        .sql_to_statement(&query.canonical, &Dialect::Generic)
-        .ok()?;
-    let DfStatement::Statement(s) = statement else {
+    let DfStatement::Statement(s) = query.statement.clone() else {
         return None;
     };
     let SqlStatement::Query(q) = *s else {

@@ -216,15 +216,22 @@ fn micros(col: &ArrayRef, path: &Path, field: &str, row0: u64) -> Result<ScalarB
         }
     };
     let us = us.as_primitive::<TimestampMicrosecondType>();
-    if us.null_count() > 0 {
-        let i = (0..us.len()).find(|&i| us.is_null(i)).unwrap_or(0);
-        return Err(Error::BadInput {
-            location: format!("{} row {}", path.display(), row0 + i as u64),
-            field: field.to_string(),
-            reason: "null".into(),
-        });
-    }
+    refuse_nulls(us, path, field, row0)?;
     Ok(us.values().clone())
+}
+
+/// An error naming the file row of the first null of `col` (whose first row is file row
+/// `row0`), if it has one.
+fn refuse_nulls(col: &dyn Array, path: &Path, field: &str, row0: u64) -> Result<()> {
+    if col.null_count() == 0 {
+        return Ok(());
+    }
+    let i = (0..col.len()).find(|&i| col.is_null(i)).unwrap_or(0);
+    Err(Error::BadInput {
+        location: format!("{} row {}", path.display(), row0 + i as u64),
+        field: field.to_string(),
+        reason: "null".into(),
+    })
 }
 
 /// A column of a batch read with a projection that includes it.
@@ -237,14 +244,7 @@ fn projected<'b>(batch: &'b RecordBatch, name: &str) -> Result<&'b ArrayRef> {
 /// A patient id column as text; `row0` is the file row of its first row (for the error
 /// naming a null id).
 fn patient_ids(col: &ArrayRef, path: &Path, field: &str, row0: u64) -> Result<StringArray> {
-    if col.null_count() > 0 {
-        let i = (0..col.len()).find(|&i| col.is_null(i)).unwrap_or(0);
-        return Err(Error::BadInput {
-            location: format!("{} row {}", path.display(), row0 + i as u64),
-            field: field.to_string(),
-            reason: "null".into(),
-        });
-    }
+    refuse_nulls(col.as_ref(), path, field, row0)?;
     let s = arrow::compute::cast(col, &DataType::Utf8).map_err(|e| Error::BadInput {
         location: path.display().to_string(),
         field: field.to_string(),
