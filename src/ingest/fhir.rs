@@ -62,6 +62,9 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+/// A hash map with a fast (not DoS-resistant) hasher, for keys taken from one input.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveTime, TimeZone, Utc};
 use rayon::prelude::*;
 use serde::Deserialize;
@@ -92,10 +95,10 @@ pub fn parse_bundles(inputs: &[Input<'_>], ctx: &Context) -> Parsed {
 /// already decompressed). The `record` of every location is the 1-based line number; blank
 /// lines are not records and are passed over.
 ///
-/// A first, cheap pass reads only `resourceType` and `id` of every line (skipping the rest
-/// unparsed), so that `urn:uuid:` references and `medicationReference`s resolve across
-/// files, and so that lines of types Ward does not curate are skipped without a full parse;
-/// the second pass curates the remaining lines in parallel, keeping input order. Never
+/// A first, cheap pass reads only `resourceType` and `id` of every line (checking the rest
+/// is valid JSON without building it), so that `urn:uuid:` references and
+/// `medicationReference`s resolve across files, and so that lines of types Ward does not
+/// curate are skipped without a second look; the second pass curates the remaining lines in parallel, keeping input order. Never
 /// fails and never panics.
 pub fn parse_ndjson(inputs: &[Input<'_>], ctx: &Context) -> Parsed {
     let lines: Vec<(&str, u64, &[u8])> = inputs
@@ -117,12 +120,14 @@ pub fn parse_ndjson(inputs: &[Input<'_>], ctx: &Context) -> Parsed {
         .zip(heads.par_iter())
         .map(|(&(file, line_no, bytes), head)| match head {
             // Valid JSON of a type Ward does not curate: checked without building it (the
-            // full parse is the costliest step). Claims and EOBs are most of a Synthea
-            // export's bytes.
-            Some(rtype)
-                if !CURATED.contains(&rtype.as_ref())
-                    && rtype != "Bundle"
-                    && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() =>
+            // full parse is the costliest step), by the pre-pass when it could. Claims and
+            // EOBs are most of a Synthea export's bytes.
+            Some(LineHead {
+                resource_type: rtype,
+                valid,
+            }) if !CURATED.contains(&rtype.as_ref())
+                && rtype != "Bundle"
+                && (*valid || serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok()) =>
             {
                 vec![Outcome {
                     skipped: Some(Skipped {
@@ -248,18 +253,25 @@ fn assemble(outcomes: impl Iterator<Item = Outcome>) -> Parsed {
 /// Sets `retracted_at` of every resource version that a later version of the same
 /// `ResourceType/id` supersedes.
 fn retract_superseded(outcomes: &mut [Outcome]) {
-    let mut groups: HashMap<(Table, &str), Vec<usize>> = HashMap::new();
+    // Most resources have one version: the first of each key is remembered, and a list is
+    // made only for keys seen again.
+    let mut first: FastMap<(Table, &str), usize> =
+        FastMap::with_capacity_and_hasher(outcomes.len(), Default::default());
+    let mut groups: FastMap<usize, Vec<usize>> = FastMap::default();
     for (i, o) in outcomes.iter().enumerate() {
         if let Some(Curated {
             key: Some((table, id)),
             ..
         }) = &o.curated
         {
-            groups.entry((*table, id.as_str())).or_default().push(i);
+            let at = *first.entry((*table, id.as_str())).or_insert(i);
+            if at != i {
+                groups.entry(at).or_insert_with(|| vec![at]).push(i);
+            }
         }
     }
     let mut retractions: Vec<(usize, DateTime<Utc>)> = Vec::new();
-    for mut members in groups.into_values().filter(|m| m.len() > 1) {
+    for mut members in groups.into_values() {
         let order = |i: &usize| {
             let c = outcomes.get(*i).and_then(|o| o.curated.as_ref());
             (c.map(|c| c.known_at), c.and_then(|c| c.version), *i)
@@ -356,7 +368,7 @@ struct Target<'a> {
 /// every id (for `urn:uuid:`) and the code of every Medication.
 #[derive(Default)]
 struct Index<'a> {
-    ids: Option<HashMap<Cow<'a, str>, Cow<'a, str>>>,
+    ids: Option<FastMap<Cow<'a, str>, Cow<'a, str>>>,
     meds: HashMap<String, Fx<DrugCodes>>,
 }
 
@@ -369,72 +381,17 @@ struct IdOnly<'a> {
     id: Option<Cow<'a, str>>,
 }
 
-/// `resourceType` and `id` of a line that is one JSON object, found by scanning its
-/// top-level members and skipping nested values without parsing them (about a tenth of the
-/// cost of a parse). `None` when the line does not look like that (not an object, an
-/// escape in one of the two strings, unbalanced brackets or strings): the caller then asks
-/// serde. It does not validate numbers or literals; every line of a curated type is parsed
-/// in full afterwards anyway, and the others are validated before being skipped.
-fn quick_head(b: &[u8]) -> Option<IdOnly<'_>> {
-    fn ws(b: &[u8], mut i: usize) -> usize {
-        while i < b.len() && b[i].is_ascii_whitespace() {
-            i += 1;
-        }
-        i
-    }
-    /// From an opening quote: the end (after the closing quote) and whether it had escapes.
-    fn string(b: &[u8], i: usize) -> Option<(usize, bool)> {
-        let mut j = i + 1;
-        let mut escaped = false;
-        loop {
-            match b.get(j)? {
-                b'"' => return Some((j + 1, escaped)),
-                b'\\' => {
-                    escaped = true;
-                    j += 2;
-                }
-                _ => j += 1,
-            }
-        }
-    }
-    /// Past one value starting at `i`.
-    fn skip(b: &[u8], i: usize) -> Option<usize> {
-        match b.get(i)? {
-            b'"' => string(b, i).map(|(end, _)| end),
-            b'{' | b'[' => {
-                let mut depth = 0usize;
-                let mut j = i;
-                loop {
-                    match b.get(j)? {
-                        b'"' => {
-                            j = string(b, j)?.0;
-                            continue;
-                        }
-                        b'{' | b'[' => depth += 1,
-                        b'}' | b']' => {
-                            depth -= 1;
-                            if depth == 0 {
-                                return Some(j + 1);
-                            }
-                        }
-                        _ => {}
-                    }
-                    j += 1;
-                }
-            }
-            _ => {
-                let mut j = i;
-                while j < b.len()
-                    && !matches!(b[j], b',' | b'}' | b']')
-                    && !b[j].is_ascii_whitespace()
-                {
-                    j += 1;
-                }
-                (j > i).then_some(j)
-            }
-        }
-    }
-    let text = |from: usize, to: usize| std::str::from_utf8(&b[from..to]).ok();
+/// `resourceType` and `id` of a line that is one valid JSON object, found in a single pass
+/// that checks the whole line against the JSON grammar (strings and their escapes, numbers,
+/// literals, nesting up to [`scan::MAX_DEPTH`]) without building anything: a line this
+/// accepts is one serde_json accepts too (like serde_json skipping a value, it does not
+/// check the UTF-8 of strings it only skips; the two it reads must be UTF-8), so a line of a type Ward does not curate can
+/// be skipped on this pass alone. `None` when the line is not that, or when one of the two
+/// strings has an escape or is not a string: the caller then asks serde, whose answer (and
+/// error message) counts.
+fn scan_head(b: &[u8]) -> Option<IdOnly<'_>> {
+    use scan::{string, value, ws};
+    let text = |from: usize, to: usize| std::str::from_utf8(b.get(from..to)?).ok();
     let mut head = IdOnly {
         resource_type: None,
         id: None,
@@ -452,14 +409,17 @@ fn quick_head(b: &[u8]) -> Option<IdOnly<'_>> {
             return None;
         }
         let (key_end, key_escaped) = string(b, i)?;
-        let key = &b[i + 1..key_end - 1];
+        let key = b.get(i + 1..key_end - 1)?;
         i = ws(b, key_end);
         if b.get(i) != Some(&b':') {
             return None;
         }
         i = ws(b, i + 1);
         let wanted = !key_escaped && (key == b"resourceType" || key == b"id");
-        if wanted && b.get(i) == Some(&b'"') {
+        if wanted {
+            if b.get(i) != Some(&b'"') {
+                return None;
+            }
             let (end, escaped) = string(b, i)?;
             if escaped {
                 return None;
@@ -471,11 +431,8 @@ fn quick_head(b: &[u8]) -> Option<IdOnly<'_>> {
                 head.resource_type = Some(value);
             }
             i = end;
-        } else if wanted {
-            // Not a string: let serde say what it is.
-            return None;
         } else {
-            i = skip(b, i)?;
+            i = value(b, i, 1)?;
         }
         i = ws(b, i);
         match b.get(i)? {
@@ -484,6 +441,142 @@ fn quick_head(b: &[u8]) -> Option<IdOnly<'_>> {
             _ => return None,
         }
     }
+}
+
+/// A JSON validator that builds nothing: each function takes the position of a token's
+/// first byte and gives the position past it, or `None` for text that is not JSON.
+/// Stricter than serde_json where the two differ (nesting depth), never looser.
+mod scan {
+    /// Containers nested deeper than this are refused (serde_json's limit is 128).
+    pub(super) const MAX_DEPTH: usize = 100;
+
+    /// Past JSON whitespace (space, tab, LF, CR; not form feed, which JSON does not allow).
+    pub(super) fn ws(b: &[u8], mut i: usize) -> usize {
+        while matches!(b.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            i += 1;
+        }
+        i
+    }
+
+    /// From an opening quote: past the closing quote, and whether the string had escapes.
+    /// Control characters and unknown escapes are refused.
+    pub(super) fn string(b: &[u8], i: usize) -> Option<(usize, bool)> {
+        let mut j = i + 1;
+        let mut escaped = false;
+        loop {
+            match *b.get(j)? {
+                b'"' => return Some((j + 1, escaped)),
+                b'\\' => {
+                    escaped = true;
+                    match *b.get(j + 1)? {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => j += 2,
+                        b'u' if b.get(j + 2..j + 6)?.iter().all(u8::is_ascii_hexdigit) => j += 6,
+                        _ => return None,
+                    }
+                }
+                0..=0x1f => return None,
+                _ => j += 1,
+            }
+        }
+    }
+
+    fn digits(b: &[u8], mut i: usize) -> usize {
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        i
+    }
+
+    /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`
+    fn number(b: &[u8], mut i: usize) -> Option<usize> {
+        if b.get(i) == Some(&b'-') {
+            i += 1;
+        }
+        i = match *b.get(i)? {
+            b'0' => i + 1,
+            b'1'..=b'9' => digits(b, i + 1),
+            _ => return None,
+        };
+        if b.get(i) == Some(&b'.') {
+            let end = digits(b, i + 1);
+            if end == i + 1 {
+                return None;
+            }
+            i = end;
+        }
+        if matches!(b.get(i), Some(b'e' | b'E')) {
+            i += 1;
+            if matches!(b.get(i), Some(b'+' | b'-')) {
+                i += 1;
+            }
+            let end = digits(b, i);
+            if end == i {
+                return None;
+            }
+            i = end;
+        }
+        Some(i)
+    }
+
+    /// Past one value starting at `i`, inside `depth` containers.
+    pub(super) fn value(b: &[u8], i: usize, depth: usize) -> Option<usize> {
+        let literal = |word: &[u8]| {
+            b.get(i..i + word.len())
+                .filter(|w| *w == word)
+                .map(|w| i + w.len())
+        };
+        match *b.get(i)? {
+            b'"' => string(b, i).map(|(end, _)| end),
+            b'{' if depth < MAX_DEPTH => {
+                let mut j = ws(b, i + 1);
+                if b.get(j) == Some(&b'}') {
+                    return Some(j + 1);
+                }
+                loop {
+                    if b.get(j) != Some(&b'"') {
+                        return None;
+                    }
+                    j = ws(b, string(b, j)?.0);
+                    if b.get(j) != Some(&b':') {
+                        return None;
+                    }
+                    j = ws(b, value(b, ws(b, j + 1), depth + 1)?);
+                    match *b.get(j)? {
+                        b',' => j = ws(b, j + 1),
+                        b'}' => return Some(j + 1),
+                        _ => return None,
+                    }
+                }
+            }
+            b'[' if depth < MAX_DEPTH => {
+                let mut j = ws(b, i + 1);
+                if b.get(j) == Some(&b']') {
+                    return Some(j + 1);
+                }
+                loop {
+                    j = ws(b, value(b, j, depth + 1)?);
+                    match *b.get(j)? {
+                        b',' => j = ws(b, j + 1),
+                        b']' => return Some(j + 1),
+                        _ => return None,
+                    }
+                }
+            }
+            b't' => literal(b"true"),
+            b'f' => literal(b"false"),
+            b'n' => literal(b"null"),
+            b'-' | b'0'..=b'9' => number(b, i),
+            _ => None,
+        }
+    }
+}
+
+/// What the NDJSON pre-pass learned of a line with a `resourceType`.
+struct LineHead<'a> {
+    resource_type: Cow<'a, str>,
+    /// The whole line was checked to be valid JSON ([`scan_head`]); otherwise only serde's
+    /// reading of the two members is known.
+    valid: bool,
 }
 
 /// The resource types that feed curated tables (Medication only helps resolve orders).
@@ -499,19 +592,19 @@ const CURATED: [&str; 6] = [
 impl<'a> Index<'a> {
     /// The NDJSON pre-pass over every line: the index, and each line's `resourceType` when
     /// the line is valid JSON that has one.
-    fn scan(lines: &[(&'a str, u64, &'a [u8])]) -> (Self, Vec<Option<Cow<'a, str>>>) {
+    fn scan(lines: &[(&'a str, u64, &'a [u8])]) -> (Self, Vec<Option<LineHead<'a>>>) {
         type Found<'l> = (
-            Option<Cow<'l, str>>,
+            Option<LineHead<'l>>,
             Option<Cow<'l, str>>,
             Option<Fx<DrugCodes>>,
         );
         let found: Vec<Found<'a>> = lines
             .par_iter()
             .map(|&(_, _, bytes)| {
-                let head = match quick_head(bytes) {
-                    Some(head) => head,
+                let (head, valid) = match scan_head(bytes) {
+                    Some(head) => (head, true),
                     None => match serde_json::from_slice::<IdOnly<'a>>(bytes) {
-                        Ok(head) => head,
+                        Ok(head) => (head, false),
                         Err(_) => return (None, None, None),
                     },
                 };
@@ -519,20 +612,24 @@ impl<'a> Index<'a> {
                     .then(|| Value::parse(bytes).ok())
                     .flatten()
                     .map(|v| medication_code(&v));
-                (head.resource_type, head.id, med)
+                let line = head.resource_type.map(|resource_type| LineHead {
+                    resource_type,
+                    valid,
+                });
+                (line, head.id, med)
             })
             .collect();
-        let mut ids = HashMap::with_capacity(found.len());
+        let mut ids = FastMap::with_capacity_and_hasher(found.len(), Default::default());
         let mut meds = HashMap::new();
         let mut heads = Vec::with_capacity(found.len());
-        for (rtype, id, med) in found {
-            if let (Some(rtype), Some(id)) = (&rtype, id) {
+        for (line, id, med) in found {
+            if let (Some(line), Some(id)) = (&line, id) {
                 if let Some(med) = med {
                     meds.insert(id.to_string(), med);
                 }
-                ids.entry(id).or_insert_with(|| rtype.clone());
+                ids.entry(id).or_insert_with(|| line.resource_type.clone());
             }
-            heads.push(rtype);
+            heads.push(line);
         }
         let index = Index {
             ids: Some(ids),
@@ -814,13 +911,15 @@ impl<'r> Resolver<'r, '_> {
 /// `Type/id`, `base/Type/id` or `.../Type/id/_history/v` → `(Type, id)`.
 fn literal_reference(reference: &str) -> Option<Target<'_>> {
     let path = reference.split(['?', '#']).next().unwrap_or(reference);
-    let path = match path.find("/_history") {
-        Some(at) => path.get(..at).unwrap_or(path),
-        None => path,
-    };
     let mut parts = path.trim_end_matches('/').rsplit('/');
-    let id = parts.next()?;
-    let rtype = parts.next()?;
+    let (mut id, mut rtype) = (parts.next()?, parts.next()?);
+    if id == "_history" {
+        // `Type/id/_history`
+        (id, rtype) = (rtype, parts.next()?);
+    } else if rtype == "_history" {
+        // `Type/id/_history/v`
+        (id, rtype) = (parts.next()?, parts.next()?);
+    }
     let type_ok = rtype.chars().next().is_some_and(|c| c.is_ascii_uppercase())
         && rtype.chars().all(|c| c.is_ascii_alphanumeric());
     let id_ok = !id.is_empty()
@@ -1992,12 +2091,18 @@ mod tests {
             literal_reference("https://h/fhir/Encounter/e.1/_history/7"),
             t("Encounter", "e.1")
         );
+        assert_eq!(
+            literal_reference("Patient/123/_history"),
+            t("Patient", "123")
+        );
         for bad in [
             "Patient",
             "Patient/",
             "patient/1",
             "Patient/a b",
             "Patient?identifier=x",
+            "Patient/_history/2",
+            "_history/2",
             "",
         ] {
             assert_eq!(literal_reference(bad), None, "{bad:?}");
@@ -2468,9 +2573,9 @@ mod tests {
     }
 
     #[test]
-    fn quick_head_reads_top_level_members_only() {
+    fn scan_head_reads_top_level_members_only() {
         let head = |line: &str| {
-            quick_head(line.as_bytes()).map(|h| {
+            scan_head(line.as_bytes()).map(|h| {
                 (
                     h.resource_type.map(|t| t.to_string()),
                     h.id.map(|t| t.to_string()),
@@ -2487,19 +2592,51 @@ mod tests {
             Some((Some("Patient".into()), None))
         );
         assert_eq!(head("{}"), Some((None, None)));
-        // Whatever it cannot read simply is left to serde.
+        assert_eq!(
+            head(r#"{"a":[],"b":{},"c":[0,-0.5,1E+2,2e-3,"\u00e9\n"]}"#),
+            Some((None, None))
+        );
+        // Whatever it cannot read, or is not JSON, is left to serde.
         for bad in [
             r#"{"resourceType":"Pat\u0069ent","id":"p"}"#,
             r#"{"resourceType":"Patient","id":7}"#,
+            r#"{"resourceType":"Patient","id":null}"#,
             r#"{"resourceType":"Patient","id":"p""#,
             r#"{"resourceType":"Patient","id":"p"} trailing"#,
             r#"[{"resourceType":"Patient"}]"#,
             r#"{"a":[1,2}"#,
             r#"{"a" 1}"#,
+            r#"{"a":1,}"#,
+            r#"{"a":[1,]}"#,
+            r#"{"a":01}"#,
+            r#"{"a":1.}"#,
+            r#"{"a":.5}"#,
+            r#"{"a":1e}"#,
+            r#"{"a":-}"#,
+            r#"{"a":+1}"#,
+            r#"{"a":tru}"#,
+            r#"{"a":nul,"b":1}"#,
+            r#"{"a":True}"#,
+            r#"{"a":"\x"}"#,
+            r#"{"a":"\u12g4"}"#,
+            "{\"a\":\"tab\there\"}",
+            "{\"a\":1}\u{c}",
             "",
         ] {
             assert_eq!(head(bad), None, "{bad}");
         }
+        // Bytes that are not UTF-8: refused in the two strings it reads; in a string it only
+        // skips, accepted exactly when serde_json accepts them there.
+        let skipped = b"{\"resourceType\":\"Claim\",\"x\":\"\xff\"}";
+        assert_eq!(
+            scan_head(skipped).is_some(),
+            serde_json::from_slice::<serde::de::IgnoredAny>(skipped).is_ok()
+        );
+        assert!(scan_head(b"{\"resourceType\":\"Cl\xffim\"}").is_none());
+        // Nesting up to the limit is read; beyond it, serde decides.
+        let nested = |n: usize| format!(r#"{{"a":{}{}}}"#, "[".repeat(n), "]".repeat(n));
+        assert!(head(&nested(scan::MAX_DEPTH - 1)).is_some());
+        assert!(head(&nested(scan::MAX_DEPTH)).is_none());
         // Agrees with serde on the sample Bundle and each of its resources as a line.
         let doc: Value = serde_json::from_str(&sample()).unwrap();
         let mut lines = vec![doc.to_string()];
@@ -2507,10 +2644,36 @@ mod tests {
             lines.push(e["resource"].to_string());
         }
         for line in &lines {
-            let q = quick_head(line.as_bytes()).expect("a plain object");
+            let q = scan_head(line.as_bytes()).expect("a plain object");
             let t: IdOnly<'_> = serde_json::from_str(line).unwrap();
             assert_eq!((q.resource_type, q.id), (t.resource_type, t.id), "{line}");
         }
+    }
+
+    #[test]
+    fn unreadable_lines_of_skipped_types_are_bad_records() {
+        // The pre-pass refuses these lines, so serde judges them: not JSON is a bad record,
+        // whatever type it names; valid JSON of an uncurated type is skipped.
+        let text = concat!(
+            r#"{"resourceType":"Claim","id":"c1","total":{"value":01}}"#,
+            "\n",
+            r#"{"resourceType":"Claim","id":"c2","x":"a\u00e9"}"#,
+            "\n",
+            r#"{"resourceType":"Claim","id":"c3","x":[1,2}"#,
+        );
+        let parsed = ndjson(&[("claims.ndjson", text)]);
+        let bad: Vec<_> = parsed
+            .bad
+            .iter()
+            .map(|b| (b.location.record, b.reason.as_str()))
+            .collect();
+        assert_eq!(bad, [(1, "unparseable"), (3, "unparseable")]);
+        let skipped: Vec<_> = parsed
+            .skipped
+            .iter()
+            .map(|s| (s.what.as_str(), s.location.record))
+            .collect();
+        assert_eq!(skipped, [("Claim", 2)]);
     }
 
     #[test]
@@ -2605,6 +2768,34 @@ mod tests {
                 prop_assert!(parsed.tables.is_empty());
             } else {
                 prop_assert_eq!(accounted(&parsed), 4);
+            }
+        }
+
+        #[test]
+        fn scan_head_accepts_only_what_serde_accepts(
+            flips in proptest::collection::vec((0usize..4000, any::<u8>()), 1..4),
+            pick in 0usize..8,
+        ) {
+            let doc: Value = serde_json::from_str(&sample()).expect("sample is JSON");
+            let mut lines = vec![doc.to_string()];
+            for e in doc["entry"].as_array().expect("entries") {
+                lines.push(e["resource"].to_string());
+            }
+            let mut bytes = lines[pick % lines.len()].clone().into_bytes();
+            for (at, b) in flips {
+                let n = bytes.len();
+                if let Some(x) = bytes.get_mut(at % n) {
+                    // Mostly JSON's own bytes, so that many garbled lines stay close to JSON.
+                    const JSONISH: &[u8] = b"{}[]:,\"\\ 0123456789-+.eEtrufalsn/u\t";
+                    *x = if b < 128 { JSONISH[b as usize % JSONISH.len()] } else { b };
+                }
+            }
+            let serde = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok();
+            if let Some(head) = scan_head(&bytes) {
+                prop_assert!(serde, "scan_head accepted what serde refuses: {}", String::from_utf8_lossy(&bytes));
+                if let Ok(t) = serde_json::from_slice::<IdOnly<'_>>(&bytes) {
+                    prop_assert_eq!((head.resource_type, head.id), (t.resource_type, t.id));
+                }
             }
         }
 
