@@ -62,9 +62,6 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-/// A hash map with a fast (not DoS-resistant) hasher, for keys taken from one input.
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveTime, TimeZone, Utc};
 use rayon::prelude::*;
 use serde::Deserialize;
@@ -75,6 +72,9 @@ use crate::curated::{
     admission_type, code_system, discharge_disposition, encounter_class, service, CareTeamMember,
     Coding, Condition, Encounter, Medication, Observation, Patient, Procedure, RowMeta, Table,
 };
+
+/// A hash map with a fast (not DoS-resistant) hasher, for keys taken from one input.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Parses FHIR JSON documents: each input is a Bundle (any type, nested Bundles included) or
 /// a single resource.
@@ -98,8 +98,8 @@ pub fn parse_bundles(inputs: &[Input<'_>], ctx: &Context) -> Parsed {
 /// A first, cheap pass reads only `resourceType` and `id` of every line (checking the rest
 /// is valid JSON without building it), so that `urn:uuid:` references and
 /// `medicationReference`s resolve across files, and so that lines of types Ward does not
-/// curate are skipped without a second look; the second pass curates the remaining lines in parallel, keeping input order. Never
-/// fails and never panics.
+/// curate are skipped without a second look; the second pass curates the remaining lines in
+/// parallel, keeping input order. Never fails and never panics.
 pub fn parse_ndjson(inputs: &[Input<'_>], ctx: &Context) -> Parsed {
     let lines: Vec<(&str, u64, &[u8])> = inputs
         .iter()
@@ -385,10 +385,10 @@ struct IdOnly<'a> {
 /// that checks the whole line against the JSON grammar (strings and their escapes, numbers,
 /// literals, nesting up to [`scan::MAX_DEPTH`]) without building anything: a line this
 /// accepts is one serde_json accepts too (like serde_json skipping a value, it does not
-/// check the UTF-8 of strings it only skips; the two it reads must be UTF-8), so a line of a type Ward does not curate can
-/// be skipped on this pass alone. `None` when the line is not that, or when one of the two
-/// strings has an escape or is not a string: the caller then asks serde, whose answer (and
-/// error message) counts.
+/// check the UTF-8 of strings it only skips; the two it reads must be UTF-8), so a line of a
+/// type Ward does not curate can be skipped on this pass alone. `None` when the line is not
+/// that, or when one of the two strings has an escape or is not a string: the caller then
+/// asks serde, whose answer (and error message) counts.
 fn scan_head(b: &[u8]) -> Option<IdOnly<'_>> {
     use scan::{string, value, ws};
     let text = |from: usize, to: usize| std::str::from_utf8(b.get(from..to)?).ok();
@@ -2652,12 +2652,13 @@ mod tests {
 
     #[test]
     fn unreadable_lines_of_skipped_types_are_bad_records() {
-        // The pre-pass refuses these lines, so serde judges them: not JSON is a bad record,
-        // whatever type it names; valid JSON of an uncurated type is skipped.
+        // The pre-pass refuses these lines (not JSON, or an escape in the id), so serde
+        // judges them: not JSON is a bad record, whatever type it names; valid JSON of an
+        // uncurated type is skipped.
         let text = concat!(
             r#"{"resourceType":"Claim","id":"c1","total":{"value":01}}"#,
             "\n",
-            r#"{"resourceType":"Claim","id":"c2","x":"a\u00e9"}"#,
+            r#"{"resourceType":"Claim","id":"c\u0032","x":"a\u00e9"}"#,
             "\n",
             r#"{"resourceType":"Claim","id":"c3","x":[1,2}"#,
         );
