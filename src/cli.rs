@@ -636,14 +636,12 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
                 anyhow::bail!("--ttl-days {ttl_days}: use a number of days >= 0");
             }
             let ttl = (ttl_days > 0.0).then(|| (ttl_days * 86_400e6).round() as i64);
-            let started = std::time::Instant::now();
             let (batch, stats) = crate::lookup::asof::asof_join(
                 &features,
                 &entities,
                 ttl,
                 &crate::lookup::asof::AsofColumns::default(),
             )?;
-            let join_s = started.elapsed().as_secs_f64();
             let w = std::time::Instant::now();
             if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)
@@ -652,17 +650,21 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
             crate::lookup::asof::write_parquet(&batch, &out)?;
             let write_s = w.elapsed().as_secs_f64();
             eprintln!(
-                "{} entity rows x {} feature rows: {} matched; entities {:.3} s, candidates {:.3} s, gather {:.3} s, write {:.3} s",
+                "{} entity rows x {} feature rows: {} matched; load keys {:.3} s, match {:.3} s (sort {:.3} s), load values {:.3} s, assemble {:.3} s, write {:.3} s",
                 stats.rows,
                 stats.feature_rows,
                 stats.matched,
-                stats.entities_s,
-                stats.candidates_s,
-                stats.gather_s,
+                stats.read_keys_s,
+                stats.match_s,
+                stats.sort_s,
+                stats.read_values_s,
+                stats.assemble_s,
                 write_s
             );
-            // The peers' report lines (../shared/peers/README.md, EXTRA_TOOL). Ward's join
-            // time includes reading both Parquet files (the peers report that as load_s).
+            // The peers' report lines (../shared/peers/README.md, EXTRA_TOOL). As in their
+            // scripts, the join time excludes decoding the Parquet files (`load_s`) and
+            // writing the output (`write_s`); the sort is part of Ward's join.
+            let join_s = stats.join_s();
             outln!("join seconds: {join_s:.3}");
             let rss = crate::lookup::asof::peak_rss_mib();
             if let Some(mib) = rss {
@@ -675,6 +677,7 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
                     "tool": "ward",
                     "ttl_days": ttl_days,
                     "rows_out": stats.rows,
+                    "load_s": round(stats.load_s()),
                     "join_s": round(join_s),
                     "write_s": round(write_s),
                     "peak_rss_mib": rss,
