@@ -60,6 +60,15 @@ fn head_of(key: &[u8]) -> [u8; HEAD] {
     h
 }
 
+/// The first 8 bytes of `key` as a big-endian number, zero padded: keys in byte order have
+/// their prefixes in the same (non-strict) order, so a sort compares whole keys only on a tie.
+pub fn sort_prefix(key: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = key.len().min(8);
+    b[..n].copy_from_slice(&key[..n]);
+    u64::from_be_bytes(b)
+}
+
 /// Text keys numbered 0, 1, 2, ... in insertion order.
 #[derive(Debug, Clone)]
 pub struct KeyTable {
@@ -231,16 +240,9 @@ impl KeyTable {
 
     /// The codes in byte order of their keys: `ranks()[c]` is the rank of key `c`.
     pub fn ranks(&self) -> Vec<u32> {
-        // Sort by the first 8 bytes as a big-endian number (zero padded: the same order as
-        // the bytes), comparing whole keys only on a tie.
-        let prefix = |k: &str| {
-            let mut b = [0u8; 8];
-            let n = k.len().min(8);
-            b[..n].copy_from_slice(&k.as_bytes()[..n]);
-            u64::from_be_bytes(b)
-        };
+        // Sort by the sort prefix, comparing whole keys only on a tie.
         let mut order: Vec<(u64, u32)> = (0..self.len() as u32)
-            .map(|c| (prefix(self.key(c)), c))
+            .map(|c| (sort_prefix(self.key(c).as_bytes()), c))
             .collect();
         order.par_sort_unstable_by(|a, b| {
             a.0.cmp(&b.0).then_with(|| self.key(a.1).cmp(self.key(b.1)))

@@ -40,7 +40,7 @@ use parquet::arrow::ProjectionMask;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::keys::{KeyTable, ABSENT};
+use crate::keys::{sort_prefix, KeyTable, ABSENT};
 
 /// Column names of the two inputs.
 #[derive(Debug, Clone)]
@@ -117,34 +117,28 @@ struct SortedEntities {
 }
 
 /// Sorts the entity rows (patient ids in `parts`, one after the other; `times`) by
-/// (patient id in byte order, time, row), in parallel. Rows are compared by the id's first 8
-/// bytes as a big-endian number first (zero padded: the same order as the bytes), by the
-/// whole id only when those tie. The distinct ids then go into the key table in sorted
-/// order, so that a patient's code is its rank.
+/// (patient id in byte order, time, row), in parallel. Rows are compared by the id's
+/// [`sort_prefix`] first, by the whole id only when those tie. The distinct ids then go into
+/// the key table in sorted order, so that a patient's code is its rank.
 fn sort_entities(parts: &[StringArray], times: &[i64]) -> Result<SortedEntities> {
     let n = times.len();
     if n >= u32::MAX as usize {
         return Err(Error::invalid("entity rows", "2^32 rows or more"));
     }
-    let prefix = |k: &[u8]| {
-        let mut b = [0u8; 8];
-        let m = k.len().min(8);
-        b[..m].copy_from_slice(&k[..m]);
-        u64::from_be_bytes(b)
-    };
     // (id prefix, time, row, id)
-    let mut order: Vec<(u64, i64, u32, &[u8])> = Vec::with_capacity(n);
+    let mut order: Vec<(u64, i64, u32, &str)> = Vec::with_capacity(n);
     for p in parts {
         let row0 = order.len();
         order.par_extend((0..p.len()).into_par_iter().map(|i| {
-            let k = p.value(i).as_bytes();
+            let id = p.value(i);
             let row = row0 + i;
-            (prefix(k), times[row], row as u32, k)
+            (sort_prefix(id.as_bytes()), times[row], row as u32, id)
         }));
     }
     // Ids with equal prefixes: when one is at most 8 bytes long, it is a prefix of the other
     // (zero padding), so the shorter is the smaller; otherwise their tails decide.
-    let id_cmp = |a: &[u8], b: &[u8]| {
+    let id_cmp = |a: &(u64, i64, u32, &str), b: &(u64, i64, u32, &str)| {
+        let (a, b) = (a.3.as_bytes(), b.3.as_bytes());
         if a.len() <= 8 || b.len() <= 8 {
             a.len().cmp(&b.len())
         } else {
@@ -153,19 +147,16 @@ fn sort_entities(parts: &[StringArray], times: &[i64]) -> Result<SortedEntities>
     };
     order.par_sort_unstable_by(|a, b| {
         a.0.cmp(&b.0)
-            .then_with(|| id_cmp(a.3, b.3))
+            .then_with(|| id_cmp(a, b))
             .then(a.1.cmp(&b.1))
             .then(a.2.cmp(&b.2))
     });
     let mut ids: Vec<&str> = Vec::new();
     let mut starts = Vec::new();
     for (i, row) in order.iter().enumerate() {
-        if i == 0 || {
-            let prev = &order[i - 1];
-            prev.0 != row.0 || id_cmp(prev.3, row.3).is_ne()
-        } {
-            // Ids come from `StringArray`s: valid UTF-8.
-            ids.push(std::str::from_utf8(row.3).unwrap_or_default());
+        let new_id = i == 0 || order[i - 1].0 != row.0 || id_cmp(&order[i - 1], row).is_ne();
+        if new_id {
+            ids.push(row.3);
             starts.push(i as u32);
         }
     }
@@ -473,10 +464,10 @@ fn read_values(
 }
 
 /// The winning rows `rows` (local to the group, sorted, distinct) of one group's decoded
-/// values, in one batch.
-fn winners_of(values: Values, rows: &[u64], schema: &SchemaRef) -> Result<RecordBatch> {
+/// values, as batches in row order.
+fn winners_of(values: Values, rows: &[u64]) -> Result<Vec<RecordBatch>> {
     if !values.whole {
-        return Ok(arrow::compute::concat_batches(schema, &values.batches)?);
+        return Ok(values.batches);
     }
     let mut out = Vec::with_capacity(values.batches.len());
     let (mut start, mut k) = (0u64, 0usize);
@@ -490,7 +481,7 @@ fn winners_of(values: Values, rows: &[u64], schema: &SchemaRef) -> Result<Record
         out.push(arrow::compute::take_record_batch(&batch, &idx)?);
         start = end;
     }
-    Ok(arrow::compute::concat_batches(schema, &out)?)
+    Ok(out)
 }
 
 /// Joins `features` (Parquet) as of the rows of `entities` (Parquet) and returns the output
@@ -661,15 +652,12 @@ pub fn asof_join(
 
     // 4. Join: the winners' values, in row group order, then each output row's.
     let t = Instant::now();
-    let parts: Vec<RecordBatch> = loaded
+    let parts: Vec<Vec<RecordBatch>> = loaded
         .into_par_iter()
         .zip(&wanted)
-        .map(|(values, rows)| match values {
-            Some(values) => winners_of(values, rows, &value_schema),
-            None => Ok(RecordBatch::new_empty(value_schema.clone())),
-        })
+        .map(|(values, rows)| values.map_or(Ok(Vec::new()), |v| winners_of(v, rows)))
         .collect::<Result<_>>()?;
-    let values = arrow::compute::concat_batches(&value_schema, &parts)?;
+    let values = arrow::compute::concat_batches(&value_schema, parts.iter().flatten())?;
     drop(parts);
     // Position of each winning row in `values`: row groups in order, rows sorted within.
     let mut offset = Vec::with_capacity(wanted.len());
