@@ -26,7 +26,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::{
@@ -82,9 +82,13 @@ pub struct AsofStats {
     pub match_s: f64,
     /// Of `match_s`: seconds sorting the entity rows.
     pub sort_s: f64,
-    /// Load: seconds decoding the feature columns of the row groups that hold winners.
+    /// Load: seconds decoding the feature columns of the row groups that hold winners. Each
+    /// decoded batch is cut down to its winners at once, in the same tasks: that phase's
+    /// seconds are split between this and `assemble_s` in proportion to the seconds its
+    /// tasks spent decoding and cutting.
     pub read_values_s: f64,
-    /// Join: seconds taking the winners' values and assembling the output columns.
+    /// Join: seconds taking the winners' values (their share of the decoding phase, above)
+    /// and assembling the output columns.
     pub assemble_s: f64,
 }
 
@@ -362,27 +366,35 @@ struct KeyBatch {
     created: ScalarBuffer<i64>,
 }
 
-/// The key columns (`[patient, event time, created time]` at `key_cols`) of row group `g`
-/// of `features`, whose first row is file row `row0`, decoded.
-fn read_keys(
+/// Decodes the key columns (`[patient, event time, created time]` at `key_cols`) of row
+/// group `g` of `features`, whose first row is file row `row0`, a batch at a time, and hands
+/// each batch to `each` before decoding the next (so that one batch per task is alive, its
+/// memory reused by the next). Returns the seconds spent decoding and the seconds in `each`.
+fn each_key_batch(
     features: &Path,
     g: usize,
     row0: u64,
     key_cols: [usize; 3],
     cols: &AsofColumns,
-) -> Result<Vec<KeyBatch>> {
+    mut each: impl FnMut(KeyBatch),
+) -> Result<(f64, f64)> {
+    let t = Instant::now();
     let b = open_builder(features)?;
     let mask = ProjectionMask::roots(b.parquet_schema(), key_cols);
-    let reader = b
+    let mut reader = b
         .with_row_groups(vec![g])
         .with_projection(mask)
         .with_batch_size(65_536)
         .build()
         .map_err(parquet_err(features))?;
+    let (mut decode_s, mut each_s) = (t.elapsed().as_secs_f64(), 0.0);
     let mut row = row0;
-    let mut out = Vec::new();
-    for batch in reader {
-        let batch = batch?;
+    loop {
+        let t = Instant::now();
+        let Some(batch) = reader.next().transpose()? else {
+            decode_s += t.elapsed().as_secs_f64();
+            return Ok((decode_s, each_s));
+        };
         let p = patient_ids(
             projected(&batch, &cols.patient)?,
             features,
@@ -396,35 +408,43 @@ fn read_keys(
             &cols.created,
             row,
         )?;
+        drop(batch);
+        decode_s += t.elapsed().as_secs_f64();
+        let t = Instant::now();
         let n = p.len() as u64;
-        out.push(KeyBatch {
+        each(KeyBatch {
             row,
             patients: p,
             events,
             created,
         });
+        each_s += t.elapsed().as_secs_f64();
         row += n;
     }
-    Ok(out)
 }
 
-/// The decoded feature columns of one row group holding winners.
-struct Values {
+/// The winners of one row group: their feature columns, and the seconds spent decoding and
+/// taking them.
+struct Winners {
     batches: Vec<RecordBatch>,
-    /// True when `batches` are the whole row group (winners dense: the winners are taken
-    /// from them), false when they hold the winning rows alone (a Parquet row selection).
-    whole: bool,
+    decode_s: f64,
+    take_s: f64,
 }
 
 /// Decodes the feature columns `value_cols` of row group `g` of `features` (`group_len`
-/// rows) for the winning rows `rows` (local to the group, sorted, distinct).
-fn read_values(
+/// rows) and keeps the winning rows `rows` (local to the group, sorted, distinct), in row
+/// order. Where winners are dense, whole pages are decoded a batch at a time and each batch
+/// is cut down to its winners at once, so that no more than one decoded batch per task is
+/// alive (and its memory is reused by the next). Where they are sparse, a Parquet row
+/// selection decodes the winners alone.
+fn read_winners(
     features: &Path,
     g: usize,
     group_len: u64,
     rows: &[u64],
     value_cols: &[usize],
-) -> Result<Values> {
+) -> Result<Winners> {
+    let t = Instant::now();
     let b = open_builder(features)?;
     let mask = ProjectionMask::roots(b.parquet_schema(), value_cols.iter().copied());
     let b = b.with_row_groups(vec![g]).with_projection(mask);
@@ -432,14 +452,36 @@ fn read_values(
     // cheaper than skipping between them (every page is read anyway).
     const DENSE: u64 = 64;
     if rows.len() as u64 * DENSE >= group_len {
-        let batches = b
+        let mut reader = b
             .with_batch_size(65_536)
             .build()
-            .map_err(parquet_err(features))?
-            .collect::<std::result::Result<_, _>>()?;
-        return Ok(Values {
-            batches,
-            whole: true,
+            .map_err(parquet_err(features))?;
+        let mut out = Vec::new();
+        let (mut start, mut k) = (0u64, 0usize);
+        let (mut decode_s, mut take_s) = (t.elapsed().as_secs_f64(), 0.0);
+        loop {
+            let t = Instant::now();
+            let Some(batch) = reader.next().transpose()? else {
+                decode_s += t.elapsed().as_secs_f64();
+                break;
+            };
+            decode_s += t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let end = start + batch.num_rows() as u64;
+            let from = k;
+            while k < rows.len() && rows[k] < end {
+                k += 1;
+            }
+            let idx =
+                UInt32Array::from_iter_values(rows[from..k].iter().map(|&r| (r - start) as u32));
+            out.push(arrow::compute::take_record_batch(&batch, &idx)?);
+            start = end;
+            take_s += t.elapsed().as_secs_f64();
+        }
+        return Ok(Winners {
+            batches: out,
+            decode_s,
+            take_s,
         });
     }
     let mut selectors = Vec::new();
@@ -457,31 +499,11 @@ fn read_values(
         .build()
         .map_err(parquet_err(features))?
         .collect::<std::result::Result<_, _>>()?;
-    Ok(Values {
+    Ok(Winners {
         batches,
-        whole: false,
+        decode_s: t.elapsed().as_secs_f64(),
+        take_s: 0.0,
     })
-}
-
-/// The winning rows `rows` (local to the group, sorted, distinct) of one group's decoded
-/// values, as batches in row order.
-fn winners_of(values: Values, rows: &[u64]) -> Result<Vec<RecordBatch>> {
-    if !values.whole {
-        return Ok(values.batches);
-    }
-    let mut out = Vec::with_capacity(values.batches.len());
-    let (mut start, mut k) = (0u64, 0usize);
-    for batch in values.batches {
-        let end = start + batch.num_rows() as u64;
-        let from = k;
-        while k < rows.len() && rows[k] < end {
-            k += 1;
-        }
-        let idx = UInt32Array::from_iter_values(rows[from..k].iter().map(|&r| (r - start) as u32));
-        out.push(arrow::compute::take_record_batch(&batch, &idx)?);
-        start = end;
-    }
-    Ok(out)
 }
 
 /// Joins `features` (Parquet) as of the rows of `entities` (Parquet) and returns the output
@@ -504,8 +526,7 @@ pub fn asof_join(
 ) -> Result<(RecordBatch, AsofStats)> {
     let mut stats = AsofStats::default();
 
-    // 1. Load: the entity rows, and the key columns of every feature row group (in
-    // parallel, one task per row group).
+    // 1. Load: the entity rows.
     let t = Instant::now();
     let fb = open_builder(features)?;
     let fschema = fb.schema().clone();
@@ -529,47 +550,51 @@ pub fn asof_join(
         .collect();
     stats.feature_rows = group_rows.iter().sum::<u64>() as usize;
     let key_cols = [fpi, fti, fci];
-    let (ent, keys) = rayon::join(
+    // The first feature row group's keys are decoded meanwhile (the entity rows are one
+    // task; the workers of phase 3 take this group first).
+    let (ent, first) = rayon::join(
         || read_entities(entities, cols),
-        || {
-            (0..group_rows.len())
-                .into_par_iter()
-                .map(|g| read_keys(features, g, group_start[g], key_cols, cols).map(Mutex::new))
-                .collect::<Result<Vec<_>>>()
+        || -> Result<Vec<KeyBatch>> {
+            let mut batches = Vec::new();
+            if !group_rows.is_empty() {
+                each_key_batch(features, 0, 0, key_cols, cols, |kb| batches.push(kb))?;
+            }
+            Ok(batches)
         },
     );
     let (ent_ids, ent_times) = ent?;
-    let keys = keys?;
+    let first = std::sync::Mutex::new(Some(first?));
     stats.read_keys_s = t.elapsed().as_secs_f64();
 
-    // 2. Join: sort the entity rows by (patient, time, row); record each feature row as a
-    // candidate (one worker per thread, each taking the next row group, dropping its keys
-    // once probed, and keeping its own candidates, merged at the end); sweep.
+    // 2. Join: sort the entity rows by (patient, time, row).
     let t = Instant::now();
     let sorted = sort_entities(&ent_ids, &ent_times)?;
     drop((ent_ids, ent_times));
     stats.sort_s = t.elapsed().as_secs_f64();
+    stats.match_s = stats.sort_s;
     let (table, starts, ent_times) = (&sorted.table, &sorted.starts, &sorted.times);
     stats.rows = sorted.times.len();
     let n_ent = sorted.times.len();
+
+    // 3. Load and join: decode the key columns of each feature row group a batch at a time
+    // and record each feature row as a candidate (one worker per thread, each taking the
+    // next row group and keeping its own candidates, merged at the end). The phase's time is
+    // split between load and join in proportion to the seconds its workers spent on each.
+    let t = Instant::now();
     let next_group = AtomicUsize::new(0);
-    let workers = rayon::current_num_threads().clamp(1, keys.len().max(1));
-    let per_worker: Vec<Vec<Cand>> = (0..workers)
+    let workers = rayon::current_num_threads().clamp(1, group_rows.len().max(1));
+    let per_worker: Vec<(Vec<Cand>, f64, f64)> = (0..workers)
         .into_par_iter()
-        .map(|_| -> Result<Vec<Cand>> {
+        .map(|_| -> Result<(Vec<Cand>, f64, f64)> {
             let mut best = vec![NONE; n_ent];
             let mut codes = Vec::new();
+            let (mut decode_s, mut probe_s) = (0.0, 0.0);
             loop {
                 let g = next_group.fetch_add(1, Ordering::Relaxed);
-                let Some(group) = keys.get(g) else {
-                    return Ok(best);
-                };
-                let batches = std::mem::take(
-                    &mut *group
-                        .lock()
-                        .map_err(|_| Error::Internal("key batch lock poisoned".into()))?,
-                );
-                for kb in batches {
+                if g >= group_rows.len() {
+                    return Ok((best, decode_s, probe_s));
+                }
+                let mut record = |kb: KeyBatch| {
                     codes.clear();
                     codes.resize(kb.patients.len(), ABSENT);
                     table.get_many(&kb.patients, 0, &mut codes);
@@ -582,13 +607,39 @@ pub fn asof_join(
                         ent_times,
                         &mut best,
                     );
+                };
+                if g == 0 {
+                    let batches = first
+                        .lock()
+                        .map_err(|_| Error::Internal("key batch lock poisoned".into()))?
+                        .take()
+                        .unwrap_or_default();
+                    let t = Instant::now();
+                    batches.into_iter().for_each(&mut record);
+                    probe_s += t.elapsed().as_secs_f64();
+                    continue;
                 }
+                let (d, p) =
+                    each_key_batch(features, g, group_start[g], key_cols, cols, &mut record)?;
+                decode_s += d;
+                probe_s += p;
             }
         })
         .collect::<Result<_>>()?;
-    drop(keys);
-    let mut per_worker = per_worker.into_iter();
-    let mut best = per_worker.next().unwrap_or_default();
+    let phase_s = t.elapsed().as_secs_f64();
+    let decode_s: f64 = per_worker.iter().map(|w| w.1).sum();
+    let probe_s: f64 = per_worker.iter().map(|w| w.2).sum();
+    let probe_share = if decode_s + probe_s > 0.0 {
+        probe_s / (decode_s + probe_s)
+    } else {
+        0.0
+    };
+    stats.read_keys_s += phase_s * (1.0 - probe_share);
+
+    // 4. Join: merge the workers' candidates and sweep.
+    let t = Instant::now();
+    let mut per_worker = per_worker.into_iter().map(|w| w.0);
+    let mut best = per_worker.next().unwrap_or_else(|| vec![NONE; n_ent]);
     for other in per_worker {
         best.par_iter_mut().zip(other).for_each(|(x, y)| {
             if y > *x {
@@ -626,9 +677,12 @@ pub fn asof_join(
         w.sort_unstable();
         w.dedup();
     });
-    stats.match_s = t.elapsed().as_secs_f64();
+    stats.match_s += phase_s * probe_share + t.elapsed().as_secs_f64();
 
-    // 3. Load: the feature columns of the row groups holding winners, in parallel.
+    // 5. Load: the feature columns of the row groups holding winners, in parallel, each
+    // decoded batch cut down to its winners at once (join work inside a load phase: the
+    // phase's time is split between load and join in proportion to the seconds its tasks
+    // spent on each).
     let t = Instant::now();
     let value_cols: Vec<usize> = (0..fschema.fields().len())
         .filter(|i| !key_cols.contains(i))
@@ -639,25 +693,26 @@ pub fn asof_join(
             .map(|&i| fschema.field(i).clone())
             .collect::<Vec<Field>>(),
     ));
-    let loaded: Vec<Option<Values>> = wanted
+    let parts: Vec<Winners> = wanted
         .par_iter()
         .enumerate()
-        .map(|(g, rows)| {
-            (!rows.is_empty())
-                .then(|| read_values(features, g, group_rows[g], rows, &value_cols))
-                .transpose()
-        })
+        .filter(|(_, rows)| !rows.is_empty())
+        .map(|(g, rows)| read_winners(features, g, group_rows[g], rows, &value_cols))
         .collect::<Result<_>>()?;
-    stats.read_values_s = t.elapsed().as_secs_f64();
+    let phase3_s = t.elapsed().as_secs_f64();
+    let decode_s: f64 = parts.iter().map(|p| p.decode_s).sum();
+    let take_s: f64 = parts.iter().map(|p| p.take_s).sum();
+    let take_share = if decode_s + take_s > 0.0 {
+        take_s / (decode_s + take_s)
+    } else {
+        0.0
+    };
+    stats.read_values_s = phase3_s * (1.0 - take_share);
 
-    // 4. Join: the winners' values, in row group order, then each output row's.
+    // 6. Join: the winners' values, in row group order, then each output row's.
     let t = Instant::now();
-    let parts: Vec<Vec<RecordBatch>> = loaded
-        .into_par_iter()
-        .zip(&wanted)
-        .map(|(values, rows)| values.map_or(Ok(Vec::new()), |v| winners_of(v, rows)))
-        .collect::<Result<_>>()?;
-    let values = arrow::compute::concat_batches(&value_schema, parts.iter().flatten())?;
+    let values =
+        arrow::compute::concat_batches(&value_schema, parts.iter().flat_map(|p| &p.batches))?;
     drop(parts);
     // Position of each winning row in `values`: row groups in order, rows sorted within.
     let mut offset = Vec::with_capacity(wanted.len());
@@ -724,7 +779,7 @@ pub fn asof_join(
     );
     let schema: SchemaRef = Arc::new(Schema::new(fields));
     let out = RecordBatch::try_new(schema, columns)?;
-    stats.assemble_s = t.elapsed().as_secs_f64();
+    stats.assemble_s = t.elapsed().as_secs_f64() + phase3_s * take_share;
     Ok((out, stats))
 }
 
