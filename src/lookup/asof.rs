@@ -14,15 +14,14 @@
 //! so it is recorded once, at the first such entity row (a binary search), keeping the
 //! greatest candidate there. A sweep over each patient's entity rows in time order then
 //! carries the greatest candidate forward: at each row it is the latest feature row at or
-//! before t, checked against the TTL. The key columns of every feature row group are decoded
-//! first (one task per row group), then probed by one worker per thread in stages over runs
-//! of rows (patient codes, then ranges, then times, then updates) so that their cache misses
-//! overlap; a second pass decodes the feature columns of the row groups holding winners
-//! (whole pages where winners are dense, a row selection where they are sparse) and takes the
-//! winners' values. Decoding and the work in memory are separate phases, timed apart
-//! ([`AsofStats`]), as the peers time their load and their join. Memory: the entity rows x
-//! threads, plus the feature key columns (dropped once probed), then the feature columns of
-//! the row groups holding winners.
+//! before t, checked against the TTL. One worker per thread takes the next feature row
+//! group, decodes its key columns a batch at a time and probes each batch before decoding the
+//! next, in stages over runs of rows (patient codes, then each patient's rows, then updates)
+//! so that their cache misses overlap; a second pass decodes the feature columns of the row
+//! groups holding winners (a batch at a time, cut to its winners at once, where winners are
+//! dense; a row selection where they are sparse). Decoding and the work in memory are timed
+//! apart ([`AsofStats`]), as the peers time their load and their join. Memory: the entity
+//! rows x threads, plus one decoded batch per worker, then the winners' feature columns.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -64,7 +63,7 @@ impl Default for AsofColumns {
 }
 
 /// What [`asof_join`] measured. The join alternates between decoding Parquet (load) and
-/// working on decoded columns in memory (join), in four phases timed apart, so that its join
+/// working on decoded columns in memory (join), in phases timed apart, so that its join
 /// time compares with the peers' (`../shared/peers`: their `join_s` is timed after their
 /// tables are loaded).
 #[derive(Debug, Clone, Default)]
@@ -75,10 +74,14 @@ pub struct AsofStats {
     pub feature_rows: usize,
     /// Output rows with a matching feature row.
     pub matched: usize,
-    /// Load: seconds decoding the entity rows and the feature rows' key columns.
+    /// Load: seconds decoding the entity rows and the feature rows' key columns. The key
+    /// columns are decoded and probed in the same tasks, a batch at a time: that phase's
+    /// seconds are split between this and `match_s` in proportion to the seconds its tasks
+    /// spent decoding and probing.
     pub read_keys_s: f64,
-    /// Join: seconds sorting the entity rows, recording every feature row as a candidate and
-    /// sweeping the candidates into each entity row's winner.
+    /// Join: seconds sorting the entity rows, recording every feature row as a candidate (its
+    /// share of the decoding phase, above) and sweeping the candidates into each entity row's
+    /// winner.
     pub match_s: f64,
     /// Of `match_s`: seconds sorting the entity rows.
     pub sort_s: f64,
@@ -294,49 +297,76 @@ fn patient_ids(col: &ArrayRef, path: &Path, field: &str, row0: u64) -> Result<St
 /// Feature rows probed per stage in [`probe`].
 const STAGE: usize = 64;
 
+/// A patient's entity rows in the sorted order, with the time of the first: what a probe
+/// needs of the patient in one load.
+#[derive(Debug, Clone, Copy)]
+struct PatientRows {
+    start: u32,
+    end: u32,
+    first_time: i64,
+}
+
+const NO_ROWS: PatientRows = PatientRows {
+    start: 0,
+    end: 0,
+    first_time: i64::MIN,
+};
+
+/// Each patient's [`PatientRows`], by code, from the starts of their ranges and the sorted
+/// times.
+fn patient_rows(starts: &[u32], times: &[i64]) -> Vec<PatientRows> {
+    starts
+        .windows(2)
+        .map(|w| PatientRows {
+            start: w[0],
+            end: w[1],
+            first_time: times[w[0] as usize],
+        })
+        .collect()
+}
+
 /// Records the feature rows `row0..` (patient codes, event and created times) as candidates
 /// at the first entity row of their patient at or after their event time. In stages over
-/// runs of rows, so that the random loads of different rows overlap: the patient's range,
-/// then its first entity time, then the slot to update.
+/// runs of rows, so that the random loads of different rows overlap: the patient's rows
+/// (range and first time in one load), then the slot to update. Most candidates go to the
+/// patient's first row; the others search the patient's later times.
 fn probe(
     codes: &[u32],
     ev: &[i64],
     cr: &[i64],
     row0: u64,
-    starts: &[u32],
+    patients: &[PatientRows],
     times: &[i64],
     best: &mut [Cand],
 ) {
-    let mut a = [0u32; STAGE];
-    let mut z = [0u32; STAGE];
-    let mut t0 = [0i64; STAGE];
+    let mut pr = [NO_ROWS; STAGE];
     let mut at = [u32::MAX; STAGE];
     let mut base = 0;
     while base < codes.len() {
         let n = STAGE.min(codes.len() - base);
         for j in 0..n {
             let c = codes[base + j];
-            (a[j], z[j]) = if c == ABSENT {
-                (0, 0)
+            pr[j] = if c == ABSENT {
+                NO_ROWS
             } else {
-                (starts[c as usize], starts[c as usize + 1])
+                patients[c as usize]
             };
         }
         for j in 0..n {
-            if a[j] < z[j] {
-                t0[j] = times[a[j] as usize];
-            }
-        }
-        for j in 0..n {
             let e = ev[base + j];
-            at[j] = if a[j] == z[j] {
+            let PatientRows {
+                start,
+                end,
+                first_time,
+            } = pr[j];
+            at[j] = if start == end {
                 u32::MAX
-            } else if e <= t0[j] {
-                a[j]
+            } else if e <= first_time {
+                start
             } else {
-                let rows = &times[a[j] as usize + 1..z[j] as usize];
-                let k = a[j] + 1 + rows.partition_point(|&t| t < e) as u32;
-                if k < z[j] {
+                let rows = &times[start as usize + 1..end as usize];
+                let k = start + 1 + rows.partition_point(|&t| t < e) as u32;
+                if k < end {
                     k
                 } else {
                     u32::MAX
@@ -511,9 +541,10 @@ fn read_winners(
 /// the entity time, then every feature column of `features` (all but the key columns),
 /// sorted by (patient id, time, row id).
 ///
-/// Four phases, timed apart in [`AsofStats`]: decode the entity rows and the feature key
-/// columns (load); sort, probe and sweep (join); decode the feature columns of the row
-/// groups holding winners (load); take the winners' values into the output (join).
+/// Timed in [`AsofStats`]: decode the entity rows (load); sort them (join); decode the
+/// feature key columns a batch at a time (load), probing each (join); sweep (join); decode
+/// the feature columns of the row groups holding winners (load), cutting each batch to its
+/// winners (join); assemble the output (join).
 ///
 /// # Errors
 /// [`Error::BadInput`] naming the file, column and row of a missing column or a null key;
@@ -573,6 +604,7 @@ pub fn asof_join(
     stats.sort_s = t.elapsed().as_secs_f64();
     stats.match_s = stats.sort_s;
     let (table, starts, ent_times) = (&sorted.table, &sorted.starts, &sorted.times);
+    let patients = patient_rows(starts, ent_times);
     stats.rows = sorted.times.len();
     let n_ent = sorted.times.len();
 
@@ -603,7 +635,7 @@ pub fn asof_join(
                         &kb.events,
                         &kb.created,
                         kb.row,
-                        starts,
+                        &patients,
                         ent_times,
                         &mut best,
                     );
