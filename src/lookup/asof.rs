@@ -34,7 +34,9 @@ use arrow::array::{
 };
 use arrow::buffer::ScalarBuffer;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType};
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection, RowSelector};
+use parquet::arrow::arrow_reader::{
+    ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
+};
 use parquet::arrow::ProjectionMask;
 use rayon::prelude::*;
 
@@ -387,6 +389,41 @@ fn probe(
     }
 }
 
+/// Runs `reader` to its end a batch at a time: `decode` turns each batch into what `each`
+/// takes, and `each` handles it before the next batch is decoded (so one decoded batch per
+/// task is alive, its memory reused by the next). Returns the seconds spent decoding (in the
+/// reader and in `decode`) and the seconds in `each`.
+fn timed_batches<T>(
+    mut reader: ParquetRecordBatchReader,
+    mut decode: impl FnMut(RecordBatch) -> Result<T>,
+    mut each: impl FnMut(T) -> Result<()>,
+) -> Result<(f64, f64)> {
+    let (mut decode_s, mut each_s) = (0.0, 0.0);
+    loop {
+        let t = Instant::now();
+        let Some(batch) = reader.next().transpose()? else {
+            return Ok((decode_s + t.elapsed().as_secs_f64(), each_s));
+        };
+        let item = decode(batch)?;
+        decode_s += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        each(item)?;
+        each_s += t.elapsed().as_secs_f64();
+    }
+}
+
+/// Splits the `phase_s` seconds of a phase whose tasks both decoded (`load_s` of their own
+/// seconds) and joined (`join_s`) into (load, join) seconds, in proportion.
+fn split_phase(phase_s: f64, load_s: f64, join_s: f64) -> (f64, f64) {
+    let total = load_s + join_s;
+    let join = if total > 0.0 {
+        phase_s * join_s / total
+    } else {
+        0.0
+    };
+    (phase_s - join, join)
+}
+
 /// One decoded batch of a feature row group's key columns.
 struct KeyBatch {
     /// The file row of its first row.
@@ -411,21 +448,16 @@ fn each_key_batch(
     let t = Instant::now();
     let b = open_builder(features)?;
     let mask = ProjectionMask::roots(b.parquet_schema(), key_cols);
-    let mut reader = b
+    let reader = b
         .with_row_groups(vec![g])
         .with_projection(mask)
         .with_batch_size(65_536)
         .build()
         .map_err(parquet_err(features))?;
-    let (mut decode_s, mut each_s) = (t.elapsed().as_secs_f64(), 0.0);
+    let open_s = t.elapsed().as_secs_f64();
     let mut row = row0;
-    loop {
-        let t = Instant::now();
-        let Some(batch) = reader.next().transpose()? else {
-            decode_s += t.elapsed().as_secs_f64();
-            return Ok((decode_s, each_s));
-        };
-        let p = patient_ids(
+    let decode = |batch: RecordBatch| -> Result<KeyBatch> {
+        let patients = patient_ids(
             projected(&batch, &cols.patient)?,
             features,
             &cols.patient,
@@ -438,19 +470,20 @@ fn each_key_batch(
             &cols.created,
             row,
         )?;
-        drop(batch);
-        decode_s += t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        let n = p.len() as u64;
-        each(KeyBatch {
+        let kb = KeyBatch {
             row,
-            patients: p,
+            patients,
             events,
             created,
-        });
-        each_s += t.elapsed().as_secs_f64();
-        row += n;
-    }
+        };
+        row += batch.num_rows() as u64;
+        Ok(kb)
+    };
+    let (decode_s, each_s) = timed_batches(reader, decode, |kb| {
+        each(kb);
+        Ok(())
+    })?;
+    Ok((open_s + decode_s, each_s))
 }
 
 /// The winners of one row group: their feature columns, and the seconds spent decoding and
@@ -482,21 +515,14 @@ fn read_winners(
     // cheaper than skipping between them (every page is read anyway).
     const DENSE: u64 = 64;
     if rows.len() as u64 * DENSE >= group_len {
-        let mut reader = b
+        let reader = b
             .with_batch_size(65_536)
             .build()
             .map_err(parquet_err(features))?;
+        let open_s = t.elapsed().as_secs_f64();
         let mut out = Vec::new();
         let (mut start, mut k) = (0u64, 0usize);
-        let (mut decode_s, mut take_s) = (t.elapsed().as_secs_f64(), 0.0);
-        loop {
-            let t = Instant::now();
-            let Some(batch) = reader.next().transpose()? else {
-                decode_s += t.elapsed().as_secs_f64();
-                break;
-            };
-            decode_s += t.elapsed().as_secs_f64();
-            let t = Instant::now();
+        let (decode_s, take_s) = timed_batches(reader, Ok, |batch| {
             let end = start + batch.num_rows() as u64;
             let from = k;
             while k < rows.len() && rows[k] < end {
@@ -506,8 +532,9 @@ fn read_winners(
                 UInt32Array::from_iter_values(rows[from..k].iter().map(|&r| (r - start) as u32));
             out.push(arrow::compute::take_record_batch(&batch, &idx)?);
             start = end;
-            take_s += t.elapsed().as_secs_f64();
-        }
+            Ok(())
+        })?;
+        let decode_s = open_s + decode_s;
         return Ok(Winners {
             batches: out,
             decode_s,
@@ -658,15 +685,12 @@ pub fn asof_join(
             }
         })
         .collect::<Result<_>>()?;
-    let phase_s = t.elapsed().as_secs_f64();
-    let decode_s: f64 = per_worker.iter().map(|w| w.1).sum();
-    let probe_s: f64 = per_worker.iter().map(|w| w.2).sum();
-    let probe_share = if decode_s + probe_s > 0.0 {
-        probe_s / (decode_s + probe_s)
-    } else {
-        0.0
-    };
-    stats.read_keys_s += phase_s * (1.0 - probe_share);
+    let (keys_load_s, keys_join_s) = split_phase(
+        t.elapsed().as_secs_f64(),
+        per_worker.iter().map(|w| w.1).sum(),
+        per_worker.iter().map(|w| w.2).sum(),
+    );
+    stats.read_keys_s += keys_load_s;
 
     // 4. Join: merge the workers' candidates and sweep.
     let t = Instant::now();
@@ -709,7 +733,7 @@ pub fn asof_join(
         w.sort_unstable();
         w.dedup();
     });
-    stats.match_s += phase_s * probe_share + t.elapsed().as_secs_f64();
+    stats.match_s += keys_join_s + t.elapsed().as_secs_f64();
 
     // 5. Load: the feature columns of the row groups holding winners, in parallel, each
     // decoded batch cut down to its winners at once (join work inside a load phase: the
@@ -731,15 +755,12 @@ pub fn asof_join(
         .filter(|(_, rows)| !rows.is_empty())
         .map(|(g, rows)| read_winners(features, g, group_rows[g], rows, &value_cols))
         .collect::<Result<_>>()?;
-    let phase3_s = t.elapsed().as_secs_f64();
-    let decode_s: f64 = parts.iter().map(|p| p.decode_s).sum();
-    let take_s: f64 = parts.iter().map(|p| p.take_s).sum();
-    let take_share = if decode_s + take_s > 0.0 {
-        take_s / (decode_s + take_s)
-    } else {
-        0.0
-    };
-    stats.read_values_s = phase3_s * (1.0 - take_share);
+    let (values_load_s, values_join_s) = split_phase(
+        t.elapsed().as_secs_f64(),
+        parts.iter().map(|p| p.decode_s).sum(),
+        parts.iter().map(|p| p.take_s).sum(),
+    );
+    stats.read_values_s = values_load_s;
 
     // 6. Join: the winners' values, in row group order, then each output row's.
     let t = Instant::now();
@@ -811,7 +832,7 @@ pub fn asof_join(
     );
     let schema: SchemaRef = Arc::new(Schema::new(fields));
     let out = RecordBatch::try_new(schema, columns)?;
-    stats.assemble_s = t.elapsed().as_secs_f64() + phase3_s * take_share;
+    stats.assemble_s = t.elapsed().as_secs_f64() + values_join_s;
     Ok((out, stats))
 }
 
@@ -888,6 +909,14 @@ pub fn peak_rss_mib() -> Option<f64> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_mixed_phase_splits_in_proportion_and_adds_up() {
+        assert_eq!(split_phase(2.0, 3.0, 1.0), (1.5, 0.5));
+        assert_eq!(split_phase(2.0, 0.0, 0.0), (2.0, 0.0));
+        let (load, join) = split_phase(1.7, 0.4, 2.2);
+        assert!((load + join - 1.7).abs() < 1e-12 && join > load);
+    }
 
     proptest! {
         /// The entity sort equals a plain sort by (id bytes, time, row): ids sharing their
