@@ -14,14 +14,20 @@
 //! so it is recorded once, at the first such entity row (a binary search), keeping the
 //! greatest candidate there. A sweep over each patient's entity rows in time order then
 //! carries the greatest candidate forward: at each row it is the latest feature row at or
-//! before t, checked against the TTL. One worker per thread takes the next feature row
-//! group, decodes its key columns a batch at a time and probes each batch before decoding the
-//! next, in stages over runs of rows (patient codes, then each patient's rows, then updates)
-//! so that their cache misses overlap; a second pass decodes the feature columns of the row
-//! groups holding winners (a batch at a time, cut to its winners at once, where winners are
-//! dense; a row selection where they are sparse). Decoding and the work in memory are timed
-//! apart ([`AsofStats`]), as the peers time their load and their join. Memory: the entity
-//! rows x threads, plus one decoded batch per worker, then the winners' feature columns.
+//! before t, checked against the TTL.
+//!
+//! One worker per thread takes the next feature row group, decodes its key columns a batch at
+//! a time, looks up each row's patient code and buffers the row (times, row, code) in its
+//! patient's partition: a range of codes whose entity rows (about 4,096; contiguous, since
+//! codes are ranks) fit with their candidates in a core's L2 cache. Each partition is then
+//! joined on its own, in parallel: its candidates recorded and swept with no cache misses
+//! to speak of and no merge between workers. A second pass decodes the feature columns of the
+//! row groups holding winners (a batch at a time, cut to its winners at once, where winners
+//! are dense; a row selection where they are sparse); each winner's place among them is its
+//! rank in a bitmap of the winning rows. Decoding and the work in memory are timed apart
+//! ([`AsofStats`]), as the peers time their load and their join. Memory: the entity rows,
+//! the buffered feature rows of known patients (24 bytes each), one decoded batch per
+//! worker, then the winners' feature columns.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -77,13 +83,13 @@ pub struct AsofStats {
     /// Output rows with a matching feature row.
     pub matched: usize,
     /// Load: seconds decoding the entity rows and the feature rows' key columns. The key
-    /// columns are decoded and probed in the same tasks, a batch at a time: that phase's
-    /// seconds are split between this and `match_s` in proportion to the seconds its tasks
-    /// spent decoding and probing.
+    /// columns are decoded, looked up and buffered in the same tasks, a batch at a time: that
+    /// phase's seconds are split between this and `match_s` in proportion to the seconds its
+    /// tasks spent decoding and on the rest.
     pub read_keys_s: f64,
-    /// Join: seconds sorting the entity rows, recording every feature row as a candidate (its
-    /// share of the decoding phase, above) and sweeping the candidates into each entity row's
-    /// winner.
+    /// Join: seconds sorting the entity rows, looking up and buffering every feature row (its
+    /// share of the decoding phase, above), and joining each partition: recording its
+    /// candidates and sweeping them into each entity row's winner.
     pub match_s: f64,
     /// Of `match_s`: seconds sorting the entity rows.
     pub sort_s: f64,
@@ -170,13 +176,25 @@ fn sort_entities(parts: &[StringArray], times: &[i64]) -> Result<SortedEntities>
         }
     }
     starts.push(n as u32);
-    let mut table = KeyTable::with_capacity(ids.len());
-    table.insert_many(&ids);
+    // The key table (one task, sequential) while the sorted columns are taken out.
+    let (table, (row_of, times)) = rayon::join(
+        || {
+            let mut table = KeyTable::with_capacity(ids.len());
+            table.insert_many(&ids);
+            table
+        },
+        || {
+            rayon::join(
+                || order.par_iter().map(|r| r.2).collect(),
+                || order.par_iter().map(|r| r.1).collect(),
+            )
+        },
+    );
     Ok(SortedEntities {
         table,
         starts,
-        row_of: order.iter().map(|r| r.2).collect(),
-        times: order.iter().map(|r| r.1).collect(),
+        row_of,
+        times,
     })
 }
 
@@ -296,23 +314,14 @@ fn patient_ids(col: &ArrayRef, path: &Path, field: &str, row0: u64) -> Result<St
     Ok(s.as_string::<i32>().clone())
 }
 
-/// Feature rows probed per stage in [`probe`].
-const STAGE: usize = 64;
-
-/// A patient's entity rows in the sorted order, with the time of the first: what a probe
-/// needs of the patient in one load.
+/// A patient's entity rows in the sorted order, with the time of the first: what recording a
+/// candidate needs of the patient in one load.
 #[derive(Debug, Clone, Copy)]
 struct PatientRows {
     start: u32,
     end: u32,
     first_time: i64,
 }
-
-const NO_ROWS: PatientRows = PatientRows {
-    start: 0,
-    end: 0,
-    first_time: i64::MIN,
-};
 
 /// Each patient's [`PatientRows`], by code, from the starts of their ranges and the sorted
 /// times.
@@ -327,65 +336,183 @@ fn patient_rows(starts: &[u32], times: &[i64]) -> Vec<PatientRows> {
         .collect()
 }
 
-/// Records the feature rows `row0..` (patient codes, event and created times) as candidates
-/// at the first entity row of their patient at or after their event time. In stages over
-/// runs of rows, so that the random loads of different rows overlap: the patient's rows
-/// (range and first time in one load), then the slot to update. Most candidates go to the
-/// patient's first row; the others search the patient's later times.
-fn probe(
-    codes: &[u32],
-    ev: &[i64],
-    cr: &[i64],
-    row0: u64,
+/// Bits of a [`Rec`]'s `tag` that hold the feature row; the patient's code within its
+/// partition is above them.
+const ROW_BITS: u32 = 40;
+const ROW_MASK: u64 = (1 << ROW_BITS) - 1;
+/// Entity rows a partition aims at: its candidates, rows and times then fit in a core's L2
+/// cache.
+const PARTITION_ROWS: usize = 4096;
+/// Records per chunk of a partition's buffer (so a buffer overshoots by less than a chunk).
+const CHUNK: usize = 2048;
+
+/// A feature row of a known patient, recorded by [`Partitions::record`]: its event and
+/// created times, and its patient's code within its partition above its file row.
+#[derive(Debug, Clone, Copy)]
+struct Rec {
+    ev: i64,
+    cr: i64,
+    tag: u64,
+}
+
+/// The patient codes split into ranges of `2^shift` codes (partitions), whose entity rows are
+/// contiguous in the sorted order since codes are ranks; one worker's feature rows, each
+/// buffered in its patient's partition.
+struct Partitions {
+    shift: u32,
+    parts: Vec<Vec<Vec<Rec>>>,
+}
+
+impl Partitions {
+    /// The partition width for `n_codes` patients with `n_rows` entity rows: a power of two
+    /// near `partition_rows` rows (on average) and at most `2^(64 - ROW_BITS)` codes.
+    fn shift_for(n_codes: usize, n_rows: usize, partition_rows: usize) -> u32 {
+        let codes = (partition_rows as u128 * n_codes as u128 / n_rows.max(1) as u128).max(1);
+        (127 - codes.leading_zeros()).min(64 - ROW_BITS)
+    }
+
+    /// Number of partitions of `n_codes` codes at `shift`.
+    fn count(n_codes: usize, shift: u32) -> usize {
+        (n_codes >> shift) + 1
+    }
+
+    fn new(n_codes: usize, shift: u32) -> Partitions {
+        Partitions {
+            shift,
+            parts: (0..Partitions::count(n_codes, shift))
+                .map(|_| Vec::new())
+                .collect(),
+        }
+    }
+
+    /// Buffers the feature rows `row0..` (patient codes, event and created times) of known
+    /// patients in their partitions.
+    fn record(&mut self, codes: &[u32], ev: &[i64], cr: &[i64], row0: u64) {
+        let low = (1u32 << self.shift) - 1;
+        for (i, &c) in codes.iter().enumerate() {
+            if c == ABSENT {
+                continue;
+            }
+            let chunks = &mut self.parts[(c >> self.shift) as usize];
+            if chunks.last().is_none_or(|k| k.len() == CHUNK) {
+                chunks.push(Vec::with_capacity(CHUNK));
+            }
+            if let Some(k) = chunks.last_mut() {
+                k.push(Rec {
+                    ev: ev[i],
+                    cr: cr[i],
+                    tag: (u64::from(c & low) << ROW_BITS) | (row0 + i as u64),
+                });
+            }
+        }
+    }
+}
+
+/// One partition's join: records each of its feature rows (from every worker's buffer) as a
+/// candidate at the first entity row of its patient at or after its event time, keeping the
+/// greatest `(event, created, row)` there; then sweeps each patient's rows in time order,
+/// carrying the greatest candidate forward, and writes each row's winner (checked against
+/// the TTL) to `out`, the winners of the partition's rows `r0..`. Codes start at `c0`.
+/// `best` is scratch space.
+#[allow(clippy::too_many_arguments)]
+fn join_partition(
+    recs: impl Iterator<Item = Rec>,
+    c0: usize,
+    c1: usize,
     patients: &[PatientRows],
     times: &[i64],
-    best: &mut [Cand],
+    ttl_us: Option<i64>,
+    best: &mut Vec<Cand>,
+    out: &mut [Option<u64>],
 ) {
-    let mut pr = [NO_ROWS; STAGE];
-    let mut at = [u32::MAX; STAGE];
-    let mut base = 0;
-    while base < codes.len() {
-        let n = STAGE.min(codes.len() - base);
-        for j in 0..n {
-            let c = codes[base + j];
-            pr[j] = if c == ABSENT {
-                NO_ROWS
-            } else {
-                patients[c as usize]
-            };
+    let r0 = patients.get(c0).map_or(0, |p| p.start as usize);
+    best.clear();
+    best.resize(out.len(), NONE);
+    for rec in recs {
+        let PatientRows {
+            start,
+            end,
+            first_time,
+        } = patients[c0 + (rec.tag >> ROW_BITS) as usize];
+        let at = if rec.ev <= first_time {
+            start as usize
+        } else {
+            let rows = &times[start as usize + 1..end as usize];
+            start as usize + 1 + rows.partition_point(|&t| t < rec.ev)
+        };
+        if at < end as usize {
+            let c = (rec.ev, rec.cr, rec.tag & ROW_MASK);
+            let slot = &mut best[at - r0];
+            if c > *slot {
+                *slot = c;
+            }
         }
-        for j in 0..n {
-            let e = ev[base + j];
-            let PatientRows {
-                start,
-                end,
-                first_time,
-            } = pr[j];
-            at[j] = if start == end {
-                u32::MAX
-            } else if e <= first_time {
-                start
-            } else {
-                let rows = &times[start as usize + 1..end as usize];
-                let k = start + 1 + rows.partition_point(|&t| t < e) as u32;
-                if k < end {
-                    k
-                } else {
-                    u32::MAX
-                }
+    }
+    for p in &patients[c0..c1] {
+        let mut run = NONE;
+        for k in p.start as usize..p.end as usize {
+            if best[k - r0] > run {
+                run = best[k - r0];
+            }
+            let fresh = match ttl_us {
+                Some(ttl) => run.0 > times[k].saturating_sub(ttl),
+                None => true,
             };
+            out[k - r0] = (run != NONE && fresh).then_some(run.2);
         }
-        for j in 0..n {
-            if at[j] != u32::MAX {
-                let i = base + j;
-                let c = (ev[i], cr[i], row0 + i as u64);
-                let slot = &mut best[at[j] as usize];
-                if c > *slot {
-                    *slot = c;
+    }
+}
+
+/// A set of feature rows, a bit per row, that ranks its members: the winning rows, whose
+/// values are decoded and concatenated in row order.
+struct RowSet {
+    bits: Vec<u64>,
+    /// Members in the words before each word.
+    before: Vec<u32>,
+}
+
+impl RowSet {
+    /// The set of `members` (each below `rows`; fewer than 2^32 distinct).
+    fn new(rows: u64, members: impl Iterator<Item = u64>) -> RowSet {
+        let mut bits = vec![0u64; rows.div_ceil(64) as usize];
+        for r in members {
+            bits[(r / 64) as usize] |= 1 << (r % 64);
+        }
+        let mut acc = 0u32;
+        let before = bits
+            .iter()
+            .map(|w| {
+                let b = acc;
+                acc += w.count_ones();
+                b
+            })
+            .collect();
+        RowSet { bits, before }
+    }
+
+    /// The members in `lo..hi`, ascending, less `lo`.
+    fn members(&self, lo: u64, hi: u64) -> Vec<u64> {
+        let mut out = Vec::new();
+        if lo >= hi {
+            return out;
+        }
+        for w in lo / 64..=(hi - 1) / 64 {
+            let mut word = self.bits[w as usize];
+            while word != 0 {
+                let r = w * 64 + u64::from(word.trailing_zeros());
+                word &= word - 1;
+                if (lo..hi).contains(&r) {
+                    out.push(r - lo);
                 }
             }
         }
-        base += n;
+        out
+    }
+
+    /// The number of members below `row`: a member's position among them.
+    fn rank(&self, row: u64) -> u32 {
+        let w = (row / 64) as usize;
+        self.before[w] + (self.bits[w] & ((1u64 << (row % 64)) - 1)).count_ones()
     }
 }
 
@@ -582,6 +709,17 @@ pub fn asof_join(
     ttl_us: Option<i64>,
     cols: &AsofColumns,
 ) -> Result<(RecordBatch, AsofStats)> {
+    asof_join_in(features, entities, ttl_us, cols, PARTITION_ROWS)
+}
+
+/// [`asof_join`] with partitions of about `partition_rows` entity rows.
+fn asof_join_in(
+    features: &Path,
+    entities: &Path,
+    ttl_us: Option<i64>,
+    cols: &AsofColumns,
+    partition_rows: usize,
+) -> Result<(RecordBatch, AsofStats)> {
     let mut stats = AsofStats::default();
 
     // 1. Load: the entity rows.
@@ -635,37 +773,41 @@ pub fn asof_join(
     stats.rows = sorted.times.len();
     let n_ent = sorted.times.len();
 
-    // 3. Load and join: decode the key columns of each feature row group a batch at a time
-    // and record each feature row as a candidate (one worker per thread, each taking the
-    // next row group and keeping its own candidates, merged at the end). The phase's time is
-    // split between load and join in proportion to the seconds its workers spent on each.
+    // 3. Load and join: decode the key columns of each feature row group a batch at a time,
+    // look up each row's patient code and buffer the row in its patient's partition (one
+    // worker per thread, each taking the next row group and keeping its own buffers). The
+    // phase's time is split between load and join in proportion to the seconds its workers
+    // spent on each.
     let t = Instant::now();
+    if stats.feature_rows as u64 > ROW_MASK {
+        return Err(Error::invalid(
+            features.display().to_string(),
+            format!(
+                "{} feature rows: at most 2^{ROW_BITS} are joined",
+                stats.feature_rows
+            ),
+        ));
+    }
+    let n_codes = starts.len() - 1;
+    let shift = Partitions::shift_for(n_codes, n_ent, partition_rows);
     let next_group = AtomicUsize::new(0);
     let workers = rayon::current_num_threads().clamp(1, group_rows.len().max(1));
-    let per_worker: Vec<(Vec<Cand>, f64, f64)> = (0..workers)
+    let per_worker: Vec<(Partitions, f64, f64)> = (0..workers)
         .into_par_iter()
-        .map(|_| -> Result<(Vec<Cand>, f64, f64)> {
-            let mut best = vec![NONE; n_ent];
+        .map(|_| -> Result<(Partitions, f64, f64)> {
+            let mut parts = Partitions::new(n_codes, shift);
             let mut codes = Vec::new();
-            let (mut decode_s, mut probe_s) = (0.0, 0.0);
+            let (mut decode_s, mut record_s) = (0.0, 0.0);
             loop {
                 let g = next_group.fetch_add(1, Ordering::Relaxed);
                 if g >= group_rows.len() {
-                    return Ok((best, decode_s, probe_s));
+                    return Ok((parts, decode_s, record_s));
                 }
                 let mut record = |kb: KeyBatch| {
                     codes.clear();
                     codes.resize(kb.patients.len(), ABSENT);
                     table.get_many(&kb.patients, 0, &mut codes);
-                    probe(
-                        &codes,
-                        &kb.events,
-                        &kb.created,
-                        kb.row,
-                        &patients,
-                        ent_times,
-                        &mut best,
-                    );
+                    parts.record(&codes, &kb.events, &kb.created, kb.row);
                 };
                 if g == 0 {
                     let batches = first
@@ -675,13 +817,13 @@ pub fn asof_join(
                         .unwrap_or_default();
                     let t = Instant::now();
                     batches.into_iter().for_each(&mut record);
-                    probe_s += t.elapsed().as_secs_f64();
+                    record_s += t.elapsed().as_secs_f64();
                     continue;
                 }
-                let (d, p) =
+                let (d, r) =
                     each_key_batch(features, g, group_start[g], key_cols, cols, &mut record)?;
                 decode_s += d;
-                probe_s += p;
+                record_s += r;
             }
         })
         .collect::<Result<_>>()?;
@@ -692,47 +834,35 @@ pub fn asof_join(
     );
     stats.read_keys_s += keys_load_s;
 
-    // 4. Join: merge the workers' candidates and sweep.
+    // 4. Join: each partition's candidates and sweep, in parallel (a partition's entity rows
+    // are its own, so no merge).
     let t = Instant::now();
-    let mut per_worker = per_worker.into_iter().map(|w| w.0);
-    let mut best = per_worker.next().unwrap_or_else(|| vec![NONE; n_ent]);
-    for other in per_worker {
-        best.par_iter_mut().zip(other).for_each(|(x, y)| {
-            if y > *x {
-                *x = y;
-            }
-        });
-    }
-    // The sweep: carry the greatest candidate forward within each patient; TTL check.
+    let buffers: Vec<Partitions> = per_worker.into_iter().map(|w| w.0).collect();
     let mut winner: Vec<Option<u64>> = vec![None; n_ent];
-    for w in starts.windows(2) {
-        let mut run = NONE;
-        for k in w[0] as usize..w[1] as usize {
-            if best[k] > run {
-                run = best[k];
-            }
-            let t = ent_times[k];
-            let fresh = match ttl_us {
-                Some(ttl) => run.0 > t.saturating_sub(ttl),
-                None => true,
-            };
-            if run != NONE && fresh {
-                winner[k] = Some(run.2);
-            }
-        }
+    let mut outs = Vec::with_capacity(Partitions::count(n_codes, shift));
+    let mut rest = winner.as_mut_slice();
+    for p in 0..Partitions::count(n_codes, shift) {
+        let c0 = (p << shift).min(n_codes);
+        let c1 = ((p + 1) << shift).min(n_codes);
+        let (out, tail) = rest.split_at_mut((starts[c1] - starts[c0]) as usize);
+        outs.push((p, c0, c1, out));
+        rest = tail;
     }
-    drop(best);
+    outs.into_par_iter()
+        .for_each_init(Vec::new, |best, (p, c0, c1, out)| {
+            let recs = buffers
+                .iter()
+                .flat_map(|b| b.parts[p].iter().flatten().copied());
+            join_partition(recs, c0, c1, &patients, ent_times, ttl_us, best, out);
+        });
+    drop(buffers);
     stats.matched = winner.iter().flatten().count();
-    // Per row group: the winning rows (local, sorted, distinct).
-    let mut wanted: Vec<Vec<u64>> = vec![Vec::new(); group_rows.len()];
-    for w in winner.iter().flatten() {
-        let g = group_start.partition_point(|&s| s <= *w) - 1;
-        wanted[g].push(*w - group_start[g]);
-    }
-    wanted.par_iter_mut().for_each(|w| {
-        w.sort_unstable();
-        w.dedup();
-    });
+    // Per row group: the winning rows (local, ascending, distinct).
+    let won = RowSet::new(stats.feature_rows as u64, winner.iter().flatten().copied());
+    let wanted: Vec<Vec<u64>> = (0..group_rows.len())
+        .into_par_iter()
+        .map(|g| won.members(group_start[g], group_start[g] + group_rows[g]))
+        .collect();
     stats.match_s += keys_join_s + t.elapsed().as_secs_f64();
 
     // 5. Load: the feature columns of the row groups holding winners, in parallel, each
@@ -767,22 +897,10 @@ pub fn asof_join(
     let values =
         arrow::compute::concat_batches(&value_schema, parts.iter().flat_map(|p| &p.batches))?;
     drop(parts);
-    // Position of each winning row in `values`: row groups in order, rows sorted within.
-    let mut offset = Vec::with_capacity(wanted.len());
-    let mut acc = 0u32;
-    for w in &wanted {
-        offset.push(acc);
-        acc += w.len() as u32;
-    }
+    // Position of each winning row in `values`: its rank among the winning rows.
     let take_idx: UInt32Array = winner
         .par_iter()
-        .map(|w| {
-            w.map(|w| {
-                let g = group_start.partition_point(|&s| s <= w) - 1;
-                let local = w - group_start[g];
-                offset[g] + wanted[g].partition_point(|&r| r < local) as u32
-            })
-        })
+        .map(|w| w.map(|w| won.rank(w)))
         .collect::<Vec<Option<u32>>>()
         .into();
     let mut columns: Vec<ArrayRef> = vec![
@@ -909,6 +1027,141 @@ pub fn peak_rss_mib() -> Option<f64> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Writes `batch` to `path` in row groups of `group` rows.
+    fn write_groups(path: &Path, batch: &RecordBatch, group: usize) {
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_max_row_group_row_count(Some(group))
+            .build();
+        let f = std::fs::File::create(path).unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(f, batch.schema(), Some(props)).unwrap();
+        w.write(batch).unwrap();
+        w.close().unwrap();
+    }
+
+    /// The join at any number of partitions, with ids of up to 8 bytes (held whole in a key
+    /// table slot) and longer ones in the same file, equals a brute-force scan: the greatest
+    /// (event, created, row) with `t - ttl < event <= t`.
+    #[test]
+    fn the_partitioned_join_equals_a_brute_force_scan() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let id = |k: u32| {
+            if k.is_multiple_of(3) {
+                format!("patient-{k:04}-with-a-long-id")
+            } else {
+                format!("p{k}")
+            }
+        };
+        const DAY: i64 = 86_400_000_000;
+        let (mut fid, mut ev, mut cr) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..900 {
+            // The first 200 rows (two row groups) have short ids only.
+            let k = if i < 200 {
+                3 * rng.random_range(0..20) + 1
+            } else {
+                rng.random_range(0..60)
+            };
+            let e = rng.random_range(0..100) * DAY / 2;
+            let c = e + rng.random_range(0..3) * DAY;
+            for _ in 0..if rng.random_range(0..8) == 0 { 2 } else { 1 } {
+                fid.push(id(k));
+                ev.push(e);
+                cr.push(c);
+            }
+        }
+        let n_feat = fid.len();
+        let feats = RecordBatch::try_from_iter([
+            (
+                "patient_id",
+                Arc::new(StringArray::from(fid.clone())) as ArrayRef,
+            ),
+            (
+                "event_timestamp",
+                Arc::new(TimestampMicrosecondArray::from(ev.clone()).with_timezone("UTC")),
+            ),
+            (
+                "created_timestamp",
+                Arc::new(TimestampMicrosecondArray::from(cr.clone()).with_timezone("UTC")),
+            ),
+            (
+                "n",
+                Arc::new(Int64Array::from_iter_values(0..n_feat as i64)),
+            ),
+        ])
+        .unwrap();
+        let (mut eid, mut et) = (Vec::new(), Vec::new());
+        for _ in 0..700 {
+            let k = rng.random_range(0..66); // 60..66 have no feature rows
+            let t = match rng.random_range(0..4) {
+                0 => ev[rng.random_range(0..n_feat)],
+                1 => ev[rng.random_range(0..n_feat)] + 10 * DAY,
+                _ => rng.random_range(-5..60) * DAY,
+            };
+            eid.push(id(k));
+            et.push(t);
+        }
+        let ents = RecordBatch::try_from_iter([
+            (
+                "patient_id",
+                Arc::new(StringArray::from(eid.clone())) as ArrayRef,
+            ),
+            (
+                "event_timestamp",
+                Arc::new(TimestampMicrosecondArray::from(et.clone()).with_timezone("UTC")),
+            ),
+        ])
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (fp, ep) = (dir.path().join("f.parquet"), dir.path().join("e.parquet"));
+        write_groups(&fp, &feats, 100);
+        write_groups(&ep, &ents, 256);
+        let mut matched = [0usize; 2];
+        for ttl in [Some(10 * DAY), None] {
+            for part_rows in [1, 3, 50, 4096] {
+                let (out, _) =
+                    asof_join_in(&fp, &ep, ttl, &AsofColumns::default(), part_rows).unwrap();
+                assert_eq!(out.num_rows(), eid.len());
+                let rows = out.column(0).as_primitive::<arrow::datatypes::Int64Type>();
+                let n = out.column(3).as_primitive::<arrow::datatypes::Int64Type>();
+                for k in 0..out.num_rows() {
+                    let r = rows.value(k) as usize;
+                    let t = et[r];
+                    let want = (0..n_feat)
+                        .filter(|&f| {
+                            fid[f] == eid[r] && ev[f] <= t && ttl.is_none_or(|ttl| ev[f] > t - ttl)
+                        })
+                        .max_by_key(|&f| (ev[f], cr[f], f));
+                    let got = n.is_valid(k).then(|| n.value(k) as usize);
+                    assert_eq!(
+                        got, want,
+                        "entity row {r}, ttl {ttl:?}, part_rows {part_rows}"
+                    );
+                    matched[usize::from(got.is_some())] += 1;
+                }
+            }
+        }
+        // Both outcomes occur, many times.
+        assert!(matched[0] > 500 && matched[1] > 500, "{matched:?}");
+    }
+
+    #[test]
+    fn a_row_set_lists_and_ranks_its_members() {
+        let members = [0u64, 3, 63, 64, 65, 127, 128, 200, 200, 1000, 1023];
+        let set = RowSet::new(1024, members.iter().copied());
+        let distinct: Vec<u64> = std::collections::BTreeSet::from(members)
+            .into_iter()
+            .collect();
+        assert_eq!(set.members(0, 1024), distinct);
+        assert_eq!(set.members(64, 129), vec![0, 1, 63, 64]);
+        assert_eq!(set.members(4, 63), Vec::<u64>::new());
+        assert_eq!(set.members(5, 5), Vec::<u64>::new());
+        for (i, &m) in distinct.iter().enumerate() {
+            assert_eq!(set.rank(m), i as u32, "rank of {m}");
+        }
+        assert_eq!(set.rank(1), 1);
+        assert_eq!(set.rank(129), 7);
+    }
 
     #[test]
     fn a_mixed_phase_splits_in_proportion_and_adds_up() {
