@@ -311,7 +311,7 @@ mod tests {
 
     proptest! {
         /// Codes follow insertion order, and `get`/`get_many` agree with a HashMap on keys
-        /// present and absent, short and long (past the 16 inline bytes), sharing prefixes.
+        /// present and absent, short and long (past the 8 inline bytes), sharing prefixes.
         #[test]
         fn agrees_with_a_hash_map(
             keys in proptest::collection::vec("[ab]{0,3}|p[0-9]{1,6}|[a-f0-9]{15,18}|x{16}[a-c]{0,20}", 0..300),

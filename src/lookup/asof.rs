@@ -412,20 +412,17 @@ impl Partitions {
 /// candidate at the first entity row of its patient at or after its event time, keeping the
 /// greatest `(event, created, row)` there; then sweeps each patient's rows in time order,
 /// carrying the greatest candidate forward, and writes each row's winner (checked against
-/// the TTL) to `out`, the winners of the partition's rows `r0..`. Codes start at `c0`.
-/// `best` is scratch space.
-#[allow(clippy::too_many_arguments)]
+/// the TTL) to `out`, the winners of the partition's rows. `patients` are the partition's
+/// own (a row's code within its partition indexes them); `best` is scratch space.
 fn join_partition(
     recs: impl Iterator<Item = Rec>,
-    c0: usize,
-    c1: usize,
     patients: &[PatientRows],
     times: &[i64],
     ttl_us: Option<i64>,
     best: &mut Vec<Cand>,
     out: &mut [Option<u64>],
 ) {
-    let r0 = patients.get(c0).map_or(0, |p| p.start as usize);
+    let r0 = patients.first().map_or(0, |p| p.start as usize);
     best.clear();
     best.resize(out.len(), NONE);
     for rec in recs {
@@ -433,7 +430,7 @@ fn join_partition(
             start,
             end,
             first_time,
-        } = patients[c0 + (rec.tag >> ROW_BITS) as usize];
+        } = patients[(rec.tag >> ROW_BITS) as usize];
         let at = if rec.ev <= first_time {
             start as usize
         } else {
@@ -448,7 +445,7 @@ fn join_partition(
             }
         }
     }
-    for p in &patients[c0..c1] {
+    for p in patients {
         let mut run = NONE;
         for k in p.start as usize..p.end as usize {
             if best[k - r0] > run {
@@ -845,15 +842,15 @@ fn asof_join_in(
         let c0 = (p << shift).min(n_codes);
         let c1 = ((p + 1) << shift).min(n_codes);
         let (out, tail) = rest.split_at_mut((starts[c1] - starts[c0]) as usize);
-        outs.push((p, c0, c1, out));
+        outs.push((p, &patients[c0..c1], out));
         rest = tail;
     }
     outs.into_par_iter()
-        .for_each_init(Vec::new, |best, (p, c0, c1, out)| {
+        .for_each_init(Vec::new, |best, (p, patients, out)| {
             let recs = buffers
                 .iter()
                 .flat_map(|b| b.parts[p].iter().flatten().copied());
-            join_partition(recs, c0, c1, &patients, ent_times, ttl_us, best, out);
+            join_partition(recs, patients, ent_times, ttl_us, best, out);
         });
     drop(buffers);
     stats.matched = winner.iter().flatten().count();
