@@ -650,9 +650,10 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
             crate::lookup::asof::write_parquet(&batch, &out)?;
             let write_s = w.elapsed().as_secs_f64();
             eprintln!(
-                "{} entity rows x {} feature rows: {} matched; load keys {:.3} s, match {:.3} s (sort {:.3} s), load values {:.3} s, assemble {:.3} s, write {:.3} s",
+                "{} entity rows x {} feature rows ({} buffered): {} matched; load keys {:.3} s, match {:.3} s (sort {:.3} s), load values {:.3} s, assemble {:.3} s, write {:.3} s",
                 stats.rows,
                 stats.feature_rows,
+                stats.buffered,
                 stats.matched,
                 stats.read_keys_s,
                 stats.match_s,

@@ -9,6 +9,7 @@
 //! Slots of 16 bytes rather than 32 halve the table (32 MiB for 630k keys, not 64 MiB).
 //! [`KeyTable::get_many`] probes a run of keys in stages (hash all, load all slots, then
 //! compare) so that the loads of different keys overlap instead of waiting for each other.
+//! [`KeyTable::build`] fills a table from distinct keys in parallel, in order of home slot.
 //!
 //! The hasher is seeded at random per table, so inputs cannot be chosen to collide.
 
@@ -183,6 +184,73 @@ impl KeyTable {
         }
     }
 
+    /// A table of `keys` numbered in their order, as [`KeyTable::insert_many`] into an empty
+    /// table gives, built in parallel: each key's hash is computed, the keys are sorted by
+    /// their home slot, and the slots are filled in that order, one after the other (a key
+    /// whose home is taken goes to the next free slot, as a probe looks for it). The few that
+    /// run past the last slot are inserted as usual, wrapping around. Inserting the keys one
+    /// by one instead costs a cache miss each, in turn; this costs a sort and a pass over the
+    /// table. A key given twice (equal hashes, found after the sort) makes it fall back to
+    /// [`KeyTable::insert_many`], whose codes then skip the repeats.
+    pub fn build(keys: &[&str]) -> KeyTable {
+        let mut t = KeyTable::with_capacity(keys.len());
+        let bits = t.mask.count_ones();
+        // (hash with the home slot's bits first, the key's slot), in order of home slot:
+        // the slots are filled from this alone, in one pass, with no reads of the keys
+        // (which would be cache misses, the keys being in code order).
+        let (mut order, (bytes, ends)) = rayon::join(
+            || {
+                let mut order: Vec<(u64, Slot)> = keys
+                    .par_iter()
+                    .enumerate()
+                    .map(|(c, k)| {
+                        let (k, h) = (k.as_bytes(), t.hash(k.as_bytes()));
+                        let slot = Slot {
+                            head: head_of(k),
+                            code: c as u32,
+                            tag: tag_of(h, k.len()),
+                        };
+                        (h.rotate_right(bits), slot)
+                    })
+                    .collect();
+                order.par_sort_unstable_by_key(|e| e.0);
+                order
+            },
+            || {
+                let mut bytes = Vec::with_capacity(keys.iter().map(|k| k.len()).sum());
+                let mut ends = Vec::with_capacity(keys.len());
+                for k in keys {
+                    bytes.extend_from_slice(k.as_bytes());
+                    ends.push(bytes.len());
+                }
+                (bytes, ends)
+            },
+        );
+        if keys.len() >= ABSENT as usize || order.windows(2).any(|w| w[0].0 == w[1].0) {
+            t.insert_many(keys);
+            return t;
+        }
+        (t.bytes, t.ends) = (bytes, ends);
+        let mut next = 0;
+        let mut wrapped = Vec::new();
+        for (r, slot) in order.drain(..) {
+            let h = r.rotate_left(bits);
+            let at = t.home(h).max(next);
+            if at < t.slots.len() {
+                t.slots[at] = slot;
+                next = at + 1;
+            } else {
+                wrapped.push((h, slot));
+            }
+        }
+        // Every slot from their homes to the last is taken: probe on from the first.
+        for (h, slot) in wrapped {
+            let at = t.find(h, keys[slot.code as usize].as_bytes());
+            t.slots[at] = slot;
+        }
+        t
+    }
+
     /// [`KeyTable::insert`] of `key` whose hash is `h`.
     fn insert_hashed(&mut self, key: &str, h: u64) -> u32 {
         let k = key.as_bytes();
@@ -309,6 +377,31 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::HashMap;
 
+    /// Tables built in parallel from distinct keys, at every size up to 600 (so that some
+    /// keys run past the last slot and wrap around), find every key and no other.
+    #[test]
+    fn a_built_table_finds_its_keys_at_every_size() {
+        let all: Vec<String> = (0..600).map(|i| format!("patient-{i}")).collect();
+        let mut wrapped = 0;
+        for n in 0..all.len() {
+            let keys: Vec<&str> = all[..n].iter().map(String::as_str).collect();
+            let t = KeyTable::build(&keys);
+            assert_eq!(t.len(), n);
+            wrapped += usize::from(t.slots[t.mask].code != ABSENT && t.slots[0].code != ABSENT);
+            let mut got = vec![0; all.len()];
+            t.get_many(&StringArray::from(all.clone()), 0, &mut got);
+            for (i, k) in all.iter().enumerate() {
+                let want = (i < n).then_some(i as u32);
+                assert_eq!(t.get(k), want, "{k} in a table of {n}");
+                assert_eq!(got[i], want.unwrap_or(ABSENT), "{k} in a table of {n}");
+            }
+        }
+        assert!(
+            wrapped > 10,
+            "only {wrapped} tables used their first and last slots"
+        );
+    }
+
     proptest! {
         /// Codes follow insertion order, and `get`/`get_many` agree with a HashMap on keys
         /// present and absent, short and long (past the 8 inline bytes), sharing prefixes.
@@ -330,6 +423,28 @@ mod tests {
             prop_assert_eq!(bulk.len(), m.len());
             for (k, &c) in &m {
                 prop_assert_eq!(bulk.get(k), Some(c));
+            }
+            // Built in parallel: the same codes (through the fallback when keys repeat).
+            let built = KeyTable::build(&keys.iter().map(String::as_str).collect::<Vec<_>>());
+            prop_assert_eq!(built.len(), m.len());
+            for (k, &c) in &m {
+                prop_assert_eq!(built.get(k), Some(c));
+                prop_assert_eq!(built.key(c), k.as_str());
+            }
+            // Distinct keys take the parallel path: code = position.
+            let mut distinct: Vec<&str> = vec![""; m.len()];
+            for (k, &c) in &m {
+                distinct[c as usize] = k;
+            }
+            let built = KeyTable::build(&distinct);
+            for (c, k) in distinct.iter().enumerate() {
+                prop_assert_eq!(built.get(k), Some(c as u32));
+                prop_assert_eq!(built.key(c as u32), *k);
+            }
+            let mut got = vec![0u32; probes.len()];
+            built.get_many(&StringArray::from(probes.clone()), 0, &mut got);
+            for (k, got) in probes.iter().zip(&got) {
+                prop_assert_eq!(*got, m.get(k).copied().unwrap_or(ABSENT));
             }
             for (k, &c) in &m {
                 prop_assert_eq!(t.key(c), k.as_str());

@@ -17,17 +17,18 @@
 //! before t, checked against the TTL.
 //!
 //! One worker per thread takes the next feature row group, decodes its key columns a batch at
-//! a time, looks up each row's patient code and buffers the row (times, row, code) in its
-//! patient's partition: a range of codes whose entity rows (about 4,096; contiguous, since
-//! codes are ranks) fit with their candidates in a core's L2 cache. Each partition is then
+//! a time, looks up each row's patient code and, if the row can win at one of its patient's
+//! entity rows at all (its event time in the patient's `Span`), buffers it (times, row,
+//! code) in its patient's partition: a range of codes whose entity rows (about 4,096;
+//! contiguous, since codes are ranks) fit with their candidates in a core's L2 cache. Each partition is then
 //! joined on its own, in parallel: its candidates recorded and swept with no cache misses
 //! to speak of and no merge between workers. A second pass decodes the feature columns of the
 //! row groups holding winners (a batch at a time, cut to its winners at once, where winners
 //! are dense; a row selection where they are sparse); each winner's place among them is its
 //! rank in a bitmap of the winning rows. Decoding and the work in memory are timed apart
 //! ([`AsofStats`]), as the peers time their load and their join. Memory: the entity rows,
-//! the buffered feature rows of known patients (24 bytes each), one decoded batch per
-//! worker, then the winners' feature columns.
+//! the buffered feature rows that can win (24 bytes each), one decoded batch per worker, then
+//! the winners' feature columns.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -82,6 +83,10 @@ pub struct AsofStats {
     pub feature_rows: usize,
     /// Output rows with a matching feature row.
     pub matched: usize,
+    /// Feature rows buffered for the join: those of patients with entity rows whose event
+    /// time can win at one of them (after the patient's first entity time less the TTL, at
+    /// most the last); the others are dropped once their patient is looked up.
+    pub buffered: usize,
     /// Load: seconds decoding the entity rows and the feature rows' key columns. The key
     /// columns are decoded, looked up and buffered in the same tasks, a batch at a time: that
     /// phase's seconds are split between this and `match_s` in proportion to the seconds its
@@ -176,13 +181,9 @@ fn sort_entities(parts: &[StringArray], times: &[i64]) -> Result<SortedEntities>
         }
     }
     starts.push(n as u32);
-    // The key table (one task, sequential) while the sorted columns are taken out.
+    // The key table while the sorted columns are taken out.
     let (table, (row_of, times)) = rayon::join(
-        || {
-            let mut table = KeyTable::with_capacity(ids.len());
-            table.insert_many(&ids);
-            table
-        },
+        || KeyTable::build(&ids),
         || {
             rayon::join(
                 || order.par_iter().map(|r| r.2).collect(),
@@ -336,6 +337,53 @@ fn patient_rows(starts: &[u32], times: &[i64]) -> Vec<PatientRows> {
         .collect()
 }
 
+/// The event times of the feature rows that can win at a patient's entity rows: after the
+/// first row's time less the TTL (an older row is out of the TTL at every row, so it gives no
+/// match whether it is recorded or not) and at most the last row's time (a later row is a
+/// candidate at no row). Rows outside are dropped before they are buffered.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    lo: i64,
+    hi: i64,
+}
+
+impl Span {
+    /// Whether `ev` is in the span (without a branch).
+    fn holds(self, ev: i64) -> bool {
+        (self.lo <= ev) & (ev <= self.hi)
+    }
+
+    /// The span of an unknown patient: holds no time.
+    const EMPTY: Span = Span {
+        lo: i64::MAX,
+        hi: i64::MIN,
+    };
+}
+
+/// Each patient's [`Span`], by code, then [`Span::EMPTY`] (for [`ABSENT`], the code of an
+/// unknown patient, taken down to the last index).
+fn spans(starts: &[u32], times: &[i64], ttl_us: Option<i64>) -> Vec<Span> {
+    starts
+        .windows(2)
+        .map(|w| {
+            let first = times[w[0] as usize];
+            let lo = match ttl_us {
+                // ev > first - ttl, i.e. ev >= first - ttl + 1 (all of them where
+                // first - ttl is below the range).
+                Some(ttl) => first
+                    .checked_sub(ttl)
+                    .map_or(i64::MIN, |x| x.saturating_add(1)),
+                None => i64::MIN,
+            };
+            Span {
+                lo,
+                hi: times[w[1] as usize - 1],
+            }
+        })
+        .chain([Span::EMPTY])
+        .collect()
+}
+
 /// Bits of a [`Rec`]'s `tag` that hold the feature row; the patient's code within its
 /// partition is above them.
 const ROW_BITS: u32 = 40;
@@ -361,6 +409,8 @@ struct Rec {
 struct Partitions {
     shift: u32,
     parts: Vec<Vec<Vec<Rec>>>,
+    /// Scratch: the rows of a batch that are kept.
+    kept: Vec<u32>,
 }
 
 impl Partitions {
@@ -382,17 +432,28 @@ impl Partitions {
             parts: (0..Partitions::count(n_codes, shift))
                 .map(|_| Vec::new())
                 .collect(),
+            kept: Vec::new(),
         }
     }
 
     /// Buffers the feature rows `row0..` (patient codes, event and created times) of known
-    /// patients in their partitions.
-    fn record(&mut self, codes: &[u32], ev: &[i64], cr: &[i64], row0: u64) {
+    /// patients in their partitions, those whose event time is in their patient's span only
+    /// (`spans` by code, an empty one last for unknown patients). Which rows are kept is
+    /// found first without branches (half of them go either way, at random: branches would
+    /// be mispredicted), then the kept rows are buffered.
+    fn record(&mut self, codes: &[u32], ev: &[i64], cr: &[i64], row0: u64, spans: &[Span]) {
+        let unknown = spans.len() - 1;
+        self.kept.clear();
+        self.kept.resize(codes.len(), 0);
+        let mut n = 0;
+        for (i, (&c, &e)) in codes.iter().zip(ev).enumerate() {
+            self.kept[n] = i as u32;
+            n += usize::from(spans[(c as usize).min(unknown)].holds(e));
+        }
         let low = (1u32 << self.shift) - 1;
-        for (i, &c) in codes.iter().enumerate() {
-            if c == ABSENT {
-                continue;
-            }
+        for &i in &self.kept[..n] {
+            let i = i as usize;
+            let c = codes[i];
             let chunks = &mut self.parts[(c >> self.shift) as usize];
             if chunks.last().is_none_or(|k| k.len() == CHUNK) {
                 chunks.push(Vec::with_capacity(CHUNK));
@@ -767,6 +828,7 @@ fn asof_join_in(
     stats.match_s = stats.sort_s;
     let (table, starts, ent_times) = (&sorted.table, &sorted.starts, &sorted.times);
     let patients = patient_rows(starts, ent_times);
+    let spans = spans(starts, ent_times, ttl_us);
     stats.rows = sorted.times.len();
     let n_ent = sorted.times.len();
 
@@ -804,7 +866,7 @@ fn asof_join_in(
                     codes.clear();
                     codes.resize(kb.patients.len(), ABSENT);
                     table.get_many(&kb.patients, 0, &mut codes);
-                    parts.record(&codes, &kb.events, &kb.created, kb.row);
+                    parts.record(&codes, &kb.events, &kb.created, kb.row, &spans);
                 };
                 if g == 0 {
                     let batches = first
@@ -835,6 +897,11 @@ fn asof_join_in(
     // are its own, so no merge).
     let t = Instant::now();
     let buffers: Vec<Partitions> = per_worker.into_iter().map(|w| w.0).collect();
+    stats.buffered = buffers
+        .iter()
+        .flat_map(|b| b.parts.iter().flatten())
+        .map(Vec::len)
+        .sum();
     let mut winner: Vec<Option<u64>> = vec![None; n_ent];
     let mut outs = Vec::with_capacity(Partitions::count(n_codes, shift));
     let mut rest = winner.as_mut_slice();
@@ -1116,9 +1183,28 @@ mod tests {
         let mut matched = [0usize; 2];
         for ttl in [Some(10 * DAY), None] {
             for part_rows in [1, 3, 50, 4096] {
-                let (out, _) =
+                let (out, stats) =
                     asof_join_in(&fp, &ep, ttl, &AsofColumns::default(), part_rows).unwrap();
                 assert_eq!(out.num_rows(), eid.len());
+                // Buffered: the rows of patients with entity rows, from after their first
+                // entity time less the TTL to their last entity time; some are dropped.
+                let span = |p: &str| {
+                    let ts = (0..eid.len()).filter(|&r| eid[r] == p).map(|r| et[r]);
+                    Some((ts.clone().min()?, ts.max()?))
+                };
+                let known = (0..n_feat).filter(|&f| span(&fid[f]).is_some()).count();
+                let can_win = (0..n_feat)
+                    .filter(|&f| {
+                        span(&fid[f]).is_some_and(|(first, last)| {
+                            ev[f] <= last && ttl.is_none_or(|ttl| ev[f] > first - ttl)
+                        })
+                    })
+                    .count();
+                assert_eq!(
+                    stats.buffered, can_win,
+                    "ttl {ttl:?}, part_rows {part_rows}"
+                );
+                assert!(can_win < known, "{can_win} of {known}: none dropped");
                 let rows = out.column(0).as_primitive::<arrow::datatypes::Int64Type>();
                 let n = out.column(3).as_primitive::<arrow::datatypes::Int64Type>();
                 for k in 0..out.num_rows() {
