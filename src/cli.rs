@@ -180,7 +180,7 @@ pub enum Command {
         /// The entity column holding the lookup times.
         #[arg(long, default_value = "timestamp")]
         time_column: String,
-        /// The training set's version name (default training-<set>).
+        /// The training set's version name (default: `training-` and the feature set's name).
         #[arg(long)]
         name: Option<String>,
     },
@@ -233,7 +233,8 @@ pub enum Command {
         /// The server's configuration (TOML; see examples/serve.toml).
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Allow a non-loopback address without authentication ([auth]) and TLS ([tls]).
+        /// Allow a non-loopback address without authentication (the config's `[auth]`) and TLS
+        /// (`[tls]`).
         #[arg(long)]
         insecure: bool,
         /// Worker threads of the server's runtime (default: the config's `threads`, else one
