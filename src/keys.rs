@@ -371,6 +371,76 @@ impl KeyTable {
     }
 }
 
+/// A [`KeyTable`]'s slots with a value of each key beside its slot, in the same cache line:
+/// a lookup loads the key's slot and its value at once, where a value in an array by code
+/// would be a second cache miss. The as-of join keeps each patient's span of times there
+/// (slot and span: 32 bytes); its key lookups took 0.63 s instead of 0.80 s at s10m.
+pub struct SideTable<'t, V> {
+    table: &'t KeyTable,
+    slots: Vec<(Slot, V)>,
+}
+
+impl<'t, V: Copy> SideTable<'t, V> {
+    /// `table`'s slots, each with `side[code]` (`none` beside the empty slots).
+    pub fn new(table: &'t KeyTable, side: &[V], none: V) -> Self {
+        let slots = table
+            .slots
+            .iter()
+            .map(|s| {
+                let v = if s.code == ABSENT {
+                    none
+                } else {
+                    side[s.code as usize]
+                };
+                (*s, v)
+            })
+            .collect();
+        SideTable { table, slots }
+    }
+
+    /// As [`KeyTable::get_many`] over all of `keys` (the same stages), each code with its
+    /// value; `(ABSENT, none)` for absent keys and nulls.
+    pub fn get_many(&self, keys: &StringArray, none: V, out: &mut Vec<(u32, V)>) {
+        out.clear();
+        let t = self.table;
+        let mut hashes = [0u64; RUN];
+        let mut first = [(EMPTY, none); RUN];
+        let mut base = 0;
+        while base < keys.len() {
+            let n = RUN.min(keys.len() - base);
+            for (j, h) in hashes[..n].iter_mut().enumerate() {
+                *h = t.hash(keys.value(base + j).as_bytes());
+            }
+            for (f, &h) in first[..n].iter_mut().zip(&hashes[..n]) {
+                *f = self.slots[t.home(h)];
+            }
+            for j in 0..n {
+                let i = base + j;
+                let k = keys.value(i).as_bytes();
+                let (s, v) = first[j];
+                out.push(if keys.is_null(i) || s.code == ABSENT {
+                    (ABSENT, none)
+                } else if t.holds(&s, hashes[j], k) {
+                    (s.code, v)
+                } else {
+                    let mut at = (t.home(hashes[j]) + 1) & t.mask;
+                    loop {
+                        let (s, v) = self.slots[at];
+                        if s.code == ABSENT {
+                            break (ABSENT, none);
+                        }
+                        if t.holds(&s, hashes[j], k) {
+                            break (s.code, v);
+                        }
+                        at = (at + 1) & t.mask;
+                    }
+                });
+            }
+            base += n;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -430,6 +500,18 @@ mod tests {
             for (k, &c) in &m {
                 prop_assert_eq!(built.get(k), Some(c));
                 prop_assert_eq!(built.key(c), k.as_str());
+            }
+            // Beside the slots, a value per code: found with the code, `none` when absent.
+            let side_vals: Vec<u64> = (0..m.len() as u64).map(|c| c * 3 + 1).collect();
+            let side = SideTable::new(&t, &side_vals, 0);
+            let mut found = Vec::new();
+            let all: Vec<&str> = keys.iter().chain(&probes).map(String::as_str).collect();
+            side.get_many(&StringArray::from(all.clone()), 0, &mut found);
+            prop_assert_eq!(found.len(), all.len());
+            for (k, &(c, v)) in all.iter().zip(&found) {
+                let want = t.get(k);
+                prop_assert_eq!(c, want.unwrap_or(ABSENT));
+                prop_assert_eq!(v, want.map_or(0, |c| u64::from(c) * 3 + 1));
             }
             // Distinct keys take the parallel path: code = position.
             let mut distinct: Vec<&str> = vec![""; m.len()];

@@ -18,9 +18,10 @@
 //!
 //! One worker per thread takes the next feature row group, decodes its key columns a batch at
 //! a time, looks up each row's patient code and, if the row can win at one of its patient's
-//! entity rows at all (its event time in the patient's `Span`), buffers it (times, row,
-//! code) in its patient's partition: a range of codes whose entity rows (about 4,096;
-//! contiguous, since codes are ranks) fit with their candidates in a core's L2 cache. Each partition is then
+//! entity rows at all (its event time in the patient's `Span`, found beside the patient's
+//! key table slot, in the same cache line), buffers it (times, row, code) in its patient's
+//! partition: a range of codes whose entity rows (about 4,096; contiguous, since codes are
+//! ranks) fit with their candidates in a core's L2 cache. Each partition is then
 //! joined on its own, in parallel: its candidates recorded and swept with no cache misses
 //! to speak of and no merge between workers. A second pass decodes the feature columns of the
 //! row groups holding winners (a batch at a time, cut to its winners at once, where winners
@@ -48,7 +49,7 @@ use parquet::arrow::ProjectionMask;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::keys::{sort_prefix, KeyTable, ABSENT};
+use crate::keys::{sort_prefix, KeyTable};
 
 /// Column names of the two inputs.
 #[derive(Debug, Clone)]
@@ -436,24 +437,20 @@ impl Partitions {
         }
     }
 
-    /// Buffers the feature rows `row0..` (patient codes, event and created times) of known
-    /// patients in their partitions, those whose event time is in their patient's span only
-    /// (`spans` by code, an empty one last for unknown patients). Which rows are kept is
-    /// found first without branches (half of them go either way, at random: branches would
-    /// be mispredicted), then the kept rows are buffered.
-    fn record(&mut self, codes: &[u32], ev: &[i64], cr: &[i64], row0: u64, spans: &[Span]) {
-        let unknown = spans.len() - 1;
+    /// Buffers the feature rows `row0..` (patient code and span in `found`, event and
+    /// created times) whose event time is in their patient's span.
+    fn record(&mut self, found: &[(u32, Span)], ev: &[i64], cr: &[i64], row0: u64) {
         self.kept.clear();
-        self.kept.resize(codes.len(), 0);
+        self.kept.resize(found.len(), 0);
         let mut n = 0;
-        for (i, (&c, &e)) in codes.iter().zip(ev).enumerate() {
+        for (i, (&(_, span), &e)) in found.iter().zip(ev).enumerate() {
             self.kept[n] = i as u32;
-            n += usize::from(spans[(c as usize).min(unknown)].holds(e));
+            n += usize::from(span.holds(e));
         }
         let low = (1u32 << self.shift) - 1;
         for &i in &self.kept[..n] {
             let i = i as usize;
-            let c = codes[i];
+            let c = found[i].0;
             let chunks = &mut self.parts[(c >> self.shift) as usize];
             if chunks.last().is_none_or(|k| k.len() == CHUNK) {
                 chunks.push(Vec::with_capacity(CHUNK));
@@ -829,6 +826,7 @@ fn asof_join_in(
     let (table, starts, ent_times) = (&sorted.table, &sorted.starts, &sorted.times);
     let patients = patient_rows(starts, ent_times);
     let spans = spans(starts, ent_times, ttl_us);
+    let side = crate::keys::SideTable::new(table, &spans, Span::EMPTY);
     stats.rows = sorted.times.len();
     let n_ent = sorted.times.len();
 
@@ -855,7 +853,7 @@ fn asof_join_in(
         .into_par_iter()
         .map(|_| -> Result<(Partitions, f64, f64)> {
             let mut parts = Partitions::new(n_codes, shift);
-            let mut codes = Vec::new();
+            let mut found = Vec::new();
             let (mut decode_s, mut record_s) = (0.0, 0.0);
             loop {
                 let g = next_group.fetch_add(1, Ordering::Relaxed);
@@ -863,10 +861,8 @@ fn asof_join_in(
                     return Ok((parts, decode_s, record_s));
                 }
                 let mut record = |kb: KeyBatch| {
-                    codes.clear();
-                    codes.resize(kb.patients.len(), ABSENT);
-                    table.get_many(&kb.patients, 0, &mut codes);
-                    parts.record(&codes, &kb.events, &kb.created, kb.row, &spans);
+                    side.get_many(&kb.patients, Span::EMPTY, &mut found);
+                    parts.record(&found, &kb.events, &kb.created, kb.row);
                 };
                 if g == 0 {
                     let batches = first
