@@ -361,8 +361,7 @@ impl Span {
     };
 }
 
-/// Each patient's [`Span`], by code, then [`Span::EMPTY`] (for [`ABSENT`], the code of an
-/// unknown patient, taken down to the last index).
+/// Each patient's [`Span`], by code.
 fn spans(starts: &[u32], times: &[i64], ttl_us: Option<i64>) -> Vec<Span> {
     starts
         .windows(2)
@@ -381,7 +380,6 @@ fn spans(starts: &[u32], times: &[i64], ttl_us: Option<i64>) -> Vec<Span> {
                 hi: times[w[1] as usize - 1],
             }
         })
-        .chain([Span::EMPTY])
         .collect()
 }
 
@@ -438,7 +436,8 @@ impl Partitions {
     }
 
     /// Buffers the feature rows `row0..` (patient code and span in `found`, event and
-    /// created times) whose event time is in their patient's span.
+    /// created times) whose event time is in their patient's span. Which rows are kept is
+    /// found first without branches (half go either way, at random), then those are buffered.
     fn record(&mut self, found: &[(u32, Span)], ev: &[i64], cr: &[i64], row0: u64) {
         self.kept.clear();
         self.kept.resize(found.len(), 0);
