@@ -953,44 +953,49 @@ fn asof_join_in(
 
     // 6. Join: the winners' values, in row group order, then each output row's.
     let t = Instant::now();
-    let values =
-        arrow::compute::concat_batches(&value_schema, parts.iter().flat_map(|p| &p.batches))?;
-    drop(parts);
-    // Position of each winning row in `values`: its rank among the winning rows.
-    let take_idx: UInt32Array = winner
-        .par_iter()
-        .map(|w| w.map(|w| won.rank(w)))
-        .collect::<Vec<Option<u32>>>()
-        .into();
-    let mut columns: Vec<ArrayRef> = vec![
-        Arc::new(Int64Array::from_iter_values(
-            sorted.row_of.iter().map(|&i| i64::from(i)),
-        )),
-        {
-            let patient = |c: usize| table.key(c as u32);
-            let bytes: usize = starts
-                .windows(2)
-                .enumerate()
-                .map(|(c, w)| (w[1] - w[0]) as usize * patient(c).len())
-                .sum();
-            let mut b = arrow::array::StringBuilder::with_capacity(n_ent, bytes);
-            for (c, w) in starts.windows(2).enumerate() {
-                for _ in w[0]..w[1] {
-                    b.append_value(patient(c));
-                }
+    // The entity rows' own columns in one task, the winners' values in others.
+    let key_columns = || -> Vec<ArrayRef> {
+        let patient = |c: usize| table.key(c as u32);
+        let bytes: usize = starts
+            .windows(2)
+            .enumerate()
+            .map(|(c, w)| (w[1] - w[0]) as usize * patient(c).len())
+            .sum();
+        let mut b = arrow::array::StringBuilder::with_capacity(n_ent, bytes);
+        for (c, w) in starts.windows(2).enumerate() {
+            for _ in w[0]..w[1] {
+                b.append_value(patient(c));
             }
-            Arc::new(b.finish())
-        },
-        Arc::new(
-            TimestampMicrosecondArray::from_iter_values(ent_times.iter().copied())
-                .with_timezone("UTC"),
-        ),
-    ];
-    let taken = values
-        .columns()
-        .par_iter()
-        .map(|c| arrow::compute::take(c.as_ref(), &take_idx, None))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
+        }
+        vec![
+            Arc::new(Int64Array::from_iter_values(
+                sorted.row_of.iter().map(|&i| i64::from(i)),
+            )),
+            Arc::new(b.finish()),
+            Arc::new(
+                TimestampMicrosecondArray::from_iter_values(ent_times.iter().copied())
+                    .with_timezone("UTC"),
+            ),
+        ]
+    };
+    let value_columns = || -> Result<Vec<ArrayRef>> {
+        let values =
+            arrow::compute::concat_batches(&value_schema, parts.iter().flat_map(|p| &p.batches))?;
+        // Position of each winning row in `values`: its rank among the winning rows.
+        let take_idx: UInt32Array = winner
+            .par_iter()
+            .map(|w| w.map(|w| won.rank(w)))
+            .collect::<Vec<Option<u32>>>()
+            .into();
+        Ok(values
+            .columns()
+            .par_iter()
+            .map(|c| arrow::compute::take(c.as_ref(), &take_idx, None))
+            .collect::<std::result::Result<Vec<_>, _>>()?)
+    };
+    let (mut columns, taken) = rayon::join(key_columns, value_columns);
+    drop(parts);
+    let taken = taken?;
     columns.extend(taken);
     let mut fields = vec![
         Field::new("row_id", DataType::Int64, false),
