@@ -617,6 +617,60 @@ impl CuratedTables {
         self.care_team.extend(other.care_team);
     }
 
+    /// The parts' rows one after the other, table by table, each table allocated once at
+    /// its final size (appending part by part would copy the rows of large tables as they
+    /// grow); the tables are joined in parallel.
+    pub fn concat(parts: Vec<CuratedTables>) -> CuratedTables {
+        fn join<T: Send>(lists: Vec<Vec<T>>) -> Vec<T> {
+            let mut all = Vec::with_capacity(lists.iter().map(Vec::len).sum());
+            for mut list in lists {
+                all.append(&mut list);
+            }
+            all
+        }
+        let n = parts.len();
+        let (mut pa, mut en, mut ob, mut co, mut pr, mut me, mut ct) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for p in parts {
+            pa.push(p.patients);
+            en.push(p.encounters);
+            ob.push(p.observations);
+            co.push(p.conditions);
+            pr.push(p.procedures);
+            me.push(p.medications);
+            ct.push(p.care_team);
+        }
+        // Observations are usually most of the rows: one task, the rest in the other.
+        let (
+            observations,
+            (((patients, encounters), (conditions, procedures)), (medications, care_team)),
+        ) = rayon::join(
+            || join(ob),
+            || {
+                rayon::join(
+                    || rayon::join(|| (join(pa), join(en)), || (join(co), join(pr))),
+                    || (join(me), join(ct)),
+                )
+            },
+        );
+        CuratedTables {
+            patients,
+            encounters,
+            observations,
+            conditions,
+            procedures,
+            medications,
+            care_team,
+        }
+    }
+
     /// Sorts every table into its canonical order (by id, then source, then knowledge time),
     /// so that the same rows give the same dataset hash whatever order the sources listed
     /// them in.

@@ -112,6 +112,23 @@ impl Parsed {
         self.bad.extend(other.bad);
         self.skipped.extend(other.skipped);
     }
+
+    /// The parts one after the other, each list allocated once at its final size.
+    pub fn concat(parts: Vec<Parsed>) -> Parsed {
+        let mut bad = Vec::with_capacity(parts.iter().map(|p| p.bad.len()).sum());
+        let mut skipped = Vec::with_capacity(parts.iter().map(|p| p.skipped.len()).sum());
+        let mut tables = Vec::with_capacity(parts.len());
+        for p in parts {
+            bad.extend(p.bad);
+            skipped.extend(p.skipped);
+            tables.push(p.tables);
+        }
+        Parsed {
+            tables: CuratedTables::concat(tables),
+            bad,
+            skipped,
+        }
+    }
 }
 
 /// Cuts `raw` to at most 4 KiB on a character boundary, for [`BadRecord::raw`].

@@ -61,6 +61,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveTime, TimeZone, Utc};
 use rayon::prelude::*;
@@ -86,64 +87,167 @@ pub fn parse_bundles(inputs: &[Input<'_>], ctx: &Context) -> Parsed {
     let empty = Index::default();
     let outcomes: Vec<Vec<Outcome>> = inputs
         .par_iter()
-        .map(|input| process_document(input.name, None, strip_bom(input.bytes), &empty, ctx))
+        .map(|input| {
+            let mut out = Vec::new();
+            let bytes = strip_bom(input.bytes);
+            process_document(input.name, None, bytes, &empty, None, ctx, &mut out);
+            out
+        })
         .collect();
-    assemble(outcomes.into_iter().flatten())
+    assemble(outcomes)
 }
 
 /// Parses FHIR Bulk Data NDJSON: one resource a line (typically one file per resource type,
 /// already decompressed). The `record` of every location is the 1-based line number; blank
 /// lines are not records and are passed over.
 ///
-/// A first, cheap pass reads only `resourceType` and `id` of every line (checking the rest
-/// is valid JSON without building it), so that `urn:uuid:` references and
-/// `medicationReference`s resolve across files, and so that lines of types Ward does not
-/// curate are skipped without a second look; the second pass curates the remaining lines in
-/// parallel, keeping input order. Never fails and never panics.
+/// One parallel pass takes each line once. A line that starts with the `resourceType` of a
+/// type Ward does not curate is only checked to be valid JSON ([`scan_head`], without
+/// building it: Claims and EOBs are most of a Synthea export's bytes) and skipped; any other
+/// line is parsed and curated at once. A resource whose curation needs the rest of the input
+/// (a `urn:uuid:` reference to another line, a `medicationReference` to a Medication of
+/// another line) is put aside. Only if there is one, a second parallel pass reads every
+/// line's `resourceType` and `id` (and every Medication's code) into an index, and the
+/// resources put aside are curated with it. Bulk exports use `Type/id` references, so the
+/// second pass is rare. Input order is kept. Never fails and never panics.
 pub fn parse_ndjson(inputs: &[Input<'_>], ctx: &Context) -> Parsed {
-    let lines: Vec<(&str, u64, &[u8])> = inputs
-        .iter()
-        .flat_map(|input| {
-            strip_bom(input.bytes)
-                .split(|b| *b == b'\n')
-                .enumerate()
-                .map(move |(i, line)| {
-                    let line = line.strip_suffix(b"\r").unwrap_or(line);
-                    (input.name, i as u64 + 1, line)
-                })
-        })
-        .filter(|(_, _, line)| !line.iter().all(u8::is_ascii_whitespace))
-        .collect();
-    let (index, heads) = Index::scan(&lines);
-    let outcomes: Vec<Vec<Outcome>> = lines
+    let per_input: Vec<Vec<(&str, u64, &[u8])>> = inputs
         .par_iter()
-        .zip(heads.par_iter())
-        .map(|(&(file, line_no, bytes), head)| match head {
-            // Valid JSON of a type Ward does not curate: checked without building it (the
-            // full parse is the costliest step), by the pre-pass when it could. Claims and
-            // EOBs are most of a Synthea export's bytes.
-            Some(LineHead {
-                resource_type: rtype,
-                valid,
-            }) if !CURATED.contains(&rtype.as_ref())
-                && rtype != "Bundle"
-                && (*valid || serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok()) =>
-            {
-                vec![Outcome {
-                    skipped: Some(Skipped {
-                        location: Location {
-                            file: file.to_string(),
-                            record: line_no,
-                        },
-                        what: rtype.to_string(),
-                    }),
-                    ..Outcome::default()
-                }]
+        .map(|input| {
+            let bytes = strip_bom(input.bytes);
+            let ends = memchr::memchr_iter(b'\n', bytes).chain(std::iter::once(bytes.len()));
+            let mut start = 0;
+            let mut lines = Vec::new();
+            for (i, end) in ends.enumerate() {
+                let line = bytes.get(start..end).unwrap_or_default();
+                start = end + 1;
+                if !line.iter().all(u8::is_ascii_whitespace) {
+                    let line = line.strip_suffix(b"\r").unwrap_or(line);
+                    lines.push((input.name, i as u64 + 1, line));
+                }
             }
-            _ => process_document(file, Some(line_no), bytes, &index, ctx),
+            lines
         })
         .collect();
-    assemble(outcomes.into_iter().flatten())
+    let lines: Vec<(&str, u64, &[u8])> = per_input.into_iter().flatten().collect();
+    let mut chunks: Vec<LineChunk> = lines
+        .par_chunks(LINES_PER_TASK)
+        .map(|chunk| {
+            let mut out = LineChunk {
+                outcomes: Vec::with_capacity(chunk.len()),
+                ..LineChunk::default()
+            };
+            for (k, &(file, line_no, bytes)) in chunk.iter().enumerate() {
+                out.line(k, file, line_no, bytes, ctx);
+            }
+            out
+        })
+        .collect();
+    if chunks.iter().any(|c| !c.deferred.is_empty()) {
+        let index = Index::of_lines(&lines);
+        chunks
+            .par_iter_mut()
+            .zip(lines.par_chunks(LINES_PER_TASK))
+            .for_each(|(c, chunk)| {
+                // Back to front, so that the earlier positions stay where they were.
+                for (k, at) in std::mem::take(&mut c.deferred).into_iter().rev() {
+                    if let Some(&(file, line_no, bytes)) = chunk.get(k) {
+                        let mut again = Vec::new();
+                        process_document(file, Some(line_no), bytes, &index, None, ctx, &mut again);
+                        c.outcomes.splice(at..at, again);
+                    }
+                }
+            });
+    }
+    assemble(chunks.into_iter().map(|c| c.outcomes).collect())
+}
+
+/// Lines per task of the NDJSON pass: enough to amortize a task, few enough to balance.
+const LINES_PER_TASK: usize = 256;
+
+/// What the NDJSON pass made of a run of consecutive lines.
+#[derive(Default)]
+struct LineChunk {
+    /// The outcomes of the lines, in line order, without those of deferred lines.
+    outcomes: Vec<Outcome>,
+    /// `(line within the run, position in outcomes)` of each line whose curation needs the
+    /// index of the whole input.
+    deferred: Vec<(usize, usize)>,
+}
+
+impl LineChunk {
+    /// Takes line `k` of the run.
+    fn line(&mut self, k: usize, file: &str, line_no: u64, bytes: &[u8], ctx: &Context) {
+        let curated_or_bundle = |t: &str| CURATED.contains(&t) || t == "Bundle";
+        // A line whose first member is not `resourceType` is parsed whole: in an export
+        // of the curated types that is the cheaper guess.
+        if peek_type(bytes).is_some_and(|t| !curated_or_bundle(t)) {
+            // Another type: read the two members (and check the line) without building it.
+            let head = scan_head(bytes).or_else(|| serde_json::from_slice(bytes).ok());
+            // A line the scanner accepted, or one serde read `IdOnly` from, is one JSON object.
+            if let Some(IdOnly {
+                resource_type: Some(rtype),
+                ..
+            }) = head
+            {
+                if !curated_or_bundle(&rtype) {
+                    self.outcomes.push(Outcome {
+                        skipped: Some(Skipped {
+                            location: Location {
+                                file: file.to_string(),
+                                record: line_no,
+                            },
+                            what: rtype.into_owned(),
+                        }),
+                        ..Outcome::default()
+                    });
+                    return;
+                }
+            }
+        }
+        let at = self.outcomes.len();
+        let pending = AtomicBool::new(false);
+        let empty = Index::default();
+        process_document(
+            file,
+            Some(line_no),
+            bytes,
+            &empty,
+            Some(&pending),
+            ctx,
+            &mut self.outcomes,
+        );
+        if pending.load(Ordering::Relaxed) {
+            self.outcomes.truncate(at);
+            self.deferred.push((k, at));
+        }
+    }
+}
+
+/// The `resourceType` of a line whose first member it is, without escapes: Bulk exports
+/// write it first. Only a guess at the type, to route the line; what counts is read later.
+fn peek_type(b: &[u8]) -> Option<&str> {
+    use scan::ws;
+    let mut i = ws(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = ws(b, i + 1);
+    let key = b"\"resourceType\"";
+    if b.get(i..i + key.len())? != key {
+        return None;
+    }
+    i = ws(b, i + key.len());
+    if b.get(i) != Some(&b':') {
+        return None;
+    }
+    i = ws(b, i + 1);
+    if b.get(i) != Some(&b'"') {
+        return None;
+    }
+    let rest = b.get(i + 1..)?;
+    let end = rest.iter().position(|&c| c == b'"' || c == b'\\')?;
+    std::str::from_utf8(rest.get(..end)?).ok()
 }
 
 fn strip_bom(bytes: &[u8]) -> &[u8] {
@@ -225,68 +329,84 @@ struct Outcome {
     skipped: Option<Skipped>,
 }
 
-/// Applies version retractions and flattens outcomes into a [`Parsed`], in input order.
-fn assemble(outcomes: impl Iterator<Item = Outcome>) -> Parsed {
-    let mut outcomes: Vec<Outcome> = outcomes.collect();
-    retract_superseded(&mut outcomes);
-    let mut parsed = Parsed::default();
-    for o in outcomes {
-        parsed.bad.extend(o.bad);
-        parsed.skipped.extend(o.skipped);
-        let t = &mut parsed.tables;
-        match o.curated.map(|c| c.rows) {
-            None => {}
-            Some(Rows::Patient(r)) => t.patients.push(r),
-            Some(Rows::Encounter(r, team)) => {
-                t.encounters.push(r);
-                t.care_team.extend(team);
+/// Applies version retractions and flattens outcomes (runs of them, in input order) into a
+/// [`Parsed`], in input order. The runs become tables in parallel.
+fn assemble(mut runs: Vec<Vec<Outcome>>) -> Parsed {
+    retract_superseded(&mut runs);
+    let parts: Vec<Parsed> = runs
+        .into_par_iter()
+        .map(|run| {
+            let mut parsed = Parsed::default();
+            for o in run {
+                parsed.bad.extend(o.bad);
+                parsed.skipped.extend(o.skipped);
+                let t = &mut parsed.tables;
+                match o.curated.map(|c| c.rows) {
+                    None => {}
+                    Some(Rows::Patient(r)) => t.patients.push(r),
+                    Some(Rows::Encounter(r, team)) => {
+                        t.encounters.push(r);
+                        t.care_team.extend(team);
+                    }
+                    Some(Rows::Observations(rows)) => t.observations.extend(rows),
+                    Some(Rows::Condition(r)) => t.conditions.push(r),
+                    Some(Rows::Procedure(r)) => t.procedures.push(r),
+                    Some(Rows::Medications(rows)) => t.medications.extend(rows),
+                }
             }
-            Some(Rows::Observations(rows)) => t.observations.extend(rows),
-            Some(Rows::Condition(r)) => t.conditions.push(r),
-            Some(Rows::Procedure(r)) => t.procedures.push(r),
-            Some(Rows::Medications(rows)) => t.medications.extend(rows),
-        }
-    }
-    parsed
+            parsed
+        })
+        .collect();
+    Parsed::concat(parts)
 }
 
 /// Sets `retracted_at` of every resource version that a later version of the same
-/// `ResourceType/id` supersedes.
-fn retract_superseded(outcomes: &mut [Outcome]) {
+/// `ResourceType/id` supersedes. `runs` are runs of outcomes in input order.
+fn retract_superseded(runs: &mut [Vec<Outcome>]) {
     // Most resources have one version: the first of each key is remembered, and a list is
-    // made only for keys seen again.
-    let mut first: FastMap<(Table, &str), usize> =
-        FastMap::with_capacity_and_hasher(outcomes.len(), Default::default());
-    let mut groups: FastMap<usize, Vec<usize>> = FastMap::default();
-    for (i, o) in outcomes.iter().enumerate() {
-        if let Some(Curated {
-            key: Some((table, id)),
-            ..
-        }) = &o.curated
-        {
-            let at = *first.entry((*table, id.as_str())).or_insert(i);
-            if at != i {
-                groups.entry(at).or_insert_with(|| vec![at]).push(i);
-            }
-        }
-    }
-    let mut retractions: Vec<(usize, DateTime<Utc>)> = Vec::new();
-    for mut members in groups.into_values() {
-        let order = |i: &usize| {
-            let c = outcomes.get(*i).and_then(|o| o.curated.as_ref());
-            (c.map(|c| c.known_at), c.and_then(|c| c.version), *i)
-        };
-        members.sort_by_key(order);
-        for pair in members.windows(2) {
-            if let [earlier, later] = pair {
-                if let Some(next) = outcomes.get(*later).and_then(|o| o.curated.as_ref()) {
-                    retractions.push((*earlier, next.known_at));
+    // made only for keys seen again. Positions are (run, outcome), in input order.
+    type At = (usize, usize);
+    let total = runs.iter().map(Vec::len).sum();
+    let mut first: FastMap<(Table, &str), At> =
+        FastMap::with_capacity_and_hasher(total, Default::default());
+    let mut groups: FastMap<At, Vec<At>> = FastMap::default();
+    for (r, run) in runs.iter().enumerate() {
+        for (i, o) in run.iter().enumerate() {
+            if let Some(Curated {
+                key: Some((table, id)),
+                ..
+            }) = &o.curated
+            {
+                let at = *first.entry((*table, id.as_str())).or_insert((r, i));
+                if at != (r, i) {
+                    groups.entry(at).or_insert_with(|| vec![at]).push((r, i));
                 }
             }
         }
     }
-    for (i, at) in retractions {
-        if let Some(c) = outcomes.get_mut(i).and_then(|o| o.curated.as_mut()) {
+    let curated = |runs: &[Vec<Outcome>], (r, i): At| {
+        runs.get(r)
+            .and_then(|run| run.get(i))
+            .and_then(|o| o.curated.as_ref())
+            .map(|c| (c.known_at, c.version))
+    };
+    let mut retractions: Vec<(At, DateTime<Utc>)> = Vec::new();
+    for mut members in groups.into_values() {
+        members.sort_by_key(|at| {
+            let c = curated(runs, *at);
+            (c.map(|c| c.0), c.and_then(|c| c.1), *at)
+        });
+        for pair in members.windows(2) {
+            if let [earlier, later] = pair {
+                if let Some((known_at, _)) = curated(runs, *later) {
+                    retractions.push((*earlier, known_at));
+                }
+            }
+        }
+    }
+    for ((r, i), at) in retractions {
+        let c = runs.get_mut(r).and_then(|run| run.get_mut(i));
+        if let Some(c) = c.and_then(|o| o.curated.as_mut()) {
             c.rows.for_each_meta(|m| {
                 m.retracted_at = Some(m.retracted_at.map_or(at, |r| r.min(at)));
             });
@@ -372,7 +492,8 @@ struct Index<'a> {
     meds: HashMap<String, Fx<DrugCodes>>,
 }
 
-/// The two fields the NDJSON pre-pass reads; everything else is skipped unparsed.
+/// The two fields read of an NDJSON line of a type Ward does not curate; everything else is
+/// skipped unparsed.
 #[derive(Deserialize)]
 struct IdOnly<'a> {
     #[serde(rename = "resourceType", borrow)]
@@ -571,14 +692,6 @@ mod scan {
     }
 }
 
-/// What the NDJSON pre-pass learned of a line with a `resourceType`.
-struct LineHead<'a> {
-    resource_type: Cow<'a, str>,
-    /// The whole line was checked to be valid JSON ([`scan_head`]); otherwise only serde's
-    /// reading of the two members is known.
-    valid: bool,
-}
-
 /// The resource types that feed curated tables (Medication only helps resolve orders).
 const CURATED: [&str; 6] = [
     "Patient",
@@ -590,52 +703,36 @@ const CURATED: [&str; 6] = [
 ];
 
 impl<'a> Index<'a> {
-    /// The NDJSON pre-pass over every line: the index, and each line's `resourceType` when
-    /// the line is valid JSON that has one.
-    fn scan(lines: &[(&'a str, u64, &'a [u8])]) -> (Self, Vec<Option<LineHead<'a>>>) {
-        type Found<'l> = (
-            Option<LineHead<'l>>,
-            Option<Cow<'l, str>>,
-            Option<Fx<DrugCodes>>,
-        );
-        let found: Vec<Found<'a>> = lines
+    /// The index of NDJSON lines, read in parallel without building them (but for
+    /// Medications): the first line with an id gives its type, the last Medication with an
+    /// id gives its code. Lines that are not JSON objects with both are left out.
+    fn of_lines(lines: &[(&'a str, u64, &'a [u8])]) -> Self {
+        type Entry<'l> = (Cow<'l, str>, Cow<'l, str>, Option<Fx<DrugCodes>>);
+        let found: Vec<Option<Entry<'a>>> = lines
             .par_iter()
             .map(|&(_, _, bytes)| {
-                let (head, valid) = match scan_head(bytes) {
-                    Some(head) => (head, true),
-                    None => match serde_json::from_slice::<IdOnly<'a>>(bytes) {
-                        Ok(head) => (head, false),
-                        Err(_) => return (None, None, None),
-                    },
-                };
-                let med = (head.resource_type.as_deref() == Some("Medication"))
+                let head = scan_head(bytes)
+                    .or_else(|| serde_json::from_slice::<IdOnly<'a>>(bytes).ok())?;
+                let (rtype, id) = (head.resource_type?, head.id?);
+                let med = (rtype == "Medication")
                     .then(|| Value::parse(bytes).ok())
                     .flatten()
                     .map(|v| medication_code(&v));
-                let line = head.resource_type.map(|resource_type| LineHead {
-                    resource_type,
-                    valid,
-                });
-                (line, head.id, med)
+                Some((id, rtype, med))
             })
             .collect();
         let mut ids = FastMap::with_capacity_and_hasher(found.len(), Default::default());
         let mut meds = HashMap::new();
-        let mut heads = Vec::with_capacity(found.len());
-        for (line, id, med) in found {
-            if let (Some(line), Some(id)) = (&line, id) {
-                if let Some(med) = med {
-                    meds.insert(id.to_string(), med);
-                }
-                ids.entry(id).or_insert_with(|| line.resource_type.clone());
+        for (id, rtype, med) in found.into_iter().flatten() {
+            if let Some(med) = med {
+                meds.insert(id.to_string(), med);
             }
-            heads.push(line);
+            ids.entry(id).or_insert(rtype);
         }
-        let index = Index {
+        Index {
             ids: Some(ids),
             meds,
-        };
-        (index, heads)
+        }
     }
 }
 
@@ -779,13 +876,18 @@ impl<'a> Walker<'a> {
 }
 
 /// Parses, walks and curates one document (a file, or one NDJSON line).
-fn process_document(
-    file: &str,
+///
+/// Appends the outcomes to `out`. With `pending`, the input's [`Index`] is not known yet: a
+/// resource that needs it sets `pending` (and its outcome is to be thrown away).
+fn process_document<'a>(
+    file: &'a str,
     line: Option<u64>,
-    bytes: &[u8],
+    bytes: &'a [u8],
     index: &Index<'_>,
+    pending: Option<&AtomicBool>,
     ctx: &Context,
-) -> Vec<Outcome> {
+    out: &mut Vec<Outcome>,
+) {
     let doc = match Value::parse(bytes) {
         Ok(doc) => doc,
         Err(e) => {
@@ -800,10 +902,11 @@ fn process_document(
                 detail: format!("not valid JSON: {e}"),
                 raw: Raw::Bytes(bytes).text(),
             };
-            return vec![Outcome {
+            out.push(Outcome {
                 bad: vec![bad],
                 ..Outcome::default()
-            }];
+            });
+            return;
         }
     };
     let raw = match line {
@@ -839,19 +942,21 @@ fn process_document(
     let Walker {
         steps, urls, meds, ..
     } = walker;
+
     let rz = Resolver {
         urls: &urls,
         meds: &meds,
         index,
+        pending,
     };
     let run = |step: Step<'_>| match step {
         Step::Done(o) => *o,
         Step::Unit(u) => curate(&u, &rz, ctx),
     };
     if steps.len() > 64 {
-        steps.into_par_iter().map(run).collect()
+        out.par_extend(steps.into_par_iter().map(run));
     } else {
-        steps.into_iter().map(run).collect()
+        out.extend(steps.into_iter().map(run));
     }
 }
 
@@ -875,6 +980,8 @@ struct Resolver<'r, 'a> {
     urls: &'r HashMap<&'a str, Target<'a>>,
     meds: &'r HashMap<&'a str, Fx<DrugCodes>>,
     index: &'r Index<'r>,
+    /// Set when `index` is not the input's yet and a lookup needed it.
+    pending: Option<&'r AtomicBool>,
 }
 
 impl<'r> Resolver<'r, '_> {
@@ -890,6 +997,9 @@ impl<'r> Resolver<'r, '_> {
             return Ref::Contained(id);
         }
         if reference.starts_with("urn:") {
+            if let Some(p) = self.pending {
+                p.store(true, Ordering::Relaxed);
+            }
             let found = reference.strip_prefix("urn:uuid:").and_then(|uuid| {
                 let ids = self.index.ids.as_ref()?;
                 let (id, rtype) = ids.get_key_value(uuid)?;
@@ -904,13 +1014,22 @@ impl<'r> Resolver<'r, '_> {
     }
 
     fn medication(&self, id: &str) -> Option<&Fx<DrugCodes>> {
-        self.meds.get(id).or_else(|| self.index.meds.get(id))
+        self.meds.get(id).or_else(|| {
+            if let Some(p) = self.pending {
+                p.store(true, Ordering::Relaxed);
+            }
+            self.index.meds.get(id)
+        })
     }
 }
 
 /// `Type/id`, `base/Type/id` or `.../Type/id/_history/v` → `(Type, id)`.
 fn literal_reference(reference: &str) -> Option<Target<'_>> {
-    let path = reference.split(['?', '#']).next().unwrap_or(reference);
+    let end = reference
+        .bytes()
+        .position(|c| c == b'?' || c == b'#')
+        .unwrap_or(reference.len());
+    let path = reference.get(..end)?;
     let mut parts = path.trim_end_matches('/').rsplit('/');
     let (mut id, mut rtype) = (parts.next()?, parts.next()?);
     if id == "_history" {
@@ -920,12 +1039,12 @@ fn literal_reference(reference: &str) -> Option<Target<'_>> {
         // `Type/id/_history/v`
         (id, rtype) = (parts.next()?, parts.next()?);
     }
-    let type_ok = rtype.chars().next().is_some_and(|c| c.is_ascii_uppercase())
-        && rtype.chars().all(|c| c.is_ascii_alphanumeric());
+    let type_ok = rtype.bytes().next().is_some_and(|c| c.is_ascii_uppercase())
+        && rtype.bytes().all(|c| c.is_ascii_alphanumeric());
     let id_ok = !id.is_empty()
         && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.');
     (type_ok && id_ok).then_some(Target { rtype, id })
 }
 
@@ -2570,6 +2689,93 @@ mod tests {
             .map(|s| (s.what.as_str(), s.location.record))
             .collect();
         assert_eq!(skipped, [("Immunization", 5), ("Medication", 1)]);
+    }
+
+    #[test]
+    fn lines_needing_the_whole_index_keep_their_place() {
+        // Many tasks' worth of lines. Every third observation names its patient by a
+        // `urn:uuid:` of a Patient line that comes later (curated once the pass is over),
+        // every seventh names one that does not exist; the others use `Patient/id`.
+        let n = LINES_PER_TASK * 3 + 17;
+        let mut obs = String::new();
+        let mut expected = Vec::new();
+        let mut dangling = Vec::new();
+        for i in 0..n {
+            let (reference, patient) = match i {
+                _ if i % 7 == 0 => ("urn:uuid:nobody".to_string(), None),
+                _ if i % 3 == 0 => (format!("urn:uuid:p{}", i % 5), Some(format!("p{}", i % 5))),
+                _ => (format!("Patient/p{}", i % 5), Some(format!("p{}", i % 5))),
+            };
+            // Every other line has its `resourceType` last.
+            let (first, last) = match i % 2 {
+                0 => ("\"resourceType\":\"Observation\",", ""),
+                _ => ("", ",\"resourceType\":\"Observation\""),
+            };
+            obs.push_str(&format!(
+                "{{{first}\"id\":\"o{i}\",\"code\":{{\"coding\":[{{\"system\":\"http://loinc.org\",\"code\":\"1-8\"}}]}},\"subject\":{{\"reference\":\"{reference}\"}},\"effectiveDateTime\":\"2020\"{last}}}\n"
+            ));
+            match patient {
+                Some(p) => expected.push((format!("o{i}"), p)),
+                None => dangling.push(i as u64 + 1),
+            }
+        }
+        let mut meds = String::new();
+        for i in 0..n {
+            // Half the orders name a Medication of a later file.
+            let drug = match i % 2 {
+                0 => format!("\"medicationReference\":{{\"reference\":\"Medication/d{}\"}}", i % 4),
+                _ => "\"medicationCodeableConcept\":{\"coding\":[{\"system\":\"http://www.nlm.nih.gov/research/umls/rxnorm\",\"code\":\"7\"}]}".to_string(),
+            };
+            meds.push_str(&format!(
+                "{{\"resourceType\":\"MedicationRequest\",\"id\":\"m{i}\",{drug},\"subject\":{{\"reference\":\"Patient/p1\"}},\"authoredOn\":\"2020-01-01\"}}\n"
+            ));
+        }
+        let mut later = String::new();
+        for p in 0..5 {
+            later.push_str(&format!(
+                "{{\"resourceType\":\"Patient\",\"id\":\"p{p}\"}}\n"
+            ));
+        }
+        for d in 0..4 {
+            // Half with `resourceType` first (checked, not built), half with it last.
+            let code = format!("\"code\":{{\"coding\":[{{\"system\":\"http://www.nlm.nih.gov/research/umls/rxnorm\",\"code\":\"10{d}\"}}]}}");
+            later.push_str(&match d % 2 {
+                0 => format!("{{\"resourceType\":\"Medication\",\"id\":\"d{d}\",{code}}}\n"),
+                _ => format!("{{\"id\":\"d{d}\",{code},\"resourceType\":\"Medication\"}}\n"),
+            });
+        }
+        let parsed = ndjson(&[
+            ("Observation.ndjson", &obs),
+            ("MedicationRequest.ndjson", &meds),
+            ("Later.ndjson", &later),
+        ]);
+        let got: Vec<(String, String)> = parsed
+            .tables
+            .observations
+            .iter()
+            .map(|o| (o.observation_id.clone(), o.patient_id.clone()))
+            .collect();
+        assert_eq!(got, expected);
+        let bad: Vec<u64> = parsed.bad.iter().map(|b| b.location.record).collect();
+        assert_eq!(bad, dangling);
+        assert!(parsed.bad.iter().all(|b| b.reason == "dangling_reference"));
+        let drugs: Vec<(String, String)> = parsed
+            .tables
+            .medications
+            .iter()
+            .map(|m| (m.medication_id.clone(), m.code.code.clone()))
+            .collect();
+        let wanted: Vec<(String, String)> = (0..n)
+            .map(|i| {
+                let code = match i % 2 {
+                    0 => format!("10{}", i % 4),
+                    _ => "7".to_string(),
+                };
+                (format!("m{i}"), code)
+            })
+            .collect();
+        assert_eq!(drugs, wanted);
+        assert_eq!(parsed.tables.patients.len(), 5);
     }
 
     #[test]

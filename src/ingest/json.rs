@@ -5,7 +5,10 @@
 //! and ordering is most of the parse. Here a string without escapes and every key without
 //! escapes point into the input, and an object is a vector of its members in input order
 //! (a key's lookup is a short linear scan; with a repeated key the last one wins, as in
-//! `serde_json::Value`). Parsing, depth limit and error messages are serde_json's.
+//! `serde_json::Value`). A hand-written parser reads the common case (text that is UTF-8 as a
+//! whole, nesting up to 100 levels) and leaves numbers other than plain integers, strings with
+//! escapes, and anything it does not accept to serde_json: values, what is accepted, the
+//! depth limit and error messages are serde_json's.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -93,7 +96,10 @@ impl<'a> Value<'a> {
     /// # Errors
     /// serde_json's error (line and column) for text that is not one JSON value.
     pub(crate) fn parse(bytes: &'a [u8]) -> serde_json::Result<Value<'a>> {
-        serde_json::from_slice(bytes)
+        match fast::parse(bytes) {
+            Some(v) => Ok(v),
+            None => serde_json::from_slice(bytes),
+        }
     }
 
     /// An object's member by key, or an array's item by position.
@@ -284,8 +290,225 @@ impl<'de> Visitor<'de> for KeyVisitor {
     }
 }
 
+/// A parser for the common case, several times faster than building the tree through serde:
+/// one pass over text that is UTF-8 as a whole, strings without escapes borrowed as they are
+/// found. It hands serde_json the tokens it does not read itself (numbers other than plain
+/// integers, strings with escapes), so their values are serde_json's. It gives up (`None`)
+/// on anything else, never accepting what serde_json refuses: [`Value::parse`] then asks
+/// serde_json, whose answer and error message count.
+mod fast {
+    use std::borrow::Cow;
+
+    use super::Value;
+
+    /// Containers nested deeper than this are left to serde_json (its limit is 128).
+    const MAX_DEPTH: usize = 100;
+
+    pub(super) fn parse(bytes: &[u8]) -> Option<Value<'_>> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let mut p = Parser {
+            text,
+            b: text.as_bytes(),
+            i: 0,
+            members: Vec::new(),
+            items: Vec::new(),
+        };
+        let v = p.value(0)?;
+        p.ws();
+        (p.i == p.b.len()).then_some(v)
+    }
+
+    /// The position of the first `"`, `\` or control character at or after `j` (or a
+    /// position at or past the end): eight bytes a step, with the usual word tricks.
+    pub(super) fn next_special(b: &[u8], mut j: usize) -> usize {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const HIGH: u64 = 0x8080_8080_8080_8080;
+        // The high bit of the first byte of `x` that is zero (later bytes may be flagged
+        // falsely, never earlier ones).
+        let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+        while let Some(word) = b.get(j..j + 8) {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(word);
+            let w = u64::from_le_bytes(w);
+            let hits = zero(w ^ (ONES * u64::from(b'"')))
+                | zero(w ^ (ONES * u64::from(b'\\')))
+                | (w.wrapping_sub(ONES * 0x20) & !w & HIGH);
+            if hits != 0 {
+                return j + (hits.trailing_zeros() / 8) as usize;
+            }
+            j += 8;
+        }
+        j
+    }
+
+    struct Parser<'a> {
+        text: &'a str,
+        b: &'a [u8],
+        /// The next byte to read.
+        i: usize,
+        /// The members of the objects being read, innermost last: each object's list is
+        /// allocated once, at its size, when it closes.
+        members: Vec<(Cow<'a, str>, Value<'a>)>,
+        /// The same for the items of arrays.
+        items: Vec<Value<'a>>,
+    }
+
+    impl<'a> Parser<'a> {
+        fn ws(&mut self) {
+            while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.b.get(self.i) {
+                self.i += 1;
+            }
+        }
+
+        /// Reads past `c` (after whitespace), or gives up.
+        fn expect(&mut self, c: u8) -> Option<()> {
+            self.ws();
+            (self.b.get(self.i) == Some(&c)).then(|| self.i += 1)
+        }
+
+        fn value(&mut self, depth: usize) -> Option<Value<'a>> {
+            self.ws();
+            match *self.b.get(self.i)? {
+                b'{' => self.object(depth + 1),
+                b'[' => self.array(depth + 1),
+                b'"' => self.string().map(Value::String),
+                b't' => self.literal(b"true", Value::Bool(true)),
+                b'f' => self.literal(b"false", Value::Bool(false)),
+                b'n' => self.literal(b"null", Value::Null),
+                b'-' | b'0'..=b'9' => self.number(),
+                _ => None,
+            }
+        }
+
+        fn object(&mut self, depth: usize) -> Option<Value<'a>> {
+            if depth > MAX_DEPTH {
+                return None;
+            }
+            self.i += 1;
+            self.ws();
+            if self.b.get(self.i) == Some(&b'}') {
+                self.i += 1;
+                return Some(Value::Object(Vec::new()));
+            }
+            let from = self.members.len();
+            loop {
+                self.ws();
+                if self.b.get(self.i) != Some(&b'"') {
+                    return None;
+                }
+                let key = self.string()?;
+                self.expect(b':')?;
+                let value = self.value(depth)?;
+                self.members.push((key, value));
+                self.ws();
+                match *self.b.get(self.i)? {
+                    b',' => self.i += 1,
+                    b'}' => {
+                        self.i += 1;
+                        return Some(Value::Object(self.members.drain(from..).collect()));
+                    }
+                    _ => return None,
+                }
+            }
+        }
+
+        fn array(&mut self, depth: usize) -> Option<Value<'a>> {
+            if depth > MAX_DEPTH {
+                return None;
+            }
+            self.i += 1;
+            self.ws();
+            if self.b.get(self.i) == Some(&b']') {
+                self.i += 1;
+                return Some(Value::Array(Vec::new()));
+            }
+            let from = self.items.len();
+            loop {
+                let item = self.value(depth)?;
+                self.items.push(item);
+                self.ws();
+                match *self.b.get(self.i)? {
+                    b',' => self.i += 1,
+                    b']' => {
+                        self.i += 1;
+                        return Some(Value::Array(self.items.drain(from..).collect()));
+                    }
+                    _ => return None,
+                }
+            }
+        }
+
+        /// A string at `self.i` (its opening quote): borrowed, or unescaped by serde_json.
+        fn string(&mut self) -> Option<Cow<'a, str>> {
+            let start = self.i + 1;
+            let mut j = start;
+            loop {
+                j = next_special(self.b, j);
+                match *self.b.get(j)? {
+                    b'"' => {
+                        let s = self.text.get(start..j)?;
+                        self.i = j + 1;
+                        return Some(Cow::Borrowed(s));
+                    }
+                    b'\\' => break,
+                    0..=0x1f => return None,
+                    _ => j += 1,
+                }
+            }
+            // Escapes: find the closing quote, and let serde_json unescape the token.
+            loop {
+                match *self.b.get(j)? {
+                    b'"' => break,
+                    b'\\' => j += 2,
+                    0..=0x1f => return None,
+                    _ => j += 1,
+                }
+            }
+            let token = self.text.get(self.i..=j)?;
+            let s: String = serde_json::from_str(token).ok()?;
+            self.i = j + 1;
+            Some(Cow::Owned(s))
+        }
+
+        fn literal(&mut self, word: &[u8], v: Value<'a>) -> Option<Value<'a>> {
+            let end = self.i + word.len();
+            (self.b.get(self.i..end)? == word).then(|| {
+                self.i = end;
+                v
+            })
+        }
+
+        /// A plain integer (no sign, no leading zero, at most 18 digits) is read here;
+        /// any other number token is read by serde_json.
+        fn number(&mut self) -> Option<Value<'a>> {
+            let start = self.i;
+            let mut j = start;
+            while let Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') = self.b.get(j) {
+                j += 1;
+            }
+            let token = self.b.get(start..j)?;
+            let plain = token.len() <= 18
+                && token.first().is_some_and(|c| (b'1'..=b'9').contains(c))
+                && token.iter().all(u8::is_ascii_digit);
+            let v = if plain {
+                let n = token.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+                Value::Number(super::Number::PosInt(n))
+            } else {
+                match serde_json::from_slice::<Value<'_>>(token).ok()? {
+                    Value::Number(n) => Value::Number(n),
+                    _ => return None,
+                }
+            };
+            self.i = j;
+            Some(v)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -326,6 +549,137 @@ mod tests {
         assert_eq!(v.get("s").unwrap().to_string(), r#""a\nb""#);
         let round: serde_json::Value = serde_json::from_str(&v.to_string()).unwrap();
         assert_eq!(round.get("s"), theirs.get("s"));
+    }
+
+    /// Arbitrary JSON: every kind of number, strings with escapes and any character, nesting.
+    fn any_json() -> impl Strategy<Value = serde_json::Value> {
+        use serde_json::Value as J;
+        let leaf = prop_oneof![
+            Just(J::Null),
+            any::<bool>().prop_map(J::from),
+            any::<i64>().prop_map(J::from),
+            any::<u64>().prop_map(J::from),
+            (0u64..1000).prop_map(J::from),
+            any::<f64>()
+                .prop_filter("finite", |x| x.is_finite())
+                .prop_map(J::from),
+            "[a-z]{0,12}".prop_map(J::from),
+            ".{0,12}".prop_map(J::from),
+        ];
+        leaf.prop_recursive(5, 64, 8, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(J::Array),
+                proptest::collection::vec(("[a-z]{0,6}|.{0,4}", inner), 0..6)
+                    .prop_map(|m| J::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn the_fast_parser_reads_json_as_serde_does(v in any_json(), pretty in any::<bool>()) {
+            let text = if pretty {
+                serde_json::to_string_pretty(&v).expect("serializes")
+            } else {
+                v.to_string()
+            };
+            let ours = fast::parse(text.as_bytes());
+            let theirs: Value<'_> = serde_json::from_str(&text).expect("serde reads its own output");
+            prop_assert_eq!(ours, Some(theirs), "{}", text);
+        }
+
+        #[test]
+        fn the_word_scan_finds_the_first_special_byte(
+            bytes in proptest::collection::vec(prop_oneof![Just(b'"'), Just(b'\\'), 0u8..0x20, 0x20u8..=255, 0x20u8..0x7f, 0x20u8..0x7f, 0x20u8..0x7f], 0..40),
+            from in 0usize..40,
+        ) {
+            let from = from.min(bytes.len());
+            let naive = bytes[from..]
+                .iter()
+                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+                .map(|p| from + p);
+            let found = fast::next_special(&bytes, from);
+            match naive {
+                // Only the last, shorter than a word, bytes are left for the byte loop.
+                Some(p) => prop_assert!(found == p || (found <= p && bytes.len() - found < 8)),
+                None => prop_assert!(found >= bytes.len() || bytes.len() - found < 8),
+            }
+        }
+
+        #[test]
+        fn the_fast_parser_accepts_only_what_serde_accepts(
+            v in any_json(),
+            flips in proptest::collection::vec((0usize..4000, any::<u8>()), 1..4),
+        ) {
+            let mut bytes = v.to_string().into_bytes();
+            for (at, b) in flips {
+                let n = bytes.len();
+                if let Some(x) = bytes.get_mut(at % n) {
+                    // Mostly JSON's own bytes, so that many garbled texts stay close to JSON.
+                    const JSONISH: &[u8] = b"{}[]:,\"\\ 0123456789-+.eEtrufalsn/u\t";
+                    *x = if b < 128 { JSONISH[b as usize % JSONISH.len()] } else { b };
+                }
+            }
+            if let Some(ours) = fast::parse(&bytes) {
+                let theirs = serde_json::from_slice::<Value<'_>>(&bytes);
+                prop_assert!(theirs.is_ok(), "accepted what serde refuses: {}", String::from_utf8_lossy(&bytes));
+                prop_assert_eq!(Some(ours), theirs.ok());
+            }
+        }
+    }
+
+    #[test]
+    fn the_fast_parser_leaves_numbers_and_escapes_to_serde() {
+        for text in [
+            "0",
+            "-0",
+            "7",
+            "-7",
+            "1.5",
+            "1e3",
+            "-2.5E-3",
+            "123456789012345678",
+            "1234567890123456789",
+            "99999999999999999999",
+            "18446744073709551615",
+            r#""a\u00e9\n""#,
+            r#""\ud83d\ude00""#,
+            "[1,[2,[3]]]",
+            "{\"a\":{}}",
+        ] {
+            let ours = fast::parse(text.as_bytes());
+            let theirs: Value<'_> = serde_json::from_str(text).expect("valid JSON");
+            assert_eq!(ours, Some(theirs), "{text}");
+        }
+        for text in [
+            "01",
+            "1.",
+            ".5",
+            "1e",
+            "+1",
+            "--1",
+            "1e400",
+            "tru",
+            "nulll",
+            "[1,]",
+            "{\"a\" 1}",
+            "\"\t\"",
+            r#""\ud800""#,
+            r#""\x""#,
+            "[1 2]",
+            "{,}",
+            "\"abc",
+        ] {
+            assert_eq!(fast::parse(text.as_bytes()), None, "{text}");
+            assert!(serde_json::from_str::<Value<'_>>(text).is_err(), "{text}");
+        }
+        // Not UTF-8, or too deep for the fast path: serde_json decides.
+        assert_eq!(fast::parse(b"\"\xff\""), None);
+        let deep = format!("{}{}", "[".repeat(110), "]".repeat(110));
+        assert_eq!(fast::parse(deep.as_bytes()), None);
+        assert!(Value::parse(deep.as_bytes()).is_ok());
     }
 
     #[test]
