@@ -318,8 +318,9 @@ mod fast {
         (p.i == p.b.len()).then_some(v)
     }
 
-    /// The position of the first `"`, `\` or control character at or after `j` (or a
-    /// position at or past the end): eight bytes a step, with the usual word tricks.
+    /// The position of the first `"`, `\` or control character at or after `j`, eight bytes
+    /// a step with the usual word tricks; or, when there is none in whole words, where the
+    /// last stretch shorter than a word starts (the caller reads that byte by byte).
     pub(super) fn next_special(b: &[u8], mut j: usize) -> usize {
         const ONES: u64 = 0x0101_0101_0101_0101;
         const HIGH: u64 = 0x8080_8080_8080_8080;
