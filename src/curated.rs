@@ -766,7 +766,7 @@ impl CuratedTables {
     /// # Errors
     /// Only if the builders disagree with the schema, which would be a bug in this module.
     pub fn to_batch(&self, table: Table) -> Result<RecordBatch, ArrowError> {
-        let mut b = Columns::default();
+        let mut b = Columns::new(self.len(table));
         match table {
             Table::Patients => {
                 for r in &self.patients {
@@ -861,9 +861,10 @@ impl CuratedTables {
 }
 
 /// Column builders addressed by position, so each table's row loop above stays one line a
-/// column. A builder is created on first use with the type that use implies.
-#[derive(Default)]
+/// column. A builder is created on first use with the type that use implies, sized for the
+/// table's rows (and a guess at its text), so that it is not grown and copied row by row.
 struct Columns {
+    rows: usize,
     cols: Vec<Option<Col>>,
 }
 
@@ -874,35 +875,48 @@ enum Col {
     F64(Float64Builder),
 }
 
+/// Bytes of text a string column reserves per row up front (ids are 36, codes fewer); past
+/// that the builder grows as usual.
+const TEXT_BYTES_PER_ROW: usize = 16;
+
 impl Columns {
-    fn slot(&mut self, i: usize, make: fn() -> Col) -> &mut Col {
+    fn new(rows: usize) -> Self {
+        Columns {
+            rows,
+            cols: Vec::new(),
+        }
+    }
+
+    fn slot(&mut self, i: usize, make: impl FnOnce(usize) -> Col) -> &mut Col {
         if self.cols.len() <= i {
             self.cols.resize_with(i + 1, || None);
         }
-        self.cols[i].get_or_insert_with(make)
+        let rows = self.rows;
+        self.cols[i].get_or_insert_with(|| make(rows))
     }
 
     fn str(&mut self, i: usize, v: Option<&str>) {
-        if let Col::Str(b) = self.slot(i, || Col::Str(StringBuilder::new())) {
+        let make = |n| Col::Str(StringBuilder::with_capacity(n, n * TEXT_BYTES_PER_ROW));
+        if let Col::Str(b) = self.slot(i, make) {
             b.append_option(v);
         }
     }
 
     fn ts(&mut self, i: usize, v: Option<DateTime<Utc>>) {
-        let make = || Col::Ts(TimestampMicrosecondBuilder::new().with_timezone("UTC"));
+        let make = |n| Col::Ts(TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC"));
         if let Col::Ts(b) = self.slot(i, make) {
             b.append_option(v.map(|t| t.timestamp_micros()));
         }
     }
 
     fn date(&mut self, i: usize, v: Option<NaiveDate>) {
-        if let Col::Date(b) = self.slot(i, || Col::Date(Date32Builder::new())) {
+        if let Col::Date(b) = self.slot(i, |n| Col::Date(Date32Builder::with_capacity(n))) {
             b.append_option(v.map(date_to_days));
         }
     }
 
     fn f64(&mut self, i: usize, v: Option<f64>) {
-        if let Col::F64(b) = self.slot(i, || Col::F64(Float64Builder::new())) {
+        if let Col::F64(b) = self.slot(i, |n| Col::F64(Float64Builder::with_capacity(n))) {
             b.append_option(v);
         }
     }

@@ -102,7 +102,7 @@ pub fn parse_bundles(inputs: &[Input<'_>], ctx: &Context) -> Parsed {
 /// lines are not records and are passed over.
 ///
 /// One parallel pass takes each line once. A line that starts with the `resourceType` of a
-/// type Ward does not curate is only checked to be valid JSON ([`scan_head`], without
+/// type Ward does not curate is only checked to be valid JSON (`scan_head`, without
 /// building it: Claims and EOBs are most of a Synthea export's bytes) and skipped; any other
 /// line is parsed and curated at once. A resource whose curation needs the rest of the input
 /// (a `urn:uuid:` reference to another line, a `medicationReference` to a Medication of
@@ -284,14 +284,15 @@ impl Fault {
 
 type Fx<T> = Result<T, Fault>;
 
-/// The rows one resource version produced.
+/// The rows one resource version produced. The single rows are boxed, so that an outcome
+/// (one per resource) stays small.
 #[derive(Debug)]
 enum Rows {
-    Patient(Patient),
-    Encounter(Encounter, Vec<CareTeamMember>),
+    Patient(Box<Patient>),
+    Encounter(Box<Encounter>, Vec<CareTeamMember>),
     Observations(Vec<Observation>),
-    Condition(Condition),
-    Procedure(Procedure),
+    Condition(Box<Condition>),
+    Procedure(Box<Procedure>),
     Medications(Vec<Medication>),
 }
 
@@ -343,14 +344,14 @@ fn assemble(mut runs: Vec<Vec<Outcome>>) -> Parsed {
                 let t = &mut parsed.tables;
                 match o.curated.map(|c| c.rows) {
                     None => {}
-                    Some(Rows::Patient(r)) => t.patients.push(r),
+                    Some(Rows::Patient(r)) => t.patients.push(*r),
                     Some(Rows::Encounter(r, team)) => {
-                        t.encounters.push(r);
+                        t.encounters.push(*r);
                         t.care_team.extend(team);
                     }
                     Some(Rows::Observations(rows)) => t.observations.extend(rows),
-                    Some(Rows::Condition(r)) => t.conditions.push(r),
-                    Some(Rows::Procedure(r)) => t.procedures.push(r),
+                    Some(Rows::Condition(r)) => t.conditions.push(*r),
+                    Some(Rows::Procedure(r)) => t.procedures.push(*r),
                     Some(Rows::Medications(rows)) => t.medications.extend(rows),
                 }
             }
@@ -1170,17 +1171,17 @@ fn curate(u: &Unit<'_>, rz: &Resolver<'_, '_>, ctx: &Context) -> Outcome {
     };
     let (table, extract): (Table, Extract) = match rtype {
         "Patient" => (Table::Patients, |res, head, _, ctx, _| {
-            patient(res, head, ctx).map(Rows::Patient)
+            patient(res, head, ctx).map(|r| Rows::Patient(Box::new(r)))
         }),
         "Encounter" => (Table::Encounters, encounter),
         "Observation" => (Table::Observations, |res, head, rz, ctx, _| {
             observation(res, head, rz, ctx).map(Rows::Observations)
         }),
         "Condition" => (Table::Conditions, |res, head, rz, ctx, _| {
-            condition(res, head, rz, ctx).map(Rows::Condition)
+            condition(res, head, rz, ctx).map(|r| Rows::Condition(Box::new(r)))
         }),
         "Procedure" => (Table::Procedures, |res, head, rz, ctx, _| {
-            procedure(res, head, rz, ctx).map(Rows::Procedure)
+            procedure(res, head, rz, ctx).map(|r| Rows::Procedure(Box::new(r)))
         }),
         "MedicationRequest" => (Table::Medications, |res, head, rz, ctx, _| {
             medication(res, head, rz, ctx).map(Rows::Medications)
@@ -1454,7 +1455,7 @@ fn encounter(
         });
     }
     Ok(Rows::Encounter(
-        Encounter {
+        Box::new(Encounter {
             encounter_id,
             patient_id,
             class: class.to_string(),
@@ -1465,7 +1466,7 @@ fn encounter(
             service,
             code,
             meta: head.meta.clone(),
-        },
+        }),
         team,
     ))
 }
@@ -1548,27 +1549,12 @@ fn observation(
     let status = string(res, "status");
     let components = res.get("component").and_then(Value::as_array);
     let own_value = value(res, "Observation")?;
-    let mut rows = Vec::with_capacity(1 + components.map_or(0, Vec::len));
-    let row = |id: String, code: Coding, v: Value3| Observation {
-        observation_id: id,
-        patient_id: patient_id.clone(),
-        encounter_id: encounter_id.clone(),
-        category: category.clone(),
-        code,
-        value_num: v.num,
-        value_text: v.text,
-        unit: v.unit,
-        effective_time,
-        status: status.clone(),
-        meta: head.meta.clone(),
-    };
+    // (row id, code, value) of each row: the observation's own value, then its components.
+    let mut parts: Vec<(String, Coding, Value3)> =
+        Vec::with_capacity(1 + components.map_or(0, Vec::len));
     let has_components = components.is_some_and(|c| !c.is_empty());
     if own_value.is_some() || !has_components {
-        rows.push(row(
-            head.row_id.clone(),
-            code,
-            own_value.unwrap_or_default(),
-        ));
+        parts.push((head.row_id.clone(), code, own_value.unwrap_or_default()));
     }
     for (i, comp) in components.into_iter().flatten().enumerate() {
         let field = format!("Observation.component[{i}].code");
@@ -1577,7 +1563,41 @@ fn observation(
             .ok_or_else(|| Fault::missing(field.clone()))?;
         let ccode = pick_coding(cc, &field, &[code_system::LOINC])?;
         let v = value(comp, "Observation.component")?.unwrap_or_default();
-        rows.push(row(format!("{}.component[{i}]", head.row_id), ccode, v));
+        parts.push((format!("{}.component[{i}]", head.row_id), ccode, v));
+    }
+    // Every row but the last gets copies of the shared columns; the last (most often the
+    // only one) takes them.
+    let last = parts.pop();
+    let mut rows = Vec::with_capacity(parts.len() + 1);
+    for (id, code, v) in parts {
+        rows.push(Observation {
+            observation_id: id,
+            patient_id: patient_id.clone(),
+            encounter_id: encounter_id.clone(),
+            category: category.clone(),
+            code,
+            value_num: v.num,
+            value_text: v.text,
+            unit: v.unit,
+            effective_time,
+            status: status.clone(),
+            meta: head.meta.clone(),
+        });
+    }
+    if let Some((id, code, v)) = last {
+        rows.push(Observation {
+            observation_id: id,
+            patient_id,
+            encounter_id,
+            category,
+            code,
+            value_num: v.num,
+            value_text: v.text,
+            unit: v.unit,
+            effective_time,
+            status,
+            meta: head.meta.clone(),
+        });
     }
     Ok(rows)
 }
