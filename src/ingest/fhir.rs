@@ -1549,12 +1549,28 @@ fn observation(
     let status = string(res, "status");
     let components = res.get("component").and_then(Value::as_array);
     let own_value = value(res, "Observation")?;
-    // (row id, code, value) of each row: the observation's own value, then its components.
-    let mut parts: Vec<(String, Coding, Value3)> =
-        Vec::with_capacity(1 + components.map_or(0, Vec::len));
+    let mut rows = Vec::with_capacity(1 + components.map_or(0, Vec::len));
+    // The columns every row shares are filled in below.
+    let row = |id: String, code: Coding, v: Value3| Observation {
+        observation_id: id,
+        patient_id: String::new(),
+        encounter_id: None,
+        category: None,
+        code,
+        value_num: v.num,
+        value_text: v.text,
+        unit: v.unit,
+        effective_time,
+        status: None,
+        meta: head.meta.clone(),
+    };
     let has_components = components.is_some_and(|c| !c.is_empty());
     if own_value.is_some() || !has_components {
-        parts.push((head.row_id.clone(), code, own_value.unwrap_or_default()));
+        rows.push(row(
+            head.row_id.clone(),
+            code,
+            own_value.unwrap_or_default(),
+        ));
     }
     for (i, comp) in components.into_iter().flatten().enumerate() {
         let field = format!("Observation.component[{i}].code");
@@ -1563,41 +1579,21 @@ fn observation(
             .ok_or_else(|| Fault::missing(field.clone()))?;
         let ccode = pick_coding(cc, &field, &[code_system::LOINC])?;
         let v = value(comp, "Observation.component")?.unwrap_or_default();
-        parts.push((format!("{}.component[{i}]", head.row_id), ccode, v));
+        rows.push(row(format!("{}.component[{i}]", head.row_id), ccode, v));
     }
     // Every row but the last gets copies of the shared columns; the last (most often the
     // only one) takes them.
-    let last = parts.pop();
-    let mut rows = Vec::with_capacity(parts.len() + 1);
-    for (id, code, v) in parts {
-        rows.push(Observation {
-            observation_id: id,
-            patient_id: patient_id.clone(),
-            encounter_id: encounter_id.clone(),
-            category: category.clone(),
-            code,
-            value_num: v.num,
-            value_text: v.text,
-            unit: v.unit,
-            effective_time,
-            status: status.clone(),
-            meta: head.meta.clone(),
-        });
-    }
-    if let Some((id, code, v)) = last {
-        rows.push(Observation {
-            observation_id: id,
-            patient_id,
-            encounter_id,
-            category,
-            code,
-            value_num: v.num,
-            value_text: v.text,
-            unit: v.unit,
-            effective_time,
-            status,
-            meta: head.meta.clone(),
-        });
+    if let Some((last, others)) = rows.split_last_mut() {
+        for r in others {
+            r.patient_id.clone_from(&patient_id);
+            r.encounter_id.clone_from(&encounter_id);
+            r.category.clone_from(&category);
+            r.status.clone_from(&status);
+        }
+        last.patient_id = patient_id;
+        last.encounter_id = encounter_id;
+        last.category = category;
+        last.status = status;
     }
     Ok(rows)
 }
@@ -2400,6 +2396,23 @@ mod tests {
         assert_eq!(o[1].encounter_id.as_deref(), Some("e1"));
         assert_eq!(o[1].category.as_deref(), Some("vital-signs"));
         assert_eq!(o[1].meta.source_id, "Observation/bp");
+        // The shared columns: copied into the first component's row, taken by the last.
+        let shared = |r: &Observation| {
+            (
+                r.patient_id.clone(),
+                r.encounter_id.clone(),
+                r.category.clone(),
+                r.status.clone(),
+            )
+        };
+        let expected = (
+            "p1".to_string(),
+            Some("e1".to_string()),
+            Some("vital-signs".to_string()),
+            Some("final".to_string()),
+        );
+        assert_eq!(shared(&o[0]), expected);
+        assert_eq!(shared(&o[1]), expected);
         // LOINC preferred over a local code listed first.
         assert_eq!(
             (o[2].code.system.as_str(), o[2].code.code.as_str()),
