@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use ward::clock::{ManualClock, SharedClock};
 use ward::ingest::pipeline::{self, Format, IngestOptions};
-use ward::ingest::{fhir, hl7v2, Context, Input, Parsed};
+use ward::ingest::{fhir, hl7v2, Context, Input, ParsedBatches};
 use ward::store::Store;
 
 /// The allocator the `ward` binary uses (src/main.rs), so that the library is timed as
@@ -275,13 +275,26 @@ fn read_dir_inputs(dir: &Path) -> Vec<(String, Vec<u8>)> {
     v
 }
 
+/// A parser with its output as Arrow record batches.
+type Parse = fn(&[Input<'_>], &Context) -> ParsedBatches;
+
+/// FHIR NDJSON into record batches, as an ingest run does it.
+fn fhir_batches(inputs: &[Input<'_>], ctx: &Context) -> ParsedBatches {
+    fhir::parse_ndjson_batches(inputs, ctx).expect("batches")
+}
+
+/// HL7 v2 into record batches, as an ingest run does it.
+fn hl7_batches(inputs: &[Input<'_>], ctx: &Context) -> ParsedBatches {
+    hl7v2::parse(inputs, ctx).into_batches().expect("batches")
+}
+
 /// Parses and builds every curated table's Arrow batch (what the Python script does: rows
 /// into columnar tables), `runs` times; returns the median and the rows of the last run.
 fn time_parse(
     files: &[(String, Vec<u8>)],
     runs: usize,
     threads: Option<usize>,
-    parse: fn(&[Input<'_>], &Context) -> Parsed,
+    parse: Parse,
 ) -> (Duration, u64, u64) {
     let inputs: Vec<Input<'_>> = files
         .iter()
@@ -291,14 +304,9 @@ fn time_parse(
     let once = || {
         let start = Instant::now();
         let p = parse(&inputs, &ctx);
-        let rows: u64 = p
-            .tables
-            .to_batches()
-            .expect("batches")
-            .iter()
-            .map(|(_, b)| b.num_rows() as u64)
-            .sum();
-        (start.elapsed(), rows, p.bad.len() as u64)
+        let elapsed = start.elapsed();
+        let rows: u64 = p.batches.iter().map(|(_, b)| b.num_rows() as u64).sum();
+        (elapsed, rows, p.bad.len() as u64)
     };
     let mut times = Vec::new();
     let (mut rows, mut bad) = (0, 0);
@@ -425,9 +433,9 @@ fn main() {
     let hl7_files = read_dir_inputs(&hl7_dir);
     // `WARD_BENCH_ONLY=fhir` / `hl7`: that parser alone, for profiling.
     if let Ok(only) = std::env::var("WARD_BENCH_ONLY") {
-        let (files, parse): (_, fn(&[Input<'_>], &Context) -> Parsed) = match only.as_str() {
-            "fhir" => (&fhir_files, fhir::parse_ndjson),
-            "hl7" => (&hl7_files, hl7v2::parse),
+        let (files, parse): (_, Parse) = match only.as_str() {
+            "fhir" => (&fhir_files, fhir_batches),
+            "hl7" => (&hl7_files, hl7_batches),
             other => panic!("WARD_BENCH_ONLY: unknown phase {other} (fhir, hl7)"),
         };
         let threads = std::env::var("WARD_BENCH_THREADS")
@@ -441,11 +449,11 @@ fn main() {
         return;
     }
     eprintln!("FHIR parse ...");
-    let (f_all, f_rows, f_bad) = time_parse(&fhir_files, runs, None, fhir::parse_ndjson);
-    let (f_one, _, _) = time_parse(&fhir_files, runs, Some(1), fhir::parse_ndjson);
+    let (f_all, f_rows, f_bad) = time_parse(&fhir_files, runs, None, fhir_batches);
+    let (f_one, _, _) = time_parse(&fhir_files, runs, Some(1), fhir_batches);
     eprintln!("HL7 v2 parse ...");
-    let (h_all, h_rows, h_bad) = time_parse(&hl7_files, runs, None, hl7v2::parse);
-    let (h_one, _, _) = time_parse(&hl7_files, runs, Some(1), hl7v2::parse);
+    let (h_all, h_rows, h_bad) = time_parse(&hl7_files, runs, None, hl7_batches);
+    let (h_one, _, _) = time_parse(&hl7_files, runs, Some(1), hl7_batches);
     drop(fhir_files);
     drop(hl7_files);
     eprintln!("pipelines ...");
@@ -485,7 +493,7 @@ fn main() {
     };
     let all = format!("{cores} (rayon default)");
     row(
-        "FHIR NDJSON parse + Arrow batches (`fhir::parse_ndjson`)",
+        "FHIR NDJSON parse into Arrow batches (`fhir::parse_ndjson_batches`)",
         all.clone(),
         resources,
         fhir_bytes,
@@ -501,7 +509,7 @@ fn main() {
         1,
     );
     row(
-        "HL7 v2 parse + Arrow batches (`hl7v2::parse`)",
+        "HL7 v2 parse + Arrow batches (`hl7v2::parse` then `into_batches`)",
         all.clone(),
         messages,
         hl7_bytes,

@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, Date32Builder, Float64Builder, RecordBatch, StringBuilder,
+    ArrayRef, Date32Builder, Float64Builder, RecordBatch, StringBuilder, TimestampMicrosecondArray,
     TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -768,104 +768,222 @@ impl CuratedTables {
     pub fn to_batch(&self, table: Table) -> Result<RecordBatch, ArrowError> {
         let mut b = Columns::new(self.len(table));
         match table {
-            Table::Patients => {
-                for r in &self.patients {
-                    b.str(0, Some(&r.patient_id));
-                    b.date(1, r.birth_date);
-                    b.str(2, r.sex.as_deref());
-                    b.ts(3, r.death_time);
-                    b.str(4, r.zip.as_deref());
-                    b.str(5, r.given_name.as_deref());
-                    b.str(6, r.family_name.as_deref());
-                    b.meta(7, &r.meta);
-                }
-            }
-            Table::Encounters => {
-                for r in &self.encounters {
-                    b.str(0, Some(&r.encounter_id));
-                    b.str(1, Some(&r.patient_id));
-                    b.str(2, Some(&r.class));
-                    b.ts(3, Some(r.admit_time));
-                    b.ts(4, r.discharge_time);
-                    b.str(5, r.admission_type.as_deref());
-                    b.str(6, r.discharge_disposition.as_deref());
-                    b.str(7, r.service.as_deref());
-                    b.str(8, r.code.as_ref().map(|c| c.system.as_str()));
-                    b.str(9, r.code.as_ref().map(|c| c.code.as_str()));
-                    b.str(10, r.code.as_ref().and_then(|c| c.display.as_deref()));
-                    b.meta(11, &r.meta);
-                }
-            }
-            Table::Observations => {
-                for r in &self.observations {
-                    b.str(0, Some(&r.observation_id));
-                    b.str(1, Some(&r.patient_id));
-                    b.str(2, r.encounter_id.as_deref());
-                    b.str(3, r.category.as_deref());
-                    b.coding(4, &r.code);
-                    b.f64(7, r.value_num);
-                    b.str(8, r.value_text.as_deref());
-                    b.str(9, r.unit.as_deref());
-                    b.ts(10, Some(r.effective_time));
-                    b.str(11, r.status.as_deref());
-                    b.meta(12, &r.meta);
-                }
-            }
-            Table::Conditions => {
-                for r in &self.conditions {
-                    b.str(0, Some(&r.condition_id));
-                    b.str(1, Some(&r.patient_id));
-                    b.str(2, r.encounter_id.as_deref());
-                    b.coding(3, &r.code);
-                    b.ts(6, Some(r.onset_time));
-                    b.ts(7, r.abatement_time);
-                    b.meta(8, &r.meta);
-                }
-            }
-            Table::Procedures => {
-                for r in &self.procedures {
-                    b.str(0, Some(&r.procedure_id));
-                    b.str(1, Some(&r.patient_id));
-                    b.str(2, r.encounter_id.as_deref());
-                    b.coding(3, &r.code);
-                    b.ts(6, Some(r.performed_time));
-                    b.ts(7, r.performed_end);
-                    b.meta(8, &r.meta);
-                }
-            }
-            Table::Medications => {
-                for r in &self.medications {
-                    b.str(0, Some(&r.medication_id));
-                    b.str(1, Some(&r.patient_id));
-                    b.str(2, r.encounter_id.as_deref());
-                    b.coding(3, &r.code);
-                    b.ts(6, Some(r.start_time));
-                    b.ts(7, r.end_time);
-                    b.str(8, r.status.as_deref());
-                    b.meta(9, &r.meta);
-                }
-            }
-            Table::CareTeam => {
-                for r in &self.care_team {
-                    b.str(0, Some(&r.patient_id));
-                    b.str(1, Some(&r.clinician_id));
-                    b.str(2, r.role.as_deref());
-                    b.ts(3, Some(r.valid_from));
-                    b.ts(4, r.valid_to);
-                    b.meta(5, &r.meta);
-                }
-            }
+            Table::Patients => self.patients.iter().for_each(|r| b.patient(r)),
+            Table::Encounters => self.encounters.iter().for_each(|r| b.encounter(r)),
+            Table::Observations => self.observations.iter().for_each(|r| b.observation(r)),
+            Table::Conditions => self.conditions.iter().for_each(|r| b.condition(r)),
+            Table::Procedures => self.procedures.iter().for_each(|r| b.procedure(r)),
+            Table::Medications => self.medications.iter().for_each(|r| b.medication(r)),
+            Table::CareTeam => self.care_team.iter().for_each(|r| b.care_team(r)),
         }
         b.finish(table.schema())
     }
 }
 
-/// Column builders addressed by position, so each table's row loop above stays one line a
+/// Where a parser puts curated rows: [`CuratedTables`] keeps the row structs (for callers
+/// that read rows), [`CuratedColumns`] appends each row to Arrow column builders at once (for
+/// callers that only want the record batches, without holding every row as structs first).
+pub trait RowSink {
+    /// Rows of `table` so far.
+    fn rows(&self, table: Table) -> usize;
+    /// Appends a `patients` row.
+    fn patient(&mut self, r: Patient);
+    /// Appends an `encounters` row.
+    fn encounter(&mut self, r: Encounter);
+    /// Appends an `observations` row.
+    fn observation(&mut self, r: Observation);
+    /// Appends a `conditions` row.
+    fn condition(&mut self, r: Condition);
+    /// Appends a `procedures` row.
+    fn procedure(&mut self, r: Procedure);
+    /// Appends a `medications` row.
+    fn medication(&mut self, r: Medication);
+    /// Appends a `care_team` row.
+    fn care_team(&mut self, r: CareTeamMember);
+    /// Sets `retracted_at` of row `row` of `table` to `at`, or keeps the earlier time it
+    /// already has. A row that does not exist is left alone.
+    fn retract(&mut self, table: Table, row: usize, at: DateTime<Utc>);
+}
+
+/// `retracted_at` after a retraction at `at`: the earlier of the two.
+fn retracted(current: Option<DateTime<Utc>>, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    Some(current.map_or(at, |r| r.min(at)))
+}
+
+impl RowSink for CuratedTables {
+    fn rows(&self, table: Table) -> usize {
+        self.len(table)
+    }
+    fn patient(&mut self, r: Patient) {
+        self.patients.push(r);
+    }
+    fn encounter(&mut self, r: Encounter) {
+        self.encounters.push(r);
+    }
+    fn observation(&mut self, r: Observation) {
+        self.observations.push(r);
+    }
+    fn condition(&mut self, r: Condition) {
+        self.conditions.push(r);
+    }
+    fn procedure(&mut self, r: Procedure) {
+        self.procedures.push(r);
+    }
+    fn medication(&mut self, r: Medication) {
+        self.medications.push(r);
+    }
+    fn care_team(&mut self, r: CareTeamMember) {
+        self.care_team.push(r);
+    }
+    fn retract(&mut self, table: Table, row: usize, at: DateTime<Utc>) {
+        let meta = match table {
+            Table::Patients => self.patients.get_mut(row).map(|r| &mut r.meta),
+            Table::Encounters => self.encounters.get_mut(row).map(|r| &mut r.meta),
+            Table::Observations => self.observations.get_mut(row).map(|r| &mut r.meta),
+            Table::Conditions => self.conditions.get_mut(row).map(|r| &mut r.meta),
+            Table::Procedures => self.procedures.get_mut(row).map(|r| &mut r.meta),
+            Table::Medications => self.medications.get_mut(row).map(|r| &mut r.meta),
+            Table::CareTeam => self.care_team.get_mut(row).map(|r| &mut r.meta),
+        };
+        if let Some(m) = meta {
+            m.retracted_at = retracted(m.retracted_at, at);
+        }
+    }
+}
+
+/// Curated rows held as Arrow column builders, one set per table: a row costs its bytes in
+/// the columns, not a struct and a heap string per field. Parsers fill one per run of input
+/// in parallel; [`CuratedColumns::concat`] joins them into one record batch per table.
+pub struct CuratedColumns {
+    /// One per table, in [`Table::ALL`] order.
+    tables: Vec<Columns>,
+}
+
+impl Default for CuratedColumns {
+    fn default() -> Self {
+        CuratedColumns {
+            tables: Table::ALL.iter().map(|_| Columns::new(0)).collect(),
+        }
+    }
+}
+
+impl CuratedColumns {
+    fn table(&mut self, table: Table) -> Option<&mut Columns> {
+        self.tables.get_mut(table as usize)
+    }
+
+    /// Every non-empty table's record batch, in [`Table::ALL`] order.
+    ///
+    /// # Errors
+    /// Only if the builders disagree with the schema, which would be a bug in this module.
+    pub fn finish(self) -> Result<Vec<(Table, RecordBatch)>, ArrowError> {
+        Self::concat(vec![self])
+    }
+
+    /// The parts' rows one after the other, one record batch per non-empty table, in
+    /// [`Table::ALL`] order. Each column is joined in its own parallel task.
+    ///
+    /// # Errors
+    /// Only if the builders disagree with the schema, which would be a bug in this module.
+    pub fn concat(parts: Vec<CuratedColumns>) -> Result<Vec<(Table, RecordBatch)>, ArrowError> {
+        use rayon::prelude::*;
+        // Per table, the parts' arrays (a list per column), each part finished in parallel.
+        let mut per_table: Vec<Vec<Columns>> = Table::ALL.iter().map(|_| Vec::new()).collect();
+        for part in parts {
+            for (list, cols) in per_table.iter_mut().zip(part.tables) {
+                if cols.len() > 0 {
+                    list.push(cols);
+                }
+            }
+        }
+        Table::ALL
+            .as_slice()
+            .par_iter()
+            .zip(per_table)
+            .filter(|(_, list)| !list.is_empty())
+            .map(|(table, list)| {
+                let schema = table.schema();
+                let parts: Vec<Vec<ArrayRef>> = list
+                    .into_par_iter()
+                    .map(|cols| cols.arrays(&schema))
+                    .collect();
+                let columns: Vec<ArrayRef> = (0..schema.fields().len())
+                    .into_par_iter()
+                    .map(|c| {
+                        let arrays: Vec<&dyn arrow::array::Array> = parts
+                            .iter()
+                            .filter_map(|p| p.get(c))
+                            .map(|a| a.as_ref())
+                            .collect();
+                        match arrays.as_slice() {
+                            [one] => Ok(arrow::array::make_array(one.to_data())),
+                            _ => arrow::compute::concat(&arrays),
+                        }
+                    })
+                    .collect::<Result<_, _>>()?;
+                Ok((*table, RecordBatch::try_new(schema, columns)?))
+            })
+            .collect()
+    }
+}
+
+impl RowSink for CuratedColumns {
+    fn rows(&self, table: Table) -> usize {
+        self.tables.get(table as usize).map_or(0, Columns::len)
+    }
+    fn patient(&mut self, r: Patient) {
+        if let Some(b) = self.table(Table::Patients) {
+            b.patient(&r);
+        }
+    }
+    fn encounter(&mut self, r: Encounter) {
+        if let Some(b) = self.table(Table::Encounters) {
+            b.encounter(&r);
+        }
+    }
+    fn observation(&mut self, r: Observation) {
+        if let Some(b) = self.table(Table::Observations) {
+            b.observation(&r);
+        }
+    }
+    fn condition(&mut self, r: Condition) {
+        if let Some(b) = self.table(Table::Conditions) {
+            b.condition(&r);
+        }
+    }
+    fn procedure(&mut self, r: Procedure) {
+        if let Some(b) = self.table(Table::Procedures) {
+            b.procedure(&r);
+        }
+    }
+    fn medication(&mut self, r: Medication) {
+        if let Some(b) = self.table(Table::Medications) {
+            b.medication(&r);
+        }
+    }
+    fn care_team(&mut self, r: CareTeamMember) {
+        if let Some(b) = self.table(Table::CareTeam) {
+            b.care_team(&r);
+        }
+    }
+    fn retract(&mut self, table: Table, row: usize, at: DateTime<Utc>) {
+        let cell = self.table(table).and_then(|b| b.retracted.get_mut(row));
+        if let Some(cell) = cell {
+            let current = cell.and_then(DateTime::from_timestamp_micros);
+            *cell = retracted(current, at).map(|t| t.timestamp_micros());
+        }
+    }
+}
+
+/// Column builders addressed by position, so each table's row method below stays one line a
 /// column. A builder is created on first use with the type that use implies, sized for the
-/// table's rows (and a guess at its text), so that it is not grown and copied row by row.
+/// expected rows (and a guess at their text), so that it is not grown and copied row by row.
+/// `retracted_at`, always the last column, is kept as plain values until the end so that a
+/// later version can still retract a row.
 struct Columns {
     rows: usize,
     cols: Vec<Option<Col>>,
+    retracted: Vec<Option<i64>>,
 }
 
 enum Col {
@@ -880,11 +998,98 @@ enum Col {
 const TEXT_BYTES_PER_ROW: usize = 16;
 
 impl Columns {
+    /// Builders for about `rows` rows.
     fn new(rows: usize) -> Self {
         Columns {
             rows,
             cols: Vec::new(),
+            retracted: Vec::with_capacity(rows),
         }
+    }
+
+    /// Rows appended so far (each row ends with its `meta`).
+    fn len(&self) -> usize {
+        self.retracted.len()
+    }
+
+    fn patient(&mut self, r: &Patient) {
+        self.str(0, Some(&r.patient_id));
+        self.date(1, r.birth_date);
+        self.str(2, r.sex.as_deref());
+        self.ts(3, r.death_time);
+        self.str(4, r.zip.as_deref());
+        self.str(5, r.given_name.as_deref());
+        self.str(6, r.family_name.as_deref());
+        self.meta(7, &r.meta);
+    }
+
+    fn encounter(&mut self, r: &Encounter) {
+        self.str(0, Some(&r.encounter_id));
+        self.str(1, Some(&r.patient_id));
+        self.str(2, Some(&r.class));
+        self.ts(3, Some(r.admit_time));
+        self.ts(4, r.discharge_time);
+        self.str(5, r.admission_type.as_deref());
+        self.str(6, r.discharge_disposition.as_deref());
+        self.str(7, r.service.as_deref());
+        self.str(8, r.code.as_ref().map(|c| c.system.as_str()));
+        self.str(9, r.code.as_ref().map(|c| c.code.as_str()));
+        self.str(10, r.code.as_ref().and_then(|c| c.display.as_deref()));
+        self.meta(11, &r.meta);
+    }
+
+    fn observation(&mut self, r: &Observation) {
+        self.str(0, Some(&r.observation_id));
+        self.str(1, Some(&r.patient_id));
+        self.str(2, r.encounter_id.as_deref());
+        self.str(3, r.category.as_deref());
+        self.coding(4, &r.code);
+        self.f64(7, r.value_num);
+        self.str(8, r.value_text.as_deref());
+        self.str(9, r.unit.as_deref());
+        self.ts(10, Some(r.effective_time));
+        self.str(11, r.status.as_deref());
+        self.meta(12, &r.meta);
+    }
+
+    fn condition(&mut self, r: &Condition) {
+        self.str(0, Some(&r.condition_id));
+        self.str(1, Some(&r.patient_id));
+        self.str(2, r.encounter_id.as_deref());
+        self.coding(3, &r.code);
+        self.ts(6, Some(r.onset_time));
+        self.ts(7, r.abatement_time);
+        self.meta(8, &r.meta);
+    }
+
+    fn procedure(&mut self, r: &Procedure) {
+        self.str(0, Some(&r.procedure_id));
+        self.str(1, Some(&r.patient_id));
+        self.str(2, r.encounter_id.as_deref());
+        self.coding(3, &r.code);
+        self.ts(6, Some(r.performed_time));
+        self.ts(7, r.performed_end);
+        self.meta(8, &r.meta);
+    }
+
+    fn medication(&mut self, r: &Medication) {
+        self.str(0, Some(&r.medication_id));
+        self.str(1, Some(&r.patient_id));
+        self.str(2, r.encounter_id.as_deref());
+        self.coding(3, &r.code);
+        self.ts(6, Some(r.start_time));
+        self.ts(7, r.end_time);
+        self.str(8, r.status.as_deref());
+        self.meta(9, &r.meta);
+    }
+
+    fn care_team(&mut self, r: &CareTeamMember) {
+        self.str(0, Some(&r.patient_id));
+        self.str(1, Some(&r.clinician_id));
+        self.str(2, r.role.as_deref());
+        self.ts(3, Some(r.valid_from));
+        self.ts(4, r.valid_to);
+        self.meta(5, &r.meta);
     }
 
     fn slot(&mut self, i: usize, make: impl FnOnce(usize) -> Col) -> &mut Col {
@@ -927,17 +1132,21 @@ impl Columns {
         self.str(i + 2, c.display.as_deref());
     }
 
+    /// The four shared columns from `i`; `retracted_at` (`i + 3`) is kept aside.
     fn meta(&mut self, i: usize, m: &RowMeta) {
         self.str(i, Some(&m.source_system));
         self.str(i + 1, Some(&m.source_id));
         self.ts(i + 2, Some(m.known_at));
-        self.ts(i + 3, m.retracted_at);
+        self.retracted
+            .push(m.retracted_at.map(|t| t.timestamp_micros()));
     }
 
-    fn finish(self, schema: SchemaRef) -> Result<RecordBatch, ArrowError> {
+    /// The columns as arrays of `schema`'s types (a column never appended to is empty).
+    fn arrays(self, schema: &SchemaRef) -> Vec<ArrayRef> {
+        let n = schema.fields().len();
         let mut cols = self.cols;
-        cols.resize_with(schema.fields().len(), || None);
-        let arrays: Vec<ArrayRef> = schema
+        cols.resize_with(n.saturating_sub(1), || None);
+        let mut arrays: Vec<ArrayRef> = schema
             .fields()
             .iter()
             .zip(cols)
@@ -949,6 +1158,13 @@ impl Columns {
                 Some(Col::F64(mut b)) => Arc::new(b.finish()) as ArrayRef,
             })
             .collect();
+        let retracted = TimestampMicrosecondArray::from(self.retracted).with_timezone("UTC");
+        arrays.push(Arc::new(retracted));
+        arrays
+    }
+
+    fn finish(self, schema: SchemaRef) -> Result<RecordBatch, ArrowError> {
+        let arrays = self.arrays(&schema);
         RecordBatch::try_new(schema, arrays)
     }
 }

@@ -16,6 +16,8 @@ mod json;
 pub mod mapping;
 pub mod pipeline;
 
+use arrow::array::RecordBatch;
+use arrow::error::ArrowError;
 use chrono::{DateTime, FixedOffset, Utc};
 
 use crate::curated::{CuratedTables, Table};
@@ -128,6 +130,42 @@ impl Parsed {
             bad,
             skipped,
         }
+    }
+
+    /// The same result with each table's rows as one Arrow record batch.
+    ///
+    /// # Errors
+    /// An Arrow error building a batch.
+    pub fn into_batches(self) -> Result<ParsedBatches, ArrowError> {
+        Ok(ParsedBatches {
+            batches: self.tables.to_batches()?,
+            bad: self.bad,
+            skipped: self.skipped,
+        })
+    }
+}
+
+/// The result of parsing some input, with the curated rows already as Arrow record batches
+/// (what an ingest run writes). Parsers that can fill column builders directly produce this
+/// without building row structs first (e.g. [`fhir::parse_ndjson_batches`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ParsedBatches {
+    /// One record batch per non-empty curated table, in [`Table::ALL`] order.
+    pub batches: Vec<(Table, RecordBatch)>,
+    /// Records that could not be curated.
+    pub bad: Vec<BadRecord>,
+    /// Records skipped on purpose.
+    pub skipped: Vec<Skipped>,
+}
+
+impl ParsedBatches {
+    /// Curated rows of `table`.
+    pub fn rows(&self, table: Table) -> usize {
+        self.batches
+            .iter()
+            .filter(|(t, _)| *t == table)
+            .map(|(_, b)| b.num_rows())
+            .sum()
     }
 }
 

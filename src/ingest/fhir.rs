@@ -61,17 +61,21 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use arrow::error::ArrowError;
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveTime, TimeZone, Utc};
 use rayon::prelude::*;
 use serde::Deserialize;
 
 use super::json::Value;
-use super::{clip_raw, BadRecord, Context, Input, Location, Parsed, Skipped};
+use super::{clip_raw, BadRecord, Context, Input, Location, Parsed, ParsedBatches, Skipped};
 use crate::curated::{
     admission_type, code_system, discharge_disposition, encounter_class, service, CareTeamMember,
-    Coding, Condition, Encounter, Medication, Observation, Patient, Procedure, RowMeta, Table,
+    Coding, Condition, CuratedColumns, CuratedTables, Encounter, Medication, Observation, Patient,
+    Procedure, RowMeta, RowSink, Table,
 };
 
 /// A hash map with a fast (not DoS-resistant) hasher, for keys taken from one input.
@@ -84,34 +88,70 @@ type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 /// order. Never fails and never panics: whatever cannot be read is reported in
 /// [`Parsed::bad`].
 pub fn parse_bundles(inputs: &[Input<'_>], ctx: &Context) -> Parsed {
-    let empty = Index::default();
-    let outcomes: Vec<Vec<Outcome>> = inputs
-        .par_iter()
-        .map(|input| {
-            let mut out = Vec::new();
-            let bytes = strip_bom(input.bytes);
-            process_document(input.name, None, bytes, &empty, None, ctx, &mut out);
-            out
-        })
-        .collect();
-    assemble(outcomes)
+    rows_of(bundles(inputs, ctx))
+}
+
+/// [`parse_bundles`] with each table's rows appended to Arrow column builders as they are
+/// curated, without holding them as row structs: what an ingest run writes.
+///
+/// # Errors
+/// Only an Arrow error joining the columns, which would be a bug.
+pub fn parse_bundles_batches(
+    inputs: &[Input<'_>],
+    ctx: &Context,
+) -> Result<ParsedBatches, ArrowError> {
+    batches_of(bundles(inputs, ctx))
 }
 
 /// Parses FHIR Bulk Data NDJSON: one resource a line (typically one file per resource type,
 /// already decompressed). The `record` of every location is the 1-based line number; blank
 /// lines are not records and are passed over.
 ///
-/// One parallel pass takes each line once. A line that starts with the `resourceType` of a
-/// type Ward does not curate is only checked to be valid JSON (`scan_head`, without
-/// building it: Claims and EOBs are most of a Synthea export's bytes) and skipped; any other
-/// line is parsed and curated at once. A resource whose curation needs the rest of the input
-/// (a `urn:uuid:` reference to another line, a `medicationReference` to a Medication of
-/// another line) is put aside. Only if there is one, a second parallel pass reads every
-/// line's `resourceType` and `id` (and every Medication's code) into an index, and the
-/// resources put aside are curated with it. Bulk exports use `Type/id` references, so the
-/// second pass is rare. Input order is kept. Never fails and never panics.
+/// One parallel pass takes each line once, in runs of consecutive lines. A line that starts
+/// with the `resourceType` of a type Ward does not curate is only checked to be valid JSON
+/// (`scan_head`, without building it: Claims and EOBs are most of a Synthea export's bytes)
+/// and skipped; any other line is parsed and curated at once. A resource whose curation
+/// needs the rest of the input (a `urn:uuid:` reference to another line, a
+/// `medicationReference` to a Medication of another line) stops its run. Only if there is
+/// one, a second parallel pass reads every line's `resourceType` and `id` (and every
+/// Medication's code) into an index, and the runs that stopped are made again with it. Bulk
+/// exports use `Type/id` references, so the second pass is rare. Input order is kept. Never
+/// fails and never panics.
 pub fn parse_ndjson(inputs: &[Input<'_>], ctx: &Context) -> Parsed {
-    let per_input: Vec<Vec<(&str, u64, &[u8])>> = inputs
+    rows_of(ndjson(inputs, ctx))
+}
+
+/// [`parse_ndjson`] with each table's rows appended to Arrow column builders as they are
+/// curated, without holding them as row structs: what an ingest run writes.
+///
+/// # Errors
+/// Only an Arrow error joining the columns, which would be a bug.
+pub fn parse_ndjson_batches(
+    inputs: &[Input<'_>],
+    ctx: &Context,
+) -> Result<ParsedBatches, ArrowError> {
+    batches_of(ndjson(inputs, ctx))
+}
+
+fn bundles<S: RowSink + Default + Send>(inputs: &[Input<'_>], ctx: &Context) -> Vec<Part<S>> {
+    let empty = Index::default();
+    let mut parts: Vec<Part<S>> = inputs
+        .par_iter()
+        .map(|input| {
+            let mut out = Vec::new();
+            let bytes = strip_bom(input.bytes);
+            process_document(input.name, None, bytes, &empty, None, ctx, &mut out);
+            let mut part = Part::default();
+            out.into_iter().for_each(|o| part.take(o));
+            part
+        })
+        .collect();
+    retract_superseded(&mut parts);
+    parts
+}
+
+fn ndjson<S: RowSink + Default + Send>(inputs: &[Input<'_>], ctx: &Context) -> Vec<Part<S>> {
+    let per_input: Vec<Vec<Line<'_>>> = inputs
         .par_iter()
         .map(|input| {
             let bytes = strip_bom(input.bytes);
@@ -129,55 +169,129 @@ pub fn parse_ndjson(inputs: &[Input<'_>], ctx: &Context) -> Parsed {
             lines
         })
         .collect();
-    let lines: Vec<(&str, u64, &[u8])> = per_input.into_iter().flatten().collect();
-    let mut chunks: Vec<LineChunk> = lines
+    let lines: Vec<Line<'_>> = per_input.into_iter().flatten().collect();
+    let empty = Index::default();
+    let mut parts: Vec<Part<S>> = lines
         .par_chunks(LINES_PER_TASK)
-        .map(|chunk| {
-            let mut out = LineChunk {
-                outcomes: Vec::with_capacity(chunk.len()),
-                ..LineChunk::default()
-            };
-            for (k, &(file, line_no, bytes)) in chunk.iter().enumerate() {
-                out.line(k, file, line_no, bytes, ctx);
-            }
-            out
-        })
+        .map(|run| Part::of_lines(run, &empty, true, ctx))
         .collect();
-    if chunks.iter().any(|c| !c.deferred.is_empty()) {
+    if parts.iter().any(|p| p.deferred) {
         let index = Index::of_lines(&lines);
-        chunks
+        parts
             .par_iter_mut()
             .zip(lines.par_chunks(LINES_PER_TASK))
-            .for_each(|(c, chunk)| {
-                // Back to front, so that the earlier positions stay where they were.
-                for (k, at) in std::mem::take(&mut c.deferred).into_iter().rev() {
-                    if let Some(&(file, line_no, bytes)) = chunk.get(k) {
-                        let mut again = Vec::new();
-                        process_document(file, Some(line_no), bytes, &index, None, ctx, &mut again);
-                        c.outcomes.splice(at..at, again);
-                    }
-                }
-            });
+            .filter(|(part, _)| part.deferred)
+            .for_each(|(part, run)| *part = Part::of_lines(run, &index, false, ctx));
     }
-    assemble(chunks.into_iter().map(|c| c.outcomes).collect())
+    retract_superseded(&mut parts);
+    parts
 }
+
+/// An NDJSON line: file, 1-based line number, bytes.
+type Line<'a> = (&'a str, u64, &'a [u8]);
 
 /// Lines per task of the NDJSON pass: enough to amortize a task, few enough to balance.
 const LINES_PER_TASK: usize = 256;
 
-/// What the NDJSON pass made of a run of consecutive lines.
-#[derive(Default)]
-struct LineChunk {
-    /// The outcomes of the lines, in line order, without those of deferred lines.
-    outcomes: Vec<Outcome>,
-    /// `(line within the run, position in outcomes)` of each line whose curation needs the
-    /// index of the whole input.
-    deferred: Vec<(usize, usize)>,
+/// The parts' rows as row structs, with their bad and skipped records, in input order.
+fn rows_of(parts: Vec<Part<CuratedTables>>) -> Parsed {
+    let (tables, bad, skipped) = split(parts);
+    Parsed {
+        tables: CuratedTables::concat(tables),
+        bad,
+        skipped,
+    }
 }
 
-impl LineChunk {
-    /// Takes line `k` of the run.
-    fn line(&mut self, k: usize, file: &str, line_no: u64, bytes: &[u8], ctx: &Context) {
+/// The parts' rows as one record batch per table, with their bad and skipped records.
+fn batches_of(parts: Vec<Part<CuratedColumns>>) -> Result<ParsedBatches, ArrowError> {
+    let (columns, bad, skipped) = split(parts);
+    Ok(ParsedBatches {
+        batches: CuratedColumns::concat(columns)?,
+        bad,
+        skipped,
+    })
+}
+
+fn split<S>(parts: Vec<Part<S>>) -> (Vec<S>, Vec<BadRecord>, Vec<Skipped>) {
+    let mut bad = Vec::with_capacity(parts.iter().map(|p| p.bad.len()).sum());
+    let mut skipped = Vec::with_capacity(parts.iter().map(|p| p.skipped.len()).sum());
+    let mut rows = Vec::with_capacity(parts.len());
+    for p in parts {
+        bad.extend(p.bad);
+        skipped.extend(p.skipped);
+        rows.push(p.rows);
+    }
+    (rows, bad, skipped)
+}
+
+/// What a run of input (a document, or a run of NDJSON lines) became, in input order.
+struct Part<S> {
+    rows: S,
+    bad: Vec<BadRecord>,
+    skipped: Vec<Skipped>,
+    /// The resource versions with an id among the rows, for the version pass.
+    versions: Vec<Version>,
+    /// Set when a line of the run needed the index of the whole input: the run is to be made
+    /// again with it (and is incomplete until then).
+    deferred: bool,
+}
+
+impl<S: Default> Default for Part<S> {
+    fn default() -> Self {
+        Part {
+            rows: S::default(),
+            bad: Vec::new(),
+            skipped: Vec::new(),
+            versions: Vec::new(),
+            deferred: false,
+        }
+    }
+}
+
+/// A curated resource version with an id, and where its rows are in its [`Part`].
+struct Version {
+    /// Of `key`, so that the version pass sorts numbers rather than strings.
+    hash: u64,
+    /// `(table, id)`: versions of one resource share it.
+    key: (Table, String),
+    version: Option<u64>,
+    known_at: DateTime<Utc>,
+    /// Its rows of `key.0`.
+    rows: Range<usize>,
+    /// Its `care_team` rows (an encounter's participants).
+    team: Range<usize>,
+}
+
+impl<S: RowSink + Default> Part<S> {
+    /// Takes the lines of a run. With `first_pass`, the index is not the input's yet, and the
+    /// run stops at the first line that needs it (setting `deferred`).
+    fn of_lines(run: &[Line<'_>], index: &Index<'_>, first_pass: bool, ctx: &Context) -> Self {
+        let mut part = Part::default();
+        let mut out = Vec::new();
+        let pending = AtomicBool::new(false);
+        let pending = first_pass.then_some(&pending);
+        for &(file, line_no, bytes) in run {
+            if part.line(file, line_no, bytes, index, pending, ctx, &mut out) {
+                part.deferred = true;
+                break;
+            }
+        }
+        part
+    }
+
+    /// Takes one NDJSON line (`out` is scratch space); true when it needs the index.
+    #[allow(clippy::too_many_arguments)]
+    fn line(
+        &mut self,
+        file: &str,
+        line_no: u64,
+        bytes: &[u8],
+        index: &Index<'_>,
+        pending: Option<&AtomicBool>,
+        ctx: &Context,
+        out: &mut Vec<Outcome>,
+    ) -> bool {
         let curated_or_bundle = |t: &str| CURATED.contains(&t) || t == "Bundle";
         // A line whose first member is not `resourceType` is parsed whole: in an export
         // of the curated types that is the cheaper guess.
@@ -191,35 +305,43 @@ impl LineChunk {
             }) = head
             {
                 if !curated_or_bundle(&rtype) {
-                    self.outcomes.push(Outcome {
-                        skipped: Some(Skipped {
-                            location: Location {
-                                file: file.to_string(),
-                                record: line_no,
-                            },
-                            what: rtype.into_owned(),
-                        }),
-                        ..Outcome::default()
+                    self.skipped.push(Skipped {
+                        location: Location {
+                            file: file.to_string(),
+                            record: line_no,
+                        },
+                        what: rtype.into_owned(),
                     });
-                    return;
+                    return false;
                 }
             }
         }
-        let at = self.outcomes.len();
-        let pending = AtomicBool::new(false);
-        let empty = Index::default();
-        process_document(
-            file,
-            Some(line_no),
-            bytes,
-            &empty,
-            Some(&pending),
-            ctx,
-            &mut self.outcomes,
-        );
-        if pending.load(Ordering::Relaxed) {
-            self.outcomes.truncate(at);
-            self.deferred.push((k, at));
+        out.clear();
+        process_document(file, Some(line_no), bytes, index, pending, ctx, out);
+        if pending.is_some_and(|p| p.load(Ordering::Relaxed)) {
+            return true;
+        }
+        out.drain(..).for_each(|o| self.take(o));
+        false
+    }
+
+    /// Appends what one resource became.
+    fn take(&mut self, o: Outcome) {
+        self.bad.extend(o.bad);
+        self.skipped.extend(o.skipped);
+        let Some(c) = o.curated else { return };
+        let table = c.rows.table();
+        let (start, team) = (self.rows.rows(table), self.rows.rows(Table::CareTeam));
+        c.rows.into_sink(&mut self.rows);
+        if let Some(key) = c.key {
+            self.versions.push(Version {
+                hash: foldhash::fast::FixedState::default().hash_one(&key),
+                key,
+                version: c.version,
+                known_at: c.known_at,
+                rows: start..self.rows.rows(table),
+                team: team..self.rows.rows(Table::CareTeam),
+            });
         }
     }
 }
@@ -297,17 +419,29 @@ enum Rows {
 }
 
 impl Rows {
-    fn for_each_meta(&mut self, mut f: impl FnMut(&mut RowMeta)) {
+    /// The table of the resource's own rows.
+    fn table(&self) -> Table {
         match self {
-            Rows::Patient(r) => f(&mut r.meta),
+            Rows::Patient(_) => Table::Patients,
+            Rows::Encounter(..) => Table::Encounters,
+            Rows::Observations(_) => Table::Observations,
+            Rows::Condition(_) => Table::Conditions,
+            Rows::Procedure(_) => Table::Procedures,
+            Rows::Medications(_) => Table::Medications,
+        }
+    }
+
+    fn into_sink(self, sink: &mut impl RowSink) {
+        match self {
+            Rows::Patient(r) => sink.patient(*r),
             Rows::Encounter(r, team) => {
-                f(&mut r.meta);
-                team.iter_mut().for_each(|m| f(&mut m.meta));
+                sink.encounter(*r);
+                team.into_iter().for_each(|m| sink.care_team(m));
             }
-            Rows::Observations(rows) => rows.iter_mut().for_each(|r| f(&mut r.meta)),
-            Rows::Condition(r) => f(&mut r.meta),
-            Rows::Procedure(r) => f(&mut r.meta),
-            Rows::Medications(rows) => rows.iter_mut().for_each(|r| f(&mut r.meta)),
+            Rows::Observations(rows) => rows.into_iter().for_each(|r| sink.observation(r)),
+            Rows::Condition(r) => sink.condition(*r),
+            Rows::Procedure(r) => sink.procedure(*r),
+            Rows::Medications(rows) => rows.into_iter().for_each(|r| sink.medication(r)),
         }
     }
 }
@@ -330,88 +464,57 @@ struct Outcome {
     skipped: Option<Skipped>,
 }
 
-/// Applies version retractions and flattens outcomes (runs of them, in input order) into a
-/// [`Parsed`], in input order. The runs become tables in parallel.
-fn assemble(mut runs: Vec<Vec<Outcome>>) -> Parsed {
-    retract_superseded(&mut runs);
-    let parts: Vec<Parsed> = runs
-        .into_par_iter()
-        .map(|run| {
-            let mut parsed = Parsed::default();
-            for o in run {
-                parsed.bad.extend(o.bad);
-                parsed.skipped.extend(o.skipped);
-                let t = &mut parsed.tables;
-                match o.curated.map(|c| c.rows) {
-                    None => {}
-                    Some(Rows::Patient(r)) => t.patients.push(*r),
-                    Some(Rows::Encounter(r, team)) => {
-                        t.encounters.push(*r);
-                        t.care_team.extend(team);
-                    }
-                    Some(Rows::Observations(rows)) => t.observations.extend(rows),
-                    Some(Rows::Condition(r)) => t.conditions.push(*r),
-                    Some(Rows::Procedure(r)) => t.procedures.push(*r),
-                    Some(Rows::Medications(rows)) => t.medications.extend(rows),
-                }
-            }
-            parsed
+/// Sets `retracted_at` of every resource version that a later version of the same
+/// `ResourceType/id` supersedes: the rows of each earlier version get the next version's
+/// `known_at`. Versions are ordered by `known_at`, then `meta.versionId`, then input order.
+/// `parts` are in input order.
+fn retract_superseded<S: RowSink + Send>(parts: &mut [Part<S>]) {
+    // Most resources have one version: a parallel sort of the keys' hashes brings the
+    // versions of a resource together (in input order) without a map of every key.
+    type At = (usize, usize);
+    let mut all: Vec<(u64, At)> = parts
+        .iter()
+        .enumerate()
+        .flat_map(|(p, part)| {
+            let versions = part.versions.iter().enumerate();
+            versions.map(move |(i, v)| (v.hash, (p, i)))
         })
         .collect();
-    Parsed::concat(parts)
-}
-
-/// Sets `retracted_at` of every resource version that a later version of the same
-/// `ResourceType/id` supersedes. `runs` are runs of outcomes in input order.
-fn retract_superseded(runs: &mut [Vec<Outcome>]) {
-    // Most resources have one version: the first of each key is remembered, and a list is
-    // made only for keys seen again. Positions are (run, outcome), in input order.
-    type At = (usize, usize);
-    let total = runs.iter().map(Vec::len).sum();
-    let mut first: FastMap<(Table, &str), At> =
-        FastMap::with_capacity_and_hasher(total, Default::default());
-    let mut groups: FastMap<At, Vec<At>> = FastMap::default();
-    for (r, run) in runs.iter().enumerate() {
-        for (i, o) in run.iter().enumerate() {
-            if let Some(Curated {
-                key: Some((table, id)),
-                ..
-            }) = &o.curated
-            {
-                let at = *first.entry((*table, id.as_str())).or_insert((r, i));
-                if at != (r, i) {
-                    groups.entry(at).or_insert_with(|| vec![at]).push((r, i));
-                }
-            }
-        }
-    }
-    let curated = |runs: &[Vec<Outcome>], (r, i): At| {
-        runs.get(r)
-            .and_then(|run| run.get(i))
-            .and_then(|o| o.curated.as_ref())
-            .map(|c| (c.known_at, c.version))
-    };
+    all.par_sort_unstable();
+    let version = |at: &At| parts.get(at.0).and_then(|p| p.versions.get(at.1));
     let mut retractions: Vec<(At, DateTime<Utc>)> = Vec::new();
-    for mut members in groups.into_values() {
-        members.sort_by_key(|at| {
-            let c = curated(runs, *at);
-            (c.map(|c| c.0), c.and_then(|c| c.1), *at)
-        });
-        for pair in members.windows(2) {
-            if let [earlier, later] = pair {
-                if let Some((known_at, _)) = curated(runs, *later) {
-                    retractions.push((*earlier, known_at));
+    for same_hash in all.chunk_by(|a, b| a.0 == b.0).filter(|run| run.len() > 1) {
+        let mut rest: Vec<At> = same_hash.iter().map(|(_, at)| *at).collect();
+        // Split by key: different keys can share a hash.
+        while let Some(first) = rest.first() {
+            let key = version(first).map(|v| &v.key);
+            let (mut members, others): (Vec<At>, Vec<At>) = std::mem::take(&mut rest)
+                .into_iter()
+                .partition(|at| version(at).map(|v| &v.key) == key);
+            members.sort_by_key(|at| {
+                let v = version(at);
+                (v.map(|v| v.known_at), v.and_then(|v| v.version), *at)
+            });
+            for pair in members.windows(2) {
+                if let [earlier, later] = pair {
+                    if let Some(v) = version(later) {
+                        retractions.push((*earlier, v.known_at));
+                    }
                 }
             }
+            rest = others;
         }
     }
-    for ((r, i), at) in retractions {
-        let c = runs.get_mut(r).and_then(|run| run.get_mut(i));
-        if let Some(c) = c.and_then(|o| o.curated.as_mut()) {
-            c.rows.for_each_meta(|m| {
-                m.retracted_at = Some(m.retracted_at.map_or(at, |r| r.min(at)));
-            });
-        }
+    for ((p, i), at) in retractions {
+        let Some(part) = parts.get_mut(p) else {
+            continue;
+        };
+        let Some(v) = part.versions.get(i) else {
+            continue;
+        };
+        let (table, rows, team) = (v.key.0, v.rows.clone(), v.team.clone());
+        rows.for_each(|row| part.rows.retract(table, row, at));
+        team.for_each(|row| part.rows.retract(Table::CareTeam, row, at));
     }
 }
 
@@ -2131,7 +2234,21 @@ mod tests {
                 bytes: text.as_bytes(),
             })
             .collect();
-        parse_bundles(&inputs, &ctx())
+        both_paths(
+            parse_bundles(&inputs, &ctx()),
+            parse_bundles_batches(&inputs, &ctx()),
+        )
+    }
+
+    /// The row path's result, after checking that the column path gives the same batches,
+    /// bad records and skipped records.
+    fn both_paths(rows: Parsed, columns: Result<ParsedBatches, ArrowError>) -> Parsed {
+        let expected = rows.clone().into_batches().expect("row path");
+        assert!(
+            expected == columns.expect("column path"),
+            "the column path differs from the row path"
+        );
+        rows
     }
 
     fn one_bundle(entries: Value) -> Parsed {
@@ -2149,7 +2266,10 @@ mod tests {
                 bytes: text.as_bytes(),
             })
             .collect();
-        parse_ndjson(&inputs, &ctx())
+        both_paths(
+            parse_ndjson(&inputs, &ctx()),
+            parse_ndjson_batches(&inputs, &ctx()),
+        )
     }
 
     fn patient_entry() -> Value {

@@ -21,11 +21,12 @@ use arrow::array::{
 };
 use arrow::compute::{concat_batches, take_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::error::ArrowError;
 use arrow::row::{RowConverter, SortField};
 use serde::Serialize;
 
 use super::mapping::Mapping;
-use super::{fhir, hl7v2, mapping, BadRecord, Context, Input, Parsed};
+use super::{fhir, hl7v2, mapping, BadRecord, Context, Input, ParsedBatches};
 use crate::curated::Table;
 use crate::error::{Error, Result};
 use crate::hash::ContentHash;
@@ -292,7 +293,7 @@ pub async fn ingest(
         .hash;
 
     // 2. Parse.
-    let parsed = parse(opts, &inputs);
+    let parsed = parse(opts, &inputs)?;
     drop(inputs);
     drop(contents);
 
@@ -330,10 +331,7 @@ pub async fn ingest(
                 .hash,
         );
     }
-    let rows: u64 = Table::ALL
-        .iter()
-        .map(|t| parsed.tables.len(*t) as u64)
-        .sum();
+    let rows: u64 = Table::ALL.iter().map(|t| parsed.rows(*t) as u64).sum();
     let total_bad = parsed.bad.len() as u64;
     let records = rows + total_bad + parsed.skipped.len() as u64;
     if let Some(limit) = opts.max_bad {
@@ -354,7 +352,7 @@ pub async fn ingest(
 
     // 4. Curated versions.
     let mut curated = Vec::new();
-    for (table, batch) in parsed.tables.to_batches()? {
+    for (table, batch) in parsed.batches {
         let n = batch.num_rows();
         let (prev, merged) = merge_with_latest(store, table.name(), batch).await?;
         let mut p = PutOptions::new(table.name(), Kind::Curated);
@@ -383,12 +381,14 @@ pub async fn ingest(
     })
 }
 
-fn parse(opts: &IngestOptions, inputs: &[Input<'_>]) -> Parsed {
+/// The input's curated rows as record batches: FHIR straight into column builders, the other
+/// sources through their row structs.
+fn parse(opts: &IngestOptions, inputs: &[Input<'_>]) -> Result<ParsedBatches, ArrowError> {
     let ctx = &opts.context;
-    match opts.format {
+    let parsed = match opts.format {
         Format::Hl7v2 => hl7v2::parse(inputs, ctx),
-        Format::Fhir => fhir::parse_bundles(inputs, ctx),
-        Format::FhirNdjson => fhir::parse_ndjson(inputs, ctx),
+        Format::Fhir => return fhir::parse_bundles_batches(inputs, ctx),
+        Format::FhirNdjson => return fhir::parse_ndjson_batches(inputs, ctx),
         Format::Synthea => {
             let m = opts.mapping.clone().unwrap_or_else(Mapping::synthea);
             mapping::parse(&m, inputs, ctx)
@@ -397,7 +397,8 @@ fn parse(opts: &IngestOptions, inputs: &[Input<'_>]) -> Parsed {
             let m = opts.mapping.clone().unwrap_or_else(Mapping::curated);
             mapping::parse(&m, inputs, ctx)
         }
-    }
+    };
+    parsed.into_batches()
 }
 
 /// The text of the mapping a run applies: the user's, else the built-in one of the format

@@ -9,10 +9,35 @@ use std::path::Path;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::Value;
 use ward::curated::{CuratedTables, Table};
-use ward::ingest::fhir::{parse_bundles, parse_ndjson};
+use ward::ingest::fhir;
 use ward::ingest::{Context, Input, Parsed};
 
 use crate::common::shared_data;
+
+/// `fhir::parse_bundles`, checked against the column path an ingest run takes
+/// (`parse_bundles_batches`): the same batches, bad records and skipped records.
+fn parse_bundles(inputs: &[Input<'_>], ctx: &Context) -> Parsed {
+    let rows = fhir::parse_bundles(inputs, ctx);
+    let columns = fhir::parse_bundles_batches(inputs, ctx).expect("column path");
+    let expected = rows.clone().into_batches().expect("row path");
+    assert!(
+        expected == columns,
+        "the column path differs from the row path"
+    );
+    rows
+}
+
+/// `fhir::parse_ndjson`, checked against `parse_ndjson_batches` the same way.
+fn parse_ndjson(inputs: &[Input<'_>], ctx: &Context) -> Parsed {
+    let rows = fhir::parse_ndjson(inputs, ctx);
+    let columns = fhir::parse_ndjson_batches(inputs, ctx).expect("column path");
+    let expected = rows.clone().into_batches().expect("row path");
+    assert!(
+        expected == columns,
+        "the column path differs from the row path"
+    );
+    rows
+}
 
 fn ctx() -> Context {
     Context::new(utc("2024-06-01T00:00:00Z"))
