@@ -70,7 +70,7 @@ use chrono::{DateTime, FixedOffset, NaiveDate, NaiveTime, TimeZone, Utc};
 use rayon::prelude::*;
 use serde::Deserialize;
 
-use super::json::Value;
+use super::json::{Doc, Kind, Value};
 use super::{clip_raw, BadRecord, Context, Input, Location, Parsed, ParsedBatches, Skipped};
 use crate::curated::{
     admission_type, code_system, discharge_disposition, encounter_class, service, CareTeamMember,
@@ -267,7 +267,9 @@ impl<S: RowSink + Default> Part<S> {
     /// Takes the lines of a run. With `first_pass`, the index is not the input's yet, and the
     /// run stops at the first line that needs it (setting `deferred`).
     fn of_lines(run: &[Line<'_>], index: &Index<'_>, first_pass: bool, ctx: &Context) -> Self {
-        let mut part = Part::default();
+        let mut part = Part::<S>::default();
+        // A run is mostly lines of one file, i.e. of one resource type: about a row a line.
+        part.rows.expect_rows(run.len());
         let mut out = Vec::new();
         let pending = AtomicBool::new(false);
         let pending = first_pass.then_some(&pending);
@@ -526,7 +528,7 @@ fn retract_superseded<S: RowSink + Send>(parts: &mut [Part<S>]) {
 #[derive(Clone, Copy)]
 enum Raw<'a> {
     Bytes(&'a [u8]),
-    Json(&'a Value<'a>),
+    Json(Value<'a>),
 }
 
 impl Raw<'_> {
@@ -536,7 +538,7 @@ impl Raw<'_> {
                 let head = b.get(..4100).unwrap_or(b);
                 clip_raw(&String::from_utf8_lossy(head))
             }
-            Raw::Json(v) => clip_raw(&serde_json::to_string(v).unwrap_or_default()),
+            Raw::Json(v) => clip_raw(&serde_json::to_string(&v).unwrap_or_default()),
         }
     }
 }
@@ -545,7 +547,7 @@ impl Raw<'_> {
 struct Unit<'a> {
     file: &'a str,
     record: u64,
-    res: &'a Value<'a>,
+    res: Value<'a>,
     raw: Raw<'a>,
     full_url: Option<&'a str>,
     bundle_ts: Option<DateTime<Utc>>,
@@ -819,9 +821,9 @@ impl<'a> Index<'a> {
                     .or_else(|| serde_json::from_slice::<IdOnly<'a>>(bytes).ok())?;
                 let (rtype, id) = (head.resource_type?, head.id?);
                 let med = (rtype == "Medication")
-                    .then(|| Value::parse(bytes).ok())
+                    .then(|| Doc::parse(bytes).ok())
                     .flatten()
-                    .map(|v| medication_code(&v));
+                    .map(|d| medication_code(d.root()));
                 Some((id, rtype, med))
             })
             .collect();
@@ -844,7 +846,7 @@ impl<'a> Index<'a> {
 /// prepared by the pharmacy), the code of each ingredient.
 type DrugCodes = Vec<Coding>;
 
-fn medication_code(med: &Value) -> Fx<DrugCodes> {
+fn medication_code(med: Value<'_>) -> Fx<DrugCodes> {
     let prefer = [code_system::RXNORM];
     if let Some(code) = med.get("code") {
         return pick_coding(code, "Medication.code", &prefer).map(|c| vec![c]);
@@ -913,11 +915,11 @@ impl<'a> Walker<'a> {
 
     /// Walks a Bundle. `record` is fixed for NDJSON lines and nested Bundles; otherwise each
     /// entry is its own record.
-    fn bundle(&mut self, bundle: &'a Value<'a>, record: Option<u64>, ts: Option<DateTime<Utc>>) {
+    fn bundle(&mut self, bundle: Value<'a>, record: Option<u64>, ts: Option<DateTime<Utc>>) {
         let at = record.unwrap_or(0);
-        let ts = match bundle.get("timestamp") {
-            None | Some(Value::Null) => ts,
-            Some(Value::String(s)) => match parse_instant(s, self.offset) {
+        let ts = match bundle.get("timestamp").map(Value::kind) {
+            None | Some(Kind::Null) => ts,
+            Some(Kind::String(s)) => match parse_instant(s, self.offset) {
                 Some(t) => Some(t),
                 None => {
                     let f = Fault::new("Bundle.timestamp", "bad_date", format!("{s:?}"));
@@ -931,16 +933,16 @@ impl<'a> Walker<'a> {
                 ts
             }
         };
-        let entries = match bundle.get("entry") {
-            None | Some(Value::Null) => return,
-            Some(Value::Array(entries)) => entries,
+        let entries = match bundle.get("entry").map(Value::kind) {
+            None | Some(Kind::Null) => return,
+            Some(Kind::Array(entries)) => entries,
             Some(_) => {
                 let f = Fault::new("Bundle.entry", "bad_value", "Bundle.entry is not an array");
                 self.file_bad(at, f, Raw::Json(bundle));
                 return;
             }
         };
-        for (i, entry) in entries.iter().enumerate() {
+        for (i, entry) in entries.enumerate() {
             let rec = record.unwrap_or(i as u64 + 1);
             let Some(res) = entry.get("resource") else {
                 let what = match entry.get("request") {
@@ -992,7 +994,7 @@ fn process_document<'a>(
     ctx: &Context,
     out: &mut Vec<Outcome>,
 ) {
-    let doc = match Value::parse(bytes) {
+    let doc = match Doc::parse(bytes) {
         Ok(doc) => doc,
         Err(e) => {
             let bad = BadRecord {
@@ -1013,9 +1015,10 @@ fn process_document<'a>(
             return;
         }
     };
+    let doc = doc.root();
     let raw = match line {
         Some(_) => Raw::Bytes(bytes),
-        None => Raw::Json(&doc),
+        None => Raw::Json(doc),
     };
     let mut walker = Walker {
         file,
@@ -1032,12 +1035,12 @@ fn process_document<'a>(
         );
         walker.file_bad(line.unwrap_or(0), f, raw);
     } else if doc.get("resourceType").and_then(Value::as_str) == Some("Bundle") {
-        walker.bundle(&doc, line, None);
+        walker.bundle(doc, line, None);
     } else {
         walker.resource(Unit {
             file,
             record: line.unwrap_or(1),
-            res: &doc,
+            res: doc,
             raw,
             full_url: None,
             bundle_ts: None,
@@ -1129,10 +1132,7 @@ impl<'r> Resolver<'r, '_> {
 
 /// `Type/id`, `base/Type/id` or `.../Type/id/_history/v` → `(Type, id)`.
 fn literal_reference(reference: &str) -> Option<Target<'_>> {
-    let end = reference
-        .bytes()
-        .position(|c| c == b'?' || c == b'#')
-        .unwrap_or(reference.len());
+    let end = memchr::memchr2(b'?', b'#', reference.as_bytes()).unwrap_or(reference.len());
     let path = reference.get(..end)?;
     let mut parts = path.trim_end_matches('/').rsplit('/');
     let (mut id, mut rtype) = (parts.next()?, parts.next()?);
@@ -1145,16 +1145,25 @@ fn literal_reference(reference: &str) -> Option<Target<'_>> {
     }
     let type_ok = rtype.bytes().next().is_some_and(|c| c.is_ascii_uppercase())
         && rtype.bytes().all(|c| c.is_ascii_alphanumeric());
-    let id_ok = !id.is_empty()
-        && id
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.');
+    let id_ok = !id.is_empty() && id.bytes().all(|c| ID_BYTE[usize::from(c)]);
     (type_ok && id_ok).then_some(Target { rtype, id })
 }
 
+/// The bytes of a FHIR id: `[A-Za-z0-9\-\.]`.
+const ID_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric() || b == b'-' || b == b'.';
+        c += 1;
+    }
+    t
+};
+
 /// The id rows use for a resource: its `id`, else the uuid (or last path segment) of its
 /// fullUrl.
-fn resource_id<'a>(res: &'a Value<'_>, full_url: Option<&'a str>) -> Option<&'a str> {
+fn resource_id<'a>(res: Value<'a>, full_url: Option<&'a str>) -> Option<&'a str> {
     if let Some(id) = res
         .get("id")
         .and_then(Value::as_str)
@@ -1173,7 +1182,7 @@ fn resource_id<'a>(res: &'a Value<'_>, full_url: Option<&'a str>) -> Option<&'a 
 }
 
 /// Resolves the patient a resource is about (`subject`, or the older `patient`).
-fn patient_ref(res: &Value, rtype: &str, rz: &Resolver<'_, '_>) -> Fx<String> {
+fn patient_ref(res: Value<'_>, rtype: &str, rz: &Resolver<'_, '_>) -> Fx<String> {
     let (key, r) = match res.get("subject") {
         Some(r) => ("subject", r),
         None => match res.get("patient") {
@@ -1224,7 +1233,7 @@ fn patient_ref(res: &Value, rtype: &str, rz: &Resolver<'_, '_>) -> Fx<String> {
 /// Resolves the encounter a resource belongs to (`encounter`, or the older `context`).
 /// References to other types (an EpisodeOfCare in `context`) are not encounters and give
 /// `None`.
-fn encounter_ref(res: &Value, rtype: &str, rz: &Resolver<'_, '_>) -> Fx<Option<String>> {
+fn encounter_ref(res: Value<'_>, rtype: &str, rz: &Resolver<'_, '_>) -> Fx<Option<String>> {
     let (key, r) = match res.get("encounter") {
         Some(r) => ("encounter", r),
         None => match res.get("context") {
@@ -1323,7 +1332,7 @@ fn curate(u: &Unit<'_>, rz: &Resolver<'_, '_>, ctx: &Context) -> Outcome {
 
 /// Curates one resource type; the last argument collects faults of parts that do not sink
 /// the whole resource (an encounter participant).
-type Extract = fn(&Value, &Head, &Resolver<'_, '_>, &Context, &mut Vec<Fault>) -> Fx<Rows>;
+type Extract = fn(Value<'_>, &Head, &Resolver<'_, '_>, &Context, &mut Vec<Fault>) -> Fx<Rows>;
 
 /// What every resource contributes regardless of type.
 struct Head {
@@ -1383,13 +1392,13 @@ impl Head {
     }
 }
 
-fn patient(res: &Value, head: &Head, ctx: &Context) -> Fx<Patient> {
+fn patient(res: Value<'_>, head: &Head, ctx: &Context) -> Fx<Patient> {
     let Some(patient_id) = head.id.clone() else {
         return Err(Fault::missing("Patient.id"));
     };
-    let birth_date = match res.get("birthDate") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(parse_date(s).ok_or_else(|| {
+    let birth_date = match res.get("birthDate").map(Value::kind) {
+        None | Some(Kind::Null) => None,
+        Some(Kind::String(s)) => Some(parse_date(s).ok_or_else(|| {
             Fault::new(
                 "Patient.birthDate",
                 "bad_date",
@@ -1404,18 +1413,13 @@ fn patient(res: &Value, head: &Head, ctx: &Context) -> Fx<Patient> {
     let given = name
         .and_then(|n| n.get("given"))
         .and_then(Value::as_array)
-        .map(|g| {
-            g.iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
+        .map(|g| g.filter_map(Value::as_str).collect::<Vec<_>>().join(" "))
         .filter(|g| !g.is_empty());
-    let family = name.and_then(|n| match n.get("family") {
-        Some(Value::String(s)) => Some(s.to_string()),
+    let family = name.and_then(|n| match n.get("family").map(Value::kind) {
+        Some(Kind::String(s)) => Some(s.to_string()),
         // DSTU2 wrote family as a list of strings.
-        Some(Value::Array(parts)) => {
-            let joined: Vec<&str> = parts.iter().filter_map(Value::as_str).collect();
+        Some(Kind::Array(parts)) => {
+            let joined: Vec<&str> = parts.filter_map(Value::as_str).collect();
             (!joined.is_empty()).then(|| joined.join(" "))
         }
         _ => None,
@@ -1433,7 +1437,7 @@ fn patient(res: &Value, head: &Head, ctx: &Context) -> Fx<Patient> {
 }
 
 fn encounter(
-    res: &Value,
+    res: Value<'_>,
     head: &Head,
     rz: &Resolver<'_, '_>,
     ctx: &Context,
@@ -1451,14 +1455,15 @@ fn encounter(
         None => None,
     };
     // R4 `class` is a Coding; R5 made it a list of CodeableConcepts.
-    let class_code = match res.get("class") {
-        Some(Value::Array(list)) => list
-            .first()
+    let class = res.get("class");
+    let class_code = match class.map(Value::kind) {
+        Some(Kind::Array(mut list)) => list
+            .next()
             .and_then(|cc| cc.get("coding"))
             .and_then(|c| c.get(0))
             .and_then(|c| c.get("code"))
             .and_then(Value::as_str),
-        Some(c) => c.get("code").and_then(Value::as_str),
+        Some(_) => class.and_then(|c| c.get("code")).and_then(Value::as_str),
         None => None,
     };
     let class = class_code
@@ -1575,7 +1580,7 @@ fn encounter(
 }
 
 /// Admission type from `priority` (v3 ActPriority) or `hospitalization.admitSource`.
-fn admission_kind(cc: Option<&Value>) -> Option<&'static str> {
+fn admission_kind(cc: Option<Value<'_>>) -> Option<&'static str> {
     let cc = cc?;
     codings(cc)
         .find_map(|c| {
@@ -1618,7 +1623,7 @@ fn participant_role(code: &str) -> String {
 }
 
 fn observation(
-    res: &Value,
+    res: Value<'_>,
     head: &Head,
     rz: &Resolver<'_, '_>,
     ctx: &Context,
@@ -1652,7 +1657,7 @@ fn observation(
     let status = string(res, "status");
     let components = res.get("component").and_then(Value::as_array);
     let own_value = value(res, "Observation")?;
-    let mut rows = Vec::with_capacity(1 + components.map_or(0, Vec::len));
+    let mut rows = Vec::with_capacity(1 + components.clone().map_or(0, Iterator::count));
     // The columns every row shares are filled in below.
     let row = |id: String, code: Coding, v: Value3| Observation {
         observation_id: id,
@@ -1667,7 +1672,7 @@ fn observation(
         status: None,
         meta: head.meta.clone(),
     };
-    let has_components = components.is_some_and(|c| !c.is_empty());
+    let has_components = components.clone().is_some_and(|mut c| c.next().is_some());
     if own_value.is_some() || !has_components {
         rows.push(row(
             head.row_id.clone(),
@@ -1710,12 +1715,12 @@ struct Value3 {
 }
 
 /// Reads `value[x]` of an Observation or a component; `None` when it has none.
-fn value(v: &Value, at: &str) -> Fx<Option<Value3>> {
+fn value(v: Value<'_>, at: &str) -> Fx<Option<Value3>> {
     if let Some(q) = v.get("valueQuantity") {
-        let num = match q.get("value") {
-            None | Some(Value::Null) => None,
-            Some(Value::Number(n)) => n.as_f64(),
-            Some(other) => {
+        let num = match q.get("value").map(|v| (v, v.kind())) {
+            None | Some((_, Kind::Null)) => None,
+            Some((_, Kind::Number(n))) => n.as_f64(),
+            Some((other, _)) => {
                 return Err(Fault::new(
                     format!("{at}.valueQuantity.value"),
                     "bad_value",
@@ -1774,7 +1779,7 @@ fn value(v: &Value, at: &str) -> Fx<Option<Value3>> {
     Ok(None)
 }
 
-fn condition(res: &Value, head: &Head, rz: &Resolver<'_, '_>, ctx: &Context) -> Fx<Condition> {
+fn condition(res: Value<'_>, head: &Head, rz: &Resolver<'_, '_>, ctx: &Context) -> Fx<Condition> {
     let patient_id = patient_ref(res, "Condition", rz)?;
     let encounter_id = encounter_ref(res, "Condition", rz)?;
     let cc = res
@@ -1819,7 +1824,7 @@ fn condition(res: &Value, head: &Head, rz: &Resolver<'_, '_>, ctx: &Context) -> 
     })
 }
 
-fn procedure(res: &Value, head: &Head, rz: &Resolver<'_, '_>, ctx: &Context) -> Fx<Procedure> {
+fn procedure(res: Value<'_>, head: &Head, rz: &Resolver<'_, '_>, ctx: &Context) -> Fx<Procedure> {
     let patient_id = patient_ref(res, "Procedure", rz)?;
     let encounter_id = encounter_ref(res, "Procedure", rz)?;
     let cc = res
@@ -1853,7 +1858,7 @@ fn procedure(res: &Value, head: &Head, rz: &Resolver<'_, '_>, ctx: &Context) -> 
 /// ingredient (`id.ingredient[i]`), as observation components do, so that a feature looking
 /// for a drug finds it.
 fn medication(
-    res: &Value,
+    res: Value<'_>,
     head: &Head,
     rz: &Resolver<'_, '_>,
     ctx: &Context,
@@ -1982,7 +1987,7 @@ fn medication(
 // JSON helpers
 // ---------------------------------------------------------------------------------------
 
-fn string(v: &Value, key: &str) -> Option<String> {
+fn string(v: Value<'_>, key: &str) -> Option<String> {
     v.get(key)
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
@@ -1990,7 +1995,7 @@ fn string(v: &Value, key: &str) -> Option<String> {
 }
 
 /// The `coding` entries of a CodeableConcept.
-fn codings<'v, 'j>(cc: &'v Value<'j>) -> impl Iterator<Item = &'v Value<'j>> {
+fn codings(cc: Value<'_>) -> impl Iterator<Item = Value<'_>> {
     cc.get("coding")
         .and_then(Value::as_array)
         .into_iter()
@@ -1998,27 +2003,27 @@ fn codings<'v, 'j>(cc: &'v Value<'j>) -> impl Iterator<Item = &'v Value<'j>> {
 }
 
 /// The codes of a CodeableConcept, as written.
-fn codes<'v, 'j>(cc: Option<&'v Value<'j>>) -> impl Iterator<Item = &'v str> + use<'v, 'j> {
+fn codes(cc: Option<Value<'_>>) -> impl Iterator<Item = &str> {
     cc.into_iter()
         .flat_map(codings)
         .filter_map(|c| c.get("code").and_then(Value::as_str))
 }
 
-fn first_code(cc: &Value) -> Option<String> {
+fn first_code(cc: Value<'_>) -> Option<String> {
     codes(Some(cc)).find(|c| !c.is_empty()).map(str::to_string)
 }
 
 /// The element of a list whose `use` is `wanted`, else the first.
-fn preferred<'a, 'j>(list: Option<&'a Value<'j>>, wanted: &str) -> Option<&'a Value<'j>> {
-    let list = list?.as_array()?;
-    list.iter()
+fn preferred<'v>(list: Option<Value<'v>>, wanted: &str) -> Option<Value<'v>> {
+    let mut list = list?.as_array()?;
+    list.clone()
         .find(|x| x.get("use").and_then(Value::as_str) == Some(wanted))
-        .or_else(|| list.first())
+        .or_else(|| list.next())
 }
 
 /// Picks the coding of a CodeableConcept to keep: the first in `prefer` order, else a standard
 /// system, else the first with a system.
-fn pick_coding(cc: &Value, field: &str, prefer: &[&str]) -> Fx<Coding> {
+fn pick_coding(cc: Value<'_>, field: &str, prefer: &[&str]) -> Fx<Coding> {
     let mut best: Option<(usize, Coding)> = None;
     let mut systemless = false;
     for c in codings(cc) {
@@ -2078,25 +2083,27 @@ fn pick_coding(cc: &Value, field: &str, prefer: &[&str]) -> Fx<Coding> {
 /// Reads the FHIR date/dateTime/instant `key` of `v`, whose FHIRPath is `path`; absent is
 /// `None`, unreadable is `bad_date`. The field name is only built on error: this runs for
 /// every resource.
-fn time(v: &Value, key: &str, path: &[&str], ctx: &Context) -> Fx<Option<DateTime<Utc>>> {
+fn time(v: Value<'_>, key: &str, path: &[&str], ctx: &Context) -> Fx<Option<DateTime<Utc>>> {
     let field = || {
         let mut f = path.join(".");
         f.push('.');
         f.push_str(key);
         f
     };
-    match v.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => parse_instant(s, ctx.default_offset)
-            .map(Some)
-            .ok_or_else(|| {
-                Fault::new(
-                    field(),
-                    "bad_date",
-                    format!("{s:?} is not a FHIR date, dateTime or instant"),
-                )
-            }),
-        Some(other) => Err(Fault::new(
+    match v.get(key).map(|v| (v, v.kind())) {
+        None | Some((_, Kind::Null)) => Ok(None),
+        Some((_, Kind::String(s))) => {
+            parse_instant(s, ctx.default_offset)
+                .map(Some)
+                .ok_or_else(|| {
+                    Fault::new(
+                        field(),
+                        "bad_date",
+                        format!("{s:?} is not a FHIR date, dateTime or instant"),
+                    )
+                })
+        }
+        Some((other, _)) => Err(Fault::new(
             field(),
             "bad_date",
             format!("expected a date string, found {other}"),

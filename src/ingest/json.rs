@@ -1,13 +1,17 @@
-//! A JSON document that borrows from its input: the FHIR parser's tree.
+//! A JSON document that borrows from its input: the FHIR parser's tree, kept flat.
 //!
 //! `serde_json::Value` copies every string and key into its own allocation and keeps objects
-//! in a `BTreeMap`. FHIR resources are small objects of many short strings, so that copying
-//! and ordering is most of the parse. Here a string without escapes and every key without
-//! escapes point into the input, and an object is a vector of its members in input order
-//! (a key's lookup is a short linear scan; with a repeated key the last one wins, as in
+//! in a `BTreeMap`; a tree of vectors still allocates every object and array and moves every
+//! value into its parent. FHIR resources are small objects of many short strings, so that
+//! building is most of the parse. Here a document is one flat list of nodes (a "tape"): each
+//! container is followed by its members (an object's as key, value, key, value ...) and
+//! knows how many nodes its subtree spans, so a document is one allocation written front to
+//! back, and a [`Value`] is a view of a slice of it. A string without escapes and every key
+//! without escapes point into the input; an object keeps its members in input order (a key's
+//! lookup is a short linear scan; with a repeated key the last one wins, as in
 //! `serde_json::Value`). A hand-written parser reads the common case (text that is UTF-8 as a
-//! whole, nesting up to 100 levels) and leaves numbers other than plain integers, strings with
-//! escapes, and anything it does not accept to serde_json: values, what is accepted, the
+//! whole, nesting up to 100 levels) and leaves numbers other than plain integers, strings
+//! with escapes, and anything it does not accept to serde_json: values, what is accepted, the
 //! depth limit and error messages are serde_json's.
 
 use std::borrow::Cow;
@@ -15,23 +19,42 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeMap, SerializeSeq, Serializer};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-/// A JSON value borrowing from the text it was parsed from.
+/// A parsed JSON document.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Value<'a> {
-    /// `null`.
+pub(crate) struct Doc<'a> {
+    nodes: Vec<Node<'a>>,
+}
+
+/// One node of a [`Doc`].
+#[derive(Debug, Clone, PartialEq)]
+enum Node<'a> {
     Null,
-    /// `true` or `false`.
     Bool(bool),
-    /// A number.
     Number(Number),
-    /// A string (borrowed unless it had escapes).
+    /// A string value or an object key (borrowed unless it had escapes).
     String(Cow<'a, str>),
-    /// An array.
-    Array(Vec<Value<'a>>),
-    /// An object's members, in input order.
-    Object(Vec<(Cow<'a, str>, Value<'a>)>),
+    /// An array of `len` items; its subtree (this node and all below it) is `size` nodes.
+    Array {
+        len: usize,
+        size: usize,
+    },
+    /// An object of `len` members, each a key node then its value; `size` as for arrays.
+    Object {
+        len: usize,
+        size: usize,
+    },
+}
+
+impl Node<'_> {
+    /// Nodes in the subtree this node starts.
+    fn size(&self) -> usize {
+        match self {
+            Node::Array { size, .. } | Node::Object { size, .. } => *size,
+            _ => 1,
+        }
+    }
 }
 
 /// A JSON number as serde_json reads it.
@@ -56,92 +79,182 @@ impl Number {
     }
 }
 
+impl<'a> Doc<'a> {
+    /// Parses one JSON document.
+    ///
+    /// # Errors
+    /// serde_json's error (line and column) for text that is not one JSON value.
+    pub(crate) fn parse(bytes: &'a [u8]) -> serde_json::Result<Doc<'a>> {
+        match fast::parse(bytes) {
+            Some(doc) => Ok(doc),
+            None => Doc::parse_serde(bytes),
+        }
+    }
+
+    /// [`Doc::parse`] through serde_json alone.
+    fn parse_serde(bytes: &'a [u8]) -> serde_json::Result<Doc<'a>> {
+        let mut nodes = Vec::new();
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        Seed(&mut nodes).deserialize(&mut de)?;
+        de.end()?;
+        Ok(Doc { nodes })
+    }
+
+    /// The document's value.
+    pub(crate) fn root(&self) -> Value<'_> {
+        Value { nodes: &self.nodes }
+    }
+}
+
+/// A JSON value: a view of its nodes in a [`Doc`], cheap to copy.
+#[derive(Clone, Copy)]
+pub(crate) struct Value<'v> {
+    /// This value's node first, then the rest of its subtree; never empty.
+    nodes: &'v [Node<'v>],
+}
+
+/// What a [`Value`] is, for matching on.
+pub(crate) enum Kind<'v> {
+    Null,
+    Bool(bool),
+    Number(Number),
+    String(&'v str),
+    Array(Items<'v>),
+    Object(Members<'v>),
+}
+
+/// The items of an array, in order.
+#[derive(Clone)]
+pub(crate) struct Items<'v> {
+    rest: &'v [Node<'v>],
+    left: usize,
+}
+
+impl<'v> Iterator for Items<'v> {
+    type Item = Value<'v>;
+
+    fn next(&mut self) -> Option<Value<'v>> {
+        if self.left == 0 {
+            return None;
+        }
+        let size = self.rest.first()?.size();
+        let (nodes, rest) = self.rest.split_at_checked(size)?;
+        self.rest = rest;
+        self.left -= 1;
+        Some(Value { nodes })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(self.left))
+    }
+}
+
+/// The members of an object, in input order.
+#[derive(Clone)]
+pub(crate) struct Members<'v> {
+    items: Items<'v>,
+}
+
+impl<'v> Iterator for Members<'v> {
+    type Item = (&'v str, Value<'v>);
+
+    fn next(&mut self) -> Option<(&'v str, Value<'v>)> {
+        if self.items.left == 0 {
+            return None;
+        }
+        // A member is two nodes (the key, then the value's subtree) counted as one.
+        let (key, rest) = self.items.rest.split_first()?;
+        let Node::String(key) = key else { return None };
+        self.items.rest = rest;
+        self.items.next().map(|v| (key.as_ref(), v))
+    }
+}
+
 /// What [`Value::get`] accepts: a key of an object or a position in an array.
 pub(crate) trait Index {
     /// The member of `v` this names.
-    fn index_into<'v, 'a>(&self, v: &'v Value<'a>) -> Option<&'v Value<'a>>;
+    fn index_into<'v>(&self, v: Value<'v>) -> Option<Value<'v>>;
 }
 
 impl Index for str {
-    fn index_into<'v, 'a>(&self, v: &'v Value<'a>) -> Option<&'v Value<'a>> {
-        match v {
-            Value::Object(members) => members
-                .iter()
-                .rev()
-                .find(|(k, _)| k.as_ref() == self)
-                .map(|(_, v)| v),
+    fn index_into<'v>(&self, v: Value<'v>) -> Option<Value<'v>> {
+        match v.kind() {
+            Kind::Object(members) => members.filter(|(k, _)| *k == self).last().map(|(_, v)| v),
             _ => None,
         }
     }
 }
 
 impl Index for usize {
-    fn index_into<'v, 'a>(&self, v: &'v Value<'a>) -> Option<&'v Value<'a>> {
-        match v {
-            Value::Array(items) => items.get(*self),
-            _ => None,
-        }
+    fn index_into<'v>(&self, v: Value<'v>) -> Option<Value<'v>> {
+        v.as_array()?.nth(*self)
     }
 }
 
 impl<T: Index + ?Sized> Index for &T {
-    fn index_into<'v, 'a>(&self, v: &'v Value<'a>) -> Option<&'v Value<'a>> {
+    fn index_into<'v>(&self, v: Value<'v>) -> Option<Value<'v>> {
         (**self).index_into(v)
     }
 }
 
-impl<'a> Value<'a> {
-    /// Parses one JSON document.
-    ///
-    /// # Errors
-    /// serde_json's error (line and column) for text that is not one JSON value.
-    pub(crate) fn parse(bytes: &'a [u8]) -> serde_json::Result<Value<'a>> {
-        match fast::parse(bytes) {
-            Some(v) => Ok(v),
-            None => serde_json::from_slice(bytes),
+impl<'v> Value<'v> {
+    /// What the value is.
+    pub(crate) fn kind(self) -> Kind<'v> {
+        let Some((node, rest)) = self.nodes.split_first() else {
+            return Kind::Null;
+        };
+        match node {
+            Node::Null => Kind::Null,
+            Node::Bool(b) => Kind::Bool(*b),
+            Node::Number(n) => Kind::Number(*n),
+            Node::String(s) => Kind::String(s),
+            Node::Array { len, .. } => Kind::Array(Items { rest, left: *len }),
+            Node::Object { len, .. } => Kind::Object(Members {
+                items: Items { rest, left: *len },
+            }),
         }
     }
 
     /// An object's member by key, or an array's item by position.
-    pub(crate) fn get<I: Index>(&self, index: I) -> Option<&Value<'a>> {
+    pub(crate) fn get<I: Index>(self, index: I) -> Option<Value<'v>> {
         index.index_into(self)
     }
 
     /// The text of a string.
-    pub(crate) fn as_str(&self) -> Option<&str> {
-        match self {
-            Value::String(s) => Some(s),
+    pub(crate) fn as_str(self) -> Option<&'v str> {
+        match self.nodes.first() {
+            Some(Node::String(s)) => Some(s),
             _ => None,
         }
     }
 
     /// The items of an array.
-    pub(crate) fn as_array(&self) -> Option<&Vec<Value<'a>>> {
-        match self {
-            Value::Array(items) => Some(items),
+    pub(crate) fn as_array(self) -> Option<Items<'v>> {
+        match self.kind() {
+            Kind::Array(items) => Some(items),
             _ => None,
         }
     }
 
     /// A number as a float.
-    pub(crate) fn as_f64(&self) -> Option<f64> {
-        match self {
-            Value::Number(n) => n.as_f64(),
+    pub(crate) fn as_f64(self) -> Option<f64> {
+        match self.nodes.first() {
+            Some(Node::Number(n)) => n.as_f64(),
             _ => None,
         }
     }
 
     /// A boolean.
-    pub(crate) fn as_bool(&self) -> Option<bool> {
-        match self {
-            Value::Bool(b) => Some(*b),
+    pub(crate) fn as_bool(self) -> Option<bool> {
+        match self.nodes.first() {
+            Some(Node::Bool(b)) => Some(*b),
             _ => None,
         }
     }
 
     /// Whether this is an object.
-    pub(crate) fn is_object(&self) -> bool {
-        matches!(self, Value::Object(_))
+    pub(crate) fn is_object(self) -> bool {
+        matches!(self.nodes.first(), Some(Node::Object { .. }))
     }
 }
 
@@ -153,26 +266,32 @@ impl fmt::Display for Value<'_> {
     }
 }
 
+impl fmt::Debug for Value<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
 impl Serialize for Value<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Value::Null => s.serialize_unit(),
-            Value::Bool(b) => s.serialize_bool(*b),
-            Value::Number(Number::PosInt(n)) => s.serialize_u64(*n),
-            Value::Number(Number::NegInt(n)) => s.serialize_i64(*n),
-            Value::Number(Number::Float(x)) => s.serialize_f64(*x),
-            Value::String(t) => s.serialize_str(t),
-            Value::Array(items) => {
-                let mut seq = s.serialize_seq(Some(items.len()))?;
+        match self.kind() {
+            Kind::Null => s.serialize_unit(),
+            Kind::Bool(b) => s.serialize_bool(b),
+            Kind::Number(Number::PosInt(n)) => s.serialize_u64(n),
+            Kind::Number(Number::NegInt(n)) => s.serialize_i64(n),
+            Kind::Number(Number::Float(x)) => s.serialize_f64(x),
+            Kind::String(t) => s.serialize_str(t),
+            Kind::Array(items) => {
+                let mut seq = s.serialize_seq(Some(items.left))?;
                 for item in items {
-                    seq.serialize_element(item)?;
+                    seq.serialize_element(&item)?;
                 }
                 seq.end()
             }
-            Value::Object(members) => {
-                let mut map = s.serialize_map(Some(members.len()))?;
+            Kind::Object(members) => {
+                let mut map = s.serialize_map(Some(members.items.left))?;
                 for (k, v) in members {
-                    map.serialize_entry(k.as_ref(), v)?;
+                    map.serialize_entry(k, &v)?;
                 }
                 map.end()
             }
@@ -180,113 +299,141 @@ impl Serialize for Value<'_> {
     }
 }
 
-impl<'de> Deserialize<'de> for Value<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ValueVisitor)
+/// Reads one value into the nodes through serde (the path for what the fast parser leaves).
+struct Seed<'n, 'a>(&'n mut Vec<Node<'a>>);
+
+impl<'de> Seed<'_, 'de> {
+    /// Fills in the container node at `at` once its members are read.
+    fn close(&mut self, at: usize, container: impl FnOnce(usize) -> Node<'de>) {
+        let size = self.0.len() - at;
+        if let Some(node) = self.0.get_mut(at) {
+            *node = container(size);
+        }
     }
 }
 
-struct ValueVisitor;
+impl<'de> DeserializeSeed<'de> for Seed<'_, 'de> {
+    type Value = ();
 
-impl<'de> Visitor<'de> for ValueVisitor {
-    type Value = Value<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Seed<'_, 'de> {
+    type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("any JSON value")
     }
 
-    fn visit_bool<E: de::Error>(self, b: bool) -> Result<Value<'de>, E> {
-        Ok(Value::Bool(b))
+    fn visit_bool<E: de::Error>(self, b: bool) -> Result<(), E> {
+        self.0.push(Node::Bool(b));
+        Ok(())
     }
 
-    fn visit_i64<E: de::Error>(self, n: i64) -> Result<Value<'de>, E> {
-        Ok(Value::Number(if n < 0 {
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<(), E> {
+        self.0.push(Node::Number(if n < 0 {
             Number::NegInt(n)
         } else {
             Number::PosInt(n as u64)
-        }))
+        }));
+        Ok(())
     }
 
-    fn visit_u64<E: de::Error>(self, n: u64) -> Result<Value<'de>, E> {
-        Ok(Value::Number(Number::PosInt(n)))
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<(), E> {
+        self.0.push(Node::Number(Number::PosInt(n)));
+        Ok(())
     }
 
-    fn visit_f64<E: de::Error>(self, x: f64) -> Result<Value<'de>, E> {
-        Ok(Value::Number(Number::Float(x)))
+    fn visit_f64<E: de::Error>(self, x: f64) -> Result<(), E> {
+        self.0.push(Node::Number(Number::Float(x)));
+        Ok(())
     }
 
-    fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Value<'de>, E> {
-        Ok(Value::String(Cow::Borrowed(s)))
+    fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<(), E> {
+        self.0.push(Node::String(Cow::Borrowed(s)));
+        Ok(())
     }
 
-    fn visit_str<E: de::Error>(self, s: &str) -> Result<Value<'de>, E> {
-        Ok(Value::String(Cow::Owned(s.to_owned())))
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<(), E> {
+        self.0.push(Node::String(Cow::Owned(s.to_owned())));
+        Ok(())
     }
 
-    fn visit_string<E: de::Error>(self, s: String) -> Result<Value<'de>, E> {
-        Ok(Value::String(Cow::Owned(s)))
+    fn visit_string<E: de::Error>(self, s: String) -> Result<(), E> {
+        self.0.push(Node::String(Cow::Owned(s)));
+        Ok(())
     }
 
-    fn visit_unit<E: de::Error>(self) -> Result<Value<'de>, E> {
-        Ok(Value::Null)
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.0.push(Node::Null);
+        Ok(())
     }
 
-    fn visit_none<E: de::Error>(self) -> Result<Value<'de>, E> {
-        Ok(Value::Null)
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        self.visit_unit()
     }
 
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value<'de>, D::Error> {
-        Value::deserialize(d)
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value<'de>, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
-        while let Some(item) = seq.next_element()? {
-            items.push(item);
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+        let at = self.0.len();
+        self.0.push(Node::Null);
+        let mut len = 0;
+        while seq.next_element_seed(Seed(&mut *self.0))?.is_some() {
+            len += 1;
         }
-        Ok(Value::Array(items))
+        self.close(at, |size| Node::Array { len, size });
+        Ok(())
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value<'de>, A::Error> {
-        let mut members = Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
-        while let Some(key) = map.next_key_seed(Key)? {
-            let value = map.next_value()?;
-            members.push((key, value));
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        let at = self.0.len();
+        self.0.push(Node::Null);
+        let mut len = 0;
+        while map.next_key_seed(Key(&mut *self.0))?.is_some() {
+            map.next_value_seed(Seed(&mut *self.0))?;
+            len += 1;
         }
-        Ok(Value::Object(members))
+        self.close(at, |size| Node::Object { len, size });
+        Ok(())
     }
 }
 
 /// An object key, borrowed when it has no escapes.
-struct Key;
+struct Key<'n, 'a>(&'n mut Vec<Node<'a>>);
 
-impl<'de> DeserializeSeed<'de> for Key {
-    type Value = Cow<'de, str>;
+impl<'de> DeserializeSeed<'de> for Key<'_, 'de> {
+    type Value = ();
 
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Cow<'de, str>, D::Error> {
-        d.deserialize_str(KeyVisitor)
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_str(self)
     }
 }
 
-struct KeyVisitor;
-
-impl<'de> Visitor<'de> for KeyVisitor {
-    type Value = Cow<'de, str>;
+impl<'de> Visitor<'de> for Key<'_, 'de> {
+    type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an object key")
     }
 
-    fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Cow<'de, str>, E> {
-        Ok(Cow::Borrowed(s))
+    fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<(), E> {
+        self.0.push(Node::String(Cow::Borrowed(s)));
+        Ok(())
     }
 
-    fn visit_str<E: de::Error>(self, s: &str) -> Result<Cow<'de, str>, E> {
-        Ok(Cow::Owned(s.to_owned()))
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<(), E> {
+        self.0.push(Node::String(Cow::Owned(s.to_owned())));
+        Ok(())
     }
 
-    fn visit_string<E: de::Error>(self, s: String) -> Result<Cow<'de, str>, E> {
-        Ok(Cow::Owned(s))
+    fn visit_string<E: de::Error>(self, s: String) -> Result<(), E> {
+        self.0.push(Node::String(Cow::Owned(s)));
+        Ok(())
     }
 }
 
@@ -294,28 +441,30 @@ impl<'de> Visitor<'de> for KeyVisitor {
 /// one pass over text that is UTF-8 as a whole, strings without escapes borrowed as they are
 /// found. It hands serde_json the tokens it does not read itself (numbers other than plain
 /// integers, strings with escapes), so their values are serde_json's. It gives up (`None`)
-/// on anything else, never accepting what serde_json refuses: [`Value::parse`] then asks
+/// on anything else, never accepting what serde_json refuses: [`Doc::parse`] then asks
 /// serde_json, whose answer and error message count.
 mod fast {
     use std::borrow::Cow;
 
-    use super::Value;
+    use serde::de::DeserializeSeed;
+
+    use super::{Doc, Node, Seed};
 
     /// Containers nested deeper than this are left to serde_json (its limit is 128).
     const MAX_DEPTH: usize = 100;
 
-    pub(super) fn parse(bytes: &[u8]) -> Option<Value<'_>> {
+    pub(super) fn parse(bytes: &[u8]) -> Option<Doc<'_>> {
         let text = std::str::from_utf8(bytes).ok()?;
         let mut p = Parser {
             text,
             b: text.as_bytes(),
             i: 0,
-            members: Vec::new(),
-            items: Vec::new(),
+            // About one node per 16 bytes of FHIR text, so that the list rarely grows.
+            nodes: Vec::with_capacity(bytes.len() / 16 + 4),
         };
-        let v = p.value(0)?;
+        p.value(0)?;
         p.ws();
-        (p.i == p.b.len()).then_some(v)
+        (p.i == p.b.len()).then_some(Doc { nodes: p.nodes })
     }
 
     /// The position of the first `"`, `\` or control character at or after `j`, eight bytes
@@ -347,11 +496,9 @@ mod fast {
         b: &'a [u8],
         /// The next byte to read.
         i: usize,
-        /// The members of the objects being read, innermost last: each object's list is
-        /// allocated once, at its size, when it closes.
-        members: Vec<(Cow<'a, str>, Value<'a>)>,
-        /// The same for the items of arrays.
-        items: Vec<Value<'a>>,
+        /// The document so far: a container's node is pushed when it opens and completed
+        /// when it closes.
+        nodes: Vec<Node<'a>>,
     }
 
     impl<'a> Parser<'a> {
@@ -367,72 +514,86 @@ mod fast {
             (self.b.get(self.i) == Some(&c)).then(|| self.i += 1)
         }
 
-        fn value(&mut self, depth: usize) -> Option<Value<'a>> {
+        fn value(&mut self, depth: usize) -> Option<()> {
             self.ws();
-            match *self.b.get(self.i)? {
-                b'{' => self.object(depth + 1),
-                b'[' => self.array(depth + 1),
-                b'"' => self.string().map(Value::String),
-                b't' => self.literal(b"true", Value::Bool(true)),
-                b'f' => self.literal(b"false", Value::Bool(false)),
-                b'n' => self.literal(b"null", Value::Null),
-                b'-' | b'0'..=b'9' => self.number(),
-                _ => None,
-            }
+            let node = match *self.b.get(self.i)? {
+                b'{' => return self.object(depth + 1),
+                b'[' => return self.array(depth + 1),
+                b'"' => Node::String(self.string()?),
+                b't' => self.literal(b"true", Node::Bool(true))?,
+                b'f' => self.literal(b"false", Node::Bool(false))?,
+                b'n' => self.literal(b"null", Node::Null)?,
+                b'-' | b'0'..=b'9' => self.number()?,
+                _ => return None,
+            };
+            self.nodes.push(node);
+            Some(())
         }
 
-        fn object(&mut self, depth: usize) -> Option<Value<'a>> {
+        /// Completes the container node pushed at `at`.
+        fn close(&mut self, at: usize, container: impl FnOnce(usize) -> Node<'a>) -> Option<()> {
+            let size = self.nodes.len() - at;
+            *self.nodes.get_mut(at)? = container(size);
+            Some(())
+        }
+
+        fn object(&mut self, depth: usize) -> Option<()> {
             if depth > MAX_DEPTH {
                 return None;
             }
             self.i += 1;
+            let at = self.nodes.len();
+            self.nodes.push(Node::Null);
             self.ws();
             if self.b.get(self.i) == Some(&b'}') {
                 self.i += 1;
-                return Some(Value::Object(Vec::new()));
+                return self.close(at, |size| Node::Object { len: 0, size });
             }
-            let from = self.members.len();
+            let mut len = 0;
             loop {
                 self.ws();
                 if self.b.get(self.i) != Some(&b'"') {
                     return None;
                 }
                 let key = self.string()?;
+                self.nodes.push(Node::String(key));
                 self.expect(b':')?;
-                let value = self.value(depth)?;
-                self.members.push((key, value));
+                self.value(depth)?;
+                len += 1;
                 self.ws();
                 match *self.b.get(self.i)? {
                     b',' => self.i += 1,
                     b'}' => {
                         self.i += 1;
-                        return Some(Value::Object(self.members.drain(from..).collect()));
+                        return self.close(at, |size| Node::Object { len, size });
                     }
                     _ => return None,
                 }
             }
         }
 
-        fn array(&mut self, depth: usize) -> Option<Value<'a>> {
+        fn array(&mut self, depth: usize) -> Option<()> {
             if depth > MAX_DEPTH {
                 return None;
             }
             self.i += 1;
+            let at = self.nodes.len();
+            self.nodes.push(Node::Null);
             self.ws();
             if self.b.get(self.i) == Some(&b']') {
                 self.i += 1;
-                return Some(Value::Array(Vec::new()));
+                return self.close(at, |size| Node::Array { len: 0, size });
             }
-            let from = self.items.len();
+            let mut len = 0;
             loop {
-                let item = self.value(depth)?;
-                self.items.push(item);
+                self.value(depth)?;
+                len += 1;
                 self.ws();
                 match *self.b.get(self.i)? {
                     b',' => self.i += 1,
                     b']' => {
                         self.i += 1;
-                        return Some(Value::Array(self.items.drain(from..).collect()));
+                        return self.close(at, |size| Node::Array { len, size });
                     }
                     _ => return None,
                 }
@@ -471,7 +632,7 @@ mod fast {
             Some(Cow::Owned(s))
         }
 
-        fn literal(&mut self, word: &[u8], v: Value<'a>) -> Option<Value<'a>> {
+        fn literal(&mut self, word: &[u8], v: Node<'a>) -> Option<Node<'a>> {
             let end = self.i + word.len();
             (self.b.get(self.i..end)? == word).then(|| {
                 self.i = end;
@@ -481,7 +642,7 @@ mod fast {
 
         /// A plain integer (no sign, no leading zero, at most 18 digits) is read here;
         /// any other number token is read by serde_json.
-        fn number(&mut self) -> Option<Value<'a>> {
+        fn number(&mut self) -> Option<Node<'a>> {
             let start = self.i;
             let mut j = start;
             while let Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') = self.b.get(j) {
@@ -493,10 +654,15 @@ mod fast {
                 && token.iter().all(u8::is_ascii_digit);
             let v = if plain {
                 let n = token.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
-                Value::Number(super::Number::PosInt(n))
+                Node::Number(super::Number::PosInt(n))
             } else {
-                match serde_json::from_slice::<Value<'_>>(token).ok()? {
-                    Value::Number(n) => Value::Number(n),
+                // serde_json reads the token, through the same visitor as its whole documents.
+                let mut one = Vec::with_capacity(1);
+                let mut de = serde_json::Deserializer::from_slice(token);
+                Seed(&mut one).deserialize(&mut de).ok()?;
+                de.end().ok()?;
+                match one.pop()? {
+                    Node::Number(n) if one.is_empty() => Node::Number(n),
                     _ => return None,
                 }
             };
@@ -515,41 +681,47 @@ mod tests {
     #[test]
     fn borrows_plain_strings_and_keys_and_copies_escaped_ones() {
         let text = br#"{"a": "plain", "b\u0041": "esc\"aped", "n": [1, -2, 2.5, null, true]}"#;
-        let v = Value::parse(text).unwrap();
-        let Value::Object(members) = &v else {
-            panic!("not an object: {v}")
+        let doc = Doc::parse(text).unwrap();
+        assert!(matches!(doc.nodes[0], Node::Object { len: 3, size: 12 }));
+        assert!(matches!(doc.nodes[1], Node::String(Cow::Borrowed("a"))));
+        assert!(matches!(doc.nodes[2], Node::String(Cow::Borrowed("plain"))));
+        assert!(matches!(&doc.nodes[3], Node::String(Cow::Owned(k)) if k == "bA"));
+        assert!(matches!(&doc.nodes[4], Node::String(Cow::Owned(s)) if s == "esc\"aped"));
+        let v = doc.root();
+        let keys: Vec<&str> = match v.kind() {
+            Kind::Object(members) => members.map(|(k, _)| k).collect(),
+            _ => panic!("not an object: {v}"),
         };
-        assert!(matches!(members[0].0, Cow::Borrowed("a")));
-        assert!(matches!(
-            &members[0].1,
-            Value::String(Cow::Borrowed("plain"))
-        ));
-        assert!(matches!(&members[1].0, Cow::Owned(k) if k == "bA"));
-        assert!(matches!(&members[1].1, Value::String(Cow::Owned(s)) if s == "esc\"aped"));
+        assert_eq!(keys, ["a", "bA", "n"]);
         assert_eq!(v.get("bA").and_then(Value::as_str), Some("esc\"aped"));
         let n = v.get("n").unwrap();
+        assert_eq!(n.as_array().map(Iterator::count), Some(5));
         assert_eq!(n.get(0).and_then(Value::as_f64), Some(1.0));
         assert_eq!(n.get(1).and_then(Value::as_f64), Some(-2.0));
         assert_eq!(n.get(2).and_then(Value::as_f64), Some(2.5));
-        assert_eq!(n.get(3), Some(&Value::Null));
+        assert!(matches!(n.get(3).map(Value::kind), Some(Kind::Null)));
         assert_eq!(n.get(4).and_then(Value::as_bool), Some(true));
-        assert_eq!(n.get(5), None);
-        assert_eq!(v.get("missing"), None);
-        assert_eq!(n.get("a"), None);
+        assert!(n.get(5).is_none());
+        assert!(v.get("missing").is_none());
+        assert!(n.get("a").is_none());
+        assert!(v.is_object() && !n.is_object());
     }
 
     #[test]
     fn displays_like_serde_json_and_the_last_repeated_key_wins() {
-        let text = r#"{"k": 1, "s": "a\nb", "k": {"x": [1.5, -3, "y"]}}"#;
-        let v = Value::parse(text.as_bytes()).unwrap();
+        let text = r#"{"k": 1, "s": "a\nb", "k": {"x": [1.5, -3, "y", {}, []]}, "z": 2}"#;
+        let doc = Doc::parse(text.as_bytes()).unwrap();
+        let v = doc.root();
         let theirs: serde_json::Value = serde_json::from_str(text).unwrap();
         assert_eq!(
             v.get("k").unwrap().to_string(),
             theirs.get("k").unwrap().to_string()
         );
+        assert_eq!(v.get("z").and_then(Value::as_f64), Some(2.0));
         assert_eq!(v.get("s").unwrap().to_string(), r#""a\nb""#);
         let round: serde_json::Value = serde_json::from_str(&v.to_string()).unwrap();
         assert_eq!(round.get("s"), theirs.get("s"));
+        assert_eq!(round.get("k"), theirs.get("k"));
     }
 
     /// Arbitrary JSON: every kind of number, strings with escapes and any character, nesting.
@@ -587,7 +759,7 @@ mod tests {
                 v.to_string()
             };
             let ours = fast::parse(text.as_bytes());
-            let theirs: Value<'_> = serde_json::from_str(&text).expect("serde reads its own output");
+            let theirs = Doc::parse_serde(text.as_bytes()).expect("serde reads its own output");
             prop_assert_eq!(ours, Some(theirs), "{}", text);
         }
 
@@ -624,7 +796,7 @@ mod tests {
                 }
             }
             if let Some(ours) = fast::parse(&bytes) {
-                let theirs = serde_json::from_slice::<Value<'_>>(&bytes);
+                let theirs = Doc::parse_serde(&bytes);
                 prop_assert!(theirs.is_ok(), "accepted what serde refuses: {}", String::from_utf8_lossy(&bytes));
                 prop_assert_eq!(Some(ours), theirs.ok());
             }
@@ -651,7 +823,7 @@ mod tests {
             "{\"a\":{}}",
         ] {
             let ours = fast::parse(text.as_bytes());
-            let theirs: Value<'_> = serde_json::from_str(text).expect("valid JSON");
+            let theirs = Doc::parse_serde(text.as_bytes()).expect("valid JSON");
             assert_eq!(ours, Some(theirs), "{text}");
         }
         for text in [
@@ -674,21 +846,21 @@ mod tests {
             "\"abc",
         ] {
             assert_eq!(fast::parse(text.as_bytes()), None, "{text}");
-            assert!(serde_json::from_str::<Value<'_>>(text).is_err(), "{text}");
+            assert!(Doc::parse_serde(text.as_bytes()).is_err(), "{text}");
         }
         // Not UTF-8, or too deep for the fast path: serde_json decides.
         assert_eq!(fast::parse(b"\"\xff\""), None);
         let deep = format!("{}{}", "[".repeat(110), "]".repeat(110));
         assert_eq!(fast::parse(deep.as_bytes()), None);
-        assert!(Value::parse(deep.as_bytes()).is_ok());
+        assert!(Doc::parse(deep.as_bytes()).is_ok());
     }
 
     #[test]
     fn errors_and_depth_are_serde_jsons() {
-        assert!(Value::parse(b"{\"a\": }").is_err());
-        assert!(Value::parse(b"[1, 2").is_err());
-        assert!(Value::parse(b"1 2").is_err());
+        assert!(Doc::parse(b"{\"a\": }").is_err());
+        assert!(Doc::parse(b"[1, 2").is_err());
+        assert!(Doc::parse(b"1 2").is_err());
         let deep = "[".repeat(100_000);
-        assert!(Value::parse(deep.as_bytes()).is_err());
+        assert!(Doc::parse(deep.as_bytes()).is_err());
     }
 }
