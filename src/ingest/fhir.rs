@@ -157,7 +157,8 @@ fn ndjson<S: RowSink + Default + Send>(inputs: &[Input<'_>], ctx: &Context) -> V
             let bytes = strip_bom(input.bytes);
             let ends = memchr::memchr_iter(b'\n', bytes).chain(std::iter::once(bytes.len()));
             let mut start = 0;
-            let mut lines = Vec::new();
+            // Sized once: growing a list this long would copy it into fresh pages each time.
+            let mut lines = Vec::with_capacity(memchr::memchr_iter(b'\n', bytes).count() + 1);
             for (i, end) in ends.enumerate() {
                 let line = bytes.get(start..end).unwrap_or_default();
                 start = end + 1;
@@ -169,7 +170,8 @@ fn ndjson<S: RowSink + Default + Send>(inputs: &[Input<'_>], ctx: &Context) -> V
             lines
         })
         .collect();
-    let lines: Vec<Line<'_>> = per_input.into_iter().flatten().collect();
+    let mut lines: Vec<Line<'_>> = Vec::with_capacity(per_input.iter().map(Vec::len).sum());
+    per_input.into_iter().for_each(|l| lines.extend(l));
     let empty = Index::default();
     let mut parts: Vec<Part<S>> = lines
         .par_chunks(LINES_PER_TASK)
@@ -474,14 +476,15 @@ fn retract_superseded<S: RowSink + Send>(parts: &mut [Part<S>]) {
     // Most resources have one version: a parallel sort of the keys' hashes brings the
     // versions of a resource together (in input order) without a map of every key.
     type At = (usize, usize);
-    let mut all: Vec<(u64, At)> = parts
-        .iter()
-        .enumerate()
-        .flat_map(|(p, part)| {
-            let versions = part.versions.iter().enumerate();
-            versions.map(move |(i, v)| (v.hash, (p, i)))
-        })
-        .collect();
+    let mut all: Vec<(u64, At)> = Vec::with_capacity(parts.iter().map(|p| p.versions.len()).sum());
+    for (p, part) in parts.iter().enumerate() {
+        all.extend(
+            part.versions
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (v.hash, (p, i))),
+        );
+    }
     all.par_sort_unstable();
     let version = |at: &At| parts.get(at.0).and_then(|p| p.versions.get(at.1));
     let mut retractions: Vec<(At, DateTime<Utc>)> = Vec::new();
