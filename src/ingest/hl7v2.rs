@@ -38,6 +38,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
+use rayon::prelude::*;
 
 use crate::curated::{
     admission_type, code_system, discharge_disposition, encounter_class, service, CareTeamMember,
@@ -63,11 +64,24 @@ const VITAL_SIGNS_LOINC: [&str; 13] = [
 /// inputs always give the same output, rows in the order the messages were replayed
 /// (MSH-7, then input order, then position in the file).
 pub fn parse(inputs: &[Input<'_>], ctx: &Context) -> Parsed {
-    let texts: Vec<Cow<'_, str>> = inputs.iter().map(|i| decode_bytes(i.bytes)).collect();
-    let mut bad = Vec::new();
-    let mut msgs = Vec::new();
-    for (input, text) in inputs.iter().zip(&texts) {
-        read_messages(input.name, text, ctx, &mut msgs, &mut bad);
+    // Decoding and splitting into messages is per file, so the files are read in parallel;
+    // their messages and bad records are then joined in input order. Replaying the messages
+    // (below) carries state from one to the next and stays serial.
+    let texts: Vec<Cow<'_, str>> = inputs.par_iter().map(|i| decode_bytes(i.bytes)).collect();
+    let read: Vec<(Vec<Msg<'_>>, Vec<BadRecord>)> = inputs
+        .par_iter()
+        .zip(texts.par_iter())
+        .map(|(input, text)| {
+            let (mut msgs, mut bad) = (Vec::new(), Vec::new());
+            read_messages(input.name, text, ctx, &mut msgs, &mut bad);
+            (msgs, bad)
+        })
+        .collect();
+    let mut bad = Vec::with_capacity(read.iter().map(|(_, b)| b.len()).sum());
+    let mut msgs = Vec::with_capacity(read.iter().map(|(m, _)| m.len()).sum());
+    for (m, b) in read {
+        msgs.extend(m);
+        bad.extend(b);
     }
     // A stable sort: ties keep input order, then the order within the file.
     msgs.sort_by_key(|m| m.known_at);
