@@ -1,5 +1,5 @@
-//! FHIR Bulk Data NDJSON: any bytes as one file. No panic; rows buildable; a bad record
-//! names a line that exists.
+//! FHIR Bulk Data NDJSON: any bytes as one file. No panic; rows buildable; the row and column
+//! paths agree; a bad record names a line that exists.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -12,6 +12,10 @@ fuzz_target!(|data: &[u8]| {
     for t in Table::ALL {
         parsed.tables.to_batch(t).expect("rows match the schema");
     }
+    // The column path an ingest run takes gives the same result.
+    let columns = fhir::parse_ndjson_batches(&[Input { name: "Observation.ndjson", bytes: data }], &ctx);
+    let rows = parsed.clone().into_batches().expect("rows match the schema");
+    assert!(columns.expect("columns build") == rows, "column and row paths differ");
     let lines = data.split(|b| *b == b'\n').count() as u64;
     for bad in &parsed.bad {
         assert!(bad.location.record <= lines, "{bad:?}");
