@@ -193,7 +193,7 @@ fn ndjson<S: RowSink + Default + Send>(inputs: &[Input<'_>], ctx: &Context) -> V
 type Line<'a> = (&'a str, u64, &'a [u8]);
 
 /// Lines per task of the NDJSON pass: enough to amortize a task, few enough to balance.
-const LINES_PER_TASK: usize = 256;
+const LINES_PER_TASK: usize = 1024;
 
 /// The parts' rows as row structs, with their bad and skipped records, in input order.
 fn rows_of(parts: Vec<Part<CuratedTables>>) -> Parsed {
