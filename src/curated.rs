@@ -1,8 +1,10 @@
 //! Curated tables: the typed, source-independent tables that features read.
 //!
 //! Every source (generic CSV/Parquet with a mapping, Synthea, FHIR R4, HL7 v2) is parsed into
-//! the row structs of this module; [`CuratedTables::to_batches`] turns them into Arrow record
-//! batches with the fixed schemas below. `docs/curated-tables.md` documents every column.
+//! the row structs of this module, handed to a [`RowSink`]: [`CuratedTables`] keeps them
+//! ([`CuratedTables::to_batches`] then builds the Arrow record batches), [`CuratedColumns`]
+//! appends each to Arrow column builders at once (the FHIR ingest path). Both give the fixed
+//! schemas below. `docs/curated-tables.md` documents every column.
 //!
 //! Point-in-time columns shared by every table:
 //! - the table's event time(s), `timestamp[us, UTC]`;
