@@ -879,14 +879,6 @@ impl CuratedColumns {
         self.tables.get_mut(table as usize)
     }
 
-    /// Every non-empty table's record batch, in [`Table::ALL`] order.
-    ///
-    /// # Errors
-    /// Only if the builders disagree with the schema, which would be a bug in this module.
-    pub fn finish(self) -> Result<Vec<(Table, RecordBatch)>, ArrowError> {
-        Self::concat(vec![self])
-    }
-
     /// The parts' rows one after the other, one record batch per non-empty table, in
     /// [`Table::ALL`] order. The columns are joined one after the other: on two cores,
     /// joining them in parallel measured twice as slow (both threads fault in fresh pages
@@ -912,19 +904,20 @@ impl CuratedColumns {
                 let schema = table.schema();
                 let parts: Vec<Vec<ArrayRef>> =
                     list.into_iter().map(|cols| cols.arrays(&schema)).collect();
-                let columns: Vec<ArrayRef> = (0..schema.fields().len())
-                    .map(|c| {
-                        let arrays: Vec<&dyn arrow::array::Array> = parts
-                            .iter()
-                            .filter_map(|p| p.get(c))
-                            .map(|a| a.as_ref())
-                            .collect();
-                        match arrays.as_slice() {
-                            [one] => Ok(arrow::array::make_array(one.to_data())),
-                            _ => arrow::compute::concat(&arrays),
-                        }
-                    })
-                    .collect::<Result<_, _>>()?;
+                let columns: Vec<ArrayRef> = match <[_; 1]>::try_from(parts) {
+                    // One part: its arrays are the table's.
+                    Ok([one]) => one,
+                    Err(parts) => (0..schema.fields().len())
+                        .map(|c| {
+                            let arrays: Vec<&dyn arrow::array::Array> = parts
+                                .iter()
+                                .filter_map(|p| p.get(c))
+                                .map(|a| a.as_ref())
+                                .collect();
+                            arrow::compute::concat(&arrays)
+                        })
+                        .collect::<Result<_, _>>()?,
+                };
                 Ok((*table, RecordBatch::try_new(schema, columns)?))
             })
             .collect()

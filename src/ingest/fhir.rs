@@ -1660,7 +1660,8 @@ fn observation(
     let status = string(res, "status");
     let components = res.get("component").and_then(Value::as_array);
     let own_value = value(res, "Observation")?;
-    let mut rows = Vec::with_capacity(1 + components.clone().map_or(0, Iterator::count));
+    let n_components = components.clone().map_or(0, Iterator::count);
+    let mut rows = Vec::with_capacity(1 + n_components);
     // The columns every row shares are filled in below.
     let row = |id: String, code: Coding, v: Value3| Observation {
         observation_id: id,
@@ -1675,8 +1676,7 @@ fn observation(
         status: None,
         meta: head.meta.clone(),
     };
-    let has_components = components.clone().is_some_and(|mut c| c.next().is_some());
-    if own_value.is_some() || !has_components {
+    if own_value.is_some() || n_components == 0 {
         rows.push(row(
             head.row_id.clone(),
             code,

@@ -403,37 +403,14 @@ impl<'de> Visitor<'de> for Seed<'_, 'de> {
     }
 }
 
-/// An object key, borrowed when it has no escapes.
+/// An object key, borrowed when it has no escapes: read as a string, into the same nodes.
 struct Key<'n, 'a>(&'n mut Vec<Node<'a>>);
 
 impl<'de> DeserializeSeed<'de> for Key<'_, 'de> {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Key<'_, 'de> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an object key")
-    }
-
-    fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<(), E> {
-        self.0.push(Node::String(Cow::Borrowed(s)));
-        Ok(())
-    }
-
-    fn visit_str<E: de::Error>(self, s: &str) -> Result<(), E> {
-        self.0.push(Node::String(Cow::Owned(s.to_owned())));
-        Ok(())
-    }
-
-    fn visit_string<E: de::Error>(self, s: String) -> Result<(), E> {
-        self.0.push(Node::String(Cow::Owned(s)));
-        Ok(())
+        d.deserialize_str(Seed(self.0))
     }
 }
 

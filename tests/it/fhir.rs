@@ -6,34 +6,38 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::Path;
 
+use arrow::error::ArrowError;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::Value;
 use ward::curated::{CuratedTables, Table};
 use ward::ingest::fhir;
-use ward::ingest::{Context, Input, Parsed};
+use ward::ingest::{Context, Input, Parsed, ParsedBatches};
 
 use crate::common::shared_data;
 
 /// `fhir::parse_bundles`, checked against the column path an ingest run takes
-/// (`parse_bundles_batches`): the same batches, bad records and skipped records.
+/// (`parse_bundles_batches`).
 fn parse_bundles(inputs: &[Input<'_>], ctx: &Context) -> Parsed {
-    let rows = fhir::parse_bundles(inputs, ctx);
-    let columns = fhir::parse_bundles_batches(inputs, ctx).expect("column path");
-    let expected = rows.clone().into_batches().expect("row path");
-    assert!(
-        expected == columns,
-        "the column path differs from the row path"
-    );
-    rows
+    both_paths(
+        fhir::parse_bundles(inputs, ctx),
+        fhir::parse_bundles_batches(inputs, ctx),
+    )
 }
 
 /// `fhir::parse_ndjson`, checked against `parse_ndjson_batches` the same way.
 fn parse_ndjson(inputs: &[Input<'_>], ctx: &Context) -> Parsed {
-    let rows = fhir::parse_ndjson(inputs, ctx);
-    let columns = fhir::parse_ndjson_batches(inputs, ctx).expect("column path");
+    both_paths(
+        fhir::parse_ndjson(inputs, ctx),
+        fhir::parse_ndjson_batches(inputs, ctx),
+    )
+}
+
+/// The row path's result, after checking that the column path gives the same batches, bad
+/// records and skipped records.
+fn both_paths(rows: Parsed, columns: Result<ParsedBatches, ArrowError>) -> Parsed {
     let expected = rows.clone().into_batches().expect("row path");
     assert!(
-        expected == columns,
+        expected == columns.expect("column path"),
         "the column path differs from the row path"
     );
     rows
