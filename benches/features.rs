@@ -353,8 +353,71 @@ fn phase_ward(dir: &Path, entities: &Path, out: &Path) -> String {
         ward::lookup::historical_batches(&index, &ents, "patient_id", "ts").expect("as-of join");
     let lookup = t3.elapsed().as_secs_f64();
     let t4 = Instant::now();
-    // The result keeps the entity columns and adds each feature's value and status; the
-    // comparison reads row_id and the values.
+    write_projected(out, joined);
+    let write = t4.elapsed().as_secs_f64();
+    format!(
+        "load={load} compute={compute} index={build} lookup={lookup} write={write} total={} change_points={} peak_load={peak_load} peak_compute={peak_compute} peak_index={peak_index} peak={}",
+        t0.elapsed().as_secs_f64(),
+        index.len(),
+        common::peak_rss().unwrap_or(0)
+    )
+}
+
+/// Part 2, Ward side straight from the curated rows, in the child: load, look up every
+/// (row, feature) with `features::historical_direct` (each patient's timeline computed and
+/// consulted in place, never held whole), write `out`.
+fn phase_direct(dir: &Path, entities: &Path, out: &Path) -> String {
+    let repo = FeatureRepo::parse(TEN, "benches/features.rs").expect("10-feature repo");
+    let set = repo.set("ten").expect("set");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let t0 = Instant::now();
+    let inputs = load_inputs(dir, set);
+    let ents = read_parquet(entities);
+    let load = t0.elapsed().as_secs_f64();
+    let peak_load = common::peak_rss().unwrap_or(0);
+    if std::env::var("WARD_BENCH_SIZES").is_ok() {
+        for (t, bs) in &inputs.tables {
+            let Some(first) = bs.first() else { continue };
+            for (i, f) in first.schema().fields().iter().enumerate() {
+                let bytes: usize = bs.iter().map(|b| b.column(i).get_array_memory_size()).sum();
+                let rows: usize = bs.iter().map(|b| b.num_rows()).sum();
+                eprintln!(
+                    "{} {} {:?} rows {rows} {:.1} MB",
+                    t.name(),
+                    f.name(),
+                    f.data_type(),
+                    bytes as f64 / 1e6
+                );
+            }
+        }
+    }
+    let t1 = Instant::now();
+    let (_, joined) = rt
+        .block_on(features::historical_direct(
+            set,
+            &inputs,
+            &ents,
+            "patient_id",
+            "ts",
+            &MaterializeOptions::default(),
+        ))
+        .expect("direct lookup");
+    drop(inputs);
+    let lookup = t1.elapsed().as_secs_f64();
+    let peak_lookup = common::peak_rss().unwrap_or(0);
+    let t2 = Instant::now();
+    write_projected(out, joined);
+    let write = t2.elapsed().as_secs_f64();
+    format!(
+        "load={load} lookup={lookup} write={write} total={} peak_load={peak_load} peak_lookup={peak_lookup} peak={}",
+        t0.elapsed().as_secs_f64(),
+        common::peak_rss().unwrap_or(0)
+    )
+}
+
+/// Writes `row_id` and the feature values of a training set to `out` (what the comparison
+/// reads; the statuses and the other entity columns are dropped).
+fn write_projected(out: &Path, joined: Vec<RecordBatch>) {
     let mut keep = vec!["row_id"];
     keep.extend(FEATURES);
     let projected: Vec<RecordBatch> = joined
@@ -369,13 +432,6 @@ fn phase_ward(dir: &Path, entities: &Path, out: &Path) -> String {
         .collect();
     drop(joined);
     write_parquet_batches(out, &projected);
-    let write = t4.elapsed().as_secs_f64();
-    format!(
-        "load={load} compute={compute} index={build} lookup={lookup} write={write} total={} change_points={} peak_load={peak_load} peak_compute={peak_compute} peak_index={peak_index} peak={}",
-        t0.elapsed().as_secs_f64(),
-        index.len(),
-        common::peak_rss().unwrap_or(0)
-    )
 }
 
 /// Runs this binary as a child in `phase` under an address-space limit (`ulimit -v`,
@@ -639,29 +695,42 @@ fn part_side(patients: u64, entity_rows: usize, repeats: usize, root: &Path) {
     let entities = root.join("entities.parquet");
     write_entities(&entities, patients, entity_rows);
     let ward_out = root.join("ward_out.parquet");
+    let direct_out = root.join("direct_out.parquet");
     let duck_out = root.join("duckdb_out.parquet");
     let mut ward: Vec<(BTreeMap<String, f64>, f64)> = Vec::new();
+    let mut direct: Vec<(BTreeMap<String, f64>, f64)> = Vec::new();
     let mut duck: Vec<(BTreeMap<String, f64>, f64)> = Vec::new();
     for i in 0..repeats {
-        // Alternate which goes first so neither always gets the warmer page cache.
-        let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
-        for o in order {
-            if o == 0 {
-                let (r, wall) = run_child("ward", &[&dir, &entities, &ward_out]);
-                println!(
-                    "  ward  : total {:.2} s (load {:.2}, compute {:.2}, index {:.2}, lookup {:.2}, write {:.2}), child wall {wall:.2} s, change points {}, peak RSS {:.0} MB (after load {:.0}, compute {:.0}, index {:.0})",
-                    r["total"], r["load"], r["compute"], r["index"], r["lookup"], r["write"], r["change_points"], mb(r["peak"]),
-                    mb(r["peak_load"]), mb(r["peak_compute"]), mb(r["peak_index"])
-                );
-                ward.push((r, wall));
-            } else {
-                let (r, wall) = run_duckdb(&dir, &entities, &duck_out);
-                println!(
-                    "  duckdb: total {:.2} s, child wall {wall:.2} s, peak RSS {:.0} MB",
-                    r["total"],
-                    mb(r["peak"])
-                );
-                duck.push((r, wall));
+        // Rotate which goes first so none always gets the warmer page cache.
+        for o in (0..3).map(|k| (k + i) % 3) {
+            match o {
+                0 => {
+                    let (r, wall) = run_child("ward", &[&dir, &entities, &ward_out]);
+                    println!(
+                        "  ward, timeline: total {:.2} s (load {:.2}, compute {:.2}, index {:.2}, lookup {:.2}, write {:.2}), child wall {wall:.2} s, change points {}, peak RSS {:.0} MB (after load {:.0}, compute {:.0}, index {:.0})",
+                        r["total"], r["load"], r["compute"], r["index"], r["lookup"], r["write"], r["change_points"], mb(r["peak"]),
+                        mb(r["peak_load"]), mb(r["peak_compute"]), mb(r["peak_index"])
+                    );
+                    ward.push((r, wall));
+                }
+                1 => {
+                    let (r, wall) = run_child("direct", &[&dir, &entities, &direct_out]);
+                    println!(
+                        "  ward, direct  : total {:.2} s (load {:.2}, lookup {:.2}, write {:.2}), child wall {wall:.2} s, peak RSS {:.0} MB (after load {:.0}, lookup {:.0})",
+                        r["total"], r["load"], r["lookup"], r["write"], mb(r["peak"]),
+                        mb(r["peak_load"]), mb(r["peak_lookup"])
+                    );
+                    direct.push((r, wall));
+                }
+                _ => {
+                    let (r, wall) = run_duckdb(&dir, &entities, &duck_out);
+                    println!(
+                        "  duckdb        : total {:.2} s, child wall {wall:.2} s, peak RSS {:.0} MB",
+                        r["total"],
+                        mb(r["peak"])
+                    );
+                    duck.push((r, wall));
+                }
             }
         }
     }
@@ -670,26 +739,27 @@ fn part_side(patients: u64, entity_rows: usize, repeats: usize, root: &Path) {
     };
     let med_wall =
         |v: &[(BTreeMap<String, f64>, f64)]| common::median(v.iter().map(|(_, w)| *w).collect());
-    let (wt, dt) = (med(&ward, "total"), med(&duck, "total"));
-    let (wp, dp) = (med(&ward, "peak"), med(&duck, "peak"));
+    let (dt, dp) = (med(&duck, "total"), med(&duck, "peak"));
     println!(
-        "ward   median total {wt:.2} s (child wall {:.2} s), peak RSS median {:.0} MB",
-        med_wall(&ward),
-        mb(wp)
-    );
-    println!(
-        "duckdb median total {dt:.2} s (child wall {:.2} s), peak RSS median {:.0} MB",
+        "duckdb         median total {dt:.2} s (child wall {:.2} s), peak RSS median {:.0} MB",
         med_wall(&duck),
         mb(dp)
     );
-    println!(
-        "ratio duckdb/ward time {:.2}x; ward/duckdb peak memory {:.2}x ({repeats} runs each)",
-        dt / wt,
-        wp / dp
-    );
-    println!("== comparison of the last runs' outputs");
-    for l in compare(&ward_out, &duck_out) {
-        println!("  {l}");
+    for (name, runs) in [("ward, timeline", &ward), ("ward, direct  ", &direct)] {
+        let (wt, wp) = (med(runs, "total"), med(runs, "peak"));
+        println!(
+            "{name} median total {wt:.2} s (child wall {:.2} s), peak RSS median {:.0} MB: duckdb/ward time {:.2}x, ward/duckdb peak memory {:.2}x ({repeats} runs each)",
+            med_wall(runs),
+            mb(wp),
+            dt / wt,
+            wp / dp
+        );
+    }
+    for (name, out) in [("timeline", &ward_out), ("direct", &direct_out)] {
+        println!("== comparison of the last runs' outputs: ward ({name}) and duckdb");
+        for l in compare(out, &duck_out) {
+            println!("  {l}");
+        }
     }
     if !keep_data() {
         let _ = std::fs::remove_dir_all(&dir);
@@ -704,11 +774,14 @@ fn keep_data() -> bool {
 
 fn main() {
     if let Ok(phase) = std::env::var("WARD_BENCH_PHASE") {
+        // As the `ward` binary does for a batch command (src/main.rs).
+        ward::alloc::batch_mode();
         let a: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();
         let report = match phase.as_str() {
             "put" => phase_put(&a[0]),
             "materialize" => phase_materialize(&a[0]),
             "ward" => phase_ward(&a[0], &a[1], &a[2]),
+            "direct" => phase_direct(&a[0], &a[1], &a[2]),
             other => panic!("unknown phase {other}"),
         };
         println!("{report}");

@@ -44,6 +44,20 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Command {
+    /// Whether the command runs a server (`serve`, `demo`) rather than one batch of work.
+    pub fn serves(&self) -> bool {
+        matches!(
+            self,
+            Command::Serve { .. }
+                | Command::Demo {
+                    no_serve: false,
+                    ..
+                }
+        )
+    }
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -169,9 +183,15 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
         /// The timeline to read (default: the newest of the set with the same knowledge).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "features")]
         timeline: Option<String>,
-        /// Read a timeline materialized as occurred (an explicit opt-out of "as known at t").
+        /// Compute the features straight from the latest curated versions with the set of
+        /// this feature repository (TOML) instead of reading a timeline; nothing needs to be
+        /// materialized first (docs/lookups.md, "Straight from curated rows").
+        #[arg(long)]
+        features: Option<PathBuf>,
+        /// Read a timeline materialized as occurred (an explicit opt-out of "as known at t");
+        /// with --features, compute as occurred.
         #[arg(long)]
         as_occurred: bool,
         /// The entity column holding patient ids.
@@ -297,7 +317,14 @@ fn parse_label(s: &str) -> std::result::Result<(String, String), String> {
 
 /// Runs the command line with the process's arguments; the binary's `main`.
 pub fn main() -> ExitCode {
+    main_with(|_| {})
+}
+
+/// [`main`], calling `prepare` with the parsed command line before anything runs (the binary
+/// tunes its allocator there).
+pub fn main_with(prepare: impl FnOnce(&Cli)) -> ExitCode {
     let cli = Cli::parse();
+    prepare(&cli);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WARD_LOG")
@@ -579,6 +606,7 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
             entities,
             out,
             timeline,
+            features,
             as_occurred,
             patient_column,
             time_column,
@@ -604,13 +632,24 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
             req.time_column = Some(time_column);
             req.name = name;
             let started = std::time::Instant::now();
-            let outcome = crate::lookup::historical(&store, req).await?;
+            let outcome = match features {
+                Some(path) => {
+                    let repo = crate::features::FeatureRepo::load(&path)?;
+                    crate::lookup::historical_direct(&store, &repo, req).await?
+                }
+                None => crate::lookup::historical(&store, req).await?,
+            };
             eprintln!(
                 "training set: {} rows in {:.1} s",
                 outcome.rows,
                 started.elapsed().as_secs_f64()
             );
-            eprintln!("  timeline      {}", outcome.timeline);
+            if let Some(timeline) = outcome.timeline {
+                eprintln!("  timeline      {timeline}");
+            }
+            for (table, hash) in &outcome.curated {
+                eprintln!("  {table:<13} {hash}");
+            }
             eprintln!("  entity rows   {}", outcome.entities);
             if let Some(out) = out {
                 store.export_parquet(&outcome.hash, &out).await?;

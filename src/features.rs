@@ -18,6 +18,7 @@
 mod compute;
 mod definition;
 mod derived;
+mod direct;
 mod score;
 mod timeline;
 
@@ -36,6 +37,7 @@ pub use definition::{
     parse_duration, Condition, DerivedDef, FeatureDef, FeatureKind, FeatureRepo, FeatureSet,
     RowFilter, DAY_US,
 };
+pub use direct::historical_direct;
 pub use timeline::{
     lookup, timeline_schema, whole_years, ChangePoint, FeatureInfo, FeatureValue, Resolved, Status,
     TimelineIndex, Value,
@@ -94,7 +96,7 @@ struct Params {
 }
 
 /// The latest curated version of each table a set reads.
-fn latest_refs(store: &Store, set: &FeatureSet) -> Result<Vec<(String, ContentHash)>> {
+pub(crate) fn latest_refs(store: &Store, set: &FeatureSet) -> Result<Vec<(String, ContentHash)>> {
     let mut refs = Vec::new();
     let optional = set.score_only_tables();
     for t in set.curated_tables() {
@@ -193,6 +195,20 @@ async fn read_inputs(
         inputs.tables.insert(table, batches);
     }
     Ok(inputs)
+}
+
+/// The curated versions `refs`, all of their rows that `set` reads (its columns, the rows
+/// its features filter), in memory.
+///
+/// # Errors
+/// As [`Store::scan_where`]; [`Error::InvalidArgument`] when a reference is not a curated
+/// version.
+pub(crate) async fn read_curated(
+    store: &Store,
+    set: &FeatureSet,
+    refs: &[(String, ContentHash)],
+) -> Result<Inputs> {
+    read_inputs(store, refs, &Reads::of(set), None).await
 }
 
 /// The rows of `batch` whose `patient_id` is in `lo..=hi` (byte order).

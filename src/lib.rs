@@ -33,7 +33,9 @@
 //! - [`deid`]: de-identification of training sets (HIPAA Safe Harbor by default).
 //! - [`tls`]: the rustls server configuration with certificate reload.
 //! - [`cli`]: the `ward` command line (the binary in `src/main.rs` only calls it).
+//! - [`alloc`]: the memory settings the binary applies to batch commands.
 
+pub mod alloc;
 pub mod audit;
 pub mod auth;
 pub mod cli;

@@ -32,7 +32,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::features::{
-    self, FeatureSet, Knowledge, PatientFeatures, Resolved, Status, TimelineIndex,
+    self, FeatureRepo, FeatureSet, Knowledge, MaterializeOptions, PatientFeatures, Resolved,
+    Status, TimelineIndex,
 };
 use crate::hash::ContentHash;
 use crate::store::{Kind, Lineage, ListFilter, Manifest, PutOptions, Store, VersionRef};
@@ -87,13 +88,17 @@ impl HistoricalRequest {
     }
 }
 
-/// What [`historical`] did.
+/// What [`historical`] or [`historical_direct`] did.
 #[derive(Debug, Clone, Serialize)]
 pub struct HistoricalOutcome {
     /// The training set version.
     pub hash: ContentHash,
-    /// The timeline read.
-    pub timeline: ContentHash,
+    /// The timeline read ([`historical`]); `None` when the features were computed straight
+    /// from curated versions ([`historical_direct`]).
+    pub timeline: Option<ContentHash>,
+    /// The curated versions read, with their tables ([`historical_direct`]; empty for
+    /// [`historical`]).
+    pub curated: Vec<(String, ContentHash)>,
     /// The stored entity rows.
     pub entities: ContentHash,
     /// Rows (= entity rows).
@@ -105,12 +110,24 @@ pub struct HistoricalOutcome {
 /// The lineage parameters of a training set (`lineage.params`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 struct Params {
+    /// `historical` (from a timeline) or `historical_direct` (from curated versions).
     op: String,
     feature_set: String,
     knowledge: Knowledge,
     patient_column: String,
     time_column: String,
+    /// `historical_direct`: the curated table of each lineage input before the entity rows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    tables: Vec<String>,
+    /// `historical_direct`: the set's canonical form (its BLAKE3 is `lineage.definition`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    definition: Option<String>,
 }
+
+/// The `op` of a training set made from a timeline.
+const OP_TIMELINE: &str = "historical";
+/// The `op` of a training set made straight from curated versions.
+const OP_DIRECT: &str = "historical_direct";
 
 /// The version name of a set's training sets: `training-<set>`.
 pub fn training_name(set: &str) -> String {
@@ -251,12 +268,16 @@ pub fn read_entities(path: &Path) -> Result<Vec<RecordBatch>> {
 }
 
 /// The patient ids and lookup times (microseconds, UTC) of entity rows, checked.
-struct EntityKeys {
-    patients: Vec<StringArray>,
-    times: Vec<Vec<i64>>,
+pub(crate) struct EntityKeys {
+    pub(crate) patients: Vec<StringArray>,
+    pub(crate) times: Vec<Vec<i64>>,
 }
 
-fn entity_keys(batches: &[RecordBatch], patient_col: &str, time_col: &str) -> Result<EntityKeys> {
+pub(crate) fn entity_keys(
+    batches: &[RecordBatch],
+    patient_col: &str,
+    time_col: &str,
+) -> Result<EntityKeys> {
     let mut out = EntityKeys {
         patients: Vec::with_capacity(batches.len()),
         times: Vec::with_capacity(batches.len()),
@@ -361,8 +382,16 @@ fn times_us(col: &ArrayRef, name: &str, row0: usize) -> Result<Vec<i64>> {
 /// # Errors
 /// [`Error::InvalidArgument`] when an entity column has a feature's name.
 pub fn training_schema(entity: &Schema, index: &TimelineIndex) -> Result<SchemaRef> {
+    training_schema_of(entity, index.features())
+}
+
+/// [`training_schema`] of the features `infos`, in their order.
+pub(crate) fn training_schema_of(
+    entity: &Schema,
+    infos: &[(String, features::FeatureInfo)],
+) -> Result<SchemaRef> {
     let mut fields: Vec<Field> = entity.fields().iter().map(|f| (**f).clone()).collect();
-    for (name, info) in index.features() {
+    for (name, info) in infos {
         let status = format!("{name}{STATUS_SUFFIX}");
         for n in [name.as_str(), status.as_str()] {
             if entity.field_with_name(n).is_ok() {
@@ -392,6 +421,30 @@ pub fn status_str(s: Status) -> &'static str {
     }
 }
 
+/// The schema the entity batches share.
+pub(crate) fn entity_schema(entities: &[RecordBatch]) -> Result<SchemaRef> {
+    let schema = match entities.first() {
+        Some(b) => b.schema(),
+        None => {
+            return Err(Error::invalid(
+                "entity rows",
+                "no batches (not even an empty one)",
+            ));
+        }
+    };
+    if let Some(b) = entities.iter().find(|b| b.schema() != schema) {
+        return Err(Error::invalid(
+            "entity rows",
+            format!(
+                "batches have different schemas: {} vs {}",
+                schema,
+                b.schema()
+            ),
+        ));
+    }
+    Ok(schema)
+}
+
 /// Rows per unit of parallel work.
 const CHUNK: usize = 32_768;
 
@@ -406,25 +459,7 @@ pub fn historical_batches(
     patient_col: &str,
     time_col: &str,
 ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-    let entity_schema = match entities.first() {
-        Some(b) => b.schema(),
-        None => {
-            return Err(Error::invalid(
-                "entity rows",
-                "no batches (not even an empty one)",
-            ));
-        }
-    };
-    if let Some(b) = entities.iter().find(|b| b.schema() != entity_schema) {
-        return Err(Error::invalid(
-            "entity rows",
-            format!(
-                "batches have different schemas: {} vs {}",
-                entity_schema,
-                b.schema()
-            ),
-        ));
-    }
+    let entity_schema = entity_schema(entities)?;
     let schema = training_schema(&entity_schema, index)?;
     let keys = entity_keys(entities, patient_col, time_col)?;
     // Units of work: (batch, offset, len).
@@ -520,30 +555,22 @@ pub async fn historical(store: &Store, req: HistoricalRequest) -> Result<Histori
         .time_column
         .clone()
         .unwrap_or_else(|| TIME_COLUMN.to_string());
-    let (entities_hash, batches) = match req.entities {
-        Entities::Batches(batches) => {
-            let schema = batches
-                .first()
-                .map(RecordBatch::schema)
-                .ok_or_else(|| Error::invalid("entity rows", "no batches"))?;
-            // Check before storing anything.
-            entity_keys(&batches, &patient_column, &time_column)?;
-            let opts = PutOptions::new(format!("entities-{}", set.name), Kind::Other);
-            let put = store.put_batches(schema, batches.clone(), opts).await?;
-            (put.manifest.hash, batches)
-        }
-        Entities::Stored(r) => {
-            let m = store.resolve(&r)?;
-            let (_, batches) = store.read(&m.hash).await?;
-            (m.hash, batches)
-        }
-    };
+    let (entities_hash, batches) = stored_entities(
+        store,
+        req.entities,
+        &set.name,
+        &patient_column,
+        &time_column,
+    )
+    .await?;
     let params = Params {
-        op: "historical".into(),
+        op: OP_TIMELINE.into(),
         feature_set: set.name.clone(),
         knowledge: req.knowledge,
         patient_column,
         time_column,
+        tables: Vec::new(),
+        definition: None,
     };
     let name = req.name.unwrap_or_else(|| training_name(&set.name));
     store_training(
@@ -559,6 +586,155 @@ pub async fn historical(store: &Store, req: HistoricalRequest) -> Result<Histori
     .await
 }
 
+/// The entity rows of a request: rows given in memory are checked and stored first (kind
+/// `other`, name `entities-<set>`); a stored version is read.
+async fn stored_entities(
+    store: &Store,
+    entities: Entities,
+    set: &str,
+    patient_column: &str,
+    time_column: &str,
+) -> Result<(ContentHash, Vec<RecordBatch>)> {
+    match entities {
+        Entities::Batches(batches) => {
+            let schema = batches
+                .first()
+                .map(RecordBatch::schema)
+                .ok_or_else(|| Error::invalid("entity rows", "no batches"))?;
+            // Check before storing anything.
+            entity_keys(&batches, patient_column, time_column)?;
+            let opts = PutOptions::new(format!("entities-{set}"), Kind::Other);
+            let put = store.put_batches(schema, batches.clone(), opts).await?;
+            Ok((put.manifest.hash, batches))
+        }
+        Entities::Stored(r) => {
+            let m = store.resolve(&r)?;
+            let (_, batches) = store.read(&m.hash).await?;
+            Ok((m.hash, batches))
+        }
+    }
+}
+
+/// A historical lookup computed straight from the latest curated versions, with set
+/// `req.set` of `repo` ([`features::historical_direct`]): no timeline is read or stored, and
+/// the values are the ones [`historical`] gives over a timeline of the same set materialized
+/// from the same versions. The result is stored as a `training` version. Lineage: inputs =
+/// the curated versions read (in table order), then the entity rows; definition = the set's
+/// definition hash; params = `op` (`historical_direct`), `feature_set`, `knowledge`,
+/// `patient_column`, `time_column`, `tables` (the table of each curated input) and
+/// `definition` (the set's canonical form), so [`rebuild`] reproduces it.
+///
+/// Every row the set reads is held in memory at once (no ranges of patients, unlike
+/// `ward materialize`).
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when `req.timeline` is given, or naming a bad entity row or
+/// column; [`Error::NotFound`] for an unknown set or a curated table never ingested; store
+/// and derived-query errors.
+pub async fn historical_direct(
+    store: &Store,
+    repo: &FeatureRepo,
+    req: HistoricalRequest,
+) -> Result<HistoricalOutcome> {
+    if let Some(t) = &req.timeline {
+        return Err(Error::invalid(
+            "timeline",
+            format!("{t:?} given, but a lookup from curated versions reads no timeline"),
+        ));
+    }
+    let set = repo.set(&req.set)?;
+    let refs = features::latest_refs(store, set)?;
+    let patient_column = req
+        .patient_column
+        .clone()
+        .unwrap_or_else(|| PATIENT_COLUMN.to_string());
+    let time_column = req
+        .time_column
+        .clone()
+        .unwrap_or_else(|| TIME_COLUMN.to_string());
+    let (entities_hash, batches) = stored_entities(
+        store,
+        req.entities,
+        &set.name,
+        &patient_column,
+        &time_column,
+    )
+    .await?;
+    let params = Params {
+        op: OP_DIRECT.into(),
+        feature_set: set.name.clone(),
+        knowledge: req.knowledge,
+        patient_column,
+        time_column,
+        tables: refs.iter().map(|(t, _)| t.clone()).collect(),
+        definition: Some(set.canonical_json()),
+    };
+    let name = req.name.unwrap_or_else(|| training_name(&set.name));
+    store_direct(store, set, refs, entities_hash, &batches, params, name).await
+}
+
+/// Computes a training set straight from the curated versions `refs` and stores it.
+async fn store_direct(
+    store: &Store,
+    set: &FeatureSet,
+    refs: Vec<(String, ContentHash)>,
+    entities: ContentHash,
+    batches: &[RecordBatch],
+    params: Params,
+    name: String,
+) -> Result<HistoricalOutcome> {
+    let inputs = features::read_curated(store, set, &refs).await?;
+    let opts = MaterializeOptions {
+        knowledge: params.knowledge,
+        ..MaterializeOptions::default()
+    };
+    let (schema, out) = features::historical_direct(
+        set,
+        &inputs,
+        batches,
+        &params.patient_column,
+        &params.time_column,
+        &opts,
+    )
+    .await?;
+    drop(inputs);
+    let mut inputs: Vec<ContentHash> = refs.iter().map(|(_, h)| *h).collect();
+    inputs.push(entities);
+    let lineage = Lineage {
+        inputs,
+        definition: Some(set.definition_hash()),
+        params: serde_json::to_value(&params)
+            .map_err(|e| Error::Internal(format!("params do not serialize: {e}")))?,
+    };
+    let (hash, rows, created) = put_training(store, set, schema, out, lineage, name).await?;
+    Ok(HistoricalOutcome {
+        hash,
+        timeline: None,
+        curated: refs,
+        entities,
+        rows,
+        created,
+    })
+}
+
+/// Stores a training set's batches as a `training` version labelled with its set.
+async fn put_training(
+    store: &Store,
+    set: &FeatureSet,
+    schema: SchemaRef,
+    out: Vec<RecordBatch>,
+    lineage: Lineage,
+    name: String,
+) -> Result<(ContentHash, usize, bool)> {
+    let rows = out.iter().map(RecordBatch::num_rows).sum();
+    let mut opts = PutOptions::new(name, Kind::Training);
+    opts.lineage = lineage;
+    opts.labels
+        .insert(features::SET_KEY.into(), set.name.clone());
+    let put = store.put_batches(schema, out, opts).await?;
+    Ok((put.manifest.hash, rows, put.created))
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn store_training(
     store: &Store,
@@ -572,23 +748,20 @@ async fn store_training(
 ) -> Result<HistoricalOutcome> {
     let (schema, out) =
         historical_batches(index, batches, &params.patient_column, &params.time_column)?;
-    let rows = out.iter().map(RecordBatch::num_rows).sum();
-    let mut opts = PutOptions::new(name, Kind::Training);
-    opts.lineage = Lineage {
+    let lineage = Lineage {
         inputs: vec![timeline, entities],
         definition: Some(set.definition_hash()),
         params: serde_json::to_value(&params)
             .map_err(|e| Error::Internal(format!("params do not serialize: {e}")))?,
     };
-    opts.labels
-        .insert(features::SET_KEY.into(), set.name.clone());
-    let put = store.put_batches(schema, out, opts).await?;
+    let (hash, rows, created) = put_training(store, set, schema, out, lineage, name).await?;
     Ok(HistoricalOutcome {
-        hash: put.manifest.hash,
-        timeline,
+        hash,
+        timeline: Some(timeline),
+        curated: Vec::new(),
         entities,
         rows,
-        created: put.created,
+        created,
     })
 }
 
@@ -601,32 +774,68 @@ async fn store_training(
 /// arrives at another hash.
 pub async fn rebuild(store: &Store, hash: &ContentHash) -> Result<ContentHash> {
     let m = store.manifest(hash)?;
-    let params: Option<Params> = serde_json::from_value(m.lineage.params.clone()).ok();
-    let (Some(params), [timeline, entities]) = (params, m.lineage.inputs.as_slice()) else {
-        return Err(Error::invalid(
+    let not_training = || {
+        Error::invalid(
             format!("version {hash}"),
             "is not a training set made by a historical lookup",
-        ));
+        )
     };
-    if m.kind != Kind::Training || params.op != "historical" {
-        return Err(Error::invalid(
-            format!("version {hash}"),
-            "is not a training set made by a historical lookup",
-        ));
+    let params: Params =
+        serde_json::from_value(m.lineage.params.clone()).map_err(|_| not_training())?;
+    if m.kind != Kind::Training {
+        return Err(not_training());
     }
-    let (set, index) = features::load_index(store, timeline).await?;
-    let (_, batches) = store.read(entities).await?;
-    let out = store_training(
-        store,
-        &set,
-        &index,
-        *timeline,
-        *entities,
-        &batches,
-        params,
-        m.name.clone(),
-    )
-    .await?;
+    let out = match (params.op.as_str(), m.lineage.inputs.as_slice()) {
+        (OP_TIMELINE, [timeline, entities]) => {
+            let (set, index) = features::load_index(store, timeline).await?;
+            let (_, batches) = store.read(entities).await?;
+            store_training(
+                store,
+                &set,
+                &index,
+                *timeline,
+                *entities,
+                &batches,
+                params,
+                m.name.clone(),
+            )
+            .await?
+        }
+        (OP_DIRECT, [curated @ .., entities]) if curated.len() == params.tables.len() => {
+            let corrupt = |what: &str| Error::Corrupt {
+                hash: hash.to_string(),
+                what: what.to_string(),
+            };
+            let definition = params
+                .definition
+                .as_deref()
+                .ok_or_else(|| corrupt("its lineage holds no definition"))?;
+            let set = FeatureSet::from_canonical_json(definition, &format!("{hash} lineage"))?;
+            if Some(set.definition_hash()) != m.lineage.definition {
+                return Err(corrupt(
+                    "the stored definition does not match the definition hash",
+                ));
+            }
+            let refs: Vec<(String, ContentHash)> = params
+                .tables
+                .iter()
+                .cloned()
+                .zip(curated.iter().copied())
+                .collect();
+            let (_, batches) = store.read(entities).await?;
+            store_direct(
+                store,
+                &set,
+                refs,
+                *entities,
+                &batches,
+                params,
+                m.name.clone(),
+            )
+            .await?
+        }
+        _ => return Err(not_training()),
+    };
     if out.hash != *hash {
         return Err(Error::Corrupt {
             hash: hash.to_string(),

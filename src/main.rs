@@ -6,5 +6,11 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    ward::cli::main()
+    ward::cli::main_with(|cli| {
+        // A batch command keeps the memory it frees and faults small pages
+        // (`ward::alloc`); a server keeps the defaults.
+        if !cli.command.serves() {
+            ward::alloc::batch_mode();
+        }
+    })
 }

@@ -345,13 +345,25 @@ fn same_rows(a: &FeatureDef, b: &FeatureDef) -> bool {
 
 /// Everything materialization reads, owned: the tables (derived ones computed), the columns
 /// each event stream reads, and the rows of the `score` features.
-struct Loaded {
+pub(crate) struct Loaded {
     sources: Vec<Source>,
     /// Per stream: its source (index into `sources`) and its columns per batch.
     streams: Vec<(usize, Vec<StreamCols>)>,
     /// Per feature of the set: its stream (`None` for `score` features).
     feature_stream: Vec<Option<usize>>,
     score: Option<ScoreTables>,
+}
+
+impl Loaded {
+    /// Whether feature `fi` reads its values from a text column.
+    pub(crate) fn text_valued(&self, fi: usize) -> bool {
+        self.feature_stream[fi].is_some_and(|s| {
+            self.streams[s]
+                .1
+                .iter()
+                .any(|c| matches!(c.values, Some(ValArray::Text(_))))
+        })
+    }
 }
 
 /// The result of each derived table of a set, by name.
@@ -371,7 +383,7 @@ pub(crate) async fn derived_tables(set: &FeatureSet, inputs: &Inputs) -> Result<
 
 impl Loaded {
     /// Loads `inputs`; the derived tables are `derived` where given, else computed here.
-    async fn load(
+    pub(crate) async fn load(
         set: &FeatureSet,
         inputs: &Inputs,
         derived: Option<&DerivedTables>,
@@ -493,14 +505,15 @@ impl<'a> Interner<'a> {
         out
     }
 
-    /// The ids sorted (byte order), and the rank of each provisional id.
-    fn finish(self) -> (Vec<&'a str>, Vec<u32>) {
+    /// The ids sorted (byte order), the rank of each provisional id, and the table of
+    /// provisional ids.
+    fn finish(self) -> (Vec<&'a str>, Vec<u32>, KeyTable) {
         let rank = self.table.ranks();
         let mut names = vec![""; rank.len()];
         for (i, &r) in rank.iter().enumerate() {
             names[r as usize] = self.names[i];
         }
-        (names, rank)
+        (names, rank, self.table)
     }
 }
 
@@ -550,7 +563,7 @@ impl<T: Copy + Default + Send> Grouped<T> {
     }
 
     /// Sorts each patient's items, in parallel.
-    fn sort_each(&mut self, cmp: impl Fn(&T, &T) -> std::cmp::Ordering + Sync) {
+    pub(crate) fn sort_each(&mut self, cmp: impl Fn(&T, &T) -> std::cmp::Ordering + Sync) {
         let mut slices = Vec::with_capacity(self.offsets.len());
         let mut rest: &mut [T] = &mut self.items;
         for w in self.offsets.windows(2) {
@@ -622,17 +635,20 @@ fn stream_events<'a>(
 
 /// What materialization reads, by patient: the interned ids, every stream's events and the
 /// rows of `score` features.
-struct Prepared<'a> {
+pub(crate) struct Prepared<'a> {
     set: &'a FeatureSet,
     /// Patient ids in byte order; a patient is its index here.
-    names: Vec<&'a str>,
+    pub(crate) names: Vec<&'a str>,
+    /// Patient id → provisional number; `rank` turns it into the patient's index.
+    table: KeyTable,
+    rank: Vec<u32>,
     streams: Vec<Grouped<Ev<'a>>>,
     feature_stream: &'a [Option<usize>],
     clinical: Option<score::ByPatient<'a>>,
 }
 
 impl<'a> Prepared<'a> {
-    fn new(set: &'a FeatureSet, loaded: &'a Loaded) -> Prepared<'a> {
+    pub(crate) fn new(set: &'a FeatureSet, loaded: &'a Loaded) -> Prepared<'a> {
         let mut interner = Interner::default();
         let mut pids: Vec<Vec<Vec<u32>>> = loaded
             .sources
@@ -645,7 +661,7 @@ impl<'a> Prepared<'a> {
             })
             .collect();
         let mut score_ids = loaded.score.as_ref().map(|s| s.intern(&mut interner));
-        let (names, rank) = interner.finish();
+        let (names, rank, table) = interner.finish();
         pids.par_iter_mut()
             .flat_map(|s| s.par_iter_mut())
             .for_each(|ids| renumber(ids, &rank));
@@ -665,6 +681,8 @@ impl<'a> Prepared<'a> {
         Prepared {
             set,
             names,
+            table,
+            rank,
             streams,
             feature_stream: &loaded.feature_stream,
             clinical,
@@ -679,8 +697,17 @@ impl<'a> Prepared<'a> {
         }
     }
 
+    /// The index of each patient of `ids[offset..offset + out.len()]` into `out`
+    /// ([`NO_PATIENT`] for a patient without rows, and for a null).
+    pub(crate) fn patients_of(&self, ids: &StringArray, offset: usize, out: &mut [u32]) {
+        self.table.get_many(ids, offset, out);
+        for p in out {
+            *p = self.rank.get(*p as usize).copied().unwrap_or(NO_PATIENT);
+        }
+    }
+
     /// Patient `p`'s score rows (only when the set has `score` features and it has some).
-    fn clinical(&self, p: u32) -> Option<ClinicalRows> {
+    pub(crate) fn clinical(&self, p: u32) -> Option<ClinicalRows> {
         self.clinical.as_ref().and_then(|c| c.rows(p))
     }
 
@@ -727,12 +754,12 @@ impl<'a> Prepared<'a> {
 
 /// A change point whose text borrows from the inputs.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct Cp<'a> {
-    effective_at: i64,
-    value_num: Option<f64>,
-    value_text: Option<&'a str>,
-    value_time: Option<i64>,
-    count: u64,
+pub(crate) struct Cp<'a> {
+    pub(crate) effective_at: i64,
+    pub(crate) value_num: Option<f64>,
+    pub(crate) value_text: Option<&'a str>,
+    pub(crate) value_time: Option<i64>,
+    pub(crate) count: u64,
 }
 
 impl<'a> Cp<'a> {
@@ -752,6 +779,16 @@ impl<'a> Cp<'a> {
             && self.value_text == other.value_text
             && self.value_time == other.value_time
             && self.count == other.count
+    }
+
+    /// The state, as lookups resolve it.
+    pub(crate) fn state(&self) -> timeline::StateRef<'a> {
+        timeline::StateRef {
+            value_num: self.value_num,
+            value_text: self.value_text,
+            value_time: self.value_time,
+            count: self.count,
+        }
     }
 
     fn of(cp: &'a ChangePoint) -> Cp<'a> {
@@ -916,7 +953,7 @@ fn state<'a>(f: &FeatureDef, evs: &[Ev<'a>], visible: &Visible) -> Cp<'a> {
 
 /// Reused buffers of one worker.
 #[derive(Debug, Default)]
-struct Scratch {
+pub(crate) struct Scratch {
     bounds: Vec<(i64, bool, u32)>,
     visible: Visible,
 }
@@ -967,6 +1004,42 @@ fn change_points<'a>(
     }
 }
 
+/// Every feature's change points for patient `p`, passed to `emit` with the feature's
+/// position in the set: features in set order, each one's points in time order.
+pub(crate) fn patient_points<'a>(
+    prep: &Prepared<'a>,
+    p: u32,
+    clinical: Option<&ClinicalRows>,
+    knowledge: Knowledge,
+    scratch: &mut Scratch,
+    mut emit: impl FnMut(usize, Cp<'a>),
+) {
+    // The scores at every instant, once for all score features of the patient.
+    let mut score_series = None;
+    for (fi, f) in prep.set.features.iter().enumerate() {
+        match f.score_component() {
+            Some(component) => {
+                let series = score_series.get_or_insert_with(|| {
+                    clinical.map(|c| c.series(knowledge)).unwrap_or_default()
+                });
+                for cp in score::change_points(component, series) {
+                    emit(
+                        fi,
+                        Cp {
+                            effective_at: cp.effective_at,
+                            value_num: cp.value_num,
+                            value_text: None,
+                            value_time: cp.value_time,
+                            count: cp.count,
+                        },
+                    );
+                }
+            }
+            None => change_points(f, prep.events(p, fi), knowledge, scratch, |cp| emit(fi, cp)),
+        }
+    }
+}
+
 /// Every feature's change points for patient `p`, appended to `out`.
 fn patient_rows<'a>(
     prep: &Prepared<'a>,
@@ -977,38 +1050,14 @@ fn patient_rows<'a>(
     out: &mut Vec<OutRow<'a>>,
 ) {
     let patient = prep.names[p as usize];
-    // The scores at every instant, once for all score features of the patient.
-    let mut score_series = None;
-    for (fi, f) in prep.set.features.iter().enumerate() {
-        let feature = f.name.as_str();
-        match f.score_component() {
-            Some(component) => {
-                let series = score_series.get_or_insert_with(|| {
-                    clinical.map(|c| c.series(knowledge)).unwrap_or_default()
-                });
-                for cp in score::change_points(component, series) {
-                    out.push(OutRow {
-                        patient,
-                        feature,
-                        cp: Cp {
-                            effective_at: cp.effective_at,
-                            value_num: cp.value_num,
-                            value_text: None,
-                            value_time: cp.value_time,
-                            count: cp.count,
-                        },
-                    });
-                }
-            }
-            None => change_points(f, prep.events(p, fi), knowledge, scratch, |cp| {
-                out.push(OutRow {
-                    patient,
-                    feature,
-                    cp,
-                })
-            }),
-        }
-    }
+    let set = prep.set;
+    patient_points(prep, p, clinical, knowledge, scratch, |fi, cp| {
+        out.push(OutRow {
+            patient,
+            feature: set.features[fi].name.as_str(),
+            cp,
+        })
+    });
 }
 
 /// Appends timeline rows to Arrow builders, cutting a batch every `batch_size` rows.
@@ -1143,7 +1192,10 @@ fn run<'a>(
     })
 }
 
-fn in_pool<T: Send>(threads: Option<usize>, work: impl FnOnce() -> T + Send) -> Result<T> {
+pub(crate) fn in_pool<T: Send>(
+    threads: Option<usize>,
+    work: impl FnOnce() -> T + Send,
+) -> Result<T> {
     match threads {
         None => Ok(work()),
         Some(n) => {

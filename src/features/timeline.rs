@@ -575,6 +575,37 @@ fn resolve<'a>(
     t_us: i64,
     ttl: Option<Duration>,
 ) -> Resolved<'a> {
+    resolve_state(info, state.map(StateRef::of), t_us, ttl)
+}
+
+/// The state of a change point, its text borrowed (from an index, or from the curated rows
+/// a direct lookup computes it from).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct StateRef<'a> {
+    pub(crate) value_num: Option<f64>,
+    pub(crate) value_text: Option<&'a str>,
+    pub(crate) value_time: Option<i64>,
+    pub(crate) count: u64,
+}
+
+impl<'a> StateRef<'a> {
+    fn of(cp: &'a ChangePoint) -> StateRef<'a> {
+        StateRef {
+            value_num: cp.value_num,
+            value_text: cp.value_text.as_deref(),
+            value_time: cp.value_time,
+            count: cp.count,
+        }
+    }
+}
+
+/// [`resolve`] of a borrowed state: the one rule every lookup applies.
+pub(crate) fn resolve_state<'a>(
+    info: &FeatureInfo,
+    state: Option<StateRef<'a>>,
+    t_us: i64,
+    ttl: Option<Duration>,
+) -> Resolved<'a> {
     let Some(cp) = state.filter(|cp| cp.count > 0) else {
         return if info.kind.zero_when_empty() {
             Resolved::Num(0.0)
@@ -600,7 +631,7 @@ fn resolve<'a>(
             .zip(DateTime::from_timestamp_micros(t_us))
             .and_then(|(birth, t)| whole_years(birth, t))
             .map(|y| Resolved::Num(f64::from(y))),
-        _ => match (&cp.value_text, cp.value_num) {
+        _ => match (cp.value_text, cp.value_num) {
             (Some(s), _) => Some(Resolved::Text(s)),
             (None, Some(v)) => Some(Resolved::Num(v)),
             (None, None) => None,

@@ -236,7 +236,7 @@ impl FeaturesService {
         let header = proto::HistoricalResponse {
             part: Some(Part::Header(proto::HistoricalHeader {
                 training_set: out.hash.to_string(),
-                timeline: out.timeline.to_string(),
+                timeline: out.timeline.map(|t| t.to_string()).unwrap_or_default(),
                 entities: out.entities.to_string(),
                 rows: out.rows as u64,
                 schema_ipc: schema_ipc.0.to_vec(),

@@ -449,7 +449,7 @@ async fn differential(knowledge: Knowledge, seed: u64) {
             cases.push((p.clone(), t, wants));
         }
     }
-    historical_matches(set, &idx, &cases, seed);
+    historical_matches(set, &idx, (&inputs, &opts), &cases, seed).await;
     // The probes reached every kind with data, and the statuses that kind can have.
     for f in &set.features {
         assert!(
@@ -475,10 +475,13 @@ async fn differential(knowledge: Knowledge, seed: u64) {
 
 /// The historical join (`ward::lookup::historical_batches`) of entity rows made from the
 /// probes (shuffled, some duplicated, with a passthrough column) at batch sizes 1, 2, 7, 49,
-/// 50, 51, 100 gives, row for row in input order, the reference's values and statuses.
-fn historical_matches(
+/// 50, 51, 100 gives, row for row in input order, the reference's values and statuses; so
+/// does the lookup straight from the curated rows (`features::historical_direct`), with one
+/// and with four threads.
+async fn historical_matches(
     set: &FeatureSet,
     idx: &TimelineIndex,
+    (inputs, opts): (&Inputs, &MaterializeOptions),
     cases: &[(String, i64, Vec<FeatureValue>)],
     seed: u64,
 ) {
@@ -527,52 +530,83 @@ fn historical_matches(
             .step_by(size)
             .map(|o| all.slice(o, size.min(n - o)))
             .collect();
-        let (schema, out) =
-            ward::lookup::historical_batches(idx, &input, "patient_id", "timestamp").unwrap();
-        let out = arrow::compute::concat_batches(&schema, &out).unwrap();
-        assert_eq!(
-            out.num_rows(),
-            n,
-            "one output row per entity row (size {size})"
-        );
-        for c in ["cohort", "patient_id", "timestamp"] {
-            assert_eq!(
-                out.column_by_name(c).unwrap().as_ref(),
-                all.slice(0, n).column_by_name(c).unwrap().as_ref(),
-                "{c} passed through in input order (size {size})"
-            );
+        let mut results = vec![(
+            "index".to_string(),
+            ward::lookup::historical_batches(idx, &input, "patient_id", "timestamp").unwrap(),
+        )];
+        for threads in [1, 4] {
+            let opts = MaterializeOptions {
+                threads: Some(threads),
+                ..opts.clone()
+            };
+            let direct =
+                features::historical_direct(set, inputs, &input, "patient_id", "timestamp", &opts)
+                    .await
+                    .unwrap();
+            results.push((format!("direct, {threads} threads"), direct));
         }
-        for (fi, f) in set.features.iter().enumerate() {
-            let v = out.column_by_name(&f.name).unwrap();
-            let st = out
-                .column_by_name(&format!("{}__status", f.name))
-                .unwrap()
-                .as_string::<i32>()
-                .clone();
-            for (row, &ci) in order[..n].iter().enumerate() {
-                let want = &cases[ci].2[fi];
-                let status = match want.status {
-                    Status::Present => "present",
-                    Status::NoData => "no_data",
-                    Status::OutsideTtl => "outside_ttl",
-                };
-                let ctx = || {
-                    format!(
-                        "size {size} row {row} feature {} case {:?}",
-                        f.name,
-                        (&cases[ci].0, cases[ci].1)
-                    )
-                };
-                assert_eq!(st.value(row), status, "{}", ctx());
-                let got = if v.is_null(row) {
-                    None
-                } else if let Some(a) = v.as_primitive_opt::<Float64Type>() {
-                    Some(Value::Num(a.value(row)))
-                } else {
-                    Some(Value::Text(v.as_string::<i32>().value(row).to_string()))
-                };
-                assert_eq!(got, want.value, "{}", ctx());
-            }
+        for (how, (schema, out)) in results {
+            let what = format!("{how}, size {size}");
+            assert_eq!(
+                out.len(),
+                input.len(),
+                "one output batch per entity batch ({what})"
+            );
+            let out = arrow::compute::concat_batches(&schema, &out).unwrap();
+            check_training_rows(set, &all, &order[..n], cases, &out, &what);
+        }
+    }
+}
+
+/// Checks the output of a historical join of the first `order.len()` rows of `all` against
+/// the reference's answers `cases`.
+fn check_training_rows(
+    set: &FeatureSet,
+    all: &RecordBatch,
+    order: &[usize],
+    cases: &[(String, i64, Vec<FeatureValue>)],
+    out: &RecordBatch,
+    what: &str,
+) {
+    let n = order.len();
+    assert_eq!(out.num_rows(), n, "one output row per entity row ({what})");
+    for c in ["cohort", "patient_id", "timestamp"] {
+        assert_eq!(
+            out.column_by_name(c).unwrap().as_ref(),
+            all.slice(0, n).column_by_name(c).unwrap().as_ref(),
+            "{c} passed through in input order ({what})"
+        );
+    }
+    for (fi, f) in set.features.iter().enumerate() {
+        let v = out.column_by_name(&f.name).unwrap();
+        let st = out
+            .column_by_name(&format!("{}__status", f.name))
+            .unwrap()
+            .as_string::<i32>()
+            .clone();
+        for (row, &ci) in order.iter().enumerate() {
+            let want = &cases[ci].2[fi];
+            let status = match want.status {
+                Status::Present => "present",
+                Status::NoData => "no_data",
+                Status::OutsideTtl => "outside_ttl",
+            };
+            let ctx = || {
+                format!(
+                    "{what} row {row} feature {} case {:?}",
+                    f.name,
+                    (&cases[ci].0, cases[ci].1)
+                )
+            };
+            assert_eq!(st.value(row), status, "{}", ctx());
+            let got = if v.is_null(row) {
+                None
+            } else if let Some(a) = v.as_primitive_opt::<Float64Type>() {
+                Some(Value::Num(a.value(row)))
+            } else {
+                Some(Value::Text(v.as_string::<i32>().value(row).to_string()))
+            };
+            assert_eq!(got, want.value, "{}", ctx());
         }
     }
 }

@@ -382,7 +382,7 @@ async fn historical_training_set_lineage_rebuild_and_online_agree() {
     let req = HistoricalRequest::new("readmission", Entities::Batches(vec![entities.clone()]));
     let out = lookup::historical(&store, req).await.unwrap();
     assert_eq!(out.rows, rows.len());
-    assert_eq!(out.timeline, tl.hash);
+    assert_eq!(out.timeline, Some(tl.hash));
     let m = store.manifest(&out.hash).unwrap();
     assert_eq!(m.kind, Kind::Training);
     assert_eq!(m.name, "training-readmission");
@@ -431,7 +431,7 @@ async fn historical_training_set_lineage_rebuild_and_online_agree() {
     )
     .await
     .unwrap();
-    assert_eq!(hist.timeline, online_tl.hash);
+    assert_eq!(hist.timeline, Some(online_tl.hash));
     let (_, hb) = store.read(&hist.hash).await.unwrap();
     let hb = arrow::compute::concat_batches(&hb[0].schema(), &hb).unwrap();
     let mut compared = 0;
@@ -491,6 +491,81 @@ async fn historical_training_set_lineage_rebuild_and_online_agree() {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::NotFound { .. }), "{err}");
+}
+
+/// A training set computed straight from the curated versions (`lookup::historical_direct`,
+/// `ward historical --features`) has the same content, so the same hash, as the one read
+/// from a timeline materialized from the same versions; it stores no timeline, records the
+/// curated versions and the definition in its lineage, and rebuilds to the same hash.
+#[tokio::test]
+async fn historical_from_curated_equals_the_timeline_path_and_rebuilds() {
+    let clock = || -> SharedClock {
+        Arc::new(ManualClock::new(
+            Utc.with_ymd_and_hms(2025, 6, 1, 0, 0, 0).unwrap(),
+        ))
+    };
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (
+        store_at(dir_a.path(), clock()),
+        store_at(dir_b.path(), clock()),
+    );
+    let tables = put_cohort(&a, 120, 5).await;
+    put_cohort(&b, 120, 5).await;
+    let repo = FeatureRepo::parse(EXAMPLE, "readmission.toml").unwrap();
+    let (entities, rows) = entity_rows(&tables, 6);
+    for knowledge in [
+        features::Knowledge::AsKnown,
+        features::Knowledge::AsOccurred,
+    ] {
+        let opts = MaterializeOptions {
+            knowledge,
+            ..MaterializeOptions::default()
+        };
+        features::materialize(&a, &repo, "readmission", &opts)
+            .await
+            .unwrap();
+        let mut req =
+            HistoricalRequest::new("readmission", Entities::Batches(vec![entities.clone()]));
+        req.knowledge = knowledge;
+        let via_timeline = lookup::historical(&a, req.clone()).await.unwrap();
+        let direct = lookup::historical_direct(&b, &repo, req).await.unwrap();
+        assert_eq!(
+            direct.hash, via_timeline.hash,
+            "{knowledge:?}: same content"
+        );
+        assert_eq!(direct.rows, rows.len());
+        assert_eq!(direct.timeline, None);
+        assert!(via_timeline.curated.is_empty());
+        let m = b.manifest(&direct.hash).unwrap();
+        assert_eq!(m.kind, Kind::Training);
+        assert_eq!(m.lineage.params["op"], "historical_direct");
+        let curated: Vec<_> = direct.curated.iter().map(|(_, h)| *h).collect();
+        assert!(!curated.is_empty());
+        let mut inputs = curated.clone();
+        inputs.push(direct.entities);
+        assert_eq!(m.lineage.inputs, inputs);
+        assert_eq!(
+            m.lineage.definition,
+            Some(repo.set("readmission").unwrap().definition_hash())
+        );
+        assert_eq!(
+            lookup::rebuild(&b, &direct.hash).await.unwrap(),
+            direct.hash,
+            "{knowledge:?}: rebuilt from its lineage"
+        );
+    }
+    let timelines = b
+        .list(&ward::store::ListFilter {
+            kind: Some(Kind::Timeline),
+            name: None,
+        })
+        .unwrap();
+    assert!(timelines.is_empty(), "no timeline stored: {timelines:?}");
+    // A timeline and --features exclude each other.
+    let mut req = HistoricalRequest::new("readmission", Entities::Batches(vec![entities]));
+    req.timeline = Some(VersionRef::Latest("timeline-readmission".into()));
+    let err = lookup::historical_direct(&b, &repo, req).await.unwrap_err();
+    assert!(err.to_string().contains("reads no timeline"), "{err}");
 }
 
 #[tokio::test]

@@ -1,0 +1,253 @@
+//! Historical lookups straight from curated rows: the timeline of each patient with entity
+//! rows is computed and consulted in place, then dropped, so no timeline of the whole cohort
+//! is ever held, indexed or stored.
+//!
+//! The answer is the one [`crate::lookup::historical_batches`] gives over the timeline that
+//! [`super::compute`] makes from the same inputs: the same change points
+//! ([`compute::patient_points`]), resolved at each row's time by the same rule
+//! ([`timeline::resolve_state`]). One difference: a text feature's output column is text when
+//! its source column is text, where an index knows a feature is text only when some change
+//! point holds text (`docs/lookups.md`, "Straight from curated rows").
+//!
+//! 1. The inputs are loaded as for materialization (event streams grouped by patient).
+//! 2. Entity rows are mapped to the interned patients and grouped by patient, each patient's
+//!    in (time, row) order.
+//! 3. Patients with entity rows are computed in parallel, in chunks and waves as
+//!    materialization computes them: every feature's change points into reused buffers, then
+//!    one pass over the patient's rows in time order, a cursor per feature.
+//! 4. Each wave's values are written to their rows' places in the output columns, one
+//!    feature per task, and the columns are cut into one batch per entity batch.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, Float64Array, RecordBatch, StringArray, StringBuilder};
+use arrow::buffer::{NullBuffer, ScalarBuffer};
+use arrow::datatypes::SchemaRef;
+use chrono::Duration;
+use rayon::prelude::*;
+
+use super::compute::{
+    in_pool, patient_points, Cp, Grouped, Inputs, Loaded, MaterializeOptions, Prepared, Scratch,
+    NO_PATIENT,
+};
+use super::definition::{FeatureKind, FeatureSet};
+use super::timeline::{self, FeatureInfo, Resolved};
+use crate::error::Result;
+use crate::lookup::{self, status_str};
+
+/// Patients per unit of parallel work.
+const CHUNK: u32 = 512;
+/// Chunks computed before their values are written out (bounds the values held between).
+const WAVE: usize = 16;
+
+/// One feature's output column while it is filled, indexed by entity row.
+enum Column<'a> {
+    Num { values: Vec<f64>, valid: Vec<bool> },
+    Text(Vec<Option<std::borrow::Cow<'a, str>>>),
+}
+
+/// A historical lookup computed from curated rows: the entity rows (`patient_col`,
+/// `time_col` and any other columns) with each feature of `set` as of each row's time,
+/// exactly one output row per entity row, in input order, one output batch per entity batch.
+/// The result does not depend on threads.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming a bad entity row or column, a derived query that
+/// fails, or a column a feature needs missing from the inputs; [`Error::Arrow`] on a cast
+/// failure.
+pub async fn historical_direct(
+    set: &FeatureSet,
+    inputs: &Inputs,
+    entities: &[RecordBatch],
+    patient_col: &str,
+    time_col: &str,
+    opts: &MaterializeOptions,
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let entity_schema = lookup::entity_schema(entities)?;
+    let keys = lookup::entity_keys(entities, patient_col, time_col)?;
+    let loaded = Loaded::load(set, inputs, None).await?;
+    let infos: Vec<(String, FeatureInfo)> = set
+        .features
+        .iter()
+        .enumerate()
+        .map(|(fi, f)| {
+            let info = FeatureInfo {
+                kind: f.kind,
+                ttl: f.ttl_us.map(Duration::microseconds),
+                is_label: f.kind.is_label(),
+                is_text: matches!(
+                    f.kind,
+                    FeatureKind::Last | FeatureKind::First | FeatureKind::Min | FeatureKind::Max
+                ) && loaded.text_valued(fi),
+            };
+            (f.name.clone(), info)
+        })
+        .collect();
+    let schema = lookup::training_schema_of(&entity_schema, &infos)?;
+    let knowledge = opts.knowledge;
+    let columns = in_pool(opts.threads, || {
+        let prep = Prepared::new(set, &loaded);
+        let rows: usize = keys.times.iter().map(Vec::len).sum();
+        let mut patient = vec![NO_PATIENT; rows];
+        let mut at = 0;
+        for p in &keys.patients {
+            prep.patients_of(p, 0, &mut patient[at..at + p.len()]);
+            at += p.len();
+        }
+        let times: Vec<i64> = keys.times.iter().flatten().copied().collect();
+        let pairs: Vec<(u32, (i64, u32))> = patient
+            .iter()
+            .zip(&times)
+            .enumerate()
+            .filter(|(_, (p, _))| **p != NO_PATIENT)
+            .map(|(row, (p, t))| (*p, (*t, row as u32)))
+            .collect();
+        let np = prep.names.len();
+        let mut grouped = Grouped::new(np, &pairs);
+        drop(pairs);
+        grouped.sort_each(|a, b| a.cmp(b));
+
+        let mut columns: Vec<Column<'_>> = infos
+            .iter()
+            .map(|(_, info)| match info.is_text {
+                true => Column::Text(vec![None; rows]),
+                false => Column::Num {
+                    values: vec![0.0; rows],
+                    valid: vec![false; rows],
+                },
+            })
+            .collect();
+        let mut status = vec![vec![0u8; rows]; infos.len()];
+        // Rows of patients the inputs do not hold: every feature as for no rows at all.
+        for (row, (&p, &t)) in patient.iter().zip(&times).enumerate() {
+            if p == NO_PATIENT {
+                for (fi, (_, info)) in infos.iter().enumerate() {
+                    let r = timeline::resolve_state(info, None, t, info.ttl);
+                    put(&mut columns[fi], &mut status[fi], row, r);
+                }
+            }
+        }
+        drop(patient);
+        drop(times);
+
+        let chunks: Vec<Range<u32>> = (0..np as u32)
+            .step_by(CHUNK as usize)
+            .map(|a| a..(a + CHUNK).min(np as u32))
+            .collect();
+        let nf = infos.len();
+        for wave in chunks.chunks(WAVE) {
+            let done: Vec<(Vec<u32>, Vec<Resolved<'_>>)> = wave
+                .par_iter()
+                .map(|r| {
+                    let mut scratch = Scratch::default();
+                    let mut points: Vec<Vec<Cp<'_>>> = vec![Vec::new(); nf];
+                    let (mut rows, mut values) = (Vec::new(), Vec::new());
+                    for p in r.clone() {
+                        let ents = grouped.of(p);
+                        if ents.is_empty() {
+                            continue;
+                        }
+                        points.iter_mut().for_each(Vec::clear);
+                        let clinical = prep.clinical(p);
+                        patient_points(&prep, p, clinical.as_ref(), knowledge, &mut scratch, {
+                            let points = &mut points;
+                            move |fi, cp| points[fi].push(cp)
+                        });
+                        let mut cursor = vec![0usize; nf];
+                        for &(t, row) in ents {
+                            rows.push(row);
+                            for (fi, (_, info)) in infos.iter().enumerate() {
+                                let pts = &points[fi];
+                                let c = &mut cursor[fi];
+                                while *c < pts.len() && pts[*c].effective_at <= t {
+                                    *c += 1;
+                                }
+                                let state = c.checked_sub(1).map(|i| pts[i].state());
+                                values.push(timeline::resolve_state(info, state, t, info.ttl));
+                            }
+                        }
+                    }
+                    (rows, values)
+                })
+                .collect();
+            columns
+                .par_iter_mut()
+                .zip(status.par_iter_mut())
+                .enumerate()
+                .for_each(|(fi, (col, st))| {
+                    for (rows, values) in &done {
+                        for (k, &row) in rows.iter().enumerate() {
+                            put(col, st, row as usize, values[k * nf + fi]);
+                        }
+                    }
+                });
+        }
+        finish_columns(columns, status)
+    })?;
+    let mut out = Vec::with_capacity(entities.len());
+    let mut row0 = 0;
+    for b in entities {
+        let len = b.num_rows();
+        let mut cols: Vec<ArrayRef> = b.columns().to_vec();
+        cols.extend(columns.iter().map(|c| c.slice(row0, len)));
+        out.push(RecordBatch::try_new(schema.clone(), cols)?);
+        row0 += len;
+    }
+    if out.is_empty() {
+        out.push(RecordBatch::new_empty(schema.clone()));
+    }
+    Ok((schema, out))
+}
+
+/// Status codes in the order [`status_str`] names them.
+const STATUSES: [timeline::Status; 3] = [
+    timeline::Status::Present,
+    timeline::Status::NoData,
+    timeline::Status::OutsideTtl,
+];
+
+/// Writes the value `r` of a row into a feature's column and status codes, as
+/// [`crate::lookup::historical_batches`] writes it (a number in a text column as its text).
+fn put<'a>(col: &mut Column<'a>, status: &mut [u8], row: usize, r: Resolved<'a>) {
+    status[row] = STATUSES.iter().position(|s| *s == r.status()).unwrap_or(0) as u8;
+    match (col, r) {
+        (Column::Num { values, valid }, Resolved::Num(x)) => {
+            values[row] = x;
+            valid[row] = true;
+        }
+        (Column::Text(v), Resolved::Text(s)) => v[row] = Some(s.into()),
+        (Column::Text(v), Resolved::Num(x)) => v[row] = Some(x.to_string().into()),
+        (Column::Num { .. }, Resolved::Text(_) | Resolved::Missing(_))
+        | (Column::Text(_), Resolved::Missing(_)) => {}
+    }
+}
+
+/// The filled columns as Arrow arrays: per feature its values and its status text.
+fn finish_columns(columns: Vec<Column<'_>>, status: Vec<Vec<u8>>) -> Vec<ArrayRef> {
+    columns
+        .into_par_iter()
+        .zip(status)
+        .flat_map_iter(|(col, st)| {
+            let values: ArrayRef = match col {
+                Column::Num { values, valid } => Arc::new(Float64Array::new(
+                    ScalarBuffer::from(values),
+                    Some(NullBuffer::from(valid)),
+                )),
+                Column::Text(v) => {
+                    Arc::new(v.iter().map(|s| s.as_deref()).collect::<StringArray>())
+                }
+            };
+            let bytes = st
+                .iter()
+                .map(|&s| status_str(STATUSES[s as usize]).len())
+                .sum();
+            let mut b = StringBuilder::with_capacity(st.len(), bytes);
+            for s in st {
+                b.append_value(status_str(STATUSES[s as usize]));
+            }
+            let status: ArrayRef = Arc::new(b.finish());
+            [values, status]
+        })
+        .collect()
+}
