@@ -395,14 +395,13 @@ fn phase_direct(dir: &Path, entities: &Path, out: &Path) -> String {
     let (_, joined) = rt
         .block_on(features::historical_direct(
             set,
-            &inputs,
+            inputs,
             &ents,
             "patient_id",
             "ts",
             &MaterializeOptions::default(),
         ))
         .expect("direct lookup");
-    drop(inputs);
     let lookup = t1.elapsed().as_secs_f64();
     let peak_lookup = common::peak_rss().unwrap_or(0);
     let t2 = Instant::now();

@@ -690,14 +690,13 @@ async fn store_direct(
     };
     let (schema, out) = features::historical_direct(
         set,
-        &inputs,
+        inputs,
         batches,
         &params.patient_column,
         &params.time_column,
         &opts,
     )
     .await?;
-    drop(inputs);
     let mut inputs: Vec<ContentHash> = refs.iter().map(|(_, h)| *h).collect();
     inputs.push(entities);
     let lineage = Lineage {

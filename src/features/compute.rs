@@ -116,25 +116,56 @@ pub(crate) enum Val<'a> {
     Time(i64),
 }
 
-/// One matching row of a feature's table.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct Ev<'a> {
+/// One matching row of a feature's table: its times, and where it is (batch `b`, row `i`
+/// of its stream's columns) for its source id and value, read only when needed (40 bytes
+/// an event; [`Events`] reads them).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub(crate) struct Ev {
     pub(crate) e: i64,
     pub(crate) k: i64,
     pub(crate) x: Option<i64>,
-    pub(crate) sid: &'a str,
-    pub(crate) val: Val<'a>,
+    b: u32,
+    i: u32,
 }
 
-impl Default for Ev<'_> {
-    fn default() -> Self {
-        Ev {
-            e: 0,
-            k: 0,
-            x: None,
-            sid: "",
-            val: Val::None,
-        }
+/// Events of one stream with the columns their source ids and values are read from.
+#[derive(Clone, Copy)]
+pub(crate) struct Events<'s, 'a> {
+    pub(crate) evs: &'s [Ev],
+    cols: &'a [StreamCols],
+}
+
+impl<'a> Events<'_, 'a> {
+    const NONE: Events<'static, 'static> = Events {
+        evs: &[],
+        cols: &[],
+    };
+
+    /// The value of `ev` (of this stream).
+    pub(crate) fn val(&self, ev: &Ev) -> Val<'a> {
+        self.cols[ev.b as usize]
+            .values
+            .as_ref()
+            .map_or(Val::None, |v| v.get(ev.i as usize))
+    }
+
+    /// The source id of `ev` ("" when null or absent).
+    pub(crate) fn sid(&self, ev: &Ev) -> &'a str {
+        self.cols[ev.b as usize]
+            .sids
+            .as_ref()
+            .and_then(|s| str_at(s, ev.i as usize))
+            .unwrap_or("")
+    }
+
+    /// The tie order: event time, `known_at`, `source_id`, then the rest (so the order is
+    /// total).
+    fn cmp(&self, a: &Ev, b: &Ev) -> std::cmp::Ordering {
+        (a.e, a.k)
+            .cmp(&(b.e, b.k))
+            .then_with(|| self.sid(a).cmp(self.sid(b)))
+            .then_with(|| a.x.cmp(&b.x))
+            .then_with(|| val_cmp(&self.val(a), &self.val(b)))
     }
 }
 
@@ -152,13 +183,6 @@ fn val_cmp(a: &Val<'_>, b: &Val<'_>) -> std::cmp::Ordering {
         (Val::Time(x), Val::Time(y)) => x.cmp(y),
         _ => rank(a).cmp(&rank(b)).then(Ordering::Equal),
     }
-}
-
-/// The tie order: event time, `known_at`, `source_id`, then the rest (so the order is total).
-pub(crate) fn ev_cmp(a: &Ev<'_>, b: &Ev<'_>) -> std::cmp::Ordering {
-    (a.e, a.k, a.sid, a.x)
-        .cmp(&(b.e, b.k, b.sid, b.x))
-        .then_with(|| val_cmp(&a.val, &b.val))
 }
 
 /// No patient (a null `patient_id`).
@@ -579,11 +603,7 @@ impl<T: Copy + Default + Send> Grouped<T> {
 }
 
 /// The events of one stream, by patient, each patient's in tie order.
-fn stream_events<'a>(
-    cols: &'a [StreamCols],
-    pids: &[Vec<u32>],
-    patients: usize,
-) -> Grouped<Ev<'a>> {
+fn stream_events(cols: &[StreamCols], pids: &[Vec<u32>], patients: usize) -> Grouped<Ev> {
     // First the matching rows as (patient, (batch, row)): 12 bytes a row, not a whole event.
     let mut pairs: Vec<(u32, (u32, u32))> = Vec::new();
     for (b, (sc, pid)) in cols.iter().zip(pids).enumerate() {
@@ -614,14 +634,14 @@ fn stream_events<'a>(
         .items
         .par_iter()
         .with_min_len(4096)
-        .map(|(b, i)| {
-            let (sc, i) = (&cols[*b as usize], *i as usize);
+        .map(|&(b, i)| {
+            let (sc, row) = (&cols[b as usize], i as usize);
             Ev {
-                e: sc.times.value(i),
-                k: sc.known.value(i),
-                x: sc.retracted.as_ref().and_then(|r| ts_at(r, i)),
-                sid: sc.sids.as_ref().and_then(|s| str_at(s, i)).unwrap_or(""),
-                val: sc.values.as_ref().map_or(Val::None, |v| v.get(i)),
+                e: sc.times.value(row),
+                k: sc.known.value(row),
+                x: sc.retracted.as_ref().and_then(|r| ts_at(r, row)),
+                b,
+                i,
             }
         })
         .collect();
@@ -629,7 +649,8 @@ fn stream_events<'a>(
         offsets: rows.offsets,
         items,
     };
-    g.sort_each(ev_cmp);
+    let order = Events { evs: &[], cols };
+    g.sort_each(|a, b| order.cmp(a, b));
     g
 }
 
@@ -642,7 +663,8 @@ pub(crate) struct Prepared<'a> {
     /// Patient id → provisional number; `rank` turns it into the patient's index.
     table: KeyTable,
     rank: Vec<u32>,
-    streams: Vec<Grouped<Ev<'a>>>,
+    /// Per stream: its columns and its events.
+    streams: Vec<(&'a [StreamCols], Grouped<Ev>)>,
     feature_stream: &'a [Option<usize>],
     clinical: Option<score::ByPatient<'a>>,
 }
@@ -672,7 +694,7 @@ impl<'a> Prepared<'a> {
         let streams = loaded
             .streams
             .par_iter()
-            .map(|(si, cols)| stream_events(cols, &pids[*si], np))
+            .map(|(si, cols)| (cols.as_slice(), stream_events(cols, &pids[*si], np)))
             .collect();
         let clinical = match (&loaded.score, score_ids) {
             (Some(tables), Some(ids)) => Some(tables.group(ids, np)),
@@ -690,10 +712,13 @@ impl<'a> Prepared<'a> {
     }
 
     /// Patient `p`'s events of feature `fi` (none for `score` features).
-    fn events(&self, p: u32, fi: usize) -> &[Ev<'a>] {
+    fn events(&self, p: u32, fi: usize) -> Events<'_, 'a> {
         match self.feature_stream[fi] {
-            Some(s) => self.streams[s].of(p),
-            None => &[],
+            Some(s) => Events {
+                evs: self.streams[s].1.of(p),
+                cols: self.streams[s].0,
+            },
+            None => Events::NONE,
         }
     }
 
@@ -713,7 +738,7 @@ impl<'a> Prepared<'a> {
 
     /// Whether patient `p` has an event or a score row (what "computed" counts).
     fn has_rows(&self, p: u32, clinical: Option<&ClinicalRows>) -> bool {
-        clinical.is_some() || self.streams.iter().any(|s| !s.of(p).is_empty())
+        clinical.is_some() || self.streams.iter().any(|s| !s.1.of(p).is_empty())
     }
 
     /// The digest of patient `p`'s events and score rows (what incremental materialization
@@ -724,10 +749,10 @@ impl<'a> Prepared<'a> {
             c.digest_into(&mut h);
         }
         for fi in 0..self.set.features.len() {
-            let evs = self.events(p, fi);
+            let events = self.events(p, fi);
             h.update(&(fi as u64).to_le_bytes());
-            h.update(&(evs.len() as u64).to_le_bytes());
-            for ev in evs {
+            h.update(&(events.evs.len() as u64).to_le_bytes());
+            for ev in events.evs {
                 h.update(&ev.e.to_le_bytes());
                 h.update(&ev.k.to_le_bytes());
                 h.update(&ev.x.map_or([0xff; 9], |x| {
@@ -735,9 +760,10 @@ impl<'a> Prepared<'a> {
                     b[1..].copy_from_slice(&x.to_le_bytes());
                     b
                 }));
-                h.update(&(ev.sid.len() as u64).to_le_bytes());
-                h.update(ev.sid.as_bytes());
-                match ev.val {
+                let sid = events.sid(ev);
+                h.update(&(sid.len() as u64).to_le_bytes());
+                h.update(sid.as_bytes());
+                match events.val(ev) {
                     Val::None => h.update(&[0]),
                     Val::Num(x) => h.update(&[1]).update(&x.to_bits().to_le_bytes()),
                     Val::Text(s) => h
@@ -811,7 +837,7 @@ struct OutRow<'a> {
 }
 
 /// The interval `[enter, leave)` on which an event is visible (`i64::MAX`: never leaves).
-pub(crate) fn interval(f: &FeatureDef, ev: &Ev<'_>, knowledge: Knowledge) -> Option<(i64, i64)> {
+pub(crate) fn interval(f: &FeatureDef, ev: &Ev, knowledge: Knowledge) -> Option<(i64, i64)> {
     let window_end = |e: i64| f.window_us.map(|w| e.saturating_add(w)).unwrap_or(i64::MAX);
     let (a, b) = if f.kind.is_label() {
         // Labels use eventual knowledge: the final record; an event at `a` makes the label 1
@@ -889,7 +915,8 @@ impl Visible {
 }
 
 /// The state of a feature given its visible events (in tie order).
-fn state<'a>(f: &FeatureDef, evs: &[Ev<'a>], visible: &Visible) -> Cp<'a> {
+fn state<'a>(f: &FeatureDef, events: Events<'_, 'a>, visible: &Visible) -> Cp<'a> {
+    let evs = events.evs;
     let mut cp = Cp::empty(visible.count as u64);
     let (Some(first), Some(last)) = (visible.first(), visible.last()) else {
         if f.kind.zero_when_empty() {
@@ -902,8 +929,8 @@ fn state<'a>(f: &FeatureDef, evs: &[Ev<'a>], visible: &Visible) -> Cp<'a> {
         Val::Num(x) => *x,
         _ => 0.0,
     };
-    let set_value = |cp: &mut Cp<'a>, ev: &Ev<'a>| {
-        match ev.val {
+    let set_value = |cp: &mut Cp<'a>, ev: &Ev| {
+        match events.val(ev) {
             Val::Num(x) => cp.value_num = Some(x),
             Val::Text(s) => cp.value_text = Some(s),
             _ => {}
@@ -919,12 +946,14 @@ fn state<'a>(f: &FeatureDef, evs: &[Ev<'a>], visible: &Visible) -> Cp<'a> {
         FeatureKind::Last => set_value(&mut cp, last),
         FeatureKind::First => set_value(&mut cp, first),
         FeatureKind::Age => {
-            if let Val::Time(b) = last.val {
+            if let Val::Time(b) = events.val(last) {
                 cp.value_time = Some(b);
             }
         }
         FeatureKind::Sum | FeatureKind::Mean => {
-            let sum = visible.iter().fold(0.0, |s, i| s + num(&evs[i].val));
+            let sum = visible
+                .iter()
+                .fold(0.0, |s, i| s + num(&events.val(&evs[i])));
             cp.value_num = Some(if f.kind == FeatureKind::Sum {
                 sum
             } else {
@@ -934,15 +963,16 @@ fn state<'a>(f: &FeatureDef, evs: &[Ev<'a>], visible: &Visible) -> Cp<'a> {
         // Computed from the patient's clinical rows (`score::change_points`), never here.
         FeatureKind::Score => {}
         FeatureKind::Min | FeatureKind::Max => {
-            let mut best = first;
+            let (mut best, mut best_num) = (first, num(&events.val(first)));
             for i in visible.iter().skip(1) {
                 let ev = &evs[i];
+                let x = num(&events.val(ev));
                 let better = match f.kind {
-                    FeatureKind::Min => num(&ev.val).total_cmp(&num(&best.val)).is_lt(),
-                    _ => num(&ev.val).total_cmp(&num(&best.val)).is_gt(),
+                    FeatureKind::Min => x.total_cmp(&best_num).is_lt(),
+                    _ => x.total_cmp(&best_num).is_gt(),
                 };
                 if better {
-                    best = ev;
+                    (best, best_num) = (ev, x);
                 }
             }
             set_value(&mut cp, best);
@@ -961,11 +991,12 @@ pub(crate) struct Scratch {
 /// The change points of one feature of one patient, passed to `emit` in time order.
 fn change_points<'a>(
     f: &FeatureDef,
-    evs: &[Ev<'a>],
+    events: Events<'_, 'a>,
     knowledge: Knowledge,
     scratch: &mut Scratch,
     mut emit: impl FnMut(Cp<'a>),
 ) {
+    let evs = events.evs;
     let Scratch { bounds, visible } = scratch;
     bounds.clear();
     for (i, ev) in evs.iter().enumerate() {
@@ -991,7 +1022,7 @@ fn change_points<'a>(
             }
             j += 1;
         }
-        let mut st = state(f, evs, visible);
+        let mut st = state(f, events, visible);
         let unchanged = match &prev {
             Some(p) => p.same_state(&st),
             None => st.count == 0,

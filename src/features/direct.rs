@@ -58,7 +58,7 @@ enum Column<'a> {
 /// failure.
 pub async fn historical_direct(
     set: &FeatureSet,
-    inputs: &Inputs,
+    inputs: Inputs,
     entities: &[RecordBatch],
     patient_col: &str,
     time_col: &str,
@@ -66,7 +66,9 @@ pub async fn historical_direct(
 ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     let entity_schema = lookup::entity_schema(entities)?;
     let keys = lookup::entity_keys(entities, patient_col, time_col)?;
-    let loaded = Loaded::load(set, inputs, None).await?;
+    let loaded = Loaded::load(set, &inputs, None).await?;
+    // What is loaded holds what it reads; the rest of the inputs goes now.
+    drop(inputs);
     let infos: Vec<(String, FeatureInfo)> = set
         .features
         .iter()
@@ -86,7 +88,7 @@ pub async fn historical_direct(
         .collect();
     let schema = lookup::training_schema_of(&entity_schema, &infos)?;
     let knowledge = opts.knowledge;
-    let columns = in_pool(opts.threads, || {
+    let (values, status) = in_pool(opts.threads, || {
         let prep = Prepared::new(set, &loaded);
         let rows: usize = keys.times.iter().map(Vec::len).sum();
         let mut patient = vec![NO_PATIENT; rows];
@@ -183,8 +185,18 @@ pub async fn historical_direct(
                     }
                 });
         }
-        finish_columns(columns, status)
+        // Text borrowed from the inputs is copied out: the inputs go before the statuses
+        // are written as text.
+        let values: Vec<ArrayRef> = columns.into_par_iter().map(finish_values).collect();
+        (values, status)
     })?;
+    drop(loaded);
+    let status: Vec<ArrayRef> = status.into_par_iter().map(finish_status).collect();
+    let columns: Vec<ArrayRef> = values
+        .into_iter()
+        .zip(status)
+        .flat_map(|(v, s)| [v, s])
+        .collect();
     let mut out = Vec::with_capacity(entities.len());
     let mut row0 = 0;
     for b in entities {
@@ -223,31 +235,26 @@ fn put<'a>(col: &mut Column<'a>, status: &mut [u8], row: usize, r: Resolved<'a>)
     }
 }
 
-/// The filled columns as Arrow arrays: per feature its values and its status text.
-fn finish_columns(columns: Vec<Column<'_>>, status: Vec<Vec<u8>>) -> Vec<ArrayRef> {
-    columns
-        .into_par_iter()
-        .zip(status)
-        .flat_map_iter(|(col, st)| {
-            let values: ArrayRef = match col {
-                Column::Num { values, valid } => Arc::new(Float64Array::new(
-                    ScalarBuffer::from(values),
-                    Some(NullBuffer::from(valid)),
-                )),
-                Column::Text(v) => {
-                    Arc::new(v.iter().map(|s| s.as_deref()).collect::<StringArray>())
-                }
-            };
-            let bytes = st
-                .iter()
-                .map(|&s| status_str(STATUSES[s as usize]).len())
-                .sum();
-            let mut b = StringBuilder::with_capacity(st.len(), bytes);
-            for s in st {
-                b.append_value(status_str(STATUSES[s as usize]));
-            }
-            let status: ArrayRef = Arc::new(b.finish());
-            [values, status]
-        })
-        .collect()
+/// A filled column of values as an Arrow array.
+fn finish_values(col: Column<'_>) -> ArrayRef {
+    match col {
+        Column::Num { values, valid } => Arc::new(Float64Array::new(
+            ScalarBuffer::from(values),
+            Some(NullBuffer::from(valid)),
+        )),
+        Column::Text(v) => Arc::new(v.iter().map(|s| s.as_deref()).collect::<StringArray>()),
+    }
+}
+
+/// Status codes as the status text column.
+fn finish_status(codes: Vec<u8>) -> ArrayRef {
+    let bytes = codes
+        .iter()
+        .map(|&s| status_str(STATUSES[s as usize]).len())
+        .sum();
+    let mut b = StringBuilder::with_capacity(codes.len(), bytes);
+    for s in codes {
+        b.append_value(status_str(STATUSES[s as usize]));
+    }
+    Arc::new(b.finish())
 }

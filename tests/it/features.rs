@@ -539,10 +539,16 @@ async fn historical_matches(
                 threads: Some(threads),
                 ..opts.clone()
             };
-            let direct =
-                features::historical_direct(set, inputs, &input, "patient_id", "timestamp", &opts)
-                    .await
-                    .unwrap();
+            let direct = features::historical_direct(
+                set,
+                inputs.clone(),
+                &input,
+                "patient_id",
+                "timestamp",
+                &opts,
+            )
+            .await
+            .unwrap();
             results.push((format!("direct, {threads} threads"), direct));
         }
         for (how, (schema, out)) in results {
