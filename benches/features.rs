@@ -39,7 +39,8 @@ use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, TimeUnit
 use arrow::error::ArrowError;
 use chrono::{TimeZone, Utc};
 use parquet::arrow::arrow_reader::{
-    ArrowPredicateFn, ParquetRecordBatchReaderBuilder, RowFilter as ParquetRowFilter,
+    ArrowPredicateFn, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+    RowFilter as ParquetRowFilter,
 };
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use rand::{Rng, SeedableRng};
@@ -173,9 +174,38 @@ fn read_parquet_columns(
     columns: Option<&BTreeSet<String>>,
     rows: Option<&RowFilter>,
 ) -> Vec<RecordBatch> {
+    // `patient_id` and the filtered columns as dictionaries, as the file stores them: each
+    // distinct value decoded once, the rows read as keys.
+    let dict_cols: BTreeSet<&str> = std::iter::once("patient_id")
+        .chain(
+            rows.iter()
+                .flat_map(|r| r.any_of.iter().flat_map(|c| c.keys().map(String::as_str))),
+        )
+        .collect();
+    let file_schema = ParquetRecordBatchReaderBuilder::try_new(
+        File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .expect("parquet reader")
+    .schema()
+    .clone();
+    let read_schema = Arc::new(Schema::new(
+        file_schema
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Utf8 if dict_cols.contains(f.name().as_str()) => Field::new(
+                    f.name(),
+                    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+                    f.is_nullable(),
+                ),
+                _ => (**f).clone(),
+            })
+            .collect::<Vec<_>>(),
+    ));
     let open = || {
         let file = File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        ParquetRecordBatchReaderBuilder::try_new(file)
+        let options = ArrowReaderOptions::new().with_schema(read_schema.clone());
+        ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
             .expect("parquet reader")
             .with_batch_size(65_536)
     };

@@ -23,13 +23,13 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, Date32Array, Float64Array, Float64Builder, Int64Array, RecordBatch,
-    StringArray, StringBuilder, TimestampMicrosecondArray, TimestampMicrosecondBuilder,
-    UInt64Builder,
+    Array, ArrayRef, AsArray, Date32Array, Float64Array, Float64Builder, Int32Array, Int64Array,
+    RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray,
+    TimestampMicrosecondBuilder, UInt64Builder,
 };
 use arrow::compute::cast;
 use arrow::datatypes::{
-    DataType, Date32Type, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType,
+    DataType, Date32Type, Float64Type, Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType,
 };
 use rayon::prelude::*;
 
@@ -207,6 +207,69 @@ pub(crate) fn utf8_array(
     Ok(Some(arr.as_string::<i32>().clone()))
 }
 
+/// A text column as read: plain UTF-8, or dictionary-encoded (as Parquet readers can give
+/// low-cardinality columns such as `patient_id` or `code`), read through its keys so that each
+/// distinct value is looked at once.
+#[derive(Debug, Clone)]
+pub(crate) enum TextCol {
+    Plain(StringArray),
+    Dict(Int32Array, StringArray),
+}
+
+/// A text column (`None` when the batch has no such column): a dictionary of 32-bit keys
+/// over text stays one, anything else is cast to UTF-8.
+pub(crate) fn text_col(batch: &RecordBatch, name: &str, feature: &str) -> Result<Option<TextCol>> {
+    let Some(col) = batch.column_by_name(name) else {
+        return Ok(None);
+    };
+    if let Some(d) = col.as_dictionary_opt::<Int32Type>() {
+        if let Some(values) = d.values().as_string_opt::<i32>() {
+            return Ok(Some(TextCol::Dict(d.keys().clone(), values.clone())));
+        }
+    }
+    Ok(utf8_array(batch, name, feature)?.map(TextCol::Plain))
+}
+
+/// A text condition of a feature over one batch's column: per row, or per distinct value of
+/// a dictionary.
+struct TextFilter {
+    col: TextCol,
+    cond: Condition,
+    /// For a dictionary: whether each distinct value passes.
+    by_value: Vec<bool>,
+}
+
+impl TextFilter {
+    fn new(col: TextCol, cond: Condition) -> TextFilter {
+        let by_value = match &col {
+            TextCol::Dict(_, values) => (0..values.len())
+                .map(|i| str_at(values, i).is_some_and(|v| cond.matches(v)))
+                .collect(),
+            TextCol::Plain(_) => Vec::new(),
+        };
+        TextFilter {
+            col,
+            cond,
+            by_value,
+        }
+    }
+
+    /// Whether row `i` passes (a null never does).
+    fn holds(&self, i: usize) -> bool {
+        match &self.col {
+            TextCol::Plain(a) => str_at(a, i).is_some_and(|v| self.cond.matches(v)),
+            TextCol::Dict(k, _) => {
+                !k.is_null(i)
+                    && self
+                        .by_value
+                        .get(k.value(i) as usize)
+                        .copied()
+                        .unwrap_or(false)
+            }
+        }
+    }
+}
+
 /// A timestamp column cast to microseconds, UTC (`None` when the batch has no such column).
 pub(crate) fn ts_array(
     batch: &RecordBatch,
@@ -310,7 +373,7 @@ struct Source {
     name: String,
     batches: Vec<RecordBatch>,
     /// Each batch's `patient_id` as UTF-8 (`None`: the batch has no such column).
-    patients: Vec<Option<StringArray>>,
+    patients: Vec<Option<TextCol>>,
 }
 
 /// The columns one event stream reads from one batch, cast once.
@@ -321,7 +384,7 @@ struct StreamCols {
     retracted: Option<TimestampMicrosecondArray>,
     sids: Option<StringArray>,
     values: Option<ValArray>,
-    filters: Vec<(StringArray, Condition)>,
+    filters: Vec<TextFilter>,
 }
 
 impl StreamCols {
@@ -345,8 +408,8 @@ impl StreamCols {
         };
         let mut filters = Vec::new();
         for (col, cond) in &f.filter {
-            filters.push((
-                utf8_array(batch, col, &f.name)?.ok_or_else(|| missing(col))?,
+            filters.push(TextFilter::new(
+                text_col(batch, col, &f.name)?.ok_or_else(|| missing(col))?,
                 cond.clone(),
             ));
         }
@@ -438,7 +501,7 @@ impl Loaded {
             .map(|(name, batches)| {
                 let patients = batches
                     .iter()
-                    .map(|b| utf8_array(b, "patient_id", &format!("table {name}")))
+                    .map(|b| text_col(b, "patient_id", &format!("table {name}")))
                     .collect::<Result<Vec<_>>>()?;
                 Ok(Source {
                     name,
@@ -504,6 +567,23 @@ pub(crate) struct Interner<'a> {
 }
 
 impl<'a> Interner<'a> {
+    /// The (provisional) id of every row of a patient column ([`NO_PATIENT`] for a null):
+    /// of a dictionary, each distinct id is interned once.
+    pub(crate) fn ids_of(&mut self, patients: &'a TextCol) -> Vec<u32> {
+        match patients {
+            TextCol::Plain(a) => self.ids(a),
+            TextCol::Dict(keys, values) => {
+                let by_value = self.ids(values);
+                keys.iter()
+                    .map(|k| {
+                        k.and_then(|k| by_value.get(k as usize).copied())
+                            .unwrap_or(NO_PATIENT)
+                    })
+                    .collect()
+            }
+        }
+    }
+
     /// The (provisional) id of every row of `patients` ([`NO_PATIENT`] for a null).
     pub(crate) fn ids(&mut self, patients: &'a StringArray) -> Vec<u32> {
         let mut out = Vec::with_capacity(patients.len());
@@ -611,11 +691,7 @@ fn stream_events(cols: &[StreamCols], pids: &[Vec<u32>], patients: usize) -> Gro
             if p == NO_PATIENT || sc.times.is_null(i) || sc.known.is_null(i) {
                 continue;
             }
-            if !sc
-                .filters
-                .iter()
-                .all(|(vals, cond)| str_at(vals, i).is_some_and(|v| cond.matches(v)))
-            {
+            if !sc.filters.iter().all(|f| f.holds(i)) {
                 continue;
             }
             if sc
@@ -678,7 +754,7 @@ impl<'a> Prepared<'a> {
             .map(|s| {
                 s.patients
                     .iter()
-                    .map(|p| p.as_ref().map(|p| interner.ids(p)).unwrap_or_default())
+                    .map(|p| p.as_ref().map(|p| interner.ids_of(p)).unwrap_or_default())
                     .collect()
             })
             .collect();

@@ -17,7 +17,7 @@ use std::ops::Range;
 use std::path::Path;
 
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, Scalar, StringArray};
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::{DataType, Int32Type, SchemaRef};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
@@ -321,29 +321,45 @@ impl RowFilter {
         for conds in &self.any_of {
             let mut all: Option<BooleanArray> = None;
             for (c, k) in conds {
-                let a = batch
-                    .column_by_name(c)
-                    .and_then(|a| a.as_string_opt::<i32>())
-                    .ok_or_else(|| Error::invalid(what, format!("no text column {c}")))?;
-                let scalar = |v: &str| Scalar::new(StringArray::from(vec![v]));
-                let mut pass = none();
-                let values: Vec<&String> = match k {
-                    Condition::Eq(v) => vec![v],
-                    Condition::In(vs) | Condition::Prefix(vs) => vs.iter().collect(),
+                let no_text = || Error::invalid(what, format!("no text column {c}"));
+                let col = batch.column_by_name(c).ok_or_else(no_text)?;
+                // The condition on a text array: true where it holds, false elsewhere.
+                let holds = |a: &StringArray| -> Result<BooleanArray> {
+                    let scalar = |v: &str| Scalar::new(StringArray::from(vec![v]));
+                    let mut pass = BooleanArray::from(vec![false; a.len()]);
+                    let values: Vec<&String> = match k {
+                        Condition::Eq(v) => vec![v],
+                        Condition::In(vs) | Condition::Prefix(vs) => vs.iter().collect(),
+                    };
+                    for v in values {
+                        let hit = match k {
+                            Condition::Prefix(_) => comparison::starts_with(a, &scalar(v))?,
+                            _ => cmp::eq(a, &scalar(v))?,
+                        };
+                        pass = either(pass, hit)?;
+                    }
+                    Ok(pass)
                 };
-                for v in values {
-                    let hit = match k {
-                        Condition::Prefix(_) => comparison::starts_with(a, &scalar(v))?,
-                        _ => cmp::eq(a, &scalar(v))?,
-                    };
-                    // (prep_null_mask_filter expects a null buffer.)
-                    let hit = if hit.null_count() > 0 {
-                        prep_null_mask_filter(&hit)
-                    } else {
-                        hit
-                    };
-                    pass = either(pass, hit)?;
-                }
+                let pass = match (
+                    col.as_string_opt::<i32>(),
+                    col.as_dictionary_opt::<Int32Type>(),
+                ) {
+                    (Some(a), _) => holds(a)?,
+                    // A dictionary: the condition once per distinct value, then per row by key.
+                    (None, Some(d)) => {
+                        let values = d.values().as_string_opt::<i32>().ok_or_else(no_text)?;
+                        let by_value = holds(values)?;
+                        let taken = arrow::compute::take(&by_value, d.keys(), None)?;
+                        taken.as_boolean().clone()
+                    }
+                    (None, None) => return Err(no_text()),
+                };
+                // (prep_null_mask_filter expects a null buffer.)
+                let pass = if pass.null_count() > 0 {
+                    prep_null_mask_filter(&pass)
+                } else {
+                    pass
+                };
                 all = Some(match all {
                     None => pass,
                     Some(x) => boolean::and(&x, &pass)?,

@@ -1082,6 +1082,128 @@ fn table_hash(batches: &[RecordBatch]) -> ward::hash::ContentHash {
     hash_batches(&features::timeline_schema(), batches).unwrap()
 }
 
+/// Text columns read as dictionaries (as a Parquet reader gives `patient_id` or `code` when
+/// asked to) give the same row filter, the same timeline and the same direct lookups as plain
+/// text, for the readmission set (derived table, scores) and every kind.
+#[tokio::test]
+async fn dictionary_encoded_text_columns_give_the_same_results() {
+    use arrow::array::{StringArray, TimestampMicrosecondArray};
+    let tables = cohort(200, 3);
+    let inputs = Inputs::from_curated(&tables).unwrap();
+    let dict_type = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+    let as_dict = |b: &RecordBatch, cols: &[&str]| -> RecordBatch {
+        let fields: Vec<arrow::datatypes::Field> = b
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| match cols.contains(&f.name().as_str()) {
+                true => arrow::datatypes::Field::new(f.name(), dict_type.clone(), f.is_nullable()),
+                false => (**f).clone(),
+            })
+            .collect();
+        let arrays = b
+            .columns()
+            .iter()
+            .zip(&fields)
+            .map(|(a, f)| cast(a, f.data_type()).unwrap())
+            .collect();
+        RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), arrays).unwrap()
+    };
+    let keys = ["patient_id", "code", "code_system", "class"];
+    let dict = Inputs {
+        tables: inputs
+            .tables
+            .iter()
+            .map(|(t, bs)| (*t, bs.iter().map(|b| as_dict(b, &keys)).collect()))
+            .collect(),
+    };
+    assert!(dict.tables[&Table::Observations][0]
+        .column_by_name("code")
+        .unwrap()
+        .as_dictionary_opt::<arrow::datatypes::Int32Type>()
+        .is_some());
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let mut ids: Vec<&str> = tables
+        .patients
+        .iter()
+        .map(|p| p.patient_id.as_str())
+        .collect();
+    ids.push("nobody");
+    let n = 3_000;
+    let entities = RecordBatch::try_new(
+        Arc::new(arrow::datatypes::Schema::new(vec![
+            arrow::datatypes::Field::new("patient_id", DataType::Utf8, false),
+            arrow::datatypes::Field::new(
+                "timestamp",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
+        ])),
+        vec![
+            Arc::new(StringArray::from_iter_values(
+                (0..n).map(|_| ids[rng.random_range(0..ids.len())]),
+            )),
+            Arc::new(
+                TimestampMicrosecondArray::from_iter_values((0..n).map(|_| {
+                    us(Utc.with_ymd_and_hms(2012, 1, 1, 0, 0, 0).unwrap())
+                        + rng.random_range(0..14 * 365 * DAY_US)
+                }))
+                .with_timezone("UTC"),
+            ),
+        ],
+    )
+    .unwrap();
+    let all = FeatureRepo::parse(ALL_KINDS, "all.toml").unwrap();
+    let readmission = FeatureRepo::parse(EXAMPLE, "readmission.toml").unwrap();
+    for set in [
+        all.set("all").unwrap(),
+        readmission.set("readmission").unwrap(),
+    ] {
+        for (table, filter) in set.row_filters() {
+            for (plain, dict) in inputs.tables[&table].iter().zip(&dict.tables[&table]) {
+                assert_eq!(
+                    filter.keep(plain, "plain").unwrap(),
+                    filter.keep(dict, "dict").unwrap(),
+                    "{} row filter of {table:?}",
+                    set.name
+                );
+            }
+        }
+        let opts = MaterializeOptions::default();
+        let plain_tl = compute(set, &inputs, &opts).await.unwrap();
+        let dict_tl = compute(set, &dict, &opts).await.unwrap();
+        assert!(plain_tl.rows > 1000);
+        assert_eq!(
+            table_hash(&plain_tl.batches),
+            table_hash(&dict_tl.batches),
+            "{} timeline",
+            set.name
+        );
+        let entities = std::slice::from_ref(&entities);
+        let (_, a) = features::historical_direct(
+            set,
+            inputs.clone(),
+            entities,
+            "patient_id",
+            "timestamp",
+            &opts,
+        )
+        .await
+        .unwrap();
+        let (_, b) = features::historical_direct(
+            set,
+            dict.clone(),
+            entities,
+            "patient_id",
+            "timestamp",
+            &opts,
+        )
+        .await
+        .unwrap();
+        assert_eq!(a, b, "{} direct lookups", set.name);
+    }
+}
+
 #[tokio::test]
 async fn same_timeline_for_any_thread_count_and_batch_size() {
     let repo = FeatureRepo::parse(EXAMPLE, "readmission.toml").unwrap();
