@@ -20,7 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow::array::{
     Array, ArrayRef, AsArray, Date32Array, Float64Array, Float64Builder, Int32Array, Int64Array,
@@ -148,25 +148,27 @@ impl<'a> Events<'_, 'a> {
             .as_ref()
             .map_or(Val::None, |v| v.get(ev.i as usize))
     }
+}
 
-    /// The source id of `ev` ("" when null or absent).
-    pub(crate) fn sid(&self, ev: &Ev) -> &'a str {
-        self.cols[ev.b as usize]
-            .sids
-            .as_ref()
-            .and_then(|s| str_at(s, ev.i as usize))
-            .unwrap_or("")
-    }
+/// The source ids of a stream's rows, per batch (`None`: the batch has none).
+type Sids = [Option<StringArray>];
 
-    /// The tie order: event time, `known_at`, `source_id`, then the rest (so the order is
-    /// total).
-    fn cmp(&self, a: &Ev, b: &Ev) -> std::cmp::Ordering {
-        (a.e, a.k)
-            .cmp(&(b.e, b.k))
-            .then_with(|| self.sid(a).cmp(self.sid(b)))
-            .then_with(|| a.x.cmp(&b.x))
-            .then_with(|| val_cmp(&self.val(a), &self.val(b)))
-    }
+/// The source id of `ev` ("" when null or absent).
+fn sid<'s>(sids: &'s Sids, ev: &Ev) -> &'s str {
+    sids.get(ev.b as usize)
+        .and_then(Option::as_ref)
+        .and_then(|s| str_at(s, ev.i as usize))
+        .unwrap_or("")
+}
+
+/// The tie order of a stream's events: event time, `known_at`, `source_id`, then the rest
+/// (so the order is total).
+fn tie_cmp(events: &Events<'_, '_>, sids: &Sids, a: &Ev, b: &Ev) -> std::cmp::Ordering {
+    (a.e, a.k)
+        .cmp(&(b.e, b.k))
+        .then_with(|| sid(sids, a).cmp(sid(sids, b)))
+        .then_with(|| a.x.cmp(&b.x))
+        .then_with(|| val_cmp(&events.val(a), &events.val(b)))
 }
 
 fn val_cmp(a: &Val<'_>, b: &Val<'_>) -> std::cmp::Ordering {
@@ -371,8 +373,7 @@ impl ValArray {
 /// The rows of one table a set reads (curated, or a derived table's result), as batches.
 struct Source {
     name: String,
-    batches: Vec<RecordBatch>,
-    /// Each batch's `patient_id` as UTF-8 (`None`: the batch has no such column).
+    /// Each batch's `patient_id` (`None`: the batch has no such column).
     patients: Vec<Option<TextCol>>,
 }
 
@@ -382,13 +383,13 @@ struct StreamCols {
     times: TimestampMicrosecondArray,
     known: TimestampMicrosecondArray,
     retracted: Option<TimestampMicrosecondArray>,
-    sids: Option<StringArray>,
     values: Option<ValArray>,
     filters: Vec<TextFilter>,
 }
 
 impl StreamCols {
-    fn read(f: &FeatureDef, batch: &RecordBatch) -> Result<StreamCols> {
+    /// The columns, and the batch's source ids.
+    fn read(f: &FeatureDef, batch: &RecordBatch) -> Result<(StreamCols, Option<StringArray>)> {
         let missing = |c: &str| {
             Error::invalid(
                 format!("feature {}", f.name),
@@ -413,15 +414,15 @@ impl StreamCols {
                 cond.clone(),
             ));
         }
-        Ok(StreamCols {
+        let cols = StreamCols {
             rows: batch.num_rows(),
             times,
             known,
             retracted,
-            sids,
             values,
             filters,
-        })
+        };
+        Ok((cols, sids))
     }
 }
 
@@ -436,12 +437,24 @@ pub(crate) struct Loaded {
     sources: Vec<Source>,
     /// Per stream: its source (index into `sources`) and its columns per batch.
     streams: Vec<(usize, Vec<StreamCols>)>,
+    /// Per stream, per batch: the source ids, read to order ties while the events are
+    /// prepared and to digest a patient's events; [`Loaded::release_source_ids`] drops them
+    /// (a third of the memory of lab results) once neither is needed.
+    sids: Mutex<Vec<Vec<Option<StringArray>>>>,
     /// Per feature of the set: its stream (`None` for `score` features).
     feature_stream: Vec<Option<usize>>,
     score: Option<ScoreTables>,
 }
 
 impl Loaded {
+    /// Drops the source ids: after [`Prepared::new`], when no digest will be asked for.
+    pub(crate) fn release_source_ids(&self) {
+        self.sids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+    }
+
     /// Whether feature `fi` reads its values from a text column.
     pub(crate) fn text_valued(&self, fi: usize) -> bool {
         self.feature_stream[fi].is_some_and(|s| {
@@ -496,20 +509,25 @@ impl Loaded {
             })?;
             sources.push((d.name.clone(), batches));
         }
-        let sources: Vec<Source> = sources
+        let sources: Vec<(Source, Vec<RecordBatch>)> = sources
             .into_iter()
             .map(|(name, batches)| {
                 let patients = batches
                     .iter()
                     .map(|b| text_col(b, "patient_id", &format!("table {name}")))
                     .collect::<Result<Vec<_>>>()?;
-                Ok(Source {
-                    name,
+                Ok((
+                    Source {
+                        name: name.clone(),
+                        patients,
+                    },
                     batches,
-                    patients,
-                })
+                ))
             })
-            .collect::<Result<_>>()?;
+            .collect::<Result<Vec<_>>>()?;
+        // The batches are read here only: what the streams need is cloned out of them, and
+        // the columns no stream reads go with them.
+        let (sources, batches): (Vec<Source>, Vec<Vec<RecordBatch>>) = sources.into_iter().unzip();
         let mut firsts: Vec<&FeatureDef> = Vec::new();
         let mut feature_stream = Vec::new();
         for f in &set.features {
@@ -527,6 +545,7 @@ impl Loaded {
             feature_stream.push(Some(i));
         }
         let mut streams = Vec::new();
+        let mut sids = Vec::new();
         for f in firsts {
             let si = sources
                 .iter()
@@ -537,12 +556,14 @@ impl Loaded {
                         f.table, f.name
                     ))
                 })?;
-            let cols = sources[si]
-                .batches
+            let (cols, ids): (Vec<StreamCols>, Vec<Option<StringArray>>) = batches[si]
                 .iter()
                 .map(|b| StreamCols::read(f, b))
-                .collect::<Result<Vec<_>>>()?;
+                .collect::<Result<Vec<_>>>()?
+                .into_iter()
+                .unzip();
             streams.push((si, cols));
+            sids.push(ids);
         }
         let score = if set.features.iter().any(|f| f.kind == FeatureKind::Score) {
             Some(ScoreTables::read(inputs)?)
@@ -552,6 +573,7 @@ impl Loaded {
         Ok(Loaded {
             sources,
             streams,
+            sids: Mutex::new(sids),
             feature_stream,
             score,
         })
@@ -657,6 +679,26 @@ impl<T: Copy + Default + Send> Grouped<T> {
         Grouped { offsets, items }
     }
 
+    /// Groups items `0..keys.len()` by patient `keys[i]` (a stable counting sort; items of
+    /// [`NO_PATIENT`] are left out), item `i` being `item(i)`: no list of pairs is built.
+    pub(crate) fn by_key(patients: usize, keys: &[u32], item: impl Fn(usize) -> T) -> Grouped<T> {
+        let mut offsets = vec![0usize; patients + 1];
+        for &p in keys.iter().filter(|&&p| p != NO_PATIENT) {
+            offsets[p as usize + 1] += 1;
+        }
+        for i in 0..patients {
+            offsets[i + 1] += offsets[i];
+        }
+        let mut next = offsets.clone();
+        let mut items = vec![T::default(); offsets[patients]];
+        for (i, &p) in keys.iter().enumerate().filter(|(_, &p)| p != NO_PATIENT) {
+            let slot = &mut next[p as usize];
+            items[*slot] = item(i);
+            *slot += 1;
+        }
+        Grouped { offsets, items }
+    }
+
     /// Patient `p`'s items.
     pub(crate) fn of(&self, p: u32) -> &[T] {
         let p = p as usize;
@@ -683,10 +725,15 @@ impl<T: Copy + Default + Send> Grouped<T> {
 }
 
 /// The events of one stream, by patient, each patient's in tie order.
-fn stream_events(cols: &[StreamCols], pids: &[Vec<u32>], patients: usize) -> Grouped<Ev> {
-    // First the matching rows as (patient, (batch, row)): 12 bytes a row, not a whole event.
-    let mut pairs: Vec<(u32, (u32, u32))> = Vec::new();
-    for (b, (sc, pid)) in cols.iter().zip(pids).enumerate() {
+fn stream_events(
+    cols: &[StreamCols],
+    sids: &Sids,
+    pids: &[Vec<u32>],
+    patients: usize,
+) -> Grouped<Ev> {
+    // The matching rows, by patient: a counting sort in two passes over the rows (the
+    // match is decided twice rather than held), so the events are the only memory it takes.
+    let matching = |sc: &StreamCols, pid: &[u32], each: &mut dyn FnMut(u32, usize)| {
         for (i, &p) in pid.iter().enumerate().take(sc.rows) {
             if p == NO_PATIENT || sc.times.is_null(i) || sc.known.is_null(i) {
                 continue;
@@ -701,32 +748,35 @@ fn stream_events(cols: &[StreamCols], pids: &[Vec<u32>], patients: usize) -> Gro
             {
                 continue;
             }
-            pairs.push((p, (b as u32, i as u32)));
+            each(p, i);
         }
+    };
+    let mut offsets = vec![0usize; patients + 1];
+    for (sc, pid) in cols.iter().zip(pids) {
+        matching(sc, pid, &mut |p, _| offsets[p as usize + 1] += 1);
     }
-    let rows = Grouped::new(patients, &pairs);
-    drop(pairs);
-    let items = rows
-        .items
-        .par_iter()
-        .with_min_len(4096)
-        .map(|&(b, i)| {
-            let (sc, row) = (&cols[b as usize], i as usize);
-            Ev {
+    for i in 0..patients {
+        offsets[i + 1] += offsets[i];
+    }
+    let mut next = offsets.clone();
+    let mut items = vec![Ev::default(); offsets[patients]];
+    for (b, (sc, pid)) in cols.iter().zip(pids).enumerate() {
+        matching(sc, pid, &mut |p, row| {
+            let slot = &mut next[p as usize];
+            items[*slot] = Ev {
                 e: sc.times.value(row),
                 k: sc.known.value(row),
                 x: sc.retracted.as_ref().and_then(|r| ts_at(r, row)),
-                b,
-                i,
-            }
-        })
-        .collect();
-    let mut g = Grouped {
-        offsets: rows.offsets,
-        items,
-    };
+                b: b as u32,
+                i: row as u32,
+            };
+            *slot += 1;
+        });
+    }
+    drop(next);
+    let mut g = Grouped { offsets, items };
     let order = Events { evs: &[], cols };
-    g.sort_each(|a, b| order.cmp(a, b));
+    g.sort_each(|a, b| tie_cmp(&order, sids, a, b));
     g
 }
 
@@ -741,6 +791,8 @@ pub(crate) struct Prepared<'a> {
     rank: Vec<u32>,
     /// Per stream: its columns and its events.
     streams: Vec<(&'a [StreamCols], Grouped<Ev>)>,
+    /// The source ids ([`Prepared::digest`]).
+    sids: &'a Mutex<Vec<Vec<Option<StringArray>>>>,
     feature_stream: &'a [Option<usize>],
     clinical: Option<score::ByPatient<'a>>,
 }
@@ -767,11 +819,17 @@ impl<'a> Prepared<'a> {
             ids.renumber(&rank);
         }
         let np = names.len();
+        let sids = loaded
+            .sids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let streams = loaded
             .streams
             .par_iter()
-            .map(|(si, cols)| (cols.as_slice(), stream_events(cols, &pids[*si], np)))
+            .zip(sids.par_iter())
+            .map(|((si, cols), ids)| (cols.as_slice(), stream_events(cols, ids, &pids[*si], np)))
             .collect();
+        drop(sids);
         let clinical = match (&loaded.score, score_ids) {
             (Some(tables), Some(ids)) => Some(tables.group(ids, np)),
             _ => None,
@@ -782,6 +840,7 @@ impl<'a> Prepared<'a> {
             table,
             rank,
             streams,
+            sids: &loaded.sids,
             feature_stream: &loaded.feature_stream,
             clinical,
         }
@@ -818,8 +877,12 @@ impl<'a> Prepared<'a> {
     }
 
     /// The digest of patient `p`'s events and score rows (what incremental materialization
-    /// compares).
+    /// compares). Needs the source ids: not after [`Loaded::release_source_ids`].
     fn digest(&self, p: u32, clinical: Option<&ClinicalRows>) -> [u8; 32] {
+        let sids = self
+            .sids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut h = blake3::Hasher::new();
         if let Some(c) = clinical {
             c.digest_into(&mut h);
@@ -836,7 +899,8 @@ impl<'a> Prepared<'a> {
                     b[1..].copy_from_slice(&x.to_le_bytes());
                     b
                 }));
-                let sid = events.sid(ev);
+                let stream = self.feature_stream[fi].and_then(|s| sids.get(s));
+                let sid = stream.map_or("", |ids| sid(ids, ev));
                 h.update(&(sid.len() as u64).to_le_bytes());
                 h.update(sid.as_bytes());
                 match events.val(ev) {
@@ -1354,6 +1418,7 @@ pub(crate) async fn compute_with(
     let knowledge = opts.knowledge;
     in_pool(opts.threads, || {
         let prep = Prepared::new(set, &loaded);
+        loaded.release_source_ids();
         run(prep.names.len(), opts.batch_size, |p, scratch, out| {
             let clinical = prep.clinical(p);
             if !prep.has_rows(p, clinical.as_ref()) {

@@ -90,6 +90,8 @@ pub async fn historical_direct(
     let knowledge = opts.knowledge;
     let (values, status) = in_pool(opts.threads, || {
         let prep = Prepared::new(set, &loaded);
+        // Ties are ordered: the source ids can go.
+        loaded.release_source_ids();
         let rows: usize = keys.times.iter().map(Vec::len).sum();
         let mut patient = vec![NO_PATIENT; rows];
         let mut at = 0;
@@ -98,16 +100,8 @@ pub async fn historical_direct(
             at += p.len();
         }
         let times: Vec<i64> = keys.times.iter().flatten().copied().collect();
-        let pairs: Vec<(u32, (i64, u32))> = patient
-            .iter()
-            .zip(&times)
-            .enumerate()
-            .filter(|(_, (p, _))| **p != NO_PATIENT)
-            .map(|(row, (p, t))| (*p, (*t, row as u32)))
-            .collect();
         let np = prep.names.len();
-        let mut grouped = Grouped::new(np, &pairs);
-        drop(pairs);
+        let mut grouped = Grouped::by_key(np, &patient, |row| (times[row], row as u32));
         grouped.sort_each(|a, b| a.cmp(b));
 
         let mut columns: Vec<Column<'_>> = infos
