@@ -53,8 +53,8 @@ enum Column<'a> {
 /// The result does not depend on threads.
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] naming a bad entity row or column, a derived query that
-/// fails, or a column a feature needs missing from the inputs; [`Error::Arrow`] on a cast
+/// [`crate::error::Error::InvalidArgument`] naming a bad entity row or column, a derived query that
+/// fails, or a column a feature needs missing from the inputs; [`crate::error::Error::Arrow`] on a cast
 /// failure.
 pub async fn historical_direct(
     set: &FeatureSet,
