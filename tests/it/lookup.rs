@@ -775,6 +775,39 @@ async fn cli_historical_rebuild_get_and_asof() {
     ]);
     assert!(ok, "{stderr}");
     assert_eq!(stdout.lines().last(), Some(hash.as_str()));
+    // Straight from the curated versions: the same training set (same hash), which names
+    // the curated versions it read and not a timeline.
+    let features_toml = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/features/readmission.toml"
+    );
+    let (ok, stdout, stderr) = ward(&[
+        "historical",
+        "--set",
+        "readmission",
+        "--features",
+        features_toml,
+        "--entities",
+        csv.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.lines().last(), Some(hash.as_str()), "{stderr}");
+    assert!(
+        stderr.contains("observations") && !stderr.contains("timeline"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = ward(&[
+        "historical",
+        "--set",
+        "readmission",
+        "--features",
+        features_toml,
+        "--timeline",
+        "timeline-readmission",
+        "--entities",
+        csv.to_str().unwrap(),
+    ]);
+    assert!(!ok && stderr.contains("--timeline"), "{stderr}");
     // A label set online: refused, naming the label.
     let (ok, _, stderr) = ward(&["get", "--set", "readmission", "--patient", p]);
     assert!(!ok && stderr.contains("readmitted_30d"), "{stderr}");
