@@ -351,6 +351,24 @@ fn phase_materialize(dir: &Path) -> String {
     )
 }
 
+/// Part 2's load, timed from now: the curated inputs of `set` and the entity rows, with the
+/// seconds it took and the peak memory after it.
+fn side_inputs(
+    dir: &Path,
+    entities: &Path,
+    set: &FeatureSet,
+) -> (Inputs, Vec<RecordBatch>, f64, u64) {
+    let t0 = Instant::now();
+    let inputs = load_inputs(dir, set);
+    let ents = read_parquet(entities);
+    (
+        inputs,
+        ents,
+        t0.elapsed().as_secs_f64(),
+        common::peak_rss().unwrap_or(0),
+    )
+}
+
 /// Part 2, Ward side, in the child: load, compute the 10 features, index, look up every
 /// (row, feature), write `out`.
 fn phase_ward(dir: &Path, entities: &Path, out: &Path) -> String {
@@ -358,10 +376,7 @@ fn phase_ward(dir: &Path, entities: &Path, out: &Path) -> String {
     let set = repo.set("ten").expect("set");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let t0 = Instant::now();
-    let inputs = load_inputs(dir, set);
-    let ents = read_parquet(entities);
-    let load = t0.elapsed().as_secs_f64();
-    let peak_load = common::peak_rss().unwrap_or(0);
+    let (inputs, ents, load, peak_load) = side_inputs(dir, entities, set);
     let t1 = Instant::now();
     let timeline = rt
         .block_on(features::compute(
@@ -401,26 +416,7 @@ fn phase_direct(dir: &Path, entities: &Path, out: &Path) -> String {
     let set = repo.set("ten").expect("set");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let t0 = Instant::now();
-    let inputs = load_inputs(dir, set);
-    let ents = read_parquet(entities);
-    let load = t0.elapsed().as_secs_f64();
-    let peak_load = common::peak_rss().unwrap_or(0);
-    if std::env::var("WARD_BENCH_SIZES").is_ok() {
-        for (t, bs) in &inputs.tables {
-            let Some(first) = bs.first() else { continue };
-            for (i, f) in first.schema().fields().iter().enumerate() {
-                let bytes: usize = bs.iter().map(|b| b.column(i).get_array_memory_size()).sum();
-                let rows: usize = bs.iter().map(|b| b.num_rows()).sum();
-                eprintln!(
-                    "{} {} {:?} rows {rows} {:.1} MB",
-                    t.name(),
-                    f.name(),
-                    f.data_type(),
-                    bytes as f64 / 1e6
-                );
-            }
-        }
-    }
+    let (inputs, ents, load, peak_load) = side_inputs(dir, entities, set);
     let t1 = Instant::now();
     let (_, joined) = rt
         .block_on(features::historical_direct(
@@ -804,7 +800,7 @@ fn keep_data() -> bool {
 fn main() {
     if let Ok(phase) = std::env::var("WARD_BENCH_PHASE") {
         // As the `ward` binary does for a batch command (src/main.rs).
-        ward::alloc::batch_mode();
+        let _ = ward::alloc::batch_mode();
         let a: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();
         let report = match phase.as_str() {
             "put" => phase_put(&a[0]),

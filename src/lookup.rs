@@ -547,32 +547,8 @@ pub fn historical_batches(
 pub async fn historical(store: &Store, req: HistoricalRequest) -> Result<HistoricalOutcome> {
     let tm = choose_timeline(store, &req.set, req.timeline.as_ref(), req.knowledge)?;
     let (set, index) = features::load_index(store, &tm.hash).await?;
-    let patient_column = req
-        .patient_column
-        .clone()
-        .unwrap_or_else(|| PATIENT_COLUMN.to_string());
-    let time_column = req
-        .time_column
-        .clone()
-        .unwrap_or_else(|| TIME_COLUMN.to_string());
-    let (entities_hash, batches) = stored_entities(
-        store,
-        req.entities,
-        &set.name,
-        &patient_column,
-        &time_column,
-    )
-    .await?;
-    let params = Params {
-        op: OP_TIMELINE.into(),
-        feature_set: set.name.clone(),
-        knowledge: req.knowledge,
-        patient_column,
-        time_column,
-        tables: Vec::new(),
-        definition: None,
-    };
-    let name = req.name.unwrap_or_else(|| training_name(&set.name));
+    let (entities_hash, batches, params, name) =
+        prepare_request(store, req, &set, OP_TIMELINE, Vec::new(), None).await?;
     store_training(
         store,
         &set,
@@ -584,6 +560,42 @@ pub async fn historical(store: &Store, req: HistoricalRequest) -> Result<Histori
         name,
     )
     .await
+}
+
+/// What every historical lookup works out from its request before computing: the entity
+/// rows (with their version), the lineage params (`op`, and for `historical_direct` its
+/// `tables` and `definition`) and the training set's version name.
+async fn prepare_request(
+    store: &Store,
+    req: HistoricalRequest,
+    set: &FeatureSet,
+    op: &str,
+    tables: Vec<String>,
+    definition: Option<String>,
+) -> Result<(ContentHash, Vec<RecordBatch>, Params, String)> {
+    let patient_column = req
+        .patient_column
+        .unwrap_or_else(|| PATIENT_COLUMN.to_string());
+    let time_column = req.time_column.unwrap_or_else(|| TIME_COLUMN.to_string());
+    let (entities, batches) = stored_entities(
+        store,
+        req.entities,
+        &set.name,
+        &patient_column,
+        &time_column,
+    )
+    .await?;
+    let params = Params {
+        op: op.into(),
+        feature_set: set.name.clone(),
+        knowledge: req.knowledge,
+        patient_column,
+        time_column,
+        tables,
+        definition,
+    };
+    let name = req.name.unwrap_or_else(|| training_name(&set.name));
+    Ok((entities, batches, params, name))
 }
 
 /// The entity rows of a request: rows given in memory are checked and stored first (kind
@@ -644,32 +656,10 @@ pub async fn historical_direct(
     }
     let set = repo.set(&req.set)?;
     let refs = features::latest_refs(store, set)?;
-    let patient_column = req
-        .patient_column
-        .clone()
-        .unwrap_or_else(|| PATIENT_COLUMN.to_string());
-    let time_column = req
-        .time_column
-        .clone()
-        .unwrap_or_else(|| TIME_COLUMN.to_string());
-    let (entities_hash, batches) = stored_entities(
-        store,
-        req.entities,
-        &set.name,
-        &patient_column,
-        &time_column,
-    )
-    .await?;
-    let params = Params {
-        op: OP_DIRECT.into(),
-        feature_set: set.name.clone(),
-        knowledge: req.knowledge,
-        patient_column,
-        time_column,
-        tables: refs.iter().map(|(t, _)| t.clone()).collect(),
-        definition: Some(set.canonical_json()),
-    };
-    let name = req.name.unwrap_or_else(|| training_name(&set.name));
+    let tables = refs.iter().map(|(t, _)| t.clone()).collect();
+    let definition = Some(set.canonical_json());
+    let (entities_hash, batches, params, name) =
+        prepare_request(store, req, set, OP_DIRECT, tables, definition).await?;
     store_direct(store, set, refs, entities_hash, &batches, params, name).await
 }
 

@@ -7,8 +7,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     ward::cli::main_with(|cli| {
-        // A batch command keeps the memory it frees and faults small pages
-        // (`ward::alloc`); a server keeps the defaults.
+        // A batch command faults small pages (`ward::alloc`); a server keeps the
+        // system's default.
         if !cli.command.serves() {
             ward::alloc::batch_mode();
         }

@@ -32,7 +32,7 @@ use super::compute::{
     NO_PATIENT,
 };
 use super::definition::{FeatureKind, FeatureSet};
-use super::timeline::{self, FeatureInfo, Resolved};
+use super::timeline::{self, FeatureInfo, Resolved, Status};
 use crate::error::Result;
 use crate::lookup::{self, status_str};
 
@@ -114,7 +114,8 @@ pub async fn historical_direct(
                 },
             })
             .collect();
-        let mut status = vec![vec![0u8; rows]; infos.len()];
+        // Every row's status is written below.
+        let mut status = vec![vec![Status::NoData; rows]; infos.len()];
         // Rows of patients the inputs do not hold: every feature as for no rows at all.
         for (row, (&p, &t)) in patient.iter().zip(&times).enumerate() {
             if p == NO_PATIENT {
@@ -138,6 +139,7 @@ pub async fn historical_direct(
                 .map(|r| {
                     let mut scratch = Scratch::default();
                     let mut points: Vec<Vec<Cp<'_>>> = vec![Vec::new(); nf];
+                    let mut cursor = vec![0usize; nf];
                     let (mut rows, mut values) = (Vec::new(), Vec::new());
                     for p in r.clone() {
                         let ents = grouped.of(p);
@@ -150,7 +152,7 @@ pub async fn historical_direct(
                             let points = &mut points;
                             move |fi, cp| points[fi].push(cp)
                         });
-                        let mut cursor = vec![0usize; nf];
+                        cursor.fill(0);
                         for &(t, row) in ents {
                             rows.push(row);
                             for (fi, (_, info)) in infos.iter().enumerate() {
@@ -206,17 +208,10 @@ pub async fn historical_direct(
     Ok((schema, out))
 }
 
-/// Status codes in the order [`status_str`] names them.
-const STATUSES: [timeline::Status; 3] = [
-    timeline::Status::Present,
-    timeline::Status::NoData,
-    timeline::Status::OutsideTtl,
-];
-
 /// Writes the value `r` of a row into a feature's column and status codes, as
 /// [`crate::lookup::historical_batches`] writes it (a number in a text column as its text).
-fn put<'a>(col: &mut Column<'a>, status: &mut [u8], row: usize, r: Resolved<'a>) {
-    status[row] = STATUSES.iter().position(|s| *s == r.status()).unwrap_or(0) as u8;
+fn put<'a>(col: &mut Column<'a>, status: &mut [Status], row: usize, r: Resolved<'a>) {
+    status[row] = r.status();
     match (col, r) {
         (Column::Num { values, valid }, Resolved::Num(x)) => {
             values[row] = x;
@@ -240,15 +235,12 @@ fn finish_values(col: Column<'_>) -> ArrayRef {
     }
 }
 
-/// Status codes as the status text column.
-fn finish_status(codes: Vec<u8>) -> ArrayRef {
-    let bytes = codes
-        .iter()
-        .map(|&s| status_str(STATUSES[s as usize]).len())
-        .sum();
+/// Statuses as the status text column.
+fn finish_status(codes: Vec<Status>) -> ArrayRef {
+    let bytes = codes.iter().map(|&s| status_str(s).len()).sum();
     let mut b = StringBuilder::with_capacity(codes.len(), bytes);
     for s in codes {
-        b.append_value(status_str(STATUSES[s as usize]));
+        b.append_value(status_str(s));
     }
     Arc::new(b.finish())
 }
