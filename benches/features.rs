@@ -25,7 +25,7 @@
 #[path = "common.rs"]
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -36,20 +36,14 @@ use arrow::array::{
     Array, AsArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, TimeUnit};
-use arrow::error::ArrowError;
 use chrono::{TimeZone, Utc};
-use parquet::arrow::arrow_reader::{
-    ArrowPredicateFn, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
-    RowFilter as ParquetRowFilter,
-};
-use parquet::arrow::{ArrowWriter, ProjectionMask};
+use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::ArrowWriter;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
 use ward::curated::Table;
-use ward::features::{
-    self, FeatureRepo, FeatureSet, Inputs, MaterializeOptions, RowFilter, TimelineIndex,
-};
+use ward::features::{self, FeatureRepo, FeatureSet, Inputs, MaterializeOptions, TimelineIndex};
 use ward::synth::{self, SynthFormat, SynthOptions};
 
 /// The allocator the `ward` binary uses (src/main.rs), so that the library is timed as
@@ -161,39 +155,20 @@ const FEATURES: [&str; 10] = [
     "creatinine_last",
 ];
 
+/// The batches of a Parquet file (`patient_id` as a dictionary, as Ward reads curated
+/// tables), row groups decoded in parallel and kept in file order.
 fn read_parquet(path: &Path) -> Vec<RecordBatch> {
-    read_parquet_columns(path, None, None)
-}
-
-/// The batches of a Parquet file, only the named columns when `columns` is given and only
-/// the rows `rows` passes when given (its columns decoded first, the others only for the rows
-/// that pass, as Lance does for `ward materialize`); row groups are decoded in parallel and
-/// kept in file order.
-fn read_parquet_columns(
-    path: &Path,
-    columns: Option<&BTreeSet<String>>,
-    rows: Option<&RowFilter>,
-) -> Vec<RecordBatch> {
-    // `patient_id` and the filtered columns as dictionaries, as the file stores them: each
-    // distinct value decoded once, the rows read as keys.
-    let dict_cols: BTreeSet<&str> = std::iter::once("patient_id")
-        .chain(
-            rows.iter()
-                .flat_map(|r| r.any_of.iter().flat_map(|c| c.keys().map(String::as_str))),
-        )
-        .collect();
-    let file_schema = ParquetRecordBatchReaderBuilder::try_new(
-        File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
-    )
-    .expect("parquet reader")
-    .schema()
-    .clone();
+    let open = || File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let file_schema = ParquetRecordBatchReaderBuilder::try_new(open())
+        .expect("parquet reader")
+        .schema()
+        .clone();
     let read_schema = Arc::new(Schema::new(
         file_schema
             .fields()
             .iter()
-            .map(|f| match f.data_type() {
-                DataType::Utf8 if dict_cols.contains(f.name().as_str()) => Field::new(
+            .map(|f| match (f.name().as_str(), f.data_type()) {
+                ("patient_id", DataType::Utf8) => Field::new(
                     f.name(),
                     DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
                     f.is_nullable(),
@@ -202,49 +177,18 @@ fn read_parquet_columns(
             })
             .collect::<Vec<_>>(),
     ));
-    let open = || {
-        let file = File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let builder = || {
         let options = ArrowReaderOptions::new().with_schema(read_schema.clone());
-        ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
+        ParquetRecordBatchReaderBuilder::try_new_with_options(open(), options)
             .expect("parquet reader")
             .with_batch_size(65_536)
     };
-    let groups = open().metadata().num_row_groups();
-    let roots = |builder: &ParquetRecordBatchReaderBuilder<File>, keep: &dyn Fn(&str) -> bool| {
-        let roots: Vec<usize> = builder
-            .schema()
-            .fields()
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| keep(f.name()))
-            .map(|(i, _)| i)
-            .collect();
-        ProjectionMask::roots(builder.parquet_schema(), roots)
-    };
+    let groups = builder().metadata().num_row_groups();
     let per_group: Vec<Vec<RecordBatch>> = (0..groups)
         .into_par_iter()
         .map(|g| {
-            let mut builder = open().with_row_groups(vec![g]);
-            if let Some(columns) = columns {
-                let mask = roots(&builder, &|c| columns.contains(c));
-                builder = builder.with_projection(mask);
-            }
-            if let Some(rows) = rows {
-                let filter_cols: BTreeSet<&str> = rows
-                    .any_of
-                    .iter()
-                    .flat_map(|c| c.keys().map(String::as_str))
-                    .collect();
-                let mask = roots(&builder, &|c| filter_cols.contains(c));
-                let rows = rows.clone();
-                let what = path.display().to_string();
-                let predicate = ArrowPredicateFn::new(mask, move |b| {
-                    rows.keep(&b, &what)
-                        .map_err(|e| ArrowError::ComputeError(e.to_string()))
-                });
-                builder = builder.with_row_filter(ParquetRowFilter::new(vec![Box::new(predicate)]));
-            }
-            builder
+            builder()
+                .with_row_groups(vec![g])
                 .build()
                 .expect("parquet reader")
                 .collect::<Result<Vec<_>, _>>()
@@ -269,25 +213,6 @@ fn write_parquet(path: &Path, batch: &RecordBatch) {
         .expect("writer");
     w.write(batch).expect("write");
     w.close().expect("close");
-}
-
-/// The curated tables `tables` read from `dir/<table>.parquet`, in parallel: the columns
-/// and rows materializing `set` reads ([`FeatureSet::needed_columns`],
-/// [`FeatureSet::row_filters`]).
-fn load_inputs(dir: &Path, set: &FeatureSet) -> Inputs {
-    let columns = set.needed_columns();
-    let rows = set.row_filters();
-    let loaded: Vec<(Table, Vec<RecordBatch>)> = set
-        .curated_tables()
-        .par_iter()
-        .map(|t| {
-            let path = dir.join(format!("{}.parquet", t.name()));
-            (*t, read_parquet_columns(&path, columns.get(t), rows.get(t)))
-        })
-        .collect();
-    Inputs {
-        tables: loaded.into_iter().collect(),
-    }
 }
 
 fn bench_store(dir: &Path) -> ward::store::Store {
@@ -359,7 +284,7 @@ fn side_inputs(
     set: &FeatureSet,
 ) -> (Inputs, Vec<RecordBatch>, f64, u64) {
     let t0 = Instant::now();
-    let inputs = load_inputs(dir, set);
+    let inputs = features::read_parquet_inputs(dir, set).expect("curated Parquet");
     let ents = read_parquet(entities);
     (
         inputs,

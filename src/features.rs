@@ -11,6 +11,8 @@
 //! - `definition`: the TOML repository, raw → resolved, validation, the definition hash.
 //! - `derived`: derived tables in SQL (DataFusion).
 //! - `compute`: events, the change-point sweep, full and incremental materialization.
+//! - `direct`: historical lookups computed straight from curated rows.
+//! - `parquet_inputs`: curated tables read from Parquet files, only what a set reads.
 //! - `score`: `kind = "score"` features, the clinical scores of [`crate::scores`] (LACE,
 //!   HOSPITAL, Charlson) of the latest stay at t, swept over the instants they can change.
 //! - `timeline`: the timeline schema, its index and [`lookup`].
@@ -19,6 +21,7 @@ mod compute;
 mod definition;
 mod derived;
 mod direct;
+mod parquet_inputs;
 mod score;
 mod timeline;
 
@@ -31,13 +34,15 @@ use parquet::arrow::ArrowWriter;
 use serde::Serialize;
 
 pub use compute::{
-    compute, compute_incremental, Inputs, Knowledge, MaterializeOptions, Timeline, PARTITION_ROWS,
+    compute, compute_incremental, Inputs, Knowledge, MaterializeOptions, SourceIdReader, Timeline,
+    PARTITION_ROWS,
 };
 pub use definition::{
     parse_duration, Condition, DerivedDef, FeatureDef, FeatureKind, FeatureRepo, FeatureSet,
     RowFilter, DAY_US,
 };
 pub use direct::historical_direct;
+pub use parquet_inputs::read_parquet_inputs;
 pub use timeline::{
     lookup, timeline_schema, whole_years, ChangePoint, FeatureInfo, FeatureValue, Resolved, Status,
     TimelineIndex, Value,

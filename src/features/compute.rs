@@ -42,10 +42,39 @@ use crate::error::{Error, Result};
 use crate::keys::KeyTable;
 
 /// Curated rows given to materialization, per table.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Inputs {
     /// The batches of each table (a table without batches has no rows).
     pub tables: BTreeMap<Table, Vec<RecordBatch>>,
+    /// Reads `source_id` for the tables whose batches were given without it; `None`: a
+    /// table without the column has no source ids (its ties go by the rest of the row).
+    pub late_source_ids: Option<Arc<dyn SourceIdReader>>,
+}
+
+impl std::fmt::Debug for Inputs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inputs")
+            .field("tables", &self.tables)
+            .field("late_source_ids", &self.late_source_ids.is_some())
+            .finish()
+    }
+}
+
+/// Reads the `source_id` column of a curated table whose batches were given without it.
+///
+/// `source_id` only orders a patient's events that tie on event time and `known_at`, and it
+/// is the costliest column to decode (text, distinct on every row). A caller that reads
+/// curated rows itself (as [`crate::features::read_parquet_inputs`] does) can leave it out
+/// of a table's batches and put a reader in [`Inputs::late_source_ids`]: materialization
+/// then calls it for a table only when two events of some patient's stream of that table
+/// tie, and the result is the same as with the column given.
+pub trait SourceIdReader: Send + Sync {
+    /// The `source_id` of every row of `table`'s batches in [`Inputs::tables`], in row order
+    /// (batch after batch), as text arrays of any lengths.
+    ///
+    /// # Errors
+    /// Whatever reading the column fails with, naming where.
+    fn read(&self, table: Table) -> Result<Vec<ArrayRef>>;
 }
 
 impl Inputs {
@@ -58,7 +87,10 @@ impl Inputs {
         for t in Table::ALL {
             out.insert(t, vec![tables.to_batch(t)?]);
         }
-        Ok(Inputs { tables: out })
+        Ok(Inputs {
+            tables: out,
+            late_source_ids: None,
+        })
     }
 }
 
@@ -444,6 +476,10 @@ pub(crate) struct Loaded {
     /// Per feature of the set: its stream (`None` for `score` features).
     feature_stream: Vec<Option<usize>>,
     score: Option<ScoreTables>,
+    /// Per stream: its curated table when its batches came without `source_id` and
+    /// `late_reader` reads it ([`SourceIdReader`]).
+    late_tables: Vec<Option<Table>>,
+    late_reader: Option<Arc<dyn SourceIdReader>>,
 }
 
 impl Loaded {
@@ -455,6 +491,44 @@ impl Loaded {
             .clear();
     }
 
+    /// Whether stream `s` still lacks source ids its reader can give.
+    fn is_late(&self, s: usize, sids: &[Vec<Option<StringArray>>]) -> bool {
+        self.late_tables[s].is_some() && sids.get(s).is_some_and(|b| b.iter().all(Option::is_none))
+    }
+
+    /// Reads the source ids of the late streams `streams` into `sids`, each table once.
+    fn read_late(&self, sids: &mut [Vec<Option<StringArray>>], streams: &[usize]) -> Result<()> {
+        let Some(reader) = &self.late_reader else {
+            return Ok(());
+        };
+        let mut by_table: BTreeMap<Table, Vec<Option<StringArray>>> = BTreeMap::new();
+        for &s in streams {
+            let Some(t) = self.late_tables[s] else {
+                continue;
+            };
+            sids[s] = match by_table.entry(t) {
+                std::collections::btree_map::Entry::Occupied(e) => e.get().clone(),
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    let rows: Vec<usize> = self.streams[s].1.iter().map(|c| c.rows).collect();
+                    v.insert(late_ids(reader.as_ref(), t, &rows)?).clone()
+                }
+            };
+        }
+        Ok(())
+    }
+
+    /// Reads every late stream's source ids (digests need them all).
+    pub(crate) fn read_all_late_source_ids(&self) -> Result<()> {
+        let mut sids = self
+            .sids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let late: Vec<usize> = (0..sids.len())
+            .filter(|&s| self.is_late(s, &sids))
+            .collect();
+        self.read_late(&mut sids, &late)
+    }
+
     /// Whether feature `fi` reads its values from a text column.
     pub(crate) fn text_valued(&self, fi: usize) -> bool {
         self.feature_stream[fi].is_some_and(|s| {
@@ -464,6 +538,47 @@ impl Loaded {
                 .any(|c| matches!(c.values, Some(ValArray::Text(_))))
         })
     }
+}
+
+/// The source ids `reader` gives for table `t`, cut into its batches of `rows` rows.
+fn late_ids(
+    reader: &dyn SourceIdReader,
+    t: Table,
+    rows: &[usize],
+) -> Result<Vec<Option<StringArray>>> {
+    let what = || format!("source_id of table {}", t.name());
+    let arrays = reader.read(t)?;
+    let (read, want) = (
+        arrays.iter().map(|a| a.len()).sum::<usize>(),
+        rows.iter().sum::<usize>(),
+    );
+    if read != want {
+        return Err(Error::invalid(
+            what(),
+            format!("read {read} rows, the table's batches have {want}"),
+        ));
+    }
+    let all = match arrays.as_slice() {
+        [one] => one.clone(),
+        _ => {
+            let refs: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
+            arrow::compute::concat(&refs)?
+        }
+    };
+    let all = match all.data_type() {
+        DataType::Utf8 => all,
+        _ => cast(&all, &DataType::Utf8).map_err(|e| Error::invalid(what(), e.to_string()))?,
+    };
+    let all = all.as_string::<i32>();
+    let mut at = 0;
+    let ids = rows
+        .iter()
+        .map(|&n| {
+            at += n;
+            Some(all.slice(at - n, n))
+        })
+        .collect();
+    Ok(ids)
 }
 
 /// The result of each derived table of a set, by name.
@@ -546,6 +661,7 @@ impl Loaded {
         }
         let mut streams = Vec::new();
         let mut sids = Vec::new();
+        let mut late_tables = Vec::new();
         for f in firsts {
             let si = sources
                 .iter()
@@ -562,6 +678,16 @@ impl Loaded {
                 .collect::<Result<Vec<_>>>()?
                 .into_iter()
                 .unzip();
+            // A curated table given without `source_id`, with a reader for it.
+            let late = Table::from_name(&f.table).filter(|_| {
+                inputs.late_source_ids.is_some()
+                    && si < set.curated_tables().len()
+                    && !batches[si].is_empty()
+                    && batches[si]
+                        .iter()
+                        .all(|b| b.column_by_name("source_id").is_none())
+            });
+            late_tables.push(late);
             streams.push((si, cols));
             sids.push(ids);
         }
@@ -576,6 +702,8 @@ impl Loaded {
             sids: Mutex::new(sids),
             feature_stream,
             score,
+            late_tables,
+            late_reader: inputs.late_source_ids.clone(),
         })
     }
 }
@@ -780,6 +908,19 @@ fn stream_events(
     g
 }
 
+/// Whether two of some patient's events tie on event time and `known_at` (the events of each
+/// patient sorted, so tied events are next to each other).
+fn has_ties(g: &Grouped<Ev>, patients: usize) -> bool {
+    (0..patients as u32)
+        .into_par_iter()
+        .with_min_len(4096)
+        .any(|p| {
+            g.of(p)
+                .windows(2)
+                .any(|w| (w[0].e, w[0].k) == (w[1].e, w[1].k))
+        })
+}
+
 /// What materialization reads, by patient: the interned ids, every stream's events and the
 /// rows of `score` features.
 pub(crate) struct Prepared<'a> {
@@ -798,7 +939,9 @@ pub(crate) struct Prepared<'a> {
 }
 
 impl<'a> Prepared<'a> {
-    pub(crate) fn new(set: &'a FeatureSet, loaded: &'a Loaded) -> Prepared<'a> {
+    /// # Errors
+    /// What reading late source ids fails with ([`SourceIdReader`]).
+    pub(crate) fn new(set: &'a FeatureSet, loaded: &'a Loaded) -> Result<Prepared<'a>> {
         let mut interner = Interner::default();
         let mut pids: Vec<Vec<Vec<u32>>> = loaded
             .sources
@@ -819,22 +962,32 @@ impl<'a> Prepared<'a> {
             ids.renumber(&rank);
         }
         let np = names.len();
-        let sids = loaded
+        let mut sids = loaded
             .sids
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let streams = loaded
+        let mut streams: Vec<(&[StreamCols], Grouped<Ev>)> = loaded
             .streams
             .par_iter()
             .zip(sids.par_iter())
             .map(|((si, cols), ids)| (cols.as_slice(), stream_events(cols, ids, &pids[*si], np)))
             .collect();
+        // Streams given without source ids whose order needs them: read them, sort again.
+        let tied: Vec<usize> = (0..streams.len())
+            .filter(|&s| loaded.is_late(s, &sids) && has_ties(&streams[s].1, np))
+            .collect();
+        loaded.read_late(&mut sids, &tied)?;
+        for s in tied {
+            let (cols, g) = &mut streams[s];
+            let order = Events { evs: &[], cols };
+            g.sort_each(|a, b| tie_cmp(&order, &sids[s], a, b));
+        }
         drop(sids);
         let clinical = match (&loaded.score, score_ids) {
             (Some(tables), Some(ids)) => Some(tables.group(ids, np)),
             _ => None,
         };
-        Prepared {
+        Ok(Prepared {
             set,
             names,
             table,
@@ -843,7 +996,7 @@ impl<'a> Prepared<'a> {
             sids: &loaded.sids,
             feature_stream: &loaded.feature_stream,
             clinical,
-        }
+        })
     }
 
     /// Patient `p`'s events of feature `fi` (none for `score` features).
@@ -1417,7 +1570,7 @@ pub(crate) async fn compute_with(
     let loaded = Loaded::load(set, inputs, derived).await?;
     let knowledge = opts.knowledge;
     in_pool(opts.threads, || {
-        let prep = Prepared::new(set, &loaded);
+        let prep = Prepared::new(set, &loaded)?;
         loaded.release_source_ids();
         run(prep.names.len(), opts.batch_size, |p, scratch, out| {
             let clinical = prep.clinical(p);
@@ -1445,6 +1598,9 @@ pub async fn compute_incremental(
 ) -> Result<Timeline> {
     let old_loaded = Loaded::load(set, previous_inputs, None).await?;
     let new_loaded = Loaded::load(set, new_inputs, None).await?;
+    // Digests read every source id.
+    old_loaded.read_all_late_source_ids()?;
+    new_loaded.read_all_late_source_ids()?;
     let prev_rows = timeline::decode(previous)?;
     let mut prev_by: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, row) in prev_rows.iter().enumerate() {
@@ -1452,8 +1608,8 @@ pub async fn compute_incremental(
     }
     let knowledge = opts.knowledge;
     in_pool(opts.threads, || {
-        let old = Prepared::new(set, &old_loaded);
-        let new = Prepared::new(set, &new_loaded);
+        let old = Prepared::new(set, &old_loaded)?;
+        let new = Prepared::new(set, &new_loaded)?;
         run(new.names.len(), opts.batch_size, |p, scratch, out| {
             let clinical = new.clinical(p);
             if !new.has_rows(p, clinical.as_ref()) {

@@ -15,10 +15,15 @@
 //! 3. Patients with entity rows are computed in parallel, in chunks and waves as
 //!    materialization computes them: every feature's change points into reused buffers, then
 //!    one pass over the patient's rows in time order, a cursor per feature.
-//! 4. Each wave's values are written to their rows' places in the output columns, one
-//!    feature per task, and the columns are cut into one batch per entity batch.
+//! 4. Each row's numbers and statuses go straight into its slots, a row's features side by
+//!    side (rows are scattered, features of a row are not); text values are gathered per
+//!    wave. Once the inputs are dropped, the slots are turned into one column per feature,
+//!    cut into one batch per entity batch.
 
+use std::borrow::Cow;
 use std::ops::Range;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, AtomicU8};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, Float64Array, RecordBatch, StringArray, StringBuilder};
@@ -38,14 +43,8 @@ use crate::lookup::{self, status_str};
 
 /// Patients per unit of parallel work.
 const CHUNK: u32 = 512;
-/// Chunks computed before their values are written out (bounds the values held between).
+/// Chunks computed before their text values are written out (bounds the text held between).
 const WAVE: usize = 16;
-
-/// One feature's output column while it is filled, indexed by entity row.
-enum Column<'a> {
-    Num { values: Vec<f64>, valid: Vec<bool> },
-    Text(Vec<Option<std::borrow::Cow<'a, str>>>),
-}
 
 /// A historical lookup computed from curated rows: the entity rows (`patient_col`,
 /// `time_col` and any other columns) with each feature of `set` as of each row's time,
@@ -88,8 +87,10 @@ pub async fn historical_direct(
         .collect();
     let schema = lookup::training_schema_of(&entity_schema, &infos)?;
     let knowledge = opts.knowledge;
-    let (values, status) = in_pool(opts.threads, || {
-        let prep = Prepared::new(set, &loaded);
+    let nf = infos.len();
+    let text: Vec<bool> = infos.iter().map(|(_, i)| i.is_text).collect();
+    let (slots, text_columns) = in_pool(opts.threads, || {
+        let prep = Prepared::new(set, &loaded)?;
         // Ties are ordered: the source ids can go.
         loaded.release_source_ids();
         let rows: usize = keys.times.iter().map(Vec::len).sum();
@@ -104,24 +105,18 @@ pub async fn historical_direct(
         let mut grouped = Grouped::by_key(np, &patient, |row| (times[row], row as u32));
         grouped.sort_each(|a, b| a.cmp(b));
 
-        let mut columns: Vec<Column<'_>> = infos
-            .iter()
-            .map(|(_, info)| match info.is_text {
-                true => Column::Text(vec![None; rows]),
-                false => Column::Num {
-                    values: vec![0.0; rows],
-                    valid: vec![false; rows],
-                },
-            })
-            .collect();
-        // Every row's status is written below.
-        let mut status = vec![vec![Status::NoData; rows]; infos.len()];
+        let slots = Slots::new(rows, nf);
+        let mut text_columns: Vec<Option<Vec<Option<Cow<'_, str>>>>> =
+            text.iter().map(|&t| t.then(|| vec![None; rows])).collect();
         // Rows of patients the inputs do not hold: every feature as for no rows at all.
         for (row, (&p, &t)) in patient.iter().zip(&times).enumerate() {
             if p == NO_PATIENT {
                 for (fi, (_, info)) in infos.iter().enumerate() {
                     let r = timeline::resolve_state(info, None, t, info.ttl);
-                    put(&mut columns[fi], &mut status[fi], row, r);
+                    slots.put(row, fi, &r);
+                    if let Some(col) = &mut text_columns[fi] {
+                        col[row] = text_of(r);
+                    }
                 }
             }
         }
@@ -132,15 +127,17 @@ pub async fn historical_direct(
             .step_by(CHUNK as usize)
             .map(|a| a..(a + CHUNK).min(np as u32))
             .collect();
-        let nf = infos.len();
+        let any_text = text.iter().any(|&t| t);
         for wave in chunks.chunks(WAVE) {
-            let done: Vec<(Vec<u32>, Vec<Resolved<'_>>)> = wave
+            // Numbers and statuses go straight to their rows' slots; text values are
+            // gathered and written after the wave.
+            let texts: Vec<Vec<(u32, usize, Cow<'_, str>)>> = wave
                 .par_iter()
                 .map(|r| {
                     let mut scratch = Scratch::default();
                     let mut points: Vec<Vec<Cp<'_>>> = vec![Vec::new(); nf];
                     let mut cursor = vec![0usize; nf];
-                    let (mut rows, mut values) = (Vec::new(), Vec::new());
+                    let mut texts = Vec::new();
                     for p in r.clone() {
                         let ents = grouped.of(p);
                         if ents.is_empty() {
@@ -154,7 +151,6 @@ pub async fn historical_direct(
                         });
                         cursor.fill(0);
                         for &(t, row) in ents {
-                            rows.push(row);
                             for (fi, (_, info)) in infos.iter().enumerate() {
                                 let pts = &points[fi];
                                 let c = &mut cursor[fi];
@@ -162,37 +158,47 @@ pub async fn historical_direct(
                                     *c += 1;
                                 }
                                 let state = c.checked_sub(1).map(|i| pts[i].state());
-                                values.push(timeline::resolve_state(info, state, t, info.ttl));
+                                let r = timeline::resolve_state(info, state, t, info.ttl);
+                                slots.put(row as usize, fi, &r);
+                                if any_text && text[fi] {
+                                    if let Some(s) = text_of(r) {
+                                        texts.push((row, fi, s));
+                                    }
+                                }
                             }
                         }
                     }
-                    (rows, values)
+                    texts
                 })
                 .collect();
-            columns
-                .par_iter_mut()
-                .zip(status.par_iter_mut())
-                .enumerate()
-                .for_each(|(fi, (col, st))| {
-                    for (rows, values) in &done {
-                        for (k, &row) in rows.iter().enumerate() {
-                            put(col, st, row as usize, values[k * nf + fi]);
-                        }
-                    }
-                });
+            for (row, fi, s) in texts.into_iter().flatten() {
+                if let Some(col) = &mut text_columns[fi] {
+                    col[row as usize] = Some(s);
+                }
+            }
         }
-        // Text borrowed from the inputs is copied out: the inputs go before the statuses
-        // are written as text.
-        let values: Vec<ArrayRef> = columns.into_par_iter().map(finish_values).collect();
-        (values, status)
-    })?;
+        // Text borrowed from the inputs is copied out before the inputs go.
+        let text_columns: Vec<Option<ArrayRef>> = text_columns
+            .into_par_iter()
+            .map(|c| {
+                c.map(|v| {
+                    Arc::new(v.iter().map(|s| s.as_deref()).collect::<StringArray>()) as ArrayRef
+                })
+            })
+            .collect();
+        Ok::<_, crate::error::Error>((slots, text_columns))
+    })??;
     drop(loaded);
-    let status: Vec<ArrayRef> = status.into_par_iter().map(finish_status).collect();
-    let columns: Vec<ArrayRef> = values
-        .into_iter()
-        .zip(status)
-        .flat_map(|(v, s)| [v, s])
-        .collect();
+    let columns: Vec<ArrayRef> = in_pool(opts.threads, || {
+        text_columns
+            .into_par_iter()
+            .enumerate()
+            .flat_map_iter(|(fi, t)| {
+                let values = t.unwrap_or_else(|| slots.numbers(fi));
+                [values, slots.statuses(fi)]
+            })
+            .collect()
+    })?;
     let mut out = Vec::with_capacity(entities.len());
     let mut row0 = 0;
     for b in entities {
@@ -208,39 +214,94 @@ pub async fn historical_direct(
     Ok((schema, out))
 }
 
-/// Writes the value `r` of a row into a feature's column and status codes, as
-/// [`crate::lookup::historical_batches`] writes it (a number in a text column as its text).
-fn put<'a>(col: &mut Column<'a>, status: &mut [Status], row: usize, r: Resolved<'a>) {
-    status[row] = r.status();
-    match (col, r) {
-        (Column::Num { values, valid }, Resolved::Num(x)) => {
-            values[row] = x;
-            valid[row] = true;
-        }
-        (Column::Text(v), Resolved::Text(s)) => v[row] = Some(s.into()),
-        (Column::Text(v), Resolved::Num(x)) => v[row] = Some(x.to_string().into()),
-        (Column::Num { .. }, Resolved::Text(_) | Resolved::Missing(_))
-        | (Column::Text(_), Resolved::Missing(_)) => {}
+/// The text a resolved value writes into a text column (a number as its text).
+fn text_of(r: Resolved<'_>) -> Option<Cow<'_, str>> {
+    match r {
+        Resolved::Text(s) => Some(Cow::Borrowed(s)),
+        Resolved::Num(x) => Some(Cow::Owned(x.to_string())),
+        Resolved::Missing(_) => None,
     }
 }
 
-/// A filled column of values as an Arrow array.
-fn finish_values(col: Column<'_>) -> ArrayRef {
-    match col {
-        Column::Num { values, valid } => Arc::new(Float64Array::new(
+/// Every row's numbers and statuses while they are computed, row by row (a row's features
+/// side by side, so writing a row's values touches one or two cache lines wherever the row
+/// is), written from any thread: each row belongs to one patient, so to one task.
+struct Slots {
+    features: usize,
+    /// Per (row, feature): the number's bits.
+    numbers: Vec<AtomicU64>,
+    /// Per (row, feature): the status, and [`NUMBER`] when a number is set.
+    codes: Vec<AtomicU8>,
+}
+
+/// The code bit of a set number.
+const NUMBER: u8 = 0x80;
+
+/// Status codes, by the order of [`Status`]'s variants.
+const STATUSES: [Status; 3] = [Status::Present, Status::NoData, Status::OutsideTtl];
+
+impl Slots {
+    fn new(rows: usize, features: usize) -> Slots {
+        let no_data = STATUSES
+            .iter()
+            .position(|s| *s == Status::NoData)
+            .unwrap_or(0) as u8;
+        Slots {
+            features,
+            numbers: std::iter::repeat_with(|| AtomicU64::new(0))
+                .take(rows * features)
+                .collect(),
+            codes: std::iter::repeat_with(|| AtomicU8::new(no_data))
+                .take(rows * features)
+                .collect(),
+        }
+    }
+
+    /// Writes the value `r` of feature `fi` at `row`, as [`crate::lookup::historical_batches`]
+    /// writes it (a number only into a number column; text goes through [`text_of`]).
+    fn put(&self, row: usize, fi: usize, r: &Resolved<'_>) {
+        let at = row * self.features + fi;
+        let status = r.status();
+        let mut code = STATUSES.iter().position(|s| *s == status).unwrap_or(0) as u8;
+        if let Resolved::Num(x) = r {
+            self.numbers[at].store(x.to_bits(), Relaxed);
+            code |= NUMBER;
+        }
+        self.codes[at].store(code, Relaxed);
+    }
+
+    fn rows(&self) -> usize {
+        self.codes.len() / self.features.max(1)
+    }
+
+    /// Feature `fi`'s numbers as a column.
+    fn numbers(&self, fi: usize) -> ArrayRef {
+        let n = self.rows();
+        let at = |row: usize| row * self.features + fi;
+        let values: Vec<f64> = (0..n)
+            .map(|row| f64::from_bits(self.numbers[at(row)].load(Relaxed)))
+            .collect();
+        let valid: Vec<bool> = (0..n)
+            .map(|row| self.codes[at(row)].load(Relaxed) & NUMBER != 0)
+            .collect();
+        Arc::new(Float64Array::new(
             ScalarBuffer::from(values),
             Some(NullBuffer::from(valid)),
-        )),
-        Column::Text(v) => Arc::new(v.iter().map(|s| s.as_deref()).collect::<StringArray>()),
+        ))
     }
-}
 
-/// Statuses as the status text column.
-fn finish_status(codes: Vec<Status>) -> ArrayRef {
-    let bytes = codes.iter().map(|&s| status_str(s).len()).sum();
-    let mut b = StringBuilder::with_capacity(codes.len(), bytes);
-    for s in codes {
-        b.append_value(status_str(s));
+    /// Feature `fi`'s statuses as the status text column.
+    fn statuses(&self, fi: usize) -> ArrayRef {
+        let n = self.rows();
+        let status = |row: usize| {
+            let code = self.codes[row * self.features + fi].load(Relaxed) & !NUMBER;
+            status_str(STATUSES[code as usize])
+        };
+        let bytes = (0..n).map(|row| status(row).len()).sum();
+        let mut b = StringBuilder::with_capacity(n, bytes);
+        for row in 0..n {
+            b.append_value(status(row));
+        }
+        Arc::new(b.finish())
     }
-    Arc::new(b.finish())
 }

@@ -17,8 +17,8 @@ use ward::curated::{Condition, CuratedTables, Encounter, Observation, Procedure,
 use ward::error::Error;
 use ward::features::{
     self, compute, compute_incremental, lookup, whole_years, FeatureDef, FeatureKind, FeatureRepo,
-    FeatureSet, FeatureValue, Inputs, Knowledge, MaterializeOptions, Status, TimelineIndex, Value,
-    DAY_US,
+    FeatureSet, FeatureValue, Inputs, Knowledge, MaterializeOptions, SourceIdReader, Status,
+    TimelineIndex, Value, DAY_US,
 };
 use ward::hash::hash_batches;
 use ward::scores::{self, PatientRows, ScoreComponent, View};
@@ -1116,6 +1116,7 @@ async fn dictionary_encoded_text_columns_give_the_same_results() {
             .iter()
             .map(|(t, bs)| (*t, bs.iter().map(|b| as_dict(b, &keys)).collect()))
             .collect(),
+        late_source_ids: None,
     };
     assert!(dict.tables[&Table::Observations][0]
         .column_by_name("code")
@@ -2210,6 +2211,228 @@ async fn row_filter_expression_keeps_what_keep_keeps() {
         .to_string();
     assert!(
         err.contains("conditions batch") && err.contains("code"),
+        "{err}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Curated tables from Parquet files
+// ---------------------------------------------------------------------------------------
+
+/// Writes every curated table of `tables` to `dir/<table>.parquet`, in row groups of
+/// `group_rows` rows (so a table spans several).
+fn write_curated_parquet(dir: &Path, tables: &CuratedTables, group_rows: usize) {
+    for t in Table::ALL {
+        let batch = tables.to_batch(t).unwrap();
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_max_row_group_row_count(Some(group_rows))
+            .build();
+        let f = std::fs::File::create(dir.join(format!("{}.parquet", t.name()))).unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(f, batch.schema(), Some(props)).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+    }
+}
+
+/// Sets read from Parquet files (only the columns and rows they need, `source_id` of
+/// feature-only tables left for ties) give the timeline the in-memory tables give: every
+/// kind, row filters with a derived query, and the readmission set (scores), as known and as
+/// occurred.
+#[tokio::test]
+async fn sets_from_parquet_files_give_the_in_memory_timeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let tables = cohort(200, 5);
+    write_curated_parquet(dir.path(), &tables, 700);
+    let inputs = Inputs::from_curated(&tables).unwrap();
+    for (toml, name) in [
+        (ALL_KINDS, "all"),
+        (PART_ROWS, "part"),
+        (EXAMPLE, "readmission"),
+    ] {
+        let repo = FeatureRepo::parse(toml, "set.toml").unwrap();
+        let set = repo.set(name).unwrap();
+        let files = features::read_parquet_inputs(dir.path(), set).unwrap();
+        // Observations are read by features only: their source ids wait for a tie.
+        if name != "readmission" {
+            let obs = &files.tables[&Table::Observations];
+            assert!(obs.len() > 1, "{name}: several row groups");
+            assert!(obs.iter().all(|b| b.column_by_name("source_id").is_none()));
+            assert!(files.late_source_ids.is_some());
+        }
+        for knowledge in [Knowledge::AsKnown, Knowledge::AsOccurred] {
+            let opts = MaterializeOptions {
+                knowledge,
+                ..Default::default()
+            };
+            let want = compute(set, &inputs, &opts).await.unwrap();
+            let got = compute(set, &files, &opts).await.unwrap();
+            assert_eq!(
+                table_hash(&got.batches),
+                table_hash(&want.batches),
+                "{name} {knowledge:?}"
+            );
+        }
+    }
+    let repo = FeatureRepo::parse(ALL_KINDS, "all.toml").unwrap();
+    let err = features::read_parquet_inputs(&dir.path().join("missing"), repo.set("all").unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("missing/") && err.contains(".parquet"),
+        "{err}"
+    );
+}
+
+/// Counts the calls of a [`SourceIdReader`] it wraps.
+struct Counting(Arc<dyn SourceIdReader>, std::sync::atomic::AtomicUsize);
+
+impl SourceIdReader for Counting {
+    fn read(&self, table: Table) -> ward::error::Result<Vec<arrow::array::ArrayRef>> {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.read(table)
+    }
+}
+
+/// A tie on event time and `known_at` is ordered by the source ids, read late from the file
+/// only when a tie needs them: the same value as with the column read up front, through
+/// materialization and the direct lookup. Without a tie they are never read; a reader that
+/// gives the wrong number of rows is an error naming the table.
+#[tokio::test]
+async fn late_source_ids_are_read_for_ties_only() {
+    use ward::curated::{Coding, RowMeta};
+    let t0 = Utc.with_ymd_and_hms(2020, 1, 1, 0, 0, 0).unwrap();
+    let obs = |pid: &str, id: &str, e: DateTime<Utc>, v: f64| Observation {
+        observation_id: id.into(),
+        patient_id: pid.into(),
+        encounter_id: None,
+        category: None,
+        code: Coding {
+            system: "LOINC".into(),
+            code: "718-7".into(),
+            display: None,
+        },
+        value_num: Some(v),
+        value_text: None,
+        unit: None,
+        effective_time: e,
+        status: None,
+        meta: RowMeta {
+            source_system: "s".into(),
+            source_id: id.into(),
+            known_at: e,
+            retracted_at: None,
+        },
+    };
+    let toml = r#"
+[[feature_set]]
+name = "hgb"
+entity = "patient"
+[[feature_set.features]]
+name = "hgb_last"
+kind = "last"
+table = "observations"
+filter = { code = "718-7" }
+column = "value_num"
+ttl = "none"
+"#;
+    let repo = FeatureRepo::parse(toml, "hgb.toml").unwrap();
+    let set = repo.set("hgb").unwrap();
+    let h = Duration::hours;
+    // Patient p: "b" and "a" tie; "b" sorts last, so its 10.0 is the value (ordering by
+    // value instead, as without source ids, would give 11.0). Patient q: no tie.
+    let tied = vec![
+        obs("p", "b", t0, 10.0),
+        obs("p", "a", t0, 11.0),
+        obs("q", "c", t0, 7.0),
+        obs("q", "d", t0 + h(1), 8.0),
+    ];
+    let entities = {
+        use arrow::array::{StringArray, TimestampMicrosecondArray};
+        let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+            arrow::datatypes::Field::new("patient_id", DataType::Utf8, false),
+            arrow::datatypes::Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
+        ]));
+        let ts = us(t0 + h(2));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec!["p", "q"])),
+                Arc::new(TimestampMicrosecondArray::from(vec![ts, ts]).with_timezone("UTC")),
+            ],
+        )
+        .unwrap()
+    };
+    let opts = MaterializeOptions::default();
+    for (rows, reads, want_p) in [(tied.clone(), 1, 10.0), (tied[2..].to_vec(), 0, f64::NAN)] {
+        let tables = CuratedTables {
+            observations: rows,
+            ..Default::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        write_curated_parquet(dir.path(), &tables, 1000);
+        let mut files = features::read_parquet_inputs(dir.path(), set).unwrap();
+        let counting = Arc::new(Counting(
+            files.late_source_ids.clone().expect("a late reader"),
+            Default::default(),
+        ));
+        files.late_source_ids = Some(counting.clone());
+        let eager = Inputs::from_curated(&tables).unwrap();
+        let want = compute(set, &eager, &opts).await.unwrap();
+        let got = compute(set, &files, &opts).await.unwrap();
+        assert_eq!(table_hash(&got.batches), table_hash(&want.batches));
+        assert_eq!(counting.1.load(std::sync::atomic::Ordering::SeqCst), reads);
+        let (_, out) = features::historical_direct(
+            set,
+            files.clone(),
+            std::slice::from_ref(&entities),
+            "patient_id",
+            "ts",
+            &opts,
+        )
+        .await
+        .unwrap();
+        let hgb = out[0]
+            .column_by_name("hgb_last")
+            .unwrap()
+            .as_primitive::<Float64Type>()
+            .clone();
+        assert_eq!(hgb.value(1), 8.0);
+        if want_p.is_nan() {
+            assert!(hgb.is_null(0));
+        } else {
+            assert_eq!(hgb.value(0), want_p);
+        }
+        assert_eq!(
+            counting.1.load(std::sync::atomic::Ordering::SeqCst),
+            2 * reads
+        );
+    }
+
+    /// Gives one row too few.
+    struct Short(Arc<dyn SourceIdReader>);
+    impl SourceIdReader for Short {
+        fn read(&self, table: Table) -> ward::error::Result<Vec<arrow::array::ArrayRef>> {
+            let mut ids = self.0.read(table)?;
+            let last = ids.pop().unwrap();
+            ids.push(last.slice(0, last.len() - 1));
+            Ok(ids)
+        }
+    }
+    let tables = CuratedTables {
+        observations: tied,
+        ..Default::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    write_curated_parquet(dir.path(), &tables, 1000);
+    let mut files = features::read_parquet_inputs(dir.path(), set).unwrap();
+    files.late_source_ids = Some(Arc::new(Short(files.late_source_ids.clone().unwrap())));
+    let err = compute(set, &files, &opts).await.unwrap_err().to_string();
+    assert!(
+        err.contains("source_id of table observations") && err.contains("read 3 rows"),
         "{err}"
     );
 }
