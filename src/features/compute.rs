@@ -714,6 +714,9 @@ pub(crate) struct Interner<'a> {
     table: KeyTable,
     /// By provisional id, borrowed from the input arrays.
     names: Vec<&'a str>,
+    /// The last dictionary interned and its values' ids: a Parquet reader gives every batch
+    /// of a row group the row group's whole dictionary, so consecutive batches share it.
+    last_dict: Option<(&'a StringArray, Vec<u32>)>,
 }
 
 impl<'a> Interner<'a> {
@@ -723,13 +726,19 @@ impl<'a> Interner<'a> {
         match patients {
             TextCol::Plain(a) => self.ids(a),
             TextCol::Dict(keys, values) => {
-                let by_value = self.ids(values);
-                keys.iter()
+                let by_value = match self.last_dict.take() {
+                    Some((last, ids)) if last.to_data().ptr_eq(&values.to_data()) => ids,
+                    _ => self.ids(values),
+                };
+                let out = keys
+                    .iter()
                     .map(|k| {
                         k.and_then(|k| by_value.get(k as usize).copied())
                             .unwrap_or(NO_PATIENT)
                     })
-                    .collect()
+                    .collect();
+                self.last_dict = Some((values, by_value));
+                out
             }
         }
     }

@@ -26,9 +26,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicU64, AtomicU8};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, Float64Array, RecordBatch, StringArray, StringBuilder};
-use arrow::buffer::{NullBuffer, ScalarBuffer};
+use arrow::array::{Array, ArrayRef, Float64Array, RecordBatch, StringArray};
+use arrow::buffer::{BooleanBuffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
 use chrono::Duration;
 use rayon::prelude::*;
 
@@ -189,25 +190,31 @@ pub async fn historical_direct(
         Ok::<_, crate::error::Error>((slots, text_columns))
     })??;
     drop(loaded);
-    let columns: Vec<ArrayRef> = in_pool(opts.threads, || {
-        text_columns
-            .into_par_iter()
-            .enumerate()
-            .flat_map_iter(|(fi, t)| {
-                let values = t.unwrap_or_else(|| slots.numbers(fi));
-                [values, slots.statuses(fi)]
-            })
-            .collect()
-    })?;
-    let mut out = Vec::with_capacity(entities.len());
+    // One output batch per entity batch, built in parallel from its rows' slots.
+    let mut starts = Vec::with_capacity(entities.len());
     let mut row0 = 0;
     for b in entities {
-        let len = b.num_rows();
-        let mut cols: Vec<ArrayRef> = b.columns().to_vec();
-        cols.extend(columns.iter().map(|c| c.slice(row0, len)));
-        out.push(RecordBatch::try_new(schema.clone(), cols)?);
-        row0 += len;
+        starts.push(row0);
+        row0 += b.num_rows();
     }
+    let mut out = in_pool(opts.threads, || {
+        entities
+            .par_iter()
+            .zip(starts)
+            .map(|(b, row0)| {
+                let rows = row0..row0 + b.num_rows();
+                let mut cols: Vec<ArrayRef> = b.columns().to_vec();
+                for (fi, t) in text_columns.iter().enumerate() {
+                    cols.push(match t {
+                        Some(t) => t.slice(row0, rows.len()),
+                        None => slots.numbers(fi, rows.clone()),
+                    });
+                    cols.push(slots.statuses(fi, rows.clone())?);
+                }
+                RecordBatch::try_new(schema.clone(), cols)
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()
+    })??;
     if out.is_empty() {
         out.push(RecordBatch::new_empty(schema.clone()));
     }
@@ -246,13 +253,16 @@ impl Slots {
             .iter()
             .position(|s| *s == Status::NoData)
             .unwrap_or(0) as u8;
+        // Filled in parallel: the first touch of the memory is shared out too.
         Slots {
             features,
-            numbers: std::iter::repeat_with(|| AtomicU64::new(0))
-                .take(rows * features)
+            numbers: (0..rows * features)
+                .into_par_iter()
+                .map(|_| AtomicU64::new(0))
                 .collect(),
-            codes: std::iter::repeat_with(|| AtomicU8::new(no_data))
-                .take(rows * features)
+            codes: (0..rows * features)
+                .into_par_iter()
+                .map(|_| AtomicU8::new(no_data))
                 .collect(),
         }
     }
@@ -270,38 +280,53 @@ impl Slots {
         self.codes[at].store(code, Relaxed);
     }
 
-    fn rows(&self) -> usize {
-        self.codes.len() / self.features.max(1)
+    /// Feature `fi`'s numbers at `rows` as a column (no null buffer when every row has one).
+    fn numbers(&self, fi: usize, rows: Range<usize>) -> ArrayRef {
+        let at = |i: usize| (rows.start + i) * self.features + fi;
+        let values: Vec<f64> = (0..rows.len())
+            .map(|i| f64::from_bits(self.numbers[at(i)].load(Relaxed)))
+            .collect();
+        let valid = BooleanBuffer::collect_bool(rows.len(), |i| {
+            self.codes[at(i)].load(Relaxed) & NUMBER != 0
+        });
+        let valid = Some(NullBuffer::new(valid)).filter(|v| v.null_count() > 0);
+        Arc::new(Float64Array::new(ScalarBuffer::from(values), valid))
     }
 
-    /// Feature `fi`'s numbers as a column.
-    fn numbers(&self, fi: usize) -> ArrayRef {
-        let n = self.rows();
-        let at = |row: usize| row * self.features + fi;
-        let values: Vec<f64> = (0..n)
-            .map(|row| f64::from_bits(self.numbers[at(row)].load(Relaxed)))
-            .collect();
-        let valid: Vec<bool> = (0..n)
-            .map(|row| self.codes[at(row)].load(Relaxed) & NUMBER != 0)
-            .collect();
-        Arc::new(Float64Array::new(
-            ScalarBuffer::from(values),
-            Some(NullBuffer::from(valid)),
-        ))
-    }
-
-    /// Feature `fi`'s statuses as the status text column.
-    fn statuses(&self, fi: usize) -> ArrayRef {
-        let n = self.rows();
-        let status = |row: usize| {
-            let code = self.codes[row * self.features + fi].load(Relaxed) & !NUMBER;
-            status_str(STATUSES[code as usize])
-        };
-        let bytes = (0..n).map(|row| status(row).len()).sum();
-        let mut b = StringBuilder::with_capacity(n, bytes);
-        for row in 0..n {
-            b.append_value(status(row));
+    /// Feature `fi`'s statuses at `rows` as the status text column.
+    ///
+    /// # Errors
+    /// [`ArrowError`] when the text of the rows passes `i32` offsets (2 GiB).
+    fn statuses(&self, fi: usize, rows: Range<usize>) -> Result<ArrayRef, ArrowError> {
+        let code = |row: usize| self.codes[row * self.features + fi].load(Relaxed) & !NUMBER;
+        let text = |c: u8| status_str(STATUSES[c as usize]).as_bytes();
+        // Offsets and bytes written directly; one status throughout (every count, say)
+        // is a repeat.
+        let first = rows.clone().next().map(code);
+        let mut offsets: Vec<i32> = Vec::with_capacity(rows.len() + 1);
+        let mut bytes: Vec<u8> = Vec::new();
+        offsets.push(0);
+        match first.filter(|&c| rows.clone().all(|row| code(row) == c)) {
+            Some(c) => {
+                let t = text(c);
+                bytes = t.repeat(rows.len());
+                offsets.extend((1..=rows.len()).map(|i| (i * t.len()) as i32));
+            }
+            None => {
+                bytes.reserve(rows.len() * "no_data".len());
+                for row in rows {
+                    bytes.extend_from_slice(text(code(row)));
+                    offsets.push(bytes.len() as i32);
+                }
+            }
         }
-        Arc::new(b.finish())
+        if i32::try_from(bytes.len()).is_err() {
+            return Err(ArrowError::OffsetOverflowError(bytes.len()));
+        }
+        Ok(Arc::new(StringArray::try_new(
+            OffsetBuffer::new(ScalarBuffer::from(offsets)),
+            bytes.into(),
+            None,
+        )?))
     }
 }

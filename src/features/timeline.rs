@@ -13,7 +13,7 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{
     DataType, Field, Float64Type, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType, UInt64Type,
 };
-use chrono::{DateTime, Datelike, Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
 
 use super::definition::{FeatureKind, FeatureSet, DAY_US};
 use crate::error::{Error, Result};
@@ -627,9 +627,7 @@ pub(crate) fn resolve_state<'a>(
             .map(|vt| Resolved::Num((t_us - vt) as f64 / DAY_US as f64)),
         FeatureKind::Age => cp
             .value_time
-            .and_then(DateTime::from_timestamp_micros)
-            .zip(DateTime::from_timestamp_micros(t_us))
-            .and_then(|(birth, t)| whole_years(birth, t))
+            .and_then(|birth| whole_years_us(birth, t_us))
             .map(|y| Resolved::Num(f64::from(y))),
         _ => match (cp.value_text, cp.value_num) {
             (Some(s), _) => Some(Resolved::Text(s)),
@@ -670,21 +668,94 @@ pub fn lookup(
 /// Whole years from `birth` to `t` (a birthday counts from its start, UTC; someone born on
 /// 29 February turns a year older on 1 March in common years); `None` before birth.
 pub fn whole_years(birth: DateTime<Utc>, t: DateTime<Utc>) -> Option<i32> {
-    if t < birth {
+    whole_years_us(birth.timestamp_micros(), t.timestamp_micros())
+}
+
+/// The microseconds since the epoch of chrono's first and last instants: outside them an
+/// instant has no date (`None`, as `DateTime::from_timestamp_micros` gives).
+const FIRST_US: i64 = -8_334_601_228_800_000_000;
+const LAST_US: i64 = 8_210_266_876_799_999_999;
+
+/// [`whole_years`] of two instants in microseconds since the epoch, in integer arithmetic
+/// (a lookup computes one per row with an age feature).
+pub(crate) fn whole_years_us(birth_us: i64, t_us: i64) -> Option<i32> {
+    let dated = FIRST_US..=LAST_US;
+    if t_us < birth_us || !dated.contains(&birth_us) || !dated.contains(&t_us) {
         return None;
     }
-    let (b, d) = (birth.date_naive(), t.date_naive());
-    let mut years = d.year() - b.year();
-    if (d.month(), d.day()) < (b.month(), b.day()) {
+    let (b, d) = (civil(birth_us), civil(t_us));
+    let mut years = d.0 - b.0;
+    if (d.1, d.2) < (b.1, b.2) {
         years -= 1;
     }
-    Some(years)
+    i32::try_from(years).ok()
+}
+
+/// The UTC (year, month, day) of an instant in microseconds since the epoch: days since
+/// the epoch to the proleptic Gregorian calendar by whole 400-year eras (Howard Hinnant's
+/// `civil_from_days`, public domain).
+fn civil(us: i64) -> (i64, u32, u32) {
+    let z = us.div_euclid(DAY_US) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
+    use chrono::{Datelike, TimeZone};
+
+    /// The integer calendar gives chrono's dates and ages, at random instants over 600
+    /// years and at chrono's first and last instants.
+    #[test]
+    fn integer_calendar_matches_chrono() {
+        use rand::{Rng, SeedableRng};
+        assert_eq!(DateTime::<Utc>::MIN_UTC.timestamp_micros(), FIRST_US);
+        assert_eq!(DateTime::<Utc>::MAX_UTC.timestamp_micros(), LAST_US);
+        let chrono_years = |b: i64, t: i64| {
+            let (b, t) = (
+                DateTime::from_timestamp_micros(b)?,
+                DateTime::from_timestamp_micros(t)?,
+            );
+            if t < b {
+                return None;
+            }
+            let (b, d) = (b.date_naive(), t.date_naive());
+            let mut years = d.year() - b.year();
+            if (d.month(), d.day()) < (b.month(), b.day()) {
+                years -= 1;
+            }
+            Some(years)
+        };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let span = 300 * 366 * DAY_US;
+        for i in 0..200_000 {
+            let t = rng.random_range(-span..span);
+            // Births near t (birthdays, leap days) and far from it.
+            let b = match i % 2 {
+                0 => t - rng.random_range(-2 * DAY_US..80 * 366 * DAY_US),
+                _ => rng.random_range(-span..span),
+            };
+            let d = DateTime::from_timestamp_micros(t).unwrap().date_naive();
+            assert_eq!(civil(t), (i64::from(d.year()), d.month(), d.day()), "{t}");
+            assert_eq!(whole_years_us(b, t), chrono_years(b, t), "{b} {t}");
+        }
+        for (b, t) in [
+            (FIRST_US, LAST_US),
+            (FIRST_US, FIRST_US),
+            (LAST_US, LAST_US),
+            (FIRST_US - 1, 0),
+            (0, LAST_US + 1),
+        ] {
+            assert_eq!(whole_years_us(b, t), chrono_years(b, t), "{b} {t}");
+        }
+    }
 
     #[test]
     fn years_at_birthdays() {
