@@ -13,11 +13,16 @@
 //!    materialize` does (reading the columns the set needs, in ranges of patients above
 //!    `partition_rows`; `WARD_BENCH_PARTITION_ROWS` sets it): wall time and peak RSS.
 //! 2. `side`: SIDE_PATIENTS patients (~87 curated rows each) and ENTITY_ROWS random
-//!    (patient, t) rows. Ward (child process): load the columns the set reads, compute the
-//!    10-feature timeline, index it, join the entity rows as of their times
-//!    (`ward::lookup::historical_batches`), write the result as Parquet. DuckDB (child
-//!    process, `benches/features_duckdb.py`): one SQL statement over the same Parquet files,
-//!    result written as Parquet. Both results are then compared value by value.
+//!    (patient, t) rows. Ward, two child processes: both read the curated files with
+//!    `features::read_parquet_inputs` (the columns and rows the set reads; `source_id` of
+//!    feature-only tables only if a tie needs it), beside the entity rows; one computes the
+//!    10-feature timeline, indexes it and joins the entity rows as of their times
+//!    (`ward::lookup::historical_batches`), the other computes each patient's values in place
+//!    (`features::historical_direct`, what `ward historical --features` runs). Each writes
+//!    `row_id` and the values as Parquet (`ArrowWriter`'s default properties, each row
+//!    group's columns encoded in parallel). DuckDB (child process,
+//!    `benches/features_duckdb.py`): one SQL statement over the same Parquet files, result
+//!    written as Parquet. Both results are then compared value by value.
 //!
 //! Each measured phase runs in its own child process so that its peak memory (`VmHWM`) is
 //! its own. Generated data lives in a temporary directory under `/tmp`, removed at the end.
