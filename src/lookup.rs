@@ -689,13 +689,8 @@ async fn store_direct(
     .await?;
     let mut inputs: Vec<ContentHash> = refs.iter().map(|(_, h)| *h).collect();
     inputs.push(entities);
-    let lineage = Lineage {
-        inputs,
-        definition: Some(set.definition_hash()),
-        params: serde_json::to_value(&params)
-            .map_err(|e| Error::Internal(format!("params do not serialize: {e}")))?,
-    };
-    let (hash, rows, created) = put_training(store, set, schema, out, lineage, name).await?;
+    let (hash, rows, created) =
+        put_training(store, set, schema, out, inputs, &params, name).await?;
     Ok(HistoricalOutcome {
         hash,
         timeline: None,
@@ -706,18 +701,25 @@ async fn store_direct(
     })
 }
 
-/// Stores a training set's batches as a `training` version labelled with its set.
+/// Stores a training set's batches as a `training` version labelled with its set; its
+/// lineage: `inputs`, the set's definition hash, `params`.
 async fn put_training(
     store: &Store,
     set: &FeatureSet,
     schema: SchemaRef,
     out: Vec<RecordBatch>,
-    lineage: Lineage,
+    inputs: Vec<ContentHash>,
+    params: &Params,
     name: String,
 ) -> Result<(ContentHash, usize, bool)> {
     let rows = out.iter().map(RecordBatch::num_rows).sum();
     let mut opts = PutOptions::new(name, Kind::Training);
-    opts.lineage = lineage;
+    opts.lineage = Lineage {
+        inputs,
+        definition: Some(set.definition_hash()),
+        params: serde_json::to_value(params)
+            .map_err(|e| Error::Internal(format!("params do not serialize: {e}")))?,
+    };
     opts.labels
         .insert(features::SET_KEY.into(), set.name.clone());
     let put = store.put_batches(schema, out, opts).await?;
@@ -737,13 +739,16 @@ async fn store_training(
 ) -> Result<HistoricalOutcome> {
     let (schema, out) =
         historical_batches(index, batches, &params.patient_column, &params.time_column)?;
-    let lineage = Lineage {
-        inputs: vec![timeline, entities],
-        definition: Some(set.definition_hash()),
-        params: serde_json::to_value(&params)
-            .map_err(|e| Error::Internal(format!("params do not serialize: {e}")))?,
-    };
-    let (hash, rows, created) = put_training(store, set, schema, out, lineage, name).await?;
+    let (hash, rows, created) = put_training(
+        store,
+        set,
+        schema,
+        out,
+        vec![timeline, entities],
+        &params,
+        name,
+    )
+    .await?;
     Ok(HistoricalOutcome {
         hash,
         timeline: Some(timeline),

@@ -610,6 +610,8 @@ impl Loaded {
                 inputs.tables.get(&t).cloned().unwrap_or_default(),
             ));
         }
+        // Sources below this are curated tables, the rest derived.
+        let curated = sources.len();
         let computed;
         let derived = match derived {
             Some(d) => d,
@@ -681,7 +683,7 @@ impl Loaded {
             // A curated table given without `source_id`, with a reader for it.
             let late = Table::from_name(&f.table).filter(|_| {
                 inputs.late_source_ids.is_some()
-                    && si < set.curated_tables().len()
+                    && si < curated
                     && !batches[si].is_empty()
                     && batches[si]
                         .iter()

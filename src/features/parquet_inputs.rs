@@ -18,10 +18,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch};
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use parquet::arrow::arrow_reader::{
-    ArrowPredicateFn, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+    ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
     RowFilter as ParquetRowFilter,
 };
 use parquet::arrow::ProjectionMask;
@@ -76,9 +76,9 @@ pub fn read_parquet_inputs(dir: &Path, set: &FeatureSet) -> Result<Inputs> {
     let read: Vec<(Table, Vec<RecordBatch>, bool)> = plans
         .par_iter()
         .map(|p| {
-            let batches = p.read(&p.columns)?;
+            let (batches, schema) = p.read(&p.columns)?;
             // A file without `source_id` has none to read later.
-            let late = p.late && p.has_column("source_id")?;
+            let late = p.late && schema.column_with_name("source_id").is_some();
             Ok((p.table, batches, late))
         })
         .collect::<Result<_>>()?;
@@ -116,50 +116,54 @@ impl TableRead {
         }
     }
 
-    fn open(&self, options: ArrowReaderOptions) -> Result<ParquetRecordBatchReaderBuilder<File>> {
-        let file = File::open(&self.path).map_err(|source| Error::Io {
+    fn file(&self) -> Result<File> {
+        File::open(&self.path).map_err(|source| Error::Io {
             path: self.path.clone(),
             source,
-        })?;
-        ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
-            .map_err(self.parquet_err())
+        })
     }
 
-    fn has_column(&self, name: &str) -> Result<bool> {
-        let b = self.open(ArrowReaderOptions::new())?;
-        Ok(b.schema().column_with_name(name).is_some())
-    }
-
-    /// The table's batches: `columns` (those the file has) of the rows `self.rows` passes.
-    fn read(&self, columns: &BTreeSet<String>) -> Result<Vec<RecordBatch>> {
-        let file_schema = self.open(ArrowReaderOptions::new())?.schema().clone();
-        // `patient_id` and the filtered columns as dictionaries, as Parquet stores them.
-        let dict: BTreeSet<&str> = std::iter::once("patient_id")
-            .chain(
-                self.rows
-                    .iter()
-                    .flat_map(|r| r.any_of.iter())
-                    .flat_map(|c| c.keys().map(String::as_str)),
-            )
+    /// The table's batches, `columns` (those the file has) of the rows `self.rows` passes,
+    /// and the file's schema. The footer is read once; row groups are decoded in parallel.
+    fn read(&self, columns: &BTreeSet<String>) -> Result<(Vec<RecordBatch>, SchemaRef)> {
+        let meta = ArrowReaderMetadata::load(&self.file()?, ArrowReaderOptions::new())
+            .map_err(self.parquet_err())?;
+        let file_schema = meta.schema().clone();
+        let filter_cols: BTreeSet<&str> = self
+            .rows
+            .iter()
+            .flat_map(|r| r.any_of.iter())
+            .flat_map(|c| c.keys().map(String::as_str))
             .collect();
+        // `patient_id` and the filtered columns as dictionaries, as Parquet stores them.
         let read_schema = Arc::new(Schema::new(
             file_schema
                 .fields()
                 .iter()
                 .map(|f| match f.data_type() {
-                    DataType::Utf8 if dict.contains(f.name().as_str()) => Field::new(
-                        f.name(),
-                        DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
-                        f.is_nullable(),
-                    ),
+                    DataType::Utf8
+                        if f.name() == "patient_id" || filter_cols.contains(f.name().as_str()) =>
+                    {
+                        Field::new(
+                            f.name(),
+                            DataType::Dictionary(
+                                Box::new(DataType::Int32),
+                                Box::new(DataType::Utf8),
+                            ),
+                            f.is_nullable(),
+                        )
+                    }
                     _ => (**f).clone(),
                 })
                 .collect::<Vec<_>>(),
         ));
-        let options = ArrowReaderOptions::new().with_schema(read_schema);
-        let groups = self.open(options.clone())?.metadata().num_row_groups();
-        let mask = |b: &ParquetRecordBatchReaderBuilder<File>, keep: &dyn Fn(&str) -> bool| {
-            let roots: Vec<usize> = b
+        let meta = ArrowReaderMetadata::try_new(
+            meta.metadata().clone(),
+            ArrowReaderOptions::new().with_schema(read_schema),
+        )
+        .map_err(self.parquet_err())?;
+        let mask = |keep: &dyn Fn(&str) -> bool| {
+            let roots: Vec<usize> = meta
                 .schema()
                 .fields()
                 .iter()
@@ -167,27 +171,22 @@ impl TableRead {
                 .filter(|(_, f)| keep(f.name()))
                 .map(|(i, _)| i)
                 .collect();
-            ProjectionMask::roots(b.parquet_schema(), roots)
+            ProjectionMask::roots(meta.parquet_schema(), roots)
         };
-        let per_group: Vec<Vec<RecordBatch>> = (0..groups)
+        let projection = mask(&|c| columns.contains(c));
+        let filter_mask = mask(&|c| filter_cols.contains(c));
+        let per_group: Vec<Vec<RecordBatch>> = (0..meta.metadata().num_row_groups())
             .into_par_iter()
             .map(|g| {
-                let mut b = self
-                    .open(options.clone())?
-                    .with_row_groups(vec![g])
-                    .with_batch_size(BATCH_ROWS);
-                let projection = mask(&b, &|c| columns.contains(c));
-                b = b.with_projection(projection);
+                let mut b =
+                    ParquetRecordBatchReaderBuilder::new_with_metadata(self.file()?, meta.clone())
+                        .with_row_groups(vec![g])
+                        .with_batch_size(BATCH_ROWS)
+                        .with_projection(projection.clone());
                 if let Some(rows) = &self.rows {
-                    let filter_cols: BTreeSet<&str> = rows
-                        .any_of
-                        .iter()
-                        .flat_map(|c| c.keys().map(String::as_str))
-                        .collect();
-                    let filter_mask = mask(&b, &|c| filter_cols.contains(c));
                     let rows = rows.clone();
                     let what = self.path.display().to_string();
-                    let predicate = ArrowPredicateFn::new(filter_mask, move |batch| {
+                    let predicate = ArrowPredicateFn::new(filter_mask.clone(), move |batch| {
                         rows.keep(&batch, &what)
                             .map_err(|e| ArrowError::ExternalError(Box::new(e)))
                     });
@@ -202,7 +201,7 @@ impl TableRead {
                     })
             })
             .collect::<Result<_>>()?;
-        Ok(per_group.into_iter().flatten().collect())
+        Ok((per_group.into_iter().flatten().collect(), file_schema))
     }
 }
 
@@ -220,6 +219,7 @@ impl SourceIdReader for ParquetSourceIds {
         })?;
         let only: BTreeSet<String> = ["source_id".to_string()].into();
         plan.read(&only)?
+            .0
             .iter()
             .map(|b| {
                 b.column_by_name("source_id").cloned().ok_or_else(|| {

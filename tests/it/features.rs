@@ -644,34 +644,45 @@ fn cohort_has_late_and_corrected_rows() {
 // Hand-built edges
 // ---------------------------------------------------------------------------------------
 
+/// A hemoglobin result (LOINC 718-7) of patient `pid`, its source id `id`: event time `e`,
+/// known at `k`, retracted at `x`, value `v`.
+fn hgb(
+    pid: &str,
+    id: &str,
+    e: DateTime<Utc>,
+    k: DateTime<Utc>,
+    x: Option<DateTime<Utc>>,
+    v: f64,
+) -> Observation {
+    use ward::curated::{Coding, RowMeta};
+    Observation {
+        observation_id: id.into(),
+        patient_id: pid.into(),
+        encounter_id: None,
+        category: None,
+        code: Coding {
+            system: "LOINC".into(),
+            code: "718-7".into(),
+            display: None,
+        },
+        value_num: Some(v),
+        value_text: None,
+        unit: None,
+        effective_time: e,
+        status: None,
+        meta: RowMeta {
+            source_system: "s".into(),
+            source_id: id.into(),
+            known_at: k,
+            retracted_at: x,
+        },
+    }
+}
+
 #[tokio::test]
 async fn window_edges_ties_and_retractions_by_hand() {
-    use ward::curated::{Coding, Observation, RowMeta};
     let t0 = Utc.with_ymd_and_hms(2020, 1, 1, 0, 0, 0).unwrap();
-    let obs = |id: &str, e: DateTime<Utc>, k: DateTime<Utc>, x: Option<DateTime<Utc>>, v: f64| {
-        Observation {
-            observation_id: id.into(),
-            patient_id: "p".into(),
-            encounter_id: None,
-            category: None,
-            code: Coding {
-                system: "LOINC".into(),
-                code: "718-7".into(),
-                display: None,
-            },
-            value_num: Some(v),
-            value_text: None,
-            unit: None,
-            effective_time: e,
-            status: None,
-            meta: RowMeta {
-                source_system: "s".into(),
-                source_id: id.into(),
-                known_at: k,
-                retracted_at: x,
-            },
-        }
-    };
+    let obs = |id: &str, e, k, x, v| hgb("p", id, e, k, x, v);
     let h = Duration::hours;
     let tables = CuratedTables {
         observations: vec![
@@ -2299,30 +2310,8 @@ impl SourceIdReader for Counting {
 /// gives the wrong number of rows is an error naming the table.
 #[tokio::test]
 async fn late_source_ids_are_read_for_ties_only() {
-    use ward::curated::{Coding, RowMeta};
     let t0 = Utc.with_ymd_and_hms(2020, 1, 1, 0, 0, 0).unwrap();
-    let obs = |pid: &str, id: &str, e: DateTime<Utc>, v: f64| Observation {
-        observation_id: id.into(),
-        patient_id: pid.into(),
-        encounter_id: None,
-        category: None,
-        code: Coding {
-            system: "LOINC".into(),
-            code: "718-7".into(),
-            display: None,
-        },
-        value_num: Some(v),
-        value_text: None,
-        unit: None,
-        effective_time: e,
-        status: None,
-        meta: RowMeta {
-            source_system: "s".into(),
-            source_id: id.into(),
-            known_at: e,
-            retracted_at: None,
-        },
-    };
+    let obs = |pid: &str, id: &str, e: DateTime<Utc>, v: f64| hgb(pid, id, e, e, None, v);
     let toml = r#"
 [[feature_set]]
 name = "hgb"
