@@ -270,7 +270,7 @@ async fn compute_stored(
             .derived
             .iter()
             .map(|d| {
-                derived::parse(&d.sql)
+                set.derived_query(d)
                     .map_err(|r| Error::invalid(format!("derived table {}", d.name), r))
             })
             .collect::<Result<Vec<_>>>()?;

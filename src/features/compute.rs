@@ -29,7 +29,8 @@ use arrow::array::{
 };
 use arrow::compute::cast;
 use arrow::datatypes::{
-    DataType, Date32Type, Float64Type, Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType,
+    DataType, Date32Type, Field, Float64Type, Int32Type, Int64Type, Schema, TimeUnit,
+    TimestampMicrosecondType,
 };
 use rayon::prelude::*;
 
@@ -476,9 +477,9 @@ pub(crate) struct Loaded {
     /// Per feature of the set: its stream (`None` for `score` features).
     feature_stream: Vec<Option<usize>>,
     score: Option<ScoreTables>,
-    /// Per stream: its curated table when its batches came without `source_id` and
-    /// `late_reader` reads it ([`SourceIdReader`]).
-    late_tables: Vec<Option<Table>>,
+    /// Per stream: where its source ids come from when its batches came without them and
+    /// `late_reader` reads them ([`SourceIdReader`]).
+    late_tables: Vec<Option<Late>>,
     late_reader: Option<Arc<dyn SourceIdReader>>,
 }
 
@@ -501,17 +502,47 @@ impl Loaded {
         let Some(reader) = &self.late_reader else {
             return Ok(());
         };
-        let mut by_table: BTreeMap<Table, Vec<Option<StringArray>>> = BTreeMap::new();
+        let mut by_table: BTreeMap<Table, StringArray> = BTreeMap::new();
         for &s in streams {
-            let Some(t) = self.late_tables[s] else {
+            let Some(late) = &self.late_tables[s] else {
                 continue;
             };
-            sids[s] = match by_table.entry(t) {
+            let (t, want) = match late {
+                Late::Rows(t) => (*t, self.streams[s].1.iter().map(|c| c.rows).sum()),
+                Late::Through { table, rows, .. } => (*table, *rows),
+            };
+            let ids = match by_table.entry(t) {
                 std::collections::btree_map::Entry::Occupied(e) => e.get().clone(),
                 std::collections::btree_map::Entry::Vacant(v) => {
-                    let rows: Vec<usize> = self.streams[s].1.iter().map(|c| c.rows).collect();
-                    v.insert(late_ids(reader.as_ref(), t, &rows)?).clone()
+                    v.insert(read_ids(reader.as_ref(), t, want)?).clone()
                 }
+            };
+            let what = || format!("source_id of table {}", t.name());
+            if ids.len() != want {
+                return Err(Error::invalid(
+                    what(),
+                    format!("read {} rows, the table's batches have {want}", ids.len()),
+                ));
+            }
+            sids[s] = match late {
+                Late::Rows(_) => {
+                    let mut at = 0;
+                    self.streams[s]
+                        .1
+                        .iter()
+                        .map(|c| {
+                            at += c.rows;
+                            Some(ids.slice(at - c.rows, c.rows))
+                        })
+                        .collect()
+                }
+                Late::Through { from, .. } => from
+                    .iter()
+                    .map(|r| {
+                        let taken = arrow::compute::take(&ids, r, None)?;
+                        Ok(Some(taken.as_string::<i32>().clone()))
+                    })
+                    .collect::<Result<_>>()?,
             };
         }
         Ok(())
@@ -540,18 +571,30 @@ impl Loaded {
     }
 }
 
-/// The source ids `reader` gives for table `t`, cut into its batches of `rows` rows.
-fn late_ids(
-    reader: &dyn SourceIdReader,
-    t: Table,
-    rows: &[usize],
-) -> Result<Vec<Option<StringArray>>> {
+/// Where a stream's source ids come from when its batches came without them.
+#[derive(Debug, Clone)]
+enum Late {
+    /// A curated table's: the stream's batches are the table's.
+    Rows(Table),
+    /// A derived table's that passes `source_id` through
+    /// ([`derived::SourceIdUse::Through`]): per batch of the stream, the row of `table`
+    /// (among its `rows` rows given, in order) each row came from.
+    Through {
+        table: Table,
+        rows: usize,
+        from: Vec<Int64Array>,
+    },
+}
+
+/// Derived tables run on row numbers in place of their input's `source_id`: by name, the
+/// [`Late::Through`] of their rows.
+type ThroughIds = BTreeMap<String, Late>;
+
+/// The source ids `reader` gives for table `t`, which must be `want` rows.
+fn read_ids(reader: &dyn SourceIdReader, t: Table, want: usize) -> Result<StringArray> {
     let what = || format!("source_id of table {}", t.name());
     let arrays = reader.read(t)?;
-    let (read, want) = (
-        arrays.iter().map(|a| a.len()).sum::<usize>(),
-        rows.iter().sum::<usize>(),
-    );
+    let read = arrays.iter().map(|a| a.len()).sum::<usize>();
     if read != want {
         return Err(Error::invalid(
             what(),
@@ -569,31 +612,99 @@ fn late_ids(
         DataType::Utf8 => all,
         _ => cast(&all, &DataType::Utf8).map_err(|e| Error::invalid(what(), e.to_string()))?,
     };
-    let all = all.as_string::<i32>();
+    Ok(all.as_string::<i32>().clone())
+}
+
+/// `batches` with a `source_id` column added: `ids` (cut into the batches) or, when `None`,
+/// each row's number among all of them.
+fn with_source_ids(batches: &[RecordBatch], ids: Option<&StringArray>) -> Result<Vec<RecordBatch>> {
     let mut at = 0;
-    let ids = rows
+    batches
         .iter()
-        .map(|&n| {
+        .map(|b| {
+            let n = b.num_rows();
+            let col: ArrayRef = match ids {
+                Some(ids) => Arc::new(ids.slice(at, n)),
+                None => Arc::new(Int64Array::from_iter_values(at as i64..(at + n) as i64)),
+            };
             at += n;
-            Some(all.slice(at - n, n))
+            let mut fields: Vec<Field> =
+                b.schema().fields().iter().map(|f| (**f).clone()).collect();
+            fields.push(Field::new("source_id", col.data_type().clone(), true));
+            let mut cols = b.columns().to_vec();
+            cols.push(col);
+            Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
         })
-        .collect();
-    Ok(ids)
+        .collect()
 }
 
 /// The result of each derived table of a set, by name.
 pub(crate) type DerivedTables = BTreeMap<String, Vec<RecordBatch>>;
 
 /// Runs the derived queries of `set` over `inputs`.
-pub(crate) async fn derived_tables(set: &FeatureSet, inputs: &Inputs) -> Result<DerivedTables> {
+///
+/// An input table given without `source_id` ([`Inputs::late_source_ids`]) is given to a
+/// query that passes the column through ([`derived::SourceIdUse::Through`]) with row numbers
+/// in its place: they are taken out of the result, to look the ids up only if ties need them
+/// ([`Late::Through`]). A query that uses it otherwise gets the ids, read now.
+async fn derived_tables(set: &FeatureSet, inputs: &Inputs) -> Result<(DerivedTables, ThroughIds)> {
     let mut out = DerivedTables::new();
+    let mut through = ThroughIds::new();
     for d in &set.derived {
-        let q = derived::parse(&d.sql)
-            .map_err(|r| Error::invalid(format!("derived table {}", d.name), r))?;
-        let batch = derived::run(&d.name, &q, &inputs.tables).await?;
+        let what = || format!("derived table {}", d.name);
+        let q = set
+            .derived_query(d)
+            .map_err(|r| Error::invalid(what(), r))?;
+        let using = derived::parse(&d.sql)
+            .map(|q| derived::source_id_use(&q))
+            .map_err(|r| Error::invalid(what(), r))?;
+        let mut tables = BTreeMap::new();
+        let mut numbered = None;
+        for t in &q.tables {
+            let mut batches = inputs.tables.get(t).cloned().unwrap_or_default();
+            let lacks = !batches.is_empty()
+                && batches
+                    .iter()
+                    .all(|b| b.column_by_name("source_id").is_none());
+            if let (true, Some(reader)) = (lacks, &inputs.late_source_ids) {
+                let rows = batches.iter().map(RecordBatch::num_rows).sum();
+                match using {
+                    derived::SourceIdUse::None => {}
+                    derived::SourceIdUse::Through => {
+                        batches = with_source_ids(&batches, None)?;
+                        numbered = Some((*t, rows));
+                    }
+                    derived::SourceIdUse::Other => {
+                        let ids = read_ids(reader.as_ref(), *t, rows)?;
+                        batches = with_source_ids(&batches, Some(&ids))?;
+                    }
+                }
+            }
+            tables.insert(*t, batches);
+        }
+        let mut batch = derived::run(&d.name, &q, &tables).await?;
+        if let Some((table, rows)) = numbered {
+            if let Ok(i) = batch.schema().index_of("source_id") {
+                let from = batch.remove_column(i);
+                let from = from
+                    .as_primitive_opt::<Int64Type>()
+                    .cloned()
+                    .ok_or_else(|| {
+                        Error::Internal(format!("{}: row numbers in place of source_id", what()))
+                    })?;
+                through.insert(
+                    d.name.clone(),
+                    Late::Through {
+                        table,
+                        rows,
+                        from: vec![from],
+                    },
+                );
+            }
+        }
         out.insert(d.name.clone(), vec![batch]);
     }
-    Ok(out)
+    Ok((out, through))
 }
 
 impl Loaded {
@@ -613,10 +724,12 @@ impl Loaded {
         // Sources below this are curated tables, the rest derived.
         let curated = sources.len();
         let computed;
+        let mut through = ThroughIds::new();
         let derived = match derived {
             Some(d) => d,
             None => {
-                computed = derived_tables(set, inputs).await?;
+                let (tables, ids) = derived_tables(set, inputs).await?;
+                (computed, through) = (tables, ids);
                 &computed
             }
         };
@@ -680,15 +793,21 @@ impl Loaded {
                 .collect::<Result<Vec<_>>>()?
                 .into_iter()
                 .unzip();
-            // A curated table given without `source_id`, with a reader for it.
-            let late = Table::from_name(&f.table).filter(|_| {
-                inputs.late_source_ids.is_some()
-                    && si < curated
-                    && !batches[si].is_empty()
-                    && batches[si]
-                        .iter()
-                        .all(|b| b.column_by_name("source_id").is_none())
-            });
+            // A curated table given without `source_id`, with a reader for it; or a derived
+            // table run on row numbers in its place.
+            let late = match Table::from_name(&f.table) {
+                Some(t)
+                    if inputs.late_source_ids.is_some()
+                        && si < curated
+                        && !batches[si].is_empty()
+                        && batches[si]
+                            .iter()
+                            .all(|b| b.column_by_name("source_id").is_none()) =>
+                {
+                    Some(Late::Rows(t))
+                }
+                _ => through.get(&f.table).cloned(),
+            };
             late_tables.push(late);
             streams.push((si, cols));
             sids.push(ids);

@@ -439,6 +439,10 @@ pub struct DerivedDef {
     pub time: String,
 }
 
+/// The columns every event of a table carries: whose it is, when it was known and retracted,
+/// and where it came from (which orders ties).
+const PROVENANCE: [&str; 4] = ["patient_id", "known_at", "retracted_at", "source_id"];
+
 /// A resolved feature set: everything materialization needs, and what the definition hash
 /// covers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -555,7 +559,6 @@ impl FeatureSet {
     /// value and filter columns, the columns `score` features decode, and for a table a
     /// derived query reads, every column the SQL names (all of them for a `*`).
     pub fn needed_columns(&self) -> BTreeMap<Table, BTreeSet<String>> {
-        const PROVENANCE: [&str; 4] = ["patient_id", "known_at", "retracted_at", "source_id"];
         let mut out: BTreeMap<Table, BTreeSet<String>> = BTreeMap::new();
         let mut add = |t: Table, cols: &mut dyn Iterator<Item = &str>| {
             let set = out.entry(t).or_default();
@@ -575,6 +578,18 @@ impl FeatureSet {
             }
         }
         for d in &self.derived {
+            // What DataFusion reads to compute the columns the features read.
+            if let Ok(by_table) = self
+                .derived_query(d)
+                .and_then(|q| derived::input_columns(&q))
+            {
+                for (t, cols) in by_table {
+                    add(t, &mut cols.iter().map(String::as_str));
+                }
+                continue;
+            }
+            // A query that does not plan (materialization then names the error): every
+            // column its text names.
             let Ok(q) = derived::parse(&d.sql) else {
                 continue;
             };
@@ -594,6 +609,25 @@ impl FeatureSet {
             }
         }
         out
+    }
+
+    /// The query materialization runs for derived table `d`: its query cut down to the
+    /// result columns this set's features read, with the provenance columns and the table's
+    /// time column ([`derived::narrowed`]). Which of a derived table's columns exist does not
+    /// change its rows, so the features see the same rows.
+    pub(crate) fn derived_query(
+        &self,
+        d: &DerivedDef,
+    ) -> std::result::Result<derived::ParsedQuery, String> {
+        let q = derived::parse(&d.sql)?;
+        let mut cols: BTreeSet<String> = PROVENANCE.iter().map(|c| c.to_string()).collect();
+        cols.insert(d.time.clone());
+        for f in self.features.iter().filter(|f| f.table == d.name) {
+            cols.insert(f.time.clone());
+            cols.extend(f.column.clone());
+            cols.extend(f.filter.keys().cloned());
+        }
+        derived::narrowed(&q, &cols)
     }
 
     /// The rows of each curated table that materializing this set reads, for tables it reads

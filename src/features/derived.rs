@@ -6,12 +6,12 @@
 //! materialization the query runs on one partition and its result is sorted by every column,
 //! so the rows a feature sees never depend on DataFusion's scheduling.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::{new_null_array, RecordBatch};
 use arrow::compute::{concat_batches, take_record_batch};
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 use datafusion::config::Dialect;
 use datafusion::datasource::MemTable;
@@ -187,6 +187,103 @@ pub(crate) fn where_conditions(
     Some((table, out))
 }
 
+/// How a derived query reads the `source_id` column of its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SourceIdUse {
+    /// Not at all: the text never names it and selects no `*`.
+    None,
+    /// Passed through: a plain `SELECT ... FROM table WHERE ...` (one table, no join,
+    /// subquery, grouping, `DISTINCT`, ordering or limit) whose only mention of it is a
+    /// select item `source_id` (or a `*`). Each result row is then one input row with that
+    /// row's `source_id`, and which rows there are does not depend on its values: the query
+    /// can run on row numbers in its place and the ids be looked up afterwards.
+    Through,
+    /// Any other use (a condition, an expression, an alias, a grouping...).
+    Other,
+}
+
+/// How `query` reads `source_id` ([`SourceIdUse`]).
+pub(crate) fn source_id_use(query: &ParsedQuery) -> SourceIdUse {
+    use datafusion::sql::sqlparser::ast::{Expr, GroupByExpr, SelectItem, SetExpr, TableFactor};
+    let words: Vec<String> = query
+        .canonical
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .map(str::to_ascii_lowercase)
+        .collect();
+    let mentions = words.iter().filter(|w| *w == "source_id").count();
+    let selects = words.iter().filter(|w| *w == "select").count();
+    let DfStatement::Statement(s) = &query.statement else {
+        return SourceIdUse::Other;
+    };
+    let SqlStatement::Query(q) = &**s else {
+        return SourceIdUse::Other;
+    };
+    let SetExpr::Select(select) = &*q.body else {
+        return SourceIdUse::Other;
+    };
+    let star = select.projection.iter().any(|i| {
+        matches!(
+            i,
+            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
+        )
+    });
+    if mentions == 0 && !star {
+        return SourceIdUse::None;
+    }
+    let is_sid = |e: &Expr| {
+        let ident = match e {
+            Expr::Identifier(i) => i,
+            Expr::CompoundIdentifier(parts) => match parts.last() {
+                Some(i) => i,
+                None => return false,
+            },
+            _ => return false,
+        };
+        match ident.quote_style {
+            None => ident.value.eq_ignore_ascii_case("source_id"),
+            Some(_) => ident.value == "source_id",
+        }
+    };
+    let item = select.projection.iter().any(|i| match i {
+        SelectItem::UnnamedExpr(e) => is_sid(e),
+        _ => false,
+    });
+    let plain_groups =
+        matches!(&select.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty());
+    let plain = query.tables.len() == 1
+        && selects == 1
+        && q.with.is_none()
+        && q.order_by.is_none()
+        && q.limit_clause.is_none()
+        && q.fetch.is_none()
+        && q.pipe_operators.is_empty()
+        && select.distinct.is_none()
+        && select.top.is_none()
+        && select.exclude.is_none()
+        && select.into.is_none()
+        && select.from.len() == 1
+        && select.from[0].joins.is_empty()
+        && matches!(select.from[0].relation, TableFactor::Table { .. })
+        && select.lateral_views.is_empty()
+        && select.connect_by.is_empty()
+        && plain_groups
+        && select.having.is_none()
+        && select.qualify.is_none()
+        && select.cluster_by.is_empty()
+        && select.distribute_by.is_empty()
+        && select.sort_by.is_empty();
+    // The one mention is the select item (or there is none, and a `*` selects it).
+    let through = match mentions {
+        0 => star,
+        1 => item,
+        _ => false,
+    };
+    match plain && through {
+        true => SourceIdUse::Through,
+        false => SourceIdUse::Other,
+    }
+}
+
 /// Registers the given tables (empty ones when `batches` has none) in a fresh session.
 fn register(ctx: &SessionContext, tables: &BTreeMap<Table, Vec<RecordBatch>>) -> Result<()> {
     for (t, batches) in tables {
@@ -222,6 +319,91 @@ pub(crate) fn plan_schema(query: &ParsedQuery) -> std::result::Result<SchemaRef,
     Ok(Arc::new(plan.schema().as_arrow().clone()))
 }
 
+/// `query` cut down to the result columns `columns` (those of its result, in result order;
+/// all of them when `columns` is empty): `SELECT "a", "b" FROM (query)`. DataFusion then
+/// reads only the input columns these need ([`input_columns`]), so materialization neither
+/// reads nor computes the columns of a derived table no feature reads.
+///
+/// # Errors
+/// A message when the query does not plan.
+pub(crate) fn narrowed(
+    query: &ParsedQuery,
+    columns: &BTreeSet<String>,
+) -> std::result::Result<ParsedQuery, String> {
+    let schema = plan_schema(query)?;
+    let keep: Vec<String> = schema
+        .fields()
+        .iter()
+        .map(|f| f.name())
+        .filter(|n| columns.is_empty() || columns.contains(*n))
+        .map(|n| format!("\"{}\"", n.replace('"', "\"\"")))
+        .collect();
+    if keep.len() == schema.fields().len() {
+        return Ok(query.clone());
+    }
+    let sql = format!(
+        "SELECT {} FROM ({}) AS ward_derived",
+        keep.join(", "),
+        query.canonical
+    );
+    let mut out = parse(&sql)?;
+    out.tables.clone_from(&query.tables);
+    Ok(out)
+}
+
+/// The columns of each curated table that running `query` reads, as DataFusion's optimizer
+/// prunes them (projections, and the columns of filters given to the scans).
+///
+/// # Errors
+/// A message when the query does not plan.
+pub(crate) fn input_columns(
+    query: &ParsedQuery,
+) -> std::result::Result<BTreeMap<Table, BTreeSet<String>>, String> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    use datafusion::logical_expr::LogicalPlan;
+    let ctx = session();
+    let empty: BTreeMap<Table, Vec<RecordBatch>> =
+        query.tables.iter().map(|t| (*t, Vec::new())).collect();
+    register(&ctx, &empty).map_err(|e| e.to_string())?;
+    let state = ctx.state();
+    let statement = state
+        .sql_to_statement(&query.canonical, &Dialect::Generic)
+        .map_err(|e| format!("SQL does not parse: {e}"))?;
+    // As in `plan_schema`: planning in-memory tables waits on nothing.
+    let plan = futures::executor::block_on(state.statement_to_plan(statement))
+        .map_err(|e| format!("SQL does not plan: {e}"))?;
+    let plan = state
+        .optimize(&plan)
+        .map_err(|e| format!("SQL does not plan: {e}"))?;
+    let mut out: BTreeMap<Table, BTreeSet<String>> = BTreeMap::new();
+    let mut unknown = None;
+    plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            match Table::from_name(scan.table_name.table()) {
+                Some(t) => {
+                    let cols = out.entry(t).or_default();
+                    cols.extend(
+                        scan.projected_schema
+                            .fields()
+                            .iter()
+                            .map(|f| f.name().clone()),
+                    );
+                    for f in &scan.filters {
+                        cols.extend(f.column_refs().into_iter().map(|c| c.name.clone()));
+                    }
+                }
+                None => unknown = Some(scan.table_name.to_string()),
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .map_err(|e| e.to_string())?;
+    match unknown {
+        Some(t) => Err(format!("SQL reads unknown table {t:?}")),
+        None => Ok(out),
+    }
+}
+
 /// Runs a derived query over the given curated rows; the result is sorted by every column
 /// (in schema order), so it is the same however DataFusion ordered its work.
 ///
@@ -233,12 +415,69 @@ pub(crate) async fn run(
     inputs: &BTreeMap<Table, Vec<RecordBatch>>,
 ) -> Result<RecordBatch> {
     let ctx = session();
+    // The columns the query reads; a curated column it does not read may be missing from the
+    // batches (materialization reads only what it needs): it is given as nulls, which the
+    // optimizer never reads. A missing column it reads stays missing, and planning names it.
+    let reads = input_columns(query).unwrap_or_default();
     let mut used = BTreeMap::new();
     for t in &query.tables {
-        used.insert(*t, inputs.get(t).cloned().unwrap_or_default());
+        let batches = inputs.get(t).cloned().unwrap_or_default();
+        let batches = match reads.get(t) {
+            Some(cols) => padded(*t, batches, cols)?,
+            None => batches,
+        };
+        used.insert(*t, batches);
     }
     register(&ctx, &used)?;
     execute(name, query, &ctx).await
+}
+
+/// `batches` of curated table `t` with the columns of its schema they lack and `reads` does
+/// not name added as nulls, in the schema's order (their other columns after).
+fn padded(
+    t: Table,
+    batches: Vec<RecordBatch>,
+    reads: &BTreeSet<String>,
+) -> Result<Vec<RecordBatch>> {
+    let curated = t.schema();
+    let Some(first) = batches.first() else {
+        return Ok(batches);
+    };
+    let given = first.schema();
+    let missing = |f: &Field| given.field_with_name(f.name()).is_err() && !reads.contains(f.name());
+    if !curated.fields().iter().any(|f| missing(f)) {
+        return Ok(batches);
+    }
+    let mut fields: Vec<Field> = Vec::new();
+    for f in curated.fields() {
+        match given.field_with_name(f.name()) {
+            Ok(g) => fields.push(g.clone()),
+            Err(_) if missing(f) => fields.push(f.as_ref().clone().with_nullable(true)),
+            Err(_) => {}
+        }
+    }
+    for g in given.fields() {
+        if curated.field_with_name(g.name()).is_err() {
+            fields.push(g.as_ref().clone());
+        }
+    }
+    let schema = Arc::new(Schema::new(fields));
+    batches
+        .iter()
+        .map(|b| {
+            let cols = schema
+                .fields()
+                .iter()
+                .map(|f| {
+                    b.column_by_name(f.name())
+                        .cloned()
+                        .unwrap_or_else(|| new_null_array(f.data_type(), b.num_rows()))
+                })
+                .collect();
+            RecordBatch::try_new(schema.clone(), cols)
+                .map_err(|e| Error::invalid(format!("derived input {}", t.name()), e.to_string()))
+        })
+        .collect()
 }
 
 /// [`run`] over stored versions: each table the query reads is its Lance dataset, scanned
@@ -371,6 +610,80 @@ mod tests {
         ] {
             assert_eq!(conditions(sql), None, "{sql}");
         }
+    }
+
+    #[test]
+    fn source_id_passed_through_or_used() {
+        let stays = "SELECT patient_id, encounter_id, admit_time, discharge_time, (discharge_time - admit_time) AS los, known_at, retracted_at, source_id FROM encounters WHERE class = 'inpatient' AND discharge_time IS NOT NULL";
+        let of = |sql: &str| source_id_use(&parse(sql).unwrap());
+        for sql in [
+            stays,
+            "SELECT * FROM encounters WHERE class = 'inpatient'",
+            "SELECT e.*, e.admit_time AS t FROM encounters e",
+            "SELECT patient_id, SOURCE_ID FROM encounters",
+            "SELECT patient_id, e.source_id, row_number() OVER (PARTITION BY patient_id) AS n FROM encounters e",
+        ] {
+            assert_eq!(of(sql), SourceIdUse::Through, "{sql}");
+        }
+        assert_eq!(
+            of("SELECT patient_id, known_at FROM encounters"),
+            SourceIdUse::None
+        );
+        assert_eq!(
+            of("SELECT count(*) AS n FROM encounters"),
+            SourceIdUse::None
+        );
+        for sql in [
+            "SELECT patient_id, source_id AS sid FROM encounters",
+            "SELECT patient_id, source_id FROM encounters WHERE source_id <> ''",
+            "SELECT patient_id, upper(source_id) AS source_id FROM encounters",
+            "SELECT DISTINCT patient_id, source_id FROM encounters",
+            "SELECT patient_id, source_id FROM encounters GROUP BY patient_id, source_id",
+            "SELECT patient_id, source_id FROM encounters ORDER BY admit_time LIMIT 5",
+            "SELECT e.patient_id, e.source_id FROM encounters e JOIN patients p ON e.patient_id = p.patient_id",
+            "SELECT * FROM encounters WHERE class IN (SELECT class FROM encounters)",
+            "WITH s AS (SELECT * FROM encounters) SELECT * FROM s",
+            "SELECT patient_id, 'source_id' AS t, source_id FROM encounters",
+            "SELECT patient_id, source_id, source_id AS s2 FROM encounters",
+            "SELECT patient_id, \"SOURCE_ID\" FROM encounters",
+        ] {
+            assert_eq!(of(sql), SourceIdUse::Other, "{sql}");
+        }
+    }
+
+    #[test]
+    fn narrowed_queries_read_only_what_their_columns_need() {
+        let q = parse(
+            "SELECT patient_id, encounter_id, (discharge_time - admit_time) AS los, known_at FROM encounters WHERE class = 'inpatient' AND discharge_time IS NOT NULL",
+        )
+        .unwrap();
+        let all = input_columns(&q).unwrap();
+        assert!(all[&Table::Encounters].contains("encounter_id"));
+        let keep: BTreeSet<String> = ["patient_id", "los", "known_at", "missing"]
+            .map(String::from)
+            .into();
+        let n = narrowed(&q, &keep).unwrap();
+        assert_eq!(n.tables, q.tables);
+        let schema = plan_schema(&n).unwrap();
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(names, ["patient_id", "los", "known_at"]);
+        let reads: Vec<String> = input_columns(&n).unwrap()[&Table::Encounters]
+            .iter()
+            .cloned()
+            .collect();
+        assert_eq!(
+            reads,
+            [
+                "admit_time",
+                "class",
+                "discharge_time",
+                "known_at",
+                "patient_id"
+            ]
+        );
+        // Every column kept: the query itself.
+        let every: BTreeSet<String> = BTreeSet::new();
+        assert_eq!(narrowed(&q, &every).unwrap().canonical, q.canonical);
     }
 
     #[test]

@@ -48,11 +48,13 @@ const BATCH_ROWS: usize = 65_536;
 pub fn read_parquet_inputs(dir: &Path, set: &FeatureSet) -> Result<Inputs> {
     let columns = set.needed_columns();
     let rows = set.row_filters();
-    // Tables whose `source_id` a derived query or a score reads as a value: read whole.
+    // Tables whose `source_id` a derived query or a score reads as a value: read whole. A
+    // derived query that passes it through runs on row numbers in its place.
     let mut eager: BTreeSet<Table> = set
         .derived
         .iter()
         .filter_map(|d| derived::parse(&d.sql).ok())
+        .filter(|q| derived::source_id_use(q) == derived::SourceIdUse::Other)
         .flat_map(|q| q.tables)
         .collect();
     if set.features.iter().any(|f| f.kind == FeatureKind::Score) {

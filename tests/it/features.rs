@@ -2270,6 +2270,15 @@ async fn sets_from_parquet_files_give_the_in_memory_timeline() {
             assert!(obs.iter().all(|b| b.column_by_name("source_id").is_none()));
             assert!(files.late_source_ids.is_some());
         }
+        // The derived query of "part" passes `source_id` through, and no feature reads its
+        // `encounter_id`: neither is read.
+        if name == "part" {
+            for b in &files.tables[&Table::Encounters] {
+                assert!(b.column_by_name("source_id").is_none());
+                assert!(b.column_by_name("encounter_id").is_none());
+                assert!(b.column_by_name("admit_time").is_some());
+            }
+        }
         for knowledge in [Knowledge::AsKnown, Knowledge::AsOccurred] {
             let opts = MaterializeOptions {
                 knowledge,
@@ -2294,6 +2303,28 @@ async fn sets_from_parquet_files_give_the_in_memory_timeline() {
     );
 }
 
+/// Entity rows (`patient_id`, `ts`) for the direct lookup.
+fn entity_rows(rows: &[(&str, i64)]) -> RecordBatch {
+    use arrow::array::{StringArray, TimestampMicrosecondArray};
+    let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+        arrow::datatypes::Field::new("patient_id", DataType::Utf8, false),
+        arrow::datatypes::Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+    ]));
+    let (ids, ts): (Vec<&str>, Vec<i64>) = rows.iter().copied().unzip();
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from(ids)),
+            Arc::new(TimestampMicrosecondArray::from(ts).with_timezone("UTC")),
+        ],
+    )
+    .unwrap()
+}
+
 /// Counts the calls of a [`SourceIdReader`] it wraps.
 struct Counting(Arc<dyn SourceIdReader>, std::sync::atomic::AtomicUsize);
 
@@ -2301,6 +2332,152 @@ impl SourceIdReader for Counting {
     fn read(&self, table: Table) -> ward::error::Result<Vec<arrow::array::ArrayRef>> {
         self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.0.read(table)
+    }
+}
+
+/// A derived query that passes `source_id` through runs on row numbers in its place when its
+/// input comes without the column: the ids are looked up by those numbers only when the
+/// derived table's events tie, and the result is the one with the column read up front. A
+/// query that uses `source_id` otherwise gets the ids read before it runs.
+#[tokio::test]
+async fn derived_tables_pass_late_source_ids_through() {
+    use ward::curated::RowMeta;
+    let t0 = Utc.with_ymd_and_hms(2021, 3, 1, 8, 0, 0).unwrap();
+    let d = Duration::days;
+    let enc =
+        |pid: &str, id: &str, class: &str, admit: DateTime<Utc>, dis: DateTime<Utc>| Encounter {
+            encounter_id: format!("e-{id}"),
+            patient_id: pid.into(),
+            class: class.into(),
+            admit_time: admit,
+            discharge_time: Some(dis),
+            admission_type: None,
+            discharge_disposition: None,
+            service: None,
+            code: None,
+            meta: RowMeta {
+                source_system: "s".into(),
+                source_id: id.into(),
+                known_at: dis,
+                retracted_at: None,
+            },
+        };
+    let dis = t0 + d(10);
+    // Patient p's stays tie on discharge time and `known_at`: "s2" (2 days) sorts after "s1"
+    // (5 days) by source id, so its length is the last one; by value it would be s1's. The
+    // file's order is not the derived table's (sorted by admission), so row numbers that
+    // went to the wrong rows would swap the ids.
+    let rows = vec![
+        enc("a", "x1", "ambulatory", t0, t0),
+        enc("p", "s2", "inpatient", dis - d(2), dis),
+        enc("q", "x2", "emergency", t0, t0 + d(1)),
+        enc("a", "x3", "ambulatory", t0, t0),
+        enc("p", "s1", "inpatient", dis - d(5), dis),
+        enc("q", "x4", "inpatient", t0 + d(3), t0 + d(4)),
+    ];
+    let set_toml = |condition: &str| {
+        format!(
+            r#"
+[[derived]]
+name = "stays"
+time = "discharge_time"
+sql = """
+SELECT patient_id, encounter_id, admit_time, discharge_time,
+       (discharge_time - admit_time) AS los, known_at, retracted_at, source_id
+FROM encounters
+WHERE class = 'inpatient' AND discharge_time IS NOT NULL{condition}
+"""
+
+[[feature_set]]
+name = "s"
+entity = "patient"
+
+[[feature_set.features]]
+name = "los_last"
+kind = "last"
+table = "stays"
+column = "los"
+ttl = "none"
+
+[[feature_set.features]]
+name = "visits"
+kind = "count"
+table = "encounters"
+filter = {{ class = {{ in = ["inpatient", "emergency"] }} }}
+window = "365d"
+"#
+        )
+    };
+    let through_repo = FeatureRepo::parse(&set_toml(""), "s.toml").unwrap();
+    let through = through_repo.set("s").unwrap();
+    let other_repo = FeatureRepo::parse(&set_toml(" AND source_id <> ''"), "o.toml").unwrap();
+    let other = other_repo.set("s").unwrap();
+    let opts = MaterializeOptions::default();
+    let entities = entity_rows(&[("p", us(dis + d(1))), ("q", us(dis + d(1)))]);
+    let los_of_p = |out: &[RecordBatch]| {
+        out[0]
+            .column_by_name("los_last")
+            .unwrap()
+            .as_primitive::<Float64Type>()
+            .value(0)
+    };
+    // The answer for p is s2's length: the one of a table with s2 only.
+    let only_s2 = CuratedTables {
+        encounters: vec![rows[1].clone()],
+        ..Default::default()
+    };
+    let (_, s2_out) = features::historical_direct(
+        through,
+        Inputs::from_curated(&only_s2).unwrap(),
+        std::slice::from_ref(&entities),
+        "patient_id",
+        "ts",
+        &opts,
+    )
+    .await
+    .unwrap();
+    let s2_los = los_of_p(&s2_out);
+    let without_s1: Vec<Encounter> = rows
+        .iter()
+        .filter(|e| e.meta.source_id != "s1")
+        .cloned()
+        .collect();
+    for (rows, reads) in [(rows.clone(), 1), (without_s1, 0)] {
+        let tables = CuratedTables {
+            encounters: rows,
+            ..Default::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        write_curated_parquet(dir.path(), &tables, 2);
+        let mut files = features::read_parquet_inputs(dir.path(), through).unwrap();
+        assert!(files.tables[&Table::Encounters]
+            .iter()
+            .all(|b| b.column_by_name("source_id").is_none()));
+        let counting = Arc::new(Counting(
+            files.late_source_ids.clone().expect("a late reader"),
+            Default::default(),
+        ));
+        files.late_source_ids = Some(counting.clone());
+        let eager = Inputs::from_curated(&tables).unwrap();
+        let want = compute(through, &eager, &opts).await.unwrap();
+        let got = compute(through, &files, &opts).await.unwrap();
+        assert_eq!(table_hash(&got.batches), table_hash(&want.batches));
+        assert_eq!(counting.1.load(std::sync::atomic::Ordering::SeqCst), reads);
+        let (_, out) = features::historical_direct(
+            through,
+            files.clone(),
+            std::slice::from_ref(&entities),
+            "patient_id",
+            "ts",
+            &opts,
+        )
+        .await
+        .unwrap();
+        assert_eq!(los_of_p(&out), s2_los);
+        // The same inputs for a query that compares `source_id`: read before it runs.
+        let want = compute(other, &eager, &opts).await.unwrap();
+        let got = compute(other, &files, &opts).await.unwrap();
+        assert_eq!(table_hash(&got.batches), table_hash(&want.batches));
     }
 }
 
@@ -2335,26 +2512,7 @@ ttl = "none"
         obs("q", "c", t0, 7.0),
         obs("q", "d", t0 + h(1), 8.0),
     ];
-    let entities = {
-        use arrow::array::{StringArray, TimestampMicrosecondArray};
-        let schema = Arc::new(arrow::datatypes::Schema::new(vec![
-            arrow::datatypes::Field::new("patient_id", DataType::Utf8, false),
-            arrow::datatypes::Field::new(
-                "ts",
-                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-                false,
-            ),
-        ]));
-        let ts = us(t0 + h(2));
-        RecordBatch::try_new(
-            schema,
-            vec![
-                Arc::new(StringArray::from(vec!["p", "q"])),
-                Arc::new(TimestampMicrosecondArray::from(vec![ts, ts]).with_timezone("UTC")),
-            ],
-        )
-        .unwrap()
-    };
+    let entities = entity_rows(&[("p", us(t0 + h(2))), ("q", us(t0 + h(2)))]);
     let opts = MaterializeOptions::default();
     for (rows, reads, want_p) in [(tied.clone(), 1, 10.0), (tied[2..].to_vec(), 0, f64::NAN)] {
         let tables = CuratedTables {
