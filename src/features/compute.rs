@@ -27,6 +27,7 @@ use arrow::array::{
     RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray,
     TimestampMicrosecondBuilder, UInt64Builder,
 };
+use arrow::buffer::BooleanBuffer;
 use arrow::compute::cast;
 use arrow::datatypes::{
     DataType, Date32Type, Field, Float64Type, Int32Type, Int64Type, Schema, TimeUnit,
@@ -149,16 +150,44 @@ pub(crate) enum Val<'a> {
     Time(i64),
 }
 
-/// One matching row of a feature's table: its times, and where it is (batch `b`, row `i`
-/// of its stream's columns) for its source id and value, read only when needed (40 bytes
-/// an event; [`Events`] reads them).
+/// One matching row of a feature's table: its times, and where it is (batch, row `i` of
+/// its stream's columns) for its source id and value, read only when needed (32 bytes an
+/// event; [`Events`] reads them).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub(crate) struct Ev {
     pub(crate) e: i64,
     pub(crate) k: i64,
-    pub(crate) x: Option<i64>,
+    /// `retracted_at` when `b` has [`Ev::RETRACTED`], else 0.
+    x: i64,
+    /// The batch, and [`Ev::RETRACTED`] when the row has a `retracted_at`.
     b: u32,
     i: u32,
+}
+
+impl Ev {
+    /// The bit of `b` telling that `x` holds a `retracted_at`.
+    const RETRACTED: u32 = 1 << 31;
+
+    fn new(e: i64, k: i64, x: Option<i64>, batch: usize, i: usize) -> Ev {
+        let b = batch as u32;
+        debug_assert!(b & Ev::RETRACTED == 0 && batch <= u32::MAX as usize);
+        Ev {
+            e,
+            k,
+            x: x.unwrap_or(0),
+            b: b | x.map_or(0, |_| Ev::RETRACTED),
+            i: i as u32,
+        }
+    }
+
+    /// When the row was retracted (`None`: it stands).
+    pub(crate) fn x(&self) -> Option<i64> {
+        (self.b & Ev::RETRACTED != 0).then_some(self.x)
+    }
+
+    fn batch(&self) -> usize {
+        (self.b & !Ev::RETRACTED) as usize
+    }
 }
 
 /// Events of one stream with the columns their source ids and values are read from.
@@ -176,7 +205,7 @@ impl<'a> Events<'_, 'a> {
 
     /// The value of `ev` (of this stream).
     pub(crate) fn val(&self, ev: &Ev) -> Val<'a> {
-        self.cols[ev.b as usize]
+        self.cols[ev.batch()]
             .values
             .as_ref()
             .map_or(Val::None, |v| v.get(ev.i as usize))
@@ -188,7 +217,7 @@ type Sids = [Option<StringArray>];
 
 /// The source id of `ev` ("" when null or absent).
 fn sid<'s>(sids: &'s Sids, ev: &Ev) -> &'s str {
-    sids.get(ev.b as usize)
+    sids.get(ev.batch())
         .and_then(Option::as_ref)
         .and_then(|s| str_at(s, ev.i as usize))
         .unwrap_or("")
@@ -200,7 +229,7 @@ fn tie_cmp(events: &Events<'_, '_>, sids: &Sids, a: &Ev, b: &Ev) -> std::cmp::Or
     (a.e, a.k)
         .cmp(&(b.e, b.k))
         .then_with(|| sid(sids, a).cmp(sid(sids, b)))
-        .then_with(|| a.x.cmp(&b.x))
+        .then_with(|| a.x().cmp(&b.x()))
         .then_with(|| val_cmp(&events.val(a), &events.val(b)))
 }
 
@@ -837,29 +866,55 @@ pub(crate) struct Interner<'a> {
     names: Vec<&'a str>,
     /// The last dictionary interned and its values' ids: a Parquet reader gives every batch
     /// of a row group the row group's whole dictionary, so consecutive batches share it.
-    last_dict: Option<(&'a StringArray, Vec<u32>)>,
+    last_dict: Option<(&'a StringArray, Arc<Vec<u32>>)>,
+}
+
+/// A patient column's provisional ids ([`Interner::interned`]), made final by
+/// [`Interned::ranks`].
+pub(crate) enum Interned<'a> {
+    /// Every row's.
+    Rows(Vec<u32>),
+    /// A dictionary's keys and the ids of its values.
+    Dict(&'a Int32Array, Arc<Vec<u32>>),
+}
+
+impl Interned<'_> {
+    /// Every row's patient: the rank of its id ([`NO_PATIENT`] for a null).
+    pub(crate) fn ranks(self, rank: &[u32]) -> Vec<u32> {
+        let of = |id: u32| match id {
+            NO_PATIENT => NO_PATIENT,
+            id => rank[id as usize],
+        };
+        match self {
+            Interned::Rows(mut ids) => {
+                ids.iter_mut().for_each(|id| *id = of(*id));
+                ids
+            }
+            Interned::Dict(keys, by_value) => {
+                let final_ids: Vec<u32> = by_value.iter().map(|&id| of(id)).collect();
+                let at = |k: i32| final_ids.get(k as usize).copied().unwrap_or(NO_PATIENT);
+                match keys.nulls() {
+                    None => keys.values().iter().map(|&k| at(k)).collect(),
+                    Some(_) => keys.iter().map(|k| k.map_or(NO_PATIENT, at)).collect(),
+                }
+            }
+        }
+    }
 }
 
 impl<'a> Interner<'a> {
-    /// The (provisional) id of every row of a patient column ([`NO_PATIENT`] for a null):
-    /// of a dictionary, each distinct id is interned once.
-    pub(crate) fn ids_of(&mut self, patients: &'a TextCol) -> Vec<u32> {
+    /// Interns a patient column: of a dictionary, each distinct id once, and the rows are
+    /// left to [`Interned::ranks`] (in parallel, once every id is known).
+    pub(crate) fn interned(&mut self, patients: &'a TextCol) -> Interned<'a> {
         match patients {
-            TextCol::Plain(a) => self.ids(a),
+            TextCol::Plain(a) => Interned::Rows(self.ids(a)),
             TextCol::Dict(keys, values) => {
                 let by_value = match self.last_dict.take() {
                     Some((last, ids)) if last.to_data().ptr_eq(&values.to_data()) => ids,
-                    _ => self.ids(values),
+                    _ => Arc::new(self.ids(values)),
                 };
-                let out = keys
-                    .iter()
-                    .map(|k| {
-                        k.and_then(|k| by_value.get(k as usize).copied())
-                            .unwrap_or(NO_PATIENT)
-                    })
-                    .collect();
-                self.last_dict = Some((values, by_value));
-                out
+                self.last_dict = Some((values, by_value.clone()));
+                Interned::Dict(keys, by_value)
             }
         }
     }
@@ -989,47 +1044,46 @@ fn stream_events(
     pids: &[Vec<u32>],
     patients: usize,
 ) -> Grouped<Ev> {
-    // The matching rows, by patient: a counting sort in two passes over the rows (the
-    // match is decided twice rather than held), so the events are the only memory it takes.
-    let matching = |sc: &StreamCols, pid: &[u32], each: &mut dyn FnMut(u32, usize)| {
-        for (i, &p) in pid.iter().enumerate().take(sc.rows) {
-            if p == NO_PATIENT || sc.times.is_null(i) || sc.known.is_null(i) {
-                continue;
-            }
-            if !sc.filters.iter().all(|f| f.holds(i)) {
-                continue;
-            }
-            if sc
+    // The matching rows of each batch (a bit a row), then grouped by patient: a counting
+    // sort over them, so the events and the bits are the only memory it takes.
+    let matches = |sc: &StreamCols, pid: &[u32], i: usize| {
+        pid.get(i).is_some_and(|&p| p != NO_PATIENT)
+            && !sc.times.is_null(i)
+            && !sc.known.is_null(i)
+            && sc.filters.iter().all(|f| f.holds(i))
+            && !sc
                 .values
                 .as_ref()
                 .is_some_and(|v| matches!(v.get(i), Val::None))
-            {
-                continue;
-            }
-            each(p, i);
-        }
     };
+    let hits: Vec<BooleanBuffer> = cols
+        .iter()
+        .zip(pids)
+        .map(|(sc, pid)| BooleanBuffer::collect_bool(sc.rows, |i| matches(sc, pid, i)))
+        .collect();
     let mut offsets = vec![0usize; patients + 1];
-    for (sc, pid) in cols.iter().zip(pids) {
-        matching(sc, pid, &mut |p, _| offsets[p as usize + 1] += 1);
+    for (h, pid) in hits.iter().zip(pids) {
+        for i in h.set_indices() {
+            offsets[pid[i] as usize + 1] += 1;
+        }
     }
     for i in 0..patients {
         offsets[i + 1] += offsets[i];
     }
     let mut next = offsets.clone();
     let mut items = vec![Ev::default(); offsets[patients]];
-    for (b, (sc, pid)) in cols.iter().zip(pids).enumerate() {
-        matching(sc, pid, &mut |p, row| {
-            let slot = &mut next[p as usize];
-            items[*slot] = Ev {
-                e: sc.times.value(row),
-                k: sc.known.value(row),
-                x: sc.retracted.as_ref().and_then(|r| ts_at(r, row)),
-                b: b as u32,
-                i: row as u32,
-            };
+    for (b, ((sc, pid), h)) in cols.iter().zip(pids).zip(&hits).enumerate() {
+        for row in h.set_indices() {
+            let slot = &mut next[pid[row] as usize];
+            items[*slot] = Ev::new(
+                sc.times.value(row),
+                sc.known.value(row),
+                sc.retracted.as_ref().and_then(|r| ts_at(r, row)),
+                b,
+                row,
+            );
             *slot += 1;
-        });
+        }
     }
     drop(next);
     let mut g = Grouped { offsets, items };
@@ -1073,21 +1127,26 @@ impl<'a> Prepared<'a> {
     /// What reading late source ids fails with ([`SourceIdReader`]).
     pub(crate) fn new(set: &'a FeatureSet, loaded: &'a Loaded) -> Result<Prepared<'a>> {
         let mut interner = Interner::default();
-        let mut pids: Vec<Vec<Vec<u32>>> = loaded
+        let interned: Vec<Vec<Option<Interned>>> = loaded
             .sources
             .iter()
             .map(|s| {
                 s.patients
                     .iter()
-                    .map(|p| p.as_ref().map(|p| interner.ids_of(p)).unwrap_or_default())
+                    .map(|p| p.as_ref().map(|p| interner.interned(p)))
                     .collect()
             })
             .collect();
         let mut score_ids = loaded.score.as_ref().map(|s| s.intern(&mut interner));
         let (names, rank, table) = interner.finish();
-        pids.par_iter_mut()
-            .flat_map(|s| s.par_iter_mut())
-            .for_each(|ids| renumber(ids, &rank));
+        let pids: Vec<Vec<Vec<u32>>> = interned
+            .into_par_iter()
+            .map(|s| {
+                s.into_par_iter()
+                    .map(|ids| ids.map(|ids| ids.ranks(&rank)).unwrap_or_default())
+                    .collect()
+            })
+            .collect();
         if let Some(ids) = &mut score_ids {
             ids.renumber(&rank);
         }
@@ -1177,7 +1236,7 @@ impl<'a> Prepared<'a> {
             for ev in events.evs {
                 h.update(&ev.e.to_le_bytes());
                 h.update(&ev.k.to_le_bytes());
-                h.update(&ev.x.map_or([0xff; 9], |x| {
+                h.update(&ev.x().map_or([0xff; 9], |x| {
                     let mut b = [0u8; 9];
                     b[1..].copy_from_slice(&x.to_le_bytes());
                     b
@@ -1265,18 +1324,18 @@ pub(crate) fn interval(f: &FeatureDef, ev: &Ev, knowledge: Knowledge) -> Option<
     let (a, b) = if f.kind.is_label() {
         // Labels use eventual knowledge: the final record; an event at `a` makes the label 1
         // for t in [a - h, a), i.e. a in (t, t + h].
-        if ev.x.is_some() {
+        if ev.x().is_some() {
             return None;
         }
         (ev.e.saturating_sub(f.horizon_us.unwrap_or(0)), ev.e)
     } else {
         match knowledge {
             Knowledge::AsKnown => {
-                let b = ev.x.unwrap_or(i64::MAX).min(window_end(ev.e));
+                let b = ev.x().unwrap_or(i64::MAX).min(window_end(ev.e));
                 (ev.e.max(ev.k), b)
             }
             Knowledge::AsOccurred => {
-                if ev.x.is_some() {
+                if ev.x().is_some() {
                     return None;
                 }
                 (ev.e, window_end(ev.e))

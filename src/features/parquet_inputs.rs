@@ -2,8 +2,10 @@
 //! `DIR/<table>.parquet` in Ward's curated layout (what `ward synth --format parquet`
 //! writes), only the columns and rows the set reads.
 //!
-//! - Columns: [`FeatureSet::needed_columns`]; rows: [`FeatureSet::row_filters`], their
-//!   columns decoded first and the others only for the rows that pass.
+//! - Columns: [`FeatureSet::needed_columns`]; rows: [`FeatureSet::row_filters`]. A table
+//!   whose columns are all fixed-width or dictionaries is filtered batch by batch after
+//!   decoding; one with a plain text column by the reader, the filter's columns decoded
+//!   first and the others only for the rows that pass.
 //! - `patient_id` and the filtered text columns are read as dictionaries: each distinct
 //!   value is decoded, interned and tested once.
 //! - `source_id` only orders events that tie on event time and `known_at`, and it is the
@@ -177,6 +179,22 @@ impl TableRead {
         };
         let projection = mask(&|c| columns.contains(c));
         let filter_mask = mask(&|c| filter_cols.contains(c));
+        // Rows to keep: filtered after decoding when every column read is fixed-width or a
+        // dictionary, which costs less than the reader's row selection (measured in
+        // BENCHMARKS.md, "Features"); with a column of plain text, by the reader, which
+        // then decodes that column's values only for the rows that pass.
+        let plain_text = meta.schema().fields().iter().any(|f| {
+            columns.contains(f.name())
+                && matches!(f.data_type(), DataType::Utf8 | DataType::LargeUtf8)
+        });
+        let after = match &self.rows {
+            Some(rows) if !plain_text => Some(rows),
+            _ => None,
+        };
+        let projection = match after {
+            Some(_) => mask(&|c| columns.contains(c) || filter_cols.contains(c)),
+            None => projection,
+        };
         let per_group: Vec<Vec<RecordBatch>> = (0..meta.metadata().num_row_groups())
             .into_par_iter()
             .map(|g| {
@@ -185,6 +203,26 @@ impl TableRead {
                         .with_row_groups(vec![g])
                         .with_batch_size(BATCH_ROWS)
                         .with_projection(projection.clone());
+                if let Some(rows) = after {
+                    let what = self.path.display().to_string();
+                    return b
+                        .build()
+                        .map_err(self.parquet_err())?
+                        .map(|batch| {
+                            let batch = batch.map_err(|e| Error::Parquet {
+                                path: self.path.clone(),
+                                source: e.into(),
+                            })?;
+                            let keep = rows.keep(&batch, &what)?;
+                            let kept = arrow::compute::filter_record_batch(&batch, &keep)?;
+                            // The filter's columns no feature reads go.
+                            let names: Vec<usize> = (0..kept.num_columns())
+                                .filter(|&i| columns.contains(kept.schema().field(i).name()))
+                                .collect();
+                            Ok(kept.project(&names)?)
+                        })
+                        .collect::<Result<Vec<_>>>();
+                }
                 if let Some(rows) = &self.rows {
                     let rows = rows.clone();
                     let what = self.path.display().to_string();
