@@ -320,7 +320,7 @@ pub(crate) fn plan_schema(query: &ParsedQuery) -> std::result::Result<SchemaRef,
 }
 
 /// `query` cut down to the result columns `columns` (those of its result, in result order;
-/// all of them when `columns` is empty): `SELECT "a", "b" FROM (query)`. DataFusion then
+/// the query itself when that is all of them or none): `SELECT "a", "b" FROM (query)`. DataFusion then
 /// reads only the input columns these need ([`input_columns`]), so materialization neither
 /// reads nor computes the columns of a derived table no feature reads.
 ///
@@ -338,7 +338,8 @@ pub(crate) fn narrowed(
         .filter(|n| columns.is_empty() || columns.contains(*n))
         .map(|n| format!("\"{}\"", n.replace('"', "\"\"")))
         .collect();
-    if keep.len() == schema.fields().len() {
+    // All of them, or none (then the query fails as it would whole, naming what is missing).
+    if keep.len() == schema.fields().len() || keep.is_empty() {
         return Ok(query.clone());
     }
     let sql = format!(
