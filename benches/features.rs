@@ -14,8 +14,8 @@
 //!    `partition_rows`; `WARD_BENCH_PARTITION_ROWS` sets it): wall time and peak RSS.
 //! 2. `side`: SIDE_PATIENTS patients (~87 curated rows each) and ENTITY_ROWS random
 //!    (patient, t) rows. Ward, two child processes: both read the curated files with
-//!    `features::read_parquet_inputs` (the columns and rows the set reads; `source_id` of
-//!    feature-only tables only if a tie needs it), beside the entity rows; one computes the
+//!    `features::read_parquet_inputs` (the columns and rows the set reads; `source_id`,
+//!    here of every table, only if a tie needs it), beside the entity rows; one computes the
 //!    10-feature timeline, indexes it and joins the entity rows as of their times
 //!    (`ward::lookup::historical_batches`), the other computes each patient's values in place
 //!    (`features::historical_direct`, what `ward historical --features` runs). Each writes
