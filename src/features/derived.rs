@@ -16,6 +16,7 @@ use arrow::row::{RowConverter, SortField};
 use datafusion::config::Dialect;
 use datafusion::datasource::MemTable;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 
@@ -299,11 +300,14 @@ fn register(ctx: &SessionContext, tables: &BTreeMap<Table, Vec<RecordBatch>>) ->
     Ok(())
 }
 
-/// The output schema of `sql` (planned against empty curated tables).
+/// The logical plan of `query` against empty curated tables, and the session state that made
+/// it.
 ///
 /// # Errors
 /// A message when the query does not plan (unknown column, type error).
-pub(crate) fn plan_schema(query: &ParsedQuery) -> std::result::Result<SchemaRef, String> {
+fn plan(
+    query: &ParsedQuery,
+) -> std::result::Result<(datafusion::execution::SessionState, LogicalPlan), String> {
     let ctx = session();
     let empty: BTreeMap<Table, Vec<RecordBatch>> =
         query.tables.iter().map(|t| (*t, Vec::new())).collect();
@@ -316,6 +320,15 @@ pub(crate) fn plan_schema(query: &ParsedQuery) -> std::result::Result<SchemaRef,
     // is safe inside or outside a runtime.
     let plan = futures::executor::block_on(state.statement_to_plan(statement))
         .map_err(|e| format!("SQL does not plan: {e}"))?;
+    Ok((state, plan))
+}
+
+/// The output schema of `sql` (planned against empty curated tables).
+///
+/// # Errors
+/// A message when the query does not plan (unknown column, type error).
+pub(crate) fn plan_schema(query: &ParsedQuery) -> std::result::Result<SchemaRef, String> {
+    let (_, plan) = plan(query)?;
     Ok(Arc::new(plan.schema().as_arrow().clone()))
 }
 
@@ -361,18 +374,7 @@ pub(crate) fn input_columns(
     query: &ParsedQuery,
 ) -> std::result::Result<BTreeMap<Table, BTreeSet<String>>, String> {
     use datafusion::common::tree_node::TreeNodeRecursion;
-    use datafusion::logical_expr::LogicalPlan;
-    let ctx = session();
-    let empty: BTreeMap<Table, Vec<RecordBatch>> =
-        query.tables.iter().map(|t| (*t, Vec::new())).collect();
-    register(&ctx, &empty).map_err(|e| e.to_string())?;
-    let state = ctx.state();
-    let statement = state
-        .sql_to_statement(&query.canonical, &Dialect::Generic)
-        .map_err(|e| format!("SQL does not parse: {e}"))?;
-    // As in `plan_schema`: planning in-memory tables waits on nothing.
-    let plan = futures::executor::block_on(state.statement_to_plan(statement))
-        .map_err(|e| format!("SQL does not plan: {e}"))?;
+    let (state, plan) = plan(query)?;
     let plan = state
         .optimize(&plan)
         .map_err(|e| format!("SQL does not plan: {e}"))?;

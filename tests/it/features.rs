@@ -2328,6 +2328,38 @@ fn entity_rows(rows: &[(&str, i64)]) -> RecordBatch {
 /// Counts the calls of a [`SourceIdReader`] it wraps.
 struct Counting(Arc<dyn SourceIdReader>, std::sync::atomic::AtomicUsize);
 
+impl Counting {
+    fn reads(&self) -> usize {
+        self.1.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// `tables` written as curated Parquet files in `dir` (row groups of `group_rows`) and read
+/// for `set`, their late source ids read through a [`Counting`] reader.
+fn counted_files(
+    dir: &Path,
+    tables: &CuratedTables,
+    group_rows: usize,
+    set: &FeatureSet,
+) -> (Inputs, Arc<Counting>) {
+    write_curated_parquet(dir, tables, group_rows);
+    let mut files = features::read_parquet_inputs(dir, set).unwrap();
+    let counting = Arc::new(Counting(
+        files.late_source_ids.clone().expect("a late reader"),
+        Default::default(),
+    ));
+    files.late_source_ids = Some(counting.clone());
+    (files, counting)
+}
+
+/// `set` materialized from `files` gives the timeline it gives from `eager`.
+async fn assert_same_timeline(set: &FeatureSet, eager: &Inputs, files: &Inputs) {
+    let opts = MaterializeOptions::default();
+    let want = compute(set, eager, &opts).await.unwrap();
+    let got = compute(set, files, &opts).await.unwrap();
+    assert_eq!(table_hash(&got.batches), table_hash(&want.batches));
+}
+
 impl SourceIdReader for Counting {
     fn read(&self, table: Table) -> ward::error::Result<Vec<arrow::array::ArrayRef>> {
         self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -2448,21 +2480,13 @@ window = "365d"
             ..Default::default()
         };
         let dir = tempfile::tempdir().unwrap();
-        write_curated_parquet(dir.path(), &tables, 2);
-        let mut files = features::read_parquet_inputs(dir.path(), through).unwrap();
+        let (files, counting) = counted_files(dir.path(), &tables, 2, through);
         assert!(files.tables[&Table::Encounters]
             .iter()
             .all(|b| b.column_by_name("source_id").is_none()));
-        let counting = Arc::new(Counting(
-            files.late_source_ids.clone().expect("a late reader"),
-            Default::default(),
-        ));
-        files.late_source_ids = Some(counting.clone());
         let eager = Inputs::from_curated(&tables).unwrap();
-        let want = compute(through, &eager, &opts).await.unwrap();
-        let got = compute(through, &files, &opts).await.unwrap();
-        assert_eq!(table_hash(&got.batches), table_hash(&want.batches));
-        assert_eq!(counting.1.load(std::sync::atomic::Ordering::SeqCst), reads);
+        assert_same_timeline(through, &eager, &files).await;
+        assert_eq!(counting.reads(), reads);
         let (_, out) = features::historical_direct(
             through,
             files.clone(),
@@ -2474,10 +2498,9 @@ window = "365d"
         .await
         .unwrap();
         assert_eq!(los_of_p(&out), s2_los);
+        assert_eq!(counting.reads(), 2 * reads);
         // The same inputs for a query that compares `source_id`: read before it runs.
-        let want = compute(other, &eager, &opts).await.unwrap();
-        let got = compute(other, &files, &opts).await.unwrap();
-        assert_eq!(table_hash(&got.batches), table_hash(&want.batches));
+        assert_same_timeline(other, &eager, &files).await;
     }
 }
 
@@ -2520,18 +2543,10 @@ ttl = "none"
             ..Default::default()
         };
         let dir = tempfile::tempdir().unwrap();
-        write_curated_parquet(dir.path(), &tables, 1000);
-        let mut files = features::read_parquet_inputs(dir.path(), set).unwrap();
-        let counting = Arc::new(Counting(
-            files.late_source_ids.clone().expect("a late reader"),
-            Default::default(),
-        ));
-        files.late_source_ids = Some(counting.clone());
+        let (files, counting) = counted_files(dir.path(), &tables, 1000, set);
         let eager = Inputs::from_curated(&tables).unwrap();
-        let want = compute(set, &eager, &opts).await.unwrap();
-        let got = compute(set, &files, &opts).await.unwrap();
-        assert_eq!(table_hash(&got.batches), table_hash(&want.batches));
-        assert_eq!(counting.1.load(std::sync::atomic::Ordering::SeqCst), reads);
+        assert_same_timeline(set, &eager, &files).await;
+        assert_eq!(counting.reads(), reads);
         let (_, out) = features::historical_direct(
             set,
             files.clone(),
@@ -2553,10 +2568,7 @@ ttl = "none"
         } else {
             assert_eq!(hgb.value(0), want_p);
         }
-        assert_eq!(
-            counting.1.load(std::sync::atomic::Ordering::SeqCst),
-            2 * reads
-        );
+        assert_eq!(counting.reads(), 2 * reads);
     }
 
     /// Gives one row too few.
