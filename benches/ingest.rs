@@ -358,6 +358,7 @@ fn time_pipeline(dir: &Path, format: Format, runs: usize) -> (Timing, u64) {
             mapping_text: None,
             max_bad: None,
             context: Context::new(now()),
+            read: Default::default(),
         };
         let start = Instant::now();
         let report = rt

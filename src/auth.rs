@@ -7,9 +7,11 @@
 //! - [`care_team`]: which patients are on a clinician's care team at a time.
 //!
 //! [`Security`] is the gate the server calls for every RPC and Flight call:
-//! [`Security::check`] authenticates the request, authorizes the action for the patients it
-//! touches, and writes the decision to the audit trail ([`crate::audit`]) before it returns,
-//! allowed or denied. `docs/security.md` documents the configuration and the permission table.
+//! [`Security::admit`] authenticates the request and authorizes what it can before the
+//! handler runs, [`Security::authorize`] decides with the patients once the handler knows
+//! them; both put the decision into the request's [`AuditNote`], from which the server
+//! writes the request's one audit record ([`crate::audit`]) once its outcome is known.
+//! [`Security::check`] does all three for a caller with nothing to finish afterwards. `docs/security.md` documents the configuration and the permission table.
 
 pub mod care_team;
 pub mod jwt;
@@ -21,7 +23,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
@@ -46,6 +48,9 @@ pub enum Source {
     Mtls,
     /// A static API token.
     ApiToken,
+    /// No credentials: a server without `[auth]` (loopback only) admits every caller as
+    /// the anonymous principal ([`Principal::anonymous`]).
+    Anonymous,
 }
 
 impl Source {
@@ -55,6 +60,7 @@ impl Source {
             Source::Jwt => "jwt",
             Source::Mtls => "mtls",
             Source::ApiToken => "api_token",
+            Source::Anonymous => "none",
         }
     }
 }
@@ -77,6 +83,32 @@ pub struct Principal {
     /// When the credential expires.
     pub expires_at: Option<DateTime<Utc>>,
 }
+
+impl Principal {
+    /// The principal of a caller of a server without authentication: `anonymous@loopback`
+    /// (such a server listens on loopback only, so the caller is a local user; the audit
+    /// record's `client` has its address), or `anonymous@network` when the peer is not a
+    /// loopback address (`--insecure`). No roles, `auth` = `none`.
+    pub fn anonymous(peer: Option<SocketAddr>) -> Principal {
+        let local = peer.is_none_or(|a| a.ip().is_loopback());
+        Principal {
+            subject: if local {
+                ANONYMOUS_LOOPBACK.to_string()
+            } else {
+                "anonymous@network".to_string()
+            },
+            roles: BTreeSet::new(),
+            source: Source::Anonymous,
+            issuer: None,
+            key_id: None,
+            clinician_id: None,
+            expires_at: None,
+        }
+    }
+}
+
+/// The subject of an unauthenticated caller on loopback ([`Principal::anonymous`]).
+pub const ANONYMOUS_LOOPBACK: &str = "anonymous@loopback";
 
 /// What a request does; every RPC maps to one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -193,6 +225,8 @@ pub fn route(rpc: &str) -> Option<Route> {
         ("ward.v1.Datasets", "TagDataset") => Route::Gate(Action::DatasetsWrite),
         ("ward.v1.Ingest", "IngestPaths" | "IngestUpload") => Route::Gate(Action::Ingest),
         ("ward.v1.Features", "ListFeatureSets") => Route::Gate(Action::DatasetsRead),
+        // The audit trail: who looked at what (privacy officers, `audit_read`).
+        ("ward.v1.Audit", "QueryAudit") => Route::Gate(Action::AuditRead),
         ("ward.v1.Features", "Materialize") => Route::Gate(Action::Materialize),
         ("ward.v1.Features", "GetOnlineFeatures") => Route::Handler(Action::OnlineLookup),
         // Identified or de-identified is decided by the handler (the principal's permissions).
@@ -681,8 +715,8 @@ impl Security {
     }
 
     /// Authenticates `ctx`, authorizes `action` on `patients`, and records the decision in
-    /// the audit trail (durably) before returning: the one call for a request whose patients
-    /// are known up front.
+    /// the audit trail (one record, outcome `ok` when allowed) before returning: the one
+    /// call for a caller that has no request to finish afterwards.
     ///
     /// # Errors
     /// [`Error::Unauthenticated`] or [`Error::PermissionDenied`] when refused (and audited);
@@ -694,30 +728,43 @@ impl Security {
         action: Action,
         patients: &[String],
     ) -> Result<Principal> {
+        let note = AuditNote::default();
+        note.set_context(ctx);
+        note.set_action(action);
+        note.set_patients(patients);
         let now = self.clock.now();
-        match self.authn.authenticate(ctx, now) {
-            Err(e) => Err(self.refuse(ctx, None, action, patients, e)),
-            Ok(p) => {
-                self.decide(&p, ctx, action, patients, now)?;
-                Ok(p)
-            }
+        let decided = self.authn.authenticate(ctx, now).and_then(|p| {
+            note.set_principal(&p);
+            self.decide(&p, action, patients, now, &note).map(|()| p)
+        });
+        if let Err(e) = &decided {
+            note.refused(Some(action), e);
         }
+        let outcome = match &decided {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
+        self.record(note.entry(&ctx.rpc, ctx.peer, outcome))?;
+        decided
     }
 
     /// The gate's half, for a call whose patients are not known before its handler decodes
-    /// it. By [`route`]: `Public` → `Ok(None)`, nothing audited; `Gate(action)` → the whole
-    /// decision, audited; `Handler(action)` → authentication and a check that some role may
-    /// take the action at all (refusals audited, admission not: the handler's
-    /// [`Security::authorize`] records the decision with the patients). An unknown RPC is
-    /// refused.
+    /// it. By [`route`]: `Public` → `Ok(None)` (the note is marked public: not audited);
+    /// `Gate(action)` → the whole decision; `Handler(action)` → authentication and a check
+    /// that some role may take the action at all (the handler's [`Security::authorize`]
+    /// decides with the patients). An unknown RPC is refused. Records nothing: the decision
+    /// goes into `note`, and whoever answers the call writes its one record
+    /// ([`AuditNote::entry`]).
     ///
     /// # Errors
-    /// As [`Security::check`].
-    pub fn admit(&self, ctx: &RequestContext) -> Result<Option<Principal>> {
+    /// [`Error::Unauthenticated`] or [`Error::PermissionDenied`] when refused.
+    pub fn admit(&self, ctx: &RequestContext, note: &AuditNote) -> Result<Option<Principal>> {
         let route = route(&ctx.rpc);
         if route == Some(Route::Public) {
+            note.set_public();
             return Ok(None);
         }
+        note.set_context(ctx);
         let now = self.clock.now();
         let action = match route {
             Some(Route::Gate(a) | Route::Handler(a)) => a,
@@ -725,46 +772,59 @@ impl Security {
         };
         let p = match self.authn.authenticate(ctx, now) {
             Ok(p) => p,
-            Err(e) => return Err(self.refuse(ctx, None, action, &[], e)),
+            Err(e) => {
+                note.refused(Some(action), &e);
+                return Err(e);
+            }
         };
-        match route {
-            None => {
-                let e = Error::PermissionDenied {
-                    reason: format!("{} is not a call Ward offers", ctx.rpc),
-                };
-                Err(self.refuse(ctx, Some(&p), action, &[], e))
-            }
-            Some(Route::Gate(a)) => {
-                self.decide(&p, ctx, a, &[], now)?;
-                Ok(Some(p))
-            }
+        note.set_principal(&p);
+        let result = match route {
+            None => Err(Error::PermissionDenied {
+                reason: format!("{} is not a call Ward offers", ctx.rpc),
+            }),
+            Some(Route::Gate(a)) => self.decide(&p, a, &[], now, note),
             Some(Route::Handler(a)) => {
                 let perms = self.authz.permissions_of(&p);
                 if a.permissions().iter().any(|x| perms.contains(x)) {
-                    Ok(Some(p))
+                    note.set_action(a);
+                    Ok(())
                 } else {
                     let d = self.authz.authorize(&p, a, &[], now);
-                    let e = Error::PermissionDenied { reason: d.reason };
-                    Err(self.refuse(ctx, Some(&p), a, &[], e))
+                    Err(Error::PermissionDenied { reason: d.reason })
                 }
             }
-            Some(Route::Public) => Ok(None),
+            Some(Route::Public) => Ok(()),
+        };
+        match result {
+            Ok(()) => Ok(Some(p)),
+            Err(e) => {
+                note.refused(Some(action), &e);
+                Err(e)
+            }
         }
     }
 
     /// The handler's half: authorizes an admitted `principal` for `action` on `patients`
-    /// (care teams, identified or not) and audits the decision before returning.
+    /// (care teams, identified or not) and puts the decision, the patients and what `ctx`
+    /// names (feature set, datasets) into `note`. Pure: no I/O.
     ///
     /// # Errors
-    /// [`Error::PermissionDenied`] (audited); an audit write error (fail closed).
+    /// [`Error::PermissionDenied`].
     pub fn authorize(
         &self,
         principal: &Principal,
         ctx: &RequestContext,
         action: Action,
         patients: &[String],
+        note: &AuditNote,
     ) -> Result<()> {
-        self.decide(principal, ctx, action, patients, self.clock.now())
+        note.set_context(ctx);
+        note.set_principal(principal);
+        let r = self.decide(principal, action, patients, self.clock.now(), note);
+        if let Err(e) = &r {
+            note.refused(Some(action), e);
+        }
+        r
     }
 
     /// The historical action `principal` gets: identified when a role grants
@@ -784,68 +844,247 @@ impl Security {
     fn decide(
         &self,
         p: &Principal,
-        ctx: &RequestContext,
         action: Action,
         patients: &[String],
         now: DateTime<Utc>,
+        note: &AuditNote,
     ) -> Result<()> {
+        note.set_patients(patients);
         let d = self.authz.authorize(p, action, patients, now);
         if d.allowed {
-            self.record(ctx, Some(p), action, patients, Outcome::Allowed, d.reason)
+            note.allowed(action, d.reason);
+            Ok(())
         } else {
-            let e = Error::PermissionDenied { reason: d.reason };
-            Err(self.refuse(ctx, Some(p), action, patients, e))
+            Err(Error::PermissionDenied { reason: d.reason })
         }
     }
 
-    /// Audits a refusal and returns its error (or the audit failure, which wins: fail closed).
-    fn refuse(
-        &self,
-        ctx: &RequestContext,
-        p: Option<&Principal>,
-        action: Action,
-        patients: &[String],
-        e: Error,
-    ) -> Error {
-        match self.record(ctx, p, action, patients, Outcome::Denied, e.to_string()) {
-            Ok(()) => e,
-            Err(audit_err) => audit_err,
+    /// Appends `entry` to the audit trail (nothing without one).
+    ///
+    /// # Errors
+    /// The audit write error: the request must then fail (fail closed).
+    pub fn record(&self, entry: AuditEntry) -> Result<()> {
+        match &self.audit {
+            Some(log) => log.append(entry).map(|_| ()),
+            None => Ok(()),
         }
     }
+}
 
-    fn record(
+/// What is known of one request for its one audit record, filled in as the request is
+/// decided (the gate, the handler) and handled (the datasets and training set it used), and
+/// turned into the record by [`AuditNote::entry`] when the request's outcome is known: the
+/// one place a request's [`AuditEntry`] is built. Clones share the note.
+#[derive(Debug, Clone, Default)]
+pub struct AuditNote(Arc<Mutex<NoteState>>);
+
+#[derive(Debug, Default)]
+struct NoteState {
+    public: bool,
+    principal: Option<Principal>,
+    subject: Option<String>,
+    action: Option<Action>,
+    allowed: Option<String>,
+    denied: Option<String>,
+    feature_set: Option<String>,
+    datasets: Vec<String>,
+    patients: Vec<String>,
+    training_set: Option<String>,
+}
+
+/// How a request ended, for [`AuditNote::entry`].
+#[derive(Debug, Clone, Copy)]
+pub enum Finish<'a> {
+    /// Answered.
+    Ok,
+    /// Failed with a status `code` (`not_found`, `permission_denied`, ...) and a message.
+    Failed {
+        /// The status code's name, snake case.
+        code: &'a str,
+        /// The message the caller got.
+        message: &'a str,
+    },
+}
+
+impl AuditNote {
+    fn with<T>(&self, f: impl FnOnce(&mut NoteState) -> T) -> T {
+        let mut g = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut g)
+    }
+
+    /// Marks the call public (health, reflection): not audited.
+    pub fn set_public(&self) {
+        self.with(|s| s.public = true);
+    }
+
+    /// Whether the call is public (no record).
+    pub fn is_public(&self) -> bool {
+        self.with(|s| s.public)
+    }
+
+    /// Who is calling.
+    pub fn set_principal(&self, p: &Principal) {
+        self.with(|s| {
+            if s.principal.as_ref() != Some(p) {
+                s.principal = Some(p.clone());
+            }
+        });
+    }
+
+    /// Who is calling, when a gate knows only a name (no [`Principal`]).
+    pub fn set_subject(&self, subject: &str) {
+        self.with(|s| s.subject = Some(subject.to_string()));
+    }
+
+    /// The principal recorded so far.
+    pub fn principal(&self) -> Option<Principal> {
+        self.with(|s| s.principal.clone())
+    }
+
+    /// The action the request is decided as (before a decision).
+    pub fn set_action(&self, action: Action) {
+        self.with(|s| s.action = Some(action));
+    }
+
+    /// The feature set and datasets `ctx` names (added to what is known).
+    pub fn set_context(&self, ctx: &RequestContext) {
+        self.with(|s| {
+            if ctx.feature_set.is_some() {
+                s.feature_set.clone_from(&ctx.feature_set);
+            }
+            for d in &ctx.datasets {
+                if !s.datasets.contains(d) {
+                    s.datasets.push(d.clone());
+                }
+            }
+        });
+    }
+
+    /// The patients the request touches.
+    pub fn set_patients(&self, patients: &[String]) {
+        self.with(|s| s.patients = patients.to_vec());
+    }
+
+    /// Adds datasets the request read or wrote.
+    pub fn add_datasets(&self, datasets: impl IntoIterator<Item = String>) {
+        self.with(|s| {
+            for d in datasets {
+                if !s.datasets.contains(&d) {
+                    s.datasets.push(d);
+                }
+            }
+        });
+    }
+
+    /// The training set a historical lookup made (the hash the caller gets).
+    pub fn set_training_set(&self, hash: impl Into<String>) {
+        self.with(|s| s.training_set = Some(hash.into()));
+    }
+
+    /// Records an allowed decision (a later decision replaces it).
+    pub fn allowed(&self, action: Action, reason: String) {
+        self.with(|s| {
+            s.action = Some(action);
+            s.allowed = Some(reason);
+            s.denied = None;
+        });
+    }
+
+    /// Records a refusal (`e` is its error).
+    pub fn refused(&self, action: Option<Action>, e: &Error) {
+        self.with(|s| {
+            if action.is_some() {
+                s.action = action;
+            }
+            s.denied = Some(e.to_string());
+        });
+    }
+
+    /// The record of the request: who (the principal, its issuer and key id; `None` when
+    /// authentication failed), from where (`peer`), the call, the decision, what it touched
+    /// and how it ended. A request that failed with `permission_denied` or `unauthenticated`
+    /// without a recorded decision is recorded as denied.
+    pub fn entry(
         &self,
-        ctx: &RequestContext,
-        p: Option<&Principal>,
-        action: Action,
-        patients: &[String],
-        decision: Outcome,
-        reason: String,
-    ) -> Result<()> {
-        let Some(log) = &self.audit else {
-            return Ok(());
+        rpc: &str,
+        peer: Option<SocketAddr>,
+        finish: std::result::Result<(), &Error>,
+    ) -> AuditEntry {
+        let (code, message) = match finish {
+            Ok(()) => (None, None),
+            Err(e) => (Some(status_name(e).to_string()), Some(e.to_string())),
         };
-        log.append(AuditEntry {
-            principal: p.map(|p| p.subject.clone()),
-            auth: p.map(|p| p.source.as_str().to_string()),
-            roles: p
-                .map(|p| p.roles.iter().cloned().collect())
-                .unwrap_or_default(),
-            client: ctx.peer.map(|a| a.to_string()),
-            rpc: ctx.rpc.clone(),
-            action: Some(action.as_str().to_string()),
-            feature_set: ctx.feature_set.clone(),
-            datasets: ctx.datasets.clone(),
-            patients: if action.bulk_patients() {
-                Patients::bulk(patients)
-            } else {
-                Patients::Ids(patients.to_vec())
+        let f = match (&code, &message) {
+            (Some(c), Some(m)) => Finish::Failed {
+                code: c,
+                message: m,
             },
-            decision,
-            reason,
-        })
-        .map(|_| ())
+            _ => Finish::Ok,
+        };
+        self.entry_finished(rpc, peer, f)
     }
+
+    /// [`AuditNote::entry`] for a request whose outcome is a status code name (as the
+    /// server's gate sees the response).
+    pub fn entry_finished(
+        &self,
+        rpc: &str,
+        peer: Option<SocketAddr>,
+        finish: Finish<'_>,
+    ) -> AuditEntry {
+        self.with(|s| {
+            let (decision, reason) = match (&s.denied, &s.allowed, finish) {
+                (Some(r), _, _) => (Outcome::Denied, r.clone()),
+                (None, _, Finish::Failed { code, message })
+                    if code == "permission_denied" || code == "unauthenticated" =>
+                {
+                    (Outcome::Denied, message.to_string())
+                }
+                (None, Some(r), _) => (Outcome::Allowed, r.clone()),
+                (None, None, _) => (
+                    Outcome::Allowed,
+                    "admitted by the gate (no authorization configured)".to_string(),
+                ),
+            };
+            let mut e = AuditEntry::new(rpc, decision, reason);
+            if let Some(p) = &s.principal {
+                e.principal = Some(p.subject.clone());
+                e.auth = Some(p.source.as_str().to_string());
+                e.roles = p.roles.iter().cloned().collect();
+                e.issuer.clone_from(&p.issuer);
+                e.key_id.clone_from(&p.key_id);
+            } else {
+                e.principal.clone_from(&s.subject);
+            }
+            e.client = peer.map(|a| a.to_string());
+            e.action = s.action.map(|a| a.as_str().to_string());
+            e.feature_set.clone_from(&s.feature_set);
+            e.datasets.clone_from(&s.datasets);
+            e.patients = if s.action.is_some_and(Action::bulk_patients) {
+                Patients::bulk(&s.patients)
+            } else {
+                Patients::Ids(s.patients.clone())
+            };
+            e.training_set.clone_from(&s.training_set);
+            match finish {
+                Finish::Ok => e.outcome = Some("ok".into()),
+                Finish::Failed { code, message } => {
+                    e.outcome = Some(code.to_string());
+                    e.error = Some(message.to_string());
+                }
+            }
+            e
+        })
+    }
+}
+
+/// The gRPC status name (snake case) an error maps to (through the one table,
+/// [`crate::service::code`]), as audit records name outcomes.
+fn status_name(e: &Error) -> &'static str {
+    crate::service::gate::code_name(crate::service::code(e))
 }
 
 #[cfg(test)]

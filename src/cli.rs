@@ -135,6 +135,10 @@ pub enum Command {
         /// Zone of source times without one: UTC or a fixed offset such as -05:00.
         #[arg(long, default_value = "UTC")]
         zone: String,
+        /// Fail when another writer moves a table's head during this run, instead of merging
+        /// again onto the new head (the default, which never loses either writer's rows).
+        #[arg(long)]
+        no_retry: bool,
         /// Input files or directories (walked in name order); `.gz` files are decompressed.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
@@ -243,6 +247,9 @@ pub enum Command {
         /// Stop after building the store instead of serving (for tests and CI).
         #[arg(long)]
         no_serve: bool,
+        /// Allow a non-loopback `--addr` (the demo never has authentication or TLS).
+        #[arg(long)]
+        insecure: bool,
     },
     /// Serve the gRPC API and Arrow Flight until SIGTERM or Ctrl-C (docs/service.md).
     Serve {
@@ -295,11 +302,21 @@ pub enum AuditCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
-    /// Who looked at a patient (or was refused), when, from where; oldest first.
+    /// Who looked at a patient (or was refused), what a principal did, what happened in a
+    /// time range: the records matching every option given, oldest first.
     Query {
-        /// The patient id.
+        /// Records listing this patient id.
         #[arg(long)]
-        patient: String,
+        patient: Option<String>,
+        /// Records of this principal (`dr-a`, `anonymous@loopback`, `local:alice`).
+        #[arg(long)]
+        principal: Option<String>,
+        /// At or after this time (RFC 3339 or YYYY-MM-DD).
+        #[arg(long)]
+        from: Option<String>,
+        /// Before this time (RFC 3339 or YYYY-MM-DD).
+        #[arg(long)]
+        to: Option<String>,
         /// The audit directory (default `<store>/audit`).
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -457,6 +474,17 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
         Command::Export { reference, out } => {
             let store = open()?;
             let m = store.resolve(&reference.parse::<VersionRef>()?)?;
+            // Recorded before the rows are written out (fail closed): the version's hash
+            // names the rows read.
+            let action = if m.labels.contains_key("deidentified") {
+                "historical_deidentified"
+            } else {
+                "historical_identified"
+            };
+            let mut entry = crate::audit::AuditEntry::local("export", action);
+            entry.datasets = vec![m.hash.to_string()];
+            entry.outcome = Some("ok".into());
+            audit_cli_read(&store, entry)?;
             let rows = store
                 .export_parquet(&m.hash, &out)
                 .await
@@ -485,6 +513,7 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
             mapping,
             max_bad,
             zone,
+            no_retry,
             paths,
         } => {
             let store = Store::open(&cli.store, clock.clone())?;
@@ -505,6 +534,7 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
                 mapping_text,
                 max_bad: max_bad.map(|m| m.parse::<MaxBad>()).transpose()?,
                 context,
+                read: Default::default(),
             };
             let files = pipeline::expand_paths(&paths)?;
             let total: u64 = files
@@ -517,7 +547,13 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
                 "{spinner} ingest [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}",
             );
             bar.set_message(format!("{} files", files.len()));
-            let report = pipeline::ingest(&store, &files, &opts, Some(&bar)).await?;
+            let on_conflict = if no_retry {
+                pipeline::OnConflict::Fail
+            } else {
+                pipeline::OnConflict::Retry
+            };
+            let report =
+                pipeline::ingest_with(&store, &files, &opts, Some(&bar), on_conflict).await?;
             bar.finish_and_clear();
             eprintln!(
                 "ingested {} files ({} bytes) as {}; raw kept as {}",
@@ -597,8 +633,18 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
                     .with_context(|| format!("--as-of {s:?}: use RFC 3339 or YYYY-MM-DD"))?,
                 None => clock.now(),
             };
-            let online = crate::lookup::Online::new(store);
-            let answer = online.get(&set, &patients, &[], Some(t)).await?;
+            let online = crate::lookup::Online::new(store.clone());
+            let answer = online.get(&set, &patients, &[], Some(t)).await;
+            // One record, before anything is printed (fail closed).
+            let mut entry =
+                crate::audit::AuditEntry::local("get", "online_lookup").with_result(&answer);
+            entry.feature_set = Some(set.clone());
+            entry.patients = crate::audit::Patients::Ids(patients.clone());
+            if let Ok(a) = &answer {
+                entry.datasets = vec![a.timeline.to_string()];
+            }
+            audit_cli_read(&store, entry)?;
+            let answer = answer?;
             print_features(&answer.patients, &answer.timeline, json)?;
         }
         Command::Historical {
@@ -628,17 +674,38 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
             } else {
                 crate::features::Knowledge::AsKnown
             };
-            req.patient_column = Some(patient_column);
+            req.patient_column = Some(patient_column.clone());
             req.time_column = Some(time_column);
             req.name = name;
             let started = std::time::Instant::now();
+            let set_name = req.set.clone();
             let outcome = match features {
-                Some(path) => {
-                    let repo = crate::features::FeatureRepo::load(&path)?;
-                    crate::lookup::historical_direct(&store, &repo, req).await?
-                }
-                None => crate::lookup::historical(&store, req).await?,
+                Some(path) => match crate::features::FeatureRepo::load(&path) {
+                    Ok(repo) => crate::lookup::historical_direct(&store, &repo, req).await,
+                    Err(e) => Err(e),
+                },
+                None => crate::lookup::historical(&store, req).await,
             };
+            // One record, before the training set is reported or written out (fail closed):
+            // the training set made, its inputs, and its patients as a count and a hash.
+            let mut entry = crate::audit::AuditEntry::local("historical", "historical_identified")
+                .with_result(&outcome);
+            entry.feature_set = Some(set_name);
+            if let Ok(o) = &outcome {
+                entry.training_set = Some(o.hash.to_string());
+                entry.datasets = o
+                    .timeline
+                    .iter()
+                    .chain(o.curated.iter().map(|(_, h)| h))
+                    .chain([&o.entities])
+                    .map(ToString::to_string)
+                    .collect();
+                let (_, rows) = store.read(&o.entities).await?;
+                entry.patients =
+                    crate::audit::Patients::bulk(&column_strings(&rows, &patient_column)?);
+            }
+            audit_cli_read(&store, entry)?;
+            let outcome = outcome?;
             eprintln!(
                 "training set: {} rows in {:.1} s",
                 outcome.rows,
@@ -753,7 +820,11 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
             seed,
             addr,
             no_serve,
+            insecure,
         } => {
+            if !no_serve {
+                crate::demo::exposure(addr, insecure)?;
+            }
             let store = Store::open(&cli.store, clock.clone())?;
             let work = tempfile::tempdir().context("creating a scratch directory")?;
             let bar = progress_bar(
@@ -799,7 +870,7 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
                 outln!("{}", c.hash);
             }
             if !no_serve {
-                crate::demo::serve(store, addr).await?;
+                crate::demo::serve(store, addr, insecure).await?;
             }
         }
         Command::Audit { command } => run_audit(command, &cli.store)?,
@@ -842,12 +913,52 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
     Ok(())
 }
 
+/// Records a command-line read of patient data in the store's audit trail (principal
+/// `local:<user>`, synced before this returns), so that the command's output never leaves
+/// without its record.
+fn audit_cli_read(store: &Store, entry: crate::audit::AuditEntry) -> Result<()> {
+    let dir = store.root().join("audit");
+    let log = crate::audit::AuditLog::open(
+        &dir,
+        store.clock().clone(),
+        crate::audit::AuditOptions {
+            durability: crate::audit::Durability::Sync,
+            ..crate::audit::AuditOptions::default()
+        },
+    )
+    .with_context(|| format!("opening the audit trail {}", dir.display()))?;
+    log.append(entry)
+        .with_context(|| format!("recording this read in the audit trail {}", dir.display()))?;
+    Ok(())
+}
+
+/// The values of text (or integer) column `name` across `batches`, as strings.
+fn column_strings(batches: &[arrow::array::RecordBatch], name: &str) -> Result<Vec<String>> {
+    use arrow::array::AsArray as _;
+    let mut out = Vec::new();
+    for b in batches {
+        let col = b
+            .column_by_name(name)
+            .with_context(|| format!("the entity rows have no column {name:?}"))?;
+        let col = arrow::compute::cast(col, &arrow::datatypes::DataType::Utf8)?;
+        out.extend(col.as_string::<i32>().iter().flatten().map(str::to_string));
+    }
+    Ok(out)
+}
+
 fn run_audit(command: AuditCommand, store: &std::path::Path) -> Result<()> {
     let default_dir = || store.join("audit");
     match command {
         AuditCommand::Verify { dir } => {
             let dir = dir.unwrap_or_else(default_dir);
             let r = crate::audit::verify(&dir)?;
+            for t in &r.recovered {
+                eprintln!(
+                    "audit trail {}: a torn last line was sealed: {t}; its text: {:?}",
+                    dir.display(),
+                    t.text
+                );
+            }
             if let Some(p) = &r.problem {
                 anyhow::bail!(
                     "audit trail {}: {p} ({} records verified before it)",
@@ -864,9 +975,30 @@ fn run_audit(command: AuditCommand, store: &std::path::Path) -> Result<()> {
                 r.after_head
             );
         }
-        AuditCommand::Query { patient, dir, json } => {
+        AuditCommand::Query {
+            patient,
+            principal,
+            from,
+            to,
+            dir,
+            json,
+        } => {
             let dir = dir.unwrap_or_else(default_dir);
-            let found = crate::audit::query(&dir, &patient)?;
+            let time = |flag: &str, v: Option<String>| -> Result<_> {
+                v.map(|s| {
+                    crate::store::manifest::parse_time(&s)
+                        .with_context(|| format!("{flag} {s:?}: use RFC 3339 or YYYY-MM-DD"))
+                })
+                .transpose()
+            };
+            let filter = crate::audit::QueryFilter {
+                patient: patient.clone(),
+                principal,
+                from: time("--from", from)?,
+                to: time("--to", to)?,
+                limit: None,
+            };
+            let found = crate::audit::search(&dir, &filter)?;
             for a in &found {
                 let r = &a.record;
                 if json {
@@ -888,7 +1020,10 @@ fn run_audit(command: AuditCommand, store: &std::path::Path) -> Result<()> {
                     );
                 }
             }
-            eprintln!("{} records name patient {patient}", found.len());
+            match &patient {
+                Some(p) => eprintln!("{} records name patient {p}", found.len()),
+                None => eprintln!("{} records match", found.len()),
+            }
         }
     }
     Ok(())

@@ -18,7 +18,7 @@ use crate::features::{self, FeatureRepo, MaterializeOptions, MaterializeOutcome}
 use crate::hash::ContentHash;
 use crate::ingest::pipeline::{self, Format, IngestOptions, IngestReport};
 use crate::ingest::Context;
-use crate::service::{ServeConfig, Server};
+use crate::service::{Exposure, ServeConfig, Server};
 use crate::store::Store;
 use crate::synth::{self, SynthFormat, SynthOptions};
 
@@ -82,6 +82,7 @@ pub async fn run(
         mapping_text: None,
         max_bad: Some(pipeline::MaxBad::Count(0)),
         context: Context::new(store.clock().now()),
+        read: Default::default(),
     };
     let ingest = pipeline::ingest(store, &[sources], &ingest_opts, None).await?;
     let repo = FeatureRepo::parse(READMISSION_FEATURES, "examples/features/readmission.toml")?;
@@ -111,24 +112,51 @@ pub async fn run(
     })
 }
 
-/// Serves `store` with the readmission feature sets on `addr` (the defaults of
-/// [`ServeConfig`] otherwise) until SIGTERM or SIGINT, after printing to standard error how
-/// to talk to it.
+/// The configuration the demo serves with: `addr`, the defaults otherwise (no `[auth]`, no
+/// `[tls]`).
+fn serve_config(addr: SocketAddr) -> ServeConfig {
+    ServeConfig {
+        addr,
+        origin:
+            "`ward demo` (which has neither; serve the store with `ward serve --config` for them)"
+                .into(),
+        ..ServeConfig::default()
+    }
+}
+
+/// Decides whether the demo may serve on `addr`, by the rule of `ward serve`
+/// ([`ServeConfig::exposure`]): the demo has no authentication and no TLS, so only a loopback
+/// address, unless `insecure` (`ward demo --insecure`). `ward demo` checks this before it
+/// builds the store, so a refused address fails at once.
 ///
 /// # Errors
-/// Bind and transport errors.
-pub async fn serve(store: Store, addr: SocketAddr) -> Result<()> {
+/// [`Error::FailedPrecondition`] naming the address and what is missing.
+pub fn exposure(addr: SocketAddr, insecure: bool) -> Result<Exposure> {
+    serve_config(addr).exposure(insecure)
+}
+
+/// Serves `store` with the readmission feature sets on `addr` (the defaults of
+/// [`ServeConfig`] otherwise) until SIGTERM or SIGINT, after printing to standard error how
+/// to talk to it. A non-loopback `addr` is refused unless `insecure` ([`exposure`]).
+///
+/// # Errors
+/// [`Error::FailedPrecondition`] for a refused address; bind and transport errors.
+pub async fn serve(store: Store, addr: SocketAddr, insecure: bool) -> Result<()> {
+    let cfg = serve_config(addr);
+    let exposure = cfg.exposure(insecure)?;
     let repo = FeatureRepo::parse(READMISSION_FEATURES, "examples/features/readmission.toml")?;
-    let cfg = ServeConfig {
-        addr,
-        ..ServeConfig::default()
-    };
     let server = Server::bind(&cfg, store, repo).await?;
     let addr = server.local_addr();
+    if exposure == Exposure::Insecure {
+        tracing::warn!(
+            "ward demo serves every version on {addr} without authentication or TLS (--insecure)"
+        );
+    }
     let stop = crate::service::shutdown_signal();
     for line in next_steps(addr) {
         eprintln!("{line}");
     }
+    eprintln!("{}", crate::service::exposure_notice(&cfg, exposure));
     eprintln!("listening on {addr} (Ctrl-C stops the server)");
     server.serve(stop).await?;
     eprintln!("stopped");
@@ -148,4 +176,44 @@ pub fn next_steps(addr: SocketAddr) -> Vec<String> {
             "  python3 -c 'import pyarrow.flight as f; print(f.connect(\"grpc://{addr}\").do_get(f.Ticket(b\"encounters\")).read_all())'"
         ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_serves_loopback_only_unless_insecure() {
+        for ok in ["127.0.0.1:0", "[::1]:50051"] {
+            let addr: SocketAddr = ok.parse().unwrap();
+            assert_eq!(
+                exposure(addr, false).unwrap(),
+                Exposure::LoopbackUnauthenticated
+            );
+        }
+        for open in ["0.0.0.0:50051", "[::]:0", "10.1.2.3:50051"] {
+            let addr: SocketAddr = open.parse().unwrap();
+            let e = exposure(addr, false).unwrap_err();
+            assert!(matches!(e, Error::FailedPrecondition { .. }), "{e:?}");
+            let msg = e.to_string();
+            assert!(
+                msg.contains(open)
+                    && msg.contains("authentication ([auth]) and TLS ([tls])")
+                    && msg.contains("ward demo")
+                    && msg.contains("--insecure"),
+                "{msg}"
+            );
+            assert_eq!(exposure(addr, true).unwrap(), Exposure::Insecure);
+        }
+    }
+
+    #[tokio::test]
+    async fn serve_refuses_a_network_address_before_binding() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("store"), crate::clock::system()).unwrap();
+        let e = serve(store, "0.0.0.0:0".parse().unwrap(), false)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::FailedPrecondition { .. }), "{e:?}");
+    }
 }

@@ -135,6 +135,18 @@ pub enum Error {
         /// Which permission is missing.
         reason: String,
     },
+    /// The head of a name moved while a new version was being built on it: the
+    /// compare-and-swap that publishes a new head found another head than the one the work
+    /// started from (gRPC `Aborted`). Retrying the whole operation on the new head is safe.
+    #[error("{name}: the head moved while this write was built on it (expected {expected}, found {found}); retry on the new head")]
+    Conflict {
+        /// The name whose head moved.
+        name: String,
+        /// The head the write was built on (`none` when the name had none).
+        expected: String,
+        /// The head found at commit.
+        found: String,
+    },
     /// A bug: an invariant Ward relies on does not hold.
     #[error("internal error: {0}")]
     Internal(String),

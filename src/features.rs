@@ -52,7 +52,7 @@ use crate::curated::Table;
 use crate::error::{Error, Result};
 use crate::hash::ContentHash;
 use crate::keys::KeyTable;
-use crate::store::{Kind, Lineage, Manifest, PutOptions, Store, VersionRef};
+use crate::store::{HeadUpdate, Kind, Lineage, Manifest, PutOptions, Store, VersionRef};
 
 /// The manifest label listing a timeline's label features (comma-separated, sorted).
 pub const LABELS_KEY: &str = "ward.labels";
@@ -393,6 +393,7 @@ async fn store_timeline(
     knowledge: Knowledge,
 ) -> Result<MaterializeOutcome> {
     let definition = set.definition_hash();
+    let name = timeline_name(&set.name);
     let params = Params {
         op: "materialize".into(),
         feature_set: set.name.clone(),
@@ -400,7 +401,10 @@ async fn store_timeline(
         tables: refs.iter().map(|(t, _)| t.clone()).collect(),
         definition: set.canonical_json(),
     };
-    let mut opts = PutOptions::new(timeline_name(&set.name), Kind::Timeline);
+    // Stored without moving the head: [`publish_timeline`] decides that (and a rebuild never
+    // moves it).
+    let mut opts = PutOptions::new(name, Kind::Timeline);
+    opts.head = HeadUpdate::Keep;
     opts.lineage = Lineage {
         inputs: refs.iter().map(|(_, h)| *h).collect(),
         definition: Some(definition),
@@ -462,9 +466,46 @@ pub async fn materialize(
     opts: &MaterializeOptions,
 ) -> Result<MaterializeOutcome> {
     let set = repo.set(set)?;
-    let refs = latest_refs(store, set)?;
-    let timeline = compute_stored(store, set, &refs, opts).await?;
-    store_timeline(store, set, refs, timeline, opts.knowledge).await
+    loop {
+        let started = store.head(&timeline_name(&set.name))?;
+        let refs = latest_refs(store, set)?;
+        let timeline = compute_stored(store, set, &refs, opts).await?;
+        let out = store_timeline(store, set, refs, timeline, opts.knowledge).await?;
+        if publish_timeline(store, set, &out, started.map(|h| h.seq))? {
+            return Ok(out);
+        }
+        tracing::info!(
+            set = set.name,
+            "a newer timeline was published from newer curated versions; materializing again"
+        );
+    }
+}
+
+/// Makes a stored timeline the head of its set's name, by compare-and-swap, unless that
+/// would replace a timeline made from newer curated versions: when the head moved since the
+/// materialization started (`started`) and the curated versions it read are no longer the
+/// latest, returns false and the caller computes again from the latest. Otherwise the
+/// timeline is current and is published, retrying the swap as long as other writers move the
+/// head.
+fn publish_timeline(
+    store: &Store,
+    set: &FeatureSet,
+    out: &MaterializeOutcome,
+    started: Option<u64>,
+) -> Result<bool> {
+    let name = timeline_name(&set.name);
+    loop {
+        let head = store.head(&name)?;
+        let seq = head.map(|h| h.seq);
+        if seq != started && latest_refs(store, set)? != out.inputs {
+            return Ok(false);
+        }
+        match store.publish(&name, &out.hash, HeadUpdate::Expect(seq)) {
+            Ok(_) => return Ok(true),
+            Err(Error::Conflict { .. }) => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 fn params_of(m: &Manifest) -> Result<Params> {
@@ -548,10 +589,17 @@ pub async fn materialize_incremental(
     let reads = Reads::of(set);
     let prev_inputs = read_inputs(store, &prev_refs, &reads, None).await?;
     let (_, prev_batches) = store.read(previous).await?;
+    let started = store.head(&timeline_name(&set.name))?;
     let refs = latest_refs(store, set)?;
     let inputs = read_inputs(store, &refs, &reads, None).await?;
     let timeline = compute_incremental(set, &prev_batches, &prev_inputs, &inputs, opts).await?;
-    store_timeline(store, set, refs, Computed::Memory(timeline), opts.knowledge).await
+    let out = store_timeline(store, set, refs, Computed::Memory(timeline), opts.knowledge).await?;
+    if !publish_timeline(store, set, &out, started.map(|h| h.seq))? {
+        // Newer curated versions were materialized meanwhile: a full materialization from
+        // them is the current timeline.
+        return materialize(store, repo, &set.name, opts).await;
+    }
+    Ok(out)
 }
 
 /// Recomputes a timeline version from its lineage (the curated versions and the definition

@@ -15,6 +15,7 @@ pub mod hl7v2;
 mod json;
 pub mod mapping;
 pub mod pipeline;
+pub mod read;
 
 use arrow::array::RecordBatch;
 use arrow::error::ArrowError;

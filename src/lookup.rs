@@ -36,7 +36,7 @@ use crate::features::{
     Status, TimelineIndex,
 };
 use crate::hash::ContentHash;
-use crate::store::{Kind, Lineage, ListFilter, Manifest, PutOptions, Store, VersionRef};
+use crate::store::{HeadUpdate, Kind, Lineage, Manifest, PutOptions, Store, VersionRef};
 
 /// Default name of the entity column holding patient ids.
 pub const PATIENT_COLUMN: &str = "patient_id";
@@ -182,15 +182,17 @@ pub fn choose_timeline(
         }
         return Ok(m);
     }
-    let filter = ListFilter {
-        kind: Some(Kind::Timeline),
-        name: Some(name.clone()),
-    };
-    store
-        .list(&filter)?
-        .into_iter()
-        .find(|m| m.name == name && timeline_knowledge(m) == Some(knowledge))
-        .ok_or_else(|| Error::NotFound {
+    // The newest head of the set's timeline name made with this knowledge (both knowledges
+    // share the name).
+    let mut found = None;
+    for head in store.head_log(&name)?.into_iter().rev() {
+        let m = store.manifest(&head.hash)?;
+        if m.kind == Kind::Timeline && timeline_knowledge(&m) == Some(knowledge) {
+            found = Some(m);
+            break;
+        }
+    }
+    found.ok_or_else(|| Error::NotFound {
             reference: format!(
                 "a timeline of feature set {set} materialized {} (run `ward materialize --set {set}{}` first)",
                 want(knowledge),
@@ -557,7 +559,7 @@ pub async fn historical(store: &Store, req: HistoricalRequest) -> Result<Histori
         entities_hash,
         &batches,
         params,
-        name,
+        Target::head_of(name),
     )
     .await
 }
@@ -660,7 +662,16 @@ pub async fn historical_direct(
     let definition = Some(set.canonical_json());
     let (entities_hash, batches, params, name) =
         prepare_request(store, req, set, OP_DIRECT, tables, definition).await?;
-    store_direct(store, set, refs, entities_hash, &batches, params, name).await
+    store_direct(
+        store,
+        set,
+        refs,
+        entities_hash,
+        &batches,
+        params,
+        Target::head_of(name),
+    )
+    .await
 }
 
 /// Computes a training set straight from the curated versions `refs` and stores it.
@@ -671,7 +682,7 @@ async fn store_direct(
     entities: ContentHash,
     batches: &[RecordBatch],
     params: Params,
-    name: String,
+    target: Target,
 ) -> Result<HistoricalOutcome> {
     let inputs = features::read_curated(store, set, &refs).await?;
     let opts = MaterializeOptions {
@@ -690,7 +701,7 @@ async fn store_direct(
     let mut inputs: Vec<ContentHash> = refs.iter().map(|(_, h)| *h).collect();
     inputs.push(entities);
     let (hash, rows, created) =
-        put_training(store, set, schema, out, inputs, &params, name).await?;
+        put_training(store, set, schema, out, inputs, &params, target).await?;
     Ok(HistoricalOutcome {
         hash,
         timeline: None,
@@ -699,6 +710,30 @@ async fn store_direct(
         rows,
         created,
     })
+}
+
+/// Where a training set is published: its name, and whether it becomes that name's head (a
+/// new lookup) or not (a rebuild, which recomputes an existing version and must not move
+/// the head back to it).
+struct Target {
+    name: String,
+    head: HeadUpdate,
+}
+
+impl Target {
+    fn head_of(name: String) -> Target {
+        Target {
+            name,
+            head: HeadUpdate::Move,
+        }
+    }
+
+    fn rebuilt(name: String) -> Target {
+        Target {
+            name,
+            head: HeadUpdate::Keep,
+        }
+    }
 }
 
 /// Stores a training set's batches as a `training` version labelled with its set; its
@@ -710,10 +745,11 @@ async fn put_training(
     out: Vec<RecordBatch>,
     inputs: Vec<ContentHash>,
     params: &Params,
-    name: String,
+    target: Target,
 ) -> Result<(ContentHash, usize, bool)> {
     let rows = out.iter().map(RecordBatch::num_rows).sum();
-    let mut opts = PutOptions::new(name, Kind::Training);
+    let mut opts = PutOptions::new(target.name, Kind::Training);
+    opts.head = target.head;
     opts.lineage = Lineage {
         inputs,
         definition: Some(set.definition_hash()),
@@ -735,7 +771,7 @@ async fn store_training(
     entities: ContentHash,
     batches: &[RecordBatch],
     params: Params,
-    name: String,
+    target: Target,
 ) -> Result<HistoricalOutcome> {
     let (schema, out) =
         historical_batches(index, batches, &params.patient_column, &params.time_column)?;
@@ -746,7 +782,7 @@ async fn store_training(
         out,
         vec![timeline, entities],
         &params,
-        name,
+        target,
     )
     .await?;
     Ok(HistoricalOutcome {
@@ -791,7 +827,7 @@ pub async fn rebuild(store: &Store, hash: &ContentHash) -> Result<ContentHash> {
                 *entities,
                 &batches,
                 params,
-                m.name.clone(),
+                Target::rebuilt(m.name.clone()),
             )
             .await?
         }
@@ -824,7 +860,7 @@ pub async fn rebuild(store: &Store, hash: &ContentHash) -> Result<ContentHash> {
                 *entities,
                 &batches,
                 params,
-                m.name.clone(),
+                Target::rebuilt(m.name.clone()),
             )
             .await?
         }

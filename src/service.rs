@@ -4,6 +4,7 @@
 //! - [`proto`]: the generated messages, servers and clients.
 //! - `datasets`, `ingest`, `features`: the `ward.v1` services over one [`Store`].
 //! - `flight`: Arrow Flight (DoGet, DoPut, ListFlights, GetFlightInfo, GetSchema).
+//! - `audit_query`: `ward.v1.Audit`, the audit trail for privacy officers (`audit_read`).
 //! - [`gate`]: the one place every call passes before its handler; the default admits all,
 //!   [`secure::SecureGate`] authenticates, authorizes by the permission table and audits
 //!   (`[auth]`, `docs/security.md`).
@@ -16,6 +17,7 @@
 //! flight then finish (within `limits.shutdown_grace_secs`). `docs/service.md` is the
 //! user's guide.
 
+mod audit_query;
 pub mod config;
 mod datasets;
 mod features;
@@ -42,7 +44,7 @@ use tonic::transport::server::TcpIncoming;
 pub use config::{Exposure, Limits, ServeConfig};
 pub use flight::DEFAULT_PUT_NAME;
 pub use gate::{Admission, AllowAll, Call, Gate, GateLayer};
-pub use status::{code, to_status};
+pub use status::{code, internal_message, is_internal, to_status};
 
 use crate::clock::SharedClock;
 use crate::error::{Error, Result};
@@ -63,6 +65,10 @@ pub(crate) struct State {
     pub(crate) online: crate::lookup::Online,
     /// Authentication, authorization and audit (`None`: the server does not authenticate).
     pub(crate) secured: Option<Arc<secure::Secured>>,
+    /// What `IngestPaths` may read (`[ingest]`: roots and caps).
+    pub(crate) ingest_paths: Arc<crate::ingest::read::ReadPolicy>,
+    /// The caps of `IngestUpload` (no roots: the server writes the file itself).
+    pub(crate) ingest_upload: Arc<crate::ingest::read::ReadPolicy>,
 }
 
 /// Parses a dataset reference given in request field `field`.
@@ -108,6 +114,9 @@ pub struct Server {
     state: State,
     gate: Arc<dyn Gate>,
     tls: Option<Tls>,
+    /// The audit trail every call is recorded in (opened at `<store>/audit` by
+    /// [`Server::serve`] when neither security nor [`Server::with_audit`] gave one).
+    audit: Option<Arc<crate::audit::AuditLog>>,
 }
 
 /// TLS of a server: the rustls configuration and the certificate store it reloads.
@@ -139,6 +148,7 @@ impl Server {
     /// bound; errors loading a stored timeline.
     pub async fn bind(config: &ServeConfig, store: Store, repo: FeatureRepo) -> Result<Server> {
         config.limits.validate()?;
+        let (ingest_paths, ingest_upload) = config.ingest.policies(&config.origin)?;
         let listener = tokio::net::TcpListener::bind(config.addr)
             .await
             .map_err(|e| Error::io(config.addr.to_string(), e))?;
@@ -163,10 +173,24 @@ impl Server {
                 limits: Arc::new(config.limits.clone()),
                 online,
                 secured: None,
+                ingest_paths: Arc::new(ingest_paths),
+                ingest_upload: Arc::new(ingest_upload),
             },
             gate: Arc::new(AllowAll),
             tls: None,
+            audit: None,
         })
+    }
+
+    /// Records every call in `audit` (instead of the security's trail or `<store>/audit`).
+    pub fn with_audit(mut self, audit: Arc<crate::audit::AuditLog>) -> Server {
+        self.audit = Some(audit);
+        self
+    }
+
+    /// The audit trail calls are recorded in, once known (security's, or given).
+    pub fn audit(&self) -> Option<&Arc<crate::audit::AuditLog>> {
+        self.audit.as_ref()
     }
 
     /// Replaces the gate every call passes.
@@ -183,8 +207,11 @@ impl Server {
     /// # Errors
     /// Errors reading the stored `care_team` table.
     pub async fn with_security(mut self, secured: secure::Secured) -> Result<Server> {
-        secure::load_care_team(&self.state.store, &secured.security).await?;
+        secured.load_care_team(&self.state.store).await?;
         self.gate = Arc::new(secured.gate());
+        if let Some(log) = secured.security.audit() {
+            self.audit = Some(log.clone());
+        }
         self.state.secured = Some(Arc::new(secured));
         Ok(self)
     }
@@ -229,7 +256,18 @@ impl Server {
             state,
             gate,
             tls,
+            audit,
         } = self;
+        // Every serving mode is audited: without security, every caller is the anonymous
+        // principal (docs/security.md, "Audit trail").
+        let audit = match audit {
+            Some(a) => a,
+            None => Arc::new(crate::audit::AuditLog::open(
+                &state.store.root().join("audit"),
+                state.store.clock().clone(),
+                crate::audit::AuditOptions::default(),
+            )?),
+        };
         let limits = state.limits.clone();
         let dec = limits.max_decoding_message_bytes;
         let enc = limits.max_encoding_message_bytes;
@@ -248,6 +286,14 @@ impl Server {
         })
         .max_decoding_message_size(dec)
         .max_encoding_message_size(enc);
+        let audit_service =
+            proto::audit_server::AuditServer::new(audit_query::AuditService { log: audit.clone() })
+                .max_decoding_message_size(dec)
+                .max_encoding_message_size(enc);
+        let security_reload = state
+            .secured
+            .clone()
+            .map(|s| secure::spawn_reload(s, state.store.clone()));
         let flight = FlightServiceServer::new(flight::Flight { state })
             .max_decoding_message_size(dec)
             .max_encoding_message_size(enc);
@@ -264,6 +310,9 @@ impl Server {
             .await;
         health
             .set_serving::<FlightServiceServer<flight::Flight>>()
+            .await;
+        health
+            .set_serving::<proto::audit_server::AuditServer<audit_query::AuditService>>()
             .await;
         health
             .set_service_status("", tonic_health::ServingStatus::Serving)
@@ -294,15 +343,16 @@ impl Server {
         let grace = limits.shutdown_grace();
         let router = tonic::transport::Server::builder()
             .timeout(limits.request_timeout())
-            .layer(GateLayer::new(gate))
+            .layer(GateLayer::audited(gate, audit))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(datasets)
             .add_service(ingest)
             .add_service(features)
+            .add_service(audit_service)
             .add_service(flight);
-        match tls {
+        let done = match tls {
             None => {
                 let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
                 let serving = router.serve_with_incoming_shutdown(incoming, signal);
@@ -320,7 +370,11 @@ impl Server {
                 }
                 done
             }
+        };
+        if let Some(r) = security_reload {
+            r.abort();
         }
+        done
     }
 }
 
@@ -431,7 +485,7 @@ pub fn exposure_notice(cfg: &ServeConfig, exposure: Exposure) -> String {
     };
     match exposure {
         Exposure::LoopbackUnauthenticated => format!(
-            "UNAUTHENTICATED ({transport}): no [auth] configured, so every local user may call this server anonymously; it listens on loopback only"
+            "UNAUTHENTICATED ({transport}): no [auth] configured, so every local user may call this server anonymously; it listens on loopback only; audit trail: every call is recorded as anonymous@loopback"
         ),
         Exposure::Authenticated => format!(
             "authenticated ({transport}); audit trail: every call is recorded"

@@ -7,9 +7,16 @@
 //!   ward-store.json            format marker
 //!   versions/<hex>/manifest.json   the manifest (hash, kind, schema, lineage, file digests)
 //!   versions/<hex>/data/       the Lance dataset holding the rows
-//!   tags/<name>.jsonl          a tag's history, one {"hash","at"} line per move
+//!   refs/<name>/<seq>.json     the heads of a name, one entry per move ([`heads`])
 //!   tmp/<id>/                  writes in progress (and leftovers of interrupted ones)
 //! ```
+//!
+//! # Names
+//! A name (`encounters`, `timeline-readmission`, a tag such as `prod`) means its head, and
+//! `NAME@TIME` the head it had at TIME: one rule, [`Store::resolve`], for every caller. A put
+//! under a name moves that name's head; a tag is the same move made by hand. Heads move only
+//! by compare-and-swap ([`heads`]), so two writers that built on the same head cannot both
+//! win: the loser gets [`Error::Conflict`] and redoes its work on the new head.
 //!
 //! # Atomic commit
 //! A version is written completely under `tmp/<id>/` (Lance data, then the manifest), every
@@ -20,6 +27,7 @@
 //! same content all get the one hash and nothing is stored twice. A writer holds an
 //! exclusive lock on `tmp/<id>/.lock`; [`Store::cleanup`] removes only unlocked leftovers.
 
+pub mod heads;
 pub mod manifest;
 
 use std::collections::BTreeMap;
@@ -39,10 +47,16 @@ use serde::{Deserialize, Serialize};
 use crate::clock::SharedClock;
 use crate::error::{Error, Result};
 use crate::hash::{ContentHash, TableHasher};
+pub use heads::{Head, HeadUpdate};
+use heads::{sync_dir, Heads};
 pub use manifest::{ColumnInfo, FileDigest, Kind, Lineage, Manifest, VersionRef};
 
 const MARKER: &str = "ward-store.json";
-const STORE_FORMAT: u32 = 1;
+/// The directories a store holds.
+const LAYOUT: [&str; 3] = ["versions", "refs", "tmp"];
+/// Format 2: names resolve through `refs/` heads. Format 1 kept tags in `tags/*.jsonl` and
+/// resolved an untagged name to its newest version; [`Store::open`] migrates it.
+const STORE_FORMAT: u32 = 2;
 
 /// What to record about a version being put.
 #[derive(Debug, Clone)]
@@ -55,6 +69,8 @@ pub struct PutOptions {
     pub lineage: Lineage,
     /// Free-form labels.
     pub labels: BTreeMap<String, String>,
+    /// How the put moves the head of `name` (default: it becomes the head).
+    pub head: HeadUpdate,
 }
 
 impl PutOptions {
@@ -65,6 +81,7 @@ impl PutOptions {
             kind,
             lineage: Lineage::default(),
             labels: BTreeMap::new(),
+            head: HeadUpdate::Move,
         }
     }
 }
@@ -76,6 +93,8 @@ pub struct PutOutcome {
     pub manifest: Manifest,
     /// False when the content already existed and nothing new was stored.
     pub created: bool,
+    /// The head of the name that now names this version (`None` with [`HeadUpdate::Keep`]).
+    pub head: Option<Head>,
 }
 
 /// Filters for [`Store::list`].
@@ -83,7 +102,7 @@ pub struct PutOutcome {
 pub struct ListFilter {
     /// Only this kind.
     pub kind: Option<Kind>,
-    /// Only versions put under this name or pointed at by a tag of this name.
+    /// Only versions that were ever the head of this name.
     pub name: Option<String>,
 }
 
@@ -107,6 +126,7 @@ pub struct CleanupReport {
     pub in_use: Vec<String>,
 }
 
+/// A line of a format-1 tag file (`tags/<name>.jsonl`), read only to migrate.
 #[derive(Debug, Serialize, Deserialize)]
 struct TagEntry {
     hash: ContentHash,
@@ -118,6 +138,7 @@ struct TagEntry {
 pub struct Store {
     root: PathBuf,
     clock: SharedClock,
+    heads: Heads,
 }
 
 impl Store {
@@ -131,8 +152,18 @@ impl Store {
         let marker = root.join(MARKER);
         if !marker.exists() {
             if root.exists() {
-                let entries = fs::read_dir(&root).map_err(|e| Error::io(&root, e))?;
-                if entries.count() > 0 {
+                // Another process may be creating this store right now: its layout entries
+                // do not make the directory "not a store".
+                let mut foreign = 0;
+                for entry in fs::read_dir(&root).map_err(|e| Error::io(&root, e))? {
+                    let entry = entry.map_err(|e| Error::io(&root, e))?;
+                    let name = entry.file_name();
+                    let name = name.to_string_lossy();
+                    if !(LAYOUT.contains(&name.as_ref()) || name.starts_with(".ward-store-")) {
+                        foreign += 1;
+                    }
+                }
+                if foreign > 0 {
                     return Err(Error::Store {
                         path: root,
                         reason: format!(
@@ -141,13 +172,107 @@ impl Store {
                     });
                 }
             }
-            for sub in ["versions", "tags", "tmp"] {
+            for sub in LAYOUT {
                 fs::create_dir_all(root.join(sub)).map_err(|e| Error::io(root.join(sub), e))?;
             }
             let body = serde_json::json!({ "ward_store_format": STORE_FORMAT, "created_by": crate::VERSION });
             write_atomic(&marker, body.to_string().as_bytes())?;
+            sync_dir(&root)?;
         }
-        Ok(Store { root, clock })
+        let store = Store {
+            heads: Heads::new(root.join("refs")),
+            root,
+            clock,
+        };
+        match store.format()? {
+            STORE_FORMAT => {}
+            1 => store.migrate_from_format_1()?,
+            n => {
+                return Err(Error::Store {
+                    path: store.root.clone(),
+                    reason: format!(
+                        "store format {n} was written by a newer Ward than this one ({}, format {STORE_FORMAT})",
+                        crate::VERSION
+                    ),
+                })
+            }
+        }
+        Ok(store)
+    }
+
+    fn format(&self) -> Result<u32> {
+        let marker = self.root.join(MARKER);
+        let text = fs::read(&marker).map_err(|e| Error::io(&marker, e))?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&text).map_err(|source| Error::Manifest {
+                path: marker.clone(),
+                source,
+            })?;
+        v.get("ward_store_format")
+            .and_then(|f| f.as_u64())
+            .and_then(|f| u32::try_from(f).ok())
+            .ok_or_else(|| Error::Store {
+                path: marker,
+                reason: "no ward_store_format number".into(),
+            })
+    }
+
+    /// Moves a format-1 store to heads, keeping what every `NAME` and `NAME@TIME` meant:
+    /// a name with a tag history resolved to its tag (so its log is the versions put under
+    /// it before the first tag move, then the tag's moves); any other name to its newest
+    /// version. Held under `migrate.lock`, so concurrent openers migrate once.
+    fn migrate_from_format_1(&self) -> Result<()> {
+        let lock_path = self.root.join("migrate.lock");
+        let lock = fs::File::create(&lock_path).map_err(|e| Error::io(&lock_path, e))?;
+        lock.lock().map_err(|e| Error::io(&lock_path, e))?;
+        if self.format()? == STORE_FORMAT {
+            return Ok(());
+        }
+        fs::create_dir_all(self.root.join("refs"))
+            .map_err(|e| Error::io(self.root.join("refs"), e))?;
+        let mut logs: BTreeMap<String, Vec<(DateTime<Utc>, ContentHash)>> = BTreeMap::new();
+        for m in self.list(&ListFilter::default())? {
+            logs.entry(m.name.clone())
+                .or_default()
+                .push((m.created_at, m.hash));
+        }
+        let tags_dir = self.root.join("tags");
+        if tags_dir.is_dir() {
+            for entry in fs::read_dir(&tags_dir).map_err(|e| Error::io(&tags_dir, e))? {
+                let path = entry.map_err(|e| Error::io(&tags_dir, e))?.path();
+                let Some(name) = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_suffix(".jsonl"))
+                else {
+                    continue;
+                };
+                let tags = read_tag_file(&path)?;
+                let Some(first) = tags.first().map(|t| t.at) else {
+                    continue;
+                };
+                let log = logs.entry(name.to_string()).or_default();
+                log.retain(|(at, _)| *at < first);
+                log.extend(tags.iter().map(|t| (t.at, t.hash)));
+            }
+        }
+        for (name, mut log) in logs {
+            if self.heads.head(&name)?.is_some() {
+                continue; // migrated by an earlier, interrupted run
+            }
+            log.sort_by_key(|(at, _)| *at);
+            let mut seq = None;
+            for (at, hash) in log {
+                seq = Some(self.heads.compare_and_swap(&name, seq, hash, at)?.seq);
+            }
+        }
+        let body = serde_json::json!({ "ward_store_format": STORE_FORMAT, "created_by": crate::VERSION, "migrated_from": 1 });
+        write_atomic(&self.root.join(MARKER), body.to_string().as_bytes())?;
+        if tags_dir.is_dir() {
+            let kept = self.root.join("tags-format-1");
+            fs::rename(&tags_dir, &kept).map_err(|e| Error::io(&kept, e))?;
+        }
+        sync_dir(&self.root)
     }
 
     /// Opens an existing store without creating anything.
@@ -234,7 +359,8 @@ impl Store {
         };
         let dest = self.version_dir(&hash);
         if dest.join("manifest.json").exists() {
-            return self.existing(hash, &opts, tmp);
+            drop(tmp);
+            return self.existing(hash, &opts);
         }
         let files = digest_files(&tmp.dir.join("data"))?;
         let mut manifest = Manifest {
@@ -261,13 +387,18 @@ impl Store {
         match tmp.commit(&dest) {
             Ok(()) => {
                 sync_dir(&self.root.join("versions"))?;
+                let head = self.heads.update(&opts.name, hash, opts.head, self.clock.now())?;
                 Ok(PutOutcome {
                     manifest,
                     created: true,
+                    head,
                 })
             }
             // Another writer committed the same content first.
-            Err(tmp) if dest.join("manifest.json").exists() => self.existing(hash, &opts, tmp),
+            Err(tmp) if dest.join("manifest.json").exists() => {
+                drop(tmp);
+                self.existing(hash, &opts)
+            }
             Err(tmp) => Err(Error::io(
                 &dest,
                 std::io::Error::other(format!("could not move {} into place", tmp.dir.display())),
@@ -275,22 +406,15 @@ impl Store {
         }
     }
 
-    /// The content is stored already: drop the temporary copy, and give the existing version
-    /// the requested name as a tag when it was put under another.
-    fn existing(
-        &self,
-        hash: ContentHash,
-        opts: &PutOptions,
-        tmp: TempVersion,
-    ) -> Result<PutOutcome> {
-        drop(tmp);
+    /// The content is stored already (under this name or another): the existing version
+    /// becomes the head of the requested name as `opts.head` says.
+    fn existing(&self, hash: ContentHash, opts: &PutOptions) -> Result<PutOutcome> {
         let manifest = self.manifest(&hash)?;
-        if manifest.name != opts.name && self.tag_target(&opts.name, None)? != Some(hash) {
-            self.tag(&opts.name, &hash)?;
-        }
+        let head = self.heads.update(&opts.name, hash, opts.head, self.clock.now())?;
         Ok(PutOutcome {
             manifest,
             created: false,
+            head,
         })
     }
 
@@ -354,13 +478,8 @@ impl Store {
     pub fn list(&self, filter: &ListFilter) -> Result<Vec<Manifest>> {
         let dir = self.root.join("versions");
         let mut out = Vec::new();
-        let tagged: Option<Vec<ContentHash>> = match &filter.name {
-            Some(name) => Some(
-                self.tag_history(name)?
-                    .into_iter()
-                    .map(|e| e.hash)
-                    .collect(),
-            ),
+        let named: Option<Vec<ContentHash>> = match &filter.name {
+            Some(name) => Some(self.heads.log(name)?.into_iter().map(|e| e.hash).collect()),
             None => None,
         };
         for entry in fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
@@ -372,8 +491,8 @@ impl Store {
             if filter.kind.is_some_and(|k| k != m.kind) {
                 continue;
             }
-            if let (Some(name), Some(tagged)) = (&filter.name, &tagged) {
-                if &m.name != name && !tagged.contains(&m.hash) {
+            if let Some(named) = &named {
+                if !named.contains(&m.hash) {
                     continue;
                 }
             }
@@ -410,87 +529,67 @@ impl Store {
                     }),
                 }
             }
-            VersionRef::Latest(name) => {
-                if let Some(h) = self.tag_target(name, None)? {
-                    return self.manifest(&h);
-                }
-                self.newest_named(name, None)
-                    .and_then(|m| m.ok_or_else(|| not_found(name.clone())))
-            }
+            VersionRef::Latest(name) => match self.heads.head(name)? {
+                Some(h) => self.manifest(&h.hash),
+                None => Err(not_found(name.clone())),
+            },
             VersionRef::AsOf(name, t) => {
-                if let Some(h) = self.tag_target(name, Some(*t))? {
-                    return self.manifest(&h);
+                match self.heads.log(name)?.into_iter().rfind(|e| e.at <= *t) {
+                    Some(h) => self.manifest(&h.hash),
+                    None => Err(not_found(format!("{name}@{}", t.to_rfc3339()))),
                 }
-                self.newest_named(name, Some(*t))
-                    .and_then(|m| m.ok_or_else(|| not_found(format!("{name}@{}", t.to_rfc3339()))))
             }
         }
     }
 
-    fn newest_named(&self, name: &str, at: Option<DateTime<Utc>>) -> Result<Option<Manifest>> {
-        let all = self.list(&ListFilter::default())?;
-        Ok(all
-            .into_iter()
-            .filter(|m| m.name == name && at.is_none_or(|t| m.created_at <= t))
-            .max_by(|a, b| a.created_at.cmp(&b.created_at).then(b.hash.cmp(&a.hash))))
+    /// The head of `name` (the version `NAME` resolves to, with its place in the log).
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the store cannot be read.
+    pub fn head(&self, name: &str) -> Result<Option<Head>> {
+        self.heads.head(name)
     }
 
-    /// Points tag `name` at `hash` (a tag is mutable; its history is kept, so `name@time`
-    /// still resolves to what it meant then).
+    /// Every name that has a head, in name order.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the store cannot be read.
+    pub fn names(&self) -> Result<Vec<String>> {
+        self.heads.names()
+    }
+
+    /// Every move of `name`'s head, oldest first.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the store cannot be read.
+    pub fn head_log(&self, name: &str) -> Result<Vec<Head>> {
+        self.heads.log(name)
+    }
+
+    /// Makes the stored version `hash` the head of `name` as `update` says.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if the version does not exist; [`Error::InvalidArgument`] for a
+    /// bad name; [`Error::Conflict`] when `update` expects a head that has moved.
+    pub fn publish(
+        &self,
+        name: &str,
+        hash: &ContentHash,
+        update: HeadUpdate,
+    ) -> Result<Option<Head>> {
+        manifest::validate_name(name)?;
+        self.manifest(hash)?;
+        self.heads.update(name, *hash, update, self.clock.now())
+    }
+
+    /// Points tag `name` at `hash`: a head move made by hand. The history is kept, so
+    /// `name@time` still resolves to what it meant then.
     ///
     /// # Errors
     /// [`Error::NotFound`] if the version does not exist; [`Error::InvalidArgument`] for a
     /// bad name.
     pub fn tag(&self, name: &str, hash: &ContentHash) -> Result<()> {
-        manifest::validate_name(name)?;
-        self.manifest(hash)?;
-        let entry = TagEntry {
-            hash: *hash,
-            at: self.clock.now(),
-        };
-        let mut line = serde_json::to_vec(&entry)
-            .map_err(|e| Error::Internal(format!("tag entry does not serialize: {e}")))?;
-        line.push(b'\n');
-        let path = self.root.join("tags").join(format!("{name}.jsonl"));
-        let mut f = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
-        f.write_all(&line).map_err(|e| Error::io(&path, e))?;
-        f.sync_all().map_err(|e| Error::io(&path, e))
-    }
-
-    fn tag_history(&self, name: &str) -> Result<Vec<TagEntry>> {
-        let path = self.root.join("tags").join(format!("{name}.jsonl"));
-        let file = match fs::File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io(&path, e)),
-        };
-        let mut out = Vec::new();
-        for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-            let line = line.map_err(|e| Error::io(&path, e))?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let entry: TagEntry = serde_json::from_str(&line).map_err(|e| Error::BadInput {
-                location: format!("{}:{}", path.display(), i + 1),
-                field: "tag entry".into(),
-                reason: e.to_string(),
-            })?;
-            out.push(entry);
-        }
-        Ok(out)
-    }
-
-    /// Where tag `name` pointed at time `at` (now when `None`).
-    fn tag_target(&self, name: &str, at: Option<DateTime<Utc>>) -> Result<Option<ContentHash>> {
-        Ok(self
-            .tag_history(name)?
-            .into_iter()
-            .rfind(|e| at.is_none_or(|t| e.at <= t))
-            .map(|e| e.hash))
+        self.publish(name, hash, HeadUpdate::Move).map(|_| ())
     }
 
     /// Opens a version's Lance dataset.
@@ -717,8 +816,16 @@ impl Store {
             writer.write(b).map_err(perr)
         })
         .await?;
-        writer.close().map_err(perr)?;
+        let file = writer.into_inner().map_err(perr)?;
+        file.sync_all().map_err(|e| Error::io(&part, e))?;
+        drop(file);
         fs::rename(&part, out).map_err(|e| Error::io(out, e))?;
+        // The rename is only durable once the directory holding the new name is synced.
+        let parent = match out.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        sync_dir(&parent)?;
         Ok(rows)
     }
 
@@ -763,6 +870,7 @@ impl Store {
                 report.removed.push(name_of(lock_path));
             }
         }
+        report.removed.extend(self.heads.cleanup()?);
         Ok(report)
     }
 }
@@ -870,10 +978,23 @@ fn remove_if_present(path: &Path) -> Result<bool> {
     }
 }
 
-fn sync_dir(dir: &Path) -> Result<()> {
-    fs::File::open(dir)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| Error::io(dir, e))
+/// The moves of a format-1 tag file, in file order.
+fn read_tag_file(path: &Path) -> Result<Vec<TagEntry>> {
+    let file = fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut out = Vec::new();
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|e| Error::io(path, e))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let entry: TagEntry = serde_json::from_str(&line).map_err(|e| Error::BadInput {
+            location: format!("{}:{}", path.display(), i + 1),
+            field: "tag entry".into(),
+            reason: e.to_string(),
+        })?;
+        out.push(entry);
+    }
+    Ok(out)
 }
 
 /// Syncs every file and directory under `dir` (so the rename that follows publishes bytes
@@ -893,11 +1014,24 @@ fn sync_tree(dir: &Path) -> Result<()> {
     sync_dir(dir)
 }
 
-/// Writes a small file atomically: to a temporary name, synced, renamed.
+/// Writes a small file atomically: to a temporary name of its own (so concurrent writers do
+/// not share one), synced, renamed.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
-    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".ward-store-")
+        .tempfile_in(&dir)
+        .map_err(|e| Error::io(&dir, e))?;
+    tmp.write_all(bytes).map_err(|e| Error::io(tmp.path(), e))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| Error::io(tmp.path(), e))?;
+    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => sync_dir(p),
+        _ => Ok(()),
+    }
 }

@@ -91,6 +91,9 @@ class WardServer:
             'addr = "127.0.0.1:0"',
             f"store = {_toml_str(self.store)}",
             "features = [" + ", ".join(_toml_str(f) for f in features) + "]",
+            "[ingest]",
+            # IngestPaths reads only under its roots: the test's own folder.
+            f"roots = [{_toml_str(workdir)}]",
         ]
         self.config.write_text("\n".join(lines) + "\n", encoding="utf-8")
         self.stderr_lines = []

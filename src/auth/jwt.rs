@@ -93,6 +93,7 @@ struct IssuerSettings {
     clinician_claim: Option<String>,
 }
 
+#[derive(Clone)]
 struct KeyEntry {
     issuer: Arc<IssuerSettings>,
     kid: Option<String>,
@@ -116,10 +117,44 @@ impl std::fmt::Debug for KeyEntry {
 pub const VERIFIED_CACHE_MAX: usize = 16_384;
 
 /// Verifies bearer JWTs against the keys of the configured issuers.
+///
+/// A verifier loaded from JWKS files ([`JwtVerifier::load`]) follows key rotation: after
+/// [`request_jwks_check`] (the server calls it every `[reload] interval_secs` and on SIGHUP),
+/// its next verification first compares the files' contents with those it loaded and, when
+/// one changed, swaps in the new keys and forgets the tokens it remembered. A file that no
+/// longer loads is logged and the current keys kept.
 #[derive(Debug, Default)]
 pub struct JwtVerifier {
-    keys: Vec<KeyEntry>,
+    keys: arc_swap::ArcSwap<Vec<KeyEntry>>,
     verified: Mutex<HashMap<[u8; 32], Arc<Verified>>>,
+    /// The files the keys came from (`None`: keys added by [`JwtVerifier::add_issuer`]).
+    sources: Option<Sources>,
+}
+
+/// Asks every verifier loaded from JWKS files to check them for changes before its next
+/// verification (cheap when nothing changed: one read of each file).
+pub fn request_jwks_check() {
+    JWKS_CHECKS.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+}
+
+/// Incremented by [`request_jwks_check`].
+static JWKS_CHECKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Where a loaded verifier's keys came from, and what they were.
+#[derive(Debug)]
+struct Sources {
+    issuers: Vec<IssuerConfig>,
+    base: PathBuf,
+    /// The value of [`JWKS_CHECKS`] last acted on.
+    seen: std::sync::atomic::AtomicU64,
+    /// BLAKE3 of each JWKS file as last loaded (or last found unloadable).
+    digests: Mutex<Vec<Option<[u8; 32]>>>,
+}
+
+fn digest_of(path: &Path) -> Option<[u8; 32]> {
+    std::fs::read(path)
+        .ok()
+        .map(|b| *blake3::hash(&b).as_bytes())
 }
 
 /// A token whose signature and time-independent claims checked out.
@@ -177,12 +212,12 @@ impl JwtVerifier {
 
     /// Whether any key is configured.
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.keys.load().is_empty()
     }
 
     /// Number of keys loaded.
     pub fn key_count(&self) -> usize {
-        self.keys.len()
+        self.keys.load().len()
     }
 
     /// Loads the issuers' JWKS files; relative paths are resolved against `base`.
@@ -192,9 +227,12 @@ impl JwtVerifier {
     /// a malformed JWKS, a symmetric key, an unsupported algorithm or curve, a bad role name.
     pub fn load(issuers: &[IssuerConfig], base: &Path) -> Result<JwtVerifier> {
         let mut v = JwtVerifier::default();
+        let seen = JWKS_CHECKS.load(std::sync::atomic::Ordering::Acquire);
+        let mut digests = Vec::with_capacity(issuers.len());
         for (i, cfg) in issuers.iter().enumerate() {
             let path = base.join(&cfg.jwks);
             let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+            digests.push(Some(*blake3::hash(text.as_bytes()).as_bytes()));
             v.add_issuer(cfg, &text, &path.display().to_string())
                 .map_err(|e| match e {
                     Error::BadInput { .. } => e,
@@ -205,7 +243,56 @@ impl JwtVerifier {
                     },
                 })?;
         }
+        v.sources = Some(Sources {
+            issuers: issuers.to_vec(),
+            base: base.to_path_buf(),
+            seen: std::sync::atomic::AtomicU64::new(seen),
+            digests: Mutex::new(digests),
+        });
         Ok(v)
+    }
+
+    /// After [`request_jwks_check`]: reloads the JWKS files if one changed (see the type's
+    /// documentation). One caller checks at a time; the others go on with the current keys.
+    fn check_sources(&self) {
+        use std::sync::atomic::Ordering;
+        let Some(src) = &self.sources else {
+            return;
+        };
+        let asked = JWKS_CHECKS.load(Ordering::Acquire);
+        if src.seen.load(Ordering::Acquire) == asked {
+            return;
+        }
+        let Ok(mut digests) = src.digests.try_lock() else {
+            return;
+        };
+        src.seen.store(asked, Ordering::Release);
+        let now: Vec<Option<[u8; 32]>> = src
+            .issuers
+            .iter()
+            .map(|c| digest_of(&src.base.join(&c.jwks)))
+            .collect();
+        if now == *digests {
+            return;
+        }
+        match JwtVerifier::load(&src.issuers, &src.base) {
+            Ok(fresh) => {
+                let keys = fresh.keys.load_full();
+                tracing::info!(keys = keys.len(), "JWKS changed: keys reloaded");
+                self.keys.store(keys);
+                if let Ok(mut m) = self.verified.lock() {
+                    m.clear();
+                }
+                *digests = fresh
+                    .sources
+                    .map(|s| s.digests.into_inner().unwrap_or_default())
+                    .unwrap_or(now);
+            }
+            Err(e) => {
+                tracing::warn!("JWKS changed but does not load, keeping the current keys: {e}");
+                *digests = now;
+            }
+        }
     }
 
     /// Adds an issuer whose JWKS is `jwks_json`; `origin` names it in errors.
@@ -216,6 +303,7 @@ impl JwtVerifier {
         if let Ok(m) = self.verified.get_mut() {
             m.clear();
         }
+        let mut all: Vec<KeyEntry> = self.keys.load().iter().cloned().collect();
         let bad = |field: String, reason: String| Error::BadInput {
             location: origin.to_string(),
             field,
@@ -307,7 +395,7 @@ impl JwtVerifier {
                 if !seen_kids.insert(kid.clone()) {
                     return Err(bad(field, "duplicate kid".into()));
                 }
-                if self.keys.iter().any(|e| e.kid.as_deref() == Some(kid)) {
+                if all.iter().any(|e| e.kid.as_deref() == Some(kid)) {
                     return Err(bad(field, "kid already used by another issuer".into()));
                 }
             }
@@ -318,7 +406,7 @@ impl JwtVerifier {
                 .as_ref()
                 .and_then(|kid| key_grants.get(kid).cloned())
                 .unwrap_or_else(|| grants.clone());
-            self.keys.push(KeyEntry {
+            all.push(KeyEntry {
                 issuer: settings.clone(),
                 kid: jwk.common.key_id.clone(),
                 alg,
@@ -326,6 +414,7 @@ impl JwtVerifier {
                 grants,
             });
         }
+        self.keys.store(Arc::new(all));
         Ok(())
     }
 
@@ -336,6 +425,7 @@ impl JwtVerifier {
     /// valid, wrong-issuer or wrong-audience token; [`Error::PermissionDenied`] for an
     /// authentic token claiming a role its key does not grant. Reasons never echo the token.
     pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<Principal> {
+        self.check_sources();
         let digest = *blake3::hash(token.as_bytes()).as_bytes();
         let known = self
             .verified
@@ -383,10 +473,10 @@ impl JwtVerifier {
                 alg_name(header.alg)
             )));
         }
+        let keys = self.keys.load();
         let candidates: Vec<&KeyEntry> = match &header.kid {
             Some(kid) => {
-                let by_kid: Vec<&KeyEntry> = self
-                    .keys
+                let by_kid: Vec<&KeyEntry> = keys
                     .iter()
                     .filter(|k| k.kid.as_deref() == Some(kid))
                     .collect();
@@ -395,7 +485,7 @@ impl JwtVerifier {
                 }
                 by_kid
             }
-            None => self.keys.iter().collect(),
+            None => keys.iter().collect(),
         };
         let matching: Vec<&KeyEntry> = candidates
             .iter()

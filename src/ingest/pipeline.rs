@@ -10,9 +10,16 @@
 //! version's rows and this run's, sorted into a canonical order and with exact duplicate rows
 //! removed. So ingesting the same input twice gives the same hashes, file order never
 //! changes a hash, and nothing is edited in place: the previous version stays as it was.
+//!
+//! Concurrent runs (two `ward ingest` processes, two `IngestPaths` calls) never lose rows:
+//! each new curated or quarantine version is published as the head of its table by
+//! compare-and-swap on the head it was merged onto (`store::heads`). A run that loses the
+//! race merges its rows again onto the new head and retries ([`OnConflict::Retry`], the
+//! default), or fails with [`Error::Conflict`] ([`OnConflict::Fail`]). Since a merge is a
+//! set union, the tables after any number of concurrent runs equal those of one run over all
+//! their inputs.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -26,11 +33,12 @@ use arrow::row::{RowConverter, SortField};
 use serde::Serialize;
 
 use super::mapping::Mapping;
+use super::read::ReadPolicy;
 use super::{fhir, hl7v2, mapping, BadRecord, Context, Input, ParsedBatches};
 use crate::curated::Table;
 use crate::error::{Error, Result};
 use crate::hash::ContentHash;
-use crate::store::{Kind, Lineage, PutOptions, Store, VersionRef};
+use crate::store::{HeadUpdate, Kind, Lineage, PutOptions, Store};
 
 /// Raw files are stored in chunks of this many bytes.
 const RAW_CHUNK: usize = 8 << 20;
@@ -109,6 +117,16 @@ impl std::str::FromStr for MaxBad {
     }
 }
 
+/// What a run does when another writer moved a table's head while it merged onto it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnConflict {
+    /// Merge again onto the new head and retry (as often as the head keeps moving).
+    #[default]
+    Retry,
+    /// Fail with [`Error::Conflict`]; versions already published by the run stay.
+    Fail,
+}
+
 /// Settings of one ingest run.
 #[derive(Debug, Clone)]
 pub struct IngestOptions {
@@ -124,6 +142,9 @@ pub struct IngestOptions {
     pub max_bad: Option<MaxBad>,
     /// Parsing settings (ingestion time, default zone).
     pub context: Context,
+    /// Which paths may be read and how much ([`ReadPolicy::default`]: any path, the default
+    /// caps).
+    pub read: ReadPolicy,
 }
 
 /// What an ingest run did.
@@ -165,83 +186,36 @@ pub struct CuratedOutcome {
     pub total_rows: u64,
 }
 
-/// The files under `paths` (directories are walked, in name order).
+/// The files under `paths` (directories are walked, in name order, symbolic links followed
+/// with loops refused; only regular files), as `ward ingest` reads them: no roots, the
+/// default caps ([`super::read`]).
 ///
 /// # Errors
-/// [`Error::Io`] for a path that cannot be read.
+/// As [`input_files`].
 pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for p in paths {
-        let meta = std::fs::metadata(p).map_err(|e| Error::io(p, e))?;
-        if meta.is_dir() {
-            let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
-                .map_err(|e| Error::io(p, e))?
-                .map(|e| e.map(|e| e.path()).map_err(|err| Error::io(p, err)))
-                .collect::<Result<_>>()?;
-            entries.sort();
-            let names: Vec<PathBuf> = entries
-                .into_iter()
-                .filter(|e| {
-                    !e.file_name()
-                        .map(|n| n.to_string_lossy().starts_with('.'))
-                        .unwrap_or(true)
-                })
-                .collect();
-            out.extend(expand_paths(&names)?);
-        } else {
-            out.push(p.clone());
-        }
-    }
-    Ok(out)
+    Ok(input_files(paths, &ReadPolicy::default())?
+        .into_iter()
+        .map(|(f, _)| f)
+        .collect())
 }
 
 /// The files under `paths` with the names Ward records for them (in `source_system`, raw
 /// versions and quarantine locations): a file given directly is named by its file name, a file
 /// found in a directory by its path inside that directory. Names do not depend on where the
 /// export was unpacked, so the same export ingested from another folder gives the same hashes.
+/// Only paths `policy` allows ([`super::read::input_files`]).
 ///
 /// # Errors
-/// [`Error::Io`] for a path that cannot be read.
-pub fn input_files(paths: &[PathBuf]) -> Result<Vec<(PathBuf, String)>> {
-    let mut out = Vec::new();
-    for p in paths {
-        let is_dir = std::fs::metadata(p).map_err(|e| Error::io(p, e))?.is_dir();
-        for f in expand_paths(std::slice::from_ref(p))? {
-            let rel = if is_dir { f.strip_prefix(p).ok() } else { None };
-            let name = match rel {
-                Some(r) => r
-                    .components()
-                    .map(|c| c.as_os_str().to_string_lossy())
-                    .collect::<Vec<_>>()
-                    .join("/"),
-                None => f
-                    .file_name()
-                    .map(|n| n.to_string_lossy().to_string())
-                    .unwrap_or_else(|| f.to_string_lossy().to_string()),
-            };
-            out.push((f, name));
-        }
-    }
-    Ok(out)
+/// As [`super::read::input_files`]: a path outside the policy's roots, a link loop, a file
+/// that is not a regular file, a path that cannot be read.
+pub fn input_files(paths: &[PathBuf], policy: &ReadPolicy) -> Result<Vec<(PathBuf, String)>> {
+    super::read::input_files(paths, policy)
 }
 
-/// Reads one input file, gunzipping `*.gz`; returns the name parsers see (without `.gz`).
-fn read_input(path: &Path, name: &str) -> Result<(String, Vec<u8>, Vec<u8>)> {
-    let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let name = name.to_string();
-    if let Some(stem) = name.strip_suffix(".gz") {
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(|e| Error::BadInput {
-                location: name.clone(),
-                field: "-".into(),
-                reason: format!("not valid gzip: {e}"),
-            })?;
-        return Ok((stem.to_string(), raw, out));
-    }
-    let content = raw.clone();
-    Ok((name, raw, content))
+/// Reads one input file within `policy`'s caps, gunzipping `*.gz`; returns the name parsers
+/// see (without `.gz`).
+fn read_input(path: &Path, name: &str, policy: &ReadPolicy) -> Result<(String, Vec<u8>, Vec<u8>)> {
+    super::read::read_input(path, name, policy)
 }
 
 /// Runs one ingest: see the module documentation.
@@ -257,7 +231,22 @@ pub async fn ingest(
     opts: &IngestOptions,
     progress: Option<&indicatif::ProgressBar>,
 ) -> Result<IngestReport> {
-    let files = input_files(paths)?;
+    ingest_with(store, paths, opts, progress, OnConflict::Retry).await
+}
+
+/// As [`ingest`], choosing what happens when another writer moves a table's head during the
+/// run.
+///
+/// # Errors
+/// As [`ingest`]; [`Error::Conflict`] with [`OnConflict::Fail`] when a head moved.
+pub async fn ingest_with(
+    store: &Store,
+    paths: &[PathBuf],
+    opts: &IngestOptions,
+    progress: Option<&indicatif::ProgressBar>,
+    on_conflict: OnConflict,
+) -> Result<IngestReport> {
+    let files = input_files(paths, &opts.read)?;
     if files.is_empty() {
         return Err(Error::invalid("inputs", "no input files found"));
     }
@@ -265,7 +254,7 @@ pub async fn ingest(
     let mut contents = Vec::with_capacity(files.len());
     let mut raws = Vec::with_capacity(files.len());
     for (f, display) in &files {
-        let (name, raw, content) = read_input(f, display)?;
+        let (name, raw, content) = read_input(f, display, &opts.read)?;
         if let Some(p) = progress {
             p.inc(raw.len() as u64);
         }
@@ -320,16 +309,16 @@ pub async fn ingest(
     let mut quarantine = None;
     if !parsed.bad.is_empty() {
         let batch = quarantine_batch(&parsed.bad)?;
-        let (prev, merged) = merge_with_latest(store, "quarantine", batch).await?;
-        let mut q = PutOptions::new("quarantine", Kind::Quarantine);
-        q.lineage = lineage(prev, "quarantine");
-        quarantine = Some(
-            store
-                .put_batches(merged.schema(), vec![merged], q)
-                .await?
-                .manifest
-                .hash,
-        );
+        let (hash, _) = commit_merged(
+            store,
+            "quarantine",
+            Kind::Quarantine,
+            &batch,
+            |prev| lineage(prev, "quarantine"),
+            on_conflict,
+        )
+        .await?;
+        quarantine = Some(hash);
     }
     let rows: u64 = Table::ALL.iter().map(|t| parsed.rows(*t) as u64).sum();
     let total_bad = parsed.bad.len() as u64;
@@ -354,15 +343,15 @@ pub async fn ingest(
     let mut curated = Vec::new();
     for (table, batch) in parsed.batches {
         let n = batch.num_rows();
-        let (prev, merged) = merge_with_latest(store, table.name(), batch).await?;
-        let mut p = PutOptions::new(table.name(), Kind::Curated);
-        p.lineage = lineage(prev, table.name());
-        let total_rows = merged.num_rows() as u64;
-        let hash = store
-            .put_batches(merged.schema(), vec![merged], p)
-            .await?
-            .manifest
-            .hash;
+        let (hash, total_rows) = commit_merged(
+            store,
+            table.name(),
+            Kind::Curated,
+            &batch,
+            |prev| lineage(prev, table.name()),
+            on_conflict,
+        )
+        .await?;
         curated.push(CuratedOutcome {
             table: table.name().to_string(),
             hash,
@@ -594,17 +583,43 @@ fn quarantine_batch(bad: &[BadRecord]) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(quarantine_schema(), cols)?)
 }
 
-/// The latest version named `name` (if any) merged with `batch`.
-async fn merge_with_latest(
+/// Merges `batch` onto the head of `name` and publishes the result as the new head by
+/// compare-and-swap on the head it was merged onto; when another writer moved the head in
+/// the meantime, merges again onto the new head (or fails, as `on_conflict` says). Returns
+/// the published version and its row count.
+async fn commit_merged(
     store: &Store,
     name: &str,
+    kind: Kind,
+    batch: &RecordBatch,
+    lineage: impl Fn(Option<ContentHash>) -> Lineage,
+    on_conflict: OnConflict,
+) -> Result<(ContentHash, u64)> {
+    loop {
+        let head = store.head(name)?;
+        let prev = head.map(|h| h.hash);
+        let merged = merge_onto(store, name, prev, batch.clone()).await?;
+        let rows = merged.num_rows() as u64;
+        let mut p = PutOptions::new(name, kind);
+        p.lineage = lineage(prev);
+        p.head = HeadUpdate::Expect(head.map(|h| h.seq));
+        match store.put_batches(merged.schema(), vec![merged], p).await {
+            Ok(put) => return Ok((put.manifest.hash, rows)),
+            Err(Error::Conflict { .. }) if on_conflict == OnConflict::Retry => {
+                tracing::info!(table = name, "head moved during the merge; merging again");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Version `prev` of `name` (if any) merged with `batch`.
+async fn merge_onto(
+    store: &Store,
+    name: &str,
+    prev: Option<ContentHash>,
     batch: RecordBatch,
-) -> Result<(Option<ContentHash>, RecordBatch)> {
-    let prev = match store.resolve(&VersionRef::Latest(name.to_string())) {
-        Ok(m) => Some(m.hash),
-        Err(Error::NotFound { .. }) => None,
-        Err(e) => return Err(e),
-    };
+) -> Result<RecordBatch> {
     let mut batches = vec![batch];
     if let Some(h) = prev {
         let (schema, old) = store.read(&h).await?;
@@ -618,7 +633,7 @@ async fn merge_with_latest(
         }
         batches.extend(old);
     }
-    Ok((prev, canonical_merge(&batches)?))
+    canonical_merge(&batches)
 }
 
 /// Concatenates batches, sorts the rows by every column in schema order (the first columns

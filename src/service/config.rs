@@ -59,6 +59,14 @@ pub struct ServeConfig {
     /// data.
     #[serde(default)]
     pub deid: Option<DeidConfig>,
+    /// What `IngestPaths` may read (the roots) and how large an input may be (both ingest
+    /// calls).
+    #[serde(default)]
+    pub ingest: IngestConfig,
+    /// How often the server checks the policy file, the JWKS files and the store's newest
+    /// `care_team` for changes.
+    #[serde(default)]
+    pub reload: ReloadConfig,
     /// The folder relative paths of the sections above resolve against (the configuration
     /// file's folder; `.` for a parsed string).
     #[serde(skip)]
@@ -81,6 +89,112 @@ pub struct DeidConfig {
     /// An environment variable holding the key (64+ hex digits).
     #[serde(default)]
     pub key_env: Option<String>,
+}
+
+/// The `[ingest]` section: where `IngestPaths` may read, and the caps on every input file
+/// (`IngestPaths` and `IngestUpload`; [`crate::ingest::read`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// The folders `IngestPaths` may read under (relative ones resolve against the
+    /// configuration file's folder; canonicalized when the server starts, each must exist).
+    /// Empty (the default): `IngestPaths` is refused with `FAILED_PRECONDITION`; uploads
+    /// still work.
+    #[serde(default)]
+    pub roots: Vec<PathBuf>,
+    /// Largest input file in bytes, as stored (default 4 GiB).
+    #[serde(default = "default_max_file_bytes")]
+    pub max_file_bytes: u64,
+    /// Largest content of one gzip input after decompression, in bytes (default 4 GiB): a
+    /// gzip bomb stops here.
+    #[serde(default = "default_max_decompressed_bytes")]
+    pub max_decompressed_bytes: u64,
+}
+
+fn default_max_file_bytes() -> u64 {
+    crate::ingest::read::DEFAULT_MAX_FILE_BYTES
+}
+
+fn default_max_decompressed_bytes() -> u64 {
+    crate::ingest::read::DEFAULT_MAX_DECOMPRESSED_BYTES
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            roots: Vec::new(),
+            max_file_bytes: default_max_file_bytes(),
+            max_decompressed_bytes: default_max_decompressed_bytes(),
+        }
+    }
+}
+
+impl IngestConfig {
+    /// The read policy of `IngestPaths` (with the roots, canonicalized) and of
+    /// `IngestUpload` (no roots: the server wrote the file itself), both with the caps;
+    /// `origin` names the configuration in errors.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming `[ingest] roots` and the root that is not an
+    /// existing directory.
+    pub fn policies(
+        &self,
+        origin: &str,
+    ) -> Result<(
+        crate::ingest::read::ReadPolicy,
+        crate::ingest::read::ReadPolicy,
+    )> {
+        let upload = crate::ingest::read::ReadPolicy {
+            roots: None,
+            max_file_bytes: self.max_file_bytes,
+            max_decompressed_bytes: self.max_decompressed_bytes,
+            limits_from: format!("[ingest] in {origin}"),
+        };
+        let roots = if self.roots.is_empty() {
+            None
+        } else {
+            Some(crate::ingest::read::Roots::new(
+                &self.roots,
+                &format!("[ingest] roots in {origin}"),
+            )?)
+        };
+        let paths = crate::ingest::read::ReadPolicy {
+            roots,
+            ..upload.clone()
+        };
+        Ok((paths, upload))
+    }
+}
+
+/// The `[reload]` section: how often a running server looks for changes to what it loaded at
+/// start (the policy file, the JWKS files, the newest `care_team` version in the store) and
+/// swaps them in. SIGHUP checks at once.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadConfig {
+    /// Seconds between checks (default 2; at least 0.05). A change is in effect at most this
+    /// long (plus the time to read it) after it was made.
+    #[serde(default = "default_reload_secs")]
+    pub interval_secs: f64,
+}
+
+fn default_reload_secs() -> f64 {
+    2.0
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        ReloadConfig {
+            interval_secs: default_reload_secs(),
+        }
+    }
+}
+
+impl ReloadConfig {
+    /// The interval between checks.
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs_f64(self.interval_secs)
+    }
 }
 
 /// Who may reach a server, decided from its address and configuration
@@ -221,6 +335,8 @@ impl Default for ServeConfig {
             tls: None,
             audit: None,
             deid: None,
+            ingest: IngestConfig::default(),
+            reload: ReloadConfig::default(),
             base: PathBuf::from("."),
             origin: "the default configuration".into(),
         }
@@ -242,6 +358,7 @@ impl ServeConfig {
             config.store = Some(base.join(store));
         }
         config.features = config.features.iter().map(|f| base.join(f)).collect();
+        config.ingest.roots = config.ingest.roots.iter().map(|r| base.join(r)).collect();
         config.base = base.to_path_buf();
         Ok(config)
     }
@@ -311,6 +428,24 @@ impl ServeConfig {
 
     fn check(&self, origin: &str) -> Result<()> {
         self.limits.validate()?;
+        for (name, v) in [
+            ("max_file_bytes", self.ingest.max_file_bytes),
+            ("max_decompressed_bytes", self.ingest.max_decompressed_bytes),
+        ] {
+            if v == 0 {
+                return Err(Error::invalid(
+                    format!("{origin}: [ingest] {name}"),
+                    "must be positive",
+                ));
+            }
+        }
+        let r = self.reload.interval_secs;
+        if !(r.is_finite() && (0.05..=86_400.0).contains(&r)) {
+            return Err(Error::invalid(
+                format!("{origin}: [reload] interval_secs"),
+                format!("{r}: give between 0.05 and 86400 seconds"),
+            ));
+        }
         if let Some(n) = self.threads {
             check_threads(n)
                 .map_err(|reason| Error::invalid(format!("{origin}: threads"), reason))?;
@@ -448,6 +583,62 @@ mod tests {
         }
         let e = ServeConfig::parse("threads = -1\n", "t.toml").unwrap_err();
         assert!(e.to_string().starts_with("t.toml:1"), "{e}");
+    }
+
+    #[test]
+    fn ingest_and_reload_sections() {
+        let c = ServeConfig::parse("", "t.toml").unwrap();
+        assert_eq!(c.ingest, IngestConfig::default());
+        assert_eq!(c.ingest.max_file_bytes, 4 << 30);
+        assert_eq!(c.ingest.max_decompressed_bytes, 4 << 30);
+        assert_eq!(c.reload.interval(), Duration::from_secs(2));
+        let (paths, upload) = c.ingest.policies("t.toml").unwrap();
+        assert!(paths.roots.is_none() && upload.roots.is_none());
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("in")).unwrap();
+        std::fs::write(
+            dir.path().join("serve.toml"),
+            "[ingest]\nroots = [\"in\"]\nmax_file_bytes = 10\nmax_decompressed_bytes = 20\n[reload]\ninterval_secs = 0.5\n",
+        )
+        .unwrap();
+        let c = ServeConfig::load(&dir.path().join("serve.toml")).unwrap();
+        assert_eq!(c.reload.interval(), Duration::from_millis(500));
+        let (paths, upload) = c.ingest.policies(&c.origin).unwrap();
+        let roots = paths.roots.unwrap();
+        assert_eq!(
+            roots.canonical(),
+            [std::fs::canonicalize(dir.path().join("in")).unwrap()]
+        );
+        assert!(upload.roots.is_none());
+        assert_eq!(
+            (upload.max_file_bytes, upload.max_decompressed_bytes),
+            (10, 20)
+        );
+        assert!(
+            upload.limits_from.contains("serve.toml"),
+            "{}",
+            upload.limits_from
+        );
+
+        let c = ServeConfig::parse("[ingest]\nroots = [\"/no/such/root\"]\n", "t.toml").unwrap();
+        let e = c.ingest.policies("t.toml").unwrap_err().to_string();
+        assert!(
+            e.contains("[ingest] roots") && e.contains("/no/such/root"),
+            "{e}"
+        );
+        for (bad, want) in [
+            ("[ingest]\nmax_file_bytes = 0\n", "max_file_bytes"),
+            (
+                "[ingest]\nmax_decompressed_bytes = 0\n",
+                "max_decompressed_bytes",
+            ),
+            ("[reload]\ninterval_secs = 0\n", "interval_secs"),
+            ("[ingest]\nroot = [\"x\"]\n", "root"),
+        ] {
+            let e = ServeConfig::parse(bad, "t.toml").unwrap_err().to_string();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
     }
 
     #[test]

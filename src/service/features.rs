@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 use super::gate::Admission;
 use super::proto::{self, features_server::Features, historical_response::Part};
 use super::{parse_ref, secure, version_stream, State};
-use crate::auth::Action;
+use crate::auth::{Action, AuditNote, RequestContext};
 use crate::error::{Error, Result};
 use crate::features::{
     self, FeatureValue, Knowledge, MaterializeOptions, Status as ValueStatus, Value,
@@ -105,7 +105,11 @@ impl FeaturesService {
         &self,
         req: proto::OnlineRequest,
         admission: Option<&Admission>,
+        note: &AuditNote,
     ) -> Result<proto::OnlineResponse> {
+        // What the request names goes into its audit record, whatever becomes of it.
+        note.set_context(&RequestContext::new("").with_feature_set(req.feature_set.clone()));
+        note.set_patients(&req.patient_ids);
         if req.feature_set.is_empty() {
             return Err(Error::invalid("feature_set", "empty: name a feature set"));
         }
@@ -141,18 +145,19 @@ impl FeaturesService {
             }
             secure::authorize(
                 &secured.security,
-                principal,
-                ctx,
+                &principal,
+                &ctx,
                 Action::OnlineLookup,
-                req.patient_ids.clone(),
-            )
-            .await?;
+                &req.patient_ids,
+                note,
+            )?;
         }
         let answer = self
             .state
             .online
             .get(&req.feature_set, &req.patient_ids, &req.features, at)
             .await?;
+        note.add_datasets([answer.timeline.to_string()]);
         Ok(proto::OnlineResponse {
             timeline: answer.timeline.to_string(),
             as_of: answer
@@ -178,8 +183,19 @@ impl FeaturesService {
         &self,
         req: proto::HistoricalRequest,
         admission: Option<&Admission>,
+        note: &AuditNote,
     ) -> Result<BoxStream<proto::HistoricalResponse>> {
         use proto::historical_request::Entities as Given;
+        note.set_context(&RequestContext::new("").with_feature_set(req.feature_set.clone()));
+        // Authorized before anything is read: the decision needs only the principal's roles
+        // (the entity rows' patients are recorded, not decided on).
+        let deidentify = match &self.state.secured {
+            None => {
+                note.set_action(Action::HistoricalIdentified);
+                None
+            }
+            Some(secured) => self.authorize_historical(secured, admission, note)?,
+        };
         if req.feature_set.is_empty() {
             return Err(Error::invalid("feature_set", "empty: name a feature set"));
         }
@@ -201,15 +217,28 @@ impl FeaturesService {
         if !req.name.is_empty() {
             lookup_req.name = Some(req.name.clone());
         }
-        let deidentify = match &self.state.secured {
-            None => None,
-            Some(secured) => Some(
-                self.authorize_historical(secured, &req.feature_set, &lookup_req, admission)
-                    .await?,
-            ),
+        if deidentify.is_some() {
+            // A de-identified caller may look up only cohorts a steward approved: rows it
+            // chose could name patients it knows and read back their tokens and date shifts
+            // (docs/security.md, "What a de-identified caller can and cannot do").
+            if let Err(e) = crate::deid::approved_entities(&self.state.store, &lookup_req.entities)
+            {
+                return Err(secure::refuse(note, Action::HistoricalDeidentified, e));
+            }
         }
-        .flatten();
+        let mut named = Vec::new();
+        if let Some(r) = &lookup_req.timeline {
+            named.push(self.state.store.resolve(r)?.hash.to_string());
+        }
+        if let Entities::Stored(r) = &lookup_req.entities {
+            named.push(self.state.store.resolve(r)?.hash.to_string());
+        }
+        note.add_datasets(named);
+        note.set_patients(&entity_patients(&self.state.store, &lookup_req).await?);
         let mut out = lookup::historical(&self.state.store, lookup_req).await?;
+        note.add_datasets(out.timeline.map(|t| t.to_string()));
+        note.add_datasets([out.entities.to_string()]);
+        note.set_training_set(out.hash.to_string());
         if let Some(deid) = deidentify {
             // The identified training set stays in the store (its lineage is the record);
             // the caller gets its de-identified version, whose lineage names it.
@@ -227,7 +256,10 @@ impl FeaturesService {
                 &name,
             )
             .await?;
+            // The record names the identified set (in `datasets`) and the one returned.
+            note.add_datasets([out.hash.to_string()]);
             out.hash = put.manifest.hash;
+            note.set_training_set(out.hash.to_string());
         }
         let (schema, batches) = version_stream(&self.state.store, &out.hash).await?;
         let schema_ipc =
@@ -268,30 +300,20 @@ impl FeaturesService {
 }
 
 impl FeaturesService {
-    /// Decides a historical lookup for the admitted principal and audits it (the patients as
-    /// a count and a hash, the feature set, the timeline and entity references): identified
-    /// with `historical_identified`, de-identified with only `historical_deidentified`
-    /// (returns the policy and key to apply), refused otherwise.
-    async fn authorize_historical<'a>(
+    /// Decides a historical lookup for the admitted principal before anything is read:
+    /// identified with `historical_identified`, de-identified with only
+    /// `historical_deidentified` (returns the policy and key to apply), refused otherwise.
+    /// The decision goes into the call's audit note.
+    fn authorize_historical<'a>(
         &self,
         secured: &'a secure::Secured,
-        feature_set: &str,
-        lookup_req: &lookup::HistoricalRequest,
         admission: Option<&Admission>,
+        note: &AuditNote,
     ) -> Result<Option<&'a secure::Deid>> {
         let (principal, admission) = secure::principal(admission)?;
-        let patients = entity_patients(&self.state.store, lookup_req).await?;
-        let mut ctx = secure::context(admission).with_feature_set(feature_set);
-        let mut datasets = Vec::new();
-        if let Some(r) = &lookup_req.timeline {
-            datasets.push(self.state.store.resolve(r)?.hash.to_string());
-        }
-        if let Entities::Stored(r) = &lookup_req.entities {
-            datasets.push(self.state.store.resolve(r)?.hash.to_string());
-        }
-        ctx = ctx.with_datasets(datasets);
+        let ctx = secure::context(admission);
         let security = &secured.security;
-        // Without either permission this denies (and audits) as a de-identified read.
+        // Without either permission this denies as a de-identified read.
         let action = security
             .historical_action(&principal)
             .unwrap_or(Action::HistoricalDeidentified);
@@ -303,9 +325,9 @@ impl FeaturesService {
                 "a de-identified training set",
                 "the server has no [deid] (policy and key) in its configuration",
             );
-            return Err(secure::refuse(security, &principal, ctx, action, &patients, e).await);
+            return Err(secure::refuse(note, action, e));
         }
-        secure::authorize(security, principal, ctx, action, patients).await?;
+        secure::authorize(security, &principal, &ctx, action, &[], note)?;
         Ok(match action {
             Action::HistoricalDeidentified => secured.deid.as_ref(),
             _ => None,
@@ -431,8 +453,9 @@ impl Features for FeaturesService {
         request: Request<proto::OnlineRequest>,
     ) -> std::result::Result<Response<proto::OnlineResponse>, Status> {
         let admission = request.extensions().get::<Admission>().cloned();
+        let note = secure::note(request.extensions());
         Ok(Response::new(
-            self.online(request.into_inner(), admission.as_ref())
+            self.online(request.into_inner(), admission.as_ref(), &note)
                 .await?,
         ))
     }
@@ -442,8 +465,9 @@ impl Features for FeaturesService {
         request: Request<proto::HistoricalRequest>,
     ) -> std::result::Result<Response<Self::GetHistoricalFeaturesStream>, Status> {
         let admission = request.extensions().get::<Admission>().cloned();
+        let note = secure::note(request.extensions());
         Ok(Response::new(
-            self.historical(request.into_inner(), admission.as_ref())
+            self.historical(request.into_inner(), admission.as_ref(), &note)
                 .await?,
         ))
     }

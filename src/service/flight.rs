@@ -361,19 +361,22 @@ impl FlightService for Flight {
             )
         })?;
         let m = self.resolve("ticket", reference)?;
+        // Rows of a version: a de-identified one needs historical_deidentified, any other
+        // historical_identified. The audit record names the version (its hash identifies
+        // the rows read).
+        let note = secure::note(request.extensions());
+        let action = if m.labels.contains_key("deidentified") {
+            crate::auth::Action::HistoricalDeidentified
+        } else {
+            crate::auth::Action::HistoricalIdentified
+        };
+        note.set_action(action);
+        note.add_datasets([m.hash.to_string()]);
         if let Some(secured) = &self.state.secured {
-            // Rows of a version: a de-identified one needs historical_deidentified, any
-            // other historical_identified. The audit record names the version (its hash
-            // identifies the rows read).
             let admission = request.extensions().get::<Admission>();
             let (principal, admission) = secure::principal(admission)?;
-            let action = if m.labels.contains_key("deidentified") {
-                crate::auth::Action::HistoricalDeidentified
-            } else {
-                crate::auth::Action::HistoricalIdentified
-            };
             let ctx = secure::context(admission).with_datasets([m.hash.to_string()]);
-            secure::authorize(&secured.security, principal, ctx, action, Vec::new()).await?;
+            secure::authorize(&secured.security, &principal, &ctx, action, &[], &note)?;
         }
         let (schema, batches) = version_stream(&self.state.store, &m.hash).await?;
         let max = self.state.limits.max_encoding_message_bytes / 2;
@@ -381,7 +384,7 @@ impl FlightService for Flight {
             .with_schema(schema)
             .with_max_flight_data_size(max)
             .build(batches.map_err(|e| FlightError::Tonic(Box::new(Status::from(e)))))
-            .map_err(Status::from);
+            .map_err(super::status::flight_status);
         Ok(Response::new(Box::pin(encoded)))
     }
 

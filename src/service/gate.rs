@@ -8,8 +8,24 @@
 //! an [`Admission`] is put into the request's extensions, where a handler reads it with
 //! `request.extensions().get::<Admission>()` (e.g. to restrict patients to a care team).
 //!
-//! The default is [`AllowAll`]. Authentication, authorization and audit (`docs/service.md`,
-//! issue 8) plug in here by implementing [`Gate`]; nothing else in the server has to change.
+//! The default is [`AllowAll`] (every caller is the anonymous principal,
+//! [`crate::auth::Principal::anonymous`]); [`super::secure::SecureGate`] authenticates and
+//! authorizes.
+//!
+//! # Audit: every request, exactly once
+//!
+//! The layer also writes the audit trail. For each call it makes an [`AuditNote`], which the
+//! gate (the principal, the decision) and then the handler (found in the request extensions
+//! next to the [`Admission`]: the patients, the datasets, the training set, a decision with
+//! the patients) fill in. When the handler's answer is ready, and before it leaves, the layer
+//! turns the note into the call's one record ([`AuditNote::entry_finished`]) with the
+//! outcome (`ok`, or the status code and message) and appends it, from a blocking thread when
+//! the append waits for the disk (`durability = "sync"`). A call the gate refuses is recorded
+//! the same way. If the record cannot be written the caller gets that error instead of the
+//! answer (`UNAVAILABLE`): no answer leaves without its record. Health checks and reflection
+//! (public, no data) are not recorded. The outcome of a streaming answer is that of its
+//! start (its header): an error in the middle of the stream reaches the caller, not the
+//! record.
 
 use std::fmt;
 use std::future::Future;
@@ -21,6 +37,8 @@ use std::task::{Context, Poll};
 use tonic::body::Body;
 use tonic::transport::server::TcpConnectInfo;
 
+use crate::audit::{AuditEntry, AuditLog};
+use crate::auth::{route, AuditNote, Finish, Principal, Route};
 use crate::error::{Error, Result};
 
 /// What the gate knows about a call before its handler runs.
@@ -35,6 +53,8 @@ pub struct Call<'a> {
     pub peer: Option<SocketAddr>,
     /// The client's leaf certificate (DER), verified by the TLS layer, when it sent one.
     pub client_cert: Option<&'a [u8]>,
+    /// The call's audit note: a gate puts the principal and its decision here.
+    pub note: &'a AuditNote,
 }
 
 impl Call<'_> {
@@ -84,6 +104,14 @@ pub struct AllowAll;
 
 impl Gate for AllowAll {
     fn admit(&self, call: &Call<'_>) -> Result<Admission> {
+        match route(call.rpc) {
+            Some(Route::Public) => call.note.set_public(),
+            Some(Route::Gate(a) | Route::Handler(a)) => {
+                call.note.set_principal(&Principal::anonymous(call.peer));
+                call.note.set_action(a);
+            }
+            None => call.note.set_principal(&Principal::anonymous(call.peer)),
+        }
         Ok(Admission {
             principal: None,
             rpc: call.rpc.to_string(),
@@ -93,16 +121,26 @@ impl Gate for AllowAll {
     }
 }
 
-/// The tower layer that runs a [`Gate`] in front of every service of the server.
+/// The tower layer that runs a [`Gate`] in front of every service of the server and
+/// writes each call's audit record (module docs).
 #[derive(Debug, Clone)]
 pub struct GateLayer {
     gate: Arc<dyn Gate>,
+    audit: Option<Arc<AuditLog>>,
 }
 
 impl GateLayer {
-    /// A layer asking `gate`.
+    /// A layer asking `gate`, recording nothing.
     pub fn new(gate: Arc<dyn Gate>) -> Self {
-        GateLayer { gate }
+        GateLayer { gate, audit: None }
+    }
+
+    /// A layer asking `gate` and recording every call in `audit`.
+    pub fn audited(gate: Arc<dyn Gate>, audit: Arc<AuditLog>) -> Self {
+        GateLayer {
+            gate,
+            audit: Some(audit),
+        }
     }
 }
 
@@ -113,6 +151,7 @@ impl<S> tower::Layer<S> for GateLayer {
         GateService {
             inner,
             gate: self.gate.clone(),
+            audit: self.audit.clone(),
         }
     }
 }
@@ -122,6 +161,7 @@ impl<S> tower::Layer<S> for GateLayer {
 pub struct GateService<S> {
     inner: S,
     gate: Arc<dyn Gate>,
+    audit: Option<Arc<AuditLog>>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -144,28 +184,110 @@ where
 
     fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
         let (peer, client_cert) = connection_info(req.extensions());
+        let rpc = req.uri().path().to_string();
+        let note = AuditNote::default();
         let decision = {
             let call = Call {
-                rpc: req.uri().path(),
+                rpc: &rpc,
                 metadata: req.headers(),
                 peer,
                 client_cert: client_cert.as_deref(),
+                note: &note,
             };
             admit(&*self.gate, &call)
         };
+        let audit = self.audit.clone().filter(|_| !note.is_public());
         match decision {
             Ok(admission) => {
+                if note.principal().is_none() {
+                    if let Some(p) = &admission.identity {
+                        note.set_principal(p);
+                    } else if let Some(who) = &admission.principal {
+                        note.set_subject(who);
+                    }
+                }
                 req.extensions_mut().insert(admission);
+                req.extensions_mut().insert(note.clone());
                 // The clone that was made ready is the one called (tower's contract).
                 let clone = self.inner.clone();
                 let mut ready = std::mem::replace(&mut self.inner, clone);
-                Box::pin(ready.call(req))
+                let answer = ready.call(req);
+                Box::pin(async move {
+                    let response = answer.await?;
+                    let Some(log) = audit else {
+                        return Ok(response);
+                    };
+                    let status = tonic::Status::from_header_map(response.headers());
+                    let finish = match &status {
+                        Some(s) if s.code() != tonic::Code::Ok => Finish::Failed {
+                            code: code_name(s.code()),
+                            message: s.message(),
+                        },
+                        _ => Finish::Ok,
+                    };
+                    let entry = note.entry_finished(&rpc, peer, finish);
+                    match append(log, entry).await {
+                        Ok(()) => Ok(response),
+                        Err(e) => Ok(refusal(&rpc, &e)),
+                    }
+                })
             }
             Err(e) => {
+                note.refused(None, &e);
+                let entry = note.entry(&rpc, peer, Err(&e));
                 let response = super::to_status(&e).into_http::<Body>();
-                Box::pin(async move { Ok(response) })
+                Box::pin(async move {
+                    if let Some(log) = audit {
+                        if let Err(ae) = append(log, entry).await {
+                            return Ok(refusal(&rpc, &ae));
+                        }
+                    }
+                    Ok(response)
+                })
             }
         }
+    }
+}
+
+/// The answer when a call's audit record cannot be written (fail closed).
+fn refusal(rpc: &str, e: &Error) -> http::Response<Body> {
+    tracing::error!(rpc, error = %e, "audit: cannot record the call; refusing it");
+    super::to_status(e).into_http::<Body>()
+}
+
+/// Appends `entry`, from a blocking thread when the append waits for the disk.
+async fn append(log: Arc<AuditLog>, entry: AuditEntry) -> Result<()> {
+    if !log.append_blocks() {
+        // One write to the operating system: cheaper than a hop to the blocking pool.
+        return log.append(entry).map(|_| ());
+    }
+    tokio::task::spawn_blocking(move || log.append(entry))
+        .await
+        .map_err(|e| Error::Internal(format!("audit task failed: {e}")))?
+        .map(|_| ())
+}
+
+/// The snake-case name of a gRPC status code, as audit records name outcomes.
+pub(crate) fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code as C;
+    match code {
+        C::Ok => "ok",
+        C::Cancelled => "cancelled",
+        C::Unknown => "unknown",
+        C::InvalidArgument => "invalid_argument",
+        C::DeadlineExceeded => "deadline_exceeded",
+        C::NotFound => "not_found",
+        C::AlreadyExists => "already_exists",
+        C::PermissionDenied => "permission_denied",
+        C::ResourceExhausted => "resource_exhausted",
+        C::FailedPrecondition => "failed_precondition",
+        C::Aborted => "aborted",
+        C::OutOfRange => "out_of_range",
+        C::Unimplemented => "unimplemented",
+        C::Internal => "internal",
+        C::Unavailable => "unavailable",
+        C::DataLoss => "data_loss",
+        C::Unauthenticated => "unauthenticated",
     }
 }
 
@@ -201,16 +323,24 @@ mod tests {
     #[test]
     fn call_names_split() {
         let h = http::HeaderMap::new();
+        let note = AuditNote::default();
         let c = Call {
             rpc: "/ward.v1.Datasets/GetDataset",
             metadata: &h,
             peer: None,
             client_cert: None,
+            note: &note,
         };
         assert_eq!(c.service(), "ward.v1.Datasets");
         assert_eq!(c.method(), "GetDataset");
         let a = AllowAll.admit(&c).unwrap();
         assert_eq!(a.rpc, "/ward.v1.Datasets/GetDataset");
         assert_eq!(a.principal, None);
+        // Still a principal in the audit record: the anonymous loopback caller.
+        let e = note.entry(c.rpc, Some("127.0.0.1:4000".parse().unwrap()), Ok(()));
+        assert_eq!(e.principal.as_deref(), Some("anonymous@loopback"));
+        assert_eq!(e.auth.as_deref(), Some("none"));
+        assert_eq!(e.action.as_deref(), Some("datasets_read"));
+        assert_eq!(e.outcome.as_deref(), Some("ok"));
     }
 }

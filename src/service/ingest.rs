@@ -11,6 +11,7 @@ use super::State;
 use crate::error::{Error, Result};
 use crate::ingest::mapping::Mapping;
 use crate::ingest::pipeline::{self, Format, IngestOptions, IngestReport, MaxBad};
+use crate::ingest::read::ReadPolicy;
 use crate::ingest::Context;
 
 /// The Ingest service over the server's store.
@@ -19,8 +20,14 @@ pub(crate) struct IngestService {
     pub(crate) state: State,
 }
 
-/// The pipeline's options from the request's, with `field` naming where they were.
-fn options(o: Option<&proto::IngestOptions>, field: &str, state: &State) -> Result<IngestOptions> {
+/// The pipeline's options from the request's, with `field` naming where they were; `read`
+/// says what the run may read.
+fn options(
+    o: Option<&proto::IngestOptions>,
+    field: &str,
+    state: &State,
+    read: &ReadPolicy,
+) -> Result<IngestOptions> {
     let o = o.ok_or_else(|| {
         Error::invalid(
             field,
@@ -81,6 +88,7 @@ fn options(o: Option<&proto::IngestOptions>, field: &str, state: &State) -> Resu
         mapping_text,
         max_bad,
         context,
+        read: read.clone(),
     })
 }
 
@@ -141,7 +149,14 @@ fn check_file_name(name: &str) -> Result<()> {
 
 impl IngestService {
     async fn paths(&self, req: &proto::IngestPathsRequest) -> Result<proto::IngestResponse> {
-        let opts = options(req.options.as_ref(), "options", &self.state)?;
+        let read = &self.state.ingest_paths;
+        if read.roots.is_none() {
+            return Err(Error::precondition(
+                "IngestPaths",
+                "refused: the server has no ingest roots; set [ingest] roots in its configuration to the folders it may read, or send the file with IngestUpload",
+            ));
+        }
+        let opts = options(req.options.as_ref(), "options", &self.state, read)?;
         if req.paths.is_empty() {
             return Err(Error::invalid("paths", "empty: give files or directories"));
         }
@@ -172,7 +187,12 @@ impl IngestService {
             }
         };
         check_file_name(&header.file_name)?;
-        let opts = options(header.options.as_ref(), "header.options", &self.state)?;
+        let opts = options(
+            header.options.as_ref(),
+            "header.options",
+            &self.state,
+            &self.state.ingest_upload,
+        )?;
         let dir = tempfile::Builder::new()
             .prefix("ward-upload-")
             .tempdir()
@@ -251,7 +271,7 @@ impl IngestService {
     /// one), so care-team checks follow assignments as they are ingested.
     async fn refresh_care_team(&self) -> Result<()> {
         if let Some(secured) = &self.state.secured {
-            super::secure::load_care_team(&self.state.store, &secured.security).await?;
+            secured.load_care_team(&self.state.store).await?;
         }
         Ok(())
     }

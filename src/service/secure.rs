@@ -4,15 +4,14 @@
 //! historical lookups (`docs/security.md`, "The server").
 
 use std::fmt;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
-use crate::audit::{AuditEntry, Outcome, Patients};
-use crate::auth::{Action, CareTeamIndex, Principal, RequestContext, Security};
+use crate::auth::{Action, AuditNote, CareTeamIndex, Principal, RequestContext, Security};
 use crate::clock::SharedClock;
 use crate::deid::{DeidKey, DeidPolicy};
 use crate::error::{Error, Result};
-use crate::store::{Kind, ListFilter, Store};
+use crate::store::{Store, VersionRef};
 
 use super::config::{DeidConfig, ServeConfig};
 use super::gate::{Admission, Call, Gate};
@@ -31,7 +30,7 @@ pub struct Deid {
 impl fmt::Debug for Deid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Deid")
-            .field("policy", &self.policy.name)
+            .field("profile", &self.policy.name())
             .field("key_id", &self.key.key_id())
             .finish()
     }
@@ -69,6 +68,34 @@ pub struct Secured {
     /// De-identification for historical lookups (`None`: principals allowed only
     /// de-identified data get `FAILED_PRECONDITION`).
     pub deid: Option<Deid>,
+    /// What a running server reloads ([`Secured::reload`]).
+    reload: Reload,
+}
+
+/// The policy file, the care-team version in force, and how often to look for changes.
+#[derive(Debug)]
+struct Reload {
+    every: std::time::Duration,
+    policy: PathBuf,
+    /// BLAKE3 of the policy file as last loaded (or last found unloadable).
+    policy_digest: Mutex<Option<[u8; 32]>>,
+    /// The `care_team` version in the index.
+    care_team: Mutex<Option<String>>,
+}
+
+/// What one [`Secured::reload`] swapped in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reloaded {
+    /// The policy file changed and its new policy is in force.
+    pub policy: bool,
+    /// The new `care_team` version now in the care-team index.
+    pub care_team: Option<String>,
+}
+
+fn file_digest(path: &Path) -> Option<[u8; 32]> {
+    std::fs::read(path)
+        .ok()
+        .map(|b| *blake3::hash(&b).as_bytes())
 }
 
 impl Secured {
@@ -90,6 +117,8 @@ impl Secured {
         if let Some(a) = &cfg.audit {
             auth.audit = Some(a.clone());
         }
+        let policy = cfg.base.join(&auth.policy);
+        let policy_digest = file_digest(&policy);
         let security = Security::from_config(
             &auth,
             &cfg.base,
@@ -105,7 +134,85 @@ impl Secured {
         Ok(Some(Secured {
             security: Arc::new(security),
             deid,
+            reload: Reload {
+                every: cfg.reload.interval(),
+                policy,
+                policy_digest: Mutex::new(policy_digest),
+                care_team: Mutex::new(None),
+            },
         }))
+    }
+
+    /// How often a running server calls [`Secured::reload`] (`[reload] interval_secs`).
+    pub fn reload_interval(&self) -> std::time::Duration {
+        self.reload.every
+    }
+
+    /// Loads the head of `care_team` into the care-team index ([`load_care_team`]) and
+    /// remembers it, so [`Secured::reload`] swaps only a newer one in.
+    ///
+    /// # Errors
+    /// As [`load_care_team`].
+    pub async fn load_care_team(&self, store: &Store) -> Result<Option<String>> {
+        let loaded = load_care_team(store, &self.security).await?;
+        if let Ok(mut c) = self.reload.care_team.lock() {
+            c.clone_from(&loaded);
+        }
+        Ok(loaded)
+    }
+
+    /// Swaps in what changed since it was loaded: the policy file (when its content
+    /// changed), the head of `care_team` (a CLI `ward ingest`, another server), and asks the
+    /// JWT verifiers to check their JWKS files ([`crate::auth::jwt::request_jwks_check`]:
+    /// the next verification reloads a changed one). Something that does not load (a policy
+    /// being edited, a table being written) is logged and the current one kept; it is tried
+    /// again when it changes.
+    pub async fn reload(&self, store: &Store) -> Reloaded {
+        crate::auth::jwt::request_jwks_check();
+        let mut out = Reloaded::default();
+        let now = file_digest(&self.reload.policy);
+        let before = self.reload.policy_digest.lock().map(|d| *d).unwrap_or(None);
+        if now != before {
+            match crate::auth::Policy::load(&self.reload.policy) {
+                Ok(p) => {
+                    self.security.authorizer().set_policy(p);
+                    tracing::info!(policy = %self.reload.policy.display(), "policy changed: reloaded");
+                    out.policy = true;
+                }
+                Err(e) => {
+                    tracing::warn!("policy changed but does not load, keeping the current one: {e}")
+                }
+            }
+            if let Ok(mut d) = self.reload.policy_digest.lock() {
+                *d = now;
+            }
+        }
+        let head = match store.resolve(&VersionRef::Latest(CARE_TEAM_TABLE.to_string())) {
+            Ok(m) => Some(m.hash.to_string()),
+            Err(Error::NotFound { .. }) => None,
+            Err(e) => {
+                tracing::warn!("care_team not checked for changes: {e}");
+                return out;
+            }
+        };
+        let current = self
+            .reload
+            .care_team
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or(None);
+        if head.is_some() && head != current {
+            match self.load_care_team(store).await {
+                Ok(loaded) => {
+                    tracing::info!(version = ?loaded, "care_team changed: care-team index reloaded");
+                    out.care_team = loaded;
+                }
+                Err(e) => tracing::warn!(
+                    "care_team changed but does not load, keeping the current index: {e}"
+                ),
+            }
+        }
+        out
     }
 
     /// The gate over this security.
@@ -123,16 +230,11 @@ impl Secured {
 /// Store errors; [`Error::BadInput`] if the stored table does not have the curated
 /// `care_team` columns.
 pub async fn load_care_team(store: &Store, security: &Security) -> Result<Option<String>> {
-    let filter = ListFilter {
-        kind: Some(Kind::Curated),
-        name: Some(CARE_TEAM_TABLE.to_string()),
-    };
-    let newest = store
-        .list(&filter)?
-        .into_iter()
-        .max_by(|a, b| a.created_at.cmp(&b.created_at));
-    let Some(m) = newest else {
-        return Ok(None);
+    // The one name-resolution rule: the head of `care_team`.
+    let m = match store.resolve(&VersionRef::Latest(CARE_TEAM_TABLE.to_string())) {
+        Ok(m) => m,
+        Err(Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e),
     };
     let (_, batches) = store.read(&m.hash).await?;
     let index = CareTeamIndex::from_batches(&batches)?;
@@ -140,11 +242,50 @@ pub async fn load_care_team(store: &Store, security: &Security) -> Result<Option
     Ok(Some(m.hash.to_string()))
 }
 
+/// Runs [`Secured::reload`] every [`Secured::reload_interval`] and at once on SIGHUP, until
+/// the task is aborted. The SIGHUP handler is installed before this returns, so a SIGHUP
+/// sent after the server announced itself is not lost.
+pub fn spawn_reload(secured: Arc<Secured>, store: Store) -> tokio::task::JoinHandle<()> {
+    #[cfg(unix)]
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGHUP ({e}); reloading on the interval only");
+            None
+        }
+    };
+    let every = secured.reload_interval();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            #[cfg(unix)]
+            {
+                let hup = async {
+                    match hangup.as_mut() {
+                        Some(h) => h.recv().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    Some(()) = hup => tracing::info!("SIGHUP: reloading the policy, JWKS and care teams"),
+                }
+            }
+            #[cfg(not(unix))]
+            tick.tick().await;
+            secured.reload(&store).await;
+        }
+    })
+}
+
 /// The gate over Ward's security: every call is authenticated (bearer JWT or API token from
 /// `authorization`, else the client certificate), mapped to its action by the one table
-/// [`crate::auth::route`] (unknown calls refused; health and reflection public), decided,
-/// and audited; calls whose patients the handler must see are authorized again there with
-/// the patients (`authorize`).
+/// [`crate::auth::route`] (unknown calls refused; health and reflection public) and
+/// decided; calls whose patients the handler must see are authorized again there with the
+/// patients (`authorize`). Each decision goes into the call's [`AuditNote`], from which the
+/// gate layer writes the call's one audit record ([`super::gate`]).
 #[derive(Debug, Clone)]
 pub struct SecureGate {
     security: Arc<Security>,
@@ -163,7 +304,7 @@ impl Gate for SecureGate {
         if let Some(cert) = call.client_cert {
             ctx = ctx.with_client_cert(cert.to_vec());
         }
-        let principal = self.security.admit(&ctx)?;
+        let principal = self.security.admit(&ctx, call.note)?;
         Ok(Admission {
             principal: principal.as_ref().map(|p| p.subject.clone()),
             rpc: call.rpc.to_string(),
@@ -195,69 +336,32 @@ pub(crate) fn principal(admission: Option<&Admission>) -> Result<(Arc<Principal>
     Ok((p, a))
 }
 
-/// The handler's decision: authorizes `action` on `patients` for the admitted principal and
-/// audits it (with the feature set and datasets in `ctx`); from a blocking thread when the
-/// audit append waits for the disk (`durability = "sync"`).
-///
-/// # Errors
-/// [`Error::PermissionDenied`] (audited); an audit write error (fail closed).
-pub(crate) async fn authorize(
-    security: &Arc<Security>,
-    principal: Arc<Principal>,
-    ctx: RequestContext,
-    action: Action,
-    patients: Vec<String>,
-) -> Result<()> {
-    if !security.audit().is_some_and(|log| log.append_blocks()) {
-        // The audit append only writes to the operating system: no need to leave the
-        // executor (a blocking-pool hop costs more than the write).
-        return security.authorize(&principal, &ctx, action, &patients);
-    }
-    let security = security.clone();
-    tokio::task::spawn_blocking(move || security.authorize(&principal, &ctx, action, &patients))
-        .await
-        .map_err(|e| Error::Internal(format!("authorization task failed: {e}")))?
+/// The call's audit note, from the request extensions (the gate layer puts it there); a
+/// detached one (recorded nowhere) for a handler called without the layer.
+pub(crate) fn note(ext: &http::Extensions) -> AuditNote {
+    ext.get::<AuditNote>().cloned().unwrap_or_default()
 }
 
-/// Records a refusal the policy did not make (e.g. a de-identified read on a server without
-/// `[deid]`) in the audit trail and returns `e`, or the audit error (fail closed).
-pub(crate) async fn refuse(
-    security: &Arc<Security>,
+/// The handler's decision: authorizes `action` on `patients` for the admitted principal and
+/// puts it (with the feature set and datasets in `ctx`) into the call's `note`; the gate layer
+/// records it with the call's outcome. No I/O: it runs on the executor.
+///
+/// # Errors
+/// [`Error::PermissionDenied`].
+pub(crate) fn authorize(
+    security: &Security,
     principal: &Principal,
-    ctx: RequestContext,
+    ctx: &RequestContext,
     action: Action,
     patients: &[String],
-    e: Error,
-) -> Error {
-    let Some(log) = security.audit().cloned() else {
-        return e;
-    };
-    let entry = AuditEntry {
-        principal: Some(principal.subject.clone()),
-        auth: Some(principal.source.as_str().to_string()),
-        roles: principal.roles.iter().cloned().collect(),
-        client: ctx.peer.map(|a| a.to_string()),
-        rpc: ctx.rpc.clone(),
-        action: Some(action.as_str().to_string()),
-        feature_set: ctx.feature_set.clone(),
-        datasets: ctx.datasets.clone(),
-        patients: if action.bulk_patients() {
-            Patients::bulk(patients)
-        } else {
-            Patients::Ids(patients.to_vec())
-        },
-        decision: Outcome::Denied,
-        reason: e.to_string(),
-    };
-    if !log.append_blocks() {
-        return match log.append(entry) {
-            Ok(_) => e,
-            Err(audit) => audit,
-        };
-    }
-    match tokio::task::spawn_blocking(move || log.append(entry)).await {
-        Ok(Ok(_)) => e,
-        Ok(Err(audit)) => audit,
-        Err(join) => Error::Internal(format!("audit task failed: {join}")),
-    }
+    note: &AuditNote,
+) -> Result<()> {
+    security.authorize(principal, ctx, action, patients, note)
+}
+
+/// A refusal the policy did not make (e.g. a de-identified read on a server without
+/// `[deid]`): noted as denied, and returned.
+pub(crate) fn refuse(note: &AuditNote, action: Action, e: Error) -> Error {
+    note.refused(Some(action), &e);
+    e
 }

@@ -21,23 +21,25 @@ fn clock() -> SharedClock {
 }
 
 fn entry(i: usize) -> AuditEntry {
-    AuditEntry {
-        principal: Some(format!("user-{i:03}")),
-        auth: Some("jwt".into()),
-        roles: vec!["clinician".into()],
-        client: Some("127.0.0.1:40000".into()),
-        rpc: "/ward.v1.Features/GetOnlineFeatures".into(),
-        action: Some("online_lookup".into()),
-        feature_set: Some("readmission".into()),
-        datasets: vec![format!("b3:{:064x}", i)],
-        patients: Patients::Ids(vec![format!("p{}", i % 5)]),
-        decision: if i % 4 == 3 {
-            Outcome::Denied
-        } else {
-            Outcome::Allowed
-        },
-        reason: format!("reason {i}"),
-    }
+    let decision = if i % 4 == 3 {
+        Outcome::Denied
+    } else {
+        Outcome::Allowed
+    };
+    let mut e = AuditEntry::new(
+        "/ward.v1.Features/GetOnlineFeatures",
+        decision,
+        format!("reason {i}"),
+    );
+    e.principal = Some(format!("user-{i:03}"));
+    e.auth = Some("jwt".into());
+    e.roles = vec!["clinician".into()];
+    e.client = Some("127.0.0.1:40000".into());
+    e.action = Some("online_lookup".into());
+    e.feature_set = Some("readmission".into());
+    e.datasets = vec![format!("b3:{:064x}", i)];
+    e.patients = Patients::Ids(vec![format!("p{}", i % 5)]);
+    e
 }
 
 /// A trail of `n` records rotated over several files.
@@ -207,7 +209,100 @@ fn a_cut_in_the_middle_of_a_line_is_detected() {
     let bytes = std::fs::read(last).unwrap();
     std::fs::write(last, &bytes[..bytes.len() - 10]).unwrap();
     let (_, _, _, reason) = problem(dir.path());
-    assert!(reason.contains("incomplete last line"), "{reason}");
+    assert!(reason.contains("torn last line"), "{reason}");
+}
+
+#[test]
+fn a_torn_last_line_is_reported_with_its_offset_then_sealed_keeping_its_bytes() {
+    // A crash mid-append, written by hand: a record's first bytes and no newline.
+    let bin = env!("CARGO_BIN_EXE_ward");
+    let dir = trail(10);
+    let last = files(dir.path()).pop().unwrap();
+    let offset = std::fs::metadata(&last).unwrap().len();
+    let torn = br#"{"seq":10,"prev":"00ab","time":"2026-03-01T12:00:00Z","principal":"dr-torn"#;
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&last)
+            .unwrap();
+        f.write_all(torn).unwrap();
+    }
+    // verify reports it: the file, the line, the byte offset; non-zero exit.
+    let r = audit::verify(dir.path()).unwrap();
+    let t = r.torn.clone().expect("the torn line is reported");
+    assert_eq!((t.offset, t.len), (offset, torn.len() as u64));
+    let out = std::process::Command::new(bin)
+        .args(["audit", "verify", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("torn last line") && stderr.contains(&format!("byte offset {offset}")),
+        "{stderr}"
+    );
+    // The next writer seals it: the chain stays valid, and the torn bytes are kept in a
+    // recovery record that verify lists.
+    let log = AuditLog::open(dir.path(), clock(), AuditOptions::default()).unwrap();
+    assert_eq!(
+        log.append(entry(99)).unwrap(),
+        11,
+        "seq 10 is the recovery record"
+    );
+    drop(log);
+    let r = audit::verify(dir.path()).unwrap();
+    assert!(r.ok(), "{:?}", r.problem);
+    assert_eq!(r.records, 12);
+    assert_eq!(r.recovered, vec![t.clone()]);
+    assert_eq!(r.recovered[0].text.as_bytes(), torn);
+    assert_eq!(
+        r.recovered[0].blake3,
+        blake3::hash(torn).to_hex().to_string()
+    );
+    let out = std::process::Command::new(bin)
+        .args(["audit", "verify", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("torn last line was sealed") && stderr.contains("dr-torn"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn verify_without_a_trail_says_so_plainly() {
+    let bin = env!("CARGO_BIN_EXE_ward");
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let out = std::process::Command::new(bin)
+        .arg("--store")
+        .arg(&store)
+        .args(["init"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = std::process::Command::new(bin)
+        .arg("--store")
+        .arg(&store)
+        .args(["audit", "verify"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("there is none yet"), "{stderr}");
+    assert!(
+        !stderr.contains("os error") && stderr.matches("audit").count() <= 3,
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -442,4 +537,103 @@ fn cli_verifies_and_queries() {
         stderr.contains(&file_name(1)) && stderr.contains("line 2") && stderr.contains("seq 1"),
         "{stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_reads_of_patient_data_are_audited_with_the_local_user() {
+    let bin = env!("CARGO_BIN_EXE_ward");
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new("2026-06-01T00:00:00Z".parse().unwrap()));
+    let store = ward::store::Store::open(dir.path().join("store"), clock).unwrap();
+    let opts = ward::demo::DemoOptions {
+        patients: 20,
+        seed: 5,
+    };
+    ward::demo::run(&store, &dir.path().join("work"), &opts, None)
+        .await
+        .unwrap();
+    let root = store.root().to_path_buf();
+    let audit_dir = root.join("audit");
+    let run = |args: &[&str]| {
+        std::process::Command::new(bin)
+            .arg("--store")
+            .arg(&root)
+            .args(args)
+            .env("USER", "alice")
+            .output()
+            .unwrap()
+    };
+    let ok = |out: &std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    ok(&run(&[
+        "get",
+        "--set",
+        "readmission_online",
+        "--patient",
+        "P0000001",
+        "--as-of",
+        "2020-06-01",
+    ]));
+    let rows = dir.path().join("rows.csv");
+    std::fs::write(
+        &rows,
+        "patient_id,timestamp\nP0000001,2020-06-01\nP0000002,2020-06-01\n",
+    )
+    .unwrap();
+    let training = ok(&run(&[
+        "historical",
+        "--set",
+        "readmission",
+        "--entities",
+        rows.to_str().unwrap(),
+    ]));
+    let training = training.lines().last().unwrap().trim().to_string();
+    let out = dir.path().join("encounters.parquet");
+    ok(&run(&["export", "encounters", out.to_str().unwrap()]));
+    // A read that fails is recorded too, with its outcome.
+    assert!(
+        !run(&["get", "--set", "no-such-set", "--patient", "P0000001"])
+            .status
+            .success()
+    );
+
+    let by_alice = audit::search(
+        &audit_dir,
+        &audit::QueryFilter {
+            principal: Some("local:alice".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let recs: Vec<&AuditRecord> = by_alice.iter().map(|a| &a.record).collect();
+    let rpcs: Vec<&str> = recs.iter().map(|r| r.rpc.as_str()).collect();
+    assert_eq!(
+        rpcs,
+        ["cli:get", "cli:historical", "cli:export", "cli:get"],
+        "{recs:#?}"
+    );
+    assert!(recs.iter().all(|r| r.auth.as_deref() == Some("local")));
+    assert_eq!(recs[0].patients, Patients::Ids(vec!["P0000001".into()]));
+    assert_eq!(recs[0].outcome.as_deref(), Some("ok"));
+    assert_eq!(recs[1].training_set.as_deref(), Some(training.as_str()));
+    assert!(
+        matches!(recs[1].patients, Patients::Bulk { count: 2, .. }),
+        "{:?}",
+        recs[1].patients
+    );
+    assert_eq!(recs[1].action.as_deref(), Some("historical_identified"));
+    assert_eq!(recs[2].datasets.len(), 1);
+    assert_eq!(recs[3].outcome.as_deref(), Some("error"));
+    assert!(recs[3].error.as_deref().unwrap().contains("no-such-set"));
+    let r = audit::verify(&audit_dir).unwrap();
+    assert!(r.ok(), "{:?}", r.problem);
+    // And by patient: alice's lookup of P0000001 (bulk reads are found through lineage).
+    let p1 = audit::query(&audit_dir, "P0000001").unwrap();
+    assert_eq!(p1.len(), 2, "the two gets");
 }

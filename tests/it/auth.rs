@@ -13,7 +13,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 
 use ward::audit::{self, Outcome, Patients};
-use ward::auth::{Action, CareTeamIndex, RequestContext, Security, Source};
+use ward::auth::{Action, AuditNote, CareTeamIndex, RequestContext, Security, Source};
 use ward::clock::{ManualClock, SharedClock};
 use ward::curated::{CareTeamMember, RowMeta};
 use ward::Error;
@@ -612,60 +612,102 @@ fn gate_then_handler_two_phase_flow() {
             None => c,
         }
     };
+    // What the server's gate layer does when a call ends: one record from the call's note.
+    let finish = |note: &AuditNote, ctx: &RequestContext, r: Result<(), &Error>| {
+        if !note.is_public() {
+            s.record(note.entry(&ctx.rpc, ctx.peer, r)).unwrap();
+        }
+    };
     // Health and reflection are public and not audited.
-    assert_eq!(
-        s.admit(&call("/grpc.health.v1.Health/Check", None))
-            .unwrap(),
-        None
-    );
+    let note = AuditNote::default();
+    let health = call("/grpc.health.v1.Health/Check", None);
+    assert_eq!(s.admit(&health, &note).unwrap(), None);
+    assert!(note.is_public());
+    finish(&note, &health, Ok(()));
     // An unknown call is refused even when authenticated; unauthenticated first.
-    expect_unauthenticated(
-        s.admit(&call("/ward.v1.Secret/Dump", None)),
-        "unknown rpc, no token",
-    );
-    expect_denied(
-        s.admit(&call("/ward.v1.Secret/Dump", Some(&good))),
-        "unknown rpc",
-    );
+    for (token, what) in [
+        (None, "unknown rpc, no token"),
+        (Some(&good), "unknown rpc"),
+    ] {
+        let note = AuditNote::default();
+        let c = call("/ward.v1.Secret/Dump", token.map(String::as_str));
+        let r = s.admit(&c, &note);
+        let e = r.as_ref().map(|_| ()).unwrap_err();
+        finish(&note, &c, Err(e));
+        if token.is_none() {
+            expect_unauthenticated(r, what);
+        } else {
+            expect_denied(r, what);
+        }
+    }
     // A clinician has no datasets_read: refused at the gate.
-    expect_denied(
-        s.admit(&call("/ward.v1.Datasets/ListDatasets", Some(&good))),
-        "clinician lists datasets",
-    );
+    let note = AuditNote::default();
+    let c = call("/ward.v1.Datasets/ListDatasets", Some(&good));
+    let r = s.admit(&c, &note);
+    finish(&note, &c, Err(r.as_ref().map(|_| ()).unwrap_err()));
+    expect_denied(r, "clinician lists datasets");
     // Online lookups: admitted at the gate, decided by the handler with the patients.
     let online = call("/ward.v1.Features/GetOnlineFeatures", Some(&good));
-    let p = s.admit(&online).unwrap().unwrap();
-    s.authorize(&p, &online, Action::OnlineLookup, &ids(&["p1"]))
+    let note = AuditNote::default();
+    let p = s.admit(&online, &note).unwrap().unwrap();
+    s.authorize(&p, &online, Action::OnlineLookup, &ids(&["p1"]), &note)
         .unwrap();
-    expect_denied(
-        s.authorize(&p, &online, Action::OnlineLookup, &ids(&["p1", "p3"])),
-        "handler: outside care team",
+    finish(&note, &online, Ok(()));
+    let note = AuditNote::default();
+    let p = s.admit(&online, &note).unwrap().unwrap();
+    let r = s.authorize(
+        &p,
+        &online,
+        Action::OnlineLookup,
+        &ids(&["p1", "p3"]),
+        &note,
     );
+    finish(&note, &online, Err(r.as_ref().unwrap_err()));
+    expect_denied(r, "handler: outside care team");
     // A clinician cannot even start a historical read.
-    expect_denied(
-        s.admit(&call(
-            "/ward.v1.Features/GetHistoricalFeatures",
-            Some(&good),
-        )),
-        "clinician historical",
-    );
+    let note = AuditNote::default();
+    let c = call("/ward.v1.Features/GetHistoricalFeatures", Some(&good));
+    let r = s.admit(&c, &note);
+    finish(&note, &c, Err(r.as_ref().map(|_| ()).unwrap_err()));
+    expect_denied(r, "clinician historical");
     // A data scientist gets the de-identified historical action, never the identified one.
     let hist = call("/ward.v1.Features/GetHistoricalFeatures", Some(&ds));
-    let p = s.admit(&hist).unwrap().unwrap();
+    let note = AuditNote::default();
+    let p = s.admit(&hist, &note).unwrap().unwrap();
     assert_eq!(
         s.historical_action(&p),
         Some(Action::HistoricalDeidentified)
     );
-    s.authorize(
-        &p,
-        &hist,
-        Action::HistoricalDeidentified,
-        &ids(&["p1", "p2", "p3"]),
-    )
-    .unwrap();
-    // 1 unauthenticated + 1 unknown + 1 clinician list + 2 online + 1 clinician historical
-    // + 1 historical = 7 records; the admissions of handler routes are not recorded twice.
+    s.authorize(&p, &hist, Action::HistoricalDeidentified, &[], &note)
+        .unwrap();
+    note.set_patients(&ids(&["p1", "p2", "p3"]));
+    note.set_training_set("b3:training");
+    // A request that fails after it was allowed is recorded once, allowed, with its outcome.
+    let failed = Error::NotFound {
+        reference: "readmission".into(),
+    };
+    finish(&note, &hist, Err(&failed));
+    // 2 unknown + 1 clinician list + 2 online + 1 clinician historical + 1 historical = 7
+    // records: one per request, never one for the admission and another for the handler.
     let r = audit::verify(&env.audit_dir).unwrap();
     assert!(r.ok(), "{:?}", r.problem);
     assert_eq!(r.records, 7);
+    let all = audit::search(&env.audit_dir, &audit::QueryFilter::default()).unwrap();
+    let last = &all.last().unwrap().record;
+    assert_eq!(last.decision, Outcome::Allowed);
+    assert_eq!(last.outcome.as_deref(), Some("not_found"));
+    assert!(last.error.as_deref().unwrap().contains("readmission"));
+    assert_eq!(last.training_set.as_deref(), Some("b3:training"));
+    assert_eq!(last.issuer.as_deref(), Some(ISS), "{last:?}");
+    assert_eq!(last.key_id.as_deref(), Some("ec1"));
+    assert!(matches!(last.patients, Patients::Bulk { count: 3, .. }));
+    let denied = &all[all.len() - 3].record;
+    assert_eq!(
+        (denied.decision, denied.outcome.as_deref()),
+        (Outcome::Denied, Some("permission_denied"))
+    );
+    assert_eq!(denied.patients, Patients::Ids(ids(&["p1", "p3"])));
+    // Unauthenticated: no principal, denied, with the outcome.
+    assert_eq!(all[0].record.principal, None);
+    assert_eq!(all[0].record.outcome.as_deref(), Some("unauthenticated"));
 }

@@ -98,3 +98,23 @@ fn ward_demo_no_serve_prints_the_hashes_and_exits() {
     let hash = last.parse().unwrap();
     assert_eq!(store.manifest(&hash).unwrap().kind, Kind::Curated);
 }
+
+#[test]
+fn ward_demo_refuses_a_network_address_without_insecure() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ward"))
+        .arg("--store")
+        .arg(dir.path().join("store"))
+        .args(["demo", "--patients", "10", "--addr", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("0.0.0.0:0") && stderr.contains("--insecure") && stderr.contains("TLS"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Ctrl-C stops the server"), "{stderr}");
+    // Refused before any work: no store was built.
+    assert!(!dir.path().join("store").exists());
+}

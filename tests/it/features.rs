@@ -1449,6 +1449,7 @@ async fn readmission_set_from_synthea_csv() {
         mapping_text: None,
         max_bad: None,
         context: ward::ingest::Context::new(Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap()),
+        read: Default::default(),
     };
     ward::ingest::pipeline::ingest(&store, &[dir], &opts, None)
         .await

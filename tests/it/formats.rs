@@ -288,6 +288,7 @@ async fn synth_and_ingest(
         mapping_text: None,
         max_bad: None,
         context: Context::new(ingested_at()),
+        read: Default::default(),
     };
     let report = pipeline::ingest(&store, &[out], &ingest, None)
         .await

@@ -53,6 +53,7 @@ fn opts(format: Format) -> IngestOptions {
         mapping_text: None,
         max_bad: None,
         context: Context::new(t0()),
+        read: Default::default(),
     }
 }
 

@@ -60,6 +60,11 @@ fn member(clinician: &str, patient: &str, now: DateTime<Utc>) -> CareTeamMember 
 
 impl Fx {
     async fn start() -> Fx {
+        Fx::start_with(true).await
+    }
+
+    /// A secured server; `deid`: with a `[deid]` section (de-identified training sets).
+    async fn start_with(deid: bool) -> Fx {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::new("2026-06-01T00:00:00Z".parse().unwrap()));
         let store = Store::open(dir.path().join("store"), clock.clone()).unwrap();
@@ -108,12 +113,16 @@ issuer = "{ISS}"
 audience = ["ward"]
 jwks = "jwks.json"
 clock_skew_secs = 30
-grants = ["clinician", "data-scientist", "steward"]
+grants = ["clinician", "data-scientist", "steward", "privacy-officer"]
 [audit]
 dir = "audit"
-[deid]
-key_file = "deid.key"
-"#
+{}
+"#,
+                if deid {
+                    "[deid]\nkey_file = \"deid.key\""
+                } else {
+                    ""
+                }
             ),
         )
         .unwrap();
@@ -272,6 +281,41 @@ async fn historical(
         entities: Some(proto::historical_request::Entities::EntitiesIpc(entities(
             ids, at,
         ))),
+        ..Default::default()
+    };
+    let mut stream = c
+        .get_historical_features(with_token(req, Some(token)))
+        .await?
+        .into_inner();
+    let first = stream.message().await?.expect("a header");
+    let Some(proto::historical_response::Part::Header(header)) = first.part else {
+        panic!("the first message is not the header");
+    };
+    let mut batches = Vec::new();
+    while let Some(m) = stream.message().await? {
+        let Some(proto::historical_response::Part::BatchIpc(bytes)) = m.part else {
+            panic!("a second header");
+        };
+        let reader =
+            arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).unwrap();
+        for b in reader {
+            batches.push(b.unwrap());
+        }
+    }
+    Ok((header, batches))
+}
+
+/// A historical lookup of `readmission` over the stored entity rows `reference`.
+async fn historical_ref(
+    c: &mut FeaturesClient<Channel>,
+    token: &str,
+    reference: &str,
+) -> Result<(proto::HistoricalHeader, Vec<RecordBatch>), tonic::Status> {
+    let req = proto::HistoricalRequest {
+        feature_set: "readmission".into(),
+        entities: Some(proto::historical_request::Entities::EntitiesRef(
+            reference.to_string(),
+        )),
         ..Default::default()
     };
     let mut stream = c
@@ -464,10 +508,22 @@ async fn attacks_over_grpc_are_refused_and_audited() {
 
     // A data scientist's historical lookup comes back de-identified, stored as its own
     // version whose lineage names the identified one.
+    // Its entity rows are a cohort a steward approved (docs/security.md, "What a
+    // de-identified caller can and cannot do"); rows it sends itself are refused.
     let at = fx.clock.now();
-    let (h, batches) = historical(&mut c, &ds, &["P0000001", "P0000003"], at)
-        .await
-        .unwrap();
+    let cohort = {
+        let bytes = entities(&["P0000001", "P0000003"], at);
+        let batch = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        let mut opts = ward::store::PutOptions::new("cohort-a", ward::store::Kind::Other);
+        opts.labels.insert("approved-cohort".into(), "st-1".into());
+        let put = fx.store.put_batches(batch.schema(), vec![batch], opts);
+        put.await.unwrap().manifest.hash.to_string()
+    };
+    let (h, batches) = historical_ref(&mut c, &ds, &cohort).await.unwrap();
     let deid: ward::hash::ContentHash = h.training_set.parse().unwrap();
     let m = fx.store.manifest(&deid).unwrap();
     assert_eq!(
@@ -486,11 +542,21 @@ async fn attacks_over_grpc_are_refused_and_audited() {
     assert_eq!(last["patients"]["bulk"]["count"], 2);
     seen = recs.len();
 
+    // Entity rows the data scientist sends itself could name patients it knows and read
+    // back their tokens: refused, and audited as denied.
+    let err = historical(&mut c, &ds, &["P0000001", "P0000003"], at)
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    let recs = records(&fx.audit_dir);
+    assert_eq!(recs.len(), seen + 1);
+    assert_eq!(recs[seen]["decision"], "denied", "{}", recs[seen]);
+    seen = recs.len();
+
     // A steward gets the identified set (the same rows, the identified version).
     let steward = fx.token("st-1", &["steward"]);
-    let (h2, batches2) = historical(&mut c, &steward, &["P0000001", "P0000003"], at)
-        .await
-        .unwrap();
+    let (h2, batches2) = historical_ref(&mut c, &steward, &cohort).await.unwrap();
     assert_eq!(h2.training_set, identified.to_string());
     assert_eq!(patient_ids(&batches2), vec!["P0000001", "P0000003"]);
     let recs = records(&fx.audit_dir);
@@ -680,4 +746,309 @@ reload_secs = 0
 
     let _ = tx.send(());
     served.await.unwrap().unwrap();
+}
+
+/// The records after the first `seen`, and their count now.
+fn new_records(dir: &Path, seen: &mut usize) -> Vec<serde_json::Value> {
+    let all = records(dir);
+    let new = all[*seen..].to_vec();
+    *seen = all.len();
+    new
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_is_audited_once_with_its_outcome_issuer_key_and_training_set() {
+    let mut fx = Fx::start().await;
+    let mut c = FeaturesClient::new(fx.channel().await);
+    let mut seen = records(&fx.audit_dir).len();
+    let steward = fx.token("st-1", &["steward"]);
+    let clinician = fx.token("dr-a", &["clinician"]);
+
+    // NotFound after authorization (a stored entity version that does not exist).
+    let req = proto::HistoricalRequest {
+        feature_set: "readmission".into(),
+        entities: Some(proto::historical_request::Entities::EntitiesRef(
+            "no-such-entities".into(),
+        )),
+        ..Default::default()
+    };
+    let err = c
+        .get_historical_features(with_token(req, Some(&steward)))
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let new = new_records(&fx.audit_dir, &mut seen);
+    assert_eq!(new.len(), 1, "one record for a failed request: {new:?}");
+    let r = &new[0];
+    assert_eq!(r["decision"], "allowed", "{r}");
+    assert_eq!(r["outcome"], "not_found", "{r}");
+    assert!(
+        r["error"].as_str().unwrap().contains("no-such-entities"),
+        "{r}"
+    );
+    assert_eq!(r["action"], "historical_identified");
+    assert_eq!(r["issuer"], ISS, "{r}");
+    assert_eq!(r["key_id"], "ec1", "{r}");
+
+    // Validation failure: recorded once, with the outcome.
+    let req = proto::HistoricalRequest {
+        feature_set: String::new(),
+        ..Default::default()
+    };
+    let err = c
+        .get_historical_features(with_token(req, Some(&steward)))
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let new = new_records(&fx.audit_dir, &mut seen);
+    assert_eq!(new.len(), 1, "{new:?}");
+    assert_eq!(new[0]["outcome"], "invalid_argument");
+    assert_eq!(new[0]["principal"], "st-1");
+
+    // An unknown feature set online: allowed for the patient, then not found.
+    let mut req = online(&["P0000001"]);
+    req.feature_set = "no-such-set".into();
+    let err = c
+        .get_online_features(with_token(req, Some(&clinician)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let new = new_records(&fx.audit_dir, &mut seen);
+    assert_eq!(new.len(), 1, "{new:?}");
+    assert_eq!(new[0]["outcome"], "not_found");
+    assert_eq!(new[0]["patients"], json!({ "ids": ["P0000001"] }));
+    assert_eq!(new[0]["feature_set"], "no-such-set");
+
+    // A successful online lookup: exactly one record (not one at the gate and one in the
+    // handler), outcome ok.
+    c.get_online_features(with_token(online(&["P0000001"]), Some(&clinician)))
+        .await
+        .unwrap();
+    let new = new_records(&fx.audit_dir, &mut seen);
+    assert_eq!(new.len(), 1, "{new:?}");
+    assert_eq!(new[0]["outcome"], "ok");
+
+    // Historical lookups name the training set they made.
+    let at = fx.clock.now();
+    let (h, _) = historical(&mut c, &steward, &["P0000001", "P0000003"], at)
+        .await
+        .unwrap();
+    let new = new_records(&fx.audit_dir, &mut seen);
+    assert_eq!(new.len(), 1, "{new:?}");
+    assert_eq!(
+        new[0]["training_set"],
+        h.training_set.as_str(),
+        "{}",
+        new[0]
+    );
+    assert_eq!(new[0]["patients"]["bulk"]["count"], 2);
+    let report = ward::audit::verify(&fx.audit_dir).unwrap();
+    assert!(report.ok(), "{:?}", report.problem);
+    fx.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn historical_requests_are_authorized_before_anything_is_read() {
+    // No [deid]: a data scientist may have nothing. Refused before its entity reference is
+    // even resolved (it does not exist: the answer must not say so).
+    let mut fx = Fx::start_with(false).await;
+    let mut c = FeaturesClient::new(fx.channel().await);
+    let mut seen = records(&fx.audit_dir).len();
+    let ds = fx.token("ds-1", &["data-scientist"]);
+    let req = proto::HistoricalRequest {
+        feature_set: "readmission".into(),
+        entities: Some(proto::historical_request::Entities::EntitiesRef(
+            "no-such-entities".into(),
+        )),
+        ..Default::default()
+    };
+    let err = c
+        .get_historical_features(with_token(req, Some(&ds)))
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(
+        !err.message().contains("no-such-entities"),
+        "{}",
+        err.message()
+    );
+    let new = new_records(&fx.audit_dir, &mut seen);
+    assert_eq!(new.len(), 1, "{new:?}");
+    assert_eq!(new[0]["decision"], "denied");
+    assert_eq!(new[0]["outcome"], "failed_precondition");
+    fx.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_privacy_officer_queries_the_audit_trail_and_others_cannot() {
+    use ward::service::proto::audit_client::AuditClient;
+    let mut fx = Fx::start().await;
+    let mut c = FeaturesClient::new(fx.channel().await);
+    let clinician = fx.token("dr-a", &["clinician"]);
+    c.get_online_features(with_token(online(&["P0000001"]), Some(&clinician)))
+        .await
+        .unwrap();
+    c.get_online_features(with_token(online(&["P0000002"]), Some(&clinician)))
+        .await
+        .unwrap_err();
+    let officer = fx.token("po-1", &["privacy-officer"]);
+    let mut a = AuditClient::new(fx.channel().await);
+    let query = |patient: &str, principal: &str, from: &str, to: &str| proto::AuditQueryRequest {
+        patient_id: patient.into(),
+        principal: principal.into(),
+        from: from.into(),
+        to: to.into(),
+        limit: 0,
+    };
+    // By patient: who looked at P0000002 (refused, but recorded).
+    let r = a
+        .query_audit(with_token(query("P0000002", "", "", ""), Some(&officer)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.records.len(), 1, "{:?}", r.records);
+    assert_eq!(r.records[0].principal, "dr-a");
+    assert_eq!(r.records[0].decision, "denied");
+    assert_eq!(r.records[0].key_id, "ec1");
+    assert!(!r.truncated);
+    // By principal.
+    let r = a
+        .query_audit(with_token(query("", "dr-a", "", ""), Some(&officer)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.records.len(), 2);
+    assert!(r.records.iter().all(|x| x.principal == "dr-a"));
+    // By time range: everything so far happened at the fixture's clock time.
+    let now = fx.clock.now();
+    let later = (now + Duration::hours(1)).to_rfc3339();
+    let earlier = (now - Duration::hours(1)).to_rfc3339();
+    let r = a
+        .query_audit(with_token(query("", "dr-a", &later, ""), Some(&officer)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.records.is_empty());
+    let r = a
+        .query_audit(with_token(
+            query("", "dr-a", &earlier, &later),
+            Some(&officer),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.records.len(), 2);
+    // A bad range names the field.
+    let err = a
+        .query_audit(with_token(query("", "", &later, &earlier), Some(&officer)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    // Other roles are refused, and the refusal is recorded.
+    for (who, roles) in [("dr-a", &["clinician"][..]), ("st-1", &["steward"][..])] {
+        let t = fx.token(who, roles);
+        let err = a
+            .query_audit(with_token(query("P0000001", "", "", ""), Some(&t)))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{who}: {err:?}");
+    }
+    // The officer's queries are recorded too (action audit_read), naming the patient asked
+    // about.
+    let recs = records(&fx.audit_dir);
+    let queries: Vec<&serde_json::Value> = recs
+        .iter()
+        .filter(|r| r["rpc"] == "/ward.v1.Audit/QueryAudit")
+        .collect();
+    assert_eq!(queries.len(), 7, "{queries:?}");
+    assert_eq!(queries[0]["principal"], "po-1");
+    assert_eq!(queries[0]["action"], "audit_read");
+    assert_eq!(queries[0]["patients"], json!({ "ids": ["P0000002"] }));
+    assert_eq!(queries[5]["decision"], "denied");
+    fx.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unauthenticated_loopback_server_audits_every_call_as_anonymous() {
+    use ward::service::proto::datasets_client::DatasetsClient;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new("2026-06-01T00:00:00Z".parse().unwrap()));
+    let store = Store::open(dir.path().join("store"), clock.clone()).unwrap();
+    let opts = DemoOptions {
+        patients: 20,
+        seed: 5,
+    };
+    ward::demo::run(&store, &dir.path().join("work"), &opts, None)
+        .await
+        .unwrap();
+    let cfg = ServeConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        ..ServeConfig::default()
+    };
+    let repo = FeatureRepo::parse(READMISSION_FEATURES, "readmission.toml").unwrap();
+    let server = Server::bind(&cfg, store.clone(), repo).await.unwrap();
+    let addr = server.local_addr();
+    let (tx, rx) = oneshot::channel::<()>();
+    let served = tokio::spawn(server.serve(async move {
+        let _ = rx.await;
+    }));
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut d = DatasetsClient::new(channel.clone());
+    d.get_dataset(proto::GetDatasetRequest {
+        r#ref: "encounters".into(),
+    })
+    .await
+    .unwrap();
+    let err = d
+        .get_dataset(proto::GetDatasetRequest {
+            r#ref: "no-such-version".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let mut f = FeaturesClient::new(channel.clone());
+    f.get_online_features(online(&["P0000001"])).await.unwrap();
+    let mut flight = FlightClient::new(channel.clone());
+    let _ = flight.do_get(Ticket::new("patients")).await.unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    health
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .unwrap();
+    let _ = tx.send(());
+    served.await.unwrap().unwrap();
+
+    let audit_dir = store.root().join("audit");
+    let recs = records(&audit_dir);
+    assert_eq!(
+        recs.len(),
+        4,
+        "one per call, health not recorded: {recs:#?}"
+    );
+    for r in &recs {
+        assert_eq!(r["principal"], "anonymous@loopback", "{r}");
+        assert_eq!(r["auth"], "none", "{r}");
+        assert!(
+            r["client"].as_str().unwrap().starts_with("127.0.0.1:"),
+            "{r}"
+        );
+    }
+    let outcomes: Vec<&str> = recs
+        .iter()
+        .map(|r| r["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["ok", "not_found", "ok", "ok"]);
+    assert_eq!(recs[2]["patients"], json!({ "ids": ["P0000001"] }));
+    assert_eq!(recs[2]["action"], "online_lookup");
+    assert_eq!(recs[3]["action"], "historical_identified");
+    assert_eq!(recs[3]["datasets"].as_array().unwrap().len(), 1);
+    let report = ward::audit::verify(&audit_dir).unwrap();
+    assert!(report.ok(), "{:?}", report.problem);
 }

@@ -54,6 +54,11 @@ impl Fixture {
         let cfg = ServeConfig {
             addr: "127.0.0.1:0".parse().unwrap(),
             limits,
+            // IngestPaths reads the cohorts the tests write under the fixture's folder.
+            ingest: ward::service::config::IngestConfig {
+                roots: vec![dir.path().to_path_buf()],
+                ..Default::default()
+            },
             ..ServeConfig::default()
         };
         let mut server = Server::bind(&cfg, store.clone(), repo).await.unwrap();
@@ -458,8 +463,12 @@ async fn ingest_paths_and_uploads() {
         })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound, "{err:?}");
-    assert!(err.message().contains("absent"), "{}", err.message());
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("absent") && err.message().contains("does not exist"),
+        "{}",
+        err.message()
+    );
     let err = c
         .ingest_paths(proto::IngestPathsRequest {
             options: None,

@@ -324,3 +324,126 @@ async fn cleanup_removes_only_leftovers() {
     assert!(!tmp.join("put-dead").exists());
     assert!(tmp.join("put-live").exists());
 }
+
+/// Regression: a put that deduplicated onto content stored under another name used to
+/// create a tag, and tags won name resolution, so every later version put under that name
+/// was never returned. Now a name means its head, and every put moves it.
+#[tokio::test]
+async fn a_name_put_after_dedup_still_resolves_to_its_newest_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, clock) = store_at(dir.path());
+    let a = small(&["p1"], 1);
+    store
+        .put_batches(a.schema(), vec![a.clone()], PutOptions::new("x", Kind::Other))
+        .await
+        .unwrap();
+    clock.advance(Duration::hours(1));
+    // Same content under "y": deduplicated onto x's version.
+    let dup = store
+        .put_batches(a.schema(), vec![a.clone()], PutOptions::new("y", Kind::Other))
+        .await
+        .unwrap();
+    assert!(!dup.created);
+    clock.advance(Duration::hours(1));
+    let b = small(&["p1"], 2);
+    let newer = store
+        .put_batches(b.schema(), vec![b], PutOptions::new("y", Kind::Other))
+        .await
+        .unwrap();
+    let r = |s: &str| store.resolve(&s.parse::<VersionRef>().unwrap()).unwrap().hash;
+    assert_eq!(r("y"), newer.manifest.hash, "y means its newest put");
+    assert_eq!(r("y@2026-01-01T01:30:00Z"), dup.manifest.hash);
+    assert_eq!(r("x"), dup.manifest.hash);
+    // Putting the old content again makes it the head again (a put is a head move).
+    clock.advance(Duration::hours(1));
+    store
+        .put_batches(a.schema(), vec![a], PutOptions::new("y", Kind::Other))
+        .await
+        .unwrap();
+    assert_eq!(r("y"), dup.manifest.hash);
+    let named = store
+        .list(&ListFilter {
+            kind: None,
+            name: Some("y".into()),
+        })
+        .unwrap();
+    assert_eq!(named.len(), 2, "both versions y ever meant");
+}
+
+/// A put that expects the head it built on fails with a conflict when another writer moved
+/// the head, and stores the version without making it the head.
+#[tokio::test]
+async fn a_put_on_a_moved_head_is_a_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = store_at(dir.path());
+    let put = |n: i64, head: ward::store::HeadUpdate| {
+        let b = small(&["p1"], n);
+        let store = store.clone();
+        async move {
+            let mut opts = PutOptions::new("enc", Kind::Curated);
+            opts.head = head;
+            store.put_batches(b.schema(), vec![b], opts).await
+        }
+    };
+    use ward::store::HeadUpdate;
+    let first = put(1, HeadUpdate::Expect(None)).await.unwrap();
+    assert_eq!(first.head.map(|h| h.seq), Some(1));
+    // Two writers both built on entry 1: one wins, the other conflicts.
+    let won = put(2, HeadUpdate::Expect(Some(1))).await.unwrap();
+    let lost = put(3, HeadUpdate::Expect(Some(1))).await;
+    assert!(
+        matches!(lost, Err(Error::Conflict { .. })),
+        "{:?}",
+        lost.map(|o| o.manifest.hash)
+    );
+    let head = store.resolve(&VersionRef::Latest("enc".into())).unwrap();
+    assert_eq!(head.hash, won.manifest.hash);
+    assert_eq!(store.head("enc").unwrap().map(|h| h.seq), Some(2));
+}
+
+/// A store written by the previous format (tags in `tags/*.jsonl`, untagged names resolved
+/// to their newest version) opens with every name and `name@time` meaning what it meant.
+#[tokio::test]
+async fn a_format_1_store_is_migrated_keeping_what_names_meant() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, clock) = store_at(dir.path());
+    let mut hashes = Vec::new();
+    for n in 1..=3 {
+        let b = small(&["p1"], n);
+        hashes.push(
+            store
+                .put_batches(b.schema(), vec![b], PutOptions::new("labs", Kind::Curated))
+                .await
+                .unwrap()
+                .manifest
+                .hash,
+        );
+        clock.advance(Duration::days(1));
+    }
+    // Rewrite the store as format 1 wrote it: no refs, a tag file, the old marker.
+    let root = store.root().to_path_buf();
+    std::fs::remove_dir_all(root.join("refs")).unwrap();
+    std::fs::create_dir_all(root.join("tags")).unwrap();
+    let line = |h: &ward::hash::ContentHash, at: &str| format!("{{\"hash\":\"{h}\",\"at\":\"{at}\"}}\n");
+    std::fs::write(
+        root.join("tags/prod.jsonl"),
+        line(&hashes[0], "2026-01-02T12:00:00Z") + &line(&hashes[2], "2026-01-05T00:00:00Z"),
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("ward-store.json"),
+        r#"{"ward_store_format":1,"created_by":"0.1.0"}"#,
+    )
+    .unwrap();
+    let reopened = Store::open_existing(&root, store.clock().clone()).unwrap();
+    let r = |s: &str| reopened.resolve(&s.parse::<VersionRef>().unwrap()).unwrap().hash;
+    assert_eq!(r("labs"), hashes[2]);
+    assert_eq!(r("labs@2026-01-01T12:00:00Z"), hashes[0]);
+    assert_eq!(r("labs@2026-01-02T12:00:00Z"), hashes[1]);
+    assert_eq!(r("prod"), hashes[2]);
+    assert_eq!(r("prod@2026-01-03"), hashes[0]);
+    assert!(root.join("tags-format-1/prod.jsonl").exists());
+    assert!(!root.join("tags").exists());
+    let marker = std::fs::read_to_string(root.join("ward-store.json")).unwrap();
+    assert!(marker.contains("\"ward_store_format\":2"), "{marker}");
+}
