@@ -563,8 +563,13 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
                 report.raw
             );
             for c in &report.curated {
+                let unchanged = if c.unchanged_rows > 0 {
+                    format!(" ({} re-sent unchanged, not kept)", c.unchanged_rows)
+                } else {
+                    String::new()
+                };
                 eprintln!(
-                    "  {:<13} +{:<8} rows -> {:>9} rows  {}",
+                    "  {:<13} +{:<8} rows -> {:>9} rows  {}{unchanged}",
                     c.table, c.parsed_rows, c.total_rows, c.hash
                 );
             }

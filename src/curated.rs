@@ -42,11 +42,13 @@ pub enum Table {
     Medications,
     /// Clinician-to-patient assignments with validity periods.
     CareTeam,
+    /// Patients' consent decisions (research opt-outs), as [`consent`] reads them.
+    Consent,
 }
 
 impl Table {
     /// All tables, in the fixed order used for output.
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 8] = [
         Table::Patients,
         Table::Encounters,
         Table::Observations,
@@ -54,6 +56,7 @@ impl Table {
         Table::Procedures,
         Table::Medications,
         Table::CareTeam,
+        Table::Consent,
     ];
 
     /// The table's name as used in dataset names and feature definitions.
@@ -66,6 +69,7 @@ impl Table {
             Table::Procedures => "procedures",
             Table::Medications => "medications",
             Table::CareTeam => "care_team",
+            Table::Consent => "consent",
         }
     }
 
@@ -155,6 +159,15 @@ impl Table {
                 t("valid_from", false),
                 t("valid_to", true),
             ],
+            Table::Consent => vec![
+                s("consent_id", false),
+                s("patient_id", false),
+                s("scope", false),
+                s("decision", false),
+                t("period_start", true),
+                t("period_end", true),
+                t("decided_at", true),
+            ],
         };
         fields.extend([
             s("source_system", false),
@@ -175,7 +188,214 @@ impl Table {
             Table::Procedures => "performed_time",
             Table::Medications => "start_time",
             Table::CareTeam => "valid_from",
+            // A decision holds from when it is known (its `decided_at` may be absent).
+            Table::Consent => "known_at",
         }
+    }
+}
+
+/// The `consent` table's vocabulary, and the rule that says what a patient decided about
+/// research as known at a time (`docs/curated-tables.md`, "consent"; `docs/security.md`,
+/// "Consent").
+///
+/// The rule, at time `t`:
+/// 1. Only rows known by `t` (`known_at <= t`) are read.
+/// 2. Of each consent record (`consent_id`), the version known last (greatest `known_at`,
+///    then the last by `source_id`) is its state: a later version (a withdrawal, an
+///    `entered-in-error`) replaces the earlier ones even when they came in another ingest.
+/// 3. That version is in force if it is not retracted by `t` (`retracted_at` null or `> t`)
+///    and its period covers `t` (`period_start` null or `<= t`, `period_end` null or `> t`).
+/// 4. Of a patient's records in force with scope `research`, the latest decision
+///    (`decided_at`, else `known_at`; then `known_at`; then `consent_id`) is the patient's:
+///    `deny` opts the patient out of research, `permit` (a withdrawn opt-out) keeps them in.
+///    A patient with no research record in force is in (Ward follows an opt-out model).
+pub mod consent {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use arrow::array::{Array, AsArray, RecordBatch};
+    use arrow::datatypes::TimestampMicrosecondType;
+    use chrono::{DateTime, Utc};
+
+    /// The FHIR code system of `Consent.scope` (R4).
+    pub const SCOPE_SYSTEM: &str = "http://terminology.hl7.org/CodeSystem/consentscope";
+    /// Scope: use of the patient's data for research.
+    pub const RESEARCH: &str = "research";
+    /// Scope: consent to treatment.
+    pub const TREATMENT: &str = "treatment";
+    /// Scope: privacy consent (who may see the record).
+    pub const PATIENT_PRIVACY: &str = "patient-privacy";
+    /// Scope: advance directive.
+    pub const ADR: &str = "adr";
+    /// The scopes a row may hold.
+    pub const SCOPES: [&str; 4] = [RESEARCH, TREATMENT, PATIENT_PRIVACY, ADR];
+    /// Decision: the scope's use is permitted.
+    pub const PERMIT: &str = "permit";
+    /// Decision: the scope's use is refused (for research: an opt-out).
+    pub const DENY: &str = "deny";
+
+    /// A scope as written (`research`, `Research`, `consentscope|research`, the system URI
+    /// then `|` then the code) as one of [`SCOPES`]; `None` for anything else.
+    pub fn scope(value: &str) -> Option<&'static str> {
+        let v = value.trim();
+        let code = match v.rsplit_once('|') {
+            Some((system, code)) => {
+                let system = system.trim();
+                if !(system.eq_ignore_ascii_case(SCOPE_SYSTEM)
+                    || system.eq_ignore_ascii_case("consentscope"))
+                {
+                    return None;
+                }
+                code.trim()
+            }
+            None => v,
+        };
+        SCOPES.into_iter().find(|s| s.eq_ignore_ascii_case(code))
+    }
+
+    /// A decision as written (`permit`/`deny`, any case; also `opt-in`/`opt-out`, `yes`/`no`
+    /// as consent forms export them) as [`PERMIT`] or [`DENY`]; `None` for anything else.
+    pub fn decision(value: &str) -> Option<&'static str> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "permit" | "opt-in" | "optin" | "yes" | "y" => Some(PERMIT),
+            "deny" | "opt-out" | "optout" | "no" | "n" => Some(DENY),
+            _ => None,
+        }
+    }
+
+    /// What the `consent` table says about research at one time.
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct ResearchConsent {
+        /// Patients whose research decision in force is `deny`.
+        pub opted_out: BTreeSet<String>,
+        /// Patients whose research decision in force is `permit`.
+        pub permitted: BTreeSet<String>,
+    }
+
+    /// One row as the rule reads it.
+    struct Row<'a> {
+        consent_id: &'a str,
+        patient_id: &'a str,
+        scope: &'a str,
+        decision: &'a str,
+        period_start: Option<i64>,
+        period_end: Option<i64>,
+        decided_at: Option<i64>,
+        source_id: &'a str,
+        known_at: i64,
+        retracted_at: Option<i64>,
+    }
+
+    /// The research decisions in force at `at` in `consent` batches (the table's schema), by
+    /// the rule of this module.
+    ///
+    /// # Errors
+    /// A message naming the column that is missing or of the wrong type, or the row whose
+    /// required value is null.
+    pub fn research_at(
+        batches: &[RecordBatch],
+        at: DateTime<Utc>,
+    ) -> Result<ResearchConsent, String> {
+        let t = at.timestamp_micros();
+        // Step 2: per record, the version known last by `t`.
+        let mut latest: BTreeMap<&str, Row<'_>> = BTreeMap::new();
+        for (bi, b) in batches.iter().enumerate() {
+            let text = |name: &str| {
+                b.column_by_name(name)
+                    .and_then(|c| c.as_string_opt::<i32>())
+                    .ok_or_else(|| format!("consent batch {bi}: no utf8 column {name}"))
+            };
+            let time = |name: &str| {
+                b.column_by_name(name)
+                    .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
+                    .ok_or_else(|| format!("consent batch {bi}: no timestamp[us] column {name}"))
+            };
+            let (cid, pid, scope, decision, source_id) = (
+                text("consent_id")?,
+                text("patient_id")?,
+                text("scope")?,
+                text("decision")?,
+                text("source_id")?,
+            );
+            let (start, end, decided, known, retracted) = (
+                time("period_start")?,
+                time("period_end")?,
+                time("decided_at")?,
+                time("known_at")?,
+                time("retracted_at")?,
+            );
+            let opt = |a: &arrow::array::TimestampMicrosecondArray, i: usize| {
+                a.is_valid(i).then(|| a.value(i))
+            };
+            for i in 0..b.num_rows() {
+                let required = [
+                    ("consent_id", cid.is_valid(i)),
+                    ("patient_id", pid.is_valid(i)),
+                    ("scope", scope.is_valid(i)),
+                    ("decision", decision.is_valid(i)),
+                    ("known_at", known.is_valid(i)),
+                ];
+                if let Some((name, _)) = required.iter().find(|(_, ok)| !ok) {
+                    return Err(format!("consent batch {bi} row {i}: {name} is null"));
+                }
+                let row = Row {
+                    consent_id: cid.value(i),
+                    patient_id: pid.value(i),
+                    scope: scope.value(i),
+                    decision: decision.value(i),
+                    period_start: opt(start, i),
+                    period_end: opt(end, i),
+                    decided_at: opt(decided, i),
+                    source_id: if source_id.is_valid(i) {
+                        source_id.value(i)
+                    } else {
+                        ""
+                    },
+                    known_at: known.value(i),
+                    retracted_at: opt(retracted, i),
+                };
+                if row.known_at > t {
+                    continue;
+                }
+                match latest.get(row.consent_id) {
+                    Some(seen)
+                        if (seen.known_at, seen.source_id) > (row.known_at, row.source_id) => {}
+                    _ => {
+                        latest.insert(row.consent_id, row);
+                    }
+                }
+            }
+        }
+        // Steps 3 and 4.
+        let mut decided: BTreeMap<&str, (i64, i64, &str, &str)> = BTreeMap::new();
+        for row in latest.values() {
+            let in_force = row.retracted_at.is_none_or(|r| r > t)
+                && row.period_start.is_none_or(|s| s <= t)
+                && row.period_end.is_none_or(|e| e > t);
+            if !in_force || scope(row.scope) != Some(RESEARCH) {
+                continue;
+            }
+            let rank = (
+                row.decided_at.unwrap_or(row.known_at),
+                row.known_at,
+                row.consent_id,
+                row.decision,
+            );
+            match decided.get(row.patient_id) {
+                Some(seen) if (seen.0, seen.1, seen.2) >= (rank.0, rank.1, rank.2) => {}
+                _ => {
+                    decided.insert(row.patient_id, rank);
+                }
+            }
+        }
+        let mut out = ResearchConsent::default();
+        for (patient, (.., d)) in decided {
+            if decision(d) == Some(DENY) {
+                out.opted_out.insert(patient.to_string());
+            } else {
+                out.permitted.insert(patient.to_string());
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -570,6 +790,29 @@ pub struct CareTeamMember {
     pub meta: RowMeta,
 }
 
+/// A row of `consent`: one consent decision of a patient (a FHIR `Consent` resource version,
+/// or a mapped record). [`consent`] says how a row counts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Consent {
+    /// The consent record's id (FHIR `Consent.id`); its versions share it.
+    pub consent_id: String,
+    /// The patient it is about.
+    pub patient_id: String,
+    /// What it governs: [`consent::RESEARCH`], [`consent::TREATMENT`],
+    /// [`consent::PATIENT_PRIVACY`] or [`consent::ADR`].
+    pub scope: String,
+    /// [`consent::PERMIT`] or [`consent::DENY`].
+    pub decision: String,
+    /// Start of the period the decision covers, if bounded.
+    pub period_start: Option<DateTime<Utc>>,
+    /// End of the period the decision covers, if bounded.
+    pub period_end: Option<DateTime<Utc>>,
+    /// When the patient made the decision (FHIR `Consent.dateTime`).
+    pub decided_at: Option<DateTime<Utc>>,
+    /// Provenance and knowledge time; `retracted_at` for a withdrawn or erroneous record.
+    pub meta: RowMeta,
+}
+
 /// The rows of every curated table, as produced by one ingest.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CuratedTables {
@@ -587,6 +830,8 @@ pub struct CuratedTables {
     pub medications: Vec<Medication>,
     /// `care_team` rows.
     pub care_team: Vec<CareTeamMember>,
+    /// `consent` rows.
+    pub consent: Vec<Consent>,
 }
 
 impl CuratedTables {
@@ -600,6 +845,7 @@ impl CuratedTables {
             Table::Procedures => self.procedures.len(),
             Table::Medications => self.medications.len(),
             Table::CareTeam => self.care_team.len(),
+            Table::Consent => self.consent.len(),
         }
     }
 
@@ -617,6 +863,7 @@ impl CuratedTables {
         self.procedures.extend(other.procedures);
         self.medications.extend(other.medications);
         self.care_team.extend(other.care_team);
+        self.consent.extend(other.consent);
     }
 
     /// The parts' rows one after the other, table by table, each table allocated once at
@@ -631,7 +878,8 @@ impl CuratedTables {
             all
         }
         let n = parts.len();
-        let (mut pa, mut en, mut ob, mut co, mut pr, mut me, mut ct) = (
+        let (mut pa, mut en, mut ob, mut co, mut pr, mut me, mut ct, mut cs) = (
+            Vec::with_capacity(n),
             Vec::with_capacity(n),
             Vec::with_capacity(n),
             Vec::with_capacity(n),
@@ -648,6 +896,7 @@ impl CuratedTables {
             pr.push(p.procedures);
             me.push(p.medications);
             ct.push(p.care_team);
+            cs.push(p.consent);
         }
         // Observations are usually most of the rows: one task, the rest in the other.
         let (
@@ -670,6 +919,7 @@ impl CuratedTables {
             procedures,
             medications,
             care_team,
+            consent: join(cs),
         }
     }
 
@@ -746,6 +996,13 @@ impl CuratedTables {
                 key(&b.meta),
             ))
         });
+        self.consent.sort_by(|a, b| {
+            (&a.patient_id, &a.consent_id, key(&a.meta)).cmp(&(
+                &b.patient_id,
+                &b.consent_id,
+                key(&b.meta),
+            ))
+        });
     }
 
     /// Every non-empty table's record batch, in [`Table::ALL`] order, built in parallel
@@ -777,6 +1034,7 @@ impl CuratedTables {
             Table::Procedures => self.procedures.iter().for_each(|r| b.procedure(r)),
             Table::Medications => self.medications.iter().for_each(|r| b.medication(r)),
             Table::CareTeam => self.care_team.iter().for_each(|r| b.care_team(r)),
+            Table::Consent => self.consent.iter().for_each(|r| b.consent(r)),
         }
         b.finish(table.schema())
     }
@@ -802,6 +1060,8 @@ pub trait RowSink {
     fn medication(&mut self, r: Medication);
     /// Appends a `care_team` row.
     fn care_team(&mut self, r: CareTeamMember);
+    /// Appends a `consent` row.
+    fn consent(&mut self, r: Consent);
     /// Sets `retracted_at` of row `row` of `table` to `at`, or keeps the earlier time it
     /// already has. A row that does not exist is left alone.
     fn retract(&mut self, table: Table, row: usize, at: DateTime<Utc>);
@@ -842,6 +1102,9 @@ impl RowSink for CuratedTables {
     fn care_team(&mut self, r: CareTeamMember) {
         self.care_team.push(r);
     }
+    fn consent(&mut self, r: Consent) {
+        self.consent.push(r);
+    }
     fn retract(&mut self, table: Table, row: usize, at: DateTime<Utc>) {
         let meta = match table {
             Table::Patients => self.patients.get_mut(row).map(|r| &mut r.meta),
@@ -851,6 +1114,7 @@ impl RowSink for CuratedTables {
             Table::Procedures => self.procedures.get_mut(row).map(|r| &mut r.meta),
             Table::Medications => self.medications.get_mut(row).map(|r| &mut r.meta),
             Table::CareTeam => self.care_team.get_mut(row).map(|r| &mut r.meta),
+            Table::Consent => self.consent.get_mut(row).map(|r| &mut r.meta),
         };
         if let Some(m) = meta {
             m.retracted_at = retracted(m.retracted_at, at);
@@ -961,6 +1225,11 @@ impl RowSink for CuratedColumns {
     fn care_team(&mut self, r: CareTeamMember) {
         if let Some(b) = self.table(Table::CareTeam) {
             b.care_team(&r);
+        }
+    }
+    fn consent(&mut self, r: Consent) {
+        if let Some(b) = self.table(Table::Consent) {
+            b.consent(&r);
         }
     }
     fn expect_rows(&mut self, rows: usize) {
@@ -1092,6 +1361,17 @@ impl Columns {
         self.ts(3, Some(r.valid_from));
         self.ts(4, r.valid_to);
         self.meta(5, &r.meta);
+    }
+
+    fn consent(&mut self, r: &Consent) {
+        self.str(0, Some(&r.consent_id));
+        self.str(1, Some(&r.patient_id));
+        self.str(2, Some(&r.scope));
+        self.str(3, Some(&r.decision));
+        self.ts(4, r.period_start);
+        self.ts(5, r.period_end);
+        self.ts(6, r.decided_at);
+        self.meta(7, &r.meta);
     }
 
     fn slot(&mut self, i: usize, make: impl FnOnce(usize) -> Col) -> &mut Col {

@@ -4,56 +4,107 @@
 //! immutable dataset version named by the BLAKE3 hash of its logical content, and serves
 //! point-in-time correct lookups. `../shared/DESIGN.md` (mirrored in `docs/`) is the contract.
 //!
-//! # Layout
+//! # Layout, in the order data flows
 //!
+//! `docs/architecture.md` draws the flow and says where to add a source format, a feature
+//! kind, a clinical score or an RPC. Sources are parsed into curated rows (raw input and
+//! quarantine kept beside them), features are materialized into timelines, and lookups read
+//! the timelines; every result is a content-hashed version in the store, and the service,
+//! behind the security gate, is the door to all of it.
+//!
+//! Under everything:
 //! - [`error`]: the crate's one error type and its taxonomy.
 //! - [`clock`]: the injected clock; nothing reads the system time directly.
 //! - [`hash`]: the canonical, layout-independent content hash of a table (`docs/hashing.md`).
-//! - [`store`]: the version store: immutable Lance datasets named `b3:<hex>`, manifests,
-//!   tags, atomic commit, verify, export, cleanup.
-//! - [`curated`]: the curated tables (patients, encounters, observations, ...) and their
-//!   schemas (`docs/curated-tables.md`).
+//! - [`store`]: the version store: immutable Lance datasets named `b3:<hex>`, manifests with
+//!   lineage, heads moved by compare-and-swap, tags, verify, export, cleanup
+//!   (`docs/store.md`).
+//!
+//! Sources to curated tables:
+//! - [`curated`]: the curated tables (patients, encounters, observations, ...), their
+//!   schemas, vocabularies and the point-in-time columns `known_at`/`retracted_at`
+//!   (`docs/curated-tables.md`).
+//! - [`synth`]: the deterministic synthetic cohort generator, writing one cohort in every
+//!   source format (`docs/synth.md`).
 //! - [`ingest`]: sources (HL7 v2, FHIR R4, CSV/Parquet with mappings) parsed into curated rows,
-//!   bad records into quarantine.
+//!   bad records into quarantine; one run keeps the raw input and writes cumulative curated
+//!   versions (`docs/ingest-fhir.md`, `docs/ingest-hl7v2.md`, `docs/mapping.md`).
+//!
+//! Curated tables to features:
+//! - [`scores`]: clinical scores as pure functions of curated rows: Charlson (Quan 2005
+//!   ICD-10 and ICD-9-CM coding, a cited SNOMED CT list), LACE and HOSPITAL, each component separately (`docs/scores.md`).
+//! - [`keys`]: the key table from text ids (patient ids) to dense codes, probed in bulk by
+//!   materialization, the timeline index and the as-of join.
 //! - [`features`]: feature definitions (TOML, derived tables in SQL), materialization into
-//!   change-point timelines, and the one lookup function historical and online lookups share.
+//!   change-point timelines, and the one lookup function historical and online lookups share
+//!   (`docs/features.md`).
+//!
+//! Features to answers:
 //! - [`lookup`]: point-in-time lookups over timelines: historical (training sets, stored
 //!   with lineage), online (latest timelines in memory, hot-swapped), and the as-of join of
 //!   wide feature tables (`ward asof`, the peers' layout) (`docs/lookups.md`).
-//! - [`synth`]: the deterministic synthetic cohort generator.
-//! - [`scores`]: clinical scores as pure functions of curated rows: Charlson (Quan 2005
-//!   ICD-10 coding), LACE and HOSPITAL, each component separately (`docs/scores.md`).
 //! - [`service`]: `ward serve`: the gRPC contract (`proto/ward/v1`), Arrow Flight, health and
 //!   reflection; the gate every call passes; errors mapped to status codes in one place
 //!   (`docs/service.md`).
-//! - [`demo`]: `ward demo`, the main job end to end on the embedded default store.
+//!
+//! Security, the gate around the service (`docs/security.md`):
 //! - [`auth`]: authentication (JWT, mTLS, API tokens), the role/permission policy, care-team
-//!   access, and the [`auth::Security`] gate every RPC calls (`docs/security.md`).
+//!   access, and the [`auth::Security`] gate every RPC calls.
 //! - [`audit`]: the append-only, hash-chained audit trail; verify and query.
 //! - [`deid`]: de-identification of training sets (HIPAA Safe Harbor by default).
 //! - [`tls`]: the rustls server configuration with certificate reload.
+//!
+//! Entry points:
+//! - [`demo`]: `ward demo`, the main job end to end on the embedded default store.
 //! - [`cli`]: the `ward` command line (the binary in `src/main.rs` only calls it).
 //! - [`alloc`]: the memory settings the binary applies to batch commands.
 
-pub mod alloc;
-pub mod audit;
-pub mod auth;
-pub mod cli;
-pub mod clock;
-pub mod curated;
-pub mod deid;
-pub mod demo;
+// One `pub mod` a paragraph: rustfmt sorts consecutive `mod` lines, and this order is the
+// data flow of the crate doc above.
+
+// Under everything.
 pub mod error;
-pub mod features;
+
+pub mod clock;
+
 pub mod hash;
-pub mod ingest;
-pub mod keys;
-pub mod lookup;
-pub mod scores;
-pub mod service;
+
 pub mod store;
+
+// Sources to curated tables.
+pub mod curated;
+
 pub mod synth;
+
+pub mod ingest;
+
+// Curated tables to features.
+pub mod scores;
+
+pub mod keys;
+
+pub mod features;
+
+// Features to answers.
+pub mod lookup;
+
+pub mod service;
+
+// Security, the gate around the service.
+pub mod auth;
+
+pub mod audit;
+
+pub mod deid;
+
 pub mod tls;
+
+// Entry points.
+pub mod demo;
+
+pub mod cli;
+
+pub mod alloc;
 
 pub use error::{Error, Result};
 

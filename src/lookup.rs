@@ -101,10 +101,14 @@ pub struct HistoricalOutcome {
     pub curated: Vec<(String, ContentHash)>,
     /// The stored entity rows.
     pub entities: ContentHash,
-    /// Rows (= entity rows).
+    /// Rows (= entity rows, less those left out by consent).
     pub rows: usize,
     /// False when the same training set was stored already.
     pub created: bool,
+    /// The research consent applied: the `consent` version (or `none`), its time, and the
+    /// patients and entity rows left out because they opted out (`docs/security.md`,
+    /// "Consent"). `None` only for a rebuilt training set made before consent was applied.
+    pub consent: Option<crate::deid::ConsentApplied>,
 }
 
 /// The lineage parameters of a training set (`lineage.params`).
@@ -122,6 +126,10 @@ struct Params {
     /// `historical_direct`: the set's canonical form (its BLAKE3 is `lineage.definition`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     definition: Option<String>,
+    /// The research opt-outs applied to the entity rows (absent only in training sets made
+    /// before Ward applied consent; those are rebuilt without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    consent: Option<crate::deid::ConsentApplied>,
 }
 
 /// The `op` of a training set made from a timeline.
@@ -541,7 +549,9 @@ pub fn historical_batches(
 /// A historical lookup: joins the entity rows as of their times against the timeline,
 /// stores the result as a `training` version and returns its hash. Lineage: inputs =
 /// [timeline, entity rows]; definition = the set's definition hash; params = `op`
-/// (`historical`), `feature_set`, `knowledge`, `patient_column`, `time_column`.
+/// (`historical`), `feature_set`, `knowledge`, `patient_column`, `time_column`, `consent`.
+/// A training set is a research export: rows of patients who opted out of research as known
+/// now are left out ([`crate::deid::apply_research_consent`]) and counted in `consent`.
 ///
 /// # Errors
 /// [`Error::NotFound`] for an unknown set, timeline or entity version;
@@ -587,6 +597,10 @@ async fn prepare_request(
         &time_column,
     )
     .await?;
+    // A training set is a research export: patients who opted out of research, as known
+    // now, are left out (the stored entity rows stay as given; the lineage says what left).
+    let (batches, consent) =
+        crate::deid::apply_research_consent(store, batches, &patient_column, None).await?;
     let params = Params {
         op: op.into(),
         feature_set: set.name.clone(),
@@ -595,6 +609,7 @@ async fn prepare_request(
         time_column,
         tables,
         definition,
+        consent: Some(consent),
     };
     let name = req.name.unwrap_or_else(|| training_name(&set.name));
     Ok((entities, batches, params, name))
@@ -635,8 +650,9 @@ async fn stored_entities(
 /// from the same versions. The result is stored as a `training` version. Lineage: inputs =
 /// the curated versions read (in table order), then the entity rows; definition = the set's
 /// definition hash; params = `op` (`historical_direct`), `feature_set`, `knowledge`,
-/// `patient_column`, `time_column`, `tables` (the table of each curated input) and
-/// `definition` (the set's canonical form), so [`rebuild`] reproduces it.
+/// `patient_column`, `time_column`, `tables` (the table of each curated input),
+/// `definition` (the set's canonical form) and `consent` (the research opt-outs applied, as
+/// in [`historical`]), so [`rebuild`] reproduces it.
 ///
 /// Every row the set reads is held in memory at once (no ranges of patients, unlike
 /// `ward materialize`).
@@ -709,6 +725,7 @@ async fn store_direct(
         entities,
         rows,
         created,
+        consent: params.consent,
     })
 }
 
@@ -792,6 +809,7 @@ async fn store_training(
         entities,
         rows,
         created,
+        consent: params.consent,
     })
 }
 
@@ -819,6 +837,7 @@ pub async fn rebuild(store: &Store, hash: &ContentHash) -> Result<ContentHash> {
         (OP_TIMELINE, [timeline, entities]) => {
             let (set, index) = features::load_index(store, timeline).await?;
             let (_, batches) = store.read(entities).await?;
+            let batches = replay_consent(store, &params, batches).await?;
             store_training(
                 store,
                 &set,
@@ -853,6 +872,7 @@ pub async fn rebuild(store: &Store, hash: &ContentHash) -> Result<ContentHash> {
                 .zip(curated.iter().copied())
                 .collect();
             let (_, batches) = store.read(entities).await?;
+            let batches = replay_consent(store, &params, batches).await?;
             store_direct(
                 store,
                 &set,
@@ -873,6 +893,36 @@ pub async fn rebuild(store: &Store, hash: &ContentHash) -> Result<ContentHash> {
         });
     }
     Ok(out.hash)
+}
+
+/// The entity rows of a training set being rebuilt, less the rows its lineage's consent left
+/// out: the same `consent` version read at the same time.
+async fn replay_consent(
+    store: &Store,
+    params: &Params,
+    batches: Vec<RecordBatch>,
+) -> Result<Vec<RecordBatch>> {
+    let Some(applied) = &params.consent else {
+        return Ok(batches);
+    };
+    let (batches, again) =
+        crate::deid::apply_research_consent(store, batches, &params.patient_column, Some(applied))
+            .await?;
+    if &again != applied {
+        return Err(Error::Corrupt {
+            hash: applied.version.clone(),
+            what: format!(
+                "consent replayed at {} leaves out {} rows of {} patients, the lineage says \
+                 {} of {}",
+                applied.at,
+                again.excluded_rows,
+                again.excluded_patients,
+                applied.excluded_rows,
+                applied.excluded_patients
+            ),
+        });
+    }
+    Ok(batches)
 }
 
 /// One set's timeline, held in memory for online lookups.

@@ -5,7 +5,8 @@
 //! and [`hospital()`] directly with rows it has already filtered), and gets every component
 //! separately, because each component is a feature of its own ([`ScoreComponent`]).
 //!
-//! - [`charlson`](mod@charlson): categories and index from ICD-10-CM codes (Quan et al. 2005).
+//! - [`charlson`](mod@charlson): categories and index from ICD-10(-CM) and ICD-9-CM codes
+//!   (Quan et al. 2005) and a curated list of SNOMED CT concepts.
 //! - [`lace`](mod@lace): LACE (van Walraven et al., CMAJ 2010).
 //! - [`hospital`](mod@hospital): HOSPITAL (Donzé et al., JAMA Intern Med 2013).
 //!
@@ -33,7 +34,10 @@ use crate::curated::{
     admission_type, encounter_class, Condition, Encounter, Observation, Procedure, RowMeta,
 };
 
-pub use charlson::{category_of, charlson, CharlsonCategory, CharlsonResult};
+pub use charlson::{
+    categories_of, category_of, charlson, CharlsonCategory, CharlsonCoding, CharlsonResult,
+    SNOMED_CONCEPTS,
+};
 pub use hospital::{hospital, HospitalComponents};
 pub use lace::{lace, LaceComponents};
 

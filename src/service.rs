@@ -24,6 +24,7 @@ mod features;
 mod flight;
 pub mod gate;
 mod ingest;
+mod jobs;
 pub mod proto;
 pub mod secure;
 mod status;
@@ -69,6 +70,15 @@ pub(crate) struct State {
     pub(crate) ingest_paths: Arc<crate::ingest::read::ReadPolicy>,
     /// The caps of `IngestUpload` (no roots: the server writes the file itself).
     pub(crate) ingest_upload: Arc<crate::ingest::read::ReadPolicy>,
+    /// Where heavy requests run (ingest, materialize, historical, verify,
+    /// de-identification), apart from the workers that answer online lookups.
+    pub(crate) jobs: jobs::Jobs,
+}
+
+/// The job runtime's threads: one per core. They are separate OS threads from the request
+/// workers, so the kernel shares the cores between a running ingest and the lookups.
+fn job_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Parses a dataset reference given in request field `field`.
@@ -175,6 +185,7 @@ impl Server {
                 secured: None,
                 ingest_paths: Arc::new(ingest_paths),
                 ingest_upload: Arc::new(ingest_upload),
+                jobs: jobs::Jobs::new(job_threads())?,
             },
             gate: Arc::new(AllowAll),
             tls: None,
@@ -511,9 +522,26 @@ pub async fn serve_until_signal(
 ) -> Result<()> {
     let root = store.root().display().to_string();
     let sets: Vec<String> = repo.sets.keys().cloned().collect();
+    let audit_store = store.clone();
     let mut server = Server::bind(cfg, store, repo).await?;
-    if let Some(s) = secured {
-        server = server.with_security(s).await?;
+    match (secured, &cfg.audit) {
+        (Some(s), _) => server = server.with_security(s).await?,
+        // Without [auth] the trail still records every (anonymous) call, where and how
+        // [audit] says.
+        (None, Some(a)) => {
+            let dir = a
+                .dir
+                .as_ref()
+                .map(|d| cfg.base.join(d))
+                .unwrap_or_else(|| audit_store.root().join("audit"));
+            let log = crate::audit::AuditLog::open(
+                &dir,
+                audit_store.clock().clone(),
+                a.options(&cfg.origin)?,
+            )?;
+            server = server.with_audit(Arc::new(log));
+        }
+        (None, None) => {}
     }
     if let Some(tls) = &cfg.tls {
         server = server.with_tls(tls, &cfg.base)?;

@@ -47,8 +47,8 @@ use serde::{Deserialize, Serialize};
 use crate::clock::SharedClock;
 use crate::error::{Error, Result};
 use crate::hash::{ContentHash, TableHasher};
-pub use heads::{Head, HeadUpdate};
 use heads::{sync_dir, Heads};
+pub use heads::{Head, HeadUpdate};
 pub use manifest::{ColumnInfo, FileDigest, Kind, Lineage, Manifest, VersionRef};
 
 const MARKER: &str = "ward-store.json";
@@ -387,7 +387,9 @@ impl Store {
         match tmp.commit(&dest) {
             Ok(()) => {
                 sync_dir(&self.root.join("versions"))?;
-                let head = self.heads.update(&opts.name, hash, opts.head, self.clock.now())?;
+                let head = self
+                    .heads
+                    .update(&opts.name, hash, opts.head, self.clock.now())?;
                 Ok(PutOutcome {
                     manifest,
                     created: true,
@@ -410,7 +412,9 @@ impl Store {
     /// becomes the head of the requested name as `opts.head` says.
     fn existing(&self, hash: ContentHash, opts: &PutOptions) -> Result<PutOutcome> {
         let manifest = self.manifest(&hash)?;
-        let head = self.heads.update(&opts.name, hash, opts.head, self.clock.now())?;
+        let head = self
+            .heads
+            .update(&opts.name, hash, opts.head, self.clock.now())?;
         Ok(PutOutcome {
             manifest,
             created: false,

@@ -129,6 +129,9 @@ pub struct JwtVerifier {
     verified: Mutex<HashMap<[u8; 32], Arc<Verified>>>,
     /// The files the keys came from (`None`: keys added by [`JwtVerifier::add_issuer`]).
     sources: Option<Sources>,
+    /// Incremented when reloaded keys are swapped in: a token verified against the keys of
+    /// an earlier generation is not remembered.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 /// Asks every verifier loaded from JWKS files to check them for changes before its next
@@ -280,6 +283,8 @@ impl JwtVerifier {
                 let keys = fresh.keys.load_full();
                 tracing::info!(keys = keys.len(), "JWKS changed: keys reloaded");
                 self.keys.store(keys);
+                self.generation
+                    .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                 if let Ok(mut m) = self.verified.lock() {
                     m.clear();
                 }
@@ -435,12 +440,16 @@ impl JwtVerifier {
         let verified = match known {
             Some(v) => v,
             None => {
+                let generation = self.generation.load(std::sync::atomic::Ordering::Acquire);
                 let v = Arc::new(self.verify_signed(token)?);
                 if let Ok(mut m) = self.verified.lock() {
                     if m.len() >= VERIFIED_CACHE_MAX {
                         m.clear();
                     }
-                    m.insert(digest, v.clone());
+                    // Keys swapped in meanwhile: the result may rest on a retired key.
+                    if self.generation.load(std::sync::atomic::Ordering::Acquire) == generation {
+                        m.insert(digest, v.clone());
+                    }
                 }
                 v
             }

@@ -14,7 +14,8 @@
 //!   diastolic blood pressure, plus the parent when it carries a value itself); Condition →
 //!   `conditions`; Procedure → `procedures`; MedicationRequest → `medications` (the code
 //!   from `medicationCodeableConcept`, or from the contained or referenced Medication; a
-//!   compound without a code of its own gives one row per ingredient).
+//!   compound without a code of its own gives one row per ingredient); Consent → `consent`
+//!   (below).
 //! - Medication resources are read only to resolve `medicationReference` and are reported as
 //!   [`Skipped`]; so are all other resource types, Bundle entries without a resource (a
 //!   transaction `DELETE`) and Procedures whose status is `not-done` (they did not happen,
@@ -25,6 +26,20 @@
 //!   `unknown_code_system` when no other coding is usable.
 //! - An encounter class Ward does not recognise, or none, becomes `other` (the raw input is
 //!   kept verbatim, so nothing is lost).
+//!
+//! # Consent
+//! A `Consent` becomes one `consent` row: `consent_id` the resource id; `patient_id` from
+//! `Consent.patient` (R4; `subject` of later versions also read); `scope` the code of
+//! `Consent.scope` in `http://terminology.hl7.org/CodeSystem/consentscope` (`research`,
+//! `treatment`, `patient-privacy`, `adr`; any other scope is a `bad_value` naming
+//! `Consent.scope`, since an unread research opt-out would be a silent leak); `decision` from
+//! `provision.type`, where a `deny` anywhere in the provision tree (a nested exception
+//! included) makes the row `deny`, so a partial refusal is never read as a permit;
+//! `period_start`/`period_end` from `provision.period`; `decided_at` from `Consent.dateTime`.
+//! `status` is required: `active` is in force; `inactive` (withdrawn), `entered-in-error`,
+//! `draft`, `proposed` and `rejected` are kept with `retracted_at = known_at`, so they are
+//! never in force and, being the record's latest version, end an earlier active version
+//! (`curated::consent` has the rule).
 //!
 //! # Times
 //! FHIR `date`, `dateTime` and `instant` are accepted. A partial date (`2013`, `2013-03`) is
@@ -74,8 +89,8 @@ use super::json::{Doc, Kind, Value};
 use super::{clip_raw, BadRecord, Context, Input, Location, Parsed, ParsedBatches, Skipped};
 use crate::curated::{
     admission_type, code_system, discharge_disposition, encounter_class, service, CareTeamMember,
-    Coding, Condition, CuratedColumns, CuratedTables, Encounter, Medication, Observation, Patient,
-    Procedure, RowMeta, RowSink, Table,
+    Coding, Condition, Consent, CuratedColumns, CuratedTables, Encounter, Medication, Observation,
+    Patient, Procedure, RowMeta, RowSink, Table,
 };
 
 /// A hash map with a fast (not DoS-resistant) hasher, for keys taken from one input.
@@ -420,6 +435,7 @@ enum Rows {
     Condition(Box<Condition>),
     Procedure(Box<Procedure>),
     Medications(Vec<Medication>),
+    Consent(Box<Consent>),
 }
 
 impl Rows {
@@ -432,6 +448,7 @@ impl Rows {
             Rows::Condition(_) => Table::Conditions,
             Rows::Procedure(_) => Table::Procedures,
             Rows::Medications(_) => Table::Medications,
+            Rows::Consent(_) => Table::Consent,
         }
     }
 
@@ -446,6 +463,7 @@ impl Rows {
             Rows::Condition(r) => sink.condition(*r),
             Rows::Procedure(r) => sink.procedure(*r),
             Rows::Medications(rows) => rows.into_iter().for_each(|r| sink.medication(r)),
+            Rows::Consent(r) => sink.consent(*r),
         }
     }
 }
@@ -802,8 +820,9 @@ mod scan {
 }
 
 /// The resource types that feed curated tables (Medication only helps resolve orders).
-const CURATED: [&str; 6] = [
+const CURATED: [&str; 7] = [
     "Patient",
+    "Consent",
     "Encounter",
     "Observation",
     "Condition",
@@ -1301,6 +1320,9 @@ fn curate(u: &Unit<'_>, rz: &Resolver<'_, '_>, ctx: &Context) -> Outcome {
         "MedicationRequest" => (Table::Medications, |res, head, rz, ctx, _| {
             medication(res, head, rz, ctx).map(Rows::Medications)
         }),
+        "Consent" => (Table::Consent, |res, head, rz, ctx, _| {
+            consent(res, head, rz, ctx).map(|r| Rows::Consent(Box::new(r)))
+        }),
         _ => return u.skipped(rtype),
     };
     if table == Table::Procedures && u.res.get("status").and_then(Value::as_str) == Some("not-done")
@@ -1379,6 +1401,8 @@ impl Head {
             Table::Conditions => {
                 codes(u.res.get("verificationStatus")).any(|c| c == "entered-in-error")
             }
+            // Only an active consent is in force (`consent` checks the status is one R4 has).
+            Table::Consent => u.res.get("status").and_then(Value::as_str) != Some("active"),
             _ => u.res.get("status").and_then(Value::as_str) == Some("entered-in-error"),
         };
         Ok(Head {
@@ -1855,6 +1879,130 @@ fn procedure(res: Value<'_>, head: &Head, rz: &Resolver<'_, '_>, ctx: &Context) 
         performed_end: end,
         meta: head.meta.clone(),
     })
+}
+
+/// The `Consent.status` values of FHIR R4.
+const CONSENT_STATUSES: [&str; 6] = [
+    "draft",
+    "proposed",
+    "active",
+    "rejected",
+    "inactive",
+    "entered-in-error",
+];
+
+/// One `consent` row (module docs, "Consent").
+fn consent(res: Value<'_>, head: &Head, rz: &Resolver<'_, '_>, ctx: &Context) -> Fx<Consent> {
+    if res.get("patient").is_none() && res.get("subject").is_none() {
+        return Err(Fault::missing("Consent.patient"));
+    }
+    let patient_id = patient_ref(res, "Consent", rz)?;
+    match res.get("status").map(|v| (v, v.as_str())) {
+        None => return Err(Fault::missing("Consent.status")),
+        Some((_, Some(s))) if CONSENT_STATUSES.contains(&s) => {}
+        Some((v, _)) => {
+            return Err(Fault::new(
+                "Consent.status",
+                "bad_value",
+                format!(
+                    "{v} is not a Consent status ({})",
+                    CONSENT_STATUSES.join(", ")
+                ),
+            ))
+        }
+    }
+    let cc = res
+        .get("scope")
+        .ok_or_else(|| Fault::missing("Consent.scope"))?;
+    let scope = codings(cc)
+        .filter(|c| {
+            c.get("system")
+                .and_then(Value::as_str)
+                .is_some_and(|s| s == crate::curated::consent::SCOPE_SYSTEM)
+        })
+        .filter_map(|c| c.get("code").and_then(Value::as_str))
+        .find_map(crate::curated::consent::scope)
+        .ok_or_else(|| {
+            Fault::new(
+                "Consent.scope",
+                "bad_value",
+                format!(
+                    "{cc} has no coding of {} with code {}",
+                    crate::curated::consent::SCOPE_SYSTEM,
+                    crate::curated::consent::SCOPES.join(", ")
+                ),
+            )
+        })?;
+    let provision = res
+        .get("provision")
+        .ok_or_else(|| Fault::missing("Consent.provision"))?;
+    let decision = provision_decision(provision, "Consent.provision", 0)?
+        .ok_or_else(|| Fault::missing("Consent.provision.type"))?;
+    let (period_start, period_end) = match provision.get("period") {
+        Some(p) => (
+            time(p, "start", &["Consent.provision.period"], ctx)?,
+            time(p, "end", &["Consent.provision.period"], ctx)?,
+        ),
+        None => (None, None),
+    };
+    if let (Some(s), Some(e)) = (period_start, period_end) {
+        if e < s {
+            return Err(Fault::new(
+                "Consent.provision.period.end",
+                "bad_value",
+                format!("ends ({e}) before it starts ({s})"),
+            ));
+        }
+    }
+    Ok(Consent {
+        consent_id: head.row_id.clone(),
+        patient_id,
+        scope: scope.to_string(),
+        decision: decision.to_string(),
+        period_start,
+        period_end,
+        decided_at: time(res, "dateTime", &["Consent"], ctx)?,
+        meta: head.meta.clone(),
+    })
+}
+
+/// Nested provisions deeper than this are refused (FHIR sets no limit; real ones nest once
+/// or twice).
+const MAX_PROVISION_DEPTH: usize = 16;
+
+/// The decision of a provision tree: `deny` if any provision in it denies, else `permit` if
+/// the top one permits; `None` when the top one has no `type` (and nothing in it denies).
+fn provision_decision(p: Value<'_>, field: &str, depth: usize) -> Fx<Option<&'static str>> {
+    use crate::curated::consent::{DENY, PERMIT};
+    if depth > MAX_PROVISION_DEPTH {
+        return Err(Fault::new(
+            field,
+            "bad_value",
+            format!("provisions nest deeper than {MAX_PROVISION_DEPTH}"),
+        ));
+    }
+    let own = match p.get("type").map(|v| (v, v.as_str())) {
+        None => None,
+        Some((_, Some("deny"))) => Some(DENY),
+        Some((_, Some("permit"))) => Some(PERMIT),
+        Some((v, _)) => {
+            return Err(Fault::new(
+                format!("{field}.type"),
+                "bad_value",
+                format!("{v} is neither deny nor permit"),
+            ))
+        }
+    };
+    let mut nested_deny = false;
+    if let Some(list) = p.get("provision").and_then(Value::as_array) {
+        for (i, n) in list.enumerate() {
+            let f = format!("{field}.provision[{i}]");
+            if provision_decision(n, &f, depth + 1)? == Some(DENY) {
+                nested_deny = true;
+            }
+        }
+    }
+    Ok(if nested_deny { Some(DENY) } else { own })
 }
 
 /// One row per order; a compound drug without a code of its own gives one row per

@@ -2,9 +2,10 @@
 //!
 //! A hospital export nobody prepared for Ward is mapped by writing a TOML file, not code: the
 //! mapping says which input files feed which curated tables, and for every target column
-//! where its value comes from (a source column, a constant, a `{column}` template, or a
-//! lookup into another file of the same run) and how its text is read (value maps and
-//! vocabularies, time formats and zones, numbers, code systems). `docs/mapping.md` documents
+//! where its value comes from (a source column, a constant, a `{column}` template, an
+//! expression over the record's columns, or a lookup into another file of the same run) and
+//! how its text is read (value maps and vocabularies, time formats and zones, numbers, code
+//! systems). `docs/mapping.md` documents
 //! every key with its default; `mappings/synthea.toml` and `docs/examples/mimic.toml` are
 //! worked examples.
 //!
@@ -19,6 +20,8 @@
 //! Then the data side:
 //! - `read`: CSV (`csv` crate) and Parquet (Arrow reader) as a stream of text records;
 //! - `value`: times, zones, numbers, file-name globs, templates;
+//! - `expr`: expressions over the columns of a record (`{ expr = "..." }`), parsed and
+//!   type-checked when the mapping loads, evaluated per record;
 //! - `apply`: evaluates a resolved mapping on each record, builds curated rows, and
 //!   quarantines what it cannot use. Every record ends up as a row, a [`BadRecord`] or a
 //!   [`Skipped`].
@@ -27,6 +30,7 @@
 //! [`Skipped`]: crate::ingest::Skipped
 
 mod apply;
+mod expr;
 mod raw;
 mod read;
 mod resolve;
@@ -217,6 +221,8 @@ enum Source {
     Column(String),
     Value(String),
     Template(Vec<Piece>),
+    /// An expression over the record's columns (boxed: it is the largest variant).
+    Expr(Box<expr::Expr>),
     Lookup(Lookup),
 }
 

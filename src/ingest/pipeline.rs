@@ -11,6 +11,14 @@
 //! removed. So ingesting the same input twice gives the same hashes, file order never
 //! changes a hash, and nothing is edited in place: the previous version stays as it was.
 //!
+//! A re-sent record adds nothing: rows are deduplicated exactly, and a row of this run that
+//! carries no knowledge time of its own (its `known_at` is the run's ingestion time) and
+//! repeats the current version of its record (same id, same content but for `source_system`,
+//! `source_id` and `known_at`) is dropped ([`drop_resent`]), so ingesting the same export
+//! every night does not grow the tables. A record whose source dates it (FHIR
+//! `meta.lastUpdated`, HL7 v2 `MSH-7`, a mapped `known_at`) is a version at that time: sent
+//! again unchanged it is an exact duplicate, also dropped.
+//!
 //! Concurrent runs (two `ward ingest` processes, two `IngestPaths` calls) never lose rows:
 //! each new curated or quarantine version is published as the head of its table by
 //! compare-and-swap on the head it was merged onto (`store::heads`). A run that loses the
@@ -30,6 +38,7 @@ use arrow::compute::{concat_batches, take_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::row::{RowConverter, SortField};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::mapping::Mapping;
@@ -184,6 +193,9 @@ pub struct CuratedOutcome {
     pub parsed_rows: u64,
     /// Rows in the new version (previous rows included, duplicates removed).
     pub total_rows: u64,
+    /// Rows of this run dropped because they repeated their record's current version (a
+    /// re-sent record; see the module documentation).
+    pub unchanged_rows: u64,
 }
 
 /// The files under `paths` (directories are walked, in name order, symbolic links followed
@@ -309,11 +321,12 @@ pub async fn ingest_with(
     let mut quarantine = None;
     if !parsed.bad.is_empty() {
         let batch = quarantine_batch(&parsed.bad)?;
-        let (hash, _) = commit_merged(
+        let (hash, _, _) = commit_merged(
             store,
             "quarantine",
             Kind::Quarantine,
             &batch,
+            None,
             |prev| lineage(prev, "quarantine"),
             on_conflict,
         )
@@ -343,11 +356,12 @@ pub async fn ingest_with(
     let mut curated = Vec::new();
     for (table, batch) in parsed.batches {
         let n = batch.num_rows();
-        let (hash, total_rows) = commit_merged(
+        let (hash, total_rows, unchanged_rows) = commit_merged(
             store,
             table.name(),
             Kind::Curated,
             &batch,
+            Some((table, opts.context.ingested_at)),
             |prev| lineage(prev, table.name()),
             on_conflict,
         )
@@ -357,6 +371,7 @@ pub async fn ingest_with(
             hash,
             parsed_rows: n as u64,
             total_rows,
+            unchanged_rows,
         });
     }
     Ok(IngestReport {
@@ -585,26 +600,35 @@ fn quarantine_batch(bad: &[BadRecord]) -> Result<RecordBatch> {
 
 /// Merges `batch` onto the head of `name` and publishes the result as the new head by
 /// compare-and-swap on the head it was merged onto; when another writer moved the head in
-/// the meantime, merges again onto the new head (or fails, as `on_conflict` says). Returns
-/// the published version and its row count.
+/// the meantime, merges again onto the new head (or fails, as `on_conflict` says). For a
+/// curated table (`resent`: the table and the run's ingestion time) re-sent rows are dropped
+/// ([`drop_resent`]). Returns the published version, its row count and the rows dropped as
+/// re-sent.
 async fn commit_merged(
     store: &Store,
     name: &str,
     kind: Kind,
     batch: &RecordBatch,
+    resent: Option<(Table, DateTime<Utc>)>,
     lineage: impl Fn(Option<ContentHash>) -> Lineage,
     on_conflict: OnConflict,
-) -> Result<(ContentHash, u64)> {
+) -> Result<(ContentHash, u64, u64)> {
     loop {
         let head = store.head(name)?;
         let prev = head.map(|h| h.hash);
-        let merged = merge_onto(store, name, prev, batch.clone()).await?;
+        let mut merged = merge_onto(store, name, prev, batch.clone()).await?;
+        let mut dropped = 0;
+        if let Some((table, ingested_at)) = resent {
+            let before = merged.num_rows();
+            merged = drop_resent(&merged, table, ingested_at)?;
+            dropped = (before - merged.num_rows()) as u64;
+        }
         let rows = merged.num_rows() as u64;
         let mut p = PutOptions::new(name, kind);
         p.lineage = lineage(prev);
         p.head = HeadUpdate::Expect(head.map(|h| h.seq));
         match store.put_batches(merged.schema(), vec![merged], p).await {
-            Ok(put) => return Ok((put.manifest.hash, rows)),
+            Ok(put) => return Ok((put.manifest.hash, rows, dropped)),
             Err(Error::Conflict { .. }) if on_conflict == OnConflict::Retry => {
                 tracing::info!(table = name, "head moved during the merge; merging again");
             }
@@ -634,6 +658,135 @@ async fn merge_onto(
         batches.extend(old);
     }
     canonical_merge(&batches)
+}
+
+/// The columns that name one record of `table` (its versions share them).
+fn record_key(table: Table) -> &'static [&'static str] {
+    match table {
+        Table::Patients => &["patient_id"],
+        Table::Encounters => &["encounter_id"],
+        Table::Observations => &["observation_id"],
+        Table::Conditions => &["condition_id"],
+        Table::Procedures => &["procedure_id"],
+        Table::Medications => &["medication_id"],
+        Table::CareTeam => &["patient_id", "clinician_id", "role", "valid_from"],
+        // A consent record has an id of its own (FHIR `Consent.id`, a form's id): its
+        // versions (a withdrawal, a correction) share it, while a patient's successive
+        // decisions are separate records, so none of them is read as a re-send of another.
+        Table::Consent => &["consent_id"],
+    }
+}
+
+/// Columns that say where and when a row was learned, not what it says.
+const PROVENANCE: [&str; 3] = ["source_system", "source_id", "known_at"];
+
+/// Drops the rows of a run that only repeat what is already known. The rows of a record
+/// (same [`record_key`]) whose `known_at` is the run's ingestion time (their source gave no
+/// knowledge time) are a re-send when their contents (every column but [`PROVENANCE`]), in
+/// `source_id` order, are exactly those of the record's current version: the rows with the
+/// latest earlier `known_at`. Then they are all dropped, since keeping them would add a
+/// version that changes nothing (and the version lookups read, the last by `source_id`,
+/// stays the same). Otherwise all of them are kept, and rows with any other `known_at`
+/// always are. The result stays in `batch`'s order.
+///
+/// # Errors
+/// Arrow errors; [`Error::Internal`] if the batch lacks a curated column.
+pub fn drop_resent(
+    batch: &RecordBatch,
+    table: Table,
+    ingested_at: DateTime<Utc>,
+) -> Result<RecordBatch> {
+    let n = batch.num_rows();
+    if n == 0 {
+        return Ok(batch.clone());
+    }
+    let schema = batch.schema();
+    let col = |name: &str| {
+        batch
+            .column_by_name(name)
+            .cloned()
+            .ok_or_else(|| Error::Internal(format!("{} lacks column {name}", table.name())))
+    };
+    let rows_of = |cols: Vec<ArrayRef>| -> Result<arrow::row::Rows> {
+        let fields = cols
+            .iter()
+            .map(|c| SortField::new(c.data_type().clone()))
+            .collect();
+        Ok(RowConverter::new(fields)?.convert_columns(&cols)?)
+    };
+    let key = rows_of(
+        record_key(table)
+            .iter()
+            .map(|c| col(c))
+            .collect::<Result<_>>()?,
+    )?;
+    let content = rows_of(
+        schema
+            .fields()
+            .iter()
+            .filter(|f| !PROVENANCE.contains(&f.name().as_str()))
+            .map(|f| col(f.name()))
+            .collect::<Result<_>>()?,
+    )?;
+    let known_at = col("known_at")?;
+    let known_at = known_at
+        .as_any()
+        .downcast_ref::<arrow::array::TimestampMicrosecondArray>()
+        .ok_or_else(|| Error::Internal("known_at is not a timestamp".into()))?;
+    let order = rows_of(vec![col("known_at")?, col("source_id")?])?;
+    let mut idx: Vec<usize> = (0..n).collect();
+    idx.sort_unstable_by(|a, b| {
+        key.row(*a)
+            .cmp(&key.row(*b))
+            .then_with(|| order.row(*a).cmp(&order.row(*b)))
+    });
+    let this_run = ingested_at.timestamp_micros();
+    let mut keep = vec![true; n];
+    let mut start = 0;
+    while start < n {
+        let mut end = start + 1;
+        while end < n && key.row(idx[end]) == key.row(idx[start]) {
+            end += 1;
+        }
+        // One record's rows, in knowledge order: this run's, and the latest earlier ones.
+        let group = &idx[start..end];
+        let new: Vec<usize> = group
+            .iter()
+            .copied()
+            .filter(|&i| known_at.value(i) == this_run)
+            .collect();
+        let before = group
+            .iter()
+            .copied()
+            .filter(|&i| known_at.value(i) < this_run)
+            .map(|i| known_at.value(i))
+            .max();
+        if let (false, Some(latest)) = (new.is_empty(), before) {
+            let current: Vec<usize> = group
+                .iter()
+                .copied()
+                .filter(|&i| known_at.value(i) == latest)
+                .collect();
+            let same = current.len() == new.len()
+                && current
+                    .iter()
+                    .zip(&new)
+                    .all(|(a, b)| content.row(*a) == content.row(*b));
+            if same {
+                for i in new {
+                    keep[i] = false;
+                }
+            }
+        }
+        start = end;
+    }
+    if keep.iter().all(|k| *k) {
+        return Ok(batch.clone());
+    }
+    Ok(arrow::compute::filter_record_batch(
+        batch,
+        &arrow::array::BooleanArray::from(keep),
+    )?)
 }
 
 /// Concatenates batches, sorts the rows by every column in schema order (the first columns

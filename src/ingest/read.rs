@@ -572,7 +572,7 @@ mod tests {
             );
         };
         // A path outside the root.
-        denied(&[secret.clone()], "secret.csv");
+        denied(std::slice::from_ref(&secret), "secret.csv");
         // A link inside the root to a file outside, given directly and found in a walk.
         symlink(&secret, root.join("escape.csv")).unwrap();
         denied(&[root.join("escape.csv")], "escape.csv");

@@ -36,8 +36,9 @@ pub struct LaceComponents {
 /// LACE of `stay`.
 ///
 /// - `conditions`: the patient's diagnoses the caller can see at the lookup time; those with
-///   onset after the discharge are ignored, and only ICD-10-CM codes count (Quan et al. 2005
-///   coding). Resolved conditions still count: the index measures history.
+///   onset after the discharge are ignored, and only ICD-10(-CM), ICD-9-CM (Quan et al. 2005
+///   coding) and SNOMED CT codes count ([`charlson()`]). Resolved conditions still count: the
+///   index measures history.
 /// - `encounters`: the patient's encounters the caller can see (any class; the index stay
 ///   itself may be among them). ED visits are encounters of class emergency admitted in
 ///   `[admit - 6 calendar months, admit)`, counted once per encounter id, except the index

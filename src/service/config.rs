@@ -52,7 +52,8 @@ pub struct ServeConfig {
     /// TLS (rustls): certificate, key, client certificates, reload.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
-    /// The audit trail (default directory `<store>/audit`); needs `[auth]`.
+    /// The audit trail (default directory `<store>/audit`). Every serving mode records
+    /// every call; without `[auth]` the callers are anonymous.
     #[serde(default)]
     pub audit: Option<AuditConfig>,
     /// De-identification of historical lookups for principals allowed only de-identified
@@ -451,14 +452,13 @@ impl ServeConfig {
                 .map_err(|reason| Error::invalid(format!("{origin}: threads"), reason))?;
         }
         if self.auth.is_none() {
-            for (name, present) in [
-                ("audit", self.audit.is_some()),
-                ("deid", self.deid.is_some()),
-            ] {
+            // [audit] configures the trail every serving mode writes (anonymous callers
+            // included); only [deid] needs principals with roles.
+            for (name, present) in [("deid", self.deid.is_some())] {
                 if present {
                     return Err(Error::invalid(
                         format!("{origin}: [{name}]"),
-                        "needs [auth]: without authentication every call is anonymous, so there is nothing to audit or de-identify for",
+                        "needs [auth]: without authentication every call is anonymous, so there is no role to de-identify for",
                     ));
                 }
             }
@@ -551,7 +551,10 @@ mod tests {
             e.to_string().contains("t.toml:2") && e.to_string().contains("key"),
             "{e}"
         );
-        let e = ServeConfig::parse("[audit]\nmax_file_bytes = 10\n", "t.toml").unwrap_err();
+        // [audit] alone configures the trail of an unauthenticated server; [deid] needs roles.
+        let c = ServeConfig::parse("[audit]\nmax_file_bytes = 10\n", "t.toml").unwrap();
+        assert!(c.audit.is_some());
+        let e = ServeConfig::parse("[deid]\nkey_env = \"K\"\n", "t.toml").unwrap_err();
         assert!(e.to_string().contains("needs [auth]"), "{e}");
         let e = ServeConfig::parse(
             "[auth]\npolicy = \"p.toml\"\n[deid]\nkey_env = \"K\"\nkey_file = \"k\"\n",

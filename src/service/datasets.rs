@@ -76,7 +76,14 @@ impl DatasetsService {
 
     async fn verify(&self, reference: &str) -> Result<proto::VerifyDatasetResponse> {
         let m = self.state.store.resolve(&parse_ref("ref", reference)?)?;
-        match self.state.store.verify(&m.hash).await {
+        let store = self.state.store.clone();
+        let hash = m.hash;
+        match self
+            .state
+            .jobs
+            .run(async move { store.verify(&hash).await })
+            .await
+        {
             Ok(report) => Ok(proto::VerifyDatasetResponse {
                 hash: report.hash.to_string(),
                 ok: true,

@@ -82,9 +82,16 @@ impl FeaturesService {
             knowledge: knowledge(req.as_occurred),
             ..Default::default()
         };
-        let out =
-            features::materialize(&self.state.store, &self.state.repo, &req.feature_set, &opts)
-                .await?;
+        let (store, repo, set) = (
+            self.state.store.clone(),
+            self.state.repo.clone(),
+            req.feature_set.clone(),
+        );
+        let out = self
+            .state
+            .jobs
+            .run(async move { features::materialize(&store, &repo, &set, &opts).await })
+            .await?;
         // Serve the new timeline online: sets declared online, and any set already loaded.
         // Requests in flight finish on the timeline they started with.
         let online = self.state.repo.set(&req.feature_set)?.online
@@ -235,11 +242,16 @@ impl FeaturesService {
         }
         note.add_datasets(named);
         note.set_patients(&entity_patients(&self.state.store, &lookup_req).await?);
-        let mut out = lookup::historical(&self.state.store, lookup_req).await?;
+        let store = self.state.store.clone();
+        let mut out = self
+            .state
+            .jobs
+            .run(async move { lookup::historical(&store, lookup_req).await })
+            .await?;
         note.add_datasets(out.timeline.map(|t| t.to_string()));
         note.add_datasets([out.entities.to_string()]);
         note.set_training_set(out.hash.to_string());
-        if let Some(deid) = deidentify {
+        if deidentify.is_some() {
             // The identified training set stays in the store (its lineage is the record);
             // the caller gets its de-identified version, whose lineage names it.
             let base = if req.name.is_empty() {
@@ -248,14 +260,23 @@ impl FeaturesService {
                 req.name.clone()
             };
             let name = format!("{base}-deidentified");
-            let put = crate::deid::store_deidentified(
-                &self.state.store,
-                &out.hash,
-                &deid.policy,
-                &deid.key,
-                &name,
-            )
-            .await?;
+            let (store, hash) = (self.state.store.clone(), out.hash);
+            // The job holds the server's security (policy and key) for as long as it runs.
+            let secured = self.state.secured.clone();
+            let put = self
+                .state
+                .jobs
+                .run(async move {
+                    let deid = secured
+                        .as_deref()
+                        .and_then(|s| s.deid.as_ref())
+                        .ok_or_else(|| {
+                            Error::Internal("de-identification without a policy".into())
+                        })?;
+                    crate::deid::store_deidentified(&store, &hash, &deid.policy, &deid.key, &name)
+                        .await
+                })
+                .await?;
             // The record names the identified set (in `datasets`) and the one returned.
             note.add_datasets([out.hash.to_string()]);
             out.hash = put.manifest.hash;
@@ -272,6 +293,13 @@ impl FeaturesService {
                 entities: out.entities.to_string(),
                 rows: out.rows as u64,
                 schema_ipc: schema_ipc.0.to_vec(),
+                consent: out
+                    .consent
+                    .as_ref()
+                    .map(|c| c.version.clone())
+                    .unwrap_or_default(),
+                consent_excluded_rows: out.consent.as_ref().map_or(0, |c| c.excluded_rows),
+                consent_excluded_patients: out.consent.as_ref().map_or(0, |c| c.excluded_patients),
             })),
         };
         // Leave room for the message's framing under the encoding limit.

@@ -22,7 +22,9 @@
 //! outcome (`ok`, or the status code and message) and appends it, from a blocking thread when
 //! the append waits for the disk (`durability = "sync"`). A call the gate refuses is recorded
 //! the same way. If the record cannot be written the caller gets that error instead of the
-//! answer (`UNAVAILABLE`): no answer leaves without its record. Health checks and reflection
+//! answer (`UNAVAILABLE`): no answer leaves without its record. A call dropped before its
+//! answer (its deadline passed, or the client went away) is recorded when it is dropped, with
+//! the outcome `cancelled`. Health checks and reflection
 //! (public, no data) are not recorded. The outcome of a streaming answer is that of its
 //! start (its header): an error in the middle of the stream reaches the caller, not the
 //! record.
@@ -213,8 +215,12 @@ where
                 let mut ready = std::mem::replace(&mut self.inner, clone);
                 let answer = ready.call(req);
                 Box::pin(async move {
+                    // Armed until the record is under way: a call dropped before its answer
+                    // (the deadline, or the client cancelled) is recorded when dropped.
+                    let mut unanswered =
+                        Unanswered(audit.map(|log| (log, note.clone(), rpc.clone(), peer)));
                     let response = answer.await?;
-                    let Some(log) = audit else {
+                    let Some((log, _, _, _)) = unanswered.0.take() else {
                         return Ok(response);
                     };
                     let status = tonic::Status::from_header_map(response.headers());
@@ -245,6 +251,37 @@ where
                     Ok(response)
                 })
             }
+        }
+    }
+}
+
+/// The record of a call whose answer never came: written when the call's future is dropped
+/// unfinished (the server's deadline, or the client went away), outcome `cancelled`.
+struct Unanswered(Option<(Arc<AuditLog>, AuditNote, String, Option<SocketAddr>)>);
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        let Some((log, note, rpc, peer)) = self.0.take() else {
+            return;
+        };
+        let entry = note.entry_finished(
+            &rpc,
+            peer,
+            Finish::Failed {
+                code: "cancelled",
+                message: "the call ended before its answer (deadline exceeded or cancelled by the client)",
+            },
+        );
+        let blocks = log.append_blocks();
+        let write = move || {
+            if let Err(e) = log.append(entry) {
+                tracing::error!(rpc, error = %e, "audit: cannot record a cancelled call");
+            }
+        };
+        // Off the executor when the append waits for the disk (and a runtime is there).
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if blocks => drop(h.spawn_blocking(write)),
+            _ => write(),
         }
     }
 }

@@ -161,7 +161,13 @@ impl IngestService {
             return Err(Error::invalid("paths", "empty: give files or directories"));
         }
         let paths: Vec<PathBuf> = req.paths.iter().map(PathBuf::from).collect();
-        let report = pipeline::ingest(&self.state.store, &paths, &opts, None).await?;
+        // On the job runtime: the request workers stay free for online lookups.
+        let store = self.state.store.clone();
+        let report = self
+            .state
+            .jobs
+            .run(async move { pipeline::ingest(&store, &paths, &opts, None).await })
+            .await?;
         Ok(response(&report))
     }
 
@@ -240,7 +246,18 @@ impl IngestService {
         }
         file.flush().await.map_err(|e| Error::io(&path, e))?;
         drop(file);
-        let report = pipeline::ingest(&self.state.store, &[path], &opts, None).await?;
+        // On the job runtime, which also owns the upload's folder until the ingest ends (a
+        // client that hangs up does not pull the file from under it).
+        let store = self.state.store.clone();
+        let report = self
+            .state
+            .jobs
+            .run(async move {
+                let report = pipeline::ingest(&store, &[path], &opts, None).await;
+                drop(dir);
+                report
+            })
+            .await?;
         Ok(response(&report))
     }
 }

@@ -82,7 +82,7 @@ mod tests {
         // A job that computes, never yielding, until the caller's runtime releases it: on
         // the caller's single thread it would never be released.
         let flag = released.clone();
-        let busy = tokio::spawn(jobs.run(async move {
+        let busy = jobs.run(async move {
             let give_up = std::time::Instant::now() + std::time::Duration::from_secs(20);
             while !flag.load(Ordering::SeqCst) {
                 if std::time::Instant::now() > give_up {
@@ -91,11 +91,13 @@ mod tests {
                 std::hint::spin_loop();
             }
             Ok(true)
-        }));
-        tokio::task::yield_now().await;
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        released.store(true, Ordering::SeqCst);
-        assert!(busy.await.unwrap().unwrap(), "the job held the caller's runtime");
+        });
+        let release = async {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            released.store(true, Ordering::SeqCst);
+        };
+        let (busy, ()) = tokio::join!(busy, release);
+        assert!(busy.unwrap(), "the job held the caller's runtime");
     }
 
     #[tokio::test]

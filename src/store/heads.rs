@@ -184,9 +184,7 @@ impl Heads {
             .prefix(".tmp-")
             .tempfile_in(&dir)
             .map_err(|e| Error::io(&dir, e))?;
-        tmp.as_file()
-            .lock()
-            .map_err(|e| Error::io(tmp.path(), e))?;
+        tmp.as_file().lock().map_err(|e| Error::io(tmp.path(), e))?;
         tmp.write_all(&body).map_err(|e| Error::io(tmp.path(), e))?;
         tmp.as_file()
             .sync_all()
@@ -376,7 +374,10 @@ mod tests {
         heads.compare_and_swap("enc", None, h(1), t(1)).unwrap();
         std::fs::write(dir.path().join("refs/enc/.tmp-abc"), b"{\"seq\":2").unwrap();
         assert_eq!(heads.head("enc").unwrap().map(|e| e.seq), Some(1));
-        assert_eq!(heads.cleanup().unwrap(), vec!["refs/enc/.tmp-abc".to_string()]);
+        assert_eq!(
+            heads.cleanup().unwrap(),
+            vec!["refs/enc/.tmp-abc".to_string()]
+        );
         assert_eq!(heads.log("enc").unwrap().len(), 1);
     }
 }

@@ -44,8 +44,7 @@ fn cohort(dir: &Path) -> Vec<PathBuf> {
         chunk_size: 12,
         ..SynthOptions::default()
     };
-    let summary =
-        ward::synth::write(&opts, SynthFormat::Hl7v2, &dir.join("cohort"), None).unwrap();
+    let summary = ward::synth::write(&opts, SynthFormat::Hl7v2, &dir.join("cohort"), None).unwrap();
     assert_eq!(summary.files.len(), WRITERS);
     summary.files
 }
@@ -270,9 +269,7 @@ async fn materializations_racing_ingests_leave_a_current_timeline() {
             .iter()
             .map(|h| {
                 let m = store.manifest(h).unwrap();
-                let latest = store
-                    .resolve(&VersionRef::Latest(m.name.clone()))
-                    .unwrap();
+                let latest = store.resolve(&VersionRef::Latest(m.name.clone())).unwrap();
                 (m.name, *h == latest.hash)
             })
             .collect();

@@ -1273,6 +1273,7 @@ fn known_by(tables: &CuratedTables, cutoff: DateTime<Utc>) -> CuratedTables {
         procedures: keep(&tables.procedures, |r| &mut r.meta, cutoff),
         medications: keep(&tables.medications, |r| &mut r.meta, cutoff),
         care_team: keep(&tables.care_team, |r| &mut r.meta, cutoff),
+        consent: keep(&tables.consent, |r| &mut r.meta, cutoff),
     }
 }
 

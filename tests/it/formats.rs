@@ -98,6 +98,10 @@ const VERSIONS: [&str; 2] = ["known_at", "retracted_at"];
 /// "What each format cannot carry" of docs/synth.md, as code.
 fn view(format: SynthFormat, table: Table) -> Option<View> {
     let source_and_versions: Vec<&'static str> = SOURCE.iter().chain(&VERSIONS).copied().collect();
+    if table == Table::Consent {
+        // The generator makes no consent decisions: no format carries any.
+        return None;
+    }
     Some(match format {
         SynthFormat::Parquet | SynthFormat::Csv => View::all(),
         SynthFormat::FhirNdjson => match table {
@@ -138,6 +142,7 @@ fn view(format: SynthFormat, table: Table) -> Option<View> {
                 Table::Procedures => v.without(&["procedure_id"]),
                 Table::Medications => v.without(&["medication_id", "status"]),
                 Table::CareTeam => v.rows(Rows::CurrentAttending),
+                Table::Consent => return None,
             }
         }
     })

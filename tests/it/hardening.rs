@@ -415,8 +415,7 @@ async fn internal_errors_reach_clients_as_an_id_that_is_in_the_log() {
     let err = flight
         .do_get(arrow_flight::Ticket::new(r.raw_hash.clone()))
         .await
-        .err()
-        .expect("a broken manifest fails");
+        .expect_err("a broken manifest fails");
     let status = match err {
         arrow_flight::error::FlightError::Tonic(s) => *s,
         other => panic!("{other:?}"),
@@ -440,8 +439,7 @@ async fn internal_errors_reach_clients_as_an_id_that_is_in_the_log() {
     let err = flight
         .do_get(arrow_flight::Ticket::new("no-such-name"))
         .await
-        .err()
-        .expect("unknown name");
+        .expect_err("unknown name");
     match err {
         arrow_flight::error::FlightError::Tonic(s) => {
             assert_eq!(s.code(), Code::NotFound);

@@ -4,6 +4,7 @@ mod audit;
 mod auth;
 mod common;
 mod concurrency;
+mod consent;
 mod crash;
 mod deid;
 mod demo;

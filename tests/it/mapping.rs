@@ -613,3 +613,99 @@ fn mimic_style_export_through_the_example_mapping() {
     );
     assert!(p.skipped.is_empty());
 }
+
+/// Whole years from `born` to `on` (the age on that day).
+fn age_on(born: NaiveDate, on: NaiveDate) -> i32 {
+    use chrono::Datelike;
+    let mut age = on.year() - born.year();
+    if (on.month(), on.day()) < (born.month(), born.day()) {
+        age -= 1;
+    }
+    age
+}
+
+/// MIMIC-IV's `patients` table gives `anchor_age` in `anchor_year` instead of a birth date;
+/// the example mapping derives one with an expression (issue 34). The fixture follows the
+/// documented layout (https://mimic.mit.edu/docs/iv/modules/hosp/patients/): subject_id,
+/// gender, anchor_age, anchor_year, anchor_year_group, dod; over-89s carry anchor_age 91.
+#[test]
+fn mimic_patients_get_a_birth_date_from_anchor_year_and_age() {
+    let path = crate::common::crate_dir().join("docs/examples/mimic.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let mapping = Mapping::from_toml(&text, "docs/examples/mimic.toml").unwrap();
+    let patients = "subject_id,gender,anchor_age,anchor_year,anchor_year_group,dod\n\
+                    10000032,F,52,2180,2014 - 2016,2180-09-09\n\
+                    10000068,F,19,2160,2008 - 2010,\n\
+                    10000084,M,72,2160,2017 - 2019,2161-02-13\n\
+                    10000108,M,25,2163,2014 - 2016,\n\
+                    10000117,F,91,2174,2008 - 2010,\n\
+                    10000560,F,0,2189,2011 - 2013,\n\
+                    10000690,F,,2150,2008 - 2010,\n\
+                    10000719,F,fifty,2140,2008 - 2010,\n";
+    let p = parse(
+        &mapping,
+        &[Input {
+            name: "hosp/patients.csv.gz",
+            bytes: patients.as_bytes(),
+        }],
+        &ctx(),
+    );
+    let d = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).unwrap();
+    let got: Vec<(&str, Option<NaiveDate>)> = p
+        .tables
+        .patients
+        .iter()
+        .map(|x| (x.patient_id.as_str(), x.birth_date))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("10000032", Some(d(2128, 1, 1))),
+            ("10000068", Some(d(2141, 1, 1))),
+            ("10000084", Some(d(2088, 1, 1))),
+            ("10000108", Some(d(2138, 1, 1))),
+            ("10000117", Some(d(2083, 1, 1))),
+            ("10000560", Some(d(2189, 1, 1))),
+            ("10000690", None),
+        ]
+    );
+    // The documented property: on every day of anchor_year the age is anchor_age.
+    for (row, (_, born)) in patients.lines().skip(1).zip(&got) {
+        let f: Vec<&str> = row.split(',').collect();
+        let (Ok(age), Ok(year), Some(born)) = (f[2].parse::<i32>(), f[3].parse::<i32>(), born)
+        else {
+            continue;
+        };
+        for on in [d(year, 1, 1), d(year, 7, 1), d(year, 12, 31)] {
+            assert_eq!(age_on(*born, on), age, "{row} on {on}");
+        }
+    }
+    // The other columns are unchanged.
+    let first = &p.tables.patients[0];
+    assert_eq!(first.sex.as_deref(), Some("female"));
+    assert_eq!(first.death_time, Some(utc("2180-09-09T05:00:00Z")));
+    // A non-numeric anchor_age is quarantined, naming the column and the value.
+    assert_eq!(p.bad.len(), 1, "{:?}", p.bad);
+    let b = &p.bad[0];
+    assert_eq!(
+        (
+            b.location.file.as_str(),
+            b.location.record,
+            b.table,
+            b.field.as_deref(),
+            b.reason.as_str()
+        ),
+        (
+            "hosp/patients.csv.gz",
+            9,
+            Some(Table::Patients),
+            Some("anchor_age"),
+            "bad_number"
+        )
+    );
+    assert!(
+        b.detail.contains("patients.birth_date") && b.detail.contains("anchor_age = \"fifty\""),
+        "{}",
+        b.detail
+    );
+}

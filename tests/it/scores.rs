@@ -483,3 +483,205 @@ fn prior_ed_visits_and_admissions_agree_with_a_plain_count() {
         "{compared} stays compared"
     );
 }
+
+// -------------------------------------------------------------------------------------
+// Sources that code diagnoses in SNOMED CT (Synthea), through the ingest pipeline.
+// -------------------------------------------------------------------------------------
+
+mod snomed_sources {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use arrow::array::{Array, AsArray, RecordBatch};
+    use arrow::compute::cast;
+    use arrow::datatypes::{DataType, Float64Type};
+    use chrono::{TimeZone, Utc};
+    use ward::clock::{ManualClock, SharedClock};
+    use ward::curated::code_system;
+    use ward::features::{self, FeatureRepo, MaterializeOptions};
+    use ward::hash::ContentHash;
+    use ward::ingest::pipeline::{self, Format, IngestOptions, IngestReport};
+    use ward::ingest::Context;
+    use ward::scores::charlson::{categories_in, CharlsonCoding};
+    use ward::scores::{charlson, CharlsonCategory};
+    use ward::store::Store;
+
+    use crate::common::shared_data;
+
+    async fn ingest(dir: &std::path::Path, path: PathBuf, format: Format) -> (Store, IngestReport) {
+        let t0 = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap();
+        let clock: SharedClock = Arc::new(ManualClock::new(t0));
+        let store = Store::open(dir.join("store"), clock).expect("store opens");
+        let opts = IngestOptions {
+            format,
+            mapping: None,
+            mapping_text: None,
+            max_bad: None,
+            context: Context::new(t0),
+            read: Default::default(),
+        };
+        let report = pipeline::ingest(&store, &[path], &opts, None)
+            .await
+            .expect("ingest");
+        (store, report)
+    }
+
+    async fn read(store: &Store, hash: &ContentHash) -> Vec<RecordBatch> {
+        store.read(hash).await.expect("version reads back").1
+    }
+
+    fn strings(batch: &RecordBatch, name: &str) -> Vec<Option<String>> {
+        let col = batch
+            .column_by_name(name)
+            .unwrap_or_else(|| panic!("{name}"));
+        let col = cast(col, &DataType::Utf8).expect("text");
+        let col = col.as_string::<i32>();
+        (0..col.len())
+            .map(|i| col.is_valid(i).then(|| col.value(i).to_string()))
+            .collect()
+    }
+
+    /// Synthea CSV codes every condition in SNOMED CT, so before the SNOMED CT table every
+    /// patient's Charlson index was 0. Four patients have a Charlson condition: two a
+    /// myocardial infarction (22298006, with 399211009 history of MI), one chronic
+    /// obstructive bronchitis (185086009), one childhood asthma (233678006). None of them has
+    /// an inpatient stay in this export, so the index is computed over each patient's curated
+    /// condition rows, as LACE's C would be at a stay.
+    #[tokio::test]
+    async fn synthea_csv_snomed_conditions_give_charlson_categories() {
+        let Some(dir) = shared_data("synthea-csv") else {
+            return;
+        };
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (store, report) = ingest(tmp.path(), dir.join("csv"), Format::Synthea).await;
+        let hash = report
+            .curated
+            .iter()
+            .find(|c| c.table == "conditions")
+            .expect("conditions version")
+            .hash;
+        let mut by_patient: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+        for b in read(&store, &hash).await {
+            let (p, s, c) = (
+                strings(&b, "patient_id"),
+                strings(&b, "code_system"),
+                strings(&b, "code"),
+            );
+            for i in 0..b.num_rows() {
+                by_patient
+                    .entry(p[i].clone().expect("patient"))
+                    .or_default()
+                    .push((s[i].clone().expect("system"), c[i].clone().expect("code")));
+            }
+        }
+        assert!(by_patient.len() > 20, "{} patients", by_patient.len());
+        let mut nonzero = BTreeMap::new();
+        for (patient, codes) in &by_patient {
+            assert!(
+                codes.iter().all(|(s, _)| s == code_system::SNOMED),
+                "{patient}: {codes:?}"
+            );
+            // Read with the ICD-10 table alone (Ward before this table), nothing counts.
+            assert!(codes
+                .iter()
+                .all(|(_, c)| categories_in(CharlsonCoding::Icd10, c).is_empty()));
+            let r = charlson(codes.iter().map(|(s, c)| (s.as_str(), c.as_str())));
+            if !r.is_empty() {
+                nonzero.insert(
+                    patient.as_str(),
+                    (r.present().collect::<Vec<_>>(), r.index()),
+                );
+            }
+        }
+        use CharlsonCategory::*;
+        let expected = BTreeMap::from([
+            (
+                "1d3d16ce-a3a4-5e9e-1b4d-58a391895443",
+                (vec![ChronicPulmonaryDisease], 1),
+            ),
+            (
+                "261ad2a4-7c6f-da54-6a5b-3441beab9a6a",
+                (vec![MyocardialInfarction], 1),
+            ),
+            (
+                "4e62b363-ec6a-eb0b-a901-343263e2b215",
+                (vec![ChronicPulmonaryDisease], 1),
+            ),
+            (
+                "c2d1b552-0725-58ca-03fa-158d3437c06c",
+                (vec![MyocardialInfarction], 1),
+            ),
+        ]);
+        assert_eq!(nonzero, expected);
+    }
+
+    /// The SMART Synthea FHIR R4 bundles code conditions in SNOMED CT only; their inpatient
+    /// stays had a Charlson index (and LACE C) of 0 before the SNOMED CT table. Now the
+    /// `charlson_index` score feature at each patient's last stay counts the conditions with
+    /// onset before it: lung cancer (254637007, 424132000, 254632001, 67811000119102), chronic
+    /// congestive heart failure (88805009), Alzheimer's disease (26929004), stroke
+    /// (230690007), pulmonary emphysema (87433001). Every other patient with a stay stays 0.
+    #[tokio::test]
+    async fn synthea_fhir_stays_score_their_snomed_comorbidities() {
+        let Some(dir) = shared_data("synthea-fhir-r4-bundles") else {
+            return;
+        };
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (store, _) = ingest(tmp.path(), dir.join("R4_SYNTHEA"), Format::Fhir).await;
+        let toml = "[[feature_set]]\nname = \"charlson\"\nttl = \"365d\"\n\
+            [[feature_set.features]]\nname = \"charlson_index\"\nkind = \"score\"\n\
+            component = \"charlson_index\"\nttl = \"none\"\n\
+            [[feature_set.features]]\nname = \"lace_c\"\nkind = \"score\"\n\
+            component = \"lace_c\"\nttl = \"none\"\n";
+        let repo = FeatureRepo::parse(toml, "charlson.toml").expect("feature set");
+        let out = features::materialize(&store, &repo, "charlson", &MaterializeOptions::default())
+            .await
+            .expect("materialize");
+        // The last value of each feature per patient (the timeline is a list of change
+        // points; the latest one holds from then on).
+        let mut last: BTreeMap<(String, String), (i64, Option<f64>)> = BTreeMap::new();
+        for b in read(&store, &out.hash).await {
+            let (p, f) = (strings(&b, "patient_id"), strings(&b, "feature"));
+            let at = cast(b.column_by_name("effective_at").unwrap(), &DataType::Int64).unwrap();
+            let at = at.as_primitive::<arrow::datatypes::Int64Type>();
+            let v = b.column_by_name("value_num").unwrap();
+            let v = v.as_primitive::<Float64Type>();
+            for i in 0..b.num_rows() {
+                let key = (p[i].clone().unwrap(), f[i].clone().unwrap());
+                let value = v.is_valid(i).then(|| v.value(i));
+                let e = last.entry(key).or_insert((i64::MIN, None));
+                if at.value(i) >= e.0 {
+                    *e = (at.value(i), value);
+                }
+            }
+        }
+        let value = |patient: &str, feature: &str| {
+            last.get(&(patient.to_string(), feature.to_string()))
+                .and_then(|(_, v)| *v)
+        };
+        let expected = BTreeMap::from([
+            ("84afbe27-2a55-4f53-b1de-3513e21dae68", 2.0), // NSCLC
+            ("c5ed5d78-5b3f-4a75-bdfb-5f318b068a20", 3.0), // NSCLC, chronic CHF
+            ("1a96f2e7-7ce0-4164-b3f6-4fdffeca00fb", 2.0), // NSCLC
+            ("2d526118-fb1d-44c0-9b0b-b8f6d4f2b4fb", 2.0), // Alzheimer's, stroke
+            ("ffb8ae8f-8c7f-4475-8c42-d38419108e94", 2.0), // small cell lung cancer
+            ("34a17aef-dd20-4eda-bf6c-f121e454616d", 1.0), // pulmonary emphysema
+        ]);
+        let scored: BTreeSet<&str> = last
+            .iter()
+            .filter(|((_, f), (_, v))| f == "charlson_index" && v.is_some())
+            .map(|((p, _), _)| p.as_str())
+            .collect();
+        assert!(scored.len() >= 12, "{scored:?}");
+        for patient in &scored {
+            let want = expected.get(patient).copied().unwrap_or(0.0);
+            assert_eq!(value(patient, "charlson_index"), Some(want), "{patient}");
+            // LACE C is the index itself below 4.
+            assert_eq!(value(patient, "lace_c"), Some(want), "{patient}");
+        }
+        for patient in expected.keys() {
+            assert!(scored.contains(patient), "{patient} has no scored stay");
+        }
+    }
+}

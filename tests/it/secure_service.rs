@@ -1017,21 +1017,49 @@ async fn an_unauthenticated_loopback_server_audits_every_call_as_anonymous() {
     f.get_online_features(online(&["P0000001"])).await.unwrap();
     let mut flight = FlightClient::new(channel.clone());
     let _ = flight.do_get(Ticket::new("patients")).await.unwrap();
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     health
         .check(tonic_health::pb::HealthCheckRequest::default())
         .await
         .unwrap();
+    // A call cut by its deadline before it answered is recorded too (once).
+    let mut req = tonic::Request::new(proto::HistoricalRequest {
+        feature_set: "readmission".into(),
+        entities: Some(proto::historical_request::Entities::EntitiesIpc(entities(
+            &["P0000001", "P0000002", "P0000003"],
+            clock.now(),
+        ))),
+        ..Default::default()
+    });
+    req.set_timeout(std::time::Duration::from_millis(1));
+    let cut = f.get_historical_features(req).await.map(|_| ()).err();
+    let audit_dir = store.root().join("audit");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while records(&audit_dir).len() < 5 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let _ = tx.send(());
     served.await.unwrap().unwrap();
 
-    let audit_dir = store.root().join("audit");
-    let recs = records(&audit_dir);
+    let mut recs = records(&audit_dir);
     assert_eq!(
         recs.len(),
-        4,
+        5,
         "one per call, health not recorded: {recs:#?}"
     );
+    let last = recs.pop().unwrap();
+    assert_eq!(last["rpc"], "/ward.v1.Features/GetHistoricalFeatures");
+    eprintln!(
+        "the call cut by its deadline: {cut:?}; recorded as {}",
+        last["outcome"]
+    );
+    match cut {
+        Some(status) => assert!(
+            last["outcome"] == "cancelled" || last["outcome"] == "deadline_exceeded",
+            "{status:?}: {last}"
+        ),
+        None => assert_eq!(last["outcome"], "ok", "answered within 1 ms: {last}"),
+    }
     for r in &recs {
         assert_eq!(r["principal"], "anonymous@loopback", "{r}");
         assert_eq!(r["auth"], "none", "{r}");

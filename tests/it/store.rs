@@ -334,13 +334,21 @@ async fn a_name_put_after_dedup_still_resolves_to_its_newest_version() {
     let (store, clock) = store_at(dir.path());
     let a = small(&["p1"], 1);
     store
-        .put_batches(a.schema(), vec![a.clone()], PutOptions::new("x", Kind::Other))
+        .put_batches(
+            a.schema(),
+            vec![a.clone()],
+            PutOptions::new("x", Kind::Other),
+        )
         .await
         .unwrap();
     clock.advance(Duration::hours(1));
     // Same content under "y": deduplicated onto x's version.
     let dup = store
-        .put_batches(a.schema(), vec![a.clone()], PutOptions::new("y", Kind::Other))
+        .put_batches(
+            a.schema(),
+            vec![a.clone()],
+            PutOptions::new("y", Kind::Other),
+        )
         .await
         .unwrap();
     assert!(!dup.created);
@@ -350,7 +358,12 @@ async fn a_name_put_after_dedup_still_resolves_to_its_newest_version() {
         .put_batches(b.schema(), vec![b], PutOptions::new("y", Kind::Other))
         .await
         .unwrap();
-    let r = |s: &str| store.resolve(&s.parse::<VersionRef>().unwrap()).unwrap().hash;
+    let r = |s: &str| {
+        store
+            .resolve(&s.parse::<VersionRef>().unwrap())
+            .unwrap()
+            .hash
+    };
     assert_eq!(r("y"), newer.manifest.hash, "y means its newest put");
     assert_eq!(r("y@2026-01-01T01:30:00Z"), dup.manifest.hash);
     assert_eq!(r("x"), dup.manifest.hash);
@@ -424,7 +437,8 @@ async fn a_format_1_store_is_migrated_keeping_what_names_meant() {
     let root = store.root().to_path_buf();
     std::fs::remove_dir_all(root.join("refs")).unwrap();
     std::fs::create_dir_all(root.join("tags")).unwrap();
-    let line = |h: &ward::hash::ContentHash, at: &str| format!("{{\"hash\":\"{h}\",\"at\":\"{at}\"}}\n");
+    let line =
+        |h: &ward::hash::ContentHash, at: &str| format!("{{\"hash\":\"{h}\",\"at\":\"{at}\"}}\n");
     std::fs::write(
         root.join("tags/prod.jsonl"),
         line(&hashes[0], "2026-01-02T12:00:00Z") + &line(&hashes[2], "2026-01-05T00:00:00Z"),
@@ -436,7 +450,12 @@ async fn a_format_1_store_is_migrated_keeping_what_names_meant() {
     )
     .unwrap();
     let reopened = Store::open_existing(&root, store.clock().clone()).unwrap();
-    let r = |s: &str| reopened.resolve(&s.parse::<VersionRef>().unwrap()).unwrap().hash;
+    let r = |s: &str| {
+        reopened
+            .resolve(&s.parse::<VersionRef>().unwrap())
+            .unwrap()
+            .hash
+    };
     assert_eq!(r("labs"), hashes[2]);
     assert_eq!(r("labs@2026-01-01T12:00:00Z"), hashes[0]);
     assert_eq!(r("labs@2026-01-02T12:00:00Z"), hashes[1]);

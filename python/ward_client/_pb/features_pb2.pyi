@@ -145,15 +145,21 @@ class HistoricalResponse(_message.Message):
     def __init__(self, header: _Optional[_Union[HistoricalHeader, _Mapping]] = ..., batch_ipc: _Optional[bytes] = ...) -> None: ...
 
 class HistoricalHeader(_message.Message):
-    __slots__ = ("training_set", "timeline", "entities", "rows", "schema_ipc")
+    __slots__ = ("training_set", "timeline", "entities", "rows", "schema_ipc", "consent", "consent_excluded_rows", "consent_excluded_patients")
     TRAINING_SET_FIELD_NUMBER: _ClassVar[int]
     TIMELINE_FIELD_NUMBER: _ClassVar[int]
     ENTITIES_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_IPC_FIELD_NUMBER: _ClassVar[int]
+    CONSENT_FIELD_NUMBER: _ClassVar[int]
+    CONSENT_EXCLUDED_ROWS_FIELD_NUMBER: _ClassVar[int]
+    CONSENT_EXCLUDED_PATIENTS_FIELD_NUMBER: _ClassVar[int]
     training_set: str
     timeline: str
     entities: str
     rows: int
     schema_ipc: bytes
-    def __init__(self, training_set: _Optional[str] = ..., timeline: _Optional[str] = ..., entities: _Optional[str] = ..., rows: _Optional[int] = ..., schema_ipc: _Optional[bytes] = ...) -> None: ...
+    consent: str
+    consent_excluded_rows: int
+    consent_excluded_patients: int
+    def __init__(self, training_set: _Optional[str] = ..., timeline: _Optional[str] = ..., entities: _Optional[str] = ..., rows: _Optional[int] = ..., schema_ipc: _Optional[bytes] = ..., consent: _Optional[str] = ..., consent_excluded_rows: _Optional[int] = ..., consent_excluded_patients: _Optional[int] = ...) -> None: ...

@@ -12,6 +12,7 @@ use std::collections::{BTreeSet, HashMap};
 use chrono::{DateTime, NaiveDate, Utc};
 use rayon::prelude::*;
 
+use super::expr::{Cells, Reading};
 use super::read::{self, Header, Raw, Sink};
 use super::value::{self, Piece};
 use super::{
@@ -265,6 +266,7 @@ fn needed_columns(t: &Target) -> Vec<&str> {
                 _ => None,
             })),
             Source::Lookup(l) => v.push(&l.key),
+            Source::Expr(e) => v.extend(e.columns().iter().map(|(c, _)| c.as_str())),
             Source::Column(_) | Source::Value(_) => {}
         }
     }
@@ -382,6 +384,19 @@ fn source_field(spec: &Spec, target: &str) -> String {
             })
             .unwrap_or_else(|| target.to_string()),
         Source::Lookup(l) => format!("{}.{}", l.entry, l.column),
+        Source::Expr(e) => e
+            .columns()
+            .first()
+            .map(|(c, _)| c.clone())
+            .unwrap_or_else(|| target.to_string()),
+    }
+}
+
+impl Cells for RowRef<'_> {
+    fn cell(&self, column: &str) -> Option<(&str, bool)> {
+        let i = self.names.find(column)?;
+        let v = self.cells.get(i)?.as_deref()?;
+        Some((v, self.typed.get(i).copied().unwrap_or(false)))
     }
 }
 
@@ -433,11 +448,41 @@ impl Apply<'_> {
 
     fn source_value(
         &self,
-        spec: &Spec,
+        target: &Target,
+        col: &Column,
         row: &RowRef<'_>,
         record: u64,
     ) -> Result<Option<(String, bool)>, Fault> {
+        let spec = &col.spec;
         Ok(match &spec.source {
+            Source::Expr(e) => {
+                let reading = Reading {
+                    time: spec.time.as_ref().unwrap_or(&self.mapping.time),
+                    zone: spec
+                        .zone
+                        .or(self.mapping.zone)
+                        .unwrap_or(self.ctx.default_offset),
+                    decimal: spec.decimal,
+                };
+                match e.eval_text(row, reading) {
+                    Ok(v) => v,
+                    // As for a value that does not parse: `invalid = "null"` makes it null.
+                    Err(_) if spec.invalid == Invalid::Null && !spec.required => None,
+                    Err(x) => {
+                        return Err(fault(
+                            x.column.unwrap_or_else(|| col.name.clone()),
+                            x.reason,
+                            format!(
+                                "{}.{}: {} in `{}`",
+                                target.table.name(),
+                                col.name,
+                                x.detail,
+                                e.text()
+                            ),
+                        ))
+                    }
+                }
+            }
             Source::Column(c) => row.get_typed(c),
             Source::Value(v) => Some((v.clone(), false)),
             Source::Template(pieces) => {
@@ -508,7 +553,7 @@ impl Apply<'_> {
         let what = || format!("{}.{}", target.table.name(), col.name);
         let mut v = match &spec.when {
             Some(w) if !w.holds(row.get(&w.column)) => None,
-            _ => self.source_value(spec, row, record)?,
+            _ => self.source_value(target, col, row, record)?,
         };
         if let Some((text, typed)) = v.take() {
             v = match lookup_value(spec, &text) {
@@ -555,7 +600,15 @@ impl Apply<'_> {
         }
         let parsed = match col.kind {
             Kind::Text => return Ok(Some(Val::Text(text))),
-            Kind::Number => value::parse_number(&text, spec.decimal).map(Val::Num),
+            Kind::Number => {
+                // An expression's numbers are rendered with '.'; `decimal` said how it reads
+                // its columns.
+                let decimal = match spec.source {
+                    Source::Expr(_) => '.',
+                    _ => spec.decimal,
+                };
+                value::parse_number(&text, decimal).map(Val::Num)
+            }
             Kind::Time => {
                 let zone = spec
                     .zone
@@ -688,6 +741,48 @@ impl Apply<'_> {
                 valid_to: v.time("valid_to"),
                 meta,
             }),
+            Table::Consent => {
+                use crate::curated::consent;
+                let scope = v.req_text("scope")?;
+                let scope = consent::scope(&scope).ok_or_else(|| {
+                    fault(
+                        "scope",
+                        "bad_value",
+                        format!(
+                            "consent.scope {scope:?} is not one of {}",
+                            consent::SCOPES.join(", ")
+                        ),
+                    )
+                })?;
+                let decision = v.req_text("decision")?;
+                let decision = consent::decision(&decision).ok_or_else(|| {
+                    fault(
+                        "decision",
+                        "bad_value",
+                        format!("consent.decision {decision:?} is neither permit nor deny"),
+                    )
+                })?;
+                let (period_start, period_end) = (v.time("period_start"), v.time("period_end"));
+                if let (Some(s), Some(e)) = (period_start, period_end) {
+                    if e < s {
+                        return Err(fault(
+                            "period_end",
+                            "bad_value",
+                            format!("consent.period_end {e} is before period_start {s}"),
+                        ));
+                    }
+                }
+                Row::Consent(crate::curated::Consent {
+                    consent_id: v.req_text("consent_id")?,
+                    patient_id: v.req_text("patient_id")?,
+                    scope: scope.to_string(),
+                    decision: decision.to_string(),
+                    period_start,
+                    period_end,
+                    decided_at: v.time("decided_at"),
+                    meta,
+                })
+            }
         })
     }
 }
@@ -790,6 +885,7 @@ enum Row {
     Procedure(Procedure),
     Medication(Medication),
     CareTeam(CareTeamMember),
+    Consent(crate::curated::Consent),
 }
 
 fn push_row(t: &mut CuratedTables, row: Row) {
@@ -801,5 +897,6 @@ fn push_row(t: &mut CuratedTables, row: Row) {
         Row::Procedure(r) => t.procedures.push(r),
         Row::Medication(r) => t.medications.push(r),
         Row::CareTeam(r) => t.care_team.push(r),
+        Row::Consent(r) => t.consent.push(r),
     }
 }

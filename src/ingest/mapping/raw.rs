@@ -102,6 +102,8 @@ pub(crate) struct RawSpec {
     pub(crate) column: Option<String>,
     pub(crate) value: Option<Scalar>,
     pub(crate) template: Option<String>,
+    /// An expression; spanned so that an error in it names its line.
+    pub(crate) expr: Option<Spanned<String>>,
     pub(crate) lookup: Option<String>,
     pub(crate) key: Option<String>,
     pub(crate) on: Option<String>,

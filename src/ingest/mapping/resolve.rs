@@ -11,6 +11,7 @@ use std::ops::Range;
 use arrow::datatypes::DataType;
 use toml::Spanned;
 
+use super::expr::{Expr, ExprError};
 use super::raw::{RawColumn, RawCondition, RawCsv, RawMapping, RawSpec, RawTime, Scalar};
 use super::read::{CsvOptions, Encoding};
 use super::value::{parse_template, parse_zone, TimeFormat};
@@ -198,14 +199,17 @@ fn resolve(doc: &Doc<'_>, raw: RawMapping) -> Result<Mapping> {
                 let schema_required =
                     !field.is_nullable() && !DEFAULTED.contains(&field.name().as_str());
                 let span = spec.span();
-                let spec = resolve_spec(
-                    spec.into_inner(),
-                    field.name(),
-                    kind,
-                    schema_required,
-                    &names,
-                )
-                .map_err(|e| doc.err(span, cpath.clone(), e))?;
+                let mut spec = spec.into_inner();
+                let expr = match &mut spec {
+                    RawColumn::Spec(s) => s.expr.take(),
+                    RawColumn::Name(_) => None,
+                };
+                let expr = match expr {
+                    None => None,
+                    Some(e) => Some(resolve_expr(doc, &cpath, e, kind, csv.columns.as_deref())?),
+                };
+                let spec = resolve_spec(spec, expr, field.name(), kind, schema_required, &names)
+                    .map_err(|e| doc.err(span, cpath.clone(), e))?;
                 columns.push(Column {
                     name: field.name().clone(),
                     index,
@@ -374,8 +378,64 @@ fn condition(c: RawCondition) -> Result<Condition, String> {
     }
 }
 
+/// Parses a column's `expr`. Errors name the line of the character at fault (an expression
+/// may span lines in a TOML multi-line string) and its position in the expression. When the
+/// file entry names its columns (`csv.columns`, headerless files), every column the
+/// expression reads must be one of them.
+fn resolve_expr(
+    doc: &Doc<'_>,
+    cpath: &str,
+    raw: Spanned<String>,
+    kind: Kind,
+    known: Option<&[String]>,
+) -> Result<Expr> {
+    let span = raw.span();
+    // A newline right after the opening quotes of a multi-line string is not part of it.
+    let src = doc.text.get(span.clone()).unwrap_or("");
+    let trimmed = ["\"\"\"\n", "'''\n", "\"\"\"\r\n", "'''\r\n"]
+        .iter()
+        .any(|q| src.starts_with(q));
+    let first_line = doc.line(span.start) + usize::from(trimmed);
+    let text = raw.into_inner();
+    let error = |e: ExprError| {
+        let newlines = text
+            .chars()
+            .take(e.pos.saturating_sub(1))
+            .filter(|c| *c == '\n')
+            .count();
+        let shown: String = if text.chars().count() > 120 {
+            text.chars().take(120).chain("...".chars()).collect()
+        } else {
+            text.clone()
+        };
+        Error::BadInput {
+            location: format!("{}:{}", doc.origin, first_line + newlines),
+            field: cpath.to_string(),
+            reason: format!("expression {shown:?}: {e}"),
+        }
+    };
+    let expr = Expr::parse(&text, kind).map_err(error)?;
+    if let Some(known) = known {
+        for (c, pos) in expr.columns() {
+            let found =
+                known.iter().any(|k| k == c) || known.iter().any(|k| k.eq_ignore_ascii_case(c));
+            if !found {
+                return Err(error(ExprError {
+                    pos: *pos,
+                    message: format!(
+                        "unknown column {c:?}: the file entry's columns are {}",
+                        known.join(", ")
+                    ),
+                }));
+            }
+        }
+    }
+    Ok(expr)
+}
+
 fn resolve_spec(
     raw: RawColumn,
+    expr: Option<Expr>,
     target: &str,
     kind: Kind,
     schema_required: bool,
@@ -388,19 +448,23 @@ fn resolve_spec(
         },
         RawColumn::Spec(s) => *s,
     };
+    let is_expr = expr.is_some();
     let sources = [
         raw.column.is_some() && raw.lookup.is_none(),
         raw.value.is_some(),
         raw.template.is_some(),
         raw.lookup.is_some(),
+        is_expr,
     ];
     if sources.iter().filter(|s| **s).count() != 1 {
-        return Err("give exactly one of `column`, `value`, `template` or `lookup`".into());
+        return Err("give exactly one of `column`, `value`, `template`, `expr` or `lookup`".into());
     }
     if raw.lookup.is_none() && (raw.key.is_some() || raw.on.is_some()) {
         return Err("`key` and `on` belong to a `lookup`".into());
     }
-    let source = if let Some(entry) = raw.lookup {
+    let source = if let Some(e) = expr {
+        Source::Expr(Box::new(e))
+    } else if let Some(entry) = raw.lookup {
         let file = match entries.get(&entry) {
             Some(Some(i)) => *i,
             Some(None) => {
@@ -473,14 +537,18 @@ fn resolve_spec(
         Some(",") => ',',
         Some(d) => return Err(format!("decimal = {d:?}: use \".\" or \",\"")),
     };
-    if raw.decimal.is_some() && kind != Kind::Number {
+    // In an expression they say how the columns it reads are read, whatever the target.
+    if raw.decimal.is_some() && kind != Kind::Number && !is_expr {
         return Err(format!(
-            "`decimal` applies to numeric columns; {target} is not one"
+            "`decimal` applies to numeric columns and expressions; {target} is neither"
         ));
     }
-    if (raw.time.is_some() || raw.zone.is_some()) && !matches!(kind, Kind::Time | Kind::Date) {
+    if (raw.time.is_some() || raw.zone.is_some())
+        && !matches!(kind, Kind::Time | Kind::Date)
+        && !is_expr
+    {
         return Err(format!(
-            "`time` and `zone` apply to time columns; {target} is not one"
+            "`time` and `zone` apply to time columns and expressions; {target} is neither"
         ));
     }
     let time = raw
