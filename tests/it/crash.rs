@@ -1,7 +1,9 @@
 //! Crash safety of every write path: `ward put`, `ward ingest`, `ward materialize`, `ward
 //! historical` and `ward tag` killed with SIGKILL at random moments leave only complete
 //! versions, each of which verifies; every version a finished process reported is there;
-//! every head entry is whole. `WARD_CRASH_TRIALS=1000 cargo test --test it crash` is the
+//! every head entry is whole; the audit trail (appended by `ward historical`) keeps its chain,
+//! a torn last line reported and then sealed with its bytes kept.
+//! `WARD_CRASH_TRIALS=1000 cargo test --test it crash` is the
 //! longer soak (default: 50 puts, 8 trials of each other write).
 
 use std::process::{Command, Stdio};
@@ -296,8 +298,26 @@ async fn killed_ingests_materializations_lookups_and_tags_lose_nothing() {
     reported.extend(first);
     reported.extend(timeline);
     check_after_crashes(&store_dir, &reported).await;
+    // `ward historical` appends to the audit trail (a CLI read of patient data), so audit
+    // appends were killed too: the chain holds, and the only problem allowed is a torn last
+    // line, reported as such.
+    let audit_dir = store_dir.join("audit");
+    let after_kills = ward::audit::verify(&audit_dir).unwrap();
+    assert!(
+        after_kills.ok() || after_kills.torn.is_some(),
+        "the audit trail is damaged beyond a torn last line: {:?}",
+        after_kills.problem
+    );
+    assert!(after_kills.records > 0);
     // Every operation still completes after the crashes.
     let (again, _) = kill_trials(bin, &store_dir, &ops, 0, 0);
     assert!(again.len() >= ops.len() - 1, "{again:?}");
     check_after_crashes(&store_dir, &again).await;
+    // The next writer sealed a torn line, keeping its bytes in the trail, never dropping
+    // them silently.
+    let sealed = ward::audit::verify(&audit_dir).unwrap();
+    assert!(sealed.ok(), "{:?}", sealed.problem);
+    if after_kills.torn.is_some() {
+        assert!(!sealed.recovered.is_empty(), "the torn line was not kept");
+    }
 }
