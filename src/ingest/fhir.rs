@@ -10,7 +10,9 @@
 //! # What becomes what
 //! - Patient → `patients`; Encounter → `encounters` plus one `care_team` row per participant
 //!   that references a Practitioner (valid over the participant's period, else the
-//!   encounter's); Observation → `observations` (one row per component, e.g. systolic and
+//!   encounter's; a conditional `Practitioner?identifier=system|value` or logical
+//!   `identifier` reference names the Practitioner of the input with that identifier, else
+//!   the clinician `system|value`, which no FHIR id can equal); Observation → `observations` (one row per component, e.g. systolic and
 //!   diastolic blood pressure, plus the parent when it carries a value itself); Condition →
 //!   `conditions`; Procedure → `procedures`; MedicationRequest → `medications` (the code
 //!   from `medicationCodeableConcept`, or from the contained or referenced Medication; a
@@ -149,13 +151,15 @@ pub fn parse_ndjson_batches(
 }
 
 fn bundles<S: RowSink + Default + Send>(inputs: &[Input<'_>], ctx: &Context) -> Vec<Part<S>> {
-    let empty = Index::default();
+    // Synthea writes its Practitioners in a Bundle of their own, which the patients' Bundles
+    // reference by identifier.
+    let index = Index::of_documents(inputs);
     let mut parts: Vec<Part<S>> = inputs
         .par_iter()
         .map(|input| {
             let mut out = Vec::new();
             let bytes = strip_bom(input.bytes);
-            process_document(input.name, None, bytes, &empty, None, ctx, &mut out);
+            process_document(input.name, None, bytes, &index, None, ctx, &mut out);
             let mut part = Part::default();
             out.into_iter().for_each(|o| part.take(o));
             part
@@ -617,6 +621,9 @@ struct Target<'a> {
 struct Index<'a> {
     ids: Option<FastMap<Cow<'a, str>, Cow<'a, str>>>,
     meds: HashMap<String, Fx<DrugCodes>>,
+    /// The id of each Practitioner by its identifiers ([`identifier_key`]), for conditional
+    /// and logical references.
+    idents: HashMap<String, String>,
 }
 
 /// The two fields read of an NDJSON line of a type Ward does not curate; everything else is
@@ -835,33 +842,190 @@ impl<'a> Index<'a> {
     /// Medications): the first line with an id gives its type, the last Medication with an
     /// id gives its code. Lines that are not JSON objects with both are left out.
     fn of_lines(lines: &[(&'a str, u64, &'a [u8])]) -> Self {
-        type Entry<'l> = (Cow<'l, str>, Cow<'l, str>, Option<Fx<DrugCodes>>);
+        type Entry<'l> = (
+            Cow<'l, str>,
+            Cow<'l, str>,
+            Option<Fx<DrugCodes>>,
+            Vec<String>,
+        );
         let found: Vec<Option<Entry<'a>>> = lines
             .par_iter()
             .map(|&(_, _, bytes)| {
                 let head = scan_head(bytes)
                     .or_else(|| serde_json::from_slice::<IdOnly<'a>>(bytes).ok())?;
                 let (rtype, id) = (head.resource_type?, head.id?);
-                let med = (rtype == "Medication")
+                let doc = matches!(rtype.as_ref(), "Medication" | "Practitioner")
                     .then(|| Doc::parse(bytes).ok())
-                    .flatten()
+                    .flatten();
+                let med = doc
+                    .as_ref()
+                    .filter(|_| rtype == "Medication")
                     .map(|d| medication_code(d.root()));
-                Some((id, rtype, med))
+                let keys = doc
+                    .as_ref()
+                    .filter(|_| rtype == "Practitioner")
+                    .map(|d| identifier_keys(d.root(), &rtype))
+                    .unwrap_or_default();
+                Some((id, rtype, med, keys))
             })
             .collect();
         let mut ids = FastMap::with_capacity_and_hasher(found.len(), Default::default());
         let mut meds = HashMap::new();
-        for (id, rtype, med) in found.into_iter().flatten() {
+        let mut idents = HashMap::new();
+        for (id, rtype, med, keys) in found.into_iter().flatten() {
             if let Some(med) = med {
                 meds.insert(id.to_string(), med);
+            }
+            for key in keys {
+                idents.entry(key).or_insert_with(|| id.to_string());
             }
             ids.entry(id).or_insert(rtype);
         }
         Index {
             ids: Some(ids),
             meds,
+            idents,
         }
     }
+
+    /// The index of whole documents (Bundles): only the Practitioners' identifiers, read
+    /// from the documents that may hold a Practitioner (they name the type as a string).
+    fn of_documents(inputs: &[Input<'_>]) -> Self {
+        let finder = memchr::memmem::Finder::new(b"\"Practitioner\"");
+        let found: Vec<Vec<(String, String)>> = inputs
+            .par_iter()
+            .map(|input| {
+                let bytes = strip_bom(input.bytes);
+                if finder.find(bytes).is_none() {
+                    return Vec::new();
+                }
+                let Ok(doc) = Doc::parse(bytes) else {
+                    return Vec::new();
+                };
+                let mut out = Vec::new();
+                practitioner_keys(doc.root(), None, 0, &mut out);
+                out
+            })
+            .collect();
+        let mut idents = HashMap::new();
+        for (key, id) in found.into_iter().flatten() {
+            idents.entry(key).or_insert(id);
+        }
+        Index {
+            ids: None,
+            meds: HashMap::new(),
+            idents,
+        }
+    }
+}
+
+/// The key of an identifier of a resource of type `rtype` in the identifier maps.
+fn identifier_key(rtype: &str, system: &str, value: &str) -> String {
+    format!("{rtype}\n{system}|{value}")
+}
+
+/// The keys of a resource's identifiers that have both a system and a value.
+fn identifier_keys(res: Value<'_>, rtype: &str) -> Vec<String> {
+    let list = res.get("identifier").and_then(Value::as_array);
+    list.into_iter()
+        .flatten()
+        .filter_map(|i| {
+            let system = i.get("system").and_then(Value::as_str)?.trim();
+            let value = i.get("value").and_then(Value::as_str)?.trim();
+            (!system.is_empty() && !value.is_empty()).then(|| identifier_key(rtype, system, value))
+        })
+        .collect()
+}
+
+/// Appends `(key, id)` for each identifier of each Practitioner in a document (a Bundle,
+/// nested Bundles included, or one resource).
+fn practitioner_keys(
+    res: Value<'_>,
+    full_url: Option<&str>,
+    depth: usize,
+    out: &mut Vec<(String, String)>,
+) {
+    match res.get("resourceType").and_then(Value::as_str) {
+        Some("Practitioner") => {
+            if let Some(id) = resource_id(res, full_url) {
+                let keys = identifier_keys(res, "Practitioner");
+                out.extend(keys.into_iter().map(|k| (k, id.to_string())));
+            }
+        }
+        // serde_json already limits the nesting; this keeps the walk bounded on its own.
+        Some("Bundle") if depth < 32 => {
+            let entries = res.get("entry").and_then(Value::as_array);
+            for entry in entries.into_iter().flatten() {
+                if let Some(r) = entry.get("resource") {
+                    let url = entry.get("fullUrl").and_then(Value::as_str);
+                    practitioner_keys(r, url, depth + 1, out);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A conditional reference `[base/]Type?identifier=system|value` (FHIR R4 3.1.3.5) →
+/// `(Type, system, value)`; `None` when the reference has no query. A query that is not a
+/// single identifier search with both a system and a value is an error (its detail): the
+/// system is what keeps the identifier from being read as another resource's.
+fn conditional_reference(reference: &str) -> Option<Result<(&str, String, String), String>> {
+    let (path, query) = reference.trim().split_once('?')?;
+    let rtype = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+    let type_ok = rtype.bytes().next().is_some_and(|c| c.is_ascii_uppercase())
+        && rtype.bytes().all(|c| c.is_ascii_alphanumeric());
+    if !type_ok {
+        return Some(Err(format!(
+            "{reference:?} is a search without a resource type"
+        )));
+    }
+    let Some(token) = query
+        .strip_prefix("identifier=")
+        .filter(|t| !t.contains('&'))
+    else {
+        return Some(Err(format!(
+            "{reference:?}: only a conditional reference by one identifier \
+             (`{rtype}?identifier=system|value`) can be resolved"
+        )));
+    };
+    let token = percent_decode(token);
+    match token.split_once('|') {
+        Some((system, value)) if !system.trim().is_empty() && !value.trim().is_empty() => Some(Ok(
+            (rtype, system.trim().to_string(), value.trim().to_string()),
+        )),
+        _ => Some(Err(format!(
+            "{reference:?}: the identifier needs both a system and a value (`system|value`)"
+        ))),
+    }
+}
+
+/// `%XX` escapes decoded (`+` left alone: it is not a space in a FHIR reference); an
+/// escape that is not two hex digits, or that does not decode to UTF-8, is left as written.
+fn percent_decode(s: &str) -> String {
+    if !s.contains('%') {
+        return s.to_string();
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b[i], hex) {
+            (b'%', Some(x)) => {
+                out.push(x);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| s.to_string())
 }
 
 /// The drug codes of a Medication: its `code`, or, for a compound without one (a mixture
@@ -894,6 +1058,8 @@ struct Walker<'a> {
     steps: Vec<Step<'a>>,
     urls: HashMap<&'a str, Target<'a>>,
     meds: HashMap<&'a str, Fx<DrugCodes>>,
+    /// The id of each Practitioner of the document by its identifiers.
+    idents: HashMap<String, &'a str>,
 }
 
 /// A resource still to curate, or a record of the document already settled (a bad Bundle
@@ -930,6 +1096,11 @@ impl<'a> Walker<'a> {
             }
             if rtype == "Medication" {
                 self.meds.insert(id, medication_code(unit.res));
+            }
+            if rtype == "Practitioner" {
+                for key in identifier_keys(unit.res, rtype) {
+                    self.idents.entry(key).or_insert(id);
+                }
             }
         }
         self.steps.push(Step::Unit(unit));
@@ -1048,6 +1219,7 @@ fn process_document<'a>(
         steps: Vec::new(),
         urls: HashMap::new(),
         meds: HashMap::new(),
+        idents: HashMap::new(),
     };
     if !doc.is_object() {
         let f = Fault::new(
@@ -1069,12 +1241,17 @@ fn process_document<'a>(
         });
     }
     let Walker {
-        steps, urls, meds, ..
+        steps,
+        urls,
+        meds,
+        idents,
+        ..
     } = walker;
 
     let rz = Resolver {
         urls: &urls,
         meds: &meds,
+        idents: &idents,
         index,
         pending,
     };
@@ -1108,6 +1285,8 @@ enum Ref<'a> {
 struct Resolver<'r, 'a> {
     urls: &'r HashMap<&'a str, Target<'a>>,
     meds: &'r HashMap<&'a str, Fx<DrugCodes>>,
+    /// The document's Practitioners by identifier.
+    idents: &'r HashMap<String, &'a str>,
     index: &'r Index<'r>,
     /// Set when `index` is not the input's yet and a lookup needed it.
     pending: Option<&'r AtomicBool>,
@@ -1140,6 +1319,19 @@ impl<'r> Resolver<'r, '_> {
             return found.map_or(Ref::Dangling, Ref::To);
         }
         literal_reference(reference).map_or(Ref::Unparseable, Ref::To)
+    }
+
+    /// The id of the resource of type `rtype` of the input that has the identifier
+    /// `system|value`: one of the same document first, else one of the whole input.
+    fn by_identifier(&self, rtype: &str, system: &str, value: &str) -> Option<&str> {
+        let key = identifier_key(rtype, system, value);
+        if let Some(id) = self.idents.get(&key) {
+            return Some(id);
+        }
+        if let Some(p) = self.pending {
+            p.store(true, Ordering::Relaxed);
+        }
+        self.index.idents.get(&key).map(String::as_str)
     }
 
     fn medication(&self, id: &str) -> Option<&Fx<DrugCodes>> {
@@ -1532,30 +1724,48 @@ fn encounter(
     let participants = res.get("participant").and_then(Value::as_array);
     for (i, p) in participants.into_iter().flatten().enumerate() {
         let field = || format!("Encounter.participant[{i}].individual");
-        let Some(reference) = p
-            .get("individual")
+        let individual = p.get("individual");
+        let reference = individual
             .and_then(|x| x.get("reference"))
-            .and_then(Value::as_str)
-        else {
-            continue;
-        };
-        let clinician = match rz.resolve(reference) {
-            Ref::To(Target {
-                rtype: "Practitioner",
-                id,
-            }) => id,
-            // RelatedPerson, PractitionerRole: not a clinician Ward authenticates.
-            Ref::To(_) => continue,
-            Ref::Dangling => {
-                let detail = format!("{reference:?} resolves to nothing in the input");
-                extra.push(Fault::new(field(), "dangling_reference", detail));
-                continue;
-            }
-            Ref::Contained(_) | Ref::Unparseable => {
-                let detail = format!("{reference:?} does not name a Practitioner");
-                extra.push(Fault::new(field(), "bad_value", detail));
-                continue;
-            }
+            .and_then(Value::as_str);
+        let clinician: String = match reference {
+            // A logical reference: `Reference.identifier` (and perhaps `type`) alone.
+            None => match individual.map(logical_practitioner) {
+                None | Some(Ok(None)) => continue,
+                Some(Ok(Some((system, value)))) => clinician_of(rz, system, value),
+                Some(Err(detail)) => {
+                    let f = format!("{}.identifier", field());
+                    extra.push(Fault::new(f, "bad_value", detail));
+                    continue;
+                }
+            },
+            Some(reference) => match conditional_reference(reference) {
+                Some(Ok(("Practitioner", system, value))) => clinician_of(rz, &system, &value),
+                // RelatedPerson, PractitionerRole: not a clinician Ward authenticates.
+                Some(Ok(_)) => continue,
+                Some(Err(detail)) => {
+                    extra.push(Fault::new(field(), "bad_value", detail));
+                    continue;
+                }
+                None => match rz.resolve(reference) {
+                    Ref::To(Target {
+                        rtype: "Practitioner",
+                        id,
+                    }) => id.to_string(),
+                    // RelatedPerson, PractitionerRole: not a clinician Ward authenticates.
+                    Ref::To(_) => continue,
+                    Ref::Dangling => {
+                        let detail = format!("{reference:?} resolves to nothing in the input");
+                        extra.push(Fault::new(field(), "dangling_reference", detail));
+                        continue;
+                    }
+                    Ref::Contained(_) | Ref::Unparseable => {
+                        let detail = format!("{reference:?} does not name a Practitioner");
+                        extra.push(Fault::new(field(), "bad_value", detail));
+                        continue;
+                    }
+                },
+            },
         };
         let pp = p.get("period");
         let bounds = pp.map_or(Ok((None, None)), |pp| {
@@ -1578,7 +1788,7 @@ fn encounter(
             .map(|c| participant_role(&c));
         team.push(CareTeamMember {
             patient_id: patient_id.clone(),
-            clinician_id: clinician.to_string(),
+            clinician_id: clinician,
             role,
             valid_from: from.unwrap_or(admit_time),
             valid_to: if from.is_some() || to.is_some() {
@@ -1604,6 +1814,38 @@ fn encounter(
         }),
         team,
     ))
+}
+
+/// The `(system, value)` of a logical reference (`Reference.identifier`, no `reference`) to
+/// a Practitioner: `None` when there is no identifier or `Reference.type` names another
+/// type; an error (its detail) when the identifier lacks a system or a value. Without a
+/// `type`, an `Encounter.participant.individual` identifier is read as a Practitioner's.
+fn logical_practitioner(individual: Value<'_>) -> Result<Option<(&str, &str)>, String> {
+    let Some(ident) = individual.get("identifier") else {
+        return Ok(None);
+    };
+    let rtype = individual.get("type").and_then(Value::as_str);
+    if rtype.is_some_and(|t| t.rsplit('/').next() != Some("Practitioner")) {
+        return Ok(None);
+    }
+    let system = ident.get("system").and_then(Value::as_str).map(str::trim);
+    let value = ident.get("value").and_then(Value::as_str).map(str::trim);
+    match (system, value) {
+        (Some(s), Some(v)) if !s.is_empty() && !v.is_empty() => Ok(Some((s, v))),
+        _ => Err(
+            "a logical reference needs an identifier with both a system and a value: \
+                  a value alone could be read as another clinician's id"
+                .to_string(),
+        ),
+    }
+}
+
+/// The clinician id of the Practitioner with the identifier `system|value`: the id of the
+/// Practitioner of the input that has it, else `system|value` itself, which can never be a
+/// FHIR id (an id has no `|`), so it never names another clinician.
+fn clinician_of(rz: &Resolver<'_, '_>, system: &str, value: &str) -> String {
+    rz.by_identifier("Practitioner", system, value)
+        .map_or_else(|| format!("{system}|{value}"), str::to_string)
 }
 
 /// Admission type from `priority` (v3 ActPriority) or `hospitalization.admitSource`.
@@ -2486,6 +2728,42 @@ mod tests {
         }
         assert_eq!(parse_date("1970-05"), NaiveDate::from_ymd_opt(1970, 5, 1));
         assert_eq!(parse_date("1970-05-06T00:00:00Z"), None);
+    }
+
+    #[test]
+    fn conditional_reference_forms() {
+        let npi = "http://hl7.org/fhir/sid/us-npi";
+        let ok =
+            |r: &str| conditional_reference(r).map(|c| c.map(|(t, s, v)| (t.to_string(), s, v)));
+        let want = |t: &str, v: &str| Some(Ok((t.to_string(), npi.to_string(), v.to_string())));
+        assert_eq!(ok("Practitioner/1"), None);
+        assert_eq!(
+            ok(&format!("Practitioner?identifier={npi}|42")),
+            want("Practitioner", "42")
+        );
+        assert_eq!(
+            ok(&format!(
+                "https://ehr.example/fhir/Practitioner?identifier={npi}|42"
+            )),
+            want("Practitioner", "42")
+        );
+        assert_eq!(
+            ok("Patient?identifier=http%3A%2F%2Fhl7.org%2Ffhir%2Fsid%2Fus-npi%7C42"),
+            want("Patient", "42")
+        );
+        // A bad escape is left as written.
+        assert_eq!(percent_decode("a%zz%7c%"), "a%zz|%");
+        for bad in [
+            "Practitioner?identifier=42",
+            "Practitioner?identifier=|42",
+            "Practitioner?identifier=sys|",
+            "Practitioner?name=Ward",
+            "Practitioner?identifier=s|1&active=true",
+            "?identifier=s|1",
+            "practitioner?identifier=s|1",
+        ] {
+            assert!(matches!(ok(bad), Some(Err(_))), "{bad}");
+        }
     }
 
     #[test]

@@ -667,3 +667,208 @@ fn r4_examples_truncated_and_garbled() {
         assert!(!parsed.bad.is_empty() || bytes.len() < 4, "{name}");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Practitioners named by identifier (FHIR R4 3.1.3.5 conditional references; logical
+// references), as SMART Bulk Data exports of Synthea write them.
+
+const NPI: &str = "http://hl7.org/fhir/sid/us-npi";
+
+fn practitioner_json(id: &str, npi: &str) -> String {
+    serde_json::json!({
+        "resourceType": "Practitioner",
+        "id": id,
+        "identifier": [{ "system": NPI, "value": npi }],
+        "name": [{ "family": "Ward", "given": ["Ada"] }]
+    })
+    .to_string()
+}
+
+/// An Encounter of patient `p1` whose participants' `individual`s are the given values.
+fn encounter_json(id: &str, individuals: &[Value]) -> String {
+    let participants: Vec<Value> = individuals
+        .iter()
+        .map(|ind| {
+            serde_json::json!({
+                "type": [{ "coding": [{
+                    "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                    "code": "PPRF"
+                }] }],
+                "individual": ind
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "resourceType": "Encounter",
+        "id": id,
+        "status": "finished",
+        "class": {
+            "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+            "code": "IMP"
+        },
+        "subject": { "reference": "Patient/p1" },
+        "period": { "start": "2020-03-01T08:00:00Z", "end": "2020-03-04T08:00:00Z" },
+        "participant": participants
+    })
+    .to_string()
+}
+
+/// The participants the identifier tests use: a conditional reference to a Practitioner of
+/// the input, the same one percent-encoded, a logical reference to it, a conditional
+/// reference no Practitioner of the input answers, and a logical reference without a system.
+fn identifier_participants() -> Vec<Value> {
+    vec![
+        serde_json::json!({ "reference": format!("Practitioner?identifier={NPI}|9999974493") }),
+        serde_json::json!({ "reference": "Practitioner?identifier=http%3A%2F%2Fhl7.org%2Ffhir%2Fsid%2Fus-npi%7C9999974493" }),
+        serde_json::json!({ "type": "Practitioner", "identifier": { "system": NPI, "value": "9999974493" } }),
+        serde_json::json!({ "reference": format!("Practitioner?identifier={NPI}|9999990001"), "display": "Dr. Elsewhere" }),
+        serde_json::json!({ "identifier": { "value": "9999974493" } }),
+    ]
+}
+
+/// What the participants above become: four rows (the Practitioner of the input by its id,
+/// the unknown one by `system|value`) and one bad record for the identifier without a system.
+fn check_identifier_team(parsed: &Parsed, file: &str, record: u64) {
+    let team: Vec<(&str, &str, Option<&str>)> = parsed
+        .tables
+        .care_team
+        .iter()
+        .map(|m| {
+            (
+                m.patient_id.as_str(),
+                m.clinician_id.as_str(),
+                m.role.as_deref(),
+            )
+        })
+        .collect();
+    let unknown = format!("{NPI}|9999990001");
+    assert_eq!(
+        team,
+        [
+            ("p1", "pr-1", Some("primary")),
+            ("p1", "pr-1", Some("primary")),
+            ("p1", "pr-1", Some("primary")),
+            ("p1", unknown.as_str(), Some("primary")),
+        ]
+    );
+    assert!(parsed
+        .tables
+        .care_team
+        .iter()
+        .all(|m| m.valid_from == utc("2020-03-01T08:00:00Z")
+            && m.valid_to == Some(utc("2020-03-04T08:00:00Z"))));
+    assert_eq!(parsed.tables.encounters.len(), 1);
+    assert_eq!(parsed.bad.len(), 1, "{:?}", parsed.bad);
+    let bad = &parsed.bad[0];
+    assert_eq!(
+        (bad.location.file.as_str(), bad.location.record),
+        (file, record)
+    );
+    assert_eq!(bad.reason, "bad_value");
+    assert_eq!(
+        bad.field.as_deref(),
+        Some("Encounter.participant[4].individual.identifier")
+    );
+}
+
+#[test]
+fn ndjson_practitioners_named_by_identifier_join_the_care_team() {
+    let practitioners = format!(
+        "{}\n{}\n",
+        practitioner_json("pr-1", "9999974493"),
+        practitioner_json("pr-2", "9999974494")
+    );
+    let encounters = format!("{}\n", encounter_json("e1", &identifier_participants()));
+    // The Encounters file first: the Practitioners come later in the input.
+    let inputs = [
+        Input {
+            name: "Encounter.ndjson",
+            bytes: encounters.as_bytes(),
+        },
+        Input {
+            name: "Practitioner.ndjson",
+            bytes: practitioners.as_bytes(),
+        },
+    ];
+    let parsed = parse_ndjson(&inputs, &ctx());
+    check_identifier_team(&parsed, "Encounter.ndjson", 1);
+}
+
+#[test]
+fn bundle_practitioners_named_by_identifier_join_the_care_team() {
+    let entry = |json: String, id: &str| {
+        let resource: Value = serde_json::from_str(&json).expect("resource");
+        serde_json::json!({ "fullUrl": format!("urn:uuid:{id}"), "resource": resource })
+    };
+    let bundle = |entries: Vec<Value>| {
+        serde_json::json!({ "resourceType": "Bundle", "type": "transaction", "entry": entries })
+            .to_string()
+    };
+    let encounter = encounter_json("e1", &identifier_participants());
+    // In one Bundle.
+    let one = bundle(vec![
+        entry(practitioner_json("pr-1", "9999974493"), "pr-1"),
+        entry(encounter.clone(), "e1"),
+    ]);
+    let parsed = parse_bundles(
+        &[Input {
+            name: "one.json",
+            bytes: one.as_bytes(),
+        }],
+        &ctx(),
+    );
+    check_identifier_team(&parsed, "one.json", 2);
+    // Synthea's layout: the Practitioners in a Bundle of their own.
+    let patient = bundle(vec![entry(encounter, "e1")]);
+    let practitioners = bundle(vec![
+        entry(practitioner_json("pr-2", "9999974494"), "pr-2"),
+        entry(practitioner_json("pr-1", "9999974493"), "pr-1"),
+    ]);
+    let parsed = parse_bundles(
+        &[
+            Input {
+                name: "patient.json",
+                bytes: patient.as_bytes(),
+            },
+            Input {
+                name: "practitionerInformation.json",
+                bytes: practitioners.as_bytes(),
+            },
+        ],
+        &ctx(),
+    );
+    check_identifier_team(&parsed, "patient.json", 1);
+}
+
+/// A conditional reference that is not one identifier search with a system names no one:
+/// reported, and the encounter kept.
+#[test]
+fn conditional_references_without_a_system_are_reported() {
+    let individuals = [
+        serde_json::json!({ "reference": "Practitioner?identifier=9999974493" }),
+        serde_json::json!({ "reference": "Practitioner?name=Ward" }),
+        serde_json::json!({ "reference": format!("RelatedPerson?identifier={NPI}|1") }),
+    ];
+    let line = encounter_json("e1", &individuals);
+    let parsed = parse_ndjson(
+        &[Input {
+            name: "Encounter.ndjson",
+            bytes: line.as_bytes(),
+        }],
+        &ctx(),
+    );
+    assert_eq!(parsed.tables.encounters.len(), 1);
+    assert!(parsed.tables.care_team.is_empty());
+    let fields: Vec<(&str, &str)> = parsed
+        .bad
+        .iter()
+        .map(|b| (b.field.as_deref().unwrap_or(""), b.reason.as_str()))
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            ("Encounter.participant[0].individual", "bad_value"),
+            ("Encounter.participant[1].individual", "bad_value"),
+        ]
+    );
+}

@@ -709,3 +709,51 @@ fn mimic_patients_get_a_birth_date_from_anchor_year_and_age() {
         b.detail
     );
 }
+
+/// Newer Synthea writes the encounter classes `snf`, `hospice`, `home` and `virtual`: each
+/// is kept, in Ward's vocabulary, and a class no Synthea writes yet is kept as written
+/// rather than losing the admission.
+#[test]
+fn synthea_encounter_classes_of_newer_versions_are_kept() {
+    let header = "Id,START,STOP,PATIENT,ORGANIZATION,PROVIDER,PAYER,ENCOUNTERCLASS,CODE,DESCRIPTION,BASE_ENCOUNTER_COST,TOTAL_CLAIM_COST,PAYER_COVERAGE,REASONCODE,REASONDESCRIPTION";
+    let rows = [
+        ("e1", "snf"),
+        ("e2", "hospice"),
+        ("e3", "home"),
+        ("e4", "virtual"),
+        ("e5", "inpatient"),
+        ("e6", "teleport"),
+    ];
+    let mut csv = format!("{header}\n");
+    for (id, class) in rows {
+        csv.push_str(&format!(
+            "{id},2019-02-01T08:00:00Z,2019-02-03T08:00:00Z,p1,o1,dr1,pay1,{class},185347001,Encounter,100.0,100.0,0.0,,\n"
+        ));
+    }
+    let files = BTreeMap::from([("encounters.csv".to_string(), csv.into_bytes())]);
+    let p = ingest(&Mapping::synthea(), &files);
+    assert!(p.bad.is_empty(), "{:?}", p.bad);
+    let classes: Vec<(&str, &str)> = p
+        .tables
+        .encounters
+        .iter()
+        .map(|e| (e.encounter_id.as_str(), e.class.as_str()))
+        .collect();
+    assert_eq!(
+        classes,
+        [
+            ("e1", "snf"),
+            ("e2", "hospice"),
+            ("e3", "home"),
+            ("e4", "virtual"),
+            ("e5", "inpatient"),
+            ("e6", "teleport"),
+        ]
+    );
+    // Only emergency and urgent care say anything about the admission type.
+    assert!(p
+        .tables
+        .encounters
+        .iter()
+        .all(|e| e.admission_type.is_none()));
+}
