@@ -185,9 +185,9 @@ fn concurrent_cli_ingests_keep_the_union() {
 }
 
 /// `--no-retry` turns a lost race into a clear failure instead of a merge onto the new
-/// head: with 8 writers racing, at least one such run fails naming the conflict, and no
-/// run's published rows are lost (every table's head holds a subset of the union that
-/// includes every successful run's rows).
+/// head: with 8 writers racing (on a store none of them created first, so concurrent first
+/// opens are exercised too), every run either succeeds or fails naming the moved head, and
+/// at least one fails so.
 #[test]
 fn no_retry_fails_clearly_on_a_moved_head() {
     let dir = tempfile::tempdir().unwrap();
