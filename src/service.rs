@@ -469,6 +469,9 @@ pub async fn run(
     insecure: bool,
     clock: SharedClock,
 ) -> Result<()> {
+    // Before anything reads a dataset (care teams, timelines): the pools heavy requests
+    // compute on start at the job priority, so online lookups go first.
+    jobs::background_pools();
     let mut cfg = match config {
         Some(path) => ServeConfig::load(path)?,
         None => ServeConfig::default(),

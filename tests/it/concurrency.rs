@@ -279,3 +279,82 @@ async fn materializations_racing_ingests_leave_a_current_timeline() {
         );
     }
 }
+
+/// The threads of a `ward serve` process that compute heavy requests (the job runtime,
+/// rayon's pool, Lance's CPU pool) run at a lower priority than the request workers, so an
+/// online lookup is scheduled ahead of an ingest on a busy machine (issue 30; the effect is
+/// measured by `cargo bench --bench online_under_ingest`).
+#[cfg(target_os = "linux")]
+#[test]
+fn ward_serve_computes_jobs_below_the_request_workers() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("serve.toml");
+    std::fs::write(
+        &cfg,
+        "addr = \"127.0.0.1:0\"\nstore = \"store\"\nfeatures = []\n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ward"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    loop {
+        let line = lines
+            .next()
+            .expect("ward serve printed `listening on`")
+            .unwrap();
+        if line.starts_with("listening on ") {
+            break;
+        }
+    }
+    // name -> nice values of the process's threads (/proc/PID/task/TID/stat: the command
+    // name in parentheses, then the nice value as the 17th field after it).
+    let mut threads: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{}/task", child.id())).unwrap() {
+        let stat = std::fs::read_to_string(task.unwrap().path().join("stat")).unwrap();
+        let (head, rest) = stat.rsplit_once(')').unwrap();
+        let name = head.split_once('(').unwrap().1.to_string();
+        let nice: i32 = rest.split_whitespace().nth(16).unwrap().parse().unwrap();
+        threads.entry(name).or_default().push(nice);
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let ours = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+    let ours: i32 = ours
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .nth(16)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let of = |prefix: &str| -> Vec<i32> {
+        threads
+            .iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .flat_map(|(_, n)| n.clone())
+            .collect()
+    };
+    for pool in ["ward-job", "ward-rayon", "lance-cpu"] {
+        let nices = of(pool);
+        assert!(!nices.is_empty(), "no {pool} thread in {threads:?}");
+        assert!(
+            nices.iter().all(|&n| n >= 10.max(ours)),
+            "{pool} threads at normal priority: {threads:?}"
+        );
+    }
+    let workers = of("tokio-r");
+    assert!(!workers.is_empty(), "no request worker in {threads:?}");
+    assert!(
+        workers.iter().all(|&n| n == ours),
+        "request workers lowered: {threads:?}"
+    );
+}
