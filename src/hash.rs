@@ -29,6 +29,8 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 
+pub mod bucketed;
+
 /// The first bytes of the hashed header: names the encoding and its version.
 const MAGIC: &[u8] = b"ward-content-hash-v2\n";
 

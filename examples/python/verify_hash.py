@@ -6,6 +6,7 @@ Implements docs/hashing.md with pyarrow and the `blake3` package:
     ward export b3:... out.parquet
     python verify_hash.py out.parquet --expect b3:...        # exit 1 on mismatch
     python verify_hash.py out.parquet --manifest m.json      # cast to the manifest's types
+    python verify_hash.py out.parquet --bucket-key patient_id --buckets 1024   # encoding 3
 
 A version on a running server (`ward serve`), for example the training set a model was
 trained on, is read over Arrow Flight with the Python client (`pip install ./python`) and
@@ -28,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 MAGIC = b"ward-content-hash-v2\n"
+MAGIC_BUCKETED = b"ward-content-hash-v3\n"
 NULL_ITEM = 2**64 - 1
 
 
@@ -175,6 +177,35 @@ def content_hash(table):
     return "b3:" + h.hexdigest()
 
 
+def bucket_of(key, buckets):
+    """The bucket of a key (bytes, or None for a null key): BLAKE3's first 8 bytes, mod B."""
+    if key is None:
+        return 0
+    return struct.unpack("<Q", blake3.blake3(key).digest()[:8])[0] % buckets
+
+
+def bucketed_hash(table, key, buckets):
+    """Encoding 3: rows split into buckets by `key`, each bucket hashed as a table of its own
+    (in table order), the bucket row counts and hashes combined in bucket order."""
+    keys = table.column(key).to_pylist()
+    rows = [[] for _ in range(buckets)]
+    for i, k in enumerate(keys):
+        if isinstance(k, str):
+            k = k.encode("utf-8")
+        rows[bucket_of(k, buckets)].append(i)
+    header = bytearray(MAGIC_BUCKETED)
+    header += u64(table.num_columns)
+    for field in table.schema:
+        header += sized(field.name.encode("utf-8")) + sized(descriptor(field.type).encode("ascii"))
+    header += sized(key.encode("utf-8")) + u64(buckets) + u64(table.num_rows)
+    h = blake3.blake3(bytes(header))
+    for picked in rows:
+        part = table.take(pa.array(picked, type=pa.uint32()))
+        h.update(u64(part.num_rows))
+        h.update(bytes.fromhex(content_hash(part)[3:]))
+    return "b3:" + h.hexdigest()
+
+
 def cast_to(table, columns):
     """Casts a table to the manifest's canonical types (a list of (name, descriptor))."""
     names = [name for name, _ in columns]
@@ -203,6 +234,8 @@ def main():
     ap.add_argument("--addr", default="127.0.0.1:50051", help="the server, with --ref or --card")
     ap.add_argument("--token", help="bearer token for the server")
     ap.add_argument("--tls", help="root certificate (PEM) of the server")
+    ap.add_argument("--bucket-key", help="encoding 3: the column rows are bucketed by")
+    ap.add_argument("--buckets", type=int, default=1024, help="encoding 3: the bucket count")
     args = ap.parse_args()
     sources = [x for x in (args.parquet, args.ref, args.card) if x]
     if len(sources) != 1:
@@ -224,7 +257,10 @@ def main():
             print(f"MISMATCH: {ref} is stored as {stored}, expected {args.expect}", file=sys.stderr)
             return 1
         expect = stored
-    got = content_hash(table)
+    if args.bucket_key:
+        got = bucketed_hash(table, args.bucket_key, args.buckets)
+    else:
+        got = content_hash(table)
     print(got)
     if expect and got != expect:
         print(f"MISMATCH: expected {expect}", file=sys.stderr)
