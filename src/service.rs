@@ -1,7 +1,7 @@
 //! The gRPC service (`ward serve`): Ward's contract in `proto/ward/v1`, Arrow Flight, health
 //! and reflection, on one port.
 //!
-//! - [`proto`]: the generated messages, servers and clients.
+//! - `proto`: the generated messages and servers (crate-private: clients generate their own).
 //! - `datasets`, `ingest`, `features`: the `ward.v1` services over one [`Store`].
 //! - `flight`: Arrow Flight (DoGet, DoPut, ListFlights, GetFlightInfo, GetSchema).
 //! - `audit_query`: `ward.v1.Audit`, the audit trail for privacy officers (`audit_read`).
@@ -25,7 +25,7 @@ mod flight;
 pub mod gate;
 mod ingest;
 mod jobs;
-pub mod proto;
+pub(crate) mod proto;
 pub mod secure;
 mod status;
 pub mod tls_serve;

@@ -17,7 +17,7 @@ use ward::curated::Table;
 use ward::features::FeatureRepo;
 use ward::ingest::pipeline::{self, Format, IngestOptions};
 use ward::ingest::Context;
-use ward::service::proto::{self, ingest_client::IngestClient, ingest_upload_request::Part};
+use crate::common::proto::{self, ingest_client::IngestClient, ingest_upload_request::Part};
 use ward::service::{ServeConfig, Server};
 use ward::store::{Store, VersionRef};
 use ward::synth::{SynthFormat, SynthOptions};

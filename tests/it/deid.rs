@@ -446,7 +446,7 @@ mod attack {
     use ward::deid::DeidKey;
     use ward::demo::{DemoOptions, READMISSION_FEATURES};
     use ward::features::FeatureRepo;
-    use ward::service::proto::{self, features_client::FeaturesClient};
+    use crate::common::proto::{self, features_client::FeaturesClient};
     use ward::service::secure::Secured;
     use ward::service::{ServeConfig, Server};
     use ward::store::{Kind, PutOptions, Store};

@@ -14,7 +14,7 @@ use tonic::Code;
 
 use ward::demo::{DemoOptions, READMISSION_FEATURES};
 use ward::features::FeatureRepo;
-use ward::service::proto::{
+use crate::common::proto::{
     self, datasets_client::DatasetsClient, features_client::FeaturesClient,
 };
 use ward::service::secure::Secured;
