@@ -15,4 +15,5 @@
 tonic::include_proto!("ward.v1");
 
 /// The encoded `FileDescriptorSet` of `ward.v1` (for gRPC server reflection).
-pub(crate) const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("ward_v1_descriptor");
+pub(crate) const FILE_DESCRIPTOR_SET: &[u8] =
+    tonic::include_file_descriptor_set!("ward_v1_descriptor");

@@ -16,12 +16,12 @@ use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use tonic::Code;
 
+use crate::common::proto::{self, features_client::FeaturesClient};
 use ward::auth::{CareTeamIndex, Security};
 use ward::clock::{Clock as _, ManualClock, SharedClock};
 use ward::curated::{CareTeamMember, RowMeta};
 use ward::demo::{DemoOptions, READMISSION_FEATURES};
 use ward::features::FeatureRepo;
-use crate::common::proto::{self, features_client::FeaturesClient};
 use ward::service::secure::Secured;
 use ward::service::{Exposure, ServeConfig, Server};
 use ward::store::Store;
@@ -608,8 +608,8 @@ fn leaf(ca: &Ca, cn: &str, sans: &[&str]) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_refuses_plaintext_and_authenticates_tokens_and_client_certificates() {
-    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
     use crate::common::proto::datasets_client::DatasetsClient;
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new("2026-06-01T00:00:00Z".parse().unwrap()));

@@ -15,13 +15,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::Code;
 
-use ward::clock::ManualClock;
-use ward::demo::{DemoOptions, DemoReport, READMISSION_FEATURES};
-use ward::features::FeatureRepo;
 use crate::common::proto::{
     self, datasets_client::DatasetsClient, features_client::FeaturesClient,
     ingest_client::IngestClient, ingest_upload_request::Part,
 };
+use ward::clock::ManualClock;
+use ward::demo::{DemoOptions, DemoReport, READMISSION_FEATURES};
+use ward::features::FeatureRepo;
 use ward::service::{Admission, Call, Gate, Limits, ServeConfig, Server};
 use ward::store::{Kind, ListFilter, Store, VersionRef};
 use ward::synth::{SynthFormat, SynthOptions};
