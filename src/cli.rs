@@ -414,7 +414,17 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
             zone,
             no_retry,
             paths,
-        } => ingest::ingest(dir, &clock, format, mapping, max_bad, zone, no_retry, paths).await?,
+        } => {
+            let args = ingest::IngestArgs {
+                format,
+                mapping,
+                max_bad,
+                zone,
+                no_retry,
+                paths,
+            };
+            ingest::ingest(dir, &clock, args).await?;
+        }
         Command::Materialize {
             features,
             set,

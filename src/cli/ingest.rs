@@ -14,17 +14,26 @@ use crate::synth::{SynthFormat, SynthOptions};
 
 use super::progress_bar;
 
+/// The arguments of `ward ingest` (as [`super::Command::Ingest`] holds them).
+pub(super) struct IngestArgs {
+    pub(super) format: Format,
+    pub(super) mapping: Option<PathBuf>,
+    pub(super) max_bad: Option<String>,
+    pub(super) zone: String,
+    pub(super) no_retry: bool,
+    pub(super) paths: Vec<PathBuf>,
+}
+
 /// `ward ingest`: source files into curated versions; prints the curated hashes.
-pub(super) async fn ingest(
-    dir: &Path,
-    clock: &SharedClock,
-    format: Format,
-    mapping: Option<PathBuf>,
-    max_bad: Option<String>,
-    zone: String,
-    no_retry: bool,
-    paths: Vec<PathBuf>,
-) -> Result<()> {
+pub(super) async fn ingest(dir: &Path, clock: &SharedClock, args: IngestArgs) -> Result<()> {
+    let IngestArgs {
+        format,
+        mapping,
+        max_bad,
+        zone,
+        no_retry,
+        paths,
+    } = args;
     let store = Store::open(dir, clock.clone())?;
     let (mapping, mapping_text) = match &mapping {
         Some(path) => {
