@@ -136,29 +136,7 @@ pub enum Command {
     Cleanup,
     /// Ingest source files into curated versions (raw kept, bad records quarantined);
     /// prints the curated hashes, one per line.
-    Ingest {
-        /// The input format.
-        #[arg(long, value_enum)]
-        format: Format,
-        /// A TOML mapping for csv, parquet and synthea (docs/mapping.md). Default: Ward's
-        /// curated layout for csv and parquet (mappings/curated.toml), the shipped Synthea
-        /// mapping for synthea.
-        #[arg(long)]
-        mapping: Option<PathBuf>,
-        /// Fail when bad records exceed a count (100) or a share (0.05 or 5%).
-        #[arg(long)]
-        max_bad: Option<String>,
-        /// Zone of source times without one: UTC or a fixed offset such as -05:00.
-        #[arg(long, default_value = "UTC")]
-        zone: String,
-        /// Fail when another writer moves a table's head during this run, instead of merging
-        /// again onto the new head (the default, which never loses either writer's rows).
-        #[arg(long)]
-        no_retry: bool,
-        /// Input files or directories (walked in name order); `.gz` files are decompressed.
-        #[arg(required = true)]
-        paths: Vec<PathBuf>,
-    },
+    Ingest(IngestArgs),
     /// Materialize a feature set into a timeline version; prints its hash.
     Materialize {
         /// The feature repository (TOML, docs/features.md).
@@ -191,39 +169,7 @@ pub enum Command {
         json: bool,
     },
     /// Point-in-time features of entity rows (a training set); prints the training set's hash.
-    Historical {
-        /// The feature set.
-        #[arg(long)]
-        set: String,
-        /// Entity rows: a Parquet or CSV file, or a stored version (b3:HASH, NAME, NAME@TIME)
-        /// with columns patient_id and timestamp (other columns are passed through).
-        #[arg(long)]
-        entities: String,
-        /// Also write the training set to this Parquet file.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// The timeline to read (default: the newest of the set with the same knowledge).
-        #[arg(long, conflicts_with = "features")]
-        timeline: Option<String>,
-        /// Compute the features straight from the latest curated versions with the set of
-        /// this feature repository (TOML) instead of reading a timeline; nothing needs to be
-        /// materialized first (docs/lookups.md, "Straight from curated rows").
-        #[arg(long)]
-        features: Option<PathBuf>,
-        /// Read a timeline materialized as occurred (an explicit opt-out of "as known at t");
-        /// with --features, compute as occurred.
-        #[arg(long)]
-        as_occurred: bool,
-        /// The entity column holding patient ids.
-        #[arg(long, default_value = "patient_id")]
-        patient_column: String,
-        /// The entity column holding the lookup times.
-        #[arg(long, default_value = "timestamp")]
-        time_column: String,
-        /// The training set's version name (default: `training-` and the feature set's name).
-        #[arg(long)]
-        name: Option<String>,
-    },
+    Historical(HistoricalArgs),
     /// As-of join of a wide feature table (the peers' layout, ../shared/peers): for each
     /// entity row, the patient's latest feature row at or before its time, within the TTL.
     Asof {
@@ -306,6 +252,68 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+/// The arguments of `ward ingest`.
+#[derive(Debug, clap::Args)]
+pub struct IngestArgs {
+    /// The input format.
+    #[arg(long, value_enum)]
+    pub format: Format,
+    /// A TOML mapping for csv, parquet and synthea (docs/mapping.md). Default: Ward's
+    /// curated layout for csv and parquet (mappings/curated.toml), the shipped Synthea
+    /// mapping for synthea.
+    #[arg(long)]
+    pub mapping: Option<PathBuf>,
+    /// Fail when bad records exceed a count (100) or a share (0.05 or 5%).
+    #[arg(long)]
+    pub max_bad: Option<String>,
+    /// Zone of source times without one: UTC or a fixed offset such as -05:00.
+    #[arg(long, default_value = "UTC")]
+    pub zone: String,
+    /// Fail when another writer moves a table's head during this run, instead of merging
+    /// again onto the new head (the default, which never loses either writer's rows).
+    #[arg(long)]
+    pub no_retry: bool,
+    /// Input files or directories (walked in name order); `.gz` files are decompressed.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+}
+
+/// The arguments of `ward historical`.
+#[derive(Debug, clap::Args)]
+pub struct HistoricalArgs {
+    /// The feature set.
+    #[arg(long)]
+    pub set: String,
+    /// Entity rows: a Parquet or CSV file, or a stored version (b3:HASH, NAME, NAME@TIME)
+    /// with columns patient_id and timestamp (other columns are passed through).
+    #[arg(long)]
+    pub entities: String,
+    /// Also write the training set to this Parquet file.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// The timeline to read (default: the newest of the set with the same knowledge).
+    #[arg(long, conflicts_with = "features")]
+    pub timeline: Option<String>,
+    /// Compute the features straight from the latest curated versions with the set of
+    /// this feature repository (TOML) instead of reading a timeline; nothing needs to be
+    /// materialized first (docs/lookups.md, "Straight from curated rows").
+    #[arg(long)]
+    pub features: Option<PathBuf>,
+    /// Read a timeline materialized as occurred (an explicit opt-out of "as known at t");
+    /// with --features, compute as occurred.
+    #[arg(long)]
+    pub as_occurred: bool,
+    /// The entity column holding patient ids.
+    #[arg(long, default_value = "patient_id")]
+    pub patient_column: String,
+    /// The entity column holding the lookup times.
+    #[arg(long, default_value = "timestamp")]
+    pub time_column: String,
+    /// The training set's version name (default: `training-` and the feature set's name).
+    #[arg(long)]
+    pub name: Option<String>,
 }
 
 /// `ward audit` subcommands.
@@ -407,24 +415,7 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
         Command::Export { reference, out } => store::export(dir, &clock, reference, out).await?,
         Command::Tag { name, reference } => store::tag(dir, &clock, name, reference)?,
         Command::Cleanup => store::cleanup(dir, &clock)?,
-        Command::Ingest {
-            format,
-            mapping,
-            max_bad,
-            zone,
-            no_retry,
-            paths,
-        } => {
-            let args = ingest::IngestArgs {
-                format,
-                mapping,
-                max_bad,
-                zone,
-                no_retry,
-                paths,
-            };
-            ingest::ingest(dir, &clock, args).await?;
-        }
+        Command::Ingest(args) => ingest::ingest(dir, &clock, args).await?,
         Command::Materialize {
             features,
             set,
@@ -437,30 +428,7 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
             as_of,
             json,
         } => lookups::get(dir, &clock, set, patients, as_of, json).await?,
-        Command::Historical {
-            set,
-            entities,
-            out,
-            timeline,
-            features,
-            as_occurred,
-            patient_column,
-            time_column,
-            name,
-        } => {
-            let args = lookups::HistoricalArgs {
-                set,
-                entities,
-                out,
-                timeline,
-                features,
-                as_occurred,
-                patient_column,
-                time_column,
-                name,
-            };
-            lookups::historical(dir, &clock, args).await?;
-        }
+        Command::Historical(args) => lookups::historical(dir, &clock, args).await?,
         Command::Asof {
             data_dir,
             features,

@@ -7,22 +7,12 @@ use anyhow::{Context as _, Result};
 
 use crate::clock::SharedClock;
 use crate::ingest::mapping::Mapping;
-use crate::ingest::pipeline::{self, Format, IngestOptions, MaxBad};
+use crate::ingest::pipeline::{self, IngestOptions, MaxBad};
 use crate::ingest::Context;
 use crate::store::Store;
 use crate::synth::{SynthFormat, SynthOptions};
 
-use super::progress_bar;
-
-/// The arguments of `ward ingest` (as [`super::Command::Ingest`] holds them).
-pub(super) struct IngestArgs {
-    pub(super) format: Format,
-    pub(super) mapping: Option<PathBuf>,
-    pub(super) max_bad: Option<String>,
-    pub(super) zone: String,
-    pub(super) no_retry: bool,
-    pub(super) paths: Vec<PathBuf>,
-}
+use super::{progress_bar, IngestArgs};
 
 /// `ward ingest`: source files into curated versions; prints the curated hashes.
 pub(super) async fn ingest(dir: &Path, clock: &SharedClock, args: IngestArgs) -> Result<()> {

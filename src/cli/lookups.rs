@@ -9,19 +9,7 @@ use crate::clock::SharedClock;
 use crate::store::{Store, VersionRef};
 
 use super::audit::audit_cli_read;
-
-/// The arguments of `ward historical` (as [`super::Command::Historical`] holds them).
-pub(super) struct HistoricalArgs {
-    pub(super) set: String,
-    pub(super) entities: String,
-    pub(super) out: Option<PathBuf>,
-    pub(super) timeline: Option<String>,
-    pub(super) features: Option<PathBuf>,
-    pub(super) as_occurred: bool,
-    pub(super) patient_column: String,
-    pub(super) time_column: String,
-    pub(super) name: Option<String>,
-}
+use super::HistoricalArgs;
 
 /// `ward get`: features of patients at a time from the latest timeline (the read is audited first).
 pub(super) async fn get(
