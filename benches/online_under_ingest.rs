@@ -13,10 +13,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::grpc_common::proto::features_client::FeaturesClient;
+use crate::grpc_common::proto::ingest_client::IngestClient;
+use crate::grpc_common::proto::{self, ingest_upload_request::Part, OnlineRequest};
 use rand::{Rng, SeedableRng};
-use ward::service::proto::features_client::FeaturesClient;
-use ward::service::proto::ingest_client::IngestClient;
-use ward::service::proto::{self, ingest_upload_request::Part, OnlineRequest};
 
 mod grpc_common;
 

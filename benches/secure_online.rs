@@ -24,8 +24,8 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
-use ward::service::proto::features_client::FeaturesClient;
-use ward::service::proto::OnlineRequest;
+use crate::grpc_common::proto::features_client::FeaturesClient;
+use crate::grpc_common::proto::OnlineRequest;
 
 mod grpc_common;
 

@@ -37,8 +37,8 @@ use futures::StreamExt;
 use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use ward::service::proto::features_client::FeaturesClient;
-use ward::service::proto::{
+use crate::grpc_common::proto::features_client::FeaturesClient;
+use crate::grpc_common::proto::{
     historical_request, historical_response, HistoricalRequest, OnlineRequest,
 };
 

@@ -1,10 +1,19 @@
-//! The `ward` command line: argument parsing and output, over the library.
+//! The `ward` command line: argument parsing and output, over the library. This file holds
+//! the arguments ([`Cli`], [`Command`]), `main` and the dispatch; each command is a function
+//! in the file of its group:
+//!
+//! - `store`: `init`, `put`, `datasets`, `show`, `verify`, `export`, `tag`, `cleanup`,
+//!   `rebuild`.
+//! - `ingest`: `ingest`, `synth`.
+//! - `features`: `materialize`.
+//! - `lookups`: `get`, `historical`, `asof`.
+//! - `serve`: `serve`, `demo`.
+//! - `audit`: `audit verify`, `audit query`, and the record a command-line read leaves.
 //!
 //! Conventions (DESIGN.md, "Command line"): a command that makes a version prints its hash
 //! `b3:<64 hex>` as the last line of standard output; progress and summaries go to standard
 //! error; any failure exits non-zero with a message naming what is wrong.
 
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -12,17 +21,16 @@ use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 
 use crate::clock::{self, SharedClock};
-use crate::ingest::mapping::Mapping;
-use crate::ingest::pipeline::{self, Format, IngestOptions, MaxBad};
-use crate::ingest::Context;
-use crate::store::{Kind, ListFilter, Manifest, PutOptions, Store, VersionRef};
-use crate::synth::{SynthFormat, SynthOptions};
+use crate::ingest::pipeline::Format;
 
 /// Writes a line to standard output. A closed pipe (`ward datasets | head`) ends the process
 /// quietly with status 141, as SIGPIPE would; any other failure to write is an error exit.
 macro_rules! outln {
     ($($arg:tt)*) => {
-        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+        if let Err(e) = {
+            use std::io::Write as _;
+            writeln!(std::io::stdout(), $($arg)*)
+        } {
             if e.kind() == std::io::ErrorKind::BrokenPipe {
                 std::process::exit(141);
             }
@@ -31,6 +39,14 @@ macro_rules! outln {
         }
     };
 }
+
+// The commands, one file per group; declared after `outln!` so that they can use it.
+mod audit;
+mod features;
+mod ingest;
+mod lookups;
+mod serve;
+mod store;
 
 /// Ward: a feature store for clinical machine learning.
 #[derive(Debug, Parser)]
@@ -120,29 +136,7 @@ pub enum Command {
     Cleanup,
     /// Ingest source files into curated versions (raw kept, bad records quarantined);
     /// prints the curated hashes, one per line.
-    Ingest {
-        /// The input format.
-        #[arg(long, value_enum)]
-        format: Format,
-        /// A TOML mapping for csv, parquet and synthea (docs/mapping.md). Default: Ward's
-        /// curated layout for csv and parquet (mappings/curated.toml), the shipped Synthea
-        /// mapping for synthea.
-        #[arg(long)]
-        mapping: Option<PathBuf>,
-        /// Fail when bad records exceed a count (100) or a share (0.05 or 5%).
-        #[arg(long)]
-        max_bad: Option<String>,
-        /// Zone of source times without one: UTC or a fixed offset such as -05:00.
-        #[arg(long, default_value = "UTC")]
-        zone: String,
-        /// Fail when another writer moves a table's head during this run, instead of merging
-        /// again onto the new head (the default, which never loses either writer's rows).
-        #[arg(long)]
-        no_retry: bool,
-        /// Input files or directories (walked in name order); `.gz` files are decompressed.
-        #[arg(required = true)]
-        paths: Vec<PathBuf>,
-    },
+    Ingest(IngestArgs),
     /// Materialize a feature set into a timeline version; prints its hash.
     Materialize {
         /// The feature repository (TOML, docs/features.md).
@@ -175,39 +169,7 @@ pub enum Command {
         json: bool,
     },
     /// Point-in-time features of entity rows (a training set); prints the training set's hash.
-    Historical {
-        /// The feature set.
-        #[arg(long)]
-        set: String,
-        /// Entity rows: a Parquet or CSV file, or a stored version (b3:HASH, NAME, NAME@TIME)
-        /// with columns patient_id and timestamp (other columns are passed through).
-        #[arg(long)]
-        entities: String,
-        /// Also write the training set to this Parquet file.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// The timeline to read (default: the newest of the set with the same knowledge).
-        #[arg(long, conflicts_with = "features")]
-        timeline: Option<String>,
-        /// Compute the features straight from the latest curated versions with the set of
-        /// this feature repository (TOML) instead of reading a timeline; nothing needs to be
-        /// materialized first (docs/lookups.md, "Straight from curated rows").
-        #[arg(long)]
-        features: Option<PathBuf>,
-        /// Read a timeline materialized as occurred (an explicit opt-out of "as known at t");
-        /// with --features, compute as occurred.
-        #[arg(long)]
-        as_occurred: bool,
-        /// The entity column holding patient ids.
-        #[arg(long, default_value = "patient_id")]
-        patient_column: String,
-        /// The entity column holding the lookup times.
-        #[arg(long, default_value = "timestamp")]
-        time_column: String,
-        /// The training set's version name (default: `training-` and the feature set's name).
-        #[arg(long)]
-        name: Option<String>,
-    },
+    Historical(HistoricalArgs),
     /// As-of join of a wide feature table (the peers' layout, ../shared/peers): for each
     /// entity row, the patient's latest feature row at or before its time, within the TTL.
     Asof {
@@ -292,6 +254,68 @@ pub enum Command {
     },
 }
 
+/// The arguments of `ward ingest`.
+#[derive(Debug, clap::Args)]
+pub struct IngestArgs {
+    /// The input format.
+    #[arg(long, value_enum)]
+    pub format: Format,
+    /// A TOML mapping for csv, parquet and synthea (docs/mapping.md). Default: Ward's
+    /// curated layout for csv and parquet (mappings/curated.toml), the shipped Synthea
+    /// mapping for synthea.
+    #[arg(long)]
+    pub mapping: Option<PathBuf>,
+    /// Fail when bad records exceed a count (100) or a share (0.05 or 5%).
+    #[arg(long)]
+    pub max_bad: Option<String>,
+    /// Zone of source times without one: UTC or a fixed offset such as -05:00.
+    #[arg(long, default_value = "UTC")]
+    pub zone: String,
+    /// Fail when another writer moves a table's head during this run, instead of merging
+    /// again onto the new head (the default, which never loses either writer's rows).
+    #[arg(long)]
+    pub no_retry: bool,
+    /// Input files or directories (walked in name order); `.gz` files are decompressed.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+}
+
+/// The arguments of `ward historical`.
+#[derive(Debug, clap::Args)]
+pub struct HistoricalArgs {
+    /// The feature set.
+    #[arg(long)]
+    pub set: String,
+    /// Entity rows: a Parquet or CSV file, or a stored version (b3:HASH, NAME, NAME@TIME)
+    /// with columns patient_id and timestamp (other columns are passed through).
+    #[arg(long)]
+    pub entities: String,
+    /// Also write the training set to this Parquet file.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// The timeline to read (default: the newest of the set with the same knowledge).
+    #[arg(long, conflicts_with = "features")]
+    pub timeline: Option<String>,
+    /// Compute the features straight from the latest curated versions with the set of
+    /// this feature repository (TOML) instead of reading a timeline; nothing needs to be
+    /// materialized first (docs/lookups.md, "Straight from curated rows").
+    #[arg(long)]
+    pub features: Option<PathBuf>,
+    /// Read a timeline materialized as occurred (an explicit opt-out of "as known at t");
+    /// with --features, compute as occurred.
+    #[arg(long)]
+    pub as_occurred: bool,
+    /// The entity column holding patient ids.
+    #[arg(long, default_value = "patient_id")]
+    pub patient_column: String,
+    /// The entity column holding the lookup times.
+    #[arg(long, default_value = "timestamp")]
+    pub time_column: String,
+    /// The training set's version name (default: `training-` and the feature set's name).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
 /// `ward audit` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
@@ -364,7 +388,7 @@ pub fn main_with(prepare: impl FnOnce(&Cli)) -> ExitCode {
 /// Whatever the command fails with, with context naming what it was doing.
 pub fn run(cli: Cli, clock: SharedClock) -> Result<()> {
     let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = worker_threads(&cli)? {
+    if let Some(n) = serve::worker_threads(&cli)? {
         rt.worker_threads(n);
     }
     let rt = rt
@@ -374,721 +398,65 @@ pub fn run(cli: Cli, clock: SharedClock) -> Result<()> {
     rt.block_on(run_async(cli, clock))
 }
 
-/// The runtime's worker threads a command asks for: `ward serve --threads`, else its
-/// config's `threads`; `None` for the default (one per core).
-fn worker_threads(cli: &Cli) -> Result<Option<usize>> {
-    let Command::Serve {
-        threads, config, ..
-    } = &cli.command
-    else {
-        return Ok(None);
-    };
-    if let Some(n) = *threads {
-        crate::service::config::check_threads(n)
-            .map_err(|reason| crate::error::Error::invalid("--threads", reason))?;
-        return Ok(Some(n));
-    }
-    Ok(match config {
-        Some(path) => crate::service::ServeConfig::load(path)?.threads,
-        None => None,
-    })
-}
-
+/// Runs the parsed command: one function per command, in the file of its group.
 async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
-    let open = || Store::open_existing(&cli.store, clock.clone());
+    let dir = cli.store.as_path();
     match cli.command {
-        Command::Init => {
-            let store = Store::open(&cli.store, clock.clone())?;
-            eprintln!("ward store ready at {}", store.root().display());
-        }
+        Command::Init => store::init(dir, &clock)?,
         Command::Put {
             file,
             name,
             kind,
             labels,
-        } => {
-            let store = Store::open(&cli.store, clock.clone())?;
-            let mut opts = PutOptions::new(name, kind.parse::<Kind>()?);
-            opts.labels = labels.into_iter().collect();
-            let out = store
-                .put_parquet(&file, opts)
-                .await
-                .with_context(|| format!("putting {}", file.display()))?;
-            let m = &out.manifest;
-            eprintln!(
-                "{} {} ({} rows, {} columns, {} bytes stored)",
-                if out.created {
-                    "stored"
-                } else {
-                    "already stored:"
-                },
-                m.name,
-                m.rows,
-                m.schema.len(),
-                m.bytes
-            );
-            outln!("{}", m.hash);
-        }
-        Command::Datasets { kind, name, json } => {
-            let store = open()?;
-            let filter = ListFilter {
-                kind: kind.map(|k| k.parse()).transpose()?,
-                name,
-            };
-            let all = store.list(&filter)?;
-            if json {
-                outln!("{}", serde_json::to_string_pretty(&all)?);
-            } else {
-                for m in &all {
-                    outln!(
-                        "{}  {:<10} {:<24} {:>10} rows  {}",
-                        m.hash,
-                        m.kind,
-                        m.name,
-                        m.rows,
-                        m.created_at.to_rfc3339()
-                    );
-                }
-                eprintln!("{} versions", all.len());
-            }
-        }
-        Command::Show { reference, json } => {
-            let store = open()?;
-            let m = store.resolve(&reference.parse::<VersionRef>()?)?;
-            if json {
-                outln!("{}", serde_json::to_string_pretty(&m)?);
-            } else {
-                print_manifest(&m);
-            }
-        }
-        Command::Verify { reference } => {
-            let store = open()?;
-            let m = store.resolve(&reference.parse::<VersionRef>()?)?;
-            let report = store.verify(&m.hash).await?;
-            eprintln!(
-                "verified {}: {} rows, {} files, manifest sealed",
-                m.name, report.rows, report.files
-            );
-            outln!("{}", report.hash);
-        }
-        Command::Export { reference, out } => {
-            let store = open()?;
-            let m = store.resolve(&reference.parse::<VersionRef>()?)?;
-            // Recorded before the rows are written out (fail closed): the version's hash
-            // names the rows read.
-            let action = if m.labels.contains_key("deidentified") {
-                "historical_deidentified"
-            } else {
-                "historical_identified"
-            };
-            let mut entry = crate::audit::AuditEntry::local("export", action);
-            entry.datasets = vec![m.hash.to_string()];
-            entry.outcome = Some("ok".into());
-            audit_cli_read(&store, entry)?;
-            let rows = store
-                .export_parquet(&m.hash, &out)
-                .await
-                .with_context(|| format!("exporting {} to {}", m.hash, out.display()))?;
-            eprintln!("wrote {rows} rows to {}", out.display());
-            outln!("{}", m.hash);
-        }
-        Command::Tag { name, reference } => {
-            let store = open()?;
-            let m = store.resolve(&reference.parse::<VersionRef>()?)?;
-            store.tag(&name, &m.hash)?;
-            eprintln!("tag {name} -> {}", m.hash);
-            outln!("{}", m.hash);
-        }
-        Command::Cleanup => {
-            let store = open()?;
-            let report = store.cleanup()?;
-            eprintln!(
-                "removed {} leftovers of interrupted writes; {} writes in progress left alone",
-                report.removed.len(),
-                report.in_use.len()
-            );
-        }
-        Command::Ingest {
-            format,
-            mapping,
-            max_bad,
-            zone,
-            no_retry,
-            paths,
-        } => {
-            let store = Store::open(&cli.store, clock.clone())?;
-            let (mapping, mapping_text) = match &mapping {
-                Some(path) => {
-                    let text = std::fs::read_to_string(path)
-                        .with_context(|| format!("reading mapping {}", path.display()))?;
-                    let m = Mapping::from_toml(&text, &path.to_string_lossy())?;
-                    (Some(m), Some(text))
-                }
-                None => (None, None),
-            };
-            let mut context = Context::new(clock.now());
-            context.default_offset = parse_zone(&zone)?;
-            let opts = IngestOptions {
-                format,
-                mapping,
-                mapping_text,
-                max_bad: max_bad.map(|m| m.parse::<MaxBad>()).transpose()?,
-                context,
-                read: Default::default(),
-            };
-            let files = pipeline::expand_paths(&paths)?;
-            let total: u64 = files
-                .iter()
-                .filter_map(|f| std::fs::metadata(f).ok())
-                .map(|m| m.len())
-                .sum();
-            let bar = progress_bar(
-                total,
-                "{spinner} ingest [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}",
-            );
-            bar.set_message(format!("{} files", files.len()));
-            let on_conflict = if no_retry {
-                pipeline::OnConflict::Fail
-            } else {
-                pipeline::OnConflict::Retry
-            };
-            let report =
-                pipeline::ingest_with(&store, &files, &opts, Some(&bar), on_conflict).await?;
-            bar.finish_and_clear();
-            eprintln!(
-                "ingested {} files ({} bytes) as {}; raw kept as {}",
-                report.files,
-                report.bytes,
-                format.as_str(),
-                report.raw
-            );
-            for c in &report.curated {
-                let unchanged = if c.unchanged_rows > 0 {
-                    format!(" ({} re-sent unchanged, not kept)", c.unchanged_rows)
-                } else {
-                    String::new()
-                };
-                eprintln!(
-                    "  {:<13} +{:<8} rows -> {:>9} rows  {}{unchanged}",
-                    c.table, c.parsed_rows, c.total_rows, c.hash
-                );
-            }
-            let skipped: u64 = report.skipped.values().sum();
-            if skipped > 0 {
-                eprintln!("  skipped {skipped} records of kinds Ward does not curate:");
-                for (what, n) in &report.skipped {
-                    eprintln!("    {what:<30} {n}");
-                }
-            }
-            if let Some(q) = report.quarantine {
-                eprintln!("  quarantined {} bad records ({q}):", report.bad_total());
-                for (what, n) in &report.bad {
-                    eprintln!("    {what:<30} {n}");
-                }
-            }
-            for c in &report.curated {
-                outln!("{}", c.hash);
-            }
-        }
+        } => store::put(dir, &clock, file, name, kind, labels).await?,
+        Command::Datasets { kind, name, json } => store::datasets(dir, &clock, kind, name, json)?,
+        Command::Show { reference, json } => store::show(dir, &clock, reference, json)?,
+        Command::Verify { reference } => store::verify(dir, &clock, reference).await?,
+        Command::Export { reference, out } => store::export(dir, &clock, reference, out).await?,
+        Command::Tag { name, reference } => store::tag(dir, &clock, name, reference)?,
+        Command::Cleanup => store::cleanup(dir, &clock)?,
+        Command::Ingest(args) => ingest::ingest(dir, &clock, args).await?,
         Command::Materialize {
             features,
             set,
             as_occurred,
             partition_rows,
-        } => {
-            let store = open()?;
-            let repo = crate::features::FeatureRepo::load(&features)?;
-            let opts = crate::features::MaterializeOptions {
-                knowledge: if as_occurred {
-                    crate::features::Knowledge::AsOccurred
-                } else {
-                    crate::features::Knowledge::AsKnown
-                },
-                partition_rows: partition_rows.max(1),
-                ..Default::default()
-            };
-            let started = std::time::Instant::now();
-            let out = crate::features::materialize(&store, &repo, &set, &opts).await?;
-            let parts = match out.partitions {
-                1 => String::new(),
-                n => format!(", in {n} ranges of patients"),
-            };
-            eprintln!(
-                "materialized {} ({} change points, {} patients{parts}) in {:.1} s from:",
-                out.set,
-                out.rows,
-                out.recomputed,
-                started.elapsed().as_secs_f64()
-            );
-            for (table, hash) in &out.inputs {
-                eprintln!("  {table:<13} {hash}");
-            }
-            eprintln!("  definition    {}", out.definition);
-            outln!("{}", out.hash);
-        }
+        } => features::materialize(dir, &clock, features, set, as_occurred, partition_rows).await?,
         Command::Get {
             set,
             patients,
             as_of,
             json,
-        } => {
-            let store = open()?;
-            let t = match &as_of {
-                Some(s) => crate::store::manifest::parse_time(s)
-                    .with_context(|| format!("--as-of {s:?}: use RFC 3339 or YYYY-MM-DD"))?,
-                None => clock.now(),
-            };
-            let online = crate::lookup::Online::new(store.clone());
-            let answer = online.get(&set, &patients, &[], Some(t)).await;
-            // One record, before anything is printed (fail closed).
-            let mut entry =
-                crate::audit::AuditEntry::local("get", "online_lookup").with_result(&answer);
-            entry.feature_set = Some(set.clone());
-            entry.patients = crate::audit::Patients::Ids(patients.clone());
-            if let Ok(a) = &answer {
-                entry.datasets = vec![a.timeline.to_string()];
-            }
-            audit_cli_read(&store, entry)?;
-            let answer = answer?;
-            print_features(&answer.patients, &answer.timeline, json)?;
-        }
-        Command::Historical {
-            set,
-            entities,
-            out,
-            timeline,
-            features,
-            as_occurred,
-            patient_column,
-            time_column,
-            name,
-        } => {
-            let store = open()?;
-            let path = PathBuf::from(&entities);
-            let source = if path.is_file() {
-                crate::lookup::Entities::Batches(crate::lookup::read_entities(&path)?)
-            } else {
-                crate::lookup::Entities::Stored(entities.parse::<VersionRef>().with_context(
-                    || format!("--entities {entities:?} is neither a file nor a version"),
-                )?)
-            };
-            let mut req = crate::lookup::HistoricalRequest::new(set, source);
-            req.timeline = timeline.map(|t| t.parse::<VersionRef>()).transpose()?;
-            req.knowledge = if as_occurred {
-                crate::features::Knowledge::AsOccurred
-            } else {
-                crate::features::Knowledge::AsKnown
-            };
-            req.patient_column = Some(patient_column.clone());
-            req.time_column = Some(time_column);
-            req.name = name;
-            let started = std::time::Instant::now();
-            let set_name = req.set.clone();
-            let outcome = match features {
-                Some(path) => match crate::features::FeatureRepo::load(&path) {
-                    Ok(repo) => crate::lookup::historical_direct(&store, &repo, req).await,
-                    Err(e) => Err(e),
-                },
-                None => crate::lookup::historical(&store, req).await,
-            };
-            // One record, before the training set is reported or written out (fail closed):
-            // the training set made, its inputs, and its patients as a count and a hash.
-            let mut entry = crate::audit::AuditEntry::local("historical", "historical_identified")
-                .with_result(&outcome);
-            entry.feature_set = Some(set_name);
-            if let Ok(o) = &outcome {
-                entry.training_set = Some(o.hash.to_string());
-                entry.datasets = o
-                    .timeline
-                    .iter()
-                    .chain(o.curated.iter().map(|(_, h)| h))
-                    .chain([&o.entities])
-                    .map(ToString::to_string)
-                    .collect();
-                let (_, rows) = store.read(&o.entities).await?;
-                entry.patients =
-                    crate::audit::Patients::bulk(&column_strings(&rows, &patient_column)?);
-            }
-            audit_cli_read(&store, entry)?;
-            let outcome = outcome?;
-            eprintln!(
-                "training set: {} rows in {:.1} s",
-                outcome.rows,
-                started.elapsed().as_secs_f64()
-            );
-            if let Some(timeline) = outcome.timeline {
-                eprintln!("  timeline      {timeline}");
-            }
-            for (table, hash) in &outcome.curated {
-                eprintln!("  {table:<13} {hash}");
-            }
-            eprintln!("  entity rows   {}", outcome.entities);
-            if let Some(out) = out {
-                store.export_parquet(&outcome.hash, &out).await?;
-                eprintln!("  written to    {}", out.display());
-            }
-            outln!("{}", outcome.hash);
-        }
+        } => lookups::get(dir, &clock, set, patients, as_of, json).await?,
+        Command::Historical(args) => lookups::historical(dir, &clock, args).await?,
         Command::Asof {
             data_dir,
             features,
             entities,
             ttl_days,
             out,
-        } => {
-            let (features, entities) = match (data_dir, features, entities) {
-                (_, Some(f), Some(e)) => (f, e),
-                (Some(d), f, e) => (
-                    f.unwrap_or_else(|| d.join("features.parquet")),
-                    e.unwrap_or_else(|| d.join("entities.parquet")),
-                ),
-                _ => anyhow::bail!("give --data-dir, or --features and --entities"),
-            };
-            if !(ttl_days >= 0.0 && ttl_days.is_finite()) {
-                anyhow::bail!("--ttl-days {ttl_days}: use a number of days >= 0");
-            }
-            let ttl = (ttl_days > 0.0).then(|| (ttl_days * 86_400e6).round() as i64);
-            let (batch, stats) = crate::lookup::asof::asof_join(
-                &features,
-                &entities,
-                ttl,
-                &crate::lookup::asof::AsofColumns::default(),
-            )?;
-            let w = std::time::Instant::now();
-            if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("creating {}", dir.display()))?;
-            }
-            crate::lookup::asof::write_parquet(&batch, &out)?;
-            let write_s = w.elapsed().as_secs_f64();
-            eprintln!(
-                "{} entity rows x {} feature rows ({} buffered): {} matched; load keys {:.3} s, match {:.3} s (sort {:.3} s), load values {:.3} s, assemble {:.3} s, write {:.3} s",
-                stats.rows,
-                stats.feature_rows,
-                stats.buffered,
-                stats.matched,
-                stats.read_keys_s,
-                stats.match_s,
-                stats.sort_s,
-                stats.read_values_s,
-                stats.assemble_s,
-                write_s
-            );
-            // The peers' report lines (../shared/peers/README.md, EXTRA_TOOL). As in their
-            // scripts, the join time excludes decoding the Parquet files (`load_s`) and
-            // writing the output (`write_s`); the sort is part of Ward's join.
-            let join_s = stats.join_s();
-            outln!("join seconds: {join_s:.3}");
-            let rss = crate::lookup::asof::peak_rss_mib();
-            if let Some(mib) = rss {
-                outln!("peak RSS MiB: {mib:.1}");
-            }
-            let round = |s: f64| (s * 1000.0).round() / 1000.0;
-            outln!(
-                "RESULT {}",
-                serde_json::json!({
-                    "tool": "ward",
-                    "ttl_days": ttl_days,
-                    "rows_out": stats.rows,
-                    "load_s": round(stats.load_s()),
-                    "join_s": round(join_s),
-                    "write_s": round(write_s),
-                    "peak_rss_mib": rss,
-                })
-            );
-        }
-        Command::Rebuild { reference } => {
-            let store = open()?;
-            let m = store.resolve(&reference.parse::<VersionRef>()?)?;
-            let hash = match m.kind {
-                Kind::Timeline => crate::features::rebuild(&store, &m.hash).await?,
-                Kind::Training => crate::lookup::rebuild(&store, &m.hash).await?,
-                other => anyhow::bail!(
-                    "{}: rebuilding {other} versions is not supported yet (timelines are)",
-                    m.hash
-                ),
-            };
-            eprintln!("rebuilt {} from its lineage: same hash", m.name);
-            outln!("{hash}");
-        }
+        } => lookups::asof(data_dir, features, entities, ttl_days, out)?,
+        Command::Rebuild { reference } => store::rebuild(dir, &clock, reference).await?,
         Command::Serve {
             addr,
             config,
             insecure,
             threads: _,
-        } => {
-            crate::service::run(&cli.store, addr, config.as_deref(), insecure, clock.clone())
-                .await?;
-        }
+        } => serve::serve(dir, &clock, addr, config, insecure).await?,
         Command::Demo {
             patients,
             seed,
             addr,
             no_serve,
             insecure,
-        } => {
-            if !no_serve {
-                crate::demo::exposure(addr, insecure)?;
-            }
-            let store = Store::open(&cli.store, clock.clone())?;
-            let work = tempfile::tempdir().context("creating a scratch directory")?;
-            let bar = progress_bar(
-                patients,
-                "{spinner} demo: generating [{bar:30}] {pos}/{len} patients",
-            );
-            let opts = crate::demo::DemoOptions { patients, seed };
-            let started = std::time::Instant::now();
-            let report = crate::demo::run(&store, work.path(), &opts, Some(&bar)).await?;
-            bar.finish_and_clear();
-            eprintln!(
-                "demo: {} synthetic patients as FHIR R4 Bulk NDJSON ({} MB), ingested into {} in {:.1} s",
-                report.patients,
-                report.source_bytes / 1_000_000,
-                store.root().display(),
-                started.elapsed().as_secs_f64()
-            );
-            eprintln!("  raw input kept as {}", report.ingest.raw);
-            for c in &report.ingest.curated {
-                eprintln!("  {:<13} {:>9} rows  {}", c.table, c.total_rows, c.hash);
-            }
-            for t in &report.timelines {
-                eprintln!(
-                    "  timeline {:<20} {:>6} change points  {}",
-                    t.set, t.rows, t.hash
-                );
-            }
-            eprintln!(
-                "  {} versions verified from storage (hash recomputed, file digests checked)",
-                report.verified.len()
-            );
-            eprintln!("next:");
-            eprintln!("  ward --store {} datasets", store.root().display());
-            eprintln!("  ward --store {} show encounters", store.root().display());
-            eprintln!(
-                "  ward --store {} export encounters encounters.parquet",
-                store.root().display()
-            );
-            eprintln!(
-                "  python3 examples/python/verify_hash.py encounters.parquet --expect <hash above>"
-            );
-            for c in &report.ingest.curated {
-                outln!("{}", c.hash);
-            }
-            if !no_serve {
-                crate::demo::serve(store, addr, insecure).await?;
-            }
-        }
-        Command::Audit { command } => run_audit(command, &cli.store)?,
+        } => serve::demo(dir, &clock, patients, seed, addr, no_serve, insecure).await?,
+        Command::Audit { command } => audit::run(command, dir)?,
         Command::Synth {
             patients,
             seed,
             format,
             out,
-        } => {
-            let format = SynthFormat::ALL
-                .into_iter()
-                .find(|f| f.name() == format)
-                .with_context(|| {
-                    format!("--format {format:?}: use parquet, csv, synthea, fhir-ndjson or hl7v2")
-                })?;
-            let opts = SynthOptions {
-                patients,
-                seed,
-                ..SynthOptions::default()
-            };
-            let bar = progress_bar(
-                patients,
-                "{spinner} synth [{bar:30}] {pos}/{len} patients {per_sec} eta {eta}",
-            );
-            let summary = crate::synth::write(&opts, format, &out, Some(&bar))?;
-            bar.finish_and_clear();
-            eprintln!(
-                "wrote {} patients as {} to {} ({} files, {} bytes)",
-                summary.patients,
-                format.name(),
-                out.display(),
-                summary.files.len(),
-                summary.bytes
-            );
-            for (table, rows) in &summary.rows {
-                eprintln!("  {:<13} {rows} rows", table.name());
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Records a command-line read of patient data in the store's audit trail (principal
-/// `local:<user>`, synced before this returns), so that the command's output never leaves
-/// without its record.
-fn audit_cli_read(store: &Store, entry: crate::audit::AuditEntry) -> Result<()> {
-    let dir = store.root().join("audit");
-    let log = crate::audit::AuditLog::open(
-        &dir,
-        store.clock().clone(),
-        crate::audit::AuditOptions {
-            durability: crate::audit::Durability::Sync,
-            ..crate::audit::AuditOptions::default()
-        },
-    )
-    .with_context(|| format!("opening the audit trail {}", dir.display()))?;
-    log.append(entry)
-        .with_context(|| format!("recording this read in the audit trail {}", dir.display()))?;
-    Ok(())
-}
-
-/// The values of text (or integer) column `name` across `batches`, as strings.
-fn column_strings(batches: &[arrow::array::RecordBatch], name: &str) -> Result<Vec<String>> {
-    use arrow::array::AsArray as _;
-    let mut out = Vec::new();
-    for b in batches {
-        let col = b
-            .column_by_name(name)
-            .with_context(|| format!("the entity rows have no column {name:?}"))?;
-        let col = arrow::compute::cast(col, &arrow::datatypes::DataType::Utf8)?;
-        out.extend(col.as_string::<i32>().iter().flatten().map(str::to_string));
-    }
-    Ok(out)
-}
-
-fn run_audit(command: AuditCommand, store: &std::path::Path) -> Result<()> {
-    let default_dir = || store.join("audit");
-    match command {
-        AuditCommand::Verify { dir } => {
-            let dir = dir.unwrap_or_else(default_dir);
-            let r = crate::audit::verify(&dir)?;
-            for t in &r.recovered {
-                eprintln!(
-                    "audit trail {}: a torn last line was sealed: {t}; its text: {:?}",
-                    dir.display(),
-                    t.text
-                );
-            }
-            if let Some(p) = &r.problem {
-                anyhow::bail!(
-                    "audit trail {}: {p} ({} records verified before it)",
-                    dir.display(),
-                    r.records
-                );
-            }
-            eprintln!(
-                "audit trail {}: {} records in {} files verified; HEAD at seq {} ({} records after it, not yet flushed when HEAD was written)",
-                dir.display(),
-                r.records,
-                r.files,
-                r.head_seq.map_or("-".to_string(), |s| s.to_string()),
-                r.after_head
-            );
-        }
-        AuditCommand::Query {
-            patient,
-            principal,
-            from,
-            to,
-            dir,
-            json,
-        } => {
-            let dir = dir.unwrap_or_else(default_dir);
-            let time = |flag: &str, v: Option<String>| -> Result<_> {
-                v.map(|s| {
-                    crate::store::manifest::parse_time(&s)
-                        .with_context(|| format!("{flag} {s:?}: use RFC 3339 or YYYY-MM-DD"))
-                })
-                .transpose()
-            };
-            let filter = crate::audit::QueryFilter {
-                patient: patient.clone(),
-                principal,
-                from: time("--from", from)?,
-                to: time("--to", to)?,
-                limit: None,
-            };
-            let found = crate::audit::search(&dir, &filter)?;
-            for a in &found {
-                let r = &a.record;
-                if json {
-                    outln!("{}", serde_json::to_string(r)?);
-                } else {
-                    outln!(
-                        "{}  {:<20} {:<24} {:<22} {:<44} {:<7} {}",
-                        r.time.to_rfc3339(),
-                        r.principal.as_deref().unwrap_or("(unauthenticated)"),
-                        r.roles.join(","),
-                        r.client.as_deref().unwrap_or("-"),
-                        r.rpc,
-                        match r.decision {
-                            crate::audit::Outcome::Allowed => "allowed",
-                            crate::audit::Outcome::Denied => "denied",
-                            crate::audit::Outcome::System => "system",
-                        },
-                        r.reason
-                    );
-                }
-            }
-            match &patient {
-                Some(p) => eprintln!("{} records name patient {p}", found.len()),
-                None => eprintln!("{} records match", found.len()),
-            }
-        }
-    }
-    Ok(())
-}
-
-fn print_features(
-    rows: &[crate::features::PatientFeatures],
-    timeline: &crate::hash::ContentHash,
-    json: bool,
-) -> Result<()> {
-    use crate::features::{Status, Value};
-    let status = |s: Status| match s {
-        Status::Present => "present",
-        Status::NoData => "no_data",
-        Status::OutsideTtl => "outside_ttl",
-    };
-    if json {
-        let out: Vec<serde_json::Value> = rows
-            .iter()
-            .map(|r| {
-                let features: serde_json::Map<String, serde_json::Value> = r
-                    .values
-                    .iter()
-                    .map(|(name, v)| {
-                        let value = match &v.value {
-                            Some(Value::Num(x)) => serde_json::json!(x),
-                            Some(Value::Text(s)) => serde_json::json!(s),
-                            None => serde_json::Value::Null,
-                        };
-                        (
-                            name.clone(),
-                            serde_json::json!({ "value": value, "status": status(v.status) }),
-                        )
-                    })
-                    .collect();
-                serde_json::json!({
-                    "patient_id": r.patient_id,
-                    "at": r.at.to_rfc3339(),
-                    "timeline": timeline.to_string(),
-                    "features": features,
-                })
-            })
-            .collect();
-        outln!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(());
-    }
-    for r in rows {
-        outln!(
-            "{} at {} (timeline {timeline})",
-            r.patient_id,
-            r.at.to_rfc3339()
-        );
-        for (name, v) in &r.values {
-            let value = match &v.value {
-                Some(Value::Num(x)) => format!("{x}"),
-                Some(Value::Text(s)) => s.clone(),
-                None => "-".into(),
-            };
-            outln!("  {name:<32} {value:<24} {}", status(v.status));
-        }
+        } => ingest::synth(patients, seed, format, out)?,
     }
     Ok(())
 }
@@ -1102,42 +470,4 @@ fn progress_bar(len: u64, template: &str) -> indicatif::ProgressBar {
         bar.set_style(style.progress_chars("=> "));
     }
     bar
-}
-
-/// `UTC` or a fixed offset `+hh:mm` / `-hh:mm`.
-fn parse_zone(zone: &str) -> Result<chrono::FixedOffset> {
-    if zone.eq_ignore_ascii_case("utc") || zone == "Z" {
-        return chrono::FixedOffset::east_opt(0).context("zero offset");
-    }
-    let t = format!("2000-01-01T00:00:00{zone}");
-    chrono::DateTime::parse_from_rfc3339(&t)
-        .map(|d| *d.offset())
-        .with_context(|| format!("--zone {zone:?}: use UTC or an offset such as -05:00"))
-}
-
-fn print_manifest(m: &Manifest) {
-    outln!("hash:        {}", m.hash);
-    outln!("name:        {}", m.name);
-    outln!("kind:        {}", m.kind);
-    outln!("rows:        {}", m.rows);
-    outln!("bytes:       {}", m.bytes);
-    outln!("created_at:  {}", m.created_at.to_rfc3339());
-    outln!("ward:        {}", m.ward_version);
-    outln!("schema:");
-    for c in &m.schema {
-        let null = if c.nullable { "" } else { " not null" };
-        outln!("  {:<24} {}{}", c.name, c.data_type, null);
-    }
-    if !m.lineage.inputs.is_empty() || m.lineage.definition.is_some() {
-        outln!("lineage:");
-        for i in &m.lineage.inputs {
-            outln!("  input      {i}");
-        }
-        if let Some(d) = &m.lineage.definition {
-            outln!("  definition {d}");
-        }
-    }
-    for (k, v) in &m.labels {
-        outln!("label:       {k}={v}");
-    }
 }

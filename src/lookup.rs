@@ -557,10 +557,105 @@ pub fn historical_batches(
 /// [`Error::NotFound`] for an unknown set, timeline or entity version;
 /// [`Error::InvalidArgument`] naming a bad entity row or column; store errors.
 pub async fn historical(store: &Store, req: HistoricalRequest) -> Result<HistoricalOutcome> {
+    historical_from(store, req, None).await
+}
+
+/// A historical request whose named versions are resolved ([`resolve_historical`]): what a
+/// caller records before the lookup runs (the versions the request names, the patients of
+/// its entity rows, the training set's name), then runs with [`historical_resolved`]. The
+/// entity rows are read once: [`ResolvedHistorical::patients`] keeps the rows it reads for
+/// the lookup.
+#[derive(Debug, Clone)]
+pub struct ResolvedHistorical {
+    request: HistoricalRequest,
+    /// The stored entity rows, once read (their version and rows).
+    read: Option<(ContentHash, Vec<RecordBatch>)>,
+    /// The timeline the request names, if it names one.
+    pub timeline: Option<ContentHash>,
+    /// The stored entity rows' version, if the request names one.
+    pub stored_entities: Option<ContentHash>,
+    /// The training set's version name (the request's, or `training-<set>`).
+    pub name: String,
+}
+
+/// Resolves the versions `req` names (its timeline, its stored entity rows).
+///
+/// # Errors
+/// [`Error::NotFound`] for an unknown version.
+pub fn resolve_historical(store: &Store, req: HistoricalRequest) -> Result<ResolvedHistorical> {
+    let timeline = match &req.timeline {
+        Some(r) => Some(store.resolve(r)?.hash),
+        None => None,
+    };
+    let stored_entities = match &req.entities {
+        Entities::Stored(r) => Some(store.resolve(r)?.hash),
+        Entities::Batches(_) => None,
+    };
+    let name = req.name.clone().unwrap_or_else(|| training_name(&req.set));
+    Ok(ResolvedHistorical {
+        request: req,
+        read: None,
+        timeline,
+        stored_entities,
+        name,
+    })
+}
+
+impl ResolvedHistorical {
+    /// The patient ids of the entity rows, in row order. Stored rows are read here and kept
+    /// for [`historical_resolved`].
+    ///
+    /// # Errors
+    /// [`Error::BadInput`] when the entity rows have no patient column; store errors.
+    pub async fn patients(&mut self, store: &Store) -> Result<Vec<String>> {
+        if let (Some(hash), None) = (self.stored_entities, &self.read) {
+            self.read = Some((hash, store.read(&hash).await?.1));
+        }
+        let column = self
+            .request
+            .patient_column
+            .clone()
+            .unwrap_or_else(|| PATIENT_COLUMN.to_string());
+        let batches: &[RecordBatch] = match (&self.request.entities, &self.read) {
+            (_, Some((_, rows))) => rows,
+            (Entities::Batches(b), None) => b,
+            (Entities::Stored(_), None) => &[],
+        };
+        let mut ids = Vec::new();
+        for (bi, b) in batches.iter().enumerate() {
+            let col = b.column_by_name(&column).ok_or_else(|| Error::BadInput {
+                location: format!("entities batch {bi}"),
+                field: column.clone(),
+                reason: "no such column: the entity rows need patient ids".into(),
+            })?;
+            let col = arrow::compute::cast(col, &DataType::Utf8)?;
+            ids.extend(col.as_string::<i32>().iter().flatten().map(str::to_string));
+        }
+        Ok(ids)
+    }
+}
+
+/// [`historical`] of a resolved request: the entity rows it read are not read again.
+///
+/// # Errors
+/// As [`historical`].
+pub async fn historical_resolved(
+    store: &Store,
+    resolved: ResolvedHistorical,
+) -> Result<HistoricalOutcome> {
+    historical_from(store, resolved.request, resolved.read).await
+}
+
+/// [`historical`], with the stored entity rows already `read` if given.
+async fn historical_from(
+    store: &Store,
+    req: HistoricalRequest,
+    read: Option<(ContentHash, Vec<RecordBatch>)>,
+) -> Result<HistoricalOutcome> {
     let tm = choose_timeline(store, &req.set, req.timeline.as_ref(), req.knowledge)?;
     let (set, index) = features::load_index(store, &tm.hash).await?;
     let (entities_hash, batches, params, name) =
-        prepare_request(store, req, &set, OP_TIMELINE, Vec::new(), None).await?;
+        prepare_request(store, req, &set, OP_TIMELINE, Vec::new(), None, read).await?;
     store_training(
         store,
         &set,
@@ -584,19 +679,25 @@ async fn prepare_request(
     op: &str,
     tables: Vec<String>,
     definition: Option<String>,
+    read: Option<(ContentHash, Vec<RecordBatch>)>,
 ) -> Result<(ContentHash, Vec<RecordBatch>, Params, String)> {
     let patient_column = req
         .patient_column
         .unwrap_or_else(|| PATIENT_COLUMN.to_string());
     let time_column = req.time_column.unwrap_or_else(|| TIME_COLUMN.to_string());
-    let (entities, batches) = stored_entities(
-        store,
-        req.entities,
-        &set.name,
-        &patient_column,
-        &time_column,
-    )
-    .await?;
+    let (entities, batches) = match read {
+        Some(read) => read,
+        None => {
+            stored_entities(
+                store,
+                req.entities,
+                &set.name,
+                &patient_column,
+                &time_column,
+            )
+            .await?
+        }
+    };
     // A training set is a research export: patients who opted out of research, as known
     // now, are left out (the stored entity rows stay as given; the lineage says what left).
     let (batches, consent) =
@@ -677,7 +778,7 @@ pub async fn historical_direct(
     let tables = refs.iter().map(|(t, _)| t.clone()).collect();
     let definition = Some(set.canonical_json());
     let (entities_hash, batches, params, name) =
-        prepare_request(store, req, set, OP_DIRECT, tables, definition).await?;
+        prepare_request(store, req, set, OP_DIRECT, tables, definition, None).await?;
     store_direct(
         store,
         set,

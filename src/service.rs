@@ -1,8 +1,12 @@
 //! The gRPC service (`ward serve`): Ward's contract in `proto/ward/v1`, Arrow Flight, health
 //! and reflection, on one port.
 //!
-//! - [`proto`]: the generated messages, servers and clients.
-//! - `datasets`, `ingest`, `features`: the `ward.v1` services over one [`Store`].
+//! - `proto`: the generated messages and servers (crate-private: clients generate their own).
+//! - `datasets`, `ingest`, `features`: the `ward.v1` services over one [`Store`]; each handler
+//!   converts the request, authorizes it (through the gate), calls the library and converts
+//!   the answer back.
+//! - `convert`: every conversion between the wire (messages, Arrow IPC, Flight descriptors)
+//!   and the library's types.
 //! - `flight`: Arrow Flight (DoGet, DoPut, ListFlights, GetFlightInfo, GetSchema).
 //! - `audit_query`: `ward.v1.Audit`, the audit trail for privacy officers (`audit_read`).
 //! - [`gate`]: the one place every call passes before its handler; the default admits all,
@@ -19,13 +23,14 @@
 
 mod audit_query;
 pub mod config;
+mod convert;
 mod datasets;
 mod features;
 mod flight;
 pub mod gate;
 mod ingest;
 mod jobs;
-pub mod proto;
+pub(crate) mod proto;
 pub mod secure;
 mod status;
 pub mod tls_serve;

@@ -2,10 +2,11 @@
 
 use tonic::{Request, Response, Status};
 
+use super::convert;
 use super::proto::{self, datasets_server::Datasets};
 use super::{parse_ref, State};
 use crate::error::{Error, Result};
-use crate::store::{ListFilter, Manifest};
+use crate::store::ListFilter;
 
 /// The Datasets service over the server's store.
 #[derive(Debug, Clone)]
@@ -13,64 +14,11 @@ pub(crate) struct DatasetsService {
     pub(crate) state: State,
 }
 
-/// A manifest as the protocol carries it.
-pub(crate) fn manifest_to_proto(m: &Manifest) -> proto::Manifest {
-    proto::Manifest {
-        hash: m.hash.to_string(),
-        name: m.name.clone(),
-        kind: m.kind.to_string(),
-        rows: m.rows,
-        bytes: m.bytes,
-        created_at: m
-            .created_at
-            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        ward_version: m.ward_version.clone(),
-        columns: m
-            .schema
-            .iter()
-            .map(|c| proto::Column {
-                name: c.name.clone(),
-                data_type: c.data_type.clone(),
-                nullable: c.nullable,
-            })
-            .collect(),
-        lineage: Some(proto::Lineage {
-            inputs: m.lineage.inputs.iter().map(|h| h.to_string()).collect(),
-            definition: m
-                .lineage
-                .definition
-                .map(|d| d.to_string())
-                .unwrap_or_default(),
-            params_json: if m.lineage.params.is_null() {
-                String::new()
-            } else {
-                m.lineage.params.to_string()
-            },
-        }),
-        labels: m
-            .labels
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-    }
-}
-
 impl DatasetsService {
     fn list(&self, req: &proto::ListDatasetsRequest) -> Result<proto::ListDatasetsResponse> {
-        let filter = ListFilter {
-            kind: if req.kind.is_empty() {
-                None
-            } else {
-                Some(req.kind.parse().map_err(|e: Error| match e {
-                    Error::InvalidArgument { reason, .. } => Error::invalid("kind", reason),
-                    e => e,
-                })?)
-            },
-            name: (!req.name.is_empty()).then(|| req.name.clone()),
-        };
-        let all = self.state.store.list(&filter)?;
+        let all = self.state.store.list(&ListFilter::try_from(req)?)?;
         Ok(proto::ListDatasetsResponse {
-            datasets: all.iter().map(manifest_to_proto).collect(),
+            datasets: all.iter().map(proto::Manifest::from).collect(),
         })
     }
 
@@ -84,20 +32,8 @@ impl DatasetsService {
             .run(async move { store.verify(&hash).await })
             .await
         {
-            Ok(report) => Ok(proto::VerifyDatasetResponse {
-                hash: report.hash.to_string(),
-                ok: true,
-                rows: report.rows,
-                files: report.files as u64,
-                problem: String::new(),
-            }),
-            Err(Error::Corrupt { what, .. }) => Ok(proto::VerifyDatasetResponse {
-                hash: m.hash.to_string(),
-                ok: false,
-                rows: 0,
-                files: m.files.len() as u64,
-                problem: what,
-            }),
+            Ok(report) => Ok((&report).into()),
+            Err(Error::Corrupt { what, .. }) => Ok(convert::verify_failed(&m, what)),
             Err(e) => Err(e),
         }
     }
@@ -118,7 +54,7 @@ impl Datasets for DatasetsService {
     ) -> Result<Response<proto::Manifest>, Status> {
         let r = parse_ref("ref", &request.get_ref().r#ref)?;
         let m = self.state.store.resolve(&r)?;
-        Ok(Response::new(manifest_to_proto(&m)))
+        Ok(Response::new((&m).into()))
     }
 
     async fn verify_dataset(

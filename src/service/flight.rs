@@ -20,19 +20,19 @@ use arrow::ipc::writer::IpcWriteOptions;
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
-use arrow_flight::flight_descriptor::DescriptorType;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::{
-    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaAsIpc, SchemaResult, Ticket,
 };
 use futures::{Stream, StreamExt as _, TryStreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
 
+use super::convert;
 use super::gate::Admission;
 use super::{parse_ref, secure, version_stream, State};
 use crate::error::{Error, Result};
-use crate::store::{Kind, ListFilter, Manifest, PutOptions};
+use crate::store::{Kind, Manifest, PutOptions};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = std::result::Result<T, Status>> + Send + 'static>>;
 
@@ -56,73 +56,14 @@ fn unimplemented(call: &str) -> Status {
     ))
 }
 
-/// The reference a descriptor names.
-fn descriptor_ref(d: &FlightDescriptor) -> Result<String> {
-    match DescriptorType::try_from(d.r#type) {
-        Ok(DescriptorType::Path) => match d.path.as_slice() {
-            [one] => Ok(one.clone()),
-            other => Err(Error::invalid(
-                "descriptor.path",
-                format!(
-                    "{} elements: give one, a dataset reference (b3:HASH, NAME, NAME@TIME)",
-                    other.len()
-                ),
-            )),
-        },
-        Ok(DescriptorType::Cmd) => std::str::from_utf8(&d.cmd)
-            .map(str::to_string)
-            .map_err(|_| Error::invalid("descriptor.cmd", "not UTF-8: give a dataset reference")),
-        _ => Err(Error::invalid(
-            "descriptor.type",
-            "use PATH (one element) or CMD holding a dataset reference",
-        )),
-    }
-}
-
 impl Flight {
     async fn info(&self, m: &Manifest) -> Result<FlightInfo> {
         let ds = self.state.store.dataset(&m.hash).await?;
-        let schema = Schema::from(ds.schema());
-        let hash = m.hash.to_string();
-        let meta = serde_json::json!({
-            "name": m.name,
-            "kind": m.kind.as_str(),
-            "created_at": m.created_at.to_rfc3339(),
-        });
-        FlightInfo::new()
-            .try_with_schema(&schema)
-            .map_err(Error::Arrow)
-            .map(|info| {
-                info.with_descriptor(FlightDescriptor::new_path(vec![hash.clone()]))
-                    .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(hash)))
-                    .with_total_records(i64::try_from(m.rows).unwrap_or(i64::MAX))
-                    .with_total_bytes(i64::try_from(m.bytes).unwrap_or(i64::MAX))
-                    .with_ordered(true)
-                    .with_app_metadata(meta.to_string())
-            })
+        convert::flight_info(m, &Schema::from(ds.schema()))
     }
 
     fn resolve(&self, field: &str, reference: &str) -> Result<Manifest> {
         self.state.store.resolve(&parse_ref(field, reference)?)
-    }
-
-    fn filter(criteria: &[u8]) -> Result<ListFilter> {
-        let text =
-            std::str::from_utf8(criteria).map_err(|_| Error::invalid("criteria", "not UTF-8"))?;
-        let mut filter = ListFilter::default();
-        for part in text.split([',', ' ', '\n', '\t']).filter(|p| !p.is_empty()) {
-            match part.split_once('=') {
-                Some(("kind", k)) => filter.kind = Some(k.parse()?),
-                Some(("name", n)) => filter.name = Some(n.to_string()),
-                _ => {
-                    return Err(Error::invalid(
-                        "criteria",
-                        format!("{part:?}: give kind=KIND and/or name=NAME (or nothing for all)"),
-                    ))
-                }
-            }
-        }
-        Ok(filter)
     }
 
     async fn put(&self, stream: Streaming<FlightData>) -> std::result::Result<String, Status> {
@@ -310,7 +251,7 @@ impl FlightService for Flight {
         &self,
         request: Request<Criteria>,
     ) -> std::result::Result<Response<Self::ListFlightsStream>, Status> {
-        let filter = Self::filter(&request.get_ref().expression)?;
+        let filter = convert::flight_filter(&request.get_ref().expression)?;
         let all = self.state.store.list(&filter)?;
         let mut infos = Vec::with_capacity(all.len());
         for m in &all {
@@ -323,7 +264,7 @@ impl FlightService for Flight {
         &self,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
-        let reference = descriptor_ref(request.get_ref())?;
+        let reference = convert::descriptor_ref(request.get_ref())?;
         let m = self.resolve("descriptor", &reference)?;
         Ok(Response::new(self.info(&m).await?))
     }
@@ -339,7 +280,7 @@ impl FlightService for Flight {
         &self,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<SchemaResult>, Status> {
-        let reference = descriptor_ref(request.get_ref())?;
+        let reference = convert::descriptor_ref(request.get_ref())?;
         let m = self.resolve("descriptor", &reference)?;
         let ds = self.state.store.dataset(&m.hash).await?;
         let schema = Schema::from(ds.schema());

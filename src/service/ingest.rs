@@ -2,131 +2,19 @@
 
 use std::path::PathBuf;
 
-use clap::ValueEnum as _;
 use tokio::io::AsyncWriteExt as _;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::convert::ingest_options;
 use super::proto::{self, ingest_server::Ingest, ingest_upload_request::Part};
 use super::State;
 use crate::error::{Error, Result};
-use crate::ingest::mapping::Mapping;
-use crate::ingest::pipeline::{self, Format, IngestOptions, IngestReport, MaxBad};
-use crate::ingest::read::ReadPolicy;
-use crate::ingest::Context;
+use crate::ingest::pipeline;
 
 /// The Ingest service over the server's store.
 #[derive(Debug, Clone)]
 pub(crate) struct IngestService {
     pub(crate) state: State,
-}
-
-/// The pipeline's options from the request's, with `field` naming where they were; `read`
-/// says what the run may read.
-fn options(
-    o: Option<&proto::IngestOptions>,
-    field: &str,
-    state: &State,
-    read: &ReadPolicy,
-) -> Result<IngestOptions> {
-    let o = o.ok_or_else(|| {
-        Error::invalid(
-            field,
-            "missing: give at least the format (csv, parquet, synthea, fhir, fhir-ndjson, hl7v2)",
-        )
-    })?;
-    let names: Vec<&str> = Format::value_variants()
-        .iter()
-        .map(|f| f.as_str())
-        .collect();
-    let format = Format::value_variants()
-        .iter()
-        .copied()
-        .find(|f| f.as_str() == o.format)
-        .ok_or_else(|| {
-            Error::invalid(
-                format!("{field}.format"),
-                format!("{:?} is not one of {}", o.format, names.join(", ")),
-            )
-        })?;
-    if !o.source_system.is_empty() {
-        return Err(Error::invalid(
-            format!("{field}.source_system"),
-            "must be empty: Ward records each input file's name as the source system",
-        ));
-    }
-    let (mapping, mapping_text) = if o.mapping_toml.is_empty() {
-        (None, None)
-    } else {
-        let m = Mapping::from_toml(&o.mapping_toml, &format!("{field}.mapping_toml"))?;
-        (Some(m), Some(o.mapping_toml.clone()))
-    };
-    let max_bad = if o.max_bad.is_empty() {
-        None
-    } else {
-        Some(o.max_bad.parse::<MaxBad>().map_err(|_| {
-            Error::invalid(
-                format!("{field}.max_bad"),
-                format!(
-                    "{:?}: give a count (100) or a share (0.05 or 5%)",
-                    o.max_bad
-                ),
-            )
-        })?)
-    };
-    let mut context = Context::new(state.store.clock().now());
-    if !o.zone.is_empty() {
-        context.default_offset = parse_zone(&o.zone).ok_or_else(|| {
-            Error::invalid(
-                format!("{field}.zone"),
-                format!("{:?}: use UTC or a fixed offset such as -05:00", o.zone),
-            )
-        })?;
-    }
-    Ok(IngestOptions {
-        format,
-        mapping,
-        mapping_text,
-        max_bad,
-        context,
-        read: read.clone(),
-    })
-}
-
-/// `UTC`/`Z` or a fixed offset `+hh:mm` / `-hh:mm`.
-fn parse_zone(zone: &str) -> Option<chrono::FixedOffset> {
-    if zone.eq_ignore_ascii_case("utc") || zone == "Z" {
-        return chrono::FixedOffset::east_opt(0);
-    }
-    chrono::DateTime::parse_from_rfc3339(&format!("2000-01-01T00:00:00{zone}"))
-        .ok()
-        .map(|d| *d.offset())
-}
-
-fn response(report: &IngestReport) -> proto::IngestResponse {
-    proto::IngestResponse {
-        raw_hash: report.raw.to_string(),
-        curated: report
-            .curated
-            .iter()
-            .map(|c| proto::CuratedVersion {
-                table: c.table.clone(),
-                hash: c.hash.to_string(),
-                rows: c.total_rows,
-                parsed_rows: c.parsed_rows,
-            })
-            .collect(),
-        quarantine_hash: report.quarantine.map(|h| h.to_string()).unwrap_or_default(),
-        records: report.curated.iter().map(|c| c.parsed_rows).sum(),
-        bad_records: report.bad_total(),
-        bad_by_reason: report.bad.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-        skipped: report
-            .skipped
-            .iter()
-            .map(|(k, v)| (k.clone(), *v))
-            .collect(),
-        files: report.files as u64,
-        bytes: report.bytes,
-    }
 }
 
 /// A file name that cannot leave the upload folder.
@@ -156,7 +44,12 @@ impl IngestService {
                 "refused: the server has no ingest roots; set [ingest] roots in its configuration to the folders it may read, or send the file with IngestUpload",
             ));
         }
-        let opts = options(req.options.as_ref(), "options", &self.state, read)?;
+        let opts = ingest_options(
+            req.options.as_ref(),
+            "options",
+            self.state.store.clock().now(),
+            read,
+        )?;
         if req.paths.is_empty() {
             return Err(Error::invalid("paths", "empty: give files or directories"));
         }
@@ -168,7 +61,7 @@ impl IngestService {
             .jobs
             .run(async move { pipeline::ingest(&store, &paths, &opts, None).await })
             .await?;
-        Ok(response(&report))
+        Ok((&report).into())
     }
 
     async fn upload(
@@ -193,10 +86,10 @@ impl IngestService {
             }
         };
         check_file_name(&header.file_name)?;
-        let opts = options(
+        let opts = ingest_options(
             header.options.as_ref(),
             "header.options",
-            &self.state,
+            self.state.store.clock().now(),
             &self.state.ingest_upload,
         )?;
         let dir = tempfile::Builder::new()
@@ -258,7 +151,7 @@ impl IngestService {
                 report
             })
             .await?;
-        Ok(response(&report))
+        Ok((&report).into())
     }
 }
 
@@ -299,10 +192,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn zones_and_names() {
-        assert_eq!(parse_zone("UTC").unwrap().local_minus_utc(), 0);
-        assert_eq!(parse_zone("-05:00").unwrap().local_minus_utc(), -5 * 3600);
-        assert!(parse_zone("EST").is_none());
+    fn file_names() {
         assert!(check_file_name("adt.hl7").is_ok());
         for bad in ["", "../x", "a/b", ".hidden", "a\\b"] {
             assert!(check_file_name(bad).is_err(), "{bad:?}");

@@ -11,13 +11,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
+use crate::common::proto::{self, ingest_client::IngestClient, ingest_upload_request::Part};
 use tokio::sync::oneshot;
 use ward::clock::ManualClock;
 use ward::curated::Table;
 use ward::features::FeatureRepo;
 use ward::ingest::pipeline::{self, Format, IngestOptions};
 use ward::ingest::Context;
-use ward::service::proto::{self, ingest_client::IngestClient, ingest_upload_request::Part};
 use ward::service::{ServeConfig, Server};
 use ward::store::{Store, VersionRef};
 use ward::synth::{SynthFormat, SynthOptions};

@@ -694,7 +694,7 @@ async fn curated_layout_consent_and_direct_exports() {
 /// lookup of the same patient (care) is answered as before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_service_reports_the_consent_and_leaves_online_alone() {
-    use ward::service::proto::{self, features_client::FeaturesClient};
+    use crate::common::proto::{self, features_client::FeaturesClient};
     let dir = tempfile::tempdir().unwrap();
     let (store, clock, [a, b, c]) = setup(dir.path()).await;
     let v = ingest_consents(

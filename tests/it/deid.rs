@@ -442,11 +442,11 @@ mod attack {
     use tonic::transport::Channel;
     use tonic::Code;
 
+    use crate::common::proto::{self, features_client::FeaturesClient};
     use ward::clock::{Clock as _, ManualClock, SharedClock};
     use ward::deid::DeidKey;
     use ward::demo::{DemoOptions, READMISSION_FEATURES};
     use ward::features::FeatureRepo;
-    use ward::service::proto::{self, features_client::FeaturesClient};
     use ward::service::secure::Secured;
     use ward::service::{ServeConfig, Server};
     use ward::store::{Kind, PutOptions, Store};

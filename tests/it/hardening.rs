@@ -13,9 +13,9 @@ use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use tonic::Code;
 
+use crate::common::proto::{self, ingest_client::IngestClient, ingest_upload_request::Part};
 use ward::features::FeatureRepo;
 use ward::service::config::IngestConfig;
-use ward::service::proto::{self, ingest_client::IngestClient, ingest_upload_request::Part};
 use ward::service::{Limits, ServeConfig, Server};
 use ward::store::{ListFilter, Store};
 use ward::synth::{SynthFormat, SynthOptions};

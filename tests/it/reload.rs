@@ -12,11 +12,11 @@ use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use tonic::Code;
 
-use ward::demo::{DemoOptions, READMISSION_FEATURES};
-use ward::features::FeatureRepo;
-use ward::service::proto::{
+use crate::common::proto::{
     self, datasets_client::DatasetsClient, features_client::FeaturesClient,
 };
+use ward::demo::{DemoOptions, READMISSION_FEATURES};
+use ward::features::FeatureRepo;
 use ward::service::secure::Secured;
 use ward::service::{ServeConfig, Server};
 use ward::store::Store;

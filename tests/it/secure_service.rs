@@ -16,12 +16,12 @@ use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use tonic::Code;
 
+use crate::common::proto::{self, features_client::FeaturesClient};
 use ward::auth::{CareTeamIndex, Security};
 use ward::clock::{Clock as _, ManualClock, SharedClock};
 use ward::curated::{CareTeamMember, RowMeta};
 use ward::demo::{DemoOptions, READMISSION_FEATURES};
 use ward::features::FeatureRepo;
-use ward::service::proto::{self, features_client::FeaturesClient};
 use ward::service::secure::Secured;
 use ward::service::{Exposure, ServeConfig, Server};
 use ward::store::Store;
@@ -608,8 +608,8 @@ fn leaf(ca: &Ca, cn: &str, sans: &[&str]) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_refuses_plaintext_and_authenticates_tokens_and_client_certificates() {
+    use crate::common::proto::datasets_client::DatasetsClient;
     use tonic::transport::{Certificate, ClientTlsConfig, Identity};
-    use ward::service::proto::datasets_client::DatasetsClient;
 
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new("2026-06-01T00:00:00Z".parse().unwrap()));
@@ -884,7 +884,7 @@ async fn historical_requests_are_authorized_before_anything_is_read() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_privacy_officer_queries_the_audit_trail_and_others_cannot() {
-    use ward::service::proto::audit_client::AuditClient;
+    use crate::common::proto::audit_client::AuditClient;
     let mut fx = Fx::start().await;
     let mut c = FeaturesClient::new(fx.channel().await);
     let clinician = fx.token("dr-a", &["clinician"]);
@@ -973,7 +973,7 @@ async fn a_privacy_officer_queries_the_audit_trail_and_others_cannot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unauthenticated_loopback_server_audits_every_call_as_anonymous() {
-    use ward::service::proto::datasets_client::DatasetsClient;
+    use crate::common::proto::datasets_client::DatasetsClient;
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new("2026-06-01T00:00:00Z".parse().unwrap()));
     let store = Store::open(dir.path().join("store"), clock.clone()).unwrap();

@@ -15,13 +15,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::Code;
 
-use ward::clock::ManualClock;
-use ward::demo::{DemoOptions, DemoReport, READMISSION_FEATURES};
-use ward::features::FeatureRepo;
-use ward::service::proto::{
+use crate::common::proto::{
     self, datasets_client::DatasetsClient, features_client::FeaturesClient,
     ingest_client::IngestClient, ingest_upload_request::Part,
 };
+use ward::clock::ManualClock;
+use ward::demo::{DemoOptions, DemoReport, READMISSION_FEATURES};
+use ward::features::FeatureRepo;
 use ward::service::{Admission, Call, Gate, Limits, ServeConfig, Server};
 use ward::store::{Kind, ListFilter, Store, VersionRef};
 use ward::synth::{SynthFormat, SynthOptions};
@@ -1182,7 +1182,7 @@ async fn read_historical(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn online_and_historical_lookups() {
-    use ward::service::proto::ValueStatus;
+    use crate::common::proto::ValueStatus;
     let mut fx = Fixture::start(Limits::default(), None).await;
     let mut c = fx.features().await;
     let online_t = fx

@@ -1,0 +1,203 @@
+//! The store commands: `init`, `put`, `datasets`, `show`, `verify`, `export`, `tag`,
+//! `cleanup` and `rebuild`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+
+use crate::clock::SharedClock;
+use crate::store::{Kind, ListFilter, Manifest, PutOptions, Store, VersionRef};
+
+use super::audit::audit_cli_read;
+
+/// `ward init`: creates an empty store.
+pub(super) fn init(dir: &Path, clock: &SharedClock) -> Result<()> {
+    let store = Store::open(dir, clock.clone())?;
+    eprintln!("ward store ready at {}", store.root().display());
+    Ok(())
+}
+
+/// `ward put`: stores a Parquet file's table as a version; prints its hash.
+pub(super) async fn put(
+    dir: &Path,
+    clock: &SharedClock,
+    file: PathBuf,
+    name: String,
+    kind: String,
+    labels: Vec<(String, String)>,
+) -> Result<()> {
+    let store = Store::open(dir, clock.clone())?;
+    let mut opts = PutOptions::new(name, kind.parse::<Kind>()?);
+    opts.labels = labels.into_iter().collect();
+    let out = store
+        .put_parquet(&file, opts)
+        .await
+        .with_context(|| format!("putting {}", file.display()))?;
+    let m = &out.manifest;
+    eprintln!(
+        "{} {} ({} rows, {} columns, {} bytes stored)",
+        if out.created {
+            "stored"
+        } else {
+            "already stored:"
+        },
+        m.name,
+        m.rows,
+        m.schema.len(),
+        m.bytes
+    );
+    outln!("{}", m.hash);
+    Ok(())
+}
+
+/// `ward datasets`: lists versions, newest first.
+pub(super) fn datasets(
+    dir: &Path,
+    clock: &SharedClock,
+    kind: Option<String>,
+    name: Option<String>,
+    json: bool,
+) -> Result<()> {
+    let store = Store::open_existing(dir, clock.clone())?;
+    let filter = ListFilter {
+        kind: kind.map(|k| k.parse()).transpose()?,
+        name,
+    };
+    let all = store.list(&filter)?;
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&all)?);
+    } else {
+        for m in &all {
+            outln!(
+                "{}  {:<10} {:<24} {:>10} rows  {}",
+                m.hash,
+                m.kind,
+                m.name,
+                m.rows,
+                m.created_at.to_rfc3339()
+            );
+        }
+        eprintln!("{} versions", all.len());
+    }
+    Ok(())
+}
+
+/// `ward show`: prints a version's manifest.
+pub(super) fn show(dir: &Path, clock: &SharedClock, reference: String, json: bool) -> Result<()> {
+    let store = Store::open_existing(dir, clock.clone())?;
+    let m = store.resolve(&reference.parse::<VersionRef>()?)?;
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&m)?);
+    } else {
+        print_manifest(&m);
+    }
+    Ok(())
+}
+
+/// `ward verify`: recomputes a version's hash and file digests from storage.
+pub(super) async fn verify(dir: &Path, clock: &SharedClock, reference: String) -> Result<()> {
+    let store = Store::open_existing(dir, clock.clone())?;
+    let m = store.resolve(&reference.parse::<VersionRef>()?)?;
+    let report = store.verify(&m.hash).await?;
+    eprintln!(
+        "verified {}: {} rows, {} files, manifest sealed",
+        m.name, report.rows, report.files
+    );
+    outln!("{}", report.hash);
+    Ok(())
+}
+
+/// `ward export`: writes a version to a Parquet file (the read is audited first).
+pub(super) async fn export(
+    dir: &Path,
+    clock: &SharedClock,
+    reference: String,
+    out: PathBuf,
+) -> Result<()> {
+    let store = Store::open_existing(dir, clock.clone())?;
+    let m = store.resolve(&reference.parse::<VersionRef>()?)?;
+    // Recorded before the rows are written out (fail closed): the version's hash
+    // names the rows read.
+    let action = if m.labels.contains_key("deidentified") {
+        "historical_deidentified"
+    } else {
+        "historical_identified"
+    };
+    let mut entry = crate::audit::AuditEntry::local("export", action);
+    entry.datasets = vec![m.hash.to_string()];
+    entry.outcome = Some("ok".into());
+    audit_cli_read(&store, entry)?;
+    let rows = store
+        .export_parquet(&m.hash, &out)
+        .await
+        .with_context(|| format!("exporting {} to {}", m.hash, out.display()))?;
+    eprintln!("wrote {rows} rows to {}", out.display());
+    outln!("{}", m.hash);
+    Ok(())
+}
+
+/// `ward tag`: points a tag at a version.
+pub(super) fn tag(dir: &Path, clock: &SharedClock, name: String, reference: String) -> Result<()> {
+    let store = Store::open_existing(dir, clock.clone())?;
+    let m = store.resolve(&reference.parse::<VersionRef>()?)?;
+    store.tag(&name, &m.hash)?;
+    eprintln!("tag {name} -> {}", m.hash);
+    outln!("{}", m.hash);
+    Ok(())
+}
+
+/// `ward cleanup`: removes leftovers of interrupted writes.
+pub(super) fn cleanup(dir: &Path, clock: &SharedClock) -> Result<()> {
+    let store = Store::open_existing(dir, clock.clone())?;
+    let report = store.cleanup()?;
+    eprintln!(
+        "removed {} leftovers of interrupted writes; {} writes in progress left alone",
+        report.removed.len(),
+        report.in_use.len()
+    );
+    Ok(())
+}
+
+/// `ward rebuild`: recomputes a derived version from its lineage (same hash or failure).
+pub(super) async fn rebuild(dir: &Path, clock: &SharedClock, reference: String) -> Result<()> {
+    let store = Store::open_existing(dir, clock.clone())?;
+    let m = store.resolve(&reference.parse::<VersionRef>()?)?;
+    let hash = match m.kind {
+        Kind::Timeline => crate::features::rebuild(&store, &m.hash).await?,
+        Kind::Training => crate::lookup::rebuild(&store, &m.hash).await?,
+        other => anyhow::bail!(
+            "{}: rebuilding {other} versions is not supported yet (timelines are)",
+            m.hash
+        ),
+    };
+    eprintln!("rebuilt {} from its lineage: same hash", m.name);
+    outln!("{hash}");
+    Ok(())
+}
+
+fn print_manifest(m: &Manifest) {
+    outln!("hash:        {}", m.hash);
+    outln!("name:        {}", m.name);
+    outln!("kind:        {}", m.kind);
+    outln!("rows:        {}", m.rows);
+    outln!("bytes:       {}", m.bytes);
+    outln!("created_at:  {}", m.created_at.to_rfc3339());
+    outln!("ward:        {}", m.ward_version);
+    outln!("schema:");
+    for c in &m.schema {
+        let null = if c.nullable { "" } else { " not null" };
+        outln!("  {:<24} {}{}", c.name, c.data_type, null);
+    }
+    if !m.lineage.inputs.is_empty() || m.lineage.definition.is_some() {
+        outln!("lineage:");
+        for i in &m.lineage.inputs {
+            outln!("  input      {i}");
+        }
+        if let Some(d) = &m.lineage.definition {
+            outln!("  definition {d}");
+        }
+    }
+    for (k, v) in &m.labels {
+        outln!("label:       {k}={v}");
+    }
+}
