@@ -33,8 +33,11 @@ use chrono::{DateTime, Utc};
 use parquet::arrow::ArrowWriter;
 use serde::Serialize;
 
+/// The knowledge a timeline reflects, part of this module's API ([`MaterializeOptions`]);
+/// its rule lives in [`crate::pit`].
+pub use crate::pit::Knowledge;
 pub use compute::{
-    compute, compute_incremental, Inputs, Knowledge, MaterializeOptions, SourceIdReader, Timeline,
+    compute, compute_incremental, Inputs, MaterializeOptions, SourceIdReader, Timeline,
     PARTITION_ROWS,
 };
 pub use definition::{

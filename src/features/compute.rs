@@ -42,6 +42,7 @@ use super::timeline::{self, ChangePoint};
 use crate::curated::{CuratedTables, Table};
 use crate::error::{Error, Result};
 use crate::keys::KeyTable;
+use crate::pit::{self, Knowledge};
 
 /// Curated rows given to materialization, per table.
 #[derive(Clone, Default)]
@@ -94,19 +95,6 @@ impl Inputs {
             late_source_ids: None,
         })
     }
-}
-
-/// Which knowledge a timeline reflects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Knowledge {
-    /// As known at t (the default): a row counts from `max(event_time, known_at)` until
-    /// `retracted_at`.
-    #[default]
-    AsKnown,
-    /// As occurred (`--as-occurred`): the final record, back-dated: rows never retracted
-    /// count from their event time; retracted rows (superseded or cancelled) never count.
-    AsOccurred,
 }
 
 /// How to materialize.
@@ -1318,29 +1306,19 @@ struct OutRow<'a> {
     cp: Cp<'a>,
 }
 
-/// The interval `[enter, leave)` on which an event is visible (`i64::MAX`: never leaves).
+/// The interval `[enter, leave)` on which an event is visible (`i64::MAX`: never leaves):
+/// the row's [`pit::visibility`], cut at the end of the feature's window; a label's is the
+/// horizon before its event, for rows of the final record.
 pub(crate) fn interval(f: &FeatureDef, ev: &Ev, knowledge: Knowledge) -> Option<(i64, i64)> {
     let window_end = |e: i64| f.window_us.map(|w| e.saturating_add(w)).unwrap_or(i64::MAX);
     let (a, b) = if f.kind.is_label() {
         // Labels use eventual knowledge: the final record; an event at `a` makes the label 1
         // for t in [a - h, a), i.e. a in (t, t + h].
-        if ev.x().is_some() {
-            return None;
-        }
+        pit::visibility(ev.e, ev.k, ev.x(), Knowledge::AsOccurred)?;
         (ev.e.saturating_sub(f.horizon_us.unwrap_or(0)), ev.e)
     } else {
-        match knowledge {
-            Knowledge::AsKnown => {
-                let b = ev.x().unwrap_or(i64::MAX).min(window_end(ev.e));
-                (ev.e.max(ev.k), b)
-            }
-            Knowledge::AsOccurred => {
-                if ev.x().is_some() {
-                    return None;
-                }
-                (ev.e, window_end(ev.e))
-            }
-        }
+        let v = pit::visibility(ev.e, ev.k, ev.x(), knowledge)?;
+        (v.from, v.until.unwrap_or(i64::MAX).min(window_end(ev.e)))
     };
     (a < b).then_some((a, b))
 }
