@@ -16,6 +16,8 @@
 //! - `score`: `kind = "score"` features, the clinical scores of [`crate::scores`] (LACE,
 //!   HOSPITAL, Charlson) of the latest stay at t, swept over the instants they can change.
 //! - `timeline`: the timeline schema, its index and [`lookup`].
+//! - `training`: the shape of a historical lookup: entity rows' keys, the training set's
+//!   schema and status text, shared by [`crate::lookup`] and `direct`.
 
 mod compute;
 mod definition;
@@ -24,6 +26,7 @@ mod direct;
 mod parquet_inputs;
 mod score;
 mod timeline;
+mod training;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -50,6 +53,8 @@ pub use timeline::{
     lookup, timeline_schema, whole_years, ChangePoint, FeatureInfo, FeatureValue, Resolved, Status,
     TimelineIndex, Value,
 };
+pub(crate) use training::{entity_keys, entity_schema, training_schema_of};
+pub use training::{status_str, STATUS_SUFFIX};
 
 use crate::curated::Table;
 use crate::error::{Error, Result};
