@@ -4,7 +4,7 @@
 //!
 //! The answer is the one `lookup::historical_batches` gives over the timeline that
 //! [`super::compute`] makes from the same inputs: the same change points
-//! ([`compute::patient_points`]), resolved at each row's time by the same rule
+//! ([`super::sweep::patient_points`]), resolved at each row's time by the same rule
 //! ([`timeline::resolve_state`]). One difference: a text feature's output column is text when
 //! its source column is text, where an index knows a feature is text only when some change
 //! point holds text (`docs/lookups.md`, "Straight from curated rows").
@@ -33,11 +33,14 @@ use arrow::error::ArrowError;
 use chrono::Duration;
 use rayon::prelude::*;
 
-use super::compute::{
-    in_pool, patient_points, Cp, Grouped, Inputs, Loaded, MaterializeOptions, Prepared, Scratch,
-    NO_PATIENT,
-};
-use super::definition::{FeatureKind, FeatureSet};
+use super::compute::{in_pool, MaterializeOptions};
+use super::definition::FeatureSet;
+use super::events::Grouped;
+use super::inputs::Inputs;
+use super::intern::NO_PATIENT;
+use super::kind::FeatureKind;
+use super::load::Loaded;
+use super::sweep::{patient_points, Cp, Prepared, Scratch};
 use super::timeline::{self, FeatureInfo, Resolved, Status};
 use super::training::{entity_keys, entity_schema, status_str, training_schema_of};
 use crate::error::Result;

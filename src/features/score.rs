@@ -21,9 +21,10 @@ use arrow::datatypes::{DataType, Float64Type};
 use chrono::{DateTime, Utc};
 use rayon::prelude::*;
 
-use super::compute::{
-    renumber, str_at, ts_array, ts_at, utf8_array, Grouped, Inputs, Interner, NO_PATIENT,
-};
+use super::columns::{str_at, ts_array, ts_at, utf8_array};
+use super::events::Grouped;
+use super::inputs::Inputs;
+use super::intern::{renumber, Interner, NO_PATIENT};
 use super::timeline::ChangePoint;
 use crate::curated::{
     encounter_class, Coding, Condition, Encounter, Observation, Procedure, RowMeta, Table,

@@ -15,7 +15,8 @@ use arrow::datatypes::{
 };
 use chrono::{DateTime, Duration, Utc};
 
-use super::definition::{FeatureKind, FeatureSet, DAY_US};
+use super::definition::{FeatureSet, DAY_US};
+use super::kind::FeatureKind;
 use crate::error::{Error, Result};
 use crate::keys::KeyTable;
 use crate::pit;
