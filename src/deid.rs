@@ -604,7 +604,7 @@ impl DeidPolicy {
                 Rule::Keep
             });
         }
-        if is_text(dt) && c.ends_with(crate::lookup::STATUS_SUFFIX) {
+        if is_text(dt) && c.ends_with(crate::features::STATUS_SUFFIX) {
             return Ok(Rule::Status);
         }
         // Text not allowed by name, binary (photos, biometrics), nested: dropped.

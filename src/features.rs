@@ -8,22 +8,40 @@
 //! from an in-memory [`TimelineIndex`]; historical and online lookups both go through it.
 //! `docs/features.md` is the user's guide and documents the timeline schema.
 //!
-//! - `definition`: the TOML repository, raw → resolved, validation, the definition hash.
+//! - `definition`: resolved feature sets, their validation, canonical form and definition
+//!   hash; `repo`: the TOML repository, raw → resolved; `kind`: feature kinds;
+//!   `filter`: row filters.
 //! - `derived`: derived tables in SQL (DataFusion).
-//! - `compute`: events, the change-point sweep, full and incremental materialization.
+//! - `compute`: materialization in memory, full and incremental, over the seams below:
+//!   `inputs` (the curated rows given), `columns` (column readers), `load` (loading and
+//!   derived tables), `intern` (patient ids), `events` (event streams), `sweep` (the
+//!   change-point sweep) and `encode` (the timeline's Arrow builders).
 //! - `direct`: historical lookups computed straight from curated rows.
 //! - `parquet_inputs`: curated tables read from Parquet files, only what a set reads.
 //! - `score`: `kind = "score"` features, the clinical scores of [`crate::scores`] (LACE,
 //!   HOSPITAL, Charlson) of the latest stay at t, swept over the instants they can change.
 //! - `timeline`: the timeline schema, its index and [`lookup`].
+//! - `training`: the shape of a historical lookup: entity rows' keys, the training set's
+//!   schema and status text, shared by [`crate::lookup`] and `direct`.
 
+mod columns;
 mod compute;
 mod definition;
 mod derived;
 mod direct;
+mod encode;
+mod events;
+mod filter;
+mod inputs;
+mod intern;
+mod kind;
+mod load;
 mod parquet_inputs;
+mod repo;
 mod score;
+mod sweep;
 mod timeline;
+mod training;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -33,20 +51,23 @@ use chrono::{DateTime, Utc};
 use parquet::arrow::ArrowWriter;
 use serde::Serialize;
 
-pub use compute::{
-    compute, compute_incremental, Inputs, Knowledge, MaterializeOptions, SourceIdReader, Timeline,
-    PARTITION_ROWS,
-};
-pub use definition::{
-    parse_duration, Condition, DerivedDef, FeatureDef, FeatureKind, FeatureRepo, FeatureSet,
-    RowFilter, DAY_US,
-};
+/// The knowledge a timeline reflects, part of this module's API ([`MaterializeOptions`]);
+/// its rule lives in [`crate::pit`].
+pub use crate::pit::Knowledge;
+pub use compute::{compute, compute_incremental, MaterializeOptions, Timeline, PARTITION_ROWS};
+pub use definition::{parse_duration, DerivedDef, FeatureDef, FeatureSet, DAY_US};
 pub use direct::historical_direct;
+pub use filter::{Condition, RowFilter};
+pub use inputs::{Inputs, SourceIdReader};
+pub use kind::FeatureKind;
 pub use parquet_inputs::read_parquet_inputs;
+pub use repo::FeatureRepo;
 pub use timeline::{
     lookup, timeline_schema, whole_years, ChangePoint, FeatureInfo, FeatureValue, Resolved, Status,
     TimelineIndex, Value,
 };
+pub(crate) use training::{entity_keys, entity_schema, training_schema_of};
+pub use training::{status_str, STATUS_SUFFIX};
 
 use crate::curated::Table;
 use crate::error::{Error, Result};
@@ -218,7 +239,7 @@ pub(crate) async fn read_curated(
 
 /// The rows of `batch` whose `patient_id` is in `lo..=hi` (byte order).
 fn of_patients(batch: &RecordBatch, (lo, hi): (&str, &str), what: &str) -> Result<RecordBatch> {
-    let Some(ids) = compute::utf8_array(batch, "patient_id", what)? else {
+    let Some(ids) = columns::utf8_array(batch, "patient_id", what)? else {
         return Ok(batch.clone());
     };
     let keep: BooleanArray = ids
@@ -264,7 +285,7 @@ async fn compute_stored(
 
     // Derived tables, once, over the stored tables their queries read (streamed).
     let derived = if set.derived.is_empty() {
-        compute::DerivedTables::new()
+        load::DerivedTables::new()
     } else {
         let queries = set
             .derived
@@ -282,7 +303,7 @@ async fn compute_stored(
                 datasets.insert(t, Arc::new(store.dataset(hash).await?));
             }
         }
-        let mut out = compute::DerivedTables::new();
+        let mut out = load::DerivedTables::new();
         for (d, q) in set.derived.iter().zip(&queries) {
             out.insert(
                 d.name.clone(),
@@ -296,7 +317,7 @@ async fn compute_stored(
     let mut keys = KeyTable::default();
     let mut counts: Vec<u64> = Vec::new();
     let mut count = |b: &RecordBatch, what: &str| -> Result<()> {
-        if let Some(ids) = compute::utf8_array(b, "patient_id", what)? {
+        if let Some(ids) = columns::utf8_array(b, "patient_id", what)? {
             for p in ids.iter().flatten() {
                 let k = keys.insert(p) as usize;
                 if k == counts.len() {
@@ -359,7 +380,7 @@ async fn compute_stored(
     for (a, b) in ranges {
         let (lo, hi) = (keys.key(by_rank[a as usize]), keys.key(by_rank[b as usize]));
         let inputs = read_inputs(store, refs, &reads, Some((lo, hi))).await?;
-        let mut part = compute::DerivedTables::new();
+        let mut part = load::DerivedTables::new();
         for (name, batches) in &derived {
             let what = format!("derived table {name}");
             let kept = batches

@@ -31,6 +31,9 @@
 //!   versions (`docs/ingest-fhir.md`, `docs/ingest-hl7v2.md`, `docs/mapping.md`).
 //!
 //! Curated tables to features:
+//! - [`pit`]: point in time, written once: when a row is visible at t (as known, as
+//!   occurred), and the as-of rules (latest at or before t, the TTL) that scores,
+//!   materialization and every lookup apply.
 //! - [`scores`]: clinical scores as pure functions of curated rows: Charlson (Quan 2005
 //!   ICD-10 and ICD-9-CM coding, a cited SNOMED CT list), LACE and HOSPITAL, each component separately (`docs/scores.md`).
 //! - [`keys`]: the key table from text ids (patient ids) to dense codes, probed in bulk by
@@ -79,6 +82,8 @@ pub mod synth;
 pub mod ingest;
 
 // Curated tables to features.
+pub mod pit;
+
 pub mod scores;
 
 pub mod keys;

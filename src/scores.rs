@@ -33,6 +33,7 @@ use chrono::{DateTime, Months, Utc};
 use crate::curated::{
     admission_type, encounter_class, Condition, Encounter, Observation, Procedure, RowMeta,
 };
+use crate::pit::{self, Knowledge};
 
 pub use charlson::{
     categories_of, category_of, charlson, CharlsonCategory, CharlsonCoding, CharlsonResult,
@@ -131,13 +132,13 @@ pub enum View {
 }
 
 impl View {
-    /// True when a row with this event time and provenance is seen.
-    fn sees(self, event_time: DateTime<Utc>, meta: &RowMeta) -> bool {
+    /// True when a row with this event time and provenance is seen: as known at `t`, or in
+    /// the final record ([`pit::visibility`]).
+    pub(crate) fn sees(self, event_time: DateTime<Utc>, meta: &RowMeta) -> bool {
+        let (e, k, r) = (event_time, meta.known_at, meta.retracted_at);
         match self {
-            View::AsKnownAt(t) => {
-                event_time <= t && meta.known_at <= t && meta.retracted_at.is_none_or(|r| r > t)
-            }
-            View::Final => meta.retracted_at.is_none(),
+            View::AsKnownAt(t) => pit::visible_at(e, k, r, t, Knowledge::AsKnown),
+            View::Final => pit::visibility(e, k, r, Knowledge::AsOccurred).is_some(),
         }
     }
 }

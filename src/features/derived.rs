@@ -20,7 +20,7 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 
-use super::definition::Condition;
+use super::filter::Condition;
 use crate::curated::Table;
 use crate::error::{Error, Result};
 

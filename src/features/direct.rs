@@ -2,9 +2,9 @@
 //! rows is computed and consulted in place, then dropped, so no timeline of the whole cohort
 //! is ever held, indexed or stored.
 //!
-//! The answer is the one [`crate::lookup::historical_batches`] gives over the timeline that
+//! The answer is the one `lookup::historical_batches` gives over the timeline that
 //! [`super::compute`] makes from the same inputs: the same change points
-//! ([`compute::patient_points`]), resolved at each row's time by the same rule
+//! ([`super::sweep::patient_points`]), resolved at each row's time by the same rule
 //! ([`timeline::resolve_state`]). One difference: a text feature's output column is text when
 //! its source column is text, where an index knows a feature is text only when some change
 //! point holds text (`docs/lookups.md`, "Straight from curated rows").
@@ -33,14 +33,17 @@ use arrow::error::ArrowError;
 use chrono::Duration;
 use rayon::prelude::*;
 
-use super::compute::{
-    in_pool, patient_points, Cp, Grouped, Inputs, Loaded, MaterializeOptions, Prepared, Scratch,
-    NO_PATIENT,
-};
-use super::definition::{FeatureKind, FeatureSet};
+use super::compute::{in_pool, MaterializeOptions};
+use super::definition::FeatureSet;
+use super::events::Grouped;
+use super::inputs::Inputs;
+use super::intern::NO_PATIENT;
+use super::kind::FeatureKind;
+use super::load::Loaded;
+use super::sweep::{patient_points, Cp, Prepared, Scratch};
 use super::timeline::{self, FeatureInfo, Resolved, Status};
+use super::training::{entity_keys, entity_schema, status_str, training_schema_of};
 use crate::error::Result;
-use crate::lookup::{self, status_str};
 
 /// Patients per unit of parallel work.
 const CHUNK: u32 = 512;
@@ -64,8 +67,8 @@ pub async fn historical_direct(
     time_col: &str,
     opts: &MaterializeOptions,
 ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-    let entity_schema = lookup::entity_schema(entities)?;
-    let keys = lookup::entity_keys(entities, patient_col, time_col)?;
+    let entity_schema = entity_schema(entities)?;
+    let keys = entity_keys(entities, patient_col, time_col)?;
     let loaded = Loaded::load(set, &inputs, None).await?;
     // What is loaded holds what it reads; the rest of the inputs goes now.
     drop(inputs);
@@ -86,7 +89,7 @@ pub async fn historical_direct(
             (f.name.clone(), info)
         })
         .collect();
-    let schema = lookup::training_schema_of(&entity_schema, &infos)?;
+    let schema = training_schema_of(&entity_schema, &infos)?;
     let knowledge = opts.knowledge;
     let nf = infos.len();
     let text: Vec<bool> = infos.iter().map(|(_, i)| i.is_text).collect();
@@ -263,7 +266,7 @@ impl Slots {
         }
     }
 
-    /// Writes the value `r` of feature `fi` at `row`, as [`crate::lookup::historical_batches`]
+    /// Writes the value `r` of feature `fi` at `row`, as `lookup::historical_batches`
     /// writes it (a number only into a number column; text goes through [`text_of`]).
     fn put(&self, row: usize, fi: usize, r: &Resolved<'_>) {
         let at = row * self.features + fi;

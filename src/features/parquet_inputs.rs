@@ -29,9 +29,11 @@ use parquet::arrow::arrow_reader::{
 use parquet::arrow::ProjectionMask;
 use rayon::prelude::*;
 
-use super::compute::{Inputs, SourceIdReader};
-use super::definition::{FeatureKind, FeatureSet, RowFilter, SCORE_TABLES};
+use super::definition::FeatureSet;
 use super::derived;
+use super::filter::RowFilter;
+use super::inputs::{Inputs, SourceIdReader};
+use super::kind::{FeatureKind, SCORE_TABLES};
 use crate::curated::Table;
 use crate::error::{Error, Result};
 

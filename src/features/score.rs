@@ -21,14 +21,16 @@ use arrow::datatypes::{DataType, Float64Type};
 use chrono::{DateTime, Utc};
 use rayon::prelude::*;
 
-use super::compute::{
-    renumber, str_at, ts_array, ts_at, utf8_array, Grouped, Inputs, Interner, Knowledge, NO_PATIENT,
-};
+use super::columns::{str_at, ts_array, ts_at, utf8_array};
+use super::events::Grouped;
+use super::inputs::Inputs;
+use super::intern::{renumber, Interner, NO_PATIENT};
 use super::timeline::ChangePoint;
 use crate::curated::{
     encounter_class, Coding, Condition, Encounter, Observation, Procedure, RowMeta, Table,
 };
 use crate::error::{Error, Result};
+use crate::pit::Knowledge;
 use crate::scores::{self, hospital, PatientRows, ScoreComponent, View};
 
 /// What the error messages name.
@@ -690,14 +692,7 @@ impl ClinicalRows {
         {
             let mut latest: Option<&Encounter> = None;
             for e in versions {
-                let seen = match view {
-                    View::AsKnownAt(t) => {
-                        e.admit_time <= t
-                            && e.meta.known_at <= t
-                            && e.meta.retracted_at.is_none_or(|x| x > t)
-                    }
-                    View::Final => e.meta.retracted_at.is_none(),
-                };
+                let seen = view.sees(e.admit_time, &e.meta);
                 let newer = latest.is_none_or(|l| {
                     (e.meta.known_at, &e.meta.source_id) > (l.meta.known_at, &l.meta.source_id)
                 });

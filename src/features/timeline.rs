@@ -15,9 +15,11 @@ use arrow::datatypes::{
 };
 use chrono::{DateTime, Duration, Utc};
 
-use super::definition::{FeatureKind, FeatureSet, DAY_US};
+use super::definition::{FeatureSet, DAY_US};
+use super::kind::FeatureKind;
 use crate::error::{Error, Result};
 use crate::keys::KeyTable;
+use crate::pit;
 
 /// The timeline's Arrow schema (`docs/features.md`, "Timeline schema").
 pub fn timeline_schema() -> SchemaRef {
@@ -501,8 +503,7 @@ impl TimelineIndex {
     /// `effective_at <= t_us`.
     fn state_at(&self, patient: Option<u32>, feature: usize, t_us: i64) -> Option<&ChangePoint> {
         let r = self.run(patient, feature);
-        let n = self.at[r.clone()].partition_point(|&e| e <= t_us);
-        n.checked_sub(1).map(|i| &self.points[r.start + i])
+        pit::at_or_before(&self.at[r.clone()], t_us).map(|i| &self.points[r.start + i])
     }
 
     /// The change points of one (patient, feature), in time order.
@@ -616,7 +617,7 @@ pub(crate) fn resolve_state<'a>(
     if info.kind.uses_ttl() {
         if let (Some(ttl), Some(vt)) = (ttl, cp.value_time) {
             let limit = ttl.num_microseconds().unwrap_or(i64::MAX);
-            if t_us.saturating_sub(vt) >= limit {
+            if !pit::within_ttl(t_us, vt, limit) {
                 return Resolved::Missing(Status::OutsideTtl);
             }
         }

@@ -4,8 +4,8 @@
 //! the output; no match gives nulls. One output row per entity row, duplicates kept.
 //!
 //! This is the layout the peers join (`../shared/peers`: DuckDB, Polars, pandas, Feast), and
-//! the rule of [`crate::features::TimelineIndex::resolve`]: an event exactly `ttl` before `t`
-//! is out, one at `t` is in; ties on the event time go to the later created time, then to the
+//! the rule of [`crate::features::TimelineIndex::resolve`] ([`crate::pit::within_ttl`]): an
+//! event exactly `ttl` before `t` is out, one at `t` is in; ties on the event time go to the later created time, then to the
 //! later row of the file (never to chance).
 //!
 //! How, without sorting the feature rows: entity rows are sorted by (patient, t), in
@@ -50,6 +50,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::keys::{sort_prefix, KeyTable};
+use crate::pit;
 
 /// Column names of the two inputs.
 #[derive(Debug, Clone)]
@@ -509,7 +510,7 @@ fn join_partition(
                 run = best[k - r0];
             }
             let fresh = match ttl_us {
-                Some(ttl) => run.0 > times[k].saturating_sub(ttl),
+                Some(ttl) => pit::within_ttl(times[k], run.0, ttl),
                 None => true,
             };
             out[k - r0] = (run != NONE && fresh).then_some(run.2);

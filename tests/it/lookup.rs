@@ -457,7 +457,7 @@ async fn historical_training_set_lineage_rebuild_and_online_agree() {
                 .as_string::<i32>()
                 .value(i)
                 .to_string();
-            assert_eq!(st, lookup::status_str(v.status), "{p} {t} {name}");
+            assert_eq!(st, features::status_str(v.status), "{p} {t} {name}");
             let hv = if col.is_null(i) {
                 None
             } else if let Some(a) = col.as_primitive_opt::<Float64Type>() {
