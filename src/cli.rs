@@ -481,7 +481,7 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
             } else {
                 "historical_identified"
             };
-            let mut entry = crate::audit::AuditEntry::local("export", action);
+            let mut entry = crate::security::audit::AuditEntry::local("export", action);
             entry.datasets = vec![m.hash.to_string()];
             entry.outcome = Some("ok".into());
             audit_cli_read(&store, entry)?;
@@ -641,10 +641,10 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
             let online = crate::lookup::Online::new(store.clone());
             let answer = online.get(&set, &patients, &[], Some(t)).await;
             // One record, before anything is printed (fail closed).
-            let mut entry =
-                crate::audit::AuditEntry::local("get", "online_lookup").with_result(&answer);
+            let mut entry = crate::security::audit::AuditEntry::local("get", "online_lookup")
+                .with_result(&answer);
             entry.feature_set = Some(set.clone());
-            entry.patients = crate::audit::Patients::Ids(patients.clone());
+            entry.patients = crate::security::audit::Patients::Ids(patients.clone());
             if let Ok(a) = &answer {
                 entry.datasets = vec![a.timeline.to_string()];
             }
@@ -693,8 +693,9 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
             };
             // One record, before the training set is reported or written out (fail closed):
             // the training set made, its inputs, and its patients as a count and a hash.
-            let mut entry = crate::audit::AuditEntry::local("historical", "historical_identified")
-                .with_result(&outcome);
+            let mut entry =
+                crate::security::audit::AuditEntry::local("historical", "historical_identified")
+                    .with_result(&outcome);
             entry.feature_set = Some(set_name);
             if let Ok(o) = &outcome {
                 entry.training_set = Some(o.hash.to_string());
@@ -706,8 +707,10 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
                     .map(ToString::to_string)
                     .collect();
                 let (_, rows) = store.read(&o.entities).await?;
-                entry.patients =
-                    crate::audit::Patients::bulk(&column_strings(&rows, &patient_column)?);
+                entry.patients = crate::security::audit::Patients::bulk(&column_strings(
+                    &rows,
+                    &patient_column,
+                )?);
             }
             audit_cli_read(&store, entry)?;
             let outcome = outcome?;
@@ -921,14 +924,14 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
 /// Records a command-line read of patient data in the store's audit trail (principal
 /// `local:<user>`, synced before this returns), so that the command's output never leaves
 /// without its record.
-fn audit_cli_read(store: &Store, entry: crate::audit::AuditEntry) -> Result<()> {
+fn audit_cli_read(store: &Store, entry: crate::security::audit::AuditEntry) -> Result<()> {
     let dir = store.root().join("audit");
-    let log = crate::audit::AuditLog::open(
+    let log = crate::security::audit::AuditLog::open(
         &dir,
         store.clock().clone(),
-        crate::audit::AuditOptions {
-            durability: crate::audit::Durability::Sync,
-            ..crate::audit::AuditOptions::default()
+        crate::security::audit::AuditOptions {
+            durability: crate::security::audit::Durability::Sync,
+            ..crate::security::audit::AuditOptions::default()
         },
     )
     .with_context(|| format!("opening the audit trail {}", dir.display()))?;
@@ -956,7 +959,7 @@ fn run_audit(command: AuditCommand, store: &std::path::Path) -> Result<()> {
     match command {
         AuditCommand::Verify { dir } => {
             let dir = dir.unwrap_or_else(default_dir);
-            let r = crate::audit::verify(&dir)?;
+            let r = crate::security::audit::verify(&dir)?;
             for t in &r.recovered {
                 eprintln!(
                     "audit trail {}: a torn last line was sealed: {t}; its text: {:?}",
@@ -996,14 +999,14 @@ fn run_audit(command: AuditCommand, store: &std::path::Path) -> Result<()> {
                 })
                 .transpose()
             };
-            let filter = crate::audit::QueryFilter {
+            let filter = crate::security::audit::QueryFilter {
                 patient: patient.clone(),
                 principal,
                 from: time("--from", from)?,
                 to: time("--to", to)?,
                 limit: None,
             };
-            let found = crate::audit::search(&dir, &filter)?;
+            let found = crate::security::audit::search(&dir, &filter)?;
             for a in &found {
                 let r = &a.record;
                 if json {
@@ -1017,9 +1020,9 @@ fn run_audit(command: AuditCommand, store: &std::path::Path) -> Result<()> {
                         r.client.as_deref().unwrap_or("-"),
                         r.rpc,
                         match r.decision {
-                            crate::audit::Outcome::Allowed => "allowed",
-                            crate::audit::Outcome::Denied => "denied",
-                            crate::audit::Outcome::System => "system",
+                            crate::security::audit::Outcome::Allowed => "allowed",
+                            crate::security::audit::Outcome::Denied => "denied",
+                            crate::security::audit::Outcome::System => "system",
                         },
                         r.reason
                     );

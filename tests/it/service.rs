@@ -18,11 +18,12 @@ use tonic::Code;
 use ward::clock::ManualClock;
 use ward::demo::{DemoOptions, DemoReport, READMISSION_FEATURES};
 use ward::features::FeatureRepo;
+use ward::security::gate::{Admission, Call, Gate};
 use ward::service::proto::{
     self, datasets_client::DatasetsClient, features_client::FeaturesClient,
     ingest_client::IngestClient, ingest_upload_request::Part,
 };
-use ward::service::{Admission, Call, Gate, Limits, ServeConfig, Server};
+use ward::service::{Limits, ServeConfig, Server};
 use ward::store::{Kind, ListFilter, Store, VersionRef};
 use ward::synth::{SynthFormat, SynthOptions};
 
