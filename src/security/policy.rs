@@ -11,6 +11,13 @@
 //!
 //! A role not in the file grants nothing; a permission name Ward does not know is an error
 //! naming the file, the role and the name (a typo must not silently grant or deny).
+//!
+//! Two vocabularies, side by side here because they are two concepts: a [`Permission`] is
+//! what a role grants (written in policy files), an [`Action`] is what a call does (the
+//! route table maps every RPC to one, and audit records name it).
+//! [`Action::permissions`] maps one to the other: an online lookup is allowed by two
+//! permissions (any patient, or care-team patients only), a de-identified historical read
+//! by either historical permission, and `online_lookup_care_team` is no action of its own.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
