@@ -209,7 +209,7 @@ async fn run(patients: u64, secs: u64, rounds: usize) {
         drop(proc);
     }
     for d in ["audit-interval", "audit-sync"] {
-        let r = ward::audit::verify(&dir.path().join(d)).expect("verify");
+        let r = ward::security::audit::verify(&dir.path().join(d)).expect("verify");
         assert!(r.ok(), "{d}: {:?}", r.problem);
         println!("\n{d}: {} records verified", r.records);
     }

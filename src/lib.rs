@@ -46,16 +46,14 @@
 //! - [`lookup`]: point-in-time lookups over timelines: historical (training sets, stored
 //!   with lineage), online (latest timelines in memory, hot-swapped), and the as-of join of
 //!   wide feature tables (`ward asof`, the peers' layout) (`docs/lookups.md`).
+//! - [`security`]: the wing every call passes before the service answers it
+//!   (`docs/security.md`): TLS, authentication (JWT, mTLS, API tokens), the role policy and
+//!   care teams, the gate with the route table from RPCs to permissions
+//!   ([`security::gate`], its one door), the hash-chained audit trail, and
+//!   de-identification of training sets.
 //! - [`service`]: `ward serve`: the gRPC contract (`proto/ward/v1`), Arrow Flight, health and
 //!   reflection; the gate every call passes; errors mapped to status codes in one place
 //!   (`docs/service.md`).
-//!
-//! Security, the gate around the service (`docs/security.md`):
-//! - [`auth`]: authentication (JWT, mTLS, API tokens), the role/permission policy, care-team
-//!   access, and the [`auth::Security`] gate every RPC calls.
-//! - [`audit`]: the append-only, hash-chained audit trail; verify and query.
-//! - [`deid`]: de-identification of training sets (HIPAA Safe Harbor by default).
-//! - [`tls`]: the rustls server configuration with certificate reload.
 //!
 //! Entry points:
 //! - [`demo`]: `ward demo`, the main job end to end on the embedded default store.
@@ -90,19 +88,12 @@ pub mod keys;
 
 pub mod features;
 
-// Features to answers.
+// Features to answers: the lookups, the security wing every call passes, the service.
 pub mod lookup;
 
+pub mod security;
+
 pub mod service;
-
-// Security, the gate around the service.
-pub mod auth;
-
-pub mod audit;
-
-pub mod deid;
-
-pub mod tls;
 
 // Entry points.
 pub mod demo;

@@ -47,9 +47,10 @@ use arrow_flight::flight_service_server::FlightServiceServer;
 use futures::{Stream, StreamExt as _};
 use tonic::transport::server::TcpIncoming;
 
+use crate::security::gate::{AllowAll, Gate};
 pub use config::{Exposure, Limits, ServeConfig};
 pub use flight::DEFAULT_PUT_NAME;
-pub use gate::{Admission, AllowAll, Call, Gate, GateLayer};
+pub use gate::GateLayer;
 pub use status::{code, internal_message, is_internal, to_status};
 
 use crate::clock::SharedClock;
@@ -131,13 +132,13 @@ pub struct Server {
     tls: Option<Tls>,
     /// The audit trail every call is recorded in (opened at `<store>/audit` by
     /// [`Server::serve`] when neither security nor [`Server::with_audit`] gave one).
-    audit: Option<Arc<crate::audit::AuditLog>>,
+    audit: Option<Arc<crate::security::audit::AuditLog>>,
 }
 
 /// TLS of a server: the rustls configuration and the certificate store it reloads.
 struct Tls {
     config: Arc<tokio_rustls::rustls::ServerConfig>,
-    certs: Arc<crate::tls::CertStore>,
+    certs: Arc<crate::security::tls::CertStore>,
     reload: Option<std::time::Duration>,
 }
 
@@ -199,13 +200,13 @@ impl Server {
     }
 
     /// Records every call in `audit` (instead of the security's trail or `<store>/audit`).
-    pub fn with_audit(mut self, audit: Arc<crate::audit::AuditLog>) -> Server {
+    pub fn with_audit(mut self, audit: Arc<crate::security::audit::AuditLog>) -> Server {
         self.audit = Some(audit);
         self
     }
 
     /// The audit trail calls are recorded in, once known (security's, or given).
-    pub fn audit(&self) -> Option<&Arc<crate::audit::AuditLog>> {
+    pub fn audit(&self) -> Option<&Arc<crate::security::audit::AuditLog>> {
         self.audit.as_ref()
     }
 
@@ -239,8 +240,12 @@ impl Server {
     ///
     /// # Errors
     /// Errors reading the certificate, key or client CA, naming the file.
-    pub fn with_tls(mut self, cfg: &crate::tls::TlsConfig, base: &Path) -> Result<Server> {
-        let (config, certs) = crate::tls::server_config(cfg, base)?;
+    pub fn with_tls(
+        mut self,
+        cfg: &crate::security::tls::TlsConfig,
+        base: &Path,
+    ) -> Result<Server> {
+        let (config, certs) = crate::security::tls::server_config(cfg, base)?;
         self.tls = Some(Tls {
             config,
             certs,
@@ -250,7 +255,7 @@ impl Server {
     }
 
     /// The certificate store of a TLS server (to reload on demand).
-    pub fn cert_store(&self) -> Option<Arc<crate::tls::CertStore>> {
+    pub fn cert_store(&self) -> Option<Arc<crate::security::tls::CertStore>> {
         self.tls.as_ref().map(|t| t.certs.clone())
     }
 
@@ -278,10 +283,10 @@ impl Server {
         // principal (docs/security.md, "Audit trail").
         let audit = match audit {
             Some(a) => a,
-            None => Arc::new(crate::audit::AuditLog::open(
+            None => Arc::new(crate::security::audit::AuditLog::open(
                 &state.store.root().join("audit"),
                 state.store.clock().clone(),
-                crate::audit::AuditOptions::default(),
+                crate::security::audit::AuditOptions::default(),
             )?),
         };
         let limits = state.limits.clone();
@@ -377,7 +382,7 @@ impl Server {
             Some(tls) => {
                 let reloader = tls
                     .reload
-                    .map(|every| crate::tls::spawn_reload(tls.certs.clone(), every));
+                    .map(|every| crate::security::tls::spawn_reload(tls.certs.clone(), every));
                 let incoming = tls_serve::tls_incoming(listener, tls.config);
                 let serving = router.serve_with_incoming_shutdown(incoming, signal);
                 let done = drive(serving, stopping_rx, grace, addr).await;
@@ -542,7 +547,7 @@ pub async fn serve_until_signal(
                 .as_ref()
                 .map(|d| cfg.base.join(d))
                 .unwrap_or_else(|| audit_store.root().join("audit"));
-            let log = crate::audit::AuditLog::open(
+            let log = crate::security::audit::AuditLog::open(
                 &dir,
                 audit_store.clock().clone(),
                 a.options(&cfg.origin)?,

@@ -10,14 +10,14 @@ use super::AuditCommand;
 /// Records a command-line read of patient data in the store's audit trail (principal
 /// `local:<user>`, synced before this returns), so that the command's output never leaves
 /// without its record.
-pub(super) fn audit_cli_read(store: &Store, entry: crate::audit::AuditEntry) -> Result<()> {
+pub(super) fn audit_cli_read(store: &Store, entry: crate::security::audit::AuditEntry) -> Result<()> {
     let dir = store.root().join("audit");
-    let log = crate::audit::AuditLog::open(
+    let log = crate::security::audit::AuditLog::open(
         &dir,
         store.clock().clone(),
-        crate::audit::AuditOptions {
-            durability: crate::audit::Durability::Sync,
-            ..crate::audit::AuditOptions::default()
+        crate::security::audit::AuditOptions {
+            durability: crate::security::audit::Durability::Sync,
+            ..crate::security::audit::AuditOptions::default()
         },
     )
     .with_context(|| format!("opening the audit trail {}", dir.display()))?;
@@ -32,7 +32,7 @@ pub(super) fn run(command: AuditCommand, store: &std::path::Path) -> Result<()> 
     match command {
         AuditCommand::Verify { dir } => {
             let dir = dir.unwrap_or_else(default_dir);
-            let r = crate::audit::verify(&dir)?;
+            let r = crate::security::audit::verify(&dir)?;
             for t in &r.recovered {
                 eprintln!(
                     "audit trail {}: a torn last line was sealed: {t}; its text: {:?}",
@@ -72,14 +72,14 @@ pub(super) fn run(command: AuditCommand, store: &std::path::Path) -> Result<()> 
                 })
                 .transpose()
             };
-            let filter = crate::audit::QueryFilter {
+            let filter = crate::security::audit::QueryFilter {
                 patient: patient.clone(),
                 principal,
                 from: time("--from", from)?,
                 to: time("--to", to)?,
                 limit: None,
             };
-            let found = crate::audit::search(&dir, &filter)?;
+            let found = crate::security::audit::search(&dir, &filter)?;
             for a in &found {
                 let r = &a.record;
                 if json {
@@ -93,9 +93,9 @@ pub(super) fn run(command: AuditCommand, store: &std::path::Path) -> Result<()> 
                         r.client.as_deref().unwrap_or("-"),
                         r.rpc,
                         match r.decision {
-                            crate::audit::Outcome::Allowed => "allowed",
-                            crate::audit::Outcome::Denied => "denied",
-                            crate::audit::Outcome::System => "system",
+                            crate::security::audit::Outcome::Allowed => "allowed",
+                            crate::security::audit::Outcome::Denied => "denied",
+                            crate::security::audit::Outcome::System => "system",
                         },
                         r.reason
                     );

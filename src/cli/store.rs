@@ -123,7 +123,7 @@ pub(super) async fn export(
     } else {
         "historical_identified"
     };
-    let mut entry = crate::audit::AuditEntry::local("export", action);
+    let mut entry = crate::security::audit::AuditEntry::local("export", action);
     entry.datasets = vec![m.hash.to_string()];
     entry.outcome = Some("ok".into());
     audit_cli_read(&store, entry)?;

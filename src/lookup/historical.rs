@@ -83,7 +83,7 @@ pub struct HistoricalOutcome {
     /// The research consent applied: the `consent` version (or `none`), its time, and the
     /// patients and entity rows left out because they opted out (`docs/security.md`,
     /// "Consent"). `None` only for a rebuilt training set made before consent was applied.
-    pub consent: Option<crate::deid::ConsentApplied>,
+    pub consent: Option<crate::security::deid::ConsentApplied>,
 }
 
 /// The lineage parameters of a training set (`lineage.params`).
@@ -104,7 +104,7 @@ pub(super) struct Params {
     /// The research opt-outs applied to the entity rows (absent only in training sets made
     /// before Ward applied consent; those are rebuilt without it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(super) consent: Option<crate::deid::ConsentApplied>,
+    pub(super) consent: Option<crate::security::deid::ConsentApplied>,
 }
 
 /// The `op` of a training set made from a timeline.
@@ -359,7 +359,7 @@ pub fn historical_batches(
 /// [timeline, entity rows]; definition = the set's definition hash; params = `op`
 /// (`historical`), `feature_set`, `knowledge`, `patient_column`, `time_column`, `consent`.
 /// A training set is a research export: rows of patients who opted out of research as known
-/// now are left out ([`crate::deid::apply_research_consent`]) and counted in `consent`.
+/// now are left out ([`crate::security::deid::apply_research_consent`]) and counted in `consent`.
 ///
 /// # Errors
 /// [`Error::NotFound`] for an unknown set, timeline or entity version;
@@ -509,7 +509,7 @@ async fn prepare_request(
     // A training set is a research export: patients who opted out of research, as known
     // now, are left out (the stored entity rows stay as given; the lineage says what left).
     let (batches, consent) =
-        crate::deid::apply_research_consent(store, batches, &patient_column, None).await?;
+        crate::security::deid::apply_research_consent(store, batches, &patient_column, None).await?;
     let params = Params {
         op: op.into(),
         feature_set: set.name.clone(),

@@ -102,7 +102,7 @@ async fn replay_consent(
         return Ok(batches);
     };
     let (batches, again) =
-        crate::deid::apply_research_consent(store, batches, &params.patient_column, Some(applied))
+        crate::security::deid::apply_research_consent(store, batches, &params.patient_column, Some(applied))
             .await?;
     if &again != applied {
         return Err(Error::Corrupt {

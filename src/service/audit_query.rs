@@ -1,5 +1,5 @@
 //! `ward.v1.Audit`: the audit trail, queried by a privacy officer (`audit_read`; the gate
-//! decides by [`crate::auth::route`]). The query is itself recorded, naming the patient it
+//! decides by [`crate::security::gate::route`]). The query is itself recorded, naming the patient it
 //! asked about.
 
 use std::sync::Arc;
@@ -7,9 +7,9 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::proto::{self, audit_server::Audit};
-use super::secure;
-use crate::audit::{AuditLog, AuditRecord, Outcome, Patients, QueryFilter};
 use crate::error::{Error, Result};
+use crate::security::audit::{AuditLog, AuditRecord, Outcome, Patients, QueryFilter};
+use crate::security::gate;
 use crate::store::manifest::parse_time;
 
 /// The most records one query returns.
@@ -106,9 +106,10 @@ impl AuditService {
         let (filter, limit) = filter(req)?;
         let dir = self.log.dir().to_path_buf();
         // Reading the trail is file I/O: off the executor.
-        let mut found = tokio::task::spawn_blocking(move || crate::audit::search(&dir, &filter))
-            .await
-            .map_err(|e| Error::Internal(format!("audit query task failed: {e}")))??;
+        let mut found =
+            tokio::task::spawn_blocking(move || crate::security::audit::search(&dir, &filter))
+                .await
+                .map_err(|e| Error::Internal(format!("audit query task failed: {e}")))??;
         let truncated = found.len() > limit;
         found.truncate(limit);
         Ok(proto::AuditQueryResponse {
@@ -127,7 +128,7 @@ impl Audit for AuditService {
         &self,
         request: Request<proto::AuditQueryRequest>,
     ) -> std::result::Result<Response<proto::AuditQueryResponse>, Status> {
-        let note = secure::note(request.extensions());
+        let note = gate::note(request.extensions());
         let req = request.get_ref();
         if !req.patient_id.is_empty() {
             note.set_patients(std::slice::from_ref(&req.patient_id));

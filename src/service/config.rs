@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::auth::{AuditConfig, SecurityConfig};
 use crate::error::{Error, Result};
 use crate::features::FeatureRepo;
-use crate::tls::TlsConfig;
+use crate::security::config::{AuditConfig, SecurityConfig};
+use crate::security::tls::TlsConfig;
 
 /// The default listening address.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:50051";

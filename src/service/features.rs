@@ -6,13 +6,15 @@ use futures::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, OnlineQuery};
-use super::gate::Admission;
 use super::proto::{self, features_server::Features, historical_response::Part};
 use super::{secure, version_stream, State};
-use crate::auth::{Action, AuditNote, RequestContext};
 use crate::error::{Error, Result};
 use crate::features::{self, Knowledge, MaterializeOptions};
 use crate::lookup;
+use crate::security::auth::RequestContext;
+use crate::security::gate::{self, Admission};
+use crate::security::note::AuditNote;
+use crate::security::policy::Action;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = std::result::Result<T, Status>> + Send + 'static>>;
 
@@ -85,13 +87,12 @@ impl FeaturesService {
         if let Some(secured) = &self.state.secured {
             // Decided (and audited) before any value is read: a refused request learns
             // nothing, not even whether its patients exist.
-            let (principal, admission) = secure::principal(admission)?;
-            let mut ctx = secure::context(admission).with_feature_set(req.feature_set.clone());
+            let (principal, admission) = gate::principal(admission)?;
+            let mut ctx = gate::context(admission).with_feature_set(req.feature_set.clone());
             if let Some(serving) = self.state.online.snapshot(&req.feature_set) {
                 ctx = ctx.with_datasets([serving.timeline.to_string()]);
             }
-            secure::authorize(
-                &secured.security,
+            secured.security.authorize(
                 &principal,
                 &ctx,
                 Action::OnlineLookup,
@@ -129,9 +130,10 @@ impl FeaturesService {
             // A de-identified caller may look up only cohorts a steward approved: rows it
             // chose could name patients it knows and read back their tokens and date shifts
             // (docs/security.md, "What a de-identified caller can and cannot do").
-            if let Err(e) = crate::deid::approved_entities(&self.state.store, &lookup_req.entities)
+            if let Err(e) =
+                crate::security::deid::approved_entities(&self.state.store, &lookup_req.entities)
             {
-                return Err(secure::refuse(note, Action::HistoricalDeidentified, e));
+                return Err(gate::refuse(note, Action::HistoricalDeidentified, e));
             }
         }
         // The versions the request names and its patients go into the record before the
@@ -172,8 +174,14 @@ impl FeaturesService {
                         .ok_or_else(|| {
                             Error::Internal("de-identification without a policy".into())
                         })?;
-                    crate::deid::store_deidentified(&store, &hash, &deid.policy, &deid.key, &name)
-                        .await
+                    crate::security::deid::store_deidentified(
+                        &store,
+                        &hash,
+                        &deid.policy,
+                        &deid.key,
+                        &name,
+                    )
+                    .await
                 })
                 .await?;
             // The record names the identified set (in `datasets`) and the one returned.
@@ -219,8 +227,8 @@ impl FeaturesService {
         admission: Option<&Admission>,
         note: &AuditNote,
     ) -> Result<Option<&'a secure::Deid>> {
-        let (principal, admission) = secure::principal(admission)?;
-        let ctx = secure::context(admission);
+        let (principal, admission) = gate::principal(admission)?;
+        let ctx = gate::context(admission);
         let security = &secured.security;
         // Without either permission this denies as a de-identified read.
         let action = security
@@ -234,9 +242,9 @@ impl FeaturesService {
                 "a de-identified training set",
                 "the server has no [deid] (policy and key) in its configuration",
             );
-            return Err(secure::refuse(note, action, e));
+            return Err(gate::refuse(note, action, e));
         }
-        secure::authorize(security, &principal, &ctx, action, &[], note)?;
+        security.authorize(&principal, &ctx, action, &[], note)?;
         Ok(match action {
             Action::HistoricalDeidentified => secured.deid.as_ref(),
             _ => None,
@@ -267,7 +275,7 @@ impl Features for FeaturesService {
         request: Request<proto::OnlineRequest>,
     ) -> std::result::Result<Response<proto::OnlineResponse>, Status> {
         let admission = request.extensions().get::<Admission>().cloned();
-        let note = secure::note(request.extensions());
+        let note = gate::note(request.extensions());
         Ok(Response::new(
             self.online(request.into_inner(), admission.as_ref(), &note)
                 .await?,
@@ -279,7 +287,7 @@ impl Features for FeaturesService {
         request: Request<proto::HistoricalRequest>,
     ) -> std::result::Result<Response<Self::GetHistoricalFeaturesStream>, Status> {
         let admission = request.extensions().get::<Admission>().cloned();
-        let note = secure::note(request.extensions());
+        let note = gate::note(request.extensions());
         Ok(Response::new(
             self.historical(request.into_inner(), admission.as_ref(), &note)
                 .await?,

@@ -29,9 +29,9 @@ use futures::{Stream, StreamExt as _, TryStreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert;
-use super::gate::Admission;
-use super::{parse_ref, secure, version_stream, State};
+use super::{parse_ref, version_stream, State};
 use crate::error::{Error, Result};
+use crate::security::gate::{self, Admission};
 use crate::store::{Kind, Manifest, PutOptions};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = std::result::Result<T, Status>> + Send + 'static>>;
@@ -305,19 +305,21 @@ impl FlightService for Flight {
         // Rows of a version: a de-identified one needs historical_deidentified, any other
         // historical_identified. The audit record names the version (its hash identifies
         // the rows read).
-        let note = secure::note(request.extensions());
+        let note = gate::note(request.extensions());
         let action = if m.labels.contains_key("deidentified") {
-            crate::auth::Action::HistoricalDeidentified
+            crate::security::policy::Action::HistoricalDeidentified
         } else {
-            crate::auth::Action::HistoricalIdentified
+            crate::security::policy::Action::HistoricalIdentified
         };
         note.set_action(action);
         note.add_datasets([m.hash.to_string()]);
         if let Some(secured) = &self.state.secured {
             let admission = request.extensions().get::<Admission>();
-            let (principal, admission) = secure::principal(admission)?;
-            let ctx = secure::context(admission).with_datasets([m.hash.to_string()]);
-            secure::authorize(&secured.security, &principal, &ctx, action, &[], &note)?;
+            let (principal, admission) = gate::principal(admission)?;
+            let ctx = gate::context(admission).with_datasets([m.hash.to_string()]);
+            secured
+                .security
+                .authorize(&principal, &ctx, action, &[], &note)?;
         }
         let (schema, batches) = version_stream(&self.state.store, &m.hash).await?;
         let max = self.state.limits.max_encoding_message_bytes / 2;

@@ -1,4 +1,6 @@
-//! The gate: the one place every call passes before its handler runs.
+//! The gate layer: the transport glue that carries every call to the security wing's gate
+//! ([`crate::security::gate`], where who may do what is decided) before its handler runs,
+//! and writes each call's audit record.
 //!
 //! The server wraps all its services (Ward's gRPC services, Arrow Flight, health and
 //! reflection) in one tower layer, [`GateLayer`]. For each request it builds a [`Call`]
@@ -8,9 +10,9 @@
 //! an [`Admission`] is put into the request's extensions, where a handler reads it with
 //! `request.extensions().get::<Admission>()` (e.g. to restrict patients to a care team).
 //!
-//! The default is [`AllowAll`] (every caller is the anonymous principal,
-//! [`crate::auth::Principal::anonymous`]); [`super::secure::SecureGate`] authenticates and
-//! authorizes.
+//! The default is [`crate::security::gate::AllowAll`] (every caller is the anonymous
+//! principal, [`crate::security::auth::Principal::anonymous`]);
+//! [`crate::security::gate::SecureGate`] authenticates and authorizes.
 //!
 //! # Audit: every request, exactly once
 //!
@@ -29,7 +31,6 @@
 //! start (its header): an error in the middle of the stream reaches the caller, not the
 //! record.
 
-use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -39,89 +40,10 @@ use std::task::{Context, Poll};
 use tonic::body::Body;
 use tonic::transport::server::TcpConnectInfo;
 
-use crate::audit::{AuditEntry, AuditLog};
-use crate::auth::{route, AuditNote, Finish, Principal, Route};
 use crate::error::{Error, Result};
-
-/// What the gate knows about a call before its handler runs.
-#[derive(Debug)]
-pub struct Call<'a> {
-    /// The full RPC name, `/package.Service/Method` (e.g. `/ward.v1.Datasets/GetDataset`,
-    /// `/arrow.flight.protocol.FlightService/DoGet`, `/grpc.health.v1.Health/Check`).
-    pub rpc: &'a str,
-    /// The request's metadata (HTTP/2 headers: `authorization`, `user-agent`, ...).
-    pub metadata: &'a http::HeaderMap,
-    /// The peer's address, when the transport knows it.
-    pub peer: Option<SocketAddr>,
-    /// The client's leaf certificate (DER), verified by the TLS layer, when it sent one.
-    pub client_cert: Option<&'a [u8]>,
-    /// The call's audit note: a gate puts the principal and its decision here.
-    pub note: &'a AuditNote,
-}
-
-impl Call<'_> {
-    /// The service part of [`Call::rpc`] (`ward.v1.Datasets`).
-    pub fn service(&self) -> &str {
-        self.rpc
-            .trim_start_matches('/')
-            .split_once('/')
-            .map_or("", |(s, _)| s)
-    }
-
-    /// The method part of [`Call::rpc`] (`GetDataset`).
-    pub fn method(&self) -> &str {
-        self.rpc.rsplit_once('/').map_or("", |(_, m)| m)
-    }
-}
-
-/// What the gate decided for an admitted call; handlers find it in the request extensions.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Admission {
-    /// Who is calling (a token's subject, a certificate's name); `None` when the gate does
-    /// not authenticate.
-    pub principal: Option<String>,
-    /// The RPC admitted (as in [`Call::rpc`]).
-    pub rpc: String,
-    /// The peer's address.
-    pub peer: Option<SocketAddr>,
-    /// The authenticated principal with its roles (`None` for a public call, or when the
-    /// gate does not authenticate); handlers authorize patient-level access with it.
-    pub identity: Option<Arc<crate::auth::Principal>>,
-}
-
-/// Decides whether a call may run. Implementations must be cheap (they run on every call)
-/// and must never panic.
-pub trait Gate: Send + Sync + fmt::Debug + 'static {
-    /// Admits or refuses `call`.
-    ///
-    /// # Errors
-    /// The refusal, answered to the caller through [`super::to_status`]
-    /// (`Unauthenticated`, `PermissionDenied`, ...).
-    fn admit(&self, call: &Call<'_>) -> Result<Admission>;
-}
-
-/// The default gate: admits every call, anonymously.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct AllowAll;
-
-impl Gate for AllowAll {
-    fn admit(&self, call: &Call<'_>) -> Result<Admission> {
-        match route(call.rpc) {
-            Some(Route::Public) => call.note.set_public(),
-            Some(Route::Gate(a) | Route::Handler(a)) => {
-                call.note.set_principal(&Principal::anonymous(call.peer));
-                call.note.set_action(a);
-            }
-            None => call.note.set_principal(&Principal::anonymous(call.peer)),
-        }
-        Ok(Admission {
-            principal: None,
-            rpc: call.rpc.to_string(),
-            peer: call.peer,
-            identity: None,
-        })
-    }
-}
+use crate::security::audit::{AuditEntry, AuditLog};
+use crate::security::gate::{Admission, Call, Gate};
+use crate::security::note::{code_name, AuditNote, Finish};
 
 /// The tower layer that runs a [`Gate`] in front of every service of the server and
 /// writes each call's audit record (module docs).
@@ -304,30 +226,6 @@ async fn append(log: Arc<AuditLog>, entry: AuditEntry) -> Result<()> {
         .map(|_| ())
 }
 
-/// The snake-case name of a gRPC status code, as audit records name outcomes.
-pub(crate) fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code as C;
-    match code {
-        C::Ok => "ok",
-        C::Cancelled => "cancelled",
-        C::Unknown => "unknown",
-        C::InvalidArgument => "invalid_argument",
-        C::DeadlineExceeded => "deadline_exceeded",
-        C::NotFound => "not_found",
-        C::AlreadyExists => "already_exists",
-        C::PermissionDenied => "permission_denied",
-        C::ResourceExhausted => "resource_exhausted",
-        C::FailedPrecondition => "failed_precondition",
-        C::Aborted => "aborted",
-        C::OutOfRange => "out_of_range",
-        C::Unimplemented => "unimplemented",
-        C::Internal => "internal",
-        C::Unavailable => "unavailable",
-        C::DataLoss => "data_loss",
-        C::Unauthenticated => "unauthenticated",
-    }
-}
-
 /// The peer address and client certificate of a request's connection (plain TCP, or TLS
 /// through [`crate::service::tls_incoming`]).
 fn connection_info(ext: &http::Extensions) -> (Option<SocketAddr>, Option<Vec<u8>>) {
@@ -351,33 +249,4 @@ fn admit(gate: &dyn Gate, call: &Call<'_>) -> Result<Admission> {
             )))
         },
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn call_names_split() {
-        let h = http::HeaderMap::new();
-        let note = AuditNote::default();
-        let c = Call {
-            rpc: "/ward.v1.Datasets/GetDataset",
-            metadata: &h,
-            peer: None,
-            client_cert: None,
-            note: &note,
-        };
-        assert_eq!(c.service(), "ward.v1.Datasets");
-        assert_eq!(c.method(), "GetDataset");
-        let a = AllowAll.admit(&c).unwrap();
-        assert_eq!(a.rpc, "/ward.v1.Datasets/GetDataset");
-        assert_eq!(a.principal, None);
-        // Still a principal in the audit record: the anonymous loopback caller.
-        let e = note.entry(c.rpc, Some("127.0.0.1:4000".parse().unwrap()), Ok(()));
-        assert_eq!(e.principal.as_deref(), Some("anonymous@loopback"));
-        assert_eq!(e.auth.as_deref(), Some("none"));
-        assert_eq!(e.action.as_deref(), Some("datasets_read"));
-        assert_eq!(e.outcome.as_deref(), Some("ok"));
-    }
 }

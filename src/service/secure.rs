@@ -1,20 +1,22 @@
-//! The security wiring of the server: the [`SecureGate`] over [`crate::auth::Security`]
-//! (authentication, the permission table of [`crate::auth::route`], the audit trail), the
-//! care-team index loaded from the store, and the de-identification policy and key for
-//! historical lookups (`docs/security.md`, "The server").
+//! The security wiring of the server: the security wing's gate
+//! ([`crate::security::gate::SecureGate`] over [`crate::security::gate::Security`]) built from
+//! the server's configuration, the care-team index loaded from the store and reloaded with
+//! the policy, and the de-identification policy and key for historical lookups
+//! (`docs/security.md`, "The server"). Who may do what is decided in the wing; this file only
+//! loads and reloads what the wing decides with.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::auth::{Action, AuditNote, CareTeamIndex, Principal, RequestContext, Security};
 use crate::clock::SharedClock;
-use crate::deid::{DeidKey, DeidPolicy};
 use crate::error::{Error, Result};
+use crate::security::care_team::CareTeamIndex;
+use crate::security::deid::{DeidKey, DeidPolicy};
+use crate::security::gate::{SecureGate, Security};
 use crate::store::{Store, VersionRef};
 
 use super::config::{DeidConfig, ServeConfig};
-use super::gate::{Admission, Call, Gate};
 
 /// The name of the curated table care-team checks read.
 pub const CARE_TEAM_TABLE: &str = "care_team";
@@ -163,17 +165,17 @@ impl Secured {
 
     /// Swaps in what changed since it was loaded: the policy file (when its content
     /// changed), the head of `care_team` (a CLI `ward ingest`, another server), and asks the
-    /// JWT verifiers to check their JWKS files ([`crate::auth::jwt::request_jwks_check`]:
+    /// JWT verifiers to check their JWKS files ([`crate::security::auth::jwt::request_jwks_check`]:
     /// the next verification reloads a changed one). Something that does not load (a policy
     /// being edited, a table being written) is logged and the current one kept; it is tried
     /// again when it changes.
     pub async fn reload(&self, store: &Store) -> Reloaded {
-        crate::auth::jwt::request_jwks_check();
+        crate::security::auth::jwt::request_jwks_check();
         let mut out = Reloaded::default();
         let now = file_digest(&self.reload.policy);
         let before = self.reload.policy_digest.lock().map(|d| *d).unwrap_or(None);
         if now != before {
-            match crate::auth::Policy::load(&self.reload.policy) {
+            match crate::security::policy::Policy::load(&self.reload.policy) {
                 Ok(p) => {
                     self.security.authorizer().set_policy(p);
                     tracing::info!(policy = %self.reload.policy.display(), "policy changed: reloaded");
@@ -217,9 +219,7 @@ impl Secured {
 
     /// The gate over this security.
     pub fn gate(&self) -> SecureGate {
-        SecureGate {
-            security: self.security.clone(),
-        }
+        SecureGate::new(self.security.clone())
     }
 }
 
@@ -278,90 +278,4 @@ pub fn spawn_reload(secured: Arc<Secured>, store: Store) -> tokio::task::JoinHan
             secured.reload(&store).await;
         }
     })
-}
-
-/// The gate over Ward's security: every call is authenticated (bearer JWT or API token from
-/// `authorization`, else the client certificate), mapped to its action by the one table
-/// [`crate::auth::route`] (unknown calls refused; health and reflection public) and
-/// decided; calls whose patients the handler must see are authorized again there with the
-/// patients (`authorize`). Each decision goes into the call's [`AuditNote`], from which the
-/// gate layer writes the call's one audit record ([`super::gate`]).
-#[derive(Debug, Clone)]
-pub struct SecureGate {
-    security: Arc<Security>,
-}
-
-impl SecureGate {
-    /// A gate over `security`.
-    pub fn new(security: Arc<Security>) -> SecureGate {
-        SecureGate { security }
-    }
-}
-
-impl Gate for SecureGate {
-    fn admit(&self, call: &Call<'_>) -> Result<Admission> {
-        let mut ctx = RequestContext::from_headers(call.rpc, call.metadata, call.peer);
-        if let Some(cert) = call.client_cert {
-            ctx = ctx.with_client_cert(cert.to_vec());
-        }
-        let principal = self.security.admit(&ctx, call.note)?;
-        Ok(Admission {
-            principal: principal.as_ref().map(|p| p.subject.clone()),
-            rpc: call.rpc.to_string(),
-            peer: call.peer,
-            identity: principal.map(Arc::new),
-        })
-    }
-}
-
-/// The request context of an admitted call, for the handler's decision.
-pub(crate) fn context(admission: &Admission) -> RequestContext {
-    let mut ctx = RequestContext::new(admission.rpc.clone());
-    ctx.peer = admission.peer;
-    ctx
-}
-
-/// The principal of an admitted call; a call the secure gate admitted always has one
-/// (handler routes are never public).
-///
-/// # Errors
-/// [`Error::Unauthenticated`] when the admission has none.
-pub(crate) fn principal(admission: Option<&Admission>) -> Result<(Arc<Principal>, &Admission)> {
-    let a = admission.ok_or_else(|| Error::Unauthenticated {
-        reason: "the call was not admitted by the gate".into(),
-    })?;
-    let p = a.identity.clone().ok_or_else(|| Error::Unauthenticated {
-        reason: "no authenticated principal".into(),
-    })?;
-    Ok((p, a))
-}
-
-/// The call's audit note, from the request extensions (the gate layer puts it there); a
-/// detached one (recorded nowhere) for a handler called without the layer.
-pub(crate) fn note(ext: &http::Extensions) -> AuditNote {
-    ext.get::<AuditNote>().cloned().unwrap_or_default()
-}
-
-/// The handler's decision: authorizes `action` on `patients` for the admitted principal and
-/// puts it (with the feature set and datasets in `ctx`) into the call's `note`; the gate layer
-/// records it with the call's outcome. No I/O: it runs on the executor.
-///
-/// # Errors
-/// [`Error::PermissionDenied`].
-pub(crate) fn authorize(
-    security: &Security,
-    principal: &Principal,
-    ctx: &RequestContext,
-    action: Action,
-    patients: &[String],
-    note: &AuditNote,
-) -> Result<()> {
-    security.authorize(principal, ctx, action, patients, note)
-}
-
-/// A refusal the policy did not make (e.g. a de-identified read on a server without
-/// `[deid]`): noted as denied, and returned.
-pub(crate) fn refuse(note: &AuditNote, action: Action, e: Error) -> Error {
-    note.refused(Some(action), &e);
-    e
 }

@@ -1,8 +1,8 @@
 //! Serving over TLS: a tokio-rustls acceptor in front of tonic (`serve_with_incoming`).
 //!
-//! The rustls configuration comes from [`crate::tls::server_config`] (TLS 1.3, 1.2 by
+//! The rustls configuration comes from [`crate::security::tls::server_config`] (TLS 1.3, 1.2 by
 //! configuration, client certificates none/optional/required, the certificate served by a
-//! reloadable [`crate::tls::CertStore`]). Each accepted TCP connection is handshaken on its
+//! reloadable [`crate::security::tls::CertStore`]). Each accepted TCP connection is handshaken on its
 //! own task (a slow or failed handshake never holds up the others, and is dropped after
 //! [`HANDSHAKE_TIMEOUT`]); a finished connection carries [`TlsInfo`] (peer address and the
 //! client's leaf certificate) into every request's extensions, where the gate reads it.

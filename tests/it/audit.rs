@@ -7,10 +7,10 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
-use ward::audit::{
+use ward::clock::{ManualClock, SharedClock};
+use ward::security::audit::{
     self, file_name, AuditEntry, AuditLog, AuditOptions, AuditRecord, Durability, Outcome, Patients,
 };
-use ward::clock::{ManualClock, SharedClock};
 
 fn clock() -> SharedClock {
     Arc::new(ManualClock::new(

@@ -12,10 +12,14 @@ use chrono::{DateTime, Duration, Utc};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 
-use ward::audit::{self, Outcome, Patients};
-use ward::auth::{Action, AuditNote, CareTeamIndex, RequestContext, Security, Source};
 use ward::clock::{ManualClock, SharedClock};
 use ward::curated::{CareTeamMember, RowMeta};
+use ward::security::audit::{self, Outcome, Patients};
+use ward::security::auth::{RequestContext, Source};
+use ward::security::care_team::CareTeamIndex;
+use ward::security::gate::Security;
+use ward::security::note::AuditNote;
+use ward::security::policy::Action;
 use ward::Error;
 
 const ISS: &str = "https://idp.test/realms/ward";
@@ -184,7 +188,7 @@ roles = ["steward"]
 dir = "audit"
 max_file_bytes = 2000
 "#,
-            ward::auth::tokens::hash_token("dev-token-0123456789")
+            ward::security::auth::tokens::hash_token("dev-token-0123456789")
         ),
     )
     .unwrap();

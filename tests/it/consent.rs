@@ -13,13 +13,13 @@ use chrono::{DateTime, TimeZone, Utc};
 
 use ward::clock::{ManualClock, SharedClock};
 use ward::curated::{consent, CuratedTables, Table};
-use ward::deid::{ConsentApplied, NO_CONSENT};
 use ward::features::{self, FeatureRepo, MaterializeOptions};
 use ward::hash::ContentHash;
 use ward::ingest::mapping::{self, Mapping};
 use ward::ingest::pipeline::{self, Format, IngestOptions};
 use ward::ingest::{fhir, Context, Input};
 use ward::lookup::{self, Entities, HistoricalRequest, Online};
+use ward::security::deid::{ConsentApplied, NO_CONSENT};
 use ward::store::{Kind, PutOptions, Store, VersionRef};
 use ward::synth::{generate_cohort, SynthOptions};
 
@@ -618,9 +618,9 @@ async fn deidentified_export_leaves_out_opt_outs() {
     clock.set(utc(2026, 1, 11));
     let (out, ids, _) = export(&store, &entities(&[a.clone(), b.clone(), c.clone()])).await;
     assert_eq!(ids.len(), 4);
-    let key = ward::deid::DeidKey::from_secret(&[9u8; 32]).unwrap();
-    let policy = ward::deid::DeidPolicy::safe_harbor();
-    let put = ward::deid::store_deidentified(&store, &out.hash, &policy, &key, "deid")
+    let key = ward::security::deid::DeidKey::from_secret(&[9u8; 32]).unwrap();
+    let policy = ward::security::deid::DeidPolicy::safe_harbor();
+    let put = ward::security::deid::store_deidentified(&store, &out.hash, &policy, &key, "deid")
         .await
         .unwrap();
     let (_, batches) = store.read(&put.manifest.hash).await.unwrap();

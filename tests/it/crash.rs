@@ -302,7 +302,7 @@ async fn killed_ingests_materializations_lookups_and_tags_lose_nothing() {
     // appends were killed too: the chain holds, and the only problem allowed is a torn last
     // line, reported as such.
     let audit_dir = store_dir.join("audit");
-    let after_kills = ward::audit::verify(&audit_dir).unwrap();
+    let after_kills = ward::security::audit::verify(&audit_dir).unwrap();
     assert!(
         after_kills.ok() || after_kills.torn.is_some(),
         "the audit trail is damaged beyond a torn last line: {:?}",
@@ -315,7 +315,7 @@ async fn killed_ingests_materializations_lookups_and_tags_lose_nothing() {
     check_after_crashes(&store_dir, &again).await;
     // The next writer sealed a torn line, keeping its bytes in the trail, never dropping
     // them silently.
-    let sealed = ward::audit::verify(&audit_dir).unwrap();
+    let sealed = ward::security::audit::verify(&audit_dir).unwrap();
     assert!(sealed.ok(), "{:?}", sealed.problem);
     if after_kills.torn.is_some() {
         assert!(!sealed.recovered.is_empty(), "the torn line was not kept");

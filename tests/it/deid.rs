@@ -15,8 +15,8 @@ use chrono::{DateTime, Utc};
 use proptest::prelude::*;
 
 use ward::clock::ManualClock;
-use ward::deid::{deidentify, store_deidentified, DeidKey, DeidPolicy, Export, Profile};
 use ward::hash::ContentHash;
+use ward::security::deid::{deidentify, store_deidentified, DeidKey, DeidPolicy, Export, Profile};
 use ward::store::{Kind, PutOptions, Store};
 
 #[derive(Debug, Clone)]
@@ -444,9 +444,9 @@ mod attack {
 
     use crate::common::proto::{self, features_client::FeaturesClient};
     use ward::clock::{Clock as _, ManualClock, SharedClock};
-    use ward::deid::DeidKey;
     use ward::demo::{DemoOptions, READMISSION_FEATURES};
     use ward::features::FeatureRepo;
+    use ward::security::deid::DeidKey;
     use ward::service::secure::Secured;
     use ward::service::{ServeConfig, Server};
     use ward::store::{Kind, PutOptions, Store};

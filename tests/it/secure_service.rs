@@ -17,11 +17,12 @@ use tonic::transport::Channel;
 use tonic::Code;
 
 use crate::common::proto::{self, features_client::FeaturesClient};
-use ward::auth::{CareTeamIndex, Security};
 use ward::clock::{Clock as _, ManualClock, SharedClock};
 use ward::curated::{CareTeamMember, RowMeta};
 use ward::demo::{DemoOptions, READMISSION_FEATURES};
 use ward::features::FeatureRepo;
+use ward::security::care_team::CareTeamIndex;
+use ward::security::gate::Security;
 use ward::service::secure::Secured;
 use ward::service::{Exposure, ServeConfig, Server};
 use ward::store::Store;
@@ -570,7 +571,7 @@ async fn attacks_over_grpc_are_refused_and_audited() {
         .await
         .unwrap();
     assert_eq!(records(&fx.audit_dir).len(), seen + 1);
-    let report = ward::audit::verify(&fx.audit_dir).unwrap();
+    let report = ward::security::audit::verify(&fx.audit_dir).unwrap();
     assert!(report.ok(), "{:?}", report.problem);
     fx.stop().await;
 }
@@ -649,7 +650,7 @@ client_auth = "optional"
 client_ca = "clients-ca.pem"
 reload_secs = 0
 "#,
-            ward::auth::tokens::hash_token("dev-token-0123456789")
+            ward::security::auth::tokens::hash_token("dev-token-0123456789")
         ),
     )
     .unwrap();
@@ -742,7 +743,7 @@ reload_secs = 0
     assert_eq!(last["principal"], "scoring.ward.internal", "{last}");
     assert_eq!(last["auth"], "mtls");
     assert_eq!(last["roles"], json!(["model-service"]));
-    assert!(ward::audit::verify(&audit_dir).unwrap().ok());
+    assert!(ward::security::audit::verify(&audit_dir).unwrap().ok());
 
     let _ = tx.send(());
     served.await.unwrap().unwrap();
@@ -844,7 +845,7 @@ async fn every_request_is_audited_once_with_its_outcome_issuer_key_and_training_
         new[0]
     );
     assert_eq!(new[0]["patients"]["bulk"]["count"], 2);
-    let report = ward::audit::verify(&fx.audit_dir).unwrap();
+    let report = ward::security::audit::verify(&fx.audit_dir).unwrap();
     assert!(report.ok(), "{:?}", report.problem);
     fx.stop().await;
 }
@@ -1077,6 +1078,6 @@ async fn an_unauthenticated_loopback_server_audits_every_call_as_anonymous() {
     assert_eq!(recs[2]["action"], "online_lookup");
     assert_eq!(recs[3]["action"], "historical_identified");
     assert_eq!(recs[3]["datasets"].as_array().unwrap().len(), 1);
-    let report = ward::audit::verify(&audit_dir).unwrap();
+    let report = ward::security::audit::verify(&audit_dir).unwrap();
     assert!(report.ok(), "{:?}", report.problem);
 }

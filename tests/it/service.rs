@@ -22,7 +22,8 @@ use crate::common::proto::{
 use ward::clock::ManualClock;
 use ward::demo::{DemoOptions, DemoReport, READMISSION_FEATURES};
 use ward::features::FeatureRepo;
-use ward::service::{Admission, Call, Gate, Limits, ServeConfig, Server};
+use ward::security::gate::{Admission, Call, Gate};
+use ward::service::{Limits, ServeConfig, Server};
 use ward::store::{Kind, ListFilter, Store, VersionRef};
 use ward::synth::{SynthFormat, SynthOptions};
 

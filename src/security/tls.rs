@@ -507,14 +507,14 @@ mod tests {
         let mut principals = std::collections::BTreeMap::new();
         principals.insert(
             "scoring.ward.internal".to_string(),
-            crate::auth::mtls::CertPrincipal {
+            crate::security::auth::mtls::CertPrincipal {
                 roles: vec!["model-service".into()],
                 clinician_id: None,
             },
         );
-        let mapper = crate::auth::MtlsMapper::new(
-            &crate::auth::MtlsConfig {
-                identity: crate::auth::mtls::Identity::SanDns,
+        let mapper = crate::security::auth::MtlsMapper::new(
+            &crate::security::auth::MtlsConfig {
+                identity: crate::security::auth::mtls::Identity::SanDns,
                 principals,
             },
             "t",

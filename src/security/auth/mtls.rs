@@ -16,9 +16,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Deserialize;
 use x509_parser::extensions::GeneralName;
 
-use super::policy::validate_role;
 use super::{Principal, Source};
 use crate::error::{Error, Result};
+use crate::security::policy::validate_role;
 
 /// Which part of the certificate names the principal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -11,6 +11,13 @@
 //!
 //! A role not in the file grants nothing; a permission name Ward does not know is an error
 //! naming the file, the role and the name (a typo must not silently grant or deny).
+//!
+//! Two vocabularies, side by side here because they are two concepts: a [`Permission`] is
+//! what a role grants (written in policy files), an [`Action`] is what a call does (the
+//! route table maps every RPC to one, and audit records name it).
+//! [`Action::permissions`] maps one to the other: an online lookup is allowed by two
+//! permissions (any patient, or care-team patients only), a de-identified historical read
+//! by either historical permission, and `online_lookup_care_team` is no action of its own.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -221,6 +228,94 @@ impl Policy {
             }
         }
         out
+    }
+}
+
+/// What a request does; every RPC maps to one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Online feature lookup for the listed patients.
+    OnlineLookup,
+    /// Historical (training set) read with identifiers.
+    HistoricalIdentified,
+    /// Historical read, de-identified.
+    HistoricalDeidentified,
+    /// Materialize a feature set.
+    Materialize,
+    /// Ingest source files.
+    Ingest,
+    /// List, show, verify or read dataset versions.
+    DatasetsRead,
+    /// Tag or upload datasets.
+    DatasetsWrite,
+    /// Query or verify the audit trail.
+    AuditRead,
+    /// Administration.
+    Admin,
+}
+
+impl Action {
+    /// Every action.
+    pub const ALL: [Action; 9] = [
+        Action::OnlineLookup,
+        Action::HistoricalIdentified,
+        Action::HistoricalDeidentified,
+        Action::Materialize,
+        Action::Ingest,
+        Action::DatasetsRead,
+        Action::DatasetsWrite,
+        Action::AuditRead,
+        Action::Admin,
+    ];
+
+    /// The action's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::OnlineLookup => "online_lookup",
+            Action::HistoricalIdentified => "historical_identified",
+            Action::HistoricalDeidentified => "historical_deidentified",
+            Action::Materialize => "materialize",
+            Action::Ingest => "ingest",
+            Action::DatasetsRead => "datasets_read",
+            Action::DatasetsWrite => "datasets_write",
+            Action::AuditRead => "audit_read",
+            Action::Admin => "admin",
+        }
+    }
+
+    /// The permissions any one of which allows the action (for online lookups,
+    /// `online_lookup_care_team` allows it only for care-team patients).
+    pub fn permissions(self) -> &'static [Permission] {
+        match self {
+            Action::OnlineLookup => &[Permission::OnlineLookup, Permission::OnlineLookupCareTeam],
+            Action::HistoricalIdentified => &[Permission::HistoricalIdentified],
+            Action::HistoricalDeidentified => &[
+                Permission::HistoricalDeidentified,
+                Permission::HistoricalIdentified,
+            ],
+            Action::Materialize => &[Permission::Materialize],
+            Action::Ingest => &[Permission::Ingest],
+            Action::DatasetsRead => &[Permission::DatasetsRead],
+            Action::DatasetsWrite => &[Permission::DatasetsWrite],
+            Action::AuditRead => &[Permission::AuditRead],
+            Action::Admin => &[Permission::Admin],
+        }
+    }
+
+    /// Whether the patients an action touches are recorded in bulk (count and hash) rather
+    /// than listed: historical reads, whose id list is in the training set's lineage.
+    pub fn bulk_patients(self) -> bool {
+        matches!(
+            self,
+            Action::HistoricalIdentified | Action::HistoricalDeidentified
+        )
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

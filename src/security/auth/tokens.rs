@@ -16,9 +16,9 @@ use std::collections::BTreeSet;
 
 use serde::Deserialize;
 
-use super::policy::validate_role;
 use super::{Principal, Source};
 use crate::error::{Error, Result};
+use crate::security::policy::validate_role;
 
 /// One API token as configured.
 #[derive(Debug, Clone, Deserialize)]

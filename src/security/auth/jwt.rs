@@ -31,9 +31,9 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
-use super::policy::validate_role;
 use super::{Principal, Source};
 use crate::error::{Error, Result};
+use crate::security::policy::validate_role;
 
 fn default_skew() -> u64 {
     60
