@@ -1,8 +1,8 @@
 //! FHIR R4: Bundle JSON and Bulk Data NDJSON into curated rows.
 //!
-//! Two entry points share one pipeline: [`parse_bundles`] reads whole JSON documents (a
-//! Bundle of any type, nested Bundles included, or a single resource) and [`parse_ndjson`]
-//! reads FHIR Bulk Data files (one resource a line). Each document or line is parsed with
+//! One entry point, [`parse`] (or [`parse_batches`]), reads two framings ([`Framing`]): whole
+//! JSON documents (a Bundle of any type, nested Bundles included, or a single resource) and
+//! FHIR Bulk Data files (one resource a line). Each document or line is parsed with
 //! `serde_json` (whose recursion limit keeps deeply nested input from exhausting the stack),
 //! walked into its resources, and every resource is curated on its own, in parallel, with
 //! the output kept in input order.
@@ -98,57 +98,61 @@ mod walk;
 
 use arrow::error::ArrowError;
 
-use self::framing::{batches_of, bundles, ndjson, rows_of};
+use self::framing::{batches_of, bundles, ndjson, rows_of, Part};
 use super::{Context, Input, Parsed, ParsedBatches};
+use crate::curated::RowSink;
 
-/// Parses FHIR JSON documents: each input is a Bundle (any type, nested Bundles included) or
-/// a single resource.
-///
-/// Documents are parsed in parallel; rows, bad records and skipped records come out in input
-/// order. Never fails and never panics: whatever cannot be read is reported in
-/// [`Parsed::bad`].
-pub fn parse_bundles(inputs: &[Input<'_>], ctx: &Context) -> Parsed {
-    rows_of(bundles(inputs, ctx))
+/// How FHIR input is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// JSON documents: each input is a Bundle (any type, nested Bundles included) or a single
+    /// resource. Documents are parsed in parallel.
+    Bundle,
+    /// FHIR Bulk Data NDJSON: one resource a line (typically one file per resource type,
+    /// already decompressed). The `record` of every location is the 1-based line number;
+    /// blank lines are not records and are passed over.
+    ///
+    /// One parallel pass takes each line once, in runs of consecutive lines. A line that
+    /// starts with the `resourceType` of a type Ward does not curate is only checked to be
+    /// valid JSON (`scan_head`, without building it: Claims and EOBs are most of a Synthea
+    /// export's bytes) and skipped; any other line is parsed and curated at once. A resource
+    /// whose curation needs the rest of the input (a `urn:uuid:` reference to another line, a
+    /// `medicationReference` to a Medication of another line) stops its run. Only if there is
+    /// one, a second parallel pass reads every line's `resourceType` and `id` (and every
+    /// Medication's code) into an index, and the runs that stopped are made again with it.
+    /// Bulk exports use `Type/id` references, so the second pass is rare.
+    Ndjson,
 }
 
-/// [`parse_bundles`] with each table's rows appended to Arrow column builders as they are
-/// curated, without holding them as row structs: what an ingest run writes.
+/// Parses FHIR input framed as `framing` into curated rows, bad records and skipped records.
+///
+/// Rows, bad records and skipped records come out in input order. Never fails and never
+/// panics: whatever cannot be read is reported in [`Parsed::bad`].
+pub fn parse(inputs: &[Input<'_>], framing: Framing, ctx: &Context) -> Parsed {
+    rows_of(parts(inputs, framing, ctx))
+}
+
+/// [`parse`] with each table's rows appended to Arrow column builders as they are curated,
+/// without holding them as row structs: what an ingest run writes.
 ///
 /// # Errors
 /// Only an Arrow error joining the columns, which would be a bug.
-pub fn parse_bundles_batches(
+pub fn parse_batches(
     inputs: &[Input<'_>],
+    framing: Framing,
     ctx: &Context,
 ) -> Result<ParsedBatches, ArrowError> {
-    batches_of(bundles(inputs, ctx))
+    batches_of(parts(inputs, framing, ctx))
 }
 
-/// Parses FHIR Bulk Data NDJSON: one resource a line (typically one file per resource type,
-/// already decompressed). The `record` of every location is the 1-based line number; blank
-/// lines are not records and are passed over.
-///
-/// One parallel pass takes each line once, in runs of consecutive lines. A line that starts
-/// with the `resourceType` of a type Ward does not curate is only checked to be valid JSON
-/// (`scan_head`, without building it: Claims and EOBs are most of a Synthea export's bytes)
-/// and skipped; any other line is parsed and curated at once. A resource whose curation
-/// needs the rest of the input (a `urn:uuid:` reference to another line, a
-/// `medicationReference` to a Medication of another line) stops its run. Only if there is
-/// one, a second parallel pass reads every line's `resourceType` and `id` (and every
-/// Medication's code) into an index, and the runs that stopped are made again with it. Bulk
-/// exports use `Type/id` references, so the second pass is rare. Input order is kept. Never
-/// fails and never panics.
-pub fn parse_ndjson(inputs: &[Input<'_>], ctx: &Context) -> Parsed {
-    rows_of(ndjson(inputs, ctx))
-}
-
-/// [`parse_ndjson`] with each table's rows appended to Arrow column builders as they are
-/// curated, without holding them as row structs: what an ingest run writes.
-///
-/// # Errors
-/// Only an Arrow error joining the columns, which would be a bug.
-pub fn parse_ndjson_batches(
+/// What each run of input became, in input order.
+fn parts<S: RowSink + Default + Send>(
     inputs: &[Input<'_>],
+    framing: Framing,
     ctx: &Context,
-) -> Result<ParsedBatches, ArrowError> {
-    batches_of(ndjson(inputs, ctx))
+) -> Vec<Part<S>> {
+    match framing {
+        Framing::Bundle => bundles(inputs, ctx),
+        Framing::Ndjson => ndjson(inputs, ctx),
+    }
 }

@@ -1,5 +1,6 @@
 //! Tests of HL7 v2 ingest.
 
+use crate::ingest::test_support::inputs;
 use chrono::{DateTime, Utc};
 
 use super::framing::{is_segment, logical_lines};
@@ -25,13 +26,7 @@ fn utc(s: &str) -> DateTime<Utc> {
 }
 
 fn run(files: &[(&str, &str)]) -> Parsed {
-    let inputs: Vec<Input<'_>> = files
-        .iter()
-        .map(|(name, text)| Input {
-            name,
-            bytes: text.as_bytes(),
-        })
-        .collect();
+    let inputs = inputs(files);
     parse(&inputs, &ctx())
 }
 
