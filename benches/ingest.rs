@@ -298,7 +298,7 @@ type Parse = fn(&[Input<'_>], &Context) -> ParsedBatches;
 
 /// FHIR NDJSON into record batches, as an ingest run does it.
 fn fhir_batches(inputs: &[Input<'_>], ctx: &Context) -> ParsedBatches {
-    fhir::parse_ndjson_batches(inputs, ctx).expect("batches")
+    fhir::parse_batches(inputs, fhir::Framing::Ndjson, ctx).expect("batches")
 }
 
 /// HL7 v2 into record batches, as an ingest run does it.
@@ -517,7 +517,7 @@ fn main() {
     };
     let all = format!("{cores} (rayon default)");
     row(
-        "FHIR NDJSON parse into Arrow batches (`fhir::parse_ndjson_batches`)",
+        "FHIR NDJSON parse into Arrow batches (`fhir::parse_batches`)",
         all.clone(),
         resources,
         fhir_bytes,

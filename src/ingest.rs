@@ -16,6 +16,8 @@ mod json;
 pub mod mapping;
 pub mod pipeline;
 pub mod read;
+#[cfg(test)]
+mod test_support;
 
 use arrow::array::RecordBatch;
 use arrow::error::ArrowError;
@@ -148,7 +150,7 @@ impl Parsed {
 
 /// The result of parsing some input, with the curated rows already as Arrow record batches
 /// (what an ingest run writes). Parsers that can fill column builders directly produce this
-/// without building row structs first (e.g. [`fhir::parse_ndjson_batches`]).
+/// without building row structs first (e.g. [`fhir::parse_batches`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ParsedBatches {
     /// One record batch per non-empty curated table, in [`Table::ALL`] order.

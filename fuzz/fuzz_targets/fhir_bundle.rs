@@ -8,12 +8,12 @@ use ward::ingest::{fhir, Context, Input};
 
 fuzz_target!(|data: &[u8]| {
     let ctx = Context::new(chrono::DateTime::from_timestamp(1_900_000_000, 0).unwrap_or_default());
-    let parsed = fhir::parse_bundles(&[Input { name: "bundle.json", bytes: data }], &ctx);
+    let parsed = fhir::parse(&[Input { name: "bundle.json", bytes: data }], fhir::Framing::Bundle, &ctx);
     for t in Table::ALL {
         parsed.tables.to_batch(t).expect("rows match the schema");
     }
     // The column path an ingest run takes gives the same result.
-    let columns = fhir::parse_bundles_batches(&[Input { name: "bundle.json", bytes: data }], &ctx);
+    let columns = fhir::parse_batches(&[Input { name: "bundle.json", bytes: data }], fhir::Framing::Bundle, &ctx);
     let rows = parsed.clone().into_batches().expect("rows match the schema");
     assert!(columns.expect("columns build") == rows, "column and row paths differ");
     for bad in &parsed.bad {

@@ -8,12 +8,12 @@ use ward::ingest::{fhir, Context, Input};
 
 fuzz_target!(|data: &[u8]| {
     let ctx = Context::new(chrono::DateTime::from_timestamp(1_900_000_000, 0).unwrap_or_default());
-    let parsed = fhir::parse_ndjson(&[Input { name: "Observation.ndjson", bytes: data }], &ctx);
+    let parsed = fhir::parse(&[Input { name: "Observation.ndjson", bytes: data }], fhir::Framing::Ndjson, &ctx);
     for t in Table::ALL {
         parsed.tables.to_batch(t).expect("rows match the schema");
     }
     // The column path an ingest run takes gives the same result.
-    let columns = fhir::parse_ndjson_batches(&[Input { name: "Observation.ndjson", bytes: data }], &ctx);
+    let columns = fhir::parse_batches(&[Input { name: "Observation.ndjson", bytes: data }], fhir::Framing::Ndjson, &ctx);
     let rows = parsed.clone().into_batches().expect("rows match the schema");
     assert!(columns.expect("columns build") == rows, "column and row paths differ");
     let lines = data.split(|b| *b == b'\n').count() as u64;

@@ -391,8 +391,8 @@ fn parse(opts: &IngestOptions, inputs: &[Input<'_>]) -> Result<ParsedBatches, Ar
     let ctx = &opts.context;
     let parsed = match opts.format {
         Format::Hl7v2 => hl7v2::parse(inputs, ctx),
-        Format::Fhir => return fhir::parse_bundles_batches(inputs, ctx),
-        Format::FhirNdjson => return fhir::parse_ndjson_batches(inputs, ctx),
+        Format::Fhir => return fhir::parse_batches(inputs, fhir::Framing::Bundle, ctx),
+        Format::FhirNdjson => return fhir::parse_batches(inputs, fhir::Framing::Ndjson, ctx),
         Format::Synthea => {
             let m = opts.mapping.clone().unwrap_or_else(Mapping::synthea);
             mapping::parse(&m, inputs, ctx)

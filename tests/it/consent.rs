@@ -58,11 +58,12 @@ fn consent_json(
 fn parse(lines: &[String]) -> ward::ingest::Parsed {
     let text = lines.join("\n");
     let ctx = Context::new(utc(2030, 1, 1));
-    fhir::parse_ndjson(
+    fhir::parse(
         &[Input {
             name: "Consent.ndjson",
             bytes: text.as_bytes(),
         }],
+        fhir::Framing::Ndjson,
         &ctx,
     )
 }

@@ -15,20 +15,20 @@ use ward::ingest::{Context, Input, Parsed, ParsedBatches};
 
 use crate::common::shared_data;
 
-/// `fhir::parse_bundles`, checked against the column path an ingest run takes
-/// (`parse_bundles_batches`).
+/// `fhir::parse` of Bundles, checked against the column path an ingest run takes
+/// (`parse_batches`).
 fn parse_bundles(inputs: &[Input<'_>], ctx: &Context) -> Parsed {
     both_paths(
-        fhir::parse_bundles(inputs, ctx),
-        fhir::parse_bundles_batches(inputs, ctx),
+        fhir::parse(inputs, fhir::Framing::Bundle, ctx),
+        fhir::parse_batches(inputs, fhir::Framing::Bundle, ctx),
     )
 }
 
-/// `fhir::parse_ndjson`, checked against `parse_ndjson_batches` the same way.
+/// `fhir::parse` of NDJSON, checked against `parse_batches` the same way.
 fn parse_ndjson(inputs: &[Input<'_>], ctx: &Context) -> Parsed {
     both_paths(
-        fhir::parse_ndjson(inputs, ctx),
-        fhir::parse_ndjson_batches(inputs, ctx),
+        fhir::parse(inputs, fhir::Framing::Ndjson, ctx),
+        fhir::parse_batches(inputs, fhir::Framing::Ndjson, ctx),
     )
 }
 

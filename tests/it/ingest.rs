@@ -1218,8 +1218,8 @@ fn parser_soak() {
             "fhir" => {
                 // The same bytes as a Bundle document and as NDJSON lines.
                 vec![
-                    fhir::parse_bundles(&one, &ctx),
-                    fhir::parse_ndjson(&one, &ctx),
+                    fhir::parse(&one, fhir::Framing::Bundle, &ctx),
+                    fhir::parse(&one, fhir::Framing::Ndjson, &ctx),
                 ]
             }
             _ => ["patients.csv", "encounters.csv", "observations.csv"]

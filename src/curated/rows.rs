@@ -1,0 +1,199 @@
+//! The row structs of the curated tables.
+
+use chrono::{DateTime, NaiveDate, Utc};
+
+/// Provenance and knowledge-time columns shared by every curated row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowMeta {
+    /// The source system or file the row came from.
+    pub source_system: String,
+    /// The record id in the source (resource id, message control id and segment, line).
+    pub source_id: String,
+    /// When the information became available.
+    pub known_at: DateTime<Utc>,
+    /// When the row stopped being true (cancelled, corrected), if it did.
+    pub retracted_at: Option<DateTime<Utc>>,
+}
+
+/// A code with its system (normalized by [`code_system::normalize`]) and display text.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Coding {
+    /// Normalized code system.
+    pub system: String,
+    /// The code.
+    pub code: String,
+    /// Human-readable text, if the source had it.
+    pub display: Option<String>,
+}
+
+/// A row of `patients`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Patient {
+    /// Patient id (the source's identifier, stable across files of one source).
+    pub patient_id: String,
+    /// Date of birth.
+    pub birth_date: Option<NaiveDate>,
+    /// `female`, `male`, `other` or `unknown`.
+    pub sex: Option<String>,
+    /// Time of death.
+    pub death_time: Option<DateTime<Utc>>,
+    /// ZIP or postal code.
+    pub zip: Option<String>,
+    /// Given name(s) (an identifier under HIPAA; dropped on de-identification).
+    pub given_name: Option<String>,
+    /// Family name (an identifier under HIPAA; dropped on de-identification).
+    pub family_name: Option<String>,
+    /// Provenance and knowledge time.
+    pub meta: RowMeta,
+}
+
+/// A row of `encounters`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Encounter {
+    /// Encounter (visit) id.
+    pub encounter_id: String,
+    /// The patient.
+    pub patient_id: String,
+    /// One of [`encounter_class`].
+    pub class: String,
+    /// Start of the encounter (admission).
+    pub admit_time: DateTime<Utc>,
+    /// End of the encounter (discharge); null while in progress.
+    pub discharge_time: Option<DateTime<Utc>>,
+    /// One of [`admission_type`].
+    pub admission_type: Option<String>,
+    /// Discharge disposition as coded by the source (e.g. `home`, `snf`, `expired`).
+    pub discharge_disposition: Option<String>,
+    /// Hospital service (e.g. `medicine`, `surgery`, `oncology`).
+    pub service: Option<String>,
+    /// Encounter type code, if any.
+    pub code: Option<Coding>,
+    /// Provenance and knowledge time.
+    pub meta: RowMeta,
+}
+
+/// A row of `observations` (labs and vitals).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    /// Observation id.
+    pub observation_id: String,
+    /// The patient.
+    pub patient_id: String,
+    /// The encounter it belongs to, if known.
+    pub encounter_id: Option<String>,
+    /// `laboratory`, `vital-signs`, ...
+    pub category: Option<String>,
+    /// What was measured (LOINC where coded).
+    pub code: Coding,
+    /// Numeric value.
+    pub value_num: Option<f64>,
+    /// Text value (when not numeric).
+    pub value_text: Option<String>,
+    /// Unit of `value_num` (UCUM where the source says so).
+    pub unit: Option<String>,
+    /// When the sample was taken / the observation made.
+    pub effective_time: DateTime<Utc>,
+    /// `final`, `preliminary`, `corrected`, ...
+    pub status: Option<String>,
+    /// Provenance and knowledge time.
+    pub meta: RowMeta,
+}
+
+/// A row of `conditions` (diagnoses).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Condition {
+    /// Condition id.
+    pub condition_id: String,
+    /// The patient.
+    pub patient_id: String,
+    /// The encounter it was recorded in, if known.
+    pub encounter_id: Option<String>,
+    /// Diagnosis code (ICD-10-CM, SNOMED CT, ...).
+    pub code: Coding,
+    /// Onset (or recorded) time.
+    pub onset_time: DateTime<Utc>,
+    /// When it resolved, if it did.
+    pub abatement_time: Option<DateTime<Utc>>,
+    /// Provenance and knowledge time.
+    pub meta: RowMeta,
+}
+
+/// A row of `procedures`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Procedure {
+    /// Procedure id.
+    pub procedure_id: String,
+    /// The patient.
+    pub patient_id: String,
+    /// The encounter it was performed in, if known.
+    pub encounter_id: Option<String>,
+    /// Procedure code (SNOMED CT, CPT, ICD-10-PCS as written, ...).
+    pub code: Coding,
+    /// When it was performed (start).
+    pub performed_time: DateTime<Utc>,
+    /// When it ended, if known.
+    pub performed_end: Option<DateTime<Utc>>,
+    /// Provenance and knowledge time.
+    pub meta: RowMeta,
+}
+
+/// A row of `medications` (orders).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Medication {
+    /// Medication order id.
+    pub medication_id: String,
+    /// The patient.
+    pub patient_id: String,
+    /// The encounter it was ordered in, if known.
+    pub encounter_id: Option<String>,
+    /// Drug code (RxNorm where coded).
+    pub code: Coding,
+    /// Start of the order.
+    pub start_time: DateTime<Utc>,
+    /// End of the order, if known.
+    pub end_time: Option<DateTime<Utc>>,
+    /// `active`, `completed`, `stopped`, ...
+    pub status: Option<String>,
+    /// Provenance and knowledge time.
+    pub meta: RowMeta,
+}
+
+/// A row of `care_team`: a clinician assigned to a patient for a period.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CareTeamMember {
+    /// The patient.
+    pub patient_id: String,
+    /// The clinician (practitioner id, as authentication names them).
+    pub clinician_id: String,
+    /// `attending`, `admitting`, `primary`, ...
+    pub role: Option<String>,
+    /// Start of the assignment.
+    pub valid_from: DateTime<Utc>,
+    /// End of the assignment, if it ended.
+    pub valid_to: Option<DateTime<Utc>>,
+    /// Provenance and knowledge time.
+    pub meta: RowMeta,
+}
+
+/// A row of `consent`: one consent decision of a patient (a FHIR `Consent` resource version,
+/// or a mapped record). [`consent`] says how a row counts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Consent {
+    /// The consent record's id (FHIR `Consent.id`); its versions share it.
+    pub consent_id: String,
+    /// The patient it is about.
+    pub patient_id: String,
+    /// What it governs: [`consent::RESEARCH`], [`consent::TREATMENT`],
+    /// [`consent::PATIENT_PRIVACY`] or [`consent::ADR`].
+    pub scope: String,
+    /// [`consent::PERMIT`] or [`consent::DENY`].
+    pub decision: String,
+    /// Start of the period the decision covers, if bounded.
+    pub period_start: Option<DateTime<Utc>>,
+    /// End of the period the decision covers, if bounded.
+    pub period_end: Option<DateTime<Utc>>,
+    /// When the patient made the decision (FHIR `Consent.dateTime`).
+    pub decided_at: Option<DateTime<Utc>>,
+    /// Provenance and knowledge time; `retracted_at` for a withdrawn or erroneous record.
+    pub meta: RowMeta,
+}

@@ -1,0 +1,293 @@
+//! [`CuratedTables`]: curated rows held as row structs, and their record batches.
+
+use arrow::array::RecordBatch;
+use arrow::error::ArrowError;
+use chrono::{DateTime, Utc};
+
+use super::columns::Columns;
+use super::rows::{
+    CareTeamMember, Condition, Consent, Encounter, Medication, Observation, Patient, Procedure,
+    RowMeta,
+};
+use super::schema::Table;
+use super::RowSink;
+
+/// The rows of every curated table, as produced by one ingest.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CuratedTables {
+    /// `patients` rows.
+    pub patients: Vec<Patient>,
+    /// `encounters` rows.
+    pub encounters: Vec<Encounter>,
+    /// `observations` rows.
+    pub observations: Vec<Observation>,
+    /// `conditions` rows.
+    pub conditions: Vec<Condition>,
+    /// `procedures` rows.
+    pub procedures: Vec<Procedure>,
+    /// `medications` rows.
+    pub medications: Vec<Medication>,
+    /// `care_team` rows.
+    pub care_team: Vec<CareTeamMember>,
+    /// `consent` rows.
+    pub consent: Vec<Consent>,
+}
+
+impl CuratedTables {
+    /// Number of rows of one table.
+    pub fn len(&self, table: Table) -> usize {
+        match table {
+            Table::Patients => self.patients.len(),
+            Table::Encounters => self.encounters.len(),
+            Table::Observations => self.observations.len(),
+            Table::Conditions => self.conditions.len(),
+            Table::Procedures => self.procedures.len(),
+            Table::Medications => self.medications.len(),
+            Table::CareTeam => self.care_team.len(),
+            Table::Consent => self.consent.len(),
+        }
+    }
+
+    /// True when no table has a row.
+    pub fn is_empty(&self) -> bool {
+        Table::ALL.iter().all(|t| self.len(*t) == 0)
+    }
+
+    /// Appends the rows of `other`.
+    pub fn extend(&mut self, other: CuratedTables) {
+        self.patients.extend(other.patients);
+        self.encounters.extend(other.encounters);
+        self.observations.extend(other.observations);
+        self.conditions.extend(other.conditions);
+        self.procedures.extend(other.procedures);
+        self.medications.extend(other.medications);
+        self.care_team.extend(other.care_team);
+        self.consent.extend(other.consent);
+    }
+
+    /// The parts' rows one after the other, table by table, each table allocated once at
+    /// its final size (appending part by part would copy the rows of large tables as they
+    /// grow); the tables are joined in parallel.
+    pub fn concat(parts: Vec<CuratedTables>) -> CuratedTables {
+        fn join<T: Send>(lists: Vec<Vec<T>>) -> Vec<T> {
+            let mut all = Vec::with_capacity(lists.iter().map(Vec::len).sum());
+            for mut list in lists {
+                all.append(&mut list);
+            }
+            all
+        }
+        let n = parts.len();
+        let (mut pa, mut en, mut ob, mut co, mut pr, mut me, mut ct, mut cs) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for p in parts {
+            pa.push(p.patients);
+            en.push(p.encounters);
+            ob.push(p.observations);
+            co.push(p.conditions);
+            pr.push(p.procedures);
+            me.push(p.medications);
+            ct.push(p.care_team);
+            cs.push(p.consent);
+        }
+        // Observations are usually most of the rows: one task, the rest in the other.
+        let (
+            observations,
+            (((patients, encounters), (conditions, procedures)), (medications, care_team)),
+        ) = rayon::join(
+            || join(ob),
+            || {
+                rayon::join(
+                    || rayon::join(|| (join(pa), join(en)), || (join(co), join(pr))),
+                    || (join(me), join(ct)),
+                )
+            },
+        );
+        CuratedTables {
+            patients,
+            encounters,
+            observations,
+            conditions,
+            procedures,
+            medications,
+            care_team,
+            consent: join(cs),
+        }
+    }
+
+    /// Sorts every table into its canonical order (by id, then source, then knowledge time),
+    /// so that the same rows give the same dataset hash whatever order the sources listed
+    /// them in.
+    pub fn sort_canonical(&mut self) {
+        fn key(m: &RowMeta) -> (&str, &str, i64) {
+            (
+                &m.source_system,
+                &m.source_id,
+                m.known_at.timestamp_micros(),
+            )
+        }
+        self.patients
+            .sort_by(|a, b| (&a.patient_id, key(&a.meta)).cmp(&(&b.patient_id, key(&b.meta))));
+        self.encounters.sort_by(|a, b| {
+            (&a.patient_id, a.admit_time, &a.encounter_id, key(&a.meta)).cmp(&(
+                &b.patient_id,
+                b.admit_time,
+                &b.encounter_id,
+                key(&b.meta),
+            ))
+        });
+        self.observations.sort_by(|a, b| {
+            (
+                &a.patient_id,
+                a.effective_time,
+                &a.observation_id,
+                key(&a.meta),
+            )
+                .cmp(&(
+                    &b.patient_id,
+                    b.effective_time,
+                    &b.observation_id,
+                    key(&b.meta),
+                ))
+        });
+        self.conditions.sort_by(|a, b| {
+            (&a.patient_id, a.onset_time, &a.condition_id, key(&a.meta)).cmp(&(
+                &b.patient_id,
+                b.onset_time,
+                &b.condition_id,
+                key(&b.meta),
+            ))
+        });
+        self.procedures.sort_by(|a, b| {
+            (
+                &a.patient_id,
+                a.performed_time,
+                &a.procedure_id,
+                key(&a.meta),
+            )
+                .cmp(&(
+                    &b.patient_id,
+                    b.performed_time,
+                    &b.procedure_id,
+                    key(&b.meta),
+                ))
+        });
+        self.medications.sort_by(|a, b| {
+            (&a.patient_id, a.start_time, &a.medication_id, key(&a.meta)).cmp(&(
+                &b.patient_id,
+                b.start_time,
+                &b.medication_id,
+                key(&b.meta),
+            ))
+        });
+        self.care_team.sort_by(|a, b| {
+            (&a.patient_id, a.valid_from, &a.clinician_id, key(&a.meta)).cmp(&(
+                &b.patient_id,
+                b.valid_from,
+                &b.clinician_id,
+                key(&b.meta),
+            ))
+        });
+        self.consent.sort_by(|a, b| {
+            (&a.patient_id, &a.consent_id, key(&a.meta)).cmp(&(
+                &b.patient_id,
+                &b.consent_id,
+                key(&b.meta),
+            ))
+        });
+    }
+
+    /// Every non-empty table's record batch, in [`Table::ALL`] order, built in parallel
+    /// (one table a task).
+    ///
+    /// # Errors
+    /// An Arrow error building a batch.
+    pub fn to_batches(&self) -> Result<Vec<(Table, RecordBatch)>, ArrowError> {
+        use rayon::prelude::*;
+        Table::ALL
+            .as_slice()
+            .par_iter()
+            .filter(|t| self.len(**t) > 0)
+            .map(|t| self.to_batch(*t).map(|b| (*t, b)))
+            .collect()
+    }
+
+    /// Builds the record batch of one table, in the current row order.
+    ///
+    /// # Errors
+    /// Only if the builders disagree with the schema, which would be a bug in this module.
+    pub fn to_batch(&self, table: Table) -> Result<RecordBatch, ArrowError> {
+        let mut b = Columns::new(self.len(table));
+        match table {
+            Table::Patients => self.patients.iter().for_each(|r| b.patient(r)),
+            Table::Encounters => self.encounters.iter().for_each(|r| b.encounter(r)),
+            Table::Observations => self.observations.iter().for_each(|r| b.observation(r)),
+            Table::Conditions => self.conditions.iter().for_each(|r| b.condition(r)),
+            Table::Procedures => self.procedures.iter().for_each(|r| b.procedure(r)),
+            Table::Medications => self.medications.iter().for_each(|r| b.medication(r)),
+            Table::CareTeam => self.care_team.iter().for_each(|r| b.care_team(r)),
+            Table::Consent => self.consent.iter().for_each(|r| b.consent(r)),
+        }
+        b.finish(table.schema())
+    }
+}
+
+/// `retracted_at` after a retraction at `at`: the earlier of the two.
+pub(super) fn retracted(
+    current: Option<DateTime<Utc>>,
+    at: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    Some(current.map_or(at, |r| r.min(at)))
+}
+
+impl RowSink for CuratedTables {
+    fn rows(&self, table: Table) -> usize {
+        self.len(table)
+    }
+    fn patient(&mut self, r: Patient) {
+        self.patients.push(r);
+    }
+    fn encounter(&mut self, r: Encounter) {
+        self.encounters.push(r);
+    }
+    fn observation(&mut self, r: Observation) {
+        self.observations.push(r);
+    }
+    fn condition(&mut self, r: Condition) {
+        self.conditions.push(r);
+    }
+    fn procedure(&mut self, r: Procedure) {
+        self.procedures.push(r);
+    }
+    fn medication(&mut self, r: Medication) {
+        self.medications.push(r);
+    }
+    fn care_team(&mut self, r: CareTeamMember) {
+        self.care_team.push(r);
+    }
+    fn consent(&mut self, r: Consent) {
+        self.consent.push(r);
+    }
+    fn retract(&mut self, table: Table, row: usize, at: DateTime<Utc>) {
+        let meta = match table {
+            Table::Patients => self.patients.get_mut(row).map(|r| &mut r.meta),
+            Table::Encounters => self.encounters.get_mut(row).map(|r| &mut r.meta),
+            Table::Observations => self.observations.get_mut(row).map(|r| &mut r.meta),
+            Table::Conditions => self.conditions.get_mut(row).map(|r| &mut r.meta),
+            Table::Procedures => self.procedures.get_mut(row).map(|r| &mut r.meta),
+            Table::Medications => self.medications.get_mut(row).map(|r| &mut r.meta),
+            Table::CareTeam => self.care_team.get_mut(row).map(|r| &mut r.meta),
+            Table::Consent => self.consent.get_mut(row).map(|r| &mut r.meta),
+        };
+        if let Some(m) = meta {
+            m.retracted_at = retracted(m.retracted_at, at);
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! What curating a resource gives: its rows, or the faults that sank it.
+
+use chrono::{DateTime, Utc};
+
+use crate::curated::{
+    CareTeamMember, Condition, Consent, Encounter, Medication, Observation, Patient, Procedure,
+    RowSink, Table,
+};
+use crate::ingest::{BadRecord, Skipped};
+
+/// Why a resource (or one of its parts) could not be curated.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Fault {
+    pub(super) field: String,
+    pub(super) reason: &'static str,
+    pub(super) detail: String,
+}
+
+impl Fault {
+    pub(super) fn new(
+        field: impl Into<String>,
+        reason: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
+        Fault {
+            field: field.into(),
+            reason,
+            detail: detail.into(),
+        }
+    }
+
+    pub(super) fn missing(field: impl Into<String>) -> Self {
+        let field = field.into();
+        let detail = format!("{field} is required and absent");
+        Fault::new(field, "missing_field", detail)
+    }
+}
+
+pub(super) type Fx<T> = Result<T, Fault>;
+
+/// The rows one resource version produced. The single rows are boxed, so that an outcome
+/// (one per resource) stays small.
+#[derive(Debug)]
+pub(super) enum Rows {
+    Patient(Box<Patient>),
+    Encounter(Box<Encounter>, Vec<CareTeamMember>),
+    Observations(Vec<Observation>),
+    Condition(Box<Condition>),
+    Procedure(Box<Procedure>),
+    Medications(Vec<Medication>),
+    Consent(Box<Consent>),
+}
+
+impl Rows {
+    /// The table of the resource's own rows.
+    pub(super) fn table(&self) -> Table {
+        match self {
+            Rows::Patient(_) => Table::Patients,
+            Rows::Encounter(..) => Table::Encounters,
+            Rows::Observations(_) => Table::Observations,
+            Rows::Condition(_) => Table::Conditions,
+            Rows::Procedure(_) => Table::Procedures,
+            Rows::Medications(_) => Table::Medications,
+            Rows::Consent(_) => Table::Consent,
+        }
+    }
+
+    pub(super) fn into_sink(self, sink: &mut impl RowSink) {
+        match self {
+            Rows::Patient(r) => sink.patient(*r),
+            Rows::Encounter(r, team) => {
+                sink.encounter(*r);
+                team.into_iter().for_each(|m| sink.care_team(m));
+            }
+            Rows::Observations(rows) => rows.into_iter().for_each(|r| sink.observation(r)),
+            Rows::Condition(r) => sink.condition(*r),
+            Rows::Procedure(r) => sink.procedure(*r),
+            Rows::Medications(rows) => rows.into_iter().for_each(|r| sink.medication(r)),
+            Rows::Consent(r) => sink.consent(*r),
+        }
+    }
+}
+
+/// A curated resource version, with what the version pass needs.
+#[derive(Debug)]
+pub(super) struct Curated {
+    /// `(table, id)`: versions of one resource share it. `None` when the resource has no id.
+    pub(super) key: Option<(Table, String)>,
+    pub(super) version: Option<u64>,
+    pub(super) known_at: DateTime<Utc>,
+    pub(super) rows: Rows,
+}
+
+/// What one resource (or one unreadable document) became.
+#[derive(Debug, Default)]
+pub(super) struct Outcome {
+    pub(super) curated: Option<Curated>,
+    pub(super) bad: Vec<BadRecord>,
+    pub(super) skipped: Option<Skipped>,
+}
