@@ -27,8 +27,8 @@ mod rebuild;
 
 pub use historical::{
     choose_timeline, historical, historical_batches, historical_direct, historical_resolved,
-    read_entities, resolve_historical, training_name, training_schema, Entities,
-    HistoricalOutcome, HistoricalRequest, ResolvedHistorical,
+    read_entities, resolve_historical, training_name, training_schema, Entities, HistoricalOutcome,
+    HistoricalRequest, ResolvedHistorical,
 };
 pub use online::{Online, OnlineAnswer, Serving};
 pub use rebuild::rebuild;

@@ -10,7 +10,10 @@ use super::AuditCommand;
 /// Records a command-line read of patient data in the store's audit trail (principal
 /// `local:<user>`, synced before this returns), so that the command's output never leaves
 /// without its record.
-pub(super) fn audit_cli_read(store: &Store, entry: crate::security::audit::AuditEntry) -> Result<()> {
+pub(super) fn audit_cli_read(
+    store: &Store,
+    entry: crate::security::audit::AuditEntry,
+) -> Result<()> {
     let dir = store.root().join("audit");
     let log = crate::security::audit::AuditLog::open(
         &dir,

@@ -29,7 +29,8 @@ pub(super) async fn get(
     let online = crate::lookup::Online::new(store.clone());
     let answer = online.get(&set, &patients, &[], Some(t)).await;
     // One record, before anything is printed (fail closed).
-    let mut entry = crate::security::audit::AuditEntry::local("get", "online_lookup").with_result(&answer);
+    let mut entry =
+        crate::security::audit::AuditEntry::local("get", "online_lookup").with_result(&answer);
     entry.feature_set = Some(set.clone());
     entry.patients = crate::security::audit::Patients::Ids(patients.clone());
     if let Ok(a) = &answer {
@@ -89,8 +90,9 @@ pub(super) async fn historical(
     };
     // One record, before the training set is reported or written out (fail closed):
     // the training set made, its inputs, and its patients as a count and a hash.
-    let mut entry = crate::security::audit::AuditEntry::local("historical", "historical_identified")
-        .with_result(&outcome);
+    let mut entry =
+        crate::security::audit::AuditEntry::local("historical", "historical_identified")
+            .with_result(&outcome);
     entry.feature_set = Some(set_name);
     if let Ok(o) = &outcome {
         entry.training_set = Some(o.hash.to_string());
@@ -102,7 +104,8 @@ pub(super) async fn historical(
             .map(ToString::to_string)
             .collect();
         let (_, rows) = store.read(&o.entities).await?;
-        entry.patients = crate::security::audit::Patients::bulk(&column_strings(&rows, &patient_column)?);
+        entry.patients =
+            crate::security::audit::Patients::bulk(&column_strings(&rows, &patient_column)?);
     }
     audit_cli_read(&store, entry)?;
     let outcome = outcome?;

@@ -509,7 +509,8 @@ async fn prepare_request(
     // A training set is a research export: patients who opted out of research, as known
     // now, are left out (the stored entity rows stay as given; the lineage says what left).
     let (batches, consent) =
-        crate::security::deid::apply_research_consent(store, batches, &patient_column, None).await?;
+        crate::security::deid::apply_research_consent(store, batches, &patient_column, None)
+            .await?;
     let params = Params {
         op: op.into(),
         feature_set: set.name.clone(),

@@ -101,9 +101,13 @@ async fn replay_consent(
     let Some(applied) = &params.consent else {
         return Ok(batches);
     };
-    let (batches, again) =
-        crate::security::deid::apply_research_consent(store, batches, &params.patient_column, Some(applied))
-            .await?;
+    let (batches, again) = crate::security::deid::apply_research_consent(
+        store,
+        batches,
+        &params.patient_column,
+        Some(applied),
+    )
+    .await?;
     if &again != applied {
         return Err(Error::Corrupt {
             hash: applied.version.clone(),

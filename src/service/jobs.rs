@@ -126,10 +126,16 @@ pub(crate) fn thread_nice() -> i32 {
 /// priority). A serving process calls this first, before it reads any dataset. Where a pool
 /// already runs (a test process that served before), it is left as it is.
 pub(crate) fn background_pools() {
-    let _ = rayon::ThreadPoolBuilder::new()
+    if rayon::ThreadPoolBuilder::new()
         .thread_name(|i| format!("ward-rayon-{i}"))
         .start_handler(|_| lower_thread_priority())
-        .build_global();
+        .build_global()
+        .is_ok()
+    {
+        // Threads start on their own time; a task on every one of them returns only when
+        // each has started (and lowered its priority).
+        rayon::broadcast(|_| ());
+    }
     let primer = std::thread::Builder::new()
         .name("ward-pool-start".into())
         .spawn(|| {

@@ -313,15 +313,32 @@ fn ward_serve_computes_jobs_below_the_request_workers() {
         }
     }
     // name -> nice values of the process's threads (/proc/PID/task/TID/stat: the command
-    // name in parentheses, then the nice value as the 17th field after it).
-    let mut threads: BTreeMap<String, Vec<i32>> = BTreeMap::new();
-    for task in std::fs::read_dir(format!("/proc/{}/task", child.id())).unwrap() {
-        let stat = std::fs::read_to_string(task.unwrap().path().join("stat")).unwrap();
-        let (head, rest) = stat.rsplit_once(')').unwrap();
-        let name = head.split_once('(').unwrap().1.to_string();
-        let nice: i32 = rest.split_whitespace().nth(16).unwrap().parse().unwrap();
-        threads.entry(name).or_default().push(nice);
-    }
+    // name in parentheses, then the nice value as the 17th field after it). A thread names
+    // itself once it runs, so on a busy machine look again until every pool has appeared.
+    let listing = || {
+        let mut threads: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+        for task in std::fs::read_dir(format!("/proc/{}/task", child.id())).unwrap() {
+            let Ok(stat) = std::fs::read_to_string(task.unwrap().path().join("stat")) else {
+                continue; // a thread that just ended
+            };
+            let (head, rest) = stat.rsplit_once(')').unwrap();
+            let name = head.split_once('(').unwrap().1.to_string();
+            let nice: i32 = rest.split_whitespace().nth(16).unwrap().parse().unwrap();
+            threads.entry(name).or_default().push(nice);
+        }
+        threads
+    };
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let threads = loop {
+        let threads = listing();
+        let all = ["ward-job", "ward-rayon", "lance-cpu", "tokio-r"]
+            .iter()
+            .all(|p| threads.keys().any(|n| n.starts_with(p)));
+        if all || std::time::Instant::now() > give_up {
+            break threads;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
