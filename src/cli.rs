@@ -268,6 +268,20 @@ pub enum Command {
         /// per core).
         #[arg(long)]
         threads: Option<usize>,
+        /// Also listen for HL7 v2 over MLLP here, into the live feed (default: the config's
+        /// `mllp`; docs/live.md).
+        #[arg(long)]
+        mllp: Option<std::net::SocketAddr>,
+    },
+    /// Seal a live feed's write-ahead log into curated versions equal to a batch ingest of
+    /// the same messages (docs/live.md); prints the curated hashes, one per line.
+    Seal {
+        /// The feed (the listener's `[live] feed`).
+        #[arg(long, default_value = crate::live::DEFAULT_FEED)]
+        feed: String,
+        /// Zone of HL7 times without one: UTC or a fixed offset such as -05:00.
+        #[arg(long, default_value = "UTC")]
+        zone: String,
     },
     /// The audit trail: verify its chain, or list who looked at a patient (docs/security.md).
     Audit {
@@ -816,9 +830,30 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
             config,
             insecure,
             threads: _,
+            mllp,
         } => {
-            crate::service::run(&cli.store, addr, config.as_deref(), insecure, clock.clone())
-                .await?;
+            crate::service::run(
+                &cli.store,
+                addr,
+                config.as_deref(),
+                insecure,
+                mllp,
+                clock.clone(),
+            )
+            .await?;
+        }
+        Command::Seal { feed, zone } => {
+            let store = open()?;
+            let opts = crate::live::seal::SealOptions {
+                zone: parse_zone(&zone)?,
+                ..Default::default()
+            };
+            let report = crate::live::seal::seal(&store, &feed, &opts).await?;
+            crate::live::seal::record_audit(&store, &report, "cli:seal", None)?;
+            crate::live::seal::print_report(&report);
+            for c in report.ingest.iter().flat_map(|r| &r.curated) {
+                outln!("{}", c.hash);
+            }
         }
         Command::Demo {
             patients,

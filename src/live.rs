@@ -220,3 +220,56 @@ pub struct Running {
 pub fn input_name(feed: &str) -> String {
     format!("{feed}.hl7")
 }
+
+/// Refuses a non-loopback MLLP address unless `insecure`: MLLP carries patient data and
+/// Ward's listener has no TLS yet.
+///
+/// # Errors
+/// [`crate::Error::FailedPrecondition`] naming the address.
+pub fn check_exposure(addr: SocketAddr, insecure: bool) -> crate::Result<()> {
+    if addr.ip().is_loopback() || insecure {
+        return Ok(());
+    }
+    Err(crate::Error::precondition(
+        format!("--mllp {addr}"),
+        "a non-loopback MLLP listener sends patient data in plain text (no TLS yet); put a TLS terminator in front and listen on loopback, or pass --insecure",
+    ))
+}
+
+/// Starts the MLLP listener of `ward serve` on `addr` (the feed, limits and seal interval
+/// from `cfg`), and, when `cfg.seal_interval_secs` is set, a task sealing the feed that
+/// often. Seals are recorded in `audit` (else in `<store>/audit`).
+///
+/// # Errors
+/// As [`mllp::start`].
+pub async fn serve(
+    addr: SocketAddr,
+    store: &crate::store::Store,
+    cfg: &LiveConfig,
+    audit: Option<std::sync::Arc<crate::audit::AuditLog>>,
+) -> crate::Result<Running> {
+    let running = mllp::start(addr, store.root(), store.clock().clone(), cfg).await?;
+    if let Some(secs) = cfg.seal_interval_secs {
+        let store = store.clone();
+        let feed = cfg.feed.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(secs));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match seal::seal(&store, &feed, &seal::SealOptions::default()).await {
+                    Ok(r) if r.range.is_some() => {
+                        tracing::info!(feed, messages = r.messages, "sealed");
+                        if let Err(e) = seal::record_audit(&store, &r, "mllp:seal", audit.as_deref()) {
+                            tracing::error!(feed, "the seal's audit record failed: {e}");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(feed, "seal failed (the next one resumes it): {e}"),
+                }
+            }
+        });
+    }
+    Ok(running)
+}

@@ -303,3 +303,79 @@ fn remove_sealed(dir: &std::path::Path, scan: &wal::Scan, through: u64) -> Resul
     wal::sync_dir(dir)?;
     Ok(removable.len())
 }
+
+/// Records a seal in the audit trail: in `log` when the server has one, else in
+/// `<store>/audit` (synced before this returns), as the command line records its reads.
+///
+/// # Errors
+/// Audit trail errors.
+pub fn record_audit(
+    store: &Store,
+    report: &SealReport,
+    rpc: &str,
+    log: Option<&crate::audit::AuditLog>,
+) -> Result<()> {
+    let entry = report.audit_entry(rpc);
+    match log {
+        Some(l) => l.append(entry).map(|_| ()),
+        None => {
+            let dir = store.root().join("audit");
+            let l = crate::audit::AuditLog::open(
+                &dir,
+                store.clock().clone(),
+                crate::audit::AuditOptions {
+                    durability: crate::audit::Durability::Sync,
+                    ..crate::audit::AuditOptions::default()
+                },
+            )?;
+            l.append(entry).map(|_| ())
+        }
+    }
+}
+
+/// Prints what a seal did to standard error (as `ward ingest` prints its run).
+pub fn print_report(r: &SealReport) {
+    let Some((from, to)) = r.range else {
+        eprintln!(
+            "feed {}: nothing to seal{}",
+            r.feed,
+            if r.removed_segments > 0 {
+                format!(" ({} sealed segments removed)", r.removed_segments)
+            } else {
+                String::new()
+            }
+        );
+        return;
+    };
+    eprintln!(
+        "feed {}: sealed log records {from} to {to}: {} messages ({} AE, {} AR){}; {} segments removed",
+        r.feed,
+        r.messages,
+        r.errors,
+        r.refused,
+        if r.resumed {
+            ", finishing a seal interrupted by a crash"
+        } else {
+            ""
+        },
+        r.removed_segments
+    );
+    for (s, n) in &r.senders {
+        eprintln!("  sender {s:<30} {n}");
+    }
+    if let Some(run) = &r.ingest {
+        eprintln!("  raw kept as {}", run.raw);
+        for c in &run.curated {
+            eprintln!(
+                "  {:<13} +{:<8} rows -> {:>9} rows  {}",
+                c.table, c.parsed_rows, c.total_rows, c.hash
+            );
+        }
+        if let Some(q) = run.quarantine {
+            eprintln!("  quarantined {} bad records ({q}):", run.bad_total());
+            for (what, n) in &run.bad {
+                eprintln!("    {what:<30} {n}");
+            }
+        }
+    }
+}
