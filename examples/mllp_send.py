@@ -66,6 +66,13 @@ def msa(ack):
     return "?", "no MSA segment in the acknowledgement"
 
 
+def control_id(message):
+    """MSH-10 of a message, for reports."""
+    msh = message.split(b"\r")[0]
+    fields = msh.split(msh[3:4] or b"|")
+    return fields[9].decode("latin-1") if len(fields) > 9 else "?"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("path", help="a file or a folder of HL7 v2 messages")
@@ -92,8 +99,7 @@ def main():
         code, reason = msa(ack)
         counts[code] = counts.get(code, 0) + 1
         if code != "AA":
-            cid = m.split(b"\r")[0].split(m[3:4])[9:10]
-            print(f"{f}: message {i + 1} ({cid[0].decode('latin-1') if cid else '?'}): {code} {reason}", file=sys.stderr)
+            print(f"{f}: message {i + 1} ({control_id(m)}): {code} {reason}", file=sys.stderr)
     sock.close()
     n = len(latencies)
     took = time.monotonic() - start

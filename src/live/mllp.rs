@@ -67,6 +67,8 @@ pub struct Deframer {
     /// How far into `buf` the end of the current frame was already looked for.
     scanned: usize,
     max: usize,
+    /// Set once a frame was too long: nothing after it can be trusted.
+    failed: bool,
 }
 
 impl Deframer {
@@ -78,6 +80,7 @@ impl Deframer {
             in_frame: false,
             scanned: 0,
             max,
+            failed: false,
         }
     }
 
@@ -97,8 +100,12 @@ impl Deframer {
         self.scanned = 0;
     }
 
-    /// The next event, or `None` when more bytes are needed.
+    /// The next event, or `None` when more bytes are needed (or, after
+    /// [`Event::Oversize`], ever again).
     pub fn next_event(&mut self) -> Option<Event> {
+        if self.failed {
+            return None;
+        }
         loop {
             if !self.in_frame {
                 let start = self.buf.iter().position(|b| *b == START);
@@ -128,6 +135,7 @@ impl Deframer {
             let Some(k) = found else {
                 self.scanned = self.buf.len();
                 if self.buf.len() > self.max {
+                    self.failed = true;
                     return Some(Event::Oversize {
                         offset: self.base,
                         limit: self.max,
@@ -142,6 +150,7 @@ impl Deframer {
                 return Some(Event::Garbage { offset, len: k });
             }
             if k > self.max {
+                self.failed = true;
                 return Some(Event::Oversize {
                     offset: self.base,
                     limit: self.max,
