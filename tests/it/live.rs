@@ -49,7 +49,7 @@ fn cohort(patients: u64, seed: u64, dir: &Path) -> Vec<Vec<u8>> {
             msgs.push(format!("MSH|{m}").into_bytes());
         }
     }
-    let ids: BTreeSet<String> = msgs.iter().map(|m| field(m, "MSH", 9)).collect();
+    let ids: BTreeSet<String> = msgs.iter().map(|m| field(m, "MSH", 10)).collect();
     assert_eq!(ids.len(), msgs.len(), "control ids are unique in the cohort");
     msgs
 }
