@@ -184,7 +184,10 @@ pub fn classify(name: &str, bytes: &[u8], ctx: &Context) -> Verdict {
                         format!(
                             "{}{}: {}",
                             b.reason,
-                            b.field.as_deref().map(|f| format!(" {f}")).unwrap_or_default(),
+                            b.field
+                                .as_deref()
+                                .map(|f| format!(" {f}"))
+                                .unwrap_or_default(),
                             b.detail
                         )
                     })
@@ -200,7 +203,9 @@ pub fn classify(name: &str, bytes: &[u8], ctx: &Context) -> Verdict {
         }
         n => refuse(
             checked.headers.into_iter().next(),
-            format!("the frame holds {n} messages (MSH segments); MLLP carries one message per frame"),
+            format!(
+                "the frame holds {n} messages (MSH segments); MLLP carries one message per frame"
+            ),
             Vec::new(),
         ),
     }
@@ -261,7 +266,9 @@ pub async fn serve(
                 match seal::seal(&store, &feed, &seal::SealOptions::default()).await {
                     Ok(r) if r.range.is_some() => {
                         tracing::info!(feed, messages = r.messages, "sealed");
-                        if let Err(e) = seal::record_audit(&store, &r, "mllp:seal", audit.as_deref()) {
+                        if let Err(e) =
+                            seal::record_audit(&store, &r, "mllp:seal", audit.as_deref())
+                        {
                             tracing::error!(feed, "the seal's audit record failed: {e}");
                         }
                     }

@@ -362,7 +362,8 @@ async fn ingest_read(
     // 1. The raw input, verbatim.
     let raw_batch = raw_table(&read)?;
     let mut raw_opts = PutOptions::new(format!("raw-{}", opts.format.as_str()), Kind::Raw);
-    raw_opts.lineage.params = with_feed(serde_json::json!({ "op": "ingest", "format": opts.format }));
+    raw_opts.lineage.params =
+        with_feed(serde_json::json!({ "op": "ingest", "format": opts.format }));
     let raw = store
         .put_batches(raw_batch.schema(), vec![raw_batch], raw_opts)
         .await?
@@ -625,7 +626,10 @@ fn raw_table(read: &[ReadInput]) -> Result<RecordBatch> {
     let mut chunk = UInt32Builder::new();
     let mut data = LargeBinaryBuilder::new();
     for r in read {
-        let (name, raw) = (&r.raw_name, if r.raw.is_empty() { &r.content } else { &r.raw });
+        let (name, raw) = (
+            &r.raw_name,
+            if r.raw.is_empty() { &r.content } else { &r.raw },
+        );
         let pieces: Vec<&[u8]> = if raw.is_empty() {
             vec![&[][..]]
         } else {

@@ -164,7 +164,11 @@ impl Deframer {
             let offset = self.base;
             let bytes = self.buf[..k].to_vec();
             // `0x1C 0x0D` ends a frame; a lone `0x1C` is tolerated as an end too.
-            let end = if self.buf[k + 1] == END2 { k + 2 } else { k + 1 };
+            let end = if self.buf[k + 1] == END2 {
+                k + 2
+            } else {
+                k + 1
+            };
             self.consume(end);
             self.in_frame = false;
             return Some(Event::Frame { offset, bytes });
@@ -364,8 +368,7 @@ async fn connection(
     let mut buf = vec![0u8; 64 * 1024];
     let peer_name = peer.to_string();
     loop {
-        let n = match tokio::time::timeout(shared.cfg.idle_timeout(), stream.read(&mut buf)).await
-        {
+        let n = match tokio::time::timeout(shared.cfg.idle_timeout(), stream.read(&mut buf)).await {
             Ok(r) => r?,
             Err(_) => {
                 tracing::info!(%peer, "mllp connection idle too long; closed");
@@ -487,7 +490,11 @@ mod tests {
                 .collect();
             assert_eq!(
                 texts,
-                vec![b"MSH|one\r".to_vec(), b"MSH|two\r".to_vec(), b"MSH|three\r".to_vec()],
+                vec![
+                    b"MSH|one\r".to_vec(),
+                    b"MSH|two\r".to_vec(),
+                    b"MSH|three\r".to_vec()
+                ],
                 "cut {cut}"
             );
         }
@@ -564,7 +571,10 @@ mod tests {
         );
         let e = String::from_utf8(ack("AE", &v, "W1", now, "bad | value^x")).expect("utf8");
         assert!(e.contains("MSA|AE|M1|bad \\F\\ value\\S\\x\r"), "{e}");
-        assert!(e.contains("\rERR|||207^Application internal error^HL70357|E||||bad"), "{e}");
+        assert!(
+            e.contains("\rERR|||207^Application internal error^HL70357|E||||bad"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -573,13 +583,21 @@ mod tests {
         let v = classify("f.hl7", b"hello world", &ctx);
         assert_eq!(v.status, Status::Refused);
         assert!(v.header.is_none());
-        let v = classify("f.hl7", b"MSH|^~\\&|A|B|C|D|20240101||ADT^A01|\rPID|1||P1\r", &ctx);
+        let v = classify(
+            "f.hl7",
+            b"MSH|^~\\&|A|B|C|D|20240101||ADT^A01|\rPID|1||P1\r",
+            &ctx,
+        );
         assert_eq!(v.status, Status::Refused);
         assert!(v.reason.contains("MSH-10"), "{}", v.reason);
         let two = b"MSH|^~\\&|A|B|C|D|20240101||ADT^A08|1\rMSH|^~\\&|A|B|C|D|20240101||ADT^A08|2\r";
         assert_eq!(classify("f.hl7", two, &ctx).status, Status::Refused);
         // No PID-3: the batch parser's own check makes it a bad record: AE.
-        let v = classify("f.hl7", b"MSH|^~\\&|A|B|C|D|20240101||ADT^A01|9\rPV1|1|I\r", &ctx);
+        let v = classify(
+            "f.hl7",
+            b"MSH|^~\\&|A|B|C|D|20240101||ADT^A01|9\rPV1|1|I\r",
+            &ctx,
+        );
         assert_eq!(v.status, Status::Error, "{}", v.reason);
         assert!(v.reason.contains("PID-3"), "{}", v.reason);
     }

@@ -47,7 +47,6 @@ impl Default for SealOptions {
     }
 }
 
-
 /// What a seal did.
 #[derive(Debug, Clone, Serialize)]
 pub struct SealReport {

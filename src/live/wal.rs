@@ -167,10 +167,13 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], String> {
-        let s = self
-            .b
-            .get(self.at..self.at + n)
-            .ok_or_else(|| format!("record body ends at byte {} of {}", self.b.len(), self.at + n))?;
+        let s = self.b.get(self.at..self.at + n).ok_or_else(|| {
+            format!(
+                "record body ends at byte {} of {}",
+                self.b.len(),
+                self.at + n
+            )
+        })?;
         self.at += n;
         Ok(s)
     }
@@ -227,7 +230,10 @@ pub fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
         let entry = entry.map_err(|e| Error::io(dir, e))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if let Some(first) = name.strip_suffix(".wal").and_then(|n| n.parse::<u64>().ok()) {
+        if let Some(first) = name
+            .strip_suffix(".wal")
+            .and_then(|n| n.parse::<u64>().ok())
+        {
             out.push((first, entry.path()));
         }
     }
@@ -340,10 +346,12 @@ pub struct Intent {
 /// Reads a small JSON state file; `None` when absent.
 pub fn read_state<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
     match fs::read(path) {
-        Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| Error::Store {
-            path: path.to_path_buf(),
-            reason: format!("unreadable write-ahead log state: {e}"),
-        }),
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| Error::Store {
+                path: path.to_path_buf(),
+                reason: format!("unreadable write-ahead log state: {e}"),
+            }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io(path, e)),
     }
@@ -641,7 +649,8 @@ impl Writer {
             };
             let mut bytes = Vec::new();
             rec.encode(&mut bytes);
-            if self.len > 0 && self.len + (pending.len() + bytes.len()) as u64 > self.segment_bytes {
+            if self.len > 0 && self.len + (pending.len() + bytes.len()) as u64 > self.segment_bytes
+            {
                 result = result.and_then(|_| self.roll(&mut pending, rec.seq));
             }
             pending.extend_from_slice(&bytes);

@@ -561,7 +561,10 @@ mod tests {
         assert_eq!(c.live.max_frame_bytes, 1024);
         assert_eq!(c.live.seal_interval_secs, Some(60.0));
         let e = ServeConfig::parse("[live]\nfeed = \"../x\"\n", "t.toml").unwrap_err();
-        assert!(e.to_string().contains("[live]") && e.to_string().contains("feed"), "{e}");
+        assert!(
+            e.to_string().contains("[live]") && e.to_string().contains("feed"),
+            "{e}"
+        );
         let e = ServeConfig::parse("[live]\nfeeds = \"x\"\n", "t.toml").unwrap_err();
         assert!(e.to_string().contains("t.toml:2"), "{e}");
     }

@@ -50,7 +50,11 @@ fn cohort(patients: u64, seed: u64, dir: &Path) -> Vec<Vec<u8>> {
         }
     }
     let ids: BTreeSet<String> = msgs.iter().map(|m| field(m, "MSH", 10)).collect();
-    assert_eq!(ids.len(), msgs.len(), "control ids are unique in the cohort");
+    assert_eq!(
+        ids.len(),
+        msgs.len(),
+        "control ids are unique in the cohort"
+    );
     msgs
 }
 
@@ -226,7 +230,11 @@ fn streamed_cohort_seals_to_the_batch_ingest_hashes() {
     // `ward ingest` of one file holding the same messages in the same order.
     let file = tmp.path().join("batch").join("mllp.hl7");
     std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
-    std::fs::write(&file, seal::batch_bytes(in_log.iter().map(|m| m.as_slice()))).expect("write");
+    std::fs::write(
+        &file,
+        seal::batch_bytes(in_log.iter().map(|m| m.as_slice())),
+    )
+    .expect("write");
     let batch = store_at(&tmp.path().join("batch-store"));
     rt.block_on(pipeline::ingest(&batch, &[file], &hl7_opts(), None))
         .expect("batch ingest");
@@ -240,18 +248,28 @@ fn streamed_cohort_seals_to_the_batch_ingest_hashes() {
         None,
     ))
     .expect("ingest");
-    assert_eq!(heads(&original), sealed, "sealed = batch of the synthesized files");
+    assert_eq!(
+        heads(&original),
+        sealed,
+        "sealed = batch of the synthesized files"
+    );
 
     // The lineage names the sealed range.
     let enc = live.head("encounters").expect("head").expect("some");
     let manifest = live.manifest(&enc.hash).expect("manifest");
-    assert_eq!(manifest.lineage.params["feed"]["wal"]["to"], msgs.len() as u64);
+    assert_eq!(
+        manifest.lineage.params["feed"]["wal"]["to"],
+        msgs.len() as u64
+    );
 
     // Resending everything: acknowledged AA, nothing logged, nothing to seal.
     let acks = stream_all(running.addr, vec![msgs.clone()]);
     assert!(acks.iter().all(|(_, c)| c == "AA"));
     assert_eq!(
-        wal::scan(&feed_dir(&live), false).expect("scan").records.len(),
+        wal::scan(&feed_dir(&live), false)
+            .expect("scan")
+            .records
+            .len(),
         msgs.len()
     );
     let again = rt
@@ -286,7 +304,12 @@ fn streamed_cohort_seals_to_the_batch_ingest_hashes() {
     let (_, batches) = rt.block_on(live.read(&q)).expect("read quarantine");
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     assert!(rows >= 3, "{rows} quarantined rows");
-    assert_eq!(*run.bad.get("-/refused").expect("refused"), 2, "{:?}", run.bad);
+    assert_eq!(
+        *run.bad.get("-/refused").expect("refused"),
+        2,
+        "{:?}",
+        run.bad
+    );
     assert_eq!(heads(&live), sealed, "bad messages change no curated table");
 }
 
@@ -334,7 +357,11 @@ fn a_seal_interrupted_after_its_commit_is_finished_without_ingesting_twice() {
         .block_on(seal::seal(&live, "mllp", &SealOptions::default()))
         .expect("seal");
     assert!(resumed.resumed);
-    assert_eq!(heads(&live), sealed, "same versions: nothing ingested twice");
+    assert_eq!(
+        heads(&live),
+        sealed,
+        "same versions: nothing ingested twice"
+    );
     let again: Vec<u64> = resumed
         .ingest
         .expect("run")
@@ -366,7 +393,11 @@ fn spawn_server(store: &Path) -> (Child, SocketAddr) {
         let mut tx = Some(tx);
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(rest) = line.strip_prefix("mllp listening on ") {
-                let addr = rest.split_whitespace().next().unwrap_or_default().to_string();
+                let addr = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
                 if let Some(t) = tx.take() {
                     let _ = t.send(addr);
                 }
@@ -464,14 +495,22 @@ fn live_crash_kill_9_loses_no_acknowledged_message_and_applies_none_twice() {
         }
         for m in &msgs {
             let id = field(m, "MSH", 10);
-            assert_eq!(count.get(&id), Some(&1), "trial {trial}: {id} once in the log");
+            assert_eq!(
+                count.get(&id),
+                Some(&1),
+                "trial {trial}: {id} once in the log"
+            );
         }
         assert_eq!(scan.records.len(), msgs.len(), "trial {trial}");
         let report = rt
             .block_on(seal::seal(&store, "mllp", &SealOptions::default()))
             .expect("seal");
         assert_eq!(report.messages, msgs.len() as u64);
-        assert_eq!(heads(&store), want, "trial {trial}: sealed = the batch ingest");
+        assert_eq!(
+            heads(&store),
+            want,
+            "trial {trial}: sealed = the batch ingest"
+        );
         eprintln!(
             "trial {trial}: killed after {kill_after:?} with {} of {} acknowledged",
             acked.len(),
