@@ -122,9 +122,7 @@ impl Deframer {
                 if junk {
                     return Some(Event::Garbage { offset, len: skip });
                 }
-                if start.is_none() {
-                    return None;
-                }
+                start?;
                 continue;
             }
             let from = self.scanned;
