@@ -275,16 +275,7 @@ pub async fn ingest_with(
             content,
         });
     }
-    {
-        let inputs: Vec<Input<'_>> = read
-            .iter()
-            .map(|r| Input {
-                name: &r.name,
-                bytes: &r.content,
-            })
-            .collect();
-        check_curated_layout(opts, &files, &inputs)?;
-    }
+    check_curated_layout(opts, &files, &parser_inputs(&read))?;
     ingest_read(store, read, Vec::new(), None, opts, on_conflict).await
 }
 
@@ -341,6 +332,16 @@ struct ReadInput {
     content: Vec<u8>,
 }
 
+/// The inputs as parsers see them (name and content).
+fn parser_inputs(read: &[ReadInput]) -> Vec<Input<'_>> {
+    read.iter()
+        .map(|r| Input {
+            name: &r.name,
+            bytes: &r.content,
+        })
+        .collect()
+}
+
 /// The run after its inputs are read: see the module documentation.
 async fn ingest_read(
     store: &Store,
@@ -375,13 +376,7 @@ async fn ingest_read(
     }
 
     // 2. Parse.
-    let inputs: Vec<Input<'_>> = read
-        .iter()
-        .map(|r| Input {
-            name: &r.name,
-            bytes: &r.content,
-        })
-        .collect();
+    let inputs = parser_inputs(&read);
     let mut parsed = parse(opts, &inputs)?;
     drop(inputs);
     drop(read);

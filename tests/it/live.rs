@@ -197,12 +197,10 @@ fn feed_dir(store: &Store) -> PathBuf {
     wal::feed_dir(store.root(), ward::live::DEFAULT_FEED)
 }
 
-#[test]
-fn streamed_cohort_seals_to_the_batch_ingest_hashes() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let msgs = cohort(40, 7, &tmp.path().join("cohort"));
+/// A runtime, a store under `dir` (the clock at [`t0`]) and an MLLP listener on it.
+fn listening(dir: &Path) -> (tokio::runtime::Runtime, Store, ward::live::Running) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let live = store_at(&tmp.path().join("live"));
+    let live = store_at(&dir.join("live"));
     let running = rt
         .block_on(ward::live::serve(
             "127.0.0.1:0".parse().expect("addr"),
@@ -211,6 +209,14 @@ fn streamed_cohort_seals_to_the_batch_ingest_hashes() {
             None,
         ))
         .expect("listener");
+    (rt, live, running)
+}
+
+#[test]
+fn streamed_cohort_seals_to_the_batch_ingest_hashes() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let msgs = cohort(40, 7, &tmp.path().join("cohort"));
+    let (rt, live, running) = listening(tmp.path());
     let acks = stream_all(running.addr, deal(&msgs, 4, 1));
     assert_eq!(acks.len(), msgs.len());
     assert!(acks.iter().all(|(_, c)| c == "AA"), "every ACK is AA");
@@ -317,16 +323,7 @@ fn streamed_cohort_seals_to_the_batch_ingest_hashes() {
 fn a_seal_interrupted_after_its_commit_is_finished_without_ingesting_twice() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let msgs = cohort(15, 3, &tmp.path().join("cohort"));
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let live = store_at(&tmp.path().join("live"));
-    let running = rt
-        .block_on(ward::live::serve(
-            "127.0.0.1:0".parse().expect("addr"),
-            &live,
-            &LiveConfig::default(),
-            None,
-        ))
-        .expect("listener");
+    let (rt, live, running) = listening(tmp.path());
     stream_all(running.addr, deal(&msgs, 2, 5));
     let first = rt
         .block_on(seal::seal(&live, "mllp", &SealOptions::default()))
