@@ -230,6 +230,20 @@ pub enum Command {
         /// per core).
         #[arg(long)]
         threads: Option<usize>,
+        /// Also listen for HL7 v2 over MLLP here, into the live feed (default: the config's
+        /// `mllp`; docs/live.md).
+        #[arg(long)]
+        mllp: Option<std::net::SocketAddr>,
+    },
+    /// Seal a live feed's write-ahead log into curated versions equal to a batch ingest of
+    /// the same messages (docs/live.md); prints the curated hashes, one per line.
+    Seal {
+        /// The feed (the listener's `[live] feed`).
+        #[arg(long, default_value = crate::live::DEFAULT_FEED)]
+        feed: String,
+        /// Zone of HL7 times without one: UTC or a fixed offset such as -05:00.
+        #[arg(long, default_value = "UTC")]
+        zone: String,
     },
     /// The audit trail: verify its chain, or list who looked at a patient (docs/security.md).
     Audit {
@@ -442,7 +456,9 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
             config,
             insecure,
             threads: _,
-        } => serve::serve(dir, &clock, addr, config, insecure).await?,
+            mllp,
+        } => serve::serve(dir, &clock, addr, config, insecure, mllp).await?,
+        Command::Seal { feed, zone } => ingest::seal(dir, &clock, feed, zone).await?,
         Command::Demo {
             patients,
             seed,

@@ -477,6 +477,7 @@ pub async fn run(
     addr: Option<SocketAddr>,
     config: Option<&Path>,
     insecure: bool,
+    mllp: Option<SocketAddr>,
     clock: SharedClock,
 ) -> Result<()> {
     // Before anything reads a dataset (care teams, timelines): the pools heavy requests
@@ -488,6 +489,10 @@ pub async fn run(
     };
     if let Some(addr) = addr {
         cfg.addr = addr;
+    }
+    cfg.mllp = mllp.or(cfg.mllp);
+    if let Some(m) = cfg.mllp {
+        crate::live::check_exposure(m, insecure)?;
     }
     let exposure = cfg.exposure(insecure)?;
     let store_dir = cfg
@@ -558,6 +563,10 @@ pub async fn serve_until_signal(
     }
     if let Some(tls) = &cfg.tls {
         server = server.with_tls(tls, &cfg.base)?;
+    }
+    // The HL7 v2 live feed (docs/live.md): its own listener and log beside the gRPC server.
+    if let Some(mllp) = cfg.mllp {
+        crate::live::serve(mllp, &audit_store, &cfg.live, server.audit().cloned()).await?;
     }
     let stop = shutdown_signal();
     eprintln!(

@@ -142,3 +142,25 @@ fn parse_zone(zone: &str) -> Result<chrono::FixedOffset> {
         .map(|d| *d.offset())
         .with_context(|| format!("--zone {zone:?}: use UTC or an offset such as -05:00"))
 }
+
+/// `ward seal`: the unsealed records of a live feed's write-ahead log as one ingest run
+/// (docs/live.md); prints the curated hashes, one per line.
+pub(super) async fn seal(
+    dir: &Path,
+    clock: &SharedClock,
+    feed: String,
+    zone: String,
+) -> Result<()> {
+    let store = Store::open(dir, clock.clone())?;
+    let opts = crate::live::seal::SealOptions {
+        zone: parse_zone(&zone)?,
+        ..Default::default()
+    };
+    let report = crate::live::seal::seal(&store, &feed, &opts).await?;
+    crate::live::seal::record_audit(&store, &report, "cli:seal", None)?;
+    crate::live::seal::print_report(&report);
+    for c in report.ingest.iter().flat_map(|r| &r.curated) {
+        outln!("{}", c.hash);
+    }
+    Ok(())
+}

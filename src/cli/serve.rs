@@ -17,8 +17,9 @@ pub(super) async fn serve(
     addr: Option<std::net::SocketAddr>,
     config: Option<PathBuf>,
     insecure: bool,
+    mllp: Option<std::net::SocketAddr>,
 ) -> Result<()> {
-    crate::service::run(dir, addr, config.as_deref(), insecure, clock.clone()).await?;
+    crate::service::run(dir, addr, config.as_deref(), insecure, mllp, clock.clone()).await?;
     Ok(())
 }
 

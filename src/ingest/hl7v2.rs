@@ -110,3 +110,61 @@ pub fn parse(inputs: &[Input<'_>], ctx: &Context) -> Parsed {
     }
     asm.out
 }
+
+/// The header of one HL7 v2 message, as a live feed's listener needs it to acknowledge and
+/// deduplicate the message (`src/live/mllp.rs`), read by this parser's own framing and MSH
+/// reading (so a listener and a batch ingest never disagree on what a message says).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// MSH-1, the field separator.
+    pub field_sep: char,
+    /// MSH-2, the encoding characters, as written.
+    pub encoding: String,
+    /// MSH-3, the sending application, as written.
+    pub sending_application: String,
+    /// MSH-4, the sending facility, as written.
+    pub sending_facility: String,
+    /// MSH-5, the receiving application, as written.
+    pub receiving_application: String,
+    /// MSH-6, the receiving facility, as written.
+    pub receiving_facility: String,
+    /// MSH-10, the message control id (decoded); `None` when empty.
+    pub control_id: Option<String>,
+    /// MSH-11, the processing id, as written.
+    pub processing_id: String,
+    /// MSH-12, the version id, as written.
+    pub version: String,
+    /// The `source_system` the message's rows carry (`MSH-3^MSH-4`, ...).
+    pub source_system: String,
+    /// The message type and trigger (`ADT^A01`).
+    pub kind: String,
+}
+
+/// What the batch parser reads in one message on its own: see [`check_message`].
+#[derive(Debug, Clone, Default)]
+pub struct Checked {
+    /// The header of every message the bytes hold (one for a well-framed message).
+    pub headers: Vec<Header>,
+    /// The bad records [`parse`] finds in these bytes alone, except those that depend on
+    /// earlier messages (`dangling_reference`: a cancel of an encounter not in this input).
+    pub bad: Vec<BadRecord>,
+}
+
+/// Reads `bytes` (one message, as `ward ingest` would read a file named `name` holding only
+/// it) with the batch parser: the headers of its messages and the bad records the parser's
+/// checks find. Never panics.
+pub fn check_message(name: &str, bytes: &[u8], ctx: &Context) -> Checked {
+    let text = decode_bytes(bytes);
+    let (mut msgs, mut bad) = (Vec::new(), Vec::new());
+    read_messages(name, &text, ctx, &mut msgs, &mut bad);
+    let headers = msgs.iter().map(Msg::header).collect();
+    let parsed = parse(&[Input { name, bytes }], ctx);
+    Checked {
+        headers,
+        bad: parsed
+            .bad
+            .into_iter()
+            .filter(|b| b.reason != "dangling_reference")
+            .collect(),
+    }
+}

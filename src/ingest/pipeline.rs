@@ -262,41 +262,125 @@ pub async fn ingest_with(
     if files.is_empty() {
         return Err(Error::invalid("inputs", "no input files found"));
     }
-    let mut names = Vec::with_capacity(files.len());
-    let mut contents = Vec::with_capacity(files.len());
-    let mut raws = Vec::with_capacity(files.len());
+    let mut read = Vec::with_capacity(files.len());
     for (f, display) in &files {
         let (name, raw, content) = read_input(f, display, &opts.read)?;
         if let Some(p) = progress {
             p.inc(raw.len() as u64);
         }
-        names.push(name);
-        raws.push(raw);
-        contents.push(content);
+        read.push(ReadInput {
+            raw_name: display.clone(),
+            name,
+            raw,
+            content,
+        });
     }
-    let bytes: u64 = contents.iter().map(|c| c.len() as u64).sum();
-    let inputs: Vec<Input<'_>> = names
-        .iter()
-        .zip(&contents)
-        .map(|(name, bytes)| Input { name, bytes })
+    check_curated_layout(opts, &files, &parser_inputs(&read))?;
+    ingest_read(store, read, Vec::new(), None, opts, on_conflict).await
+}
+
+/// One input held in memory, for [`ingest_inputs`]: the name Ward records for it (in
+/// `source_system` when a record names no source, in the raw version and in quarantine
+/// locations) and its bytes.
+#[derive(Debug, Clone)]
+pub struct NamedInput {
+    /// The name, as a file's name would be.
+    pub name: String,
+    /// The content.
+    pub bytes: Vec<u8>,
+}
+
+/// As [`ingest_with`], over inputs already in memory instead of paths: the same run (raw
+/// version, parse, quarantine, curated versions), so inputs with the same names and bytes as
+/// files give the same curated versions. `extra_bad` are records the caller already found
+/// bad (they join the run's quarantine); `feed`, when given, is recorded in the lineage
+/// params of every version of the run under the key `feed` (a live feed's sealed range:
+/// `docs/live.md`).
+///
+/// # Errors
+/// As [`ingest_with`]; [`Error::InvalidArgument`] when there is neither an input nor an
+/// extra bad record.
+pub async fn ingest_inputs(
+    store: &Store,
+    inputs: Vec<NamedInput>,
+    extra_bad: Vec<BadRecord>,
+    feed: Option<serde_json::Value>,
+    opts: &IngestOptions,
+    on_conflict: OnConflict,
+) -> Result<IngestReport> {
+    if inputs.is_empty() && extra_bad.is_empty() {
+        return Err(Error::invalid("inputs", "no input to ingest"));
+    }
+    let read = inputs
+        .into_iter()
+        .map(|i| ReadInput {
+            raw_name: i.name.clone(),
+            name: i.name,
+            raw: Vec::new(),
+            content: i.bytes,
+        })
         .collect();
-    check_curated_layout(opts, &files, &inputs)?;
+    ingest_read(store, read, extra_bad, feed, opts, on_conflict).await
+}
+
+/// One input of a run, read: the name its raw bytes are kept under, the name parsers see,
+/// the raw bytes (empty: the same as `content`) and the content.
+struct ReadInput {
+    raw_name: String,
+    name: String,
+    raw: Vec<u8>,
+    content: Vec<u8>,
+}
+
+/// The inputs as parsers see them (name and content).
+fn parser_inputs(read: &[ReadInput]) -> Vec<Input<'_>> {
+    read.iter()
+        .map(|r| Input {
+            name: &r.name,
+            bytes: &r.content,
+        })
+        .collect()
+}
+
+/// The run after its inputs are read: see the module documentation.
+async fn ingest_read(
+    store: &Store,
+    read: Vec<ReadInput>,
+    extra_bad: Vec<BadRecord>,
+    feed: Option<serde_json::Value>,
+    opts: &IngestOptions,
+    on_conflict: OnConflict,
+) -> Result<IngestReport> {
+    let n_files = read.len();
+    let bytes: u64 = read.iter().map(|r| r.content.len() as u64).sum();
+    let with_feed = |mut params: serde_json::Value| {
+        if let (Some(f), Some(map)) = (&feed, params.as_object_mut()) {
+            map.insert("feed".into(), f.clone());
+        }
+        params
+    };
 
     // 1. The raw input, verbatim.
-    let raw_batch = raw_table(&files, &raws)?;
-    drop(raws);
+    let raw_batch = raw_table(&read)?;
     let mut raw_opts = PutOptions::new(format!("raw-{}", opts.format.as_str()), Kind::Raw);
-    raw_opts.lineage.params = serde_json::json!({ "op": "ingest", "format": opts.format });
+    raw_opts.lineage.params =
+        with_feed(serde_json::json!({ "op": "ingest", "format": opts.format }));
     let raw = store
         .put_batches(raw_batch.schema(), vec![raw_batch], raw_opts)
         .await?
         .manifest
         .hash;
+    let mut read = read;
+    for r in &mut read {
+        r.raw = Vec::new();
+    }
 
     // 2. Parse.
-    let parsed = parse(opts, &inputs)?;
+    let inputs = parser_inputs(&read);
+    let mut parsed = parse(opts, &inputs)?;
     drop(inputs);
-    drop(contents);
+    drop(read);
+    parsed.bad.extend(extra_bad);
 
     let mut bad = BTreeMap::new();
     for b in &parsed.bad {
@@ -312,9 +396,9 @@ pub async fn ingest_with(
     let lineage = |prev: Option<ContentHash>, table: &str| Lineage {
         inputs: prev.into_iter().chain([raw]).collect(),
         definition,
-        params: serde_json::json!({
+        params: with_feed(serde_json::json!({
             "op": "ingest", "format": opts.format, "table": table,
-        }),
+        })),
     };
 
     // 3. Quarantine first, so it exists even when the run then fails on --max-bad.
@@ -376,7 +460,7 @@ pub async fn ingest_with(
     }
     Ok(IngestReport {
         raw,
-        files: files.len(),
+        files: n_files,
         bytes,
         curated,
         quarantine,
@@ -532,11 +616,15 @@ pub fn raw_schema() -> SchemaRef {
     ]))
 }
 
-fn raw_table(files: &[(PathBuf, String)], raws: &[Vec<u8>]) -> Result<RecordBatch> {
+fn raw_table(read: &[ReadInput]) -> Result<RecordBatch> {
     let mut file = StringBuilder::new();
     let mut chunk = UInt32Builder::new();
     let mut data = LargeBinaryBuilder::new();
-    for ((_, name), raw) in files.iter().zip(raws) {
+    for r in read {
+        let (name, raw) = (
+            &r.raw_name,
+            if r.raw.is_empty() { &r.content } else { &r.raw },
+        );
         let pieces: Vec<&[u8]> = if raw.is_empty() {
             vec![&[][..]]
         } else {

@@ -68,6 +68,14 @@ pub struct ServeConfig {
     /// `care_team` for changes.
     #[serde(default)]
     pub reload: ReloadConfig,
+    /// Listen here for HL7 v2 over MLLP, logging into the feed `[live]` names
+    /// (`docs/live.md`); `None` (the default): no MLLP listener. `ward serve --mllp`
+    /// overrides it. A non-loopback address needs `--insecure` (MLLP has no TLS yet).
+    #[serde(default)]
+    pub mllp: Option<SocketAddr>,
+    /// The live feed: its name, frame limit, idle timeout, seal interval (`docs/live.md`).
+    #[serde(default)]
+    pub live: crate::live::LiveConfig,
     /// The folder relative paths of the sections above resolve against (the configuration
     /// file's folder; `.` for a parsed string).
     #[serde(skip)]
@@ -338,6 +346,8 @@ impl Default for ServeConfig {
             deid: None,
             ingest: IngestConfig::default(),
             reload: ReloadConfig::default(),
+            mllp: None,
+            live: crate::live::LiveConfig::default(),
             base: PathBuf::from("."),
             origin: "the default configuration".into(),
         }
@@ -429,6 +439,9 @@ impl ServeConfig {
 
     fn check(&self, origin: &str) -> Result<()> {
         self.limits.validate()?;
+        self.live
+            .validate()
+            .map_err(|e| Error::invalid(format!("{origin}: [live]"), e.to_string()))?;
         for (name, v) in [
             ("max_file_bytes", self.ingest.max_file_bytes),
             ("max_decompressed_bytes", self.ingest.max_decompressed_bytes),
@@ -532,6 +545,29 @@ pub fn merge_repos(repos: Vec<FeatureRepo>) -> Result<FeatureRepo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mllp_and_live_section() {
+        let c = ServeConfig::parse("", "t.toml").unwrap();
+        assert_eq!(c.mllp, None);
+        assert_eq!(c.live, crate::live::LiveConfig::default());
+        let c = ServeConfig::parse(
+            "mllp = \"127.0.0.1:2575\"\n[live]\nfeed = \"adt\"\nmax_frame_bytes = 1024\nseal_interval_secs = 60\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.mllp.unwrap().to_string(), "127.0.0.1:2575");
+        assert_eq!(c.live.feed, "adt");
+        assert_eq!(c.live.max_frame_bytes, 1024);
+        assert_eq!(c.live.seal_interval_secs, Some(60.0));
+        let e = ServeConfig::parse("[live]\nfeed = \"../x\"\n", "t.toml").unwrap_err();
+        assert!(
+            e.to_string().contains("[live]") && e.to_string().contains("feed"),
+            "{e}"
+        );
+        let e = ServeConfig::parse("[live]\nfeeds = \"x\"\n", "t.toml").unwrap_err();
+        assert!(e.to_string().contains("t.toml:2"), "{e}");
+    }
 
     #[test]
     fn defaults_and_sections() {

@@ -15,6 +15,7 @@ mod hardening;
 mod hash_props;
 mod hl7v2;
 mod ingest;
+mod live;
 mod lookup;
 mod mapping;
 mod python_client;

@@ -339,6 +339,25 @@ impl<'a> Msg<'a> {
         Some(m)
     }
 
+    /// The header fields a listener acknowledges with ([`Header`]).
+    pub(super) fn header(&self) -> super::Header {
+        let msh = self.seg("MSH");
+        let raw = |n: usize| msh.map_or("", |s| s.field(n)).to_string();
+        super::Header {
+            field_sep: self.enc.field,
+            encoding: raw(2),
+            sending_application: raw(3),
+            sending_facility: raw(4),
+            receiving_application: raw(5),
+            receiving_facility: raw(6),
+            control_id: msh.and_then(|s| self.get(s, 10, 1)),
+            processing_id: raw(11),
+            version: raw(12),
+            source_system: self.source_system.clone(),
+            kind: self.kind(),
+        }
+    }
+
     /// The first segment named `name`.
     pub(super) fn seg(&self, name: &str) -> Option<&Seg<'a>> {
         self.segs.iter().find(|s| s.name == name)

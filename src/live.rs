@@ -1,0 +1,282 @@
+//! Live feeds: HL7 v2 over MLLP into a durable write-ahead log, sealed into curated
+//! versions equal to a batch ingest of the same messages (`docs/live.md`).
+//!
+//! - [`wal`]: the write-ahead log under `<store>/wal/<feed>/`: checksummed records in
+//!   append-only segments, group commit, recovery, the (sender, control id) pairs already
+//!   logged.
+//! - [`mllp`]: the MLLP listener (`ward serve --mllp ADDR`): framing, one ACK per message
+//!   once it is durable.
+//! - [`seal`]: `ward seal`: the unsealed records as one batch ingest run.
+//!
+//! What a message is (accepted, in error, refused) is decided once, by [`classify`], with the
+//! batch parser's own reading ([`crate::ingest::hl7v2::check_message`]); the listener
+//! answers with it and the seal reads the same decision back from the log.
+
+pub mod mllp;
+pub mod seal;
+pub mod wal;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::ingest::hl7v2::{self, Header};
+use crate::ingest::{BadRecord, Context};
+use wal::Status;
+
+/// The feed name when none is configured.
+pub const DEFAULT_FEED: &str = "mllp";
+
+/// The `[live]` section of the server configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveConfig {
+    /// The feed the MLLP listener logs into (`<store>/wal/<feed>/`; default `mllp`).
+    #[serde(default = "default_feed")]
+    pub feed: String,
+    /// The largest MLLP frame accepted, in bytes (default 4 MiB). A longer frame is refused
+    /// (AR) and the connection closed, since its end cannot be trusted.
+    #[serde(default = "default_max_frame")]
+    pub max_frame_bytes: usize,
+    /// A connection that sends nothing for this many seconds is closed (default 600).
+    #[serde(default = "default_idle")]
+    pub idle_timeout_secs: f64,
+    /// Seal the feed this often, in seconds (`None`, the default: only `ward seal`).
+    #[serde(default)]
+    pub seal_interval_secs: Option<f64>,
+    /// A new log segment starts once the current one holds this many bytes (default 64 MiB).
+    #[serde(default = "default_segment")]
+    pub segment_bytes: u64,
+}
+
+fn default_feed() -> String {
+    DEFAULT_FEED.into()
+}
+fn default_max_frame() -> usize {
+    4 << 20
+}
+fn default_idle() -> f64 {
+    600.0
+}
+fn default_segment() -> u64 {
+    wal::DEFAULT_SEGMENT_BYTES
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        LiveConfig {
+            feed: default_feed(),
+            max_frame_bytes: default_max_frame(),
+            idle_timeout_secs: default_idle(),
+            seal_interval_secs: None,
+            segment_bytes: default_segment(),
+        }
+    }
+}
+
+impl LiveConfig {
+    /// Checks the values.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidArgument`] naming the key.
+    pub fn validate(&self) -> crate::Result<()> {
+        wal::check_feed_name(&self.feed)?;
+        if self.max_frame_bytes < 64 || self.max_frame_bytes > (1 << 30) {
+            return Err(crate::Error::invalid(
+                "live.max_frame_bytes",
+                format!("{}: give 64 to 2^30", self.max_frame_bytes),
+            ));
+        }
+        if !(self.idle_timeout_secs.is_finite() && self.idle_timeout_secs >= 0.1) {
+            return Err(crate::Error::invalid(
+                "live.idle_timeout_secs",
+                format!("{}: give at least 0.1", self.idle_timeout_secs),
+            ));
+        }
+        if let Some(s) = self.seal_interval_secs {
+            if !(s.is_finite() && s >= 0.1) {
+                return Err(crate::Error::invalid(
+                    "live.seal_interval_secs",
+                    format!("{s}: give at least 0.1"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The idle timeout.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.idle_timeout_secs)
+    }
+}
+
+/// What Ward makes of one received message.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    /// Accepted (AA), in error (AE) or refused (AR).
+    pub status: Status,
+    /// The header, when the bytes hold a readable MSH.
+    pub header: Option<Header>,
+    /// Why it is in error or refused (empty when accepted).
+    pub reason: String,
+    /// The batch parser's bad records for it (AE), or the refusal as one bad record (AR).
+    pub bad: Vec<BadRecord>,
+}
+
+impl Verdict {
+    /// The sender a resend is recognised by: the rows' `source_system`, else `peer`.
+    pub fn sender(&self, peer: &str) -> String {
+        self.header
+            .as_ref()
+            .map_or_else(|| peer.to_string(), |h| h.source_system.clone())
+    }
+
+    /// MSH-10, or empty.
+    pub fn control_id(&self) -> String {
+        self.header
+            .as_ref()
+            .and_then(|h| h.control_id.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// Reads one message as the batch parser would, named `name` (the feed's input name):
+/// refused (AR) when it holds no readable MSH, several messages, or no MSH-10; in error (AE)
+/// when the parser's checks find bad records in it alone; else accepted.
+pub fn classify(name: &str, bytes: &[u8], ctx: &Context) -> Verdict {
+    let checked = hl7v2::check_message(name, bytes, ctx);
+    let refuse = |header: Option<Header>, reason: String, bad: Vec<BadRecord>| Verdict {
+        status: Status::Refused,
+        header,
+        reason,
+        bad,
+    };
+    match checked.headers.len() {
+        0 => {
+            let reason = checked.bad.first().map_or_else(
+                || "no HL7 v2 message (no MSH segment) in the frame".to_string(),
+                |b| format!("{}: {}", b.reason, b.detail),
+            );
+            refuse(None, reason, checked.bad)
+        }
+        1 => {
+            let header = checked.headers.into_iter().next();
+            if header.as_ref().is_some_and(|h| h.control_id.is_none()) {
+                return refuse(
+                    header,
+                    "MSH-10 (message control id) is empty: the message cannot be acknowledged or recognised when resent".into(),
+                    Vec::new(),
+                );
+            }
+            if checked.bad.is_empty() {
+                Verdict {
+                    status: Status::Accepted,
+                    header,
+                    reason: String::new(),
+                    bad: Vec::new(),
+                }
+            } else {
+                let reason = checked
+                    .bad
+                    .iter()
+                    .map(|b| {
+                        format!(
+                            "{}{}: {}",
+                            b.reason,
+                            b.field
+                                .as_deref()
+                                .map(|f| format!(" {f}"))
+                                .unwrap_or_default(),
+                            b.detail
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                Verdict {
+                    status: Status::Error,
+                    header,
+                    reason,
+                    bad: checked.bad,
+                }
+            }
+        }
+        n => refuse(
+            checked.headers.into_iter().next(),
+            format!(
+                "the frame holds {n} messages (MSH segments); MLLP carries one message per frame"
+            ),
+            Vec::new(),
+        ),
+    }
+}
+
+/// A running MLLP listener.
+#[derive(Debug)]
+pub struct Running {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// The log it writes.
+    pub wal: wal::Wal,
+}
+
+/// The name a feed's messages are ingested under when sealed (`<feed>.hl7`): a batch ingest
+/// of a file with this name holding the same messages gives the same curated versions.
+pub fn input_name(feed: &str) -> String {
+    format!("{feed}.hl7")
+}
+
+/// Refuses a non-loopback MLLP address unless `insecure`: MLLP carries patient data and
+/// Ward's listener has no TLS yet.
+///
+/// # Errors
+/// [`crate::Error::FailedPrecondition`] naming the address.
+pub fn check_exposure(addr: SocketAddr, insecure: bool) -> crate::Result<()> {
+    if addr.ip().is_loopback() || insecure {
+        return Ok(());
+    }
+    Err(crate::Error::precondition(
+        format!("--mllp {addr}"),
+        "a non-loopback MLLP listener sends patient data in plain text (no TLS yet); put a TLS terminator in front and listen on loopback, or pass --insecure",
+    ))
+}
+
+/// Starts the MLLP listener of `ward serve` on `addr` (the feed, limits and seal interval
+/// from `cfg`), and, when `cfg.seal_interval_secs` is set, a task sealing the feed that
+/// often. Seals are recorded in `audit` (else in `<store>/audit`).
+///
+/// # Errors
+/// As [`mllp::start`].
+pub async fn serve(
+    addr: SocketAddr,
+    store: &crate::store::Store,
+    cfg: &LiveConfig,
+    audit: Option<std::sync::Arc<crate::security::audit::AuditLog>>,
+) -> crate::Result<Running> {
+    let running = mllp::start(addr, store.root(), store.clock().clone(), cfg).await?;
+    if let Some(secs) = cfg.seal_interval_secs {
+        let store = store.clone();
+        let feed = cfg.feed.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(secs));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match seal::seal(&store, &feed, &seal::SealOptions::default()).await {
+                    Ok(r) if r.range.is_some() => {
+                        tracing::info!(feed, messages = r.messages, "sealed");
+                        if let Err(e) =
+                            seal::record_audit(&store, &r, "mllp:seal", audit.as_deref())
+                        {
+                            tracing::error!(feed, "the seal's audit record failed: {e}");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(feed, "seal failed (the next one resumes it): {e}"),
+                }
+            }
+        });
+    }
+    Ok(running)
+}

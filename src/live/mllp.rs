@@ -1,0 +1,602 @@
+//! The MLLP listener: HL7 v2 messages framed `0x0B <message> 0x1C 0x0D` over TCP, one
+//! acknowledgement per message.
+//!
+//! Each connection is read into a [`Deframer`], which tolerates frames split across reads and
+//! several frames in one read. Each frame is classified ([`super::classify`]), appended to
+//! the feed's write-ahead log and, once the log says it is durable, acknowledged:
+//! `MSH` (sender and receiver swapped) and `MSA|AA|<MSH-10>`; `AE` or `AR` with the reason in
+//! MSA-3 and an `ERR` segment. A resend (same sender and MSH-10 as a logged message) is
+//! acknowledged as the first was, and not logged again. Bytes outside frames are skipped with
+//! a warning naming the peer and byte offset; a frame longer than the limit is refused (AR)
+//! and the connection closed, since where it ends cannot be trusted.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::wal::{Appended, Status, Wal};
+use super::{classify, LiveConfig, Running, Verdict};
+use crate::clock::SharedClock;
+use crate::error::{Error, Result};
+use crate::ingest::Context;
+
+/// Start of a frame.
+pub const START: u8 = 0x0B;
+/// First byte of the end of a frame.
+pub const END: u8 = 0x1C;
+/// Second byte of the end of a frame.
+pub const END2: u8 = 0x0D;
+
+/// What the deframer found next in a connection's bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A complete frame's content; `offset` is its first byte's position in the stream.
+    Frame {
+        /// Stream offset of the content's first byte.
+        offset: u64,
+        /// The content, without the frame bytes.
+        bytes: Vec<u8>,
+    },
+    /// Bytes outside any frame (whitespace between frames is not reported), or a frame
+    /// abandoned by a new start byte before its end.
+    Garbage {
+        /// Stream offset of the first skipped byte.
+        offset: u64,
+        /// How many bytes were skipped.
+        len: usize,
+    },
+    /// A frame longer than the limit; the stream cannot be read further.
+    Oversize {
+        /// Stream offset of the frame's content.
+        offset: u64,
+        /// The limit, in bytes.
+        limit: usize,
+    },
+}
+
+/// Cuts a byte stream into MLLP frames.
+#[derive(Debug)]
+pub struct Deframer {
+    buf: Vec<u8>,
+    /// Stream offset of `buf[0]`.
+    base: u64,
+    in_frame: bool,
+    /// How far into `buf` the end of the current frame was already looked for.
+    scanned: usize,
+    max: usize,
+    /// Set once a frame was too long: nothing after it can be trusted.
+    failed: bool,
+}
+
+impl Deframer {
+    /// A deframer accepting frames of at most `max` bytes.
+    pub fn new(max: usize) -> Self {
+        Deframer {
+            buf: Vec::new(),
+            base: 0,
+            in_frame: false,
+            scanned: 0,
+            max,
+            failed: false,
+        }
+    }
+
+    /// Adds bytes read from the connection.
+    pub fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Bytes held that are not yet a complete frame.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.buf.drain(..n);
+        self.base += n as u64;
+        self.scanned = 0;
+    }
+
+    /// The next event, or `None` when more bytes are needed (or, after
+    /// [`Event::Oversize`], ever again).
+    pub fn next_event(&mut self) -> Option<Event> {
+        if self.failed {
+            return None;
+        }
+        loop {
+            if !self.in_frame {
+                let start = self.buf.iter().position(|b| *b == START);
+                let skip = start.unwrap_or(self.buf.len());
+                let junk = self.buf[..skip].iter().any(|b| !b.is_ascii_whitespace());
+                let offset = self.base;
+                match start {
+                    Some(i) => {
+                        self.consume(i + 1);
+                        self.in_frame = true;
+                    }
+                    None => self.consume(skip),
+                }
+                if junk {
+                    return Some(Event::Garbage { offset, len: skip });
+                }
+                start?;
+                continue;
+            }
+            let from = self.scanned;
+            let found = self.buf[from..]
+                .iter()
+                .position(|b| *b == END || *b == START)
+                .map(|k| from + k);
+            let Some(k) = found else {
+                self.scanned = self.buf.len();
+                if self.buf.len() > self.max {
+                    self.failed = true;
+                    return Some(Event::Oversize {
+                        offset: self.base,
+                        limit: self.max,
+                    });
+                }
+                return None;
+            };
+            if self.buf[k] == START {
+                // An unterminated frame, then a new one: the first is skipped.
+                let offset = self.base;
+                self.consume(k + 1);
+                return Some(Event::Garbage { offset, len: k });
+            }
+            if k > self.max {
+                self.failed = true;
+                return Some(Event::Oversize {
+                    offset: self.base,
+                    limit: self.max,
+                });
+            }
+            if k + 1 == self.buf.len() {
+                // The end byte arrived without the CR after it yet.
+                self.scanned = k;
+                return None;
+            }
+            let offset = self.base;
+            let bytes = self.buf[..k].to_vec();
+            // `0x1C 0x0D` ends a frame; a lone `0x1C` is tolerated as an end too.
+            let end = if self.buf[k + 1] == END2 {
+                k + 2
+            } else {
+                k + 1
+            };
+            self.consume(end);
+            self.in_frame = false;
+            return Some(Event::Frame { offset, bytes });
+        }
+    }
+}
+
+/// Wraps a message in MLLP frame bytes.
+pub fn frame(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + 3);
+    out.push(START);
+    out.extend_from_slice(message);
+    out.extend_from_slice(&[END, END2]);
+    out
+}
+
+/// The acknowledgement code of a status.
+pub fn ack_code(status: Status) -> &'static str {
+    match status {
+        Status::Accepted => "AA",
+        Status::Error => "AE",
+        Status::Refused => "AR",
+    }
+}
+
+/// Escapes text for an HL7 v2 field written with `header`'s separators; line breaks become
+/// spaces.
+fn escape(text: &str, fs: char, enc: &str) -> String {
+    let mut chars = enc.chars();
+    let comp = chars.next().unwrap_or('^');
+    let rep = chars.next().unwrap_or('~');
+    let esc = chars.next().unwrap_or('\\');
+    let sub = chars.next().unwrap_or('&');
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars().take(1000) {
+        match c {
+            c if c == esc => out.push_str(&format!("{esc}E{esc}")),
+            c if c == fs => out.push_str(&format!("{esc}F{esc}")),
+            c if c == comp => out.push_str(&format!("{esc}S{esc}")),
+            c if c == rep => out.push_str(&format!("{esc}R{esc}")),
+            c if c == sub => out.push_str(&format!("{esc}T{esc}")),
+            '\r' | '\n' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The acknowledgement of a message: `MSH` (the message's separators, sender and receiver
+/// swapped), `MSA|<code>|<MSH-10>[|<reason>]` and, unless `AA`, `ERR` with the reason (ERR-3
+/// HL7 table 0357 code, ERR-4 severity `E`, ERR-8 the reason). Segments end with CR.
+pub fn ack(
+    code: &str,
+    verdict: &Verdict,
+    ack_id: &str,
+    now: DateTime<Utc>,
+    reason: &str,
+) -> Vec<u8> {
+    let h = verdict.header.as_ref();
+    let fs = h.map_or('|', |h| h.field_sep);
+    let enc = h.map_or("^~\\&", |h| h.encoding.as_str());
+    let enc = if enc.is_empty() { "^~\\&" } else { enc };
+    let comp = enc.chars().next().unwrap_or('^');
+    let field = |f: Option<&str>| f.unwrap_or("").to_string();
+    let trigger = h
+        .and_then(|h| h.kind.split('^').nth(1).map(str::to_string))
+        .unwrap_or_default();
+    let msg_type = if trigger.is_empty() {
+        "ACK".to_string()
+    } else {
+        format!("ACK{comp}{trigger}{comp}ACK")
+    };
+    let processing = h.map_or("P", |h| {
+        if h.processing_id.is_empty() {
+            "P"
+        } else {
+            h.processing_id.as_str()
+        }
+    });
+    let version = h.map_or("2.5.1", |h| {
+        if h.version.is_empty() {
+            "2.5.1"
+        } else {
+            h.version.as_str()
+        }
+    });
+    let control = escape(&verdict.control_id(), fs, enc);
+    let mut msh = vec![
+        "MSH".to_string(),
+        enc.to_string(),
+        field(h.map(|h| h.receiving_application.as_str())),
+        field(h.map(|h| h.receiving_facility.as_str())),
+        field(h.map(|h| h.sending_application.as_str())),
+        field(h.map(|h| h.sending_facility.as_str())),
+        now.format("%Y%m%d%H%M%S").to_string(),
+        String::new(),
+        msg_type,
+        escape(ack_id, fs, enc),
+        processing.to_string(),
+        version.to_string(),
+    ];
+    // MSH-1 is the separator itself: join the rest after it.
+    let head = msh.remove(0);
+    let mut out = format!("{head}{fs}{}\r", msh.join(&fs.to_string()));
+    if code == "AA" {
+        out.push_str(&format!("MSA{fs}{code}{fs}{control}\r"));
+    } else {
+        let reason = escape(reason, fs, enc);
+        out.push_str(&format!("MSA{fs}{code}{fs}{control}{fs}{reason}\r"));
+        let err_code = if code == "AR" {
+            format!("200{comp}Unsupported message type{comp}HL70357")
+        } else {
+            format!("207{comp}Application internal error{comp}HL70357")
+        };
+        let err_code = if code == "AR" && verdict.header.is_some() {
+            format!("100{comp}Segment sequence error{comp}HL70357")
+        } else {
+            err_code
+        };
+        out.push_str(&format!(
+            "ERR{fs}{fs}{fs}{err_code}{fs}E{fs}{fs}{fs}{fs}{reason}\r"
+        ));
+    }
+    out.into_bytes()
+}
+
+/// The listener's shared state.
+#[derive(Debug)]
+struct Shared {
+    wal: Wal,
+    name: String,
+    clock: SharedClock,
+    cfg: LiveConfig,
+}
+
+/// Opens the feed's log under `store_root` and listens for MLLP connections on `addr` (one
+/// task per connection, as many connections as senders open). Prints `mllp listening on
+/// ADDR (feed F)` to standard error once bound.
+///
+/// # Errors
+/// Configuration, log recovery and bind errors.
+pub async fn start(
+    addr: SocketAddr,
+    store_root: &std::path::Path,
+    clock: SharedClock,
+    cfg: &LiveConfig,
+) -> Result<Running> {
+    cfg.validate()?;
+    let dir = super::wal::feed_dir(store_root, &cfg.feed);
+    let (wal, opened) = Wal::open(&dir, clock.clone(), cfg.segment_bytes)?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::precondition(format!("mllp {addr}"), format!("cannot listen: {e}")))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Error::precondition(format!("mllp {addr}"), e.to_string()))?;
+    eprintln!(
+        "mllp listening on {local} (feed {}, {} records in the log, next sequence number {})",
+        cfg.feed, opened.records, opened.next_seq
+    );
+    let shared = Arc::new(Shared {
+        wal: wal.clone(),
+        name: super::input_name(&cfg.feed),
+        clock,
+        cfg: cfg.clone(),
+    });
+    tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, peer)) => {
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = connection(stream, peer, shared).await {
+                            tracing::warn!(%peer, "mllp connection ended: {e}");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!("mllp accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    });
+    Ok(Running { addr: local, wal })
+}
+
+/// Serves one connection until the peer closes it, it stays idle too long, or a frame is
+/// too long.
+async fn connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+) -> std::io::Result<()> {
+    let _ = stream.set_nodelay(true);
+    let mut de = Deframer::new(shared.cfg.max_frame_bytes);
+    let mut buf = vec![0u8; 64 * 1024];
+    let peer_name = peer.to_string();
+    loop {
+        let n = match tokio::time::timeout(shared.cfg.idle_timeout(), stream.read(&mut buf)).await {
+            Ok(r) => r?,
+            Err(_) => {
+                tracing::info!(%peer, "mllp connection idle too long; closed");
+                return Ok(());
+            }
+        };
+        if n == 0 {
+            if de.buffered() > 0 {
+                tracing::warn!(%peer, bytes = de.buffered(), "mllp connection closed inside a frame; its bytes were dropped, never acknowledged");
+            }
+            return Ok(());
+        }
+        de.push(&buf[..n]);
+        let mut out = Vec::new();
+        while let Some(ev) = de.next_event() {
+            match ev {
+                Event::Frame { offset, bytes } => {
+                    out.extend(frame(&handle(&shared, &peer_name, offset, &bytes).await));
+                }
+                Event::Garbage { offset, len } => {
+                    tracing::warn!(%peer, offset, len, "mllp: skipped bytes outside any frame");
+                }
+                Event::Oversize { offset, limit } => {
+                    let verdict = Verdict {
+                        status: Status::Refused,
+                        header: None,
+                        reason: String::new(),
+                        bad: Vec::new(),
+                    };
+                    let reason = format!(
+                        "frame at byte {offset} of the connection from {peer} exceeds {limit} bytes (live.max_frame_bytes); connection closed"
+                    );
+                    tracing::warn!(%peer, "{reason}");
+                    out.extend(frame(&ack(
+                        "AR",
+                        &verdict,
+                        &format!("WAR{offset}"),
+                        shared.clock.now(),
+                        &reason,
+                    )));
+                    stream.write_all(&out).await?;
+                    return Ok(());
+                }
+            }
+        }
+        if !out.is_empty() {
+            stream.write_all(&out).await?;
+        }
+    }
+}
+
+/// Classifies, logs and acknowledges one message.
+async fn handle(shared: &Shared, peer: &str, offset: u64, bytes: &[u8]) -> Vec<u8> {
+    let now = shared.clock.now();
+    let verdict = classify(&shared.name, bytes, &Context::new(now));
+    let sender = verdict.sender(peer);
+    let control = verdict.control_id();
+    match shared
+        .wal
+        .append(verdict.status, &sender, &control, bytes)
+        .await
+    {
+        Ok(a) => {
+            let (seq, dup) = match a {
+                Appended::Logged(s) => (s, false),
+                Appended::Duplicate(s) => (s, true),
+            };
+            let code = ack_code(verdict.status);
+            if verdict.status != Status::Accepted {
+                tracing::warn!(
+                    peer,
+                    sender,
+                    control_id = control,
+                    offset,
+                    seq,
+                    "mllp: {code}: {}",
+                    verdict.reason
+                );
+            } else {
+                tracing::debug!(peer, sender, control_id = control, seq, dup, "mllp: logged");
+            }
+            ack(code, &verdict, &format!("W{seq}"), now, &verdict.reason)
+        }
+        Err(e) => {
+            let reason = format!("not stored, send again later: {e}");
+            tracing::error!(peer, sender, control_id = control, offset, "mllp: {reason}");
+            ack("AR", &verdict, "W0", now, &reason)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(de: &mut Deframer) -> Vec<Event> {
+        std::iter::from_fn(|| de.next_event()).collect()
+    }
+
+    #[test]
+    fn split_reads_and_several_frames_per_read() {
+        let mut stream = frame(b"MSH|one\r");
+        stream.extend(frame(b"MSH|two\r"));
+        stream.extend(b"\r\n");
+        stream.extend(frame(b"MSH|three\r"));
+        // Every split point, including inside the two end bytes.
+        for cut in 0..stream.len() {
+            let mut de = Deframer::new(1024);
+            de.push(&stream[..cut]);
+            let mut got = frames(&mut de);
+            de.push(&stream[cut..]);
+            got.extend(frames(&mut de));
+            let texts: Vec<Vec<u8>> = got
+                .into_iter()
+                .map(|e| match e {
+                    Event::Frame { bytes, .. } => bytes,
+                    other => panic!("cut {cut}: {other:?}"),
+                })
+                .collect();
+            assert_eq!(
+                texts,
+                vec![
+                    b"MSH|one\r".to_vec(),
+                    b"MSH|two\r".to_vec(),
+                    b"MSH|three\r".to_vec()
+                ],
+                "cut {cut}"
+            );
+        }
+        // Byte by byte.
+        let mut de = Deframer::new(1024);
+        let mut n = 0;
+        for b in &stream {
+            de.push(&[*b]);
+            n += frames(&mut de).len();
+        }
+        assert_eq!(n, 3);
+    }
+
+    #[test]
+    fn garbage_is_reported_with_its_offset_and_frames_after_it_survive() {
+        let mut stream = b"hello".to_vec();
+        stream.extend(frame(b"MSH|a\r"));
+        stream.extend([START]);
+        stream.extend(b"MSH|unterminated\r");
+        stream.extend(frame(b"MSH|b\r"));
+        let mut de = Deframer::new(1024);
+        de.push(&stream);
+        let got = frames(&mut de);
+        assert_eq!(got[0], Event::Garbage { offset: 0, len: 5 });
+        assert_eq!(
+            got[1],
+            Event::Frame {
+                offset: 6,
+                bytes: b"MSH|a\r".to_vec()
+            }
+        );
+        assert_eq!(
+            got[2],
+            Event::Garbage {
+                offset: 15,
+                len: 17
+            }
+        );
+        assert!(matches!(&got[3], Event::Frame { bytes, .. } if bytes == b"MSH|b\r"));
+        assert_eq!(got.len(), 4);
+    }
+
+    #[test]
+    fn an_oversize_frame_is_refused_complete_or_not() {
+        let mut de = Deframer::new(10);
+        de.push(&frame(b"MSH|0123456789abc\r"));
+        assert_eq!(
+            frames(&mut de),
+            vec![Event::Oversize {
+                offset: 1,
+                limit: 10
+            }]
+        );
+        let mut de = Deframer::new(10);
+        de.push(&[START]);
+        de.push(&[b'x'; 11]);
+        assert!(matches!(de.next_event(), Some(Event::Oversize { .. })));
+        // Exactly at the limit is fine.
+        let mut de = Deframer::new(10);
+        de.push(&frame(b"0123456789"));
+        assert!(matches!(de.next_event(), Some(Event::Frame { .. })));
+    }
+
+    #[test]
+    fn acks_swap_sender_and_receiver_and_escape_the_reason() {
+        let msg = b"MSH|^~\\&|LAB|HOSP|WARD|DC|20240101120000||ORU^R01^ORU_R01|M1|P|2.5.1\rPID|1||P1^^^H^MR\r";
+        let v = classify("feed.hl7", msg, &Context::new(Utc::now()));
+        assert_eq!(v.status, Status::Accepted, "{}", v.reason);
+        let now = DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default();
+        let a = String::from_utf8(ack("AA", &v, "W1", now, "")).expect("utf8");
+        assert_eq!(
+            a,
+            "MSH|^~\\&|WARD|DC|LAB|HOSP|20231114221320||ACK^R01^ACK|W1|P|2.5.1\rMSA|AA|M1\r"
+        );
+        let e = String::from_utf8(ack("AE", &v, "W1", now, "bad | value^x")).expect("utf8");
+        assert!(e.contains("MSA|AE|M1|bad \\F\\ value\\S\\x\r"), "{e}");
+        assert!(
+            e.contains("\rERR|||207^Application internal error^HL70357|E||||bad"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn classify_refuses_what_cannot_be_applied() {
+        let ctx = Context::new(Utc::now());
+        let v = classify("f.hl7", b"hello world", &ctx);
+        assert_eq!(v.status, Status::Refused);
+        assert!(v.header.is_none());
+        let v = classify(
+            "f.hl7",
+            b"MSH|^~\\&|A|B|C|D|20240101||ADT^A01|\rPID|1||P1\r",
+            &ctx,
+        );
+        assert_eq!(v.status, Status::Refused);
+        assert!(v.reason.contains("MSH-10"), "{}", v.reason);
+        let two = b"MSH|^~\\&|A|B|C|D|20240101||ADT^A08|1\rMSH|^~\\&|A|B|C|D|20240101||ADT^A08|2\r";
+        assert_eq!(classify("f.hl7", two, &ctx).status, Status::Refused);
+        // No PID-3: the batch parser's own check makes it a bad record: AE.
+        let v = classify(
+            "f.hl7",
+            b"MSH|^~\\&|A|B|C|D|20240101||ADT^A01|9\rPV1|1|I\r",
+            &ctx,
+        );
+        assert_eq!(v.status, Status::Error, "{}", v.reason);
+        assert!(v.reason.contains("PID-3"), "{}", v.reason);
+    }
+}

@@ -1,0 +1,774 @@
+//! The write-ahead log of a live feed: `<store>/wal/<feed>/`.
+//!
+//! Append-only segment files (`<first seq, 20 digits>.wal`) of records, each
+//! `[body length: u32 LE][checksum: the first 8 bytes of BLAKE3(body)][body]`; the body is
+//! `seq: u64 LE, received_at: i64 LE (microseconds since the epoch, from the injected clock),
+//! status: u8, sender: u16 LE length + UTF-8, control id: u16 LE length + UTF-8, message:
+//! u32 LE length + bytes`. Sequence numbers are consecutive across segments.
+//!
+//! One writer thread takes appends from every connection, batches what is waiting, writes the
+//! batch, calls `fsync` once (and on the directory when it created a segment), and only then
+//! answers every waiter: an answer means the record is durable (group commit).
+//!
+//! Opening for writing recovers: segments are read in order, and the first record that is
+//! short or fails its checksum at the tail of the last segment is cut off (a write torn by a
+//! crash: it was never acknowledged), with a warning naming the segment and byte offset.
+//! Corruption before the tail is an error, never skipped silently. The (sender, control id)
+//! pairs already logged are rebuilt from the segments and from `sealed-ids` (the pairs of
+//! segments removed after sealing), so a resent message is recognised after a restart.
+//!
+//! Files beside the segments: `writer.lock` (held by the one writing process), `seal.lock`
+//! (held by the one sealing process), `sealed.json` (`{"through": SEQ}`: records up to SEQ
+//! are in curated versions), `seal-intent.json` (a seal in progress: its range and ingestion
+//! time), `sealed-ids` (JSON lines `[sender, control id]`).
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::clock::SharedClock;
+use crate::error::{Error, Result};
+
+/// A new segment is started once the current one holds this many bytes (default).
+pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
+
+/// The largest record body accepted when reading (a longer length prefix is corruption).
+const MAX_BODY: u32 = 1 << 30;
+
+/// Bytes before a record's body: its length and checksum.
+const HEADER: usize = 12;
+
+/// At most this many appends go into one group commit.
+const MAX_BATCH: usize = 4096;
+
+/// What the listener decided about a message ([`crate::live::classify`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Acknowledged AA: sealed into the curated tables.
+    Accepted = 0,
+    /// Acknowledged AE: the batch parser finds bad records in it; sealed like any message
+    /// (its bad parts land in quarantine, as in a batch ingest).
+    Error = 1,
+    /// Acknowledged AR: not an HL7 v2 message Ward can apply (no MSH, no control id, several
+    /// messages in one frame); sealed into quarantine only.
+    Refused = 2,
+}
+
+impl Status {
+    fn from_u8(b: u8) -> Option<Status> {
+        match b {
+            0 => Some(Status::Accepted),
+            1 => Some(Status::Error),
+            2 => Some(Status::Refused),
+            _ => None,
+        }
+    }
+}
+
+/// One logged message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Its sequence number (from 1, consecutive).
+    pub seq: u64,
+    /// When Ward received it (the injected clock).
+    pub received_at: DateTime<Utc>,
+    /// What the listener answered.
+    pub status: Status,
+    /// The sender: `MSH-3^MSH-4` as curated rows name it, or the peer address when the
+    /// message has no readable MSH.
+    pub sender: String,
+    /// MSH-10 (empty when there is none).
+    pub control_id: String,
+    /// The message as received (between the MLLP frame bytes).
+    pub message: Vec<u8>,
+}
+
+impl Record {
+    /// The key a resend is recognised by, when the record has a control id.
+    pub fn dedupe_key(&self) -> Option<(String, String)> {
+        (!self.control_id.is_empty()).then(|| (self.sender.clone(), self.control_id.clone()))
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        let mut body = Vec::with_capacity(32 + self.sender.len() + self.message.len());
+        body.extend_from_slice(&self.seq.to_le_bytes());
+        body.extend_from_slice(&self.received_at.timestamp_micros().to_le_bytes());
+        body.push(self.status as u8);
+        for s in [&self.sender, &self.control_id] {
+            let b = s.as_bytes();
+            let b = &b[..b.len().min(u16::MAX as usize)];
+            body.extend_from_slice(&(b.len() as u16).to_le_bytes());
+            body.extend_from_slice(b);
+        }
+        body.extend_from_slice(&(self.message.len() as u32).to_le_bytes());
+        body.extend_from_slice(&self.message);
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        out.extend_from_slice(&blake3::hash(&body).as_bytes()[..8]);
+        out.extend_from_slice(&body);
+    }
+
+    /// Decodes the record at the start of `bytes`: `Ok(Some((record, length)))`, `Ok(None)`
+    /// when `bytes` ends before the record does, `Err(why)` when it is corrupt.
+    fn decode(bytes: &[u8]) -> std::result::Result<Option<(Record, usize)>, String> {
+        if bytes.len() < HEADER {
+            return Ok(None);
+        }
+        let len = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+        if len > MAX_BODY {
+            return Err(format!("record length {len} exceeds {MAX_BODY}"));
+        }
+        let end = HEADER + len as usize;
+        if bytes.len() < end {
+            return Ok(None);
+        }
+        let body = &bytes[HEADER..end];
+        if blake3::hash(body).as_bytes()[..8] != bytes[4..HEADER] {
+            return Err("checksum mismatch".into());
+        }
+        let mut r = Reader { b: body, at: 0 };
+        let seq = r.u64()?;
+        let micros = r.u64()? as i64;
+        let status = r.take(1)?[0];
+        let status = Status::from_u8(status).ok_or(format!("unknown status {status}"))?;
+        let sender = r.text()?;
+        let control_id = r.text()?;
+        let n = r.u32()? as usize;
+        let message = r.take(n)?.to_vec();
+        if r.at != body.len() {
+            return Err("trailing bytes in the record".into());
+        }
+        let received_at = DateTime::from_timestamp_micros(micros)
+            .ok_or(format!("receive time {micros} out of range"))?;
+        Ok(Some((
+            Record {
+                seq,
+                received_at,
+                status,
+                sender,
+                control_id,
+                message,
+            },
+            end,
+        )))
+    }
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], String> {
+        let s = self.b.get(self.at..self.at + n).ok_or_else(|| {
+            format!(
+                "record body ends at byte {} of {}",
+                self.b.len(),
+                self.at + n
+            )
+        })?;
+        self.at += n;
+        Ok(s)
+    }
+    fn u64(&mut self) -> std::result::Result<u64, String> {
+        let s = self.take(8)?;
+        Ok(u64::from_le_bytes(s.try_into().map_err(|_| "short u64")?))
+    }
+    fn u32(&mut self) -> std::result::Result<u32, String> {
+        let s = self.take(4)?;
+        Ok(u32::from_le_bytes(s.try_into().map_err(|_| "short u32")?))
+    }
+    fn text(&mut self) -> std::result::Result<String, String> {
+        let s = self.take(2)?;
+        let n = u16::from_le_bytes([s[0], s[1]]) as usize;
+        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| "text is not UTF-8".into())
+    }
+}
+
+/// The directory of `feed`'s log under the store at `root`.
+pub fn feed_dir(root: &Path, feed: &str) -> PathBuf {
+    root.join("wal").join(feed)
+}
+
+/// Checks a feed name: it names a directory, so letters, digits, `-`, `_` and `.` only.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming the feed.
+pub fn check_feed_name(feed: &str) -> Result<()> {
+    let ok = !feed.is_empty()
+        && feed.len() <= 64
+        && !feed.starts_with('.')
+        && feed
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "feed",
+            format!("{feed:?}: a feed name is 1 to 64 letters, digits, '-', '_' or '.', not starting with '.'"),
+        ))
+    }
+}
+
+/// The segment files of a log directory, by first sequence number.
+pub fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if let Some(first) = name
+            .strip_suffix(".wal")
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            out.push((first, entry.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// What reading a log found.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Every complete record, in sequence order.
+    pub records: Vec<Record>,
+    /// Per segment: its path and the sequence numbers of its first and last records
+    /// (`None`: empty).
+    pub segments: Vec<(PathBuf, Option<(u64, u64)>)>,
+    /// The incomplete or corrupt tail of the last segment, when there was one: the segment,
+    /// the byte offset where the tail starts, its length and why it is not a record.
+    pub torn: Option<(PathBuf, u64, u64, String)>,
+}
+
+/// Reads every record of the log in `dir`. A short or corrupt tail of the *last* segment is
+/// reported in [`Scan::torn`] (and cut off when `repair`); anywhere else it is an error.
+///
+/// # Errors
+/// [`Error::Io`]; [`Error::Store`] naming the segment and byte offset of a corrupt record
+/// before the tail, or of sequence numbers out of order.
+pub fn scan(dir: &Path, repair: bool) -> Result<Scan> {
+    let segs = segments(dir)?;
+    let mut out = Scan::default();
+    let n = segs.len();
+    for (i, (_, path)) in segs.iter().enumerate() {
+        let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+        let mut at = 0usize;
+        let mut span: Option<(u64, u64)> = None;
+        while at < bytes.len() {
+            let problem = match Record::decode(&bytes[at..]) {
+                Ok(Some((rec, len))) => {
+                    if let Some(prev) = out.records.last().map(|r: &Record| r.seq) {
+                        if rec.seq <= prev {
+                            return Err(Error::Store {
+                                path: path.clone(),
+                                reason: format!(
+                                    "write-ahead log record at byte {at} has sequence number {} after {prev}",
+                                    rec.seq
+                                ),
+                            });
+                        }
+                    }
+                    span = Some((span.map_or(rec.seq, |s| s.0), rec.seq));
+                    out.records.push(rec);
+                    at += len;
+                    continue;
+                }
+                Ok(None) => "the segment ends inside the record".to_string(),
+                Err(why) => why,
+            };
+            if i + 1 != n {
+                return Err(Error::Store {
+                    path: path.clone(),
+                    reason: format!(
+                        "write-ahead log record at byte {at} is corrupt ({problem}) and later segments exist; refusing to guess"
+                    ),
+                });
+            }
+            let tail = (bytes.len() - at) as u64;
+            if repair {
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(|e| Error::io(path, e))?;
+                f.set_len(at as u64).map_err(|e| Error::io(path, e))?;
+                f.sync_all().map_err(|e| Error::io(path, e))?;
+                tracing::warn!(
+                    segment = %path.display(),
+                    offset = at,
+                    bytes = tail,
+                    "write-ahead log: cut off a torn tail ({problem}); it was never acknowledged"
+                );
+                eprintln!(
+                    "write-ahead log {}: cut off {tail} bytes at byte {at} ({problem}): a write torn by a crash, never acknowledged",
+                    path.display()
+                );
+            }
+            out.torn = Some((path.clone(), at as u64, tail, problem));
+            break;
+        }
+        out.segments.push((path.clone(), span));
+    }
+    Ok(out)
+}
+
+/// `sealed.json`: records up to `through` are in curated versions.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Sealed {
+    /// The last sealed sequence number (0: none).
+    pub through: u64,
+}
+
+/// `seal-intent.json`: a seal in progress.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Intent {
+    /// First sequence number of the range.
+    pub from: u64,
+    /// Last sequence number of the range.
+    pub to: u64,
+    /// The run's ingestion time (so a resumed seal parses exactly as the first attempt).
+    pub ingested_at: DateTime<Utc>,
+}
+
+/// Reads a small JSON state file; `None` when absent.
+pub fn read_state<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    match fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| Error::Store {
+                path: path.to_path_buf(),
+                reason: format!("unreadable write-ahead log state: {e}"),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+/// Writes a small JSON state file atomically and durably (temporary file, fsync, rename,
+/// fsync of the directory).
+pub fn write_state<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let text = serde_json::to_vec(value).map_err(|e| Error::Internal(e.to_string()))?;
+    let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    f.write_all(&text).map_err(|e| Error::io(&tmp, e))?;
+    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Removes a state file durably (no error when absent).
+pub fn remove_state(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => sync_dir(path.parent().unwrap_or(Path::new("."))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+/// `fsync` of a directory, so a created, renamed or removed entry survives a crash.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}
+
+/// The (sender, control id) pairs of removed segments (`sealed-ids`); a torn last line is
+/// ignored.
+pub fn read_sealed_ids(dir: &Path) -> Result<Vec<(String, String)>> {
+    let path = dir.join("sealed-ids");
+    let text = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(&path, e)),
+    };
+    Ok(text
+        .split(|b| *b == b'\n')
+        .filter_map(|line| serde_json::from_slice::<(String, String)>(line).ok())
+        .collect())
+}
+
+/// Appends pairs to `sealed-ids`, durably.
+pub fn append_sealed_ids(dir: &Path, ids: &[(String, String)]) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let path = dir.join("sealed-ids");
+    let mut buf = Vec::new();
+    for id in ids {
+        serde_json::to_writer(&mut buf, id).map_err(|e| Error::Internal(e.to_string()))?;
+        buf.push(b'\n');
+    }
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    // A torn line left by a crash is ended first, so the new lines stay readable.
+    let len = f.metadata().map_err(|e| Error::io(&path, e))?.len();
+    if len > 0 {
+        let last = fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        if last.last() != Some(&b'\n') {
+            f.write_all(b"\n").map_err(|e| Error::io(&path, e))?;
+        }
+    }
+    f.write_all(&buf).map_err(|e| Error::io(&path, e))?;
+    f.sync_all().map_err(|e| Error::io(&path, e))
+}
+
+/// An exclusive advisory lock on a file (released when dropped or when the process dies).
+#[derive(Debug)]
+pub struct Lock {
+    _file: File,
+}
+
+impl Lock {
+    /// Takes the lock at `path` without waiting.
+    ///
+    /// # Errors
+    /// [`Error::FailedPrecondition`] when another process holds it,
+    /// naming `what`; [`Error::Io`].
+    pub fn try_take(path: &Path, what: &str) -> Result<Lock> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        if file.try_lock().is_err() {
+            return Err(Error::precondition(
+                path.display().to_string(),
+                format!("another process is {what}"),
+            ));
+        }
+        Ok(Lock { _file: file })
+    }
+}
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// Logged under this sequence number, durably.
+    Logged(u64),
+    /// Already logged (same sender and control id) under this sequence number; not logged
+    /// again.
+    Duplicate(u64),
+}
+
+/// An append waiting for the writer.
+struct Request {
+    status: Status,
+    sender: String,
+    control_id: String,
+    message: Vec<u8>,
+    reply: oneshot::Sender<Result<Appended>>,
+}
+
+/// What opening a log found.
+#[derive(Debug, Clone, Default)]
+pub struct Opened {
+    /// Records in the segments.
+    pub records: usize,
+    /// The next sequence number.
+    pub next_seq: u64,
+    /// The torn tail cut off: segment, byte offset, length, why.
+    pub torn: Option<(PathBuf, u64, u64, String)>,
+}
+
+/// The log of one feed, open for appending (one per process: `writer.lock`).
+#[derive(Debug, Clone)]
+pub struct Wal {
+    tx: mpsc::UnboundedSender<Request>,
+    dir: Arc<PathBuf>,
+}
+
+impl Wal {
+    /// Opens (creating) `dir`, recovers it (see the module documentation) and starts the
+    /// writer thread.
+    ///
+    /// # Errors
+    /// [`Error::FailedPrecondition`] when another process writes this log; [`Error::Io`];
+    /// [`Error::Store`] for corruption before the tail.
+    pub fn open(dir: &Path, clock: SharedClock, segment_bytes: u64) -> Result<(Wal, Opened)> {
+        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let lock = Lock::try_take(&dir.join("writer.lock"), "writing this write-ahead log")?;
+        let scan = scan(dir, true)?;
+        let sealed: Sealed = read_state(&dir.join("sealed.json"))?.unwrap_or_default();
+        let mut seen: HashMap<(String, String), u64> = HashMap::new();
+        for key in read_sealed_ids(dir)? {
+            seen.insert(key, 0);
+        }
+        for r in &scan.records {
+            if let Some(k) = r.dedupe_key() {
+                seen.insert(k, r.seq);
+            }
+        }
+        let last = scan.records.last().map_or(0, |r| r.seq);
+        let next = last.max(sealed.through) + 1;
+        // Appends go to a new segment (or to the last one when it is still empty), so every
+        // older segment can be removed once sealed.
+        let (path, len) = match scan.segments.last() {
+            Some((p, None)) => {
+                let len = fs::metadata(p).map_err(|e| Error::io(p, e))?.len();
+                (p.clone(), len)
+            }
+            _ => (dir.join(format!("{next:020}.wal")), 0),
+        };
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        sync_dir(dir)?;
+        let opened = Opened {
+            records: scan.records.len(),
+            next_seq: next,
+            torn: scan.torn,
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut writer = Writer {
+            dir: dir.to_path_buf(),
+            file,
+            path,
+            len,
+            next,
+            seen,
+            clock,
+            segment_bytes: segment_bytes.max(1),
+            failed: None,
+            _lock: lock,
+        };
+        std::thread::Builder::new()
+            .name("ward-wal".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| Error::io(dir, e))?;
+        Ok((
+            Wal {
+                tx,
+                dir: Arc::new(dir.to_path_buf()),
+            },
+            opened,
+        ))
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Appends a message and waits until it is durable (or recognised as a resend: a record
+    /// with the same sender and non-empty control id is already logged).
+    ///
+    /// # Errors
+    /// [`Error::Store`] when the log cannot be written (the writer then refuses every later
+    /// append: nothing is acknowledged that is not durable).
+    pub async fn append(
+        &self,
+        status: Status,
+        sender: &str,
+        control_id: &str,
+        message: &[u8],
+    ) -> Result<Appended> {
+        let (reply, rx) = oneshot::channel();
+        let req = Request {
+            status,
+            sender: sender.to_string(),
+            control_id: control_id.to_string(),
+            message: message.to_vec(),
+            reply,
+        };
+        let gone = || Error::Internal("the write-ahead log writer stopped".into());
+        self.tx.send(req).map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+}
+
+struct Writer {
+    dir: PathBuf,
+    file: File,
+    path: PathBuf,
+    len: u64,
+    next: u64,
+    seen: HashMap<(String, String), u64>,
+    clock: SharedClock,
+    segment_bytes: u64,
+    failed: Option<String>,
+    _lock: Lock,
+}
+
+impl Writer {
+    fn run(&mut self, mut rx: mpsc::UnboundedReceiver<Request>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
+            self.commit(batch);
+        }
+    }
+
+    /// One group commit: log what is new, one fsync, then answer everyone.
+    fn commit(&mut self, batch: Vec<Request>) {
+        if let Some(why) = &self.failed {
+            for r in batch {
+                let _ = r.reply.send(Err(self.error(why.clone())));
+            }
+            return;
+        }
+        let mut answers = Vec::with_capacity(batch.len());
+        let mut pending = Vec::new();
+        let mut result = Ok(());
+        for r in batch {
+            let key = (!r.control_id.is_empty()).then(|| (r.sender.clone(), r.control_id.clone()));
+            if let Some(seq) = key.as_ref().and_then(|k| self.seen.get(k)) {
+                answers.push((r.reply, Appended::Duplicate(*seq)));
+                continue;
+            }
+            let rec = Record {
+                seq: self.next,
+                received_at: self.clock.now(),
+                status: r.status,
+                sender: r.sender,
+                control_id: r.control_id,
+                message: r.message,
+            };
+            let mut bytes = Vec::new();
+            rec.encode(&mut bytes);
+            if self.len > 0 && self.len + (pending.len() + bytes.len()) as u64 > self.segment_bytes
+            {
+                result = result.and_then(|_| self.roll(&mut pending, rec.seq));
+            }
+            pending.extend_from_slice(&bytes);
+            if let Some(k) = key {
+                self.seen.insert(k, rec.seq);
+            }
+            answers.push((r.reply, Appended::Logged(rec.seq)));
+            self.next += 1;
+        }
+        let result = result.and_then(|_| self.write(&mut pending)).and_then(|_| {
+            self.file
+                .sync_data()
+                .map_err(|e| format!("fsync of {}: {e}", self.path.display()))
+        });
+        match result {
+            Ok(()) => {
+                for (reply, a) in answers {
+                    let _ = reply.send(Ok(a));
+                }
+            }
+            Err(why) => {
+                tracing::error!(log = %self.dir.display(), "write-ahead log failed: {why}");
+                self.failed = Some(why.clone());
+                for (reply, _) in answers {
+                    let _ = reply.send(Err(self.error(why.clone())));
+                }
+            }
+        }
+    }
+
+    fn error(&self, why: String) -> Error {
+        Error::Store {
+            path: self.dir.clone(),
+            reason: format!("the write-ahead log cannot be written ({why}); nothing more is acknowledged until the server restarts"),
+        }
+    }
+
+    fn write(&mut self, pending: &mut Vec<u8>) -> std::result::Result<(), String> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        self.file
+            .write_all(pending)
+            .map_err(|e| format!("write to {}: {e}", self.path.display()))?;
+        self.len += pending.len() as u64;
+        pending.clear();
+        Ok(())
+    }
+
+    /// Ends the current segment (written and synced) and starts one named `first`.
+    fn roll(&mut self, pending: &mut Vec<u8>, first: u64) -> std::result::Result<(), String> {
+        self.write(pending)?;
+        self.file
+            .sync_data()
+            .map_err(|e| format!("fsync of {}: {e}", self.path.display()))?;
+        let path = self.dir.join(format!("{first:020}.wal"));
+        self.file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| format!("creating {}: {e}", path.display()))?;
+        sync_dir(&self.dir).map_err(|e| e.to_string())?;
+        self.path = path;
+        self.len = 0;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(seq: u64, msg: &str) -> Record {
+        Record {
+            seq,
+            received_at: DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default(),
+            status: Status::Accepted,
+            sender: "APP^FAC".into(),
+            control_id: format!("C{seq}"),
+            message: msg.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_corruption_is_detected() {
+        let mut b = Vec::new();
+        rec(7, "MSH|^~\\&|x\r").encode(&mut b);
+        let (r, n) = Record::decode(&b).expect("ok").expect("complete");
+        assert_eq!((r, n), (rec(7, "MSH|^~\\&|x\r"), b.len()));
+        assert_eq!(Record::decode(&b[..b.len() - 1]).expect("ok"), None);
+        let mut bad = b.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(Record::decode(&bad).is_err());
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_and_earlier_corruption_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut b = Vec::new();
+        rec(1, "one").encode(&mut b);
+        rec(2, "two").encode(&mut b);
+        let whole = b.len();
+        rec(3, "three").encode(&mut b);
+        let seg = dir.path().join(format!("{:020}.wal", 1));
+        fs::write(&seg, &b[..b.len() - 3]).expect("write");
+        let s = scan(dir.path(), true).expect("scan");
+        assert_eq!(s.records.len(), 2);
+        assert_eq!(s.torn.as_ref().map(|t| t.1), Some(whole as u64));
+        assert_eq!(fs::metadata(&seg).expect("meta").len(), whole as u64);
+        // Corruption in a segment that is not the last is an error naming the offset.
+        let mut c = b[..whole].to_vec();
+        c[HEADER + 2] ^= 0xff;
+        fs::write(&seg, &c).expect("write");
+        let mut d = Vec::new();
+        rec(3, "three").encode(&mut d);
+        fs::write(dir.path().join(format!("{:020}.wal", 3)), &d).expect("write");
+        let e = scan(dir.path(), true).expect_err("corrupt");
+        assert!(e.to_string().contains("byte 0"), "{e}");
+    }
+}
