@@ -24,6 +24,34 @@ fn python_ready() -> bool {
     ok
 }
 
+/// Stores `batch`, exports it to `dir/NAME.parquet` and writes its manifest to
+/// `dir/NAME.json`: what `verify_hash.py --manifest` reads.
+async fn export(
+    store: &Store,
+    dir: &std::path::Path,
+    batch: arrow::array::RecordBatch,
+    name: &str,
+) -> (
+    ward::store::Manifest,
+    std::path::PathBuf,
+    std::path::PathBuf,
+) {
+    let m = store
+        .put_batches(
+            batch.schema(),
+            vec![batch],
+            PutOptions::new("py", Kind::Other),
+        )
+        .await
+        .unwrap()
+        .manifest;
+    let out = dir.join(format!("{name}.parquet"));
+    store.export_parquet(&m.hash, &out).await.unwrap();
+    let mpath = dir.join(format!("{name}.json"));
+    std::fs::write(&mpath, serde_json::to_vec(&m).unwrap()).unwrap();
+    (m, out, mpath)
+}
+
 #[tokio::test]
 async fn python_recomputes_exported_hashes() {
     if !python_ready() {
@@ -34,19 +62,7 @@ async fn python_recomputes_exported_hashes() {
     let script = crate::common::crate_dir().join("examples/python/verify_hash.py");
     for (rows, seed) in [(0usize, 1u64), (1, 2), (777, 3)] {
         let batch = random_batch(rows, seed);
-        let m = store
-            .put_batches(
-                batch.schema(),
-                vec![batch],
-                PutOptions::new("py", Kind::Other),
-            )
-            .await
-            .unwrap()
-            .manifest;
-        let out = dir.path().join(format!("{seed}.parquet"));
-        store.export_parquet(&m.hash, &out).await.unwrap();
-        let mpath = dir.path().join(format!("{seed}.json"));
-        std::fs::write(&mpath, serde_json::to_vec(&m).unwrap()).unwrap();
+        let (m, out, mpath) = export(&store, dir.path(), batch, &seed.to_string()).await;
         let run = Command::new("python3")
             .arg(&script)
             .arg(&out)
@@ -100,20 +116,8 @@ async fn python_recomputes_bucketed_hashes() {
             Bucketing::new("s", buckets).unwrap(),
         )
         .unwrap();
-        let m = store
-            .put_batches(
-                batch.schema(),
-                vec![batch],
-                PutOptions::new("py", Kind::Other),
-            )
-            .await
-            .unwrap()
-            .manifest;
+        let (m, out, mpath) = export(&store, dir.path(), batch, &format!("b{seed}")).await;
         assert_ne!(m.hash, bucketed, "encoding 3 differs from encoding 2");
-        let out = dir.path().join(format!("b{seed}.parquet"));
-        store.export_parquet(&m.hash, &out).await.unwrap();
-        let mpath = dir.path().join(format!("b{seed}.json"));
-        std::fs::write(&mpath, serde_json::to_vec(&m).unwrap()).unwrap();
         let run = Command::new("python3")
             .arg(&script)
             .arg(&out)
