@@ -21,12 +21,12 @@ use serde::Serialize;
 
 use super::wal::{self, Intent, Lock, Record, Sealed, Status};
 use super::{classify, input_name};
-use crate::security::audit::{AuditEntry, Outcome};
 use crate::error::{Error, Result};
 use crate::ingest::pipeline::{
     ingest_inputs, Format, IngestOptions, IngestReport, NamedInput, OnConflict,
 };
 use crate::ingest::{clip_raw, BadRecord, Context, Location};
+use crate::security::audit::{AuditEntry, Outcome};
 use crate::store::Store;
 
 /// Settings of a seal.
