@@ -1,0 +1,196 @@
+//! Keeping a store honest: `verify` (recompute everything a version claims), `export` (a
+//! version as one Parquet file, written atomically) and `cleanup` (remove what no write is
+//! using any more).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::datatypes::{Schema, SchemaRef};
+
+use super::*;
+use crate::error::{Error, Result};
+use crate::hash::{ContentHash, TableHasher};
+
+impl Store {
+    /// Recomputes everything a version claims: the manifest's seal, the digest of every
+    /// stored file, the schema, the row count and the content hash.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] naming the version and what differs; [`Error::NotFound`] if it
+    /// does not exist.
+    pub async fn verify(&self, hash: &ContentHash) -> Result<VerifyReport> {
+        let corrupt = |what: String| Error::Corrupt {
+            hash: hash.to_string(),
+            what,
+        };
+        let m = self.manifest(hash).map_err(|e| match e {
+            Error::Manifest { source, .. } => {
+                corrupt(format!("manifest.json does not parse: {source}"))
+            }
+            other => other,
+        })?;
+        if m.seal != m.compute_seal() {
+            return Err(corrupt(
+                "manifest.json was edited: its seal does not match its content".into(),
+            ));
+        }
+        if m.hash != *hash {
+            return Err(corrupt(format!(
+                "manifest.json names another hash, {}",
+                m.hash
+            )));
+        }
+        let dir = self.version_dir(hash);
+        let stored = digest_files(&dir.join("data"))?;
+        let want: BTreeMap<&str, &FileDigest> =
+            m.files.iter().map(|f| (f.path.as_str(), f)).collect();
+        let have: BTreeMap<&str, &FileDigest> =
+            stored.iter().map(|f| (f.path.as_str(), f)).collect();
+        for (path, f) in &want {
+            match have.get(path) {
+                None => return Err(corrupt(format!("data file {path} is missing"))),
+                Some(g) if g.blake3 != f.blake3 || g.bytes != f.bytes => {
+                    return Err(corrupt(format!(
+                        "data file {path} changed: {} bytes with blake3 {}, the manifest says {} bytes with blake3 {}",
+                        g.bytes, g.blake3, f.bytes, f.blake3
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some(extra) = have.keys().find(|p| !want.contains_key(*p)) {
+            return Err(corrupt(format!("unexpected data file {extra}")));
+        }
+        let mut hasher: Option<TableHasher> = None;
+        let schema = self
+            .scan(hash, |b| {
+                if hasher.is_none() {
+                    hasher = Some(TableHasher::new(&b.schema())?);
+                }
+                if let Some(h) = hasher.as_mut() {
+                    h.update(b)?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| match e {
+                Error::Lance { source, .. } => corrupt(format!("data does not decode: {source}")),
+                other => other,
+            })?;
+        let hasher = match hasher {
+            Some(h) => h,
+            None => TableHasher::new(&schema)?,
+        };
+        let columns = ColumnInfo::from_schema(&schema)?;
+        if columns != m.schema {
+            return Err(corrupt(
+                "the stored schema differs from the manifest's".into(),
+            ));
+        }
+        if hasher.rows() != m.rows {
+            return Err(corrupt(format!(
+                "{} rows stored, the manifest says {}",
+                hasher.rows(),
+                m.rows
+            )));
+        }
+        let actual = hasher.finish();
+        if actual != *hash {
+            return Err(corrupt(format!("the stored rows hash to {actual}")));
+        }
+        Ok(VerifyReport {
+            hash: *hash,
+            rows: m.rows,
+            files: stored.len(),
+        })
+    }
+
+    /// Writes a version to a Parquet file (written aside and renamed into place).
+    ///
+    /// # Errors
+    /// As [`Store::scan`]; [`Error::Parquet`] or [`Error::Io`] if the file cannot be written.
+    pub async fn export_parquet(&self, hash: &ContentHash, out: &Path) -> Result<u64> {
+        let m = self.manifest(hash)?;
+        let ds = self.dataset(hash).await?;
+        let schema: SchemaRef = Arc::new(Schema::from(ds.schema()));
+        let part = out.with_extension("parquet.part");
+        let file = fs::File::create(&part).map_err(|e| Error::io(&part, e))?;
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
+            .set_key_value_metadata(Some(vec![parquet::file::metadata::KeyValue::new(
+                "ward.hash".to_string(),
+                Some(m.hash.to_string()),
+            )]))
+            .build();
+        let perr = |source| Error::Parquet {
+            path: out.to_path_buf(),
+            source,
+        };
+        let mut writer =
+            parquet::arrow::ArrowWriter::try_new(file, schema, Some(props)).map_err(perr)?;
+        let mut rows = 0u64;
+        self.scan(hash, |b| {
+            rows += b.num_rows() as u64;
+            writer.write(b).map_err(perr)
+        })
+        .await?;
+        let file = writer.into_inner().map_err(perr)?;
+        file.sync_all().map_err(|e| Error::io(&part, e))?;
+        drop(file);
+        fs::rename(&part, out).map_err(|e| Error::io(out, e))?;
+        // The rename is only durable once the directory holding the new name is synced.
+        let parent = match out.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        sync_dir(&parent)?;
+        Ok(rows)
+    }
+
+    /// Removes leftovers of interrupted writes (temporary directories no writer holds).
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the store cannot be read or a leftover cannot be removed.
+    pub fn cleanup(&self) -> Result<CleanupReport> {
+        let dir = self.root.join("tmp");
+        let mut report = CleanupReport::default();
+        let mut entries: Vec<PathBuf> = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
+            entries.push(entry.map_err(|e| Error::io(&dir, e))?.path());
+        }
+        entries.sort();
+        let held = |lock_path: &Path| match fs::File::open(lock_path) {
+            Ok(f) => f.try_lock().is_err(),
+            Err(_) => false,
+        };
+        let name_of = |p: &Path| {
+            p.file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default()
+        };
+        // Directories first (with their lock files), then lock files left without one.
+        for target in entries.iter().filter(|p| p.is_dir()) {
+            let name = name_of(target);
+            let lock_path = target.with_file_name(format!("{name}.lock"));
+            if held(&lock_path) {
+                report.in_use.push(name);
+                continue;
+            }
+            fs::remove_dir_all(target).map_err(|e| Error::io(target, e))?;
+            remove_if_present(&lock_path)?;
+            report.removed.push(name);
+        }
+        for lock_path in entries.iter().filter(|p| p.is_file()) {
+            if lock_path.with_extension("").exists() || held(lock_path) {
+                continue;
+            }
+            if remove_if_present(lock_path)? {
+                report.removed.push(name_of(lock_path));
+            }
+        }
+        report.removed.extend(self.heads.cleanup()?);
+        Ok(report)
+    }
+}
