@@ -152,7 +152,71 @@ pub enum Error {
     Internal(String),
 }
 
+/// What kind of failure an error is, whatever protocol reports it: the service maps each to
+/// a gRPC code (`service::status`), the HTTP listener to a status, and audit records name it
+/// ([`ErrorClass::name`], the gRPC code's snake-case name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    /// The request or its input is wrong; retrying it as is fails again.
+    InvalidArgument,
+    /// What it names does not exist.
+    NotFound,
+    /// The store is not in the state the request needs.
+    FailedPrecondition,
+    /// Lost a race (a compare-and-swap conflict); retrying may succeed.
+    Aborted,
+    /// Stored data is damaged.
+    DataLoss,
+    /// No valid credential.
+    Unauthenticated,
+    /// A credential without the permission.
+    PermissionDenied,
+    /// I/O or the storage engine failed; retrying later may succeed.
+    Unavailable,
+    /// A bug or an invariant broken.
+    Internal,
+}
+
+impl ErrorClass {
+    /// The snake-case name audit records use (`invalid_argument`, `not_found`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorClass::InvalidArgument => "invalid_argument",
+            ErrorClass::NotFound => "not_found",
+            ErrorClass::FailedPrecondition => "failed_precondition",
+            ErrorClass::Aborted => "aborted",
+            ErrorClass::DataLoss => "data_loss",
+            ErrorClass::Unauthenticated => "unauthenticated",
+            ErrorClass::PermissionDenied => "permission_denied",
+            ErrorClass::Unavailable => "unavailable",
+            ErrorClass::Internal => "internal",
+        }
+    }
+}
+
 impl Error {
+    /// The error's [`ErrorClass`]: the one table of what each error means to a caller.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::InvalidArgument { .. }
+            | Error::BadInput { .. }
+            | Error::InvalidRef { .. }
+            | Error::UnsupportedType { .. }
+            | Error::Parquet { .. } => ErrorClass::InvalidArgument,
+            Error::NotFound { .. } => ErrorClass::NotFound,
+            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                ErrorClass::NotFound
+            }
+            Error::FailedPrecondition { .. } => ErrorClass::FailedPrecondition,
+            Error::Conflict { .. } => ErrorClass::Aborted,
+            Error::Corrupt { .. } | Error::Manifest { .. } => ErrorClass::DataLoss,
+            Error::Unauthenticated { .. } => ErrorClass::Unauthenticated,
+            Error::PermissionDenied { .. } => ErrorClass::PermissionDenied,
+            Error::Io { .. } | Error::Lance { .. } => ErrorClass::Unavailable,
+            Error::Store { .. } | Error::Arrow(_) | Error::Internal(_) => ErrorClass::Internal,
+        }
+    }
+
     /// An [`Error::Io`] for `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {

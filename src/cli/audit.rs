@@ -91,16 +91,16 @@ pub(super) fn run(command: AuditCommand, store: &std::path::Path) -> Result<()> 
                     outln!(
                         "{}  {:<20} {:<24} {:<22} {:<44} {:<7} {}",
                         r.time.to_rfc3339(),
-                        r.principal.as_deref().unwrap_or("(unauthenticated)"),
-                        r.roles.join(","),
-                        r.client.as_deref().unwrap_or("-"),
-                        r.rpc,
-                        match r.decision {
+                        r.entry.principal.as_deref().unwrap_or("(unauthenticated)"),
+                        r.entry.roles.join(","),
+                        r.entry.client.as_deref().unwrap_or("-"),
+                        r.entry.rpc,
+                        match r.entry.decision {
                             crate::security::audit::Outcome::Allowed => "allowed",
                             crate::security::audit::Outcome::Denied => "denied",
                             crate::security::audit::Outcome::System => "system",
                         },
-                        r.reason
+                        r.entry.reason
                     );
                 }
             }

@@ -149,11 +149,13 @@ pub(super) fn asof(
         anyhow::bail!("--ttl-days {ttl_days}: use a number of days >= 0");
     }
     let ttl = (ttl_days > 0.0).then(|| (ttl_days * 86_400e6).round() as i64);
+    let started = Wall(std::time::Instant::now());
     let (batch, stats) = crate::lookup::asof::asof_join(
         &features,
         &entities,
         ttl,
         &crate::lookup::asof::AsofColumns::default(),
+        &started,
     )?;
     let w = std::time::Instant::now();
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -179,7 +181,7 @@ pub(super) fn asof(
     // writing the output (`write_s`); the sort is part of Ward's join.
     let join_s = stats.join_s();
     outln!("join seconds: {join_s:.3}");
-    let rss = crate::lookup::asof::peak_rss_mib();
+    let rss = peak_rss_mib();
     if let Some(mib) = rss {
         outln!("peak RSS MiB: {mib:.1}");
     }
@@ -197,6 +199,23 @@ pub(super) fn asof(
         })
     );
     Ok(())
+}
+
+/// The wall clock that times `ward asof`'s phases: seconds since the command started.
+struct Wall(std::time::Instant);
+
+impl crate::lookup::asof::Stopwatch for Wall {
+    fn seconds(&self) -> f64 {
+        self.0.elapsed().as_secs_f64()
+    }
+}
+
+/// Peak resident memory of this process so far (VmHWM), in MiB, where the OS tells (Linux).
+fn peak_rss_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 /// The values of text (or integer) column `name` across `batches`, as strings.

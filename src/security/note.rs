@@ -220,10 +220,9 @@ impl AuditNote {
     }
 }
 
-/// The gRPC status name (snake case) an error maps to (through the one table,
-/// [`crate::service::code`]), as audit records name outcomes.
+/// The name of the error's class ([`Error::class`]), as audit records name outcomes.
 fn status_name(e: &Error) -> &'static str {
-    code_name(crate::service::code(e))
+    e.class().name()
 }
 
 /// The snake-case name of a gRPC status code, as audit records name outcomes.

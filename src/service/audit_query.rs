@@ -66,38 +66,45 @@ fn filter(req: &proto::AuditQueryRequest) -> Result<(QueryFilter, usize)> {
 }
 
 fn record_to_proto(r: AuditRecord) -> proto::AuditRecord {
-    let (patient_ids, bulk_count, bulk_blake3) = match r.patients {
+    let AuditRecord {
+        seq,
+        prev,
+        time,
+        entry: e,
+        hash,
+    } = r;
+    let (patient_ids, bulk_count, bulk_blake3) = match e.patients {
         Patients::Ids(ids) => (ids, 0, String::new()),
         Patients::Bulk { count, blake3 } => (Vec::new(), count, blake3),
     };
     proto::AuditRecord {
-        seq: r.seq,
-        time: r.time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        principal: r.principal.unwrap_or_default(),
-        auth: r.auth.unwrap_or_default(),
-        roles: r.roles,
-        issuer: r.issuer.unwrap_or_default(),
-        key_id: r.key_id.unwrap_or_default(),
-        client: r.client.unwrap_or_default(),
-        rpc: r.rpc,
-        action: r.action.unwrap_or_default(),
-        feature_set: r.feature_set.unwrap_or_default(),
-        datasets: r.datasets,
+        seq,
+        time: time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        principal: e.principal.unwrap_or_default(),
+        auth: e.auth.unwrap_or_default(),
+        roles: e.roles,
+        issuer: e.issuer.unwrap_or_default(),
+        key_id: e.key_id.unwrap_or_default(),
+        client: e.client.unwrap_or_default(),
+        rpc: e.rpc,
+        action: e.action.unwrap_or_default(),
+        feature_set: e.feature_set.unwrap_or_default(),
+        datasets: e.datasets,
         patient_ids,
         bulk_count,
         bulk_blake3,
-        decision: match r.decision {
+        decision: match e.decision {
             Outcome::Allowed => "allowed",
             Outcome::Denied => "denied",
             Outcome::System => "system",
         }
         .to_string(),
-        reason: r.reason,
-        outcome: r.outcome.unwrap_or_default(),
-        error: r.error.unwrap_or_default(),
-        training_set: r.training_set.unwrap_or_default(),
-        hash: r.hash,
-        prev: r.prev,
+        reason: e.reason,
+        outcome: e.outcome.unwrap_or_default(),
+        error: e.error.unwrap_or_default(),
+        training_set: e.training_set.unwrap_or_default(),
+        hash,
+        prev,
     }
 }
 

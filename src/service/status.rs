@@ -1,7 +1,8 @@
 //! The one place where Ward's errors become gRPC status codes.
 //!
 //! Every handler (gRPC and Flight) and the gate return [`crate::Error`]; they reach the wire
-//! only through [`to_status`]. The table (also in `docs/service.md`):
+//! only through [`to_status`], by their class ([`crate::error::Error::class`]). The table
+//! (also in `docs/service.md`):
 //!
 //! | error | code | why |
 //! | --- | --- | --- |
@@ -24,7 +25,7 @@
 
 use tonic::{Code, Status};
 
-use crate::error::Error;
+use crate::error::{Error, ErrorClass};
 
 /// The gRPC status for `e`: a caller's error with `e`'s message (which names what is wrong),
 /// a server-side one ([`is_internal`]) with [`internal_message`] of a new id, logged with
@@ -74,23 +75,18 @@ pub(crate) fn flight_status(e: arrow_flight::error::FlightError) -> Status {
     }
 }
 
-/// The gRPC code for `e` (see the module documentation for the table).
+/// The gRPC code for `e`: its [`ErrorClass`] (the table is [`Error::class`]).
 pub fn code(e: &Error) -> Code {
-    match e {
-        Error::InvalidArgument { .. }
-        | Error::BadInput { .. }
-        | Error::InvalidRef { .. }
-        | Error::UnsupportedType { .. }
-        | Error::Parquet { .. } => Code::InvalidArgument,
-        Error::NotFound { .. } => Code::NotFound,
-        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => Code::NotFound,
-        Error::FailedPrecondition { .. } => Code::FailedPrecondition,
-        Error::Conflict { .. } => Code::Aborted,
-        Error::Corrupt { .. } | Error::Manifest { .. } => Code::DataLoss,
-        Error::Unauthenticated { .. } => Code::Unauthenticated,
-        Error::PermissionDenied { .. } => Code::PermissionDenied,
-        Error::Io { .. } | Error::Lance { .. } => Code::Unavailable,
-        Error::Store { .. } | Error::Arrow(_) | Error::Internal(_) => Code::Internal,
+    match e.class() {
+        ErrorClass::InvalidArgument => Code::InvalidArgument,
+        ErrorClass::NotFound => Code::NotFound,
+        ErrorClass::FailedPrecondition => Code::FailedPrecondition,
+        ErrorClass::Aborted => Code::Aborted,
+        ErrorClass::DataLoss => Code::DataLoss,
+        ErrorClass::Unauthenticated => Code::Unauthenticated,
+        ErrorClass::PermissionDenied => Code::PermissionDenied,
+        ErrorClass::Unavailable => Code::Unavailable,
+        ErrorClass::Internal => Code::Internal,
     }
 }
 

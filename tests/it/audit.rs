@@ -122,7 +122,7 @@ fn an_edited_field_is_detected_at_that_record() {
     l[2] = l[2]
         .replace("\"decision\":\"denied\"", "\"decision\":\"allowed\"")
         .replace(
-            &format!("\"principal\":\"{}\"", rec.principal.clone().unwrap()),
+            &format!("\"principal\":\"{}\"", rec.entry.principal.clone().unwrap()),
             "\"principal\":\"someone-else\"",
         );
     write_lines(&f[1], &l);
@@ -139,7 +139,7 @@ fn an_edit_with_a_recomputed_hash_breaks_the_next_link() {
     let f = files(dir.path());
     let mut l = lines(&f[0]);
     let mut rec: AuditRecord = serde_json::from_str(&l[1]).unwrap();
-    rec.patients = Patients::Ids(vec!["someone-innocent".into()]);
+    rec.entry.patients = Patients::Ids(vec!["someone-innocent".into()]);
     rec.hash = rec.compute_hash();
     l[1] = serde_json::to_string(&rec).unwrap();
     write_lines(&f[0], &l);
@@ -612,25 +612,25 @@ async fn cli_reads_of_patient_data_are_audited_with_the_local_user() {
     )
     .unwrap();
     let recs: Vec<&AuditRecord> = by_alice.iter().map(|a| &a.record).collect();
-    let rpcs: Vec<&str> = recs.iter().map(|r| r.rpc.as_str()).collect();
+    let rpcs: Vec<&str> = recs.iter().map(|r| r.entry.rpc.as_str()).collect();
     assert_eq!(
         rpcs,
         ["cli:get", "cli:historical", "cli:export", "cli:get"],
         "{recs:#?}"
     );
-    assert!(recs.iter().all(|r| r.auth.as_deref() == Some("local")));
-    assert_eq!(recs[0].patients, Patients::Ids(vec!["P0000001".into()]));
-    assert_eq!(recs[0].outcome.as_deref(), Some("ok"));
-    assert_eq!(recs[1].training_set.as_deref(), Some(training.as_str()));
+    assert!(recs.iter().all(|r| r.entry.auth.as_deref() == Some("local")));
+    assert_eq!(recs[0].entry.patients, Patients::Ids(vec!["P0000001".into()]));
+    assert_eq!(recs[0].entry.outcome.as_deref(), Some("ok"));
+    assert_eq!(recs[1].entry.training_set.as_deref(), Some(training.as_str()));
     assert!(
-        matches!(recs[1].patients, Patients::Bulk { count: 2, .. }),
+        matches!(recs[1].entry.patients, Patients::Bulk { count: 2, .. }),
         "{:?}",
-        recs[1].patients
+        recs[1].entry.patients
     );
-    assert_eq!(recs[1].action.as_deref(), Some("historical_identified"));
-    assert_eq!(recs[2].datasets.len(), 1);
-    assert_eq!(recs[3].outcome.as_deref(), Some("error"));
-    assert!(recs[3].error.as_deref().unwrap().contains("no-such-set"));
+    assert_eq!(recs[1].entry.action.as_deref(), Some("historical_identified"));
+    assert_eq!(recs[2].entry.datasets.len(), 1);
+    assert_eq!(recs[3].entry.outcome.as_deref(), Some("error"));
+    assert!(recs[3].entry.error.as_deref().unwrap().contains("no-such-set"));
     let r = audit::verify(&audit_dir).unwrap();
     assert!(r.ok(), "{:?}", r.problem);
     // And by patient: alice's lookup of P0000001 (bulk reads are found through lineage).

@@ -515,17 +515,17 @@ fn attacks_are_refused_with_the_right_error_and_audited() {
     let p3 = audit::query(&env.audit_dir, "p3").unwrap();
     assert!(p3
         .iter()
-        .any(|a| a.record.principal.as_deref() == Some("dr-a")
-            && a.record.decision == Outcome::Denied));
+        .any(|a| a.record.entry.principal.as_deref() == Some("dr-a")
+            && a.record.entry.decision == Outcome::Denied));
     assert!(p3
         .iter()
-        .all(|a| a.record.client.as_deref() == Some("10.1.2.3:50000")
-            || a.record.rpc == "/ward.v1.Ingest/IngestPaths"));
+        .all(|a| a.record.entry.client.as_deref() == Some("10.1.2.3:50000")
+            || a.record.entry.rpc == "/ward.v1.Ingest/IngestPaths"));
     // Unauthenticated attempts are recorded without a principal; historical reads in bulk.
     let all = audit::query(&env.audit_dir, "p1").unwrap();
     assert!(all
         .iter()
-        .any(|a| a.record.principal.is_none() && a.record.decision == Outcome::Denied));
+        .any(|a| a.record.entry.principal.is_none() && a.record.entry.decision == Outcome::Denied));
     let text: String = std::fs::read_dir(&env.audit_dir)
         .unwrap()
         .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
@@ -698,20 +698,20 @@ fn gate_then_handler_two_phase_flow() {
     assert_eq!(r.records, 7);
     let all = audit::search(&env.audit_dir, &audit::QueryFilter::default()).unwrap();
     let last = &all.last().unwrap().record;
-    assert_eq!(last.decision, Outcome::Allowed);
-    assert_eq!(last.outcome.as_deref(), Some("not_found"));
-    assert!(last.error.as_deref().unwrap().contains("readmission"));
-    assert_eq!(last.training_set.as_deref(), Some("b3:training"));
-    assert_eq!(last.issuer.as_deref(), Some(ISS), "{last:?}");
-    assert_eq!(last.key_id.as_deref(), Some("ec1"));
-    assert!(matches!(last.patients, Patients::Bulk { count: 3, .. }));
+    assert_eq!(last.entry.decision, Outcome::Allowed);
+    assert_eq!(last.entry.outcome.as_deref(), Some("not_found"));
+    assert!(last.entry.error.as_deref().unwrap().contains("readmission"));
+    assert_eq!(last.entry.training_set.as_deref(), Some("b3:training"));
+    assert_eq!(last.entry.issuer.as_deref(), Some(ISS), "{last:?}");
+    assert_eq!(last.entry.key_id.as_deref(), Some("ec1"));
+    assert!(matches!(last.entry.patients, Patients::Bulk { count: 3, .. }));
     let denied = &all[all.len() - 3].record;
     assert_eq!(
-        (denied.decision, denied.outcome.as_deref()),
+        (denied.entry.decision, denied.entry.outcome.as_deref()),
         (Outcome::Denied, Some("permission_denied"))
     );
-    assert_eq!(denied.patients, Patients::Ids(ids(&["p1", "p3"])));
+    assert_eq!(denied.entry.patients, Patients::Ids(ids(&["p1", "p3"])));
     // Unauthenticated: no principal, denied, with the outcome.
-    assert_eq!(all[0].record.principal, None);
-    assert_eq!(all[0].record.outcome.as_deref(), Some("unauthenticated"));
+    assert_eq!(all[0].record.entry.principal, None);
+    assert_eq!(all[0].record.entry.outcome.as_deref(), Some("unauthenticated"));
 }

@@ -2,6 +2,8 @@
 //! training sets through the store (lineage, rebuild, labels); online equals historical; the
 //! online index swapped while requests run.
 
+mod historical_reference;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -17,7 +19,7 @@ use ward::clock::{ManualClock, SharedClock};
 use ward::curated::CuratedTables;
 use ward::error::Error;
 use ward::features::{self, FeatureRepo, MaterializeOptions, Value};
-use ward::lookup::asof::{asof_join, AsofColumns};
+use ward::lookup::asof::{asof_join, AsofColumns, Untimed};
 use ward::lookup::{self, Entities, HistoricalRequest, Online};
 use ward::store::{Kind, Store, VersionRef};
 use ward::synth::{generate_cohort, SynthOptions};
@@ -185,6 +187,7 @@ fn asof_join_matches_brute_force_at_every_row_group_size() {
                     &dir.path().join("entities.parquet"),
                     ttl,
                     &AsofColumns::default(),
+                    &Untimed,
                 )
                 .unwrap();
                 assert_eq!(out.num_rows(), ent.len(), "one row per entity row");
@@ -247,6 +250,7 @@ fn asof_join_names_a_missing_column_and_a_null_key() {
         &dir.path().join("entities.parquet"),
         None,
         &cols,
+        &Untimed,
     )
     .unwrap_err()
     .to_string();
@@ -273,6 +277,7 @@ fn asof_join_names_a_missing_column_and_a_null_key() {
         &dir.path().join("entities.parquet"),
         None,
         &AsofColumns::default(),
+        &Untimed,
     )
     .unwrap_err()
     .to_string();

@@ -43,11 +43,11 @@ impl QueryFilter {
     /// Whether `rec` matches.
     pub fn matches(&self, rec: &AuditRecord) -> bool {
         self.patient.as_ref().is_none_or(
-            |p| matches!(&rec.patients, Patients::Ids(ids) if ids.iter().any(|i| i == p)),
+            |p| matches!(&rec.entry.patients, Patients::Ids(ids) if ids.iter().any(|i| i == p)),
         ) && self
             .principal
             .as_ref()
-            .is_none_or(|p| rec.principal.as_deref() == Some(p.as_str()))
+            .is_none_or(|p| rec.entry.principal.as_deref() == Some(p.as_str()))
             && self.from.is_none_or(|t| rec.time >= t)
             && self.to.is_none_or(|t| rec.time < t)
     }

@@ -102,7 +102,9 @@ impl std::fmt::Display for Torn {
 /// What the caller records; [`AuditLog::append`] adds seq, prev, time and hash. Build one
 /// with [`AuditEntry::new`] and set what is known; the server builds every request's entry
 /// in one place (`ward::service::gate`), the command line with [`AuditEntry::local`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Serialized as part of its [`AuditRecord`]; fields added after the first release are
+/// left out when empty, so older lines keep their bytes and their hashes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEntry {
     /// The principal's subject (`None` when authentication failed).
     pub principal: Option<String>,
@@ -128,17 +130,23 @@ pub struct AuditEntry {
     /// Why.
     pub reason: String,
     /// The credential's issuer (the JWT `iss`, the client certificate's issuer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
     /// The JWT key id (`kid`) that verified the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
     /// What became of the request: `ok`, or the status code it failed with
     /// (`not_found`, `invalid_argument`, `permission_denied`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,
     /// The failure's message, when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// The training set a historical lookup made (its hash).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub training_set: Option<String>,
     /// The torn bytes a recovery record sealed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub torn: Option<Torn>,
 }
 
@@ -211,9 +219,11 @@ pub fn local_principal() -> String {
     }
 }
 
-/// One line of the audit trail.
+/// One line of the audit trail: the caller's [`AuditEntry`] with its place in the chain.
+/// Serialized flat, the entry's fields between `time` and `hash`. Unknown fields are not
+/// refused when a line is read (serde cannot with a flattened entry); `verify` refuses them,
+/// since it re-serializes each record and requires the line's exact bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct AuditRecord {
     /// Position in the trail, from 0.
     pub seq: u64,
@@ -221,47 +231,9 @@ pub struct AuditRecord {
     pub prev: String,
     /// When (the injected clock).
     pub time: DateTime<Utc>,
-    /// The principal's subject.
-    pub principal: Option<String>,
-    /// How it authenticated.
-    pub auth: Option<String>,
-    /// Its roles.
-    pub roles: Vec<String>,
-    /// Client address.
-    pub client: Option<String>,
-    /// The RPC.
-    pub rpc: String,
-    /// The action.
-    pub action: Option<String>,
-    /// The feature set.
-    pub feature_set: Option<String>,
-    /// Dataset hashes.
-    pub datasets: Vec<String>,
-    /// Patients touched.
-    pub patients: Patients,
-    /// The decision.
-    pub decision: Outcome,
-    /// Why.
-    pub reason: String,
-    /// The credential's issuer (absent when none).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub issuer: Option<String>,
-    /// The JWT key id (absent when none).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key_id: Option<String>,
-    /// `ok` or the code the request failed with (absent in records written before Ward
-    /// recorded outcomes, and in `system` records).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<String>,
-    /// The failure's message.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// The training set a historical lookup made.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub training_set: Option<String>,
-    /// The torn bytes a recovery record sealed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub torn: Option<Torn>,
+    /// What was recorded.
+    #[serde(flatten)]
+    pub entry: AuditEntry,
     /// BLAKE3 of this record serialized without `hash`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub hash: String,

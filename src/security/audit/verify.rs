@@ -234,7 +234,7 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
                 fail(&mut report, &name, Some(line_no), Some(rec.seq), "prev does not match the hash of the record before it: the chain is broken (a record before it was replaced)".into());
                 return Ok(report);
             }
-            if let Some(t) = &rec.torn {
+            if let Some(t) = &rec.entry.torn {
                 report.recovered.push(t.clone());
             }
             prev = rec.hash.clone();
