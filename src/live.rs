@@ -364,3 +364,36 @@ fn spawn_sealer(
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_http_feed_is_checked_and_configured() {
+        let c = crate::service::ServeConfig::parse(
+            "http = \"127.0.0.1:8080\"\n[live]\nhttp_feed = \"fhir\"\nmax_body_bytes = 2048\n",
+            "t.toml",
+        )
+        .expect("parses");
+        assert_eq!(
+            c.http.map(|a| a.to_string()).as_deref(),
+            Some("127.0.0.1:8080")
+        );
+        assert_eq!(
+            (c.live.http_feed.as_str(), c.live.max_body_bytes),
+            ("fhir", 2048)
+        );
+        assert_eq!(LiveConfig::default().http_feed, DEFAULT_HTTP_FEED);
+        for (text, key) in [
+            ("[live]\nfeed = \"x\"\nhttp_feed = \"x\"\n", "http_feed"),
+            ("[live]\nhttp_feed = \"../x\"\n", "http_feed"),
+            ("[live]\nmax_body_bytes = 10\n", "max_body_bytes"),
+        ] {
+            let e = crate::service::ServeConfig::parse(text, "t.toml").expect_err(text);
+            assert!(e.to_string().contains(key), "{e}");
+        }
+        assert!(http::check_exposure("0.0.0.0:80".parse().expect("addr"), false).is_err());
+        assert!(http::check_exposure("0.0.0.0:80".parse().expect("addr"), true).is_ok());
+    }
+}

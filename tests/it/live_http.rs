@@ -74,8 +74,8 @@ fn payloads(files: &[(String, Vec<String>)], per: usize) -> Vec<Payload> {
     for (name, lines) in files {
         for chunk in lines.chunks(per) {
             n += 1;
-            let p = if n % 2 == 0 {
-                let transaction = n % 4 == 0;
+            let p = if n.is_multiple_of(2) {
+                let transaction = n.is_multiple_of(4);
                 let entries: Vec<Value> = chunk
                     .iter()
                     .map(|l| {
@@ -105,7 +105,7 @@ fn payloads(files: &[(String, Vec<String>)], per: usize) -> Vec<Payload> {
             } else {
                 Payload {
                     source: name.clone(),
-                    content_type: if n % 3 == 0 {
+                    content_type: if n.is_multiple_of(3) {
                         "application/x-ndjson"
                     } else {
                         "application/fhir+ndjson"
@@ -731,6 +731,76 @@ durability = "sync"
     assert!(
         reason.contains("logged durably as record 1 of feed fhir-http")
             && reason.contains("1 resources (Patient 1)"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn mllp_ingests_are_audited_per_sender_with_peer_and_counts() {
+    use ward::live::mllp;
+    use ward::security::audit::{AuditLog, AuditOptions, Durability};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let live = store_at(&tmp.path().join("live"));
+    let audit_dir = tmp.path().join("audit");
+    let log = AuditLog::open(
+        &audit_dir,
+        live.clock().clone(),
+        AuditOptions {
+            durability: Durability::Sync,
+            ..AuditOptions::default()
+        },
+    )
+    .expect("audit");
+    let running = rt
+        .block_on(ward::live::serve(
+            "127.0.0.1:0".parse().expect("addr"),
+            &live,
+            &LiveConfig::default(),
+            Some(Arc::new(log)),
+        ))
+        .expect("listener");
+    let msg = |id: &str| {
+        format!("MSH|^~\\&|LAB|HOSP|WARD|DC|20240101120000||ORU^R01^ORU_R01|{id}|P|2.5.1\rPID|1||P1^^^H^MR\r")
+    };
+    let mut s = TcpStream::connect(running.addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let local = s.local_addr().expect("local").to_string();
+    // Two messages and a resend of the first, each waiting for its ACK.
+    for id in ["M1", "M2", "M1"] {
+        s.write_all(&mllp::frame(msg(id).as_bytes())).expect("send");
+        let mut de = mllp::Deframer::new(1 << 20);
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = s.read(&mut buf).expect("ack");
+            de.push(&buf[..n]);
+            if de.next_event().is_some() {
+                break;
+            }
+        }
+    }
+    drop(s);
+    // The connection's record is written once it ends.
+    let mut found = None;
+    for _ in 0..200 {
+        found = audit_records(&audit_dir)
+            .into_iter()
+            .find(|r| r["rpc"] == "mllp");
+        if found.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let r = found.expect("an audit record of the MLLP connection");
+    assert_eq!(r["principal"], "LAB^HOSP");
+    assert_eq!(r["client"], json!(local));
+    assert_eq!(r["action"], "ingest");
+    let reason = r["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains(
+            "feed mllp: 2 messages logged (AA 2, AE 0, AR 0) as log records 1 to 2, 1 resends"
+        ),
         "{reason}"
     );
 }
