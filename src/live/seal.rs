@@ -1,7 +1,8 @@
 //! Sealing a live feed: the records of its write-ahead log not yet sealed become one batch
 //! ingest run ([`crate::ingest::pipeline::ingest_inputs`]), so the curated versions equal
 //! those of `ward ingest` of a file named `<feed>.hl7` holding the same messages in sequence
-//! order ([`batch_bytes`]) at the same ingestion time.
+//! order ([`batch_bytes`]) at the same ingestion time. A feed of FHIR payloads (pushed over
+//! HTTP) is sealed as `fhir-ndjson`: one file per source name ([`super::fhir::sealed_inputs`]).
 //!
 //! Crash safety: before ingesting, the range and the ingestion time are written to
 //! `seal-intent.json`; after the curated versions are committed, `sealed.json` moves to the
