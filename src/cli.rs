@@ -234,6 +234,10 @@ pub enum Command {
         /// `mllp`; docs/live.md).
         #[arg(long)]
         mllp: Option<std::net::SocketAddr>,
+        /// Also listen for HTTP here: FHIR Bundles and Bulk NDJSON pushed to `POST /fhir`,
+        /// into the live feed `[live] http_feed` (default: the config's `http`; docs/live.md).
+        #[arg(long)]
+        http: Option<std::net::SocketAddr>,
     },
     /// Seal a live feed's write-ahead log into curated versions equal to a batch ingest of
     /// the same messages (docs/live.md); prints the curated hashes, one per line.
@@ -457,7 +461,8 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
             insecure,
             threads: _,
             mllp,
-        } => serve::serve(dir, &clock, addr, config, insecure, mllp).await?,
+            http,
+        } => serve::serve(dir, &clock, addr, config, insecure, mllp, http).await?,
         Command::Seal { feed, zone } => ingest::seal(dir, &clock, feed, zone).await?,
         Command::Demo {
             patients,

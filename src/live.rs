@@ -1,17 +1,22 @@
-//! Live feeds: HL7 v2 over MLLP into a durable write-ahead log, sealed into curated
-//! versions equal to a batch ingest of the same messages (`docs/live.md`).
+//! Live feeds: HL7 v2 over MLLP and FHIR pushed over HTTP into durable write-ahead logs,
+//! sealed into curated versions equal to a batch ingest of the same messages (`docs/live.md`).
 //!
 //! - [`wal`]: the write-ahead log under `<store>/wal/<feed>/`: checksummed records in
 //!   append-only segments, group commit, recovery, the (sender, control id) pairs already
 //!   logged.
 //! - [`mllp`]: the MLLP listener (`ward serve --mllp ADDR`): framing, one ACK per message
 //!   once it is durable.
+//! - [`http`]: the HTTP listener (`ward serve --http ADDR`): `POST /fhir` with a Bundle or
+//!   Bulk NDJSON, answered once the payload is durable; [`fhir`]: the checks, the
+//!   OperationOutcome answers, and the NDJSON files a seal of FHIR payloads ingests.
 //! - [`seal`]: `ward seal`: the unsealed records as one batch ingest run.
 //!
 //! What a message is (accepted, in error, refused) is decided once, by [`classify`], with the
 //! batch parser's own reading ([`crate::ingest::hl7v2::check_message`]); the listener
 //! answers with it and the seal reads the same decision back from the log.
 
+pub mod fhir;
+pub mod http;
 pub mod mllp;
 pub mod seal;
 pub mod wal;
@@ -27,6 +32,9 @@ use wal::Status;
 
 /// The feed name when none is configured.
 pub const DEFAULT_FEED: &str = "mllp";
+
+/// The feed of FHIR pushed over HTTP when none is configured.
+pub const DEFAULT_HTTP_FEED: &str = "fhir-http";
 
 /// The `[live]` section of the server configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -48,6 +56,14 @@ pub struct LiveConfig {
     /// A new log segment starts once the current one holds this many bytes (default 64 MiB).
     #[serde(default = "default_segment")]
     pub segment_bytes: u64,
+    /// The feed the HTTP listener logs FHIR payloads into (default `fhir-http`); not the
+    /// MLLP feed: a feed holds HL7 v2 messages or FHIR payloads.
+    #[serde(default = "default_http_feed")]
+    pub http_feed: String,
+    /// The largest HTTP body accepted, in bytes (default 32 MiB): a longer one is refused
+    /// with 413.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
 }
 
 fn default_feed() -> String {
@@ -62,6 +78,12 @@ fn default_idle() -> f64 {
 fn default_segment() -> u64 {
     wal::DEFAULT_SEGMENT_BYTES
 }
+fn default_http_feed() -> String {
+    DEFAULT_HTTP_FEED.into()
+}
+fn default_max_body() -> usize {
+    32 << 20
+}
 
 impl Default for LiveConfig {
     fn default() -> Self {
@@ -71,6 +93,8 @@ impl Default for LiveConfig {
             idle_timeout_secs: default_idle(),
             seal_interval_secs: None,
             segment_bytes: default_segment(),
+            http_feed: default_http_feed(),
+            max_body_bytes: default_max_body(),
         }
     }
 }
@@ -82,6 +106,20 @@ impl LiveConfig {
     /// [`crate::Error::InvalidArgument`] naming the key.
     pub fn validate(&self) -> crate::Result<()> {
         wal::check_feed_name(&self.feed)?;
+        wal::check_feed_name(&self.http_feed)
+            .map_err(|_| crate::Error::invalid("live.http_feed", format!("{:?}: a feed name is 1 to 64 letters, digits, '-', '_' or '.', not starting with '.'", self.http_feed)))?;
+        if self.http_feed == self.feed {
+            return Err(crate::Error::invalid(
+                "live.http_feed",
+                format!("{:?} is also the MLLP feed (live.feed): a feed holds HL7 v2 messages or FHIR payloads, not both", self.feed),
+            ));
+        }
+        if self.max_body_bytes < 1024 || self.max_body_bytes > (1 << 30) {
+            return Err(crate::Error::invalid(
+                "live.max_body_bytes",
+                format!("{}: give 1024 to 2^30", self.max_body_bytes),
+            ));
+        }
         if self.max_frame_bytes < 64 || self.max_frame_bytes > (1 << 30) {
             return Err(crate::Error::invalid(
                 "live.max_frame_bytes",
@@ -253,10 +291,59 @@ pub async fn serve(
     cfg: &LiveConfig,
     audit: Option<std::sync::Arc<crate::security::audit::AuditLog>>,
 ) -> crate::Result<Running> {
-    let running = mllp::start(addr, store.root(), store.clock().clone(), cfg).await?;
+    let running = mllp::start(
+        addr,
+        store.root(),
+        store.clock().clone(),
+        cfg,
+        audit.clone(),
+    )
+    .await?;
     if let Some(secs) = cfg.seal_interval_secs {
+        spawn_sealer(store, &cfg.feed, secs, "mllp:seal", audit);
+    }
+    Ok(running)
+}
+
+/// Starts the HTTP listener of `ward serve` on `addr` (FHIR pushed into `cfg.http_feed`;
+/// `security` decides who may push when authentication is on; pushes are audited in
+/// `audit`), and, when `cfg.seal_interval_secs` is set, a task sealing that feed that often.
+///
+/// # Errors
+/// As [`http::start`].
+pub async fn serve_http(
+    addr: SocketAddr,
+    store: &crate::store::Store,
+    cfg: &LiveConfig,
+    security: Option<std::sync::Arc<crate::security::gate::Security>>,
+    audit: Option<std::sync::Arc<crate::security::audit::AuditLog>>,
+) -> crate::Result<Running> {
+    let running = http::start(
+        addr,
+        store.root(),
+        store.clock().clone(),
+        cfg,
+        security,
+        audit.clone(),
+    )
+    .await?;
+    if let Some(secs) = cfg.seal_interval_secs {
+        spawn_sealer(store, &cfg.http_feed, secs, "http:seal", audit);
+    }
+    Ok(running)
+}
+
+/// A task sealing `feed` every `secs` seconds, each seal audited as `rpc`.
+fn spawn_sealer(
+    store: &crate::store::Store,
+    feed: &str,
+    secs: f64,
+    rpc: &'static str,
+    audit: Option<std::sync::Arc<crate::security::audit::AuditLog>>,
+) {
+    {
         let store = store.clone();
-        let feed = cfg.feed.clone();
+        let feed = feed.to_string();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs_f64(secs));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -266,9 +353,7 @@ pub async fn serve(
                 match seal::seal(&store, &feed, &seal::SealOptions::default()).await {
                     Ok(r) if r.range.is_some() => {
                         tracing::info!(feed, messages = r.messages, "sealed");
-                        if let Err(e) =
-                            seal::record_audit(&store, &r, "mllp:seal", audit.as_deref())
-                        {
+                        if let Err(e) = seal::record_audit(&store, &r, rpc, audit.as_deref()) {
                             tracing::error!(feed, "the seal's audit record failed: {e}");
                         }
                     }
@@ -278,5 +363,37 @@ pub async fn serve(
             }
         });
     }
-    Ok(running)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_http_feed_is_checked_and_configured() {
+        let c = crate::service::ServeConfig::parse(
+            "http = \"127.0.0.1:8080\"\n[live]\nhttp_feed = \"fhir\"\nmax_body_bytes = 2048\n",
+            "t.toml",
+        )
+        .expect("parses");
+        assert_eq!(
+            c.http.map(|a| a.to_string()).as_deref(),
+            Some("127.0.0.1:8080")
+        );
+        assert_eq!(
+            (c.live.http_feed.as_str(), c.live.max_body_bytes),
+            ("fhir", 2048)
+        );
+        assert_eq!(LiveConfig::default().http_feed, DEFAULT_HTTP_FEED);
+        for (text, key) in [
+            ("[live]\nfeed = \"x\"\nhttp_feed = \"x\"\n", "http_feed"),
+            ("[live]\nhttp_feed = \"../x\"\n", "http_feed"),
+            ("[live]\nmax_body_bytes = 10\n", "max_body_bytes"),
+        ] {
+            let e = crate::service::ServeConfig::parse(text, "t.toml").expect_err(text);
+            assert!(e.to_string().contains(key), "{e}");
+        }
+        assert!(http::check_exposure("0.0.0.0:80".parse().expect("addr"), false).is_err());
+        assert!(http::check_exposure("0.0.0.0:80".parse().expect("addr"), true).is_ok());
+    }
 }

@@ -478,6 +478,7 @@ pub async fn run(
     config: Option<&Path>,
     insecure: bool,
     mllp: Option<SocketAddr>,
+    http: Option<SocketAddr>,
     clock: SharedClock,
 ) -> Result<()> {
     // Before anything reads a dataset (care teams, timelines): the pools heavy requests
@@ -493,6 +494,10 @@ pub async fn run(
     cfg.mllp = mllp.or(cfg.mllp);
     if let Some(m) = cfg.mllp {
         crate::live::check_exposure(m, insecure)?;
+    }
+    cfg.http = http.or(cfg.http);
+    if let Some(h) = cfg.http {
+        crate::live::http::check_exposure(h, insecure)?;
     }
     let exposure = cfg.exposure(insecure)?;
     let store_dir = cfg
@@ -542,8 +547,12 @@ pub async fn serve_until_signal(
     let sets: Vec<String> = repo.sets.keys().cloned().collect();
     let audit_store = store.clone();
     let mut server = Server::bind(cfg, store, repo).await?;
+    let mut security = None;
     match (secured, &cfg.audit) {
-        (Some(s), _) => server = server.with_security(s).await?,
+        (Some(s), _) => {
+            security = Some(s.security.clone());
+            server = server.with_security(s).await?;
+        }
         // Without [auth] the trail still records every (anonymous) call, where and how
         // [audit] says.
         (None, Some(a)) => {
@@ -567,6 +576,17 @@ pub async fn serve_until_signal(
     // The HL7 v2 live feed (docs/live.md): its own listener and log beside the gRPC server.
     if let Some(mllp) = cfg.mllp {
         crate::live::serve(mllp, &audit_store, &cfg.live, server.audit().cloned()).await?;
+    }
+    // FHIR pushed over HTTP (docs/live.md): behind the same authentication and audit trail.
+    if let Some(http) = cfg.http {
+        crate::live::serve_http(
+            http,
+            &audit_store,
+            &cfg.live,
+            security,
+            server.audit().cloned(),
+        )
+        .await?;
     }
     let stop = shutdown_signal();
     eprintln!(

@@ -18,8 +18,18 @@ pub(super) async fn serve(
     config: Option<PathBuf>,
     insecure: bool,
     mllp: Option<std::net::SocketAddr>,
+    http: Option<std::net::SocketAddr>,
 ) -> Result<()> {
-    crate::service::run(dir, addr, config.as_deref(), insecure, mllp, clock.clone()).await?;
+    crate::service::run(
+        dir,
+        addr,
+        config.as_deref(),
+        insecure,
+        mllp,
+        http,
+        clock.clone(),
+    )
+    .await?;
     Ok(())
 }
 

@@ -9,9 +9,16 @@
 //! acknowledged as the first was, and not logged again. Bytes outside frames are skipped with
 //! a warning naming the peer and byte offset; a frame longer than the limit is refused (AR)
 //! and the connection closed, since where it ends cannot be trusted.
+//!
+//! Each connection's ingests are audited ([`Tally`]): per sender (`MSH-3^MSH-4`), one
+//! record when the connection ends and at most every [`AUDIT_EVERY`] while it stays open,
+//! naming the peer address, the messages logged (AA, AE, AR), the resends acknowledged
+//! without logging, and the log records written.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -22,6 +29,10 @@ use super::{classify, LiveConfig, Running, Verdict};
 use crate::clock::SharedClock;
 use crate::error::{Error, Result};
 use crate::ingest::Context;
+use crate::security::audit::{AuditEntry, AuditLog, Outcome};
+
+/// A connection that stays open writes its audit records at most this often.
+pub const AUDIT_EVERY: Duration = Duration::from_secs(60);
 
 /// Start of a frame.
 pub const START: u8 = 0x0B;
@@ -300,6 +311,117 @@ struct Shared {
     name: String,
     clock: SharedClock,
     cfg: LiveConfig,
+    audit: Option<Arc<AuditLog>>,
+}
+
+/// What one sender sent on one connection since the last audit record.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Counts {
+    accepted: u64,
+    error: u64,
+    refused: u64,
+    resent: u64,
+    not_stored: u64,
+    first_seq: Option<u64>,
+    last_seq: Option<u64>,
+}
+
+/// A connection's ingests per sender, turned into audit records.
+#[derive(Debug)]
+pub struct Tally {
+    peer: String,
+    feed: String,
+    senders: BTreeMap<String, Counts>,
+    since: Instant,
+}
+
+impl Tally {
+    fn new(peer: &str, feed: &str) -> Self {
+        Tally {
+            peer: peer.to_string(),
+            feed: feed.to_string(),
+            senders: BTreeMap::new(),
+            since: Instant::now(),
+        }
+    }
+
+    /// Counts one message: its status and what the log did (`None`: not stored).
+    fn count(&mut self, sender: &str, status: Status, appended: Option<Appended>) {
+        let c = self.senders.entry(sender.to_string()).or_default();
+        match appended {
+            None => c.not_stored += 1,
+            Some(Appended::Duplicate(_)) => c.resent += 1,
+            Some(Appended::Logged(seq)) => {
+                match status {
+                    Status::Accepted => c.accepted += 1,
+                    Status::Error => c.error += 1,
+                    Status::Refused => c.refused += 1,
+                }
+                c.first_seq.get_or_insert(seq);
+                c.last_seq = Some(seq);
+            }
+        }
+    }
+
+    /// The audit records of what was counted (one per sender), and a fresh start.
+    fn take(&mut self) -> Vec<AuditEntry> {
+        self.since = Instant::now();
+        std::mem::take(&mut self.senders)
+            .into_iter()
+            .map(|(sender, c)| {
+                let mut e = AuditEntry::new(
+                    "mllp",
+                    Outcome::Allowed,
+                    "MLLP carries no credential: allowed by reaching the listener",
+                );
+                e.principal = Some(sender);
+                e.auth = Some("none".into());
+                e.client = Some(self.peer.clone());
+                e.action = Some("ingest".into());
+                e.outcome = Some("ok".into());
+                let logged = c.accepted + c.error + c.refused;
+                e.reason = format!(
+                    "{}; feed {}: {logged} messages logged (AA {}, AE {}, AR {}){}, {} resends acknowledged without logging, {} not stored (AR, send again)",
+                    e.reason,
+                    self.feed,
+                    c.accepted,
+                    c.error,
+                    c.refused,
+                    match (c.first_seq, c.last_seq) {
+                        (Some(a), Some(b)) => format!(" as log records {a} to {b}"),
+                        _ => String::new(),
+                    },
+                    c.resent,
+                    c.not_stored
+                );
+                e
+            })
+            .collect()
+    }
+
+    /// Writes the records of what was counted into `log` (errors are reported, not
+    /// returned: the messages are already acknowledged).
+    async fn flush(&mut self, log: Option<&Arc<AuditLog>>) {
+        let Some(log) = log.cloned() else {
+            self.senders.clear();
+            return;
+        };
+        let entries = self.take();
+        if entries.is_empty() {
+            return;
+        }
+        let peer = self.peer.clone();
+        let write = move || {
+            for e in entries {
+                if let Err(err) = log.append(e) {
+                    tracing::error!(peer, "audit: cannot record an MLLP ingest: {err}");
+                }
+            }
+        };
+        if let Err(e) = tokio::task::spawn_blocking(write).await {
+            tracing::error!("audit task failed: {e}");
+        }
+    }
 }
 
 /// Opens the feed's log under `store_root` and listens for MLLP connections on `addr` (one
@@ -313,6 +435,7 @@ pub async fn start(
     store_root: &std::path::Path,
     clock: SharedClock,
     cfg: &LiveConfig,
+    audit: Option<Arc<AuditLog>>,
 ) -> Result<Running> {
     cfg.validate()?;
     let dir = super::wal::feed_dir(store_root, &cfg.feed);
@@ -332,6 +455,7 @@ pub async fn start(
         name: super::input_name(&cfg.feed),
         clock,
         cfg: cfg.clone(),
+        audit,
     });
     tokio::spawn(async move {
         loop {
@@ -355,17 +479,32 @@ pub async fn start(
 }
 
 /// Serves one connection until the peer closes it, it stays idle too long, or a frame is
-/// too long.
+/// too long; then writes the audit records of its ingests.
 async fn connection(
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
+) -> std::io::Result<()> {
+    let mut tally = Tally::new(&peer.to_string(), &shared.cfg.feed);
+    let r = serve_connection(stream, peer, &shared, &mut tally).await;
+    tally.flush(shared.audit.as_ref()).await;
+    r
+}
+
+async fn serve_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+    tally: &mut Tally,
 ) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
     let mut de = Deframer::new(shared.cfg.max_frame_bytes);
     let mut buf = vec![0u8; 64 * 1024];
     let peer_name = peer.to_string();
     loop {
+        if tally.since.elapsed() >= AUDIT_EVERY {
+            tally.flush(shared.audit.as_ref()).await;
+        }
         let n = match tokio::time::timeout(shared.cfg.idle_timeout(), stream.read(&mut buf)).await {
             Ok(r) => r?,
             Err(_) => {
@@ -384,7 +523,9 @@ async fn connection(
         while let Some(ev) = de.next_event() {
             match ev {
                 Event::Frame { offset, bytes } => {
-                    out.extend(frame(&handle(&shared, &peer_name, offset, &bytes).await));
+                    out.extend(frame(
+                        &handle(shared, &peer_name, offset, &bytes, tally).await,
+                    ));
                 }
                 Event::Garbage { offset, len } => {
                     tracing::warn!(%peer, offset, len, "mllp: skipped bytes outside any frame");
@@ -419,7 +560,13 @@ async fn connection(
 }
 
 /// Classifies, logs and acknowledges one message.
-async fn handle(shared: &Shared, peer: &str, offset: u64, bytes: &[u8]) -> Vec<u8> {
+async fn handle(
+    shared: &Shared,
+    peer: &str,
+    offset: u64,
+    bytes: &[u8],
+    tally: &mut Tally,
+) -> Vec<u8> {
     let now = shared.clock.now();
     let verdict = classify(&shared.name, bytes, &Context::new(now));
     let sender = verdict.sender(peer);
@@ -430,6 +577,7 @@ async fn handle(shared: &Shared, peer: &str, offset: u64, bytes: &[u8]) -> Vec<u
         .await
     {
         Ok(a) => {
+            tally.count(&sender, verdict.status, Some(a));
             let (seq, dup) = match a {
                 Appended::Logged(s) => (s, false),
                 Appended::Duplicate(s) => (s, true),
@@ -451,6 +599,7 @@ async fn handle(shared: &Shared, peer: &str, offset: u64, bytes: &[u8]) -> Vec<u
             ack(code, &verdict, &format!("W{seq}"), now, &verdict.reason)
         }
         Err(e) => {
+            tally.count(&sender, verdict.status, None);
             let reason = format!("not stored, send again later: {e}");
             tracing::error!(peer, sender, control_id = control, offset, "mllp: {reason}");
             ack("AR", &verdict, "W0", now, &reason)
@@ -573,6 +722,33 @@ mod tests {
             e.contains("\rERR|||207^Application internal error^HL70357|E||||bad"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_tally_audits_each_sender_with_its_counts() {
+        let mut t = Tally::new("127.0.0.1:5000", "adt");
+        t.count("LAB^HOSP", Status::Accepted, Some(Appended::Logged(3)));
+        t.count("LAB^HOSP", Status::Error, Some(Appended::Logged(4)));
+        t.count("LAB^HOSP", Status::Accepted, Some(Appended::Duplicate(3)));
+        t.count("ADT^HOSP", Status::Refused, None);
+        let entries = t.take();
+        assert_eq!(entries.len(), 2);
+        let lab = &entries[1];
+        assert_eq!(lab.principal.as_deref(), Some("LAB^HOSP"));
+        assert_eq!(lab.client.as_deref(), Some("127.0.0.1:5000"));
+        assert!(
+            lab.reason.contains(
+                "feed adt: 2 messages logged (AA 1, AE 1, AR 0) as log records 3 to 4, 1 resends"
+            ),
+            "{}",
+            lab.reason
+        );
+        assert!(
+            entries[0].reason.contains("1 not stored"),
+            "{}",
+            entries[0].reason
+        );
+        assert!(t.take().is_empty());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Sealing a live feed: the records of its write-ahead log not yet sealed become one batch
 //! ingest run ([`crate::ingest::pipeline::ingest_inputs`]), so the curated versions equal
 //! those of `ward ingest` of a file named `<feed>.hl7` holding the same messages in sequence
-//! order ([`batch_bytes`]) at the same ingestion time.
+//! order ([`batch_bytes`]) at the same ingestion time. A feed of FHIR payloads (pushed over
+//! HTTP) is sealed as `fhir-ndjson`: one file per source name ([`super::fhir::sealed_inputs`]).
 //!
 //! Crash safety: before ingesting, the range and the ingestion time are written to
 //! `seal-intent.json`; after the curated versions are committed, `sealed.json` moves to the
@@ -202,12 +203,63 @@ pub async fn seal(store: &Store, feed: &str, opts: &SealOptions) -> Result<SealR
             ),
         });
     }
-    let name = input_name(feed);
     let mut context = Context::new(intent.ingested_at);
     context.default_offset = opts.zone;
+    let (format, inputs, extra_bad) = if records.iter().any(|r| !r.kind.is_empty()) {
+        // FHIR payloads pushed over HTTP (`live::fhir`): all logged whole, as NDJSON files.
+        for r in &records {
+            *report.senders.entry(r.sender.clone()).or_insert(0) += 1;
+            report.messages += 1;
+        }
+        let inputs = super::fhir::sealed_inputs(&records, &dir)?;
+        (Format::FhirNdjson, inputs, Vec::new())
+    } else {
+        let (inputs, extra_bad) = hl7_inputs(feed, &records, &context, &mut report);
+        (Format::Hl7v2, inputs, extra_bad)
+    };
+    let ingest_opts = IngestOptions {
+        format,
+        mapping: None,
+        mapping_text: None,
+        max_bad: None,
+        context,
+        read: Default::default(),
+    };
+    let params = serde_json::json!({
+        "name": feed,
+        "wal": { "from": intent.from, "to": intent.to },
+        "messages": report.messages,
+        "senders": report.senders,
+    });
+    let run = ingest_inputs(
+        store,
+        inputs,
+        extra_bad,
+        Some(params),
+        &ingest_opts,
+        opts.on_conflict,
+    )
+    .await?;
+    wal::write_state(&sealed_path, &Sealed { through: intent.to })?;
+    wal::remove_state(&intent_path)?;
+    report.range = Some((intent.from, intent.to));
+    report.ingest = Some(run);
+    report.removed_segments = remove_sealed(&dir, &scan, intent.to)?;
+    Ok(report)
+}
+
+/// The input of a seal of HL7 v2 `records` (the AA and AE messages as one file named
+/// `<feed>.hl7`) and the quarantine records of the AR ones; counts them in `report`.
+fn hl7_inputs(
+    feed: &str,
+    records: &[&Record],
+    context: &Context,
+    report: &mut SealReport,
+) -> (Vec<NamedInput>, Vec<BadRecord>) {
+    let name = input_name(feed);
     let mut applied = Vec::new();
     let mut extra_bad = Vec::new();
-    for r in &records {
+    for r in records {
         *report.senders.entry(r.sender.clone()).or_insert(0) += 1;
         report.messages += 1;
         match r.status {
@@ -218,7 +270,7 @@ pub async fn seal(store: &Store, feed: &str, opts: &SealOptions) -> Result<SealR
             }
             Status::Refused => {
                 report.refused += 1;
-                let why = classify(&name, &r.message, &context).reason;
+                let why = classify(&name, &r.message, context).reason;
                 extra_bad.push(BadRecord {
                     location: Location {
                         file: format!("{name}#{}", r.seq),
@@ -238,38 +290,8 @@ pub async fn seal(store: &Store, feed: &str, opts: &SealOptions) -> Result<SealR
             }
         }
     }
-    let ingest_opts = IngestOptions {
-        format: Format::Hl7v2,
-        mapping: None,
-        mapping_text: None,
-        max_bad: None,
-        context,
-        read: Default::default(),
-    };
-    let params = serde_json::json!({
-        "name": feed,
-        "wal": { "from": intent.from, "to": intent.to },
-        "messages": report.messages,
-        "senders": report.senders,
-    });
-    let run = ingest_inputs(
-        store,
-        vec![NamedInput {
-            name,
-            bytes: batch_bytes(applied),
-        }],
-        extra_bad,
-        Some(params),
-        &ingest_opts,
-        opts.on_conflict,
-    )
-    .await?;
-    wal::write_state(&sealed_path, &Sealed { through: intent.to })?;
-    wal::remove_state(&intent_path)?;
-    report.range = Some((intent.from, intent.to));
-    report.ingest = Some(run);
-    report.removed_segments = remove_sealed(&dir, &scan, intent.to)?;
-    Ok(report)
+    let bytes = batch_bytes(applied);
+    (vec![NamedInput { name, bytes }], extra_bad)
 }
 
 /// Removes the segments (never the last one, which a writer may be appending to) whose

@@ -4,7 +4,10 @@
 //! `[body length: u32 LE][checksum: the first 8 bytes of BLAKE3(body)][body]`; the body is
 //! `seq: u64 LE, received_at: i64 LE (microseconds since the epoch, from the injected clock),
 //! status: u8, sender: u16 LE length + UTF-8, control id: u16 LE length + UTF-8, message:
-//! u32 LE length + bytes`. Sequence numbers are consecutive across segments.
+//! u32 LE length + bytes[, kind: u16 LE length + UTF-8]`. The kind is written only when it is
+//! not empty (an HL7 v2 message over MLLP has none; a FHIR payload pushed over HTTP names its
+//! framing and source, [`crate::live::fhir::Kind`]), so MLLP records are as they always were.
+//! Sequence numbers are consecutive across segments.
 //!
 //! One writer thread takes appends from every connection, batches what is waiting, writes the
 //! batch, calls `fsync` once (and on the directory when it created a segment), and only then
@@ -86,8 +89,11 @@ pub struct Record {
     pub sender: String,
     /// MSH-10 (empty when there is none).
     pub control_id: String,
-    /// The message as received (between the MLLP frame bytes).
+    /// The message as received (between the MLLP frame bytes, or an HTTP request's body).
     pub message: Vec<u8>,
+    /// What the message is when it is not an HL7 v2 message (empty): a FHIR payload's
+    /// framing and source name ([`crate::live::fhir::Kind`]).
+    pub kind: String,
 }
 
 impl Record {
@@ -109,6 +115,12 @@ impl Record {
         }
         body.extend_from_slice(&(self.message.len() as u32).to_le_bytes());
         body.extend_from_slice(&self.message);
+        if !self.kind.is_empty() {
+            let b = self.kind.as_bytes();
+            let b = &b[..b.len().min(u16::MAX as usize)];
+            body.extend_from_slice(&(b.len() as u16).to_le_bytes());
+            body.extend_from_slice(b);
+        }
         out.extend_from_slice(&(body.len() as u32).to_le_bytes());
         out.extend_from_slice(&blake3::hash(&body).as_bytes()[..8]);
         out.extend_from_slice(&body);
@@ -141,6 +153,11 @@ impl Record {
         let control_id = r.text()?;
         let n = r.u32()? as usize;
         let message = r.take(n)?.to_vec();
+        let kind = if r.at == body.len() {
+            String::new()
+        } else {
+            r.text()?
+        };
         if r.at != body.len() {
             return Err("trailing bytes in the record".into());
         }
@@ -154,6 +171,7 @@ impl Record {
                 sender,
                 control_id,
                 message,
+                kind,
             },
             end,
         )))
@@ -472,6 +490,7 @@ struct Request {
     status: Status,
     sender: String,
     control_id: String,
+    kind: String,
     message: Vec<u8>,
     reply: oneshot::Sender<Result<Appended>>,
 }
@@ -581,11 +600,28 @@ impl Wal {
         control_id: &str,
         message: &[u8],
     ) -> Result<Appended> {
+        self.append_kind(status, sender, control_id, "", message)
+            .await
+    }
+
+    /// [`Wal::append`] of a record whose message is of `kind` (empty: an HL7 v2 message).
+    ///
+    /// # Errors
+    /// As [`Wal::append`].
+    pub async fn append_kind(
+        &self,
+        status: Status,
+        sender: &str,
+        control_id: &str,
+        kind: &str,
+        message: &[u8],
+    ) -> Result<Appended> {
         let (reply, rx) = oneshot::channel();
         let req = Request {
             status,
             sender: sender.to_string(),
             control_id: control_id.to_string(),
+            kind: kind.to_string(),
             message: message.to_vec(),
             reply,
         };
@@ -646,6 +682,7 @@ impl Writer {
                 sender: r.sender,
                 control_id: r.control_id,
                 message: r.message,
+                kind: r.kind,
             };
             let mut bytes = Vec::new();
             rec.encode(&mut bytes);
@@ -731,6 +768,7 @@ mod tests {
             sender: "APP^FAC".into(),
             control_id: format!("C{seq}"),
             message: msg.as_bytes().to_vec(),
+            kind: String::new(),
         }
     }
 
@@ -745,6 +783,15 @@ mod tests {
         let last = bad.len() - 1;
         bad[last] ^= 1;
         assert!(Record::decode(&bad).is_err());
+        // A record with a kind round-trips; one without keeps the old layout exactly.
+        let mut with = rec(8, "{}");
+        with.kind = "fhir-ndjson:Patient.ndjson".into();
+        let mut b2 = Vec::new();
+        with.encode(&mut b2);
+        let mut b3 = Vec::new();
+        rec(8, "{}").encode(&mut b3);
+        assert_eq!(b2.len(), b3.len() + 2 + with.kind.len());
+        assert_eq!(Record::decode(&b2).expect("ok").expect("complete").0, with);
     }
 
     #[test]

@@ -264,6 +264,33 @@ impl Security {
         }
     }
 
+    /// Authenticates `ctx` and authorizes `action` (on no patient list) for a request that
+    /// does not pass the gRPC gate (the HTTP listener of live feeds, `docs/live.md`), putting
+    /// the principal and the decision into `note`. Records nothing: the caller writes the
+    /// request's one record once its outcome is known ([`AuditNote::entry`]).
+    ///
+    /// # Errors
+    /// [`Error::Unauthenticated`] or [`Error::PermissionDenied`] when refused (also in
+    /// `note`).
+    pub fn admit_action(
+        &self,
+        ctx: &RequestContext,
+        action: Action,
+        note: &AuditNote,
+    ) -> Result<Principal> {
+        note.set_context(ctx);
+        note.set_action(action);
+        let now = self.clock.now();
+        let decided = self.authn.authenticate(ctx, now).and_then(|p| {
+            note.set_principal(&p);
+            self.decide(&p, action, &[], now, note).map(|()| p)
+        });
+        if let Err(e) = &decided {
+            note.refused(Some(action), e);
+        }
+        decided
+    }
+
     /// The handler's half: authorizes an admitted `principal` for `action` on `patients`
     /// (care teams, identified or not) and puts the decision, the patients and what `ctx`
     /// names (feature set, datasets) into `note`. Pure: no I/O.

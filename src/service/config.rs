@@ -73,7 +73,13 @@ pub struct ServeConfig {
     /// overrides it. A non-loopback address needs `--insecure` (MLLP has no TLS yet).
     #[serde(default)]
     pub mllp: Option<SocketAddr>,
-    /// The live feed: its name, frame limit, idle timeout, seal interval (`docs/live.md`).
+    /// Listen here for HTTP: FHIR pushed to `POST /fhir`, logged into the feed `[live]
+    /// http_feed` names (`docs/live.md`); `None` (the default): no HTTP listener. `ward serve
+    /// --http` overrides it. A non-loopback address needs `--insecure` (no TLS on it yet).
+    #[serde(default)]
+    pub http: Option<SocketAddr>,
+    /// The live feeds: names, frame and body limits, idle timeout, seal interval
+    /// (`docs/live.md`).
     #[serde(default)]
     pub live: crate::live::LiveConfig,
     /// The folder relative paths of the sections above resolve against (the configuration
@@ -347,6 +353,7 @@ impl Default for ServeConfig {
             ingest: IngestConfig::default(),
             reload: ReloadConfig::default(),
             mllp: None,
+            http: None,
             live: crate::live::LiveConfig::default(),
             base: PathBuf::from("."),
             origin: "the default configuration".into(),

@@ -16,6 +16,7 @@ mod hash_props;
 mod hl7v2;
 mod ingest;
 mod live;
+mod live_http;
 mod lookup;
 mod mapping;
 mod python_client;
