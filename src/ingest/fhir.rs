@@ -76,18 +76,22 @@
 //! `bad_date`, `dangling_reference`, `bad_value`, `unknown_code_system`. A participant that
 //! cannot become a `care_team` row is reported on its own; the encounter is still kept.
 
+mod administration;
+mod allergy;
 mod codes;
 mod condition;
 mod consent;
 mod curate;
 mod encounter;
 mod framing;
+mod immunization;
 mod index;
 mod medication;
 mod observation;
 mod outcome;
 mod patient;
 mod procedure;
+mod report;
 mod resolve;
 mod scan;
 #[cfg(test)]
