@@ -35,6 +35,7 @@
 //! Unsupported message types are [`Skipped`], never bad.
 
 mod adt;
+mod clinical;
 mod fields;
 mod framing;
 mod oru;
@@ -103,6 +104,7 @@ pub fn parse(inputs: &[Input<'_>], ctx: &Context) -> Parsed {
         patients: HashMap::new(),
         encounters: HashMap::new(),
         observations: HashMap::new(),
+        clinical: HashMap::new(),
         changed: false,
     };
     for m in &msgs {
