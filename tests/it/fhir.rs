@@ -573,6 +573,22 @@ fn r4_examples() {
     with_rows.extend(t.conditions.iter().map(|r| r.meta.source_system.as_str()));
     with_rows.extend(t.procedures.iter().map(|r| r.meta.source_system.as_str()));
     with_rows.extend(t.medications.iter().map(|r| r.meta.source_system.as_str()));
+    with_rows.extend(
+        t.immunizations
+            .iter()
+            .map(|r| r.meta.source_system.as_str()),
+    );
+    with_rows.extend(t.allergies.iter().map(|r| r.meta.source_system.as_str()));
+    with_rows.extend(
+        t.diagnostic_reports
+            .iter()
+            .map(|r| r.meta.source_system.as_str()),
+    );
+    with_rows.extend(
+        t.medication_administrations
+            .iter()
+            .map(|r| r.meta.source_system.as_str()),
+    );
     let bad_files: BTreeSet<&str> = parsed
         .bad
         .iter()
@@ -590,6 +606,10 @@ fn r4_examples() {
         "Condition",
         "Procedure",
         "MedicationRequest",
+        "Immunization",
+        "AllergyIntolerance",
+        "DiagnosticReport",
+        "MedicationAdministration",
     ];
     for (file, kind) in &kinds {
         if curated_kinds.contains(kind) {
@@ -634,7 +654,7 @@ fn r4_examples() {
     assert_eq!(reasons(&parsed), want);
     assert_eq!(
         Table::ALL.map(|table| t.len(table)),
-        [259, 3, 101, 10, 10, 47, 2, 0]
+        [259, 3, 101, 10, 10, 47, 2, 0, 0, 0, 0, 0]
     );
     // A compound (potassium chloride in saline) without a code of its own: one row per
     // ingredient.
