@@ -1,4 +1,5 @@
-//! HL7 v2.x ingest: ADT (A01–A08, A11–A13) and ORU^R01 messages into curated rows.
+//! HL7 v2.x ingest: ADT (A01–A08, A11–A13, with their DG1 diagnoses and PR1 procedures) and
+//! ORU^R01 messages into curated rows.
 //!
 //! [`parse`] reads every input of one ingest run, then replays the messages in the order
 //! the source learned them (MSH-7, ties by input order), because ADT is a stream of changes
