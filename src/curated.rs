@@ -29,8 +29,8 @@ mod tables;
 
 pub use self::columns::CuratedColumns;
 pub use self::rows::{
-    CareTeamMember, Coding, Condition, Consent, Encounter, Medication, Observation, Patient,
-    Procedure, RowMeta,
+    Allergy, CareTeamMember, Coding, Condition, Consent, DiagnosticReport, Encounter, Immunization,
+    Medication, MedicationAdministration, Observation, Patient, Procedure, RowMeta,
 };
 pub use self::schema::Table;
 pub use self::tables::CuratedTables;
@@ -59,6 +59,14 @@ pub trait RowSink {
     fn care_team(&mut self, r: CareTeamMember);
     /// Appends a `consent` row.
     fn consent(&mut self, r: Consent);
+    /// Appends an `immunizations` row.
+    fn immunization(&mut self, r: Immunization);
+    /// Appends an `allergies` row.
+    fn allergy(&mut self, r: Allergy);
+    /// Appends a `diagnostic_reports` row.
+    fn diagnostic_report(&mut self, r: DiagnosticReport);
+    /// Appends a `medication_administrations` row.
+    fn medication_administration(&mut self, r: MedicationAdministration);
     /// Sets `retracted_at` of row `row` of `table` to `at`, or keeps the earlier time it
     /// already has. A row that does not exist is left alone.
     fn retract(&mut self, table: Table, row: usize, at: DateTime<Utc>);

@@ -13,6 +13,8 @@ pub const ICD9CM: &str = "ICD9CM";
 pub const RXNORM: &str = "RXNORM";
 /// CPT.
 pub const CPT: &str = "CPT";
+/// CVX (CDC vaccine codes, HL7 table 0292).
+pub const CVX: &str = "CVX";
 
 /// Normalizes a code system as written in a source (FHIR URI, HL7 v2 coding system name,
 /// OID, or a short name) to one of the constants above; an unrecognized system is
@@ -68,6 +70,10 @@ pub fn normalize(system: &str) -> String {
         | "c4"
         | "2.16.840.1.113883.6.12"
         | "urn:oid:2.16.840.1.113883.6.12" => Some(CPT),
+        "http://hl7.org/fhir/sid/cvx"
+        | "cvx"
+        | "2.16.840.1.113883.12.292"
+        | "urn:oid:2.16.840.1.113883.12.292" => Some(CVX),
         _ => None,
     };
     known.map(str::to_string).unwrap_or_else(|| s.to_string())
@@ -75,5 +81,5 @@ pub fn normalize(system: &str) -> String {
 
 /// True when `system` (already normalized) is one of the standard systems.
 pub fn is_standard(system: &str) -> bool {
-    [LOINC, SNOMED, ICD10CM, ICD9CM, RXNORM, CPT].contains(&system)
+    [LOINC, SNOMED, ICD10CM, ICD9CM, RXNORM, CPT, CVX].contains(&system)
 }

@@ -11,8 +11,8 @@ use arrow::error::ArrowError;
 use chrono::{DateTime, NaiveDate, Utc};
 
 use super::rows::{
-    CareTeamMember, Coding, Condition, Consent, Encounter, Medication, Observation, Patient,
-    Procedure, RowMeta,
+    Allergy, CareTeamMember, Coding, Condition, Consent, DiagnosticReport, Encounter, Immunization,
+    Medication, MedicationAdministration, Observation, Patient, Procedure, RowMeta,
 };
 use super::schema::Table;
 use super::tables::retracted;
@@ -126,6 +126,26 @@ impl RowSink for CuratedColumns {
     fn consent(&mut self, r: Consent) {
         if let Some(b) = self.table(Table::Consent) {
             b.consent(&r);
+        }
+    }
+    fn immunization(&mut self, r: Immunization) {
+        if let Some(b) = self.table(Table::Immunizations) {
+            b.immunization(&r);
+        }
+    }
+    fn allergy(&mut self, r: Allergy) {
+        if let Some(b) = self.table(Table::Allergies) {
+            b.allergy(&r);
+        }
+    }
+    fn diagnostic_report(&mut self, r: DiagnosticReport) {
+        if let Some(b) = self.table(Table::DiagnosticReports) {
+            b.diagnostic_report(&r);
+        }
+    }
+    fn medication_administration(&mut self, r: MedicationAdministration) {
+        if let Some(b) = self.table(Table::MedicationAdministrations) {
+            b.medication_administration(&r);
         }
     }
     fn expect_rows(&mut self, rows: usize) {
@@ -268,6 +288,59 @@ impl Columns {
         self.ts(5, r.period_end);
         self.ts(6, r.decided_at);
         self.meta(7, &r.meta);
+    }
+
+    pub(super) fn immunization(&mut self, r: &Immunization) {
+        self.str(0, Some(&r.immunization_id));
+        self.str(1, Some(&r.patient_id));
+        self.str(2, r.encounter_id.as_deref());
+        self.coding(3, &r.code);
+        self.ts(6, Some(r.occurrence_time));
+        self.str(7, r.status.as_deref());
+        self.meta(8, &r.meta);
+    }
+
+    pub(super) fn allergy(&mut self, r: &Allergy) {
+        self.str(0, Some(&r.allergy_id));
+        self.str(1, Some(&r.patient_id));
+        self.str(2, r.encounter_id.as_deref());
+        self.coding(3, &r.code);
+        self.str(6, r.category.as_deref());
+        self.str(7, r.criticality.as_deref());
+        self.str(8, r.clinical_status.as_deref());
+        self.str(9, r.verification_status.as_deref());
+        self.ts(10, Some(r.onset_time));
+        self.ts(11, r.recorded_time);
+        self.meta(12, &r.meta);
+    }
+
+    pub(super) fn diagnostic_report(&mut self, r: &DiagnosticReport) {
+        self.str(0, Some(&r.report_id));
+        self.str(1, Some(&r.patient_id));
+        self.str(2, r.encounter_id.as_deref());
+        self.str(3, r.category.as_deref());
+        self.coding(4, &r.code);
+        self.ts(7, Some(r.effective_time));
+        self.ts(8, r.issued_time);
+        self.str(9, r.status.as_deref());
+        self.str(10, r.conclusion.as_deref());
+        self.str(11, r.result_ids.as_deref());
+        self.meta(12, &r.meta);
+    }
+
+    pub(super) fn medication_administration(&mut self, r: &MedicationAdministration) {
+        self.str(0, Some(&r.administration_id));
+        self.str(1, Some(&r.patient_id));
+        self.str(2, r.encounter_id.as_deref());
+        self.str(3, r.request_id.as_deref());
+        self.coding(4, &r.code);
+        self.ts(7, Some(r.start_time));
+        self.ts(8, r.end_time);
+        self.str(9, r.status.as_deref());
+        self.f64(10, r.dose_value);
+        self.str(11, r.dose_unit.as_deref());
+        self.str(12, r.route.as_deref());
+        self.meta(13, &r.meta);
     }
 
     pub(super) fn slot(&mut self, i: usize, make: impl FnOnce(usize) -> Col) -> &mut Col {

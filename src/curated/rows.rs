@@ -197,3 +197,106 @@ pub struct Consent {
     /// Provenance and knowledge time; `retracted_at` for a withdrawn or erroneous record.
     pub meta: RowMeta,
 }
+
+/// A row of `immunizations`: a vaccine given (FHIR `Immunization`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Immunization {
+    /// Immunization id.
+    pub immunization_id: String,
+    /// The patient.
+    pub patient_id: String,
+    /// The encounter it was given in, if known.
+    pub encounter_id: Option<String>,
+    /// The vaccine (CVX where coded).
+    pub code: Coding,
+    /// When it was given.
+    pub occurrence_time: DateTime<Utc>,
+    /// `completed`, `entered-in-error` (never `not-done`: those are skipped).
+    pub status: Option<String>,
+    /// Provenance and knowledge time.
+    pub meta: RowMeta,
+}
+
+/// A row of `allergies`: an allergy or intolerance (FHIR `AllergyIntolerance`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Allergy {
+    /// Allergy id.
+    pub allergy_id: String,
+    /// The patient.
+    pub patient_id: String,
+    /// The encounter it was recorded in, if known.
+    pub encounter_id: Option<String>,
+    /// The substance or the allergy (SNOMED CT, RxNorm, ...).
+    pub code: Coding,
+    /// `food`, `medication`, `environment`, `biologic`.
+    pub category: Option<String>,
+    /// `low`, `high`, `unable-to-assess`.
+    pub criticality: Option<String>,
+    /// `active`, `inactive`, `resolved`.
+    pub clinical_status: Option<String>,
+    /// `unconfirmed`, `confirmed`, `refuted`, `entered-in-error`.
+    pub verification_status: Option<String>,
+    /// Onset, else the recorded date.
+    pub onset_time: DateTime<Utc>,
+    /// When it was recorded, if the source says.
+    pub recorded_time: Option<DateTime<Utc>>,
+    /// Provenance and knowledge time.
+    pub meta: RowMeta,
+}
+
+/// A row of `diagnostic_reports`: a report over results (FHIR `DiagnosticReport`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiagnosticReport {
+    /// Report id.
+    pub report_id: String,
+    /// The patient.
+    pub patient_id: String,
+    /// The encounter it belongs to, if known.
+    pub encounter_id: Option<String>,
+    /// Service category (`LAB`, `RAD`, ...), the first coding's code.
+    pub category: Option<String>,
+    /// What the report is (LOINC where coded).
+    pub code: Coding,
+    /// The clinically relevant time (specimen collection, imaging).
+    pub effective_time: DateTime<Utc>,
+    /// When the report was released.
+    pub issued_time: Option<DateTime<Utc>>,
+    /// `registered`, `partial`, `preliminary`, `final`, `amended`, ...
+    pub status: Option<String>,
+    /// The clinical conclusion, as text.
+    pub conclusion: Option<String>,
+    /// The ids of its result Observations (their `observations.observation_id`), separated
+    /// by spaces (FHIR ids have none).
+    pub result_ids: Option<String>,
+    /// Provenance and knowledge time.
+    pub meta: RowMeta,
+}
+
+/// A row of `medication_administrations`: a drug given (FHIR `MedicationAdministration`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MedicationAdministration {
+    /// Administration id.
+    pub administration_id: String,
+    /// The patient.
+    pub patient_id: String,
+    /// The encounter it was given in, if known.
+    pub encounter_id: Option<String>,
+    /// The order it fulfils (`medications.medication_id`), if known.
+    pub request_id: Option<String>,
+    /// Drug code (RxNorm where coded).
+    pub code: Coding,
+    /// When it was given (start).
+    pub start_time: DateTime<Utc>,
+    /// When it ended, for an infusion.
+    pub end_time: Option<DateTime<Utc>>,
+    /// `in-progress`, `completed`, `stopped`, `on-hold`, ... (never `not-done`).
+    pub status: Option<String>,
+    /// Dose given (`dosage.dose.value`).
+    pub dose_value: Option<f64>,
+    /// Unit of the dose (UCUM where the source says so).
+    pub dose_unit: Option<String>,
+    /// Route (the first coding's display, else code, else text).
+    pub route: Option<String>,
+    /// Provenance and knowledge time.
+    pub meta: RowMeta,
+}

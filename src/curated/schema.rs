@@ -23,11 +23,19 @@ pub enum Table {
     CareTeam,
     /// Patients' consent decisions (research opt-outs), as [`consent`] reads them.
     Consent,
+    /// Vaccines given.
+    Immunizations,
+    /// Allergies and intolerances.
+    Allergies,
+    /// Diagnostic reports (lab panels, imaging reports) and their results.
+    DiagnosticReports,
+    /// Drugs given (administrations, as opposed to the orders of `medications`).
+    MedicationAdministrations,
 }
 
 impl Table {
     /// All tables, in the fixed order used for output.
-    pub const ALL: [Table; 8] = [
+    pub const ALL: [Table; 12] = [
         Table::Patients,
         Table::Encounters,
         Table::Observations,
@@ -36,6 +44,10 @@ impl Table {
         Table::Medications,
         Table::CareTeam,
         Table::Consent,
+        Table::Immunizations,
+        Table::Allergies,
+        Table::DiagnosticReports,
+        Table::MedicationAdministrations,
     ];
 
     /// The table's name as used in dataset names and feature definitions.
@@ -49,6 +61,10 @@ impl Table {
             Table::Medications => "medications",
             Table::CareTeam => "care_team",
             Table::Consent => "consent",
+            Table::Immunizations => "immunizations",
+            Table::Allergies => "allergies",
+            Table::DiagnosticReports => "diagnostic_reports",
+            Table::MedicationAdministrations => "medication_administrations",
         }
     }
 
@@ -147,6 +163,59 @@ impl Table {
                 t("period_end", true),
                 t("decided_at", true),
             ],
+            Table::Immunizations => vec![
+                s("immunization_id", false),
+                s("patient_id", false),
+                s("encounter_id", true),
+                s("code_system", false),
+                s("code", false),
+                s("display", true),
+                t("occurrence_time", false),
+                s("status", true),
+            ],
+            Table::Allergies => vec![
+                s("allergy_id", false),
+                s("patient_id", false),
+                s("encounter_id", true),
+                s("code_system", false),
+                s("code", false),
+                s("display", true),
+                s("category", true),
+                s("criticality", true),
+                s("clinical_status", true),
+                s("verification_status", true),
+                t("onset_time", false),
+                t("recorded_time", true),
+            ],
+            Table::DiagnosticReports => vec![
+                s("report_id", false),
+                s("patient_id", false),
+                s("encounter_id", true),
+                s("category", true),
+                s("code_system", false),
+                s("code", false),
+                s("display", true),
+                t("effective_time", false),
+                t("issued_time", true),
+                s("status", true),
+                s("conclusion", true),
+                s("result_ids", true),
+            ],
+            Table::MedicationAdministrations => vec![
+                s("administration_id", false),
+                s("patient_id", false),
+                s("encounter_id", true),
+                s("request_id", true),
+                s("code_system", false),
+                s("code", false),
+                s("display", true),
+                t("start_time", false),
+                t("end_time", true),
+                s("status", true),
+                f("dose_value"),
+                s("dose_unit", true),
+                s("route", true),
+            ],
         };
         fields.extend([
             s("source_system", false),
@@ -169,6 +238,10 @@ impl Table {
             Table::CareTeam => "valid_from",
             // A decision holds from when it is known (its `decided_at` may be absent).
             Table::Consent => "known_at",
+            Table::Immunizations => "occurrence_time",
+            Table::Allergies => "onset_time",
+            Table::DiagnosticReports => "effective_time",
+            Table::MedicationAdministrations => "start_time",
         }
     }
 }

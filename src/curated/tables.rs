@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 
 use super::columns::Columns;
 use super::rows::{
-    CareTeamMember, Condition, Consent, Encounter, Medication, Observation, Patient, Procedure,
-    RowMeta,
+    Allergy, CareTeamMember, Condition, Consent, DiagnosticReport, Encounter, Immunization,
+    Medication, MedicationAdministration, Observation, Patient, Procedure, RowMeta,
 };
 use super::schema::Table;
 use super::RowSink;
@@ -31,6 +31,14 @@ pub struct CuratedTables {
     pub care_team: Vec<CareTeamMember>,
     /// `consent` rows.
     pub consent: Vec<Consent>,
+    /// `immunizations` rows.
+    pub immunizations: Vec<Immunization>,
+    /// `allergies` rows.
+    pub allergies: Vec<Allergy>,
+    /// `diagnostic_reports` rows.
+    pub diagnostic_reports: Vec<DiagnosticReport>,
+    /// `medication_administrations` rows.
+    pub medication_administrations: Vec<MedicationAdministration>,
 }
 
 impl CuratedTables {
@@ -45,6 +53,10 @@ impl CuratedTables {
             Table::Medications => self.medications.len(),
             Table::CareTeam => self.care_team.len(),
             Table::Consent => self.consent.len(),
+            Table::Immunizations => self.immunizations.len(),
+            Table::Allergies => self.allergies.len(),
+            Table::DiagnosticReports => self.diagnostic_reports.len(),
+            Table::MedicationAdministrations => self.medication_administrations.len(),
         }
     }
 
@@ -63,6 +75,11 @@ impl CuratedTables {
         self.medications.extend(other.medications);
         self.care_team.extend(other.care_team);
         self.consent.extend(other.consent);
+        self.immunizations.extend(other.immunizations);
+        self.allergies.extend(other.allergies);
+        self.diagnostic_reports.extend(other.diagnostic_reports);
+        self.medication_administrations
+            .extend(other.medication_administrations);
     }
 
     /// The parts' rows one after the other, table by table, each table allocated once at
@@ -77,6 +94,13 @@ impl CuratedTables {
             all
         }
         let n = parts.len();
+        // The tables most sources leave empty, joined after the others.
+        let (mut im, mut al, mut dr, mut ma) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
         let (mut pa, mut en, mut ob, mut co, mut pr, mut me, mut ct, mut cs) = (
             Vec::with_capacity(n),
             Vec::with_capacity(n),
@@ -96,6 +120,10 @@ impl CuratedTables {
             me.push(p.medications);
             ct.push(p.care_team);
             cs.push(p.consent);
+            im.push(p.immunizations);
+            al.push(p.allergies);
+            dr.push(p.diagnostic_reports);
+            ma.push(p.medication_administrations);
         }
         // Observations are usually most of the rows: one task, the rest in the other.
         let (
@@ -119,6 +147,10 @@ impl CuratedTables {
             medications,
             care_team,
             consent: join(cs),
+            immunizations: join(im),
+            allergies: join(al),
+            diagnostic_reports: join(dr),
+            medication_administrations: join(ma),
         }
     }
 
@@ -202,6 +234,50 @@ impl CuratedTables {
                 key(&b.meta),
             ))
         });
+        self.immunizations.sort_by(|a, b| {
+            (
+                &a.patient_id,
+                a.occurrence_time,
+                &a.immunization_id,
+                key(&a.meta),
+            )
+                .cmp(&(
+                    &b.patient_id,
+                    b.occurrence_time,
+                    &b.immunization_id,
+                    key(&b.meta),
+                ))
+        });
+        self.allergies.sort_by(|a, b| {
+            (&a.patient_id, a.onset_time, &a.allergy_id, key(&a.meta)).cmp(&(
+                &b.patient_id,
+                b.onset_time,
+                &b.allergy_id,
+                key(&b.meta),
+            ))
+        });
+        self.diagnostic_reports.sort_by(|a, b| {
+            (&a.patient_id, a.effective_time, &a.report_id, key(&a.meta)).cmp(&(
+                &b.patient_id,
+                b.effective_time,
+                &b.report_id,
+                key(&b.meta),
+            ))
+        });
+        self.medication_administrations.sort_by(|a, b| {
+            (
+                &a.patient_id,
+                a.start_time,
+                &a.administration_id,
+                key(&a.meta),
+            )
+                .cmp(&(
+                    &b.patient_id,
+                    b.start_time,
+                    &b.administration_id,
+                    key(&b.meta),
+                ))
+        });
     }
 
     /// Every non-empty table's record batch, in [`Table::ALL`] order, built in parallel
@@ -234,6 +310,16 @@ impl CuratedTables {
             Table::Medications => self.medications.iter().for_each(|r| b.medication(r)),
             Table::CareTeam => self.care_team.iter().for_each(|r| b.care_team(r)),
             Table::Consent => self.consent.iter().for_each(|r| b.consent(r)),
+            Table::Immunizations => self.immunizations.iter().for_each(|r| b.immunization(r)),
+            Table::Allergies => self.allergies.iter().for_each(|r| b.allergy(r)),
+            Table::DiagnosticReports => self
+                .diagnostic_reports
+                .iter()
+                .for_each(|r| b.diagnostic_report(r)),
+            Table::MedicationAdministrations => self
+                .medication_administrations
+                .iter()
+                .for_each(|r| b.medication_administration(r)),
         }
         b.finish(table.schema())
     }
@@ -275,6 +361,18 @@ impl RowSink for CuratedTables {
     fn consent(&mut self, r: Consent) {
         self.consent.push(r);
     }
+    fn immunization(&mut self, r: Immunization) {
+        self.immunizations.push(r);
+    }
+    fn allergy(&mut self, r: Allergy) {
+        self.allergies.push(r);
+    }
+    fn diagnostic_report(&mut self, r: DiagnosticReport) {
+        self.diagnostic_reports.push(r);
+    }
+    fn medication_administration(&mut self, r: MedicationAdministration) {
+        self.medication_administrations.push(r);
+    }
     fn retract(&mut self, table: Table, row: usize, at: DateTime<Utc>) {
         let meta = match table {
             Table::Patients => self.patients.get_mut(row).map(|r| &mut r.meta),
@@ -285,6 +383,13 @@ impl RowSink for CuratedTables {
             Table::Medications => self.medications.get_mut(row).map(|r| &mut r.meta),
             Table::CareTeam => self.care_team.get_mut(row).map(|r| &mut r.meta),
             Table::Consent => self.consent.get_mut(row).map(|r| &mut r.meta),
+            Table::Immunizations => self.immunizations.get_mut(row).map(|r| &mut r.meta),
+            Table::Allergies => self.allergies.get_mut(row).map(|r| &mut r.meta),
+            Table::DiagnosticReports => self.diagnostic_reports.get_mut(row).map(|r| &mut r.meta),
+            Table::MedicationAdministrations => self
+                .medication_administrations
+                .get_mut(row)
+                .map(|r| &mut r.meta),
         };
         if let Some(m) = meta {
             m.retracted_at = retracted(m.retracted_at, at);

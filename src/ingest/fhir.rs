@@ -17,11 +17,13 @@
 //!   `conditions`; Procedure → `procedures`; MedicationRequest → `medications` (the code
 //!   from `medicationCodeableConcept`, or from the contained or referenced Medication; a
 //!   compound without a code of its own gives one row per ingredient); Consent → `consent`
-//!   (below).
+//!   (below); Immunization → `immunizations`; AllergyIntolerance → `allergies`;
+//!   DiagnosticReport → `diagnostic_reports` (with its result Observations' ids);
+//!   MedicationAdministration → `medication_administrations` (the drug read as an order's).
 //! - Medication resources are read only to resolve `medicationReference` and are reported as
 //!   [`Skipped`]; so are all other resource types, Bundle entries without a resource (a
-//!   transaction `DELETE`) and Procedures whose status is `not-done` (they did not happen,
-//!   and `procedures` lists procedures performed).
+//!   transaction `DELETE`) and Procedures, Immunizations and MedicationAdministrations whose
+//!   status is `not-done` (they did not happen).
 //! - Codes: the preferred system first (LOINC for observations, RxNorm for medications,
 //!   ICD-10-CM then SNOMED CT for conditions), else any standard system, else the first coding
 //!   that has a system. A coding without a system cannot be interpreted and is reported as
@@ -52,7 +54,8 @@
 //! to the ingestion time, which is later and therefore never leaks information early.
 //!
 //! # Retractions and versions
-//! - A resource whose status is `entered-in-error` (for a Condition, its verificationStatus)
+//! - A resource whose status is `entered-in-error` (for a Condition or an
+//!   AllergyIntolerance, its verificationStatus)
 //!   is still emitted, with `retracted_at = known_at`: it never becomes visible to a lookup,
 //!   but the table records that the source sent it.
 //! - The same `ResourceType/id` appearing several times in one call is read as successive
@@ -76,18 +79,22 @@
 //! `bad_date`, `dangling_reference`, `bad_value`, `unknown_code_system`. A participant that
 //! cannot become a `care_team` row is reported on its own; the encounter is still kept.
 
+mod administration;
+mod allergy;
 mod codes;
 mod condition;
 mod consent;
 mod curate;
 mod encounter;
 mod framing;
+mod immunization;
 mod index;
 mod medication;
 mod observation;
 mod outcome;
 mod patient;
 mod procedure;
+mod report;
 mod resolve;
 mod scan;
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! HL7 v2.x ingest: ADT (A01–A08, A11–A13) and ORU^R01 messages into curated rows.
+//! HL7 v2.x ingest: ADT (A01–A08, A11–A13, with their DG1 diagnoses and PR1 procedures) and
+//! ORU^R01 messages into curated rows.
 //!
 //! [`parse`] reads every input of one ingest run, then replays the messages in the order
 //! the source learned them (MSH-7, ties by input order), because ADT is a stream of changes
@@ -35,6 +36,7 @@
 //! Unsupported message types are [`Skipped`], never bad.
 
 mod adt;
+mod clinical;
 mod fields;
 mod framing;
 mod oru;
@@ -103,6 +105,7 @@ pub fn parse(inputs: &[Input<'_>], ctx: &Context) -> Parsed {
         patients: HashMap::new(),
         encounters: HashMap::new(),
         observations: HashMap::new(),
+        clinical: HashMap::new(),
         changed: false,
     };
     for m in &msgs {

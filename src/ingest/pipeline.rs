@@ -762,6 +762,10 @@ fn record_key(table: Table) -> &'static [&'static str] {
         // versions (a withdrawal, a correction) share it, while a patient's successive
         // decisions are separate records, so none of them is read as a re-send of another.
         Table::Consent => &["consent_id"],
+        Table::Immunizations => &["immunization_id"],
+        Table::Allergies => &["allergy_id"],
+        Table::DiagnosticReports => &["report_id"],
+        Table::MedicationAdministrations => &["administration_id"],
     }
 }
 

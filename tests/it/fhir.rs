@@ -134,6 +134,18 @@ fn canonical(mut t: CuratedTables) -> CuratedTables {
     t.care_team
         .iter_mut()
         .for_each(|r| r.meta.source_system.clear());
+    t.immunizations
+        .iter_mut()
+        .for_each(|r| r.meta.source_system.clear());
+    t.allergies
+        .iter_mut()
+        .for_each(|r| r.meta.source_system.clear());
+    t.diagnostic_reports
+        .iter_mut()
+        .for_each(|r| r.meta.source_system.clear());
+    t.medication_administrations
+        .iter_mut()
+        .for_each(|r| r.meta.source_system.clear());
     t.sort_canonical();
     t
 }
@@ -162,6 +174,18 @@ fn resources_with_rows(t: &CuratedTables) -> usize {
         .chain(t.conditions.iter().map(|r| r.meta.source_id.as_str()))
         .chain(t.procedures.iter().map(|r| r.meta.source_id.as_str()))
         .chain(t.medications.iter().map(|r| r.meta.source_id.as_str()))
+        .chain(t.immunizations.iter().map(|r| r.meta.source_id.as_str()))
+        .chain(t.allergies.iter().map(|r| r.meta.source_id.as_str()))
+        .chain(
+            t.diagnostic_reports
+                .iter()
+                .map(|r| r.meta.source_id.as_str()),
+        )
+        .chain(
+            t.medication_administrations
+                .iter()
+                .map(|r| r.meta.source_id.as_str()),
+        )
         .collect();
     ids.len()
 }
@@ -273,7 +297,7 @@ fn synthea_bundles() {
         "Procedure",
     ]
     .iter()
-    .chain(&["MedicationRequest"])
+    .chain(&["MedicationRequest", "DiagnosticReport", "Immunization"])
     .map(|k| counts[*k])
     .sum();
     assert_eq!(
@@ -573,6 +597,22 @@ fn r4_examples() {
     with_rows.extend(t.conditions.iter().map(|r| r.meta.source_system.as_str()));
     with_rows.extend(t.procedures.iter().map(|r| r.meta.source_system.as_str()));
     with_rows.extend(t.medications.iter().map(|r| r.meta.source_system.as_str()));
+    with_rows.extend(
+        t.immunizations
+            .iter()
+            .map(|r| r.meta.source_system.as_str()),
+    );
+    with_rows.extend(t.allergies.iter().map(|r| r.meta.source_system.as_str()));
+    with_rows.extend(
+        t.diagnostic_reports
+            .iter()
+            .map(|r| r.meta.source_system.as_str()),
+    );
+    with_rows.extend(
+        t.medication_administrations
+            .iter()
+            .map(|r| r.meta.source_system.as_str()),
+    );
     let bad_files: BTreeSet<&str> = parsed
         .bad
         .iter()
@@ -590,6 +630,10 @@ fn r4_examples() {
         "Condition",
         "Procedure",
         "MedicationRequest",
+        "Immunization",
+        "AllergyIntolerance",
+        "DiagnosticReport",
+        "MedicationAdministration",
     ];
     for (file, kind) in &kinds {
         if curated_kinds.contains(kind) {
@@ -613,6 +657,10 @@ fn r4_examples() {
     let want: BTreeMap<(String, String), usize> = [
         ("Condition.code.coding", "missing_field", 1),
         ("Condition.onset[x]", "missing_field", 1),
+        // The examples' DiagnosticReports code themselves with local codes without a
+        // system (14), and one names its subject by identifier only.
+        ("DiagnosticReport.code.coding", "missing_field", 14),
+        ("DiagnosticReport.subject.reference", "missing_field", 1),
         ("Encounter.period.start", "missing_field", 7),
         (
             "MedicationRequest.medicationReference",
@@ -634,7 +682,7 @@ fn r4_examples() {
     assert_eq!(reasons(&parsed), want);
     assert_eq!(
         Table::ALL.map(|table| t.len(table)),
-        [259, 3, 101, 10, 10, 47, 2, 0]
+        [259, 3, 101, 10, 10, 47, 2, 0, 0, 6, 18, 0]
     );
     // A compound (potassium chloride in saline) without a code of its own: one row per
     // ingredient.

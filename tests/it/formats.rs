@@ -98,8 +98,18 @@ const VERSIONS: [&str; 2] = ["known_at", "retracted_at"];
 /// "What each format cannot carry" of docs/synth.md, as code.
 fn view(format: SynthFormat, table: Table) -> Option<View> {
     let source_and_versions: Vec<&'static str> = SOURCE.iter().chain(&VERSIONS).copied().collect();
-    if table == Table::Consent {
-        // The generator makes no consent decisions: no format carries any.
+    if !matches!(
+        table,
+        Table::Patients
+            | Table::Encounters
+            | Table::Observations
+            | Table::Conditions
+            | Table::Procedures
+            | Table::Medications
+            | Table::CareTeam
+    ) {
+        // The generator makes no consent decisions, immunizations, allergies, reports or
+        // administrations: no format carries any.
         return None;
     }
     Some(match format {
@@ -142,7 +152,7 @@ fn view(format: SynthFormat, table: Table) -> Option<View> {
                 Table::Procedures => v.without(&["procedure_id"]),
                 Table::Medications => v.without(&["medication_id", "status"]),
                 Table::CareTeam => v.rows(Rows::CurrentAttending),
-                Table::Consent => return None,
+                _ => return None,
             }
         }
     })

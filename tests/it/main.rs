@@ -22,6 +22,7 @@ mod mapping;
 mod python_client;
 mod python_hash;
 mod reload;
+mod resources;
 mod scores;
 mod secure_service;
 mod service;

@@ -1,15 +1,19 @@
 //! Curation of one resource: the head every resource shares (id, times, status), then the
 //! extractor of its type.
 
+use super::administration::administration;
+use super::allergy::allergy;
 use super::codes::codes;
 use super::condition::condition;
 use super::consent::consent;
 use super::encounter::encounter;
+use super::immunization::immunization;
 use super::medication::medication;
 use super::observation::observation;
 use super::outcome::{Curated, Fault, Fx, Outcome, Rows};
 use super::patient::patient;
 use super::procedure::procedure;
+use super::report::report;
 use super::resolve::{resource_id, Resolver};
 use super::time::time;
 use super::walk::Unit;
@@ -50,11 +54,33 @@ pub(super) fn curate(u: &Unit<'_>, rz: &Resolver<'_, '_>, ctx: &Context) -> Outc
         "Consent" => (Table::Consent, |res, head, rz, ctx, _| {
             consent(res, head, rz, ctx).map(|r| Rows::Consent(Box::new(r)))
         }),
+        "Immunization" => (Table::Immunizations, |res, head, rz, ctx, _| {
+            immunization(res, head, rz, ctx).map(|r| Rows::Immunization(Box::new(r)))
+        }),
+        "AllergyIntolerance" => (Table::Allergies, |res, head, rz, ctx, _| {
+            allergy(res, head, rz, ctx).map(|r| Rows::Allergy(Box::new(r)))
+        }),
+        "DiagnosticReport" => (Table::DiagnosticReports, |res, head, rz, ctx, _| {
+            report(res, head, rz, ctx).map(|r| Rows::Report(Box::new(r)))
+        }),
+        "MedicationAdministration" => {
+            (Table::MedicationAdministrations, |res, head, rz, ctx, _| {
+                administration(res, head, rz, ctx).map(Rows::Administrations)
+            })
+        }
         _ => return u.skipped(rtype),
     };
-    if table == Table::Procedures && u.res.get("status").and_then(Value::as_str) == Some("not-done")
-    {
-        return u.skipped("Procedure (status not-done)");
+    // What was not done did not happen: no row (the raw version keeps it).
+    let not_done = u.res.get("status").and_then(Value::as_str) == Some("not-done");
+    if not_done {
+        match table {
+            Table::Procedures => return u.skipped("Procedure (status not-done)"),
+            Table::Immunizations => return u.skipped("Immunization (status not-done)"),
+            Table::MedicationAdministrations => {
+                return u.skipped("MedicationAdministration (status not-done)")
+            }
+            _ => {}
+        }
     }
     let result = Head::read(u, rtype, table, ctx).and_then(|head| {
         let mut extra = Vec::new();
@@ -126,7 +152,7 @@ impl Head {
             .and_then(Value::as_str)
             .and_then(|v| v.parse().ok());
         let retracted = match table {
-            Table::Conditions => {
+            Table::Conditions | Table::Allergies => {
                 codes(u.res.get("verificationStatus")).any(|c| c == "entered-in-error")
             }
             // Only an active consent is in force (`consent` checks the status is one R4 has).

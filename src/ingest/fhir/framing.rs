@@ -262,7 +262,7 @@ pub(super) fn strip_bom(bytes: &[u8]) -> &[u8] {
 }
 
 /// The resource types that feed curated tables (Medication only helps resolve orders).
-pub(super) const CURATED: [&str; 7] = [
+pub(super) const CURATED: [&str; 11] = [
     "Patient",
     "Consent",
     "Encounter",
@@ -270,4 +270,8 @@ pub(super) const CURATED: [&str; 7] = [
     "Condition",
     "Procedure",
     "MedicationRequest",
+    "Immunization",
+    "AllergyIntolerance",
+    "DiagnosticReport",
+    "MedicationAdministration",
 ];

@@ -42,59 +42,7 @@ pub(super) fn medication(
 ) -> Fx<Vec<Medication>> {
     let patient_id = patient_ref(res, "MedicationRequest", rz)?;
     let encounter_id = encounter_ref(res, "MedicationRequest", rz)?;
-    let prefer = [code_system::RXNORM];
-    let codes = if let Some(cc) = res.get("medicationCodeableConcept") {
-        vec![pick_coding(
-            cc,
-            "MedicationRequest.medicationCodeableConcept",
-            &prefer,
-        )?]
-    } else if let Some(r) = res.get("medicationReference") {
-        let field = "MedicationRequest.medicationReference";
-        let reference = r
-            .get("reference")
-            .and_then(Value::as_str)
-            .ok_or_else(|| Fault::missing(format!("{field}.reference")))?;
-        let found = match rz.resolve(reference) {
-            Ref::Contained(id) => res
-                .get("contained")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .find(|c| {
-                    c.get("id").and_then(Value::as_str) == Some(id)
-                        && c.get("resourceType").and_then(Value::as_str) == Some("Medication")
-                })
-                .map(medication_code),
-            Ref::To(Target {
-                rtype: "Medication",
-                id,
-            }) => rz.medication(id).cloned(),
-            Ref::To(t) => {
-                let detail = format!("{reference:?} refers to a {}, not a Medication", t.rtype);
-                return Err(Fault::new(field, "bad_value", detail));
-            }
-            Ref::Dangling | Ref::Unparseable => None,
-        };
-        match found {
-            Some(Ok(c)) => c,
-            Some(Err(f)) => {
-                let detail = format!(
-                    "the Medication {reference:?} has no usable code: {}",
-                    f.detail
-                );
-                return Err(Fault::new(field, f.reason, detail));
-            }
-            None => {
-                let detail = format!(
-                    "{reference:?} is not in the input, and without it the order has no drug code"
-                );
-                return Err(Fault::new(field, "dangling_reference", detail));
-            }
-        }
-    } else {
-        return Err(Fault::missing("MedicationRequest.medication[x]"));
-    };
+    let codes = drug_codes(res, "MedicationRequest", rz)?;
     let validity = res
         .get("dispenseRequest")
         .and_then(|d| d.get("validityPeriod"));
@@ -158,4 +106,65 @@ pub(super) fn medication(
         })
         .collect();
     Ok(rows)
+}
+
+/// The drug codes of `medication[x]` of a MedicationRequest or MedicationAdministration
+/// (`rtype`): its `medicationCodeableConcept`, else the code of the Medication its
+/// `medicationReference` names (contained, or anywhere in the input).
+pub(super) fn drug_codes(res: Value<'_>, rtype: &str, rz: &Resolver<'_, '_>) -> Fx<DrugCodes> {
+    let prefer = [code_system::RXNORM];
+    if let Some(cc) = res.get("medicationCodeableConcept") {
+        let field = format!("{rtype}.medicationCodeableConcept");
+        Ok(vec![pick_coding(cc, &field, &prefer)?])
+    } else if let Some(r) = res.get("medicationReference") {
+        let field = format!("{rtype}.medicationReference");
+        let reference = r
+            .get("reference")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Fault::missing(format!("{field}.reference")))?;
+        let found = match rz.resolve(reference) {
+            Ref::Contained(id) => res
+                .get("contained")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .find(|c| {
+                    c.get("id").and_then(Value::as_str) == Some(id)
+                        && c.get("resourceType").and_then(Value::as_str) == Some("Medication")
+                })
+                .map(medication_code),
+            Ref::To(Target {
+                rtype: "Medication",
+                id,
+            }) => rz.medication(id).cloned(),
+            Ref::To(t) => {
+                let detail = format!("{reference:?} refers to a {}, not a Medication", t.rtype);
+                return Err(Fault::new(field, "bad_value", detail));
+            }
+            Ref::Dangling | Ref::Unparseable => None,
+        };
+        match found {
+            Some(Ok(c)) => Ok(c),
+            Some(Err(f)) => {
+                let detail = format!(
+                    "the Medication {reference:?} has no usable code: {}",
+                    f.detail
+                );
+                Err(Fault::new(field, f.reason, detail))
+            }
+            None => {
+                let detail = format!(
+                    "{reference:?} is not in the input, and without it the {} has no drug code",
+                    if rtype == "MedicationRequest" {
+                        "order"
+                    } else {
+                        rtype
+                    }
+                );
+                Err(Fault::new(field, "dangling_reference", detail))
+            }
+        }
+    } else {
+        Err(Fault::missing(format!("{rtype}.medication[x]")))
+    }
 }

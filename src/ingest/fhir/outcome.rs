@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 
 use crate::curated::{
-    CareTeamMember, Condition, Consent, Encounter, Medication, Observation, Patient, Procedure,
-    RowSink, Table,
+    Allergy, CareTeamMember, Condition, Consent, DiagnosticReport, Encounter, Immunization,
+    Medication, MedicationAdministration, Observation, Patient, Procedure, RowSink, Table,
 };
 use crate::ingest::{BadRecord, Skipped};
 
@@ -49,6 +49,10 @@ pub(super) enum Rows {
     Procedure(Box<Procedure>),
     Medications(Vec<Medication>),
     Consent(Box<Consent>),
+    Immunization(Box<Immunization>),
+    Allergy(Box<Allergy>),
+    Report(Box<DiagnosticReport>),
+    Administrations(Vec<MedicationAdministration>),
 }
 
 impl Rows {
@@ -62,6 +66,10 @@ impl Rows {
             Rows::Procedure(_) => Table::Procedures,
             Rows::Medications(_) => Table::Medications,
             Rows::Consent(_) => Table::Consent,
+            Rows::Immunization(_) => Table::Immunizations,
+            Rows::Allergy(_) => Table::Allergies,
+            Rows::Report(_) => Table::DiagnosticReports,
+            Rows::Administrations(_) => Table::MedicationAdministrations,
         }
     }
 
@@ -77,6 +85,12 @@ impl Rows {
             Rows::Procedure(r) => sink.procedure(*r),
             Rows::Medications(rows) => rows.into_iter().for_each(|r| sink.medication(r)),
             Rows::Consent(r) => sink.consent(*r),
+            Rows::Immunization(r) => sink.immunization(*r),
+            Rows::Allergy(r) => sink.allergy(*r),
+            Rows::Report(r) => sink.diagnostic_report(*r),
+            Rows::Administrations(rows) => rows
+                .into_iter()
+                .for_each(|r| sink.medication_administration(r)),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Tests of FHIR ingest: the helpers they share; the tests by topic below.
 
+mod clinical;
 mod ndjson;
 mod resources;
 

@@ -61,11 +61,16 @@ impl Assembler {
         let key = (patient.clone(), id);
         let trigger = m.trigger.clone();
         match trigger.as_str() {
-            "A11" => self.cancel_admit(m, pv1, &key),
+            "A11" => {
+                self.cancel_admit(m, pv1, &key);
+                self.retract_clinical(m, &key);
+                return;
+            }
             "A12" => self.cancel_transfer(m, pv1, &key),
             "A13" => self.cancel_discharge(m, pv1, &key, upd),
             t => self.upsert_encounter(m, pv1, t, &key, &patient, upd),
         }
+        self.diagnoses_and_procedures(m, &key);
     }
 
     /// Reads a PV1; reports (and returns `None` for) a bad admit or discharge time, since

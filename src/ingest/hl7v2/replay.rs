@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use super::clinical::ClinicalKey;
 use super::segment::{Msg, Seg};
 use super::state::{EncTrack, ObsTrack, PatientState};
 use super::ADT_EVENTS;
@@ -16,6 +17,8 @@ pub(super) struct Assembler {
     /// another encounter.
     pub(super) encounters: HashMap<(String, String), EncTrack>,
     pub(super) observations: HashMap<String, ObsTrack>,
+    /// DG1 and PR1 records: their current row (`None` once deleted).
+    pub(super) clinical: HashMap<ClinicalKey, Option<usize>>,
     /// Set when the current message retracted a row.
     pub(super) changed: bool,
 }

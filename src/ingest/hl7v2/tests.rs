@@ -1,5 +1,7 @@
 //! Tests of HL7 v2 ingest.
 
+mod clinical;
+
 use crate::ingest::test_support::inputs;
 use chrono::{DateTime, Utc};
 

@@ -18,6 +18,7 @@ use super::value::{self, Piece};
 use super::{
     Column, FileEntry, Invalid, Kind, Mapping, Source, Spec, Target, Unmapped, Vocabulary,
 };
+use crate::curated as c;
 use crate::curated::{
     code_system, CareTeamMember, Coding, Condition, CuratedTables, Encounter, Medication,
     Observation, Patient, Procedure, RowMeta, Table,
@@ -783,6 +784,55 @@ impl Apply<'_> {
                     meta,
                 })
             }
+            Table::Immunizations => Row::Immunization(c::Immunization {
+                immunization_id: v.req_text("immunization_id")?,
+                patient_id: v.req_text("patient_id")?,
+                encounter_id: v.text("encounter_id"),
+                code: v.coding()?,
+                occurrence_time: v.req_time("occurrence_time")?,
+                status: v.text("status"),
+                meta,
+            }),
+            Table::Allergies => Row::Allergy(c::Allergy {
+                allergy_id: v.req_text("allergy_id")?,
+                patient_id: v.req_text("patient_id")?,
+                encounter_id: v.text("encounter_id"),
+                code: v.coding()?,
+                category: v.text("category"),
+                criticality: v.text("criticality"),
+                clinical_status: v.text("clinical_status"),
+                verification_status: v.text("verification_status"),
+                onset_time: v.req_time("onset_time")?,
+                recorded_time: v.time("recorded_time"),
+                meta,
+            }),
+            Table::DiagnosticReports => Row::Report(c::DiagnosticReport {
+                report_id: v.req_text("report_id")?,
+                patient_id: v.req_text("patient_id")?,
+                encounter_id: v.text("encounter_id"),
+                category: v.text("category"),
+                code: v.coding()?,
+                effective_time: v.req_time("effective_time")?,
+                issued_time: v.time("issued_time"),
+                status: v.text("status"),
+                conclusion: v.text("conclusion"),
+                result_ids: v.text("result_ids"),
+                meta,
+            }),
+            Table::MedicationAdministrations => Row::Administration(c::MedicationAdministration {
+                administration_id: v.req_text("administration_id")?,
+                patient_id: v.req_text("patient_id")?,
+                encounter_id: v.text("encounter_id"),
+                request_id: v.text("request_id"),
+                code: v.coding()?,
+                start_time: v.req_time("start_time")?,
+                end_time: v.time("end_time"),
+                status: v.text("status"),
+                dose_value: v.num("dose_value"),
+                dose_unit: v.text("dose_unit"),
+                route: v.text("route"),
+                meta,
+            }),
         })
     }
 }
@@ -886,6 +936,10 @@ enum Row {
     Medication(Medication),
     CareTeam(CareTeamMember),
     Consent(crate::curated::Consent),
+    Immunization(c::Immunization),
+    Allergy(c::Allergy),
+    Report(c::DiagnosticReport),
+    Administration(c::MedicationAdministration),
 }
 
 fn push_row(t: &mut CuratedTables, row: Row) {
@@ -898,5 +952,9 @@ fn push_row(t: &mut CuratedTables, row: Row) {
         Row::Medication(r) => t.medications.push(r),
         Row::CareTeam(r) => t.care_team.push(r),
         Row::Consent(r) => t.consent.push(r),
+        Row::Immunization(r) => t.immunizations.push(r),
+        Row::Allergy(r) => t.allergies.push(r),
+        Row::Report(r) => t.diagnostic_reports.push(r),
+        Row::Administration(r) => t.medication_administrations.push(r),
     }
 }

@@ -218,6 +218,14 @@ pub(super) fn known_by(tables: &CuratedTables, cutoff: DateTime<Utc>) -> Curated
         medications: keep(&tables.medications, |r| &mut r.meta, cutoff),
         care_team: keep(&tables.care_team, |r| &mut r.meta, cutoff),
         consent: keep(&tables.consent, |r| &mut r.meta, cutoff),
+        immunizations: keep(&tables.immunizations, |r| &mut r.meta, cutoff),
+        allergies: keep(&tables.allergies, |r| &mut r.meta, cutoff),
+        diagnostic_reports: keep(&tables.diagnostic_reports, |r| &mut r.meta, cutoff),
+        medication_administrations: keep(
+            &tables.medication_administrations,
+            |r| &mut r.meta,
+            cutoff,
+        ),
     }
 }
 

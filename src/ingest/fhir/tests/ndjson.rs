@@ -13,7 +13,7 @@ fn ndjson_lines_references_and_garbage() {
         "\"subject\":{\"reference\":\"urn:uuid:nobody\"},\"effectiveDateTime\":\"2020\"}\n",
         "{\"resourceType\":\"Observation\",\"id\":\n",
         "[1,2]\n",
-        "{\"resourceType\":\"Immunization\",\"id\":\"i1\"}\n",
+        "{\"resourceType\":\"Claim\",\"id\":\"i1\"}\n",
         "{\"resourceType\":\"MedicationRequest\",\"id\":\"m1\",\"medicationReference\":{\"reference\":\"Medication/med9\"},",
         "\"subject\":{\"reference\":\"Patient/11111111-2222\"},\"authoredOn\":\"2020-01-01\"}\n",
     );
@@ -56,7 +56,7 @@ fn ndjson_lines_references_and_garbage() {
         .iter()
         .map(|s| (s.what.as_str(), s.location.record))
         .collect();
-    assert_eq!(skipped, [("Immunization", 5), ("Medication", 1)]);
+    assert_eq!(skipped, [("Claim", 5), ("Medication", 1)]);
 }
 
 #[test]

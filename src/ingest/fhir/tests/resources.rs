@@ -225,7 +225,7 @@ fn every_resource_type() {
                 "code": {"coding": [{"system": "http://snomed.info/sct", "code": "430127000"}]}}],
             "medicationReference": {"reference": "#x"},
             "subject": {"reference": "Patient/p1"}, "authoredOn": "2013-03-15"}},
-        {"resource": {"resourceType": "AllergyIntolerance", "id": "a1"}},
+        {"resource": {"resourceType": "Claim", "id": "a1"}},
         {"request": {"method": "DELETE", "url": "Patient/old"}}
     ]));
     assert!(parsed.bad.is_empty(), "{:?}", parsed.bad);
@@ -330,7 +330,7 @@ fn every_resource_type() {
             ("Practitioner", 2),
             ("Procedure (status not-done)", 8),
             ("Medication", 9),
-            ("AllergyIntolerance", 12),
+            ("Claim", 12),
             ("Bundle.entry without resource (DELETE Patient/old)", 13)
         ]
     );
