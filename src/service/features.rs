@@ -54,15 +54,18 @@ impl FeaturesService {
             knowledge: convert::knowledge(req.as_occurred),
             ..Default::default()
         };
-        let (store, repo, set) = (
+        let (store, repo, set, full) = (
             self.state.store.clone(),
             self.state.repo.clone(),
             req.feature_set.clone(),
+            req.full,
         );
         let out = self
             .state
             .jobs
-            .run(async move { features::materialize(&store, &repo, &set, &opts).await })
+            .run(
+                async move { features::materialize_latest(&store, &repo, &set, &opts, full).await },
+            )
             .await?;
         // Serve the new timeline online: sets declared online, and any set already loaded.
         // Requests in flight finish on the timeline they started with.
