@@ -72,7 +72,8 @@ impl FeaturesService {
         let online = self.state.repo.set(&req.feature_set)?.online
             || self.state.online.snapshot(&req.feature_set).is_some();
         if !req.as_occurred && online {
-            self.state.online.refresh(&req.feature_set).await?;
+            // Incremental: only the changed patients are loaded, the rest shared.
+            self.state.online.apply(&req.feature_set, &out).await?;
         }
         Ok((&out).into())
     }

@@ -507,3 +507,70 @@ fn proto_values(p: &features::PatientFeatures) -> proto::PatientFeatures {
             .collect(),
     }
 }
+
+/// After incremental materializations the online index loads only the changed patients
+/// (`Online::apply`): the index of the others is shared with the timeline served before,
+/// and every answer equals that of the new timeline loaded whole, naming it.
+#[tokio::test]
+async fn online_applies_changed_patients_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, clock) = store_at(dir.path());
+    let repo = FeatureRepo::parse(EXAMPLE, "readmission.toml").unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(77);
+    let mut full = cohort(60, 21);
+    let (lo, hi) = known_range(&full);
+    let cuts = [lo + (hi - lo) / 2, lo + (hi - lo) * 3 / 4, hi];
+    let online = ward::lookup::Online::new(store.clone());
+    let patients: Vec<String> = full.patients.iter().map(|p| p.patient_id.clone()).collect();
+    let opts = MaterializeOptions::default();
+    let set = "readmission_online";
+    let mut base = None;
+    for (step, cut) in cuts.iter().enumerate() {
+        if step > 0 {
+            correct(&mut full, &mut rng, cuts[step - 1], *cut);
+        }
+        clock.advance(Duration::minutes(1));
+        put_curated(&store, &known_by(&full, *cut)).await;
+        let out = features::materialize_latest(&store, &repo, set, &opts, false)
+            .await
+            .unwrap();
+        assert_eq!(online.apply(set, &out).await.unwrap(), out.hash);
+        let serving = online.snapshot(set).unwrap();
+        assert_eq!(serving.timeline, out.hash);
+        match step {
+            0 => {
+                assert_eq!(serving.overlaid(), 0, "the first is loaded whole");
+                base = Some(serving.index.clone());
+            }
+            _ => {
+                assert!(matches!(out.basis, Basis::Incremental { .. }));
+                assert!(
+                    !out.changed.is_empty(),
+                    "step {step}: some patients changed"
+                );
+                assert!(serving.overlaid() >= out.changed.len());
+                assert!(
+                    Arc::ptr_eq(base.as_ref().unwrap(), &serving.index),
+                    "step {step}: the unchanged patients' index is shared"
+                );
+            }
+        }
+        let whole = ward::lookup::Serving::load(&store, &out.hash)
+            .await
+            .unwrap();
+        for at in [*cut, *cut - Duration::days(200), hi + Duration::days(30)] {
+            let a = serving.answer(&patients, &[], at).unwrap();
+            let b = whole.answer(&patients, &[], at).unwrap();
+            assert_eq!(a.timeline, out.hash);
+            assert_eq!(a.features, b.features);
+            for (x, y) in a.patients.iter().zip(&b.patients) {
+                assert_eq!(x.patient_id, y.patient_id);
+                assert_eq!(
+                    x.values, y.values,
+                    "step {step} patient {} at {at}",
+                    x.patient_id
+                );
+            }
+        }
+    }
+}
