@@ -479,8 +479,7 @@ async fn service_materialize_is_incremental_and_online_names_the_timeline() {
         .await
         .unwrap();
     assert_eq!(whole.timeline.to_string(), after.timeline);
-    let whole: Vec<proto::PatientFeatures> =
-        whole.patients.iter().map(|p| proto_values(p)).collect();
+    let whole: Vec<proto::PatientFeatures> = whole.patients.iter().map(proto_values).collect();
     assert_eq!(whole, after.patients);
     let _ = tx.send(());
     served.await.unwrap().unwrap();
