@@ -94,11 +94,7 @@ fn main() {
     let after = rss_mib();
     drop(timeline);
     let cps = index.len();
-    let serving = Serving {
-        set: set.clone(),
-        timeline: ContentHash([0; 32]),
-        index,
-    };
+    let serving = Serving::new(set.clone(), ContentHash([0; 32]), index);
     let features: Vec<String> = set
         .features
         .iter()

@@ -152,6 +152,11 @@ pub enum Command {
         /// of their ids and the timeline is written as it goes (same result, less memory).
         #[arg(long, default_value_t = crate::features::PARTITION_ROWS)]
         partition_rows: usize,
+        /// Compute every patient; by default only the patients whose rows changed since the
+        /// newest timeline of the set (when it was made from the same definition and
+        /// knowledge) are, the others copied. The timeline is the same either way.
+        #[arg(long)]
+        full: bool,
     },
     /// Features of patients at a time (now by default) from the latest timeline of a set.
     Get {
@@ -439,7 +444,15 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
             set,
             as_occurred,
             partition_rows,
-        } => features::materialize(dir, &clock, features, set, as_occurred, partition_rows).await?,
+            full,
+        } => {
+            let how = features::How {
+                as_occurred,
+                partition_rows,
+                full,
+            };
+            features::materialize(dir, &clock, features, set, how).await?;
+        }
         Command::Get {
             set,
             patients,

@@ -32,6 +32,7 @@ mod direct;
 mod encode;
 mod events;
 mod filter;
+mod incremental;
 mod inputs;
 mod intern;
 mod kind;
@@ -107,6 +108,38 @@ pub struct MaterializeOutcome {
     pub partitions: usize,
     /// False when the same timeline was stored already.
     pub created: bool,
+    /// Full or incremental, and why.
+    pub basis: Basis,
+    /// The patients recomputed by an incremental materialization, sorted (empty after a
+    /// full one): what an online index holding `basis`'s previous timeline must update.
+    #[serde(skip)]
+    pub changed: Vec<String>,
+}
+
+/// How a timeline was materialized ([`MaterializeOutcome::basis`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum Basis {
+    /// Every patient computed, for the reason given.
+    Full {
+        /// Why not incrementally.
+        why: String,
+    },
+    /// From `previous`: the patients whose rows changed recomputed, the others' change
+    /// points copied.
+    Incremental {
+        /// The timeline reused.
+        previous: ContentHash,
+    },
+}
+
+impl std::fmt::Display for Basis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Basis::Full { why } => write!(f, "full: {why}"),
+            Basis::Incremental { previous } => write!(f, "incremental from {previous}"),
+        }
+    }
 }
 
 /// The lineage parameters of a timeline (`lineage.params`).
@@ -412,6 +445,7 @@ async fn store_timeline(
     refs: Vec<(String, ContentHash)>,
     timeline: Computed,
     knowledge: Knowledge,
+    basis: Basis,
 ) -> Result<MaterializeOutcome> {
     let definition = set.definition_hash();
     let name = timeline_name(&set.name);
@@ -468,14 +502,17 @@ async fn store_timeline(
         reused,
         partitions,
         created: put.created,
+        basis,
+        changed: Vec::new(),
     })
 }
 
 /// Materializes feature set `set` of `repo` from the latest curated versions and stores the
-/// timeline (name `timeline-<set>`, kind `timeline`). Lineage: inputs = the curated versions
-/// read, in table order; definition = the set's definition hash; params = `op`
-/// (`materialize`), `feature_set`, `knowledge`, `tables` (the table of each input) and
-/// `definition` (the set's canonical form, for [`rebuild`]).
+/// timeline (name `timeline-<set>`, kind `timeline`), computing every patient. Lineage:
+/// inputs = the curated versions read, in table order; definition = the set's definition
+/// hash; params = `op` (`materialize`), `feature_set`, `knowledge`, `tables` (the table of
+/// each input) and `definition` (the set's canonical form, for [`rebuild`]).
+/// [`materialize_latest`] chooses between this and [`materialize_incremental`].
 ///
 /// # Errors
 /// [`Error::NotFound`] for an unknown set or a curated table never ingested; derived-query
@@ -487,11 +524,27 @@ pub async fn materialize(
     opts: &MaterializeOptions,
 ) -> Result<MaterializeOutcome> {
     let set = repo.set(set)?;
+    materialize_full(
+        store,
+        set,
+        opts,
+        "a full materialization was asked for".into(),
+    )
+    .await
+}
+
+async fn materialize_full(
+    store: &Store,
+    set: &FeatureSet,
+    opts: &MaterializeOptions,
+    why: String,
+) -> Result<MaterializeOutcome> {
     loop {
         let started = store.head(&timeline_name(&set.name))?;
         let refs = latest_refs(store, set)?;
         let timeline = compute_stored(store, set, &refs, opts).await?;
-        let out = store_timeline(store, set, refs, timeline, opts.knowledge).await?;
+        let basis = Basis::Full { why: why.clone() };
+        let out = store_timeline(store, set, refs, timeline, opts.knowledge, basis).await?;
         if publish_timeline(store, set, &out, started.map(|h| h.seq))? {
             return Ok(out);
         }
@@ -499,6 +552,85 @@ pub async fn materialize(
             set = set.name,
             "a newer timeline was published from newer curated versions; materializing again"
         );
+    }
+}
+
+/// Materializes `set` from the latest curated versions, incrementally when it can: from the
+/// newest timeline of the set (the head of `timeline-<set>`) when that one was made from the
+/// same definition (hash) and knowledge; in full when `full` is set, when there is none,
+/// or when it was made otherwise. [`MaterializeOutcome::basis`] says which, and why. The
+/// CLI (`ward materialize [--full]`) and the service's Materialize call this; either way
+/// the timeline is the same version.
+///
+/// # Errors
+/// As [`materialize`] and [`materialize_incremental`].
+pub async fn materialize_latest(
+    store: &Store,
+    repo: &FeatureRepo,
+    set: &str,
+    opts: &MaterializeOptions,
+    full: bool,
+) -> Result<MaterializeOutcome> {
+    let def = repo.set(set)?;
+    let why = if full {
+        "a full materialization was asked for".to_string()
+    } else {
+        match incremental_base(store, def, opts)? {
+            Ok(previous) => {
+                return materialize_incremental(store, repo, set, &previous, opts).await;
+            }
+            Err(why) => why,
+        }
+    };
+    materialize_full(store, def, opts, why).await
+}
+
+/// The timeline an incremental materialization of `set` starts from (the head of its
+/// name), or why there is none.
+fn incremental_base(
+    store: &Store,
+    set: &FeatureSet,
+    opts: &MaterializeOptions,
+) -> Result<std::result::Result<ContentHash, String>> {
+    let name = timeline_name(&set.name);
+    let Some(head) = store.head(&name)? else {
+        return Ok(Err(format!("no previous timeline of set {}", set.name)));
+    };
+    let m = store.manifest(&head.hash)?;
+    let p = match params_of(&m) {
+        Ok(p) => p,
+        Err(e) => {
+            return Ok(Err(format!(
+                "the previous timeline {} is not one to build on ({e})",
+                head.hash
+            )))
+        }
+    };
+    let definition = set.definition_hash();
+    if m.lineage.definition != Some(definition) {
+        return Ok(Err(format!(
+            "the previous timeline {} was made from another definition ({}; now {definition})",
+            head.hash,
+            m.lineage
+                .definition
+                .map_or_else(|| "none".to_string(), |d| d.to_string()),
+        )));
+    }
+    if p.knowledge != opts.knowledge {
+        return Ok(Err(format!(
+            "the previous timeline {} was made {}, this one {}",
+            head.hash,
+            knowledge_text(p.knowledge),
+            knowledge_text(opts.knowledge)
+        )));
+    }
+    Ok(Ok(head.hash))
+}
+
+fn knowledge_text(k: Knowledge) -> &'static str {
+    match k {
+        Knowledge::AsKnown => "as known",
+        Knowledge::AsOccurred => "as occurred",
     }
 }
 
@@ -580,8 +712,14 @@ pub async fn load_index(store: &Store, hash: &ContentHash) -> Result<(FeatureSet
 }
 
 /// Materializes `set` again after new curated data, reusing the rows of `previous` (a
-/// timeline of the same set and knowledge) for patients whose rows did not change. The
-/// result is the same version a full [`materialize`] gives.
+/// timeline of the same set and knowledge) for patients whose rows did not change: only the
+/// curated tables whose version changed are read whole (digested per patient as they are
+/// scanned, previous and latest version), the changed patients' rows are read and computed,
+/// and the other patients' change points are copied from `previous`
+/// (`features/incremental.rs`). The result is the same version a full [`materialize`]
+/// gives; when newer curated versions were materialized meanwhile, or the change cannot be
+/// followed patient by patient, it is a full materialization
+/// ([`MaterializeOutcome::basis`] says so).
 ///
 /// # Errors
 /// As [`materialize`]; [`Error::InvalidArgument`] when `previous` was made from another
@@ -607,18 +745,31 @@ pub async fn materialize_incremental(
     }
     let prev_refs: Vec<(String, ContentHash)> =
         p.tables.into_iter().zip(m.lineage.inputs).collect();
-    let reads = Reads::of(set);
-    let prev_inputs = read_inputs(store, &prev_refs, &reads, None).await?;
-    let (_, prev_batches) = store.read(previous).await?;
     let started = store.head(&timeline_name(&set.name))?;
     let refs = latest_refs(store, set)?;
-    let inputs = read_inputs(store, &refs, &reads, None).await?;
-    let timeline = compute_incremental(set, &prev_batches, &prev_inputs, &inputs, opts).await?;
-    let out = store_timeline(store, set, refs, Computed::Memory(timeline), opts.knowledge).await?;
+    let delta = incremental::compute_delta(store, set, &prev_refs, &refs, previous, opts).await?;
+    let (timeline, changed) = match delta {
+        incremental::Delta::Computed { timeline, changed } => (timeline, changed),
+        incremental::Delta::Full(why) => return materialize_full(store, set, opts, why).await,
+    };
+    let basis = Basis::Incremental {
+        previous: *previous,
+    };
+    let mut out = store_timeline(
+        store,
+        set,
+        refs,
+        Computed::Memory(timeline),
+        opts.knowledge,
+        basis,
+    )
+    .await?;
+    out.changed = changed;
     if !publish_timeline(store, set, &out, started.map(|h| h.seq))? {
         // Newer curated versions were materialized meanwhile: a full materialization from
         // them is the current timeline.
-        return materialize(store, repo, &set.name, opts).await;
+        let why = "a newer timeline was published meanwhile".to_string();
+        return materialize_full(store, set, opts, why).await;
     }
     Ok(out)
 }
@@ -639,7 +790,10 @@ pub async fn rebuild(store: &Store, hash: &ContentHash) -> Result<ContentHash> {
         ..MaterializeOptions::default()
     };
     let timeline = compute_stored(store, &set, &refs, &opts).await?;
-    let out = store_timeline(store, &set, refs, timeline, p.knowledge).await?;
+    let basis = Basis::Full {
+        why: "rebuilt from its lineage".into(),
+    };
+    let out = store_timeline(store, &set, refs, timeline, p.knowledge, basis).await?;
     if out.hash != *hash {
         return Err(Error::Corrupt {
             hash: hash.to_string(),

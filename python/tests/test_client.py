@@ -111,11 +111,17 @@ def test_feature_sets(client, cohort):
 
 def test_materialize_is_deterministic(client, cohort):
     r = client.materialize("readmission_online")
-    # The command line made the same timeline from the same curated versions.
+    # The command line made the same timeline from the same curated versions: built on
+    # incrementally, no patient changed.
     assert r.timeline == cohort.timelines["readmission_online"]
     assert r.created is False
-    assert 0 < r.patients <= COHORT_PATIENTS and r.change_points > 0
+    assert r.previous == r.timeline and r.full_reason == ""
+    assert r.patients == 0 and 0 < r.reused <= COHORT_PATIENTS and r.change_points > 0
     assert client.verify(r.timeline).ok
+    full = client.materialize("readmission_online", full=True)
+    assert full.timeline == r.timeline and full.previous == ""
+    assert "asked for" in full.full_reason
+    assert 0 < full.patients <= COHORT_PATIENTS and full.change_points == r.change_points
 
 
 def cli_get(cohort, set_name, patients, as_of):

@@ -135,6 +135,12 @@ class Materialized:
     change_points: int
     patients: int
     created: bool
+    #: The timeline built on when materialized incrementally; "" when in full.
+    previous: str = ""
+    #: Why in full ("" when incremental).
+    full_reason: str = ""
+    #: Patients whose change points were copied from `previous`.
+    reused: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -526,14 +532,18 @@ class Client:
             for s in resp.sets
         ]
 
-    def materialize(self, feature_set, as_occurred=False):
+    def materialize(self, feature_set, as_occurred=False, full=False):
         """Materializes a feature set from the latest curated versions (a Materialized).
 
+        Incrementally from the set's newest timeline when it was made from the same
+        definition and knowledge, unless `full=True`; the timeline is the same either way.
         The server swaps the new timeline into its online index.
         """
-        req = features_pb2.MaterializeRequest(feature_set=feature_set, as_occurred=as_occurred)
+        req = features_pb2.MaterializeRequest(feature_set=feature_set, as_occurred=as_occurred, full=full)
         r = self._call(self._features.Materialize, req)
-        return Materialized(r.timeline, r.definition, r.change_points, r.patients, r.created)
+        return Materialized(
+            r.timeline, r.definition, r.change_points, r.patients, r.created, r.previous, r.full_reason, r.reused
+        )
 
     def get_online_features(self, feature_set, patient_ids, as_of=None, features=None, statuses=True):
         """Features of patients at one time, as a pandas DataFrame.

@@ -7,15 +7,28 @@ use anyhow::Result;
 use crate::clock::SharedClock;
 use crate::store::Store;
 
-/// `ward materialize`: a feature set into a timeline version; prints its hash.
+/// How `ward materialize` materializes.
+pub(super) struct How {
+    pub(super) as_occurred: bool,
+    pub(super) partition_rows: usize,
+    pub(super) full: bool,
+}
+
+/// `ward materialize`: a feature set into a timeline version, incrementally from the newest
+/// timeline of the set when it can (`--full`: never); says which and why on stderr, prints
+/// its hash.
 pub(super) async fn materialize(
     dir: &Path,
     clock: &SharedClock,
     features: PathBuf,
     set: String,
-    as_occurred: bool,
-    partition_rows: usize,
+    how: How,
 ) -> Result<()> {
+    let How {
+        as_occurred,
+        partition_rows,
+        full,
+    } = how;
     let store = Store::open_existing(dir, clock.clone())?;
     let repo = crate::features::FeatureRepo::load(&features)?;
     let opts = crate::features::MaterializeOptions {
@@ -28,16 +41,23 @@ pub(super) async fn materialize(
         ..Default::default()
     };
     let started = std::time::Instant::now();
-    let out = crate::features::materialize(&store, &repo, &set, &opts).await?;
+    let out = crate::features::materialize_latest(&store, &repo, &set, &opts, full).await?;
     let parts = match out.partitions {
         1 => String::new(),
         n => format!(", in {n} ranges of patients"),
     };
+    let patients = match &out.basis {
+        crate::features::Basis::Full { .. } => format!("{} patients", out.recomputed),
+        crate::features::Basis::Incremental { .. } => format!(
+            "{} patients recomputed, {} reused",
+            out.recomputed, out.reused
+        ),
+    };
+    eprintln!("materializing {}: {}", out.set, out.basis);
     eprintln!(
-        "materialized {} ({} change points, {} patients{parts}) in {:.1} s from:",
+        "materialized {} ({} change points, {patients}{parts}) in {:.1} s from:",
         out.set,
         out.rows,
-        out.recomputed,
         started.elapsed().as_secs_f64()
     );
     for (table, hash) in &out.inputs {

@@ -1,17 +1,22 @@
 //! Online lookups: the latest timeline of each feature set held in memory ([`Serving`]),
 //! answering "features of patient p at t" (t defaults to now, from the injected clock); a
 //! newly materialized timeline is swapped in atomically ([`Online`]) while requests in
-//! flight finish on the old one.
+//! flight finish on the old one. After an incremental materialization only its changed
+//! patients are loaded ([`Online::apply`]): the new [`Serving`] shares the index of every
+//! other patient with the one it replaces.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use arrow::array::{AsArray, BooleanArray, RecordBatch};
 use chrono::{DateTime, Utc};
 
 use super::choose_timeline;
 use crate::error::{Error, Result};
-use crate::features::{self, FeatureSet, Knowledge, PatientFeatures, TimelineIndex};
+use crate::features::{
+    self, Basis, FeatureSet, Knowledge, MaterializeOutcome, PatientFeatures, TimelineIndex,
+};
 use crate::hash::ContentHash;
 use crate::store::Store;
 
@@ -22,9 +27,26 @@ pub struct Serving {
     pub set: FeatureSet,
     /// The timeline version.
     pub timeline: ContentHash,
-    /// Its index.
-    pub index: TimelineIndex,
+    /// Its index, loaded whole: of an earlier timeline of the set when `overlay` is there.
+    pub index: Arc<TimelineIndex>,
+    /// The patients whose rows changed since `index`'s timeline, with their rows in
+    /// `timeline`: a lookup of one of them reads this (no entry: no data), of any other
+    /// patient `index`.
+    overlay: Option<Arc<Overlay>>,
 }
+
+/// The changed patients' part of a [`Serving`].
+#[derive(Debug)]
+struct Overlay {
+    patients: HashSet<String>,
+    index: TimelineIndex,
+    /// The rows indexed, kept to build the next overlay.
+    batches: Vec<RecordBatch>,
+}
+
+/// Changed patients up to this many are read from the new timeline with a `patient_id IN
+/// (...)` filter; more with a scan that keeps them.
+const IN_LIST_MAX: usize = 4096;
 
 /// An online answer.
 #[derive(Debug, Clone)]
@@ -46,11 +68,30 @@ impl Serving {
     /// As [`features::load_index`].
     pub async fn load(store: &Store, timeline: &ContentHash) -> Result<Serving> {
         let (set, index) = features::load_index(store, timeline).await?;
-        Ok(Serving {
+        Ok(Serving::new(set, *timeline, index))
+    }
+
+    /// A timeline's index, loaded whole.
+    pub fn new(set: FeatureSet, timeline: ContentHash, index: TimelineIndex) -> Serving {
+        Serving {
             set,
-            timeline: *timeline,
-            index,
-        })
+            timeline,
+            index: Arc::new(index),
+            overlay: None,
+        }
+    }
+
+    /// Patients answered from the overlay (changed since the whole index was loaded).
+    pub fn overlaid(&self) -> usize {
+        self.overlay.as_ref().map_or(0, |o| o.patients.len())
+    }
+
+    /// The index that holds `patient`'s rows.
+    fn index_of(&self, patient: &str) -> &TimelineIndex {
+        match &self.overlay {
+            Some(o) if o.patients.contains(patient) => &o.index,
+            _ => &self.index,
+        }
     }
 
     /// The positions of the requested features (all of the set when empty), refusing
@@ -112,14 +153,15 @@ impl Serving {
         let rows = patients
             .iter()
             .map(|p| {
-                let pi = self.index.patient(p);
+                let index = self.index_of(p);
+                let pi = index.patient(p);
                 PatientFeatures {
                     patient_id: p.clone(),
                     at,
                     values: positions
                         .iter()
                         .zip(&names)
-                        .map(|(&fi, n)| (n.clone(), self.index.resolve(pi, fi, t).to_value()))
+                        .map(|(&fi, n)| (n.clone(), index.resolve(pi, fi, t).to_value()))
                         .collect(),
                 }
             })
@@ -175,6 +217,10 @@ impl Online {
     /// [`Error::NotFound`] when the set was never materialized; load errors.
     pub async fn refresh(&self, set: &str) -> Result<ContentHash> {
         let _guard = self.loading.lock().await;
+        self.refresh_locked(set).await
+    }
+
+    async fn refresh_locked(&self, set: &str) -> Result<ContentHash> {
         let m = choose_timeline(&self.store, set, None, Knowledge::AsKnown)?;
         if let Some(s) = self.snapshot(set) {
             if s.timeline == m.hash {
@@ -182,12 +228,97 @@ impl Online {
             }
         }
         let serving = Arc::new(Serving::load(&self.store, &m.hash).await?);
+        self.swap(set, serving);
+        Ok(m.hash)
+    }
+
+    fn swap(&self, set: &str, serving: Arc<Serving>) {
         self.sets.rcu(|old| {
             let mut new = HashMap::clone(old);
             new.insert(set.to_string(), serving.clone());
             new
         });
-        Ok(m.hash)
+    }
+
+    /// Serves the timeline a materialization of `set` stored, as [`Online::refresh`] does,
+    /// but after an incremental one ([`Basis::Incremental`]) from the timeline served now,
+    /// only its changed patients' rows are read and indexed: the new [`Serving`] shares the
+    /// index of every other patient with the old one and is swapped in whole, so a request
+    /// sees either timeline, never a mix. When the changed patients since the last whole
+    /// load grow past a quarter of the patients (or the timeline served is another), the
+    /// timeline is loaded whole. Returns the timeline served.
+    ///
+    /// # Errors
+    /// As [`Online::refresh`]; store errors reading the changed rows.
+    pub async fn apply(&self, set: &str, out: &MaterializeOutcome) -> Result<ContentHash> {
+        let _guard = self.loading.lock().await;
+        let Basis::Incremental { previous } = &out.basis else {
+            return self.refresh_locked(set).await;
+        };
+        let newest = choose_timeline(&self.store, set, None, Knowledge::AsKnown)?;
+        let current = self.snapshot(set);
+        let Some(current) = current.filter(|c| {
+            newest.hash == out.hash && c.timeline == *previous && c.set.name == out.set
+        }) else {
+            return self.refresh_locked(set).await;
+        };
+        let kept: Vec<RecordBatch> = match &current.overlay {
+            None => Vec::new(),
+            Some(o) => {
+                let changed: HashSet<&str> = out.changed.iter().map(String::as_str).collect();
+                o.batches
+                    .iter()
+                    .map(|b| without_patients(b, &changed))
+                    .collect::<Result<_>>()?
+            }
+        };
+        let mut patients: HashSet<String> = current
+            .overlay
+            .as_ref()
+            .map(|o| o.patients.clone())
+            .unwrap_or_default();
+        patients.extend(out.changed.iter().cloned());
+        if patients.len() > current.index.patients() / 4 + 64 {
+            return self.refresh_locked(set).await;
+        }
+        let mut batches = kept;
+        batches.extend(self.rows_of(&out.hash, &out.changed).await?);
+        let index = TimelineIndex::build(&current.set, &batches)?;
+        let serving = Arc::new(Serving {
+            set: current.set.clone(),
+            timeline: out.hash,
+            index: current.index.clone(),
+            overlay: Some(Arc::new(Overlay {
+                patients,
+                index,
+                batches,
+            })),
+        });
+        self.swap(set, serving);
+        Ok(out.hash)
+    }
+
+    /// The rows of `patients` in timeline `hash`, in its order.
+    async fn rows_of(&self, hash: &ContentHash, patients: &[String]) -> Result<Vec<RecordBatch>> {
+        if patients.is_empty() {
+            return Ok(Vec::new());
+        }
+        let filter = (patients.len() <= IN_LIST_MAX).then(|| {
+            use datafusion::prelude::{col, lit};
+            col("patient_id").in_list(patients.iter().map(|p| lit(p.as_str())).collect(), false)
+        });
+        let wanted: HashSet<&str> = patients.iter().map(String::as_str).collect();
+        let mut out = Vec::new();
+        self.store
+            .scan_where(hash, None, filter, |b| {
+                let kept = only_patients(b, &wanted)?;
+                if kept.num_rows() > 0 {
+                    out.push(kept);
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(out)
     }
 
     /// Features of `patients` at `at` (default: now, from the store's clock) from the
@@ -215,4 +346,26 @@ impl Online {
         let at = at.unwrap_or_else(|| self.store.clock().now());
         serving.answer(patients, features, at)
     }
+}
+
+/// The rows of `b` whose `patient_id` is (`keep`) or is not (`!keep`) in `patients`.
+fn rows_where(b: &RecordBatch, patients: &HashSet<&str>, keep: bool) -> Result<RecordBatch> {
+    let col = b
+        .column_by_name("patient_id")
+        .ok_or_else(|| Error::Internal("timeline rows without patient_id".into()))?;
+    let col = arrow::compute::cast(col, &arrow::datatypes::DataType::Utf8)?;
+    let mask: BooleanArray = col
+        .as_string::<i32>()
+        .iter()
+        .map(|p| Some(p.is_some_and(|p| patients.contains(p)) == keep))
+        .collect();
+    Ok(arrow::compute::filter_record_batch(b, &mask)?)
+}
+
+fn only_patients(b: &RecordBatch, patients: &HashSet<&str>) -> Result<RecordBatch> {
+    rows_where(b, patients, true)
+}
+
+fn without_patients(b: &RecordBatch, patients: &HashSet<&str>) -> Result<RecordBatch> {
+    rows_where(b, patients, false)
 }

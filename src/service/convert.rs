@@ -17,7 +17,7 @@ use super::parse_ref;
 use super::proto;
 use crate::error::{Error, Result};
 use crate::features::{
-    FeatureSet, FeatureValue, Knowledge, MaterializeOutcome, Status as ValueStatus, Value,
+    Basis, FeatureSet, FeatureValue, Knowledge, MaterializeOutcome, Status as ValueStatus, Value,
 };
 use crate::ingest::mapping::Mapping;
 use crate::ingest::pipeline::{Format, IngestOptions, IngestReport, MaxBad};
@@ -157,6 +157,15 @@ impl From<&MaterializeOutcome> for proto::MaterializeResponse {
             change_points: out.rows as u64,
             patients: out.recomputed as u64,
             created: out.created,
+            previous: match &out.basis {
+                Basis::Incremental { previous } => previous.to_string(),
+                Basis::Full { .. } => String::new(),
+            },
+            full_reason: match &out.basis {
+                Basis::Full { why } => why.clone(),
+                Basis::Incremental { .. } => String::new(),
+            },
+            reused: out.reused as u64,
         }
     }
 }

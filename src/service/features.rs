@@ -54,22 +54,26 @@ impl FeaturesService {
             knowledge: convert::knowledge(req.as_occurred),
             ..Default::default()
         };
-        let (store, repo, set) = (
+        let (store, repo, set, full) = (
             self.state.store.clone(),
             self.state.repo.clone(),
             req.feature_set.clone(),
+            req.full,
         );
         let out = self
             .state
             .jobs
-            .run(async move { features::materialize(&store, &repo, &set, &opts).await })
+            .run(
+                async move { features::materialize_latest(&store, &repo, &set, &opts, full).await },
+            )
             .await?;
         // Serve the new timeline online: sets declared online, and any set already loaded.
         // Requests in flight finish on the timeline they started with.
         let online = self.state.repo.set(&req.feature_set)?.online
             || self.state.online.snapshot(&req.feature_set).is_some();
         if !req.as_occurred && online {
-            self.state.online.refresh(&req.feature_set).await?;
+            // Incremental: only the changed patients are loaded, the rest shared.
+            self.state.online.apply(&req.feature_set, &out).await?;
         }
         Ok((&out).into())
     }

@@ -14,6 +14,7 @@ mod formats;
 mod hardening;
 mod hash_props;
 mod hl7v2;
+mod incremental;
 mod ingest;
 mod live;
 mod live_http;

@@ -525,6 +525,7 @@ async fn feature_sets_and_materialize() {
         .materialize(proto::MaterializeRequest {
             feature_set: "readmission_online".into(),
             as_occurred: false,
+            full: false,
         })
         .await
         .unwrap()
@@ -538,6 +539,7 @@ async fn feature_sets_and_materialize() {
         .materialize(proto::MaterializeRequest {
             feature_set: "sepsis".into(),
             as_occurred: false,
+            full: false,
         })
         .await
         .unwrap_err();
@@ -1477,6 +1479,7 @@ async fn online_and_historical_lookups() {
         .materialize(proto::MaterializeRequest {
             feature_set: "readmission_online".into(),
             as_occurred: false,
+            full: false,
         })
         .await
         .unwrap()

@@ -57,26 +57,34 @@ class FeatureInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., is_label: _Optional[bool] = ..., ttl_seconds: _Optional[int] = ...) -> None: ...
 
 class MaterializeRequest(_message.Message):
-    __slots__ = ("feature_set", "as_occurred")
+    __slots__ = ("feature_set", "as_occurred", "full")
     FEATURE_SET_FIELD_NUMBER: _ClassVar[int]
     AS_OCCURRED_FIELD_NUMBER: _ClassVar[int]
+    FULL_FIELD_NUMBER: _ClassVar[int]
     feature_set: str
     as_occurred: bool
-    def __init__(self, feature_set: _Optional[str] = ..., as_occurred: _Optional[bool] = ...) -> None: ...
+    full: bool
+    def __init__(self, feature_set: _Optional[str] = ..., as_occurred: _Optional[bool] = ..., full: _Optional[bool] = ...) -> None: ...
 
 class MaterializeResponse(_message.Message):
-    __slots__ = ("timeline", "definition", "change_points", "patients", "created")
+    __slots__ = ("timeline", "definition", "change_points", "patients", "created", "previous", "full_reason", "reused")
     TIMELINE_FIELD_NUMBER: _ClassVar[int]
     DEFINITION_FIELD_NUMBER: _ClassVar[int]
     CHANGE_POINTS_FIELD_NUMBER: _ClassVar[int]
     PATIENTS_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_FIELD_NUMBER: _ClassVar[int]
+    FULL_REASON_FIELD_NUMBER: _ClassVar[int]
+    REUSED_FIELD_NUMBER: _ClassVar[int]
     timeline: str
     definition: str
     change_points: int
     patients: int
     created: bool
-    def __init__(self, timeline: _Optional[str] = ..., definition: _Optional[str] = ..., change_points: _Optional[int] = ..., patients: _Optional[int] = ..., created: _Optional[bool] = ...) -> None: ...
+    previous: str
+    full_reason: str
+    reused: int
+    def __init__(self, timeline: _Optional[str] = ..., definition: _Optional[str] = ..., change_points: _Optional[int] = ..., patients: _Optional[int] = ..., created: _Optional[bool] = ..., previous: _Optional[str] = ..., full_reason: _Optional[str] = ..., reused: _Optional[int] = ...) -> None: ...
 
 class OnlineRequest(_message.Message):
     __slots__ = ("feature_set", "patient_ids", "as_of", "features")

@@ -69,8 +69,9 @@ class FeaturesServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Materialize(self, request, context):
-        """Materializes a set from the latest curated versions; the new timeline is swapped into
-        the online index without failing requests in flight.
+        """Materializes a set from the latest curated versions, incrementally from the set's newest
+        timeline when it was made from the same definition and knowledge (unless `full`); the
+        new timeline goes into the online index without failing requests in flight.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,0 +1,489 @@
+//! Incremental materialization through the store: which patients' rows changed between the
+//! curated versions a previous timeline was made from and the latest ones, those patients
+//! recomputed, every other patient's change points copied from the previous timeline.
+//!
+//! What a patient's change points depend on is that patient's rows (the columns and rows
+//! the set reads) of each curated table and of each derived table: the partitioned
+//! materialization computes ranges of patients on their own and gives the same rows. So:
+//!
+//! 1. A curated table whose version did not change changes no patient and is not read here.
+//!    A changed table is scanned twice, previous and new version (only the columns and rows
+//!    the set reads), each patient's rows digested as they stream past (BLAKE3 over the
+//!    Arrow row format of every read column, in row order): nothing of it is held.
+//! 2. A derived table whose query reads a changed table is computed over both versions
+//!    (DataFusion over the stored tables) and digested the same way.
+//! 3. The patients whose digests differ, or that have rows on one side only, are computed
+//!    from their own rows (read with a `patient_id` filter) and merged, in patient order,
+//!    with the previous timeline's rows of every other patient.
+//!
+//! Rows without a patient (a derived table without `patient_id`) that change, or a table
+//! whose columns changed type, make the caller materialize in full ([`Delta::Full`]).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use arrow::array::{Array, BooleanArray, RecordBatch, StringArray};
+use arrow::row::{RowConverter, SortField};
+
+use super::compute::{self, MaterializeOptions, Timeline};
+use super::definition::FeatureSet;
+use super::load::DerivedTables;
+use super::{columns, derived, timeline, Inputs, Reads};
+use crate::curated::Table;
+use crate::error::{Error, Result};
+use crate::hash::ContentHash;
+use crate::store::Store;
+
+/// Up to this many changed patients, their rows are read with a `patient_id IN (...)`
+/// filter Lance applies before reading the other columns; above it, the read columns are
+/// scanned and the rows kept in memory as they pass.
+const IN_LIST_MAX: usize = 1024;
+
+/// The outcome of [`compute_delta`].
+pub(super) enum Delta {
+    /// The new timeline, and the patients recomputed (sorted).
+    Computed {
+        timeline: Timeline,
+        changed: Vec<String>,
+    },
+    /// A full materialization is needed; why.
+    Full(String),
+}
+
+/// Per-patient digests of rows, as a sequence of `(source tag, digest of a run of the
+/// patient's consecutive rows)`: equal sequences mean equal rows in equal order.
+#[derive(Default, PartialEq)]
+struct Digests {
+    by_patient: HashMap<Box<str>, Vec<(u16, [u8; 32])>>,
+    /// Rows without a patient id.
+    global: Vec<(u16, [u8; 32])>,
+    /// Per source tag: the columns seen (name and type).
+    schemas: BTreeMap<u16, Vec<(String, String)>>,
+}
+
+/// Digests one source's batches as they stream past.
+struct Digester<'a> {
+    out: &'a mut Digests,
+    tag: u16,
+    what: String,
+    converter: Option<RowConverter>,
+    current: Option<(Option<Box<str>>, blake3::Hasher)>,
+}
+
+impl<'a> Digester<'a> {
+    fn new(out: &'a mut Digests, tag: u16, what: String) -> Digester<'a> {
+        Digester {
+            out,
+            tag,
+            what,
+            converter: None,
+            current: None,
+        }
+    }
+
+    fn push(&mut self, b: &RecordBatch) -> Result<()> {
+        if b.num_rows() == 0 {
+            return Ok(());
+        }
+        let schema: Vec<(String, String)> = b
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| (f.name().clone(), logical_type(f.data_type())))
+            .collect();
+        match self.out.schemas.get(&self.tag) {
+            Some(seen) if *seen != schema => {
+                return Err(Error::invalid(
+                    &self.what,
+                    "batches of one version with different columns",
+                ))
+            }
+            Some(_) => {}
+            None => {
+                self.out.schemas.insert(self.tag, schema);
+            }
+        }
+        let converter = match &mut self.converter {
+            Some(c) => c,
+            None => {
+                let fields = b
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| SortField::new(f.data_type().clone()))
+                    .collect();
+                self.converter.insert(RowConverter::new(fields)?)
+            }
+        };
+        let rows = converter.convert_columns(b.columns())?;
+        let ids = columns::utf8_array(b, "patient_id", &self.what)?;
+        for i in 0..b.num_rows() {
+            let p = ids.as_ref().filter(|a| a.is_valid(i)).map(|a| a.value(i));
+            let same = matches!(&self.current, Some((k, _)) if k.as_deref() == p);
+            if !same {
+                self.flush();
+                self.current = Some((p.map(Box::from), blake3::Hasher::new()));
+            }
+            if let Some((_, h)) = &mut self.current {
+                let row = rows.row(i);
+                let bytes = row.as_ref();
+                h.update(&(bytes.len() as u64).to_le_bytes());
+                h.update(bytes);
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) {
+        if let Some((key, h)) = self.current.take() {
+            let d = (self.tag, *h.finalize().as_bytes());
+            match key {
+                Some(k) => self.out.by_patient.entry(k).or_default().push(d),
+                None => self.out.global.push(d),
+            }
+        }
+    }
+}
+
+impl Drop for Digester<'_> {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// A type's logical name: string types (and their encodings) are one type.
+fn logical_type(t: &arrow::datatypes::DataType) -> String {
+    use arrow::datatypes::DataType as D;
+    match t {
+        D::Utf8 | D::LargeUtf8 | D::Utf8View => "string".into(),
+        D::Dictionary(_, v) => logical_type(v),
+        other => other.to_string(),
+    }
+}
+
+/// Scans table `t` of version `hash`: the columns and rows of `reads`, and `extra`.
+async fn scan(
+    store: &Store,
+    t: Table,
+    hash: &ContentHash,
+    reads: &Reads,
+    extra: Option<datafusion::prelude::Expr>,
+    each: impl FnMut(&RecordBatch) -> Result<()>,
+) -> Result<()> {
+    let cols: Option<Vec<String>> = reads.columns.get(&t).map(|c| c.iter().cloned().collect());
+    let filter = match (extra, reads.rows.get(&t).map(super::RowFilter::expr)) {
+        (Some(a), Some(b)) => Some(a.and(b)),
+        (a, b) => a.or(b),
+    };
+    store
+        .scan_where(hash, cols.as_deref(), filter, each)
+        .await?;
+    Ok(())
+}
+
+/// The rows of `batch` whose patient is in `keep` (every row when it has no `patient_id`).
+fn of_patients(batch: &RecordBatch, keep: &HashSet<&str>, what: &str) -> Result<RecordBatch> {
+    let Some(ids) = columns::utf8_array(batch, "patient_id", what)? else {
+        return Ok(batch.clone());
+    };
+    let mask: BooleanArray = ids
+        .iter()
+        .map(|p| Some(p.is_some_and(|p| keep.contains(p))))
+        .collect();
+    Ok(arrow::compute::filter_record_batch(batch, &mask)?)
+}
+
+/// Recomputes the timeline of `set` from the curated versions `refs`, given `previous`, the
+/// timeline computed from `prev_refs` with the same set and options: only the patients
+/// whose rows changed are computed. The result equals a full materialization from `refs`.
+///
+/// # Errors
+/// Store, derived-query and computation errors.
+pub(super) async fn compute_delta(
+    store: &Store,
+    set: &FeatureSet,
+    prev_refs: &[(String, ContentHash)],
+    refs: &[(String, ContentHash)],
+    previous: &ContentHash,
+    opts: &MaterializeOptions,
+) -> Result<Delta> {
+    super::input_tables(store, prev_refs)?;
+    super::input_tables(store, refs)?;
+    let reads = Reads::of(set);
+    let version = |refs: &[(String, ContentHash)]| -> BTreeMap<Table, ContentHash> {
+        refs.iter()
+            .filter_map(|(n, h)| Table::from_name(n).map(|t| (t, *h)))
+            .collect()
+    };
+    let (old_v, new_v) = (version(prev_refs), version(refs));
+    let changed_tables: BTreeSet<Table> = old_v
+        .keys()
+        .chain(new_v.keys())
+        .copied()
+        .filter(|t| old_v.get(t) != new_v.get(t))
+        .collect();
+
+    // 1. Changed curated tables, digested per patient on both sides.
+    let (mut old_d, mut new_d) = (Digests::default(), Digests::default());
+    for (tag, t) in changed_tables.iter().enumerate() {
+        for (v, d) in [(&old_v, &mut old_d), (&new_v, &mut new_d)] {
+            if let Some(hash) = v.get(t) {
+                let mut dig = Digester::new(d, tag as u16, format!("{} {hash}", t.name()));
+                scan(store, *t, hash, &reads, None, |b| dig.push(b)).await?;
+            }
+        }
+    }
+
+    // 2. Derived tables: the new result of each (its changed patients' rows are computed
+    // from it), digested on both sides when its query reads a changed table.
+    let mut derived_new = DerivedTables::new();
+    if !set.derived.is_empty() {
+        let mut datasets: [BTreeMap<Table, Arc<lance::Dataset>>; 2] = Default::default();
+        for (i, d) in set.derived.iter().enumerate() {
+            let q = set
+                .derived_query(d)
+                .map_err(|r| Error::invalid(format!("derived table {}", d.name), r))?;
+            let touched = q.tables.iter().any(|t| changed_tables.contains(t));
+            let tag = (changed_tables.len() + i) as u16;
+            for (side, v) in [(0, &new_v), (1, &old_v)] {
+                if side == 1 && !touched {
+                    continue;
+                }
+                for t in &q.tables {
+                    let Some(hash) = v.get(t) else {
+                        return Ok(Delta::Full(format!(
+                            "derived table {} reads {}, which the previous timeline's inputs lack",
+                            d.name,
+                            t.name()
+                        )));
+                    };
+                    if !datasets[side].contains_key(t) {
+                        datasets[side].insert(*t, Arc::new(store.dataset(hash).await?));
+                    }
+                }
+                let batch = derived::run_stored(&d.name, &q, &datasets[side]).await?;
+                if touched {
+                    let out = if side == 0 { &mut new_d } else { &mut old_d };
+                    Digester::new(out, tag, format!("derived table {}", d.name)).push(&batch)?;
+                }
+                if side == 0 {
+                    derived_new.insert(d.name.clone(), vec![batch]);
+                }
+            }
+        }
+    }
+
+    // 3. The patients whose rows changed.
+    if old_d
+        .schemas
+        .iter()
+        .any(|(tag, s)| new_d.schemas.get(tag).is_some_and(|n| n != s))
+    {
+        return Ok(Delta::Full(
+            "the columns of a changed table changed type since the previous timeline".into(),
+        ));
+    }
+    if old_d.global != new_d.global {
+        return Ok(Delta::Full(
+            "rows without a patient id (of a derived table) changed".into(),
+        ));
+    }
+    let mut changed: BTreeSet<&str> = BTreeSet::new();
+    for (p, d) in &new_d.by_patient {
+        if old_d.by_patient.get(p) != Some(d) {
+            changed.insert(p);
+        }
+    }
+    for p in old_d.by_patient.keys() {
+        if !new_d.by_patient.contains_key(p) {
+            changed.insert(p);
+        }
+    }
+    let keep: HashSet<&str> = changed.iter().copied().collect();
+
+    // 4. Their rows, and their change points.
+    let fresh = if keep.is_empty() {
+        Timeline {
+            batches: Vec::new(),
+            rows: 0,
+            recomputed: 0,
+            reused: 0,
+        }
+    } else {
+        let mut inputs = Inputs::default();
+        let pushdown = (keep.len() <= IN_LIST_MAX).then(|| {
+            use datafusion::prelude::{col, lit};
+            col("patient_id").in_list(changed.iter().map(|p| lit(*p)).collect(), false)
+        });
+        for (t, hash) in &new_v {
+            let what = format!("{} {hash}", t.name());
+            let mut batches = Vec::new();
+            scan(store, *t, hash, &reads, pushdown.clone(), |b| {
+                let kept = of_patients(b, &keep, &what)?;
+                if kept.num_rows() > 0 {
+                    batches.push(kept);
+                }
+                Ok(())
+            })
+            .await?;
+            inputs.tables.insert(*t, batches);
+        }
+        let mut part = DerivedTables::new();
+        for (name, batches) in &derived_new {
+            let what = format!("derived table {name}");
+            let kept = batches
+                .iter()
+                .map(|b| of_patients(b, &keep, &what))
+                .collect::<Result<Vec<_>>>()?;
+            part.insert(name.clone(), kept);
+        }
+        let derived = (!set.derived.is_empty()).then_some(&part);
+        compute::compute_with(set, &inputs, derived, opts).await?
+    };
+
+    // 5. Merged with the previous rows of every other patient.
+    let (_, prev) = store.read(previous).await?;
+    let timeline = merge(prev, fresh, &keep, opts.batch_size)?;
+    Ok(Delta::Computed {
+        timeline,
+        changed: changed.into_iter().map(str::to_string).collect(),
+    })
+}
+
+/// A run of consecutive rows of one patient in one batch.
+struct Run {
+    batch: usize,
+    start: usize,
+    len: usize,
+}
+
+/// The runs of each patient in `batches` (sorted by patient), skipping patients in `skip`.
+fn runs(batches: &[RecordBatch], ids: &[StringArray], skip: &HashSet<&str>) -> Vec<Run> {
+    let mut out: Vec<Run> = Vec::new();
+    for (bi, (b, ids)) in batches.iter().zip(ids).enumerate() {
+        let mut i = 0;
+        while i < b.num_rows() {
+            let p = ids.value(i);
+            let mut j = i + 1;
+            while j < b.num_rows() && ids.value(j) == p {
+                j += 1;
+            }
+            if !skip.contains(p) {
+                out.push(Run {
+                    batch: bi,
+                    start: i,
+                    len: j - i,
+                });
+            }
+            i = j;
+        }
+    }
+    out
+}
+
+/// The previous timeline's rows of the patients not in `changed`, merged in patient order
+/// with `fresh` (the changed patients' rows), in batches of about `batch_size` rows.
+fn merge(
+    previous: Vec<RecordBatch>,
+    fresh: Timeline,
+    changed: &HashSet<&str>,
+    batch_size: usize,
+) -> Result<Timeline> {
+    let schema = timeline::timeline_schema();
+    // Every batch as the timeline schema (a stored version may come back with other string
+    // encodings).
+    let as_schema = |b: RecordBatch| -> Result<RecordBatch> {
+        let cols = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let c = b.column_by_name(f.name()).ok_or_else(|| Error::BadInput {
+                    location: "previous timeline".into(),
+                    field: f.name().clone(),
+                    reason: "not a timeline: missing column".into(),
+                })?;
+                Ok(if c.data_type() == f.data_type() {
+                    c.clone()
+                } else {
+                    arrow::compute::cast(c, f.data_type())?
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(RecordBatch::try_new(schema.clone(), cols)?)
+    };
+    let prev: Vec<RecordBatch> = previous
+        .into_iter()
+        .filter(|b| b.num_rows() > 0)
+        .map(as_schema)
+        .collect::<Result<_>>()?;
+    let new: Vec<RecordBatch> = fresh
+        .batches
+        .into_iter()
+        .filter(|b| b.num_rows() > 0)
+        .map(as_schema)
+        .collect::<Result<_>>()?;
+    let ids = |bs: &[RecordBatch]| -> Result<Vec<StringArray>> {
+        bs.iter()
+            .map(|b| {
+                columns::utf8_array(b, "patient_id", "timeline")?
+                    .ok_or_else(|| Error::Internal("timeline batch without patient_id".into()))
+            })
+            .collect()
+    };
+    let (prev_ids, new_ids) = (ids(&prev)?, ids(&new)?);
+    let prev_runs = runs(&prev, &prev_ids, changed);
+    let new_runs = runs(&new, &new_ids, &HashSet::new());
+    let mut reused = 0;
+    let mut last: Option<&str> = None;
+    for r in &prev_runs {
+        let p = prev_ids[r.batch].value(r.start);
+        if last != Some(p) {
+            reused += 1;
+            last = Some(p);
+        }
+    }
+
+    let mut out = Vec::new();
+    let mut pending: Vec<RecordBatch> = Vec::new();
+    let mut pending_rows = 0;
+    let mut rows = 0;
+    let mut emit = |b: RecordBatch, out: &mut Vec<RecordBatch>| -> Result<()> {
+        pending_rows += b.num_rows();
+        rows += b.num_rows();
+        pending.push(b);
+        if pending_rows >= batch_size.max(1) {
+            out.push(arrow::compute::concat_batches(&schema, &pending)?);
+            pending.clear();
+            pending_rows = 0;
+        }
+        Ok(())
+    };
+    let (mut a, mut b) = (prev_runs.iter().peekable(), new_runs.iter().peekable());
+    loop {
+        let take_prev = match (a.peek(), b.peek()) {
+            (None, None) => break,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some(x), Some(y)) => {
+                prev_ids[x.batch].value(x.start) < new_ids[y.batch].value(y.start)
+            }
+        };
+        let (r, batches) = if take_prev {
+            (a.next(), &prev)
+        } else {
+            (b.next(), &new)
+        };
+        if let Some(r) = r {
+            emit(batches[r.batch].slice(r.start, r.len), &mut out)?;
+        }
+    }
+    if !pending.is_empty() {
+        out.push(arrow::compute::concat_batches(&schema, &pending)?);
+    }
+    Ok(Timeline {
+        batches: out,
+        rows,
+        recomputed: fresh.recomputed,
+        reused,
+    })
+}
