@@ -618,19 +618,35 @@ async fn cli_reads_of_patient_data_are_audited_with_the_local_user() {
         ["cli:get", "cli:historical", "cli:export", "cli:get"],
         "{recs:#?}"
     );
-    assert!(recs.iter().all(|r| r.entry.auth.as_deref() == Some("local")));
-    assert_eq!(recs[0].entry.patients, Patients::Ids(vec!["P0000001".into()]));
+    assert!(recs
+        .iter()
+        .all(|r| r.entry.auth.as_deref() == Some("local")));
+    assert_eq!(
+        recs[0].entry.patients,
+        Patients::Ids(vec!["P0000001".into()])
+    );
     assert_eq!(recs[0].entry.outcome.as_deref(), Some("ok"));
-    assert_eq!(recs[1].entry.training_set.as_deref(), Some(training.as_str()));
+    assert_eq!(
+        recs[1].entry.training_set.as_deref(),
+        Some(training.as_str())
+    );
     assert!(
         matches!(recs[1].entry.patients, Patients::Bulk { count: 2, .. }),
         "{:?}",
         recs[1].entry.patients
     );
-    assert_eq!(recs[1].entry.action.as_deref(), Some("historical_identified"));
+    assert_eq!(
+        recs[1].entry.action.as_deref(),
+        Some("historical_identified")
+    );
     assert_eq!(recs[2].entry.datasets.len(), 1);
     assert_eq!(recs[3].entry.outcome.as_deref(), Some("error"));
-    assert!(recs[3].entry.error.as_deref().unwrap().contains("no-such-set"));
+    assert!(recs[3]
+        .entry
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("no-such-set"));
     let r = audit::verify(&audit_dir).unwrap();
     assert!(r.ok(), "{:?}", r.problem);
     // And by patient: alice's lookup of P0000001 (bulk reads are found through lineage).

@@ -517,10 +517,10 @@ fn attacks_are_refused_with_the_right_error_and_audited() {
         .iter()
         .any(|a| a.record.entry.principal.as_deref() == Some("dr-a")
             && a.record.entry.decision == Outcome::Denied));
-    assert!(p3
-        .iter()
-        .all(|a| a.record.entry.client.as_deref() == Some("10.1.2.3:50000")
-            || a.record.entry.rpc == "/ward.v1.Ingest/IngestPaths"));
+    assert!(p3.iter().all(
+        |a| a.record.entry.client.as_deref() == Some("10.1.2.3:50000")
+            || a.record.entry.rpc == "/ward.v1.Ingest/IngestPaths"
+    ));
     // Unauthenticated attempts are recorded without a principal; historical reads in bulk.
     let all = audit::query(&env.audit_dir, "p1").unwrap();
     assert!(all
@@ -704,7 +704,10 @@ fn gate_then_handler_two_phase_flow() {
     assert_eq!(last.entry.training_set.as_deref(), Some("b3:training"));
     assert_eq!(last.entry.issuer.as_deref(), Some(ISS), "{last:?}");
     assert_eq!(last.entry.key_id.as_deref(), Some("ec1"));
-    assert!(matches!(last.entry.patients, Patients::Bulk { count: 3, .. }));
+    assert!(matches!(
+        last.entry.patients,
+        Patients::Bulk { count: 3, .. }
+    ));
     let denied = &all[all.len() - 3].record;
     assert_eq!(
         (denied.entry.decision, denied.entry.outcome.as_deref()),
@@ -713,5 +716,8 @@ fn gate_then_handler_two_phase_flow() {
     assert_eq!(denied.entry.patients, Patients::Ids(ids(&["p1", "p3"])));
     // Unauthenticated: no principal, denied, with the outcome.
     assert_eq!(all[0].record.entry.principal, None);
-    assert_eq!(all[0].record.entry.outcome.as_deref(), Some("unauthenticated"));
+    assert_eq!(
+        all[0].record.entry.outcome.as_deref(),
+        Some("unauthenticated")
+    );
 }

@@ -64,3 +64,48 @@ pub(crate) async fn put_curated(store: &ward::store::Store, tables: &ward::curat
 pub(crate) mod proto {
     tonic::include_proto!("ward.v1");
 }
+
+/// The cohort as it was known at `cutoff`: rows known later are dropped, later retractions
+/// not yet made.
+pub(crate) fn known_by(
+    tables: &ward::curated::CuratedTables,
+    cutoff: chrono::DateTime<chrono::Utc>,
+) -> ward::curated::CuratedTables {
+    fn keep<T: Clone>(
+        rows: &[T],
+        meta: impl Fn(&mut T) -> &mut ward::curated::RowMeta,
+        cutoff: chrono::DateTime<chrono::Utc>,
+    ) -> Vec<T> {
+        rows.iter()
+            .filter_map(|r| {
+                let mut r = r.clone();
+                let m = meta(&mut r);
+                if m.known_at > cutoff {
+                    return None;
+                }
+                if m.retracted_at.is_some_and(|x| x > cutoff) {
+                    m.retracted_at = None;
+                }
+                Some(r)
+            })
+            .collect()
+    }
+    ward::curated::CuratedTables {
+        patients: keep(&tables.patients, |r| &mut r.meta, cutoff),
+        encounters: keep(&tables.encounters, |r| &mut r.meta, cutoff),
+        observations: keep(&tables.observations, |r| &mut r.meta, cutoff),
+        conditions: keep(&tables.conditions, |r| &mut r.meta, cutoff),
+        procedures: keep(&tables.procedures, |r| &mut r.meta, cutoff),
+        medications: keep(&tables.medications, |r| &mut r.meta, cutoff),
+        care_team: keep(&tables.care_team, |r| &mut r.meta, cutoff),
+        consent: keep(&tables.consent, |r| &mut r.meta, cutoff),
+        immunizations: keep(&tables.immunizations, |r| &mut r.meta, cutoff),
+        allergies: keep(&tables.allergies, |r| &mut r.meta, cutoff),
+        diagnostic_reports: keep(&tables.diagnostic_reports, |r| &mut r.meta, cutoff),
+        medication_administrations: keep(
+            &tables.medication_administrations,
+            |r| &mut r.meta,
+            cutoff,
+        ),
+    }
+}

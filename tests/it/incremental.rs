@@ -13,11 +13,12 @@ use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
 use ward::clock::{ManualClock, SharedClock};
-use ward::curated::{CuratedTables, RowMeta};
+use ward::curated::CuratedTables;
 use ward::features::{self, Basis, FeatureRepo, MaterializeOptions};
 use ward::store::{Kind, Store};
 use ward::synth::{generate_cohort, SynthOptions};
 
+use crate::common::known_by;
 use crate::common::proto::{
     self, features_client::FeaturesClient, MaterializeRequest, OnlineRequest,
 };
@@ -85,40 +86,6 @@ fn cohort(patients: u64, seed: u64) -> CuratedTables {
         seed,
         ..SynthOptions::default()
     })
-}
-
-/// What the store would hold at `cutoff`: the rows known by then, retractions not yet known
-/// undone.
-fn known_by(tables: &CuratedTables, cutoff: DateTime<Utc>) -> CuratedTables {
-    fn keep<T: Clone>(
-        rows: &[T],
-        meta: impl Fn(&mut T) -> &mut RowMeta,
-        cutoff: DateTime<Utc>,
-    ) -> Vec<T> {
-        rows.iter()
-            .filter_map(|r| {
-                let mut r = r.clone();
-                let m = meta(&mut r);
-                if m.known_at > cutoff {
-                    return None;
-                }
-                if m.retracted_at.is_some_and(|x| x > cutoff) {
-                    m.retracted_at = None;
-                }
-                Some(r)
-            })
-            .collect()
-    }
-    CuratedTables {
-        patients: keep(&tables.patients, |r| &mut r.meta, cutoff),
-        encounters: keep(&tables.encounters, |r| &mut r.meta, cutoff),
-        observations: keep(&tables.observations, |r| &mut r.meta, cutoff),
-        conditions: keep(&tables.conditions, |r| &mut r.meta, cutoff),
-        procedures: keep(&tables.procedures, |r| &mut r.meta, cutoff),
-        medications: keep(&tables.medications, |r| &mut r.meta, cutoff),
-        care_team: keep(&tables.care_team, |r| &mut r.meta, cutoff),
-        consent: keep(&tables.consent, |r| &mut r.meta, cutoff),
-    }
 }
 
 /// Corrections and retractions that arrive between `from` and `to`: some observations

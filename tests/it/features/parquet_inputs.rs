@@ -1,8 +1,8 @@
 //! Curated tables from Parquet files, and late source ids read for ties only.
 
-use super::*;
 use super::reference::hgb;
 use super::row_filters::PART_ROWS;
+use super::*;
 
 // ---------------------------------------------------------------------------------------
 // Curated tables from Parquet files

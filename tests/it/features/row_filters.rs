@@ -1,7 +1,7 @@
 //! Reading only the rows the features filter: same timeline, same filter as `keep`.
 
-use super::*;
 use super::through_store::store_at;
+use super::*;
 use crate::common::put_curated;
 
 /// Features that read part of three tables: lab codes, encounter classes (the label's too),

@@ -1,8 +1,8 @@
 //! Through the store: materialize, rebuild, incremental, partitioned, Synthea.
 
 use super::*;
+use crate::common::known_by;
 use crate::common::put_curated;
-use super::timelines::known_by;
 
 // ---------------------------------------------------------------------------------------
 // Through the store: materialize, rebuild, incremental, Synthea
@@ -14,7 +14,6 @@ pub(super) fn store_at(dir: &Path) -> Store {
     ));
     Store::open(dir.join("store"), clock).unwrap()
 }
-
 
 #[tokio::test]
 async fn materialize_rebuild_and_incremental_through_the_store() {

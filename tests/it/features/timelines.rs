@@ -2,6 +2,7 @@
 //! materialization.
 
 use super::*;
+use crate::common::known_by;
 
 // ---------------------------------------------------------------------------------------
 // Derived tables, determinism, incremental
@@ -35,7 +36,6 @@ async fn derived_length_of_stay_matches_the_encounters() {
     }
     assert!(seen > 10, "only {seen} stays");
 }
-
 
 /// Text columns read as dictionaries (as a Parquet reader gives `patient_id` or `code` when
 /// asked to) give the same row filter, the same timeline and the same direct lookups as plain
@@ -185,48 +185,6 @@ async fn same_timeline_for_any_thread_count_and_batch_size() {
         hashes.push(table_hash(&tl.batches));
     }
     assert!(hashes.windows(2).all(|w| w[0] == w[1]), "{hashes:?}");
-}
-
-/// The cohort as it was known at `cutoff`: rows known later are dropped, later retractions
-/// not yet made.
-pub(super) fn known_by(tables: &CuratedTables, cutoff: DateTime<Utc>) -> CuratedTables {
-    fn keep<T: Clone>(
-        rows: &[T],
-        meta: impl Fn(&mut T) -> &mut ward::curated::RowMeta,
-        cutoff: DateTime<Utc>,
-    ) -> Vec<T> {
-        rows.iter()
-            .filter_map(|r| {
-                let mut r = r.clone();
-                let m = meta(&mut r);
-                if m.known_at > cutoff {
-                    return None;
-                }
-                if m.retracted_at.is_some_and(|x| x > cutoff) {
-                    m.retracted_at = None;
-                }
-                Some(r)
-            })
-            .collect()
-    }
-    CuratedTables {
-        patients: keep(&tables.patients, |r| &mut r.meta, cutoff),
-        encounters: keep(&tables.encounters, |r| &mut r.meta, cutoff),
-        observations: keep(&tables.observations, |r| &mut r.meta, cutoff),
-        conditions: keep(&tables.conditions, |r| &mut r.meta, cutoff),
-        procedures: keep(&tables.procedures, |r| &mut r.meta, cutoff),
-        medications: keep(&tables.medications, |r| &mut r.meta, cutoff),
-        care_team: keep(&tables.care_team, |r| &mut r.meta, cutoff),
-        consent: keep(&tables.consent, |r| &mut r.meta, cutoff),
-        immunizations: keep(&tables.immunizations, |r| &mut r.meta, cutoff),
-        allergies: keep(&tables.allergies, |r| &mut r.meta, cutoff),
-        diagnostic_reports: keep(&tables.diagnostic_reports, |r| &mut r.meta, cutoff),
-        medication_administrations: keep(
-            &tables.medication_administrations,
-            |r| &mut r.meta,
-            cutoff,
-        ),
-    }
 }
 
 #[tokio::test]
