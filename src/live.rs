@@ -264,23 +264,23 @@ pub fn input_name(feed: &str) -> String {
     format!("{feed}.hl7")
 }
 
-/// Refuses a non-loopback MLLP address unless `insecure`: MLLP carries patient data and
-/// Ward's listener has no TLS yet.
+/// Refuses a non-loopback MLLP address unless it is served over TLS (`tls`: the server's
+/// `[tls]`) or `insecure`: MLLP carries patient data.
 ///
 /// # Errors
 /// [`crate::Error::FailedPrecondition`] naming the address.
-pub fn check_exposure(addr: SocketAddr, insecure: bool) -> crate::Result<()> {
-    if addr.ip().is_loopback() || insecure {
+pub fn check_exposure(addr: SocketAddr, tls: bool, insecure: bool) -> crate::Result<()> {
+    if addr.ip().is_loopback() || tls || insecure {
         return Ok(());
     }
     Err(crate::Error::precondition(
         format!("--mllp {addr}"),
-        "a non-loopback MLLP listener sends patient data in plain text (no TLS yet); put a TLS terminator in front and listen on loopback, or pass --insecure",
+        "a non-loopback MLLP listener without TLS sends patient data in plain text; configure [tls] (MLLP is then served over TLS), or put a TLS terminator in front and listen on loopback, or pass --insecure",
     ))
 }
 
 /// Starts the MLLP listener of `ward serve` on `addr` (the feed, limits and seal interval
-/// from `cfg`), and, when `cfg.seal_interval_secs` is set, a task sealing the feed that
+/// from `cfg`; over TLS with `tls`, the server's own configuration), and, when `cfg.seal_interval_secs` is set, a task sealing the feed that
 /// often. Seals are recorded in `audit` (else in `<store>/audit`).
 ///
 /// # Errors
@@ -290,6 +290,7 @@ pub async fn serve(
     store: &crate::store::Store,
     cfg: &LiveConfig,
     audit: Option<std::sync::Arc<crate::security::audit::AuditLog>>,
+    tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
 ) -> crate::Result<Running> {
     let running = mllp::start(
         addr,
@@ -297,6 +298,7 @@ pub async fn serve(
         store.clock().clone(),
         cfg,
         audit.clone(),
+        tls,
     )
     .await?;
     if let Some(secs) = cfg.seal_interval_secs {
@@ -395,5 +397,9 @@ mod tests {
         }
         assert!(http::check_exposure("0.0.0.0:80".parse().expect("addr"), false).is_err());
         assert!(http::check_exposure("0.0.0.0:80".parse().expect("addr"), true).is_ok());
+        let any: SocketAddr = "0.0.0.0:2575".parse().expect("addr");
+        assert!(check_exposure(any, false, false).is_err());
+        assert!(check_exposure(any, true, false).is_ok(), "MLLP over TLS");
+        assert!(check_exposure(any, false, true).is_ok());
     }
 }

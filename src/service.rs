@@ -254,6 +254,12 @@ impl Server {
         Ok(self)
     }
 
+    /// The TLS configuration of a TLS server (its certificates reloaded in place), for the
+    /// listeners beside it (MLLP).
+    pub fn tls_config(&self) -> Option<Arc<tokio_rustls::rustls::ServerConfig>> {
+        self.tls.as_ref().map(|t| t.config.clone())
+    }
+
     /// The certificate store of a TLS server (to reload on demand).
     pub fn cert_store(&self) -> Option<Arc<crate::security::tls::CertStore>> {
         self.tls.as_ref().map(|t| t.certs.clone())
@@ -493,7 +499,7 @@ pub async fn run(
     }
     cfg.mllp = mllp.or(cfg.mllp);
     if let Some(m) = cfg.mllp {
-        crate::live::check_exposure(m, insecure)?;
+        crate::live::check_exposure(m, cfg.tls.is_some(), insecure)?;
     }
     cfg.http = http.or(cfg.http);
     if let Some(h) = cfg.http {
@@ -575,7 +581,14 @@ pub async fn serve_until_signal(
     }
     // The HL7 v2 live feed (docs/live.md): its own listener and log beside the gRPC server.
     if let Some(mllp) = cfg.mllp {
-        crate::live::serve(mllp, &audit_store, &cfg.live, server.audit().cloned()).await?;
+        crate::live::serve(
+            mllp,
+            &audit_store,
+            &cfg.live,
+            server.audit().cloned(),
+            server.tls_config(),
+        )
+        .await?;
     }
     // FHIR pushed over HTTP (docs/live.md): behind the same authentication and audit trail.
     if let Some(http) = cfg.http {

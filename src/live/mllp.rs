@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 
 use super::wal::{Appended, Status, Wal};
 use super::{classify, LiveConfig, Running, Verdict};
@@ -436,8 +436,16 @@ pub async fn start(
     clock: SharedClock,
     cfg: &LiveConfig,
     audit: Option<Arc<AuditLog>>,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 ) -> Result<Running> {
     cfg.validate()?;
+    // The server's TLS configuration (the same certificates, reloaded in place, and client
+    // certificates as configured), without the gRPC server's ALPN protocols.
+    let tls = tls.map(|c| {
+        let mut c = (*c).clone();
+        c.alpn_protocols.clear();
+        tokio_rustls::TlsAcceptor::from(Arc::new(c))
+    });
     let dir = super::wal::feed_dir(store_root, &cfg.feed);
     let (wal, opened) = Wal::open(&dir, clock.clone(), cfg.segment_bytes)?;
     let listener = TcpListener::bind(addr)
@@ -447,8 +455,11 @@ pub async fn start(
         .local_addr()
         .map_err(|e| Error::precondition(format!("mllp {addr}"), e.to_string()))?;
     eprintln!(
-        "mllp listening on {local} (feed {}, {} records in the log, next sequence number {})",
-        cfg.feed, opened.records, opened.next_seq
+        "mllp listening on {local}{} (feed {}, {} records in the log, next sequence number {})",
+        if tls.is_some() { " over TLS" } else { "" },
+        cfg.feed,
+        opened.records,
+        opened.next_seq
     );
     let shared = Arc::new(Shared {
         wal: wal.clone(),
@@ -462,8 +473,26 @@ pub async fn start(
             match listener.accept().await {
                 Ok((stream, peer)) => {
                     let shared = shared.clone();
+                    let tls = tls.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = connection(stream, peer, shared).await {
+                        let _ = stream.set_nodelay(true);
+                        let r = match tls {
+                            None => connection(stream, peer, shared).await,
+                            Some(acceptor) => {
+                                // A handshake that does not finish in the idle timeout is
+                                // dropped, as an idle connection is.
+                                let idle = shared.cfg.idle_timeout();
+                                match tokio::time::timeout(idle, acceptor.accept(stream)).await {
+                                    Ok(Ok(s)) => connection(s, peer, shared).await,
+                                    Ok(Err(e)) => Err(e),
+                                    Err(_) => Err(std::io::Error::new(
+                                        std::io::ErrorKind::TimedOut,
+                                        "TLS handshake not finished within the idle timeout",
+                                    )),
+                                }
+                            }
+                        };
+                        if let Err(e) = r {
                             tracing::warn!(%peer, "mllp connection ended: {e}");
                         }
                     });
@@ -480,8 +509,8 @@ pub async fn start(
 
 /// Serves one connection until the peer closes it, it stays idle too long, or a frame is
 /// too long; then writes the audit records of its ingests.
-async fn connection(
-    stream: TcpStream,
+async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
     peer: SocketAddr,
     shared: Arc<Shared>,
 ) -> std::io::Result<()> {
@@ -491,13 +520,12 @@ async fn connection(
     r
 }
 
-async fn serve_connection(
-    mut stream: TcpStream,
+async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     peer: SocketAddr,
     shared: &Shared,
     tally: &mut Tally,
 ) -> std::io::Result<()> {
-    let _ = stream.set_nodelay(true);
     let mut de = Deframer::new(shared.cfg.max_frame_bytes);
     let mut buf = vec![0u8; 64 * 1024];
     let peer_name = peer.to_string();

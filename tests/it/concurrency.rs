@@ -313,8 +313,10 @@ fn ward_serve_computes_jobs_below_the_request_workers() {
         }
     }
     // name -> nice values of the process's threads (/proc/PID/task/TID/stat: the command
-    // name in parentheses, then the nice value as the 17th field after it). A thread names
-    // itself once it runs, so on a busy machine look again until every pool has appeared.
+    // name in parentheses, then the nice value as the 17th field after it). A thread is named
+    // when it starts and lowers itself just after, so on a busy machine look again until
+    // every pool has appeared and its threads are lowered (or 20 s have passed: then the
+    // asserts below say what was seen).
     let listing = || {
         let mut threads: BTreeMap<String, Vec<i32>> = BTreeMap::new();
         for task in std::fs::read_dir(format!("/proc/{}/task", child.id())).unwrap() {
@@ -334,7 +336,15 @@ fn ward_serve_computes_jobs_below_the_request_workers() {
         let all = ["ward-job", "ward-rayon", "lance-cpu", "tokio-r"]
             .iter()
             .all(|p| threads.keys().any(|n| n.starts_with(p)));
-        if all || std::time::Instant::now() > give_up {
+        let lowered = threads
+            .iter()
+            .filter(|(n, _)| {
+                ["ward-job", "ward-rayon", "lance-cpu"]
+                    .iter()
+                    .any(|p| n.starts_with(p))
+            })
+            .all(|(_, nices)| nices.iter().all(|&v| v >= 10));
+        if (all && lowered) || std::time::Instant::now() > give_up {
             break threads;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));

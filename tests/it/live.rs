@@ -207,6 +207,7 @@ fn listening(dir: &Path) -> (tokio::runtime::Runtime, Store, ward::live::Running
             &live,
             &LiveConfig::default(),
             None,
+            None,
         ))
         .expect("listener");
     (rt, live, running)

@@ -758,6 +758,7 @@ fn mllp_ingests_are_audited_per_sender_with_peer_and_counts() {
             &live,
             &LiveConfig::default(),
             Some(Arc::new(log)),
+            None,
         ))
         .expect("listener");
     let msg = |id: &str| {
