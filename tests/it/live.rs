@@ -516,3 +516,81 @@ fn live_crash_kill_9_loses_no_acknowledged_message_and_applies_none_twice() {
         );
     }
 }
+
+/// With `seal_interval_secs` set, the listener seals on its own: streamed messages become
+/// curated versions without `ward seal`, every message sealed once. The interval may cut the
+/// stream into several runs, and an ADT update in a later run than the row it changes is
+/// replayed on its own (docs/live.md, "Sealing"; cross-run state is issue 32), so only the
+/// tables that do not depend on run boundaries (results, care teams) are compared with one
+/// batch ingest here; `streamed_cohort_seals_to_the_batch_ingest_hashes` compares all of
+/// them for one seal.
+#[test]
+fn the_configured_seal_interval_seals_without_a_command() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let msgs = cohort(6, 29, dir.path());
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let live = store_at(&dir.path().join("live"));
+    let cfg = LiveConfig {
+        seal_interval_secs: Some(0.2),
+        ..LiveConfig::default()
+    };
+    let running = rt
+        .block_on(ward::live::serve(
+            "127.0.0.1:0".parse().expect("addr"),
+            &live,
+            &cfg,
+            None,
+            None,
+        ))
+        .expect("listener");
+    let acks = stream_all(running.addr, vec![msgs.clone()]);
+    assert!(acks.iter().all(|(_, code)| code == "AA"), "{acks:?}");
+    // The batch ingest of the same messages, for the hashes to expect.
+    let batch = store_at(&dir.path().join("batch"));
+    let file = dir
+        .path()
+        .join("batch")
+        .join(ward::live::input_name(ward::live::DEFAULT_FEED));
+    std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&file, seal::batch_bytes(msgs.iter().map(|m| m.as_slice()))).expect("write");
+    rt.block_on(pipeline::ingest(&batch, &[file], &hl7_opts(), None))
+        .expect("batch ingest");
+    let want = heads(&batch);
+    assert!(!want.is_empty());
+    // No `ward seal`: the interval's task seals every logged record within a few ticks
+    // (`sealed.json` reaches the log's last record).
+    let last = wal::scan(&feed_dir(&live), false)
+        .expect("scan")
+        .records
+        .last()
+        .expect("logged")
+        .seq;
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let through = std::fs::read(feed_dir(&live).join("sealed.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["through"].as_u64());
+        if through.is_some_and(|t| t >= last) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < give_up,
+            "not sealed within 30 s: sealed through {through:?} of {last}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Nothing is left for a seal, and the versions are there.
+    let r = rt
+        .block_on(seal::seal(
+            &live,
+            ward::live::DEFAULT_FEED,
+            &seal::SealOptions::default(),
+        ))
+        .expect("seal");
+    assert_eq!(r.range, None, "everything was sealed by the interval");
+    let got = heads(&live);
+    for table in ["observations", "care_team"] {
+        assert_eq!(got.get(table), want.get(table), "{table}");
+    }
+}
