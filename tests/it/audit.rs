@@ -653,3 +653,35 @@ async fn cli_reads_of_patient_data_are_audited_with_the_local_user() {
     let p1 = audit::query(&audit_dir, "P0000001").unwrap();
     assert_eq!(p1.len(), 2, "the two gets");
 }
+
+/// A trail written by `ward` at 3cc77ba (before `AuditRecord` held its `AuditEntry`
+/// flattened: `ward export`, a `ward get` of two patients, a `ward get` that failed) still
+/// verifies, each line re-serialized to its exact bytes, and reads back field by field.
+#[test]
+fn a_trail_written_before_the_entry_was_flattened_still_verifies() {
+    let fixture = crate::common::crate_dir().join("tests/fixtures/audit-3cc77ba");
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["HEAD", "audit-000001.jsonl"] {
+        std::fs::copy(fixture.join(f), dir.path().join(f)).unwrap();
+    }
+    let report = audit::verify(dir.path()).unwrap();
+    assert!(report.ok(), "{:?}", report.problem);
+    assert_eq!(report.records, 3);
+    let text = std::fs::read_to_string(dir.path().join("audit-000001.jsonl")).unwrap();
+    let recs: Vec<AuditRecord> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for (line, rec) in text.lines().zip(&recs) {
+        assert_eq!(serde_json::to_string(rec).unwrap(), line, "same bytes");
+        assert_eq!(rec.hash, rec.compute_hash());
+    }
+    assert_eq!(recs[0].entry.rpc, "cli:export");
+    assert_eq!(recs[1].entry.rpc, "cli:get");
+    assert_eq!(
+        recs[1].entry.patients,
+        Patients::Ids(vec!["P0000001".into(), "P0000002".into()])
+    );
+    assert_eq!(recs[2].entry.outcome.as_deref(), Some("error"));
+    assert!(recs[2].entry.error.is_some());
+}
