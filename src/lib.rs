@@ -60,6 +60,7 @@
 //!
 //! Entry points:
 //! - [`demo`]: `ward demo`, the main job end to end on the embedded default store.
+//! - [`ui`]: the web UI's catalog and lineage, on `ward serve --http`.
 //! - [`cli`]: the `ward` command line (the binary in `src/main.rs` only calls it).
 //! - [`alloc`]: the memory settings the binary applies to batch commands.
 
@@ -99,6 +100,9 @@ pub mod lookup;
 pub mod security;
 
 pub mod service;
+
+// The web UI's catalog and lineage on the HTTP listener (docs/ui.md).
+pub mod ui;
 
 // Entry points.
 pub mod demo;

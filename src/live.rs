@@ -309,7 +309,7 @@ pub async fn serve(
 
 /// Starts the HTTP listener of `ward serve` on `addr` (FHIR pushed into `cfg.http_feed`;
 /// `security` decides who may push when authentication is on; pushes are audited in
-/// `audit`), and, when `cfg.seal_interval_secs` is set, a task sealing that feed that often.
+/// `audit`) and the web UI's catalog of `store` ([`crate::ui`]), and, when `cfg.seal_interval_secs` is set, a task sealing that feed that often.
 ///
 /// # Errors
 /// As [`http::start`].
@@ -320,15 +320,7 @@ pub async fn serve_http(
     security: Option<std::sync::Arc<crate::security::gate::Security>>,
     audit: Option<std::sync::Arc<crate::security::audit::AuditLog>>,
 ) -> crate::Result<Running> {
-    let running = http::start(
-        addr,
-        store.root(),
-        store.clock().clone(),
-        cfg,
-        security,
-        audit.clone(),
-    )
-    .await?;
+    let running = http::start(addr, store, cfg, security, audit.clone()).await?;
     if let Some(secs) = cfg.seal_interval_secs {
         spawn_sealer(store, &cfg.http_feed, secs, "http:seal", audit);
     }

@@ -3,8 +3,8 @@
 //! feed's write-ahead log (the same group commit as MLLP), and with an OperationOutcome
 //! naming where the payload is wrong otherwise ([`super::fhir`] has the checks).
 //!
-//! Routes live under [`FHIR_PATH`], so the same listener can serve other paths (a web UI)
-//! later. With the server's authentication on, a push needs a bearer token (or client
+//! Routes live under [`FHIR_PATH`]; the same listener serves the web UI's catalog under
+//! `/ui` and `/api` ([`crate::ui`], `docs/ui.md`). With the server's authentication on, a push needs a bearer token (or client
 //! certificate, once TLS is here) whose roles grant `ingest`: 401 without credentials, 403
 //! without the permission. Every push that reaches the handler is audited once, with its
 //! principal, peer, outcome and, when logged, the record, source and resource counts.
@@ -68,7 +68,8 @@ pub fn check_exposure(addr: SocketAddr, insecure: bool) -> Result<()> {
     ))
 }
 
-/// Opens the feed `cfg.http_feed` under `store_root` and serves `POST /fhir` on `addr`.
+/// Opens the feed `cfg.http_feed` of `store` and serves `POST /fhir` on `addr`, with the
+/// catalog of `store` under `/ui` and `/api` ([`crate::ui`]).
 /// `security` (the server's, when authentication is on) decides who may push; `audit`
 /// records every push. Prints `http listening on ADDR (feed F, ...)` to standard error once
 /// bound.
@@ -77,14 +78,14 @@ pub fn check_exposure(addr: SocketAddr, insecure: bool) -> Result<()> {
 /// Configuration, log recovery and bind errors.
 pub async fn start(
     addr: SocketAddr,
-    store_root: &std::path::Path,
-    clock: SharedClock,
+    store: &crate::store::Store,
     cfg: &LiveConfig,
     security: Option<Arc<Security>>,
     audit: Option<Arc<AuditLog>>,
 ) -> Result<Running> {
     cfg.validate()?;
-    let dir = super::wal::feed_dir(store_root, &cfg.http_feed);
+    let clock = store.clock().clone();
+    let dir = super::wal::feed_dir(store.root(), &cfg.http_feed);
     let (wal, opened) = Wal::open(&dir, clock.clone(), cfg.segment_bytes)?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -103,6 +104,11 @@ pub async fn start(
             "UNAUTHENTICATED"
         }
     );
+    let ui = crate::ui::UiState {
+        store: store.clone(),
+        security: security.clone(),
+        audit: audit.clone(),
+    };
     let shared = Arc::new(Shared {
         wal: wal.clone(),
         feed: cfg.http_feed.clone(),
@@ -111,7 +117,8 @@ pub async fn start(
         security,
         audit,
     });
-    let app = router(shared);
+    // The web UI's catalog (/ui, /api) on the same listener (docs/ui.md).
+    let app = router(shared).merge(crate::ui::router(ui));
     tokio::spawn(async move {
         let served = axum::serve(
             listener,
@@ -144,7 +151,10 @@ fn router(shared: Arc<Shared>) -> Router {
                 StatusCode::NOT_FOUND,
                 &[Issue::error(
                     "not-found",
-                    format!("no route {}: POST FHIR payloads to {FHIR_PATH}", uri.path()),
+                    format!(
+                        "no route {}: POST FHIR payloads to {FHIR_PATH}; the catalog is at /ui/ and /api/versions",
+                        uri.path()
+                    ),
                 )],
             )
         })
@@ -248,7 +258,7 @@ async fn read_body(
 }
 
 /// Appends an audit entry, from a blocking thread when the append waits for the disk.
-async fn record(log: Option<&Arc<AuditLog>>, entry: AuditEntry) -> Result<()> {
+pub(crate) async fn record(log: Option<&Arc<AuditLog>>, entry: AuditEntry) -> Result<()> {
     let Some(log) = log.cloned() else {
         return Ok(());
     };

@@ -30,3 +30,4 @@ mod secure_service;
 mod service;
 mod store;
 mod synth;
+mod ui;

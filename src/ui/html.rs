@@ -1,0 +1,422 @@
+//! The catalog's HTML: pages written server-side, every string escaped, the lineage graph as
+//! inline SVG (no script, no CDN; the style sheet is in the binary).
+
+use std::fmt::Write as _;
+
+use super::catalog::{percent_encode, Graph, Search, Snapshot};
+use crate::store::{Kind, Manifest};
+
+/// The style sheet, served at `/ui/style.css`.
+pub const STYLE: &str = include_str!("style.css");
+
+/// `s` with `&`, `<`, `>`, `"` and `'` replaced by character references: safe in element
+/// content and in quoted attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The link to a version's page.
+pub fn version_href(hash: &str) -> String {
+    format!("/ui/versions/{}", percent_encode(hash))
+}
+
+/// A whole page: `title` (escaped here) around `body` (already HTML).
+pub fn page(title: &str, body: &str) -> String {
+    format!(
+        r#"<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{t} · Ward</title>
+<link rel="stylesheet" href="/ui/style.css">
+</head>
+<body>
+<header><nav aria-label="Ward"><a href="/ui/">Ward catalog</a></nav></header>
+<main>
+{body}
+</main>
+</body>
+</html>
+"#,
+        t = escape(title)
+    )
+}
+
+/// A refusal or error page (401, 403, 404, 400).
+pub fn problem(status: u16, title: &str, detail: &str) -> String {
+    page(
+        title,
+        &format!(
+            "<h1>{} {}</h1>\n<p role=\"alert\">{}</p>\n",
+            status,
+            escape(title),
+            escape(detail)
+        ),
+    )
+}
+
+/// Bytes for people: `1.5 MiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// The short form of a hash shown in tables (`b3:` and 12 digits); the full one is in the
+/// link and its title.
+fn short(hash: &str) -> &str {
+    hash.get(..15).unwrap_or(hash)
+}
+
+/// The catalog page: the search form, one page of `rows` out of `total`.
+pub fn catalog(search: &Search, rows: &[&Manifest], total: usize, snap: &Snapshot) -> String {
+    let mut b = String::new();
+    b.push_str("<h1>Catalog</h1>\n");
+    b.push_str("<form method=\"get\" action=\"/ui/\" class=\"search\" role=\"search\">\n");
+    let _ = write!(
+        b,
+        "<div><label for=\"q\">Name or hash prefix</label>\n<input id=\"q\" name=\"q\" type=\"search\" value=\"{}\"></div>\n",
+        escape(&search.q)
+    );
+    b.push_str("<div><label for=\"kind\">Kind</label>\n<select id=\"kind\" name=\"kind\">\n<option value=\"\">any</option>\n");
+    for k in [
+        Kind::Raw,
+        Kind::Curated,
+        Kind::Quarantine,
+        Kind::Timeline,
+        Kind::Training,
+        Kind::Other,
+    ] {
+        let sel = if search.kind == Some(k) {
+            " selected"
+        } else {
+            ""
+        };
+        let _ = writeln!(b, "<option value=\"{k}\"{sel}>{k}</option>");
+    }
+    b.push_str("</select></div>\n");
+    let _ = write!(
+        b,
+        "<div><label for=\"tag\">Tag</label>\n<input id=\"tag\" name=\"tag\" type=\"text\" value=\"{}\"></div>\n",
+        escape(&search.tag)
+    );
+    b.push_str("<div><button type=\"submit\">Search</button></div>\n</form>\n");
+    let first = if rows.is_empty() {
+        0
+    } else {
+        search.offset + 1
+    };
+    let _ = writeln!(
+        b,
+        "<p id=\"count\" aria-live=\"polite\">{} of {total} versions shown ({first}&ndash;{}).</p>",
+        rows.len(),
+        search.offset + rows.len()
+    );
+    b.push_str("<table aria-describedby=\"count\">\n<caption>Versions, newest first</caption>\n<thead><tr>");
+    for h in [
+        "Hash",
+        "Name",
+        "Kind",
+        "Rows",
+        "Size",
+        "Created (UTC)",
+        "Tags",
+    ] {
+        let _ = write!(b, "<th scope=\"col\">{h}</th>");
+    }
+    b.push_str("</tr></thead>\n<tbody>\n");
+    for m in rows {
+        let hash = m.hash.to_string();
+        let tags = snap
+            .tags_of(&m.hash)
+            .iter()
+            .map(|t| {
+                format!(
+                    "<a href=\"/ui/?tag={}\">{}</a>",
+                    escape(&percent_encode(t)),
+                    escape(t)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        let _ = writeln!(
+            b,
+            "<tr><th scope=\"row\"><a href=\"{}\" title=\"{h}\"><code>{}</code></a></th><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td><td>{tags}</td></tr>",
+            escape(&version_href(&hash)),
+            escape(short(&hash)),
+            escape(&m.name),
+            m.kind,
+            m.rows,
+            human_bytes(m.bytes),
+            m.created_at.format("%Y-%m-%d %H:%M:%S"),
+            h = escape(&hash),
+        );
+    }
+    b.push_str("</tbody>\n</table>\n");
+    let mut nav = Vec::new();
+    if search.offset > 0 {
+        let prev = search.offset.saturating_sub(search.limit);
+        nav.push(format!(
+            "<a href=\"/ui/?{}\" rel=\"prev\">Newer</a>",
+            escape(&search.query_at(prev))
+        ));
+    }
+    if search.offset + rows.len() < total {
+        nav.push(format!(
+            "<a href=\"/ui/?{}\" rel=\"next\">Older</a>",
+            escape(&search.query_at(search.offset + search.limit))
+        ));
+    }
+    if !nav.is_empty() {
+        let _ = writeln!(b, "<nav aria-label=\"Pages\">{}</nav>", nav.join(" "));
+    }
+    page("Catalog", &b)
+}
+
+/// A version's page: manifest, tags, schema, lineage (as SVG and as lists).
+pub fn version(m: &Manifest, snap: &Snapshot, graph: &Graph) -> String {
+    let hash = m.hash.to_string();
+    let mut b = String::new();
+    let _ = writeln!(
+        b,
+        "<h1>{} <small>({})</small></h1>\n<p><code class=\"hash\">{}</code></p>",
+        escape(&m.name),
+        m.kind,
+        escape(&hash)
+    );
+    b.push_str("<section aria-labelledby=\"h-manifest\">\n<h2 id=\"h-manifest\">Manifest</h2>\n<dl class=\"facts\">\n");
+    let tags = snap
+        .tags_of(&m.hash)
+        .iter()
+        .map(|t| escape(t))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let definition = m
+        .lineage
+        .definition
+        .map(|d| format!("<code>{}</code>", escape(&d.to_string())))
+        .unwrap_or_else(|| "none".into());
+    let facts = [
+        ("Name", escape(&m.name)),
+        ("Kind", m.kind.to_string()),
+        ("Rows", m.rows.to_string()),
+        (
+            "Size",
+            format!("{} ({} bytes)", human_bytes(m.bytes), m.bytes),
+        ),
+        ("Files", m.files.len().to_string()),
+        ("Created (UTC)", m.created_at.to_rfc3339()),
+        (
+            "Tags (heads here)",
+            if tags.is_empty() { "none".into() } else { tags },
+        ),
+        ("Definition", definition),
+        ("Written by", format!("Ward {}", escape(&m.ward_version))),
+    ];
+    for (k, v) in facts {
+        let _ = writeln!(b, "<dt>{k}</dt><dd>{v}</dd>");
+    }
+    for (k, v) in &m.labels {
+        let _ = writeln!(b, "<dt>Label {}</dt><dd>{}</dd>", escape(k), escape(v));
+    }
+    b.push_str("</dl>\n");
+    let _ = writeln!(
+        b,
+        "<p><a href=\"/api/versions/{}\">This manifest as JSON</a></p>\n</section>",
+        escape(&percent_encode(&hash))
+    );
+    b.push_str("<section aria-labelledby=\"h-schema\">\n<h2 id=\"h-schema\">Schema</h2>\n<table>\n<thead><tr><th scope=\"col\">Column</th><th scope=\"col\">Type</th><th scope=\"col\">Arrow type</th><th scope=\"col\">Nullable</th></tr></thead>\n<tbody>\n");
+    for c in &m.schema {
+        let _ = writeln!(
+            b,
+            "<tr><th scope=\"row\"><code>{}</code></th><td><code>{}</code></td><td><code>{}</code></td><td>{}</td></tr>",
+            escape(&c.name),
+            escape(&c.data_type),
+            escape(&c.arrow_type),
+            if c.nullable { "yes" } else { "no" }
+        );
+    }
+    b.push_str("</tbody>\n</table>\n</section>\n");
+    b.push_str("<section aria-labelledby=\"h-lineage\">\n<h2 id=\"h-lineage\">Lineage</h2>\n");
+    b.push_str(&svg(graph));
+    let list = |title: &str, hashes: Vec<&crate::hash::ContentHash>| -> String {
+        let mut s = format!("<h3>{title}</h3>\n");
+        if hashes.is_empty() {
+            s.push_str("<p>none</p>\n");
+            return s;
+        }
+        s.push_str("<ul>\n");
+        for h in hashes {
+            let hs = h.to_string();
+            let label = snap
+                .get(h)
+                .map(|m| format!("{} ({})", m.name, m.kind))
+                .unwrap_or_else(|| "not in this store".into());
+            let _ = writeln!(
+                s,
+                "<li><a href=\"{}\"><code>{}</code></a> {}</li>",
+                escape(&version_href(&hs)),
+                escape(short(&hs)),
+                escape(&label)
+            );
+        }
+        s.push_str("</ul>\n");
+        s
+    };
+    b.push_str(&list("Inputs", m.lineage.inputs.iter().collect()));
+    let users: Vec<_> = snap
+        .versions
+        .iter()
+        .filter(|u| u.lineage.inputs.contains(&m.hash))
+        .map(|u| &u.hash)
+        .collect();
+    b.push_str(&list("Used by", users));
+    let _ = writeln!(
+        b,
+        "<p><a href=\"/api/lineage/{}\">This lineage as JSON</a></p>\n</section>",
+        escape(&percent_encode(&hash))
+    );
+    page(&format!("{} {}", m.name, short(&hash)), &b)
+}
+
+/// Column width, node size and row pitch of the lineage drawing.
+const COL: usize = 230;
+const NODE_W: usize = 200;
+const NODE_H: usize = 46;
+const ROW: usize = 62;
+const PAD: usize = 10;
+
+/// The lineage graph as inline SVG: one column per layer, left to right; every node a link
+/// to its version's page; edges as curves from an input's right side to its user's left.
+pub fn svg(g: &Graph) -> String {
+    let rows = g.nodes.iter().map(|n| n.row + 1).max().unwrap_or(1);
+    let width = g.layers.max(1) * COL + 2 * PAD;
+    let height = rows * ROW + 2 * PAD;
+    let pos = |hash: &str| {
+        g.nodes
+            .iter()
+            .find(|n| n.hash == hash)
+            .map(|n| (PAD + n.layer * COL, PAD + n.row * ROW))
+    };
+    let mut s = format!(
+        "<figure class=\"lineage\">\n<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" role=\"group\" aria-labelledby=\"lineage-title\">\n<title id=\"lineage-title\">Lineage of {}: raw inputs on the left, versions made from them to the right</title>\n",
+        escape(short(&g.root))
+    );
+    for e in &g.edges {
+        if let (Some((fx, fy)), Some((tx, ty))) = (pos(&e.from), pos(&e.to)) {
+            let (x1, y1) = (fx + NODE_W, fy + NODE_H / 2);
+            let (x2, y2) = (tx, ty + NODE_H / 2);
+            let mid = (x1 + x2) / 2;
+            let _ = writeln!(
+                s,
+                "<path class=\"edge\" d=\"M{x1},{y1} C{mid},{y1} {mid},{y2} {x2},{y2}\"/>"
+            );
+        }
+    }
+    for n in &g.nodes {
+        let (x, y) = (PAD + n.layer * COL, PAD + n.row * ROW);
+        let class = if n.root {
+            format!("node root kind-{}", n.kind)
+        } else {
+            format!("node kind-{}", n.kind)
+        };
+        let name = if n.name.is_empty() { "?" } else { &n.name };
+        let name_shown: String = if name.chars().count() > 26 {
+            name.chars().take(25).chain(['…']).collect()
+        } else {
+            name.to_string()
+        };
+        let _ = writeln!(
+            s,
+            "<a href=\"{href}\" class=\"{class}\"{current}><title>{name} ({kind}) {hash}</title><rect x=\"{x}\" y=\"{y}\" width=\"{NODE_W}\" height=\"{NODE_H}\" rx=\"6\"/><text x=\"{tx}\" y=\"{ty1}\">{shown}</text><text x=\"{tx}\" y=\"{ty2}\" class=\"sub\">{kind} · {short}</text></a>",
+            href = escape(&version_href(&n.hash)),
+            current = if n.root { " aria-current=\"page\"" } else { "" },
+            name = escape(name),
+            kind = escape(&n.kind),
+            hash = escape(&n.hash),
+            tx = x + 8,
+            ty1 = y + 19,
+            ty2 = y + 37,
+            shown = escape(&name_shown),
+            short = escape(short(&n.hash)),
+        );
+    }
+    s.push_str("</svg>\n<figcaption>Click a version to open it. Columns: raw, curated, timeline, training (empty columns left out).</figcaption>\n</figure>\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ui::catalog::{lineage, tests::chain, tests::hash};
+
+    #[test]
+    fn escape_covers_markup_and_quotes() {
+        assert_eq!(
+            escape(r#"<a href="x" onclick='y'>&amp;</a>"#),
+            "&lt;a href=&quot;x&quot; onclick=&#39;y&#39;&gt;&amp;amp;&lt;/a&gt;"
+        );
+        assert_eq!(escape("plain é ✓"), "plain é ✓");
+        assert_eq!(escape(""), "");
+    }
+
+    #[test]
+    fn pages_escape_names_and_link_every_node() {
+        let mut snap = chain();
+        // A hostile label and name are shown as text.
+        snap.versions[0]
+            .labels
+            .insert("<b>".into(), "<script>alert(1)</script>".into());
+        snap.versions[0].name = "x\"><script>".into();
+        let m = snap.versions[0].clone();
+        let g = lineage(&snap, &m.hash);
+        let html = version(&m, &snap, &g);
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(html.contains("<html lang=\"en\">") && html.contains("<main>"));
+        // The training set's graph: one link per node, the raw input among them.
+        let t = snap.get(&hash(5)).expect("training").clone();
+        let g = lineage(&snap, &t.hash);
+        let html = version(&t, &snap, &g);
+        let svg_part = &html[html.find("<svg").expect("svg")..html.find("</svg>").expect("end")];
+        assert_eq!(svg_part.matches("<a href=\"/ui/versions/").count(), 5);
+        assert!(svg_part.contains(&version_href(&hash(1).to_string())));
+        assert_eq!(svg_part.matches("class=\"edge\"").count(), 5);
+        // The catalog: labelled inputs, a header row with scopes, the tags as links.
+        let s = Search::parse("kind=curated").expect("search");
+        let (rows, total) = s.run(&snap);
+        let html = catalog(&s, &rows, total, &snap);
+        assert!(html.contains("<label for=\"q\">") && html.contains("<th scope=\"col\">Hash"));
+        assert!(html.contains("<option value=\"curated\" selected>"));
+        assert!(html.contains("<a href=\"/ui/?tag=patients\">patients</a>"));
+        assert!(html.contains("3 of 3 versions"));
+    }
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(human_bytes(12), "12 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 * 1024 * 1024), "3.0 MiB");
+    }
+}
