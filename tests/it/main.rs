@@ -29,3 +29,4 @@ mod secure_service;
 mod service;
 mod store;
 mod synth;
+mod units;
