@@ -527,13 +527,14 @@ async fn hl7v2_samples_through_the_pipeline() {
     assert_eq!(report.files, 139);
     assert_raw_is_verbatim(&store, &report.raw, &dir).await;
     assert_lineage(&store, &report, &BTreeMap::new(), None);
-    // tests/it/hl7v2.rs checks these five by hand in the .hl7 files.
+    // tests/it/hl7v2.rs checks these six by hand in the .hl7 files.
     assert_eq!(
         report.bad,
         counts(&[
             ("encounters/dangling_reference", 3),
             ("encounters/missing_field", 1),
             ("observations/missing_field", 1),
+            ("observations/unconvertible_unit", 1),
         ])
     );
     // Unsupported message types are skipped, not bad.
@@ -1058,7 +1059,7 @@ fn the_cli_ingests_and_prints_hashes() {
     );
     assert!(stderr.contains("ingested 139 files"), "{stderr}");
     assert!(stderr.contains("raw kept as b3:"), "{stderr}");
-    assert!(stderr.contains("quarantined 5 bad records"), "{stderr}");
+    assert!(stderr.contains("quarantined 6 bad records"), "{stderr}");
     assert!(stderr.contains("encounters/dangling_reference"), "{stderr}");
 
     // Too many bad records: non-zero exit, a message naming the limit, no hash printed.
