@@ -21,6 +21,7 @@ pub mod consent;
 pub mod discharge_disposition;
 pub mod encounter_class;
 pub mod service;
+pub mod units;
 
 mod columns;
 mod rows;

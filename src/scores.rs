@@ -508,6 +508,8 @@ pub(crate) mod testkit {
             value_num: Some(value),
             value_text: None,
             unit: Some(unit.into()),
+            value_original: None,
+            unit_original: None,
             effective_time: t,
             status: Some("final".into()),
             meta: meta(id, t + Duration::hours(1)),

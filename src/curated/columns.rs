@@ -234,9 +234,11 @@ impl Columns {
         self.f64(7, r.value_num);
         self.str(8, r.value_text.as_deref());
         self.str(9, r.unit.as_deref());
-        self.ts(10, Some(r.effective_time));
-        self.str(11, r.status.as_deref());
-        self.meta(12, &r.meta);
+        self.f64(10, r.value_original);
+        self.str(11, r.unit_original.as_deref());
+        self.ts(12, Some(r.effective_time));
+        self.str(13, r.status.as_deref());
+        self.meta(14, &r.meta);
     }
 
     pub(super) fn condition(&mut self, r: &Condition) {

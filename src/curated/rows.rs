@@ -89,8 +89,15 @@ pub struct Observation {
     pub value_num: Option<f64>,
     /// Text value (when not numeric).
     pub value_text: Option<String>,
-    /// Unit of `value_num` (UCUM where the source says so).
+    /// Unit of `value_num` (UCUM where the source says so; the canonical UCUM unit for a
+    /// LOINC code in [`units::TABLE`](super::units::TABLE)).
     pub unit: Option<String>,
+    /// The value as the source sent it, when [`units::normalize`](super::units::normalize)
+    /// converted it (null otherwise).
+    pub value_original: Option<f64>,
+    /// The unit as the source sent it, when [`units::normalize`](super::units::normalize)
+    /// changed it (null otherwise).
+    pub unit_original: Option<String>,
     /// When the sample was taken / the observation made.
     pub effective_time: DateTime<Utc>,
     /// `final`, `preliminary`, `corrected`, ...

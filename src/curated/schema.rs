@@ -113,6 +113,8 @@ impl Table {
                 f("value_num"),
                 s("value_text", true),
                 s("unit", true),
+                f("value_original"),
+                s("unit_original", true),
                 t("effective_time", false),
                 s("status", true),
             ],

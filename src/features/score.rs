@@ -280,6 +280,8 @@ impl ObservationCols {
                 .and_then(|a| (!a.is_null(i)).then(|| a.value(i))),
             value_text: None,
             unit: owned(&self.unit, i),
+            value_original: None,
+            unit_original: None,
             effective_time: time(ts_at(&self.effective, i)?),
             status: owned(&self.status, i),
             meta,

@@ -119,7 +119,9 @@ fn every_sample_is_curated_skipped_or_reported() {
 
     // The bad records, checked by hand: ADT01-28 has neither PV1-19 nor PV1-44; the second
     // A11 and both A13s name an encounter the first A11 already cancelled (all these samples
-    // share MSH-7); one ORU OBX has an empty OBX-3.
+    // share MSH-7); one ORU OBX has an empty OBX-3; the NIST CBC sends hemoglobin (718-7)
+    // in `g/mL` (12.5, reference range 13 to 18: g/dL meant), a unit hemoglobin does not
+    // accept (`ward::curated::units`).
     let mut bad: Vec<(&str, u64, &str, &str)> = p
         .bad
         .iter()
@@ -140,6 +142,12 @@ fn every_sample_is_curated_skipped_or_reported() {
             ("ADT-A13-01.hl7", 9, "PV1-19", "dangling_reference"),
             ("ADT-A13-02.hl7", 4, "PV1-19", "dangling_reference"),
             ("ADT01-28.hl7", 5, "PV1-44", "missing_field"),
+            (
+                "LRI_2.0-NG_CBC_Typ_Message.hl7",
+                6,
+                "OBX-6",
+                "unconvertible_unit"
+            ),
             ("ORU-R01-01.hl7", 11, "OBX-3", "missing_field"),
         ]
     );
@@ -175,17 +183,22 @@ fn every_sample_is_curated_skipped_or_reported() {
     assert_eq!(glucose.effective_time, utc("2002-02-15T01:30:00Z"));
     assert_eq!(glucose.status.as_deref(), Some("final"));
 
-    // LRI_2.0-NG_CBC: hemoglobin, LOINC 718-7, 12.5 g/mL.
-    let hb = p
+    // LRI_2.0-NG_CBC: hemoglobin, LOINC 718-7, 12.5 g/mL, a unit hemoglobin does not accept:
+    // quarantined (above), no row; the CBC's other results are kept.
+    assert!(!p
         .tables
         .observations
         .iter()
-        .find(|o| o.code.system == "LOINC" && o.code.code == "718-7")
-        .expect("the NIST CBC hemoglobin");
-    assert_eq!(hb.patient_id, "PATID1234");
-    assert_eq!(hb.value_num, Some(12.5));
-    assert_eq!(hb.unit.as_deref(), Some("g/mL"));
-    assert_eq!(hb.category.as_deref(), Some("laboratory"));
+        .any(|o| o.code.system == "LOINC" && o.code.code == "718-7"));
+    let hct = p
+        .tables
+        .observations
+        .iter()
+        .find(|o| o.patient_id == "PATID1234" && o.code.code == "20570-8")
+        .expect("the NIST CBC hematocrit");
+    assert_eq!(hct.value_num, Some(41.0));
+    assert_eq!(hct.unit.as_deref(), Some("%"));
+    assert_eq!(hct.category.as_deref(), Some("laboratory"));
 
     // LAB-ORU-1 (06:45+0700, preliminary) then LAB-ORU-2 (09:31+0700, final) report the same
     // orders: the hematocrit of order 82503246 goes from 40.1 to 39.7 as of LAB-ORU-2.

@@ -527,13 +527,14 @@ async fn hl7v2_samples_through_the_pipeline() {
     assert_eq!(report.files, 139);
     assert_raw_is_verbatim(&store, &report.raw, &dir).await;
     assert_lineage(&store, &report, &BTreeMap::new(), None);
-    // tests/it/hl7v2.rs checks these five by hand in the .hl7 files.
+    // tests/it/hl7v2.rs checks these six by hand in the .hl7 files.
     assert_eq!(
         report.bad,
         counts(&[
             ("encounters/dangling_reference", 3),
             ("encounters/missing_field", 1),
             ("observations/missing_field", 1),
+            ("observations/unconvertible_unit", 1),
         ])
     );
     // Unsupported message types are skipped, not bad.
@@ -566,7 +567,8 @@ async fn hl7v2_samples_through_the_pipeline() {
         Some(utc("2015-02-09T10:24:19Z"))
     );
 
-    // LRI_2.0-NG_CBC: hemoglobin, LOINC 718-7, 12.5 g/mL.
+    // LRI_2.0-NG_CBC: hemoglobin, LOINC 718-7, 12.5 g/mL: a unit hemoglobin does not accept,
+    // so quarantined, not curated.
     let obs = read(&store, &curated_hash(&report, "observations")).await;
     let obs = Rows(&obs);
     let hb: Vec<usize> = obs
@@ -574,9 +576,11 @@ async fn hl7v2_samples_through_the_pipeline() {
         .into_iter()
         .filter(|i| obs.str("code_system", *i) == Some("LOINC"))
         .collect();
-    assert_eq!(hb.len(), 1);
-    assert_eq!(obs.f64("value_num", hb[0]), Some(12.5));
-    assert_eq!(obs.str("unit", hb[0]), Some("g/mL"));
+    assert!(hb.is_empty());
+    let nist = q.find("file", "LRI_2.0-NG_CBC_Typ_Message.hl7");
+    assert_eq!(nist.len(), 1);
+    assert_eq!(q.str("field", nist[0]), Some("OBX-6"));
+    assert_eq!(q.str("reason", nist[0]), Some("unconvertible_unit"));
 }
 
 /// `ADT-A11-01.hl7` with its MSH-7 moved to 2015-02-10, a day after the admission it
@@ -1058,7 +1062,7 @@ fn the_cli_ingests_and_prints_hashes() {
     );
     assert!(stderr.contains("ingested 139 files"), "{stderr}");
     assert!(stderr.contains("raw kept as b3:"), "{stderr}");
-    assert!(stderr.contains("quarantined 5 bad records"), "{stderr}");
+    assert!(stderr.contains("quarantined 6 bad records"), "{stderr}");
     assert!(stderr.contains("encounters/dangling_reference"), "{stderr}");
 
     // Too many bad records: non-zero exit, a message naming the limit, no hash printed.

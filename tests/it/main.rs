@@ -31,3 +31,4 @@ mod service;
 mod store;
 mod synth;
 mod ui;
+mod units;

@@ -6,7 +6,7 @@ use super::curate::Head;
 use super::outcome::{Fault, Fx};
 use super::resolve::{encounter_ref, patient_ref, Resolver};
 use super::time::time;
-use crate::curated::{code_system, Coding, Observation};
+use crate::curated::{code_system, units, Coding, Observation};
 use crate::ingest::json::{Kind, Value};
 use crate::ingest::Context;
 
@@ -57,16 +57,16 @@ pub(super) fn observation(
         value_num: v.num,
         value_text: v.text,
         unit: v.unit,
+        value_original: None,
+        unit_original: None,
         effective_time,
         status: None,
         meta: head.meta.clone(),
     };
     if own_value.is_some() || n_components == 0 {
-        rows.push(row(
-            head.row_id.clone(),
-            code,
-            own_value.unwrap_or_default(),
-        ));
+        let mut r = row(head.row_id.clone(), code, own_value.unwrap_or_default());
+        to_canonical_unit(&mut r, "Observation.valueQuantity.unit")?;
+        rows.push(r);
     }
     for (i, comp) in components.into_iter().flatten().enumerate() {
         let field = format!("Observation.component[{i}].code");
@@ -75,7 +75,12 @@ pub(super) fn observation(
             .ok_or_else(|| Fault::missing(field.clone()))?;
         let ccode = pick_coding(cc, &field, &[code_system::LOINC])?;
         let v = value(comp, "Observation.component")?.unwrap_or_default();
-        rows.push(row(format!("{}.component[{i}]", head.row_id), ccode, v));
+        let mut r = row(format!("{}.component[{i}]", head.row_id), ccode, v);
+        to_canonical_unit(
+            &mut r,
+            &format!("Observation.component[{i}].valueQuantity.unit"),
+        )?;
+        rows.push(r);
     }
     // Every row but the last gets copies of the shared columns; the last (most often the
     // only one) takes them.
@@ -92,6 +97,12 @@ pub(super) fn observation(
         last.status = status;
     }
     Ok(rows)
+}
+
+/// Converts the row's value to its LOINC code's canonical unit ([`units::normalize`]); a unit
+/// the code does not accept is a fault at `field`.
+fn to_canonical_unit(row: &mut Observation, field: &str) -> Fx<()> {
+    units::normalize(row).map_err(|e| Fault::new(field, "unconvertible_unit", e.to_string()))
 }
 
 /// An observation value as the curated columns hold it.

@@ -8,7 +8,7 @@ use super::segment::{Msg, Seg};
 use super::state::{ObsTrack, Order, OruPatient};
 use super::time::parse_ts;
 use super::VITAL_SIGNS_LOINC;
-use crate::curated::{code_system, Observation, Table};
+use crate::curated::{code_system, units, Observation, Table};
 
 impl Assembler {
     pub(super) fn oru(&mut self, m: &Msg<'_>) {
@@ -191,10 +191,23 @@ impl Assembler {
             value_num,
             value_text,
             unit: m.get(seg, 6, 1).or_else(|| m.get(seg, 6, 2)),
+            value_original: None,
+            unit_original: None,
             effective_time,
             status: status.as_deref().map(map_result_status),
             meta: m.meta(seg),
         };
+        if let Err(e) = units::normalize(&mut row) {
+            self.bad(
+                m,
+                Some(seg),
+                table,
+                "OBX-6",
+                "unconvertible_unit",
+                e.to_string(),
+            );
+            return;
+        }
         if row.value_num.is_none() && row.value_text.is_none() {
             // "Final, values already sent as preliminary": finalize the earlier row.
             let earlier = prior.and_then(|r| self.out.tables.observations.get(r));

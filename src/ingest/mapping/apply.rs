@@ -20,7 +20,7 @@ use super::{
 };
 use crate::curated as c;
 use crate::curated::{
-    code_system, CareTeamMember, Coding, Condition, CuratedTables, Encounter, Medication,
+    code_system, units, CareTeamMember, Coding, Condition, CuratedTables, Encounter, Medication,
     Observation, Patient, Procedure, RowMeta, Table,
 };
 use crate::ingest::{BadRecord, Context, Input, Location, Parsed, Skipped};
@@ -319,7 +319,16 @@ impl Sink for Apply<'_> {
             accounted = true;
             let result = self
                 .eval_target(target, &row, record)
-                .and_then(|vals| self.build(target.table, vals, record));
+                .and_then(|vals| self.build(target.table, vals, record))
+                .map_err(|mut f| {
+                    // A unit fault names the source column the unit came from.
+                    if f.reason == "unconvertible_unit" {
+                        if let Some(col) = target.columns.iter().find(|c| c.name == "unit") {
+                            f.field = source_field(&col.spec, &col.name);
+                        }
+                    }
+                    f
+                });
             match result {
                 Ok(rows) => push_row(&mut self.out.tables, rows),
                 Err(f) => self.push_bad(record, target.table, f, raw, cells),
@@ -693,19 +702,26 @@ impl Apply<'_> {
                     meta,
                 })
             }
-            Table::Observations => Row::Observation(Observation {
-                observation_id: v.req_text("observation_id")?,
-                patient_id: v.req_text("patient_id")?,
-                encounter_id: v.text("encounter_id"),
-                category: v.text("category"),
-                code: v.coding()?,
-                value_num: v.num("value_num"),
-                value_text: v.text("value_text"),
-                unit: v.text("unit"),
-                effective_time: v.req_time("effective_time")?,
-                status: v.text("status"),
-                meta,
-            }),
+            Table::Observations => {
+                let mut row = Observation {
+                    observation_id: v.req_text("observation_id")?,
+                    patient_id: v.req_text("patient_id")?,
+                    encounter_id: v.text("encounter_id"),
+                    category: v.text("category"),
+                    code: v.coding()?,
+                    value_num: v.num("value_num"),
+                    value_text: v.text("value_text"),
+                    unit: v.text("unit"),
+                    value_original: v.num("value_original"),
+                    unit_original: v.text("unit_original"),
+                    effective_time: v.req_time("effective_time")?,
+                    status: v.text("status"),
+                    meta,
+                };
+                units::normalize(&mut row)
+                    .map_err(|e| fault("unit", "unconvertible_unit", e.to_string()))?;
+                Row::Observation(row)
+            }
             Table::Conditions => Row::Condition(Condition {
                 condition_id: v.req_text("condition_id")?,
                 patient_id: v.req_text("patient_id")?,

@@ -167,6 +167,8 @@ impl Gen {
                     value_num: Some(value),
                     value_text: None,
                     unit: Some(lab.unit.into()),
+                    value_original: None,
+                    unit_original: None,
                     effective_time: ts(t),
                     status: Some(status.into()),
                     meta: g.meta("observations", &id, version, known, retracted),

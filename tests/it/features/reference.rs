@@ -407,6 +407,8 @@ pub(super) fn hgb(
         value_num: Some(v),
         value_text: None,
         unit: None,
+        value_original: None,
+        unit_original: None,
         effective_time: e,
         status: None,
         meta: RowMeta {

@@ -325,6 +325,8 @@ async fn score_changes_at_coding_correction_and_next_discharge() {
         value_num: Some(v),
         value_text: None,
         unit: Some("g/dL".into()),
+        value_original: None,
+        unit_original: None,
         effective_time: e,
         status: Some("final".into()),
         meta: m,

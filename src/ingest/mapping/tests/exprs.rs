@@ -457,7 +457,7 @@ table = "observations"
 observation_id = { expr = "id || '-' || seq" }
 patient_id = "pid"
 code_system = { value = "LOINC" }
-code = { value = "2345-7" }
+code = { value = "2093-3" }
 value_num = { expr = "v * 18", decimal = "," }
 unit = { expr = "coalesce(u, 'mmol/L')", map = { "mmol/L" = "mg/dL" } }
 effective_time = { expr = "datetime(t) + 1 / 24" }
