@@ -64,6 +64,24 @@ pub struct LiveConfig {
     /// with 413.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// How MLLP senders authenticate when the server's `[auth]` is on (without it every
+    /// sender is anonymous): by TLS client certificate (the default), or not at all.
+    #[serde(default)]
+    pub mllp_auth: MllpAuth,
+}
+
+/// How MLLP senders authenticate when the server's authentication is on (`[live]
+/// mllp_auth`). MLLP carries no credential of its own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MllpAuth {
+    /// A TLS client certificate, mapped to a principal by `[auth.mtls]`, whose roles must
+    /// grant `ingest`; a sender without one is refused (AR) and nothing it sends is logged.
+    #[default]
+    Certificate,
+    /// Any sender that reaches the listener (a loopback listener behind the interface
+    /// engine on the same host, say); audited as `auth` `none`.
+    None,
 }
 
 fn default_feed() -> String {
@@ -95,6 +113,7 @@ impl Default for LiveConfig {
             segment_bytes: default_segment(),
             http_feed: default_http_feed(),
             max_body_bytes: default_max_body(),
+            mllp_auth: MllpAuth::default(),
         }
     }
 }
@@ -280,8 +299,10 @@ pub fn check_exposure(addr: SocketAddr, tls: bool, insecure: bool) -> crate::Res
 }
 
 /// Starts the MLLP listener of `ward serve` on `addr` (the feed, limits and seal interval
-/// from `cfg`; over TLS with `tls`, the server's own configuration), and, when `cfg.seal_interval_secs` is set, a task sealing the feed that
-/// often. Seals are recorded in `audit` (else in `<store>/audit`).
+/// from `cfg`; over TLS with `tls`, the server's own configuration; senders authenticated
+/// by `security`, when given, as [`mllp::start`] says), and, when `cfg.seal_interval_secs`
+/// is set, a task sealing the feed that often. Seals are recorded in `audit` (else in
+/// `<store>/audit`).
 ///
 /// # Errors
 /// As [`mllp::start`].
@@ -291,6 +312,7 @@ pub async fn serve(
     cfg: &LiveConfig,
     audit: Option<std::sync::Arc<crate::security::audit::AuditLog>>,
     tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
+    security: Option<std::sync::Arc<crate::security::gate::Security>>,
 ) -> crate::Result<Running> {
     let running = mllp::start(
         addr,
@@ -299,6 +321,7 @@ pub async fn serve(
         cfg,
         audit.clone(),
         tls,
+        security,
     )
     .await?;
     if let Some(secs) = cfg.seal_interval_secs {
@@ -307,9 +330,32 @@ pub async fn serve(
     Ok(running)
 }
 
+/// Refuses `--mllp` on a server with authentication (`auth`) when senders cannot
+/// authenticate: `[live] mllp_auth = "certificate"` (the default) needs TLS with client
+/// certificates (`tls_client_certs`).
+///
+/// # Errors
+/// [`crate::Error::FailedPrecondition`] saying what to configure.
+pub fn check_sender_auth(
+    addr: SocketAddr,
+    cfg: &LiveConfig,
+    auth: bool,
+    tls_client_certs: bool,
+) -> crate::Result<()> {
+    if !auth || cfg.mllp_auth == MllpAuth::None || tls_client_certs {
+        return Ok(());
+    }
+    Err(crate::Error::precondition(
+        format!("--mllp {addr}"),
+        "authentication is on ([auth]) and MLLP carries no credential, so MLLP senders authenticate by TLS client certificate: configure [tls] with client_auth and client_ca and map the interface engine's certificate in [auth.mtls] to a role granting ingest; or set [live] mllp_auth = \"none\" to accept any sender that reaches the listener (audited as unauthenticated)",
+    ))
+}
+
 /// Starts the HTTP listener of `ward serve` on `addr` (FHIR pushed into `cfg.http_feed`;
 /// `security` decides who may push when authentication is on; pushes are audited in
-/// `audit`) and the web UI's catalog of `store` ([`crate::ui`]), and, when `cfg.seal_interval_secs` is set, a task sealing that feed that often.
+/// `audit`; over HTTPS with `tls`, the server's own configuration) and the web UI's catalog
+/// of `store` ([`crate::ui`]), and, when `cfg.seal_interval_secs` is set, a task sealing
+/// that feed that often.
 ///
 /// # Errors
 /// As [`http::start`].
@@ -319,8 +365,9 @@ pub async fn serve_http(
     cfg: &LiveConfig,
     security: Option<std::sync::Arc<crate::security::gate::Security>>,
     audit: Option<std::sync::Arc<crate::security::audit::AuditLog>>,
+    tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
 ) -> crate::Result<Running> {
-    let running = http::start(addr, store, cfg, security, audit.clone()).await?;
+    let running = http::start(addr, store, cfg, security, audit.clone(), tls).await?;
     if let Some(secs) = cfg.seal_interval_secs {
         spawn_sealer(store, &cfg.http_feed, secs, "http:seal", audit);
     }
@@ -387,8 +434,10 @@ mod tests {
             let e = crate::service::ServeConfig::parse(text, "t.toml").expect_err(text);
             assert!(e.to_string().contains(key), "{e}");
         }
-        assert!(http::check_exposure("0.0.0.0:80".parse().expect("addr"), false).is_err());
-        assert!(http::check_exposure("0.0.0.0:80".parse().expect("addr"), true).is_ok());
+        let web: SocketAddr = "0.0.0.0:80".parse().expect("addr");
+        assert!(http::check_exposure(web, false, false).is_err());
+        assert!(http::check_exposure(web, true, false).is_ok(), "HTTPS");
+        assert!(http::check_exposure(web, false, true).is_ok());
         let any: SocketAddr = "0.0.0.0:2575".parse().expect("addr");
         assert!(check_exposure(any, false, false).is_err());
         assert!(check_exposure(any, true, false).is_ok(), "MLLP over TLS");

@@ -500,10 +500,18 @@ pub async fn run(
     cfg.mllp = mllp.or(cfg.mllp);
     if let Some(m) = cfg.mllp {
         crate::live::check_exposure(m, cfg.tls.is_some(), insecure)?;
+        crate::live::check_sender_auth(
+            m,
+            &cfg.live,
+            cfg.auth.is_some(),
+            cfg.tls
+                .as_ref()
+                .is_some_and(|t| t.client_auth != crate::security::tls::ClientAuth::None),
+        )?;
     }
     cfg.http = http.or(cfg.http);
     if let Some(h) = cfg.http {
-        crate::live::http::check_exposure(h, insecure)?;
+        crate::live::http::check_exposure(h, cfg.tls.is_some(), insecure)?;
     }
     let exposure = cfg.exposure(insecure)?;
     let store_dir = cfg
@@ -587,6 +595,10 @@ pub async fn serve_until_signal(
             &cfg.live,
             server.audit().cloned(),
             server.tls_config(),
+            match cfg.live.mllp_auth {
+                crate::live::MllpAuth::Certificate => security.clone(),
+                crate::live::MllpAuth::None => None,
+            },
         )
         .await?;
     }
@@ -598,6 +610,7 @@ pub async fn serve_until_signal(
             &cfg.live,
             security,
             server.audit().cloned(),
+            server.tls_config(),
         )
         .await?;
     }

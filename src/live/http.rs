@@ -4,9 +4,11 @@
 //! naming where the payload is wrong otherwise ([`super::fhir`] has the checks).
 //!
 //! Routes live under [`FHIR_PATH`]; the same listener serves the web UI's catalog under
-//! `/ui` and `/api` ([`crate::ui`], `docs/ui.md`). With the server's authentication on, a push needs a bearer token (or client
-//! certificate, once TLS is here) whose roles grant `ingest`: 401 without credentials, 403
-//! without the permission. Every push that reaches the handler is audited once, with its
+//! `/ui` and `/api` ([`crate::ui`], `docs/ui.md`). With the server's `[tls]` configured the
+//! listener speaks HTTPS with the server's own certificates (and client certificates as
+//! configured there). With the server's authentication on, a push needs a bearer token (or
+//! a client certificate) whose roles grant `ingest`: 401 without credentials, 403 without
+//! the permission. Every push that reaches the handler is audited once, with its
 //! principal, peer, outcome and, when logged, the record, source and resource counts.
 
 use std::net::SocketAddr;
@@ -17,7 +19,8 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::Response;
 use axum::routing::post;
-use axum::Router;
+use axum::serve::ListenerExt as _;
+use axum::{Extension, Router};
 use futures::StreamExt;
 
 use super::fhir::{self, Issue};
@@ -32,6 +35,7 @@ use crate::security::auth::{Principal, RequestContext};
 use crate::security::gate::Security;
 use crate::security::note::{AuditNote, Finish};
 use crate::security::policy::Action;
+use crate::service::tls_serve::{tls_incoming, TlsConn, TlsInfo};
 
 /// The path FHIR payloads are posted to.
 pub const FHIR_PATH: &str = "/fhir";
@@ -53,26 +57,27 @@ struct Shared {
     audit: Option<Arc<AuditLog>>,
 }
 
-/// Refuses a non-loopback HTTP address unless `insecure`: the listener has no TLS yet, and
-/// pushes carry patient data and bearer tokens.
+/// Refuses a non-loopback HTTP address without TLS unless `insecure`: pushes and the
+/// catalog carry patient data and bearer tokens.
 ///
 /// # Errors
 /// [`Error::FailedPrecondition`] naming the address.
-pub fn check_exposure(addr: SocketAddr, insecure: bool) -> Result<()> {
-    if addr.ip().is_loopback() || insecure {
+pub fn check_exposure(addr: SocketAddr, tls: bool, insecure: bool) -> Result<()> {
+    if addr.ip().is_loopback() || tls || insecure {
         return Ok(());
     }
     Err(Error::precondition(
         format!("--http {addr}"),
-        "a non-loopback HTTP listener sends patient data and bearer tokens in plain text (no TLS yet); put a TLS terminator in front and listen on loopback, or pass --insecure",
+        "a non-loopback HTTP listener without TLS sends patient data and bearer tokens in plain text; configure [tls] (the listener then speaks HTTPS), or put a TLS terminator in front and listen on loopback, or pass --insecure",
     ))
 }
 
 /// Opens the feed `cfg.http_feed` of `store` and serves `POST /fhir` on `addr`, with the
 /// catalog of `store` under `/ui` and `/api` ([`crate::ui`]).
 /// `security` (the server's, when authentication is on) decides who may push; `audit`
-/// records every push. Prints `http listening on ADDR (feed F, ...)` to standard error once
-/// bound.
+/// records every push; `tls` (the server's TLS configuration) makes it HTTPS. Prints
+/// `http listening on ADDR (feed F, ...)` (`https listening on ...` over TLS) to standard
+/// error once bound.
 ///
 /// # Errors
 /// Configuration, log recovery and bind errors.
@@ -82,6 +87,7 @@ pub async fn start(
     cfg: &LiveConfig,
     security: Option<Arc<Security>>,
     audit: Option<Arc<AuditLog>>,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 ) -> Result<Running> {
     cfg.validate()?;
     let clock = store.clock().clone();
@@ -94,7 +100,8 @@ pub async fn start(
         .local_addr()
         .map_err(|e| Error::precondition(format!("http {addr}"), e.to_string()))?;
     eprintln!(
-        "http listening on {local} (POST {FHIR_PATH}: feed {}, {} records in the log, next sequence number {}; {})",
+        "{} listening on {local} (POST {FHIR_PATH}: feed {}, {} records in the log, next sequence number {}; {})",
+        if tls.is_some() { "https" } else { "http" },
         cfg.http_feed,
         opened.records,
         opened.next_seq,
@@ -119,17 +126,88 @@ pub async fn start(
     });
     // The web UI's catalog (/ui, /api) on the same listener (docs/ui.md).
     let app = router(shared).merge(crate::ui::router(ui));
-    tokio::spawn(async move {
-        let served = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await;
-        if let Err(e) = served {
-            tracing::error!("the HTTP listener stopped: {e}");
+    match tls {
+        None => {
+            tokio::spawn(async move {
+                let served = axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .await;
+                if let Err(e) = served {
+                    tracing::error!("the HTTP listener stopped: {e}");
+                }
+            });
         }
-    });
+        Some(config) => {
+            // Only HTTP/1.1 is served here (the gRPC port has h2).
+            let mut config = (*config).clone();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            let listener = TlsListener {
+                incoming: tls_incoming(listener, Arc::new(config)),
+                local,
+            };
+            // `tap_io` gives the listener's connection info (`TlsInfo`) to the handlers;
+            // `tls_peer` turns it into the `ConnectInfo<SocketAddr>` they read.
+            let app = app.layer(axum::middleware::map_request(tls_peer));
+            tokio::spawn(async move {
+                let served = axum::serve(
+                    listener.tap_io(|_| {}),
+                    app.into_make_service_with_connect_info::<TlsInfo>(),
+                )
+                .await;
+                if let Err(e) = served {
+                    tracing::error!("the HTTPS listener stopped: {e}");
+                }
+            });
+        }
+    }
     Ok(Running { addr: local, wal })
+}
+
+/// The handshaken connections of [`tls_incoming`] (each handshake on its own task, so a
+/// slow client holds up no other) as an axum listener.
+struct TlsListener {
+    incoming: tokio_stream::wrappers::ReceiverStream<std::io::Result<TlsConn>>,
+    local: SocketAddr,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsConn;
+    type Addr = TlsInfo;
+
+    async fn accept(&mut self) -> (TlsConn, TlsInfo) {
+        loop {
+            match self.incoming.next().await {
+                Some(Ok(conn)) => {
+                    let info = conn.info().clone();
+                    return (conn, info);
+                }
+                Some(Err(_)) => continue,
+                // The acceptor stops only with the process.
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<TlsInfo> {
+        Ok(TlsInfo {
+            peer: Some(self.local),
+            client_cert: None,
+        })
+    }
+}
+
+/// Puts a TLS connection's peer address where the handlers read it (`ConnectInfo`), beside
+/// its [`TlsInfo`] (the client certificate, for authentication).
+async fn tls_peer(mut req: axum::extract::Request) -> axum::extract::Request {
+    if let Some(ConnectInfo(info)) = req.extensions().get::<ConnectInfo<TlsInfo>>().cloned() {
+        if let Some(peer) = info.peer {
+            req.extensions_mut().insert(ConnectInfo(peer));
+        }
+        req.extensions_mut().insert(info);
+    }
+    req
 }
 
 fn router(shared: Arc<Shared>) -> Router {
@@ -284,6 +362,7 @@ fn audit_code(status: StatusCode) -> &'static str {
 async fn push(
     State(s): State<Arc<Shared>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    tls: Option<Extension<TlsInfo>>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
@@ -291,7 +370,10 @@ async fn push(
     let note = AuditNote::default();
     let sender = match &s.security {
         Some(security) => {
-            let ctx = RequestContext::from_headers(AUDIT_RPC, &headers, Some(peer));
+            let mut ctx = RequestContext::from_headers(AUDIT_RPC, &headers, Some(peer));
+            if let Some(cert) = tls.and_then(|Extension(t)| t.client_cert) {
+                ctx = ctx.with_client_cert(cert.to_vec());
+            }
             match security.admit_action(&ctx, Action::Ingest, &note) {
                 Ok(p) => p.subject,
                 Err(e) => return refuse(&s, &note, peer, &e).await,

@@ -14,6 +14,12 @@
 //! record when the connection ends and at most every [`AUDIT_EVERY`] while it stays open,
 //! naming the peer address, the messages logged (AA, AE, AR), the resends acknowledged
 //! without logging, and the log records written.
+//!
+//! With the server's authentication on (and `[live] mllp_auth = "certificate"`, the
+//! default), a connection is admitted once, after its TLS handshake, by its client
+//! certificate: the principal `[auth.mtls]` maps it to must have the `ingest` permission.
+//! A connection that is not admitted is audited once as denied, its first message is
+//! answered AR with the reason (nothing is logged), and it is closed.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -30,6 +36,13 @@ use crate::clock::SharedClock;
 use crate::error::{Error, Result};
 use crate::ingest::Context;
 use crate::security::audit::{AuditEntry, AuditLog, Outcome};
+use crate::security::auth::{Principal, RequestContext};
+use crate::security::gate::Security;
+use crate::security::note::AuditNote;
+use crate::security::policy::Action;
+
+/// The name MLLP connections have in the audit trail.
+pub const AUDIT_RPC: &str = "mllp";
 
 /// A connection that stays open writes its audit records at most this often.
 pub const AUDIT_EVERY: Duration = Duration::from_secs(60);
@@ -312,6 +325,7 @@ struct Shared {
     clock: SharedClock,
     cfg: LiveConfig,
     audit: Option<Arc<AuditLog>>,
+    security: Option<Arc<Security>>,
 }
 
 /// What one sender sent on one connection since the last audit record.
@@ -331,15 +345,20 @@ struct Counts {
 pub struct Tally {
     peer: String,
     feed: String,
+    /// The connection's principal, when senders authenticate ([`MllpAuth`]).
+    ///
+    /// [`MllpAuth`]: super::MllpAuth
+    principal: Option<Principal>,
     senders: BTreeMap<String, Counts>,
     since: Instant,
 }
 
 impl Tally {
-    fn new(peer: &str, feed: &str) -> Self {
+    fn new(peer: &str, feed: &str, principal: Option<Principal>) -> Self {
         Tally {
             peer: peer.to_string(),
             feed: feed.to_string(),
+            principal,
             senders: BTreeMap::new(),
             since: Instant::now(),
         }
@@ -369,13 +388,32 @@ impl Tally {
         std::mem::take(&mut self.senders)
             .into_iter()
             .map(|(sender, c)| {
-                let mut e = AuditEntry::new(
-                    "mllp",
-                    Outcome::Allowed,
-                    "MLLP carries no credential: allowed by reaching the listener",
-                );
-                e.principal = Some(sender);
-                e.auth = Some("none".into());
+                let mut e = match &self.principal {
+                    None => {
+                        let mut e = AuditEntry::new(
+                            AUDIT_RPC,
+                            Outcome::Allowed,
+                            "MLLP carries no credential: allowed by reaching the listener",
+                        );
+                        e.principal = Some(sender);
+                        e.auth = Some("none".into());
+                        e
+                    }
+                    Some(p) => {
+                        let mut e = AuditEntry::new(
+                            AUDIT_RPC,
+                            Outcome::Allowed,
+                            format!(
+                                "authenticated by client certificate, granted ingest; MSH sender {sender}"
+                            ),
+                        );
+                        e.principal = Some(p.subject.clone());
+                        e.auth = Some(p.source.as_str().to_string());
+                        e.roles = p.roles.iter().cloned().collect();
+                        e.issuer.clone_from(&p.issuer);
+                        e
+                    }
+                };
                 e.client = Some(self.peer.clone());
                 e.action = Some("ingest".into());
                 e.outcome = Some("ok".into());
@@ -425,8 +463,9 @@ impl Tally {
 }
 
 /// Opens the feed's log under `store_root` and listens for MLLP connections on `addr` (one
-/// task per connection, as many connections as senders open). Prints `mllp listening on
-/// ADDR (feed F)` to standard error once bound.
+/// task per connection, as many connections as senders open). With `security`, each
+/// connection is admitted by its TLS client certificate (the module's doc). Prints `mllp
+/// listening on ADDR (feed F)` to standard error once bound.
 ///
 /// # Errors
 /// Configuration, log recovery and bind errors.
@@ -437,6 +476,7 @@ pub async fn start(
     cfg: &LiveConfig,
     audit: Option<Arc<AuditLog>>,
     tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    security: Option<Arc<Security>>,
 ) -> Result<Running> {
     cfg.validate()?;
     // The server's TLS configuration (the same certificates, reloaded in place, and client
@@ -455,11 +495,16 @@ pub async fn start(
         .local_addr()
         .map_err(|e| Error::precondition(format!("mllp {addr}"), e.to_string()))?;
     eprintln!(
-        "mllp listening on {local}{} (feed {}, {} records in the log, next sequence number {})",
+        "mllp listening on {local}{} (feed {}, {} records in the log, next sequence number {}; {})",
         if tls.is_some() { " over TLS" } else { "" },
         cfg.feed,
         opened.records,
-        opened.next_seq
+        opened.next_seq,
+        if security.is_some() {
+            "senders need a client certificate granting ingest"
+        } else {
+            "senders unauthenticated"
+        }
     );
     let shared = Arc::new(Shared {
         wal: wal.clone(),
@@ -467,6 +512,7 @@ pub async fn start(
         clock,
         cfg: cfg.clone(),
         audit,
+        security,
     });
     tokio::spawn(async move {
         loop {
@@ -477,13 +523,21 @@ pub async fn start(
                     tokio::spawn(async move {
                         let _ = stream.set_nodelay(true);
                         let r = match tls {
-                            None => connection(stream, peer, shared).await,
+                            None => connection(stream, peer, None, shared).await,
                             Some(acceptor) => {
                                 // A handshake that does not finish in the idle timeout is
                                 // dropped, as an idle connection is.
                                 let idle = shared.cfg.idle_timeout();
                                 match tokio::time::timeout(idle, acceptor.accept(stream)).await {
-                                    Ok(Ok(s)) => connection(s, peer, shared).await,
+                                    Ok(Ok(s)) => {
+                                        let cert = s
+                                            .get_ref()
+                                            .1
+                                            .peer_certificates()
+                                            .and_then(|c| c.first())
+                                            .map(|c| c.as_ref().to_vec());
+                                        connection(s, peer, cert, shared).await
+                                    }
                                     Ok(Err(e)) => Err(e),
                                     Err(_) => Err(std::io::Error::new(
                                         std::io::ErrorKind::TimedOut,
@@ -508,16 +562,77 @@ pub async fn start(
 }
 
 /// Serves one connection until the peer closes it, it stays idle too long, or a frame is
-/// too long; then writes the audit records of its ingests.
+/// too long; then writes the audit records of its ingests. With authentication, admits
+/// the connection by its client certificate `cert` first, or refuses it.
 async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     peer: SocketAddr,
+    cert: Option<Vec<u8>>,
     shared: Arc<Shared>,
 ) -> std::io::Result<()> {
-    let mut tally = Tally::new(&peer.to_string(), &shared.cfg.feed);
+    let principal = match &shared.security {
+        None => None,
+        Some(security) => {
+            let mut ctx = RequestContext::new(AUDIT_RPC).with_peer(peer);
+            if let Some(c) = cert {
+                ctx = ctx.with_client_cert(c);
+            }
+            let note = AuditNote::default();
+            match security.admit_action(&ctx, Action::Ingest, &note) {
+                Ok(p) => Some(p),
+                Err(e) => return refuse_connection(stream, peer, &shared, &note, &e).await,
+            }
+        }
+    };
+    let mut tally = Tally::new(&peer.to_string(), &shared.cfg.feed, principal);
     let r = serve_connection(stream, peer, &shared, &mut tally).await;
     tally.flush(shared.audit.as_ref()).await;
     r
+}
+
+/// A connection whose sender is not admitted: audited once as denied; its first message
+/// (if one comes within the idle timeout) answered AR with the reason, nothing logged;
+/// then closed.
+async fn refuse_connection<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    peer: SocketAddr,
+    shared: &Shared,
+    note: &AuditNote,
+    e: &Error,
+) -> std::io::Result<()> {
+    let entry = note.entry(AUDIT_RPC, Some(peer), Err(e));
+    if let Err(ae) = super::http::record(shared.audit.as_ref(), entry).await {
+        tracing::error!(%peer, "audit: cannot record a refused MLLP sender: {ae}");
+    }
+    tracing::warn!(%peer, "mllp: sender refused: {e}");
+    let reason = format!("sender not admitted, nothing logged: {e}");
+    let mut de = Deframer::new(shared.cfg.max_frame_bytes);
+    let mut buf = vec![0u8; 64 * 1024];
+    let deadline = tokio::time::Instant::now() + shared.cfg.idle_timeout();
+    loop {
+        let n = match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(r) => r?,
+            Err(_) => return Ok(()),
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        de.push(&buf[..n]);
+        while let Some(ev) = de.next_event() {
+            let bytes = match ev {
+                Event::Frame { bytes, .. } => bytes,
+                Event::Garbage { .. } => continue,
+                Event::Oversize { .. } => Vec::new(),
+            };
+            let now = shared.clock.now();
+            let mut verdict = classify(&shared.name, &bytes, &Context::new(now));
+            verdict.status = Status::Refused;
+            stream
+                .write_all(&frame(&ack("AR", &verdict, "W0", now, &reason)))
+                .await?;
+            return stream.shutdown().await;
+        }
+    }
 }
 
 async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
@@ -754,7 +869,7 @@ mod tests {
 
     #[test]
     fn the_tally_audits_each_sender_with_its_counts() {
-        let mut t = Tally::new("127.0.0.1:5000", "adt");
+        let mut t = Tally::new("127.0.0.1:5000", "adt", None);
         t.count("LAB^HOSP", Status::Accepted, Some(Appended::Logged(3)));
         t.count("LAB^HOSP", Status::Error, Some(Appended::Logged(4)));
         t.count("LAB^HOSP", Status::Accepted, Some(Appended::Duplicate(3)));

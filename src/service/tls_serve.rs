@@ -42,6 +42,13 @@ pub struct TlsConn {
     info: TlsInfo,
 }
 
+impl TlsConn {
+    /// The peer address and client certificate of the connection.
+    pub fn info(&self) -> &TlsInfo {
+        &self.info
+    }
+}
+
 impl Connected for TlsConn {
     type ConnectInfo = TlsInfo;
 

@@ -109,3 +109,91 @@ pub(crate) fn known_by(
         ),
     }
 }
+
+/// Starts `ward --store STORE serve --addr 127.0.0.1:0 ARGS...` as a child process and
+/// returns it with the address it prints after `prefix` (`"mllp listening on "`,
+/// `"http listening on "`), waiting up to two minutes for it.
+pub(crate) fn spawn_ward_serve(
+    store: &std::path::Path,
+    args: &[&std::ffi::OsStr],
+    prefix: &'static str,
+) -> (std::process::Child, std::net::SocketAddr) {
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ward"))
+        .arg("--store")
+        .arg(store)
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn ward serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(rest) = line.strip_prefix(prefix) {
+                let addr = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                if let Some(t) = tx.take() {
+                    let _ = t.send(addr);
+                }
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .unwrap_or_else(|_| panic!("ward serve printed `{prefix}ADDR`"));
+    (child, addr.parse().expect("address"))
+}
+
+/// Writes `dir/serve.toml` (and the example policy beside it): authentication by one API
+/// token per `(subject, token, role)`, and a synchronous audit trail in `dir/audit`.
+/// Returns the configuration's path.
+pub(crate) fn token_config(dir: &std::path::Path, tokens: &[(&str, &str, &str)]) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    std::fs::copy(
+        crate_dir().join("examples/security/policy.toml"),
+        dir.join("policy.toml"),
+    )
+    .expect("policy");
+    let mut toml = String::from("[auth]\npolicy = \"policy.toml\"\n");
+    for (subject, token, role) in tokens {
+        toml.push_str(&format!(
+            "[[auth.api_tokens]]\nsubject = \"{subject}\"\nblake3 = \"{}\"\nroles = [\"{role}\"]\n",
+            ward::security::auth::tokens::hash_token(token)
+        ));
+    }
+    toml.push_str("[audit]\ndir = \"audit\"\ndurability = \"sync\"\n");
+    let path = dir.join("serve.toml");
+    std::fs::write(&path, toml).expect("config");
+    path
+}
+
+/// The audit records in `dir`, in order (system records, such as recoveries, left out).
+pub(crate) fn audit_records(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("audit dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .expect("read")
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("record"))
+                .collect::<Vec<_>>()
+        })
+        .filter(|r| r["decision"] != "system")
+        .collect()
+}

@@ -6,10 +6,10 @@
 //! (`WARD_LIVE_CRASH_TRIALS=100 cargo test --test it live_crash` for the documented run).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -208,6 +208,7 @@ fn listening(dir: &Path) -> (tokio::runtime::Runtime, Store, ward::live::Running
             &LiveConfig::default(),
             None,
             None,
+            None,
         ))
         .expect("listener");
     (rt, live, running)
@@ -377,35 +378,11 @@ fn a_seal_interrupted_after_its_commit_is_finished_without_ingesting_twice() {
 
 /// `ward serve --mllp` as a child process; returns it and the MLLP address.
 fn spawn_server(store: &Path) -> (Child, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ward"))
-        .arg("--store")
-        .arg(store)
-        .args(["serve", "--addr", "127.0.0.1:0", "--mllp", "127.0.0.1:0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ward serve");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.strip_prefix("mllp listening on ") {
-                let addr = rest
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_string();
-                if let Some(t) = tx.take() {
-                    let _ = t.send(addr);
-                }
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(120))
-        .expect("ward serve printed its MLLP address");
-    (child, addr.parse().expect("address"))
+    crate::common::spawn_ward_serve(
+        store,
+        &["--mllp".as_ref(), "127.0.0.1:0".as_ref()],
+        "mllp listening on ",
+    )
 }
 
 #[test]
@@ -538,6 +515,7 @@ fn the_configured_seal_interval_seals_without_a_command() {
             "127.0.0.1:0".parse().expect("addr"),
             &live,
             &cfg,
+            None,
             None,
             None,
         ))

@@ -6,10 +6,10 @@
 //! The client is a hand-written HTTP/1.1 request over `std::net::TcpStream`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -261,6 +261,7 @@ fn listening(dir: &Path, cfg: LiveConfig) -> (tokio::runtime::Runtime, Store, So
             &cfg,
             None,
             None,
+            None,
         ))
         .expect("listener");
     (rt, live, running.addr)
@@ -483,36 +484,9 @@ fn bad_input_gets_an_operation_outcome_naming_where_and_is_not_logged() {
 
 /// `ward serve --http` (with `args`) as a child process; returns it and the HTTP address.
 fn spawn_server(store: &Path, args: &[&str]) -> (Child, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ward"))
-        .arg("--store")
-        .arg(store)
-        .args(["serve", "--addr", "127.0.0.1:0", "--http", "127.0.0.1:0"])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ward serve");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.strip_prefix("http listening on ") {
-                let addr = rest
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_string();
-                if let Some(t) = tx.take() {
-                    let _ = t.send(addr);
-                }
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(120))
-        .expect("ward serve printed its HTTP address");
-    (child, addr.parse().expect("address"))
+    let mut all: Vec<&std::ffi::OsStr> = vec!["--http".as_ref(), "127.0.0.1:0".as_ref()];
+    all.extend(args.iter().map(std::ffi::OsStr::new));
+    crate::common::spawn_ward_serve(store, &all, "http listening on ")
 }
 
 #[test]
@@ -604,61 +578,17 @@ fn live_http_crash_kill_9_loses_no_payload_answered_2xx() {
     }
 }
 
-/// The audit records, in order (recovery records left out).
-fn audit_records(dir: &Path) -> Vec<Value> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("audit dir")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .flat_map(|f| {
-            std::fs::read_to_string(f)
-                .expect("read")
-                .lines()
-                .map(|l| serde_json::from_str::<Value>(l).expect("record"))
-                .collect::<Vec<_>>()
-        })
-        .filter(|r| r["decision"] != "system")
-        .collect()
-}
-
 #[test]
 fn with_authentication_a_push_needs_the_ingest_permission_and_is_audited() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let conf = tmp.path().join("conf");
-    std::fs::create_dir(&conf).expect("mkdir");
-    std::fs::copy(
-        crate::common::crate_dir().join("examples/security/policy.toml"),
-        conf.join("policy.toml"),
-    )
-    .expect("policy");
-    let hash = ward::security::auth::tokens::hash_token;
-    std::fs::write(
-        conf.join("serve.toml"),
-        format!(
-            r#"
-[auth]
-policy = "policy.toml"
-[[auth.api_tokens]]
-subject = "interface-engine"
-blake3 = "{}"
-roles = ["steward"]
-[[auth.api_tokens]]
-subject = "scoring"
-blake3 = "{}"
-roles = ["model-service"]
-[audit]
-dir = "audit"
-durability = "sync"
-"#,
-            hash("ingest-token-0123456789"),
-            hash("scoring-token-0123456789")
-        ),
-    )
-    .expect("config");
+    crate::common::token_config(
+        &conf,
+        &[
+            ("interface-engine", "ingest-token-0123456789", "steward"),
+            ("scoring", "scoring-token-0123456789", "model-service"),
+        ],
+    );
     let store = tmp.path().join("store");
     let config = conf.join("serve.toml");
     let (mut child, addr) =
@@ -706,7 +636,7 @@ durability = "sync"
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].sender, "interface-engine");
     // Every attempt is audited once: the refusals as denied, the push with its counts.
-    let pushes: Vec<Value> = audit_records(&conf.join("audit"))
+    let pushes: Vec<Value> = crate::common::audit_records(&conf.join("audit"))
         .into_iter()
         .filter(|r| r["rpc"] == "http:POST /fhir")
         .collect();
@@ -759,6 +689,7 @@ fn mllp_ingests_are_audited_per_sender_with_peer_and_counts() {
             &LiveConfig::default(),
             Some(Arc::new(log)),
             None,
+            None,
         ))
         .expect("listener");
     let msg = |id: &str| {
@@ -785,7 +716,7 @@ fn mllp_ingests_are_audited_per_sender_with_peer_and_counts() {
     // The connection's record is written once it ends.
     let mut found = None;
     for _ in 0..200 {
-        found = audit_records(&audit_dir)
+        found = crate::common::audit_records(&audit_dir)
             .into_iter()
             .find(|r| r["rpc"] == "mllp");
         if found.is_some() {

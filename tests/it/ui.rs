@@ -7,10 +7,9 @@
 //! is a hand-written HTTP/1.1 request over `std::net::TcpStream`.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -173,6 +172,7 @@ fn catalog_and_lineage_are_served_as_json_and_html() {
             "127.0.0.1:0".parse().expect("addr"),
             &store,
             &LiveConfig::default(),
+            None,
             None,
             None,
         ))
@@ -356,68 +356,23 @@ fn with_authentication_the_catalog_needs_datasets_read_and_is_audited() {
         rt.block_on(chain(&store, &clock))
     };
     let conf = tmp.path().join("conf");
-    std::fs::create_dir(&conf).expect("mkdir");
-    std::fs::copy(
-        crate::common::crate_dir().join("examples/security/policy.toml"),
-        conf.join("policy.toml"),
-    )
-    .expect("policy");
-    let hash = ward::security::auth::tokens::hash_token;
-    std::fs::write(
-        conf.join("serve.toml"),
-        format!(
-            r#"
-[auth]
-policy = "policy.toml"
-[[auth.api_tokens]]
-subject = "analyst"
-blake3 = "{}"
-roles = ["data-scientist"]
-[[auth.api_tokens]]
-subject = "nurse"
-blake3 = "{}"
-roles = ["clinician"]
-[audit]
-dir = "audit"
-durability = "sync"
-"#,
-            hash("reader-token-0123456789"),
-            hash("clinic-token-0123456789")
-        ),
-    )
-    .expect("config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ward"))
-        .arg("--store")
-        .arg(&store_dir)
-        .args(["serve", "--addr", "127.0.0.1:0", "--http", "127.0.0.1:0"])
-        .arg("--config")
-        .arg(conf.join("serve.toml"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ward serve");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.strip_prefix("http listening on ") {
-                let addr = rest
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_string();
-                if let Some(t) = tx.take() {
-                    let _ = t.send(addr);
-                }
-            }
-        }
-    });
-    let addr: SocketAddr = rx
-        .recv_timeout(Duration::from_secs(120))
-        .expect("ward serve printed its HTTP address")
-        .parse()
-        .expect("address");
+    let config = crate::common::token_config(
+        &conf,
+        &[
+            ("analyst", "reader-token-0123456789", "data-scientist"),
+            ("nurse", "clinic-token-0123456789", "clinician"),
+        ],
+    );
+    let (mut child, addr) = crate::common::spawn_ward_serve(
+        &store_dir,
+        &[
+            "--http".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+        ],
+        "http listening on ",
+    );
     let reader = [("Authorization", "Bearer reader-token-0123456789")];
     let clinic = [("Authorization", "Bearer clinic-token-0123456789")];
     let detail = format!("/ui/versions/{}", c.training);
@@ -513,6 +468,7 @@ fn listing_many_versions_is_timed() {
             "127.0.0.1:0".parse().expect("addr"),
             &store,
             &LiveConfig::default(),
+            None,
             None,
             None,
         ))
