@@ -275,6 +275,10 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The log it writes.
     pub wal: wal::Wal,
+    /// Notified after each seal of the configured interval that sealed records (the server
+    /// then brings its online feature sets up to date: `docs/live.md`, "Online after a
+    /// seal").
+    pub sealed: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// The name a feed's messages are ingested under when sealed (`<feed>.hl7`): a batch ingest
@@ -325,7 +329,14 @@ pub async fn serve(
     )
     .await?;
     if let Some(secs) = cfg.seal_interval_secs {
-        spawn_sealer(store, &cfg.feed, secs, "mllp:seal", audit);
+        spawn_sealer(
+            store,
+            &cfg.feed,
+            secs,
+            "mllp:seal",
+            audit,
+            running.sealed.clone(),
+        );
     }
     Ok(running)
 }
@@ -369,18 +380,27 @@ pub async fn serve_http(
 ) -> crate::Result<Running> {
     let running = http::start(addr, store, cfg, security, audit.clone(), tls).await?;
     if let Some(secs) = cfg.seal_interval_secs {
-        spawn_sealer(store, &cfg.http_feed, secs, "http:seal", audit);
+        spawn_sealer(
+            store,
+            &cfg.http_feed,
+            secs,
+            "http:seal",
+            audit,
+            running.sealed.clone(),
+        );
     }
     Ok(running)
 }
 
-/// A task sealing `feed` every `secs` seconds, each seal audited as `rpc`.
+/// A task sealing `feed` every `secs` seconds, each seal audited as `rpc`; `sealed` is
+/// notified after each seal that sealed records.
 fn spawn_sealer(
     store: &crate::store::Store,
     feed: &str,
     secs: f64,
     rpc: &'static str,
     audit: Option<std::sync::Arc<crate::security::audit::AuditLog>>,
+    sealed: std::sync::Arc<tokio::sync::Notify>,
 ) {
     {
         let store = store.clone();
@@ -397,6 +417,7 @@ fn spawn_sealer(
                         if let Err(e) = seal::record_audit(&store, &r, rpc, audit.as_deref()) {
                             tracing::error!(feed, "the seal's audit record failed: {e}");
                         }
+                        sealed.notify_one();
                     }
                     Ok(_) => {}
                     Err(e) => tracing::error!(feed, "seal failed (the next one resumes it): {e}"),

@@ -14,6 +14,7 @@
 //!   (`[auth]`, `docs/security.md`).
 //! - [`secure`]: the security wiring (gate, care-team index, de-identification).
 //! - `tls_serve`: TLS (rustls) in front of tonic, with certificate reload.
+//! - `after_seal`: online feature sets brought up to date after a live feed's seal.
 //! - [`to_status`]: the one place errors become status codes.
 //! - [`config`]: [`ServeConfig`], the TOML configuration, with the limits.
 //!
@@ -21,6 +22,7 @@
 //! flight then finish (within `limits.shutdown_grace_secs`). `docs/service.md` is the
 //! user's guide.
 
+mod after_seal;
 mod audit_query;
 pub mod config;
 mod convert;
@@ -208,6 +210,14 @@ impl Server {
     /// The audit trail calls are recorded in, once known (security's, or given).
     pub fn audit(&self) -> Option<&Arc<crate::security::audit::AuditLog>> {
         self.audit.as_ref()
+    }
+
+    /// Brings the online feature sets up to date each time `sealed` is notified (a live
+    /// feed's seal committed curated versions): an incremental materialization of each set
+    /// served online, its changed patients applied in place, audited in this server's
+    /// trail (`docs/live.md`, "Online after a seal").
+    pub fn update_online_after_seals(&self, sealed: Arc<tokio::sync::Notify>) {
+        after_seal::spawn(self.state.clone(), self.audit.clone(), sealed);
     }
 
     /// Replaces the gate every call passes.
@@ -589,7 +599,7 @@ pub async fn serve_until_signal(
     }
     // The HL7 v2 live feed (docs/live.md): its own listener and log beside the gRPC server.
     if let Some(mllp) = cfg.mllp {
-        crate::live::serve(
+        let running = crate::live::serve(
             mllp,
             &audit_store,
             &cfg.live,
@@ -601,10 +611,11 @@ pub async fn serve_until_signal(
             },
         )
         .await?;
+        server.update_online_after_seals(running.sealed);
     }
     // FHIR pushed over HTTP (docs/live.md): behind the same authentication and audit trail.
     if let Some(http) = cfg.http {
-        crate::live::serve_http(
+        let running = crate::live::serve_http(
             http,
             &audit_store,
             &cfg.live,
@@ -613,6 +624,7 @@ pub async fn serve_until_signal(
             server.tls_config(),
         )
         .await?;
+        server.update_online_after_seals(running.sealed);
     }
     let stop = shutdown_signal();
     eprintln!(

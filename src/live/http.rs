@@ -162,7 +162,11 @@ pub async fn start(
             });
         }
     }
-    Ok(Running { addr: local, wal })
+    Ok(Running {
+        addr: local,
+        wal,
+        sealed: Arc::new(tokio::sync::Notify::new()),
+    })
 }
 
 /// The handshaken connections of [`tls_incoming`] (each handshake on its own task, so a

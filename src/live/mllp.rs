@@ -558,7 +558,11 @@ pub async fn start(
             }
         }
     });
-    Ok(Running { addr: local, wal })
+    Ok(Running {
+        addr: local,
+        wal,
+        sealed: Arc::new(tokio::sync::Notify::new()),
+    })
 }
 
 /// Serves one connection until the peer closes it, it stays idle too long, or a frame is

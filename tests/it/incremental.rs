@@ -453,7 +453,7 @@ async fn service_materialize_is_incremental_and_online_names_the_timeline() {
 }
 
 /// A patient's values as the service sends them.
-fn proto_values(p: &features::PatientFeatures) -> proto::PatientFeatures {
+pub(crate) fn proto_values(p: &features::PatientFeatures) -> proto::PatientFeatures {
     proto::PatientFeatures {
         patient_id: p.patient_id.clone(),
         values: p

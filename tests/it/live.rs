@@ -24,17 +24,17 @@ use ward::live::{wal, LiveConfig};
 use ward::store::Store;
 use ward::synth::{self, SynthFormat, SynthOptions};
 
-fn t0() -> DateTime<Utc> {
+pub(crate) fn t0() -> DateTime<Utc> {
     "2025-03-01T00:00:00Z".parse().expect("time")
 }
 
-fn store_at(dir: &Path) -> Store {
+pub(crate) fn store_at(dir: &Path) -> Store {
     let clock: SharedClock = Arc::new(ManualClock::new(t0()));
     Store::open(dir, clock).expect("store opens")
 }
 
 /// A synthetic cohort as HL7 v2 files (in `dir`) and as its messages, in file order.
-fn cohort(patients: u64, seed: u64, dir: &Path) -> Vec<Vec<u8>> {
+pub(crate) fn cohort(patients: u64, seed: u64, dir: &Path) -> Vec<Vec<u8>> {
     let opts = SynthOptions {
         patients,
         seed,
@@ -59,7 +59,7 @@ fn cohort(patients: u64, seed: u64, dir: &Path) -> Vec<Vec<u8>> {
 }
 
 /// Field `n` of the first segment `seg` of a message (MSH counted as HL7 does).
-fn field(msg: &[u8], seg: &str, n: usize) -> String {
+pub(crate) fn field(msg: &[u8], seg: &str, n: usize) -> String {
     let text = String::from_utf8_lossy(msg);
     let line = text
         .split('\r')
@@ -147,7 +147,7 @@ fn msa(ack: &str) -> (String, String) {
 
 /// Sends each connection's messages in order, the connections concurrently; returns every
 /// (control id, ACK code).
-fn stream_all(addr: SocketAddr, conns: Vec<Vec<Vec<u8>>>) -> Vec<(String, String)> {
+pub(crate) fn stream_all(addr: SocketAddr, conns: Vec<Vec<Vec<u8>>>) -> Vec<(String, String)> {
     let handles: Vec<_> = conns
         .into_iter()
         .map(|msgs| {
@@ -169,7 +169,7 @@ fn stream_all(addr: SocketAddr, conns: Vec<Vec<Vec<u8>>>) -> Vec<(String, String
         .collect()
 }
 
-fn hl7_opts() -> IngestOptions {
+pub(crate) fn hl7_opts() -> IngestOptions {
     IngestOptions {
         format: Format::Hl7v2,
         mapping: None,
@@ -193,7 +193,7 @@ fn heads(store: &Store) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn feed_dir(store: &Store) -> PathBuf {
+pub(crate) fn feed_dir(store: &Store) -> PathBuf {
     wal::feed_dir(store.root(), ward::live::DEFAULT_FEED)
 }
 

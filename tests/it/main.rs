@@ -18,6 +18,7 @@ mod incremental;
 mod ingest;
 mod live;
 mod live_http;
+mod live_online;
 mod live_tls;
 mod lookup;
 mod mapping;
