@@ -251,11 +251,9 @@ pub fn html(
     b.push_str("<table class=\"audit\" aria-describedby=\"acount\">\n<caption>Audit records</caption>\n<thead><tr>");
     for h in [
         "Time (UTC)",
-        "Subject",
-        "Roles",
+        "Subject (roles)",
         "From",
-        "Request",
-        "Action",
+        "Request (action)",
         "Decision",
         "Patients",
         "Reason",
@@ -278,8 +276,8 @@ pub fn html(
         }
         let _ = writeln!(
             b,
-            "<tr class=\"{class}\"><td>{time}</td><td>{who}</td><td>{roles}</td><td><code>{client}</code></td><td><code>{rpc}</code></td><td>{action}</td><td>{decision}</td><td>{patients}</td><td>{reason}</td><th scope=\"row\" class=\"num\">{seq}</th></tr>",
-            time = r.time.format("%Y-%m-%d %H:%M:%S"),
+            "<tr class=\"{class}\"><td class=\"time\">{time}</td><td><span class=\"who\">{who}</span><br><small>{roles}</small></td><td class=\"client\"><code>{client}</code></td><td><code class=\"rpc\">{rpc}</code><br><small>{action}</small></td><td class=\"decision\">{decision}</td><td class=\"patients\">{patients}</td><td>{reason}</td><th scope=\"row\" class=\"num\">{seq}</th></tr>",
+            time = r.time.format("%Y-%m-%d<br>%H:%M:%S"),
             who = escape(e.principal.as_deref().unwrap_or("(not authenticated)")),
             roles = escape(&e.roles.join(", ")),
             client = escape(e.client.as_deref().unwrap_or("-")),

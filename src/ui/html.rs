@@ -265,18 +265,6 @@ pub fn version(m: &Manifest, snap: &Snapshot, graph: &Graph) -> String {
         let _ = writeln!(b, "<p class=\"more\">{}</p>", more.join(" · "));
     }
     b.push_str("</section>\n");
-    b.push_str("<section aria-labelledby=\"h-schema\">\n<h2 id=\"h-schema\">Schema</h2>\n<table>\n<thead><tr><th scope=\"col\">Column</th><th scope=\"col\">Type</th><th scope=\"col\">Arrow type</th><th scope=\"col\">Nullable</th></tr></thead>\n<tbody>\n");
-    for c in &m.schema {
-        let _ = writeln!(
-            b,
-            "<tr><th scope=\"row\"><code>{}</code></th><td><code>{}</code></td><td><code>{}</code></td><td>{}</td></tr>",
-            escape(&c.name),
-            escape(&c.data_type),
-            escape(&c.arrow_type),
-            if c.nullable { "yes" } else { "no" }
-        );
-    }
-    b.push_str("</tbody>\n</table>\n</section>\n");
     b.push_str("<section aria-labelledby=\"h-lineage\">\n<h2 id=\"h-lineage\">Lineage</h2>\n");
     b.push_str(&svg(graph));
     let list = |title: &str, hashes: Vec<&crate::hash::ContentHash>| -> String {
@@ -316,6 +304,18 @@ pub fn version(m: &Manifest, snap: &Snapshot, graph: &Graph) -> String {
         "<p><a href=\"/api/lineage/{}\">This lineage as JSON</a></p>\n</section>",
         escape(&percent_encode(&hash))
     );
+    b.push_str("<section aria-labelledby=\"h-schema\">\n<h2 id=\"h-schema\">Schema</h2>\n<table>\n<thead><tr><th scope=\"col\">Column</th><th scope=\"col\">Type</th><th scope=\"col\">Arrow type</th><th scope=\"col\">Nullable</th></tr></thead>\n<tbody>\n");
+    for c in &m.schema {
+        let _ = writeln!(
+            b,
+            "<tr><th scope=\"row\"><code>{}</code></th><td><code>{}</code></td><td><code>{}</code></td><td>{}</td></tr>",
+            escape(&c.name),
+            escape(&c.data_type),
+            escape(&c.arrow_type),
+            if c.nullable { "yes" } else { "no" }
+        );
+    }
+    b.push_str("</tbody>\n</table>\n</section>\n");
     page(&format!("{} {}", m.name, short(&hash)), &b)
 }
 
@@ -386,7 +386,10 @@ pub fn stats(m: &Manifest, st: &VersionStats) -> String {
         );
     }
     b.push_str("</tbody>\n</table>\n</section>\n");
-    b.push_str("<section aria-labelledby=\"h-plots\">\n<h2 id=\"h-plots\">Histograms</h2>\n");
+    if !st.features.is_empty() {
+        b.push_str(&features(st));
+    }
+    b.push_str("<section aria-labelledby=\"h-plots\">\n<h2 id=\"h-plots\">Histograms of the columns</h2>\n");
     let mut any = false;
     b.push_str("<div class=\"plots\">\n");
     for (i, c) in st.columns.iter().enumerate() {
@@ -406,6 +409,56 @@ pub fn stats(m: &Manifest, st: &VersionStats) -> String {
         escape(&percent_encode(&hash))
     );
     page(&format!("Statistics {} {}", m.name, short(&hash)), &b)
+}
+
+/// A timeline's features: a table (change points, no-data rate, the numeric value's nulls,
+/// range and mean, distinct text values) and a histogram of each feature's numeric value.
+fn features(st: &VersionStats) -> String {
+    let mut b = String::from("<section aria-labelledby=\"h-features\">\n<h2 id=\"h-features\">Features</h2>\n<p>Per feature of the timeline, over its change points (a row holds from its time until the feature's next row for that patient). No data: change points with no event in the feature's window.</p>\n<table class=\"stats features\">\n<thead><tr>");
+    for h in [
+        "Feature",
+        "Change points",
+        "No data",
+        "Numeric value null rate",
+        "Min",
+        "Max",
+        "Mean",
+        "Distinct text values",
+    ] {
+        let _ = write!(b, "<th scope=\"col\">{h}</th>");
+    }
+    b.push_str("</tr></thead>\n<tbody>\n");
+    let mut plots = String::new();
+    for (i, f) in st.features.iter().enumerate() {
+        let num = f.values.iter().find(|c| c.name == "value_num");
+        let text = f.values.iter().find(|c| c.name == "value_text");
+        let show = |v: Option<f64>| v.map(stats::number).unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            b,
+            "<tr><th scope=\"row\"><code>{}</code></th><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+            escape(&f.feature),
+            f.change_points,
+            stats::percent(f.no_data_rate),
+            num.map(|c| stats::percent(c.null_rate)).unwrap_or_else(|| "-".into()),
+            show(num.and_then(|c| c.min)),
+            show(num.and_then(|c| c.max)),
+            show(num.and_then(|c| c.mean)),
+            text.and_then(|c| c.distinct).unwrap_or(0),
+        );
+        if let Some(c) = num {
+            let mut c = c.clone();
+            c.name = f.feature.clone();
+            plots.push_str(&stats::histogram_svg(&c, &format!("feat-{i}")));
+        }
+    }
+    b.push_str("</tbody>\n</table>\n");
+    if !plots.is_empty() {
+        b.push_str("<h3>Histograms of the features' numeric values</h3>\n<div class=\"plots\">\n");
+        b.push_str(&plots);
+        b.push_str("</div>\n");
+    }
+    b.push_str("</section>\n");
+    b
 }
 
 /// Column width, node size and row pitch of the lineage drawing.

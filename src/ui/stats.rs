@@ -4,17 +4,25 @@
 //! (no text value is shown: a column of names or identifiers must not leak through its
 //! minimum). Drawn as inline SVG by [`histogram_svg`].
 //!
+//! For a timeline (`docs/features.md`, "Timeline schema": one row per change point of a
+//! patient's feature) the same statistics are also given **per feature** ([`FeatureStats`]):
+//! change points, the no-data rate (`count` = 0: no event in the window), and the
+//! statistics of `value_num` (with its histogram), `value_text` and `value_time` over that
+//! feature's rows.
+//!
 //! Computed by scanning the version: one pass over every column ([`Accumulator::observe`]),
 //! then a second over the numeric and time columns only, to count each value into its bin
 //! once the range is known ([`Accumulator::observe_bins`]). A version never changes (its
 //! hash is its content), so the UI keeps the result in memory (`ui::StatsCache`).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 
-use arrow::array::{Array, ArrayRef, AsArray};
-use arrow::compute::cast;
-use arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit, TimestampMillisecondType};
+use arrow::array::{Array, ArrayRef, AsArray, UInt32Array};
+use arrow::compute::{cast, take};
+use arrow::datatypes::{
+    DataType, Float64Type, Int64Type, Schema, TimeUnit, TimestampMillisecondType, UInt64Type,
+};
 use arrow::record_batch::RecordBatch;
 use serde::Serialize;
 
@@ -164,6 +172,21 @@ pub fn number(v: f64) -> String {
     }
 }
 
+/// The statistics of one feature of a timeline.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FeatureStats {
+    /// The feature.
+    pub feature: String,
+    /// Its change points (rows of the timeline).
+    pub change_points: u64,
+    /// Change points with no data (`count` = 0).
+    pub no_data: u64,
+    /// `no_data` over `change_points`.
+    pub no_data_rate: f64,
+    /// The statistics of `value_num`, `value_text` and `value_time` over its rows.
+    pub values: Vec<ColumnStats>,
+}
+
 /// The statistics of a version.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VersionStats {
@@ -173,6 +196,127 @@ pub struct VersionStats {
     pub rows: u64,
     /// One entry per column, in schema order.
     pub columns: Vec<ColumnStats>,
+    /// For a timeline: one entry per feature, in name order (empty otherwise).
+    pub features: Vec<FeatureStats>,
+}
+
+/// The value columns of a timeline summarized per feature.
+pub const FEATURE_VALUES: [&str; 3] = ["value_num", "value_text", "value_time"];
+
+/// Per-feature totals of a timeline: an [`Accumulator`] over the value columns of each
+/// feature's rows, with its change points and no-data count.
+#[derive(Debug, Clone, Default)]
+pub struct Features {
+    by: BTreeMap<String, (Accumulator, u64, u64)>,
+}
+
+impl Features {
+    /// Whether `schema` is a timeline's (a feature, a count and the value columns).
+    pub fn applies(schema: &Schema) -> bool {
+        ["feature", "count"]
+            .iter()
+            .chain(FEATURE_VALUES.iter())
+            .all(|c| schema.column_with_name(c).is_some())
+    }
+
+    /// The rows of `b` split by feature: each feature's value columns as a batch, and how
+    /// many of its rows have no data.
+    fn split(b: &RecordBatch) -> Result<Vec<(String, RecordBatch, u64)>> {
+        let err = |e: arrow::error::ArrowError| Error::Internal(format!("statistics: {e}"));
+        let col = |name: &str| {
+            b.column_by_name(name)
+                .cloned()
+                .ok_or_else(|| Error::Internal(format!("statistics: no column {name}")))
+        };
+        let feature = cast(&col("feature")?, &DataType::Utf8).map_err(err)?;
+        let feature = feature.as_string::<i32>();
+        let count = cast(&col("count")?, &DataType::UInt64).map_err(err)?;
+        let count = count.as_primitive::<UInt64Type>();
+        let mut rows: BTreeMap<&str, (Vec<u32>, u64)> = BTreeMap::new();
+        for i in 0..b.num_rows() {
+            let f = if feature.is_null(i) {
+                "(none)"
+            } else {
+                feature.value(i)
+            };
+            let e = rows.entry(f).or_default();
+            e.0.push(i as u32);
+            if count.is_null(i) || count.value(i) == 0 {
+                e.1 += 1;
+            }
+        }
+        let fields: Vec<_> = FEATURE_VALUES
+            .iter()
+            .filter_map(|c| b.schema().field_with_name(c).ok().cloned())
+            .collect();
+        let schema = std::sync::Arc::new(Schema::new(fields));
+        let mut out = Vec::with_capacity(rows.len());
+        for (f, (idx, no_data)) in rows {
+            let idx = UInt32Array::from(idx);
+            let cols = FEATURE_VALUES
+                .iter()
+                .map(|c| take(&col(c)?, &idx, None).map_err(err))
+                .collect::<Result<Vec<_>>>()?;
+            let sub = RecordBatch::try_new(schema.clone(), cols).map_err(err)?;
+            out.push((f.to_string(), sub, no_data));
+        }
+        Ok(out)
+    }
+
+    /// Counts one batch (first pass).
+    ///
+    /// # Errors
+    /// As [`Accumulator::observe`].
+    pub fn observe(&mut self, b: &RecordBatch) -> Result<()> {
+        for (f, sub, no_data) in Self::split(b)? {
+            let e = self
+                .by
+                .entry(f)
+                .or_insert_with(|| (Accumulator::new(&sub.schema()), 0, 0));
+            e.0.observe(&sub)?;
+            e.1 += sub.num_rows() as u64;
+            e.2 += no_data;
+        }
+        Ok(())
+    }
+
+    /// Ends the first pass.
+    pub fn start_bins(&mut self) {
+        for e in self.by.values_mut() {
+            e.0.start_bins();
+        }
+    }
+
+    /// Counts one batch into the bins (second pass).
+    ///
+    /// # Errors
+    /// As [`Accumulator::observe`].
+    pub fn observe_bins(&mut self, b: &RecordBatch) -> Result<()> {
+        for (f, sub, _) in Self::split(b)? {
+            if let Some(e) = self.by.get_mut(&f) {
+                e.0.observe_bins(&sub)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The statistics, by feature name.
+    pub fn finish(self) -> Vec<FeatureStats> {
+        self.by
+            .into_iter()
+            .map(|(feature, (acc, change_points, no_data))| FeatureStats {
+                values: acc.finish(String::new(), change_points).columns,
+                no_data_rate: if change_points == 0 {
+                    0.0
+                } else {
+                    no_data as f64 / change_points as f64
+                },
+                feature,
+                change_points,
+                no_data,
+            })
+            .collect()
+    }
 }
 
 /// One column's running totals.
@@ -385,6 +529,7 @@ impl Accumulator {
             hash,
             rows,
             columns,
+            features: Vec::new(),
         }
     }
 }
@@ -407,21 +552,41 @@ pub async fn compute(store: &Store, m: &Manifest) -> Result<VersionStats> {
         ));
     }
     let mut acc: Option<Accumulator> = None;
+    let mut features: Option<Features> = None;
     let schema = store
         .scan(&m.hash, |b| {
-            acc.get_or_insert_with(|| Accumulator::new(&b.schema()))
+            let schema = b.schema();
+            if m.kind == Kind::Timeline && Features::applies(&schema) {
+                features.get_or_insert_with(Features::default).observe(b)?;
+            }
+            acc.get_or_insert_with(|| Accumulator::new(&schema))
                 .observe(b)
         })
         .await?;
     let mut acc = acc.unwrap_or_else(|| Accumulator::new(&schema));
     acc.start_bins();
-    let binned = acc.binned_columns();
+    let mut binned = acc.binned_columns();
+    if let Some(f) = features.as_mut() {
+        f.start_bins();
+        for c in ["feature", "count"].iter().chain(FEATURE_VALUES.iter()) {
+            if !binned.iter().any(|b| b == c) {
+                binned.push((*c).to_string());
+            }
+        }
+    }
     if !binned.is_empty() {
         store
-            .scan_columns(&m.hash, Some(binned.as_slice()), |b| acc.observe_bins(b))
+            .scan_columns(&m.hash, Some(binned.as_slice()), |b| {
+                if let Some(f) = features.as_mut() {
+                    f.observe_bins(b)?;
+                }
+                acc.observe_bins(b)
+            })
             .await?;
     }
-    Ok(acc.finish(m.hash.to_string(), m.rows))
+    let mut st = acc.finish(m.hash.to_string(), m.rows);
+    st.features = features.map(Features::finish).unwrap_or_default();
+    Ok(st)
 }
 
 /// Width and height of a histogram drawing, and the bar area's margins.
@@ -635,6 +800,72 @@ mod tests {
             acc.observe_bins(b).expect("bins");
         }
         acc.finish("b3:x".into(), 0)
+    }
+
+    #[test]
+    fn a_timeline_is_summarized_per_feature_with_its_no_data_rate() {
+        let schema = crate::features::timeline_schema();
+        let ts = |d: i64| Some(d * 86_400_000_000);
+        let b = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec!["p1", "p1", "p2", "p2", "p3"])),
+                Arc::new(StringArray::from(vec!["age", "hb", "age", "hb", "hb"])),
+                Arc::new(
+                    TimestampMicrosecondArray::from(vec![ts(1), ts(2), ts(3), ts(4), ts(5)])
+                        .with_timezone("UTC"),
+                ),
+                Arc::new(Float64Array::from(vec![
+                    None,
+                    Some(12.5),
+                    None,
+                    None,
+                    Some(14.0),
+                ])),
+                Arc::new(StringArray::from(vec![None::<&str>; 5])),
+                Arc::new(
+                    TimestampMicrosecondArray::from(vec![ts(0), None, ts(10), None, None])
+                        .with_timezone("UTC"),
+                ),
+                Arc::new(arrow::array::UInt64Array::from(vec![1, 3, 1, 0, 2])),
+            ],
+        )
+        .expect("timeline batch");
+        assert!(Features::applies(&b.schema()));
+        let mut f = Features::default();
+        f.observe(&b).expect("observe");
+        f.start_bins();
+        f.observe_bins(&b).expect("bins");
+        let out = f.finish();
+        assert_eq!(out.len(), 2);
+        let hb = &out[1];
+        assert_eq!(
+            (hb.feature.as_str(), hb.change_points, hb.no_data),
+            ("hb", 3, 1)
+        );
+        assert!((hb.no_data_rate - 1.0 / 3.0).abs() < 1e-12);
+        let num = &hb.values[0];
+        assert_eq!(
+            (num.name.as_str(), num.nulls, num.min, num.max),
+            ("value_num", 1, Some(12.5), Some(14.0))
+        );
+        assert_eq!(
+            num.histogram
+                .as_ref()
+                .expect("h")
+                .counts
+                .iter()
+                .sum::<u64>(),
+            2
+        );
+        let age = &out[0];
+        assert_eq!(
+            (age.change_points, age.values[0].nulls, age.values[2].nulls),
+            (2, 2, 0)
+        );
+        assert!(!Features::applies(
+            &batch(vec![Some(1)], vec![Some(1.0)]).schema()
+        ));
     }
 
     #[test]

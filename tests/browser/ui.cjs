@@ -90,8 +90,7 @@ async function main() {
     // 2. The lineage: from the training set, click the drawing's nodes back to raw.
     await steward.goto(`${base}/ui/versions/${encodeURIComponent(expect.training)}`);
     const kinds = [await pageKind(steward)];
-    await steward.locator('figure.lineage').scrollIntoViewIfNeeded();
-    await steward.screenshot({ path: path.join(shots, 'lineage.png'), fullPage: true });
+    await steward.locator('section[aria-labelledby=h-lineage]').screenshot({ path: path.join(shots, 'lineage.png') });
     for (const next of ['timeline', 'curated', 'raw']) {
       const node = steward.locator(`figure.lineage svg a.node.kind-${next}`).first();
       check(await node.count() > 0, `no ${next} node in the lineage of ${await pageHash(steward)}`);
@@ -112,7 +111,9 @@ async function main() {
     const histograms = await steward.locator('svg.histogram').count();
     const visible = await steward.locator('svg.histogram rect.bar').evaluateAll((rs) =>
       rs.filter((r) => { const b = r.getBoundingClientRect(); return b.width > 0 && b.height > 0; }).length);
-    result.plot = { histograms, visible_bars: visible };
+    const featureHistograms = await steward.locator('section[aria-labelledby=h-features] svg.histogram').count();
+    const features = await steward.locator('table.features tbody tr').count();
+    result.plot = { histograms, visible_bars: visible, features, feature_histograms: featureHistograms };
     await steward.locator('svg.histogram').first().scrollIntoViewIfNeeded();
     await steward.screenshot({ path: path.join(shots, 'stats.png'), fullPage: false });
 
@@ -198,8 +199,11 @@ async function main() {
     ]);
     const status = (await officer.locator('#chain-status').textContent()).trim();
     const rows = await officer.locator('table.audit tbody tr').evaluateAll((trs) => trs.map((tr) => {
-      const td = [...tr.querySelectorAll('td')].map((c) => c.textContent.trim());
-      return { subject: td[1], client: td[3], decision: td[6], patients: td[7] };
+      const text = (sel) => tr.querySelector(sel).textContent.trim();
+      return {
+        subject: text('.who'), client: text('td.client'),
+        decision: text('td.decision'), patients: text('td.patients'),
+      };
     }));
     check(rows.every((r) => r.patients.includes(expect.patient)), `rows not of the patient: ${JSON.stringify(rows)}`);
     result.audit = {
