@@ -114,8 +114,12 @@ async function main() {
     const featureHistograms = await steward.locator('section[aria-labelledby=h-features] svg.histogram').count();
     const features = await steward.locator('table.features tbody tr').count();
     result.plot = { histograms, visible_bars: visible, features, feature_histograms: featureHistograms };
-    await steward.locator('svg.histogram').first().scrollIntoViewIfNeeded();
     await steward.screenshot({ path: path.join(shots, 'stats.png'), fullPage: false });
+    const perFeature = steward.locator('section[aria-labelledby=h-features] h3');
+    if (await perFeature.count() > 0) {
+      await perFeature.evaluate((el) => el.scrollIntoView({ block: 'start' }));
+      await steward.screenshot({ path: path.join(shots, 'features.png'), fullPage: false });
+    }
 
     // 4. The quarantine browser: bad records with their reasons.
     await steward.goto(`${base}/ui/versions/${encodeURIComponent(expect.quarantine)}`);
