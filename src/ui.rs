@@ -83,11 +83,19 @@ impl std::ops::Deref for Ui {
 
 /// The routes under `/ui` and `/api`, to merge into the HTTP listener's router.
 pub fn router(state: UiState) -> Router {
-    let ui = Ui {
+    let ui = Arc::new(Ui {
         state,
         snapshots: catalog::SnapshotCache::default(),
         stats: Mutex::new(HashMap::new()),
-    };
+    });
+    // Read the catalog index once in the background, so the first page does not wait for
+    // every manifest (a failure here is left for the first request to report).
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        let warm = ui.clone();
+        rt.spawn_blocking(move || {
+            let _ = warm.snapshots.get(&warm.store);
+        });
+    }
     Router::new()
         .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
         .route("/ui/", get(catalog_page))
@@ -102,7 +110,7 @@ pub fn router(state: UiState) -> Router {
         .route("/api/stats/{hash}", get(stats_json))
         .route("/api/quarantine/{hash}", get(quarantine_json))
         .route("/api/audit", get(audit_json))
-        .with_state(Arc::new(ui))
+        .with_state(ui)
 }
 
 /// How a route answers: a page or JSON.
