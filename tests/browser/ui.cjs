@@ -68,11 +68,21 @@ async function main() {
   // One context (the persistent one) for the steward; others get their own pages with
   // their own header set per page.
   const result = {};
+  // Every request any page makes (none may leave the server: no CDN, no fonts) and every
+  // console error (a style sheet or image blocked by the Content-Security-Policy logs one).
+  const foreign = [];
+  const consoleErrors = [];
   try {
     const asRole = async (role) => {
       const page = await browser.newPage();
       await page.setExtraHTTPHeaders({ Authorization: `Bearer ${tokens[role]}` });
       page.setDefaultTimeout(20000);
+      page.on('request', (r) => { if (!r.url().startsWith(base + '/')) foreign.push(r.url()); });
+      page.on('console', (m) => {
+        // The refusal pages are answered 401/403 on purpose; Chromium logs those loads.
+        if (m.type() === 'error' && !/status of 40[13]/.test(m.text())) consoleErrors.push(m.text());
+      });
+      page.on('pageerror', (e) => consoleErrors.push(String(e)));
       return page;
     };
 
@@ -86,6 +96,8 @@ async function main() {
     result.catalog = { listed: listed.length, missing };
     await steward.goto(`${base}/ui/`);
     await steward.screenshot({ path: path.join(shots, 'catalog.png'), fullPage: false });
+    // The embedded style sheet applied (the header's colour comes from it).
+    result.styled = await steward.evaluate(() => getComputedStyle(document.querySelector('header')).backgroundColor);
 
     // 2. The lineage: from the training set, click the drawing's nodes back to raw.
     await steward.goto(`${base}/ui/versions/${encodeURIComponent(expect.training)}`);
@@ -218,6 +230,8 @@ async function main() {
       clients: rows.map((r) => r.client),
     };
     await officer.screenshot({ path: path.join(shots, 'audit.png'), fullPage: false });
+    result.foreign_requests = foreign;
+    result.console_errors = consoleErrors;
   } finally {
     await browser.close();
     fs.rmSync(profile, { recursive: true, force: true });

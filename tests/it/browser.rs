@@ -421,6 +421,12 @@ fn the_ui_works_in_a_real_browser() {
     );
     drop(served);
 
+    // Only the server was asked for anything (the style sheet is embedded, no CDN), the
+    // style sheet applied under the pages' Content-Security-Policy, and no page logged an
+    // error.
+    assert_eq!(r["foreign_requests"], json!([]), "{r}");
+    assert_eq!(r["styled"], "rgb(15, 42, 68)", "{r}");
+    assert_eq!(r["console_errors"], json!([]), "{r}");
     // The catalog listed every version of the demo store.
     assert_eq!(r["catalog"]["missing"], json!([]), "{r}");
     assert_eq!(r["catalog"]["listed"], demo.versions.len(), "{r}");
