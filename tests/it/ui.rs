@@ -549,4 +549,17 @@ fn listing_many_versions_is_timed() {
     );
     assert_eq!(v["total"], n + 7);
     assert_eq!(v["versions"][0]["name"], "late");
+    // A head moved on an existing name (only `refs/prod/` changes) is seen too, once the
+    // index has settled.
+    let late = v["versions"][0]["hash"].as_str().expect("hash").to_string();
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(
+        get(running.addr, "/api/versions?tag=prod", &[]).json()["total"],
+        1
+    );
+    store
+        .tag("prod", &late.parse().expect("hash"))
+        .expect("tag");
+    let v = get(running.addr, "/api/versions?tag=prod", &[]).json();
+    assert_eq!(v["versions"][0]["hash"], late, "{v}");
 }
