@@ -1,19 +1,28 @@
-//! The web UI's catalog and lineage (`docs/ui.md`), on the HTTP listener of `ward serve
-//! --http` beside `POST /fhir`: HTML pages under `/ui` and JSON under `/api`.
+//! The web UI (`docs/ui.md`) on the HTTP listener of `ward serve --http` beside `POST /fhir`:
+//! HTML pages under `/ui` and JSON under `/api`: the catalog and lineage, the column
+//! statistics of a version, the quarantine browser and the audit page.
 //!
-//! Every page and answer is read from the store's manifests and heads (a [`Snapshot`], no
-//! Lance dataset opened) and written server-side: no script, no CDN, the style sheet is in
-//! the binary. With the server's authentication on, every route but the style sheet needs a
-//! credential (`Authorization: Bearer`) whose roles grant `datasets_read`, the permission of
-//! the gRPC `ListDatasets` and `GetDataset`: 401 without one, 403 without the permission (an
-//! HTML page under `/ui`, JSON under `/api`). Every request is audited once, as the gRPC reads
-//! are.
+//! The catalog is read from the store's manifests and heads (a [`Snapshot`], kept in a
+//! [`catalog::SnapshotCache`] and read again only in part when the store changed); the
+//! statistics and the quarantine are read from the version's rows. Everything is written
+//! server-side: no script, no CDN, the style sheet is in the binary. With the server's
+//! authentication on, every route but the style sheet needs a credential (`Authorization:
+//! Bearer`) whose roles grant the route's permission: `datasets_read` (the gRPC
+//! `ListDatasets` and `GetDataset`) for the catalog and statistics, `historical_identified`
+//! (rows of any version, as Flight `DoGet`) for the quarantined records, `audit_read` (the
+//! gRPC `QueryAudit`) for the audit page: 401 without one, 403 without the permission (an
+//! HTML page under `/ui`, JSON under `/api`). Every request is audited once, as the gRPC
+//! reads are.
 
+pub mod audit;
 pub mod catalog;
 pub mod html;
+pub mod quarantine;
+pub mod stats;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
@@ -23,6 +32,7 @@ use axum::Router;
 use serde_json::json;
 
 use crate::error::{Error, ErrorClass};
+use crate::hash::ContentHash;
 use crate::security::audit::AuditLog;
 use crate::security::auth::{Principal, RequestContext};
 use crate::security::gate::Security;
@@ -31,8 +41,19 @@ use crate::security::policy::Action;
 use crate::store::Store;
 pub use catalog::{Graph, Search, Snapshot};
 
-/// The action every UI and API route is authorized as (the gRPC dataset reads' action).
+/// The action the catalog, lineage and statistics routes are authorized as (the gRPC dataset
+/// reads' action).
 pub const ACTION: Action = Action::DatasetsRead;
+
+/// The action of the quarantine browser: its records are rows of a version, with
+/// identifiers (as Flight `DoGet` of a version that is not de-identified).
+pub const QUARANTINE_ACTION: Action = Action::HistoricalIdentified;
+
+/// The action of the audit page (the gRPC `QueryAudit`'s).
+pub const AUDIT_ACTION: Action = Action::AuditRead;
+
+/// Statistics kept in memory (a version's never change); the cache is emptied when full.
+const STATS_KEPT: usize = 256;
 
 /// What the UI reads and who may read it.
 #[derive(Debug, Clone)]
@@ -45,17 +66,51 @@ pub struct UiState {
     pub audit: Option<Arc<AuditLog>>,
 }
 
+/// The router's state: what the UI reads and what it keeps between requests.
+#[derive(Debug)]
+struct Ui {
+    state: UiState,
+    snapshots: catalog::SnapshotCache,
+    stats: Mutex<HashMap<ContentHash, Arc<stats::VersionStats>>>,
+}
+
+impl std::ops::Deref for Ui {
+    type Target = UiState;
+    fn deref(&self) -> &UiState {
+        &self.state
+    }
+}
+
 /// The routes under `/ui` and `/api`, to merge into the HTTP listener's router.
 pub fn router(state: UiState) -> Router {
+    let ui = Arc::new(Ui {
+        state,
+        snapshots: catalog::SnapshotCache::default(),
+        stats: Mutex::new(HashMap::new()),
+    });
+    // Read the catalog index once in the background, so the first page does not wait for
+    // every manifest (a failure here is left for the first request to report).
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        let warm = ui.clone();
+        rt.spawn_blocking(move || {
+            let _ = warm.snapshots.get(&warm.store);
+        });
+    }
     Router::new()
         .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
         .route("/ui/", get(catalog_page))
         .route("/ui/style.css", get(style))
         .route("/ui/versions/{hash}", get(version_page))
+        .route("/ui/versions/{hash}/stats", get(stats_page))
+        .route("/ui/versions/{hash}/quarantine", get(quarantine_page))
+        .route("/ui/audit", get(audit_page))
         .route("/api/versions", get(versions_json))
         .route("/api/versions/{hash}", get(version_json))
         .route("/api/lineage/{hash}", get(lineage_json))
-        .with_state(Arc::new(state))
+        .route("/api/stats/{hash}", get(stats_json))
+        .route("/api/quarantine/{hash}", get(quarantine_json))
+        .route("/api/audit", get(audit_json))
+        .with_state(ui)
 }
 
 /// How a route answers: a page or JSON.
@@ -70,6 +125,7 @@ fn status_of(e: &Error) -> StatusCode {
     match e.class() {
         ErrorClass::InvalidArgument => StatusCode::BAD_REQUEST,
         ErrorClass::NotFound => StatusCode::NOT_FOUND,
+        ErrorClass::FailedPrecondition => StatusCode::CONFLICT,
         ErrorClass::Unauthenticated => StatusCode::UNAUTHORIZED,
         ErrorClass::PermissionDenied => StatusCode::FORBIDDEN,
         ErrorClass::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -124,6 +180,7 @@ fn error_answer(e: &Error, flavor: Flavor) -> Response {
                 StatusCode::FORBIDDEN => "Not allowed",
                 StatusCode::NOT_FOUND => "Not found",
                 StatusCode::BAD_REQUEST => "Bad request",
+                StatusCode::CONFLICT => "Not available",
                 _ => "Error",
             };
             html::problem(status.as_u16(), title, &e.to_string())
@@ -147,20 +204,21 @@ struct Admitted {
     peer: SocketAddr,
 }
 
-/// Authenticates and authorizes a request as [`ACTION`] (everyone when authentication is
-/// off), or answers the refusal, audited.
+/// Authenticates and authorizes a request as `action` (everyone when authentication is off),
+/// or answers the refusal, audited.
 async fn admit(
     s: &UiState,
     rpc: String,
     headers: &HeaderMap,
     peer: SocketAddr,
     flavor: Flavor,
+    action: Action,
 ) -> std::result::Result<Admitted, Response> {
     let note = AuditNote::default();
     match &s.security {
         Some(security) => {
             let ctx = RequestContext::from_headers(rpc.clone(), headers, Some(peer));
-            if let Err(e) = security.admit_action(&ctx, ACTION, &note) {
+            if let Err(e) = security.admit_action(&ctx, action, &note) {
                 let entry = note.entry(&rpc, Some(peer), Err(&e));
                 if let Err(ae) = crate::live::http::record(s.audit.as_ref(), entry).await {
                     return Err(audit_failed(&ae, flavor));
@@ -170,7 +228,7 @@ async fn admit(
         }
         None => {
             note.set_principal(&Principal::anonymous(Some(peer)));
-            note.set_action(ACTION);
+            note.set_action(action);
         }
     }
     Ok(Admitted { note, rpc, peer })
@@ -211,10 +269,11 @@ impl Admitted {
     }
 }
 
-/// The store's snapshot, read on a blocking thread.
-async fn snapshot(s: &UiState) -> crate::error::Result<Snapshot> {
-    let store = s.store.clone();
-    tokio::task::spawn_blocking(move || Snapshot::read(&store))
+/// The store's snapshot (the cached one when the store has not changed), read on a blocking
+/// thread.
+async fn snapshot(s: &Arc<Ui>) -> crate::error::Result<Arc<Snapshot>> {
+    let ui = s.clone();
+    tokio::task::spawn_blocking(move || ui.snapshots.get(&ui.store))
         .await
         .map_err(|e| Error::Internal(format!("catalog task failed: {e}")))?
 }
@@ -236,13 +295,13 @@ async fn style() -> Response {
 
 /// `GET /ui/`: the catalog page.
 async fn catalog_page(
-    State(s): State<Arc<UiState>>,
+    State(s): State<Arc<Ui>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
     let flavor = Flavor::Html;
-    let a = match admit(&s, "http:GET /ui/".into(), &headers, peer, flavor).await {
+    let a = match admit(&s, "http:GET /ui/".into(), &headers, peer, flavor, ACTION).await {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -258,14 +317,14 @@ async fn catalog_page(
 
 /// `GET /ui/versions/{hash}`: a version's page with its lineage drawn.
 async fn version_page(
-    State(s): State<Arc<UiState>>,
+    State(s): State<Arc<Ui>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(hash): Path<String>,
     headers: HeaderMap,
 ) -> Response {
     let flavor = Flavor::Html;
     let rpc = "http:GET /ui/versions/{hash}".to_string();
-    let a = match admit(&s, rpc, &headers, peer, flavor).await {
+    let a = match admit(&s, rpc, &headers, peer, flavor, ACTION).await {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -296,13 +355,22 @@ fn summary(m: &crate::store::Manifest, snap: &Snapshot) -> serde_json::Value {
 
 /// `GET /api/versions`: one page of the matching versions, newest first.
 async fn versions_json(
-    State(s): State<Arc<UiState>>,
+    State(s): State<Arc<Ui>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
     let flavor = Flavor::Json;
-    let a = match admit(&s, "http:GET /api/versions".into(), &headers, peer, flavor).await {
+    let a = match admit(
+        &s,
+        "http:GET /api/versions".into(),
+        &headers,
+        peer,
+        flavor,
+        ACTION,
+    )
+    .await
+    {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -324,14 +392,14 @@ async fn versions_json(
 
 /// `GET /api/versions/{hash}`: a version's manifest, tags and users.
 async fn version_json(
-    State(s): State<Arc<UiState>>,
+    State(s): State<Arc<Ui>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(hash): Path<String>,
     headers: HeaderMap,
 ) -> Response {
     let flavor = Flavor::Json;
     let rpc = "http:GET /api/versions/{hash}".to_string();
-    let a = match admit(&s, rpc, &headers, peer, flavor).await {
+    let a = match admit(&s, rpc, &headers, peer, flavor, ACTION).await {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -357,14 +425,14 @@ async fn version_json(
 
 /// `GET /api/lineage/{hash}`: the lineage graph both ways, as nodes and edges.
 async fn lineage_json(
-    State(s): State<Arc<UiState>>,
+    State(s): State<Arc<Ui>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(hash): Path<String>,
     headers: HeaderMap,
 ) -> Response {
     let flavor = Flavor::Json;
     let rpc = "http:GET /api/lineage/{hash}".to_string();
-    let a = match admit(&s, rpc, &headers, peer, flavor).await {
+    let a = match admit(&s, rpc, &headers, peer, flavor, ACTION).await {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -376,5 +444,231 @@ async fn lineage_json(
         serde_json::to_string(&g).map_err(|e| Error::Internal(format!("lineage JSON: {e}")))
     }
     .await;
+    a.done(&s, flavor, made).await
+}
+
+/// The statistics of `hash` in `snap`: from the cache, else computed (and kept).
+async fn version_stats(
+    s: &Arc<Ui>,
+    m: &crate::store::Manifest,
+) -> crate::error::Result<Arc<stats::VersionStats>> {
+    let cached = s
+        .stats
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&m.hash)
+        .cloned();
+    if let Some(st) = cached {
+        return Ok(st);
+    }
+    let st = Arc::new(stats::compute(&s.store, m).await?);
+    let mut g = s
+        .stats
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if g.len() >= STATS_KEPT {
+        g.clear();
+    }
+    g.insert(m.hash, st.clone());
+    Ok(st)
+}
+
+/// `GET /ui/versions/{hash}/stats`: a version's column statistics with histograms.
+async fn stats_page(
+    State(s): State<Arc<Ui>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(hash): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let flavor = Flavor::Html;
+    let rpc = "http:GET /ui/versions/{hash}/stats".to_string();
+    let a = match admit(&s, rpc, &headers, peer, flavor, ACTION).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let made = async {
+        let snap = snapshot(&s).await?;
+        let m = snap.find(&hash)?;
+        a.note.add_datasets([m.hash.to_string()]);
+        let st = version_stats(&s, m).await?;
+        Ok(html::stats(m, &st))
+    }
+    .await;
+    a.done(&s, flavor, made).await
+}
+
+/// `GET /api/stats/{hash}`: a version's column statistics as JSON.
+async fn stats_json(
+    State(s): State<Arc<Ui>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(hash): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let flavor = Flavor::Json;
+    let rpc = "http:GET /api/stats/{hash}".to_string();
+    let a = match admit(&s, rpc, &headers, peer, flavor, ACTION).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let made = async {
+        let snap = snapshot(&s).await?;
+        let m = snap.find(&hash)?;
+        a.note.add_datasets([m.hash.to_string()]);
+        let st = version_stats(&s, m).await?;
+        serde_json::to_string(&*st).map_err(|e| Error::Internal(format!("statistics JSON: {e}")))
+    }
+    .await;
+    a.done(&s, flavor, made).await
+}
+
+/// The quarantine page of `hash` as `query` filters it.
+async fn quarantine_read(
+    s: &Arc<Ui>,
+    note: &AuditNote,
+    hash: &str,
+    query: &str,
+) -> crate::error::Result<(crate::store::Manifest, quarantine::Filter, quarantine::Page)> {
+    let f = quarantine::Filter::parse(query)?;
+    let snap = snapshot(s).await?;
+    let m = snap.find(hash)?.clone();
+    note.add_datasets([m.hash.to_string()]);
+    let p = quarantine::read(&s.store, &m, &f).await?;
+    Ok((m, f, p))
+}
+
+/// `GET /ui/versions/{hash}/quarantine`: the records of a quarantine version, with reasons.
+async fn quarantine_page(
+    State(s): State<Arc<Ui>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(hash): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let flavor = Flavor::Html;
+    let rpc = "http:GET /ui/versions/{hash}/quarantine".to_string();
+    let a = match admit(&s, rpc, &headers, peer, flavor, QUARANTINE_ACTION).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let made = quarantine_read(&s, &a.note, &hash, uri.query().unwrap_or_default())
+        .await
+        .map(|(m, f, p)| quarantine::html(&m, &f, &p));
+    a.done(&s, flavor, made).await
+}
+
+/// `GET /api/quarantine/{hash}`: the same as JSON.
+async fn quarantine_json(
+    State(s): State<Arc<Ui>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(hash): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let flavor = Flavor::Json;
+    let rpc = "http:GET /api/quarantine/{hash}".to_string();
+    let a = match admit(&s, rpc, &headers, peer, flavor, QUARANTINE_ACTION).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let made = async {
+        let (_, _, p) =
+            quarantine_read(&s, &a.note, &hash, uri.query().unwrap_or_default()).await?;
+        serde_json::to_string(&p).map_err(|e| Error::Internal(format!("quarantine JSON: {e}")))
+    }
+    .await;
+    a.done(&s, flavor, made).await
+}
+
+/// The audit records `query` selects (newest first, how many matched) and the verification
+/// of the whole trail, read on a blocking thread. The patient asked about is named in this
+/// request's own audit record (as `QueryAudit` does).
+async fn audit_read(
+    s: &Arc<Ui>,
+    note: &AuditNote,
+    query: &str,
+) -> crate::error::Result<(
+    audit::Filter,
+    Vec<crate::security::audit::Access>,
+    usize,
+    std::result::Result<crate::security::audit::VerifyReport, String>,
+)> {
+    let (f, p) = audit::Filter::parse(query)?;
+    if let Some(patient) = &p.query.patient {
+        note.set_patients(std::slice::from_ref(patient));
+    }
+    let dir = s
+        .audit
+        .as_ref()
+        .map(|l| l.dir().to_path_buf())
+        .ok_or_else(|| {
+            Error::precondition(
+                "audit trail",
+                "this server keeps none (authentication is off and no [audit] dir is configured)",
+            )
+        })?;
+    let limit = f.limit;
+    let (found, report) = tokio::task::spawn_blocking(move || {
+        let found = crate::security::audit::search(&dir, &p.query);
+        let mut report = crate::security::audit::verify(&dir);
+        // A line being appended while it was read looks torn: read once more.
+        if report.as_ref().is_ok_and(|r| r.torn.is_some()) {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            report = crate::security::audit::verify(&dir);
+        }
+        found.map(|f| (audit::newest(f, &p, limit), report))
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("audit task failed: {e}")))??;
+    let ((rows, total), report) = (found, report.map_err(|e| e.to_string()));
+    Ok((f, rows, total, report))
+}
+
+/// `GET /ui/audit`: who accessed a patient, when, from where, allowed or refused; the chain's
+/// verification.
+async fn audit_page(
+    State(s): State<Arc<Ui>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let flavor = Flavor::Html;
+    let rpc = "http:GET /ui/audit".to_string();
+    let a = match admit(&s, rpc, &headers, peer, flavor, AUDIT_ACTION).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let made = audit_read(&s, &a.note, uri.query().unwrap_or_default())
+        .await
+        .map(|(f, rows, total, report)| audit::html(&f, &rows, total, &report));
+    a.done(&s, flavor, made).await
+}
+
+/// `GET /api/audit`: the same as JSON: `{"verification", "total", "records"}`.
+async fn audit_json(
+    State(s): State<Arc<Ui>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let flavor = Flavor::Json;
+    let rpc = "http:GET /api/audit".to_string();
+    let a = match admit(&s, rpc, &headers, peer, flavor, AUDIT_ACTION).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let made = audit_read(&s, &a.note, uri.query().unwrap_or_default())
+        .await
+        .map(|(_, rows, total, report)| {
+            let verification = match report {
+                Ok(r) => json!({"ok": r.ok(), "report": r}),
+                Err(e) => json!({"ok": false, "error": e}),
+            };
+            json!({
+                "verification": verification,
+                "total": total,
+                "records": rows.iter().map(|a| &a.record).collect::<Vec<_>>(),
+            })
+            .to_string()
+        });
     a.done(&s, flavor, made).await
 }

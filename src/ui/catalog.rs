@@ -2,9 +2,14 @@
 //! of `GET /api/versions`, and the lineage graph of one version, layered for drawing.
 //!
 //! Nothing here opens a Lance dataset: a snapshot reads `versions/*/manifest.json` (as `ward
-//! list` does) and the heads, once per request.
+//! list` does) and the heads. The server keeps the last snapshot in a [`SnapshotCache`] and
+//! reads again only what changed (new or removed version folders, moved heads), so a page
+//! over 10,000 versions does not read 10,000 manifests.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
@@ -34,6 +39,44 @@ impl Snapshot {
     /// The store's read errors (a damaged manifest is reported, not hidden).
     pub fn read(store: &Store) -> Result<Snapshot> {
         let versions = store.list(&ListFilter::default())?;
+        let mut tags: BTreeMap<ContentHash, Vec<String>> = BTreeMap::new();
+        for name in store.names()? {
+            if let Some(h) = store.head(&name)? {
+                tags.entry(h.hash).or_default().push(name);
+            }
+        }
+        Ok(Snapshot { versions, tags })
+    }
+
+    /// The store's snapshot now, from an older one: the version folders listed again and only
+    /// the manifests not in `old` read (when `versions_changed`), the heads read again.
+    ///
+    /// # Errors
+    /// As [`Snapshot::read`].
+    pub fn refresh(store: &Store, old: &Snapshot, versions_changed: bool) -> Result<Snapshot> {
+        let versions = if versions_changed {
+            let known: BTreeMap<&ContentHash, &Manifest> =
+                old.versions.iter().map(|m| (&m.hash, m)).collect();
+            let dir = store.root().join("versions");
+            let mut out = Vec::new();
+            for entry in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
+                let entry = entry.map_err(|e| Error::io(&dir, e))?;
+                let Ok(hash) =
+                    format!("b3:{}", entry.file_name().to_string_lossy()).parse::<ContentHash>()
+                else {
+                    continue;
+                };
+                match known.get(&hash) {
+                    Some(m) => out.push((*m).clone()),
+                    None => out.push(store.manifest(&hash)?),
+                }
+            }
+            // The order of `Store::list`: newest first, then by hash.
+            out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.hash.cmp(&b.hash)));
+            out
+        } else {
+            old.versions.clone()
+        };
         let mut tags: BTreeMap<ContentHash, Vec<String>> = BTreeMap::new();
         for name in store.names()? {
             if let Some(h) = store.head(&name)? {
@@ -89,6 +132,111 @@ impl Snapshot {
                 reason: format!("matches {} versions; give more digits", found.len()),
             }),
         }
+    }
+}
+
+/// When a folder last changed, `None` if it does not exist.
+fn mtime(path: &Path) -> Result<Option<SystemTime>> {
+    match std::fs::metadata(path) {
+        Ok(m) => Ok(Some(m.modified().map_err(|e| Error::io(path, e))?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+/// What a snapshot was read from: the modification times of `versions/` (a version added or
+/// removed renames a folder in or out of it), of `refs/` (a new name) and of each
+/// `refs/<name>/` (a head moved: a new entry is linked in).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp {
+    versions: Option<SystemTime>,
+    refs: Vec<(String, Option<SystemTime>)>,
+}
+
+impl Stamp {
+    fn read(store: &Store) -> Result<Stamp> {
+        let root = store.root();
+        let refs_dir = root.join("refs");
+        let mut refs = vec![(String::new(), mtime(&refs_dir)?)];
+        if refs.first().is_some_and(|r| r.1.is_some()) {
+            let mut names = Vec::new();
+            for e in std::fs::read_dir(&refs_dir).map_err(|e| Error::io(&refs_dir, e))? {
+                let e = e.map_err(|e| Error::io(&refs_dir, e))?;
+                names.push(e.file_name().to_string_lossy().into_owned());
+            }
+            names.sort();
+            for n in names {
+                let t = mtime(&refs_dir.join(&n))?;
+                refs.push((n, t));
+            }
+        }
+        Ok(Stamp {
+            versions: mtime(&root.join("versions"))?,
+            refs,
+        })
+    }
+
+    /// Whether every time is old enough to trust: a folder changed within the file system's
+    /// time granularity of the read could change again with the same time (the "racy" case
+    /// of git's index), so such a stamp is read again next time.
+    fn settled(&self, now: SystemTime) -> bool {
+        let old = |t: &Option<SystemTime>| {
+            t.is_none_or(|t| {
+                now.duration_since(t)
+                    .is_ok_and(|d| d > Duration::from_secs(2))
+            })
+        };
+        old(&self.versions) && self.refs.iter().all(|(_, t)| old(t))
+    }
+}
+
+/// The last snapshot read, with what it was read from.
+#[derive(Debug)]
+struct Cached {
+    stamp: Stamp,
+    settled: bool,
+    snap: Arc<Snapshot>,
+}
+
+/// The server's catalog index: the last [`Snapshot`], read again only when the store changed,
+/// and then only in part (the manifests of new version folders, the heads when a name moved).
+#[derive(Debug, Default)]
+pub struct SnapshotCache {
+    last: Mutex<Option<Cached>>,
+}
+
+impl SnapshotCache {
+    /// The store's snapshot now (blocking file I/O: a few `stat` calls when nothing changed).
+    ///
+    /// # Errors
+    /// As [`Snapshot::read`].
+    pub fn get(&self, store: &Store) -> Result<Arc<Snapshot>> {
+        let stamp = Stamp::read(store)?;
+        let prev = {
+            let g = self
+                .last
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match g.as_ref() {
+                Some(c) if c.settled && c.stamp == stamp => return Ok(c.snap.clone()),
+                Some(c) => Some((c.stamp.clone(), c.snap.clone())),
+                None => None,
+            }
+        };
+        let snap = Arc::new(match prev {
+            Some((old, snap)) => Snapshot::refresh(store, &snap, old.versions != stamp.versions)?,
+            None => Snapshot::read(store)?,
+        });
+        let settled = stamp.settled(SystemTime::now());
+        *self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Cached {
+            stamp,
+            settled,
+            snap: snap.clone(),
+        });
+        Ok(snap)
     }
 }
 

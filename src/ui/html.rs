@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use super::catalog::{percent_encode, Graph, Search, Snapshot};
+use super::stats::{self, ColumnClass, VersionStats};
 use crate::store::{Kind, Manifest};
 
 /// The style sheet, served at `/ui/style.css`.
@@ -34,7 +35,7 @@ pub fn version_href(hash: &str) -> String {
 /// A whole page: `title` (escaped here) around `body` (already HTML).
 pub fn page(title: &str, body: &str) -> String {
     format!(
-        r#"<!DOCTYPE html>
+        r##"<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -43,13 +44,14 @@ pub fn page(title: &str, body: &str) -> String {
 <link rel="stylesheet" href="/ui/style.css">
 </head>
 <body>
-<header><nav aria-label="Ward"><a href="/ui/">Ward catalog</a></nav></header>
-<main>
+<a class="skip" href="#main">Skip to content</a>
+<header><nav aria-label="Ward"><a href="/ui/">Ward catalog</a> <a href="/ui/audit">Audit</a></nav></header>
+<main id="main" tabindex="-1">
 {body}
 </main>
 </body>
 </html>
-"#,
+"##,
         t = escape(title)
     )
 }
@@ -243,21 +245,26 @@ pub fn version(m: &Manifest, snap: &Snapshot, graph: &Graph) -> String {
     b.push_str("</dl>\n");
     let _ = writeln!(
         b,
-        "<p><a href=\"/api/versions/{}\">This manifest as JSON</a></p>\n</section>",
+        "<p><a href=\"/api/versions/{}\">This manifest as JSON</a></p>",
         escape(&percent_encode(&hash))
     );
-    b.push_str("<section aria-labelledby=\"h-schema\">\n<h2 id=\"h-schema\">Schema</h2>\n<table>\n<thead><tr><th scope=\"col\">Column</th><th scope=\"col\">Type</th><th scope=\"col\">Arrow type</th><th scope=\"col\">Nullable</th></tr></thead>\n<tbody>\n");
-    for c in &m.schema {
-        let _ = writeln!(
-            b,
-            "<tr><th scope=\"row\"><code>{}</code></th><td><code>{}</code></td><td><code>{}</code></td><td>{}</td></tr>",
-            escape(&c.name),
-            escape(&c.data_type),
-            escape(&c.arrow_type),
-            if c.nullable { "yes" } else { "no" }
-        );
+    let mut more = Vec::new();
+    if stats::has_stats(m.kind) {
+        more.push(format!(
+            "<a href=\"{}/stats\">Column statistics and histograms</a>",
+            escape(&version_href(&hash))
+        ));
     }
-    b.push_str("</tbody>\n</table>\n</section>\n");
+    if m.kind == Kind::Quarantine {
+        more.push(format!(
+            "<a href=\"{}/quarantine\">Quarantined records and their reasons</a>",
+            escape(&version_href(&hash))
+        ));
+    }
+    if !more.is_empty() {
+        let _ = writeln!(b, "<p class=\"more\">{}</p>", more.join(" · "));
+    }
+    b.push_str("</section>\n");
     b.push_str("<section aria-labelledby=\"h-lineage\">\n<h2 id=\"h-lineage\">Lineage</h2>\n");
     b.push_str(&svg(graph));
     let list = |title: &str, hashes: Vec<&crate::hash::ContentHash>| -> String {
@@ -297,7 +304,161 @@ pub fn version(m: &Manifest, snap: &Snapshot, graph: &Graph) -> String {
         "<p><a href=\"/api/lineage/{}\">This lineage as JSON</a></p>\n</section>",
         escape(&percent_encode(&hash))
     );
+    b.push_str("<section aria-labelledby=\"h-schema\">\n<h2 id=\"h-schema\">Schema</h2>\n<table>\n<thead><tr><th scope=\"col\">Column</th><th scope=\"col\">Type</th><th scope=\"col\">Arrow type</th><th scope=\"col\">Nullable</th></tr></thead>\n<tbody>\n");
+    for c in &m.schema {
+        let _ = writeln!(
+            b,
+            "<tr><th scope=\"row\"><code>{}</code></th><td><code>{}</code></td><td><code>{}</code></td><td>{}</td></tr>",
+            escape(&c.name),
+            escape(&c.data_type),
+            escape(&c.arrow_type),
+            if c.nullable { "yes" } else { "no" }
+        );
+    }
+    b.push_str("</tbody>\n</table>\n</section>\n");
     page(&format!("{} {}", m.name, short(&hash)), &b)
+}
+
+/// A version's statistics page: a table of every column (rows, nulls, range, mean or distinct
+/// values) and a histogram per numeric and time column.
+pub fn stats(m: &Manifest, st: &VersionStats) -> String {
+    let hash = m.hash.to_string();
+    let mut b = String::new();
+    let _ = writeln!(
+        b,
+        "<h1>Statistics of {} <small>({})</small></h1>\n<p><a href=\"{}\">Back to the version</a> <code class=\"hash\">{}</code></p>",
+        escape(&m.name),
+        m.kind,
+        escape(&version_href(&hash)),
+        escape(&hash)
+    );
+    let _ = writeln!(
+        b,
+        "<p>{} rows, {} columns. Text columns show how many distinct values they hold, never a value.</p>",
+        st.rows,
+        st.columns.len()
+    );
+    b.push_str("<section aria-labelledby=\"h-columns\">\n<h2 id=\"h-columns\">Columns</h2>\n<table class=\"stats\">\n<thead><tr>");
+    for h in [
+        "Column",
+        "Type",
+        "Rows",
+        "Nulls",
+        "Null rate",
+        "Min",
+        "Max",
+        "Mean",
+        "Distinct / true:false",
+    ] {
+        let _ = write!(b, "<th scope=\"col\">{h}</th>");
+    }
+    b.push_str("</tr></thead>\n<tbody>\n");
+    for c in &st.columns {
+        let show = |v: Option<f64>| v.map(|v| escape(&c.show(v))).unwrap_or_else(|| "-".into());
+        let other = match c.class {
+            ColumnClass::Text => c
+                .distinct
+                .map(|d| format!("{}{d}", if c.distinct_capped { "&gt; " } else { "" }))
+                .unwrap_or_default(),
+            ColumnClass::Boolean => format!(
+                "{}:{}",
+                c.true_count.unwrap_or(0),
+                c.false_count.unwrap_or(0)
+            ),
+            _ => "-".into(),
+        };
+        let nan = if c.nan > 0 {
+            format!(" ({} NaN)", c.nan)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            b,
+            "<tr><th scope=\"row\"><code>{}</code></th><td><code>{}</code></td><td class=\"num\">{}</td><td class=\"num\">{}{nan}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{other}</td></tr>",
+            escape(&c.name),
+            escape(&c.arrow_type),
+            c.rows,
+            c.nulls,
+            stats::percent(c.null_rate),
+            show(c.min),
+            show(c.max),
+            c.mean.map(stats::number).unwrap_or_else(|| "-".into()),
+        );
+    }
+    b.push_str("</tbody>\n</table>\n</section>\n");
+    if !st.features.is_empty() {
+        b.push_str(&features(st));
+    }
+    b.push_str("<section aria-labelledby=\"h-plots\">\n<h2 id=\"h-plots\">Histograms of the columns</h2>\n");
+    let mut any = false;
+    b.push_str("<div class=\"plots\">\n");
+    for (i, c) in st.columns.iter().enumerate() {
+        let svg = stats::histogram_svg(c, &format!("hist-{i}"));
+        if !svg.is_empty() {
+            any = true;
+            b.push_str(&svg);
+        }
+    }
+    b.push_str("</div>\n");
+    if !any {
+        b.push_str("<p>No numeric or time column with values.</p>\n");
+    }
+    let _ = writeln!(
+        b,
+        "<p><a href=\"/api/stats/{}\">These statistics as JSON</a></p>\n</section>",
+        escape(&percent_encode(&hash))
+    );
+    page(&format!("Statistics {} {}", m.name, short(&hash)), &b)
+}
+
+/// A timeline's features: a table (change points, no-data rate, the numeric value's nulls,
+/// range and mean, distinct text values) and a histogram of each feature's numeric value.
+fn features(st: &VersionStats) -> String {
+    let mut b = String::from("<section aria-labelledby=\"h-features\">\n<h2 id=\"h-features\">Features</h2>\n<p>Per feature of the timeline, over its change points (a row holds from its time until the feature's next row for that patient). No data: change points with no event in the feature's window.</p>\n<table class=\"stats features\">\n<thead><tr>");
+    for h in [
+        "Feature",
+        "Change points",
+        "No data",
+        "Numeric value null rate",
+        "Min",
+        "Max",
+        "Mean",
+        "Distinct text values",
+    ] {
+        let _ = write!(b, "<th scope=\"col\">{h}</th>");
+    }
+    b.push_str("</tr></thead>\n<tbody>\n");
+    let mut plots = String::new();
+    for (i, f) in st.features.iter().enumerate() {
+        let num = f.values.iter().find(|c| c.name == "value_num");
+        let text = f.values.iter().find(|c| c.name == "value_text");
+        let show = |v: Option<f64>| v.map(stats::number).unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            b,
+            "<tr><th scope=\"row\"><code>{}</code></th><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+            escape(&f.feature),
+            f.change_points,
+            stats::percent(f.no_data_rate),
+            num.map(|c| stats::percent(c.null_rate)).unwrap_or_else(|| "-".into()),
+            show(num.and_then(|c| c.min)),
+            show(num.and_then(|c| c.max)),
+            show(num.and_then(|c| c.mean)),
+            text.and_then(|c| c.distinct).unwrap_or(0),
+        );
+        if let Some(c) = num {
+            let mut c = c.clone();
+            c.name = f.feature.clone();
+            plots.push_str(&stats::histogram_svg(&c, &format!("feat-{i}")));
+        }
+    }
+    b.push_str("</tbody>\n</table>\n");
+    if !plots.is_empty() {
+        b.push_str("<h3>Histograms of the features' numeric values</h3>\n<div class=\"plots\">\n");
+        b.push_str(&plots);
+        b.push_str("</div>\n");
+    }
+    b.push_str("</section>\n");
+    b
 }
 
 /// Column width, node size and row pitch of the lineage drawing.
@@ -394,7 +555,7 @@ mod tests {
         let html = version(&m, &snap, &g);
         assert!(!html.contains("<script>"), "{html}");
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
-        assert!(html.contains("<html lang=\"en\">") && html.contains("<main>"));
+        assert!(html.contains("<html lang=\"en\">") && html.contains("<main id=\"main\""));
         // The training set's graph: one link per node, the raw input among them.
         let t = snap.get(&hash(5)).expect("training").clone();
         let g = lineage(&snap, &t.hash);

@@ -2,6 +2,7 @@
 
 mod audit;
 mod auth;
+mod browser;
 mod common;
 mod concurrency;
 mod consent;
@@ -32,4 +33,5 @@ mod service;
 mod store;
 mod synth;
 mod ui;
+mod ui_governance;
 mod units;

@@ -23,20 +23,20 @@ use ward::live::LiveConfig;
 use ward::store::{Kind, Lineage, PutOptions, Store};
 
 /// An HTTP answer: status, headers (lower-case names), body.
-struct Answer {
-    status: u16,
-    headers: BTreeMap<String, String>,
-    body: String,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) headers: BTreeMap<String, String>,
+    pub(crate) body: String,
 }
 
 impl Answer {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
     }
 }
 
 /// `GET target` with `headers` (HTTP/1.1, `Connection: close`), read to the end.
-fn get(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> Answer {
+pub(crate) fn get(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> Answer {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(60)))
         .expect("timeout");
@@ -393,7 +393,9 @@ fn with_authentication_the_catalog_needs_datasets_read_and_is_audited() {
     // Refusals as JSON under /api and as a page under /ui.
     assert_eq!(answers[0].1.json()["error"]["code"], "unauthenticated");
     assert_eq!(answers[0].1.headers["www-authenticate"], "Bearer");
-    assert!(answers[1].1.body.contains("<h1>401") && answers[1].1.body.contains("<main>"));
+    assert!(
+        answers[1].1.body.contains("<h1>401") && answers[1].1.body.contains("<main id=\"main\"")
+    );
     assert_eq!(answers[2].1.json()["error"]["code"], "permission_denied");
     assert!(answers[3].1.body.contains("<h1>403"));
     assert_eq!(answers[4].1.json()["total"], 6);
@@ -473,7 +475,18 @@ fn listing_many_versions_is_timed() {
             None,
         ))
         .expect("listener");
-    for target in ["/api/versions", "/api/versions?q=sepsis&limit=500", "/ui/"] {
+    // The first request reads every manifest; later ones reuse the cached index (the
+    // store's folders are stamped more than 2 s ago, so the index is trusted).
+    std::thread::sleep(Duration::from_millis(2100));
+    let detail = format!("/ui/versions/{}", c.training);
+    for target in [
+        "/api/versions",
+        "/api/versions",
+        "/api/versions?q=sepsis&limit=500",
+        "/ui/",
+        "/ui/?q=copy&kind=training&offset=50",
+        detail.as_str(),
+    ] {
         let t = Instant::now();
         let a = get(running.addr, target, &[]);
         assert_eq!(a.status, 200, "{}", a.body);
@@ -481,4 +494,28 @@ fn listing_many_versions_is_timed() {
     }
     let v = get(running.addr, "/api/versions?limit=1", &[]).json();
     assert_eq!(v["total"], n + 6);
+    // A new version is seen at once (its folder changes the stamp), read alone.
+    rt.block_on(put(&store, &clock, Kind::Other, "late", 9, &[]));
+    let t = Instant::now();
+    let v = get(running.addr, "/api/versions?limit=1", &[]).json();
+    eprintln!(
+        "GET /api/versions after one new version over {} versions: {:?}",
+        n + 7,
+        t.elapsed()
+    );
+    assert_eq!(v["total"], n + 7);
+    assert_eq!(v["versions"][0]["name"], "late");
+    // A head moved on an existing name (only `refs/prod/` changes) is seen too, once the
+    // index has settled.
+    let late = v["versions"][0]["hash"].as_str().expect("hash").to_string();
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(
+        get(running.addr, "/api/versions?tag=prod", &[]).json()["total"],
+        1
+    );
+    store
+        .tag("prod", &late.parse().expect("hash"))
+        .expect("tag");
+    let v = get(running.addr, "/api/versions?tag=prod", &[]).json();
+    assert_eq!(v["versions"][0]["hash"], late, "{v}");
 }
