@@ -16,6 +16,7 @@ mod hash_props;
 mod hl7v2;
 mod incremental;
 mod ingest;
+mod kafka;
 mod live;
 mod live_http;
 mod live_tls;
