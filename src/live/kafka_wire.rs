@@ -112,6 +112,9 @@ impl KafkaError {
     }
 }
 
+/// A message to produce: its value (`None`: a tombstone) and headers.
+pub type Outgoing = (Option<Vec<u8>>, Vec<(String, Vec<u8>)>);
+
 /// A result with a [`KafkaError`].
 pub type KResult<T> = std::result::Result<T, KafkaError>;
 
@@ -366,7 +369,7 @@ impl PartitionClient {
             let md = metadata(
                 &self.bootstrap,
                 &self.client_id,
-                Some(&[self.topic.clone()]),
+                Some(std::slice::from_ref(&self.topic)),
             )
             .await?;
             let leader = md
@@ -514,10 +517,7 @@ impl PartitionClient {
     ///
     /// # Errors
     /// Connection and broker errors.
-    pub async fn produce(
-        &mut self,
-        messages: &[(Option<Vec<u8>>, Vec<(String, Vec<u8>)>)],
-    ) -> KResult<i64> {
+    pub async fn produce(&mut self, messages: &[Outgoing]) -> KResult<i64> {
         let place = self.place();
         let topic = self.topic.clone();
         let partition = self.partition;

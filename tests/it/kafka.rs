@@ -26,7 +26,7 @@ use ward::clock::{ManualClock, SharedClock};
 use ward::ingest::pipeline::{self, Format, IngestOptions};
 use ward::ingest::Context;
 use ward::live::kafka::{KafkaConfig, TopicConfig, TopicFormat, SOURCE_HEADER};
-use ward::live::kafka_wire::{self, PartitionClient};
+use ward::live::kafka_wire::{self, Outgoing, PartitionClient};
 use ward::live::seal::{self, SealOptions};
 use ward::live::{wal, LiveConfig, DEFAULT_FEED, DEFAULT_HTTP_FEED};
 use ward::store::Store;
@@ -167,12 +167,9 @@ async fn create_topic(brokers: &str, topic: &str, partitions: i32) {
 
 /// Produces `values` (each with its headers) to `topic`'s `partition`, in order, 100 to a
 /// batch.
-async fn produce(brokers: &str, topic: &str, partition: i32, values: &[Value_]) {
+async fn produce(brokers: &str, topic: &str, partition: i32, values: &[Outgoing]) {
     produce_batches(brokers, topic, partition, values, 100).await;
 }
-
-/// A message to produce: its value and headers.
-type Value_ = (Option<Vec<u8>>, Vec<(String, Vec<u8>)>);
 
 /// [`produce`] in batches of `per` records (a fetch returns whole batches). The topic may
 /// take a moment to have a leader after its creation: retried for a while.
@@ -180,7 +177,7 @@ async fn produce_batches(
     brokers: &str,
     topic: &str,
     partition: i32,
-    values: &[Value_],
+    values: &[Outgoing],
     per: usize,
 ) {
     let mut pc = PartitionClient::new(&bootstrap(brokers), "ward-test", topic, partition);
@@ -201,12 +198,12 @@ async fn produce_batches(
 }
 
 /// Plain messages (no headers).
-fn plain(msgs: &[Vec<u8>]) -> Vec<Value_> {
+fn plain(msgs: &[Vec<u8>]) -> Vec<Outgoing> {
     msgs.iter().map(|m| (Some(m.clone()), Vec::new())).collect()
 }
 
 /// A message with the `ward-source` header.
-fn with_source(value: Option<&[u8]>, source: &[u8]) -> Value_ {
+fn with_source(value: Option<&[u8]>, source: &[u8]) -> Outgoing {
     (
         value.map(<[u8]>::to_vec),
         vec![(SOURCE_HEADER.to_string(), source.to_vec())],
@@ -370,7 +367,7 @@ fn kafka_fhir_topic_seals_to_the_batch_ingest_hashes() {
     let summary = synth::write(&o, SynthFormat::FhirNdjson, &cohort_dir, None).expect("synth");
     // Each file's lines as messages named by the `ward-source` header: one resource per
     // message, NDJSON chunks of several lines, and collection Bundles (pretty-printed).
-    let mut values: Vec<Value_> = Vec::new();
+    let mut values: Vec<Outgoing> = Vec::new();
     let mut n = 0usize;
     for f in &summary.files {
         let source = f.file_name().expect("name").to_string_lossy().into_owned();
@@ -473,7 +470,7 @@ fn kafka_bad_messages_are_quarantined_audited_and_do_not_stop_the_partition() {
     };
     // No PID-3: the batch parser's own check makes it AE, applied as a batch would.
     let no_pid = b"MSH|^~\\&|LAB|HOSP|WARD|DC|20240101120000||ADT^A01|E1|P|2.5.1\rPV1|1|I\r";
-    let hl7_values: Vec<Value_> = vec![
+    let hl7_values: Vec<Outgoing> = vec![
         (Some(msg("G1", "P1")), vec![]),
         (Some(b"this is not HL7".to_vec()), vec![]),
         (None, vec![]),
@@ -483,7 +480,7 @@ fn kafka_bad_messages_are_quarantined_audited_and_do_not_stop_the_partition() {
     ];
     let patient =
         br#"{"resourceType":"Patient","id":"k1","gender":"female","birthDate":"1970-01-01"}"#;
-    let fhir_values: Vec<Value_> = vec![
+    let fhir_values: Vec<Outgoing> = vec![
         (Some(patient.to_vec()), vec![]),
         (Some(b"{not json".to_vec()), vec![]),
         with_source(Some(patient), b"../etc"),
@@ -876,7 +873,7 @@ fn kafka_crash_kill_9_mid_consumption_logs_every_message_once() {
     // Even trials stream an HL7 v2 cohort, odd ones a FHIR one: FHIR messages have no control
     // id, so there only the logged positions keep a message from being logged twice.
     let hl7_dir = tmp.path().join("hl7");
-    let hl7: Vec<Value_> = plain(&hl7_cohort(12, 9, &hl7_dir));
+    let hl7: Vec<Outgoing> = plain(&hl7_cohort(12, 9, &hl7_dir));
     let fhir_dir = tmp.path().join("fhir");
     let o = SynthOptions {
         patients: 8,
@@ -885,7 +882,7 @@ fn kafka_crash_kill_9_mid_consumption_logs_every_message_once() {
         ..SynthOptions::default()
     };
     let summary = synth::write(&o, SynthFormat::FhirNdjson, &fhir_dir, None).expect("synth");
-    let mut fhir: Vec<Value_> = Vec::new();
+    let mut fhir: Vec<Outgoing> = Vec::new();
     for f in &summary.files {
         let source = f.file_name().expect("name").to_string_lossy().into_owned();
         for line in std::fs::read_to_string(f).expect("read").lines() {
@@ -910,7 +907,7 @@ fn kafka_crash_kill_9_mid_consumption_logs_every_message_once() {
         let name = unique_topic("crash");
         rt.block_on(create_topic(&brokers, &name, 3));
         // HL7 v2 dealt by patient (each patient's messages in order); FHIR in turns.
-        let parts: Vec<Vec<Value_>> = if format == "hl7v2" {
+        let parts: Vec<Vec<Outgoing>> = if format == "hl7v2" {
             let raw: Vec<Vec<u8>> = msgs.iter().filter_map(|(v, _)| v.clone()).collect();
             deal(&raw, 3, trial).iter().map(|p| plain(p)).collect()
         } else {
