@@ -243,6 +243,15 @@ pub enum Command {
         /// into the live feed `[live] http_feed` (default: the config's `http`; docs/live.md).
         #[arg(long)]
         http: Option<std::net::SocketAddr>,
+        /// Also consume Kafka topics from these bootstrap brokers (host:port, comma
+        /// separated; default: the config's `[kafka] brokers`), into the live feeds
+        /// (docs/live.md, "Kafka").
+        #[arg(long, value_name = "BROKERS")]
+        kafka: Option<String>,
+        /// A Kafka topic to consume, NAME=hl7v2 or NAME=fhir, optionally :FEED (repeatable;
+        /// added to the config's `[[kafka.topic]]`).
+        #[arg(long, value_name = "NAME=FORMAT[:FEED]")]
+        kafka_topic: Vec<String>,
     },
     /// Seal a live feed's write-ahead log into curated versions equal to a batch ingest of
     /// the same messages (docs/live.md); prints the curated hashes, one per line.
@@ -475,7 +484,17 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
             threads: _,
             mllp,
             http,
-        } => serve::serve(dir, &clock, addr, config, insecure, mllp, http).await?,
+            kafka,
+            kafka_topic,
+        } => {
+            let listeners = crate::service::Listeners {
+                mllp,
+                http,
+                kafka,
+                kafka_topics: kafka_topic,
+            };
+            serve::serve(dir, &clock, addr, config, insecure, listeners).await?
+        }
         Command::Seal { feed, zone } => ingest::seal(dir, &clock, feed, zone).await?,
         Command::Demo {
             patients,

@@ -1,5 +1,6 @@
-//! Live feeds: HL7 v2 over MLLP and FHIR pushed over HTTP into durable write-ahead logs,
-//! sealed into curated versions equal to a batch ingest of the same messages (`docs/live.md`).
+//! Live feeds: HL7 v2 over MLLP, FHIR pushed over HTTP and Kafka topics of either into
+//! durable write-ahead logs, sealed into curated versions equal to a batch ingest of the same
+//! messages (`docs/live.md`).
 //!
 //! - [`wal`]: the write-ahead log under `<store>/wal/<feed>/`: checksummed records in
 //!   append-only segments, group commit, recovery, the (sender, control id) pairs already
@@ -9,6 +10,9 @@
 //! - [`http`]: the HTTP listener (`ward serve --http ADDR`): `POST /fhir` with a Bundle or
 //!   Bulk NDJSON, answered once the payload is durable; [`fhir`]: the checks, the
 //!   OperationOutcome answers, and the NDJSON files a seal of FHIR payloads ingests.
+//! - [`kafka`]: Kafka topics (`ward serve --kafka BROKERS`) consumed into the same logs, each
+//!   message's position logged in the same record, so a restart resumes exactly once;
+//!   [`kafka_wire`]: the small Kafka client it consumes with.
 //! - [`seal`]: `ward seal`: the unsealed records as one batch ingest run.
 //!
 //! What a message is (accepted, in error, refused) is decided once, by [`classify`], with the
@@ -17,6 +21,8 @@
 
 pub mod fhir;
 pub mod http;
+pub mod kafka;
+pub mod kafka_wire;
 pub mod mllp;
 pub mod seal;
 pub mod wal;
@@ -388,6 +394,41 @@ pub async fn serve_http(
             audit,
             running.sealed.clone(),
         );
+    }
+    Ok(running)
+}
+
+/// Starts consuming the Kafka topics of `kafka` into their feeds ([`kafka::start`]; `wals`:
+/// the logs the MLLP and HTTP listeners already opened, by feed), and, when
+/// `cfg.seal_interval_secs` is set, a task sealing each feed no listener seals (`sealed`:
+/// the feeds already sealed by one) that often; those seals notify the returned
+/// `sealed`.
+///
+/// # Errors
+/// As [`kafka::start`].
+pub async fn serve_kafka(
+    store: &crate::store::Store,
+    cfg: &LiveConfig,
+    kafka: &kafka::KafkaConfig,
+    wals: &mut std::collections::BTreeMap<String, wal::Wal>,
+    sealed: &std::collections::BTreeSet<String>,
+    audit: Option<std::sync::Arc<crate::security::audit::AuditLog>>,
+) -> crate::Result<kafka::Running> {
+    let running = kafka::start(store, cfg, kafka, wals, audit.clone()).await?;
+    if let Some(secs) = cfg.seal_interval_secs {
+        let feeds: std::collections::BTreeSet<&String> = running.feeds.values().collect();
+        for feed in feeds {
+            if !sealed.contains(feed) {
+                spawn_sealer(
+                    store,
+                    feed,
+                    secs,
+                    "kafka:seal",
+                    audit.clone(),
+                    running.sealed.clone(),
+                );
+            }
+        }
     }
     Ok(running)
 }

@@ -480,6 +480,20 @@ pub fn shutdown_signal() -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
     }
 }
 
+/// The live feeds' listeners and consumers given on `ward serve`'s command line; each wins
+/// over the configuration's.
+#[derive(Debug, Clone, Default)]
+pub struct Listeners {
+    /// `--mllp ADDR`.
+    pub mllp: Option<SocketAddr>,
+    /// `--http ADDR`.
+    pub http: Option<SocketAddr>,
+    /// `--kafka BROKERS` (comma separated).
+    pub kafka: Option<String>,
+    /// `--kafka-topic NAME=FORMAT[:FEED]`, added to the configuration's topics.
+    pub kafka_topics: Vec<String>,
+}
+
 /// `ward serve`: loads the configuration (`config`, or the defaults), applies `addr`,
 /// opens the store (the configuration's, else `default_store`), checks who could reach the
 /// address ([`ServeConfig::exposure`]: a non-loopback address needs `[auth]` and `[tls]`,
@@ -493,10 +507,15 @@ pub async fn run(
     addr: Option<SocketAddr>,
     config: Option<&Path>,
     insecure: bool,
-    mllp: Option<SocketAddr>,
-    http: Option<SocketAddr>,
+    listeners: Listeners,
     clock: SharedClock,
 ) -> Result<()> {
+    let Listeners {
+        mllp,
+        http,
+        kafka,
+        kafka_topics,
+    } = listeners;
     // Before anything reads a dataset (care teams, timelines): the pools heavy requests
     // compute on start at the job priority, so online lookups go first.
     jobs::background_pools();
@@ -522,6 +541,16 @@ pub async fn run(
     cfg.http = http.or(cfg.http);
     if let Some(h) = cfg.http {
         crate::live::http::check_exposure(h, cfg.tls.is_some(), insecure)?;
+    }
+    if kafka.is_some() || !kafka_topics.is_empty() {
+        let k = cfg.kafka.get_or_insert_with(Default::default);
+        if let Some(b) = &kafka {
+            k.brokers = crate::live::kafka::parse_brokers(b)?;
+        }
+        for t in &kafka_topics {
+            k.topics.push(crate::live::kafka::parse_topic(t)?);
+        }
+        k.validate(&cfg.live)?;
     }
     let exposure = cfg.exposure(insecure)?;
     let store_dir = cfg
@@ -597,6 +626,10 @@ pub async fn serve_until_signal(
     if let Some(tls) = &cfg.tls {
         server = server.with_tls(tls, &cfg.base)?;
     }
+    // The logs the live feeds opened, by feed: Kafka topics share them (a log is opened once
+    // per process), and the feeds a listener already seals.
+    let mut wals = std::collections::BTreeMap::new();
+    let mut sealed = std::collections::BTreeSet::new();
     // The HL7 v2 live feed (docs/live.md): its own listener and log beside the gRPC server.
     if let Some(mllp) = cfg.mllp {
         let running = crate::live::serve(
@@ -612,6 +645,8 @@ pub async fn serve_until_signal(
         )
         .await?;
         server.update_online_after_seals(running.sealed);
+        wals.insert(cfg.live.feed.clone(), running.wal);
+        sealed.insert(cfg.live.feed.clone());
     }
     // FHIR pushed over HTTP (docs/live.md): behind the same authentication and audit trail.
     if let Some(http) = cfg.http {
@@ -622,6 +657,21 @@ pub async fn serve_until_signal(
             security,
             server.audit().cloned(),
             server.tls_config(),
+        )
+        .await?;
+        server.update_online_after_seals(running.sealed);
+        wals.insert(cfg.live.http_feed.clone(), running.wal);
+        sealed.insert(cfg.live.http_feed.clone());
+    }
+    // Kafka topics into the same logs (docs/live.md, "Kafka").
+    if let Some(kafka) = &cfg.kafka {
+        let running = crate::live::serve_kafka(
+            &audit_store,
+            &cfg.live,
+            kafka,
+            &mut wals,
+            &sealed,
+            server.audit().cloned(),
         )
         .await?;
         server.update_online_after_seals(running.sealed);

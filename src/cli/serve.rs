@@ -17,16 +17,14 @@ pub(super) async fn serve(
     addr: Option<std::net::SocketAddr>,
     config: Option<PathBuf>,
     insecure: bool,
-    mllp: Option<std::net::SocketAddr>,
-    http: Option<std::net::SocketAddr>,
+    listeners: crate::service::Listeners,
 ) -> Result<()> {
     crate::service::run(
         dir,
         addr,
         config.as_deref(),
         insecure,
-        mllp,
-        http,
+        listeners,
         clock.clone(),
     )
     .await?;

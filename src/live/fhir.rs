@@ -34,7 +34,8 @@ pub const BUNDLE_TYPES: [&str; 3] = ["transaction", "batch", "collection"];
 const MAX_ISSUES: usize = 50;
 
 /// The framing and source name of a logged FHIR payload, kept in its log record's kind
-/// (`fhir-ndjson:<source>` or `fhir-bundle:<source>`).
+/// (`fhir-ndjson:<source>` or `fhir-bundle:<source>`). `fhir-bundle` is one JSON document
+/// sealed as one line: a Bundle, or (consumed from Kafka) one resource spread over lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Kind {
     /// Bundle or NDJSON.
@@ -580,6 +581,7 @@ mod tests {
             control_id: String::new(),
             message: body.as_bytes().to_vec(),
             kind: kind.encode(),
+            position: None,
         };
         let nd = |s: &str| Kind {
             framing: Framing::Ndjson,

@@ -206,13 +206,27 @@ pub async fn seal(store: &Store, feed: &str, opts: &SealOptions) -> Result<SealR
     let mut context = Context::new(intent.ingested_at);
     context.default_offset = opts.zone;
     let (format, inputs, extra_bad) = if records.iter().any(|r| !r.kind.is_empty()) {
-        // FHIR payloads pushed over HTTP (`live::fhir`): all logged whole, as NDJSON files.
+        // FHIR payloads pushed over HTTP (`live::fhir`) or consumed from Kafka: as NDJSON
+        // files; a Kafka message Ward could not place in one (refused) goes to quarantine.
+        let mut applied = Vec::new();
+        let mut extra_bad = Vec::new();
         for r in &records {
             *report.senders.entry(r.sender.clone()).or_insert(0) += 1;
             report.messages += 1;
+            match r.status {
+                Status::Refused => {
+                    report.refused += 1;
+                    extra_bad.push(refused_payload(r));
+                }
+                Status::Error => {
+                    report.errors += 1;
+                    applied.push(*r);
+                }
+                Status::Accepted => applied.push(*r),
+            }
         }
-        let inputs = super::fhir::sealed_inputs(&records, &dir)?;
-        (Format::FhirNdjson, inputs, Vec::new())
+        let inputs = super::fhir::sealed_inputs(&applied, &dir)?;
+        (Format::FhirNdjson, inputs, extra_bad)
     } else {
         let (inputs, extra_bad) = hl7_inputs(feed, &records, &context, &mut report);
         (Format::Hl7v2, inputs, extra_bad)
@@ -294,6 +308,32 @@ fn hl7_inputs(
     (vec![NamedInput { name, bytes }], extra_bad)
 }
 
+/// The quarantine record of a FHIR payload refused when it was consumed (its reason made
+/// again from the record, as for HL7 v2).
+fn refused_payload(r: &Record) -> BadRecord {
+    let why = super::kafka::refusal(r);
+    let name = super::fhir::Kind::parse(&r.kind).map_or_else(|| "fhir".to_string(), |k| k.source);
+    BadRecord {
+        location: Location {
+            file: format!("{name}#{}", r.seq),
+            record: r.seq,
+        },
+        table: None,
+        field: None,
+        reason: "refused".into(),
+        detail: format!(
+            "refused when consumed (sender {}{}, received {}): {why}",
+            r.sender,
+            r.position
+                .as_ref()
+                .map(|p| format!(", Kafka {}/{} offset {}", p.topic, p.partition, p.offset))
+                .unwrap_or_default(),
+            r.received_at.to_rfc3339()
+        ),
+        raw: clip_raw(&String::from_utf8_lossy(&r.message)),
+    }
+}
+
 /// Removes the segments (never the last one, which a writer may be appending to) whose
 /// records are all sealed, after adding their (sender, control id) pairs to `sealed-ids`.
 fn remove_sealed(dir: &std::path::Path, scan: &wal::Scan, through: u64) -> Result<usize> {
@@ -307,7 +347,7 @@ fn remove_sealed(dir: &std::path::Path, scan: &wal::Scan, through: u64) -> Resul
     if removable.is_empty() {
         return Ok(0);
     }
-    let ids: Vec<(String, String)> = scan
+    let removed: Vec<&Record> = scan
         .records
         .iter()
         .filter(|r| {
@@ -315,9 +355,16 @@ fn remove_sealed(dir: &std::path::Path, scan: &wal::Scan, through: u64) -> Resul
                 .iter()
                 .any(|(_, span)| span.is_some_and(|(a, b)| (a..=b).contains(&r.seq)))
         })
-        .filter_map(Record::dedupe_key)
         .collect();
+    let ids: Vec<(String, String)> = removed.iter().filter_map(|r| r.dedupe_key()).collect();
     wal::append_sealed_ids(dir, &ids)?;
+    // The Kafka positions of the removed records stay known, so a restart resumes after them.
+    if removed.iter().any(|r| r.position.is_some()) {
+        let path = wal::SealedPositions::path(dir);
+        let mut positions: wal::SealedPositions = wal::read_state(&path)?.unwrap_or_default();
+        positions.merge(removed.iter().copied());
+        wal::write_state(&path, &positions)?;
+    }
     for (path, _) in &removable {
         std::fs::remove_file(path).map_err(|e| Error::io(path, e))?;
     }

@@ -4,9 +4,14 @@
 //! `[body length: u32 LE][checksum: the first 8 bytes of BLAKE3(body)][body]`; the body is
 //! `seq: u64 LE, received_at: i64 LE (microseconds since the epoch, from the injected clock),
 //! status: u8, sender: u16 LE length + UTF-8, control id: u16 LE length + UTF-8, message:
-//! u32 LE length + bytes[, kind: u16 LE length + UTF-8]`. The kind is written only when it is
-//! not empty (an HL7 v2 message over MLLP has none; a FHIR payload pushed over HTTP names its
-//! framing and source, [`crate::live::fhir::Kind`]), so MLLP records are as they always were.
+//! u32 LE length + bytes[, kind: u16 LE length + UTF-8[, position]]`. The kind is written only
+//! when it is not empty or a position follows (an HL7 v2 message over MLLP has none; a FHIR
+//! payload pushed over HTTP names its framing and source, [`crate::live::fhir::Kind`]), so MLLP
+//! records are as they always were. The position is where a message consumed from Kafka was
+//! read ([`Position`]): `tag: u8 = 1, topic: u16 LE length + UTF-8, partition: i32 LE,
+//! offset: i64 LE`; it is written in the same record, so in the same durable write, as the
+//! message it produced, and a restart resumes after the last logged position
+//! ([`Wal::logged_position`]). Logs written before positions existed read as they always did.
 //! Sequence numbers are consecutive across segments.
 //!
 //! One writer thread takes appends from every connection, batches what is waiting, writes the
@@ -23,7 +28,9 @@
 //! Files beside the segments: `writer.lock` (held by the one writing process), `seal.lock`
 //! (held by the one sealing process), `sealed.json` (`{"through": SEQ}`: records up to SEQ
 //! are in curated versions), `seal-intent.json` (a seal in progress: its range and ingestion
-//! time), `sealed-ids` (JSON lines `[sender, control id]`).
+//! time), `sealed-ids` (JSON lines `[sender, control id]`), `sealed-positions.json` (the last
+//! Kafka position of each topic partition in segments removed after sealing,
+//! [`SealedPositions`]).
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -75,6 +82,20 @@ impl Status {
     }
 }
 
+/// Where a message consumed from Kafka was read: its topic, partition and offset.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Position {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The message's offset in the partition.
+    pub offset: i64,
+}
+
+/// The tag of a [`Position`] in a record body.
+const POSITION_TAG: u8 = 1;
+
 /// One logged message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -94,6 +115,8 @@ pub struct Record {
     /// What the message is when it is not an HL7 v2 message (empty): a FHIR payload's
     /// framing and source name ([`crate::live::fhir::Kind`]).
     pub kind: String,
+    /// Where the message was read, when it was consumed from Kafka.
+    pub position: Option<Position>,
 }
 
 impl Record {
@@ -115,11 +138,20 @@ impl Record {
         }
         body.extend_from_slice(&(self.message.len() as u32).to_le_bytes());
         body.extend_from_slice(&self.message);
-        if !self.kind.is_empty() {
+        if !self.kind.is_empty() || self.position.is_some() {
             let b = self.kind.as_bytes();
             let b = &b[..b.len().min(u16::MAX as usize)];
             body.extend_from_slice(&(b.len() as u16).to_le_bytes());
             body.extend_from_slice(b);
+        }
+        if let Some(p) = &self.position {
+            body.push(POSITION_TAG);
+            let b = p.topic.as_bytes();
+            let b = &b[..b.len().min(u16::MAX as usize)];
+            body.extend_from_slice(&(b.len() as u16).to_le_bytes());
+            body.extend_from_slice(b);
+            body.extend_from_slice(&p.partition.to_le_bytes());
+            body.extend_from_slice(&p.offset.to_le_bytes());
         }
         out.extend_from_slice(&(body.len() as u32).to_le_bytes());
         out.extend_from_slice(&blake3::hash(&body).as_bytes()[..8]);
@@ -158,6 +190,23 @@ impl Record {
         } else {
             r.text()?
         };
+        let position = if r.at == body.len() {
+            None
+        } else {
+            match r.take(1)?[0] {
+                POSITION_TAG => {
+                    let topic = r.text()?;
+                    let partition = r.u32()? as i32;
+                    let offset = r.u64()? as i64;
+                    Some(Position {
+                        topic,
+                        partition,
+                        offset,
+                    })
+                }
+                t => return Err(format!("unknown record extension {t}")),
+            }
+        };
         if r.at != body.len() {
             return Err("trailing bytes in the record".into());
         }
@@ -172,6 +221,7 @@ impl Record {
                 control_id,
                 message,
                 kind,
+                position,
             },
             end,
         )))
@@ -350,6 +400,52 @@ pub struct Sealed {
     pub through: u64,
 }
 
+/// `sealed-positions.json`: the last Kafka position of each topic partition whose records were
+/// in segments removed after sealing, so a restart still resumes after them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SealedPositions {
+    /// One position per (topic, partition): the highest offset logged.
+    pub positions: Vec<Position>,
+}
+
+impl SealedPositions {
+    /// The file's path in the log directory `dir`.
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join("sealed-positions.json")
+    }
+
+    /// Adds the positions of `records`, keeping the highest offset per topic partition.
+    pub fn merge<'a>(&mut self, records: impl IntoIterator<Item = &'a Record>) {
+        let mut last = last_positions(self.positions.iter());
+        for (k, v) in last_positions(records.into_iter().filter_map(|r| r.position.as_ref())) {
+            let e = last.entry(k).or_insert(v);
+            *e = (*e).max(v);
+        }
+        self.positions = last
+            .into_iter()
+            .map(|((topic, partition), offset)| Position {
+                topic,
+                partition,
+                offset,
+            })
+            .collect();
+    }
+}
+
+/// The highest offset of each (topic, partition) among `positions`.
+pub fn last_positions<'a>(
+    positions: impl IntoIterator<Item = &'a Position>,
+) -> std::collections::BTreeMap<(String, i32), i64> {
+    let mut out = std::collections::BTreeMap::new();
+    for p in positions {
+        let e = out
+            .entry((p.topic.clone(), p.partition))
+            .or_insert(p.offset);
+        *e = (*e).max(p.offset);
+    }
+    out
+}
+
 /// `seal-intent.json`: a seal in progress.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Intent {
@@ -485,15 +581,47 @@ pub enum Appended {
     Duplicate(u64),
 }
 
+/// One message to append ([`Wal::enqueue`]).
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// What the listener decided about it.
+    pub status: Status,
+    /// Its sender (a resend is recognised by sender and control id).
+    pub sender: String,
+    /// Its control id (empty: never recognised as a resend).
+    pub control_id: String,
+    /// What it is when not an HL7 v2 message ([`Record::kind`]).
+    pub kind: String,
+    /// The message.
+    pub message: Vec<u8>,
+    /// Where it was read, when consumed from Kafka: logged in the same record.
+    pub position: Option<Position>,
+}
+
+/// An append handed to the writer; [`Pending::wait`] answers once it is durable.
+#[derive(Debug)]
+pub struct Pending(oneshot::Receiver<Result<Appended>>);
+
+impl Pending {
+    /// Waits until the append is durable (or recognised as a resend).
+    ///
+    /// # Errors
+    /// As [`Wal::append`].
+    pub async fn wait(self) -> Result<Appended> {
+        self.0
+            .await
+            .map_err(|_| Error::Internal("the write-ahead log writer stopped".into()))?
+    }
+}
+
 /// An append waiting for the writer.
 struct Request {
-    status: Status,
-    sender: String,
-    control_id: String,
-    kind: String,
-    message: Vec<u8>,
+    entry: Entry,
     reply: oneshot::Sender<Result<Appended>>,
 }
+
+/// The last logged offset per (topic, partition).
+type Positions = Arc<std::sync::Mutex<HashMap<(String, i32), i64>>>;
 
 /// What opening a log found.
 #[derive(Debug, Clone, Default)]
@@ -511,6 +639,7 @@ pub struct Opened {
 pub struct Wal {
     tx: mpsc::UnboundedSender<Request>,
     dir: Arc<PathBuf>,
+    positions: Positions,
 }
 
 impl Wal {
@@ -534,6 +663,17 @@ impl Wal {
                 seen.insert(k, r.seq);
             }
         }
+        let sealed_positions: SealedPositions =
+            read_state(&SealedPositions::path(dir))?.unwrap_or_default();
+        let positions: HashMap<(String, i32), i64> = last_positions(
+            sealed_positions
+                .positions
+                .iter()
+                .chain(scan.records.iter().filter_map(|r| r.position.as_ref())),
+        )
+        .into_iter()
+        .collect();
+        let positions: Positions = Arc::new(std::sync::Mutex::new(positions));
         let last = scan.records.last().map_or(0, |r| r.seq);
         let next = last.max(sealed.through) + 1;
         // Appends go to a new segment (or to the last one when it is still empty), so every
@@ -567,6 +707,7 @@ impl Wal {
             clock,
             segment_bytes: segment_bytes.max(1),
             failed: None,
+            positions: positions.clone(),
             _lock: lock,
         };
         std::thread::Builder::new()
@@ -577,6 +718,7 @@ impl Wal {
             Wal {
                 tx,
                 dir: Arc::new(dir.to_path_buf()),
+                positions,
             },
             opened,
         ))
@@ -616,18 +758,41 @@ impl Wal {
         kind: &str,
         message: &[u8],
     ) -> Result<Appended> {
-        let (reply, rx) = oneshot::channel();
-        let req = Request {
+        self.enqueue(Entry {
             status,
             sender: sender.to_string(),
             control_id: control_id.to_string(),
             kind: kind.to_string(),
             message: message.to_vec(),
-            reply,
-        };
-        let gone = || Error::Internal("the write-ahead log writer stopped".into());
-        self.tx.send(req).map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())?
+            position: None,
+        })?
+        .wait()
+        .await
+    }
+
+    /// Hands an append to the writer without waiting: appends enqueued one after the other
+    /// are logged in that order (so the positions of one Kafka partition are logged in
+    /// offset order), and many enqueued before waiting share one `fsync`.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] when the writer thread has stopped.
+    pub fn enqueue(&self, entry: Entry) -> Result<Pending> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request { entry, reply })
+            .map_err(|_| Error::Internal("the write-ahead log writer stopped".into()))?;
+        Ok(Pending(rx))
+    }
+
+    /// The offset of the last message of `topic`'s `partition` durably in this log (in its
+    /// segments, or in `sealed-positions.json` for segments removed after sealing): a
+    /// consumer resumes after it.
+    pub fn logged_position(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.positions
+            .lock()
+            .ok()?
+            .get(&(topic.to_string(), partition))
+            .copied()
     }
 }
 
@@ -641,6 +806,7 @@ struct Writer {
     clock: SharedClock,
     segment_bytes: u64,
     failed: Option<String>,
+    positions: Positions,
     _lock: Lock,
 }
 
@@ -669,10 +835,11 @@ impl Writer {
         let mut answers = Vec::with_capacity(batch.len());
         let mut pending = Vec::new();
         let mut result = Ok(());
-        for r in batch {
+        let mut logged_positions = Vec::new();
+        for Request { entry: r, reply } in batch {
             let key = (!r.control_id.is_empty()).then(|| (r.sender.clone(), r.control_id.clone()));
             if let Some(seq) = key.as_ref().and_then(|k| self.seen.get(k)) {
-                answers.push((r.reply, Appended::Duplicate(*seq)));
+                answers.push((reply, Appended::Duplicate(*seq)));
                 continue;
             }
             let rec = Record {
@@ -683,7 +850,11 @@ impl Writer {
                 control_id: r.control_id,
                 message: r.message,
                 kind: r.kind,
+                position: r.position,
             };
+            if let Some(p) = &rec.position {
+                logged_positions.push(p.clone());
+            }
             let mut bytes = Vec::new();
             rec.encode(&mut bytes);
             if self.len > 0 && self.len + (pending.len() + bytes.len()) as u64 > self.segment_bytes
@@ -694,7 +865,7 @@ impl Writer {
             if let Some(k) = key {
                 self.seen.insert(k, rec.seq);
             }
-            answers.push((r.reply, Appended::Logged(rec.seq)));
+            answers.push((reply, Appended::Logged(rec.seq)));
             self.next += 1;
         }
         let result = result.and_then(|_| self.write(&mut pending)).and_then(|_| {
@@ -704,6 +875,14 @@ impl Writer {
         });
         match result {
             Ok(()) => {
+                if !logged_positions.is_empty() {
+                    if let Ok(mut map) = self.positions.lock() {
+                        for p in logged_positions {
+                            let e = map.entry((p.topic, p.partition)).or_insert(p.offset);
+                            *e = (*e).max(p.offset);
+                        }
+                    }
+                }
                 for (reply, a) in answers {
                     let _ = reply.send(Ok(a));
                 }
@@ -769,6 +948,7 @@ mod tests {
             control_id: format!("C{seq}"),
             message: msg.as_bytes().to_vec(),
             kind: String::new(),
+            position: None,
         }
     }
 
@@ -792,6 +972,102 @@ mod tests {
         rec(8, "{}").encode(&mut b3);
         assert_eq!(b2.len(), b3.len() + 2 + with.kind.len());
         assert_eq!(Record::decode(&b2).expect("ok").expect("complete").0, with);
+    }
+
+    #[test]
+    fn kafka_positions_round_trip_and_old_records_keep_their_layout() {
+        let pos = Position {
+            topic: "adt".into(),
+            partition: 2,
+            offset: 41,
+        };
+        // An HL7 v2 message from Kafka: no kind, a position.
+        let mut with = rec(9, "MSH|x\r");
+        with.position = Some(pos.clone());
+        let mut b = Vec::new();
+        with.encode(&mut b);
+        let mut plain = Vec::new();
+        rec(9, "MSH|x\r").encode(&mut plain);
+        assert_eq!(b.len(), plain.len() + 2 + 1 + 2 + 3 + 4 + 8);
+        assert_eq!(Record::decode(&b).expect("ok").expect("complete").0, with);
+        // A FHIR payload from Kafka: a kind and a position.
+        with.kind = "fhir-ndjson:Patient.ndjson".into();
+        let mut b = Vec::new();
+        with.encode(&mut b);
+        assert_eq!(Record::decode(&b).expect("ok").expect("complete").0, with);
+        // An unknown extension is corruption, not skipped.
+        let mut bad = rec(9, "MSH|x\r");
+        bad.kind = "k".into();
+        let mut body = Vec::new();
+        bad.encode(&mut body);
+        let mut inner = body[HEADER..].to_vec();
+        inner.push(7);
+        let mut b = (inner.len() as u32).to_le_bytes().to_vec();
+        b.extend_from_slice(&blake3::hash(&inner).as_bytes()[..8]);
+        b.extend_from_slice(&inner);
+        let e = Record::decode(&b).expect_err("unknown extension");
+        assert!(e.contains("extension 7"), "{e}");
+    }
+
+    #[test]
+    fn the_logged_positions_come_from_the_segments_and_sealed_positions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let at = |topic: &str, partition, offset| Position {
+            topic: topic.into(),
+            partition,
+            offset,
+        };
+        let mut b = Vec::new();
+        for (seq, p) in [(1, at("a", 0, 5)), (2, at("a", 0, 6)), (3, at("a", 1, 2))] {
+            let mut r = rec(seq, "m");
+            r.position = Some(p);
+            r.encode(&mut b);
+        }
+        rec(4, "no position").encode(&mut b);
+        fs::write(dir.path().join(format!("{:020}.wal", 1)), &b).expect("write");
+        let mut sealed = SealedPositions::default();
+        let mut old = rec(0, "m");
+        old.position = Some(at("a", 1, 9));
+        let mut older = rec(0, "m");
+        older.position = Some(at("b", 0, 3));
+        sealed.merge([&old, &older]);
+        write_state(&SealedPositions::path(dir.path()), &sealed).expect("state");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let clock: SharedClock = Arc::new(crate::clock::ManualClock::new(
+            DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default(),
+        ));
+        let (wal, opened) = Wal::open(dir.path(), clock, DEFAULT_SEGMENT_BYTES).expect("open");
+        assert_eq!(opened.next_seq, 5);
+        assert_eq!(wal.logged_position("a", 0), Some(6));
+        assert_eq!(
+            wal.logged_position("a", 1),
+            Some(9),
+            "the sealed one is higher"
+        );
+        assert_eq!(wal.logged_position("b", 0), Some(3));
+        assert_eq!(wal.logged_position("b", 1), None);
+        // An append with a position moves it once durable; a resend (same sender and control
+        // id) is not logged and does not.
+        let entry = |control: &str, offset| Entry {
+            status: Status::Accepted,
+            sender: "APP^FAC".into(),
+            control_id: control.into(),
+            kind: String::new(),
+            message: b"m".to_vec(),
+            position: Some(at("b", 1, offset)),
+        };
+        let a = rt
+            .block_on(wal.enqueue(entry("new", 0)).expect("enqueue").wait())
+            .expect("append");
+        assert_eq!(a, Appended::Logged(5));
+        assert_eq!(wal.logged_position("b", 1), Some(0));
+        let a = rt
+            .block_on(wal.enqueue(entry("C1", 1)).expect("enqueue").wait())
+            .expect("append");
+        assert_eq!(a, Appended::Duplicate(1));
+        assert_eq!(wal.logged_position("b", 1), Some(0));
     }
 
     #[test]

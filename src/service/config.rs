@@ -82,6 +82,10 @@ pub struct ServeConfig {
     /// (`docs/live.md`).
     #[serde(default)]
     pub live: crate::live::LiveConfig,
+    /// Kafka topics consumed into the live feeds (`docs/live.md`, "Kafka"); `None` (the
+    /// default): none. `ward serve --kafka BROKERS` sets the brokers.
+    #[serde(default)]
+    pub kafka: Option<crate::live::kafka::KafkaConfig>,
     /// The folder relative paths of the sections above resolve against (the configuration
     /// file's folder; `.` for a parsed string).
     #[serde(skip)]
@@ -355,6 +359,7 @@ impl Default for ServeConfig {
             mllp: None,
             http: None,
             live: crate::live::LiveConfig::default(),
+            kafka: None,
             base: PathBuf::from("."),
             origin: "the default configuration".into(),
         }
@@ -449,6 +454,10 @@ impl ServeConfig {
         self.live
             .validate()
             .map_err(|e| Error::invalid(format!("{origin}: [live]"), e.to_string()))?;
+        if let Some(k) = &self.kafka {
+            k.validate(&self.live)
+                .map_err(|e| Error::invalid(format!("{origin}: [kafka]"), e.to_string()))?;
+        }
         for (name, v) in [
             ("max_file_bytes", self.ingest.max_file_bytes),
             ("max_decompressed_bytes", self.ingest.max_decompressed_bytes),

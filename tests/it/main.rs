@@ -17,6 +17,7 @@ mod hash_props;
 mod hl7v2;
 mod incremental;
 mod ingest;
+mod kafka;
 mod live;
 mod live_http;
 mod live_online;
