@@ -116,6 +116,7 @@ fn statistics_and_quarantine_are_served_with_plots_and_reasons() {
             &LiveConfig::default(),
             None,
             None,
+            None,
         ))
         .expect("listener");
     let addr = running.addr;
