@@ -10,6 +10,7 @@
 //! - [`mapping`]: generic CSV/Parquet through a TOML mapping (Synthea ships as one).
 //! - [`pipeline`]: one ingest run: raw kept, parsed, merged into curated versions, quarantine.
 
+pub mod crossrun;
 pub mod fhir;
 pub mod hl7v2;
 mod json;
@@ -144,6 +145,7 @@ impl Parsed {
             batches: self.tables.to_batches()?,
             bad: self.bad,
             skipped: self.skipped,
+            ..ParsedBatches::default()
         })
     }
 }
@@ -159,6 +161,24 @@ pub struct ParsedBatches {
     pub bad: Vec<BadRecord>,
     /// Records skipped on purpose.
     pub skipped: Vec<Skipped>,
+    /// FHIR: every resource version with an id, so that a run can order its versions with
+    /// those earlier runs stored ([`pipeline`]'s cross-run version pass).
+    pub versions: Vec<VersionKey>,
+    /// HL7 v2: rows of earlier runs that this run changed (a later message retracted them),
+    /// as they are stored now; the changed rows are among [`ParsedBatches::batches`].
+    pub replaced: Vec<(Table, RecordBatch)>,
+}
+
+/// One version of a FHIR resource: the table of its rows, their `source_id`
+/// (`ResourceType/id`, shared by the resource's versions) and its `known_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionKey {
+    /// The table of the resource's rows (an encounter's participants are in `care_team` too).
+    pub table: Table,
+    /// The rows' `source_id`.
+    pub source_id: String,
+    /// The version's knowledge time.
+    pub known_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl ParsedBatches {
