@@ -109,6 +109,8 @@ pub struct Parsed {
     pub bad: Vec<BadRecord>,
     /// Records skipped on purpose.
     pub skipped: Vec<Skipped>,
+    /// FHIR: every resource version with an id ([`ParsedBatches::versions`]).
+    pub versions: Vec<VersionKey>,
 }
 
 impl Parsed {
@@ -117,6 +119,7 @@ impl Parsed {
         self.tables.extend(other.tables);
         self.bad.extend(other.bad);
         self.skipped.extend(other.skipped);
+        self.versions.extend(other.versions);
     }
 
     /// The parts one after the other, each list allocated once at its final size.
@@ -124,15 +127,18 @@ impl Parsed {
         let mut bad = Vec::with_capacity(parts.iter().map(|p| p.bad.len()).sum());
         let mut skipped = Vec::with_capacity(parts.iter().map(|p| p.skipped.len()).sum());
         let mut tables = Vec::with_capacity(parts.len());
+        let mut versions = Vec::new();
         for p in parts {
             bad.extend(p.bad);
             skipped.extend(p.skipped);
+            versions.extend(p.versions);
             tables.push(p.tables);
         }
         Parsed {
             tables: CuratedTables::concat(tables),
             bad,
             skipped,
+            versions,
         }
     }
 
@@ -145,6 +151,7 @@ impl Parsed {
             batches: self.tables.to_batches()?,
             bad: self.bad,
             skipped: self.skipped,
+            versions: self.versions,
             ..ParsedBatches::default()
         })
     }

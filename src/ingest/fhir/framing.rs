@@ -89,17 +89,19 @@ pub(super) const LINES_PER_TASK: usize = 1024;
 
 /// The parts' rows as row structs, with their bad and skipped records, in input order.
 pub(super) fn rows_of(parts: Vec<Part<CuratedTables>>) -> Parsed {
+    let versions = version_keys(&parts);
     let (tables, bad, skipped) = split(parts);
     Parsed {
         tables: CuratedTables::concat(tables),
         bad,
         skipped,
+        versions,
     }
 }
 
-/// The parts' rows as one record batch per table, with their bad and skipped records.
-pub(super) fn batches_of(parts: Vec<Part<CuratedColumns>>) -> Result<ParsedBatches, ArrowError> {
-    let versions = parts
+/// The parts' resource versions, for ordering them with stored ones (`ingest::crossrun`).
+fn version_keys<S>(parts: &[Part<S>]) -> Vec<VersionKey> {
+    parts
         .iter()
         .flat_map(|p| &p.versions)
         .map(|v| VersionKey {
@@ -107,7 +109,12 @@ pub(super) fn batches_of(parts: Vec<Part<CuratedColumns>>) -> Result<ParsedBatch
             source_id: v.source_id.clone(),
             known_at: v.known_at,
         })
-        .collect();
+        .collect()
+}
+
+/// The parts' rows as one record batch per table, with their bad and skipped records.
+pub(super) fn batches_of(parts: Vec<Part<CuratedColumns>>) -> Result<ParsedBatches, ArrowError> {
+    let versions = version_keys(&parts);
     let (columns, bad, skipped) = split(parts);
     Ok(ParsedBatches {
         batches: CuratedColumns::concat(columns)?,
