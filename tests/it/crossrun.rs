@@ -568,7 +568,7 @@ fn pieces(files: &[(String, Vec<u8>)], hl7: bool) -> Vec<(String, Vec<u8>)> {
                 .collect();
             starts.push(text.len());
             for w in starts.windows(2) {
-                out.push((name.clone(), text[w[0]..w[1]].as_bytes().to_vec()));
+                out.push((name.clone(), text.as_bytes()[w[0]..w[1]].to_vec()));
             }
         } else {
             for line in text.split_inclusive('\n') {

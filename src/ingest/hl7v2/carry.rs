@@ -48,6 +48,9 @@ struct EncSer {
     care: Vec<(String, String)>,
 }
 
+/// One record's entry. Entries live one at a time (read, or written), so their size does not
+/// matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum Entry {
