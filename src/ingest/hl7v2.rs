@@ -94,14 +94,13 @@ pub fn parse(inputs: &[Input<'_>], ctx: &Context) -> Parsed {
 pub fn parse_after(
     inputs: &[Input<'_>],
     ctx: &Context,
-    state: &StateEntries,
+    state: StateEntries,
 ) -> Result<(Parsed, Carry), String> {
-    let mut seeded = None;
     let mut asm = replay(inputs, ctx, |a| {
-        seeded = Some(a.seed(state)?);
+        a.carried.state = state;
         Ok(())
     })?;
-    let carry = asm.finish(seeded.unwrap_or_default(), state);
+    let carry = asm.finish()?;
     Ok((asm.out, carry))
 }
 
@@ -142,6 +141,7 @@ fn replay(
         observations: HashMap::new(),
         clinical: HashMap::new(),
         changed: false,
+        carried: Default::default(),
     };
     init(&mut asm)?;
     for m in &msgs {

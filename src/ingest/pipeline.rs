@@ -390,24 +390,29 @@ async fn ingest_read(
         );
     }
     let inputs = parser_inputs(&read);
-    let (mut parsed, delta) =
-        match &state {
-            Some(st) => {
-                let (parsed, carry) = hl7v2::parse_after(&inputs, &opts.context, &st.entries)
-                    .map_err(|reason| Error::Store {
+    let (state_hash, entries) = match state {
+        Some(st) => (st.hash, Some(st.entries)),
+        None => (None, None),
+    };
+    let hl7_state = entries.is_some();
+    let (mut parsed, delta) = match entries {
+        Some(entries) => {
+            let (parsed, carry) =
+                hl7v2::parse_after(&inputs, &opts.context, entries).map_err(|reason| {
+                    Error::Store {
                         path: store.root().to_path_buf(),
                         reason: format!("the {} version cannot be read: {reason}", crossrun::STATE),
-                    })?;
-                let mut batches = parsed.into_batches()?;
-                batches.replaced = carry.replaced.to_batches()?;
-                (batches, carry.delta)
-            }
-            None => (parse(opts, &inputs)?, Vec::new()),
-        };
+                    }
+                })?;
+            let mut batches = parsed.into_batches()?;
+            batches.replaced = carry.replaced.to_batches()?;
+            (batches, carry.delta)
+        }
+        None => (parse(opts, &inputs)?, Vec::new()),
+    };
     drop(inputs);
     drop(read);
     parsed.bad.extend(extra_bad);
-    let state_hash = state.as_ref().and_then(|s| s.hash);
 
     let mut bad = BTreeMap::new();
     for b in &parsed.bad {
@@ -520,7 +525,7 @@ async fn ingest_read(
     }
 
     // 5. The state the next runs start from (HL7 v2), once the curated versions hold it.
-    if state.is_some() && !delta.is_empty() {
+    if hl7_state && !delta.is_empty() {
         let started = std::time::Instant::now();
         let changed = delta.len();
         crossrun::commit_state(store, delta, raw, on_conflict).await?;

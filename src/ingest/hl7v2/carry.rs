@@ -6,18 +6,19 @@
 //! records. After a run, every such record whose state changed is written as one entry:
 //! a key (a JSON array naming the record) and a value (a JSON object with the replay's state
 //! and the record's current rows, exactly as stored). The pipeline keeps the entries as the
-//! dataset `hl7v2_state` (`docs/curated-tables.md`, "Runs"). The next run pushes the current
-//! rows back into its output before replaying ("carried" rows); at the end, a carried row
-//! that a message retracted is reported with the row as it was stored
-//! ([`Carry::replaced`]) so that the pipeline swaps the two, and carried rows that did not
+//! dataset `hl7v2_state` (`docs/curated-tables.md`, "Runs that follow runs"). The next run
+//! reads an entry when a message first names its record ("recalls" it: only the records the
+//! run touches are decoded), pushing its current rows into the output; at the end, a
+//! recalled row that a message retracted is reported with the row as it was stored
+//! ([`Carry::replaced`]) so that the pipeline swaps the two, and recalled rows that did not
 //! change are left out (they are stored already).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
 use super::replay::Assembler;
-use super::state::{EncState, EncTrack, ObsTrack, PatientState};
+use super::state::{EncKey, EncState, EncTrack, ObsTrack, PatientState};
 use crate::curated::{
     encounter_class, CareTeamMember, Condition, CuratedTables, Encounter, Observation, Patient,
     Procedure, Table,
@@ -149,78 +150,198 @@ fn carried_from() -> (String, u64, String) {
     (String::new(), u64::MAX, "\u{0}carried".into())
 }
 
-fn push<T>(rows: &mut Vec<T>, row: Option<T>) -> Option<usize> {
-    row.map(|r| {
-        rows.push(r);
-        rows.len() - 1
-    })
+/// The earlier runs' state as one run uses it: entries are read when a message first names
+/// their record ("recalled"), and their rows are pushed into the output then.
+#[derive(Debug, Default)]
+pub(super) struct Carried {
+    /// The stored entries.
+    pub(super) state: StateEntries,
+    /// Keys recalled already (found or not).
+    recalled: HashSet<String>,
+    /// The stored forms of the rows pushed from the state, per table in push order...
+    rows: CuratedTables,
+    /// ...and their indices in the output: patients, encounters, care_team, observations,
+    /// conditions, procedures.
+    idx: [Vec<usize>; 6],
+    /// The first entry that could not be read.
+    pub(super) error: Option<String>,
+}
+
+/// Pushes a stored row into the output and remembers it; returns its index.
+fn carry<T: Clone>(out: &mut Vec<T>, stored: &mut Vec<T>, idx: &mut Vec<usize>, row: T) -> usize {
+    out.push(row.clone());
+    stored.push(row);
+    idx.push(out.len() - 1);
+    out.len() - 1
 }
 
 impl Assembler {
-    /// Loads the state of earlier runs: the replay's state, with each record's current rows
-    /// pushed into the output (they come first, so their indices are below the counts that
-    /// [`Assembler::finish`] gets back). Returns the output as seeded.
-    pub(super) fn seed(&mut self, entries: &StateEntries) -> Result<CuratedTables, String> {
-        for (k, v) in entries {
-            let parts: Vec<String> =
-                serde_json::from_str(k).map_err(|e| format!("state key {k}: {e}"))?;
-            let entry: Entry =
-                serde_json::from_str(v).map_err(|e| format!("state entry {k}: {e}"))?;
-            let t = &mut self.out.tables;
-            match (entry, parts.as_slice()) {
-                (Entry::Patient { state, row }, [_, id]) => {
-                    // A patient entry always has its row (a patient is never retracted).
-                    let Some(r) = push(&mut t.patients, row) else {
-                        return Err(format!("state entry {k}: no row"));
-                    };
-                    self.patients.insert(id.clone(), (state, r));
-                }
-                (
-                    Entry::Encounter {
-                        state,
-                        before_transfer,
-                        row,
-                        care,
-                    },
-                    [_, p, e],
-                ) => {
-                    let mut care_rows = Vec::with_capacity(care.len());
-                    for (role, clinician, row) in care {
-                        t.care_team.push(row);
-                        care_rows.push((role_of(&role)?, clinician, t.care_team.len() - 1));
-                    }
-                    let track = EncTrack {
-                        state: state.map(EncSer::state).transpose()?,
-                        row: push(&mut t.encounters, row),
-                        care_rows,
-                        before_transfer: before_transfer.map(EncSer::state).transpose()?,
-                    };
-                    self.encounters.insert((p.clone(), e.clone()), track);
-                }
-                (Entry::Observation { row }, [_, id]) => {
-                    let row = push(&mut t.observations, row);
-                    self.observations.insert(
-                        id.clone(),
-                        ObsTrack {
-                            row,
-                            from: carried_from(),
-                        },
-                    );
-                }
-                (Entry::Condition { row }, [_, p, e, ident]) => {
-                    let row = push(&mut t.conditions, row);
-                    let k = (Table::Conditions, p.clone(), e.clone(), ident.clone());
-                    self.clinical.insert(k, row);
-                }
-                (Entry::Procedure { row }, [_, p, e, ident]) => {
-                    let row = push(&mut t.procedures, row);
-                    let k = (Table::Procedures, p.clone(), e.clone(), ident.clone());
-                    self.clinical.insert(k, row);
-                }
-                _ => return Err(format!("state entry {k}: the key does not fit the entry")),
+    /// The stored entry of `k`, the first time it is asked for.
+    fn recall(&mut self, k: String) -> Option<Entry> {
+        if self.carried.state.is_empty() || !self.carried.recalled.insert(k.clone()) {
+            return None;
+        }
+        let v = self.carried.state.get(&k)?;
+        match serde_json::from_str(v) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                self.carried
+                    .error
+                    .get_or_insert_with(|| format!("state entry {k}: {e}"));
+                None
             }
         }
-        Ok(self.out.tables.clone())
+    }
+
+    fn bad_entry(&mut self, k: &str) {
+        self.carried
+            .error
+            .get_or_insert_with(|| format!("state entry {k}: the entry does not fit its key"));
+    }
+
+    /// Loads patient `id` from the earlier runs' state, if they left it.
+    pub(super) fn recall_patient(&mut self, id: &str) {
+        let k = key(&["patient", id]);
+        match self.recall(k.clone()) {
+            None => {}
+            Some(Entry::Patient {
+                state,
+                row: Some(row),
+            }) => {
+                let c = &mut self.carried;
+                let r = carry(
+                    &mut self.out.tables.patients,
+                    &mut c.rows.patients,
+                    &mut c.idx[0],
+                    row,
+                );
+                self.patients.insert(id.to_string(), (state, r));
+            }
+            Some(_) => self.bad_entry(&k),
+        }
+    }
+
+    /// Loads encounter `key` with its diagnoses and procedures from the earlier runs' state.
+    pub(super) fn recall_encounter(&mut self, enc: &EncKey) {
+        let (p, e) = (enc.0.as_str(), enc.1.as_str());
+        let k = key(&["encounter", p, e]);
+        match self.recall(k.clone()) {
+            None => {}
+            Some(Entry::Encounter {
+                state,
+                before_transfer,
+                row,
+                care,
+            }) => {
+                let (state, before_transfer) = match (
+                    state.map(EncSer::state).transpose(),
+                    before_transfer.map(EncSer::state).transpose(),
+                ) {
+                    (Ok(s), Ok(b)) => (s, b),
+                    (Err(err), _) | (_, Err(err)) => {
+                        self.carried
+                            .error
+                            .get_or_insert_with(|| format!("state entry {k}: {err}"));
+                        return;
+                    }
+                };
+                let c = &mut self.carried;
+                let t = &mut self.out.tables;
+                let mut care_rows = Vec::with_capacity(care.len());
+                for (role, clinician, row) in care {
+                    let r = carry(&mut t.care_team, &mut c.rows.care_team, &mut c.idx[2], row);
+                    care_rows.push((role_of(&role).unwrap_or("attending"), clinician, r));
+                }
+                let row =
+                    row.map(|r| carry(&mut t.encounters, &mut c.rows.encounters, &mut c.idx[1], r));
+                let track = EncTrack {
+                    state,
+                    row,
+                    care_rows,
+                    before_transfer,
+                };
+                self.encounters.insert(enc.clone(), track);
+            }
+            Some(_) => self.bad_entry(&k),
+        }
+        for (kind, table) in [
+            ("condition", Table::Conditions),
+            ("procedure", Table::Procedures),
+        ] {
+            let whole = key(&[kind, p, e]);
+            let prefix = format!("{},", &whole[..whole.len() - 1]);
+            let keys: Vec<String> = self
+                .carried
+                .state
+                .range(prefix.clone()..)
+                .take_while(|(k, _)| k.starts_with(&prefix))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in keys {
+                let Ok(parts) = serde_json::from_str::<Vec<String>>(&k) else {
+                    self.bad_entry(&k);
+                    continue;
+                };
+                let Some(ident) = parts.get(3).cloned() else {
+                    self.bad_entry(&k);
+                    continue;
+                };
+                let row = match (self.recall(k.clone()), table) {
+                    (None, _) => continue,
+                    (Some(Entry::Condition { row }), Table::Conditions) => row.map(|r| {
+                        let c = &mut self.carried;
+                        carry(
+                            &mut self.out.tables.conditions,
+                            &mut c.rows.conditions,
+                            &mut c.idx[4],
+                            r,
+                        )
+                    }),
+                    (Some(Entry::Procedure { row }), Table::Procedures) => row.map(|r| {
+                        let c = &mut self.carried;
+                        carry(
+                            &mut self.out.tables.procedures,
+                            &mut c.rows.procedures,
+                            &mut c.idx[5],
+                            r,
+                        )
+                    }),
+                    _ => {
+                        self.bad_entry(&k);
+                        continue;
+                    }
+                };
+                self.clinical
+                    .insert((table, p.to_string(), e.to_string(), ident), row);
+            }
+        }
+    }
+
+    /// Loads result `id` from the earlier runs' state, if they left it.
+    pub(super) fn recall_observation(&mut self, id: &str) {
+        let k = key(&["observation", id]);
+        match self.recall(k.clone()) {
+            None => {}
+            Some(Entry::Observation { row }) => {
+                let row = row.map(|r| {
+                    let c = &mut self.carried;
+                    carry(
+                        &mut self.out.tables.observations,
+                        &mut c.rows.observations,
+                        &mut c.idx[3],
+                        r,
+                    )
+                });
+                self.observations.insert(
+                    id.to_string(),
+                    ObsTrack {
+                        row,
+                        from: carried_from(),
+                    },
+                );
+            }
+            Some(_) => self.bad_entry(&k),
+        }
     }
 
     /// The state entries of every record the replay holds.
@@ -277,54 +398,87 @@ impl Assembler {
         out
     }
 
-    /// Ends a run that [`Assembler::seed`] began: the state entries that changed, and the
-    /// output without the carried rows that stayed as stored (a carried row that changed
-    /// stays, and its stored form goes into [`Carry::replaced`]).
-    pub(super) fn finish(&mut self, seeded: CuratedTables, before: &StateEntries) -> Carry {
+    /// Ends a run: the state entries that changed, and the output without the recalled rows
+    /// that stayed as stored (a recalled row that changed stays, and its stored form goes
+    /// into [`Carry::replaced`]).
+    ///
+    /// # Errors
+    /// A state entry that could not be read.
+    pub(super) fn finish(&mut self) -> Result<Carry, String> {
+        if let Some(e) = self.carried.error.take() {
+            return Err(e);
+        }
+        let before = &self.carried.state;
         let delta = self
             .entries()
             .into_iter()
             .filter(|(k, v)| before.get(k) != Some(v))
             .collect();
         let mut replaced = CuratedTables::default();
+        let c = std::mem::take(&mut self.carried);
         let t = &mut self.out.tables;
-        split(&mut t.patients, seeded.patients, &mut replaced.patients);
+        let [i0, i1, i2, i3, i4, i5] = c.idx;
+        split(
+            &mut t.patients,
+            &i0,
+            c.rows.patients,
+            &mut replaced.patients,
+        );
         split(
             &mut t.encounters,
-            seeded.encounters,
+            &i1,
+            c.rows.encounters,
             &mut replaced.encounters,
         );
-        split(&mut t.care_team, seeded.care_team, &mut replaced.care_team);
+        split(
+            &mut t.care_team,
+            &i2,
+            c.rows.care_team,
+            &mut replaced.care_team,
+        );
         split(
             &mut t.observations,
-            seeded.observations,
+            &i3,
+            c.rows.observations,
             &mut replaced.observations,
         );
         split(
             &mut t.conditions,
-            seeded.conditions,
+            &i4,
+            c.rows.conditions,
             &mut replaced.conditions,
         );
         split(
             &mut t.procedures,
-            seeded.procedures,
+            &i5,
+            c.rows.procedures,
             &mut replaced.procedures,
         );
-        Carry { replaced, delta }
+        Ok(Carry { replaced, delta })
     }
 }
 
-/// Keeps of `rows` the carried rows (the first `seeded.len()`) that changed, and the new
-/// ones; the changed rows' stored forms go to `replaced`.
-fn split<T: PartialEq>(rows: &mut Vec<T>, seeded: Vec<T>, replaced: &mut Vec<T>) {
-    let n = seeded.len().min(rows.len());
-    let new = rows.split_off(n);
-    let carried = std::mem::take(rows);
-    for (now, was) in carried.into_iter().zip(seeded) {
-        if now != was {
-            rows.push(now);
-            replaced.push(was);
+/// Keeps of `rows` the recalled ones (at `idx`, stored forms `stored`) that changed, and
+/// all the others; the changed rows' stored forms go to `replaced`.
+fn split<T: PartialEq>(rows: &mut Vec<T>, idx: &[usize], stored: Vec<T>, replaced: &mut Vec<T>) {
+    if idx.is_empty() {
+        return;
+    }
+    let mut at: Vec<Option<usize>> = vec![None; rows.len()];
+    for (pos, &i) in idx.iter().enumerate() {
+        if let Some(slot) = at.get_mut(i) {
+            *slot = Some(pos);
         }
     }
-    rows.extend(new);
+    let mut stored: Vec<Option<T>> = stored.into_iter().map(Some).collect();
+    for (i, now) in std::mem::take(rows).into_iter().enumerate() {
+        match at[i].and_then(|pos| stored.get_mut(pos).and_then(Option::take)) {
+            None => rows.push(now),
+            Some(was) if was != now => {
+                rows.push(now);
+                replaced.push(was);
+            }
+            Some(_) => {}
+        }
+    }
 }
