@@ -10,6 +10,7 @@
 //! - [`mapping`]: generic CSV/Parquet through a TOML mapping (Synthea ships as one).
 //! - [`pipeline`]: one ingest run: raw kept, parsed, merged into curated versions, quarantine.
 
+pub mod crossrun;
 pub mod fhir;
 pub mod hl7v2;
 mod json;
@@ -108,6 +109,8 @@ pub struct Parsed {
     pub bad: Vec<BadRecord>,
     /// Records skipped on purpose.
     pub skipped: Vec<Skipped>,
+    /// FHIR: every resource version with an id ([`ParsedBatches::versions`]).
+    pub versions: Vec<VersionKey>,
 }
 
 impl Parsed {
@@ -116,6 +119,7 @@ impl Parsed {
         self.tables.extend(other.tables);
         self.bad.extend(other.bad);
         self.skipped.extend(other.skipped);
+        self.versions.extend(other.versions);
     }
 
     /// The parts one after the other, each list allocated once at its final size.
@@ -123,15 +127,18 @@ impl Parsed {
         let mut bad = Vec::with_capacity(parts.iter().map(|p| p.bad.len()).sum());
         let mut skipped = Vec::with_capacity(parts.iter().map(|p| p.skipped.len()).sum());
         let mut tables = Vec::with_capacity(parts.len());
+        let mut versions = Vec::new();
         for p in parts {
             bad.extend(p.bad);
             skipped.extend(p.skipped);
+            versions.extend(p.versions);
             tables.push(p.tables);
         }
         Parsed {
             tables: CuratedTables::concat(tables),
             bad,
             skipped,
+            versions,
         }
     }
 
@@ -144,6 +151,8 @@ impl Parsed {
             batches: self.tables.to_batches()?,
             bad: self.bad,
             skipped: self.skipped,
+            versions: self.versions,
+            ..ParsedBatches::default()
         })
     }
 }
@@ -159,6 +168,24 @@ pub struct ParsedBatches {
     pub bad: Vec<BadRecord>,
     /// Records skipped on purpose.
     pub skipped: Vec<Skipped>,
+    /// FHIR: every resource version with an id, so that a run can order its versions with
+    /// those earlier runs stored ([`pipeline`]'s cross-run version pass).
+    pub versions: Vec<VersionKey>,
+    /// HL7 v2: rows of earlier runs that this run changed (a later message retracted them),
+    /// as they are stored now; the changed rows are among [`ParsedBatches::batches`].
+    pub replaced: Vec<(Table, RecordBatch)>,
+}
+
+/// One version of a FHIR resource: the table of its rows, their `source_id`
+/// (`ResourceType/id`, shared by the resource's versions) and its `known_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionKey {
+    /// The table of the resource's rows (an encounter's participants are in `care_team` too).
+    pub table: Table,
+    /// The rows' `source_id`.
+    pub source_id: String,
+    /// The version's knowledge time.
+    pub known_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl ParsedBatches {

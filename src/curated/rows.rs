@@ -1,9 +1,24 @@
 //! The row structs of the curated tables.
 
 use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Numbers serialized as their IEEE 754 bits, so that a row read back (an HL7 v2 run's
+/// state, `ingest::hl7v2`) is bit for bit the row written, whatever the float parser does.
+mod f64_bits {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+        v.map(f64::to_bits).serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(f64::from_bits))
+    }
+}
 
 /// Provenance and knowledge-time columns shared by every curated row.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RowMeta {
     /// The source system or file the row came from.
     pub source_system: String,
@@ -16,7 +31,7 @@ pub struct RowMeta {
 }
 
 /// A code with its system (normalized by [`code_system::normalize`]) and display text.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Coding {
     /// Normalized code system.
     pub system: String,
@@ -27,7 +42,7 @@ pub struct Coding {
 }
 
 /// A row of `patients`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Patient {
     /// Patient id (the source's identifier, stable across files of one source).
     pub patient_id: String,
@@ -48,7 +63,7 @@ pub struct Patient {
 }
 
 /// A row of `encounters`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Encounter {
     /// Encounter (visit) id.
     pub encounter_id: String,
@@ -73,7 +88,7 @@ pub struct Encounter {
 }
 
 /// A row of `observations` (labs and vitals).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Observation {
     /// Observation id.
     pub observation_id: String,
@@ -86,6 +101,7 @@ pub struct Observation {
     /// What was measured (LOINC where coded).
     pub code: Coding,
     /// Numeric value.
+    #[serde(with = "f64_bits")]
     pub value_num: Option<f64>,
     /// Text value (when not numeric).
     pub value_text: Option<String>,
@@ -94,6 +110,7 @@ pub struct Observation {
     pub unit: Option<String>,
     /// The value as the source sent it, when [`units::normalize`](super::units::normalize)
     /// converted it (null otherwise).
+    #[serde(with = "f64_bits")]
     pub value_original: Option<f64>,
     /// The unit as the source sent it, when [`units::normalize`](super::units::normalize)
     /// changed it (null otherwise).
@@ -107,7 +124,7 @@ pub struct Observation {
 }
 
 /// A row of `conditions` (diagnoses).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Condition {
     /// Condition id.
     pub condition_id: String,
@@ -126,7 +143,7 @@ pub struct Condition {
 }
 
 /// A row of `procedures`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Procedure {
     /// Procedure id.
     pub procedure_id: String,
@@ -145,7 +162,7 @@ pub struct Procedure {
 }
 
 /// A row of `medications` (orders).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Medication {
     /// Medication order id.
     pub medication_id: String,
@@ -166,7 +183,7 @@ pub struct Medication {
 }
 
 /// A row of `care_team`: a clinician assigned to a patient for a period.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CareTeamMember {
     /// The patient.
     pub patient_id: String,
@@ -184,7 +201,7 @@ pub struct CareTeamMember {
 
 /// A row of `consent`: one consent decision of a patient (a FHIR `Consent` resource version,
 /// or a mapped record). [`consent`] says how a row counts.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Consent {
     /// The consent record's id (FHIR `Consent.id`); its versions share it.
     pub consent_id: String,
@@ -206,7 +223,7 @@ pub struct Consent {
 }
 
 /// A row of `immunizations`: a vaccine given (FHIR `Immunization`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Immunization {
     /// Immunization id.
     pub immunization_id: String,
@@ -225,7 +242,7 @@ pub struct Immunization {
 }
 
 /// A row of `allergies`: an allergy or intolerance (FHIR `AllergyIntolerance`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Allergy {
     /// Allergy id.
     pub allergy_id: String,
@@ -252,7 +269,7 @@ pub struct Allergy {
 }
 
 /// A row of `diagnostic_reports`: a report over results (FHIR `DiagnosticReport`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DiagnosticReport {
     /// Report id.
     pub report_id: String,
@@ -280,7 +297,7 @@ pub struct DiagnosticReport {
 }
 
 /// A row of `medication_administrations`: a drug given (FHIR `MedicationAdministration`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MedicationAdministration {
     /// Administration id.
     pub administration_id: String,
@@ -299,6 +316,7 @@ pub struct MedicationAdministration {
     /// `in-progress`, `completed`, `stopped`, `on-hold`, ... (never `not-done`).
     pub status: Option<String>,
     /// Dose given (`dosage.dose.value`).
+    #[serde(with = "f64_bits")]
     pub dose_value: Option<f64>,
     /// Unit of the dose (UCUM where the source says so).
     pub dose_unit: Option<String>,

@@ -36,6 +36,7 @@
 //! Unsupported message types are [`Skipped`], never bad.
 
 mod adt;
+mod carry;
 mod clinical;
 mod fields;
 mod framing;
@@ -53,6 +54,7 @@ use std::collections::HashMap;
 
 use rayon::prelude::*;
 
+pub use self::carry::{Carry, StateEntries};
 use self::framing::{decode_bytes, read_messages};
 use self::replay::Assembler;
 use self::segment::Msg;
@@ -76,6 +78,38 @@ const VITAL_SIGNS_LOINC: [&str; 13] = [
 /// inputs always give the same output, rows in the order the messages were replayed
 /// (MSH-7, then input order, then position in the file).
 pub fn parse(inputs: &[Input<'_>], ctx: &Context) -> Parsed {
+    replay(inputs, ctx, |_| Ok(()))
+        .map(|a| a.out)
+        .unwrap_or_default()
+}
+
+/// As [`parse`], after the runs that left `state` (the entries of `hl7v2_state`, see
+/// [`carry`](self::carry)): a message that changes a record of an earlier run retracts the
+/// stored row as it would in one run over both. The output holds this run's rows and the
+/// stored rows it changed (in their new form); [`Carry`] names the stored forms of those
+/// and the state entries that changed.
+///
+/// # Errors
+/// A state entry that cannot be read (a damaged store), described.
+pub fn parse_after(
+    inputs: &[Input<'_>],
+    ctx: &Context,
+    state: StateEntries,
+) -> Result<(Parsed, Carry), String> {
+    let mut asm = replay(inputs, ctx, |a| {
+        a.carried.state = state;
+        Ok(())
+    })?;
+    let carry = asm.finish()?;
+    Ok((asm.out, carry))
+}
+
+/// Reads and replays the messages of `inputs` onto an assembler that `init` prepared.
+fn replay(
+    inputs: &[Input<'_>],
+    ctx: &Context,
+    init: impl FnOnce(&mut Assembler) -> Result<(), String>,
+) -> Result<Assembler, String> {
     // Decoding and splitting into messages is per file, so the files are read in parallel;
     // their messages and bad records are then joined in input order. Replaying the messages
     // (below) carries state from one to the next and stays serial.
@@ -107,11 +141,13 @@ pub fn parse(inputs: &[Input<'_>], ctx: &Context) -> Parsed {
         observations: HashMap::new(),
         clinical: HashMap::new(),
         changed: false,
+        carried: Default::default(),
     };
+    init(&mut asm)?;
     for m in &msgs {
         asm.message(m);
     }
-    asm.out
+    Ok(asm)
 }
 
 /// The header of one HL7 v2 message, as a live feed's listener needs it to acknowledge and

@@ -43,7 +43,7 @@ use serde::Serialize;
 
 use super::mapping::Mapping;
 use super::read::ReadPolicy;
-use super::{fhir, hl7v2, mapping, BadRecord, Context, Input, ParsedBatches};
+use super::{crossrun, fhir, hl7v2, mapping, BadRecord, Context, Input, ParsedBatches};
 use crate::curated::Table;
 use crate::error::{Error, Result};
 use crate::hash::ContentHash;
@@ -375,9 +375,41 @@ async fn ingest_read(
         r.raw = Vec::new();
     }
 
-    // 2. Parse.
+    // 2. Parse (HL7 v2: after the state earlier runs left, see `crossrun`).
+    let started = std::time::Instant::now();
+    let state = match opts.format {
+        Format::Hl7v2 => Some(crossrun::load_state(store, raw).await?),
+        _ => None,
+    };
+    if let Some(st) = &state {
+        tracing::info!(
+            entries = st.entries.len(),
+            secs = started.elapsed().as_secs_f64(),
+            "{} read",
+            crossrun::STATE
+        );
+    }
     let inputs = parser_inputs(&read);
-    let mut parsed = parse(opts, &inputs)?;
+    let (state_hash, entries) = match state {
+        Some(st) => (st.hash, Some(st.entries)),
+        None => (None, None),
+    };
+    let hl7_state = entries.is_some();
+    let (mut parsed, delta) = match entries {
+        Some(entries) => {
+            let (parsed, carry) =
+                hl7v2::parse_after(&inputs, &opts.context, entries).map_err(|reason| {
+                    Error::Store {
+                        path: store.root().to_path_buf(),
+                        reason: format!("the {} version cannot be read: {reason}", crossrun::STATE),
+                    }
+                })?;
+            let mut batches = parsed.into_batches()?;
+            batches.replaced = carry.replaced.to_batches()?;
+            (batches, carry.delta)
+        }
+        None => (parse(opts, &inputs)?, Vec::new()),
+    };
     drop(inputs);
     drop(read);
     parsed.bad.extend(extra_bad);
@@ -396,26 +428,35 @@ async fn ingest_read(
     let lineage = |prev: Option<ContentHash>, table: &str| Lineage {
         inputs: prev.into_iter().chain([raw]).collect(),
         definition,
-        params: with_feed(serde_json::json!({
-            "op": "ingest", "format": opts.format, "table": table,
-        })),
+        params: {
+            let mut params = with_feed(serde_json::json!({
+                "op": "ingest", "format": opts.format, "table": table,
+            }));
+            if let (Some(h), Some(map)) = (state_hash, params.as_object_mut()) {
+                map.insert(crossrun::STATE.into(), h.to_string().into());
+            }
+            params
+        },
     };
 
     // 3. Quarantine first, so it exists even when the run then fails on --max-bad.
     let mut quarantine = None;
     if !parsed.bad.is_empty() {
         let batch = quarantine_batch(&parsed.bad)?;
-        let (hash, _, _) = commit_merged(
+        let merge = Merge {
+            batch: Some(&batch),
+            ..Merge::default()
+        };
+        let merged = commit_merged(
             store,
             "quarantine",
             Kind::Quarantine,
-            &batch,
-            None,
+            merge,
             |prev| lineage(prev, "quarantine"),
             on_conflict,
         )
         .await?;
-        quarantine = Some(hash);
+        quarantine = merged.map(|(hash, _, _)| hash);
     }
     let rows: u64 = Table::ALL.iter().map(|t| parsed.rows(*t) as u64).sum();
     let total_bad = parsed.bad.len() as u64;
@@ -436,20 +477,44 @@ async fn ingest_read(
         }
     }
 
-    // 4. Curated versions.
+    // 4. Curated versions. FHIR versions are ordered with the stored ones of the same
+    // resource (`crossrun::FhirVersions`); a table whose only change is that (care_team,
+    // when an encounter's new version has no participants) is merged too.
+    let fhir = crossrun::FhirVersions::new(&parsed.versions);
+    let mut work: Vec<(Table, Option<RecordBatch>)> = parsed
+        .batches
+        .into_iter()
+        .map(|(t, b)| (t, Some(b)))
+        .collect();
+    if fhir.touches(Table::CareTeam)
+        && !work.iter().any(|(t, _)| *t == Table::CareTeam)
+        && store.head(Table::CareTeam.name())?.is_some()
+    {
+        work.push((Table::CareTeam, None));
+        work.sort_by_key(|(t, _)| Table::ALL.iter().position(|a| a == t));
+    }
+    let replaced = std::mem::take(&mut parsed.replaced);
     let mut curated = Vec::new();
-    for (table, batch) in parsed.batches {
-        let n = batch.num_rows();
-        let (hash, total_rows, unchanged_rows) = commit_merged(
+    for (table, batch) in work {
+        let n = batch.as_ref().map_or(0, RecordBatch::num_rows);
+        let remove = replaced.iter().find(|(t, _)| *t == table).map(|(_, b)| b);
+        let Some((hash, total_rows, unchanged_rows)) = commit_merged(
             store,
             table.name(),
             Kind::Curated,
-            &batch,
-            Some((table, opts.context.ingested_at)),
+            Merge {
+                batch: batch.as_ref(),
+                remove,
+                resent: Some((table, opts.context.ingested_at)),
+                versions: Some((&fhir, table)),
+            },
             |prev| lineage(prev, table.name()),
             on_conflict,
         )
-        .await?;
+        .await?
+        else {
+            continue;
+        };
         curated.push(CuratedOutcome {
             table: table.name().to_string(),
             hash,
@@ -457,6 +522,19 @@ async fn ingest_read(
             total_rows,
             unchanged_rows,
         });
+    }
+
+    // 5. The state the next runs start from (HL7 v2), once the curated versions hold it.
+    if hl7_state && !delta.is_empty() {
+        let started = std::time::Instant::now();
+        let changed = delta.len();
+        crossrun::commit_state(store, delta, raw, on_conflict).await?;
+        tracing::info!(
+            changed,
+            secs = started.elapsed().as_secs_f64(),
+            "{} written",
+            crossrun::STATE
+        );
     }
     Ok(IngestReport {
         raw,
@@ -686,37 +764,65 @@ fn quarantine_batch(bad: &[BadRecord]) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(quarantine_schema(), cols)?)
 }
 
-/// Merges `batch` onto the head of `name` and publishes the result as the new head by
-/// compare-and-swap on the head it was merged onto; when another writer moved the head in
-/// the meantime, merges again onto the new head (or fails, as `on_conflict` says). For a
-/// curated table (`resent`: the table and the run's ingestion time) re-sent rows are dropped
-/// ([`drop_resent`]). Returns the published version, its row count and the rows dropped as
-/// re-sent.
+/// What a run merges onto one table's head.
+#[derive(Default, Clone, Copy)]
+struct Merge<'a> {
+    /// The run's rows (`None`: none, the table is merged only for `versions`).
+    batch: Option<&'a RecordBatch>,
+    /// Stored rows the run changed, as stored: they leave the table (their new forms are in
+    /// `batch`).
+    remove: Option<&'a RecordBatch>,
+    /// For a curated table, the table and the run's ingestion time: re-sent rows are dropped
+    /// ([`drop_resent`]).
+    resent: Option<(Table, DateTime<Utc>)>,
+    /// FHIR resource versions of the run, ordered with the stored ones in this table.
+    versions: Option<(&'a crossrun::FhirVersions, Table)>,
+}
+
+/// Merges the run's rows onto the head of `name` and publishes the result as the new head
+/// by compare-and-swap on the head it was merged onto; when another writer moved the head in
+/// the meantime, merges again onto the new head (or fails, as `on_conflict` says). Returns
+/// the published version, its row count and the rows dropped as re-sent; `None` when the
+/// merge had no rows of the run and changed nothing (nothing is written).
 async fn commit_merged(
     store: &Store,
     name: &str,
     kind: Kind,
-    batch: &RecordBatch,
-    resent: Option<(Table, DateTime<Utc>)>,
+    merge: Merge<'_>,
     lineage: impl Fn(Option<ContentHash>) -> Lineage,
     on_conflict: OnConflict,
-) -> Result<(ContentHash, u64, u64)> {
+) -> Result<Option<(ContentHash, u64, u64)>> {
     loop {
         let head = store.head(name)?;
         let prev = head.map(|h| h.hash);
-        let mut merged = merge_onto(store, name, prev, batch.clone()).await?;
+        let batch = match (merge.batch, merge.resent) {
+            (Some(b), _) => b.clone(),
+            (None, Some((table, _))) => RecordBatch::new_empty(table.schema()),
+            (None, None) => return Ok(None),
+        };
+        let mut merged = merge_onto(store, name, prev, batch, merge.remove).await?;
         let mut dropped = 0;
-        if let Some((table, ingested_at)) = resent {
+        if let Some((table, ingested_at)) = merge.resent {
             let before = merged.num_rows();
             merged = drop_resent(&merged, table, ingested_at)?;
             dropped = (before - merged.num_rows()) as u64;
+        }
+        let mut changed = merge.batch.is_some();
+        if let Some((versions, table)) = merge.versions {
+            if let Some(again) = versions.apply(table, &merged)? {
+                merged = canonical_merge(&[again])?;
+                changed = true;
+            }
+        }
+        if !changed {
+            return Ok(None);
         }
         let rows = merged.num_rows() as u64;
         let mut p = PutOptions::new(name, kind);
         p.lineage = lineage(prev);
         p.head = HeadUpdate::Expect(head.map(|h| h.seq));
         match store.put_batches(merged.schema(), vec![merged], p).await {
-            Ok(put) => return Ok((put.manifest.hash, rows, dropped)),
+            Ok(put) => return Ok(Some((put.manifest.hash, rows, dropped))),
             Err(Error::Conflict { .. }) if on_conflict == OnConflict::Retry => {
                 tracing::info!(table = name, "head moved during the merge; merging again");
             }
@@ -725,12 +831,13 @@ async fn commit_merged(
     }
 }
 
-/// Version `prev` of `name` (if any) merged with `batch`.
+/// Version `prev` of `name` (if any), without the rows of `remove`, merged with `batch`.
 async fn merge_onto(
     store: &Store,
     name: &str,
     prev: Option<ContentHash>,
     batch: RecordBatch,
+    remove: Option<&RecordBatch>,
 ) -> Result<RecordBatch> {
     let mut batches = vec![batch];
     if let Some(h) = prev {
@@ -743,7 +850,10 @@ async fn merge_onto(
                 ),
             });
         }
-        batches.extend(old);
+        match remove.filter(|r| r.num_rows() > 0) {
+            Some(r) => batches.push(crossrun::without(&schema, &old, r)?),
+            None => batches.extend(old),
+        }
     }
     canonical_merge(&batches)
 }

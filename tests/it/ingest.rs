@@ -626,11 +626,11 @@ async fn a_cancelled_admission_is_gone_from_the_stored_version() {
     );
 }
 
-/// docs/curated-tables.md, "Limits": the HL7 v2 parser sees one run, so an A11 arriving in
-/// a later run than its A01 cannot retract the earlier run's row. It must not pass
-/// silently: the cancel is quarantined as a dangling reference, and the admission stays.
+/// docs/curated-tables.md, "Runs that follow runs": an A11 arriving in a later run than its
+/// A01 retracts the earlier run's row, as it does within one run (the test above): the
+/// second run starts from the replay state the first left.
 #[tokio::test]
-async fn a_cancel_in_a_later_run_is_quarantined_not_dropped() {
+async fn a_cancel_in_a_later_run_retracts_the_earlier_row() {
     let Some(dir) = hl7_dir() else {
         return;
     };
@@ -640,20 +640,17 @@ async fn a_cancel_in_a_later_run_is_quarantined_not_dropped() {
     std::fs::copy(dir.join("ADT-A01-01.hl7"), &first).expect("copy");
     std::fs::write(&second, later_cancel(&dir)).expect("write");
     let (store, _) = store_at(&tmp.path().join("store"));
-    let one = ingest(&store, &[first], &opts(Format::Hl7v2)).await;
+    ingest(&store, &[first], &opts(Format::Hl7v2)).await;
     let two = ingest(&store, &[second], &opts(Format::Hl7v2)).await;
-    assert_eq!(two.bad, counts(&[("encounters/dangling_reference", 1)]));
-    let q = read(&store, &two.quarantine.expect("quarantine")).await;
-    let q = Rows(&q);
-    assert_eq!(q.len(), 1);
-    assert_eq!(q.str("file", 0), Some("a11.hl7"));
-    assert_eq!(q.str("field", 0), Some("PV1-19"));
-    // The second run curated nothing, so encounters still has one version.
-    assert!(two.curated.iter().all(|c| c.table != "encounters"));
-    let latest = store
-        .resolve(&VersionRef::Latest("encounters".into()))
-        .expect("encounters");
-    assert_eq!(latest.hash, curated_hash(&one, "encounters"));
+    assert!(two.quarantine.is_none(), "{:?}", two.bad);
+    let enc = read(&store, &curated_hash(&two, "encounters")).await;
+    let enc = Rows(&enc);
+    let visit = enc.find("encounter_id", "40007716^AccMng");
+    assert_eq!(visit.len(), 1, "the stored row is replaced, not joined");
+    assert_eq!(
+        enc.ts("retracted_at", visit[0]),
+        Some(utc("2015-02-10T00:00:00Z"))
+    );
 }
 
 // -------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ mod common;
 mod concurrency;
 mod consent;
 mod crash;
+mod crossrun;
 mod deid;
 mod demo;
 mod features;

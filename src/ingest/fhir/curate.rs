@@ -91,6 +91,7 @@ pub(super) fn curate(u: &Unit<'_>, rz: &Resolver<'_, '_>, ctx: &Context) -> Outc
         Ok((head, rows, extra)) => Outcome {
             curated: Some(Curated {
                 key: head.id.map(|id| (table, id)),
+                source_id: head.meta.source_id,
                 version: head.version,
                 known_at: head.meta.known_at,
                 rows,

@@ -13,7 +13,9 @@ use super::scan::{scan_head, IdOnly};
 use super::versions::{retract_superseded, Version};
 use super::walk::process_document;
 use crate::curated::{CuratedColumns, CuratedTables, RowSink, Table};
-use crate::ingest::{BadRecord, Context, Input, Location, Parsed, ParsedBatches, Skipped};
+use crate::ingest::{
+    BadRecord, Context, Input, Location, Parsed, ParsedBatches, Skipped, VersionKey,
+};
 
 pub(super) fn bundles<S: RowSink + Default + Send>(
     inputs: &[Input<'_>],
@@ -87,21 +89,39 @@ pub(super) const LINES_PER_TASK: usize = 1024;
 
 /// The parts' rows as row structs, with their bad and skipped records, in input order.
 pub(super) fn rows_of(parts: Vec<Part<CuratedTables>>) -> Parsed {
+    let versions = version_keys(&parts);
     let (tables, bad, skipped) = split(parts);
     Parsed {
         tables: CuratedTables::concat(tables),
         bad,
         skipped,
+        versions,
     }
+}
+
+/// The parts' resource versions, for ordering them with stored ones (`ingest::crossrun`).
+fn version_keys<S>(parts: &[Part<S>]) -> Vec<VersionKey> {
+    parts
+        .iter()
+        .flat_map(|p| &p.versions)
+        .map(|v| VersionKey {
+            table: v.key.0,
+            source_id: v.source_id.clone(),
+            known_at: v.known_at,
+        })
+        .collect()
 }
 
 /// The parts' rows as one record batch per table, with their bad and skipped records.
 pub(super) fn batches_of(parts: Vec<Part<CuratedColumns>>) -> Result<ParsedBatches, ArrowError> {
+    let versions = version_keys(&parts);
     let (columns, bad, skipped) = split(parts);
     Ok(ParsedBatches {
         batches: CuratedColumns::concat(columns)?,
         bad,
         skipped,
+        versions,
+        ..ParsedBatches::default()
     })
 }
 
@@ -222,6 +242,7 @@ impl<S: RowSink + Default> Part<S> {
             self.versions.push(Version {
                 hash: foldhash::fast::FixedState::default().hash_one(&key),
                 key,
+                source_id: c.source_id,
                 version: c.version,
                 known_at: c.known_at,
                 rows: start..self.rows.rows(table),

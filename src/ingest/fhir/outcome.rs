@@ -100,6 +100,8 @@ impl Rows {
 pub(super) struct Curated {
     /// `(table, id)`: versions of one resource share it. `None` when the resource has no id.
     pub(super) key: Option<(Table, String)>,
+    /// The rows' `source_id` (`ResourceType/id`), which names the resource across runs.
+    pub(super) source_id: String,
     pub(super) version: Option<u64>,
     pub(super) known_at: DateTime<Utc>,
     pub(super) rows: Rows,

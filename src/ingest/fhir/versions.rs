@@ -15,6 +15,8 @@ pub(super) struct Version {
     pub(super) hash: u64,
     /// `(table, id)`: versions of one resource share it.
     pub(super) key: (Table, String),
+    /// The `source_id` of its rows, which names the resource in the curated tables.
+    pub(super) source_id: String,
     pub(super) version: Option<u64>,
     pub(super) known_at: DateTime<Utc>,
     /// Its rows of `key.0`.

@@ -59,6 +59,7 @@ impl Assembler {
             }
         };
         let key = (patient.clone(), id);
+        self.recall_encounter(&key);
         let trigger = m.trigger.clone();
         match trigger.as_str() {
             "A11" => {

@@ -142,6 +142,7 @@ impl Assembler {
             observation_id = format!("{observation_id}#{n}");
         }
         let from = (m.control_id.clone(), m.first_line, m.file.to_string());
+        self.recall_observation(&id);
         let prior = self
             .observations
             .get(&id)

@@ -40,6 +40,7 @@ impl Assembler {
             );
             return None;
         };
+        self.recall_patient(&id);
         let enc = &m.enc;
         let mut st = self
             .patients

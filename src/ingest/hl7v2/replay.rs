@@ -21,6 +21,8 @@ pub(super) struct Assembler {
     pub(super) clinical: HashMap<ClinicalKey, Option<usize>>,
     /// Set when the current message retracted a row.
     pub(super) changed: bool,
+    /// What earlier runs left ([`super::carry`]).
+    pub(super) carried: super::carry::Carried,
 }
 
 impl Assembler {

@@ -24,7 +24,7 @@ impl<T> Upd<T> {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub(super) struct PatientState {
     pub(super) birth_date: Option<NaiveDate>,
     pub(super) sex: Option<String>,
