@@ -28,7 +28,7 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{Extension, Router};
 use serde_json::json;
 
 use crate::error::{Error, ErrorClass};
@@ -38,6 +38,7 @@ use crate::security::auth::{Principal, RequestContext};
 use crate::security::gate::Security;
 use crate::security::note::{AuditNote, Finish};
 use crate::security::policy::Action;
+use crate::service::tls_serve::TlsInfo;
 use crate::store::Store;
 pub use catalog::{Graph, Search, Snapshot};
 
@@ -205,11 +206,13 @@ struct Admitted {
 }
 
 /// Authenticates and authorizes a request as `action` (everyone when authentication is off),
-/// or answers the refusal, audited.
+/// or answers the refusal, audited. The credential is the bearer token, else the client
+/// certificate of an HTTPS connection (`tls`).
 async fn admit(
     s: &UiState,
     rpc: String,
     headers: &HeaderMap,
+    tls: Option<Extension<TlsInfo>>,
     peer: SocketAddr,
     flavor: Flavor,
     action: Action,
@@ -217,7 +220,10 @@ async fn admit(
     let note = AuditNote::default();
     match &s.security {
         Some(security) => {
-            let ctx = RequestContext::from_headers(rpc.clone(), headers, Some(peer));
+            let mut ctx = RequestContext::from_headers(rpc.clone(), headers, Some(peer));
+            if let Some(cert) = tls.and_then(|Extension(t)| t.client_cert) {
+                ctx = ctx.with_client_cert(cert.to_vec());
+            }
             if let Err(e) = security.admit_action(&ctx, action, &note) {
                 let entry = note.entry(&rpc, Some(peer), Err(&e));
                 if let Err(ae) = crate::live::http::record(s.audit.as_ref(), entry).await {
@@ -297,11 +303,22 @@ async fn style() -> Response {
 async fn catalog_page(
     State(s): State<Arc<Ui>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    tls: Option<Extension<TlsInfo>>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
     let flavor = Flavor::Html;
-    let a = match admit(&s, "http:GET /ui/".into(), &headers, peer, flavor, ACTION).await {
+    let a = match admit(
+        &s,
+        "http:GET /ui/".into(),
+        &headers,
+        tls,
+        peer,
+        flavor,
+        ACTION,
+    )
+    .await
+    {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -319,12 +336,13 @@ async fn catalog_page(
 async fn version_page(
     State(s): State<Arc<Ui>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    tls: Option<Extension<TlsInfo>>,
     Path(hash): Path<String>,
     headers: HeaderMap,
 ) -> Response {
     let flavor = Flavor::Html;
     let rpc = "http:GET /ui/versions/{hash}".to_string();
-    let a = match admit(&s, rpc, &headers, peer, flavor, ACTION).await {
+    let a = match admit(&s, rpc, &headers, tls, peer, flavor, ACTION).await {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -357,6 +375,7 @@ fn summary(m: &crate::store::Manifest, snap: &Snapshot) -> serde_json::Value {
 async fn versions_json(
     State(s): State<Arc<Ui>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    tls: Option<Extension<TlsInfo>>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
@@ -365,6 +384,7 @@ async fn versions_json(
         &s,
         "http:GET /api/versions".into(),
         &headers,
+        tls,
         peer,
         flavor,
         ACTION,
@@ -394,12 +414,13 @@ async fn versions_json(
 async fn version_json(
     State(s): State<Arc<Ui>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    tls: Option<Extension<TlsInfo>>,
     Path(hash): Path<String>,
     headers: HeaderMap,
 ) -> Response {
     let flavor = Flavor::Json;
     let rpc = "http:GET /api/versions/{hash}".to_string();
-    let a = match admit(&s, rpc, &headers, peer, flavor, ACTION).await {
+    let a = match admit(&s, rpc, &headers, tls, peer, flavor, ACTION).await {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -427,12 +448,13 @@ async fn version_json(
 async fn lineage_json(
     State(s): State<Arc<Ui>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    tls: Option<Extension<TlsInfo>>,
     Path(hash): Path<String>,
     headers: HeaderMap,
 ) -> Response {
     let flavor = Flavor::Json;
     let rpc = "http:GET /api/lineage/{hash}".to_string();
-    let a = match admit(&s, rpc, &headers, peer, flavor, ACTION).await {
+    let a = match admit(&s, rpc, &headers, tls, peer, flavor, ACTION).await {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -477,12 +499,13 @@ async fn version_stats(
 async fn stats_page(
     State(s): State<Arc<Ui>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    tls: Option<Extension<TlsInfo>>,
     Path(hash): Path<String>,
     headers: HeaderMap,
 ) -> Response {
     let flavor = Flavor::Html;
     let rpc = "http:GET /ui/versions/{hash}/stats".to_string();
-    let a = match admit(&s, rpc, &headers, peer, flavor, ACTION).await {
+    let a = match admit(&s, rpc, &headers, tls, peer, flavor, ACTION).await {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -501,12 +524,13 @@ async fn stats_page(
 async fn stats_json(
     State(s): State<Arc<Ui>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    tls: Option<Extension<TlsInfo>>,
     Path(hash): Path<String>,
     headers: HeaderMap,
 ) -> Response {
     let flavor = Flavor::Json;
     let rpc = "http:GET /api/stats/{hash}".to_string();
-    let a = match admit(&s, rpc, &headers, peer, flavor, ACTION).await {
+    let a = match admit(&s, rpc, &headers, tls, peer, flavor, ACTION).await {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -540,13 +564,14 @@ async fn quarantine_read(
 async fn quarantine_page(
     State(s): State<Arc<Ui>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    tls: Option<Extension<TlsInfo>>,
     Path(hash): Path<String>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
     let flavor = Flavor::Html;
     let rpc = "http:GET /ui/versions/{hash}/quarantine".to_string();
-    let a = match admit(&s, rpc, &headers, peer, flavor, QUARANTINE_ACTION).await {
+    let a = match admit(&s, rpc, &headers, tls, peer, flavor, QUARANTINE_ACTION).await {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -560,13 +585,14 @@ async fn quarantine_page(
 async fn quarantine_json(
     State(s): State<Arc<Ui>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    tls: Option<Extension<TlsInfo>>,
     Path(hash): Path<String>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
     let flavor = Flavor::Json;
     let rpc = "http:GET /api/quarantine/{hash}".to_string();
-    let a = match admit(&s, rpc, &headers, peer, flavor, QUARANTINE_ACTION).await {
+    let a = match admit(&s, rpc, &headers, tls, peer, flavor, QUARANTINE_ACTION).await {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -628,12 +654,13 @@ async fn audit_read(
 async fn audit_page(
     State(s): State<Arc<Ui>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    tls: Option<Extension<TlsInfo>>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
     let flavor = Flavor::Html;
     let rpc = "http:GET /ui/audit".to_string();
-    let a = match admit(&s, rpc, &headers, peer, flavor, AUDIT_ACTION).await {
+    let a = match admit(&s, rpc, &headers, tls, peer, flavor, AUDIT_ACTION).await {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -647,12 +674,13 @@ async fn audit_page(
 async fn audit_json(
     State(s): State<Arc<Ui>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    tls: Option<Extension<TlsInfo>>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
     let flavor = Flavor::Json;
     let rpc = "http:GET /api/audit".to_string();
-    let a = match admit(&s, rpc, &headers, peer, flavor, AUDIT_ACTION).await {
+    let a = match admit(&s, rpc, &headers, tls, peer, flavor, AUDIT_ACTION).await {
         Ok(a) => a,
         Err(r) => return r,
     };

@@ -272,21 +272,23 @@ reload_secs = 0
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
     assert_eq!(logged(), 1, "the payload is in the log once");
 
-    // The catalog is served on the same HTTPS listener (here behind the same
-    // authentication: the sender's certificate is not read by the catalog, so no token is
-    // a 401).
+    // The catalog is served on the same HTTPS listener, behind the same authentication:
+    // no credential is a 401; the sender's certificate (a steward: datasets_read) reads it.
+    let catalog = b"GET /api/versions HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n";
     let tcp = tokio::net::TcpStream::connect(running.addr).await.unwrap();
     let mut s = tls_client(&ca_pem, None)
         .connect(name(), tcp)
         .await
         .unwrap();
-    let answer = http_exchange(
-        &mut s,
-        b"GET /api/versions HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n",
-        20,
-    )
-    .await;
+    let answer = http_exchange(&mut s, catalog, 20).await;
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer:?}");
+    let tcp = tokio::net::TcpStream::connect(running.addr).await.unwrap();
+    let mut s = tls_client(&ca_pem, Some((&sender_cert, &sender_key)))
+        .connect(name(), tcp)
+        .await
+        .unwrap();
+    let answer = http_exchange(&mut s, catalog, 20).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
 }
 
 /// A CA: (params, key, PEM).
