@@ -13,24 +13,22 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use ward::clock::{ManualClock, SharedClock};
-use ward::ingest::pipeline::{self, Format, IngestOptions};
-use ward::ingest::Context;
+use ward::ingest::pipeline::Format;
 use ward::live::kafka::{KafkaConfig, TopicConfig, TopicFormat, SOURCE_HEADER};
 use ward::live::kafka_wire::{self, Outgoing, PartitionClient};
 use ward::live::seal::{self, SealOptions};
 use ward::live::{wal, LiveConfig, DEFAULT_FEED, DEFAULT_HTTP_FEED};
-use ward::store::Store;
 use ward::synth::{self, SynthFormat, SynthOptions};
+
+use crate::live::{batch_heads, cohort, deal, field, heads, store_at};
 
 /// The broker's bootstrap address, or `None` (the test then passes, saying it skipped).
 fn brokers() -> Option<String> {
@@ -59,99 +57,6 @@ fn unique_topic(what: &str) -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     )
-}
-
-fn t0() -> DateTime<Utc> {
-    "2025-03-01T00:00:00Z".parse().expect("time")
-}
-
-fn store_at(dir: &Path) -> Store {
-    let clock: SharedClock = Arc::new(ManualClock::new(t0()));
-    Store::open(dir, clock).expect("store opens")
-}
-
-fn opts(format: Format) -> IngestOptions {
-    IngestOptions {
-        format,
-        mapping: None,
-        mapping_text: None,
-        max_bad: None,
-        context: Context::new(t0()),
-        read: Default::default(),
-    }
-}
-
-/// The curated heads of a store, by table.
-fn heads(store: &Store) -> BTreeMap<String, String> {
-    ward::curated::Table::ALL
-        .iter()
-        .filter_map(|t| {
-            store
-                .head(t.name())
-                .expect("head")
-                .map(|h| (t.name().to_string(), h.hash.to_string()))
-        })
-        .collect()
-}
-
-/// The heads of one batch ingest of `inputs` (files or folders) into a new store at `dir`.
-fn batch_heads(
-    rt: &tokio::runtime::Runtime,
-    inputs: &[PathBuf],
-    format: Format,
-    dir: &Path,
-) -> BTreeMap<String, String> {
-    let batch = store_at(dir);
-    rt.block_on(pipeline::ingest(&batch, inputs, &opts(format), None))
-        .expect("batch ingest");
-    heads(&batch)
-}
-
-/// A synthetic HL7 v2 cohort (files in `dir`) as its messages, in file order.
-fn hl7_cohort(patients: u64, seed: u64, dir: &Path) -> Vec<Vec<u8>> {
-    let o = SynthOptions {
-        patients,
-        seed,
-        chunk_size: 25,
-        ..SynthOptions::default()
-    };
-    let summary = synth::write(&o, SynthFormat::Hl7v2, dir, None).expect("synth");
-    let mut msgs = Vec::new();
-    for f in &summary.files {
-        let text = std::fs::read_to_string(f).expect("read");
-        for m in text.split("MSH|").filter(|m| !m.is_empty()) {
-            msgs.push(format!("MSH|{m}").into_bytes());
-        }
-    }
-    msgs
-}
-
-/// Field `n` of the first segment `seg` of a message (MSH counted as HL7 does).
-fn field(msg: &[u8], seg: &str, n: usize) -> String {
-    let text = String::from_utf8_lossy(msg);
-    let line = text
-        .split('\r')
-        .find(|l| l.starts_with(seg))
-        .unwrap_or_default();
-    let idx = if seg == "MSH" { n - 1 } else { n };
-    line.split('|').nth(idx).unwrap_or_default().to_string()
-}
-
-/// The messages dealt to `n` partitions by patient (a patient's messages stay in order in
-/// one partition), as Kafka producers key them.
-fn deal(msgs: &[Vec<u8>], n: usize, seed: u64) -> Vec<Vec<Vec<u8>>> {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let mut part_of: BTreeMap<String, usize> = BTreeMap::new();
-    let mut out = vec![Vec::new(); n];
-    for m in msgs {
-        let patient = field(m, "PID", 3);
-        let patient = patient.split('^').next().unwrap_or_default().to_string();
-        let p = *part_of
-            .entry(patient)
-            .or_insert_with(|| rng.random_range(0..n));
-        out[p].push(m.clone());
-    }
-    out
 }
 
 /// The bootstrap list of a `WARD_KAFKA_BROKERS` value.
@@ -266,7 +171,7 @@ fn assert_positions_once(records: &[wal::Record]) {
 fn kafka_hl7v2_topic_seals_to_the_batch_ingest_hashes() {
     let Some(brokers) = brokers() else { return };
     let tmp = tempfile::tempdir().expect("tempdir");
-    let msgs = hl7_cohort(40, 7, &tmp.path().join("cohort"));
+    let msgs = cohort(40, 7, &tmp.path().join("cohort"));
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let name = unique_topic("hl7");
     let parts = deal(&msgs, 3, 1);
@@ -598,7 +503,7 @@ fn kafka_bad_messages_are_quarantined_audited_and_do_not_stop_the_partition() {
     let give_up = Instant::now() + Duration::from_secs(30);
     let totals = loop {
         let mut totals: BTreeMap<String, [u64; 4]> = BTreeMap::new();
-        for r in audit_records(&audit_dir)
+        for r in crate::common::audit_records(&audit_dir)
             .iter()
             .filter(|r| r["rpc"] == "kafka")
         {
@@ -643,29 +548,6 @@ fn number_before(text: &str, key: &str) -> u64 {
     text.split_once(key)
         .and_then(|(head, _)| head.rsplit(' ').next().and_then(|n| n.parse().ok()))
         .unwrap_or(0)
-}
-
-/// The audit records, in order (recovery records left out).
-fn audit_records(dir: &Path) -> Vec<Value> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut files: Vec<PathBuf> = entries
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .flat_map(|f| {
-            std::fs::read_to_string(f)
-                .expect("read")
-                .lines()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .collect::<Vec<_>>()
-        })
-        .filter(|r| r["decision"] != "system")
-        .collect()
 }
 
 /// A `ward serve` child process and what it printed to standard error.
@@ -763,7 +645,7 @@ fn kill(server: Server) {
 fn kafka_a_restart_resumes_after_the_logged_positions_also_after_a_seal() {
     let Some(brokers) = brokers() else { return };
     let tmp = tempfile::tempdir().expect("tempdir");
-    let msgs = hl7_cohort(10, 5, &tmp.path().join("cohort"));
+    let msgs = cohort(10, 5, &tmp.path().join("cohort"));
     let third = msgs.len() / 3;
     let (a, rest) = msgs.split_at(third);
     let (b, c) = rest.split_at(third);
@@ -873,7 +755,7 @@ fn kafka_crash_kill_9_mid_consumption_logs_every_message_once() {
     // Even trials stream an HL7 v2 cohort, odd ones a FHIR one: FHIR messages have no control
     // id, so there only the logged positions keep a message from being logged twice.
     let hl7_dir = tmp.path().join("hl7");
-    let hl7: Vec<Outgoing> = plain(&hl7_cohort(12, 9, &hl7_dir));
+    let hl7: Vec<Outgoing> = plain(&cohort(12, 9, &hl7_dir));
     let fhir_dir = tmp.path().join("fhir");
     let o = SynthOptions {
         patients: 8,
@@ -1003,7 +885,7 @@ fn kafka_throughput_into_the_durable_log() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
     let tmp = tempfile::tempdir().expect("tempdir");
-    let msgs = hl7_cohort(patients, 3, &tmp.path().join("cohort"));
+    let msgs = cohort(patients, 3, &tmp.path().join("cohort"));
     let bytes: usize = msgs.iter().map(Vec::len).sum();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let name = unique_topic("bench");

@@ -69,7 +69,7 @@ pub(crate) fn field(msg: &[u8], seg: &str, n: usize) -> String {
     line.split('|').nth(idx).unwrap_or_default().to_string()
 }
 
-fn patient(msg: &[u8]) -> String {
+pub(crate) fn patient(msg: &[u8]) -> String {
     field(msg, "PID", 3)
         .split('^')
         .next()
@@ -79,7 +79,7 @@ fn patient(msg: &[u8]) -> String {
 
 /// The messages split over `n` connections by patient (each keeps its patients' messages in
 /// order), patients dealt to connections at random.
-fn deal(msgs: &[Vec<u8>], n: usize, seed: u64) -> Vec<Vec<Vec<u8>>> {
+pub(crate) fn deal(msgs: &[Vec<u8>], n: usize, seed: u64) -> Vec<Vec<Vec<u8>>> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut conn_of: BTreeMap<String, usize> = BTreeMap::new();
     let mut out = vec![Vec::new(); n];
@@ -169,9 +169,10 @@ pub(crate) fn stream_all(addr: SocketAddr, conns: Vec<Vec<Vec<u8>>>) -> Vec<(Str
         .collect()
 }
 
-pub(crate) fn hl7_opts() -> IngestOptions {
+/// The options of a batch ingest of `format` at [`t0`].
+pub(crate) fn ingest_opts(format: Format) -> IngestOptions {
     IngestOptions {
-        format: Format::Hl7v2,
+        format,
         mapping: None,
         mapping_text: None,
         max_bad: None,
@@ -180,8 +181,26 @@ pub(crate) fn hl7_opts() -> IngestOptions {
     }
 }
 
+pub(crate) fn hl7_opts() -> IngestOptions {
+    ingest_opts(Format::Hl7v2)
+}
+
+/// The curated heads of one batch ingest of `inputs` (files or folders) as `format` into a
+/// new store at `dir`.
+pub(crate) fn batch_heads(
+    rt: &tokio::runtime::Runtime,
+    inputs: &[PathBuf],
+    format: Format,
+    dir: &Path,
+) -> BTreeMap<String, String> {
+    let batch = store_at(dir);
+    rt.block_on(pipeline::ingest(&batch, inputs, &ingest_opts(format), None))
+        .expect("batch ingest");
+    heads(&batch)
+}
+
 /// The curated heads of a store, by table.
-fn heads(store: &Store) -> BTreeMap<String, String> {
+pub(crate) fn heads(store: &Store) -> BTreeMap<String, String> {
     ward::curated::Table::ALL
         .iter()
         .filter_map(|t| {

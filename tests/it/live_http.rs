@@ -13,25 +13,15 @@ use std::process::Child;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use ward::clock::{ManualClock, SharedClock};
-use ward::ingest::pipeline::{self, Format, IngestOptions};
-use ward::ingest::Context;
+use ward::ingest::pipeline::Format;
 use ward::live::seal::{self, SealOptions};
 use ward::live::{wal, LiveConfig, DEFAULT_HTTP_FEED};
 use ward::store::Store;
 use ward::synth::{self, SynthFormat, SynthOptions};
 
-fn t0() -> DateTime<Utc> {
-    "2025-03-01T00:00:00Z".parse().expect("time")
-}
-
-fn store_at(dir: &Path) -> Store {
-    let clock: SharedClock = Arc::new(ManualClock::new(t0()));
-    Store::open(dir, clock).expect("store opens")
-}
+use crate::live::{batch_heads, heads, store_at};
 
 /// A synthetic FHIR NDJSON cohort in `dir`: (file name, its non-blank lines) per file.
 fn cohort(patients: u64, seed: u64, dir: &Path) -> Vec<(String, Vec<String>)> {
@@ -209,47 +199,6 @@ fn post(addr: SocketAddr, p: &Payload, extra: &[(&str, &str)]) -> std::io::Resul
     )
 }
 
-fn fhir_opts() -> IngestOptions {
-    IngestOptions {
-        format: Format::FhirNdjson,
-        mapping: None,
-        mapping_text: None,
-        max_bad: None,
-        context: Context::new(t0()),
-        read: Default::default(),
-    }
-}
-
-/// The curated heads of a store, by table.
-fn heads(store: &Store) -> BTreeMap<String, String> {
-    ward::curated::Table::ALL
-        .iter()
-        .filter_map(|t| {
-            store
-                .head(t.name())
-                .expect("head")
-                .map(|h| (t.name().to_string(), h.hash.to_string()))
-        })
-        .collect()
-}
-
-/// The heads of one batch `ward ingest --format fhir-ndjson` of `dir`.
-fn batch_heads(
-    rt: &tokio::runtime::Runtime,
-    dir: &Path,
-    store_dir: &Path,
-) -> BTreeMap<String, String> {
-    let batch = store_at(store_dir);
-    rt.block_on(pipeline::ingest(
-        &batch,
-        &[dir.to_path_buf()],
-        &fhir_opts(),
-        None,
-    ))
-    .expect("batch ingest");
-    heads(&batch)
-}
-
 /// A runtime, a store under `dir` and an HTTP listener on it (no authentication).
 fn listening(dir: &Path, cfg: LiveConfig) -> (tokio::runtime::Runtime, Store, SocketAddr) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -317,7 +266,12 @@ fn pushed_cohort_seals_to_the_batch_ingest_hashes() {
     );
     let sealed = heads(&live);
     assert!(sealed.contains_key("patients") && sealed.contains_key("observations"));
-    let want = batch_heads(&rt, &tmp.path().join("cohort"), &tmp.path().join("batch"));
+    let want = batch_heads(
+        &rt,
+        &[tmp.path().join("cohort")],
+        Format::FhirNdjson,
+        &tmp.path().join("batch"),
+    );
     assert_eq!(sealed, want, "sealed = one batch ingest of the same files");
     // The sealed versions name the feed's range in their lineage.
     let head = live.head("patients").expect("head").expect("patients");
@@ -495,7 +449,12 @@ fn live_http_crash_kill_9_loses_no_payload_answered_2xx() {
     let files = cohort(12, 5, &tmp.path().join("cohort"));
     let pushes = payloads(&files, 15);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let want = batch_heads(&rt, &tmp.path().join("cohort"), &tmp.path().join("batch"));
+    let want = batch_heads(
+        &rt,
+        &[tmp.path().join("cohort")],
+        Format::FhirNdjson,
+        &tmp.path().join("batch"),
+    );
     for trial in 0..2u64 {
         let dir = tmp.path().join(format!("trial-{trial}"));
         drop(store_at(&dir));

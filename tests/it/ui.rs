@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -325,27 +325,6 @@ fn catalog_and_lineage_are_served_as_json_and_html() {
     assert_eq!(redirect.headers["location"], "/ui/");
 }
 
-/// The audit records, in order (system records left out).
-fn audit_records(dir: &Path) -> Vec<Value> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("audit dir")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .flat_map(|f| {
-            std::fs::read_to_string(f)
-                .expect("read")
-                .lines()
-                .map(|l| serde_json::from_str::<Value>(l).expect("record"))
-                .collect::<Vec<_>>()
-        })
-        .filter(|r| r["decision"] != "system")
-        .collect()
-}
-
 #[test]
 fn with_authentication_the_catalog_needs_datasets_read_and_is_audited() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -401,7 +380,7 @@ fn with_authentication_the_catalog_needs_datasets_read_and_is_audited() {
     assert_eq!(answers[4].1.json()["total"], 6);
     assert!(answers[6].1.body.contains("<svg"));
     // Every request audited once: who, from where, the action, the decision, the version.
-    let records: Vec<Value> = audit_records(&conf.join("audit"))
+    let records: Vec<Value> = crate::common::audit_records(&conf.join("audit"))
         .into_iter()
         .filter(|r| {
             r["rpc"]
