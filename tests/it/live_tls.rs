@@ -164,74 +164,81 @@ fn tls_client(ca_pem: &str, identity: Option<(&str, &str)>) -> tokio_rustls::Tls
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fhir_push_over_https_authenticates_client_certificates_and_refuses_plaintext() {
+/// A server with authentication (the example policy), client certificates mapped by their
+/// common name to a role (`principals`: CN, role), and `[tls]` asking for optional client
+/// certificates.
+struct Mtls {
+    /// The CA the server's certificate chains to.
+    ca_pem: String,
+    /// Each principal's client certificate and key (PEM), by common name.
+    clients: std::collections::BTreeMap<String, (String, String)>,
+    tls: Arc<rustls::ServerConfig>,
+    security: Arc<ward::security::gate::Security>,
+    store: Store,
+    clock: Arc<ManualClock>,
+    dir: tempfile::TempDir,
+}
+
+fn mtls(principals: &[(&str, &str)]) -> Mtls {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path();
     let (ca_pem, cert, key) = certificates();
-    // The client CA and a sender's certificate (CN feed.ward.internal), mapped to a role
-    // with the ingest permission.
-    let mut client_ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    client_ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    client_ca
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "ward test client CA");
-    let client_ca_key = rcgen::KeyPair::generate().unwrap();
-    let client_ca_pem = client_ca.self_signed(&client_ca_key).unwrap().pem();
-    let mut sender = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    sender
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "feed.ward.internal");
-    let sender_key = rcgen::KeyPair::generate().unwrap();
-    let sender_cert = sender
-        .signed_by(
-            &sender_key,
-            &rcgen::Issuer::from_params(&client_ca, &client_ca_key),
-        )
-        .unwrap()
-        .pem();
-    let sender_key = sender_key.serialize_pem();
+    let ca = client_ca();
+    let clients = principals
+        .iter()
+        .map(|(cn, _)| (cn.to_string(), client_leaf(&ca, cn)))
+        .collect();
     std::fs::write(conf.join("server.pem"), &cert).unwrap();
     std::fs::write(conf.join("server.key"), &key).unwrap();
-    std::fs::write(conf.join("clients-ca.pem"), &client_ca_pem).unwrap();
+    std::fs::write(conf.join("clients-ca.pem"), &ca.2).unwrap();
     std::fs::copy(
         crate::common::crate_dir().join("examples/security/policy.toml"),
         conf.join("policy.toml"),
     )
     .unwrap();
-    std::fs::write(
-        conf.join("serve.toml"),
-        r#"addr = "127.0.0.1:0"
-[auth]
-policy = "policy.toml"
-[auth.mtls]
-identity = "cn"
-[auth.mtls.principals."feed.ward.internal"]
-roles = ["steward"]
-[tls]
-cert = "server.pem"
-key = "server.key"
-client_auth = "optional"
-client_ca = "clients-ca.pem"
-reload_secs = 0
-"#,
-    )
-    .unwrap();
+    let mut toml = String::from(
+        "addr = \"127.0.0.1:0\"\n[auth]\npolicy = \"policy.toml\"\n[auth.mtls]\nidentity = \"cn\"\n",
+    );
+    for (cn, role) in principals {
+        toml.push_str(&format!(
+            "[auth.mtls.principals.\"{cn}\"]\nroles = [\"{role}\"]\n"
+        ));
+    }
+    toml.push_str("[tls]\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_auth = \"optional\"\nclient_ca = \"clients-ca.pem\"\nreload_secs = 0\n");
+    std::fs::write(conf.join("serve.toml"), toml).unwrap();
     let cfg = ServeConfig::load(&conf.join("serve.toml")).unwrap();
     let (tls, _certs) =
         ward::security::tls::server_config(cfg.tls.as_ref().unwrap(), &cfg.base).unwrap();
     let clock = Arc::new(ManualClock::new("2026-06-01T00:00:00Z".parse().unwrap()));
     let store = Store::open(conf.join("store"), clock.clone()).unwrap();
-    let secured = ward::service::secure::Secured::from_config(&cfg, store.root(), clock)
+    let secured = ward::service::secure::Secured::from_config(&cfg, store.root(), clock.clone())
         .unwrap()
         .expect("[auth] is configured");
+    Mtls {
+        ca_pem,
+        clients,
+        tls,
+        security: secured.security.clone(),
+        store,
+        clock,
+        dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fhir_push_over_https_authenticates_client_certificates_and_refuses_plaintext() {
+    // The sender's certificate (CN feed.ward.internal) maps to a steward (ingest).
+    let fx = mtls(&[("feed.ward.internal", "steward")]);
+    let ca_pem = fx.ca_pem.clone();
+    let (sender_cert, sender_key) = fx.clients["feed.ward.internal"].clone();
+    let store = &fx.store;
     let running = ward::live::serve_http(
         "127.0.0.1:0".parse().unwrap(),
-        &store,
+        store,
         &LiveConfig::default(),
-        Some(secured.security.clone()),
+        Some(fx.security.clone()),
         None,
-        Some(tls),
+        Some(fx.tls.clone()),
     )
     .await
     .unwrap();
@@ -322,53 +329,18 @@ fn client_leaf(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mllp_senders_authenticate_by_client_certificate_when_auth_is_on() {
     use ward::security::audit::{AuditLog, AuditOptions, Durability};
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path();
-    let (ca_pem, cert, key) = certificates();
-    let ca = client_ca();
-    let (engine_cert, engine_key) = client_leaf(&ca, "engine.ward.internal");
-    let (scoring_cert, scoring_key) = client_leaf(&ca, "scoring.ward.internal");
-    std::fs::write(conf.join("server.pem"), &cert).unwrap();
-    std::fs::write(conf.join("server.key"), &key).unwrap();
-    std::fs::write(conf.join("clients-ca.pem"), &ca.2).unwrap();
-    std::fs::copy(
-        crate::common::crate_dir().join("examples/security/policy.toml"),
-        conf.join("policy.toml"),
-    )
-    .unwrap();
     // The engine is a steward (ingest); the scoring service a model-service (no ingest).
-    std::fs::write(
-        conf.join("serve.toml"),
-        r#"addr = "127.0.0.1:0"
-[auth]
-policy = "policy.toml"
-[auth.mtls]
-identity = "cn"
-[auth.mtls.principals."engine.ward.internal"]
-roles = ["steward"]
-[auth.mtls.principals."scoring.ward.internal"]
-roles = ["model-service"]
-[tls]
-cert = "server.pem"
-key = "server.key"
-client_auth = "optional"
-client_ca = "clients-ca.pem"
-reload_secs = 0
-"#,
-    )
-    .unwrap();
-    let cfg = ServeConfig::load(&conf.join("serve.toml")).unwrap();
-    let (tls, _certs) =
-        ward::security::tls::server_config(cfg.tls.as_ref().unwrap(), &cfg.base).unwrap();
-    let clock = Arc::new(ManualClock::new("2026-06-01T00:00:00Z".parse().unwrap()));
-    let store = Store::open(conf.join("store"), clock.clone()).unwrap();
-    let secured = ward::service::secure::Secured::from_config(&cfg, store.root(), clock.clone())
-        .unwrap()
-        .expect("[auth] is configured");
-    let audit_dir = conf.join("audit");
+    let fx = mtls(&[
+        ("engine.ward.internal", "steward"),
+        ("scoring.ward.internal", "model-service"),
+    ]);
+    let ca_pem = fx.ca_pem.clone();
+    let (engine_cert, engine_key) = fx.clients["engine.ward.internal"].clone();
+    let (scoring_cert, scoring_key) = fx.clients["scoring.ward.internal"].clone();
+    let audit_dir = fx.dir.path().join("audit");
     let log = AuditLog::open(
         &audit_dir,
-        clock,
+        fx.clock.clone(),
         AuditOptions {
             durability: Durability::Sync,
             ..AuditOptions::default()
@@ -377,11 +349,11 @@ reload_secs = 0
     .unwrap();
     let running = ward::live::serve(
         "127.0.0.1:0".parse().unwrap(),
-        &store,
+        &fx.store,
         &LiveConfig::default(),
         Some(Arc::new(log)),
-        Some(tls),
-        Some(secured.security.clone()),
+        Some(fx.tls.clone()),
+        Some(fx.security.clone()),
     )
     .await
     .unwrap();
