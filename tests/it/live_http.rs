@@ -5,7 +5,7 @@
 //! authentication on, a push needs the `ingest` permission and every attempt is audited.
 //! The client is a hand-written HTTP/1.1 request over `std::net::TcpStream`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -21,6 +21,7 @@ use ward::live::{wal, LiveConfig, DEFAULT_HTTP_FEED};
 use ward::store::Store;
 use ward::synth::{self, SynthFormat, SynthOptions};
 
+use crate::common::{request, Answer};
 use crate::live::{batch_heads, heads, store_at};
 
 /// A synthetic FHIR NDJSON cohort in `dir`: (file name, its non-blank lines) per file.
@@ -109,82 +110,13 @@ fn payloads(files: &[(String, Vec<String>)], per: usize) -> Vec<Payload> {
     out
 }
 
-/// An HTTP answer: status, headers (lower-case names), body.
-struct Answer {
-    status: u16,
-    headers: BTreeMap<String, String>,
-    body: String,
-}
-
 impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
-
     /// The OperationOutcome's issues.
     fn issues(&self) -> Vec<Value> {
         let v = self.json();
         assert_eq!(v["resourceType"], "OperationOutcome", "{}", self.body);
         v["issue"].as_array().cloned().unwrap_or_default()
     }
-}
-
-/// A hand-written HTTP/1.1 request (`Connection: close`), its answer read to the end.
-fn request(
-    addr: SocketAddr,
-    method: &str,
-    target: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> std::io::Result<Answer> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let mut head = format!(
-        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes())?;
-    s.write_all(body)?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, rest) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other(format!("no header end in {text:?}")))?;
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad status line in {head:?}")))?;
-    let headers: BTreeMap<String, String> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let body = if headers.get("transfer-encoding").map(String::as_str) == Some("chunked") {
-        let mut out = String::new();
-        let mut rest = rest;
-        while let Some((size, after)) = rest.split_once("\r\n") {
-            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-            if n == 0 {
-                break;
-            }
-            out.push_str(&after[..n]);
-            rest = &after[n + 2..];
-        }
-        out
-    } else {
-        rest.to_string()
-    };
-    Ok(Answer {
-        status,
-        headers,
-        body,
-    })
 }
 
 fn post(addr: SocketAddr, p: &Payload, extra: &[(&str, &str)]) -> std::io::Result<Answer> {

@@ -6,9 +6,7 @@
 //! credential with `datasets_read` (401, 403, 200) and every request is audited. The client
 //! is a hand-written HTTP/1.1 request over `std::net::TcpStream`.
 
-use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,64 +20,11 @@ use ward::hash::ContentHash;
 use ward::live::LiveConfig;
 use ward::store::{Kind, Lineage, PutOptions, Store};
 
-/// An HTTP answer: status, headers (lower-case names), body.
-pub(crate) struct Answer {
-    pub(crate) status: u16,
-    pub(crate) headers: BTreeMap<String, String>,
-    pub(crate) body: String,
-}
-
-impl Answer {
-    pub(crate) fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
-}
+pub(crate) use crate::common::Answer;
 
 /// `GET target` with `headers` (HTTP/1.1, `Connection: close`), read to the end.
 pub(crate) fn get(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> Answer {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(60)))
-        .expect("timeout");
-    let mut head = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).expect("write");
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, rest) = text.split_once("\r\n\r\n").expect("header end");
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .expect("status");
-    let headers: BTreeMap<String, String> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let body = if headers.get("transfer-encoding").map(String::as_str) == Some("chunked") {
-        let mut out = String::new();
-        let mut rest = rest;
-        while let Some((size, after)) = rest.split_once("\r\n") {
-            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-            if n == 0 {
-                break;
-            }
-            out.push_str(&after[..n]);
-            rest = &after[n + 2..];
-        }
-        out
-    } else {
-        rest.to_string()
-    };
-    Answer {
-        status,
-        headers,
-        body,
-    }
+    crate::common::request(addr, "GET", target, headers, b"").expect("GET")
 }
 
 fn store_at(dir: &Path) -> (Store, Arc<ManualClock>) {
