@@ -25,10 +25,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::http::{header, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
-use axum::{Extension, Router};
+use axum::Router;
 use serde_json::json;
 
 use crate::error::{Error, ErrorClass};
@@ -205,25 +205,49 @@ struct Admitted {
     peer: SocketAddr,
 }
 
-/// Authenticates and authorizes a request as `action` (everyone when authentication is off),
-/// or answers the refusal, audited. The credential is the bearer token, else the client
-/// certificate of an HTTPS connection (`tls`).
+/// Who calls: the peer address and the request's credentials (the bearer token, else the
+/// client certificate of an HTTPS connection), taken from the request once for [`admit`].
+struct Caller {
+    peer: SocketAddr,
+    ctx: RequestContext,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> std::result::Result<Self, Response> {
+        let ConnectInfo(peer) = ConnectInfo::<SocketAddr>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let mut ctx = RequestContext::from_headers(String::new(), &parts.headers, Some(peer));
+        if let Some(cert) = parts
+            .extensions
+            .get::<TlsInfo>()
+            .and_then(|t| t.client_cert.clone())
+        {
+            ctx = ctx.with_client_cert(cert.to_vec());
+        }
+        Ok(Caller { peer, ctx })
+    }
+}
+
+/// Authenticates and authorizes `caller`'s request `rpc` as `action` (everyone when
+/// authentication is off), or answers the refusal, audited.
 async fn admit(
     s: &UiState,
     rpc: String,
-    headers: &HeaderMap,
-    tls: Option<Extension<TlsInfo>>,
-    peer: SocketAddr,
+    caller: Caller,
     flavor: Flavor,
     action: Action,
 ) -> std::result::Result<Admitted, Response> {
+    let Caller { peer, mut ctx } = caller;
     let note = AuditNote::default();
     match &s.security {
         Some(security) => {
-            let mut ctx = RequestContext::from_headers(rpc.clone(), headers, Some(peer));
-            if let Some(cert) = tls.and_then(|Extension(t)| t.client_cert) {
-                ctx = ctx.with_client_cert(cert.to_vec());
-            }
+            ctx.rpc.clone_from(&rpc);
             if let Err(e) = security.admit_action(&ctx, action, &note) {
                 let entry = note.entry(&rpc, Some(peer), Err(&e));
                 if let Err(ae) = crate::live::http::record(s.audit.as_ref(), entry).await {
@@ -300,25 +324,9 @@ async fn style() -> Response {
 }
 
 /// `GET /ui/`: the catalog page.
-async fn catalog_page(
-    State(s): State<Arc<Ui>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    tls: Option<Extension<TlsInfo>>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
+async fn catalog_page(State(s): State<Arc<Ui>>, caller: Caller, uri: Uri) -> Response {
     let flavor = Flavor::Html;
-    let a = match admit(
-        &s,
-        "http:GET /ui/".into(),
-        &headers,
-        tls,
-        peer,
-        flavor,
-        ACTION,
-    )
-    .await
-    {
+    let a = match admit(&s, "http:GET /ui/".into(), caller, flavor, ACTION).await {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -335,14 +343,12 @@ async fn catalog_page(
 /// `GET /ui/versions/{hash}`: a version's page with its lineage drawn.
 async fn version_page(
     State(s): State<Arc<Ui>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    tls: Option<Extension<TlsInfo>>,
+    caller: Caller,
     Path(hash): Path<String>,
-    headers: HeaderMap,
 ) -> Response {
     let flavor = Flavor::Html;
     let rpc = "http:GET /ui/versions/{hash}".to_string();
-    let a = match admit(&s, rpc, &headers, tls, peer, flavor, ACTION).await {
+    let a = match admit(&s, rpc, caller, flavor, ACTION).await {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -372,25 +378,9 @@ fn summary(m: &crate::store::Manifest, snap: &Snapshot) -> serde_json::Value {
 }
 
 /// `GET /api/versions`: one page of the matching versions, newest first.
-async fn versions_json(
-    State(s): State<Arc<Ui>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    tls: Option<Extension<TlsInfo>>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
+async fn versions_json(State(s): State<Arc<Ui>>, caller: Caller, uri: Uri) -> Response {
     let flavor = Flavor::Json;
-    let a = match admit(
-        &s,
-        "http:GET /api/versions".into(),
-        &headers,
-        tls,
-        peer,
-        flavor,
-        ACTION,
-    )
-    .await
-    {
+    let a = match admit(&s, "http:GET /api/versions".into(), caller, flavor, ACTION).await {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -413,14 +403,12 @@ async fn versions_json(
 /// `GET /api/versions/{hash}`: a version's manifest, tags and users.
 async fn version_json(
     State(s): State<Arc<Ui>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    tls: Option<Extension<TlsInfo>>,
+    caller: Caller,
     Path(hash): Path<String>,
-    headers: HeaderMap,
 ) -> Response {
     let flavor = Flavor::Json;
     let rpc = "http:GET /api/versions/{hash}".to_string();
-    let a = match admit(&s, rpc, &headers, tls, peer, flavor, ACTION).await {
+    let a = match admit(&s, rpc, caller, flavor, ACTION).await {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -447,14 +435,12 @@ async fn version_json(
 /// `GET /api/lineage/{hash}`: the lineage graph both ways, as nodes and edges.
 async fn lineage_json(
     State(s): State<Arc<Ui>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    tls: Option<Extension<TlsInfo>>,
+    caller: Caller,
     Path(hash): Path<String>,
-    headers: HeaderMap,
 ) -> Response {
     let flavor = Flavor::Json;
     let rpc = "http:GET /api/lineage/{hash}".to_string();
-    let a = match admit(&s, rpc, &headers, tls, peer, flavor, ACTION).await {
+    let a = match admit(&s, rpc, caller, flavor, ACTION).await {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -498,14 +484,12 @@ async fn version_stats(
 /// `GET /ui/versions/{hash}/stats`: a version's column statistics with histograms.
 async fn stats_page(
     State(s): State<Arc<Ui>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    tls: Option<Extension<TlsInfo>>,
+    caller: Caller,
     Path(hash): Path<String>,
-    headers: HeaderMap,
 ) -> Response {
     let flavor = Flavor::Html;
     let rpc = "http:GET /ui/versions/{hash}/stats".to_string();
-    let a = match admit(&s, rpc, &headers, tls, peer, flavor, ACTION).await {
+    let a = match admit(&s, rpc, caller, flavor, ACTION).await {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -523,14 +507,12 @@ async fn stats_page(
 /// `GET /api/stats/{hash}`: a version's column statistics as JSON.
 async fn stats_json(
     State(s): State<Arc<Ui>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    tls: Option<Extension<TlsInfo>>,
+    caller: Caller,
     Path(hash): Path<String>,
-    headers: HeaderMap,
 ) -> Response {
     let flavor = Flavor::Json;
     let rpc = "http:GET /api/stats/{hash}".to_string();
-    let a = match admit(&s, rpc, &headers, tls, peer, flavor, ACTION).await {
+    let a = match admit(&s, rpc, caller, flavor, ACTION).await {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -563,15 +545,13 @@ async fn quarantine_read(
 /// `GET /ui/versions/{hash}/quarantine`: the records of a quarantine version, with reasons.
 async fn quarantine_page(
     State(s): State<Arc<Ui>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    tls: Option<Extension<TlsInfo>>,
+    caller: Caller,
     Path(hash): Path<String>,
     uri: Uri,
-    headers: HeaderMap,
 ) -> Response {
     let flavor = Flavor::Html;
     let rpc = "http:GET /ui/versions/{hash}/quarantine".to_string();
-    let a = match admit(&s, rpc, &headers, tls, peer, flavor, QUARANTINE_ACTION).await {
+    let a = match admit(&s, rpc, caller, flavor, QUARANTINE_ACTION).await {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -584,15 +564,13 @@ async fn quarantine_page(
 /// `GET /api/quarantine/{hash}`: the same as JSON.
 async fn quarantine_json(
     State(s): State<Arc<Ui>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    tls: Option<Extension<TlsInfo>>,
+    caller: Caller,
     Path(hash): Path<String>,
     uri: Uri,
-    headers: HeaderMap,
 ) -> Response {
     let flavor = Flavor::Json;
     let rpc = "http:GET /api/quarantine/{hash}".to_string();
-    let a = match admit(&s, rpc, &headers, tls, peer, flavor, QUARANTINE_ACTION).await {
+    let a = match admit(&s, rpc, caller, flavor, QUARANTINE_ACTION).await {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -651,16 +629,10 @@ async fn audit_read(
 
 /// `GET /ui/audit`: who accessed a patient, when, from where, allowed or refused; the chain's
 /// verification.
-async fn audit_page(
-    State(s): State<Arc<Ui>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    tls: Option<Extension<TlsInfo>>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
+async fn audit_page(State(s): State<Arc<Ui>>, caller: Caller, uri: Uri) -> Response {
     let flavor = Flavor::Html;
     let rpc = "http:GET /ui/audit".to_string();
-    let a = match admit(&s, rpc, &headers, tls, peer, flavor, AUDIT_ACTION).await {
+    let a = match admit(&s, rpc, caller, flavor, AUDIT_ACTION).await {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -671,16 +643,10 @@ async fn audit_page(
 }
 
 /// `GET /api/audit`: the same as JSON: `{"verification", "total", "records"}`.
-async fn audit_json(
-    State(s): State<Arc<Ui>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    tls: Option<Extension<TlsInfo>>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
+async fn audit_json(State(s): State<Arc<Ui>>, caller: Caller, uri: Uri) -> Response {
     let flavor = Flavor::Json;
     let rpc = "http:GET /api/audit".to_string();
-    let a = match admit(&s, rpc, &headers, tls, peer, flavor, AUDIT_ACTION).await {
+    let a = match admit(&s, rpc, caller, flavor, AUDIT_ACTION).await {
         Ok(a) => a,
         Err(r) => return r,
     };
