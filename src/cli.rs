@@ -401,7 +401,11 @@ pub fn main_with(prepare: impl FnOnce(&Cli)) -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WARD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                // Lance warns that it guesses the metrics prefix of an object store it was
+                // handed (Ward's S3 client, src/store/object.rs): noise, not a problem.
+                .unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new("warn,lance_io::object_store=error")
+                }),
         )
         .with_writer(std::io::stderr)
         .init();

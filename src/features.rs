@@ -394,7 +394,7 @@ async fn compute_stored(
         }
     }
 
-    let tmp_dir = store.root().join("tmp");
+    let tmp_dir = store.scratch_dir();
     std::fs::create_dir_all(&tmp_dir).map_err(|e| Error::io(&tmp_dir, e))?;
     let file = tempfile::Builder::new()
         .prefix("timeline-")

@@ -326,7 +326,7 @@ pub async fn serve(
 ) -> crate::Result<Running> {
     let running = mllp::start(
         addr,
-        store.root(),
+        &store.local_root("a live feed's log")?,
         store.clock().clone(),
         cfg,
         audit.clone(),

@@ -300,7 +300,7 @@ impl Server {
         let audit = match audit {
             Some(a) => a,
             None => Arc::new(crate::security::audit::AuditLog::open(
-                &state.store.root().join("audit"),
+                &state.store.audit_dir()?,
                 state.store.clock().clone(),
                 crate::security::audit::AuditOptions::default(),
             )?),
@@ -559,7 +559,10 @@ pub async fn run(
         .unwrap_or_else(|| default_store.to_path_buf());
     let store = Store::open(&store_dir, clock.clone())?;
     let repo = cfg.feature_repo()?;
-    let secured = secure::Secured::from_config(&cfg, store.root(), clock)?;
+    let secured = match cfg.auth {
+        Some(_) => secure::Secured::from_config(&cfg, &store.local_root("the audit trail")?, clock)?,
+        None => None,
+    };
     serve_until_signal(&cfg, store, repo, secured, exposure).await
 }
 
@@ -609,11 +612,10 @@ pub async fn serve_until_signal(
         // Without [auth] the trail still records every (anonymous) call, where and how
         // [audit] says.
         (None, Some(a)) => {
-            let dir = a
-                .dir
-                .as_ref()
-                .map(|d| cfg.base.join(d))
-                .unwrap_or_else(|| audit_store.root().join("audit"));
+            let dir = match a.dir.as_ref() {
+                Some(d) => cfg.base.join(d),
+                None => audit_store.audit_dir()?,
+            };
             let log = crate::security::audit::AuditLog::open(
                 &dir,
                 audit_store.clock().clone(),

@@ -26,10 +26,21 @@
 //! temporary copy is removed and the existing version returned, so concurrent writers of the
 //! same content all get the one hash and nothing is stored twice. A writer holds an
 //! exclusive lock on `tmp/<id>/.lock`; [`Store::cleanup`] removes only unlocked leftovers.
+//!
+//! # In object storage
+//! `--store s3://BUCKET/PREFIX` ([`object`]) keeps the same layout under the prefix, with
+//! no rename and no lock: a writer stages the version's Lance data under `data/<id>/` (an id
+//! of its own), then publishes it with one create-only write (`If-None-Match: *`) of
+//! `versions/<hex>/manifest.json`, whose `data` field names the staged data. If the manifest
+//! exists already the content is stored: the writer deletes its staged data and returns the
+//! existing version. Heads move by the same create-only write ([`heads`]). Staged data that
+//! no manifest names and that is older than [`STAGING_MAX_AGE`] is a killed writer's
+//! leftover, which [`Store::cleanup`] removes. See docs/storage.md.
 
 pub mod heads;
 mod maintain;
 pub mod manifest;
+pub mod object;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -49,6 +60,7 @@ use crate::clock::SharedClock;
 use crate::error::{Error, Result};
 use crate::hash::{ContentHash, TableHasher};
 use heads::{sync_dir, Heads};
+use object::Remote;
 pub use heads::{Head, HeadUpdate};
 pub use manifest::{ColumnInfo, FileDigest, Kind, Lineage, Manifest, VersionRef};
 
@@ -58,6 +70,10 @@ const LAYOUT: [&str; 3] = ["versions", "refs", "tmp"];
 /// Format 2: names resolve through `refs/` heads. Format 1 kept tags in `tags/*.jsonl` and
 /// resolved an untagged name to its newest version; [`Store::open`] migrates it.
 const STORE_FORMAT: u32 = 2;
+/// How old unpublished staged data in object storage must be before [`Store::cleanup`]
+/// takes it for a killed writer's leftover (a live writer publishes long before: it stages
+/// and publishes one version in one go).
+pub const STAGING_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// What to record about a version being put.
 #[derive(Debug, Clone)]
@@ -134,12 +150,44 @@ struct TagEntry {
     at: DateTime<Utc>,
 }
 
-/// A store of immutable, content-hashed dataset versions in a local directory.
+/// A store of immutable, content-hashed dataset versions in a local directory or in object
+/// storage.
 #[derive(Debug, Clone)]
 pub struct Store {
+    /// The directory, or `s3://BUCKET/PREFIX`.
     root: PathBuf,
     clock: SharedClock,
     heads: Heads,
+    /// In object storage: the bucket and prefix.
+    remote: Option<Remote>,
+    /// In object storage: the local directory for what has no place there yet
+    /// ([`STATE_DIR_VAR`]).
+    state_dir: Option<PathBuf>,
+}
+
+/// The variable naming the local directory that holds, for an `s3://` store, what is not
+/// kept in object storage yet: the audit trail and the live feeds' logs.
+pub const STATE_DIR_VAR: &str = "WARD_STATE_DIR";
+
+/// The local directory holding the non-version state of the store at `location`: the
+/// directory itself, or for an `s3://` store [`STATE_DIR_VAR`]; `what` names what needs it.
+///
+/// # Errors
+/// [`Error::Store`] for an `s3://` store when [`STATE_DIR_VAR`] is not set.
+pub fn local_state_dir(location: &Path, what: &str) -> Result<PathBuf> {
+    if !object::is_remote(location) {
+        return Ok(location.to_path_buf());
+    }
+    match std::env::var_os(STATE_DIR_VAR).filter(|v| !v.is_empty()) {
+        Some(d) => Ok(PathBuf::from(d)),
+        None => Err(Error::Store {
+            path: location.to_path_buf(),
+            reason: format!(
+                "{what} is not kept in object storage yet: set {STATE_DIR_VAR} to a local \
+                 directory to hold it for this s3:// store (docs/storage.md)"
+            ),
+        }),
+    }
 }
 
 impl Store {
@@ -150,6 +198,9 @@ impl Store {
     /// something that is not a Ward store.
     pub fn open(root: impl Into<PathBuf>, clock: SharedClock) -> Result<Store> {
         let root = root.into();
+        if object::is_remote(&root) {
+            return Store::open_remote(&root, clock, true);
+        }
         let marker = root.join(MARKER);
         if !marker.exists() {
             if root.exists() {
@@ -184,6 +235,8 @@ impl Store {
             heads: Heads::new(root.join("refs")),
             root,
             clock,
+            remote: None,
+            state_dir: None,
         };
         match store.format()? {
             STORE_FORMAT => {}
@@ -201,9 +254,53 @@ impl Store {
         Ok(store)
     }
 
+    /// Opens the store at `s3://BUCKET/PREFIX` (`create`: making its marker if there is
+    /// none).
+    fn open_remote(location: &Path, clock: SharedClock, create: bool) -> Result<Store> {
+        let remote = Remote::open(&location.to_string_lossy())?;
+        let root = PathBuf::from(remote.location());
+        if remote.get(MARKER)?.is_none() {
+            if !create {
+                return Err(Error::Store {
+                    path: root,
+                    reason: "no Ward store here (run `ward init`, or pass --store)".into(),
+                });
+            }
+            let body = serde_json::json!({ "ward_store_format": STORE_FORMAT, "created_by": crate::VERSION });
+            // Create-only: of several processes creating the store at once, one marker wins
+            // and the others read it.
+            remote.put_create(MARKER, body.to_string().into_bytes())?;
+        }
+        let store = Store {
+            heads: Heads::remote(remote.clone()),
+            root,
+            clock,
+            remote: Some(remote),
+            state_dir: std::env::var_os(STATE_DIR_VAR)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+        };
+        match store.format()? {
+            STORE_FORMAT => Ok(store),
+            n => Err(Error::Store {
+                path: store.root.clone(),
+                reason: format!(
+                    "store format {n} is not one this Ward ({}) reads in object storage (format {STORE_FORMAT})",
+                    crate::VERSION
+                ),
+            }),
+        }
+    }
+
     fn format(&self) -> Result<u32> {
         let marker = self.root.join(MARKER);
-        let text = fs::read(&marker).map_err(|e| Error::io(&marker, e))?;
+        let text = match &self.remote {
+            Some(r) => r.get(MARKER)?.map(|b| b.to_vec()).ok_or_else(|| Error::Store {
+                path: marker.clone(),
+                reason: "the store marker is gone".into(),
+            })?,
+            None => fs::read(&marker).map_err(|e| Error::io(&marker, e))?,
+        };
         let v: serde_json::Value =
             serde_json::from_slice(&text).map_err(|source| Error::Manifest {
                 path: marker.clone(),
@@ -282,6 +379,9 @@ impl Store {
     /// [`Error::Store`] if `root` is not an initialized store.
     pub fn open_existing(root: impl Into<PathBuf>, clock: SharedClock) -> Result<Store> {
         let root = root.into();
+        if object::is_remote(&root) {
+            return Store::open_remote(&root, clock, false);
+        }
         if !root.join(MARKER).exists() {
             return Err(Error::Store {
                 path: root,
@@ -301,8 +401,64 @@ impl Store {
         &self.clock
     }
 
+    /// The bucket and prefix of a store in object storage (`None`: a local directory).
+    pub fn remote(&self) -> Option<&Remote> {
+        self.remote.as_ref()
+    }
+
+    /// The local directory holding state that lives beside the versions (`what`: the audit
+    /// trail, the live feeds' logs): the store's directory, or for an `s3://` store the
+    /// directory [`STATE_DIR_VAR`] names.
+    ///
+    /// # Errors
+    /// [`Error::Store`] for an `s3://` store without [`STATE_DIR_VAR`]: the caller fails
+    /// instead of writing to a local directory named after the URL.
+    pub fn local_root(&self, what: &str) -> Result<PathBuf> {
+        match (&self.remote, &self.state_dir) {
+            (None, _) => Ok(self.root.clone()),
+            (Some(_), Some(d)) => Ok(d.clone()),
+            (Some(_), None) => local_state_dir(&self.root, what),
+        }
+    }
+
+    /// The store's audit trail directory (`audit/` under [`Store::local_root`]).
+    ///
+    /// # Errors
+    /// As [`Store::local_root`].
+    pub fn audit_dir(&self) -> Result<PathBuf> {
+        Ok(self.local_root("the audit trail")?.join("audit"))
+    }
+
+    /// A local directory for scratch files of a write (`tmp/` in a local store, the system's
+    /// temporary directory for an `s3://` store).
+    pub fn scratch_dir(&self) -> PathBuf {
+        match &self.remote {
+            None => self.root.join("tmp"),
+            Some(_) => std::env::temp_dir(),
+        }
+    }
+
+    /// The hashes of the committed versions, in no particular order.
+    ///
+    /// # Errors
+    /// [`Error::Io`] or [`Error::Store`] if the store cannot be read.
+    pub fn version_hashes(&self) -> Result<Vec<ContentHash>> {
+        Ok(self
+            .version_names()?
+            .iter()
+            .filter_map(|n| format!("b3:{n}").parse().ok())
+            .collect())
+    }
+
     fn version_dir(&self, hash: &ContentHash) -> PathBuf {
         self.root.join("versions").join(hash.hex())
+    }
+
+    /// Where a version's data is, relative to the store.
+    fn data_rel(m: &Manifest) -> String {
+        m.data
+            .clone()
+            .unwrap_or_else(|| format!("versions/{}/data", m.hash.hex()))
     }
 
     fn data_uri(dir: &Path) -> Result<String> {
@@ -342,6 +498,11 @@ impl Store {
         });
         let reader = RecordBatchIterator::new(hashing, schema.clone());
 
+        if let Some(remote) = &self.remote {
+            return self
+                .put_remote(remote, Box::new(reader), &schema, hasher, opts)
+                .await;
+        }
         let tmp = TempVersion::create(&self.root)?;
         let uri = Self::data_uri(&tmp.dir)?;
         let params = WriteParams {
@@ -377,6 +538,7 @@ impl Store {
             ward_version: crate::VERSION.to_string(),
             labels: opts.labels.clone(),
             files,
+            data: None,
             seal: String::new(),
         };
         manifest.seal = manifest.compute_seal();
@@ -406,6 +568,87 @@ impl Store {
                 &dest,
                 std::io::Error::other(format!("could not move {} into place", tmp.dir.display())),
             )),
+        }
+    }
+
+    /// [`Store::put_reader`] in object storage: stage under `data/<id>`, publish by a
+    /// create-only write of the manifest.
+    async fn put_remote(
+        &self,
+        remote: &Remote,
+        reader: Box<dyn RecordBatchReader + Send>,
+        schema: &SchemaRef,
+        hasher: Arc<Mutex<TableHasher>>,
+        opts: PutOptions,
+    ) -> Result<PutOutcome> {
+        let staged = format!(
+            "data/{}-{:016x}",
+            Utc::now().format("%Y%m%dT%H%M%S"),
+            rand::random::<u64>()
+        );
+        let uri = remote.uri(&staged);
+        let params = WriteParams {
+            mode: WriteMode::Create,
+            session: Some(remote.session()),
+            ..Default::default()
+        };
+        let discard = |remote: &Remote| {
+            let _ = remote.delete_all(&staged);
+        };
+        if let Err(e) = Dataset::write(reader, uri.as_str(), Some(params)).await {
+            discard(remote);
+            return Err(Error::lance(&uri, e));
+        }
+        let (hash, rows) = {
+            let h = hasher
+                .lock()
+                .map_err(|_| Error::Internal("hasher lock poisoned".into()))?;
+            (h.finish(), h.rows())
+        };
+        let mrel = format!("versions/{}/manifest.json", hash.hex());
+        if remote.get(&mrel)?.is_some() {
+            discard(remote);
+            return self.existing(hash, &opts);
+        }
+        let files = match digest_remote(remote, &staged) {
+            Ok(f) => f,
+            Err(e) => {
+                discard(remote);
+                return Err(e);
+            }
+        };
+        let mut manifest = Manifest {
+            manifest_format: manifest::MANIFEST_FORMAT,
+            hash,
+            kind: opts.kind,
+            name: opts.name.clone(),
+            schema: ColumnInfo::from_schema(schema)?,
+            rows,
+            bytes: files.iter().map(|f| f.bytes).sum(),
+            created_at: self.clock.now(),
+            lineage: opts.lineage.clone(),
+            ward_version: crate::VERSION.to_string(),
+            labels: opts.labels.clone(),
+            files,
+            data: Some(staged.clone()),
+            seal: String::new(),
+        };
+        manifest.seal = manifest.compute_seal();
+        let body = serde_json::to_vec_pretty(&manifest)
+            .map_err(|e| Error::Internal(format!("manifest does not serialize: {e}")))?;
+        if remote.put_create(&mrel, body)? {
+            let head = self
+                .heads
+                .update(&opts.name, hash, opts.head, self.clock.now())?;
+            Ok(PutOutcome {
+                manifest,
+                created: true,
+                head,
+            })
+        } else {
+            // Another writer published the same content first.
+            discard(remote);
+            self.existing(hash, &opts)
         }
     }
 
@@ -466,6 +709,15 @@ impl Store {
     /// [`Error::NotFound`] if no such version; [`Error::Manifest`] if it does not parse.
     pub fn manifest(&self, hash: &ContentHash) -> Result<Manifest> {
         let path = self.version_dir(hash).join("manifest.json");
+        if let Some(r) = &self.remote {
+            let text = r
+                .get(&format!("versions/{}/manifest.json", hash.hex()))?
+                .ok_or_else(|| Error::NotFound {
+                    reference: hash.to_string(),
+                })?;
+            return serde_json::from_slice(&text)
+                .map_err(|source| Error::Manifest { path, source });
+        }
         let text = fs::read(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::NotFound {
                 reference: hash.to_string(),
@@ -475,24 +727,41 @@ impl Store {
         serde_json::from_slice(&text).map_err(|source| Error::Manifest { path, source })
     }
 
+    /// The entries of `versions/` (hex digests, and whatever else is there).
+    fn version_names(&self) -> Result<Vec<String>> {
+        if let Some(r) = &self.remote {
+            return r.list_dirs("versions");
+        }
+        let dir = self.root.join("versions");
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
+            let entry = entry.map_err(|e| Error::io(&dir, e))?;
+            out.push(entry.file_name().to_string_lossy().to_string());
+        }
+        Ok(out)
+    }
+
     /// Every committed version, newest first, filtered.
     ///
     /// # Errors
     /// [`Error::Io`] if the store cannot be read; [`Error::Manifest`] for an unreadable
     /// manifest (a damaged store is reported, not hidden).
     pub fn list(&self, filter: &ListFilter) -> Result<Vec<Manifest>> {
-        let dir = self.root.join("versions");
         let mut out = Vec::new();
         let named: Option<Vec<ContentHash>> = match &filter.name {
             Some(name) => Some(self.heads.log(name)?.into_iter().map(|e| e.hash).collect()),
             None => None,
         };
-        for entry in fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
-            let entry = entry.map_err(|e| Error::io(&dir, e))?;
-            let Ok(hash) = format!("b3:{}", entry.file_name().to_string_lossy()).parse() else {
+        for entry in self.version_names()? {
+            let Ok(hash) = format!("b3:{entry}").parse() else {
                 continue;
             };
-            let m = self.manifest(&hash)?;
+            let m = match self.manifest(&hash) {
+                // In object storage a version whose manifest is not published yet (or
+                // never will be) lists as absent.
+                Err(Error::NotFound { .. }) if self.remote.is_some() => continue,
+                other => other?,
+            };
             if filter.kind.is_some_and(|k| k != m.kind) {
                 continue;
             }
@@ -516,13 +785,10 @@ impl Store {
         match r {
             VersionRef::Hash(h) => self.manifest(h),
             VersionRef::HashPrefix(prefix) => {
-                let dir = self.root.join("versions");
                 let mut found = Vec::new();
-                for entry in fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
-                    let name = entry.map_err(|e| Error::io(&dir, e))?.file_name();
-                    let name = name.to_string_lossy();
+                for name in self.version_names()? {
                     if name.len() == 64 && name.starts_with(prefix.as_str()) {
-                        found.push(name.to_string());
+                        found.push(name);
                     }
                 }
                 match found.as_slice() {
@@ -603,6 +869,15 @@ impl Store {
     /// [`Error::NotFound`] if the version does not exist; [`Error::Lance`] if it cannot be
     /// opened.
     pub async fn dataset(&self, hash: &ContentHash) -> Result<Dataset> {
+        if let Some(r) = &self.remote {
+            let m = self.manifest(hash)?;
+            let uri = r.uri(&Self::data_rel(&m));
+            return lance::dataset::builder::DatasetBuilder::from_uri(&uri)
+                .with_session(r.session())
+                .load()
+                .await
+                .map_err(|e| Error::lance(&uri, e));
+        }
         let dir = self.version_dir(hash);
         if !dir.join("manifest.json").exists() {
             return Err(Error::NotFound {
@@ -789,6 +1064,29 @@ fn digest_files(dir: &Path) -> Result<Vec<FileDigest>> {
                 blake3: hasher.finalize().to_hex().to_string(),
             });
         }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+/// Digests of every object under `rel` in object storage, by path relative to `rel`.
+fn digest_remote(remote: &Remote, rel: &str) -> Result<Vec<FileDigest>> {
+    let mut out = Vec::new();
+    for o in remote.list_all(rel)? {
+        let bytes = remote.get(&o.key)?.ok_or_else(|| Error::Store {
+            path: PathBuf::from(remote.uri(&o.key)),
+            reason: "listed but gone".into(),
+        })?;
+        let path = o
+            .key
+            .strip_prefix(rel)
+            .map(|p| p.trim_start_matches('/').to_string())
+            .unwrap_or_else(|| o.key.clone());
+        out.push(FileDigest {
+            path,
+            bytes: bytes.len() as u64,
+            blake3: blake3::hash(&bytes).to_hex().to_string(),
+        });
     }
     out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)

@@ -14,7 +14,7 @@ pub(super) fn audit_cli_read(
     store: &Store,
     entry: crate::security::audit::AuditEntry,
 ) -> Result<()> {
-    let dir = store.root().join("audit");
+    let dir = store.audit_dir()?;
     let log = crate::security::audit::AuditLog::open(
         &dir,
         store.clock().clone(),
@@ -31,10 +31,15 @@ pub(super) fn audit_cli_read(
 
 /// Runs an `audit` subcommand over the audit trail of the store at `store`.
 pub(super) fn run(command: AuditCommand, store: &std::path::Path) -> Result<()> {
-    let default_dir = || store.join("audit");
+    let default_dir = || -> Result<std::path::PathBuf> {
+        Ok(crate::store::local_state_dir(store, "the audit trail")?.join("audit"))
+    };
     match command {
         AuditCommand::Verify { dir } => {
-            let dir = dir.unwrap_or_else(default_dir);
+            let dir = match dir {
+                Some(d) => d,
+                None => default_dir()?,
+            };
             let r = crate::security::audit::verify(&dir)?;
             for t in &r.recovered {
                 eprintln!(
@@ -67,7 +72,10 @@ pub(super) fn run(command: AuditCommand, store: &std::path::Path) -> Result<()> 
             dir,
             json,
         } => {
-            let dir = dir.unwrap_or_else(default_dir);
+            let dir = match dir {
+                Some(d) => d,
+                None => default_dir()?,
+            };
             let time = |flag: &str, v: Option<String>| -> Result<_> {
                 v.map(|s| {
                     crate::store::manifest::parse_time(&s)

@@ -91,7 +91,7 @@ pub async fn start(
 ) -> Result<Running> {
     cfg.validate()?;
     let clock = store.clock().clone();
-    let dir = super::wal::feed_dir(store.root(), &cfg.http_feed);
+    let dir = super::wal::feed_dir(&store.local_root("a live feed's log")?, &cfg.http_feed);
     let (wal, opened) = Wal::open(&dir, clock.clone(), cfg.segment_bytes)?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await

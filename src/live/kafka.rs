@@ -623,7 +623,7 @@ pub async fn start(
         let wal = match wals.get(&feed) {
             Some(w) => w.clone(),
             None => {
-                let dir = super::wal::feed_dir(store.root(), &feed);
+                let dir = super::wal::feed_dir(&store.local_root("a live feed's log")?, &feed);
                 let (w, _) = Wal::open(&dir, clock.clone(), live.segment_bytes)?;
                 wals.insert(feed.clone(), w.clone());
                 w

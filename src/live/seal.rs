@@ -136,7 +136,7 @@ pub fn batch_bytes<'a>(messages: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> 
 /// errors (then nothing is marked sealed, and the next seal resumes the same range).
 pub async fn seal(store: &Store, feed: &str, opts: &SealOptions) -> Result<SealReport> {
     wal::check_feed_name(feed)?;
-    let dir = wal::feed_dir(store.root(), feed);
+    let dir = wal::feed_dir(&store.local_root("a live feed's log")?, feed);
     if !dir.is_dir() {
         return Err(Error::invalid(
             "--feed",
@@ -387,7 +387,7 @@ pub fn record_audit(
     match log {
         Some(l) => l.append(entry).map(|_| ()),
         None => {
-            let dir = store.root().join("audit");
+            let dir = store.audit_dir()?;
             let l = crate::security::audit::AuditLog::open(
                 &dir,
                 store.clock().clone(),

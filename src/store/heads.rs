@@ -21,6 +21,11 @@
 //! processes with no lock held, and it is the same protocol an object store runs with a
 //! conditional create (`If-None-Match: *`): a process killed at any moment leaves either the
 //! whole entry or none (at most a temporary file, which [`super::Store::cleanup`] removes).
+//!
+//! In object storage (`s3://`) the entry is written by exactly that conditional create
+//! (`PutMode::Create`): the server takes one writer of `refs/<name>/<seq>.json` and answers
+//! the others 412, which is [`Error::Conflict`] as here. An object is whole or absent, so
+//! there are no temporary files to clean.
 
 use std::fs;
 use std::io::Write;
@@ -29,6 +34,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::object::Remote;
 use crate::error::{Error, Result};
 use crate::hash::ContentHash;
 
@@ -62,6 +68,8 @@ pub enum HeadUpdate {
 #[derive(Debug, Clone)]
 pub(crate) struct Heads {
     dir: PathBuf,
+    /// In object storage: the store, whose `refs/` holds the entries.
+    remote: Option<Remote>,
 }
 
 /// Entries moved onto a head that keeps moving before giving up; each retry follows another
@@ -70,7 +78,24 @@ const MAX_MOVES: usize = 10_000;
 
 impl Heads {
     pub(crate) fn new(dir: PathBuf) -> Heads {
-        Heads { dir }
+        Heads { dir, remote: None }
+    }
+
+    /// The heads of a store in object storage.
+    pub(crate) fn remote(remote: Remote) -> Heads {
+        Heads {
+            dir: PathBuf::from(remote.uri("refs")),
+            remote: Some(remote),
+        }
+    }
+
+    fn parse_seq(file: &str) -> Option<u64> {
+        let stem = file.strip_suffix(".json")?;
+        if stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()) {
+            stem.parse().ok()
+        } else {
+            None
+        }
     }
 
     fn name_dir(&self, name: &str) -> PathBuf {
@@ -79,6 +104,15 @@ impl Heads {
 
     /// The sequence numbers present for `name`, ascending.
     fn seqs(&self, name: &str) -> Result<Vec<u64>> {
+        if let Some(r) = &self.remote {
+            let mut out: Vec<u64> = r
+                .list_files(&format!("refs/{name}"))?
+                .iter()
+                .filter_map(|o| o.key.rsplit('/').next().and_then(Heads::parse_seq))
+                .collect();
+            out.sort_unstable();
+            return Ok(out);
+        }
         let dir = self.name_dir(name);
         let entries = match fs::read_dir(&dir) {
             Ok(e) => e,
@@ -89,13 +123,8 @@ impl Heads {
         for entry in entries {
             let entry = entry.map_err(|e| Error::io(&dir, e))?;
             let file = entry.file_name();
-            let Some(stem) = file.to_str().and_then(|f| f.strip_suffix(".json")) else {
-                continue;
-            };
-            if stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()) {
-                if let Ok(seq) = stem.parse() {
-                    out.push(seq);
-                }
+            if let Some(seq) = file.to_str().and_then(Heads::parse_seq) {
+                out.push(seq);
             }
         }
         out.sort_unstable();
@@ -108,7 +137,16 @@ impl Heads {
 
     fn read_entry(&self, name: &str, seq: u64) -> Result<Head> {
         let path = self.entry_path(name, seq);
-        let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let bytes = match &self.remote {
+            Some(r) => {
+                let rel = format!("refs/{name}/{seq:020}.json");
+                r.get(&rel)?.ok_or_else(|| Error::Store {
+                    path: path.clone(),
+                    reason: "the head entry was listed but is gone".into(),
+                })?
+            }
+            None => fs::read(&path).map_err(|e| Error::io(&path, e))?.into(),
+        };
         let head: Head = serde_json::from_slice(&bytes).map_err(|e| Error::BadInput {
             location: path.display().to_string(),
             field: "head entry".into(),
@@ -141,6 +179,9 @@ impl Heads {
 
     /// The names that have a head.
     pub(crate) fn names(&self) -> Result<Vec<String>> {
+        if let Some(r) = &self.remote {
+            return r.list_dirs("refs");
+        }
         let mut out = Vec::new();
         let entries = match fs::read_dir(&self.dir) {
             Ok(e) => e,
@@ -174,10 +215,16 @@ impl Heads {
     ) -> Result<Head> {
         let seq = expected.map_or(1, |s| s + 1);
         let head = Head { seq, hash, at };
-        let dir = self.name_dir(name);
-        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let body = serde_json::to_vec(&head)
             .map_err(|e| Error::Internal(format!("head entry does not serialize: {e}")))?;
+        if let Some(r) = &self.remote {
+            if r.put_create(&format!("refs/{name}/{seq:020}.json"), body)? {
+                return Ok(head);
+            }
+            return Err(self.conflict(name, expected)?);
+        }
+        let dir = self.name_dir(name);
+        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         // The entry is complete and on disk before it gets its name: a reader never sees a
         // torn entry, and a crash leaves only the temporary file.
         let mut tmp = tempfile::Builder::new()
@@ -197,19 +244,24 @@ impl Heads {
                 Ok(head)
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let found = self.head(name)?;
-                Err(Error::Conflict {
-                    name: name.to_string(),
-                    expected: expected
-                        .map(|s| format!("entry {s}"))
-                        .unwrap_or_else(|| "none".into()),
-                    found: found
-                        .map(|h| format!("entry {} ({})", h.seq, h.hash))
-                        .unwrap_or_else(|| "none".into()),
-                })
+                Err(self.conflict(name, expected)?)
             }
             Err(e) => Err(Error::io(&dest, e)),
         }
+    }
+
+    /// The [`Error::Conflict`] of a writer that expected `expected` as `name`'s head.
+    fn conflict(&self, name: &str, expected: Option<u64>) -> Result<Error> {
+        let found = self.head(name)?;
+        Ok(Error::Conflict {
+            name: name.to_string(),
+            expected: expected
+                .map(|s| format!("entry {s}"))
+                .unwrap_or_else(|| "none".into()),
+            found: found
+                .map(|h| format!("entry {} ({})", h.seq, h.hash))
+                .unwrap_or_else(|| "none".into()),
+        })
     }
 
     /// Applies `update` for `hash`: see [`HeadUpdate`]. Returns the head that names `hash`
@@ -256,6 +308,9 @@ impl Heads {
     /// Removes temporary entry files no writer holds (leftovers of killed writers).
     pub(crate) fn cleanup(&self) -> Result<Vec<String>> {
         let mut removed = Vec::new();
+        if self.remote.is_some() {
+            return Ok(removed);
+        }
         for name in self.names()? {
             let dir = self.name_dir(&name);
             for entry in fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {

@@ -1,6 +1,10 @@
 //! Keeping a store honest: `verify` (recompute everything a version claims), `export` (a
 //! version as one Parquet file, written atomically) and `cleanup` (remove what no write is
 //! using any more).
+//!
+//! In object storage `cleanup` has no locks to ask: it removes staged data (`data/<id>/`)
+//! that no published manifest names and whose newest object is older than a given age
+//! ([`STAGING_MAX_AGE`] by default), i.e. what killed writers left.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -42,8 +46,10 @@ impl Store {
                 m.hash
             )));
         }
-        let dir = self.version_dir(hash);
-        let stored = digest_files(&dir.join("data"))?;
+        let stored = match &self.remote {
+            Some(r) => digest_remote(r, &Self::data_rel(&m))?,
+            None => digest_files(&self.version_dir(hash).join("data"))?,
+        };
         let want: BTreeMap<&str, &FileDigest> =
             m.files.iter().map(|f| (f.path.as_str(), f)).collect();
         let have: BTreeMap<&str, &FileDigest> =
@@ -154,6 +160,19 @@ impl Store {
     /// # Errors
     /// [`Error::Io`] if the store cannot be read or a leftover cannot be removed.
     pub fn cleanup(&self) -> Result<CleanupReport> {
+        self.cleanup_staged_before(STAGING_MAX_AGE)
+    }
+
+    /// As [`Store::cleanup`], taking unpublished staged data in object storage for a
+    /// leftover once its newest object is older than `age` (a local store's leftovers are
+    /// found by their locks, whatever their age).
+    ///
+    /// # Errors
+    /// As [`Store::cleanup`].
+    pub fn cleanup_staged_before(&self, age: std::time::Duration) -> Result<CleanupReport> {
+        if let Some(r) = &self.remote {
+            return self.cleanup_remote(r, age);
+        }
         let dir = self.root.join("tmp");
         let mut report = CleanupReport::default();
         let mut entries: Vec<PathBuf> = Vec::new();
@@ -191,6 +210,39 @@ impl Store {
             }
         }
         report.removed.extend(self.heads.cleanup()?);
+        Ok(report)
+    }
+}
+
+impl Store {
+    fn cleanup_remote(&self, remote: &Remote, age: std::time::Duration) -> Result<CleanupReport> {
+        let mut report = CleanupReport::default();
+        // Listed before the manifests: data a writer publishes after this listing is named
+        // by a manifest read below, or is younger than `age`.
+        let staged = remote.list_dirs("data")?;
+        let published: std::collections::BTreeSet<String> = self
+            .list(&ListFilter::default())?
+            .into_iter()
+            .filter_map(|m| m.data)
+            .collect();
+        let age = chrono::Duration::from_std(age)
+            .map_err(|e| Error::invalid("age", e.to_string()))?;
+        let cutoff = chrono::Utc::now() - age;
+        for id in staged {
+            let rel = format!("data/{id}");
+            if published.contains(&rel) {
+                continue;
+            }
+            let objects = remote.list_all(&rel)?;
+            if objects.iter().any(|o| o.modified > cutoff) {
+                report.in_use.push(rel);
+                continue;
+            }
+            for o in &objects {
+                remote.delete(&o.key)?;
+            }
+            report.removed.push(rel);
+        }
         Ok(report)
     }
 }

@@ -164,6 +164,10 @@ pub struct Manifest {
     pub labels: BTreeMap<String, String>,
     /// The stored files and their digests.
     pub files: Vec<FileDigest>,
+    /// Where the data is, relative to the store, when not in `versions/<hex>/data` (an
+    /// object store publishes a version's data where its writer staged it: `data/<id>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
     /// BLAKE3 over the canonical JSON of every other field: detects an edited manifest.
     #[serde(default)]
     pub seal: String,
