@@ -47,7 +47,8 @@ start() {
         break
       fi
       # Ready once it creates the bucket (an S3 request, not merely a listening socket).
-      if curl -fsS -X PUT "$url/$bucket" >/dev/null 2>&1; then
+      if "$py" -c 'import sys, urllib.request as u; u.urlopen(u.Request(sys.argv[1], method="PUT"), timeout=2)' \
+        "$url/$bucket" >/dev/null 2>&1; then
         echo "$url" >"$home/endpoint"
         echo "S3 server (moto, pid $pid) answering on $url, bucket $bucket; log $home/server.log" >&2
         echo "export AWS_ENDPOINT_URL=$url"

@@ -560,7 +560,9 @@ pub async fn run(
     let store = Store::open(&store_dir, clock.clone())?;
     let repo = cfg.feature_repo()?;
     let secured = match cfg.auth {
-        Some(_) => secure::Secured::from_config(&cfg, &store.local_root("the audit trail")?, clock)?,
+        Some(_) => {
+            secure::Secured::from_config(&cfg, &store.local_root("the audit trail")?, clock)?
+        }
         None => None,
     };
     serve_until_signal(&cfg, store, repo, secured, exposure).await

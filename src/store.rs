@@ -60,9 +60,9 @@ use crate::clock::SharedClock;
 use crate::error::{Error, Result};
 use crate::hash::{ContentHash, TableHasher};
 use heads::{sync_dir, Heads};
-use object::Remote;
 pub use heads::{Head, HeadUpdate};
 pub use manifest::{ColumnInfo, FileDigest, Kind, Lineage, Manifest, VersionRef};
+use object::Remote;
 
 const MARKER: &str = "ward-store.json";
 /// The directories a store holds.
@@ -295,10 +295,13 @@ impl Store {
     fn format(&self) -> Result<u32> {
         let marker = self.root.join(MARKER);
         let text = match &self.remote {
-            Some(r) => r.get(MARKER)?.map(|b| b.to_vec()).ok_or_else(|| Error::Store {
-                path: marker.clone(),
-                reason: "the store marker is gone".into(),
-            })?,
+            Some(r) => r
+                .get(MARKER)?
+                .map(|b| b.to_vec())
+                .ok_or_else(|| Error::Store {
+                    path: marker.clone(),
+                    reason: "the store marker is gone".into(),
+                })?,
             None => fs::read(&marker).map_err(|e| Error::io(&marker, e))?,
         };
         let v: serde_json::Value =

@@ -225,8 +225,8 @@ impl Store {
             .into_iter()
             .filter_map(|m| m.data)
             .collect();
-        let age = chrono::Duration::from_std(age)
-            .map_err(|e| Error::invalid("age", e.to_string()))?;
+        let age =
+            chrono::Duration::from_std(age).map_err(|e| Error::invalid("age", e.to_string()))?;
         let cutoff = chrono::Utc::now() - age;
         for id in staged {
             let rel = format!("data/{id}");

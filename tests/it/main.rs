@@ -29,6 +29,7 @@ mod python_client;
 mod python_hash;
 mod reload;
 mod resources;
+mod s3;
 mod scores;
 mod secure_service;
 mod service;
