@@ -377,7 +377,12 @@ impl ServeConfig {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let mut config = ServeConfig::parse(&text, &path.display().to_string())?;
         let base = path.parent().unwrap_or(Path::new("."));
-        if let Some(store) = &config.store {
+        // A relative store directory is relative to the file; an `s3://` store is a URL.
+        if let Some(store) = config
+            .store
+            .as_ref()
+            .filter(|s| !crate::store::object::is_remote(s))
+        {
             config.store = Some(base.join(store));
         }
         config.features = config.features.iter().map(|f| base.join(f)).collect();

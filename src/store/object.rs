@@ -146,6 +146,16 @@ impl S3Config {
         S3Config::from_vars(|k| std::env::var(k).ok())
     }
 
+    /// The object store every request to `bucket` goes through, the store's own and
+    /// Lance's alike: the one place a wrapper (encryption at rest) is slotted in. Each call
+    /// gives a client of its own (its connections live on the runtime that opened them).
+    ///
+    /// # Errors
+    /// [`Error::Store`] if the client cannot be built.
+    pub fn client(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>> {
+        Ok(Arc::new(self.build(bucket)?))
+    }
+
     /// An S3 client for `bucket`.
     fn build(&self, bucket: &str) -> Result<AmazonS3> {
         let mut b = AmazonS3Builder::new()
@@ -333,7 +343,7 @@ impl Remote {
         {
             return Err(bad("the prefix has an empty, '.' or '..' segment"));
         }
-        let client: Arc<dyn ObjectStore> = Arc::new(config.build(bucket)?);
+        let client = config.client(bucket)?;
         let config = Arc::new(config);
         let registry = ObjectStoreRegistry::default();
         registry.insert(
@@ -560,11 +570,11 @@ impl ObjectStoreProvider for S3Provider {
         let bucket = base_path.host_str().unwrap_or_default().to_string();
         let client = self
             .config
-            .build(&bucket)
+            .client(&bucket)
             .map_err(|e| lance_core::Error::invalid_input(e.to_string()))?;
         let options: Option<&HashMap<String, String>> = params.storage_options();
         Ok(lance_io::object_store::ObjectStore::new(
-            Arc::new(client),
+            client,
             base_path,
             params.block_size,
             None,

@@ -304,10 +304,10 @@ async fn s3_killed_and_concurrent_cli_writers() {
             .unwrap()
     };
     let mut times = Vec::new();
-    for i in 0..2 {
+    for (i, want) in hashes.iter().enumerate().take(2) {
         let started = Instant::now();
         let h = last_hash(&put(i, "crash").wait_with_output().unwrap());
-        assert_eq!(h, hashes[i]);
+        assert_eq!(&h, want);
         times.push(started.elapsed());
     }
     let full = times[1].max(Duration::from_millis(50));
@@ -343,10 +343,10 @@ async fn s3_killed_and_concurrent_cli_writers() {
     // still be written.
     std::thread::sleep(Duration::from_millis(1100));
     store.cleanup_staged_before(Duration::from_secs(1)).unwrap();
-    for i in 0..4 {
+    for (i, want) in hashes.iter().enumerate() {
         assert_eq!(
-            last_hash(&put(i, "crash").wait_with_output().unwrap()),
-            hashes[i]
+            &last_hash(&put(i, "crash").wait_with_output().unwrap()),
+            want
         );
     }
     assert_eq!(store.list(&ListFilter::default()).unwrap().len(), 4);
@@ -511,4 +511,18 @@ fn s3_configuration_is_explicit_and_never_shows_secrets() {
         let e = ward::store::object::Remote::with_config(bad, cfg.clone()).unwrap_err();
         assert!(e.to_string().contains("--store"), "{bad}: {e}");
     }
+}
+
+/// The server configuration's `store` takes an `s3://` URL as it is (a directory is taken
+/// relative to the file).
+#[test]
+fn serve_config_keeps_an_s3_store_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("serve.toml");
+    std::fs::write(&path, "store = \"s3://bucket/ward\"\n").unwrap();
+    let cfg = ward::service::config::ServeConfig::load(&path).unwrap();
+    assert_eq!(cfg.store, Some(PathBuf::from("s3://bucket/ward")));
+    std::fs::write(&path, "store = \"data\"\n").unwrap();
+    let cfg = ward::service::config::ServeConfig::load(&path).unwrap();
+    assert_eq!(cfg.store, Some(dir.path().join("data")));
 }
