@@ -52,7 +52,9 @@ mod store;
 #[derive(Debug, Parser)]
 #[command(name = "ward", version, about, long_about = None)]
 pub struct Cli {
-    /// The store directory (the embedded default: everything lives here).
+    /// The store: a directory (the embedded default: everything lives here), or
+    /// `s3://BUCKET/PREFIX` in S3-compatible object storage, configured by the AWS_*
+    /// variables (docs/storage.md).
     #[arg(long, global = true, env = "WARD_STORE", default_value = "./ward-data")]
     pub store: PathBuf,
     /// What to do.
