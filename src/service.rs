@@ -15,6 +15,8 @@
 //! - [`secure`]: the security wiring (gate, care-team index, de-identification).
 //! - `tls_serve`: TLS (rustls) in front of tonic, with certificate reload.
 //! - `after_seal`: online feature sets brought up to date after a live feed's seal.
+//! - `refresh`: timelines another process published into the store (another replica, a
+//!   `ward materialize`), picked up every `[reload] timelines_secs` (`docs/deploy.md`).
 //! - [`to_status`]: the one place errors become status codes.
 //! - [`config`]: [`ServeConfig`], the TOML configuration, with the limits.
 //!
@@ -33,6 +35,7 @@ pub mod gate;
 mod ingest;
 mod jobs;
 pub(crate) mod proto;
+mod refresh;
 pub mod secure;
 mod status;
 pub mod tls_serve;
@@ -135,6 +138,9 @@ pub struct Server {
     /// The audit trail every call is recorded in (opened at `<store>/audit` by
     /// [`Server::serve`] when neither security nor [`Server::with_audit`] gave one).
     audit: Option<Arc<crate::security::audit::AuditLog>>,
+    /// How often the heads of the online timelines are read for timelines other processes
+    /// published (`[reload] timelines_secs`; `None`: never).
+    refresh: Option<std::time::Duration>,
 }
 
 /// TLS of a server: the rustls configuration and the certificate store it reloads.
@@ -198,6 +204,7 @@ impl Server {
             gate: Arc::new(AllowAll),
             tls: None,
             audit: None,
+            refresh: config.reload.timelines(),
         })
     }
 
@@ -294,6 +301,7 @@ impl Server {
             gate,
             tls,
             audit,
+            refresh,
         } = self;
         // Every serving mode is audited: without security, every caller is the anonymous
         // principal (docs/security.md, "Audit trail").
@@ -331,6 +339,9 @@ impl Server {
             .secured
             .clone()
             .map(|s| secure::spawn_reload(s, state.store.clone()));
+        // Timelines published by other processes (replicas, `ward materialize`).
+        let timeline_refresh =
+            refresh.map(|every| refresh::spawn(state.clone(), audit.clone(), every));
         let flight = FlightServiceServer::new(flight::Flight { state })
             .max_decoding_message_size(dec)
             .max_encoding_message_size(enc);
@@ -409,6 +420,9 @@ impl Server {
             }
         };
         if let Some(r) = security_reload {
+            r.abort();
+        }
+        if let Some(r) = timeline_refresh {
             r.abort();
         }
         done
@@ -695,6 +709,15 @@ pub async fn serve_until_signal(
         "runtime: {workers} worker thread{}",
         if workers == 1 { "" } else { "s" }
     );
+    match cfg.reload.timelines() {
+        Some(every) => eprintln!(
+            "online timelines: the store's heads read every {} s (timelines other processes publish are served within it)",
+            every.as_secs_f64()
+        ),
+        None => eprintln!(
+            "online timelines: not refreshed from the store ([reload] timelines_secs = 0)"
+        ),
+    }
     eprintln!("listening on {}", server.local_addr());
     server.serve(stop).await?;
     eprintln!("stopped");

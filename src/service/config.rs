@@ -187,7 +187,8 @@ impl IngestConfig {
 
 /// The `[reload]` section: how often a running server looks for changes to what it loaded at
 /// start (the policy file, the JWKS files, the newest `care_team` version in the store) and
-/// swaps them in. SIGHUP checks at once.
+/// swaps them in (SIGHUP checks at once), and how often it looks for timelines another
+/// process published (`timelines_secs`, `docs/deploy.md`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReloadConfig {
@@ -195,6 +196,12 @@ pub struct ReloadConfig {
     /// long (plus the time to read it) after it was made.
     #[serde(default = "default_reload_secs")]
     pub interval_secs: f64,
+    /// Seconds between reads of the heads of the timelines the server serves online
+    /// (default 2; 0 disables, else at least 0.05): a timeline another server or a `ward
+    /// materialize` published into the store is served at most this long, plus the time to
+    /// load it, after its head moved (`docs/deploy.md`, "The refresh bound").
+    #[serde(default = "default_reload_secs")]
+    pub timelines_secs: f64,
 }
 
 fn default_reload_secs() -> f64 {
@@ -205,6 +212,7 @@ impl Default for ReloadConfig {
     fn default() -> Self {
         ReloadConfig {
             interval_secs: default_reload_secs(),
+            timelines_secs: default_reload_secs(),
         }
     }
 }
@@ -213,6 +221,11 @@ impl ReloadConfig {
     /// The interval between checks.
     pub fn interval(&self) -> Duration {
         Duration::from_secs_f64(self.interval_secs)
+    }
+
+    /// The interval between reads of the timeline heads; `None` when disabled (0).
+    pub fn timelines(&self) -> Option<Duration> {
+        (self.timelines_secs > 0.0).then(|| Duration::from_secs_f64(self.timelines_secs))
     }
 }
 
@@ -481,6 +494,13 @@ impl ServeConfig {
                 format!("{r}: give between 0.05 and 86400 seconds"),
             ));
         }
+        let t = self.reload.timelines_secs;
+        if !(t.is_finite() && (t == 0.0 || (0.05..=86_400.0).contains(&t))) {
+            return Err(Error::invalid(
+                format!("{origin}: [reload] timelines_secs"),
+                format!("{t}: give 0 (no refresh) or between 0.05 and 86400 seconds"),
+            ));
+        }
         if let Some(n) = self.threads {
             check_threads(n)
                 .map_err(|reason| Error::invalid(format!("{origin}: threads"), reason))?;
@@ -652,6 +672,9 @@ mod tests {
         assert_eq!(c.ingest.max_file_bytes, 4 << 30);
         assert_eq!(c.ingest.max_decompressed_bytes, 4 << 30);
         assert_eq!(c.reload.interval(), Duration::from_secs(2));
+        assert_eq!(c.reload.timelines(), Some(Duration::from_secs(2)));
+        let off = ServeConfig::parse("[reload]\ntimelines_secs = 0\n", "t.toml").unwrap();
+        assert_eq!(off.reload.timelines(), None);
         let (paths, upload) = c.ingest.policies("t.toml").unwrap();
         assert!(paths.roots.is_none() && upload.roots.is_none());
 
@@ -694,6 +717,8 @@ mod tests {
                 "max_decompressed_bytes",
             ),
             ("[reload]\ninterval_secs = 0\n", "interval_secs"),
+            ("[reload]\ntimelines_secs = 0.01\n", "timelines_secs"),
+            ("[reload]\ntimelines_secs = -1\n", "timelines_secs"),
             ("[ingest]\nroot = [\"x\"]\n", "root"),
         ] {
             let e = ServeConfig::parse(bad, "t.toml").unwrap_err().to_string();

@@ -28,6 +28,7 @@ mod mapping;
 mod python_client;
 mod python_hash;
 mod reload;
+mod replicas;
 mod resources;
 mod s3;
 mod scores;
