@@ -27,6 +27,7 @@
 //! same content all get the one hash and nothing is stored twice. A writer holds an
 //! exclusive lock on `tmp/<id>/.lock`; [`Store::cleanup`] removes only unlocked leftovers.
 
+pub mod crypt;
 pub mod heads;
 mod maintain;
 pub mod manifest;
