@@ -147,7 +147,8 @@ fn parse_key_text(text: &[u8], raw_allowed: bool) -> std::result::Result<[u8; KE
         return Ok(key);
     }
     let trimmed = text.trim_ascii();
-    let decoded = if trimmed.len() == 2 * KEY_LEN && trimmed.iter().all(u8::is_ascii_hexdigit) {
+    // Hex digits only: hex (the base64 of 32 bytes ends in `=`, so it is never all hex).
+    let decoded = if !trimmed.is_empty() && trimmed.iter().all(u8::is_ascii_hexdigit) {
         hex::decode(trimmed).ok()
     } else {
         base64::engine::general_purpose::STANDARD
