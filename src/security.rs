@@ -32,6 +32,8 @@ pub mod authorize;
 
 pub mod config;
 
+pub mod keyring;
+
 pub mod gate;
 
 pub mod note;

@@ -37,6 +37,7 @@
 //! no manifest names and that is older than [`STAGING_MAX_AGE`] is a killed writer's
 //! leftover, which [`Store::cleanup`] removes. See docs/storage.md.
 
+pub mod crypt;
 pub mod heads;
 mod maintain;
 pub mod manifest;

@@ -8,6 +8,7 @@ mod concurrency;
 mod consent;
 mod crash;
 mod crossrun;
+mod crypt;
 mod deid;
 mod demo;
 mod features;
