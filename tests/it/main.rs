@@ -27,6 +27,7 @@ mod lookup;
 mod mapping;
 mod python_client;
 mod python_hash;
+mod quality;
 mod reload;
 mod resources;
 mod scores;
