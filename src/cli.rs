@@ -133,6 +133,19 @@ pub enum Command {
         name: String,
         /// The version it should point at.
         reference: String,
+        /// Tag `prod` although data-quality expectations of the version fail; the reason
+        /// is recorded in the audit trail (docs/quality.md).
+        #[arg(long, value_name = "REASON")]
+        override_reason: Option<String>,
+    },
+    /// Show the data-quality report of a version (its expectations, evaluated when it was
+    /// made); exit status 1 when an expectation of severity `error` fails.
+    Quality {
+        /// The version.
+        reference: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Remove leftovers of interrupted writes.
     Cleanup,
@@ -309,6 +322,10 @@ pub struct IngestArgs {
     /// again onto the new head (the default, which never loses either writer's rows).
     #[arg(long)]
     pub no_retry: bool,
+    /// A file of data-quality expectations about the curated tables (`[[expect]]`,
+    /// docs/quality.md), evaluated on each curated version made, as a mapping's own are.
+    #[arg(long, value_name = "FILE")]
+    pub expect: Option<PathBuf>,
     /// Input files or directories (walked in name order); `.gz` files are decompressed.
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
@@ -451,7 +468,14 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
         Command::Show { reference, json } => store::show(dir, &clock, reference, json)?,
         Command::Verify { reference } => store::verify(dir, &clock, reference).await?,
         Command::Export { reference, out } => store::export(dir, &clock, reference, out).await?,
-        Command::Tag { name, reference } => store::tag(dir, &clock, name, reference)?,
+        Command::Tag {
+            name,
+            reference,
+            override_reason,
+        } => store::tag(dir, &clock, name, reference, override_reason).await?,
+        Command::Quality { reference, json } => {
+            store::quality(dir, &clock, reference, json).await?
+        }
         Command::Cleanup => store::cleanup(dir, &clock)?,
         Command::Ingest(args) => ingest::ingest(dir, &clock, args).await?,
         Command::Materialize {

@@ -94,6 +94,9 @@ pub mod keys;
 
 pub mod features;
 
+/// Data-quality expectations: declared with the data, evaluated per version, guarding `prod`.
+pub mod quality;
+
 // Features to answers: the lookups, the security wing every call passes, the service.
 pub mod lookup;
 

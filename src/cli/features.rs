@@ -64,6 +64,12 @@ pub(super) async fn materialize(
         eprintln!("  {table:<13} {hash}");
     }
     eprintln!("  definition    {}", out.definition);
+    if let Some(report) = crate::quality::check_timeline(&store, &repo, &set, &out.hash).await? {
+        eprintln!("expectations: {}", report.status().as_str());
+        for line in report.lines() {
+            eprintln!("  {line}");
+        }
+    }
     outln!("{}", out.hash);
     Ok(())
 }

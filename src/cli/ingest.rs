@@ -22,14 +22,24 @@ pub(super) async fn ingest(dir: &Path, clock: &SharedClock, args: IngestArgs) ->
         max_bad,
         zone,
         no_retry,
+        expect,
         paths,
     } = args;
     let store = Store::open(dir, clock.clone())?;
+    // Expectations are read before any input, so a mistake in them costs no ingest.
+    let mut expectations = match &expect {
+        Some(path) => crate::quality::load_file(path)?,
+        None => Vec::new(),
+    };
     let (mapping, mapping_text) = match &mapping {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading mapping {}", path.display()))?;
             let m = Mapping::from_toml(&text, &path.to_string_lossy())?;
+            expectations.extend(crate::quality::from_mapping(
+                &text,
+                &path.to_string_lossy(),
+            )?);
             (Some(m), Some(text))
         }
         None => (None, None),
@@ -92,6 +102,24 @@ pub(super) async fn ingest(dir: &Path, clock: &SharedClock, args: IngestArgs) ->
         for (what, n) in &report.bad {
             eprintln!("    {what:<30} {n}");
         }
+    }
+    let mut failing = 0;
+    for c in &report.curated {
+        let m = store.manifest(&c.hash)?;
+        if let Some(r) =
+            crate::quality::check_version(&store, &m, &expectations, Some(&c.table)).await?
+        {
+            eprintln!("  expectations of {}: {}", c.table, r.status().as_str());
+            for line in r.lines() {
+                eprintln!("    {line}");
+            }
+            failing += r.blocking().len();
+        }
+    }
+    if failing > 0 {
+        eprintln!(
+            "  {failing} expectation(s) fail: the versions are kept, and cannot be tagged prod without an override (docs/quality.md)"
+        );
     }
     for c in &report.curated {
         outln!("{}", c.hash);

@@ -136,13 +136,68 @@ pub(super) async fn export(
     Ok(())
 }
 
-/// `ward tag`: points a tag at a version.
-pub(super) fn tag(dir: &Path, clock: &SharedClock, name: String, reference: String) -> Result<()> {
+/// `ward tag`: points a tag at a version; `prod` only if its expectations hold, or with an
+/// override reason, audited.
+pub(super) async fn tag(
+    dir: &Path,
+    clock: &SharedClock,
+    name: String,
+    reference: String,
+    override_reason: Option<String>,
+) -> Result<()> {
     let store = Store::open_existing(dir, clock.clone())?;
     let m = store.resolve(&reference.parse::<VersionRef>()?)?;
+    let overridden =
+        crate::quality::gate_tag(&store, &name, &m, override_reason.as_deref()).await?;
+    if !overridden.is_empty() {
+        let reason = override_reason.as_deref().unwrap_or("");
+        let mut entry = crate::security::audit::AuditEntry::local("tag", "tag_override");
+        entry.datasets = vec![m.hash.to_string()];
+        entry.reason = crate::quality::override_note(&overridden, reason);
+        entry.outcome = Some("ok".into());
+        audit_cli_read(&store, entry)?;
+        eprintln!(
+            "{} failing expectation(s) overridden (recorded in the audit trail)",
+            overridden.len()
+        );
+    }
     store.tag(&name, &m.hash)?;
     eprintln!("tag {name} -> {}", m.hash);
     outln!("{}", m.hash);
+    Ok(())
+}
+
+/// `ward quality`: the stored data-quality report of a version.
+pub(super) async fn quality(
+    dir: &Path,
+    clock: &SharedClock,
+    reference: String,
+    json: bool,
+) -> Result<()> {
+    let store = Store::open_existing(dir, clock.clone())?;
+    let m = store.resolve(&reference.parse::<VersionRef>()?)?;
+    let Some(report) = crate::quality::report_of(&store, &m).await? else {
+        anyhow::bail!(
+            "{} ({}): no data-quality report (no expectations were declared for it)",
+            m.hash,
+            m.name
+        );
+    };
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        outln!("{} ({}): {}", m.hash, m.name, report.status().as_str());
+        for line in report.lines() {
+            outln!("  {line}");
+        }
+    }
+    if report.status() == crate::quality::Status::Fail {
+        anyhow::bail!(
+            "{}: {} expectation(s) fail",
+            m.hash,
+            report.blocking().len()
+        );
+    }
     Ok(())
 }
 

@@ -24,6 +24,10 @@ pub struct FeatureRepo {
     pub origin: String,
     /// The feature sets, by name.
     pub sets: BTreeMap<String, FeatureSet>,
+    /// Each set's data-quality expectations (`[[feature_set.expect]]`, `docs/quality.md`),
+    /// by set name. Kept apart from the sets: they check a timeline, they do not define
+    /// it, so they are not part of the definition hash.
+    pub expectations: BTreeMap<String, Vec<crate::quality::Expectation>>,
 }
 
 impl FeatureRepo {
@@ -105,6 +109,8 @@ struct RawSet {
     extends: Option<Spanned<String>>,
     #[serde(default)]
     features: Vec<RawFeature>,
+    #[serde(default)]
+    expect: Vec<Spanned<crate::quality::RawExpect>>,
 }
 
 #[derive(Deserialize)]
@@ -250,7 +256,8 @@ impl Resolver<'_> {
 
         // Sets, resolving `extends` in dependency order.
         let mut raw_sets: BTreeMap<String, RawSet> = BTreeMap::new();
-        for s in raw.feature_set {
+        let mut expectations = BTreeMap::new();
+        for mut s in raw.feature_set {
             let name = s.name.get_ref().clone();
             let valid = !name.is_empty()
                 && name
@@ -270,6 +277,13 @@ impl Resolver<'_> {
                     "defined twice",
                 ));
             }
+            let exps = crate::quality::resolve(
+                std::mem::take(&mut s.expect),
+                self.text,
+                self.origin,
+                crate::quality::Scope::FeatureSet,
+            )?;
+            expectations.insert(name.clone(), exps);
             raw_sets.insert(name, s);
         }
         let mut sets: BTreeMap<String, FeatureSet> = BTreeMap::new();
@@ -284,9 +298,24 @@ impl Resolver<'_> {
                 &mut Vec::new(),
             )?;
         }
+        for (name, exps) in &expectations {
+            let set = &sets[name];
+            for e in exps {
+                if let crate::quality::Subject::Feature(f) = &e.subject {
+                    if !set.features.iter().any(|d| &d.name == f) {
+                        return Err(Error::BadInput {
+                            location: e.location.clone(),
+                            field: format!("feature_set {name} expect"),
+                            reason: format!("no feature {f:?} in set {name}"),
+                        });
+                    }
+                }
+            }
+        }
         Ok(FeatureRepo {
             origin: self.origin.to_string(),
             sets,
+            expectations,
         })
     }
 

@@ -132,6 +132,17 @@ impl AuditNote {
         });
     }
 
+    /// Adds to the reason of an allowed decision (e.g. the reason a quality gate was
+    /// overridden), so the record says it; with no decision yet it becomes the reason.
+    pub fn add_reason(&self, text: &str) {
+        self.with(|s| {
+            s.allowed = Some(match s.allowed.take() {
+                Some(r) => format!("{r}; {text}"),
+                None => text.to_string(),
+            });
+        });
+    }
+
     /// Records a refusal (`e` is its error).
     pub fn refused(&self, action: Option<Action>, e: &Error) {
         self.with(|s| {

@@ -559,6 +559,7 @@ pub fn merge_repos(repos: Vec<FeatureRepo>) -> Result<FeatureRepo> {
     let mut merged = FeatureRepo {
         origin: String::new(),
         sets: Default::default(),
+        expectations: Default::default(),
     };
     let mut origins = Vec::new();
     let mut owner: std::collections::BTreeMap<String, String> = Default::default();
@@ -573,6 +574,7 @@ pub fn merge_repos(repos: Vec<FeatureRepo>) -> Result<FeatureRepo> {
             owner.insert(name.clone(), repo.origin.clone());
             merged.sets.insert(name, set);
         }
+        merged.expectations.extend(repo.expectations);
         origins.push(repo.origin);
     }
     merged.origin = if origins.is_empty() {

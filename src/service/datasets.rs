@@ -70,6 +70,16 @@ impl Datasets for DatasetsService {
     ) -> Result<Response<proto::TagDatasetResponse>, Status> {
         let req = request.get_ref();
         let m = self.state.store.resolve(&parse_ref("ref", &req.r#ref)?)?;
+        let reason = Some(req.override_reason.as_str()).filter(|r| !r.trim().is_empty());
+        let overridden = crate::quality::gate_tag(&self.state.store, &req.name, &m, reason).await?;
+        let note = crate::security::gate::note(request.extensions());
+        note.add_datasets([m.hash.to_string()]);
+        if !overridden.is_empty() {
+            note.add_reason(&crate::quality::override_note(
+                &overridden,
+                reason.unwrap_or(""),
+            ));
+        }
         self.state.store.tag(&req.name, &m.hash)?;
         Ok(Response::new(proto::TagDatasetResponse {
             name: req.name.clone(),

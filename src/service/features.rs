@@ -63,9 +63,12 @@ impl FeaturesService {
         let out = self
             .state
             .jobs
-            .run(
-                async move { features::materialize_latest(&store, &repo, &set, &opts, full).await },
-            )
+            .run(async move {
+                let out = features::materialize_latest(&store, &repo, &set, &opts, full).await?;
+                // The set's expectations, stored with the version (docs/quality.md).
+                crate::quality::check_timeline(&store, &repo, &set, &out.hash).await?;
+                Ok(out)
+            })
             .await?;
         // Serve the new timeline online: sets declared online, and any set already loaded.
         // Requests in flight finish on the timeline they started with.

@@ -28,6 +28,7 @@ mod lookup;
 mod mapping;
 mod python_client;
 mod python_hash;
+mod quality;
 mod reload;
 mod replicas;
 mod resources;

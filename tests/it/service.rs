@@ -238,6 +238,7 @@ async fn datasets_list_get_verify_tag() {
         .tag_dataset(proto::TagDatasetRequest {
             name: "prod-encounters".into(),
             r#ref: enc[..12].into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -255,6 +256,7 @@ async fn datasets_list_get_verify_tag() {
         .tag_dataset(proto::TagDatasetRequest {
             name: "bad/name".into(),
             r#ref: enc.clone(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -938,6 +940,7 @@ async fn every_call_passes_the_gate() {
     let mut req = tonic::Request::new(proto::TagDatasetRequest {
         name: "prod".into(),
         r#ref: "encounters".into(),
+        ..Default::default()
     });
     req.metadata_mut().insert("x-user", "dr-a".parse().unwrap());
     let err = c.tag_dataset(req).await.unwrap_err();

@@ -28,6 +28,11 @@ pub(crate) struct RawMapping {
     /// The file entries, in match order.
     #[serde(default)]
     pub(crate) file: Vec<Spanned<RawFile>>,
+    /// Data-quality expectations about the curated tables it feeds; read by
+    /// [`crate::quality::from_mapping`], not by the mapping itself.
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub(crate) expect: Vec<toml::Value>,
 }
 
 /// One `[[file]]` entry.
