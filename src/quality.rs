@@ -351,7 +351,7 @@ pub fn resolve(
             return Err(bad("`time` is only read by `freshness`".into()));
         }
         if let Some(max) = r.rows_change_max {
-            if !(max >= 0.0) {
+            if max.is_nan() || max < 0.0 {
                 return Err(bad(format!("rows_change_max {max} is not a share >= 0")));
             }
             checks.push((whole.clone(), Check::RowsChange { max }));
@@ -962,7 +962,7 @@ pub async fn evaluate(
         .map(|(e, t)| conclude(e, t, m, previous, now))
         .collect();
     Ok(Report {
-        version: m.hash.clone(),
+        version: m.hash,
         outcomes,
     })
 }
@@ -1047,7 +1047,7 @@ pub fn report_name(checked: &str) -> String {
 pub async fn store_report(store: &Store, m: &Manifest, report: &Report) -> Result<ContentHash> {
     let batch = report.batch()?;
     let mut opts = PutOptions::new(report_name(&m.name), Kind::Other);
-    opts.lineage.inputs = vec![m.hash.clone()];
+    opts.lineage.inputs = vec![m.hash];
     opts.lineage.params = serde_json::json!({ "op": "quality" });
     opts.labels.insert(LABEL_OF.to_string(), m.hash.to_string());
     opts.labels.insert(
@@ -1081,7 +1081,7 @@ pub async fn report_of(store: &Store, m: &Manifest) -> Result<Option<Report>> {
     };
     let (_, batches) = store.read(&r.hash).await?;
     // A report whose content equals another's is stored once: keep only this version's rows.
-    let mut report = Report::from_batches(m.hash.clone(), &batches)?;
+    let mut report = Report::from_batches(m.hash, &batches)?;
     let mine: Vec<bool> = batches
         .iter()
         .flat_map(|b| {
