@@ -83,6 +83,9 @@ pub mod synth;
 
 pub mod ingest;
 
+// Which source patient records are one person (the master patient index).
+pub mod mpi;
+
 pub mod live;
 
 // Curated tables to features.
