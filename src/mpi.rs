@@ -45,6 +45,10 @@ pub enum Field {
     /// `family_soundex`: the American Soundex code of the family name (`Smith`, `Smyth` →
     /// `S530`), which a misspelt name often keeps.
     FamilySoundex,
+    /// `family_letters`: the distinct letters of the family name, sorted (`Miller`,
+    /// `Milelr`, `Millerr` → `eilmr`), which two swapped letters, a doubled letter or a
+    /// dropped repeated letter leave unchanged.
+    FamilyLetters,
     /// `given_name`: the first given name, lower case, letters only, a nickname read as its
     /// formal name (`Bob` → `robert`, [`NICKNAMES`]).
     GivenName,
@@ -75,6 +79,7 @@ impl Field {
         Some(match name {
             "family_name" => Field::FamilyName,
             "family_soundex" => Field::FamilySoundex,
+            "family_letters" => Field::FamilyLetters,
             "given_name" => Field::GivenName,
             "given_initial" => Field::GivenInitial,
             "birth_date" => Field::BirthDate,
@@ -93,6 +98,7 @@ impl Field {
         match self {
             Field::FamilyName => "family_name",
             Field::FamilySoundex => "family_soundex",
+            Field::FamilyLetters => "family_letters",
             Field::GivenName => "given_name",
             Field::GivenInitial => "given_initial",
             Field::BirthDate => "birth_date",
@@ -111,6 +117,10 @@ impl Field {
         let v = match self {
             Field::FamilyName => d.family_name.as_deref().map(letters),
             Field::FamilySoundex => d.family_name.as_deref().and_then(soundex),
+            Field::FamilyLetters => d.family_name.as_deref().map(|f| {
+                let set: BTreeSet<char> = letters(f).chars().collect();
+                set.into_iter().collect()
+            }),
             Field::GivenName => d.given_name.as_deref().map(given),
             Field::GivenInitial => d
                 .given_name
@@ -296,6 +306,10 @@ pub struct Rule {
     pub name: String,
     /// The fields, all present and equal after normalisation.
     pub fields: Vec<Field>,
+    /// Link a group of records sharing the key only when no source holds two of them
+    /// (default): two records of one source with the same key are two people (or a
+    /// duplicate that source must resolve), so the key does not say which is which.
+    pub unique_per_source: bool,
 }
 
 /// The MPI configuration: rules and system aliases.
@@ -331,6 +345,12 @@ struct MpiToml {
 struct RuleToml {
     name: String,
     fields: Vec<String>,
+    #[serde(default = "yes")]
+    unique_per_source: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Config {
@@ -367,7 +387,7 @@ impl Config {
                     Error::invalid(
                         at.clone(),
                         format!(
-                            "unknown field {f:?}: use family_name, family_soundex, given_name, \
+                            "unknown field {f:?}: use family_name, family_soundex, family_letters, given_name, \
                              given_initial, birth_date, birth_year, birth_month, birthday, \
                              birth_digits, sex or zip"
                         ),
@@ -378,6 +398,7 @@ impl Config {
             rules.push(Rule {
                 name: r.name,
                 fields,
+                unique_per_source: r.unique_per_source,
             });
         }
         Ok(Config {
@@ -392,11 +413,12 @@ impl Config {
         let rule = |name: &str, f: &[Field]| Rule {
             name: name.to_string(),
             fields: f.to_vec(),
+            unique_per_source: true,
         };
         use Field::*;
         Config {
             rules: vec![
-                rule("name-birth-sex", &[FamilyName, GivenName, BirthDate, Sex]),
+                rule("name-birth", &[FamilyName, GivenName, BirthDate]),
                 rule(
                     "soundex-birth-zip",
                     &[FamilySoundex, GivenName, BirthDate, Zip],
@@ -405,11 +427,16 @@ impl Config {
                     "soundex-birth-sex",
                     &[FamilySoundex, GivenName, BirthDate, Sex],
                 ),
+                rule("letters-birth", &[FamilyLetters, GivenName, BirthDate]),
                 rule("given-birth-zip-sex", &[GivenName, BirthDate, Zip, Sex]),
-                rule("family-birth-zip-sex", &[FamilyName, BirthDate, Zip, Sex]),
+                rule("family-birth-zip", &[FamilyName, BirthDate, Zip]),
                 rule(
-                    "name-year-zip-sex",
-                    &[FamilyName, GivenName, BirthYear, Zip, Sex],
+                    "soundex-year-zip-sex",
+                    &[FamilySoundex, GivenName, BirthYear, Zip, Sex],
+                ),
+                rule(
+                    "letters-year-zip",
+                    &[FamilyLetters, GivenName, BirthYear, Zip],
                 ),
                 rule(
                     "soundex-month-sex",
@@ -420,10 +447,18 @@ impl Config {
                     &[FamilySoundex, GivenName, BirthMonth, Zip],
                 ),
                 rule(
-                    "soundex-birthday-sex",
-                    &[FamilySoundex, GivenName, Birthday, Sex],
+                    "soundex-birthday-zip",
+                    &[FamilySoundex, GivenName, Birthday, Zip],
+                ),
+                rule(
+                    "letters-birthday-zip",
+                    &[FamilyLetters, GivenName, Birthday, Zip],
                 ),
                 rule("name-zip-sex", &[FamilyName, GivenName, Zip, Sex]),
+                rule(
+                    "family-digits-zip-sex",
+                    &[FamilyName, BirthDigits, Zip, Sex],
+                ),
             ],
             ..Config::default()
         }
@@ -449,6 +484,9 @@ pub struct Demographics {
     pub sex: Option<String>,
     /// Postal code.
     pub zip: Option<String>,
+    /// Where the record comes from (`patients.source_system`), for
+    /// [`Rule::unique_per_source`].
+    pub source: String,
     /// When this version was known.
     pub known_at: DateTime<Utc>,
 }
@@ -621,6 +659,7 @@ pub fn read_patients(batches: &[RecordBatch]) -> Result<Vec<Demographics>> {
         let sex = string_col(b, "sex", what)?;
         let zip = string_col(b, "zip", what)?;
         let known = ts_col(b, "known_at", what)?;
+        let source = string_col(b, "source_system", what)?;
         let birth = b
             .column_by_name("birth_date")
             .and_then(|c| c.as_any().downcast_ref::<Date32Array>())
@@ -635,6 +674,7 @@ pub fn read_patients(batches: &[RecordBatch]) -> Result<Vec<Demographics>> {
                     .flatten(),
                 sex: opt(sex, i),
                 zip: opt(zip, i),
+                source: source.value(i).to_string(),
                 known_at: at(known, i),
             });
         }
@@ -781,7 +821,17 @@ pub fn link(
         }
     }
     star(by_ident, "identifier", &|k| k.to_string(), &mut out);
-    // Rules over every record version.
+    // Rules over every record version. A record's source: the `source_system` of its
+    // earliest version.
+    let mut source: HashMap<&str, (DateTime<Utc>, &str)> = HashMap::new();
+    for d in patients {
+        let e = source
+            .entry(d.patient_id.as_str())
+            .or_insert((d.known_at, d.source.as_str()));
+        if d.known_at < e.0 {
+            *e = (d.known_at, d.source.as_str());
+        }
+    }
     for rule in &cfg.rules {
         let mut groups = BTreeMap::new();
         for d in patients {
@@ -795,6 +845,14 @@ pub fn link(
                 .collect::<Vec<_>>()
                 .join(", ");
             earliest(&mut groups, key, &d.patient_id, d.known_at);
+        }
+        if rule.unique_per_source {
+            groups.retain(|_, members| {
+                let mut seen = BTreeSet::new();
+                members
+                    .keys()
+                    .all(|p| seen.insert(source.get(p.as_str()).map_or("", |s| s.1)))
+            });
         }
         star(groups, &rule.name, &|k| k.to_string(), &mut out);
     }

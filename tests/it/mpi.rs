@@ -28,6 +28,8 @@ fn person(id: &str, family: &str, given: &str, known: DateTime<Utc>) -> Demograp
         birth_date: NaiveDate::from_ymd_opt(1950, 3, 12),
         sex: Some("female".into()),
         zip: Some("02115-1234".into()),
+        // The record's source, from its id's first letter (ADT, lab, EHR).
+        source: id.chars().take(1).collect(),
         known_at: known,
     }
 }
@@ -93,7 +95,7 @@ fn clusters_as_known_at_t() {
     let why = index.explain(&c, None);
     let rule_link = why
         .iter()
-        .find(|l| l.rule == "name-birth-sex")
+        .find(|l| l.rule == "name-birth")
         .expect("a rule link");
     assert_eq!(
         (rule_link.patient_id.as_str(), rule_link.other_id.as_str()),
@@ -101,7 +103,7 @@ fn clusters_as_known_at_t() {
     );
     assert_eq!(
         rule_link.evidence,
-        "family_name=obrien, given_name=robert, birth_date=1950-03-12, sex=female"
+        "family_name=obrien, given_name=robert, birth_date=1950-03-12"
     );
     assert_eq!(rule_link.known_at, day(5));
     let id_link = why
@@ -289,4 +291,40 @@ async fn synthetic_sources_link_above_the_targets() {
     let before = Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).unwrap();
     let early = mpi::evaluate(&index.clusters_at(Some(before)), &truth);
     assert_eq!(early.true_pairs + early.false_pairs, 0, "{early:?}");
+}
+
+/// The example configuration holds the built-in rules (`ward mpi link` without `--rules`).
+#[test]
+fn the_example_rules_are_the_built_in_ones() {
+    let text = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/examples/mpi.toml"),
+    )
+    .unwrap();
+    let example = Config::parse(&text, "docs/examples/mpi.toml").unwrap();
+    assert_eq!(example.rules, Config::default_rules().rules);
+}
+
+/// A key that two records of one source share says nothing about which of them a third
+/// record is: by default (`unique_per_source`) the rule links none of that group.
+#[test]
+fn a_key_shared_within_one_source_links_nothing() {
+    let patients = vec![
+        person("A1", "Lee", "Ann", day(1)),
+        person("A2", "Lee", "Ann", day(1)),
+        person("L1", "Lee", "Ann", day(2)),
+        person("E1", "Smith", "Joe", day(2)),
+        person("L2", "Smith", "Joe", day(3)),
+    ];
+    let index = Index::new(mpi::link(&Config::default_rules(), &patients, &[], &[]));
+    assert_eq!(members(&index, "L1", None), ["L1"]);
+    assert_eq!(members(&index, "A1", None), ["A1"]);
+    assert_eq!(members(&index, "E1", None), ["E1", "L2"]);
+    let loose = Config::parse(
+        "[mpi]\n[[mpi.rule]]\nname = \"r\"\nfields = [\"family_name\", \"given_name\", \"birth_date\"]\n\
+         unique_per_source = false\n",
+        "m.toml",
+    )
+    .unwrap();
+    let index = Index::new(mpi::link(&loose, &patients, &[], &[]));
+    assert_eq!(members(&index, "L1", None), ["A1", "A2", "L1"]);
 }

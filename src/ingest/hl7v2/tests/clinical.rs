@@ -265,12 +265,14 @@ fn dg1_6_diagnosis_type_is_kept_and_versioned() {
     // The column is in the curated batch, after abatement_time.
     let batches = p.into_batches().expect("batches");
     let (_, conditions) = batches
+        .batches
         .iter()
         .find(|(t, _)| *t == Table::Conditions)
         .expect("conditions");
     let col = conditions
         .column_by_name("diagnosis_type")
         .expect("diagnosis_type column");
+    use arrow::array::Array as _;
     let col = col
         .as_any()
         .downcast_ref::<arrow::array::StringArray>()
