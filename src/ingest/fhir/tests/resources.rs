@@ -566,7 +566,15 @@ fn patient_identifiers_and_links() {
         "identifier": [{"system": "urn:oid:1.2.36.146.595.217.0.1", "value": "12345"}]});
     let p = ndjson(&[("Patient.ndjson", &format!("{v1}\n{v2}\n"))]);
     assert!(p.bad.is_empty(), "{:?}", p.bad);
-    let got: Vec<(&str, &str, &str, Option<&str>, Option<DateTime<Utc>>)> = p
+    // kind, system, value, type, retracted_at
+    type Row<'a> = (
+        &'a str,
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+        Option<DateTime<Utc>>,
+    );
+    let got: Vec<Row<'_>> = p
         .tables
         .patient_identifiers
         .iter()

@@ -238,7 +238,9 @@ fn dg1_6_diagnosis_type_is_kept_and_versioned() {
     );
     let p = run(&[("a.hl7", &a01), ("b.hl7", &a03)]);
     assert!(p.bad.is_empty(), "{:?}", p.bad);
-    let got: Vec<(&str, Option<&str>, Option<DateTime<Utc>>)> = p
+    // code, diagnosis_type, retracted_at
+    type Row<'a> = (&'a str, Option<&'a str>, Option<DateTime<Utc>>);
+    let got: Vec<Row<'_>> = p
         .tables
         .conditions
         .iter()

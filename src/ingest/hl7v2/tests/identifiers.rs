@@ -24,7 +24,16 @@ fn every_pid_3_repetition_is_an_identifier_with_its_authority() {
         ("b.hl7", &adt_pid("A08", again, "M2", "20240102080500+0100")),
     ]);
     assert!(p.bad.is_empty(), "{:?}", p.bad);
-    let got: Vec<(&str, &str, &str, &str, Option<&str>, DateTime<Utc>)> = p
+    // patient, kind, system, value, type, known_at
+    type Row<'a> = (
+        &'a str,
+        &'a str,
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+        DateTime<Utc>,
+    );
+    let got: Vec<Row<'_>> = p
         .tables
         .patient_identifiers
         .iter()
