@@ -45,6 +45,7 @@ mod audit;
 mod features;
 mod ingest;
 mod lookups;
+mod mpi;
 mod serve;
 mod store;
 
@@ -298,6 +299,72 @@ pub enum Command {
         /// Output directory.
         #[arg(long)]
         out: PathBuf,
+        /// Emit the cohort through several sources instead (`adt,lab,ehr`: an HL7 v2 ADT
+        /// feed, an HL7 v2 ORU lab feed, FHIR NDJSON), each with its own patient ids and
+        /// registration errors, and the truth in `truth.csv` (docs/mpi.md). `--format` is
+        /// then ignored.
+        #[arg(long)]
+        sources: Option<String>,
+    },
+    /// The master patient index: link source patient records into persons (docs/mpi.md).
+    Mpi {
+        /// What to do.
+        #[command(subcommand)]
+        command: MpiCommand,
+    },
+}
+
+/// `ward mpi` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum MpiCommand {
+    /// Link the curated patients (identifiers, Patient.link, rules) into a new `mpi_links`
+    /// version; prints its hash.
+    Link {
+        /// A TOML file with `[[mpi.rule]]` and `[mpi.system_alias]` (default: the built-in
+        /// rules of docs/mpi.md).
+        #[arg(long)]
+        rules: Option<PathBuf>,
+    },
+    /// Keep two records apart from now on (wins over every rule); prints the new hash.
+    Unlink {
+        /// One record's patient id.
+        a: String,
+        /// The other's.
+        b: String,
+        /// Why (kept with the decision).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Put two records together from now on (a user's link); prints the new hash.
+    Relink {
+        /// One record's patient id.
+        a: String,
+        /// The other's.
+        b: String,
+        /// Why (kept with the decision).
+        #[arg(long)]
+        reason: String,
+    },
+    /// The person of a record: its cluster and every link and decision behind it.
+    Explain {
+        /// Any source patient id of the person.
+        patient: String,
+        /// As known at this time (RFC 3339; default: everything known).
+        #[arg(long)]
+        as_of: Option<String>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pairwise precision and recall of the latest links against a truth file
+    /// (`record_id,source,person_id`, as `ward synth --sources` writes).
+    Evaluate {
+        /// The truth file.
+        #[arg(long)]
+        truth: PathBuf,
+        /// As known at this time (RFC 3339; default: everything known).
+        #[arg(long)]
+        as_of: Option<String>,
     },
 }
 
@@ -539,7 +606,19 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
             seed,
             format,
             out,
+            sources: Some(sources),
+        } => {
+            let _ = format;
+            mpi::synth_sources(patients, seed, &sources, out)?
+        }
+        Command::Synth {
+            patients,
+            seed,
+            format,
+            out,
+            sources: None,
         } => ingest::synth(patients, seed, format, out)?,
+        Command::Mpi { command } => mpi::run(dir, &clock, command).await?,
     }
     Ok(())
 }

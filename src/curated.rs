@@ -31,7 +31,8 @@ mod tables;
 pub use self::columns::CuratedColumns;
 pub use self::rows::{
     Allergy, CareTeamMember, Coding, Condition, Consent, DiagnosticReport, Encounter, Immunization,
-    Medication, MedicationAdministration, Observation, Patient, Procedure, RowMeta,
+    Medication, MedicationAdministration, Observation, Patient, PatientIdentifier, Procedure,
+    RowMeta,
 };
 pub use self::schema::Table;
 pub use self::tables::CuratedTables;
@@ -68,6 +69,8 @@ pub trait RowSink {
     fn diagnostic_report(&mut self, r: DiagnosticReport);
     /// Appends a `medication_administrations` row.
     fn medication_administration(&mut self, r: MedicationAdministration);
+    /// Appends a `patient_identifiers` row.
+    fn patient_identifier(&mut self, r: PatientIdentifier);
     /// Sets `retracted_at` of row `row` of `table` to `at`, or keeps the earlier time it
     /// already has. A row that does not exist is left alone.
     fn retract(&mut self, table: Table, row: usize, at: DateTime<Utc>);

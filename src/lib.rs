@@ -29,6 +29,9 @@
 //! - [`ingest`]: sources (HL7 v2, FHIR R4, CSV/Parquet with mappings) parsed into curated rows,
 //!   bad records into quarantine; one run keeps the raw input and writes cumulative curated
 //!   versions (`docs/ingest-fhir.md`, `docs/ingest-hl7v2.md`, `docs/mapping.md`).
+//! - [`mpi`]: the master patient index: which source patient records are one person
+//!   (identifiers, `Patient.link`, deterministic rules), links versioned with their evidence
+//!   and known-at time (`docs/mpi.md`).
 //! - [`live`]: live feeds: HL7 v2 over MLLP (over TLS with `[tls]`) and FHIR pushed over
 //!   HTTP, each into a durable write-ahead log with group commit, sealed into curated
 //!   versions equal to a batch ingest of the same messages (`docs/live.md`).
@@ -82,6 +85,9 @@ pub mod curated;
 pub mod synth;
 
 pub mod ingest;
+
+// Which source patient records are one person (the master patient index).
+pub mod mpi;
 
 pub mod live;
 

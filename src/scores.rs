@@ -484,6 +484,7 @@ pub(crate) mod testkit {
             },
             onset_time: onset,
             abatement_time: None,
+            diagnosis_type: None,
             meta: meta(id, onset),
         }
     }

@@ -20,6 +20,7 @@
 mod cohort;
 mod fhir;
 mod hl7v2;
+pub mod sources;
 mod synthea;
 mod tables;
 mod vocab;

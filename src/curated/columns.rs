@@ -12,7 +12,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use super::rows::{
     Allergy, CareTeamMember, Coding, Condition, Consent, DiagnosticReport, Encounter, Immunization,
-    Medication, MedicationAdministration, Observation, Patient, Procedure, RowMeta,
+    Medication, MedicationAdministration, Observation, Patient, PatientIdentifier, Procedure,
+    RowMeta,
 };
 use super::schema::Table;
 use super::tables::retracted;
@@ -148,6 +149,11 @@ impl RowSink for CuratedColumns {
             b.medication_administration(&r);
         }
     }
+    fn patient_identifier(&mut self, r: PatientIdentifier) {
+        if let Some(b) = self.table(Table::PatientIdentifiers) {
+            b.patient_identifier(&r);
+        }
+    }
     fn expect_rows(&mut self, rows: usize) {
         for t in &mut self.tables {
             t.rows = t.rows.max(rows);
@@ -248,7 +254,8 @@ impl Columns {
         self.coding(3, &r.code);
         self.ts(6, Some(r.onset_time));
         self.ts(7, r.abatement_time);
-        self.meta(8, &r.meta);
+        self.str(8, r.diagnosis_type.as_deref());
+        self.meta(9, &r.meta);
     }
 
     pub(super) fn procedure(&mut self, r: &Procedure) {
@@ -343,6 +350,15 @@ impl Columns {
         self.str(11, r.dose_unit.as_deref());
         self.str(12, r.route.as_deref());
         self.meta(13, &r.meta);
+    }
+
+    pub(super) fn patient_identifier(&mut self, r: &PatientIdentifier) {
+        self.str(0, Some(&r.patient_id));
+        self.str(1, Some(&r.kind));
+        self.str(2, Some(&r.system));
+        self.str(3, Some(&r.value));
+        self.str(4, r.type_code.as_deref());
+        self.meta(5, &r.meta);
     }
 
     pub(super) fn slot(&mut self, i: usize, make: impl FnOnce(usize) -> Col) -> &mut Col {

@@ -138,6 +138,10 @@ pub struct Condition {
     pub onset_time: DateTime<Utc>,
     /// When it resolved, if it did.
     pub abatement_time: Option<DateTime<Utc>>,
+    /// The diagnosis type: HL7 v2 DG1-6 (table 0052: `admitting`, `working`, `final`; any
+    /// other code as written); null when the source does not say.
+    #[serde(default)]
+    pub diagnosis_type: Option<String>,
     /// Provenance and knowledge time.
     pub meta: RowMeta,
 }
@@ -322,6 +326,28 @@ pub struct MedicationAdministration {
     pub dose_unit: Option<String>,
     /// Route (the first coding's display, else code, else text).
     pub route: Option<String>,
+    /// Provenance and knowledge time.
+    pub meta: RowMeta,
+}
+
+/// A row of `patient_identifiers`: one identifier of a patient record (HL7 v2 PID-3, FHIR
+/// `Patient.identifier`), or one link of it to another patient record (FHIR `Patient.link`),
+/// which the master patient index (`crate::mpi`) links records by.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PatientIdentifier {
+    /// The patient record (the `patients.patient_id` of the same source).
+    pub patient_id: String,
+    /// `identifier` or `link`.
+    pub kind: String,
+    /// The identifier's namespace: FHIR `identifier.system`, HL7 v2 the assigning authority
+    /// (PID-3 CX.4). For a link, the resource type it points to (`Patient`).
+    pub system: String,
+    /// The identifier's value (PID-3 CX.1, `identifier.value`); for a link, the other
+    /// patient's id.
+    pub value: String,
+    /// The identifier's type code (CX.5, `identifier.type` coding: `MR`, `SS`, ...), or the
+    /// link's type (`seealso`, `refer`, `replaces`, `replaced-by`).
+    pub type_code: Option<String>,
     /// Provenance and knowledge time.
     pub meta: RowMeta,
 }

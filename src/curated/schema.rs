@@ -31,11 +31,13 @@ pub enum Table {
     DiagnosticReports,
     /// Drugs given (administrations, as opposed to the orders of `medications`).
     MedicationAdministrations,
+    /// Patient records' identifiers and links, which the master patient index reads.
+    PatientIdentifiers,
 }
 
 impl Table {
     /// All tables, in the fixed order used for output.
-    pub const ALL: [Table; 12] = [
+    pub const ALL: [Table; 13] = [
         Table::Patients,
         Table::Encounters,
         Table::Observations,
@@ -48,6 +50,7 @@ impl Table {
         Table::Allergies,
         Table::DiagnosticReports,
         Table::MedicationAdministrations,
+        Table::PatientIdentifiers,
     ];
 
     /// The table's name as used in dataset names and feature definitions.
@@ -65,6 +68,7 @@ impl Table {
             Table::Allergies => "allergies",
             Table::DiagnosticReports => "diagnostic_reports",
             Table::MedicationAdministrations => "medication_administrations",
+            Table::PatientIdentifiers => "patient_identifiers",
         }
     }
 
@@ -127,6 +131,7 @@ impl Table {
                 s("display", true),
                 t("onset_time", false),
                 t("abatement_time", true),
+                s("diagnosis_type", true),
             ],
             Table::Procedures => vec![
                 s("procedure_id", false),
@@ -218,6 +223,13 @@ impl Table {
                 s("dose_unit", true),
                 s("route", true),
             ],
+            Table::PatientIdentifiers => vec![
+                s("patient_id", false),
+                s("kind", false),
+                s("system", false),
+                s("value", false),
+                s("type", true),
+            ],
         };
         fields.extend([
             s("source_system", false),
@@ -244,6 +256,7 @@ impl Table {
             Table::Allergies => "onset_time",
             Table::DiagnosticReports => "effective_time",
             Table::MedicationAdministrations => "start_time",
+            Table::PatientIdentifiers => "known_at",
         }
     }
 }

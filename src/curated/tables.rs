@@ -7,7 +7,8 @@ use chrono::{DateTime, Utc};
 use super::columns::Columns;
 use super::rows::{
     Allergy, CareTeamMember, Condition, Consent, DiagnosticReport, Encounter, Immunization,
-    Medication, MedicationAdministration, Observation, Patient, Procedure, RowMeta,
+    Medication, MedicationAdministration, Observation, Patient, PatientIdentifier, Procedure,
+    RowMeta,
 };
 use super::schema::Table;
 use super::RowSink;
@@ -39,6 +40,8 @@ pub struct CuratedTables {
     pub diagnostic_reports: Vec<DiagnosticReport>,
     /// `medication_administrations` rows.
     pub medication_administrations: Vec<MedicationAdministration>,
+    /// `patient_identifiers` rows.
+    pub patient_identifiers: Vec<PatientIdentifier>,
 }
 
 impl CuratedTables {
@@ -57,6 +60,7 @@ impl CuratedTables {
             Table::Allergies => self.allergies.len(),
             Table::DiagnosticReports => self.diagnostic_reports.len(),
             Table::MedicationAdministrations => self.medication_administrations.len(),
+            Table::PatientIdentifiers => self.patient_identifiers.len(),
         }
     }
 
@@ -80,6 +84,7 @@ impl CuratedTables {
         self.diagnostic_reports.extend(other.diagnostic_reports);
         self.medication_administrations
             .extend(other.medication_administrations);
+        self.patient_identifiers.extend(other.patient_identifiers);
     }
 
     /// The parts' rows one after the other, table by table, each table allocated once at
@@ -95,7 +100,8 @@ impl CuratedTables {
         }
         let n = parts.len();
         // The tables most sources leave empty, joined after the others.
-        let (mut im, mut al, mut dr, mut ma) = (
+        let (mut im, mut al, mut dr, mut ma, mut pi) = (
+            Vec::with_capacity(n),
             Vec::with_capacity(n),
             Vec::with_capacity(n),
             Vec::with_capacity(n),
@@ -124,6 +130,7 @@ impl CuratedTables {
             al.push(p.allergies);
             dr.push(p.diagnostic_reports);
             ma.push(p.medication_administrations);
+            pi.push(p.patient_identifiers);
         }
         // Observations are usually most of the rows: one task, the rest in the other.
         let (
@@ -151,6 +158,7 @@ impl CuratedTables {
             allergies: join(al),
             diagnostic_reports: join(dr),
             medication_administrations: join(ma),
+            patient_identifiers: join(pi),
         }
     }
 
@@ -278,6 +286,15 @@ impl CuratedTables {
                     key(&b.meta),
                 ))
         });
+        self.patient_identifiers.sort_by(|a, b| {
+            (&a.patient_id, &a.kind, &a.system, &a.value, key(&a.meta)).cmp(&(
+                &b.patient_id,
+                &b.kind,
+                &b.system,
+                &b.value,
+                key(&b.meta),
+            ))
+        });
     }
 
     /// Every non-empty table's record batch, in [`Table::ALL`] order, built in parallel
@@ -320,6 +337,10 @@ impl CuratedTables {
                 .medication_administrations
                 .iter()
                 .for_each(|r| b.medication_administration(r)),
+            Table::PatientIdentifiers => self
+                .patient_identifiers
+                .iter()
+                .for_each(|r| b.patient_identifier(r)),
         }
         b.finish(table.schema())
     }
@@ -373,6 +394,9 @@ impl RowSink for CuratedTables {
     fn medication_administration(&mut self, r: MedicationAdministration) {
         self.medication_administrations.push(r);
     }
+    fn patient_identifier(&mut self, r: PatientIdentifier) {
+        self.patient_identifiers.push(r);
+    }
     fn retract(&mut self, table: Table, row: usize, at: DateTime<Utc>) {
         let meta = match table {
             Table::Patients => self.patients.get_mut(row).map(|r| &mut r.meta),
@@ -390,6 +414,7 @@ impl RowSink for CuratedTables {
                 .medication_administrations
                 .get_mut(row)
                 .map(|r| &mut r.meta),
+            Table::PatientIdentifiers => self.patient_identifiers.get_mut(row).map(|r| &mut r.meta),
         };
         if let Some(m) = meta {
             m.retracted_at = retracted(m.retracted_at, at);

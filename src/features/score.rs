@@ -230,6 +230,7 @@ impl ConditionCols {
             code: coding(&self.system, &self.code, i),
             onset_time: time(ts_at(&self.onset, i)?),
             abatement_time: None,
+            diagnosis_type: None,
             meta,
         })
     }

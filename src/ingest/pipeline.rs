@@ -876,6 +876,8 @@ fn record_key(table: Table) -> &'static [&'static str] {
         Table::Allergies => &["allergy_id"],
         Table::DiagnosticReports => &["report_id"],
         Table::MedicationAdministrations => &["administration_id"],
+        // An identifier is a fact about a record: its versions are re-sends of it.
+        Table::PatientIdentifiers => &["patient_id", "kind", "system", "value"],
     }
 }
 

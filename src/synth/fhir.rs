@@ -16,7 +16,7 @@ use super::{iso, ChunkWriter, OutFile};
 use crate::curated::{code_system, encounter_class, Coding, CuratedTables, RowMeta};
 use crate::error::Result;
 
-const TYPES: [&str; 6] = [
+pub(crate) const TYPES: [&str; 6] = [
     "Patient",
     "Encounter",
     "Observation",
@@ -83,6 +83,16 @@ fn push(out: &mut Vec<u8>, v: &Value) {
 
 /// The six files' bytes for one patient.
 fn render(p: &CuratedTables) -> [Vec<u8>; 6] {
+    render_source(p, "urn:ward:synth:mrn", &[])
+}
+
+/// One patient's resources as a source writes them: its MRN under identifier `system`, and
+/// further identifiers `extra` (system, value) in `Patient.identifier`.
+pub(crate) fn render_source(
+    p: &CuratedTables,
+    system: &str,
+    extra: &[(String, String)],
+) -> [Vec<u8>; 6] {
     let mut out: [Vec<u8>; 6] = Default::default();
     let primary = p
         .care_team
@@ -96,10 +106,19 @@ fn render(p: &CuratedTables) -> [Vec<u8>; 6] {
             "meta": meta(&r.meta),
             "identifier": [{
                 "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]},
-                "system": "urn:ward:synth:mrn",
+                "system": system,
                 "value": r.patient_id,
             }],
         });
+        for (system, value) in extra {
+            if let Some(list) = v["identifier"].as_array_mut() {
+                list.push(json!({
+                    "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]},
+                    "system": system,
+                    "value": value,
+                }));
+            }
+        }
         if r.family_name.is_some() || r.given_name.is_some() {
             let mut name = json!({"use": "official"});
             if let Some(f) = &r.family_name {

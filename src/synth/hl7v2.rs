@@ -73,16 +73,42 @@ fn segment(name: &str, fields: &[String]) -> String {
     s
 }
 
-fn msh(at: DateTime<Utc>, kind: &str, control: &str) -> String {
+/// How a source writes its messages: the sending application, the assigning authority of
+/// PID-3, further PID-3 identifiers (value, authority), and which messages it sends.
+/// `--format hl7v2` is [`Hl7Source::default`]; `ward synth --sources` (`super::sources`)
+/// writes an ADT feed and a lab feed with their own.
+#[derive(Debug, Clone)]
+pub(crate) struct Hl7Source {
+    pub(crate) app: String,
+    pub(crate) authority: String,
+    pub(crate) extra_ids: Vec<(String, String)>,
+    pub(crate) adt: bool,
+    pub(crate) oru: bool,
+}
+
+impl Default for Hl7Source {
+    fn default() -> Self {
+        Hl7Source {
+            app: "WARD-SYNTH".into(),
+            authority: "WARD".into(),
+            extra_ids: Vec::new(),
+            adt: true,
+            oru: true,
+        }
+    }
+}
+
+fn msh(at: DateTime<Utc>, kind: &str, control: &str, src: &Hl7Source) -> String {
     format!(
-        "MSH|^~\\&|WARD-SYNTH|WARD|WARD|WARD|{}||{kind}|{}|P|2.5.1\r",
+        "MSH|^~\\&|{}|WARD|WARD|WARD|{}||{kind}|{}|P|2.5.1\r",
+        esc(&src.app),
         dtm(at),
         esc(control)
     )
 }
 
 /// PID as the patient was known at `at`: the death (PID-29, PID-30) only once known.
-fn pid(patients: &[Patient], at: DateTime<Utc>) -> String {
+fn pid(patients: &[Patient], at: DateTime<Utc>, src: &Hl7Source) -> String {
     let current = patients
         .iter()
         .rfind(|p| p.meta.known_at <= at)
@@ -92,7 +118,10 @@ fn pid(patients: &[Patient], at: DateTime<Utc>) -> String {
     };
     let mut f = vec![String::new(); 30];
     f[0] = "1".into();
-    f[2] = format!("{}^^^WARD^MR", esc(&p.patient_id));
+    f[2] = format!("{}^^^{}^MR", esc(&p.patient_id), esc(&src.authority));
+    for (value, authority) in &src.extra_ids {
+        f[2].push_str(&format!("~{}^^^{}^MR", esc(value), esc(authority)));
+    }
     f[4] = format!(
         "{}^{}",
         esc(p.family_name.as_deref().unwrap_or("")),
@@ -229,6 +258,11 @@ fn obx(set: usize, o: &Observation) -> String {
 
 /// One patient's messages, in `known_at` order (ties in generation order).
 fn render(p: &CuratedTables) -> Vec<u8> {
+    render_source(p, &Hl7Source::default())
+}
+
+/// One patient's messages as source `src` sends them.
+pub(crate) fn render_source(p: &CuratedTables, src: &Hl7Source) -> Vec<u8> {
     let mut msgs: Vec<(DateTime<Utc>, usize, String)> = Vec::new();
     let pd1 = p
         .care_team
@@ -236,7 +270,9 @@ fn render(p: &CuratedTables) -> Vec<u8> {
         .find(|m| m.role.as_deref() == Some("primary"))
         .map(|m| format!("PD1||||{}\r", xcn(&m.clinician_id)))
         .unwrap_or_default();
-    for e in &p.encounters {
+    let adt_encounters: &[Encounter] = if src.adt { &p.encounters } else { &[] };
+    let oru_observations: &[Observation] = if src.oru { &p.observations } else { &[] };
+    for e in adt_encounters {
         let attending = p
             .care_team
             .iter()
@@ -254,16 +290,17 @@ fn render(p: &CuratedTables) -> Vec<u8> {
             at,
             &format!("ADT^{event}^{structure}"),
             &format!("{}-{event}", e.encounter_id),
+            src,
         );
         m.push_str(&format!("EVN|{event}|{}\r", dtm(at)));
-        m.push_str(&pid(&p.patients, at));
+        m.push_str(&pid(&p.patients, at, src));
         m.push_str(&pd1);
         m.push_str(&pv1(e, attending, full));
         msgs.push((at, msgs.len(), m));
     }
     // Group results into messages: one per (draw, known_at, status).
     let mut groups: Vec<(DateTime<Utc>, &str, bool, Vec<&Observation>)> = Vec::new();
-    for o in &p.observations {
+    for o in oru_observations {
         let corrected = o.status.as_deref() == Some("corrected");
         let draw = draw_id(&o.observation_id);
         let at = o.meta.known_at;
@@ -285,8 +322,8 @@ fn render(p: &CuratedTables) -> Vec<u8> {
         } else {
             "R".into()
         };
-        let mut m = msh(at, "ORU^R01^ORU_R01", &format!("{draw}-{suffix}"));
-        m.push_str(&pid(&p.patients, at));
+        let mut m = msh(at, "ORU^R01^ORU_R01", &format!("{draw}-{suffix}"), src);
+        m.push_str(&pid(&p.patients, at, src));
         if let Some(e) = encounters
             .iter()
             .find(|e| Some(&e.encounter_id) == first.encounter_id.as_ref())
@@ -319,7 +356,7 @@ fn render(p: &CuratedTables) -> Vec<u8> {
     // A change to the patient that no other message carries (a death reported after the
     // patient left) goes out as an A08 (update patient information) when it became known,
     // with the PV1 of the latest visit as it then stood, which ADT_A01 requires.
-    for (version, r) in p.patients.iter().enumerate().skip(1) {
+    for (version, r) in p.patients.iter().enumerate().skip(1).filter(|_| src.adt) {
         let at = r.meta.known_at;
         if msgs.iter().any(|m| m.0 == at) {
             continue;
@@ -333,9 +370,9 @@ fn render(p: &CuratedTables) -> Vec<u8> {
             .find(|m| m.role.as_deref() == Some("attending") && m.valid_from == e.admit_time)
             .map(|m| m.clinician_id.as_str());
         let control = format!("{}-A08-{}", r.patient_id, version + 1);
-        let mut m = msh(at, "ADT^A08^ADT_A01", &control);
+        let mut m = msh(at, "ADT^A08^ADT_A01", &control, src);
         m.push_str(&format!("EVN|A08|{}\r", dtm(at)));
-        m.push_str(&pid(&p.patients, at));
+        m.push_str(&pid(&p.patients, at, src));
         m.push_str(&pd1);
         m.push_str(&pv1(e, attending, e.discharge_time.is_some()));
         msgs.push((at, msgs.len(), m));

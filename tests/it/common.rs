@@ -107,6 +107,7 @@ pub(crate) fn known_by(
             |r| &mut r.meta,
             cutoff,
         ),
+        patient_identifiers: keep(&tables.patient_identifiers, |r| &mut r.meta, cutoff),
     }
 }
 

@@ -140,6 +140,9 @@ fn canonical(mut t: CuratedTables) -> CuratedTables {
     t.allergies
         .iter_mut()
         .for_each(|r| r.meta.source_system.clear());
+    t.patient_identifiers
+        .iter_mut()
+        .for_each(|r| r.meta.source_system.clear());
     t.diagnostic_reports
         .iter_mut()
         .for_each(|r| r.meta.source_system.clear());
@@ -682,7 +685,7 @@ fn r4_examples() {
     assert_eq!(reasons(&parsed), want);
     assert_eq!(
         Table::ALL.map(|table| t.len(table)),
-        [259, 3, 101, 10, 10, 47, 2, 0, 0, 6, 18, 0]
+        [259, 3, 101, 10, 10, 47, 2, 0, 0, 6, 18, 0, 261]
     );
     // A compound (potassium chloride in saline) without a code of its own: one row per
     // ingredient.

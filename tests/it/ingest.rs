@@ -384,6 +384,9 @@ async fn synthea_fhir_bundles_through_the_pipeline() {
             ("care_team", 631),
             ("immunizations", 153),
             ("diagnostic_reports", 160),
+            // Patient.identifier: SSN, driver's licence, passport, MRN, Synthea id (98 of
+            // the 20 patients' 100 identifiers carry a system and a value).
+            ("patient_identifiers", 98),
         ])
     );
     assert!(report.quarantine.is_none(), "{:?}", report.bad);
@@ -459,6 +462,8 @@ async fn fhir_examples_through_the_pipeline_with_quarantine() {
             ("care_team", 2),
             ("allergies", 6),
             ("diagnostic_reports", 18),
+            // Patient.identifier and Patient.link rows of the 259 Patient versions.
+            ("patient_identifiers", 260),
         ])
     );
     assert_raw_is_verbatim(&store, &report.raw, &json).await;

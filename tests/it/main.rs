@@ -26,6 +26,7 @@ mod live_online;
 mod live_tls;
 mod lookup;
 mod mapping;
+mod mpi;
 mod python_client;
 mod python_hash;
 mod quality;

@@ -55,6 +55,7 @@ pub(super) fn condition(
         code,
         onset_time,
         abatement_time,
+        diagnosis_type: None,
         meta: head.meta.clone(),
     })
 }

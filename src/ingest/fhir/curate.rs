@@ -11,7 +11,7 @@ use super::immunization::immunization;
 use super::medication::medication;
 use super::observation::observation;
 use super::outcome::{Curated, Fault, Fx, Outcome, Rows};
-use super::patient::patient;
+use super::patient::{identifiers, patient};
 use super::procedure::procedure;
 use super::report::report;
 use super::resolve::{resource_id, Resolver};
@@ -36,7 +36,8 @@ pub(super) fn curate(u: &Unit<'_>, rz: &Resolver<'_, '_>, ctx: &Context) -> Outc
     };
     let (table, extract): (Table, Extract) = match rtype {
         "Patient" => (Table::Patients, |res, head, _, ctx, _| {
-            patient(res, head, ctx).map(|r| Rows::Patient(Box::new(r)))
+            let ids = identifiers(res, head);
+            patient(res, head, ctx).map(|r| Rows::Patient(Box::new(r), ids))
         }),
         "Encounter" => (Table::Encounters, encounter),
         "Observation" => (Table::Observations, |res, head, rz, ctx, _| {

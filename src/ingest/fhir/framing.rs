@@ -237,6 +237,7 @@ impl<S: RowSink + Default> Part<S> {
         let Some(c) = o.curated else { return };
         let table = c.rows.table();
         let (start, team) = (self.rows.rows(table), self.rows.rows(Table::CareTeam));
+        let idents = self.rows.rows(Table::PatientIdentifiers);
         c.rows.into_sink(&mut self.rows);
         if let Some(key) = c.key {
             self.versions.push(Version {
@@ -247,6 +248,7 @@ impl<S: RowSink + Default> Part<S> {
                 known_at: c.known_at,
                 rows: start..self.rows.rows(table),
                 team: team..self.rows.rows(Table::CareTeam),
+                idents: idents..self.rows.rows(Table::PatientIdentifiers),
             });
         }
     }

@@ -4,7 +4,8 @@ use chrono::{DateTime, Utc};
 
 use crate::curated::{
     Allergy, CareTeamMember, Condition, Consent, DiagnosticReport, Encounter, Immunization,
-    Medication, MedicationAdministration, Observation, Patient, Procedure, RowSink, Table,
+    Medication, MedicationAdministration, Observation, Patient, PatientIdentifier, Procedure,
+    RowSink, Table,
 };
 use crate::ingest::{BadRecord, Skipped};
 
@@ -42,7 +43,7 @@ pub(super) type Fx<T> = Result<T, Fault>;
 /// (one per resource) stays small.
 #[derive(Debug)]
 pub(super) enum Rows {
-    Patient(Box<Patient>),
+    Patient(Box<Patient>, Vec<PatientIdentifier>),
     Encounter(Box<Encounter>, Vec<CareTeamMember>),
     Observations(Vec<Observation>),
     Condition(Box<Condition>),
@@ -59,7 +60,7 @@ impl Rows {
     /// The table of the resource's own rows.
     pub(super) fn table(&self) -> Table {
         match self {
-            Rows::Patient(_) => Table::Patients,
+            Rows::Patient(..) => Table::Patients,
             Rows::Encounter(..) => Table::Encounters,
             Rows::Observations(_) => Table::Observations,
             Rows::Condition(_) => Table::Conditions,
@@ -75,7 +76,10 @@ impl Rows {
 
     pub(super) fn into_sink(self, sink: &mut impl RowSink) {
         match self {
-            Rows::Patient(r) => sink.patient(*r),
+            Rows::Patient(r, ids) => {
+                sink.patient(*r);
+                ids.into_iter().for_each(|i| sink.patient_identifier(i));
+            }
             Rows::Encounter(r, team) => {
                 sink.encounter(*r);
                 team.into_iter().for_each(|m| sink.care_team(m));

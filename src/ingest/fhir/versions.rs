@@ -23,6 +23,8 @@ pub(super) struct Version {
     pub(super) rows: Range<usize>,
     /// Its `care_team` rows (an encounter's participants).
     pub(super) team: Range<usize>,
+    /// Its `patient_identifiers` rows (a Patient's identifiers and links).
+    pub(super) idents: Range<usize>,
 }
 
 /// Sets `retracted_at` of every resource version that a later version of the same
@@ -75,7 +77,9 @@ pub(super) fn retract_superseded<S: RowSink + Send>(parts: &mut [Part<S>]) {
             continue;
         };
         let (table, rows, team) = (v.key.0, v.rows.clone(), v.team.clone());
+        let idents = v.idents.clone();
         rows.for_each(|row| part.rows.retract(table, row, at));
         team.for_each(|row| part.rows.retract(Table::CareTeam, row, at));
+        idents.for_each(|row| part.rows.retract(Table::PatientIdentifiers, row, at));
     }
 }

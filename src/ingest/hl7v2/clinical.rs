@@ -6,7 +6,9 @@
 //! same content adds nothing (ADT senders repeat the whole list on every update); with
 //! other content it supersedes the earlier row (which gets `retracted_at` = the message's
 //! `known_at`). The action code (DG1-21, PR1-20) `D` retracts it; a cancelled admission
-//! (A11) retracts every diagnosis and procedure of the encounter.
+//! (A11) retracts every diagnosis and procedure of the encounter. DG1-6 (diagnosis type:
+//! admitting, working, final) is kept in `conditions.diagnosis_type`; a diagnosis sent again
+//! with another type (admitting on A01, final on A03) is a new version of it.
 
 use chrono::{DateTime, Duration, Utc};
 
@@ -161,6 +163,7 @@ impl Assembler {
                 code,
                 onset_time: time.unwrap_or(admit),
                 abatement_time: None,
+                diagnosis_type: m.get(seg, 6, 1).map(|t| diagnosis_type(&t)),
                 meta,
             };
             let same = prior
@@ -222,6 +225,18 @@ impl Assembler {
             self.retract_row(l.table, r, m.known_at);
         }
         self.clinical.insert(track, Some(pushed));
+    }
+}
+
+/// DG1-6 (diagnosis type, HL7 table 0052) as a word: `A` admitting, `W` working, `F` final;
+/// any other code is kept as written (a local extension of the table is not a reason to lose
+/// the diagnosis).
+pub(crate) fn diagnosis_type(code: &str) -> String {
+    match code.trim().to_ascii_uppercase().as_str() {
+        "A" => "admitting".to_string(),
+        "W" => "working".to_string(),
+        "F" => "final".to_string(),
+        _ => code.trim().to_string(),
     }
 }
 

@@ -5,7 +5,7 @@ use super::replay::Assembler;
 use super::segment::{Msg, Seg};
 use super::state::Upd;
 use super::time::{parse_date, parse_ts};
-use crate::curated::{Patient, Table};
+use crate::curated::{Patient, PatientIdentifier, Table};
 
 impl Assembler {
     /// The patient id of a PID (PID-3: the MR identifier, else the first).
@@ -41,6 +41,14 @@ impl Assembler {
             return None;
         };
         self.recall_patient(&id);
+        self.patient_row(m, pid, &id);
+        self.identifiers(m, pid, &id);
+        Some(id)
+    }
+
+    /// The patients row version a PID makes, if it changes anything.
+    fn patient_row(&mut self, m: &Msg<'_>, pid: &Seg<'_>, id: &str) {
+        let id = id.to_string();
         let enc = &m.enc;
         let mut st = self
             .patients
@@ -130,7 +138,7 @@ impl Assembler {
         }
 
         if old.as_ref() == Some(&st) {
-            return Some(id);
+            return;
         }
         let known_at = m.known_at;
         if let Some((_, row)) = self.patients.get(&id) {
@@ -149,7 +157,51 @@ impl Assembler {
             family_name: st.family_name.clone(),
             meta: m.meta(pid),
         });
-        self.patients.insert(id.clone(), (st, row));
-        Some(id)
+        self.patients.insert(id, (st, row));
+    }
+
+    /// PID-3 (CX, every repetition) → `patient_identifiers`: CX.1 the value, CX.4 the
+    /// assigning authority (HD: its namespace id, else its universal id) the system, CX.5
+    /// the identifier type code (table 0203: `MR`, `SS`, `PI`, ...). An identifier without
+    /// an assigning authority is read as assigned by the sending facility (MSH-4, else
+    /// MSH-3): an MRN is only unique within the authority that issued it. Each identifier
+    /// is curated once (ADT senders repeat PID-3 in every message; the patient's replay
+    /// state remembers it across runs); its `known_at` is that of the first message that
+    /// carried it.
+    fn identifiers(&mut self, m: &Msg<'_>, pid: &Seg<'_>, id: &str) {
+        let enc = &m.enc;
+        let fallback = m
+            .seg("MSH")
+            .and_then(|msh| m.get(msh, 4, 1).or_else(|| m.get(msh, 3, 1)));
+        for rep in enc.reps(pid.field(3)) {
+            let Some(value) = enc.text(enc.sub(enc.comp(rep, 1), 1)) else {
+                continue;
+            };
+            let hd = enc.comp(rep, 4);
+            let authority = enc
+                .text(enc.sub(hd, 1))
+                .or_else(|| enc.text(enc.sub(hd, 2)))
+                .or_else(|| fallback.clone());
+            let Some(system) = authority else {
+                continue;
+            };
+            let type_code = enc.text(enc.sub(enc.comp(rep, 5), 1));
+            let Some((state, _)) = self.patients.get_mut(id) else {
+                continue;
+            };
+            let key = (system.clone(), value.clone());
+            if state.idents.contains(&key) {
+                continue;
+            }
+            state.idents.push(key);
+            self.out.tables.patient_identifiers.push(PatientIdentifier {
+                patient_id: id.to_string(),
+                kind: "identifier".to_string(),
+                system,
+                value,
+                type_code,
+                meta: m.meta(pid),
+            });
+        }
     }
 }

@@ -32,6 +32,10 @@ pub(super) struct PatientState {
     pub(super) zip: Option<String>,
     pub(super) given_name: Option<String>,
     pub(super) family_name: Option<String>,
+    /// The PID-3 identifiers curated so far (system, value), so that a message repeating
+    /// them adds no `patient_identifiers` row, in this run or a later one.
+    #[serde(default)]
+    pub(super) idents: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -1,6 +1,7 @@
 //! Tests of HL7 v2 ingest.
 
 mod clinical;
+mod identifiers;
 
 use crate::ingest::test_support::inputs;
 use chrono::{DateTime, Utc};

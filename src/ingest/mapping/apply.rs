@@ -729,6 +729,7 @@ impl Apply<'_> {
                 code: v.coding()?,
                 onset_time: v.req_time("onset_time")?,
                 abatement_time: v.time("abatement_time"),
+                diagnosis_type: v.text("diagnosis_type"),
                 meta,
             }),
             Table::Procedures => Row::Procedure(Procedure {
@@ -849,6 +850,14 @@ impl Apply<'_> {
                 route: v.text("route"),
                 meta,
             }),
+            Table::PatientIdentifiers => Row::Identifier(c::PatientIdentifier {
+                patient_id: v.req_text("patient_id")?,
+                kind: v.text("kind").unwrap_or_else(|| "identifier".to_string()),
+                system: v.req_text("system")?,
+                value: v.req_text("value")?,
+                type_code: v.text("type"),
+                meta,
+            }),
         })
     }
 }
@@ -956,6 +965,7 @@ enum Row {
     Allergy(c::Allergy),
     Report(c::DiagnosticReport),
     Administration(c::MedicationAdministration),
+    Identifier(c::PatientIdentifier),
 }
 
 fn push_row(t: &mut CuratedTables, row: Row) {
@@ -972,5 +982,6 @@ fn push_row(t: &mut CuratedTables, row: Row) {
         Row::Allergy(r) => t.allergies.push(r),
         Row::Report(r) => t.diagnostic_reports.push(r),
         Row::Administration(r) => t.medication_administrations.push(r),
+        Row::Identifier(r) => t.patient_identifiers.push(r),
     }
 }

@@ -152,6 +152,7 @@ impl Gen {
             },
             onset_time: ts(onset),
             abatement_time: abatement.map(ts),
+            diagnosis_type: None,
             meta,
         });
     }

@@ -352,6 +352,7 @@ async fn score_changes_at_coding_correction_and_next_discharge() {
             },
             onset_time: t0,
             abatement_time: None,
+            diagnosis_type: None,
             // Coded two days after discharge.
             meta: meta("C1", d1 + h(48), None),
         }],

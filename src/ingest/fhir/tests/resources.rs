@@ -543,3 +543,84 @@ fn versions_retract_their_predecessors() {
     assert_eq!(o[1].meta.retracted_at, Some(utc(2020, 1, 3, 0, 0, 0)));
     assert_eq!(o[2].meta.retracted_at, None);
 }
+
+/// `Patient.identifier` (system and value, FHIR R4 2.24.0.1) and `Patient.link` (to a
+/// Patient, or by identifier) → `patient_identifiers`; an identifier without a system is
+/// left out; a later version of the Patient retracts the earlier version's rows.
+#[test]
+fn patient_identifiers_and_links() {
+    let v1 = json!({"resourceType": "Patient", "id": "p1",
+        "meta": {"versionId": "1", "lastUpdated": "2020-01-01T00:00:00Z"},
+        "identifier": [
+            {"use": "usual", "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]},
+             "system": "urn:oid:1.2.36.146.595.217.0.1", "value": "12345"},
+            {"value": "no-system"},
+            {"system": "http://hl7.org/fhir/sid/us-ssn", "value": " 123-45-6789 "}],
+        "link": [
+            {"other": {"reference": "Patient/p2"}, "type": "seealso"},
+            {"other": {"reference": "http://example.org/fhir/Patient/p3/_history/2"}, "type": "replaces"},
+            {"other": {"reference": "RelatedPerson/r1"}, "type": "seealso"},
+            {"other": {"identifier": {"system": "urn:ward:adt", "value": "A77"}}, "type": "refer"}]});
+    let v2 = json!({"resourceType": "Patient", "id": "p1",
+        "meta": {"versionId": "2", "lastUpdated": "2020-02-01T00:00:00Z"},
+        "identifier": [{"system": "urn:oid:1.2.36.146.595.217.0.1", "value": "12345"}]});
+    let p = ndjson(&[("Patient.ndjson", &format!("{v1}\n{v2}\n"))]);
+    assert!(p.bad.is_empty(), "{:?}", p.bad);
+    // kind, system, value, type, retracted_at
+    type Row<'a> = (
+        &'a str,
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+        Option<DateTime<Utc>>,
+    );
+    let got: Vec<Row<'_>> = p
+        .tables
+        .patient_identifiers
+        .iter()
+        .map(|i| {
+            (
+                i.kind.as_str(),
+                i.system.as_str(),
+                i.value.as_str(),
+                i.type_code.as_deref(),
+                i.meta.retracted_at,
+            )
+        })
+        .collect();
+    let feb = Some(utc(2020, 2, 1, 0, 0, 0));
+    assert_eq!(
+        got,
+        [
+            (
+                "identifier",
+                "urn:oid:1.2.36.146.595.217.0.1",
+                "12345",
+                Some("MR"),
+                feb
+            ),
+            (
+                "identifier",
+                "http://hl7.org/fhir/sid/us-ssn",
+                "123-45-6789",
+                None,
+                feb
+            ),
+            ("link", "Patient", "p2", Some("seealso"), feb),
+            ("link", "Patient", "p3", Some("replaces"), feb),
+            ("link", "urn:ward:adt", "A77", Some("refer"), feb),
+            (
+                "identifier",
+                "urn:oid:1.2.36.146.595.217.0.1",
+                "12345",
+                None,
+                None
+            ),
+        ]
+    );
+    assert!(p
+        .tables
+        .patient_identifiers
+        .iter()
+        .all(|i| i.patient_id == "p1"));
+}

@@ -206,3 +206,79 @@ fn a_refused_encounter_takes_no_diagnoses() {
     assert_eq!(p.bad[0].field.as_deref(), Some("PV1-44"));
     assert!(p.tables.conditions.is_empty());
 }
+
+/// DG1-6 (diagnosis type, table 0052): A admitting, W working, F final; another code is kept
+/// as written; absent is null. The same diagnosis sent again with another type (admitting
+/// on the A01, final on the A03) is a new version that retracts the first.
+#[test]
+fn dg1_6_diagnosis_type_is_kept_and_versioned() {
+    let a01 = adt_with(
+        "A01",
+        "20240101080500+0100",
+        "M1",
+        &pv1_admit(),
+        &[
+            "DG1|1||J18.9^Pneumonia^I10|||A",
+            "DG1|2||I10^Hypertension^I10|||W",
+            "DG1|3||E11.9^Type 2 diabetes^I10|||Q",
+            "DG1|4||N18.3^CKD stage 3^I10",
+        ],
+    );
+    let a03 = adt_with(
+        "A03",
+        "20240105100500+0100",
+        "M2",
+        &pv1_discharged(),
+        &[
+            "DG1|1||J18.9^Pneumonia^I10|||F",
+            "DG1|2||I10^Hypertension^I10|||w",
+            "DG1|3||E11.9^Type 2 diabetes^I10|||Q",
+            "DG1|4||N18.3^CKD stage 3^I10",
+        ],
+    );
+    let p = run(&[("a.hl7", &a01), ("b.hl7", &a03)]);
+    assert!(p.bad.is_empty(), "{:?}", p.bad);
+    // code, diagnosis_type, retracted_at
+    type Row<'a> = (&'a str, Option<&'a str>, Option<DateTime<Utc>>);
+    let got: Vec<Row<'_>> = p
+        .tables
+        .conditions
+        .iter()
+        .map(|c| {
+            (
+                c.code.code.as_str(),
+                c.diagnosis_type.as_deref(),
+                c.meta.retracted_at,
+            )
+        })
+        .collect();
+    let a03_known = Some(utc("2024-01-05T09:05:00Z"));
+    assert_eq!(
+        got,
+        [
+            ("J18.9", Some("admitting"), a03_known),
+            ("I10", Some("working"), None),
+            ("E11.9", Some("Q"), None),
+            ("N18.3", None, None),
+            // Only the pneumonia changed type: one new version, final.
+            ("J18.9", Some("final"), None),
+        ]
+    );
+    // The column is in the curated batch, after abatement_time.
+    let batches = p.into_batches().expect("batches");
+    let (_, conditions) = batches
+        .batches
+        .iter()
+        .find(|(t, _)| *t == Table::Conditions)
+        .expect("conditions");
+    let col = conditions
+        .column_by_name("diagnosis_type")
+        .expect("diagnosis_type column");
+    use arrow::array::Array as _;
+    let col = col
+        .as_any()
+        .downcast_ref::<arrow::array::StringArray>()
+        .expect("text");
+    assert_eq!(col.value(0), "admitting");
+    assert!(col.is_null(3));
+}
