@@ -357,7 +357,10 @@ async fn version_page(
         let m = snap.find(&hash)?;
         a.note.add_datasets([m.hash.to_string()]);
         let g = catalog::lineage(&snap, &m.hash);
-        Ok(html::version(m, &snap, &g))
+        let report = crate::quality::report_of(&s.store, m).await?;
+        let mut page = html::version(m, &snap, &g);
+        page.push_str(&html::quality(report.as_ref()));
+        Ok(page)
     }
     .await;
     a.done(&s, flavor, made).await

@@ -477,9 +477,17 @@ class Client:
         r = self._call(self._datasets.VerifyDataset, datasets_pb2.VerifyDatasetRequest(ref=ref))
         return Verification(r.hash, r.ok, r.rows, r.files, r.problem)
 
-    def tag(self, name, ref):
-        """Points the tag `name` at a version; returns the hash it now names."""
-        r = self._call(self._datasets.TagDataset, datasets_pb2.TagDatasetRequest(name=name, ref=ref))
+    def tag(self, name, ref, override_reason=""):
+        """Points the tag `name` at a version; returns the hash it now names.
+
+        Tagging `prod` a version whose data-quality expectations fail is refused
+        (FAILED_PRECONDITION) unless `override_reason` says why; the reason is audited
+        (docs/quality.md).
+        """
+        r = self._call(
+            self._datasets.TagDataset,
+            datasets_pb2.TagDatasetRequest(name=name, ref=ref, override_reason=override_reason),
+        )
         return r.hash
 
     def dataset(self, ref):

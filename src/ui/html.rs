@@ -527,6 +527,43 @@ pub fn svg(g: &Graph) -> String {
     s
 }
 
+/// A version's data-quality section (`docs/quality.md`): the status of its report and one
+/// row per expectation, or a sentence saying that none were declared.
+pub fn quality(report: Option<&crate::quality::Report>) -> String {
+    let mut b = String::from(
+        "<section aria-labelledby=\"h-quality\">\n<h2 id=\"h-quality\">Data quality</h2>\n",
+    );
+    let Some(r) = report else {
+        b.push_str("<p>No expectations were declared for this version.</p>\n</section>\n");
+        return b;
+    };
+    let _ = writeln!(
+        b,
+        "<p>Status: <strong class=\"quality-{0}\">{0}</strong> ({1} expectations, {2} blocking <code>prod</code>)</p>",
+        r.status().as_str(),
+        r.outcomes.len(),
+        r.blocking().len()
+    );
+    b.push_str("<table>\n<thead><tr><th scope=\"col\">Expectation</th><th scope=\"col\">Check</th><th scope=\"col\">Severity</th><th scope=\"col\">Result</th><th scope=\"col\">Observed</th><th scope=\"col\">Declared at</th></tr></thead>\n<tbody>\n");
+    for o in &r.outcomes {
+        let result = if o.passed { "pass" } else { "fail" };
+        let severity = match o.severity {
+            crate::quality::Severity::Error => "error",
+            crate::quality::Severity::Warn => "warn",
+        };
+        let _ = writeln!(
+            b,
+            "<tr><td>{}</td><td>{}</td><td>{severity}</td><td>{result}</td><td>{}</td><td><code>{}</code></td></tr>",
+            escape(&o.expectation),
+            escape(&o.check),
+            escape(&o.observed),
+            escape(&o.location)
+        );
+    }
+    b.push_str("</tbody>\n</table>\n</section>\n");
+    b
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -186,6 +186,28 @@ fn expectations_are_evaluated_stored_and_guard_prod() {
     assert!(reason.contains("steward reviewed"), "{reason}");
     assert!(reason.contains("no admission at all"), "{reason}");
     assert_eq!(over["datasets"][0], strict.as_str());
+
+    // The version's page in the web UI shows its report.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let opened = Store::open_existing(&store, ward::clock::system()).unwrap();
+    let running = rt
+        .block_on(ward::live::serve_http(
+            "127.0.0.1:0".parse().unwrap(),
+            &opened,
+            &ward::live::LiveConfig::default(),
+            None,
+            None,
+            None,
+        ))
+        .unwrap();
+    let page = crate::ui::get(running.addr, &format!("/ui/versions/{strict}"), &[]);
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("Data quality"), "{}", page.body);
+    assert!(page.body.contains("no admission at all"), "{}", page.body);
+    assert!(page.body.contains("quality-fail"), "{}", page.body);
+    let patients = opened.resolve(&"patients".parse().unwrap()).unwrap().hash;
+    let raw = crate::ui::get(running.addr, &format!("/ui/versions/{patients}"), &[]);
+    assert!(raw.body.contains("quality-pass"), "{}", raw.body);
 }
 
 /// A mistake in an expectation is found before any input is read, naming the file and line.

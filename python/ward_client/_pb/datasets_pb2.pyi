@@ -98,12 +98,14 @@ class VerifyDatasetResponse(_message.Message):
     def __init__(self, hash: _Optional[str] = ..., ok: _Optional[bool] = ..., rows: _Optional[int] = ..., files: _Optional[int] = ..., problem: _Optional[str] = ...) -> None: ...
 
 class TagDatasetRequest(_message.Message):
-    __slots__ = ("name", "ref")
+    __slots__ = ("name", "ref", "override_reason")
     NAME_FIELD_NUMBER: _ClassVar[int]
     REF_FIELD_NUMBER: _ClassVar[int]
+    OVERRIDE_REASON_FIELD_NUMBER: _ClassVar[int]
     name: str
     ref: str
-    def __init__(self, name: _Optional[str] = ..., ref: _Optional[str] = ...) -> None: ...
+    override_reason: str
+    def __init__(self, name: _Optional[str] = ..., ref: _Optional[str] = ..., override_reason: _Optional[str] = ...) -> None: ...
 
 class TagDatasetResponse(_message.Message):
     __slots__ = ("name", "hash")
