@@ -16,6 +16,7 @@
 # Use: eval "$(.ci/kafka.sh start)"; cargo test; .ci/kafka.sh stop
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. .ci/lib.sh
 
 home="${WARD_KAFKA_HOME:-$HOME/.cache/ward-kafka}"
 mkdir -p "$home"
@@ -73,19 +74,7 @@ start() {
 }
 
 stop_quiet() {
-  if [ -f "$home/broker.pid" ]; then
-    local pid
-    pid="$(cat "$home/broker.pid")"
-    if kill -0 "$pid" 2>/dev/null; then
-      kill "$pid" 2>/dev/null || true
-      for _ in $(seq 1 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-      done
-      kill -9 "$pid" 2>/dev/null || true
-    fi
-    rm -f "$home/broker.pid" "$home/bootstrap"
-  fi
+  stop_pidfile "$home/broker.pid" "$home/bootstrap"
 }
 
 case "${1:-}" in

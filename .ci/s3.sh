@@ -14,6 +14,7 @@
 # Use: eval "$(.ci/s3.sh start)"; cargo test --test it -- s3::; .ci/s3.sh stop
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. .ci/lib.sh
 
 home="${WARD_S3_HOME:-$HOME/.cache/ward-s3}"
 mkdir -p "$home"
@@ -70,19 +71,7 @@ start() {
 }
 
 stop_quiet() {
-  if [ -f "$home/server.pid" ]; then
-    local pid
-    pid="$(cat "$home/server.pid")"
-    if kill -0 "$pid" 2>/dev/null; then
-      kill "$pid" 2>/dev/null || true
-      for _ in $(seq 1 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-      done
-      kill -9 "$pid" 2>/dev/null || true
-    fi
-    rm -f "$home/server.pid" "$home/endpoint"
-  fi
+  stop_pidfile "$home/server.pid" "$home/endpoint"
 }
 
 case "${1:-}" in

@@ -57,7 +57,8 @@ pub enum Severity {
 }
 
 impl Severity {
-    fn as_str(self) -> &'static str {
+    /// As written in TOML and in reports.
+    pub fn as_str(self) -> &'static str {
         match self {
             Severity::Error => "error",
             Severity::Warn => "warn",
@@ -1068,38 +1069,18 @@ pub async fn report_of(store: &Store, m: &Manifest) -> Result<Option<Report>> {
         kind: Some(Kind::Other),
         name: Some(report_name(&m.name)),
     };
-    let want = m.hash.to_string();
     let found = store
         .list(&filter)?
         .into_iter()
-        .filter(|r| {
-            r.lineage.inputs.first() == Some(&m.hash) || r.labels.get(LABEL_OF) == Some(&want)
-        })
+        .filter(|r| r.lineage.inputs.first() == Some(&m.hash))
         .max_by_key(|r| r.created_at);
     let Some(r) = found else {
         return Ok(None);
     };
     let (_, batches) = store.read(&r.hash).await?;
-    // A report whose content equals another's is stored once: keep only this version's rows.
-    let mut report = Report::from_batches(m.hash, &batches)?;
-    let mine: Vec<bool> = batches
-        .iter()
-        .flat_map(|b| {
-            let v = b
-                .column_by_name("version")
-                .map(|c| {
-                    c.as_string::<i32>()
-                        .iter()
-                        .map(|x| x == Some(want.as_str()))
-                        .collect::<Vec<_>>()
-                })
-                .unwrap_or_else(|| vec![true; b.num_rows()]);
-            v
-        })
-        .collect();
-    let mut keep = mine.into_iter();
-    report.outcomes.retain(|_| keep.next().unwrap_or(true));
-    Ok(Some(report))
+    // Every row names the checked version, so a report's content (and hash) belongs to one
+    // checked version only.
+    Ok(Some(Report::from_batches(m.hash, &batches)?))
 }
 
 /// Evaluates the applicable expectations on `m`, stores the report when there is any, and

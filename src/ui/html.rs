@@ -547,10 +547,7 @@ pub fn quality(report: Option<&crate::quality::Report>) -> String {
     b.push_str("<table>\n<thead><tr><th scope=\"col\">Expectation</th><th scope=\"col\">Check</th><th scope=\"col\">Severity</th><th scope=\"col\">Result</th><th scope=\"col\">Observed</th><th scope=\"col\">Declared at</th></tr></thead>\n<tbody>\n");
     for o in &r.outcomes {
         let result = if o.passed { "pass" } else { "fail" };
-        let severity = match o.severity {
-            crate::quality::Severity::Error => "error",
-            crate::quality::Severity::Warn => "warn",
-        };
+        let severity = o.severity.as_str();
         let _ = writeln!(
             b,
             "<tr><td>{}</td><td>{}</td><td>{severity}</td><td>{result}</td><td>{}</td><td><code>{}</code></td></tr>",
