@@ -272,3 +272,58 @@ pub(crate) fn start_ward(store: &Path, config: &Path) -> (Proc, SocketAddr) {
     std::thread::spawn(move || for _ in lines {});
     (Proc(child), addr)
 }
+
+/// A minimal HTTP/1.1 keep-alive client for JSON POSTs (Feast's API answers with
+/// Content-Length).
+pub(crate) struct HttpClient {
+    stream: tokio::io::BufStream<tokio::net::TcpStream>,
+    host: String,
+}
+
+impl HttpClient {
+    pub(crate) async fn connect(addr: SocketAddr) -> std::io::Result<HttpClient> {
+        let s = tokio::net::TcpStream::connect(addr).await?;
+        s.set_nodelay(true)?;
+        Ok(HttpClient {
+            stream: tokio::io::BufStream::new(s),
+            host: addr.to_string(),
+        })
+    }
+
+    pub(crate) async fn post(&mut self, path: &str, body: &str) -> std::io::Result<String> {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+        let req = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: keep-alive\r\n\r\n{body}",
+            self.host,
+            body.len()
+        );
+        self.stream.write_all(req.as_bytes()).await?;
+        self.stream.flush().await?;
+        let mut len = None;
+        let mut status = String::new();
+        self.stream.read_line(&mut status).await?;
+        if status.is_empty() {
+            return Err(std::io::Error::other("connection closed"));
+        }
+        loop {
+            let mut line = String::new();
+            self.stream.read_line(&mut line).await?;
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse::<usize>().ok();
+                }
+            }
+        }
+        let len = len.ok_or_else(|| std::io::Error::other("no content-length"))?;
+        let mut body = vec![0u8; len];
+        self.stream.read_exact(&mut body).await?;
+        if !status.contains(" 200") {
+            return Err(std::io::Error::other(format!("status {}", status.trim())));
+        }
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+}

@@ -35,7 +35,6 @@ use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use chrono::{TimeZone, Utc};
 use futures::StreamExt;
 use rand::{Rng, SeedableRng};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::grpc_common::proto::features_client::FeaturesClient;
 use crate::grpc_common::proto::{
@@ -44,7 +43,9 @@ use crate::grpc_common::proto::{
 
 mod grpc_common;
 
-use grpc_common::{arg, drive, own_group, pct, readmission, start_ward, H2Channel, Proc};
+use grpc_common::{
+    arg, drive, own_group, pct, readmission, start_ward, H2Channel, HttpClient, Proc,
+};
 
 fn main() {
     let patients = arg(1, 2_000);
@@ -486,59 +487,4 @@ fn write_values(path: &Path, ans: &ward::lookup::OnlineAnswer) {
     let mut w = parquet::arrow::ArrowWriter::try_new(f, batch.schema(), None).expect("writer");
     w.write(&batch).expect("write");
     w.close().expect("close");
-}
-
-/// A minimal HTTP/1.1 keep-alive client for JSON POSTs (Feast's API answers with
-/// Content-Length).
-struct HttpClient {
-    stream: tokio::io::BufStream<tokio::net::TcpStream>,
-    host: String,
-}
-
-impl HttpClient {
-    async fn connect(addr: SocketAddr) -> std::io::Result<HttpClient> {
-        let s = tokio::net::TcpStream::connect(addr).await?;
-        s.set_nodelay(true)?;
-        Ok(HttpClient {
-            stream: tokio::io::BufStream::new(s),
-            host: addr.to_string(),
-        })
-    }
-
-    async fn post(&mut self, path: &str, body: &str) -> std::io::Result<String> {
-        use tokio::io::AsyncBufReadExt;
-        let req = format!(
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: keep-alive\r\n\r\n{body}",
-            self.host,
-            body.len()
-        );
-        self.stream.write_all(req.as_bytes()).await?;
-        self.stream.flush().await?;
-        let mut len = None;
-        let mut status = String::new();
-        self.stream.read_line(&mut status).await?;
-        if status.is_empty() {
-            return Err(std::io::Error::other("connection closed"));
-        }
-        loop {
-            let mut line = String::new();
-            self.stream.read_line(&mut line).await?;
-            let l = line.trim_end();
-            if l.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = l.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    len = v.trim().parse::<usize>().ok();
-                }
-            }
-        }
-        let len = len.ok_or_else(|| std::io::Error::other("no content-length"))?;
-        let mut body = vec![0u8; len];
-        self.stream.read_exact(&mut body).await?;
-        if !status.contains(" 200") {
-            return Err(std::io::Error::other(format!("status {}", status.trim())));
-        }
-        Ok(String::from_utf8_lossy(&body).into_owned())
-    }
 }
