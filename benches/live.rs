@@ -1,27 +1,45 @@
 //! Live feeds under load (issue 33, "Benchmarks"): a `ward serve` child at its default
-//! settings with an MLLP listener (`[live] seal_interval_secs` set, so the server seals and
-//! brings its online set up to date on its own), over a store holding the first half of a
-//! `ward synth --format hl7v2` cohort (ingested and materialized before the clock starts).
-//! Each round has two phases of `SECONDS`:
+//! settings with a live feed (`[live] seal_interval_secs` set, so the server seals and brings
+//! its online set up to date on its own), over a store holding the first half of a `ward
+//! synth --format hl7v2` cohort (ingested with `ward ingest` and materialized with `ward
+//! materialize` before the clock starts). Each round has two phases of `SECONDS`:
 //!
 //! 1. **idle**: 8 online clients send `GetOnlineFeatures` (one random patient, every feature
 //!    of `readmission_online`) in closed loops;
-//! 2. **load**: the same 8 clients, while `CONNECTIONS` MLLP senders stream the second half
-//!    of the cohort (in time order, each patient's messages on one connection, in order) at
-//!    `RATE` messages per second in all, each sender paced and waiting for each ACK as an
+//! 2. **load**: the same 8 clients, while `CONNECTIONS` senders stream the second half of the
+//!    cohort (in time order, each patient's messages on one sender, in order) at `RATE`
+//!    messages per second in all, each sender paced and waiting for each acknowledgement as an
 //!    interface engine does; and one **probe** sender that, one probe at a time, sends a lab
 //!    result (ORU, hemoglobin `718-7` with a value no other message has) for a patient of the
-//!    store timed "now", and polls the online lookup of that patient until it answers the
-//!    new value: the probe's **freshness** is the time from its ACK to that answer.
+//!    store with no streamed message, timed "now", and polls the online lookup of that patient
+//!    until it answers the new value: the probe's **freshness** is the time from its
+//!    acknowledgement to that answer.
 //!
-//! Reported per round and as medians over rounds: messages acknowledged per second (sustained
-//! over the phase), ACK latency p50/p99 (from the write of a frame to its ACK), freshness
-//! p50/p99 (probes), online lookup p50/p99 and lookups/s idle and under load. The targets of
-//! issue 33: >= 5,000 messages/s sustained, freshness p99 <= 1 s, online p99 <= 2 ms.
+//! `WARD_BENCH_VIA` picks the feed:
+//! - `mllp` (default): HL7 v2 over MLLP; the acknowledgement is the ACK (sent once logged);
+//! - `http`: FHIR pushed to `POST /fhir`, each lab message (ORU) as a `collection` Bundle of
+//!   its Observations (ADT messages are not sent: the rate counts lab messages only); the
+//!   acknowledgement is the 200 (sent once logged);
+//! - `kafka`: the HL7 v2 messages produced to a new topic with `CONNECTIONS` partitions on
+//!   the broker of `WARD_KAFKA_BROKERS` (`eval "$(.ci/kafka.sh start)"`), which Ward consumes;
+//!   the acknowledgement is the broker's answer to the produce request.
+//!
+//! Then the same phases against Feast 0.67's push path (benches/feast_push.py: `POST /push`
+//! with `"to": "online"` into a SQLite online store, lookups by `POST
+//! /get-online-features`), one row per message (its patient, time and hemoglobin result),
+//! when the peers' venv is there (`WARD_BENCH_FEAST_PYTHON`, default
+//! `/tmp/ward-peers/venv/bin/python`, made by `../shared/peers/run_bench.sh`).
+//!
+//! Reported per round and as medians over rounds, Ward and Feast side by side: records
+//! acknowledged per second (sustained over the phase), acknowledgement latency p50/p99 (from
+//! the send to its acknowledgement), freshness p50/p99 (probes), online lookup p50/p99 and
+//! lookups/s idle and under load. The targets of issue 33: >= 5,000 messages/s sustained,
+//! freshness p99 <= 1 s, online p99 <= 2 ms.
 //!
 //! `cargo bench --bench live -- [PATIENTS [SECONDS [RATE [ROUNDS [CONNECTIONS]]]]]`
 //! (defaults 4,000 patients, 5 s phases, 5,000 messages/s, 3 rounds, 8 connections).
-//! `WARD_BENCH_SEAL_SECS` sets the server's seal interval (default 0.25 s).
+//! `WARD_BENCH_SEAL_SECS` sets the server's seal interval (default 0.25 s);
+//! `WARD_BENCH_KEEP=1` keeps the store; `WARD_BENCH_VERBOSE=1` shows the server's log.
 //! The streamed half of the cohort is used once: when it runs out, a load phase ends early
 //! and says so (a larger cohort gives longer phases).
 
@@ -88,30 +106,80 @@ fn main() {
         ids
     };
 
-    let config = dir.path().join("serve.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "features = [{repo:?}]\nmllp = \"127.0.0.1:0\"\n[live]\nseal_interval_secs = {seal_secs}\n"
-        ),
-    )
-    .expect("config");
-    let (server, grpc, mllp) = start(&store, &config);
-
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .expect("runtime");
+    let via = std::env::var("WARD_BENCH_VIA").unwrap_or_else(|_| "mllp".into());
+    let (listen, kafka) = match via.as_str() {
+        "mllp" => ("mllp = \"127.0.0.1:0\"\n".to_string(), None),
+        "http" => ("http = \"127.0.0.1:0\"\n".to_string(), None),
+        "kafka" => {
+            let brokers: Vec<String> = std::env::var("WARD_KAFKA_BROKERS")
+                .expect("WARD_BENCH_VIA=kafka needs a broker: eval \"$(.ci/kafka.sh start)\"")
+                .split(',')
+                .map(str::to_string)
+                .collect();
+            let topic = format!("ward-bench-live-{}", std::process::id());
+            rt.block_on(ward::live::kafka_wire::create_topic(
+                &brokers,
+                "ward-bench",
+                &topic,
+                conns as i32,
+            ))
+            .expect("create topic");
+            let tables = format!(
+                "[kafka]\nbrokers = {brokers:?}\nstart = \"earliest\"\n[[kafka.topic]]\nname = \"{topic}\"\nformat = \"hl7v2\"\n"
+            );
+            (
+                String::new(),
+                Some((
+                    tables,
+                    Feed::Kafka {
+                        brokers,
+                        topic,
+                        partitions: conns as i32,
+                    },
+                )),
+            )
+        }
+        other => panic!("WARD_BENCH_VIA={other}: mllp, http or kafka"),
+    };
+    let config = dir.path().join("serve.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "features = [{repo:?}]\n{listen}[live]\nseal_interval_secs = {seal_secs}\n{}",
+            kafka.as_ref().map(|k| k.0.as_str()).unwrap_or_default()
+        ),
+    )
+    .expect("config");
+    let (server, grpc, feed) = match (via.as_str(), kafka) {
+        ("mllp", _) => {
+            let (p, g, a) = start(&store, &config, Some("mllp listening on "));
+            (p, g, Feed::Mllp(a.expect("mllp address")))
+        }
+        ("http", _) => {
+            let (p, g, a) = start(&store, &config, Some("http listening on "));
+            (p, g, Feed::Http(a.expect("http address")))
+        }
+        (_, Some((_, feed))) => {
+            let (p, g, _) = start(&store, &config, None);
+            (p, g, feed)
+        }
+        _ => unreachable!("checked above"),
+    };
+
     let streamed = deal(streamed, conns);
     let ids = Arc::new(ids);
     let run = |target: Target, label: &str| {
         let mut results = Vec::new();
         let mut cursors = vec![0usize; conns];
         for round in 0..rounds {
-            let idle = rt.block_on(online_phase(target, ids.clone(), secs, None));
+            let idle = rt.block_on(online_phase(target.clone(), ids.clone(), secs, None));
             let load = rt.block_on(load_phase(LoadPhase {
-                target,
+                target: target.clone(),
                 ids: ids.clone(),
                 secs,
                 rate,
@@ -125,7 +193,7 @@ fn main() {
         }
         results
     };
-    let ward = run(Target::Ward { grpc, mllp }, "ward");
+    let ward = run(Target::Ward { grpc, feed }, "ward");
     drop(server);
 
     // Feast's push path, when its Python is there (the peers' venv, `../shared/peers`).
@@ -148,7 +216,7 @@ fn main() {
     };
 
     println!(
-        "\nMLLP into Ward vs Feast's /push: {patients} patients, {conns} senders at {rate}/s in all, \
+        "\n{via} into Ward vs Feast's /push: {patients} patients, {conns} senders at {rate}/s in all, \
          Ward sealing every {seal_secs} s, {CLIENTS} online clients, medians of {rounds} rounds\n"
     );
     println!("| | Ward | Feast | Ward / Feast |");
@@ -402,8 +470,13 @@ fn probe_message(template: &[u8], control: &str, now: &str, value: &str) -> Vec<
     out
 }
 
-/// Starts `ward serve` on `store` with `config`: the gRPC and MLLP addresses it printed.
-fn start(store: &Path, config: &Path) -> (Proc, SocketAddr, SocketAddr) {
+/// Starts `ward serve` on `store` with `config`: the gRPC address it printed and, with
+/// `feed`, the address on the line starting with `feed` (`mllp listening on `, ...).
+fn start(
+    store: &Path,
+    config: &Path,
+    feed: Option<&str>,
+) -> (Proc, SocketAddr, Option<SocketAddr>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ward"))
         .arg("--store")
         .arg(store)
@@ -415,7 +488,7 @@ fn start(store: &Path, config: &Path) -> (Proc, SocketAddr, SocketAddr) {
         .expect("ward serve");
     let stderr = child.stderr.take().expect("stderr");
     let mut lines = BufReader::new(stderr).lines();
-    let (mut grpc, mut mllp) = (None, None);
+    let (mut grpc, mut other) = (None, None);
     let addr_after = |line: &str, prefix: &str| -> Option<SocketAddr> {
         line.strip_prefix(prefix)?
             .split_whitespace()
@@ -423,7 +496,7 @@ fn start(store: &Path, config: &Path) -> (Proc, SocketAddr, SocketAddr) {
             .parse()
             .ok()
     };
-    while grpc.is_none() || mllp.is_none() {
+    while grpc.is_none() || (feed.is_some() && other.is_none()) {
         let line = lines
             .next()
             .expect("ward serve exited before listening")
@@ -431,8 +504,8 @@ fn start(store: &Path, config: &Path) -> (Proc, SocketAddr, SocketAddr) {
         if let Some(a) = addr_after(&line, "listening on ") {
             grpc = Some(a);
         }
-        if let Some(a) = addr_after(&line, "mllp listening on ") {
-            mllp = Some(a);
+        if let Some(a) = feed.and_then(|f| addr_after(&line, f)) {
+            other = Some(a);
         }
     }
     // Keep draining stderr so the server never blocks on a full pipe; seal failures show
@@ -445,18 +518,85 @@ fn start(store: &Path, config: &Path) -> (Proc, SocketAddr, SocketAddr) {
             }
         }
     });
-    (
-        Proc(child),
-        grpc.expect("grpc address"),
-        mllp.expect("mllp address"),
-    )
+    (Proc(child), grpc.expect("grpc address"), other)
+}
+
+/// The lab results of an ORU message as a FHIR `collection` Bundle of Observations (what a
+/// FHIR-speaking lab system would push): one per numeric OBX, its LOINC code, value and
+/// UCUM unit, the patient of PID-3 and the time of OBX-14.
+fn fhir_bundle(msg: &[u8]) -> String {
+    let iso = |t: &str| {
+        if t.len() >= 14 {
+            format!(
+                "{}-{}-{}T{}:{}:{}Z",
+                &t[0..4],
+                &t[4..6],
+                &t[6..8],
+                &t[8..10],
+                &t[10..12],
+                &t[12..14]
+            )
+        } else {
+            t.to_string()
+        }
+    };
+    let control = field(msg, "MSH", 10);
+    let pid = patient(msg);
+    let text = String::from_utf8_lossy(msg);
+    let entries: Vec<serde_json::Value> = text
+        .split('\r')
+        .filter(|seg| seg.starts_with("OBX|"))
+        .filter_map(|seg| {
+            let f: Vec<&str> = seg.split('|').collect();
+            if f.get(2) != Some(&"NM") {
+                return None;
+            }
+            let mut code = f.get(3)?.split('^');
+            let (code, display) = (code.next()?, code.next().unwrap_or_default());
+            let value: f64 = f.get(5)?.parse().ok()?;
+            let unit = f.get(6)?.split('^').next().unwrap_or_default();
+            Some(serde_json::json!({ "resource": {
+                "resourceType": "Observation",
+                "id": format!("{control}-{}", f.get(1).unwrap_or(&"0")),
+                "status": "final",
+                "category": [{ "coding": [{
+                    "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                    "code": "laboratory" }] }],
+                "code": { "coding": [{ "system": "http://loinc.org", "code": code,
+                                       "display": display }] },
+                "subject": { "reference": format!("Patient/{pid}") },
+                "effectiveDateTime": iso(f.get(14).unwrap_or(&"")),
+                "valueQuantity": { "value": value, "unit": unit,
+                                   "system": "http://unitsofmeasure.org", "code": unit },
+            }}))
+        })
+        .collect();
+    serde_json::json!({ "resourceType": "Bundle", "type": "collection", "entry": entries })
+        .to_string()
 }
 
 /// What is measured: Ward (gRPC lookups, MLLP messages) or Feast (HTTP lookups, `/push`).
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum Target {
-    Ward { grpc: SocketAddr, mllp: SocketAddr },
+    Ward { grpc: SocketAddr, feed: Feed },
     Feast { http: SocketAddr },
+}
+
+/// How messages reach Ward (`WARD_BENCH_VIA`).
+#[derive(Clone)]
+enum Feed {
+    /// HL7 v2 over MLLP, one ACK per message.
+    Mllp(SocketAddr),
+    /// FHIR pushed to `POST /fhir`: each lab message as a `collection` Bundle of its
+    /// Observations, answered once logged.
+    Http(SocketAddr),
+    /// HL7 v2 messages produced to a topic of `partitions` partitions (sender `i` to
+    /// partition `i % partitions`), acknowledged by the broker; Ward consumes them.
+    Kafka {
+        brokers: Vec<String>,
+        topic: String,
+        partitions: i32,
+    },
 }
 
 /// One online client.
@@ -483,8 +623,8 @@ async fn feast_post(
 }
 
 impl Reader {
-    async fn connect(t: Target) -> Reader {
-        match t {
+    async fn connect(t: &Target) -> Reader {
+        match *t {
             Target::Ward { grpc, .. } => {
                 let ch = H2Channel::connect(grpc).await.expect("connect gRPC");
                 Reader::Ward(FeaturesClient::with_origin(ch, H2Channel::origin(grpc)))
@@ -559,25 +699,62 @@ fn feast_lookup(patient: &str) -> String {
 /// One sender: an MLLP connection to Ward, an HTTP connection to Feast's `/push`.
 enum Writer {
     Mllp(Mllp),
+    Http(HttpClient, SocketAddr),
+    Kafka(ward::live::kafka_wire::PartitionClient),
     Feast(HttpClient, SocketAddr),
 }
 
 impl Writer {
-    async fn connect(t: Target) -> Writer {
+    async fn connect(t: &Target, i: usize) -> Writer {
         match t {
-            Target::Ward { mllp, .. } => Writer::Mllp(Mllp::connect(mllp).await),
-            Target::Feast { http } => Writer::Feast(
+            Target::Ward {
+                feed: Feed::Mllp(addr),
+                ..
+            } => Writer::Mllp(Mllp::connect(*addr).await),
+            Target::Ward {
+                feed: Feed::Http(addr),
+                ..
+            } => Writer::Http(
+                HttpClient::connect(*addr)
+                    .await
+                    .expect("connect Ward's HTTP"),
+                *addr,
+            ),
+            Target::Ward {
+                feed:
+                    Feed::Kafka {
+                        brokers,
+                        topic,
+                        partitions,
+                    },
+                ..
+            } => Writer::Kafka(ward::live::kafka_wire::PartitionClient::new(
+                brokers,
+                "ward-bench",
+                topic,
+                (i % *partitions as usize) as i32,
+            )),
+            &Target::Feast { http } => Writer::Feast(
                 HttpClient::connect(http).await.expect("connect Feast"),
                 http,
             ),
         }
     }
 
-    /// Sends one message (Ward: as is; Feast: the row it carries, pushed to the online
-    /// store): whether it was accepted.
+    /// Whether this writer sends `msg` at all (Ward's HTTP push sends lab results only).
+    fn takes(&self, msg: &[u8]) -> bool {
+        !matches!(self, Writer::Http(..)) || field(msg, "MSH", 9).starts_with("ORU")
+    }
+
+    /// Sends one message (MLLP and Kafka: as is; HTTP: its Observations as a Bundle; Feast:
+    /// the row it carries, pushed to the online store): whether it was accepted.
     async fn send(&mut self, msg: &[u8]) -> bool {
         match self {
             Writer::Mllp(c) => matches!(c.send(msg).await.as_str(), "AA" | "AE"),
+            Writer::Http(c, addr) => feast_post(c, *addr, "/fhir", &fhir_bundle(msg))
+                .await
+                .is_ok(),
+            Writer::Kafka(c) => c.produce(&[(Some(msg.to_vec()), Vec::new())]).await.is_ok(),
             Writer::Feast(c, addr) => feast_post(c, *addr, "/push", &feast_push(msg))
                 .await
                 .is_ok(),
@@ -640,8 +817,9 @@ async fn online_phase(
         .map(|c| {
             let ids = ids.clone();
             let stop = stop.clone();
+            let target = target.clone();
             tokio::spawn(async move {
-                let mut client = Reader::connect(target).await;
+                let mut client = Reader::connect(&target).await;
                 let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(c as u64);
                 let (mut lat, mut errors) = (Vec::new(), 0usize);
                 while Instant::now() < deadline
@@ -775,7 +953,7 @@ impl Mllp {
 async fn load_phase(p: LoadPhase<'_>) -> Load {
     let stop = Arc::new(AtomicBool::new(false));
     let online = tokio::spawn(online_phase(
-        p.target,
+        p.target.clone(),
         p.ids.clone(),
         p.secs,
         Some(stop.clone()),
@@ -787,38 +965,44 @@ async fn load_phase(p: LoadPhase<'_>) -> Load {
         .streamed
         .iter()
         .zip(p.cursors.iter())
-        .map(|(msgs, &from)| {
+        .enumerate()
+        .map(|(i, (msgs, &from))| {
             let msgs: Vec<Vec<u8>> = msgs[from.min(msgs.len())..].to_vec();
-            let target = p.target;
+            let target = p.target.clone();
             tokio::spawn(async move {
-                let mut conn = Writer::connect(target).await;
+                let mut conn = Writer::connect(&target, i).await;
                 let (mut lat, mut errors, mut sent) = (Vec::new(), 0usize, 0usize);
                 let mut next = Instant::now();
                 for m in &msgs {
                     if Instant::now() >= deadline {
                         break;
                     }
+                    sent += 1;
+                    if !conn.takes(m) {
+                        continue;
+                    }
                     tokio::time::sleep_until(next.into()).await;
                     next += per_conn;
                     let t = Instant::now();
                     let ok = conn.send(m).await;
                     lat.push(t.elapsed());
-                    sent += 1;
                     if !ok {
                         errors += 1;
                     }
                 }
-                (lat, errors, sent, sent == msgs.len())
+                let ran_out = sent == msgs.len();
+                // Taken: the messages this writer sent (HTTP: lab results only).
+                (lat.len(), lat, errors, sent, ran_out)
             })
         })
         .collect();
     let probe = {
         let template = p.probe.to_vec();
         let ids_patient = patient(&template);
-        let (target, round) = (p.target, p.round);
+        let (target, round) = (p.target.clone(), p.round);
         tokio::spawn(async move {
-            let mut conn = Writer::connect(target).await;
-            let mut client = Reader::connect(target).await;
+            let mut conn = Writer::connect(&target, 0).await;
+            let mut client = Reader::connect(&target).await;
             let (mut fresh, mut timeouts) = (Vec::new(), 0usize);
             let mut k = 0u32;
             while Instant::now() < deadline {
@@ -853,10 +1037,10 @@ async fn load_phase(p: LoadPhase<'_>) -> Load {
     let mut ack_lat = Vec::new();
     let (mut errors, mut acked, mut ran_out) = (0, 0, false);
     for (i, s) in senders.into_iter().enumerate() {
-        let (lat, e, sent, all) = s.await.expect("sender");
+        let (taken, lat, e, sent, all) = s.await.expect("sender");
         ack_lat.extend(lat);
         errors += e;
-        acked += sent;
+        acked += taken;
         p.cursors[i] += sent;
         ran_out |= all;
     }
