@@ -66,9 +66,9 @@ impl ChangePoint {
 pub(crate) type Rows = Vec<(Arc<str>, Arc<str>, ChangePoint)>;
 
 /// Encodes rows (already in `(patient_id, feature, effective_at)` order) as batches of at
-/// most `batch_size` rows. Materialization builds its batches directly; this round trip of
-/// [`decode`] is kept for the tests.
-#[cfg(test)]
+/// most `batch_size` rows. Materialization builds its batches directly; person-keyed
+/// materialization (`person`) re-encodes the rows it merged, and the tests round-trip
+/// [`decode`].
 pub(crate) fn encode(rows: &Rows, batch_size: usize) -> Result<Vec<RecordBatch>> {
     use arrow::array::{
         ArrayRef, Float64Builder, StringBuilder, TimestampMicrosecondBuilder, UInt64Builder,
