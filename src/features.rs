@@ -68,8 +68,8 @@ pub use parquet_inputs::read_parquet_inputs;
 pub use person::Entity;
 pub use repo::FeatureRepo;
 pub use timeline::{
-    lookup, timeline_schema, whole_years, ChangePoint, FeatureInfo, FeatureValue, Resolved, Status,
-    TimelineIndex, Value,
+    lookup, person_timeline_schema, timeline_schema, whole_years, ChangePoint, FeatureInfo,
+    FeatureValue, Resolved, Status, TimelineIndex, Value,
 };
 pub(crate) use training::{entity_keys, entity_schema, training_schema_of};
 pub use training::{status_str, STATUS_SUFFIX};
@@ -573,7 +573,13 @@ async fn store_timeline(
     let (put, rows, recomputed, reused, partitions) = match timeline {
         Computed::Memory(t) => (
             store
-                .put_batches(timeline::timeline_schema(), t.batches, opts)
+                .put_batches(
+                    t.batches
+                        .first()
+                        .map_or_else(timeline::timeline_schema, RecordBatch::schema),
+                    t.batches,
+                    opts,
+                )
                 .await?,
             t.rows,
             t.recomputed,

@@ -20,6 +20,11 @@
 //! matched). Clusters "as known at `t`" ([`Index::clusters_at`]) use only the links and
 //! decisions with `known_at <= t`, so a link learned later never joins records for an earlier
 //! time. A person's id at `t` is the smallest patient id of its cluster at `t`.
+//!
+//! The same as intervals: [`Index::epochs`] (each cluster of two or more records with the
+//! interval of knowledge time it holds) and [`Persons`] (the person of any record at any
+//! time), which person-keyed timelines (`features/person.rs`) and the lookups against them
+//! read.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;

@@ -16,7 +16,9 @@
 //! points before its end) and laid end to end under the group's person id, an interval in
 //! which that id names no one ending with an empty state. Records that no link names are
 //! computed under their own id, unchanged: a person of one record has the change points the
-//! patient-keyed timeline gives it.
+//! patient-keyed timeline gives it. The key column is `person_id`
+//! ([`timeline::person_timeline_schema`]), so a person-keyed timeline is never the same
+//! version as a patient-keyed one.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -353,7 +355,7 @@ pub(crate) async fn compute_person(
     }
     let n = out.len();
     Ok(Timeline {
-        batches: timeline::encode(&out, opts.batch_size)?,
+        batches: timeline::encode(&out, opts.batch_size, timeline::person_timeline_schema())?,
         rows: n,
         recomputed: persons_out,
         reused: 0,
