@@ -572,3 +572,109 @@ fn person_keys_need_links_and_knowledge_as_known() {
     let e = err(&["--entity", "person", "--as-occurred"]);
     assert!(e.contains("as known"), "{e}");
 }
+
+/// The gRPC contract: Materialize with `entity = "person"` names the links version used;
+/// GetOnlineFeatures by either source id answers the person's values and names the person;
+/// an unknown entity is InvalidArgument.
+#[test]
+fn the_service_materializes_and_answers_per_person() {
+    use crate::common::proto::{self, features_client::FeaturesClient};
+    use ward::service::{ServeConfig, Server};
+
+    let fx = Fx::new();
+    fx.clock.set(t2());
+    fx.ward(&["mpi", "relink", "A100", "E200", "--reason", "one woman"]);
+    fx.clock.set(at(6, 15));
+    let links = fx.store().head("mpi_links").unwrap().unwrap().hash;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let repo = features::FeatureRepo::parse(FEATURES, "features.toml").unwrap();
+        let cfg = ServeConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            ..ServeConfig::default()
+        };
+        let server = Server::bind(&cfg, fx.store(), repo).await.unwrap();
+        let addr = server.local_addr();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(server.serve(async move {
+            let _ = rx.await;
+        }));
+        let mut c = FeaturesClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+        let m = c
+            .materialize(proto::MaterializeRequest {
+                feature_set: SET.into(),
+                as_occurred: false,
+                full: false,
+                entity: "person".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(m.mpi_links, links.to_string());
+        assert!(m.full_reason.contains("person"), "{}", m.full_reason);
+        let online = c
+            .get_online_features(proto::OnlineRequest {
+                feature_set: SET.into(),
+                patient_ids: vec!["A100".into(), "E200".into(), "A300".into()],
+                as_of: "2024-07-01T00:00:00Z".into(),
+                features: vec!["admissions_365d".into()],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(online.timeline, m.timeline);
+        let got: Vec<(&str, &str, Option<&proto::feature_value::Value>)> = online
+            .patients
+            .iter()
+            .map(|p| {
+                (
+                    p.patient_id.as_str(),
+                    p.person_id.as_str(),
+                    p.values[0].value.as_ref(),
+                )
+            })
+            .collect();
+        let three = proto::feature_value::Value::Num(3.0);
+        let one = proto::feature_value::Value::Num(1.0);
+        assert_eq!(
+            got,
+            [
+                ("A100", "A100", Some(&three)),
+                ("E200", "A100", Some(&three)),
+                ("A300", "A300", Some(&one)),
+            ]
+        );
+        // Before the link was known, E200 is a person of her own.
+        let before = c
+            .get_online_features(proto::OnlineRequest {
+                feature_set: SET.into(),
+                patient_ids: vec!["E200".into()],
+                as_of: "2024-04-01T00:00:00Z".into(),
+                features: vec!["admissions_365d".into()],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(before.patients[0].person_id, "E200");
+        assert_eq!(before.patients[0].values[0].value, Some(one.clone()));
+        let err = c
+            .materialize(proto::MaterializeRequest {
+                feature_set: SET.into(),
+                as_occurred: false,
+                full: false,
+                entity: "household".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().contains("household"), "{}", err.message());
+        let _ = tx.send(());
+        served.await.unwrap().unwrap();
+    });
+}
