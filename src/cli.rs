@@ -173,6 +173,10 @@ pub enum Command {
         /// knowledge) are, the others copied. The timeline is the same either way.
         #[arg(long)]
         full: bool,
+        /// What the timeline is keyed by: `patient` (the source patient id) or `person` (the
+        /// person of the newest `mpi_links` version as known at each time; docs/mpi.md).
+        #[arg(long, default_value = "patient")]
+        entity: String,
     },
     /// Features of patients at a time (now by default) from the latest timeline of a set.
     Get {
@@ -551,11 +555,13 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
             as_occurred,
             partition_rows,
             full,
+            entity,
         } => {
             let how = features::How {
                 as_occurred,
                 partition_rows,
                 full,
+                entity: crate::features::Entity::parse(&entity, "--entity")?,
             };
             features::materialize(dir, &clock, features, set, how).await?;
         }

@@ -18,6 +18,8 @@
 //!   change-point sweep) and `encode` (the timeline's Arrow builders).
 //! - `direct`: historical lookups computed straight from curated rows.
 //! - `parquet_inputs`: curated tables read from Parquet files, only what a set reads.
+//! - `person`: person-keyed timelines (`--entity person`): curated rows re-keyed by the
+//!   persons of the master patient index ([`crate::mpi`]) as known at each time.
 //! - `score`: `kind = "score"` features, the clinical scores of [`crate::scores`] (LACE,
 //!   HOSPITAL, Charlson) of the latest stay at t, swept over the instants they can change.
 //! - `timeline`: the timeline schema, its index and [`lookup`].
@@ -38,6 +40,7 @@ mod intern;
 mod kind;
 mod load;
 mod parquet_inputs;
+mod person;
 mod repo;
 mod score;
 mod sweep;
@@ -62,10 +65,11 @@ pub use filter::{Condition, RowFilter};
 pub use inputs::{Inputs, SourceIdReader};
 pub use kind::FeatureKind;
 pub use parquet_inputs::read_parquet_inputs;
+pub use person::Entity;
 pub use repo::FeatureRepo;
 pub use timeline::{
-    lookup, timeline_schema, whole_years, ChangePoint, FeatureInfo, FeatureValue, Resolved, Status,
-    TimelineIndex, Value,
+    lookup, person_timeline_schema, timeline_schema, whole_years, ChangePoint, FeatureInfo,
+    FeatureValue, Resolved, Status, TimelineIndex, Value,
 };
 pub(crate) use training::{entity_keys, entity_schema, training_schema_of};
 pub use training::{status_str, STATUS_SUFFIX};
@@ -114,6 +118,13 @@ pub struct MaterializeOutcome {
     /// full one): what an online index holding `basis`'s previous timeline must update.
     #[serde(skip)]
     pub changed: Vec<String>,
+    /// What the rows are keyed by.
+    #[serde(skip_serializing_if = "Entity::is_patient")]
+    pub entity: Entity,
+    /// The `mpi_links` version a person-keyed timeline was made with (also its last lineage
+    /// input).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mpi_links: Option<ContentHash>,
 }
 
 /// How a timeline was materialized ([`MaterializeOutcome::basis`]).
@@ -152,6 +163,74 @@ struct Params {
     tables: Vec<String>,
     /// The canonical form of the feature set (its BLAKE3 is `lineage.definition`).
     definition: String,
+    /// What the rows are keyed by; absent: `patient`. A person-keyed timeline's last lineage
+    /// input is the `mpi_links` version it used, its table `mpi_links`.
+    #[serde(default, skip_serializing_if = "Entity::is_patient")]
+    entity: Entity,
+}
+
+impl Params {
+    /// The curated inputs of a timeline's lineage, with their tables, and the `mpi_links`
+    /// version of a person-keyed one.
+    fn inputs(&self, m: &Manifest) -> (Vec<(String, ContentHash)>, Option<ContentHash>) {
+        let mut curated = Vec::new();
+        let mut links = None;
+        for (t, h) in self.tables.iter().zip(&m.lineage.inputs) {
+            if self.entity == Entity::Person && t == crate::mpi::LINKS {
+                links = Some(*h);
+            } else {
+                curated.push((t.clone(), *h));
+            }
+        }
+        (curated, links)
+    }
+}
+
+/// The newest `mpi_links` version, which a person-keyed materialization reads.
+fn latest_links(store: &Store) -> Result<ContentHash> {
+    match store.resolve(&VersionRef::Latest(crate::mpi::LINKS.to_string())) {
+        Ok(m) => Ok(m.hash),
+        Err(Error::NotFound { .. }) => Err(Error::NotFound {
+            reference: format!(
+                "{} (a timeline keyed by person reads the master patient index; run `ward mpi link` first)",
+                crate::mpi::LINKS
+            ),
+        }),
+        Err(e) => Err(e),
+    }
+}
+
+/// The persons over time of an `mpi_links` version.
+///
+/// # Errors
+/// Store errors; [`Error::InvalidArgument`] when the version does not hold links.
+pub async fn load_persons(store: &Store, links: &ContentHash) -> Result<crate::mpi::Persons> {
+    let (_, batches) = store.read(links).await?;
+    let links = crate::mpi::read_links(&batches)?;
+    Ok(crate::mpi::Persons::new(&crate::mpi::Index::new(links)))
+}
+
+/// The persons a person-keyed timeline resolves source patient ids with (from the
+/// `mpi_links` version of its lineage); `None` for a patient-keyed timeline.
+///
+/// # Errors
+/// As [`load_persons`]; [`Error::Corrupt`] when the lineage of a person-keyed timeline
+/// names no links version.
+pub async fn timeline_persons(
+    store: &Store,
+    hash: &ContentHash,
+) -> Result<Option<Arc<crate::mpi::Persons>>> {
+    let m = store.manifest(hash)?;
+    let p = params_of(&m)?;
+    if p.entity != Entity::Person {
+        return Ok(None);
+    }
+    let (_, links) = p.inputs(&m);
+    let links = links.ok_or_else(|| Error::Corrupt {
+        hash: hash.to_string(),
+        what: "a timeline keyed by person without an mpi_links input".into(),
+    })?;
+    Ok(Some(Arc::new(load_persons(store, &links).await?)))
 }
 
 /// The latest curated version of each table a set reads.
@@ -305,8 +384,17 @@ async fn compute_stored(
     set: &FeatureSet,
     refs: &[(String, ContentHash)],
     opts: &MaterializeOptions,
+    links: Option<&ContentHash>,
 ) -> Result<Computed> {
     let reads = Reads::of(set);
+    if let Some(links) = links {
+        // Person-keyed: every row in memory (a record's rows go to every group of it).
+        let persons = load_persons(store, links).await?;
+        let inputs = read_inputs(store, refs, &reads, None).await?;
+        return Ok(Computed::Memory(
+            person::compute_person(set, &inputs, &persons, opts).await?,
+        ));
+    }
     let mut total = 0u64;
     for (_, hash) in refs {
         total += store.manifest(hash)?.rows;
@@ -446,22 +534,35 @@ async fn store_timeline(
     timeline: Computed,
     knowledge: Knowledge,
     basis: Basis,
+    links: Option<ContentHash>,
 ) -> Result<MaterializeOutcome> {
     let definition = set.definition_hash();
     let name = timeline_name(&set.name);
+    let entity = if links.is_some() {
+        Entity::Person
+    } else {
+        Entity::Patient
+    };
+    let mut tables: Vec<String> = refs.iter().map(|(t, _)| t.clone()).collect();
+    let mut inputs: Vec<ContentHash> = refs.iter().map(|(_, h)| *h).collect();
+    if let Some(l) = links {
+        tables.push(crate::mpi::LINKS.to_string());
+        inputs.push(l);
+    }
     let params = Params {
         op: "materialize".into(),
         feature_set: set.name.clone(),
         knowledge,
-        tables: refs.iter().map(|(t, _)| t.clone()).collect(),
+        tables,
         definition: set.canonical_json(),
+        entity,
     };
     // Stored without moving the head: [`publish_timeline`] decides that (and a rebuild never
     // moves it).
     let mut opts = PutOptions::new(name, Kind::Timeline);
     opts.head = HeadUpdate::Keep;
     opts.lineage = Lineage {
-        inputs: refs.iter().map(|(_, h)| *h).collect(),
+        inputs,
         definition: Some(definition),
         params: serde_json::to_value(&params)
             .map_err(|e| Error::Internal(format!("params do not serialize: {e}")))?,
@@ -472,7 +573,13 @@ async fn store_timeline(
     let (put, rows, recomputed, reused, partitions) = match timeline {
         Computed::Memory(t) => (
             store
-                .put_batches(timeline::timeline_schema(), t.batches, opts)
+                .put_batches(
+                    t.batches
+                        .first()
+                        .map_or_else(timeline::timeline_schema, RecordBatch::schema),
+                    t.batches,
+                    opts,
+                )
                 .await?,
             t.rows,
             t.recomputed,
@@ -504,6 +611,8 @@ async fn store_timeline(
         created: put.created,
         basis,
         changed: Vec::new(),
+        entity,
+        mpi_links: links,
     })
 }
 
@@ -539,12 +648,23 @@ async fn materialize_full(
     opts: &MaterializeOptions,
     why: String,
 ) -> Result<MaterializeOutcome> {
+    if opts.entity == Entity::Person && opts.knowledge != Knowledge::AsKnown {
+        return Err(Error::invalid(
+            "entity",
+            "a timeline keyed by person is materialized as known at t (persons are as the \
+             master patient index knew them then); --as-occurred is not available with it",
+        ));
+    }
     loop {
         let started = store.head(&timeline_name(&set.name))?;
         let refs = latest_refs(store, set)?;
-        let timeline = compute_stored(store, set, &refs, opts).await?;
+        let links = match opts.entity {
+            Entity::Person => Some(latest_links(store)?),
+            Entity::Patient => None,
+        };
+        let timeline = compute_stored(store, set, &refs, opts, links.as_ref()).await?;
         let basis = Basis::Full { why: why.clone() };
-        let out = store_timeline(store, set, refs, timeline, opts.knowledge, basis).await?;
+        let out = store_timeline(store, set, refs, timeline, opts.knowledge, basis, links).await?;
         if publish_timeline(store, set, &out, started.map(|h| h.seq))? {
             return Ok(out);
         }
@@ -574,6 +694,8 @@ pub async fn materialize_latest(
     let def = repo.set(set)?;
     let why = if full {
         "a full materialization was asked for".to_string()
+    } else if opts.entity == Entity::Person {
+        "a timeline keyed by person is computed in full".to_string()
     } else {
         match incremental_base(store, def, opts)? {
             Ok(previous) => {
@@ -614,6 +736,14 @@ fn incremental_base(
             m.lineage
                 .definition
                 .map_or_else(|| "none".to_string(), |d| d.to_string()),
+        )));
+    }
+    if p.entity != opts.entity {
+        return Ok(Err(format!(
+            "the previous timeline {} is keyed by {}, this one by {}",
+            head.hash,
+            p.entity.as_str(),
+            opts.entity.as_str()
         )));
     }
     if p.knowledge != opts.knowledge {
@@ -734,11 +864,15 @@ pub async fn materialize_incremental(
     let set = repo.set(set)?;
     let m = store.manifest(previous)?;
     let p = params_of(&m)?;
-    if m.lineage.definition != Some(set.definition_hash()) || p.knowledge != opts.knowledge {
+    if m.lineage.definition != Some(set.definition_hash())
+        || p.knowledge != opts.knowledge
+        || p.entity != Entity::Patient
+        || opts.entity != Entity::Patient
+    {
         return Err(Error::invalid(
             "previous timeline",
             format!(
-                "{previous} was made from another definition or knowledge than set {}",
+                "{previous} was made from another definition, knowledge or entity than set {} (a timeline keyed by person is computed in full)",
                 set.name
             ),
         ));
@@ -762,6 +896,7 @@ pub async fn materialize_incremental(
         Computed::Memory(timeline),
         opts.knowledge,
         basis,
+        None,
     )
     .await?;
     out.changed = changed;
@@ -784,16 +919,17 @@ pub async fn rebuild(store: &Store, hash: &ContentHash) -> Result<ContentHash> {
     let set = timeline_set(store, hash)?;
     let m = store.manifest(hash)?;
     let p = params_of(&m)?;
-    let refs: Vec<(String, ContentHash)> = p.tables.into_iter().zip(m.lineage.inputs).collect();
+    let (refs, links) = p.inputs(&m);
     let opts = MaterializeOptions {
         knowledge: p.knowledge,
+        entity: p.entity,
         ..MaterializeOptions::default()
     };
-    let timeline = compute_stored(store, &set, &refs, &opts).await?;
+    let timeline = compute_stored(store, &set, &refs, &opts, links.as_ref()).await?;
     let basis = Basis::Full {
         why: "rebuilt from its lineage".into(),
     };
-    let out = store_timeline(store, &set, refs, timeline, p.knowledge, basis).await?;
+    let out = store_timeline(store, &set, refs, timeline, p.knowledge, basis, links).await?;
     if out.hash != *hash {
         return Err(Error::Corrupt {
             hash: hash.to_string(),
@@ -806,8 +942,11 @@ pub async fn rebuild(store: &Store, hash: &ContentHash) -> Result<ContentHash> {
 /// One patient's features at one time, as an online lookup answers.
 #[derive(Debug, Clone)]
 pub struct PatientFeatures {
-    /// The patient.
+    /// The patient (as asked).
     pub patient_id: String,
+    /// Against a person-keyed timeline: the person the id resolved to at `at` (the id
+    /// itself when it is linked to no other record then); `None` against a patient-keyed one.
+    pub person_id: Option<String>,
     /// The time the values hold at.
     pub at: DateTime<Utc>,
     /// `(feature, value)` in the set's feature order.

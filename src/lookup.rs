@@ -26,9 +26,9 @@ mod online;
 mod rebuild;
 
 pub use historical::{
-    choose_timeline, historical, historical_batches, historical_direct, historical_resolved,
-    read_entities, resolve_historical, training_name, training_schema, Entities, HistoricalOutcome,
-    HistoricalRequest, ResolvedHistorical,
+    choose_timeline, historical, historical_batches, historical_batches_of, historical_direct,
+    historical_resolved, read_entities, resolve_historical, training_name, training_schema,
+    Entities, HistoricalOutcome, HistoricalRequest, ResolvedHistorical, PERSON_COLUMN,
 };
 pub use online::{Online, OnlineAnswer, Serving};
 pub use rebuild::rebuild;

@@ -20,6 +20,11 @@
 //! matched). Clusters "as known at `t`" ([`Index::clusters_at`]) use only the links and
 //! decisions with `known_at <= t`, so a link learned later never joins records for an earlier
 //! time. A person's id at `t` is the smallest patient id of its cluster at `t`.
+//!
+//! The same as intervals: [`Index::epochs`] (each cluster of two or more records with the
+//! interval of knowledge time it holds) and [`Persons`] (the person of any record at any
+//! time), which person-keyed timelines (`features/person.rs`) and the lookups against them
+//! read.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -972,6 +977,164 @@ impl Index {
                 members.contains(l.patient_id.as_str()) || members.contains(l.other_id.as_str())
             })
             .collect()
+    }
+}
+
+/// One cluster of two or more records over an interval of knowledge time: from `from` on,
+/// until `until` (when a later link or unlink changed it), these records are one person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Epoch {
+    /// The person id over the interval: the smallest member id.
+    pub person_id: String,
+    /// Members, sorted.
+    pub members: Vec<String>,
+    /// The first instant the cluster holds (microseconds since the epoch, UTC): the
+    /// `known_at` of the link or decision that made it.
+    pub from: i64,
+    /// The instant it stops holding (microseconds), if it does.
+    pub until: Option<i64>,
+}
+
+impl Index {
+    /// Every cluster of two or more records over time ([`Epoch`]), sorted by person id and
+    /// then time: what [`Index::clusters_at`] gives at each `t`, as intervals. A record in
+    /// no epoch at `t` is a person of its own at `t`.
+    ///
+    /// Computed per connected component of the links (records that any link or decision
+    /// touches together), each at the distinct `known_at` times of its own links, so the cost
+    /// follows the size of the components, not of the whole index.
+    pub fn epochs(&self) -> Vec<Epoch> {
+        // Components over every row, decisions included (an unlink between two components
+        // decides how they may join).
+        let mut ids: HashMap<&str, usize> = HashMap::new();
+        let mut parent: Vec<usize> = Vec::new();
+        fn find(parent: &mut [usize], mut i: usize) -> usize {
+            while parent[i] != i {
+                parent[i] = parent[parent[i]];
+                i = parent[i];
+            }
+            i
+        }
+        fn id<'a>(s: &'a str, ids: &mut HashMap<&'a str, usize>, parent: &mut Vec<usize>) -> usize {
+            let n = parent.len();
+            let i = *ids.entry(s).or_insert(n);
+            if i == n {
+                parent.push(n);
+            }
+            i
+        }
+        let mut ends = Vec::with_capacity(self.links.len());
+        for l in &self.links {
+            let a = id(&l.patient_id, &mut ids, &mut parent);
+            let b = id(&l.other_id, &mut ids, &mut parent);
+            ends.push(a);
+            let (ra, rb) = (find(&mut parent, a), find(&mut parent, b));
+            if ra != rb {
+                parent[ra.max(rb)] = ra.min(rb);
+            }
+        }
+        let mut components: BTreeMap<usize, Vec<Link>> = BTreeMap::new();
+        for (l, a) in self.links.iter().zip(ends) {
+            let root = find(&mut parent, a);
+            components.entry(root).or_default().push(l.clone());
+        }
+        let mut out = Vec::new();
+        for links in components.into_values() {
+            let mut times: Vec<DateTime<Utc>> = links.iter().map(|l| l.known_at).collect();
+            times.sort();
+            times.dedup();
+            let sub = Index {
+                links,
+                priority: self.priority.clone(),
+            };
+            // Open clusters by members, with the person id and the time they formed.
+            let mut open: BTreeMap<Vec<String>, (String, i64)> = BTreeMap::new();
+            for t in times {
+                let at = t.timestamp_micros();
+                let now: BTreeMap<Vec<String>, String> = sub
+                    .clusters_at(Some(t))
+                    .into_iter()
+                    .map(|c| (c.members, c.person_id))
+                    .collect();
+                let closed: Vec<Vec<String>> = open
+                    .keys()
+                    .filter(|m| !now.contains_key(*m))
+                    .cloned()
+                    .collect();
+                for members in closed {
+                    if let Some((person_id, from)) = open.remove(&members) {
+                        out.push(Epoch {
+                            person_id,
+                            members,
+                            from,
+                            until: Some(at),
+                        });
+                    }
+                }
+                for (members, person_id) in now {
+                    open.entry(members).or_insert((person_id, at));
+                }
+            }
+            for (members, (person_id, from)) in open {
+                out.push(Epoch {
+                    person_id,
+                    members,
+                    from,
+                    until: None,
+                });
+            }
+        }
+        out.sort_by(|a, b| (&a.person_id, a.from).cmp(&(&b.person_id, b.from)));
+        out
+    }
+}
+
+/// The person of any record at any time, from an index's [`Index::epochs`]: what a lookup
+/// against a person-keyed timeline resolves a source patient id with.
+#[derive(Debug, Clone, Default)]
+pub struct Persons {
+    epochs: Vec<Epoch>,
+    /// Record → positions in `epochs` of the epochs it is a member of, in time order.
+    of_record: HashMap<String, Vec<usize>>,
+}
+
+impl Persons {
+    /// The persons over time of `index`.
+    pub fn new(index: &Index) -> Persons {
+        let epochs = index.epochs();
+        let mut of_record: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, e) in epochs.iter().enumerate() {
+            for m in &e.members {
+                of_record.entry(m.clone()).or_default().push(i);
+            }
+        }
+        for v in of_record.values_mut() {
+            v.sort_by_key(|&i| epochs[i].from);
+        }
+        Persons { epochs, of_record }
+    }
+
+    /// Every epoch, sorted by person id and time.
+    pub fn epochs(&self) -> &[Epoch] {
+        &self.epochs
+    }
+
+    /// The epochs `record` is a member of, in time order (none: always a person of its own).
+    pub fn epochs_of(&self, record: &str) -> impl Iterator<Item = &Epoch> {
+        self.of_record
+            .get(record)
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.epochs[i])
+    }
+
+    /// The person id of `record` as known at `t_us` (microseconds since the epoch, UTC): the
+    /// smallest id of its cluster then, or the record itself when it is linked to none (an
+    /// id no link names is its own person).
+    pub fn person_at<'a>(&'a self, record: &'a str, t_us: i64) -> &'a str {
+        self.epochs_of(record)
+            .find(|e| e.from <= t_us && e.until.is_none_or(|u| t_us < u))
+            .map_or(record, |e| e.person_id.as_str())
     }
 }
 

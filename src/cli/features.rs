@@ -12,6 +12,7 @@ pub(super) struct How {
     pub(super) as_occurred: bool,
     pub(super) partition_rows: usize,
     pub(super) full: bool,
+    pub(super) entity: crate::features::Entity,
 }
 
 /// `ward materialize`: a feature set into a timeline version, incrementally from the newest
@@ -28,6 +29,7 @@ pub(super) async fn materialize(
         as_occurred,
         partition_rows,
         full,
+        entity,
     } = how;
     let store = Store::open_existing(dir, clock.clone())?;
     let repo = crate::features::FeatureRepo::load(&features)?;
@@ -38,6 +40,7 @@ pub(super) async fn materialize(
             crate::features::Knowledge::AsKnown
         },
         partition_rows: partition_rows.max(1),
+        entity,
         ..Default::default()
     };
     let started = std::time::Instant::now();
@@ -62,6 +65,9 @@ pub(super) async fn materialize(
     );
     for (table, hash) in &out.inputs {
         eprintln!("  {table:<13} {hash}");
+    }
+    if let Some(links) = &out.mpi_links {
+        eprintln!("  {:<13} {links} (keyed by person)", crate::mpi::LINKS);
     }
     eprintln!("  definition    {}", out.definition);
     if let Some(report) = crate::quality::check_timeline(&store, &repo, &set, &out.hash).await? {

@@ -262,20 +262,28 @@ fn print_features(
                         )
                     })
                     .collect();
-                serde_json::json!({
+                let mut row = serde_json::json!({
                     "patient_id": r.patient_id,
                     "at": r.at.to_rfc3339(),
                     "timeline": timeline.to_string(),
                     "features": features,
-                })
+                });
+                if let Some(person) = &r.person_id {
+                    row["person_id"] = serde_json::json!(person);
+                }
+                row
             })
             .collect();
         outln!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
     for r in rows {
+        let person = match &r.person_id {
+            Some(p) => format!(" = person {p}"),
+            None => String::new(),
+        };
         outln!(
-            "{} at {} (timeline {timeline})",
+            "{}{person} at {} (timeline {timeline})",
             r.patient_id,
             r.at.to_rfc3339()
         );

@@ -48,6 +48,9 @@ pub struct MaterializeOptions {
     /// whose rows fit, and the timeline is written as it is computed. The result does not
     /// depend on it.
     pub partition_rows: usize,
+    /// What the timeline is keyed by (default: the source patient id; `person`: the person
+    /// of the master patient index as known at each time, `features/person.rs`).
+    pub entity: super::person::Entity,
 }
 
 /// Default [`MaterializeOptions::partition_rows`]: a range of this many curated rows peaks
@@ -61,6 +64,7 @@ impl Default for MaterializeOptions {
             threads: None,
             batch_size: 65_536,
             partition_rows: PARTITION_ROWS,
+            entity: super::person::Entity::Patient,
         }
     }
 }

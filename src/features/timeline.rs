@@ -35,6 +35,29 @@ pub fn timeline_schema() -> SchemaRef {
     ]))
 }
 
+/// The Arrow schema of a timeline keyed by person (`--entity person`): [`timeline_schema`]
+/// with `person_id` in place of `patient_id`, so that it is never the same version as a
+/// patient-keyed timeline of the same rows (`docs/features.md`, "Timeline schema").
+pub fn person_timeline_schema() -> SchemaRef {
+    let plain = timeline_schema();
+    let fields: Vec<Field> = plain
+        .fields()
+        .iter()
+        .map(|f| match f.name().as_str() {
+            "patient_id" => Field::new("person_id", DataType::Utf8, false),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+/// The key column of timeline batch `b`: `patient_id`, or `person_id` in a person-keyed
+/// timeline.
+fn key_column(b: &RecordBatch) -> Option<&arrow::array::ArrayRef> {
+    b.column_by_name("patient_id")
+        .or_else(|| b.column_by_name("person_id"))
+}
+
 /// One change point: the state of a (patient, feature) from `effective_at` on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChangePoint {
@@ -66,14 +89,17 @@ impl ChangePoint {
 pub(crate) type Rows = Vec<(Arc<str>, Arc<str>, ChangePoint)>;
 
 /// Encodes rows (already in `(patient_id, feature, effective_at)` order) as batches of at
-/// most `batch_size` rows. Materialization builds its batches directly; this round trip of
-/// [`decode`] is kept for the tests.
-#[cfg(test)]
-pub(crate) fn encode(rows: &Rows, batch_size: usize) -> Result<Vec<RecordBatch>> {
+/// most `batch_size` rows of `schema` ([`timeline_schema`] or [`person_timeline_schema`]).
+/// Materialization builds its batches directly; person-keyed materialization (`person`)
+/// encodes the rows it merged, and the tests round-trip [`decode`].
+pub(crate) fn encode(
+    rows: &Rows,
+    batch_size: usize,
+    schema: SchemaRef,
+) -> Result<Vec<RecordBatch>> {
     use arrow::array::{
         ArrayRef, Float64Builder, StringBuilder, TimestampMicrosecondBuilder, UInt64Builder,
     };
-    let schema = timeline_schema();
     let mut out = Vec::new();
     for chunk in rows.chunks(batch_size.max(1)) {
         let mut p = StringBuilder::new();
@@ -124,7 +150,8 @@ pub(crate) fn decode(batches: &[RecordBatch]) -> Result<Rows> {
             reason: "not a timeline: missing column or wrong type".into(),
         };
         let col = |name: &str| b.column_by_name(name).ok_or_else(|| bad(name));
-        let p = col("patient_id")?
+        let p = key_column(b)
+            .ok_or_else(|| bad("patient_id"))?
             .as_string_opt::<i32>()
             .ok_or_else(|| bad("patient_id"))?;
         let f = col("feature")?
@@ -543,7 +570,8 @@ impl<'a> Columns<'a> {
         };
         let col = |name: &str| b.column_by_name(name).ok_or_else(|| bad(name));
         Ok(Columns {
-            p: col("patient_id")?
+            p: key_column(b)
+                .ok_or_else(|| bad("patient_id"))?
                 .as_string_opt::<i32>()
                 .ok_or_else(|| bad("patient_id"))?,
             f: col("feature")?
@@ -781,7 +809,7 @@ mod tests {
                 count: 2,
             },
         )];
-        let batches = encode(&rows, 7).unwrap();
+        let batches = encode(&rows, 7, timeline_schema()).unwrap();
         assert_eq!(decode(&batches).unwrap(), rows);
     }
 }

@@ -266,6 +266,10 @@ pub fn training_schema(entity: &Schema, index: &TimelineIndex) -> Result<SchemaR
 /// Rows per unit of parallel work.
 const CHUNK: usize = 32_768;
 
+/// The column a training set made from a person-keyed timeline holds after the entity
+/// columns: the person id each entity row's patient id resolved to at the row's time.
+pub const PERSON_COLUMN: &str = "person_id";
+
 /// The as-of join itself: entity rows against a timeline index, in memory. One output batch
 /// per input chunk, in input order; the result does not depend on threads or batch sizes.
 ///
@@ -277,7 +281,41 @@ pub fn historical_batches(
     patient_col: &str,
     time_col: &str,
 ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-    let entity_schema = entity_schema(entities)?;
+    historical_batches_of(index, None, entities, patient_col, time_col)
+}
+
+/// [`historical_batches`] against a timeline keyed by person when `persons` is given: each
+/// entity row's patient id is resolved to its person as known at the row's time
+/// ([`crate::mpi::Persons::person_at`]), the features are the person's, and the resolved id
+/// is written in a [`PERSON_COLUMN`] column after the entity columns.
+///
+/// # Errors
+/// As [`historical_batches`]; [`Error::InvalidArgument`] when `persons` is given and an
+/// entity column is named [`PERSON_COLUMN`].
+pub fn historical_batches_of(
+    index: &TimelineIndex,
+    persons: Option<&crate::mpi::Persons>,
+    entities: &[RecordBatch],
+    patient_col: &str,
+    time_col: &str,
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let mut entity_schema = entity_schema(entities)?;
+    if persons.is_some() {
+        if entity_schema.field_with_name(PERSON_COLUMN).is_ok() {
+            return Err(Error::invalid(
+                format!("entity column {PERSON_COLUMN:?}"),
+                "a lookup against a timeline keyed by person writes the resolved person id \
+                 in this column; rename it",
+            ));
+        }
+        let mut fields: Vec<Field> = entity_schema
+            .fields()
+            .iter()
+            .map(|f| (**f).clone())
+            .collect();
+        fields.push(Field::new(PERSON_COLUMN, DataType::Utf8, false));
+        entity_schema = Arc::new(Schema::new(fields));
+    }
     let schema = training_schema(&entity_schema, index)?;
     let keys = entity_keys(entities, patient_col, time_col)?;
     // Units of work: (batch, offset, len).
@@ -295,10 +333,21 @@ pub fn historical_batches(
         .map(|(bi, off, len)| {
             let pids = &keys.patients[bi];
             let times = &keys.times[bi][off..off + len];
+            // Against a person-keyed timeline: each row's person as known at its time.
+            let resolved: Option<Vec<&str>> = persons.map(|ps| {
+                (off..off + len)
+                    .zip(times)
+                    .map(|(i, &t)| ps.person_at(pids.value(i), t))
+                    .collect()
+            });
             let patients: Vec<Option<u32>> = (off..off + len)
-                .map(|i| index.patient(pids.value(i)))
+                .enumerate()
+                .map(|(k, i)| index.patient(resolved.as_ref().map_or(pids.value(i), |r| r[k])))
                 .collect();
             let mut cols: Vec<ArrayRef> = entities[bi].slice(off, len).columns().to_vec();
+            if let Some(r) = &resolved {
+                cols.push(Arc::new(arrow::array::StringArray::from(r.clone())));
+            }
             // Row by row, every feature of the row's patient in turn: the patient's change
             // points stay in cache across its features.
             enum Values {
@@ -700,8 +749,15 @@ pub(super) async fn store_training(
     params: Params,
     target: Target,
 ) -> Result<HistoricalOutcome> {
-    let (schema, out) =
-        historical_batches(index, batches, &params.patient_column, &params.time_column)?;
+    // A person-keyed timeline resolves each row's id with the links of its lineage.
+    let persons = features::timeline_persons(store, &timeline).await?;
+    let (schema, out) = historical_batches_of(
+        index,
+        persons.as_deref(),
+        batches,
+        &params.patient_column,
+        &params.time_column,
+    )?;
     let (hash, rows, created) = put_training(
         store,
         set,

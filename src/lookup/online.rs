@@ -33,6 +33,9 @@ pub struct Serving {
     /// `timeline`: a lookup of one of them reads this (no entry: no data), of any other
     /// patient `index`.
     overlay: Option<Arc<Overlay>>,
+    /// The persons of a person-keyed timeline (from the `mpi_links` version of its
+    /// lineage): a requested id is resolved to its person at the lookup time.
+    persons: Option<Arc<crate::mpi::Persons>>,
 }
 
 /// The changed patients' part of a [`Serving`].
@@ -68,7 +71,9 @@ impl Serving {
     /// As [`features::load_index`].
     pub async fn load(store: &Store, timeline: &ContentHash) -> Result<Serving> {
         let (set, index) = features::load_index(store, timeline).await?;
-        Ok(Serving::new(set, *timeline, index))
+        let mut serving = Serving::new(set, *timeline, index);
+        serving.persons = features::timeline_persons(store, timeline).await?;
+        Ok(serving)
     }
 
     /// A timeline's index, loaded whole.
@@ -78,6 +83,7 @@ impl Serving {
             timeline,
             index: Arc::new(index),
             overlay: None,
+            persons: None,
         }
     }
 
@@ -134,7 +140,11 @@ impl Serving {
         Ok(positions)
     }
 
-    /// Features of `patients` at `at`, through the rule historical lookups use.
+    /// Features of `patients` at `at`, through the rule historical lookups use. Against a
+    /// person-keyed timeline each id is first resolved to its person as known at `at`
+    /// ([`crate::mpi::Persons::person_at`]; [`PatientFeatures::person_id`] says which), so
+    /// any of a person's source ids answers the person's features; an unknown id answers as
+    /// an unknown patient does.
     ///
     /// # Errors
     /// As [`Serving::positions`].
@@ -153,10 +163,13 @@ impl Serving {
         let rows = patients
             .iter()
             .map(|p| {
-                let index = self.index_of(p);
-                let pi = index.patient(p);
+                let person = self.persons.as_ref().map(|ps| ps.person_at(p, t));
+                let key = person.unwrap_or(p);
+                let index = self.index_of(key);
+                let pi = index.patient(key);
                 PatientFeatures {
                     patient_id: p.clone(),
+                    person_id: person.map(str::to_string),
                     at,
                     values: positions
                         .iter()
@@ -293,6 +306,7 @@ impl Online {
                 index,
                 batches,
             })),
+            persons: current.persons.clone(),
         });
         self.swap(set, serving);
         Ok(out.hash)

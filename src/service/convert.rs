@@ -166,6 +166,7 @@ impl From<&MaterializeOutcome> for proto::MaterializeResponse {
                 Basis::Incremental { .. } => String::new(),
             },
             reused: out.reused as u64,
+            mpi_links: out.mpi_links.map_or_else(String::new, |h| h.to_string()),
         }
     }
 }
@@ -251,6 +252,7 @@ impl From<OnlineAnswer> for proto::OnlineResponse {
                 .into_iter()
                 .map(|p| proto::PatientFeatures {
                     patient_id: p.patient_id,
+                    person_id: p.person_id.unwrap_or_default(),
                     values: p.values.into_iter().map(|(_, v)| v.into()).collect(),
                 })
                 .collect(),

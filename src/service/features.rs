@@ -50,8 +50,13 @@ impl FeaturesService {
         if req.feature_set.is_empty() {
             return Err(Error::invalid("feature_set", "empty: name a feature set"));
         }
+        let entity = match req.entity.as_str() {
+            "" => features::Entity::Patient,
+            e => features::Entity::parse(e, "entity")?,
+        };
         let opts = MaterializeOptions {
             knowledge: convert::knowledge(req.as_occurred),
+            entity,
             ..Default::default()
         };
         let (store, repo, set, full) = (

@@ -391,6 +391,7 @@ async fn service_materialize_is_incremental_and_online_names_the_timeline() {
         feature_set: "readmission_online".into(),
         as_occurred: false,
         full,
+        entity: String::new(),
     };
     let patients: Vec<String> = full.patients.iter().map(|p| p.patient_id.clone()).collect();
     let online = || OnlineRequest {
@@ -456,6 +457,7 @@ async fn service_materialize_is_incremental_and_online_names_the_timeline() {
 pub(crate) fn proto_values(p: &features::PatientFeatures) -> proto::PatientFeatures {
     proto::PatientFeatures {
         patient_id: p.patient_id.clone(),
+        person_id: p.person_id.clone().unwrap_or_default(),
         values: p
             .values
             .iter()

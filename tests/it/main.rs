@@ -27,6 +27,7 @@ mod live_tls;
 mod lookup;
 mod mapping;
 mod mpi;
+mod person;
 mod python_client;
 mod python_hash;
 mod quality;

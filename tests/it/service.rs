@@ -528,6 +528,7 @@ async fn feature_sets_and_materialize() {
             feature_set: "readmission_online".into(),
             as_occurred: false,
             full: false,
+            entity: String::new(),
         })
         .await
         .unwrap()
@@ -542,6 +543,7 @@ async fn feature_sets_and_materialize() {
             feature_set: "sepsis".into(),
             as_occurred: false,
             full: false,
+            entity: String::new(),
         })
         .await
         .unwrap_err();
@@ -1233,6 +1235,7 @@ async fn online_and_historical_lookups() {
         .iter()
         .map(|p| ward::features::PatientFeatures {
             patient_id: p.clone(),
+            person_id: None,
             at,
             values: set
                 .features
@@ -1483,6 +1486,7 @@ async fn online_and_historical_lookups() {
             feature_set: "readmission_online".into(),
             as_occurred: false,
             full: false,
+            entity: String::new(),
         })
         .await
         .unwrap()

@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16ward/v1/features.proto\x12\x07ward.v1\"\x18\n\x16ListFeatureSetsRequest\"@\n\x17ListFeatureSetsResponse\x12%\n\x04sets\x18\x01 \x03(\x0b\x32\x17.ward.v1.FeatureSetInfo\"\x8c\x01\n\x0e\x46\x65\x61tureSetInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\ndefinition\x18\x02 \x01(\t\x12&\n\x08\x66\x65\x61tures\x18\x03 \x03(\x0b\x32\x14.ward.v1.FeatureInfo\x12\x10\n\x08timeline\x18\x04 \x01(\t\x12\x0e\n\x06online\x18\x05 \x01(\x08\x12\x0e\n\x06\x65ntity\x18\x06 \x01(\t\"P\n\x0b\x46\x65\x61tureInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x10\n\x08is_label\x18\x03 \x01(\x08\x12\x13\n\x0bttl_seconds\x18\x04 \x01(\x03\"L\n\x12MaterializeRequest\x12\x13\n\x0b\x66\x65\x61ture_set\x18\x01 \x01(\t\x12\x13\n\x0b\x61s_occurred\x18\x02 \x01(\x08\x12\x0c\n\x04\x66ull\x18\x03 \x01(\x08\"\xac\x01\n\x13MaterializeResponse\x12\x10\n\x08timeline\x18\x01 \x01(\t\x12\x12\n\ndefinition\x18\x02 \x01(\t\x12\x15\n\rchange_points\x18\x03 \x01(\x04\x12\x10\n\x08patients\x18\x04 \x01(\x04\x12\x0f\n\x07\x63reated\x18\x05 \x01(\x08\x12\x10\n\x08previous\x18\x06 \x01(\t\x12\x13\n\x0b\x66ull_reason\x18\x07 \x01(\t\x12\x0e\n\x06reused\x18\x08 \x01(\x04\"Z\n\rOnlineRequest\x12\x13\n\x0b\x66\x65\x61ture_set\x18\x01 \x01(\t\x12\x13\n\x0bpatient_ids\x18\x02 \x03(\t\x12\r\n\x05\x61s_of\x18\x03 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x04 \x03(\t\"\\\n\x0c\x46\x65\x61tureValue\x12\r\n\x03num\x18\x01 \x01(\x01H\x00\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12$\n\x06status\x18\x03 \x01(\x0e\x32\x14.ward.v1.ValueStatusB\x07\n\x05value\"L\n\x0fPatientFeatures\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12%\n\x06values\x18\x02 \x03(\x0b\x32\x15.ward.v1.FeatureValue\"o\n\x0eOnlineResponse\x12\x10\n\x08timeline\x18\x01 \x01(\t\x12\r\n\x05\x61s_of\x18\x02 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x03 \x03(\t\x12*\n\x08patients\x18\x04 \x03(\x0b\x32\x18.ward.v1.PatientFeatures\"\x99\x01\n\x11HistoricalRequest\x12\x13\n\x0b\x66\x65\x61ture_set\x18\x01 \x01(\t\x12\x16\n\x0c\x65ntities_ipc\x18\x02 \x01(\x0cH\x00\x12\x16\n\x0c\x65ntities_ref\x18\x03 \x01(\tH\x00\x12\x10\n\x08timeline\x18\x04 \x01(\t\x12\x13\n\x0b\x61s_occurred\x18\x05 \x01(\x08\x12\x0c\n\x04name\x18\x06 \x01(\tB\n\n\x08\x65ntities\"^\n\x12HistoricalResponse\x12+\n\x06header\x18\x01 \x01(\x0b\x32\x19.ward.v1.HistoricalHeaderH\x00\x12\x13\n\tbatch_ipc\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\xc1\x01\n\x10HistoricalHeader\x12\x14\n\x0ctraining_set\x18\x01 \x01(\t\x12\x10\n\x08timeline\x18\x02 \x01(\t\x12\x10\n\x08\x65ntities\x18\x03 \x01(\t\x12\x0c\n\x04rows\x18\x04 \x01(\x04\x12\x12\n\nschema_ipc\x18\x05 \x01(\x0c\x12\x0f\n\x07\x63onsent\x18\x06 \x01(\t\x12\x1d\n\x15\x63onsent_excluded_rows\x18\x07 \x01(\x04\x12!\n\x19\x63onsent_excluded_patients\x18\x08 \x01(\x04*V\n\x0bValueStatus\x12\x1c\n\x18VALUE_STATUS_UNSPECIFIED\x10\x00\x12\x0b\n\x07PRESENT\x10\x01\x12\x0b\n\x07NO_DATA\x10\x02\x12\x0f\n\x0bOUTSIDE_TTL\x10\x03\x32\xc4\x02\n\x08\x46\x65\x61tures\x12T\n\x0fListFeatureSets\x12\x1f.ward.v1.ListFeatureSetsRequest\x1a .ward.v1.ListFeatureSetsResponse\x12H\n\x0bMaterialize\x12\x1b.ward.v1.MaterializeRequest\x1a\x1c.ward.v1.MaterializeResponse\x12\x44\n\x11GetOnlineFeatures\x12\x16.ward.v1.OnlineRequest\x1a\x17.ward.v1.OnlineResponse\x12R\n\x15GetHistoricalFeatures\x12\x1a.ward.v1.HistoricalRequest\x1a\x1b.ward.v1.HistoricalResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16ward/v1/features.proto\x12\x07ward.v1\"\x18\n\x16ListFeatureSetsRequest\"@\n\x17ListFeatureSetsResponse\x12%\n\x04sets\x18\x01 \x03(\x0b\x32\x17.ward.v1.FeatureSetInfo\"\x8c\x01\n\x0e\x46\x65\x61tureSetInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\ndefinition\x18\x02 \x01(\t\x12&\n\x08\x66\x65\x61tures\x18\x03 \x03(\x0b\x32\x14.ward.v1.FeatureInfo\x12\x10\n\x08timeline\x18\x04 \x01(\t\x12\x0e\n\x06online\x18\x05 \x01(\x08\x12\x0e\n\x06\x65ntity\x18\x06 \x01(\t\"P\n\x0b\x46\x65\x61tureInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x10\n\x08is_label\x18\x03 \x01(\x08\x12\x13\n\x0bttl_seconds\x18\x04 \x01(\x03\"\\\n\x12MaterializeRequest\x12\x13\n\x0b\x66\x65\x61ture_set\x18\x01 \x01(\t\x12\x13\n\x0b\x61s_occurred\x18\x02 \x01(\x08\x12\x0c\n\x04\x66ull\x18\x03 \x01(\x08\x12\x0e\n\x06\x65ntity\x18\x04 \x01(\t\"\xbf\x01\n\x13MaterializeResponse\x12\x10\n\x08timeline\x18\x01 \x01(\t\x12\x12\n\ndefinition\x18\x02 \x01(\t\x12\x15\n\rchange_points\x18\x03 \x01(\x04\x12\x10\n\x08patients\x18\x04 \x01(\x04\x12\x0f\n\x07\x63reated\x18\x05 \x01(\x08\x12\x10\n\x08previous\x18\x06 \x01(\t\x12\x13\n\x0b\x66ull_reason\x18\x07 \x01(\t\x12\x0e\n\x06reused\x18\x08 \x01(\x04\x12\x11\n\tmpi_links\x18\t \x01(\t\"Z\n\rOnlineRequest\x12\x13\n\x0b\x66\x65\x61ture_set\x18\x01 \x01(\t\x12\x13\n\x0bpatient_ids\x18\x02 \x03(\t\x12\r\n\x05\x61s_of\x18\x03 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x04 \x03(\t\"\\\n\x0c\x46\x65\x61tureValue\x12\r\n\x03num\x18\x01 \x01(\x01H\x00\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12$\n\x06status\x18\x03 \x01(\x0e\x32\x14.ward.v1.ValueStatusB\x07\n\x05value\"_\n\x0fPatientFeatures\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12%\n\x06values\x18\x02 \x03(\x0b\x32\x15.ward.v1.FeatureValue\x12\x11\n\tperson_id\x18\x03 \x01(\t\"o\n\x0eOnlineResponse\x12\x10\n\x08timeline\x18\x01 \x01(\t\x12\r\n\x05\x61s_of\x18\x02 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x03 \x03(\t\x12*\n\x08patients\x18\x04 \x03(\x0b\x32\x18.ward.v1.PatientFeatures\"\x99\x01\n\x11HistoricalRequest\x12\x13\n\x0b\x66\x65\x61ture_set\x18\x01 \x01(\t\x12\x16\n\x0c\x65ntities_ipc\x18\x02 \x01(\x0cH\x00\x12\x16\n\x0c\x65ntities_ref\x18\x03 \x01(\tH\x00\x12\x10\n\x08timeline\x18\x04 \x01(\t\x12\x13\n\x0b\x61s_occurred\x18\x05 \x01(\x08\x12\x0c\n\x04name\x18\x06 \x01(\tB\n\n\x08\x65ntities\"^\n\x12HistoricalResponse\x12+\n\x06header\x18\x01 \x01(\x0b\x32\x19.ward.v1.HistoricalHeaderH\x00\x12\x13\n\tbatch_ipc\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\xc1\x01\n\x10HistoricalHeader\x12\x14\n\x0ctraining_set\x18\x01 \x01(\t\x12\x10\n\x08timeline\x18\x02 \x01(\t\x12\x10\n\x08\x65ntities\x18\x03 \x01(\t\x12\x0c\n\x04rows\x18\x04 \x01(\x04\x12\x12\n\nschema_ipc\x18\x05 \x01(\x0c\x12\x0f\n\x07\x63onsent\x18\x06 \x01(\t\x12\x1d\n\x15\x63onsent_excluded_rows\x18\x07 \x01(\x04\x12!\n\x19\x63onsent_excluded_patients\x18\x08 \x01(\x04*V\n\x0bValueStatus\x12\x1c\n\x18VALUE_STATUS_UNSPECIFIED\x10\x00\x12\x0b\n\x07PRESENT\x10\x01\x12\x0b\n\x07NO_DATA\x10\x02\x12\x0f\n\x0bOUTSIDE_TTL\x10\x03\x32\xc4\x02\n\x08\x46\x65\x61tures\x12T\n\x0fListFeatureSets\x12\x1f.ward.v1.ListFeatureSetsRequest\x1a .ward.v1.ListFeatureSetsResponse\x12H\n\x0bMaterialize\x12\x1b.ward.v1.MaterializeRequest\x1a\x1c.ward.v1.MaterializeResponse\x12\x44\n\x11GetOnlineFeatures\x12\x16.ward.v1.OnlineRequest\x1a\x17.ward.v1.OnlineResponse\x12R\n\x15GetHistoricalFeatures\x12\x1a.ward.v1.HistoricalRequest\x1a\x1b.ward.v1.HistoricalResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ward.v1.features_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_VALUESTATUS']._serialized_start=1430
-  _globals['_VALUESTATUS']._serialized_end=1516
+  _globals['_VALUESTATUS']._serialized_start=1484
+  _globals['_VALUESTATUS']._serialized_end=1570
   _globals['_LISTFEATURESETSREQUEST']._serialized_start=35
   _globals['_LISTFEATURESETSREQUEST']._serialized_end=59
   _globals['_LISTFEATURESETSRESPONSE']._serialized_start=61
@@ -42,23 +42,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FEATUREINFO']._serialized_start=270
   _globals['_FEATUREINFO']._serialized_end=350
   _globals['_MATERIALIZEREQUEST']._serialized_start=352
-  _globals['_MATERIALIZEREQUEST']._serialized_end=428
-  _globals['_MATERIALIZERESPONSE']._serialized_start=431
-  _globals['_MATERIALIZERESPONSE']._serialized_end=603
-  _globals['_ONLINEREQUEST']._serialized_start=605
-  _globals['_ONLINEREQUEST']._serialized_end=695
-  _globals['_FEATUREVALUE']._serialized_start=697
-  _globals['_FEATUREVALUE']._serialized_end=789
-  _globals['_PATIENTFEATURES']._serialized_start=791
-  _globals['_PATIENTFEATURES']._serialized_end=867
-  _globals['_ONLINERESPONSE']._serialized_start=869
-  _globals['_ONLINERESPONSE']._serialized_end=980
-  _globals['_HISTORICALREQUEST']._serialized_start=983
-  _globals['_HISTORICALREQUEST']._serialized_end=1136
-  _globals['_HISTORICALRESPONSE']._serialized_start=1138
-  _globals['_HISTORICALRESPONSE']._serialized_end=1232
-  _globals['_HISTORICALHEADER']._serialized_start=1235
-  _globals['_HISTORICALHEADER']._serialized_end=1428
-  _globals['_FEATURES']._serialized_start=1519
-  _globals['_FEATURES']._serialized_end=1843
+  _globals['_MATERIALIZEREQUEST']._serialized_end=444
+  _globals['_MATERIALIZERESPONSE']._serialized_start=447
+  _globals['_MATERIALIZERESPONSE']._serialized_end=638
+  _globals['_ONLINEREQUEST']._serialized_start=640
+  _globals['_ONLINEREQUEST']._serialized_end=730
+  _globals['_FEATUREVALUE']._serialized_start=732
+  _globals['_FEATUREVALUE']._serialized_end=824
+  _globals['_PATIENTFEATURES']._serialized_start=826
+  _globals['_PATIENTFEATURES']._serialized_end=921
+  _globals['_ONLINERESPONSE']._serialized_start=923
+  _globals['_ONLINERESPONSE']._serialized_end=1034
+  _globals['_HISTORICALREQUEST']._serialized_start=1037
+  _globals['_HISTORICALREQUEST']._serialized_end=1190
+  _globals['_HISTORICALRESPONSE']._serialized_start=1192
+  _globals['_HISTORICALRESPONSE']._serialized_end=1286
+  _globals['_HISTORICALHEADER']._serialized_start=1289
+  _globals['_HISTORICALHEADER']._serialized_end=1482
+  _globals['_FEATURES']._serialized_start=1573
+  _globals['_FEATURES']._serialized_end=1897
 # @@protoc_insertion_point(module_scope)

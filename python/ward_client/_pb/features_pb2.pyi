@@ -57,17 +57,19 @@ class FeatureInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., is_label: _Optional[bool] = ..., ttl_seconds: _Optional[int] = ...) -> None: ...
 
 class MaterializeRequest(_message.Message):
-    __slots__ = ("feature_set", "as_occurred", "full")
+    __slots__ = ("feature_set", "as_occurred", "full", "entity")
     FEATURE_SET_FIELD_NUMBER: _ClassVar[int]
     AS_OCCURRED_FIELD_NUMBER: _ClassVar[int]
     FULL_FIELD_NUMBER: _ClassVar[int]
+    ENTITY_FIELD_NUMBER: _ClassVar[int]
     feature_set: str
     as_occurred: bool
     full: bool
-    def __init__(self, feature_set: _Optional[str] = ..., as_occurred: _Optional[bool] = ..., full: _Optional[bool] = ...) -> None: ...
+    entity: str
+    def __init__(self, feature_set: _Optional[str] = ..., as_occurred: _Optional[bool] = ..., full: _Optional[bool] = ..., entity: _Optional[str] = ...) -> None: ...
 
 class MaterializeResponse(_message.Message):
-    __slots__ = ("timeline", "definition", "change_points", "patients", "created", "previous", "full_reason", "reused")
+    __slots__ = ("timeline", "definition", "change_points", "patients", "created", "previous", "full_reason", "reused", "mpi_links")
     TIMELINE_FIELD_NUMBER: _ClassVar[int]
     DEFINITION_FIELD_NUMBER: _ClassVar[int]
     CHANGE_POINTS_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +78,7 @@ class MaterializeResponse(_message.Message):
     PREVIOUS_FIELD_NUMBER: _ClassVar[int]
     FULL_REASON_FIELD_NUMBER: _ClassVar[int]
     REUSED_FIELD_NUMBER: _ClassVar[int]
+    MPI_LINKS_FIELD_NUMBER: _ClassVar[int]
     timeline: str
     definition: str
     change_points: int
@@ -84,7 +87,8 @@ class MaterializeResponse(_message.Message):
     previous: str
     full_reason: str
     reused: int
-    def __init__(self, timeline: _Optional[str] = ..., definition: _Optional[str] = ..., change_points: _Optional[int] = ..., patients: _Optional[int] = ..., created: _Optional[bool] = ..., previous: _Optional[str] = ..., full_reason: _Optional[str] = ..., reused: _Optional[int] = ...) -> None: ...
+    mpi_links: str
+    def __init__(self, timeline: _Optional[str] = ..., definition: _Optional[str] = ..., change_points: _Optional[int] = ..., patients: _Optional[int] = ..., created: _Optional[bool] = ..., previous: _Optional[str] = ..., full_reason: _Optional[str] = ..., reused: _Optional[int] = ..., mpi_links: _Optional[str] = ...) -> None: ...
 
 class OnlineRequest(_message.Message):
     __slots__ = ("feature_set", "patient_ids", "as_of", "features")
@@ -109,12 +113,14 @@ class FeatureValue(_message.Message):
     def __init__(self, num: _Optional[float] = ..., text: _Optional[str] = ..., status: _Optional[_Union[ValueStatus, str]] = ...) -> None: ...
 
 class PatientFeatures(_message.Message):
-    __slots__ = ("patient_id", "values")
+    __slots__ = ("patient_id", "values", "person_id")
     PATIENT_ID_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
+    PERSON_ID_FIELD_NUMBER: _ClassVar[int]
     patient_id: str
     values: _containers.RepeatedCompositeFieldContainer[FeatureValue]
-    def __init__(self, patient_id: _Optional[str] = ..., values: _Optional[_Iterable[_Union[FeatureValue, _Mapping]]] = ...) -> None: ...
+    person_id: str
+    def __init__(self, patient_id: _Optional[str] = ..., values: _Optional[_Iterable[_Union[FeatureValue, _Mapping]]] = ..., person_id: _Optional[str] = ...) -> None: ...
 
 class OnlineResponse(_message.Message):
     __slots__ = ("timeline", "as_of", "features", "patients")
