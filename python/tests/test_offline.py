@@ -163,6 +163,16 @@ def test_online_frame_columns_values_and_statuses():
     assert list(plain.columns) == ["patient_id", "age", "sex", "count"]
 
 
+def test_online_frame_names_the_person_of_a_person_keyed_set():
+    r = online_response()
+    r.patients[0].person_id = "A1234567"
+    df = wc.online_frame(r, statuses=False)
+    assert list(df.columns) == ["patient_id", "person_id", "age", "sex", "count"]
+    assert df["person_id"].tolist() == ["A1234567", None]
+    # A patient-keyed answer names no person: no column.
+    assert "person_id" not in wc.online_frame(online_response()).columns
+
+
 def test_online_frame_rejects_ragged_rows():
     r = online_response()
     r.patients[1].values.pop()

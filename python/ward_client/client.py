@@ -329,6 +329,7 @@ def online_frame(resp, statuses=True):
     values = {f: [] for f in names}
     status = {f: [] for f in names}
     ids = []
+    persons = []
     for p in resp.patients:
         if len(p.values) != len(names):
             raise errors.WardError(
@@ -336,11 +337,15 @@ def online_frame(resp, statuses=True):
                 f"for {len(names)} features"
             )
         ids.append(p.patient_id)
+        persons.append(p.person_id or None)
         for f, v in zip(names, p.values):
             which = v.WhichOneof("value")
             values[f].append(v.num if which == "num" else v.text if which == "text" else None)
             status[f].append(_STATUS_NAMES.get(v.status, "unspecified"))
     cols = {"patient_id": pd.Series(ids, dtype=object)}
+    if any(persons):
+        # A person-keyed set (docs/mpi.md): the person each requested id resolved to.
+        cols["person_id"] = pd.Series(persons, dtype=object)
     for f in names:
         vs = values[f]
         if any(isinstance(v, str) for v in vs):
@@ -556,8 +561,9 @@ class Client:
     def get_online_features(self, feature_set, patient_ids, as_of=None, features=None, statuses=True):
         """Features of patients at one time, as a pandas DataFrame.
 
-        One row per requested patient, in request order: a `patient_id` column, then one
-        column per feature (float64 for numbers, object for text; NaN/None where the server
+        One row per requested patient, in request order: a `patient_id` column (and, for a
+        set materialized with `--entity person`, a `person_id` column: the person each id
+        resolved to, None for an id no person holds), then one column per feature (float64 for numbers, object for text; NaN/None where the server
         sent no value), then, unless `statuses=False`, one `<feature>__status` column per
         feature holding "present", "no_data" or "outside_ttl". `df.attrs["timeline"]` is
         the hash of the timeline version that answered, `df.attrs["as_of"]` the time the
