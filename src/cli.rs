@@ -2,7 +2,7 @@
 //! the arguments ([`Cli`], [`Command`]), `main` and the dispatch; each command is a function
 //! in the file of its group:
 //!
-//! - `store`: `init`, `put`, `datasets`, `show`, `verify`, `export`, `tag`, `cleanup`,
+//! - `store`: `init`, `key`, `put`, `datasets`, `show`, `verify`, `export`, `tag`, `cleanup`,
 //!   `rebuild`.
 //! - `ingest`: `ingest`, `synth`.
 //! - `features`: `materialize`.

@@ -36,6 +36,16 @@
 //! existing version. Heads move by the same create-only write ([`heads`]). Staged data that
 //! no manifest names and that is older than [`STAGING_MAX_AGE`] is a killed writer's
 //! leftover, which [`Store::cleanup`] removes. See docs/storage.md.
+//!
+//! # Encrypted
+//! A store made by [`Store::init`] with a key provider (`ward init --encrypt`) records the
+//! key's id and provider in its marker ([`at_rest`]); opening it loads and checks the key
+//! first. Its Lance data is then written and read through [`crypt::LanceEncryption`] (a
+//! local dataset by its `file-object-store://` URI), its manifests and head entries are
+//! sealed ([`crypt::seal_bytes`]) where a local store writes files itself, and in object
+//! storage the store's client is an [`crypt::EncryptedStore`]. The layout, the commit
+//! protocols and the hashes are the same; file digests are of the plaintext. See
+//! docs/encryption.md.
 
 pub mod at_rest;
 pub mod crypt;

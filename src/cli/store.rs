@@ -1,5 +1,5 @@
-//! The store commands: `init`, `put`, `datasets`, `show`, `verify`, `export`, `tag`,
-//! `cleanup` and `rebuild`.
+//! The store commands: `init`, `key` (status, rotate), `put`, `datasets`, `show`, `verify`,
+//! `export`, `tag`, `cleanup` and `rebuild`.
 
 use std::path::{Path, PathBuf};
 

@@ -717,3 +717,66 @@ fn sse_kms_key_id_reaches_the_s3_client() {
         None
     );
 }
+
+/// With `AWS_SSE_KMS_KEY_ID`, every object Ward writes to S3 (the marker, manifests, heads,
+/// Lance files) is stored with SSE-KMS under that key, as the server reports it (moto honours
+/// the headers; read back with boto3 from the S3 server's virtualenv).
+#[test]
+fn sse_kms_is_passed_through_to_the_s3_server() {
+    let Some(bucket) = bucket() else { return };
+    let home = std::env::var_os("WARD_S3_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/ward-s3")));
+    let Some(python) = home
+        .map(|h| h.join("venv/bin/python"))
+        .filter(|p| p.is_file())
+    else {
+        eprintln!("SKIP: no S3 server virtualenv (with boto3) to read the objects' SSE headers");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let location = unique(&bucket, "sse");
+    let kms = "ward-test-kms-key";
+    let table = dir.path().join("t.parquet");
+    write_parquet(&table);
+    let key = key_file(dir.path(), "k");
+    let run = |args: &[&str]| {
+        ward(&location, &state)
+            .env("AWS_SSE_KMS_KEY_ID", kms)
+            .args(args)
+            .output()
+            .expect("ward")
+    };
+    ok(run(&[
+        "init",
+        "--encrypt",
+        "--key-provider",
+        &format!("file:{}", key.display()),
+    ]));
+    last(run(&["put", table.to_str().expect("utf-8"), "--name", "t"]));
+    let prefix = location
+        .strip_prefix(&format!("s3://{bucket}/"))
+        .expect("prefix");
+    let script = r#"
+import os, sys, boto3
+s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name=os.environ.get("AWS_REGION", "us-east-1"))
+bucket, prefix = sys.argv[1], sys.argv[2]
+keys = [o["Key"] for p in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/") for o in p.get("Contents", [])]
+for k in keys:
+    h = s3.head_object(Bucket=bucket, Key=k)
+    print(k, h.get("ServerSideEncryption"), h.get("SSEKMSKeyId"))
+"#;
+    let out = ok(Command::new(python)
+        .args(["-c", script, &bucket, prefix])
+        .output()
+        .expect("python"));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let objects: Vec<&str> = text.lines().collect();
+    assert!(objects.len() >= 5, "{text}");
+    assert!(text.contains("ward-store.json"), "{text}");
+    assert!(text.contains(".lance"), "{text}");
+    for line in objects {
+        assert!(line.ends_with(&format!(" aws:kms {kms}")), "{line}");
+    }
+}
