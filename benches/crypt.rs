@@ -7,6 +7,8 @@
 //! (`ward init --encrypt`), alternating, with the median wall time of each and the overhead of
 //! encryption (issue 35's target: at most 15% on ingest and historical lookups).
 //!
+//! `WARD_BIN=PATH` runs another `ward` binary instead (a release build, say).
+//!
 //! `cargo bench --bench crypt` (add `-- MIB REPEATS RANGES PATIENTS` to change the defaults
 //! 64 5 2000 2000; PATIENTS 0 skips the processes).
 
@@ -88,7 +90,8 @@ async fn ranged(store: &dyn ObjectStore, path: &Path, size: u64, len: u64, n: us
 /// Runs `ward --store STORE ARGS...`, failing loudly; its wall time.
 fn ward(store: &FsPath, args: &[&str]) -> Duration {
     let t = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_ward"))
+    let bin = std::env::var_os("WARD_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_ward").into());
+    let out = Command::new(bin)
         .arg("--store")
         .arg(store)
         .args(args)
