@@ -2,10 +2,20 @@
 //! `EncryptedStore` over a whole object, beside the same put and get without it, and the
 //! latency of ranged reads from a local directory with and without it.
 //!
-//! `cargo bench --bench crypt` (add `-- MIB REPEATS RANGES` to change the defaults 64 5 2000).
+//! Then the real paths: `ward ingest`, `ward materialize` and `ward historical` run as
+//! processes (the `ward` binary of the same build) on a plain and on an encrypted local store
+//! (`ward init --encrypt`), alternating, with the median wall time of each and the overhead of
+//! encryption (issue 35's target: at most 15% on ingest and historical lookups).
+//!
+//! `WARD_BIN=PATH` runs another `ward` binary instead (a release build, say).
+//!
+//! `cargo bench --bench crypt` (add `-- MIB REPEATS RANGES PATIENTS` to change the defaults
+//! 64 5 2000 2000; PATIENTS 0 skips the processes).
 
+use std::path::Path as FsPath;
+use std::process::Command;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
@@ -77,11 +87,137 @@ async fn ranged(store: &dyn ObjectStore, path: &Path, size: u64, len: u64, n: us
     (median(lat.clone()), quantile(lat, 0.99))
 }
 
+/// Runs `ward --store STORE ARGS...`, failing loudly; its wall time.
+fn ward(store: &FsPath, args: &[&str]) -> Duration {
+    let t = Instant::now();
+    let bin = std::env::var_os("WARD_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_ward").into());
+    let out = Command::new(bin)
+        .arg("--store")
+        .arg(store)
+        .args(args)
+        .env_remove("WARD_KEY_PROVIDER")
+        .output()
+        .expect("run ward");
+    let took = t.elapsed();
+    assert!(
+        out.status.success(),
+        "ward {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    took
+}
+
+fn secs(v: &[Duration]) -> f64 {
+    median(v.iter().map(Duration::as_secs_f64).collect())
+}
+
+/// `ward ingest`, `materialize` and `historical` as processes on a plain and an encrypted
+/// store of a synthetic cohort of `patients`, `repeats` times each (alternating).
+fn processes(patients: usize, repeats: usize) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let cohort = d.join("cohort");
+    let scratch = d.join("synth-store");
+    ward(
+        &scratch,
+        &[
+            "synth",
+            "--patients",
+            &patients.to_string(),
+            "--seed",
+            "1",
+            "--format",
+            "fhir-ndjson",
+            "--out",
+            cohort.to_str().expect("utf-8"),
+        ],
+    );
+    let key = d.join("ward.key");
+    std::fs::write(&key, Kek::generate_hex().expect("key")).expect("key file");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+    let provider = format!("file:{}", key.display());
+    let entities = d.join("rows.csv");
+    let mut rows = String::from("patient_id,timestamp\n");
+    for p in 0..patients {
+        for t in ["2015-01-01", "2020-06-01", "2030-01-01"] {
+            rows.push_str(&format!("P{p:07},{t}\n"));
+        }
+    }
+    std::fs::write(&entities, rows).expect("entities");
+    let features = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/features/readmission.toml"
+    );
+    // [plain, encrypted] x [ingest, materialize, historical]
+    let mut times = [
+        [Vec::new(), Vec::new(), Vec::new()],
+        [Vec::new(), Vec::new(), Vec::new()],
+    ];
+    for rep in 0..repeats {
+        for (e, label) in ["plain", "encrypted"].iter().enumerate() {
+            let store = d.join(format!("{label}-{rep}"));
+            if e == 1 {
+                ward(&store, &["init", "--encrypt", "--key-provider", &provider]);
+            } else {
+                ward(&store, &["init"]);
+            }
+            times[e][0].push(ward(
+                &store,
+                &[
+                    "ingest",
+                    "--format",
+                    "fhir-ndjson",
+                    cohort.to_str().expect("utf-8"),
+                ],
+            ));
+            times[e][1].push(ward(
+                &store,
+                &[
+                    "materialize",
+                    "--features",
+                    features,
+                    "--set",
+                    "readmission",
+                ],
+            ));
+            let out = d.join(format!("train-{label}-{rep}.parquet"));
+            times[e][2].push(ward(
+                &store,
+                &[
+                    "historical",
+                    "--set",
+                    "readmission",
+                    "--entities",
+                    entities.to_str().expect("utf-8"),
+                    "--out",
+                    out.to_str().expect("utf-8"),
+                ],
+            ));
+            let _ = std::fs::remove_dir_all(&store);
+        }
+    }
+    println!(
+        "ward as a process, {patients} patients ({} entity rows), median of {repeats} (s):",
+        patients * 3
+    );
+    for (i, what) in ["ingest", "materialize", "historical"].iter().enumerate() {
+        let (p, e) = (secs(&times[0][i]), secs(&times[1][i]));
+        println!(
+            "  {what:<12} plain {p:8.3}, encrypted {e:8.3}  ({:+.1}%)",
+            (e / p - 1.0) * 100.0
+        );
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().filter(|a| !a.starts_with("--")).collect();
     let mib: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(64);
     let repeats: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(5);
     let ranges: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(2000);
+    let patients: usize = args.get(4).and_then(|a| a.parse().ok()).unwrap_or(2000);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -141,4 +277,7 @@ fn main() {
             );
         }
     });
+    if patients > 0 {
+        processes(patients, repeats);
+    }
 }

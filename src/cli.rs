@@ -2,7 +2,7 @@
 //! the arguments ([`Cli`], [`Command`]), `main` and the dispatch; each command is a function
 //! in the file of its group:
 //!
-//! - `store`: `init`, `put`, `datasets`, `show`, `verify`, `export`, `tag`, `cleanup`,
+//! - `store`: `init`, `key`, `put`, `datasets`, `show`, `verify`, `export`, `tag`, `cleanup`,
 //!   `rebuild`.
 //! - `ingest`: `ingest`, `synth`.
 //! - `features`: `materialize`.
@@ -80,8 +80,24 @@ impl Command {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create an empty store.
-    Init,
+    /// Create an empty store (`--encrypt`: encrypted at rest, docs/encryption.md).
+    Init {
+        /// Encrypt everything Ward writes into the store (AES-256-GCM), under a key from
+        /// --key-provider (or WARD_KEY_PROVIDER). The store's marker records the key id and
+        /// the provider, never the key.
+        #[arg(long)]
+        encrypt: bool,
+        /// Where the key-encryption key comes from: file:PATH (mode 0600), env:NAME or
+        /// command:PROGRAM ARG... (its standard output; how a KMS is wired).
+        #[arg(long, requires = "encrypt")]
+        key_provider: Option<String>,
+    },
+    /// The key of an encrypted store: its id and provider, or a rotation to a new key.
+    Key {
+        /// What to do.
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
     /// Store a Parquet file's table as a version; prints its hash.
     Put {
         /// The Parquet file.
@@ -438,6 +454,21 @@ pub struct HistoricalArgs {
     pub name: Option<String>,
 }
 
+/// `ward key` subcommands (docs/encryption.md).
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// The store's key id and key provider (as JSON), after checking the key opens it.
+    Status,
+    /// Rewrap every data key under a new key-encryption key (headers rewritten, data
+    /// untouched), then record the new key in the marker. The current key (the marker's
+    /// provider, or WARD_KEY_PROVIDER) must still be available.
+    Rotate {
+        /// The new key's provider: file:PATH, env:NAME or command:PROGRAM ARG...
+        #[arg(long)]
+        new_key_provider: String,
+    },
+}
+
 /// `ward audit` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
@@ -528,7 +559,11 @@ pub fn run(cli: Cli, clock: SharedClock) -> Result<()> {
 async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
     let dir = cli.store.as_path();
     match cli.command {
-        Command::Init => store::init(dir, &clock)?,
+        Command::Init {
+            encrypt,
+            key_provider,
+        } => store::init(dir, &clock, encrypt, key_provider)?,
+        Command::Key { command } => store::key(dir, &clock, command).await?,
         Command::Put {
             file,
             name,

@@ -36,7 +36,18 @@
 //! existing version. Heads move by the same create-only write ([`heads`]). Staged data that
 //! no manifest names and that is older than [`STAGING_MAX_AGE`] is a killed writer's
 //! leftover, which [`Store::cleanup`] removes. See docs/storage.md.
+//!
+//! # Encrypted
+//! A store made by [`Store::init`] with a key provider (`ward init --encrypt`) records the
+//! key's id and provider in its marker ([`at_rest`]); opening it loads and checks the key
+//! first. Its Lance data is then written and read through [`crypt::LanceEncryption`] (a
+//! local dataset by its `file-object-store://` URI), its manifests and head entries are
+//! sealed ([`crypt::seal_bytes`]) where a local store writes files itself, and in object
+//! storage the store's client is an [`crypt::EncryptedStore`]. The layout, the commit
+//! protocols and the hashes are the same; file digests are of the plaintext. See
+//! docs/encryption.md.
 
+pub mod at_rest;
 pub mod crypt;
 pub mod heads;
 mod maintain;
@@ -60,6 +71,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::SharedClock;
 use crate::error::{Error, Result};
 use crate::hash::{ContentHash, TableHasher};
+use at_rest::{AtRest, MarkerEncryption};
 use heads::{sync_dir, Heads};
 pub use heads::{Head, HeadUpdate};
 pub use manifest::{ColumnInfo, FileDigest, Kind, Lineage, Manifest, VersionRef};
@@ -164,6 +176,8 @@ pub struct Store {
     /// In object storage: the local directory for what has no place there yet
     /// ([`STATE_DIR_VAR`]).
     state_dir: Option<PathBuf>,
+    /// In an encrypted store: its keys ([`at_rest`]).
+    crypt: Option<AtRest>,
 }
 
 /// The variable naming the local directory that holds, for an `s3://` store, what is not
@@ -198,9 +212,67 @@ impl Store {
     /// [`Error::Io`] if the directory cannot be created; [`Error::Store`] if it holds
     /// something that is not a Ward store.
     pub fn open(root: impl Into<PathBuf>, clock: SharedClock) -> Result<Store> {
+        Store::open_inner(root.into(), clock, true, None)
+    }
+
+    /// `ward init`: opens the store at `root`, creating it if new; a new store is encrypted
+    /// under the key `encrypt` gives (its marker records the key id and the provider, never
+    /// the key: [`at_rest`]).
+    ///
+    /// # Errors
+    /// As [`Store::open`]; the provider's error when its key is missing;
+    /// [`Error::FailedPrecondition`] when encryption is asked of an existing plaintext store.
+    pub fn init(
+        root: impl Into<PathBuf>,
+        clock: SharedClock,
+        encrypt: Option<&crate::security::keyring::KeyProvider>,
+    ) -> Result<Store> {
         let root = root.into();
+        let enc = encrypt.map(MarkerEncryption::for_provider).transpose()?;
+        let store = Store::open_inner(root, clock, true, enc.as_ref())?;
+        if enc.is_some() && store.crypt.is_none() {
+            return Err(Error::FailedPrecondition {
+                what: format!("store {}", store.root.display()),
+                reason: "already a Ward store without encryption: encryption is chosen when a \
+                         store is created (ward init --encrypt on a new directory or prefix)"
+                    .into(),
+            });
+        }
+        Ok(store)
+    }
+
+    /// The store marker's content: the format, and the encryption entry if any.
+    fn marker_body(enc: Option<&MarkerEncryption>) -> Result<Vec<u8>> {
+        let mut body =
+            serde_json::json!({ "ward_store_format": STORE_FORMAT, "created_by": crate::VERSION });
+        if let Some(e) = enc {
+            body["encryption"] = serde_json::to_value(e)
+                .map_err(|e| Error::Internal(format!("marker does not serialize: {e}")))?;
+        }
+        Ok(body.to_string().into_bytes())
+    }
+
+    /// The keys of the store whose marker is `marker`, if it is encrypted.
+    fn at_rest_of(location: &Path, marker: &serde_json::Value) -> Result<Option<AtRest>> {
+        let Some(e) = marker.get("encryption") else {
+            return Ok(None);
+        };
+        let enc: MarkerEncryption =
+            serde_json::from_value(e.clone()).map_err(|e| Error::Store {
+                path: location.join(MARKER),
+                reason: format!("its encryption entry: {e}"),
+            })?;
+        AtRest::open(location, enc).map(Some)
+    }
+
+    fn open_inner(
+        root: PathBuf,
+        clock: SharedClock,
+        create: bool,
+        enc: Option<&MarkerEncryption>,
+    ) -> Result<Store> {
         if object::is_remote(&root) {
-            return Store::open_remote(&root, clock, true);
+            return Store::open_remote(&root, clock, create, enc);
         }
         let marker = root.join(MARKER);
         if !marker.exists() {
@@ -228,16 +300,18 @@ impl Store {
             for sub in LAYOUT {
                 fs::create_dir_all(root.join(sub)).map_err(|e| Error::io(root.join(sub), e))?;
             }
-            let body = serde_json::json!({ "ward_store_format": STORE_FORMAT, "created_by": crate::VERSION });
-            write_atomic(&marker, body.to_string().as_bytes())?;
+            write_atomic(&marker, &Store::marker_body(enc)?)?;
             sync_dir(&root)?;
         }
+        let crypt = Store::at_rest_of(&root, &read_marker(&root, None)?)?;
         let store = Store {
-            heads: Heads::new(root.join("refs")),
+            heads: Heads::new(root.join("refs"))
+                .with_keys(crypt.as_ref().map(|c| c.keyring.clone())),
             root,
             clock,
             remote: None,
             state_dir: None,
+            crypt,
         };
         match store.format()? {
             STORE_FORMAT => {}
@@ -257,20 +331,28 @@ impl Store {
 
     /// Opens the store at `s3://BUCKET/PREFIX` (`create`: making its marker if there is
     /// none).
-    fn open_remote(location: &Path, clock: SharedClock, create: bool) -> Result<Store> {
-        let remote = Remote::open(&location.to_string_lossy())?;
+    fn open_remote(
+        location: &Path,
+        clock: SharedClock,
+        create: bool,
+        enc: Option<&MarkerEncryption>,
+    ) -> Result<Store> {
+        let mut remote = Remote::open(&location.to_string_lossy())?;
         let root = PathBuf::from(remote.location());
-        if remote.get(MARKER)?.is_none() {
+        if remote.get_plain(MARKER)?.is_none() {
             if !create {
                 return Err(Error::Store {
                     path: root,
                     reason: "no Ward store here (run `ward init`, or pass --store)".into(),
                 });
             }
-            let body = serde_json::json!({ "ward_store_format": STORE_FORMAT, "created_by": crate::VERSION });
             // Create-only: of several processes creating the store at once, one marker wins
             // and the others read it.
-            remote.put_create(MARKER, body.to_string().into_bytes())?;
+            remote.put_create_plain(MARKER, Store::marker_body(enc)?)?;
+        }
+        let crypt = Store::at_rest_of(&root, &read_marker(&root, Some(&remote))?)?;
+        if let Some(c) = &crypt {
+            remote = remote.encrypted(c.keyring.clone());
         }
         let store = Store {
             heads: Heads::remote(remote.clone()),
@@ -280,6 +362,7 @@ impl Store {
             state_dir: std::env::var_os(STATE_DIR_VAR)
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from),
+            crypt,
         };
         match store.format()? {
             STORE_FORMAT => Ok(store),
@@ -295,21 +378,7 @@ impl Store {
 
     fn format(&self) -> Result<u32> {
         let marker = self.root.join(MARKER);
-        let text = match &self.remote {
-            Some(r) => r
-                .get(MARKER)?
-                .map(|b| b.to_vec())
-                .ok_or_else(|| Error::Store {
-                    path: marker.clone(),
-                    reason: "the store marker is gone".into(),
-                })?,
-            None => fs::read(&marker).map_err(|e| Error::io(&marker, e))?,
-        };
-        let v: serde_json::Value =
-            serde_json::from_slice(&text).map_err(|source| Error::Manifest {
-                path: marker.clone(),
-                source,
-            })?;
+        let v = read_marker(&self.root, self.remote.as_ref())?;
         v.get("ward_store_format")
             .and_then(|f| f.as_u64())
             .and_then(|f| u32::try_from(f).ok())
@@ -384,7 +453,7 @@ impl Store {
     pub fn open_existing(root: impl Into<PathBuf>, clock: SharedClock) -> Result<Store> {
         let root = root.into();
         if object::is_remote(&root) {
-            return Store::open_remote(&root, clock, false);
+            return Store::open_remote(&root, clock, false, None);
         }
         if !root.join(MARKER).exists() {
             return Err(Error::Store {
@@ -408,6 +477,11 @@ impl Store {
     /// The bucket and prefix of a store in object storage (`None`: a local directory).
     pub fn remote(&self) -> Option<&Remote> {
         self.remote.as_ref()
+    }
+
+    /// The keys of an encrypted store (`None`: the store is not encrypted).
+    pub fn encryption(&self) -> Option<&AtRest> {
+        self.crypt.as_ref()
     }
 
     /// The local directory holding state that lives beside the versions (`what`: the audit
@@ -435,10 +509,13 @@ impl Store {
 
     /// A local directory for scratch files of a write (`tmp/` in a local store, the system's
     /// temporary directory for an `s3://` store).
+    ///
+    /// An encrypted store keeps its directory free of plaintext: its scratch files go to the
+    /// system's temporary directory too (`TMPDIR`; docs/encryption.md).
     pub fn scratch_dir(&self) -> PathBuf {
-        match &self.remote {
-            None => self.root.join("tmp"),
-            Some(_) => std::env::temp_dir(),
+        match (&self.remote, &self.crypt) {
+            (None, None) => self.root.join("tmp"),
+            _ => std::env::temp_dir(),
         }
     }
 
@@ -508,10 +585,22 @@ impl Store {
                 .await;
         }
         let tmp = TempVersion::create(&self.root)?;
-        let uri = Self::data_uri(&tmp.dir)?;
-        let params = WriteParams {
-            mode: WriteMode::Create,
-            ..Default::default()
+        let (uri, params) = match &self.crypt {
+            None => (
+                Self::data_uri(&tmp.dir)?,
+                WriteParams {
+                    mode: WriteMode::Create,
+                    ..Default::default()
+                },
+            ),
+            Some(c) => (
+                crypt::LanceEncryption::dataset_uri(&tmp.dir.join("data"))?,
+                WriteParams {
+                    mode: WriteMode::Create,
+                    store_params: Some(c.lance.store_params()),
+                    ..Default::default()
+                },
+            ),
         };
         Dataset::write(reader, uri.as_str(), Some(params))
             .await
@@ -528,7 +617,7 @@ impl Store {
             drop(tmp);
             return self.existing(hash, &opts);
         }
-        let files = digest_files(&tmp.dir.join("data"))?;
+        let files = self.digest_local(&tmp.dir.join("data")).await?;
         let mut manifest = Manifest {
             manifest_format: manifest::MANIFEST_FORMAT,
             hash,
@@ -549,6 +638,7 @@ impl Store {
         let body = serde_json::to_vec_pretty(&manifest)
             .map_err(|e| Error::Internal(format!("manifest does not serialize: {e}")))?;
         let mpath = tmp.dir.join("manifest.json");
+        let body = at_rest::maybe_seal(self.keys(), body, &dest.join("manifest.json"))?;
         fs::write(&mpath, body).map_err(|e| Error::io(&mpath, e))?;
         sync_tree(&tmp.dir)?;
         match tmp.commit(&dest) {
@@ -594,6 +684,7 @@ impl Store {
         let params = WriteParams {
             mode: WriteMode::Create,
             session: Some(remote.session()),
+            store_params: self.crypt.as_ref().map(|c| c.lance.store_params()),
             ..Default::default()
         };
         let discard = |remote: &Remote| {
@@ -728,6 +819,7 @@ impl Store {
             },
             _ => Error::io(&path, e),
         })?;
+        let text = at_rest::maybe_open(self.keys(), text, &path)?;
         serde_json::from_slice(&text).map_err(|source| Error::Manifest { path, source })
     }
 
@@ -876,11 +968,12 @@ impl Store {
         if let Some(r) = &self.remote {
             let m = self.manifest(hash)?;
             let uri = r.uri(&Self::data_rel(&m));
-            return lance::dataset::builder::DatasetBuilder::from_uri(&uri)
-                .with_session(r.session())
-                .load()
-                .await
-                .map_err(|e| Error::lance(&uri, e));
+            let mut builder =
+                lance::dataset::builder::DatasetBuilder::from_uri(&uri).with_session(r.session());
+            if let Some(c) = &self.crypt {
+                builder = builder.with_store_params(c.lance.store_params());
+            }
+            return builder.load().await.map_err(|e| Error::lance(&uri, e));
         }
         let dir = self.version_dir(hash);
         if !dir.join("manifest.json").exists() {
@@ -888,8 +981,31 @@ impl Store {
                 reference: hash.to_string(),
             });
         }
+        if let Some(c) = &self.crypt {
+            let uri = crypt::LanceEncryption::dataset_uri(&dir.join("data"))?;
+            return lance::dataset::builder::DatasetBuilder::from_uri(&uri)
+                .with_store_params(c.lance.store_params())
+                .load()
+                .await
+                .map_err(|e| Error::lance(&uri, e));
+        }
         let uri = Self::data_uri(&dir)?;
         Dataset::open(&uri).await.map_err(|e| Error::lance(&uri, e))
+    }
+
+    /// The keyring of an encrypted store.
+    fn keys(&self) -> Option<&crate::security::keyring::Keyring> {
+        self.crypt.as_ref().map(|c| &c.keyring)
+    }
+
+    /// Digests of every file of a local version's data directory: of the bytes on disk, or
+    /// in an encrypted store of the plaintext read through the encryption (so a key
+    /// rotation, which rewrites headers, changes no digest).
+    async fn digest_local(&self, dir: &Path) -> Result<Vec<FileDigest>> {
+        match self.keys() {
+            None => digest_files(dir),
+            Some(k) => digest_encrypted(dir, k).await,
+        }
     }
 
     /// Streams a version's rows in their stored order to `each`, after giving its schema.
@@ -1071,6 +1187,59 @@ fn digest_files(dir: &Path) -> Result<Vec<FileDigest>> {
     }
     out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
+}
+
+/// Digests of the plaintext of every encrypted file under `dir`, sorted by path.
+async fn digest_encrypted(
+    dir: &Path,
+    keys: &crate::security::keyring::Keyring,
+) -> Result<Vec<FileDigest>> {
+    use object_store::{ObjectStore, ObjectStoreExt};
+    let err = |e: object_store::Error| Error::Store {
+        path: dir.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let local = object_store::local::LocalFileSystem::new_with_prefix(dir).map_err(err)?;
+    let store = crypt::EncryptedStore::wrap(Arc::new(local), keys.clone());
+    let listed: Vec<object_store::ObjectMeta> =
+        store.list(None).try_collect().await.map_err(err)?;
+    let mut out = Vec::with_capacity(listed.len());
+    for meta in listed {
+        let mut hasher = blake3::Hasher::new();
+        let mut bytes = 0u64;
+        let mut chunks = store.get(&meta.location).await.map_err(err)?.into_stream();
+        while let Some(chunk) = chunks.try_next().await.map_err(err)? {
+            bytes += chunk.len() as u64;
+            hasher.update(&chunk);
+        }
+        out.push(FileDigest {
+            path: meta.location.to_string(),
+            bytes,
+            blake3: hasher.finalize().to_hex().to_string(),
+        });
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+/// The store marker of the store at `root` (read below any encryption: it is never
+/// encrypted).
+fn read_marker(root: &Path, remote: Option<&Remote>) -> Result<serde_json::Value> {
+    let marker = root.join(MARKER);
+    let text = match remote {
+        Some(r) => r
+            .get_plain(MARKER)?
+            .map(|b| b.to_vec())
+            .ok_or_else(|| Error::Store {
+                path: marker.clone(),
+                reason: "the store marker is gone".into(),
+            })?,
+        None => fs::read(&marker).map_err(|e| Error::io(&marker, e))?,
+    };
+    serde_json::from_slice(&text).map_err(|source| Error::Manifest {
+        path: marker,
+        source,
+    })
 }
 
 /// Digests of every object under `rel` in object storage, by path relative to `rel`.

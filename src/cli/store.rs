@@ -1,19 +1,81 @@
-//! The store commands: `init`, `put`, `datasets`, `show`, `verify`, `export`, `tag`,
-//! `cleanup` and `rebuild`.
+//! The store commands: `init`, `key` (status, rotate), `put`, `datasets`, `show`, `verify`,
+//! `export`, `tag`, `cleanup` and `rebuild`.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 
 use crate::clock::SharedClock;
+use crate::security::keyring::KeyProvider;
 use crate::store::{Kind, ListFilter, Manifest, PutOptions, Store, VersionRef};
 
 use super::audit::audit_cli_read;
+use super::KeyCommand;
 
-/// `ward init`: creates an empty store.
-pub(super) fn init(dir: &Path, clock: &SharedClock) -> Result<()> {
-    let store = Store::open(dir, clock.clone())?;
-    eprintln!("ward store ready at {}", store.root().display());
+/// `ward init`: creates an empty store, encrypted with `--encrypt`.
+pub(super) fn init(
+    dir: &Path,
+    clock: &SharedClock,
+    encrypt: bool,
+    key_provider: Option<String>,
+) -> Result<()> {
+    let provider = match (encrypt, key_provider) {
+        (false, _) => None,
+        (true, Some(p)) => Some(p.parse::<KeyProvider>()?),
+        (true, None) => match crate::store::at_rest::provider_from_env()? {
+            Some(p) => Some(p),
+            None => anyhow::bail!(
+                "--encrypt needs a key: --key-provider file:PATH|env:NAME|command:PROGRAM \
+                 (or WARD_KEY_PROVIDER)"
+            ),
+        },
+    };
+    let store = Store::init(dir, clock.clone(), provider.as_ref())?;
+    match store.encryption() {
+        Some(e) => eprintln!(
+            "ward store ready at {} (encrypted: key id {}, provider {})",
+            store.root().display(),
+            e.marker().key_id,
+            e.marker().provider
+        ),
+        None => eprintln!("ward store ready at {}", store.root().display()),
+    }
+    Ok(())
+}
+
+/// `ward key status|rotate`.
+pub(super) async fn key(dir: &Path, clock: &SharedClock, command: KeyCommand) -> Result<()> {
+    let store = Store::open_existing(dir, clock.clone())?;
+    match command {
+        KeyCommand::Status => {
+            let v = match store.encryption() {
+                Some(e) => serde_json::json!({
+                    "encrypted": true,
+                    "key_id": e.marker().key_id,
+                    "provider": e.marker().provider,
+                    "loaded_from": e.provider().to_string(),
+                }),
+                None => serde_json::json!({ "encrypted": false }),
+            };
+            outln!("{v}");
+        }
+        KeyCommand::Rotate { new_key_provider } => {
+            let new = new_key_provider.parse::<KeyProvider>()?;
+            let report = store
+                .rotate_key(&new)
+                .await
+                .with_context(|| format!("rotating the key of {}", store.root().display()))?;
+            eprintln!(
+                "rotated {} objects from key id {} to key id {} ({}); {} already under the new key",
+                report.rewrapped,
+                report.from_key_id,
+                report.to_key_id,
+                report.provider,
+                report.already_current
+            );
+            outln!("{}", serde_json::to_string(&report)?);
+        }
+    }
     Ok(())
 }
 

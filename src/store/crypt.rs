@@ -453,6 +453,44 @@ fn new_object(
     Ok((header.encode(), Arc::new(cipher)))
 }
 
+/// Seals `plain` into one encrypted object, exactly what a put of it through an
+/// [`EncryptedStore`] stores: for the store's small objects (manifests, heads) that a local
+/// store writes as files itself, with its own atomic-commit protocol. `path` names the
+/// object in errors.
+///
+/// # Errors
+/// [`CryptError::Internal`] if the random source or the cipher fails.
+pub fn seal_bytes(
+    keyring: &Keyring,
+    plain: &[u8],
+    path: &str,
+) -> std::result::Result<Vec<u8>, CryptError> {
+    let p = Path::from(path);
+    let (header, cipher) = new_object(keyring, &p)?;
+    let sealed = seal_payload(&header, cipher, &PutPayload::from(plain.to_vec()), &p)?;
+    Ok(sealed.to_vec())
+}
+
+/// Opens an object sealed by [`seal_bytes`] (or written through an [`EncryptedStore`]),
+/// given whole.
+///
+/// # Errors
+/// [`CryptError::NotEncrypted`] for bytes not in the format (a plaintext file where an
+/// encrypted one belongs), [`CryptError::WrongKey`] naming both key ids, or an
+/// authentication failure naming the block.
+pub fn open_bytes(
+    keyring: &Keyring,
+    stored: &[u8],
+    path: &str,
+) -> std::result::Result<Vec<u8>, CryptError> {
+    let p = Path::from(path);
+    let cipher = open_object(keyring, stored, &p)?;
+    let layout = Layout::of(stored.len() as u64, &p)?;
+    let body = stored.get(HEADER_LEN..).unwrap_or_default();
+    let plain = decrypt_blocks(&cipher, &layout, 0, layout.blocks - 1, body, &p)?;
+    Ok(plain.to_vec())
+}
+
 /// The cipher of an existing object, from its header.
 fn open_object(
     keyring: &Keyring,

@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use super::object::Remote;
 use crate::error::{Error, Result};
 use crate::hash::ContentHash;
+use crate::security::keyring::Keyring;
 
 /// One move of a name's head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +71,9 @@ pub(crate) struct Heads {
     dir: PathBuf,
     /// In object storage: the store, whose `refs/` holds the entries.
     remote: Option<Remote>,
+    /// In an encrypted local store: the keys that seal each entry file (in object storage
+    /// the remote's client encrypts).
+    keys: Option<Keyring>,
 }
 
 /// Entries moved onto a head that keeps moving before giving up; each retry follows another
@@ -78,7 +82,19 @@ const MAX_MOVES: usize = 10_000;
 
 impl Heads {
     pub(crate) fn new(dir: PathBuf) -> Heads {
-        Heads { dir, remote: None }
+        Heads {
+            dir,
+            remote: None,
+            keys: None,
+        }
+    }
+
+    /// The same heads, their entry files sealed under `keys` (an encrypted local store).
+    pub(crate) fn with_keys(mut self, keys: Option<Keyring>) -> Heads {
+        if self.remote.is_none() {
+            self.keys = keys;
+        }
+        self
     }
 
     /// The heads of a store in object storage.
@@ -86,6 +102,7 @@ impl Heads {
         Heads {
             dir: PathBuf::from(remote.uri("refs")),
             remote: Some(remote),
+            keys: None,
         }
     }
 
@@ -145,7 +162,10 @@ impl Heads {
                     reason: "the head entry was listed but is gone".into(),
                 })?
             }
-            None => fs::read(&path).map_err(|e| Error::io(&path, e))?.into(),
+            None => {
+                let stored = fs::read(&path).map_err(|e| Error::io(&path, e))?;
+                super::at_rest::maybe_open(self.keys.as_ref(), stored, &path)?.into()
+            }
         };
         let head: Head = serde_json::from_slice(&bytes).map_err(|e| Error::BadInput {
             location: path.display().to_string(),
@@ -224,6 +244,8 @@ impl Heads {
             return Err(self.conflict(name, expected)?);
         }
         let dir = self.name_dir(name);
+        let body =
+            super::at_rest::maybe_seal(self.keys.as_ref(), body, &self.entry_path(name, seq))?;
         fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         // The entry is complete and on disk before it gets its name: a reader never sees a
         // torn entry, and a crash leaves only the temporary file.

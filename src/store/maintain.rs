@@ -48,7 +48,10 @@ impl Store {
         }
         let stored = match &self.remote {
             Some(r) => digest_remote(r, &Self::data_rel(&m))?,
-            None => digest_files(&self.version_dir(hash).join("data"))?,
+            None => {
+                self.digest_local(&self.version_dir(hash).join("data"))
+                    .await?
+            }
         };
         let want: BTreeMap<&str, &FileDigest> =
             m.files.iter().map(|f| (f.path.as_str(), f)).collect();

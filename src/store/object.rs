@@ -66,6 +66,10 @@ pub struct S3Config {
     pub allow_http: bool,
     /// Whether requests go unsigned (public buckets).
     pub skip_signature: bool,
+    /// Server-side encryption with this AWS KMS key (`AWS_SSE_KMS_KEY_ID`): every write
+    /// asks the server to encrypt with it (`x-amz-server-side-encryption: aws:kms` and the
+    /// key id), beside or instead of Ward's own encryption (docs/encryption.md).
+    pub sse_kms_key_id: Option<String>,
 }
 
 impl std::fmt::Debug for S3Config {
@@ -79,6 +83,7 @@ impl std::fmt::Debug for S3Config {
             .field("session_token", &redact(&self.session_token))
             .field("allow_http", &self.allow_http)
             .field("skip_signature", &self.skip_signature)
+            .field("sse_kms_key_id", &self.sse_kms_key_id)
             .finish()
     }
 }
@@ -108,6 +113,7 @@ impl S3Config {
             session_token: get("AWS_SESSION_TOKEN"),
             allow_http: get("AWS_ALLOW_HTTP").is_some_and(|v| truthy(&v)),
             skip_signature: get("AWS_SKIP_SIGNATURE").is_some_and(|v| truthy(&v)),
+            sse_kms_key_id: get(SSE_KMS_KEY_ID_VAR).map(|v| v.trim().to_string()),
         };
         if !cfg.skip_signature {
             for (name, v) in [
@@ -158,6 +164,15 @@ impl S3Config {
 
     /// An S3 client for `bucket`.
     fn build(&self, bucket: &str) -> Result<AmazonS3> {
+        self.builder(bucket).build().map_err(|e| Error::Store {
+            path: PathBuf::from(format!("s3://{bucket}")),
+            reason: format!("S3 client: {e}"),
+        })
+    }
+
+    /// The S3 client builder for `bucket` with this configuration (its settings can be read
+    /// back with `AmazonS3Builder::get_config_value`).
+    pub fn builder(&self, bucket: &str) -> AmazonS3Builder {
         let mut b = AmazonS3Builder::new()
             .with_bucket_name(bucket)
             .with_region(&self.region)
@@ -166,6 +181,9 @@ impl S3Config {
             .with_http_connector(ReqwestConnector);
         if let Some(e) = &self.endpoint {
             b = b.with_endpoint(e);
+        }
+        if let Some(k) = &self.sse_kms_key_id {
+            b = b.with_sse_kms_encryption(k);
         }
         match (&self.access_key_id, &self.secret_access_key) {
             (Some(k), Some(s)) => {
@@ -186,12 +204,12 @@ impl S3Config {
                 )));
             }
         }
-        b.build().map_err(|e| Error::Store {
-            path: PathBuf::from(format!("s3://{bucket}")),
-            reason: format!("S3 client: {e}"),
-        })
+        b
     }
 }
+
+/// The variable naming the AWS KMS key for S3 server-side encryption (SSE-KMS).
+pub const SSE_KMS_KEY_ID_VAR: &str = "AWS_SSE_KMS_KEY_ID";
 
 /// object_store's [`HttpConnector`] over reqwest 0.12.
 #[derive(Debug, Clone, Copy)]
@@ -289,7 +307,11 @@ pub struct Remote {
     /// The key prefix, without leading or trailing '/' (may be empty).
     prefix: String,
     config: Arc<S3Config>,
+    /// The client for the store's objects: [`Remote::raw`], or an
+    /// [`EncryptedStore`](super::crypt::EncryptedStore) over it in an encrypted store.
     client: Arc<dyn ObjectStore>,
+    /// The client below any encryption (the marker, rotation).
+    raw: Arc<dyn ObjectStore>,
     session: Arc<Session>,
 }
 
@@ -299,6 +321,7 @@ impl std::fmt::Debug for Remote {
             .field("bucket", &self.bucket)
             .field("prefix", &self.prefix)
             .field("config", &self.config)
+            .field("encrypted", &!Arc::ptr_eq(&self.client, &self.raw))
             .finish()
     }
 }
@@ -357,9 +380,63 @@ impl Remote {
             bucket: bucket.to_string(),
             prefix,
             config,
+            raw: client.clone(),
             client,
             session,
         })
+    }
+
+    /// The same store, every object encrypted and decrypted with `keyring` (the marker
+    /// excepted: [`Remote::get_plain`], [`Remote::put_plain`]). Lance's objects are
+    /// encrypted by the store parameters the caller gives Lance.
+    pub fn encrypted(&self, keyring: crate::security::keyring::Keyring) -> Remote {
+        let mut r = self.clone();
+        r.client = super::crypt::EncryptedStore::wrap(self.raw.clone(), keyring);
+        r
+    }
+
+    /// The object `rel` as stored, below any encryption (the store marker).
+    ///
+    /// # Errors
+    /// [`Error::Store`] when the request fails.
+    pub fn get_plain(&self, rel: &str) -> Result<Option<Bytes>> {
+        self.get_with(self.raw.clone(), rel)
+    }
+
+    /// Creates `rel` below any encryption, if absent (the store marker).
+    ///
+    /// # Errors
+    /// [`Error::Store`] when the request fails.
+    pub fn put_create_plain(&self, rel: &str, bytes: Vec<u8>) -> Result<bool> {
+        self.put_create_with(self.raw.clone(), rel, bytes)
+    }
+
+    /// Replaces `rel` below any encryption (the store marker, after a key rotation).
+    ///
+    /// # Errors
+    /// [`Error::Store`] when the request fails.
+    pub fn put_plain(&self, rel: &str, bytes: Vec<u8>) -> Result<()> {
+        let client = self.raw.clone();
+        let key = self.key(rel);
+        block(async move { client.put(&key, PutPayload::from(bytes)).await.map(|_| ()) })?
+            .map_err(|e| self.err(rel, e))
+    }
+
+    /// Moves every encrypted object under `rel` to `keyring`'s current key-encryption key
+    /// ([`super::crypt::rotate`], run below the encryption).
+    ///
+    /// # Errors
+    /// [`Error::Store`] when a request fails or an object's key is not in `keyring`.
+    pub fn rotate(
+        &self,
+        keyring: &crate::security::keyring::Keyring,
+        rel: &str,
+    ) -> Result<super::crypt::Rotation> {
+        let raw = self.raw.clone();
+        let key = self.key(rel);
+        let keyring = keyring.clone();
+        block(async move { super::crypt::rotate(raw.as_ref(), &keyring, Some(&key)).await })?
+            .map_err(|e| self.err(rel, e))
     }
 
     /// `s3://BUCKET/PREFIX`.
@@ -412,7 +489,10 @@ impl Remote {
     /// # Errors
     /// [`Error::Store`] when the request fails.
     pub fn get(&self, rel: &str) -> Result<Option<Bytes>> {
-        let client = self.client.clone();
+        self.get_with(self.client.clone(), rel)
+    }
+
+    fn get_with(&self, client: Arc<dyn ObjectStore>, rel: &str) -> Result<Option<Bytes>> {
         let key = self.key(rel);
         let got = block(async move {
             match client.get(&key).await {
@@ -430,7 +510,15 @@ impl Remote {
     /// # Errors
     /// [`Error::Store`] when the request fails.
     pub fn put_create(&self, rel: &str, bytes: Vec<u8>) -> Result<bool> {
-        let client = self.client.clone();
+        self.put_create_with(self.client.clone(), rel, bytes)
+    }
+
+    fn put_create_with(
+        &self,
+        client: Arc<dyn ObjectStore>,
+        rel: &str,
+        bytes: Vec<u8>,
+    ) -> Result<bool> {
         let key = self.key(rel);
         let put = block(async move {
             let opts = PutOptions {
