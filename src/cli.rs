@@ -618,9 +618,7 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
             set,
             fail_above,
             json,
-        } => {
-            monitoring::drift(dir, &clock, training, online, since, set, fail_above, json).await?
-        }
+        } => monitoring::drift(dir, &clock, training, online, since, set, fail_above, json).await?,
         Command::Skew {
             online,
             since,

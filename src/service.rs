@@ -370,13 +370,12 @@ impl Server {
                 async move { jobs.run(async move { log.flush().await }).await }
             })
         });
-        let monitoring = proto::monitoring_server::MonitoringServer::new(
-            monitoring::MonitoringService {
+        let monitoring =
+            proto::monitoring_server::MonitoringServer::new(monitoring::MonitoringService {
                 state: state.clone(),
-            },
-        )
-        .max_decoding_message_size(dec)
-        .max_encoding_message_size(enc);
+            })
+            .max_decoding_message_size(dec)
+            .max_encoding_message_size(enc);
         let flight = FlightServiceServer::new(flight::Flight { state })
             .max_decoding_message_size(dec)
             .max_encoding_message_size(enc);
@@ -465,8 +464,8 @@ impl Server {
             r.abort();
         }
         // What the online log still buffers is written before the server returns.
-        if let Some(r) = log_flusher {
-            r.abort();
+        if let Some(f) = log_flusher {
+            f.stop().await;
         }
         if let Some(log) = online_log {
             if let Err(e) = log.flush().await {

@@ -43,8 +43,8 @@ pub(super) async fn drift(
         feature_set: set,
     };
     let report = crate::monitoring::drift(&store, &req).await;
-    let mut entry = crate::security::audit::AuditEntry::local("drift", "datasets_read")
-        .with_result(&report);
+    let mut entry =
+        crate::security::audit::AuditEntry::local("drift", "datasets_read").with_result(&report);
     if let Ok(r) = &report {
         entry.datasets = vec![r.training.to_string(), r.online.to_string()];
     }
@@ -94,8 +94,7 @@ pub(super) async fn skew(
         entry.datasets = std::iter::once(r.online.to_string())
             .chain(r.timelines.iter().cloned())
             .collect();
-        let mut patients: Vec<String> =
-            r.examples.iter().map(|m| m.patient_id.clone()).collect();
+        let mut patients: Vec<String> = r.examples.iter().map(|m| m.patient_id.clone()).collect();
         patients.sort();
         patients.dedup();
         entry.patients = crate::security::audit::Patients::Ids(patients);

@@ -307,7 +307,9 @@ impl DriftReport {
             out.push(format!(
                 "{:<32} {:>9} {:<12} {:>9} {:>9}",
                 f.feature,
-                f.psi.map(|p| format!("{p:.4}")).unwrap_or_else(|| "-".into()),
+                f.psi
+                    .map(|p| format!("{p:.4}"))
+                    .unwrap_or_else(|| "-".into()),
                 f.level.as_str(),
                 f.training_values,
                 f.online_values
@@ -362,17 +364,15 @@ fn training_values(
                 let c = c.as_string::<i32>();
                 values.extend(c.iter().map(|v| v.map(|s| Value::Text(s.to_string()))));
             } else {
-                let c = arrow::compute::cast(col, &DataType::Float64).map_err(|e| {
-                    Error::BadInput {
+                let c =
+                    arrow::compute::cast(col, &DataType::Float64).map_err(|e| Error::BadInput {
                         location: what.to_string(),
                         field: name.clone(),
                         reason: format!("not numbers or text: {e}"),
-                    }
-                })?;
+                    })?;
                 let c = c.as_primitive::<arrow::datatypes::Float64Type>();
-                values.extend(
-                    (0..c.len()).map(|i| (!c.is_null(i)).then(|| Value::Num(c.value(i)))),
-                );
+                values
+                    .extend((0..c.len()).map(|i| (!c.is_null(i)).then(|| Value::Num(c.value(i)))));
             }
         }
         out.push((name.clone(), text, values));
@@ -402,11 +402,7 @@ pub async fn drift(store: &Store, req: &DriftRequest) -> Result<DriftReport> {
     let rows: Vec<&LoggedValue> = online
         .rows
         .iter()
-        .filter(|r| {
-            req.feature_set
-                .as_ref()
-                .is_none_or(|s| *s == r.feature_set)
-        })
+        .filter(|r| req.feature_set.as_ref().is_none_or(|s| *s == r.feature_set))
         .collect();
     let mut by_feature: BTreeMap<&str, Vec<Option<&Value>>> = BTreeMap::new();
     for r in &rows {
@@ -471,10 +467,7 @@ pub async fn drift(store: &Store, req: &DriftRequest) -> Result<DriftReport> {
         .filter(|f| !trained.contains(*f))
         .map(|f| f.to_string())
         .collect();
-    let max_psi = features
-        .iter()
-        .filter_map(|f| f.psi)
-        .max_by(f64::total_cmp);
+    let max_psi = features.iter().filter_map(|f| f.psi).max_by(f64::total_cmp);
     let online_lookups = rows
         .iter()
         .map(|r| r.lookup)
@@ -537,7 +530,10 @@ mod tests {
         let Bins::Numbers(c) = Bins::of_numbers(&v) else {
             panic!("numbers")
         };
-        assert_eq!(c, vec![10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0]);
+        assert_eq!(
+            c,
+            vec![10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0]
+        );
         let b = Bins::of_numbers(&v);
         assert_eq!(b.len(), 11);
         assert_eq!(b.bin(Some(&Value::Num(10.0))), 0);
@@ -550,7 +546,10 @@ mod tests {
         assert_eq!(b, Bins::Numbers(vec![0.0, 1.0]));
         assert_eq!(b.labels(), vec!["≤ 0", "0 – 1", "> 1", "no value"]);
         // No training values: one value bin.
-        assert_eq!(Bins::of_numbers(&[]).labels(), vec!["any value", "no value"]);
+        assert_eq!(
+            Bins::of_numbers(&[]).labels(),
+            vec!["any value", "no value"]
+        );
     }
 
     #[test]

@@ -107,9 +107,8 @@ impl LogConfig {
     /// # Errors
     /// [`Error::InvalidArgument`] naming `[online_log]` and the key.
     pub fn validate(&self, origin: &str) -> Result<()> {
-        crate::store::manifest::validate_name(&self.name).map_err(|e| {
-            Error::invalid(format!("[online_log] name in {origin}"), e.to_string())
-        })?;
+        crate::store::manifest::validate_name(&self.name)
+            .map_err(|e| Error::invalid(format!("[online_log] name in {origin}"), e.to_string()))?;
         if !(self.flush_secs.is_finite() && self.flush_secs >= 0.05) {
             return Err(Error::invalid(
                 format!("[online_log] flush_secs in {origin}"),
@@ -419,6 +418,11 @@ pub async fn read(store: &Store, r: &VersionRef, since: Option<DateTime<Utc>>) -
             });
         }
         let params = Params::of(&m);
+        // A batch whose every request is older than `since` ends the walk unread (the
+        // version `r` names is read in any case).
+        if m.hash != head && since.is_some_and(|t| params.as_ref().is_some_and(|p| p.to < t)) {
+            break;
+        }
         versions.push(m.hash);
         let what = format!("online log version {}", m.hash);
         let (_, batches) = store.read(&m.hash).await?;
@@ -432,9 +436,6 @@ pub async fn read(store: &Store, r: &VersionRef, since: Option<DateTime<Utc>>) -
             rows.extend(got);
         }
         let Some(p) = params else { break };
-        if since.is_some_and(|t| p.to < t) {
-            break;
-        }
         if let Some(prev) = p.previous {
             next = Some(store.manifest(&prev)?);
         }
@@ -555,32 +556,26 @@ impl OnlineLog {
     /// is not a log.
     pub async fn flush(&self) -> Result<Option<ContentHash>> {
         let _one = self.flushing.lock().await;
-        let pending = std::mem::take(
-            &mut *self
-                .buffer
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
+        // Taken out of the buffer until written: put back in front if the write fails or
+        // this future is dropped before it is done (cancel-safe).
+        let mut taken = Taken {
+            log: self,
+            pending: Some(std::mem::take(
+                &mut *self
+                    .buffer
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            )),
+        };
+        let pending = taken.pending.as_deref().unwrap_or_default();
         if pending.is_empty() {
             return Ok(None);
         }
         let n: usize = pending.iter().map(Pending::values).sum();
-        match self.write(&pending).await {
-            Ok(h) => {
-                self.buffered.fetch_sub(n, Ordering::Relaxed);
-                Ok(Some(h))
-            }
-            Err(e) => {
-                let mut b = self
-                    .buffer
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                let newer = std::mem::take(&mut *b);
-                *b = pending;
-                b.extend(newer);
-                Err(e)
-            }
-        }
+        let h = self.write(pending).await?;
+        taken.pending = None;
+        self.buffered.fetch_sub(n, Ordering::Relaxed);
+        Ok(Some(h))
     }
 
     /// One batch, numbered after the log's head and put only if that is still the head.
@@ -664,17 +659,58 @@ impl OnlineLog {
     }
 }
 
-/// Runs `log`'s flusher until aborted: a flush each time [`OnlineLog::due`] resolves, run
-/// by `run` (the server passes its job runtime, so the write stays off the request
-/// workers); a failed flush is logged and retried at the next.
-pub fn spawn_flusher<R, F>(log: Arc<OnlineLog>, run: R) -> tokio::task::JoinHandle<()>
+/// Values taken out of the buffer by a flush; put back in front of it on drop unless
+/// written (`pending` set to `None`).
+struct Taken<'a> {
+    log: &'a OnlineLog,
+    pending: Option<Vec<Pending>>,
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        if let Some(pending) = self.pending.take().filter(|p| !p.is_empty()) {
+            let mut b = self
+                .log
+                .buffer
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let newer = std::mem::take(&mut *b);
+            *b = pending;
+            b.extend(newer);
+        }
+    }
+}
+
+/// A running flusher ([`spawn_flusher`]).
+#[derive(Debug)]
+pub struct Flusher {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Flusher {
+    /// Stops the flusher between flushes (a flush in progress finishes) and waits for it.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+/// Runs `log`'s flusher until [`Flusher::stop`]: a flush each time [`OnlineLog::due`]
+/// resolves, run by `run` (the server passes its job runtime, so the write stays off the
+/// request workers); a failed flush is logged and retried at the next.
+pub fn spawn_flusher<R, F>(log: Arc<OnlineLog>, run: R) -> Flusher
 where
     R: Fn(Arc<OnlineLog>) -> F + Send + 'static,
     F: std::future::Future<Output = Result<Option<ContentHash>>> + Send,
 {
-    tokio::spawn(async move {
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
         loop {
-            log.due().await;
+            tokio::select! {
+                () = log.due() => {}
+                _ = &mut stopped => break,
+            }
             if let Err(e) = run(log.clone()).await {
                 tracing::warn!(
                     "online log {}: flush failed ({e}); {} values kept for the next",
@@ -683,7 +719,8 @@ where
                 );
             }
         }
-    })
+    });
+    Flusher { stop, task }
 }
 
 #[cfg(test)]
@@ -724,7 +761,9 @@ mod tests {
         let mut cols = b.columns().to_vec();
         cols[i] = std::sync::Arc::new(arrow::array::StringArray::from(vec!["maybe"]));
         b = RecordBatch::try_new(b.schema(), cols).expect("batch");
-        let e = from_batch(&b, "log v", 7).expect_err("bad status").to_string();
+        let e = from_batch(&b, "log v", 7)
+            .expect_err("bad status")
+            .to_string();
         assert!(e.contains("log v row 7") && e.contains("status"), "{e}");
     }
 

@@ -254,11 +254,9 @@ pub async fn skew(
                 } else {
                     match v.data_type() {
                         DataType::Utf8 => Some(Value::Text(v.as_string::<i32>().value(i).into())),
-                        _ => arrow::compute::cast(v, &DataType::Float64)
-                            .ok()
-                            .map(|c| {
-                                Value::Num(c.as_primitive::<arrow::datatypes::Float64Type>().value(i))
-                            }),
+                        _ => arrow::compute::cast(v, &DataType::Float64).ok().map(|c| {
+                            Value::Num(c.as_primitive::<arrow::datatypes::Float64Type>().value(i))
+                        }),
                     }
                 };
                 (value, parse_status(s.value(i)))
@@ -310,9 +308,18 @@ mod tests {
     #[test]
     fn values_compare_bit_for_bit_and_by_kind() {
         assert!(same(Some(&Value::Num(1.0)), Some(&Value::Num(1.0))));
-        assert!(same(Some(&Value::Num(f64::NAN)), Some(&Value::Num(f64::NAN))));
-        assert!(!same(Some(&Value::Num(1.0)), Some(&Value::Num(1.0 + 1e-15))));
-        assert!(!same(Some(&Value::Num(1.0)), Some(&Value::Text("1".into()))));
+        assert!(same(
+            Some(&Value::Num(f64::NAN)),
+            Some(&Value::Num(f64::NAN))
+        ));
+        assert!(!same(
+            Some(&Value::Num(1.0)),
+            Some(&Value::Num(1.0 + 1e-15))
+        ));
+        assert!(!same(
+            Some(&Value::Num(1.0)),
+            Some(&Value::Text("1".into()))
+        ));
         assert!(!same(None, Some(&Value::Num(0.0))));
         assert!(same(None, None));
         assert_eq!(show(None, Status::NoData), "no_data");

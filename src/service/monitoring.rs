@@ -103,7 +103,11 @@ fn skew_to_proto(r: SkewReport) -> proto::SkewResponse {
 }
 
 impl MonitoringService {
-    async fn drift(&self, req: proto::DriftRequest, note: &crate::security::note::AuditNote) -> Result<proto::DriftResponse> {
+    async fn drift(
+        &self,
+        req: proto::DriftRequest,
+        note: &crate::security::note::AuditNote,
+    ) -> Result<proto::DriftResponse> {
         let dr = DriftRequest {
             training: parse_ref("training", &req.training)?,
             online: parse_ref("online", &req.online)?,
@@ -120,7 +124,11 @@ impl MonitoringService {
         Ok(drift_to_proto(report))
     }
 
-    async fn skew(&self, req: proto::SkewRequest, note: &crate::security::note::AuditNote) -> Result<proto::SkewResponse> {
+    async fn skew(
+        &self,
+        req: proto::SkewRequest,
+        note: &crate::security::note::AuditNote,
+    ) -> Result<proto::SkewResponse> {
         let online = parse_ref("online", &req.online)?;
         let since = since(&req.since)?;
         let store = self.state.store.clone();
@@ -131,7 +139,11 @@ impl MonitoringService {
             .await?;
         note.add_datasets([report.online.to_string()]);
         note.add_datasets(report.timelines.iter().cloned());
-        let mut patients: Vec<String> = report.examples.iter().map(|m| m.patient_id.clone()).collect();
+        let mut patients: Vec<String> = report
+            .examples
+            .iter()
+            .map(|m| m.patient_id.clone())
+            .collect();
         patients.sort();
         patients.dedup();
         if !patients.is_empty() {
@@ -148,7 +160,9 @@ impl Monitoring for MonitoringService {
         request: Request<proto::DriftRequest>,
     ) -> std::result::Result<Response<proto::DriftResponse>, Status> {
         let note = gate::note(request.extensions());
-        Ok(Response::new(self.drift(request.into_inner(), &note).await?))
+        Ok(Response::new(
+            self.drift(request.into_inner(), &note).await?,
+        ))
     }
 
     async fn skew(

@@ -65,12 +65,14 @@ fn since(v: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
     if v.is_empty() {
         return Ok(None);
     }
-    crate::store::manifest::parse_time(v).map(Some).ok_or_else(|| {
-        Error::invalid(
-            "query since",
-            format!("{v:?}: use RFC 3339 (2026-01-31T12:00:00Z) or YYYY-MM-DD"),
-        )
-    })
+    crate::store::manifest::parse_time(v)
+        .map(Some)
+        .ok_or_else(|| {
+            Error::invalid(
+                "query since",
+                format!("{v:?}: use RFC 3339 (2026-01-31T12:00:00Z) or YYYY-MM-DD"),
+            )
+        })
 }
 
 /// The form the drift page starts with (filled with what was asked).
@@ -91,7 +93,11 @@ fn drift_form(p: &[(String, String)]) -> String {
 }
 
 /// Reads the drift report a query asks for (`None`: no training set or log named yet).
-async fn drift_read(s: &Arc<Ui>, note: &AuditNote, query: &str) -> Result<(Vec<(String, String)>, Option<DriftReport>)> {
+async fn drift_read(
+    s: &Arc<Ui>,
+    note: &AuditNote,
+    query: &str,
+) -> Result<(Vec<(String, String)>, Option<DriftReport>)> {
     let p = params(query, &["training", "online", "since", "set"])?;
     let (training, online) = (get(&p, "training"), get(&p, "online"));
     if training.is_empty() && online.is_empty() {
@@ -99,7 +105,11 @@ async fn drift_read(s: &Arc<Ui>, note: &AuditNote, query: &str) -> Result<(Vec<(
     }
     if training.is_empty() || online.is_empty() {
         return Err(Error::invalid(
-            if training.is_empty() { "query training" } else { "query online" },
+            if training.is_empty() {
+                "query training"
+            } else {
+                "query online"
+            },
             "empty: name both a training set and an online log",
         ));
     }
@@ -107,7 +117,9 @@ async fn drift_read(s: &Arc<Ui>, note: &AuditNote, query: &str) -> Result<(Vec<(
         training: reference("training", training)?,
         online: reference("online", online)?,
         since: since(get(&p, "since"))?,
-        feature_set: Some(get(&p, "set")).filter(|x| !x.is_empty()).map(str::to_string),
+        feature_set: Some(get(&p, "set"))
+            .filter(|x| !x.is_empty())
+            .map(str::to_string),
     };
     let report = crate::monitoring::drift(&s.store, &req).await?;
     note.add_datasets([report.training.to_string(), report.online.to_string()]);
@@ -117,7 +129,15 @@ async fn drift_read(s: &Arc<Ui>, note: &AuditNote, query: &str) -> Result<(Vec<(
 /// `GET /ui/drift`: the form, and with `training` and `online` the drift per feature.
 pub(super) async fn drift_page(State(s): State<Arc<Ui>>, caller: Caller, uri: Uri) -> Response {
     let flavor = Flavor::Html;
-    let a = match admit(&s, "http:GET /ui/drift".into(), caller, flavor, DRIFT_ACTION).await {
+    let a = match admit(
+        &s,
+        "http:GET /ui/drift".into(),
+        caller,
+        flavor,
+        DRIFT_ACTION,
+    )
+    .await
+    {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -130,14 +150,23 @@ pub(super) async fn drift_page(State(s): State<Arc<Ui>>, caller: Caller, uri: Ur
 /// `GET /api/drift`: the drift report as JSON (`training` and `online` needed).
 pub(super) async fn drift_json(State(s): State<Arc<Ui>>, caller: Caller, uri: Uri) -> Response {
     let flavor = Flavor::Json;
-    let a = match admit(&s, "http:GET /api/drift".into(), caller, flavor, DRIFT_ACTION).await {
+    let a = match admit(
+        &s,
+        "http:GET /api/drift".into(),
+        caller,
+        flavor,
+        DRIFT_ACTION,
+    )
+    .await
+    {
         Ok(a) => a,
         Err(r) => return r,
     };
     let made = async {
         match drift_read(&s, &a.note, uri.query().unwrap_or_default()).await? {
-            (_, Some(r)) => serde_json::to_string(&r)
-                .map_err(|e| Error::Internal(format!("drift JSON: {e}"))),
+            (_, Some(r)) => {
+                serde_json::to_string(&r).map_err(|e| Error::Internal(format!("drift JSON: {e}")))
+            }
             (_, None) => Err(Error::invalid(
                 "query training",
                 "empty: name both a training set and an online log",
@@ -149,7 +178,11 @@ pub(super) async fn drift_json(State(s): State<Arc<Ui>>, caller: Caller, uri: Ur
 }
 
 /// Reads the skew report a query asks for (`None`: no log named yet).
-async fn skew_read(s: &Arc<Ui>, note: &AuditNote, query: &str) -> Result<(Vec<(String, String)>, Option<SkewReport>)> {
+async fn skew_read(
+    s: &Arc<Ui>,
+    note: &AuditNote,
+    query: &str,
+) -> Result<(Vec<(String, String)>, Option<SkewReport>)> {
     let p = params(query, &["online", "since"])?;
     let online = get(&p, "online");
     if online.is_empty() {
@@ -239,7 +272,9 @@ pub fn drift_svg(f: &FeatureDrift, id: &str) -> String {
     let plot_h = (H - TOP - BOTTOM) as f64;
     let slot = plot_w / f.bins.len().max(1) as f64;
     let bar = ((slot - 2.0) / 2.0).max(1.0);
-    let psi = f.psi.map_or("no online values".to_string(), |p| format!("PSI {p:.4}"));
+    let psi = f
+        .psi
+        .map_or("no online values".to_string(), |p| format!("PSI {p:.4}"));
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -376,19 +411,31 @@ pub fn drift_html(p: &[(String, String)], report: Option<&DriftReport>) -> Strin
         let _ = writeln!(
             b,
             "<p>Not served online (no logged value): {}</p>",
-            r.not_served.iter().map(|f| format!("<code>{}</code>", escape(f))).collect::<Vec<_>>().join(", ")
+            r.not_served
+                .iter()
+                .map(|f| format!("<code>{}</code>", escape(f)))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     if !r.not_trained.is_empty() {
         let _ = writeln!(
             b,
             "<p>Logged but not in the training set: {}</p>",
-            r.not_trained.iter().map(|f| format!("<code>{}</code>", escape(f))).collect::<Vec<_>>().join(", ")
+            r.not_trained
+                .iter()
+                .map(|f| format!("<code>{}</code>", escape(f)))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     b.push_str("<h2>Histograms</h2>\n<div class=\"plots\">\n");
     for (i, f) in r.features.iter().enumerate() {
-        let _ = writeln!(b, "<section id=\"f{i}\" aria-label=\"{}\">", escape(&f.feature));
+        let _ = writeln!(
+            b,
+            "<section id=\"f{i}\" aria-label=\"{}\">",
+            escape(&f.feature)
+        );
         b.push_str(&drift_svg(f, &format!("d{i}")));
         b.push_str("</section>\n");
     }
@@ -403,7 +450,9 @@ pub fn drift_html(p: &[(String, String)], report: Option<&DriftReport>) -> Strin
 
 /// The skew page.
 pub fn skew_html(p: &[(String, String)], report: Option<&SkewReport>) -> String {
-    let mut b = String::from("<h1>Skew <small>online lookups replayed as historical lookups</small></h1>\n");
+    let mut b = String::from(
+        "<h1>Skew <small>online lookups replayed as historical lookups</small></h1>\n",
+    );
     b.push_str("<p class=\"hint\">Each logged online lookup is looked up again as a training set would be: same patient, same time, same timeline. Ward answers both through one rule over one timeline, so no value should differ.</p>\n");
     let _ = writeln!(
         b,
@@ -523,7 +572,9 @@ mod tests {
     #[test]
     fn unknown_parameters_are_refused() {
         assert!(params("training=a&online=b", &["training", "online"]).is_ok());
-        let e = params("nope=1", &["online"]).expect_err("unknown").to_string();
+        let e = params("nope=1", &["online"])
+            .expect_err("unknown")
+            .to_string();
         assert!(e.contains("query nope"), "{e}");
     }
 }
