@@ -173,3 +173,31 @@ impl Monitoring for MonitoringService {
         Ok(Response::new(self.skew(request.into_inner(), &note).await?))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::since;
+    use crate::security::gate::{route, Route};
+    use crate::security::policy::Action;
+
+    #[test]
+    fn drift_needs_datasets_read_and_skew_historical_identified() {
+        assert_eq!(
+            route("/ward.v1.Monitoring/Drift"),
+            Some(Route::Gate(Action::DatasetsRead))
+        );
+        assert_eq!(
+            route("/ward.v1.Monitoring/Skew"),
+            Some(Route::Gate(Action::HistoricalIdentified))
+        );
+        assert_eq!(route("/ward.v1.Monitoring/Other"), None);
+    }
+
+    #[test]
+    fn since_is_optional_and_named_when_bad() {
+        assert_eq!(since("").expect("empty"), None);
+        assert!(since("2026-01-31").expect("date").is_some());
+        let e = since("soon").expect_err("bad").to_string();
+        assert!(e.contains("since"), "{e}");
+    }
+}
