@@ -9,6 +9,7 @@
 //! - `lookups`: `get`, `historical`, `asof`.
 //! - `serve`: `serve`, `demo`.
 //! - `audit`: `audit verify`, `audit query`, and the record a command-line read leaves.
+//! - `monitoring`: `drift`, `skew` (the online lookup log, `docs/monitoring.md`).
 //!
 //! Conventions (DESIGN.md, "Command line"): a command that makes a version prints its hash
 //! `b3:<64 hex>` as the last line of standard output; progress and summaries go to standard
@@ -45,6 +46,7 @@ mod audit;
 mod features;
 mod ingest;
 mod lookups;
+mod monitoring;
 mod mpi;
 mod serve;
 mod store;
@@ -229,6 +231,41 @@ pub enum Command {
         /// The Parquet file to write.
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Drift between a training set and the logged online lookups: per feature, the PSI
+    /// over bins of the training values, with both histograms (docs/monitoring.md).
+    Drift {
+        /// The training set (b3:HASH, NAME, NAME@TIME).
+        #[arg(long)]
+        training: String,
+        /// The online lookup log (its name, `online_log` by default, or a version of it).
+        #[arg(long, value_name = "LOGREF")]
+        online: String,
+        /// Only lookups requested at or after this time (RFC 3339 or a date).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only lookups of this feature set (default: every set in the log).
+        #[arg(long)]
+        set: Option<String>,
+        /// Exit with status 1 when a feature's PSI is above this (0.25: a significant shift).
+        #[arg(long, value_name = "PSI")]
+        fail_above: Option<f64>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replay every logged online lookup as a historical lookup (same patient, time and
+    /// timeline) and count the values that differ; exit status 1 unless none does.
+    Skew {
+        /// The online lookup log (its name, `online_log` by default, or a version of it).
+        #[arg(value_name = "LOGREF")]
+        online: String,
+        /// Only lookups requested at or after this time (RFC 3339 or a date).
+        #[arg(long)]
+        since: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Recompute a derived version from its lineage; fails unless the hash is the same.
     Rebuild {
@@ -615,6 +652,19 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
             out,
         } => lookups::asof(data_dir, features, entities, ttl_days, out)?,
         Command::Rebuild { reference } => store::rebuild(dir, &clock, reference).await?,
+        Command::Drift {
+            training,
+            online,
+            since,
+            set,
+            fail_above,
+            json,
+        } => monitoring::drift(dir, &clock, training, online, since, set, fail_above, json).await?,
+        Command::Skew {
+            online,
+            since,
+            json,
+        } => monitoring::skew(dir, &clock, online, since, json).await?,
         Command::Serve {
             addr,
             config,

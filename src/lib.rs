@@ -60,6 +60,8 @@
 //! - [`service`]: `ward serve`: the gRPC contract (`proto/ward/v1`), Arrow Flight, health and
 //!   reflection; the gate every call passes; errors mapped to status codes in one place
 //!   (`docs/service.md`).
+//! - [`monitoring`]: the online lookup log, drift (PSI) between a training set and the
+//!   logged online values, and the training/serving skew check (`docs/monitoring.md`).
 //!
 //! Entry points:
 //! - [`demo`]: `ward demo`, the main job end to end on the embedded default store.
@@ -109,6 +111,9 @@ pub mod lookup;
 pub mod security;
 
 pub mod service;
+
+// What the online lookups served: the log, drift against training sets, the skew check.
+pub mod monitoring;
 
 // The web UI's catalog and lineage on the HTTP listener (docs/ui.md).
 pub mod ui;

@@ -9,6 +9,8 @@
 //!   and the library's types.
 //! - `flight`: Arrow Flight (DoGet, DoPut, ListFlights, GetFlightInfo, GetSchema).
 //! - `audit_query`: `ward.v1.Audit`, the audit trail for privacy officers (`audit_read`).
+//! - `monitoring`: `ward.v1.Monitoring`, drift and the skew check over the online lookup
+//!   log ([`crate::monitoring`]), which the online lookup handler feeds.
 //! - [`gate`]: the one place every call passes before its handler; the default admits all,
 //!   [`secure::SecureGate`] authenticates, authorizes by the permission table and audits
 //!   (`[auth]`, `docs/security.md`).
@@ -34,6 +36,7 @@ mod flight;
 pub mod gate;
 mod ingest;
 mod jobs;
+mod monitoring;
 pub(crate) mod proto;
 mod refresh;
 pub mod secure;
@@ -84,6 +87,8 @@ pub(crate) struct State {
     /// Where heavy requests run (ingest, materialize, historical, verify,
     /// de-identification), apart from the workers that answer online lookups.
     pub(crate) jobs: jobs::Jobs,
+    /// The online lookup log (`[online_log] enabled`; `docs/monitoring.md`).
+    pub(crate) online_log: Option<Arc<crate::monitoring::OnlineLog>>,
 }
 
 /// The job runtime's threads: one per core. They are separate OS threads from the request
@@ -172,6 +177,7 @@ impl Server {
     /// bound; errors loading a stored timeline.
     pub async fn bind(config: &ServeConfig, store: Store, repo: FeatureRepo) -> Result<Server> {
         config.limits.validate()?;
+        config.online_log.validate(&config.origin)?;
         let (ingest_paths, ingest_upload) = config.ingest.policies(&config.origin)?;
         let listener = tokio::net::TcpListener::bind(config.addr)
             .await
@@ -188,6 +194,12 @@ impl Server {
                 Err(e) => return Err(e),
             }
         }
+        let online_log = config.online_log.enabled.then(|| {
+            Arc::new(crate::monitoring::OnlineLog::new(
+                store.clone(),
+                config.online_log.clone(),
+            ))
+        });
         Ok(Server {
             listener,
             addr,
@@ -200,6 +212,7 @@ impl Server {
                 ingest_paths: Arc::new(ingest_paths),
                 ingest_upload: Arc::new(ingest_upload),
                 jobs: jobs::Jobs::new(job_threads())?,
+                online_log,
             },
             gate: Arc::new(AllowAll),
             tls: None,
@@ -282,6 +295,11 @@ impl Server {
         self.tls.as_ref().map(|t| t.certs.clone())
     }
 
+    /// The online lookup log, when `[online_log] enabled` (to flush it on demand).
+    pub fn online_log(&self) -> Option<Arc<crate::monitoring::OnlineLog>> {
+        self.state.online_log.clone()
+    }
+
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
@@ -342,6 +360,22 @@ impl Server {
         // Timelines published by other processes (replicas, `ward materialize`).
         let timeline_refresh =
             refresh.map(|every| refresh::spawn(state.clone(), audit.clone(), every));
+        // The online lookup log's flusher: its writes run on the job runtime, off the
+        // workers that answer lookups.
+        let online_log = state.online_log.clone();
+        let log_flusher = online_log.clone().map(|log| {
+            let jobs = state.jobs.clone();
+            crate::monitoring::log::spawn_flusher(log, move |log| {
+                let jobs = jobs.clone();
+                async move { jobs.run(async move { log.flush().await }).await }
+            })
+        });
+        let monitoring =
+            proto::monitoring_server::MonitoringServer::new(monitoring::MonitoringService {
+                state: state.clone(),
+            })
+            .max_decoding_message_size(dec)
+            .max_encoding_message_size(enc);
         let flight = FlightServiceServer::new(flight::Flight { state })
             .max_decoding_message_size(dec)
             .max_encoding_message_size(enc);
@@ -361,6 +395,9 @@ impl Server {
             .await;
         health
             .set_serving::<proto::audit_server::AuditServer<audit_query::AuditService>>()
+            .await;
+        health
+            .set_serving::<proto::monitoring_server::MonitoringServer<monitoring::MonitoringService>>()
             .await;
         health
             .set_service_status("", tonic_health::ServingStatus::Serving)
@@ -399,6 +436,7 @@ impl Server {
             .add_service(ingest)
             .add_service(features)
             .add_service(audit_service)
+            .add_service(monitoring)
             .add_service(flight);
         let done = match tls {
             None => {
@@ -424,6 +462,19 @@ impl Server {
         }
         if let Some(r) = timeline_refresh {
             r.abort();
+        }
+        // What the online log still buffers is written before the server returns.
+        if let Some(f) = log_flusher {
+            f.stop().await;
+        }
+        if let Some(log) = online_log {
+            if let Err(e) = log.flush().await {
+                tracing::warn!(
+                    "online log {}: the last flush failed ({e}); {} values lost",
+                    log.config().name,
+                    log.buffered()
+                );
+            }
         }
         done
     }

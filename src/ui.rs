@@ -10,12 +10,14 @@
 //! Bearer`) whose roles grant the route's permission: `datasets_read` (the gRPC
 //! `ListDatasets` and `GetDataset`) for the catalog and statistics, `historical_identified`
 //! (rows of any version, as Flight `DoGet`) for the quarantined records, `audit_read` (the
-//! gRPC `QueryAudit`) for the audit page: 401 without one, 403 without the permission (an
+//! gRPC `QueryAudit`) for the audit page, `datasets_read` for drift and
+//! `historical_identified` for the skew check ([`drift`]): 401 without one, 403 without the permission (an
 //! HTML page under `/ui`, JSON under `/api`). Every request is audited once, as the gRPC
 //! reads are.
 
 pub mod audit;
 pub mod catalog;
+pub mod drift;
 pub mod html;
 pub mod quarantine;
 pub mod stats;
@@ -111,6 +113,11 @@ pub fn router(state: UiState) -> Router {
         .route("/api/stats/{hash}", get(stats_json))
         .route("/api/quarantine/{hash}", get(quarantine_json))
         .route("/api/audit", get(audit_json))
+        // Drift and skew over the online lookup log (ui/drift.rs, docs/monitoring.md).
+        .route("/ui/drift", get(drift::drift_page))
+        .route("/api/drift", get(drift::drift_json))
+        .route("/ui/skew", get(drift::skew_page))
+        .route("/api/skew", get(drift::skew_json))
         .with_state(ui)
 }
 

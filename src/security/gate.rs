@@ -60,6 +60,10 @@ pub fn route(rpc: &str) -> Option<Route> {
         ("ward.v1.Features", "ListFeatureSets") => Route::Gate(Action::DatasetsRead),
         // The audit trail: who looked at what (privacy officers, `audit_read`).
         ("ward.v1.Audit", "QueryAudit") => Route::Gate(Action::AuditRead),
+        // Drift answers counts per bin; the skew check replays identified lookups and names
+        // the patients whose values differ (docs/monitoring.md).
+        ("ward.v1.Monitoring", "Drift") => Route::Gate(Action::DatasetsRead),
+        ("ward.v1.Monitoring", "Skew") => Route::Gate(Action::HistoricalIdentified),
         ("ward.v1.Features", "Materialize") => Route::Gate(Action::Materialize),
         ("ward.v1.Features", "GetOnlineFeatures") => Route::Handler(Action::OnlineLookup),
         // Identified or de-identified is decided by the handler (the principal's permissions).

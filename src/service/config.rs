@@ -86,6 +86,10 @@ pub struct ServeConfig {
     /// default): none. `ward serve --kafka BROKERS` sets the brokers.
     #[serde(default)]
     pub kafka: Option<crate::live::kafka::KafkaConfig>,
+    /// The online lookup log (`docs/monitoring.md`): off by default; with `enabled = true`
+    /// every answered online lookup is buffered and flushed into the log dataset.
+    #[serde(default)]
+    pub online_log: crate::monitoring::LogConfig,
     /// The folder relative paths of the sections above resolve against (the configuration
     /// file's folder; `.` for a parsed string).
     #[serde(skip)]
@@ -373,6 +377,7 @@ impl Default for ServeConfig {
             http: None,
             live: crate::live::LiveConfig::default(),
             kafka: None,
+            online_log: crate::monitoring::LogConfig::default(),
             base: PathBuf::from("."),
             origin: "the default configuration".into(),
         }
@@ -468,6 +473,7 @@ impl ServeConfig {
     }
 
     fn check(&self, origin: &str) -> Result<()> {
+        self.online_log.validate(origin)?;
         self.limits.validate()?;
         self.live
             .validate()

@@ -95,6 +95,8 @@ impl FeaturesService {
         // What the request names goes into its audit record, whatever becomes of it.
         note.set_context(&RequestContext::new("").with_feature_set(req.feature_set.clone()));
         note.set_patients(&req.patient_ids);
+        // The request's time, for the online lookup log.
+        let requested_at = self.state.store.clock().now();
         let req = OnlineQuery::try_from(req)?;
         if let Some(secured) = &self.state.secured {
             // Decided (and audited) before any value is read: a refused request learns
@@ -118,6 +120,10 @@ impl FeaturesService {
             .get(&req.feature_set, &req.patient_ids, &req.features, req.at)
             .await?;
         note.add_datasets([answer.timeline.to_string()]);
+        // Buffered only; written by the log's flusher (docs/monitoring.md).
+        if let Some(log) = &self.state.online_log {
+            log.record(&req.feature_set, requested_at, &answer);
+        }
         Ok(answer.into())
     }
 

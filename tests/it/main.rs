@@ -11,6 +11,7 @@ mod crossrun;
 mod crypt;
 mod deid;
 mod demo;
+mod drift;
 mod encrypted_store;
 mod features;
 mod fhir;
