@@ -29,6 +29,7 @@ mod compute;
 mod definition;
 mod derived;
 mod direct;
+pub mod docs;
 mod encode;
 mod events;
 mod filter;

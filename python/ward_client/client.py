@@ -460,7 +460,7 @@ class Client:
     def datasets(self, kind=None, name=None):
         """Dataset versions, newest first, as a list of DatasetInfo.
 
-        `kind` is raw, curated, quarantine, timeline, training or other; `name` keeps the
+        `kind` is raw, curated, quarantine, timeline, training, model or other; `name` keeps the
         versions of one name.
         """
         req = datasets_pb2.ListDatasetsRequest(kind=kind or "", name=name or "")
