@@ -290,9 +290,7 @@ pub async fn register(store: &Store, r: &Registration) -> Result<Registered> {
     let mut opts = PutOptions::new(&card.name, Kind::Model);
     opts.lineage.inputs = vec![training.hash];
     opts.lineage.params = serde_json::json!({ "op": OP, "card": card });
-    let out = store
-        .put_batches(batch.schema(), vec![batch], opts)
-        .await?;
+    let out = store.put_batches(batch.schema(), vec![batch], opts).await?;
     Ok(Registered {
         manifest: out.manifest,
         card,
@@ -308,15 +306,15 @@ pub fn card_of(m: &Manifest) -> Result<ModelCard> {
     if m.kind != Kind::Model {
         return Err(Error::invalid(
             "model",
-            format!("{} ({}) is a {} version, not a model card", m.hash, m.name, m.kind),
+            format!(
+                "{} ({}) is a {} version, not a model card",
+                m.hash, m.name, m.kind
+            ),
         ));
     }
-    let card = m
-        .lineage
-        .params
-        .get("card")
-        .cloned()
-        .ok_or_else(|| Error::invalid("model", format!("{}: the manifest holds no card", m.hash)))?;
+    let card = m.lineage.params.get("card").cloned().ok_or_else(|| {
+        Error::invalid("model", format!("{}: the manifest holds no card", m.hash))
+    })?;
     serde_json::from_value(card)
         .map_err(|e| Error::invalid("model", format!("{}: the card does not parse: {e}", m.hash)))
 }
@@ -351,7 +349,10 @@ mod tests {
         let e = parse_metric_arg(&mut m, "auc=0.9").unwrap_err().to_string();
         assert!(e.contains("auc") && e.contains("twice"), "{e}");
         let e = parse_metric_arg(&mut m, "x=high").unwrap_err().to_string();
-        assert!(e.contains("--metric x=high") && e.contains("not a number"), "{e}");
+        assert!(
+            e.contains("--metric x=high") && e.contains("not a number"),
+            "{e}"
+        );
         let e = parse_metric_arg(&mut m, "x").unwrap_err().to_string();
         assert!(e.contains("NAME=VALUE"), "{e}");
         let e = parse_metrics_json("{\n\"a\": \"good\"}", "m.json", &mut BTreeMap::new())

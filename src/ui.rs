@@ -124,7 +124,10 @@ pub fn router(state: UiState) -> Router {
         .route("/ui/feature-sets", get(feature_sets::list_page))
         .route("/ui/feature-sets/{name}", get(feature_sets::set_page))
         .route("/api/feature-sets", get(feature_sets::list_json))
-        .route("/api/feature-sets/{name}", get(feature_sets::set_json_route))
+        .route(
+            "/api/feature-sets/{name}",
+            get(feature_sets::set_json_route),
+        )
         .with_state(ui)
 }
 

@@ -45,10 +45,7 @@ pub(super) async fn register(dir: &Path, clock: &SharedClock, r: Register) -> Re
     let mut entry =
         crate::security::audit::AuditEntry::local("register", "datasets_write").with_result(&made);
     if let Ok(out) = &made {
-        entry.datasets = vec![
-            out.manifest.hash.to_string(),
-            out.card.training.to_string(),
-        ];
+        entry.datasets = vec![out.manifest.hash.to_string(), out.card.training.to_string()];
     }
     audit_cli_read(&store, entry)?;
     let out = made?;

@@ -50,10 +50,7 @@ impl ModelsService {
             metrics,
         };
         let out = models::register(&self.state.store, &r).await?;
-        note.add_datasets([
-            out.manifest.hash.to_string(),
-            out.card.training.to_string(),
-        ]);
+        note.add_datasets([out.manifest.hash.to_string(), out.card.training.to_string()]);
         Ok(card_message(&out.manifest, &out.card, out.created))
     }
 
@@ -76,7 +73,9 @@ impl Models for ModelsService {
         request: Request<proto::RegisterModelRequest>,
     ) -> Result<Response<proto::ModelCard>, Status> {
         let note = crate::security::gate::note(request.extensions());
-        Ok(Response::new(self.register(request.get_ref(), &note).await?))
+        Ok(Response::new(
+            self.register(request.get_ref(), &note).await?,
+        ))
     }
 
     async fn list_models(

@@ -213,7 +213,9 @@ pub fn set_html(
         }
     };
     let labels = set.labels();
-    b.push_str("<section aria-labelledby=\"h-set\">\n<h2 id=\"h-set\">About</h2>\n<dl class=\"facts\">\n");
+    b.push_str(
+        "<section aria-labelledby=\"h-set\">\n<h2 id=\"h-set\">About</h2>\n<dl class=\"facts\">\n",
+    );
     for (k, v) in [
         ("Owner", or_none(&d.owner)),
         ("Description", or_none(&d.description)),
@@ -237,7 +239,10 @@ pub fn set_html(
         ),
         (
             "Definition hash",
-            format!("<code class=\"hash\">{}</code>", escape(&current.to_string())),
+            format!(
+                "<code class=\"hash\">{}</code>",
+                escape(&current.to_string())
+            ),
         ),
         ("Defined in", format!("<code>{}</code>", escape(&d.origin))),
     ] {
@@ -282,7 +287,9 @@ pub fn set_html(
     }
     b.push_str("</tbody>\n</table>\n</section>\n");
 
-    b.push_str("<section aria-labelledby=\"h-timelines\">\n<h2 id=\"h-timelines\">Timelines</h2>\n");
+    b.push_str(
+        "<section aria-labelledby=\"h-timelines\">\n<h2 id=\"h-timelines\">Timelines</h2>\n",
+    );
     let tl = timelines(snap, &set.name);
     if tl.is_empty() {
         let _ = writeln!(
@@ -391,7 +398,15 @@ fn find<'a>(repo: &'a FeatureRepo, name: &str) -> Result<(&'a FeatureSet, SetDoc
 /// `GET /ui/feature-sets`.
 pub(super) async fn list_page(State(s): State<Arc<Ui>>, caller: Caller) -> Response {
     let flavor = Flavor::Html;
-    let a = match admit(&s, "http:GET /ui/feature-sets".into(), caller, flavor, ACTION).await {
+    let a = match admit(
+        &s,
+        "http:GET /ui/feature-sets".into(),
+        caller,
+        flavor,
+        ACTION,
+    )
+    .await
+    {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -406,7 +421,15 @@ pub(super) async fn list_page(State(s): State<Arc<Ui>>, caller: Caller) -> Respo
 /// `GET /api/feature-sets`: `{"feature_sets": [...]}`.
 pub(super) async fn list_json(State(s): State<Arc<Ui>>, caller: Caller) -> Response {
     let flavor = Flavor::Json;
-    let a = match admit(&s, "http:GET /api/feature-sets".into(), caller, flavor, ACTION).await {
+    let a = match admit(
+        &s,
+        "http:GET /api/feature-sets".into(),
+        caller,
+        flavor,
+        ACTION,
+    )
+    .await
+    {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -535,8 +558,15 @@ unit = "flag"
         let repo = FeatureRepo::parse(REPO, "fs.toml").expect("repo");
         let snap = Snapshot::default();
         let (set, d) = find(&repo, "labs_train").expect("set");
-        assert_eq!(d.features["hemoglobin_last"].description, "Last <hemoglobin>");
-        assert!(d.toml.starts_with("[[feature_set]]\nname = \"labs_train\""), "{}", d.toml);
+        assert_eq!(
+            d.features["hemoglobin_last"].description,
+            "Last <hemoglobin>"
+        );
+        assert!(
+            d.toml.starts_with("[[feature_set]]\nname = \"labs_train\""),
+            "{}",
+            d.toml
+        );
         let html = set_html(set, &d, &snap, None);
         assert!(html.contains("LOINC 718-7"), "{html}");
         assert!(html.contains("<td>g/dL</td>"), "{html}");
@@ -547,12 +577,18 @@ unit = "flag"
         let (set, d) = find(&repo, "labs").expect("set");
         let html = set_html(set, &d, &snap, None);
         assert!(html.contains("Lab &lt;team&gt;") && html.contains("Last lab values &amp; counts"));
-        assert!(html.contains("&quot;718-7&quot;"), "the TOML is shown escaped: {html}");
+        assert!(
+            html.contains("&quot;718-7&quot;"),
+            "the TOML is shown escaped: {html}"
+        );
         let list = list_html(&repo, &snap);
         assert!(list.contains("href=\"/ui/feature-sets/labs_train\""));
         let e = find(&repo, "nope").unwrap_err().to_string();
         assert!(e.contains("labs, labs_train"), "{e}");
-        assert_eq!(timeline_param("timeline=b3%3Aab").expect("q"), Some("b3:ab".into()));
+        assert_eq!(
+            timeline_param("timeline=b3%3Aab").expect("q"),
+            Some("b3:ab".into())
+        );
         assert!(timeline_param("x=1").is_err());
         // Documentation keys do not change the definition hash.
         let plain = REPO

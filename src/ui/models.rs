@@ -110,7 +110,9 @@ pub fn card_html(m: &Manifest, c: &ModelCard, snap: &Snapshot, graph: &Graph) ->
         escape(&c.name),
         escape(&hash)
     );
-    b.push_str("<section aria-labelledby=\"h-card\">\n<h2 id=\"h-card\">Card</h2>\n<dl class=\"facts\">\n");
+    b.push_str(
+        "<section aria-labelledby=\"h-card\">\n<h2 id=\"h-card\">Card</h2>\n<dl class=\"facts\">\n",
+    );
     let training_link = format!(
         "<a href=\"{}\" id=\"training-link\">{}</a> <code>{}</code>{}",
         escape(&version_href(&training)),
@@ -136,10 +138,7 @@ pub fn card_html(m: &Manifest, c: &ModelCard, snap: &Snapshot, graph: &Graph) ->
         ("Owner", or_none(&c.owner)),
         ("Description", or_none(&c.description)),
         ("Training set", training_link),
-        (
-            "Registered (UTC)",
-            escape(&m.created_at.to_rfc3339()),
-        ),
+        ("Registered (UTC)", escape(&m.created_at.to_rfc3339())),
         (
             "Tags (heads here)",
             if tags.is_empty() { "none".into() } else { tags },
@@ -304,7 +303,10 @@ mod tests {
         assert!(!html.contains("<script>"), "{html}");
         assert!(html.contains("&lt;script&gt;"));
         assert!(html.contains("readmit&lt;b&gt;"));
-        assert!(html.contains(&format!("href=\"/ui/versions/{}\"", percent_encode(&hash(5).to_string()))));
+        assert!(html.contains(&format!(
+            "href=\"/ui/versions/{}\"",
+            percent_encode(&hash(5).to_string())
+        )));
         assert!(html.contains("<th scope=\"row\">auc</th><td class=\"num\">0.81</td>"));
         let list = list_html(&cards(&snap), &snap);
         assert!(list.contains("auc 0.81"), "{list}");
