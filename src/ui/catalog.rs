@@ -726,7 +726,7 @@ pub(crate) mod tests {
             ("limit=0", "query limit"),
             ("limit=501", "query limit"),
             ("offset=-1", "query offset"),
-            ("kind=model", "kind"),
+            ("kind=weights", "kind"),
             ("q=%zz", "query q"),
             ("sort=name", "query sort"),
         ] {
