@@ -140,8 +140,9 @@ async fn real_versions(store: &Store, work: &Path) -> (String, String) {
     let ids: Vec<String> = batches
         .iter()
         .flat_map(|b| {
-            let c = arrow::compute::cast(b.column_by_name("patient_id").expect("id"), &DataType::Utf8)
-                .expect("utf8");
+            let c =
+                arrow::compute::cast(b.column_by_name("patient_id").expect("id"), &DataType::Utf8)
+                    .expect("utf8");
             c.as_string::<i32>()
                 .iter()
                 .flatten()
@@ -187,10 +188,7 @@ async fn real_versions(store: &Store, work: &Path) -> (String, String) {
     )
     .await
     .expect("model card");
-    (
-        training.hash.to_string(),
-        card.manifest.hash.to_string(),
-    )
+    (training.hash.to_string(), card.manifest.hash.to_string())
 }
 
 /// Copies of the manifest of `patients` under new hashes, named `bulk-<i % 100>`, until the
@@ -220,7 +218,14 @@ fn start(store: &Path, config: &Path) -> (Proc, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ward"))
         .arg("--store")
         .arg(store)
-        .args(["serve", "--addr", "127.0.0.1:0", "--http", "127.0.0.1:0", "--config"])
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--config",
+        ])
         .arg(config)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -326,7 +331,12 @@ fn main() {
         "/ui/feature-sets/readmission",
         n,
     );
-    time(addr, "GET /ui/models/{card}", &format!("/ui/models/{model}"), n);
+    time(
+        addr,
+        "GET /ui/models/{card}",
+        &format!("/ui/models/{model}"),
+        n,
+    );
     // The first request after a new version: put one, then ask for the catalog at once.
     let mut d = Vec::new();
     let mut bytes = 0;
