@@ -7,6 +7,7 @@
 //! - `ingest`: `ingest`, `synth`.
 //! - `features`: `materialize`.
 //! - `lookups`: `get`, `historical`, `asof`.
+//! - `models`: `register`, `models`.
 //! - `serve`: `serve`, `demo`.
 //! - `audit`: `audit verify`, `audit query`, and the record a command-line read leaves.
 //! - `monitoring`: `drift`, `skew` (the online lookup log, `docs/monitoring.md`).
@@ -47,6 +48,7 @@ mod features;
 mod ingest;
 mod lookups;
 mod monitoring;
+mod models;
 mod mpi;
 mod serve;
 mod store;
@@ -107,7 +109,7 @@ pub enum Command {
         /// Dataset name.
         #[arg(long)]
         name: String,
-        /// raw, curated, quarantine, timeline, training or other.
+        /// raw, curated, quarantine, timeline, training, model or other.
         #[arg(long, default_value = "other")]
         kind: String,
         /// A label KEY=VALUE (repeatable).
@@ -163,6 +165,38 @@ pub enum Command {
         /// The version.
         reference: String,
         /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Register a model card: the model's name, the training set it was trained on and its
+    /// metrics, stored as a version of kind `model` whose lineage input is the training set
+    /// (docs/models.md); prints its hash. The registration is audited.
+    Register {
+        /// The model's name (letters, digits, `_`, `-`, `.`).
+        #[arg(long)]
+        name: String,
+        /// The training set: b3:HASH (or a prefix of 8+ digits), a name or NAME@TIME.
+        #[arg(long)]
+        training: String,
+        /// A JSON file holding one object of metric names to numbers ({"auc": 0.81}).
+        #[arg(long, value_name = "FILE.json")]
+        metrics: Option<PathBuf>,
+        /// A metric NAME=VALUE (repeatable; added to those of --metrics).
+        #[arg(long = "metric", value_name = "NAME=VALUE")]
+        metric: Vec<String>,
+        /// What the model predicts, for whom, how it should (not) be used.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Who answers for the model.
+        #[arg(long, default_value = "")]
+        owner: String,
+    },
+    /// List the registered model cards, newest first.
+    Models {
+        /// Only this model's cards.
+        #[arg(long)]
+        name: Option<String>,
+        /// Print JSON (one array of cards with their hashes).
         #[arg(long)]
         json: bool,
     },
@@ -619,6 +653,25 @@ async fn run_async(cli: Cli, clock: SharedClock) -> Result<()> {
         Command::Quality { reference, json } => {
             store::quality(dir, &clock, reference, json).await?
         }
+        Command::Register {
+            name,
+            training,
+            metrics,
+            metric,
+            description,
+            owner,
+        } => {
+            let r = models::Register {
+                name,
+                training,
+                metrics,
+                metric,
+                description,
+                owner,
+            };
+            models::register(dir, &clock, r).await?
+        }
+        Command::Models { name, json } => models::list(dir, &clock, name, json)?,
         Command::Cleanup => store::cleanup(dir, &clock)?,
         Command::Ingest(args) => ingest::ingest(dir, &clock, args).await?,
         Command::Materialize {

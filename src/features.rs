@@ -31,6 +31,7 @@ mod compute;
 mod definition;
 mod derived;
 mod direct;
+pub mod docs;
 mod encode;
 mod events;
 mod filter;

@@ -108,6 +108,9 @@ pub mod quality;
 // Features to answers: the lookups, the security wing every call passes, the service.
 pub mod lookup;
 
+// Model cards: a model registered with the training set it was trained on (docs/models.md).
+pub mod models;
+
 pub mod security;
 
 pub mod service;

@@ -384,7 +384,24 @@ pub async fn serve_http(
     audit: Option<std::sync::Arc<crate::security::audit::AuditLog>>,
     tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
 ) -> crate::Result<Running> {
-    let running = http::start(addr, store, cfg, security, audit.clone(), tls).await?;
+    serve_http_with(addr, store, cfg, security, audit, tls, Default::default()).await
+}
+
+/// [`serve_http`], with the feature repository whose sets the web UI's feature-set pages
+/// show (`ward serve` passes the sets of its `features` files; docs/ui.md).
+///
+/// # Errors
+/// As [`serve_http`].
+pub async fn serve_http_with(
+    addr: SocketAddr,
+    store: &crate::store::Store,
+    cfg: &LiveConfig,
+    security: Option<std::sync::Arc<crate::security::gate::Security>>,
+    audit: Option<std::sync::Arc<crate::security::audit::AuditLog>>,
+    tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
+    features: std::sync::Arc<crate::features::FeatureRepo>,
+) -> crate::Result<Running> {
+    let running = http::start(addr, store, cfg, security, audit.clone(), tls, features).await?;
     if let Some(secs) = cfg.seal_interval_secs {
         spawn_sealer(
             store,

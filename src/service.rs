@@ -11,6 +11,7 @@
 //! - `audit_query`: `ward.v1.Audit`, the audit trail for privacy officers (`audit_read`).
 //! - `monitoring`: `ward.v1.Monitoring`, drift and the skew check over the online lookup
 //!   log ([`crate::monitoring`]), which the online lookup handler feeds.
+//! - `models`: `ward.v1.Models`, model cards (`crate::models`).
 //! - [`gate`]: the one place every call passes before its handler; the default admits all,
 //!   [`secure::SecureGate`] authenticates, authorizes by the permission table and audits
 //!   (`[auth]`, `docs/security.md`).
@@ -37,6 +38,7 @@ pub mod gate;
 mod ingest;
 mod jobs;
 mod monitoring;
+mod models;
 pub(crate) mod proto;
 mod refresh;
 pub mod secure;
@@ -349,6 +351,11 @@ impl Server {
         })
         .max_decoding_message_size(dec)
         .max_encoding_message_size(enc);
+        let models_service = proto::models_server::ModelsServer::new(models::ModelsService {
+            state: state.clone(),
+        })
+        .max_decoding_message_size(dec)
+        .max_encoding_message_size(enc);
         let audit_service =
             proto::audit_server::AuditServer::new(audit_query::AuditService { log: audit.clone() })
                 .max_decoding_message_size(dec)
@@ -398,6 +405,7 @@ impl Server {
             .await;
         health
             .set_serving::<proto::monitoring_server::MonitoringServer<monitoring::MonitoringService>>()
+            .set_serving::<proto::models_server::ModelsServer<models::ModelsService>>()
             .await;
         health
             .set_service_status("", tonic_health::ServingStatus::Serving)
@@ -437,6 +445,7 @@ impl Server {
             .add_service(features)
             .add_service(audit_service)
             .add_service(monitoring)
+            .add_service(models_service)
             .add_service(flight);
         let done = match tls {
             None => {
@@ -668,6 +677,7 @@ pub async fn serve_until_signal(
 ) -> Result<()> {
     let root = store.root().display().to_string();
     let sets: Vec<String> = repo.sets.keys().cloned().collect();
+    let ui_features = Arc::new(repo.clone());
     let audit_store = store.clone();
     let mut server = Server::bind(cfg, store, repo).await?;
     let mut security = None;
@@ -719,13 +729,14 @@ pub async fn serve_until_signal(
     }
     // FHIR pushed over HTTP (docs/live.md): behind the same authentication and audit trail.
     if let Some(http) = cfg.http {
-        let running = crate::live::serve_http(
+        let running = crate::live::serve_http_with(
             http,
             &audit_store,
             &cfg.live,
             security,
             server.audit().cloned(),
             server.tls_config(),
+            ui_features,
         )
         .await?;
         server.update_online_after_seals(running.sealed);

@@ -1,6 +1,7 @@
 //! The web UI (`docs/ui.md`) on the HTTP listener of `ward serve --http` beside `POST /fhir`:
 //! HTML pages under `/ui` and JSON under `/api`: the catalog and lineage, the column
-//! statistics of a version, the quarantine browser and the audit page.
+//! statistics of a version, the quarantine browser, the audit page, the model cards
+//! ([`models`]) and the feature sets ([`feature_sets`]).
 //!
 //! The catalog is read from the store's manifests and heads (a [`Snapshot`], kept in a
 //! [`catalog::SnapshotCache`] and read again only in part when the store changed); the
@@ -18,7 +19,9 @@
 pub mod audit;
 pub mod catalog;
 pub mod drift;
+pub mod feature_sets;
 pub mod html;
+pub mod models;
 pub mod quarantine;
 pub mod stats;
 
@@ -67,6 +70,9 @@ pub struct UiState {
     pub security: Option<Arc<Security>>,
     /// The audit trail every request is recorded in, when configured.
     pub audit: Option<Arc<AuditLog>>,
+    /// The feature sets the feature-set pages show (the server's repository; empty when
+    /// it has none).
+    pub features: Arc<crate::features::FeatureRepo>,
 }
 
 /// The router's state: what the UI reads and what it keeps between requests.
@@ -118,6 +124,17 @@ pub fn router(state: UiState) -> Router {
         .route("/api/drift", get(drift::drift_json))
         .route("/ui/skew", get(drift::skew_page))
         .route("/api/skew", get(drift::skew_json))
+        .route("/ui/models", get(models::list_page))
+        .route("/ui/models/{hash}", get(models::card_page))
+        .route("/api/models", get(models::list_json))
+        .route("/api/models/{hash}", get(models::card_json_route))
+        .route("/ui/feature-sets", get(feature_sets::list_page))
+        .route("/ui/feature-sets/{name}", get(feature_sets::set_page))
+        .route("/api/feature-sets", get(feature_sets::list_json))
+        .route(
+            "/api/feature-sets/{name}",
+            get(feature_sets::set_json_route),
+        )
         .with_state(ui)
 }
 

@@ -20,6 +20,11 @@ Steps, all through the Python client (`pip install ./python`):
    preprocessing and coefficients (enough to score without scikit-learn, as
    score_online.py does), the split and the AUROC. It holds no wall-clock time, so the same
    store, seed and code give the same card.
+6. The card registered in Ward (`register_model`, docs/models.md) under `--name`, with the
+   training set hash and its metrics (held-out AUROC, rows, positives), so the store's
+   lineage runs from the raw input to this model (`/ui/models` on `ward serve --http`).
+   Registering needs the `datasets_write` permission; `--no-register` skips it. The same
+   card registered twice is the same version.
 
 Prints a summary to stderr and the training set hash as the last line of stdout. Running it
 twice gives the same hash: that hash names exactly the rows the model was trained on
@@ -96,6 +101,9 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=20240601, help="seed of the patient split")
     ap.add_argument("--test-size", type=float, default=0.25, help="share of patients held out")
     ap.add_argument("--card", default="model_card.json", help="where to write the model card")
+    ap.add_argument("--name", default="readmission-logreg", help="the model's name in Ward")
+    ap.add_argument("--owner", default="", help="who answers for the model (the registered card's owner)")
+    ap.add_argument("--no-register", action="store_true", help="do not register the card in Ward")
     args = ap.parse_args(argv)
 
     from sklearn.linear_model import LogisticRegression
@@ -167,6 +175,20 @@ def main(argv=None):
         "software": {"scikit-learn": sklearn.__version__, "numpy": np.__version__,
                      "pandas": pd.__version__},
     }
+    registered = None
+    if not args.no_register:
+        metrics = {"rows": len(data), "positives": int(y.sum()), "test_rows": int(len(test_idx))}
+        if auroc is not None:
+            metrics["auroc_test"] = auroc
+        with Client(args.addr, token=args.token, tls=args.tls) as ward:
+            registered = ward.register_model(
+                args.name,
+                training_hash,
+                metrics=metrics,
+                description=card["model"] + f"; label {label}, feature set {args.set}",
+                owner=args.owner,
+            )
+        card["registered"] = {"name": registered.name, "card": registered.hash}
     with open(args.card, "w", encoding="utf-8") as f:
         json.dump(card, f, indent=2, sort_keys=True)
         f.write("\n")
@@ -175,7 +197,8 @@ def main(argv=None):
         f"training set {training_hash}: {len(data)} discharges, {int(y.sum())} readmitted within 30 days\n"
         f"logistic regression on {len(columns)} columns; held-out AUROC {shown} "
         f"({len(test_idx)} rows of {len(set(test['patient_id']))} patients)\n"
-        f"model card: {args.card}",
+        f"model card: {args.card}"
+        + (f"; registered in Ward as {registered.name} {registered.hash}" if registered else ""),
         file=sys.stderr,
     )
     print(training_hash)

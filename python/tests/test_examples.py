@@ -60,6 +60,23 @@ def test_training_twice_gives_the_same_hash(trained, cohort):
     assert auroc is not None and 0.0 <= auroc <= 1.0
 
 
+def test_training_registers_its_model_card(trained, client):
+    h, card_path = trained[0]
+    card = json.loads(card_path.read_text())
+    reg = card["registered"]
+    assert reg["name"] == "readmission-logreg" and HASH.match(reg["card"])
+    # Trained twice: the same card, so one version.
+    assert json.loads(trained[1][1].read_text())["registered"] == reg
+    cards = client.models(name="readmission-logreg")
+    assert [c.hash for c in cards] == [reg["card"]]
+    c = cards[0]
+    assert c.training == h
+    assert c.metrics["auroc_test"] == pytest.approx(card["auroc_test"])
+    assert c.metrics["rows"] == card["rows"]
+    m = client.manifest(reg["card"])
+    assert m.kind == "model" and m.inputs == [h]
+
+
 def test_training_rows_are_the_inpatient_discharges(trained, client):
     card = json.loads(trained[0][1].read_text())
     enc = client.dataset("encounters").to_pandas()

@@ -19,6 +19,7 @@ from .client import (
     FeatureSetInfo,
     IngestResult,
     Materialized,
+    ModelCard,
     Verification,
 )
 from .errors import (
@@ -45,6 +46,7 @@ __all__ = [
     "FeatureSetInfo",
     "IngestResult",
     "Materialized",
+    "ModelCard",
     "Verification",
     "STATUS_SUFFIX",
     "WardError",

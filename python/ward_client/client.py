@@ -15,6 +15,7 @@ from . import errors
 from ._pb import datasets_pb2, datasets_pb2_grpc
 from ._pb import features_pb2, features_pb2_grpc
 from ._pb import ingest_pb2, ingest_pb2_grpc
+from ._pb import models_pb2, models_pb2_grpc
 
 __all__ = [
     "Client",
@@ -26,6 +27,7 @@ __all__ = [
     "Materialized",
     "IngestResult",
     "CuratedVersion",
+    "ModelCard",
     "STATUS_SUFFIX",
 ]
 
@@ -141,6 +143,39 @@ class Materialized:
     full_reason: str = ""
     #: Patients whose change points were copied from `previous`.
     reused: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelCard:
+    """A registered model card (docs/models.md): a version of kind `model` whose lineage
+    input is the training set it was trained on."""
+
+    #: The card's version, `b3:<64 hex>`.
+    hash: str
+    name: str
+    #: The training set's hash.
+    training: str
+    #: Metric name -> value.
+    metrics: dict
+    description: str
+    owner: str
+    #: RFC 3339, UTC.
+    created_at: str
+    #: False when the same card had been registered before.
+    created: bool = False
+
+    @classmethod
+    def _from_pb(cls, c):
+        return cls(
+            hash=c.hash,
+            name=c.name,
+            training=c.training,
+            metrics=dict(sorted(c.metrics.items())),
+            description=c.description,
+            owner=c.owner,
+            created_at=c.created_at,
+            created=c.created,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -405,6 +440,7 @@ class Client:
         self._datasets = datasets_pb2_grpc.DatasetsStub(self._channel)
         self._features = features_pb2_grpc.FeaturesStub(self._channel)
         self._ingest = ingest_pb2_grpc.IngestStub(self._channel)
+        self._models = models_pb2_grpc.ModelsStub(self._channel)
         self._flight = None
 
     # -- plumbing ------------------------------------------------------------------------
@@ -465,7 +501,7 @@ class Client:
     def datasets(self, kind=None, name=None):
         """Dataset versions, newest first, as a list of DatasetInfo.
 
-        `kind` is raw, curated, quarantine, timeline, training or other; `name` keeps the
+        `kind` is raw, curated, quarantine, timeline, training, model or other; `name` keeps the
         versions of one name.
         """
         req = datasets_pb2.ListDatasetsRequest(kind=kind or "", name=name or "")
@@ -494,6 +530,29 @@ class Client:
             datasets_pb2.TagDatasetRequest(name=name, ref=ref, override_reason=override_reason),
         )
         return r.hash
+
+    # -- model cards ---------------------------------------------------------------------
+
+    def register_model(self, name, training, metrics=None, description="", owner=""):
+        """Registers a model card: the model `name`, the training set it was trained on
+        (`training`: a hash, a unique prefix or a name) and its `metrics` (a dict of names to
+        numbers, e.g. {"auc": 0.81}); returns the ModelCard. Needs the `datasets_write`
+        permission; audited. Registering the same card again returns the same version.
+        """
+        req = models_pb2.RegisterModelRequest(
+            name=name,
+            training=training,
+            metrics={str(k): float(v) for k, v in (metrics or {}).items()},
+            description=description or "",
+            owner=owner or "",
+        )
+        return ModelCard._from_pb(self._call(self._models.RegisterModel, req))
+
+    def models(self, name=None):
+        """The registered model cards, newest first (a list of ModelCard); `name` keeps one
+        model's."""
+        resp = self._call(self._models.ListModels, models_pb2.ListModelsRequest(name=name or ""))
+        return [ModelCard._from_pb(c) for c in resp.models]
 
     def dataset(self, ref):
         """A whole version as a pyarrow.Table, streamed over Arrow Flight (DoGet).

@@ -88,8 +88,14 @@ pub(super) async fn put(
     kind: String,
     labels: Vec<(String, String)>,
 ) -> Result<()> {
+    let kind = kind.parse::<Kind>()?;
+    if kind == Kind::Model {
+        anyhow::bail!(
+            "--kind model: model cards are made by `ward register` (docs/models.md), which checks the training set and records the card"
+        );
+    }
     let store = Store::open(dir, clock.clone())?;
-    let mut opts = PutOptions::new(name, kind.parse::<Kind>()?);
+    let mut opts = PutOptions::new(name, kind);
     opts.labels = labels.into_iter().collect();
     let out = store
         .put_parquet(&file, opts)

@@ -18,7 +18,7 @@ use std::path::Path;
 use toml::Spanned;
 
 /// A loaded feature repository: its feature sets by name.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct FeatureRepo {
     /// Where it was read from (a path, or a name given to [`FeatureRepo::parse`]).
     pub origin: String,
@@ -28,6 +28,9 @@ pub struct FeatureRepo {
     /// by set name. Kept apart from the sets: they check a timeline, they do not define
     /// it, so they are not part of the definition hash.
     pub expectations: BTreeMap<String, Vec<crate::quality::Expectation>>,
+    /// Each set's documentation (owner, description, its TOML, the features' descriptions
+    /// and units), by set name; not part of the definition hash either.
+    pub docs: BTreeMap<String, super::docs::SetDocs>,
 }
 
 impl FeatureRepo {
@@ -107,6 +110,9 @@ struct RawSet {
     online: bool,
     ttl: Option<Spanned<String>>,
     extends: Option<Spanned<String>>,
+    /// Documentation only (`super::docs`).
+    owner: Option<String>,
+    description: Option<String>,
     #[serde(default)]
     features: Vec<RawFeature>,
     #[serde(default)]
@@ -128,6 +134,9 @@ struct RawFeature {
     ttl: Option<Spanned<String>>,
     horizon: Option<Spanned<String>>,
     component: Option<Spanned<String>>,
+    /// Documentation only (`super::docs`).
+    description: Option<String>,
+    unit: Option<String>,
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -312,11 +321,56 @@ impl Resolver<'_> {
                 }
             }
         }
+        let docs = self.docs(&raw_sets, &sets);
         Ok(FeatureRepo {
             origin: self.origin.to_string(),
             sets,
             expectations,
+            docs,
         })
+    }
+
+    /// Each set's documentation: its own keys and TOML, and each feature's description and
+    /// unit from the set that defines it (walking `extends`).
+    fn docs(
+        &self,
+        raw_sets: &BTreeMap<String, RawSet>,
+        sets: &BTreeMap<String, FeatureSet>,
+    ) -> BTreeMap<String, super::docs::SetDocs> {
+        let own = |set: &str, feature: &str| -> Option<super::docs::FeatureDocs> {
+            let mut at = raw_sets.get(set);
+            // A bound: `extends` cycles were refused while resolving.
+            for _ in 0..=raw_sets.len() {
+                let raw = at?;
+                if let Some(rf) = raw.features.iter().find(|f| f.name.get_ref() == feature) {
+                    return Some(super::docs::FeatureDocs {
+                        description: rf.description.clone().unwrap_or_default().trim().into(),
+                        unit: rf.unit.clone().unwrap_or_default().trim().into(),
+                    });
+                }
+                at = raw.extends.as_ref().and_then(|p| raw_sets.get(p.get_ref()));
+            }
+            None
+        };
+        sets.iter()
+            .filter_map(|(name, set)| {
+                let raw = raw_sets.get(name)?;
+                Some((
+                    name.clone(),
+                    super::docs::SetDocs {
+                        owner: raw.owner.clone().unwrap_or_default().trim().into(),
+                        description: raw.description.clone().unwrap_or_default().trim().into(),
+                        origin: self.origin.to_string(),
+                        toml: super::docs::set_section(self.text, raw.name.span().start),
+                        features: set
+                            .features
+                            .iter()
+                            .map(|f| (f.name.clone(), own(name, &f.name).unwrap_or_default()))
+                            .collect(),
+                    },
+                ))
+            })
+            .collect()
     }
 
     fn resolve_set(

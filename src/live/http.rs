@@ -73,7 +73,8 @@ pub fn check_exposure(addr: SocketAddr, tls: bool, insecure: bool) -> Result<()>
 }
 
 /// Opens the feed `cfg.http_feed` of `store` and serves `POST /fhir` on `addr`, with the
-/// catalog of `store` under `/ui` and `/api` ([`crate::ui`]).
+/// catalog of `store` and the feature sets of `features` under `/ui` and `/api`
+/// ([`crate::ui`]).
 /// `security` (the server's, when authentication is on) decides who may push; `audit`
 /// records every push; `tls` (the server's TLS configuration) makes it HTTPS. Prints
 /// `http listening on ADDR (feed F, ...)` (`https listening on ...` over TLS) to standard
@@ -88,6 +89,7 @@ pub async fn start(
     security: Option<Arc<Security>>,
     audit: Option<Arc<AuditLog>>,
     tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    features: Arc<crate::features::FeatureRepo>,
 ) -> Result<Running> {
     cfg.validate()?;
     let clock = store.clock().clone();
@@ -115,6 +117,7 @@ pub async fn start(
         store: store.clone(),
         security: security.clone(),
         audit: audit.clone(),
+        features,
     };
     let shared = Arc::new(Shared {
         wal: wal.clone(),

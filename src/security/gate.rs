@@ -58,6 +58,9 @@ pub fn route(rpc: &str) -> Option<Route> {
         ("ward.v1.Datasets", "TagDataset") => Route::Gate(Action::DatasetsWrite),
         ("ward.v1.Ingest", "IngestPaths" | "IngestUpload") => Route::Gate(Action::Ingest),
         ("ward.v1.Features", "ListFeatureSets") => Route::Gate(Action::DatasetsRead),
+        // Model cards: registering writes a version (as tagging does).
+        ("ward.v1.Models", "RegisterModel") => Route::Gate(Action::DatasetsWrite),
+        ("ward.v1.Models", "ListModels") => Route::Gate(Action::DatasetsRead),
         // The audit trail: who looked at what (privacy officers, `audit_read`).
         ("ward.v1.Audit", "QueryAudit") => Route::Gate(Action::AuditRead),
         // Drift answers counts per bin; the skew check replays identified lookups and names

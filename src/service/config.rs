@@ -566,6 +566,7 @@ pub fn merge_repos(repos: Vec<FeatureRepo>) -> Result<FeatureRepo> {
         origin: String::new(),
         sets: Default::default(),
         expectations: Default::default(),
+        docs: Default::default(),
     };
     let mut origins = Vec::new();
     let mut owner: std::collections::BTreeMap<String, String> = Default::default();
@@ -581,6 +582,7 @@ pub fn merge_repos(repos: Vec<FeatureRepo>) -> Result<FeatureRepo> {
             merged.sets.insert(name, set);
         }
         merged.expectations.extend(repo.expectations);
+        merged.docs.extend(repo.docs);
         origins.push(repo.origin);
     }
     merged.origin = if origins.is_empty() {

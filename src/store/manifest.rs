@@ -28,6 +28,9 @@ pub enum Kind {
     Timeline,
     /// A training set (the result of a historical lookup).
     Training,
+    /// A registered model card (`ward register`, `src/models.rs`): one row naming the
+    /// training set it was trained on (its one lineage input), with its metrics.
+    Model,
     /// Anything else put by a user.
     Other,
 }
@@ -41,6 +44,7 @@ impl Kind {
             Kind::Quarantine => "quarantine",
             Kind::Timeline => "timeline",
             Kind::Training => "training",
+            Kind::Model => "model",
             Kind::Other => "other",
         }
     }
@@ -62,12 +66,13 @@ impl FromStr for Kind {
             "quarantine" => Kind::Quarantine,
             "timeline" => Kind::Timeline,
             "training" => Kind::Training,
+            "model" => Kind::Model,
             "other" => Kind::Other,
             _ => {
                 return Err(Error::invalid(
                     "kind",
                     format!(
-                        "{s:?} is not one of raw, curated, quarantine, timeline, training, other"
+                        "{s:?} is not one of raw, curated, quarantine, timeline, training, model, other"
                     ),
                 ))
             }

@@ -444,13 +444,14 @@ fn kind_rank(kind: Option<Kind>) -> usize {
         Some(Kind::Curated) | Some(Kind::Quarantine) => 1,
         Some(Kind::Timeline) => 2,
         Some(Kind::Training) => 3,
-        Some(Kind::Other) => 4,
+        Some(Kind::Model) => 4,
+        Some(Kind::Other) => 5,
     }
 }
 
 /// The lineage graph of `root` in `snap`: ancestors through `lineage.inputs`, descendants
 /// through the versions listing it. Columns follow the kind (raw, curated, timeline,
-/// training, other), a version always right of its inputs; empty columns are dropped.
+/// training, model, other), a version always right of its inputs; empty columns are dropped.
 pub fn lineage(snap: &Snapshot, root: &ContentHash) -> Graph {
     let by_hash: BTreeMap<&ContentHash, &Manifest> =
         snap.versions.iter().map(|m| (&m.hash, m)).collect();
@@ -725,7 +726,7 @@ pub(crate) mod tests {
             ("limit=0", "query limit"),
             ("limit=501", "query limit"),
             ("offset=-1", "query offset"),
-            ("kind=model", "kind"),
+            ("kind=weights", "kind"),
             ("q=%zz", "query q"),
             ("sort=name", "query sort"),
         ] {

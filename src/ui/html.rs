@@ -45,7 +45,7 @@ pub fn page(title: &str, body: &str) -> String {
 </head>
 <body>
 <a class="skip" href="#main">Skip to content</a>
-<header><nav aria-label="Ward"><a href="/ui/">Ward catalog</a> <a href="/ui/audit">Audit</a></nav></header>
+<header><nav aria-label="Ward"><a href="/ui/">Ward catalog</a> <a href="/ui/feature-sets">Feature sets</a> <a href="/ui/models">Models</a> <a href="/ui/audit">Audit</a></nav></header>
 <main id="main" tabindex="-1">
 {body}
 </main>
@@ -108,6 +108,7 @@ pub fn catalog(search: &Search, rows: &[&Manifest], total: usize, snap: &Snapsho
         Kind::Quarantine,
         Kind::Timeline,
         Kind::Training,
+        Kind::Model,
         Kind::Other,
     ] {
         let sel = if search.kind == Some(k) {
@@ -253,6 +254,12 @@ pub fn version(m: &Manifest, snap: &Snapshot, graph: &Graph) -> String {
         more.push(format!(
             "<a href=\"{}/stats\">Column statistics and histograms</a>",
             escape(&version_href(&hash))
+        ));
+    }
+    if m.kind == Kind::Model {
+        more.push(format!(
+            "<a href=\"{}\">Model card: metrics and training set</a>",
+            escape(&super::models::model_href(&hash))
         ));
     }
     if m.kind == Kind::Quarantine {
@@ -523,7 +530,7 @@ pub fn svg(g: &Graph) -> String {
             short = escape(short(&n.hash)),
         );
     }
-    s.push_str("</svg>\n<figcaption>Click a version to open it. Columns: raw, curated, timeline, training (empty columns left out).</figcaption>\n</figure>\n");
+    s.push_str("</svg>\n<figcaption>Click a version to open it. Columns: raw, curated, timeline, training, model (empty columns left out).</figcaption>\n</figure>\n");
     s
 }
 

@@ -3,7 +3,7 @@
 // Run by tests/it/browser.rs, which builds the demo store, starts `ward serve --http` and
 // passes, in the environment:
 //   WARD_URL            the HTTP listener (http://127.0.0.1:PORT)
-//   WARD_EXPECT         JSON: versions, raw, timeline, training, quarantine, patient
+//   WARD_EXPECT         JSON: versions, raw, timeline, training, quarantine, model, patient
 //   WARD_TOKEN_STEWARD  a steward's bearer token (datasets_read, historical_identified)
 //   WARD_TOKEN_OFFICER  a privacy officer's (audit_read only)
 //   WARD_TOKEN_NURSE    a clinician's (neither)
@@ -112,6 +112,47 @@ async function main() {
       kinds.push(await pageKind(steward));
     }
     result.lineage = { kinds, reached: await pageHash(steward) };
+
+    // 2b. Forward from the training set to its model card, and back by the card's link.
+    await steward.goto(`${base}/ui/versions/${encodeURIComponent(expect.training)}`);
+    const modelNode = steward.locator('figure.lineage svg a.node.kind-model').first();
+    check(await modelNode.count() > 0, 'no model node in the lineage of the training set');
+    const modelHref = await modelNode.getAttribute('href');
+    await Promise.all([steward.waitForURL((u) => u.href.endsWith(modelHref)), modelNode.click()]);
+    await steward.waitForSelector('main code.hash');
+    const modelKind = await pageKind(steward);
+    await Promise.all([
+      steward.waitForURL((u) => u.pathname.startsWith('/ui/models/')),
+      steward.getByRole('link', { name: 'Model card: metrics and training set' }).click(),
+    ]);
+    await steward.waitForSelector('table.metrics');
+    const cardHash = await pageHash(steward);
+    const metrics = await steward.locator('table.metrics tbody th').evaluateAll((ths) => ths.map((t) => t.textContent.trim()));
+    await steward.screenshot({ path: path.join(shots, 'model.png'), fullPage: false });
+    await Promise.all([
+      steward.waitForURL((u) => u.pathname.startsWith('/ui/versions/')),
+      steward.locator('#training-link').click(),
+    ]);
+    await steward.waitForSelector('main code.hash');
+    result.model = { kind: modelKind, card_hash: cardHash, metrics, back_to: await pageHash(steward) };
+
+    // 2c. A feature set's page: its definition, labels and a small plot per feature.
+    res = await steward.goto(`${base}/ui/feature-sets`);
+    check(res.status() === 200, `feature sets: HTTP ${res.status()}`);
+    await Promise.all([
+      steward.waitForURL((u) => u.pathname === '/ui/feature-sets/readmission'),
+      steward.getByRole('link', { name: 'readmission', exact: true }).click(),
+    ]);
+    await steward.waitForSelector('svg.histogram');
+    const fsBars = await steward.locator('svg.histogram rect.bar').evaluateAll((rs) =>
+      rs.filter((r) => { const b = r.getBoundingClientRect(); return b.width > 0 && b.height > 0; }).length);
+    result.feature_set = {
+      histograms: await steward.locator('svg.histogram').count(),
+      visible_bars: fsBars,
+      has_label: (await steward.locator('table.features tr.label').count()) > 0,
+      toml_shown: ((await steward.locator('pre.toml').textContent()) || '').includes('name = "readmission"'),
+    };
+    await steward.screenshot({ path: path.join(shots, 'feature-set.png'), fullPage: false });
 
     // 3. A plot renders: the timeline's statistics, reached by its link.
     await steward.goto(`${base}/ui/versions/${encodeURIComponent(expect.timeline)}`);

@@ -5,8 +5,8 @@
 //! quarantine from a bad file) and an audit trail with accesses to one patient.
 //!
 //! Checked in the browser: the catalog lists the demo's versions; clicking through the
-//! lineage drawing from the training set reaches its raw input; a histogram renders on the
-//! statistics page; the quarantine browser lists bad records with reasons; the keyboard
+//! lineage drawing from the training set reaches its raw input, and forward to its model
+//! card and back; a histogram renders on the statistics page and on the feature-set page; the quarantine browser lists bad records with reasons; the keyboard
 //! alone reaches the search, submits it and opens a result, with a visible focus; a role
 //! without the permission sees a refusal page; the privacy officer's audit page shows who
 //! accessed the patient and a verified chain. Screenshots are written to `WARD_SCREENSHOTS`
@@ -92,6 +92,7 @@ struct Demo {
     timeline: ContentHash,
     training: ContentHash,
     quarantine: ContentHash,
+    model: ContentHash,
 }
 
 /// The patient ids of the newest `patients` version.
@@ -171,6 +172,24 @@ fn demo_store(dir: &Path, work: &Path) -> (Demo, String) {
         "ward ingest: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // A model card registered on the training set, by the command line.
+    let out = Command::new(env!("CARGO_BIN_EXE_ward"))
+        .arg("--store")
+        .arg(dir)
+        .args(["register", "--name", "readmission-demo", "--training"])
+        .arg(training.hash.to_string())
+        .args(["--metric", "auroc_test=0.71", "--owner", "readmission team"])
+        .output()
+        .expect("ward register");
+    assert!(
+        out.status.success(),
+        "ward register: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let model: ContentHash = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("the card's hash");
     let all = store.list(&ListFilter::default()).expect("list");
     let quarantine = all
         .iter()
@@ -189,6 +208,7 @@ fn demo_store(dir: &Path, work: &Path) -> (Demo, String) {
         timeline,
         training: training.hash,
         quarantine,
+        model,
     };
     (demo, ids[0].clone())
 }
@@ -329,6 +349,7 @@ pub(crate) fn token_config(conf: &Path) -> PathBuf {
         &path,
         format!(
             r#"
+features = [{:?}]
 [auth]
 policy = "policy.toml"
 [[auth.api_tokens]]
@@ -351,6 +372,10 @@ roles = ["data-scientist"]
 dir = "audit"
 durability = "sync"
 "#,
+            crate_dir()
+                .join("examples/features/readmission.toml")
+                .display()
+                .to_string(),
             hash(STEWARD),
             hash(OFFICER),
             hash(NURSE),
@@ -405,6 +430,7 @@ fn the_ui_works_in_a_real_browser() {
         "timeline": demo.timeline.to_string(),
         "training": demo.training.to_string(),
         "quarantine": demo.quarantine.to_string(),
+        "model": demo.model.to_string(),
         "patient": patient,
     });
     let r = run_script(
@@ -449,6 +475,29 @@ fn the_ui_works_in_a_real_browser() {
         r["plot"]["visible_bars"].as_u64().is_some_and(|n| n >= 1),
         "{r}"
     );
+    // From the training set's lineage to its model card and back.
+    assert_eq!(r["model"]["kind"], "model", "{r}");
+    assert_eq!(r["model"]["card_hash"], demo.model.to_string(), "{r}");
+    assert!(
+        r["model"]["metrics"].to_string().contains("auroc_test"),
+        "{r}"
+    );
+    assert_eq!(r["model"]["back_to"], demo.training.to_string(), "{r}");
+    // The feature-set page renders its definition and a plot per numeric feature.
+    assert!(
+        r["feature_set"]["histograms"]
+            .as_u64()
+            .is_some_and(|n| n >= 1),
+        "{r}"
+    );
+    assert!(
+        r["feature_set"]["visible_bars"]
+            .as_u64()
+            .is_some_and(|n| n >= 1),
+        "{r}"
+    );
+    assert_eq!(r["feature_set"]["has_label"], true, "{r}");
+    assert_eq!(r["feature_set"]["toml_shown"], true, "{r}");
     // The quarantine browser listed the bad records with their reasons.
     assert!(
         r["quarantine"]["rows"].as_u64().is_some_and(|n| n >= 2),
