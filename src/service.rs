@@ -37,8 +37,8 @@ mod flight;
 pub mod gate;
 mod ingest;
 mod jobs;
-mod monitoring;
 mod models;
+mod monitoring;
 pub(crate) mod proto;
 mod refresh;
 pub mod secure;
@@ -405,6 +405,8 @@ impl Server {
             .await;
         health
             .set_serving::<proto::monitoring_server::MonitoringServer<monitoring::MonitoringService>>()
+            .await;
+        health
             .set_serving::<proto::models_server::ModelsServer<models::ModelsService>>()
             .await;
         health
