@@ -26,8 +26,9 @@ pub const MAX_LIMIT: usize = 500;
 /// Every version of a store with the names (tags) whose head is on it.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    /// Every committed version, newest first.
-    pub versions: Vec<Manifest>,
+    /// Every committed version, newest first (shared with the snapshot it was refreshed
+    /// from: a refresh after one new version copies 10,000 pointers, not 10,000 manifests).
+    pub versions: Vec<Arc<Manifest>>,
     /// For each version with one, the names whose head points at it, in name order.
     pub tags: BTreeMap<ContentHash, Vec<String>>,
 }
@@ -38,7 +39,11 @@ impl Snapshot {
     /// # Errors
     /// The store's read errors (a damaged manifest is reported, not hidden).
     pub fn read(store: &Store) -> Result<Snapshot> {
-        let versions = store.list(&ListFilter::default())?;
+        let versions = store
+            .list(&ListFilter::default())?
+            .into_iter()
+            .map(Arc::new)
+            .collect();
         let mut tags: BTreeMap<ContentHash, Vec<String>> = BTreeMap::new();
         for name in store.names()? {
             if let Some(h) = store.head(&name)? {
@@ -55,13 +60,13 @@ impl Snapshot {
     /// As [`Snapshot::read`].
     pub fn refresh(store: &Store, old: &Snapshot, versions_changed: bool) -> Result<Snapshot> {
         let versions = if versions_changed {
-            let known: BTreeMap<&ContentHash, &Manifest> =
+            let known: BTreeMap<&ContentHash, &Arc<Manifest>> =
                 old.versions.iter().map(|m| (&m.hash, m)).collect();
             let mut out = Vec::new();
             for hash in store.version_hashes()? {
                 match known.get(&hash) {
-                    Some(m) => out.push((*m).clone()),
-                    None => out.push(store.manifest(&hash)?),
+                    Some(m) => out.push(Arc::clone(m)),
+                    None => out.push(Arc::new(store.manifest(&hash)?)),
                 }
             }
             // The order of `Store::list`: newest first, then by hash.
@@ -86,7 +91,10 @@ impl Snapshot {
 
     /// The manifest of `hash`, if in the snapshot.
     pub fn get(&self, hash: &ContentHash) -> Option<&Manifest> {
-        self.versions.iter().find(|m| &m.hash == hash)
+        self.versions
+            .iter()
+            .find(|m| &m.hash == hash)
+            .map(Arc::as_ref)
     }
 
     /// The version a path segment names: `b3:<hex>` or `<hex>`, whole or a prefix of at
@@ -114,6 +122,7 @@ impl Snapshot {
             .versions
             .iter()
             .filter(|m| m.hash.hex().starts_with(&hex))
+            .map(Arc::as_ref)
             .collect();
         match found.as_slice() {
             [one] => Ok(one),
@@ -327,6 +336,7 @@ impl Search {
             .versions
             .iter()
             .filter(|m| self.matches(m, snap.tags_of(&m.hash)))
+            .map(Arc::as_ref)
             .collect();
         let total = all.len();
         let page = all.into_iter().skip(self.offset).take(self.limit).collect();
@@ -453,8 +463,11 @@ fn kind_rank(kind: Option<Kind>) -> usize {
 /// through the versions listing it. Columns follow the kind (raw, curated, timeline,
 /// training, model, other), a version always right of its inputs; empty columns are dropped.
 pub fn lineage(snap: &Snapshot, root: &ContentHash) -> Graph {
-    let by_hash: BTreeMap<&ContentHash, &Manifest> =
-        snap.versions.iter().map(|m| (&m.hash, m)).collect();
+    let by_hash: BTreeMap<&ContentHash, &Manifest> = snap
+        .versions
+        .iter()
+        .map(|m| (&m.hash, m.as_ref()))
+        .collect();
     let mut users: BTreeMap<&ContentHash, Vec<&ContentHash>> = BTreeMap::new();
     for m in &snap.versions {
         for i in &m.lineage.inputs {
@@ -609,6 +622,7 @@ pub(crate) mod tests {
             manifest(7, Kind::Curated, "patients", &[hash(6)]),
         ];
         versions.reverse();
+        let versions = versions.into_iter().map(Arc::new).collect();
         let tags = BTreeMap::from([
             (
                 hash(5),
@@ -670,7 +684,7 @@ pub(crate) mod tests {
         ];
         versions.reverse();
         let snap = Snapshot {
-            versions,
+            versions: versions.into_iter().map(Arc::new).collect(),
             tags: BTreeMap::new(),
         };
         let g = lineage(&snap, &hash(1));
@@ -687,7 +701,7 @@ pub(crate) mod tests {
         assert_eq!(layer(2), 3);
         // An input the store does not hold is a node of kind missing, in the first column.
         let snap = Snapshot {
-            versions: vec![manifest(9, Kind::Timeline, "x", &[hash(8)])],
+            versions: vec![Arc::new(manifest(9, Kind::Timeline, "x", &[hash(8)]))],
             tags: BTreeMap::new(),
         };
         let g = lineage(&snap, &hash(9));

@@ -39,6 +39,7 @@ pub fn timelines<'a>(snap: &'a Snapshot, name: &str) -> Vec<&'a Manifest> {
             Some(s) => s == name,
             None => m.name == by_name,
         })
+        .map(std::sync::Arc::as_ref)
         .collect()
 }
 

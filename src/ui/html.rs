@@ -587,10 +587,11 @@ mod tests {
     fn pages_escape_names_and_link_every_node() {
         let mut snap = chain();
         // A hostile label and name are shown as text.
-        snap.versions[0]
+        let first = std::sync::Arc::make_mut(&mut snap.versions[0]);
+        first
             .labels
             .insert("<b>".into(), "<script>alert(1)</script>".into());
-        snap.versions[0].name = "x\"><script>".into();
+        first.name = "x\"><script>".into();
         let m = snap.versions[0].clone();
         let g = lineage(&snap, &m.hash);
         let html = version(&m, &snap, &g);

@@ -29,7 +29,7 @@ fn cards(snap: &Snapshot) -> Vec<(&Manifest, ModelCard)> {
     snap.versions
         .iter()
         .filter(|m| m.kind == Kind::Model)
-        .filter_map(|m| card_of(m).ok().map(|c| (m, c)))
+        .filter_map(|m| card_of(m).ok().map(|c| (m.as_ref(), c)))
         .collect()
 }
 
@@ -290,7 +290,7 @@ mod tests {
         };
         let mut m = manifest(9, Kind::Model, "readmit", &[hash(5)]);
         m.lineage.params = json!({"op": crate::models::OP, "card": card});
-        snap.versions.insert(0, m.clone());
+        snap.versions.insert(0, std::sync::Arc::new(m.clone()));
         let c = card_of(&m).expect("card");
         assert_eq!(c, card);
         let g = catalog::lineage(&snap, &m.hash);
