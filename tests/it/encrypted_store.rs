@@ -370,19 +370,7 @@ fn wrong_or_missing_key_is_a_clear_error() {
     let wrong = key_file(dir.path(), "wrong.key");
     let store = dir.path().join("store");
     let loc = store.to_str().expect("utf-8");
-    let table = dir.path().join("t.parquet");
-    write_parquet(&table);
-    ok(ward(loc, &state)
-        .args(["init", "--encrypt", "--key-provider"])
-        .arg(format!("file:{}", right.display()))
-        .output()
-        .expect("init"));
-    last(
-        ward(loc, &state)
-            .args(["put", table.to_str().expect("utf-8"), "--name", "t"])
-            .output()
-            .expect("put"),
-    );
+    init_with_table(loc, &state, &right, dir.path());
 
     let err = fails(
         ward(loc, &state)
@@ -458,19 +446,7 @@ fn a_plaintext_object_in_an_encrypted_store_is_refused() {
     let key = key_file(dir.path(), "k");
     let store = dir.path().join("store");
     let loc = store.to_str().expect("utf-8");
-    let table = dir.path().join("t.parquet");
-    write_parquet(&table);
-    ok(ward(loc, &state)
-        .args(["init", "--encrypt", "--key-provider"])
-        .arg(format!("file:{}", key.display()))
-        .output()
-        .expect("init"));
-    let hash = last(
-        ward(loc, &state)
-            .args(["put", table.to_str().expect("utf-8"), "--name", "t"])
-            .output()
-            .expect("put"),
-    );
+    let hash = init_with_table(loc, &state, &key, dir.path());
     let manifest = store
         .join("versions")
         .join(&hash[3..])
@@ -496,19 +472,7 @@ async fn key_rotation_rewraps_without_rewriting_data() {
     let new = key_file(dir.path(), "new.key");
     let store_dir = dir.path().join("store");
     let loc = store_dir.to_str().expect("utf-8");
-    let table = dir.path().join("t.parquet");
-    write_parquet(&table);
-    ok(ward(loc, &state)
-        .args(["init", "--encrypt", "--key-provider"])
-        .arg(format!("file:{}", old.display()))
-        .output()
-        .expect("init"));
-    let hash = last(
-        ward(loc, &state)
-            .args(["put", table.to_str().expect("utf-8"), "--name", "t"])
-            .output()
-            .expect("put"),
-    );
+    let hash = init_with_table(loc, &state, &old, dir.path());
     ok(ward(loc, &state)
         .args(["tag", "prod", &hash])
         .output()
@@ -583,6 +547,24 @@ async fn key_rotation_rewraps_without_rewriting_data() {
             .expect_err("the old key opened a rotated object");
         assert!(e.to_string().contains("does not match"), "{e}");
     }
+}
+
+/// `ward init --encrypt` of `loc` under the key file `key`, then `ward put` of a small
+/// table (written under `work`) as `t`: the version's hash.
+fn init_with_table(loc: &str, state: &Path, key: &Path, work: &Path) -> String {
+    let table = work.join("t.parquet");
+    write_parquet(&table);
+    ok(ward(loc, state)
+        .args(["init", "--encrypt", "--key-provider"])
+        .arg(format!("file:{}", key.display()))
+        .output()
+        .expect("init"));
+    last(
+        ward(loc, state)
+            .args(["put", table.to_str().expect("utf-8"), "--name", "t"])
+            .output()
+            .expect("put"),
+    )
 }
 
 /// A small Parquet table.
