@@ -605,9 +605,9 @@ enum Reader {
     Feast(HttpClient, SocketAddr),
 }
 
-/// Posts `body` to Feast, reconnecting first when the last request failed (its server may
+/// Posts `body` over `c`, reconnecting when the request failed (Feast's server may
 /// close a connection, and a client whose connection is gone would only count errors).
-async fn feast_post(
+async fn post_reconnecting(
     c: &mut HttpClient,
     addr: SocketAddr,
     path: &str,
@@ -651,7 +651,7 @@ impl Reader {
                 .map(drop)
                 .map_err(|e| e.to_string()),
             Reader::Feast(c, addr) => {
-                feast_post(c, *addr, "/get-online-features", &feast_lookup(&patient))
+                post_reconnecting(c, *addr, "/get-online-features", &feast_lookup(&patient))
                     .await
                     .map(drop)
                     .map_err(|e| e.to_string())
@@ -679,9 +679,10 @@ impl Reader {
                 }
             }
             Reader::Feast(c, addr) => {
-                let body = feast_post(c, *addr, "/get-online-features", &feast_lookup(patient))
-                    .await
-                    .ok()?;
+                let body =
+                    post_reconnecting(c, *addr, "/get-online-features", &feast_lookup(patient))
+                        .await
+                        .ok()?;
                 let v: serde_json::Value = serde_json::from_str(&body).ok()?;
                 // `results`: the entity column first, then the feature.
                 v["results"][1]["values"][0].as_f64()
@@ -751,11 +752,11 @@ impl Writer {
     async fn send(&mut self, msg: &[u8]) -> bool {
         match self {
             Writer::Mllp(c) => matches!(c.send(msg).await.as_str(), "AA" | "AE"),
-            Writer::Http(c, addr) => feast_post(c, *addr, "/fhir", &fhir_bundle(msg))
+            Writer::Http(c, addr) => post_reconnecting(c, *addr, "/fhir", &fhir_bundle(msg))
                 .await
                 .is_ok(),
             Writer::Kafka(c) => c.produce(&[(Some(msg.to_vec()), Vec::new())]).await.is_ok(),
-            Writer::Feast(c, addr) => feast_post(c, *addr, "/push", &feast_push(msg))
+            Writer::Feast(c, addr) => post_reconnecting(c, *addr, "/push", &feast_push(msg))
                 .await
                 .is_ok(),
         }
