@@ -7,6 +7,15 @@
 //! (`ward init --encrypt`), alternating, with the median wall time of each and the overhead of
 //! encryption (issue 35's target: at most 15% on ingest and historical lookups).
 //!
+//! The stores are a local directory and, when `WARD_BENCH_S3_BUCKET` names a bucket of the
+//! S3-compatible server the `AWS_*` variables point at (`eval "$(.ci/s3.sh start)"` then
+//! `WARD_BENCH_S3_BUCKET=$WARD_TEST_S3_BUCKET`), `s3://BUCKET/...` too: plain and encrypted
+//! on each. After the historical lookup, online lookups: a `ward serve` child over the store
+//! (its default settings, security off) and 8 closed-loop gRPC clients for
+//! `WARD_BENCH_ONLINE_SECS` seconds (default 5; 0 skips), one random patient x 20 features
+//! of `readmission` each: p50, p99, lookups/s (issue 35: online lookups are served from
+//! memory, so encryption and S3 should not change them).
+//!
 //! `WARD_BIN=PATH` runs another `ward` binary instead (a release build, say).
 //!
 //! `cargo bench --bench crypt` (add `-- MIB REPEATS RANGES PATIENTS` to change the defaults
@@ -24,6 +33,11 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use rand::{Rng, SeedableRng};
 use ward::security::keyring::{Kek, Keyring};
 use ward::store::crypt::EncryptedStore;
+
+use crate::grpc_common::proto::features_client::FeaturesClient;
+use crate::grpc_common::proto::OnlineRequest;
+
+mod grpc_common;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -85,6 +99,62 @@ async fn ranged(store: &dyn ObjectStore, path: &Path, size: u64, len: u64, n: us
         assert_eq!(b.len() as u64, len);
     }
     (median(lat.clone()), quantile(lat, 0.99))
+}
+
+/// Online lookups against a `ward serve` child over `store` with the feature repository
+/// `repo`: 8 clients for `secs` seconds; (p50 us, p99 us, lookups/s).
+fn online(store: &FsPath, repo: &str, dir: &FsPath, patients: usize, secs: u64) -> (f64, f64, f64) {
+    let text = std::fs::read_to_string(repo).expect("repo");
+    let parsed = ward::features::FeatureRepo::parse(&text, repo).expect("repo");
+    let feats: Arc<Vec<String>> = Arc::new(
+        parsed
+            .set("readmission")
+            .expect("set")
+            .features
+            .iter()
+            .filter(|f| !f.kind.is_label())
+            .take(20)
+            .map(|f| f.name.clone())
+            .collect(),
+    );
+    let config = dir.join("serve.toml");
+    std::fs::write(&config, format!("features = [{repo:?}]\n")).expect("config");
+    let (proc, addr) = grpc_common::start_ward(store, &config);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let run = rt.block_on(grpc_common::drive(8, secs, move |c| {
+        let feats = feats.clone();
+        async move {
+            let mut client = FeaturesClient::connect(format!("http://{addr}"))
+                .await
+                .expect("connect");
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(c as u64);
+            let (mut lat, mut errors) = (Vec::new(), 0);
+            let warm = Instant::now() + Duration::from_secs(1);
+            let end = warm + Duration::from_secs(secs);
+            while Instant::now() < end {
+                let req = OnlineRequest {
+                    feature_set: "readmission".into(),
+                    patient_ids: vec![format!("P{:07}", rng.random_range(0..patients))],
+                    as_of: String::new(),
+                    features: feats.to_vec(),
+                };
+                let s = Instant::now();
+                let res = client.get_online_features(req).await;
+                if s >= warm {
+                    lat.push(s.elapsed());
+                    errors += usize::from(res.is_err());
+                }
+            }
+            (lat, errors)
+        }
+    }));
+    drop(proc);
+    assert_eq!(run.errors, 0, "online lookups failed");
+    (
+        grpc_common::pct(&run.lat, 0.5),
+        grpc_common::pct(&run.lat, 0.99),
+        run.lat.len() as f64 / run.secs,
+    )
 }
 
 /// Runs `ward --store STORE ARGS...`, failing loudly; its wall time.
@@ -151,15 +221,30 @@ fn processes(patients: usize, repeats: usize) {
         env!("CARGO_MANIFEST_DIR"),
         "/examples/features/readmission.toml"
     );
-    // [plain, encrypted] x [ingest, materialize, historical]
-    let mut times = [
-        [Vec::new(), Vec::new(), Vec::new()],
-        [Vec::new(), Vec::new(), Vec::new()],
-    ];
+    let online_secs: u64 = std::env::var("WARD_BENCH_ONLINE_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let bucket = std::env::var("WARD_BENCH_S3_BUCKET")
+        .ok()
+        .filter(|b| !b.is_empty());
+    let mut variants = vec![("local", "plain"), ("local", "encrypted")];
+    if bucket.is_some() {
+        variants.extend([("s3", "plain"), ("s3", "encrypted")]);
+    }
+    // variant x [ingest, materialize, historical]; online (p50, p99, per s) per variant
+    let mut times = vec![[Vec::new(), Vec::new(), Vec::new()]; variants.len()];
+    let mut onlines: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); variants.len()];
     for rep in 0..repeats {
-        for (e, label) in ["plain", "encrypted"].iter().enumerate() {
-            let store = d.join(format!("{label}-{rep}"));
-            if e == 1 {
+        for (e, (place, label)) in variants.iter().enumerate() {
+            let store = match (place, &bucket) {
+                (&"s3", Some(b)) => std::path::PathBuf::from(format!(
+                    "s3://{b}/crypt-bench-{}-{label}-{rep}",
+                    std::process::id()
+                )),
+                _ => d.join(format!("{label}-{rep}")),
+            };
+            if *label == "encrypted" {
                 ward(&store, &["init", "--encrypt", "--key-provider", &provider]);
             } else {
                 ward(&store, &["init"]);
@@ -183,7 +268,7 @@ fn processes(patients: usize, repeats: usize) {
                     "readmission",
                 ],
             ));
-            let out = d.join(format!("train-{label}-{rep}.parquet"));
+            let out = d.join(format!("train-{place}-{label}-{rep}.parquet"));
             times[e][2].push(ward(
                 &store,
                 &[
@@ -196,6 +281,9 @@ fn processes(patients: usize, repeats: usize) {
                     out.to_str().expect("utf-8"),
                 ],
             ));
+            if online_secs > 0 {
+                onlines[e].push(online(&store, features, d, patients, online_secs));
+            }
             let _ = std::fs::remove_dir_all(&store);
         }
     }
@@ -203,12 +291,50 @@ fn processes(patients: usize, repeats: usize) {
         "ward as a process, {patients} patients ({} entity rows), median of {repeats} (s):",
         patients * 3
     );
-    for (i, what) in ["ingest", "materialize", "historical"].iter().enumerate() {
-        let (p, e) = (secs(&times[0][i]), secs(&times[1][i]));
+    println!("| store | ingest s | materialize s | historical s | online p50 us | online p99 us | online lookups/s |");
+    println!("|---|---|---|---|---|---|---|");
+    let med = |v: &[(f64, f64, f64)], f: fn(&(f64, f64, f64)) -> f64| {
+        if v.is_empty() {
+            f64::NAN
+        } else {
+            median(v.iter().map(f).collect())
+        }
+    };
+    for (e, (place, label)) in variants.iter().enumerate() {
         println!(
-            "  {what:<12} plain {p:8.3}, encrypted {e:8.3}  ({:+.1}%)",
-            (e / p - 1.0) * 100.0
+            "| {place}, {label} | {:.3} | {:.3} | {:.3} | {:.0} | {:.0} | {:.0} |",
+            secs(&times[e][0]),
+            secs(&times[e][1]),
+            secs(&times[e][2]),
+            med(&onlines[e], |r| r.0),
+            med(&onlines[e], |r| r.1),
+            med(&onlines[e], |r| r.2),
         );
+    }
+    println!();
+    for (e, (place, label)) in variants.iter().enumerate() {
+        if *label != "encrypted" {
+            continue;
+        }
+        // The plain variant of the same place is the one before.
+        let p = e - 1;
+        for (i, what) in ["ingest", "materialize", "historical"].iter().enumerate() {
+            let (pt, et) = (secs(&times[p][i]), secs(&times[e][i]));
+            println!(
+                "  {place}: {what:<12} plain {pt:8.3}, encrypted {et:8.3}  ({:+.1}%)",
+                (et / pt - 1.0) * 100.0
+            );
+        }
+        if !onlines[e].is_empty() {
+            let (pp, ep) = (med(&onlines[p], |r| r.1), med(&onlines[e], |r| r.1));
+            println!("  {place}: online p99   plain {pp:8.0}, encrypted {ep:8.0} us ({:+.1}%)", (ep / pp - 1.0) * 100.0);
+        }
+    }
+    if variants.len() > 2 {
+        for (i, what) in ["ingest", "materialize", "historical"].iter().enumerate() {
+            let (l, s3) = (secs(&times[0][i]), secs(&times[2][i]));
+            println!("  plain: {what:<12} local {l:8.3}, s3 {s3:8.3} ({:.2}x)", s3 / l);
+        }
     }
 }
 

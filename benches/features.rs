@@ -475,6 +475,45 @@ fn run_child(phase: &str, args: &[&Path]) -> (BTreeMap<String, f64>, f64) {
     try_child(phase, args).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// `ward historical --features` as a process (the binary of this build, or `WARD_BIN`) over
+/// the curated versions `phase_put` stored in `dir/store`: the training set written to
+/// `out`. Its wall time is `total`; its peak RSS (`peak`, bytes) from `/usr/bin/time`.
+fn run_process(
+    dir: &Path,
+    toml: &Path,
+    entities: &Path,
+    out: &Path,
+) -> (BTreeMap<String, f64>, f64) {
+    let bin = std::env::var_os("WARD_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_ward").into());
+    let t = Instant::now();
+    let o = Command::new("/usr/bin/time")
+        .args(["-f", "peak_kb=%M"])
+        .arg(bin)
+        .arg("--store")
+        .arg(dir.join("store"))
+        .args(["historical", "--set", "ten", "--time-column", "ts", "--features"])
+        .arg(toml)
+        .arg("--entities")
+        .arg(entities)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .expect("run ward");
+    let wall = t.elapsed().as_secs_f64();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "ward historical --features: {err}");
+    let kb: f64 = err
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("peak_kb="))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("peak from /usr/bin/time");
+    let mut r = BTreeMap::new();
+    r.insert("total".to_string(), wall);
+    r.insert("peak".to_string(), kb * 1024.0);
+    (r, wall)
+}
+
 /// Runs the DuckDB script as a child; returns its report and wall time.
 fn run_duckdb(dir: &Path, entities: &Path, out: &Path) -> (BTreeMap<String, f64>, f64) {
     let python = std::env::var("WARD_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
@@ -701,12 +740,23 @@ fn part_side(patients: u64, entity_rows: usize, repeats: usize, root: &Path) {
     let ward_out = root.join("ward_out.parquet");
     let direct_out = root.join("direct_out.parquet");
     let duck_out = root.join("duckdb_out.parquet");
+    let process_out = root.join("process_out.parquet");
+    // Issue 37's product path: the curated tables stored as curated versions (not timed),
+    // then `ward historical --features` as a process reading them from the store.
+    let (put, _) = run_child("put", &[&dir]);
+    println!(
+        "  stored as curated versions for the process: {:.2} s",
+        put["put"]
+    );
+    let ten_toml = root.join("ten.toml");
+    std::fs::write(&ten_toml, TEN).expect("ten.toml");
+    let mut process: Vec<(BTreeMap<String, f64>, f64)> = Vec::new();
     let mut ward: Vec<(BTreeMap<String, f64>, f64)> = Vec::new();
     let mut direct: Vec<(BTreeMap<String, f64>, f64)> = Vec::new();
     let mut duck: Vec<(BTreeMap<String, f64>, f64)> = Vec::new();
     for i in 0..repeats {
         // Rotate which goes first so none always gets the warmer page cache.
-        for o in (0..3).map(|k| (k + i) % 3) {
+        for o in (0..4).map(|k| (k + i) % 4) {
             match o {
                 0 => {
                     let (r, wall) = run_child("ward", &[&dir, &entities, &ward_out]);
@@ -725,6 +775,15 @@ fn part_side(patients: u64, entity_rows: usize, repeats: usize, root: &Path) {
                         mb(r["peak_load"]), mb(r["peak_lookup"])
                     );
                     direct.push((r, wall));
+                }
+                2 => {
+                    let (r, wall) = run_process(&dir, &ten_toml, &entities, &process_out);
+                    println!(
+                        "  ward historical --features (process): total {:.2} s, peak RSS {:.0} MB",
+                        r["total"],
+                        mb(r["peak"])
+                    );
+                    process.push((r, wall));
                 }
                 _ => {
                     let (r, wall) = run_duckdb(&dir, &entities, &duck_out);
@@ -749,7 +808,11 @@ fn part_side(patients: u64, entity_rows: usize, repeats: usize, root: &Path) {
         med_wall(&duck),
         mb(dp)
     );
-    for (name, runs) in [("ward, timeline", &ward), ("ward, direct  ", &direct)] {
+    for (name, runs) in [
+        ("ward, timeline", &ward),
+        ("ward, direct  ", &direct),
+        ("ward historical --features, as a process", &process),
+    ] {
         let (wt, wp) = (med(runs, "total"), med(runs, "peak"));
         println!(
             "{name} median total {wt:.2} s (child wall {:.2} s), peak RSS median {:.0} MB: duckdb/ward time {:.2}x, ward/duckdb peak memory {:.2}x ({repeats} runs each)",
@@ -759,7 +822,11 @@ fn part_side(patients: u64, entity_rows: usize, repeats: usize, root: &Path) {
             wp / dp
         );
     }
-    for (name, out) in [("timeline", &ward_out), ("direct", &direct_out)] {
+    for (name, out) in [
+        ("timeline", &ward_out),
+        ("direct", &direct_out),
+        ("historical --features process", &process_out),
+    ] {
         println!("== comparison of the last runs' outputs: ward ({name}) and duckdb");
         for l in compare(out, &duck_out) {
             println!("  {l}");

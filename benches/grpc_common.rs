@@ -242,8 +242,41 @@ pub(crate) async fn readmission(prefix: &str, patients: u64) -> Readmission {
     }
 }
 
+/// `WARD_BENCH_SERVER_CPUS` (a `taskset -c` list, e.g. `0`): the CPUs the `ward serve`
+/// children run on; `WARD_BENCH_CLIENT_CPUS` (e.g. `1`): the CPUs of the bench process, the
+/// load generator ([`pin_self`]). Unset, both share every core.
+pub(crate) fn ward_command() -> Command {
+    match std::env::var("WARD_BENCH_SERVER_CPUS") {
+        Ok(cpus) if !cpus.is_empty() => {
+            let mut cmd = Command::new("taskset");
+            cmd.args(["-c", &cpus]).arg(env!("CARGO_BIN_EXE_ward"));
+            cmd
+        }
+        _ => Command::new(env!("CARGO_BIN_EXE_ward")),
+    }
+}
+
+/// Pins this process (every thread it has and will have) to `WARD_BENCH_CLIENT_CPUS` with
+/// `taskset`, when set; returns the pinning it applied, for the report. Call it before the
+/// runtime starts.
+pub(crate) fn pin_self() -> Option<String> {
+    let cpus = std::env::var("WARD_BENCH_CLIENT_CPUS")
+        .ok()
+        .filter(|c| !c.is_empty())?;
+    let status = Command::new("taskset")
+        .args(["-a", "-cp", &cpus, &std::process::id().to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .expect("taskset (util-linux) to pin the load generator");
+    assert!(status.success(), "taskset -a -cp {cpus} failed");
+    Some(format!(
+        "load generator pinned to CPU {cpus}, ward serve to CPU {}",
+        std::env::var("WARD_BENCH_SERVER_CPUS").unwrap_or_else(|_| "any".into())
+    ))
+}
+
 pub(crate) fn start_ward(store: &Path, config: &Path) -> (Proc, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ward"))
+    let mut child = ward_command()
         .arg("--store")
         .arg(store)
         .args(["serve", "--addr", "127.0.0.1:0", "--config"])

@@ -370,9 +370,47 @@ fn time_pipeline(dir: &Path, format: Format, runs: usize) -> (Timing, u64) {
     (Timing::of(times), rows)
 }
 
+/// `ward ingest` as a process (the binary of this build, or `WARD_BIN`), `runs` times, each
+/// into a fresh store: from the files on disk to committed raw, curated and quarantine
+/// versions, the process's whole wall time (start-up and exit included).
+fn time_ward_process(dir: &Path, format: &str, runs: usize) -> Timing {
+    let bin = std::env::var_os("WARD_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_ward").into());
+    let mut times = Vec::new();
+    for _ in 0..runs {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let start = Instant::now();
+        let o = Command::new(&bin)
+            .arg("--store")
+            .arg(tmp.path().join("store"))
+            .args(["ingest", "--format", format])
+            .arg(dir)
+            .output()
+            .expect("run ward");
+        times.push(start.elapsed());
+        assert!(
+            o.status.success(),
+            "ward ingest failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    Timing::of(times)
+}
+
 /// Runs the Python baseline `runs` times; the median wall time and its row count.
 fn time_python(ndjson: &Path, out: &Path, runs: usize) -> Option<(Timing, u64, String)> {
-    let script = PathBuf::from("benches/ingest_baseline.py");
+    time_script("benches/ingest_baseline.py", ndjson, out, runs)
+}
+
+/// Runs a Python baseline script as a process `runs` times; the median wall time, its row
+/// count and its versions line.
+fn time_script(
+    script: &str,
+    input: &Path,
+    out: &Path,
+    runs: usize,
+) -> Option<(Timing, u64, String)> {
+    let script = PathBuf::from(script);
+    let ndjson = input;
     let mut times = Vec::new();
     let mut rows = 0;
     let mut version = String::new();
@@ -448,6 +486,12 @@ fn main() {
         hl7_bytes as f64 / 1e6
     );
 
+    // `WARD_BENCH_ONLY=process`: issue 37's comparison alone, every side a process on the
+    // same files: `ward ingest` against the Python scripts (FHIR NDJSON and HL7 v2).
+    if std::env::var("WARD_BENCH_ONLY").as_deref() == Ok("process") {
+        process_table(&work, &ndjson, &hl7_dir, resources, messages, runs, copies, hl7_target);
+        return;
+    }
     let fhir_files = read_dir_inputs(&ndjson);
     let hl7_files = read_dir_inputs(&hl7_dir);
     // `WARD_BENCH_ONLY=fhir` / `hl7`: that parser alone, for profiling.
@@ -479,6 +523,8 @@ fn main() {
     eprintln!("pipelines ...");
     let (fp, fp_rows) = time_pipeline(&ndjson, Format::FhirNdjson, runs);
     let (hp, _) = time_pipeline(&hl7_dir, Format::Hl7v2, runs);
+    eprintln!("processes ...");
+    let processes = process_rows(&work, &ndjson, &hl7_dir, runs);
     eprintln!("python baseline ...");
     let py = time_python(&ndjson, &work.path().join("py-out"), runs);
 
@@ -584,8 +630,79 @@ fn main() {
         }
         None => md.push_str("\nPython baseline: not run (python3 with pyarrow unavailable).\n"),
     }
+    md.push_str(&processes);
     println!("{md}");
     let out = PathBuf::from("benches/results");
     std::fs::create_dir_all(&out).expect("results dir");
     std::fs::write(out.join("ingest.md"), md).expect("write results");
+}
+
+/// Issue 37's ingest comparison, every side a process on the same files: `ward ingest` into
+/// a fresh store against the Python script, per format, as Markdown rows with the ratios.
+fn process_rows(work: &tempfile::TempDir, ndjson: &Path, hl7: &Path, runs: usize) -> String {
+    let mut md = String::from(
+        "\n## As processes (issue 37): `ward ingest` vs the Python script, same files\n\n\
+         | input | `ward ingest` median (first run) | Python median (first run) | ratio (Python / Ward), median | ratio, first runs |\n| --- | --- | --- | --- | --- |\n",
+    );
+    let mut notes = Vec::new();
+    for (label, dir, format, script) in [
+        ("FHIR NDJSON", ndjson, "fhir-ndjson", "benches/ingest_baseline.py"),
+        ("HL7 v2", hl7, "hl7v2", "benches/ingest_baseline_hl7.py"),
+    ] {
+        eprintln!("{label}: ward ingest as a process ...");
+        let w = time_ward_process(dir, format, runs);
+        eprintln!("{label}: the Python script ...");
+        let out = work.path().join(format!("py-{format}"));
+        match time_script(script, dir, &out, runs) {
+            Some((p, rows, version)) => {
+                md.push_str(&format!(
+                    "| {label} | {:.3} s ({:.3} s) | {:.3} s ({:.3} s) | {:.2}x | {:.2}x |\n",
+                    w.median.as_secs_f64(),
+                    w.first.as_secs_f64(),
+                    p.median.as_secs_f64(),
+                    p.first.as_secs_f64(),
+                    p.median.as_secs_f64() / w.median.as_secs_f64(),
+                    p.first.as_secs_f64() / w.first.as_secs_f64(),
+                ));
+                notes.push(format!("{script}: {rows} rows, {version}"));
+            }
+            None => md.push_str(&format!(
+                "| {label} | {:.3} s ({:.3} s) | not run (python3 with pyarrow?) | - | - |\n",
+                w.median.as_secs_f64(),
+                w.first.as_secs_f64()
+            )),
+        }
+    }
+    md.push_str("\nEach run is a fresh process on the same files (Ward into a fresh store); target: at least 10x.\n");
+    for n in notes {
+        md.push_str(&format!("- {n}\n"));
+    }
+    md
+}
+
+/// `WARD_BENCH_ONLY=process`: the process comparison alone, printed and written to
+/// `benches/results/ingest-process.md`.
+#[allow(clippy::too_many_arguments)]
+fn process_table(
+    work: &tempfile::TempDir,
+    ndjson: &Path,
+    hl7: &Path,
+    resources: u64,
+    messages: u64,
+    runs: usize,
+    copies: u32,
+    hl7_target: u64,
+) {
+    let mut md = format!(
+        "Command: `WARD_BENCH_ONLY=process cargo bench --bench ingest -- {copies} {hl7_target} {runs}`; {resources} FHIR resources, {messages} HL7 v2 messages; machine: {} cores, CPU {}, {}; date {}.\n",
+        sh("nproc"),
+        sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"),
+        sh("uname -sr"),
+        sh("date -u +%Y-%m-%dT%H:%MZ")
+    );
+    md.push_str(&process_rows(work, ndjson, hl7, runs));
+    println!("{md}");
+    let out = PathBuf::from("benches/results");
+    std::fs::create_dir_all(&out).expect("results dir");
+    std::fs::write(out.join("ingest-process.md"), md).expect("write results");
 }

@@ -8,13 +8,18 @@
 //!   against a JWKS), the role policy, and the audit trail with its default durability
 //!   (written before the response, synced every 20 ms);
 //! - `on, sync`: the same with `durability = "sync"` (each record on disk before the
-//!   response), for comparison.
+//!   response), for comparison;
+//! - `on, TLS`: `on` behind TLS (`[tls]`, a self-signed P-256 certificate for `localhost`
+//!   the clients trust): issue 37's production settings (default worker threads, JWT,
+//!   audit at its default durability, TLS).
 //!
-//! Rounds alternate the three servers (1 client, then 8 clients) so that machine noise hits
+//! Rounds alternate the servers (1 client, then 8 clients) so that machine noise hits
 //! them alike; the table gives the median over rounds of each p50 and p99, and the added
 //! latency (`on` minus `off`).
 //!
 //! `cargo bench --bench secure_online -- [PATIENTS [SECONDS [ROUNDS]]]` (defaults 2,000, 5, 3).
+//! `WARD_BENCH_SERVER_CPUS=0 WARD_BENCH_CLIENT_CPUS=1` pins the servers to CPU 0 and this
+//! process (the load generator) to CPU 1 with `taskset` (`grpc_common::pin_self`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -26,6 +31,7 @@ use serde_json::json;
 
 use crate::grpc_common::proto::features_client::FeaturesClient;
 use crate::grpc_common::proto::OnlineRequest;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
 mod grpc_common;
 
@@ -34,6 +40,10 @@ use grpc_common::{arg, b64url, drive, pct, readmission, start_ward, Run};
 const ISSUER: &str = "https://idp.bench.example/realms/ward";
 
 fn main() {
+    let pinned = grpc_common::pin_self();
+    if let Some(p) = &pinned {
+        println!("{p}");
+    }
     let patients = arg(1, 2_000);
     let secs = arg(2, 5);
     let rounds = arg(3, 3) as usize;
@@ -44,8 +54,16 @@ fn main() {
     rt.block_on(run(patients, secs, rounds));
 }
 
-/// Writes the JWKS, the policy and the serve configs; returns (config paths, token).
-fn configs(dir: &Path, repo: &Path) -> (Vec<(&'static str, std::path::PathBuf)>, String) {
+/// The serve configs (name, path), the bearer token, and the PEM of the TLS server's
+/// certificate (the clients' trust anchor).
+type Configs = (Vec<(&'static str, std::path::PathBuf)>, String, String);
+
+/// Writes the JWKS, the policy, a TLS certificate and the serve configs.
+fn configs(dir: &Path, repo: &Path) -> Configs {
+    let tls = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    let cert_pem = tls.cert.pem();
+    std::fs::write(dir.join("server.pem"), &cert_pem).expect("cert");
+    std::fs::write(dir.join("server.key"), tls.signing_key.serialize_pem()).expect("key");
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
     let raw = key.public_key_raw();
     let jwk = json!({
@@ -71,6 +89,10 @@ fn configs(dir: &Path, repo: &Path) -> (Vec<(&'static str, std::path::PathBuf)>,
             "on, sync",
             auth("dir = \"audit-sync\"\ndurability = \"sync\"\n"),
         ),
+        (
+            "on, TLS",
+            auth("dir = \"audit-tls\"\n[tls]\ncert = \"server.pem\"\nkey = \"server.key\"\n"),
+        ),
     ] {
         let path = dir.join(format!("serve-{}.toml", out.len()));
         std::fs::write(&path, text).expect("config");
@@ -85,11 +107,12 @@ fn configs(dir: &Path, repo: &Path) -> (Vec<(&'static str, std::path::PathBuf)>,
     h.kid = Some("bench".into());
     let enc = EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).expect("pem");
     let token = jsonwebtoken::encode(&h, &claims, &enc).expect("sign");
-    (out, token)
+    (out, token, cert_pem)
 }
 
 async fn load(
     url: String,
+    tls: Option<String>,
     token: Option<String>,
     ids: Arc<Vec<String>>,
     feats: Arc<Vec<String>>,
@@ -98,8 +121,19 @@ async fn load(
 ) -> Run {
     drive(clients, secs, move |c| {
         let (ids, feats, url, token) = (ids.clone(), feats.clone(), url.clone(), token.clone());
+        let tls = tls.clone();
         async move {
-            let mut client = FeaturesClient::connect(url).await.expect("connect");
+            let mut endpoint = Endpoint::from_shared(url).expect("url");
+            if let Some(pem) = tls {
+                endpoint = endpoint
+                    .tls_config(
+                        ClientTlsConfig::new()
+                            .ca_certificate(Certificate::from_pem(pem))
+                            .domain_name("localhost"),
+                    )
+                    .expect("tls config");
+            }
+            let mut client = FeaturesClient::new(endpoint.connect().await.expect("connect"));
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(c as u64);
             let bearer: Option<tonic::metadata::MetadataValue<_>> =
                 token.map(|t| format!("Bearer {t}").parse().expect("header"));
@@ -144,13 +178,18 @@ async fn run(patients: u64, secs: u64, rounds: usize) {
     let r = readmission("ward-secure-bench", patients).await;
     let (dir, store_dir, repo_path) = (&r.dir, &r.store_dir, &r.repo_path);
     let (ids, feats) = (r.ids.clone(), r.features.clone());
-    let (cfgs, token) = configs(dir.path(), repo_path);
+    let (cfgs, token, cert_pem) = configs(dir.path(), repo_path);
     let servers: Vec<_> = cfgs
         .iter()
         .map(|(name, cfg)| {
             let (proc, addr) = start_ward(store_dir, cfg);
             eprintln!("{name}: ward serve on {addr}");
-            (*name, proc, format!("http://{addr}"))
+            let url = if name.contains("TLS") {
+                format!("https://localhost:{}", addr.port())
+            } else {
+                format!("http://{addr}")
+            };
+            (*name, proc, url)
         })
         .collect();
     let (ids, feats) = (Arc::new(ids), Arc::new(feats));
@@ -162,8 +201,10 @@ async fn run(patients: u64, secs: u64, rounds: usize) {
         for (ci, &clients) in client_counts.iter().enumerate() {
             for (si, (name, _, url)) in servers.iter().enumerate() {
                 let token = (*name != "off").then(|| token.clone());
+                let tls = name.contains("TLS").then(|| cert_pem.clone());
                 let r = load(
                     url.clone(),
+                    tls,
                     token,
                     ids.clone(),
                     feats.clone(),
@@ -208,7 +249,7 @@ async fn run(patients: u64, secs: u64, rounds: usize) {
     for (_, proc, _) in servers {
         drop(proc);
     }
-    for d in ["audit-interval", "audit-sync"] {
+    for d in ["audit-interval", "audit-sync", "audit-tls"] {
         let r = ward::security::audit::verify(&dir.path().join(d)).expect("verify");
         assert!(r.ok(), "{d}: {:?}", r.problem);
         println!("\n{d}: {} records verified", r.records);

@@ -10,6 +10,10 @@
 //! 3. a historical lookup of ENTITY_ROWS rows over gRPC (entity rows as Arrow IPC, training
 //!    set streamed back) and an Arrow Flight DoGet of the resulting training set: rows/s and
 //!    MB/s.
+//! 4. that training set into pandas with the Python client over Flight
+//!    (`Client.dataset(hash).to_pandas()`) against `pq.read_table` of the same rows from a
+//!    local Parquet file (`benches/flight_pandas.py`, `WARD_BENCH_PANDAS_PYTHON`, default
+//!    `python3` with pyarrow, pandas and `pip install ./python`).
 //!
 //! `cargo bench --bench serve -- [PATIENTS [SECONDS [ENTITY_ROWS]]]` (defaults 2,000, 5,
 //! 1,000,000). `WARD_BENCH_FEAST_PYTHON` names a Python with Feast 0.67 (default the peers'
@@ -351,6 +355,7 @@ async fn run(patients: u64, secs: u64, entity_rows: usize) {
         .await
         .expect("do_get");
     let (mut rows, mut bytes) = (0usize, 0usize);
+    let mut fetched = Vec::new();
     while let Some(b) = got.next().await {
         let b = b.expect("batch");
         rows += b.num_rows();
@@ -361,9 +366,12 @@ async fn run(patients: u64, secs: u64, entity_rows: usize) {
             .iter()
             .map(|c| c.to_data().get_slice_memory_size().expect("size"))
             .sum::<usize>();
+        fetched.push(b);
     }
     let flight_s = s.elapsed().as_secs_f64();
     assert_eq!(rows, entity_rows);
+    let pandas = flight_into_pandas(&url, &training, &fetched);
+    drop(fetched);
 
     println!(
         "## Service over loopback: {patients} patients, 20 features per lookup, {secs} s per run"
@@ -442,6 +450,60 @@ async fn run(patients: u64, secs: u64, entity_rows: usize) {
         rows as f64 / flight_s,
         bytes as f64 / flight_s / 1e6
     );
+    if let Some(p) = pandas {
+        println!();
+        println!(
+            "Into pandas (issue 37; `benches/flight_pandas.py`, median of 5 alternating runs): `Client.dataset(hash).to_pandas()` over Flight {:.2} s ({:.0} rows/s) vs `pq.read_table(local Parquet).to_pandas()` {:.2} s ({:.0} rows/s), {} rows x {} columns: Flight takes **{:.2}x** the local read (target <= 2x)",
+            p["flight_s"], p["flight_rows_per_s"], p["parquet_s"], p["parquet_rows_per_s"],
+            p["rows"], p["columns"], p["ratio"]
+        );
+    }
+}
+
+/// Writes the training set fetched over Flight to a local Parquet file and runs
+/// `benches/flight_pandas.py` with `WARD_BENCH_PANDAS_PYTHON` (default `python3`; it needs
+/// pyarrow, pandas and the Python client, `pip install ./python`): its `key=value` report,
+/// or `None` (with the reason) where it cannot run.
+fn flight_into_pandas(
+    url: &str,
+    training: &str,
+    batches: &[RecordBatch],
+) -> Option<std::collections::BTreeMap<String, f64>> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("training.parquet");
+    let file = std::fs::File::create(&path).expect("parquet file");
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, batches[0].schema(), None)
+        .expect("parquet writer");
+    for b in batches {
+        w.write(b).expect("write");
+    }
+    w.close().expect("close");
+    let python = std::env::var("WARD_BENCH_PANDAS_PYTHON").unwrap_or_else(|_| "python3".into());
+    let addr = url.trim_start_matches("http://");
+    let out = std::process::Command::new(&python)
+        .args(["benches/flight_pandas.py", addr, training])
+        .arg(&path)
+        .output();
+    match out {
+        Ok(o) if o.status.success() => Some(
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter_map(|l| l.split_once('='))
+                .filter_map(|(k, v)| Some((k.to_string(), v.trim().parse().ok()?)))
+                .collect(),
+        ),
+        Ok(o) => {
+            eprintln!(
+                "flight_pandas.py failed (skipped): {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            None
+        }
+        Err(e) => {
+            eprintln!("{python}: {e} (the pandas comparison is skipped)");
+            None
+        }
+    }
 }
 
 fn free_port() -> u16 {
