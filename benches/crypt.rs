@@ -9,7 +9,8 @@
 //!
 //! The stores are a local directory and, when `WARD_BENCH_S3_BUCKET` names a bucket of the
 //! S3-compatible server the `AWS_*` variables point at (`eval "$(.ci/s3.sh start)"` then
-//! `WARD_BENCH_S3_BUCKET=$WARD_TEST_S3_BUCKET`), `s3://BUCKET/...` too: plain and encrypted
+//! `WARD_BENCH_S3_BUCKET=$WARD_TEST_S3_BUCKET`, and `WARD_STATE_DIR` a local directory for
+//! the audit trail of an `s3://` store), `s3://BUCKET/...` too: plain and encrypted
 //! on each. After the historical lookup, online lookups: a `ward serve` child over the store
 //! (its default settings, security off) and 8 closed-loop gRPC clients for
 //! `WARD_BENCH_ONLINE_SECS` seconds (default 5; 0 skips), one random patient x 20 features
@@ -161,13 +162,22 @@ fn online(store: &FsPath, repo: &str, dir: &FsPath, patients: usize, secs: u64) 
 fn ward(store: &FsPath, args: &[&str]) -> Duration {
     let t = Instant::now();
     let bin = std::env::var_os("WARD_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_ward").into());
-    let out = Command::new(bin)
-        .arg("--store")
+    let mut cmd = Command::new(bin);
+    cmd.arg("--store")
         .arg(store)
         .args(args)
-        .env_remove("WARD_KEY_PROVIDER")
-        .output()
-        .expect("run ward");
+        .env_remove("WARD_KEY_PROVIDER");
+    if let (Some(name), Some(state)) = (
+        store.to_str().and_then(|s| s.strip_prefix("s3://")),
+        std::env::var_os("WARD_STATE_DIR"),
+    ) {
+        // Each s3:// store's audit trail in a local directory of its own.
+        cmd.env(
+            "WARD_STATE_DIR",
+            FsPath::new(&state).join(name.replace('/', "_")),
+        );
+    }
+    let out = cmd.output().expect("run ward");
     let took = t.elapsed();
     assert!(
         out.status.success(),
@@ -228,6 +238,10 @@ fn processes(patients: usize, repeats: usize) {
     let bucket = std::env::var("WARD_BENCH_S3_BUCKET")
         .ok()
         .filter(|b| !b.is_empty());
+    assert!(
+        bucket.is_none() || std::env::var_os("WARD_STATE_DIR").is_some(),
+        "an s3:// store keeps its audit trail in WARD_STATE_DIR: set it to a local directory"
+    );
     let mut variants = vec![("local", "plain"), ("local", "encrypted")];
     if bucket.is_some() {
         variants.extend([("s3", "plain"), ("s3", "encrypted")]);
@@ -327,13 +341,19 @@ fn processes(patients: usize, repeats: usize) {
         }
         if !onlines[e].is_empty() {
             let (pp, ep) = (med(&onlines[p], |r| r.1), med(&onlines[e], |r| r.1));
-            println!("  {place}: online p99   plain {pp:8.0}, encrypted {ep:8.0} us ({:+.1}%)", (ep / pp - 1.0) * 100.0);
+            println!(
+                "  {place}: online p99   plain {pp:8.0}, encrypted {ep:8.0} us ({:+.1}%)",
+                (ep / pp - 1.0) * 100.0
+            );
         }
     }
     if variants.len() > 2 {
         for (i, what) in ["ingest", "materialize", "historical"].iter().enumerate() {
             let (l, s3) = (secs(&times[0][i]), secs(&times[2][i]));
-            println!("  plain: {what:<12} local {l:8.3}, s3 {s3:8.3} ({:.2}x)", s3 / l);
+            println!(
+                "  plain: {what:<12} local {l:8.3}, s3 {s3:8.3} ({:.2}x)",
+                s3 / l
+            );
         }
     }
 }

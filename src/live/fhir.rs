@@ -196,9 +196,71 @@ pub struct Accepted {
     pub resources: BTreeMap<String, u64>,
     /// Warnings for the answer (a reference the payload alone does not resolve).
     pub warnings: Vec<Issue>,
+    /// For a `transaction` or `batch` Bundle: its type and entries, for the
+    /// `transaction-response` / `batch-response` Bundle a FHIR server answers with
+    /// ([`Accepted::response_bundle`]).
+    pub reply: Option<BundleReply>,
+}
+
+/// What a `transaction` or `batch` Bundle's answer names: its type and, per entry, the
+/// request method and the resource's `Type/id`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BundleReply {
+    /// `transaction` or `batch`.
+    pub kind: String,
+    /// Per entry, in order: (`request.method`, upper case, `POST` if absent; the resource's
+    /// `Type/id`, when it has an id, or the `request.url` of a `PUT`).
+    pub entries: Vec<(String, Option<String>)>,
 }
 
 impl Accepted {
+    /// The answer to a `transaction` or `batch` Bundle, as a FHIR server gives it: a Bundle
+    /// of type `transaction-response` / `batch-response` with one entry per entry of the
+    /// request, in order, each with its `response`: `201 Created` for a `POST` (a create),
+    /// `200 OK` for a `PUT` (an update), the `location` (`Type/id`) where the resource has an
+    /// id, and an `outcome` holding the warnings about that entry. `None` for a collection
+    /// (or NDJSON), which is answered with an OperationOutcome. The payload's log record is
+    /// in the answer's `X-Ward-WAL-Seq` header, as for every push.
+    pub fn response_bundle(&self) -> Option<Value> {
+        let reply = self.reply.as_ref()?;
+        let entries: Vec<Value> = reply
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, (method, location))| {
+                let status = if method == "PUT" {
+                    "200 OK"
+                } else {
+                    "201 Created"
+                };
+                let mut response = json!({ "status": status });
+                if let Some(l) = location {
+                    response["location"] = json!(l);
+                }
+                let place = format!("Bundle.entry[{i}]");
+                let mine: Vec<Issue> = self
+                    .warnings
+                    .iter()
+                    .filter(|w| {
+                        w.location
+                            .as_deref()
+                            .is_some_and(|l| l == place || l.starts_with(&format!("{place}.")))
+                    })
+                    .cloned()
+                    .collect();
+                if !mine.is_empty() {
+                    response["outcome"] = outcome(&mine);
+                }
+                json!({ "response": response })
+            })
+            .collect();
+        Some(json!({
+            "resourceType": "Bundle",
+            "type": format!("{}-response", reply.kind),
+            "entry": entries,
+        }))
+    }
+
     /// All resources.
     pub fn total(&self) -> u64 {
         self.resources.values().sum()
@@ -336,8 +398,8 @@ fn check_bundle(body: &[u8]) -> std::result::Result<Accepted, Rejection> {
             ))
         }
     }
-    match doc.get("type").and_then(Value::as_str) {
-        Some(t) if BUNDLE_TYPES.contains(&t) => {}
+    let kind = match doc.get("type").and_then(Value::as_str) {
+        Some(t) if BUNDLE_TYPES.contains(&t) => t.to_string(),
         Some(t) => {
             return Err(refuse(
                 "not-supported",
@@ -352,7 +414,7 @@ fn check_bundle(body: &[u8]) -> std::result::Result<Accepted, Rejection> {
                 "Bundle.type is required (transaction, batch or collection)".into(),
             ))
         }
-    }
+    };
     let entries = match doc.get("entry") {
         Some(Value::Array(a)) if !a.is_empty() => a,
         Some(Value::Array(_)) | None | Some(Value::Null) => {
@@ -371,9 +433,34 @@ fn check_bundle(body: &[u8]) -> std::result::Result<Accepted, Rejection> {
         }
     };
     let mut accepted = Accepted::default();
+    let mut reply = (kind != "collection").then(|| BundleReply {
+        kind,
+        entries: Vec::with_capacity(entries.len()),
+    });
     let mut issues = Vec::new();
     for (i, entry) in entries.iter().enumerate() {
         let place = format!("Bundle.entry[{i}]");
+        if let Some(reply) = &mut reply {
+            let request = entry.get("request");
+            let method = request
+                .and_then(|r| r.get("method"))
+                .and_then(Value::as_str)
+                .unwrap_or("POST")
+                .to_ascii_uppercase();
+            let res = entry.get("resource");
+            let location = match (
+                res.and_then(resource_type),
+                res.and_then(|r| r.get("id")).and_then(Value::as_str),
+            ) {
+                (Some(t), Some(id)) => Some(format!("{t}/{id}")),
+                _ if method == "PUT" => request
+                    .and_then(|r| r.get("url"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                _ => None,
+            };
+            reply.entries.push((method, location));
+        }
         let Some(res) = entry.get("resource") else {
             if !entry.is_object() {
                 issues.push(
@@ -396,6 +483,7 @@ fn check_bundle(body: &[u8]) -> std::result::Result<Accepted, Rejection> {
             ),
         }
     }
+    accepted.reply = reply;
     if issues.is_empty() {
         Ok(accepted)
     } else {

@@ -248,7 +248,12 @@ fn router(shared: Arc<Shared>) -> Router {
 
 /// An answer with an OperationOutcome body.
 fn answer(status: StatusCode, issues: &[Issue]) -> Response {
-    let body = serde_json::to_vec(&fhir::outcome(issues)).unwrap_or_default();
+    fhir_json(status, &fhir::outcome(issues))
+}
+
+/// An answer with a FHIR JSON body.
+fn fhir_json(status: StatusCode, body: &serde_json::Value) -> Response {
+    let body = serde_json::to_vec(body).unwrap_or_default();
     let mut r = Response::new(Body::from(body));
     *r.status_mut() = status;
     r.headers_mut().insert(
@@ -513,8 +518,15 @@ async fn push(
         expression: None,
         diagnostics: what,
     }];
-    issues.extend(checked.warnings);
-    let mut r = answer(StatusCode::OK, &issues);
+    let mut r = match checked.response_bundle() {
+        // A transaction or batch: the Bundle a FHIR server answers with (the information
+        // issue is in the audit record and the X-Ward-WAL-Seq header).
+        Some(bundle) => fhir_json(StatusCode::OK, &bundle),
+        None => {
+            issues.extend(checked.warnings);
+            answer(StatusCode::OK, &issues)
+        }
+    };
     if let Ok(v) = header::HeaderValue::from_str(&seq.to_string()) {
         r.headers_mut().insert("x-ward-wal-seq", v);
     }

@@ -168,6 +168,72 @@ fn assert_positions_once(records: &[wal::Record]) {
 }
 
 #[test]
+fn kafka_batches_compressed_with_gzip_snappy_or_lz4_are_consumed() {
+    use kafka_protocol::records::Compression;
+    let Some(brokers) = brokers() else { return };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let msgs = cohort(12, 11, &tmp.path().join("cohort"));
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let name = unique_topic("codecs");
+    let codecs = [Compression::Gzip, Compression::Snappy, Compression::Lz4];
+    let parts = deal(&msgs, codecs.len(), 3);
+    assert!(
+        parts.iter().all(|p| !p.is_empty()),
+        "every codec gets messages"
+    );
+    rt.block_on(async {
+        create_topic(&brokers, &name, codecs.len() as i32).await;
+        for (p, (m, codec)) in parts.iter().zip(codecs).enumerate() {
+            let mut pc = PartitionClient::new(&bootstrap(&brokers), "ward-test", &name, p as i32);
+            for chunk in plain(m).chunks(20) {
+                let mut tries = 0;
+                while let Err(e) = pc.produce_compressed(chunk, codec).await {
+                    tries += 1;
+                    assert!(tries < 50, "produce {codec:?} to {name}/{p}: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+    let live = store_at(&tmp.path().join("live"));
+    let mut wals = BTreeMap::new();
+    let _running = rt
+        .block_on(ward::live::serve_kafka(
+            &live,
+            &LiveConfig::default(),
+            &kafka_config(&brokers, vec![topic(&name, TopicFormat::Hl7v2)]),
+            &mut wals,
+            &BTreeSet::new(),
+            None,
+        ))
+        .expect("consumers");
+    let records = wait_logged(
+        live.root(),
+        DEFAULT_FEED,
+        msgs.len(),
+        Duration::from_secs(120),
+    );
+    assert_eq!(records.len(), msgs.len(), "each message logged once");
+    assert_positions_once(&records);
+    for (p, (m, codec)) in parts.iter().zip(codecs).enumerate() {
+        let got: Vec<&[u8]> = records
+            .iter()
+            .filter(|r| {
+                r.position
+                    .as_ref()
+                    .is_some_and(|pos| pos.partition == p as i32)
+            })
+            .map(|r| r.message.as_slice())
+            .collect();
+        let sent: Vec<&[u8]> = m.iter().map(Vec::as_slice).collect();
+        assert_eq!(
+            got, sent,
+            "partition {p} ({codec:?}): the messages, in order"
+        );
+    }
+}
+
+#[test]
 fn kafka_hl7v2_topic_seals_to_the_batch_ingest_hashes() {
     let Some(brokers) = brokers() else { return };
     let tmp = tempfile::tempdir().expect("tempdir");

@@ -170,11 +170,29 @@ fn pushed_cohort_seals_to_the_batch_ingest_hashes() {
                 for p in &mine {
                     let a = post(addr, p, &[]).expect("post");
                     assert_eq!(a.status, 200, "{}", a.body);
+                    assert!(a.headers.contains_key("x-ward-wal-seq"));
+                    let sent: Option<Value> = serde_json::from_slice(&p.body).ok();
+                    if let Some(sent) = sent.filter(|v| v["type"] == "transaction") {
+                        // A transaction gets a transaction-response Bundle, an entry per
+                        // entry, in order (PUT: 200 OK, at the request's url).
+                        let got = a.json();
+                        assert_eq!(got["resourceType"], "Bundle", "{}", a.body);
+                        assert_eq!(got["type"], "transaction-response");
+                        let (got, sent) = (
+                            got["entry"].as_array().cloned().unwrap_or_default(),
+                            sent["entry"].as_array().cloned().unwrap_or_default(),
+                        );
+                        assert_eq!(got.len(), sent.len());
+                        for (g, s) in got.iter().zip(&sent) {
+                            assert_eq!(g["response"]["status"], "200 OK");
+                            assert_eq!(g["response"]["location"], s["request"]["url"]);
+                        }
+                        continue;
+                    }
                     let issues = a.issues();
                     assert_eq!(issues[0]["severity"], "information");
                     let d = issues[0]["diagnostics"].as_str().unwrap_or("");
                     assert!(d.contains("logged durably as record"), "{d}");
-                    assert!(a.headers.contains_key("x-ward-wal-seq"));
                 }
             })
         })
@@ -366,6 +384,30 @@ fn bad_input_gets_an_operation_outcome_naming_where_and_is_not_logged() {
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].control_id, "batch-0001");
     assert_eq!(records[0].kind, "fhir-ndjson:Patient.ndjson");
+    // A batch Bundle of creates gets a batch-response: 201 Created at Type/id, and the
+    // warning about an entry (a `urn:` reference the payload does not resolve) in its outcome.
+    let orphan = r#"{"resourceType":"Observation","id":"o2","status":"final","subject":{"reference":"urn:uuid:nowhere"},"code":{"coding":[{"system":"http://loinc.org","code":"2160-0"}]},"effectiveDateTime":"2024-01-01T00:00:00Z","valueQuantity":{"value":1.1,"unit":"mg/dL"}}"#;
+    let body = format!(
+        r#"{{"resourceType":"Bundle","type":"batch","entry":[{{"resource":{patient},"request":{{"method":"POST","url":"Patient"}}}},{{"resource":{orphan},"request":{{"method":"POST","url":"Observation"}}}}]}}"#
+    );
+    let a = post(addr, &p("application/fhir+json", body), &[]).expect("post");
+    assert_eq!(a.status, 200, "{}", a.body);
+    let v = a.json();
+    assert_eq!(v["resourceType"], "Bundle", "{}", a.body);
+    assert_eq!(v["type"], "batch-response");
+    let entries = v["entry"].as_array().cloned().unwrap_or_default();
+    assert_eq!(entries.len(), 2, "{}", a.body);
+    assert_eq!(entries[0]["response"]["status"], "201 Created");
+    assert_eq!(entries[0]["response"]["location"], "Patient/p1");
+    assert!(
+        entries[0]["response"].get("outcome").is_none(),
+        "{}",
+        a.body
+    );
+    assert_eq!(entries[1]["response"]["location"], "Observation/o2");
+    let warning = &entries[1]["response"]["outcome"]["issue"][0];
+    assert_eq!(warning["severity"], "warning", "{}", a.body);
+    assert_eq!(warning["code"], "not-found", "{}", a.body);
 }
 
 /// `ward serve --http` (with `args`) as a child process; returns it and the HTTP address.
