@@ -491,7 +491,14 @@ fn run_process(
         .arg(bin)
         .arg("--store")
         .arg(dir.join("store"))
-        .args(["historical", "--set", "ten", "--time-column", "ts", "--features"])
+        .args([
+            "historical",
+            "--set",
+            "ten",
+            "--time-column",
+            "ts",
+            "--features",
+        ])
         .arg(toml)
         .arg("--entities")
         .arg(entities)

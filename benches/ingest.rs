@@ -489,7 +489,9 @@ fn main() {
     // `WARD_BENCH_ONLY=process`: issue 37's comparison alone, every side a process on the
     // same files: `ward ingest` against the Python scripts (FHIR NDJSON and HL7 v2).
     if std::env::var("WARD_BENCH_ONLY").as_deref() == Ok("process") {
-        process_table(&work, &ndjson, &hl7_dir, resources, messages, runs, copies, hl7_target);
+        process_table(
+            &work, &ndjson, &hl7_dir, resources, messages, runs, copies, hl7_target,
+        );
         return;
     }
     let fhir_files = read_dir_inputs(&ndjson);
@@ -646,7 +648,12 @@ fn process_rows(work: &tempfile::TempDir, ndjson: &Path, hl7: &Path, runs: usize
     );
     let mut notes = Vec::new();
     for (label, dir, format, script) in [
-        ("FHIR NDJSON", ndjson, "fhir-ndjson", "benches/ingest_baseline.py"),
+        (
+            "FHIR NDJSON",
+            ndjson,
+            "fhir-ndjson",
+            "benches/ingest_baseline.py",
+        ),
         ("HL7 v2", hl7, "hl7v2", "benches/ingest_baseline_hl7.py"),
     ] {
         eprintln!("{label}: ward ingest as a process ...");
