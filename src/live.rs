@@ -332,6 +332,7 @@ pub async fn serve(
         audit.clone(),
         tls,
         security,
+        store.encryption().map(|c| c.keyring().clone()),
     )
     .await?;
     if let Some(secs) = cfg.seal_interval_secs {

@@ -465,7 +465,8 @@ impl Tally {
 /// Opens the feed's log under `store_root` and listens for MLLP connections on `addr` (one
 /// task per connection, as many connections as senders open). With `security`, each
 /// connection is admitted by its TLS client certificate (the module's doc). Prints `mllp
-/// listening on ADDR (feed F)` to standard error once bound.
+/// listening on ADDR (feed F)` to standard error once bound. With `keys` (an encrypted
+/// store's), the log is sealed ([`super::wal::Wal::open_with_keys`]).
 ///
 /// # Errors
 /// Configuration, log recovery and bind errors.
@@ -477,6 +478,7 @@ pub async fn start(
     audit: Option<Arc<AuditLog>>,
     tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     security: Option<Arc<Security>>,
+    keys: Option<crate::security::keyring::Keyring>,
 ) -> Result<Running> {
     cfg.validate()?;
     // The server's TLS configuration (the same certificates, reloaded in place, and client
@@ -487,7 +489,7 @@ pub async fn start(
         tokio_rustls::TlsAcceptor::from(Arc::new(c))
     });
     let dir = super::wal::feed_dir(store_root, &cfg.feed);
-    let (wal, opened) = Wal::open(&dir, clock.clone(), cfg.segment_bytes)?;
+    let (wal, opened) = Wal::open_with_keys(&dir, clock.clone(), cfg.segment_bytes, keys)?;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| Error::precondition(format!("mllp {addr}"), format!("cannot listen: {e}")))?;
