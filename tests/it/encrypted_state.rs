@@ -710,3 +710,56 @@ fn record_log_cost_is_measured() {
         (enc / plain - 1.0) * 100.0
     );
 }
+
+#[test]
+fn the_server_configuration_names_the_key_provider() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("store");
+    let first = key_file(tmp.path(), "first.key");
+    ok(ward(&root)
+        .args(["init", "--encrypt", "--key-provider"])
+        .arg(format!("file:{}", first.display()))
+        .output()
+        .expect("init"));
+    // The key moves (mounted elsewhere on the server): the marker's provider has no key.
+    let conf = tmp.path().join("conf");
+    std::fs::create_dir_all(conf.join("keys")).expect("mkdir");
+    std::fs::rename(&first, conf.join("keys/ward.key")).expect("move the key");
+    let e = Store::open(&root, clock()).expect_err("no key").to_string();
+    assert!(e.contains("the key file does not exist"), "{e}");
+    std::fs::write(
+        conf.join("serve.toml"),
+        "key_provider = \"file:keys/ward.key\"\n",
+    )
+    .expect("config");
+    let cfg = ward::service::config::ServeConfig::load(&conf.join("serve.toml")).expect("load");
+    let provider = cfg.key_provider().expect("provider").expect("set");
+    assert_eq!(provider, KeyProvider::File(conf.join("keys/ward.key")));
+    let store = ward::store::at_rest::with_key_provider(
+        Some((provider, "key_provider in serve.toml".into())),
+        || Store::open(&root, clock()),
+    )
+    .expect("opens with the configured key");
+    assert!(store.encryption().is_some());
+    // A configured key that is not the store's: refused, naming where it was configured.
+    let other = key_file(&conf, "other.key");
+    let e = ward::store::at_rest::with_key_provider(
+        Some((
+            KeyProvider::File(other),
+            "key_provider in serve.toml".into(),
+        )),
+        || Store::open(&root, clock()),
+    )
+    .expect_err("wrong key")
+    .to_string();
+    assert!(
+        e.contains("wrong key") && e.contains("key_provider in serve.toml"),
+        "{e}"
+    );
+    // A provider that does not parse names the setting.
+    std::fs::write(conf.join("bad.toml"), "key_provider = \"vault:x\"\n").expect("config");
+    let e = ward::service::config::ServeConfig::load(&conf.join("bad.toml"))
+        .expect_err("bad provider")
+        .to_string();
+    assert!(e.contains("key_provider"), "{e}");
+}
