@@ -324,16 +324,7 @@ pub async fn serve(
     tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
     security: Option<std::sync::Arc<crate::security::gate::Security>>,
 ) -> crate::Result<Running> {
-    let running = mllp::start(
-        addr,
-        &store.local_root("a live feed's log")?,
-        store.clock().clone(),
-        cfg,
-        audit.clone(),
-        tls,
-        security,
-    )
-    .await?;
+    let running = mllp::start(addr, store, cfg, audit.clone(), tls, security).await?;
     if let Some(secs) = cfg.seal_interval_secs {
         spawn_sealer(
             store,

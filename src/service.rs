@@ -327,10 +327,11 @@ impl Server {
         // principal (docs/security.md, "Audit trail").
         let audit = match audit {
             Some(a) => a,
-            None => Arc::new(crate::security::audit::AuditLog::open(
+            None => Arc::new(crate::security::audit::AuditLog::open_with_keys(
                 &state.store.audit_dir()?,
                 state.store.clock().clone(),
                 crate::security::audit::AuditOptions::default(),
+                state.store.encryption().map(|c| c.keyring().clone()),
             )?),
         };
         let limits = state.limits.clone();
@@ -633,12 +634,19 @@ pub async fn run(
         .store
         .clone()
         .unwrap_or_else(|| default_store.to_path_buf());
-    let store = Store::open(&store_dir, clock.clone())?;
+    let store = crate::store::at_rest::with_key_provider(
+        cfg.key_provider()?
+            .map(|p| (p, format!("key_provider in {}", cfg.origin))),
+        || Store::open(&store_dir, clock.clone()),
+    )?;
     let repo = cfg.feature_repo()?;
     let secured = match cfg.auth {
-        Some(_) => {
-            secure::Secured::from_config(&cfg, &store.local_root("the audit trail")?, clock)?
-        }
+        Some(_) => secure::Secured::from_config_with_keys(
+            &cfg,
+            &store.local_root("the audit trail")?,
+            clock,
+            store.encryption().map(|c| c.keyring().clone()),
+        )?,
         None => None,
     };
     serve_until_signal(&cfg, store, repo, secured, exposure).await
@@ -695,10 +703,11 @@ pub async fn serve_until_signal(
                 Some(d) => cfg.base.join(d),
                 None => audit_store.audit_dir()?,
             };
-            let log = crate::security::audit::AuditLog::open(
+            let log = crate::security::audit::AuditLog::open_with_keys(
                 &dir,
                 audit_store.clock().clone(),
                 a.options(&cfg.origin)?,
+                audit_store.encryption().map(|c| c.keyring().clone()),
             )?;
             server = server.with_audit(Arc::new(log));
         }

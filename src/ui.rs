@@ -627,6 +627,7 @@ async fn audit_read(
     if let Some(patient) = &p.query.patient {
         note.set_patients(std::slice::from_ref(patient));
     }
+    let keys = s.audit.as_ref().and_then(|l| l.keys().cloned());
     let dir = s
         .audit
         .as_ref()
@@ -639,12 +640,13 @@ async fn audit_read(
         })?;
     let limit = f.limit;
     let (found, report) = tokio::task::spawn_blocking(move || {
-        let found = crate::security::audit::search(&dir, &p.query);
-        let mut report = crate::security::audit::verify(&dir);
+        let keys = keys.as_ref();
+        let found = crate::security::audit::search_with_keys(&dir, &p.query, keys);
+        let mut report = crate::security::audit::verify_with_keys(&dir, keys);
         // A line being appended while it was read looks torn: read once more.
         if report.as_ref().is_ok_and(|r| r.torn.is_some()) {
             std::thread::sleep(std::time::Duration::from_millis(50));
-            report = crate::security::audit::verify(&dir);
+            report = crate::security::audit::verify_with_keys(&dir, keys);
         }
         found.map(|f| (audit::newest(f, &p, limit), report))
     })

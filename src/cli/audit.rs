@@ -15,13 +15,14 @@ pub(super) fn audit_cli_read(
     entry: crate::security::audit::AuditEntry,
 ) -> Result<()> {
     let dir = store.audit_dir()?;
-    let log = crate::security::audit::AuditLog::open(
+    let log = crate::security::audit::AuditLog::open_with_keys(
         &dir,
         store.clock().clone(),
         crate::security::audit::AuditOptions {
             durability: crate::security::audit::Durability::Sync,
             ..crate::security::audit::AuditOptions::default()
         },
+        store.encryption().map(|c| c.keyring().clone()),
     )
     .with_context(|| format!("opening the audit trail {}", dir.display()))?;
     log.append(entry)
@@ -34,13 +35,22 @@ pub(super) fn run(command: AuditCommand, store: &std::path::Path) -> Result<()> 
     let default_dir = || -> Result<std::path::PathBuf> {
         Ok(crate::store::local_state_dir(store, "the audit trail")?.join("audit"))
     };
+    // An encrypted store's trail is read with its key (loaded as the store opens). A local
+    // directory with no store in it (a trail copied elsewhere, `--dir`) is read as plaintext.
+    let keys = if crate::store::object::is_remote(store) || store.join("ward-store.json").exists() {
+        crate::store::Store::open(store, crate::clock::system())?
+            .encryption()
+            .map(|c| c.keyring().clone())
+    } else {
+        None
+    };
     match command {
         AuditCommand::Verify { dir } => {
             let dir = match dir {
                 Some(d) => d,
                 None => default_dir()?,
             };
-            let r = crate::security::audit::verify(&dir)?;
+            let r = crate::security::audit::verify_with_keys(&dir, keys.as_ref())?;
             for t in &r.recovered {
                 eprintln!(
                     "audit trail {}: a torn last line was sealed: {t}; its text: {:?}",
@@ -90,7 +100,7 @@ pub(super) fn run(command: AuditCommand, store: &std::path::Path) -> Result<()> 
                 to: time("--to", to)?,
                 limit: None,
             };
-            let found = crate::security::audit::search(&dir, &filter)?;
+            let found = crate::security::audit::search_with_keys(&dir, &filter, keys.as_ref())?;
             for a in &found {
                 let r = &a.record;
                 if json {

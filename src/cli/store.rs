@@ -66,12 +66,18 @@ pub(super) async fn key(dir: &Path, clock: &SharedClock, command: KeyCommand) ->
                 .await
                 .with_context(|| format!("rotating the key of {}", store.root().display()))?;
             eprintln!(
-                "rotated {} objects from key id {} to key id {} ({}); {} already under the new key",
+                "rotated {} objects from key id {} to key id {} ({}); {} already under the new key; {} local files (audit trail, live feeds' logs{}) rewrapped, {} already under the new key",
                 report.rewrapped,
                 report.from_key_id,
                 report.to_key_id,
                 report.provider,
-                report.already_current
+                report.already_current,
+                report.local_rewrapped,
+                report
+                    .local_state
+                    .as_deref()
+                    .map_or(": none here".to_string(), |d| format!(" in {d}")),
+                report.local_already_current,
             );
             outln!("{}", serde_json::to_string(&report)?);
         }

@@ -94,7 +94,12 @@ pub async fn start(
     cfg.validate()?;
     let clock = store.clock().clone();
     let dir = super::wal::feed_dir(&store.local_root("a live feed's log")?, &cfg.http_feed);
-    let (wal, opened) = Wal::open(&dir, clock.clone(), cfg.segment_bytes)?;
+    let (wal, opened) = Wal::open_with_keys(
+        &dir,
+        clock.clone(),
+        cfg.segment_bytes,
+        store.encryption().map(|c| c.keyring().clone()),
+    )?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| Error::precondition(format!("http {addr}"), format!("cannot listen: {e}")))?;

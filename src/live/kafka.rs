@@ -624,7 +624,12 @@ pub async fn start(
             Some(w) => w.clone(),
             None => {
                 let dir = super::wal::feed_dir(&store.local_root("a live feed's log")?, &feed);
-                let (w, _) = Wal::open(&dir, clock.clone(), live.segment_bytes)?;
+                let (w, _) = Wal::open_with_keys(
+                    &dir,
+                    clock.clone(),
+                    live.segment_bytes,
+                    store.encryption().map(|c| c.keyring().clone()),
+                )?;
                 wals.insert(feed.clone(), w.clone());
                 w
             }

@@ -465,19 +465,23 @@ impl Tally {
 /// Opens the feed's log under `store_root` and listens for MLLP connections on `addr` (one
 /// task per connection, as many connections as senders open). With `security`, each
 /// connection is admitted by its TLS client certificate (the module's doc). Prints `mllp
-/// listening on ADDR (feed F)` to standard error once bound.
+/// listening on ADDR (feed F)` to standard error once bound. The log is under `store`'s
+/// local root, sealed with its keys when it is encrypted
+/// ([`super::wal::Wal::open_with_keys`]).
 ///
 /// # Errors
 /// Configuration, log recovery and bind errors.
 pub async fn start(
     addr: SocketAddr,
-    store_root: &std::path::Path,
-    clock: SharedClock,
+    store: &crate::store::Store,
     cfg: &LiveConfig,
     audit: Option<Arc<AuditLog>>,
     tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     security: Option<Arc<Security>>,
 ) -> Result<Running> {
+    let clock: SharedClock = store.clock().clone();
+    let keys = store.encryption().map(|c| c.keyring().clone());
+    let store_root = &store.local_root("a live feed's log")?;
     cfg.validate()?;
     // The server's TLS configuration (the same certificates, reloaded in place, and client
     // certificates as configured), without the gRPC server's ALPN protocols.
@@ -487,7 +491,7 @@ pub async fn start(
         tokio_rustls::TlsAcceptor::from(Arc::new(c))
     });
     let dir = super::wal::feed_dir(store_root, &cfg.feed);
-    let (wal, opened) = Wal::open(&dir, clock.clone(), cfg.segment_bytes)?;
+    let (wal, opened) = Wal::open_with_keys(&dir, clock.clone(), cfg.segment_bytes, keys)?;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| Error::precondition(format!("mllp {addr}"), format!("cannot listen: {e}")))?;

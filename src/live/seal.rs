@@ -149,9 +149,11 @@ pub async fn seal(store: &Store, feed: &str, opts: &SealOptions) -> Result<SealR
     let _lock = Lock::try_take(&dir.join("seal.lock"), "sealing this feed")?;
     let sealed_path = dir.join("sealed.json");
     let intent_path = dir.join("seal-intent.json");
-    let sealed: Sealed = wal::read_state(&sealed_path)?.unwrap_or_default();
-    let intent: Option<Intent> = wal::read_state(&intent_path)?;
-    let scan = wal::scan(&dir, false)?;
+    let keys = store.encryption().map(|c| c.keyring().clone());
+    let keys = keys.as_ref();
+    let sealed: Sealed = wal::read_state_with_keys(&sealed_path, keys)?.unwrap_or_default();
+    let intent: Option<Intent> = wal::read_state_with_keys(&intent_path, keys)?;
+    let scan = wal::scan_with_keys(&dir, false, keys)?;
     let mut report = SealReport {
         feed: feed.to_string(),
         range: None,
@@ -173,7 +175,7 @@ pub async fn seal(store: &Store, feed: &str, opts: &SealOptions) -> Result<SealR
                 return Ok(report);
             };
             if last <= sealed.through {
-                report.removed_segments = remove_sealed(&dir, &scan, sealed.through)?;
+                report.removed_segments = remove_sealed(&dir, &scan, sealed.through, keys)?;
                 return Ok(report);
             }
             let i = Intent {
@@ -181,7 +183,7 @@ pub async fn seal(store: &Store, feed: &str, opts: &SealOptions) -> Result<SealR
                 to: last,
                 ingested_at: store.clock().now(),
             };
-            wal::write_state(&intent_path, &i)?;
+            wal::write_state_with_keys(&intent_path, &i, keys)?;
             i
         }
     };
@@ -254,11 +256,11 @@ pub async fn seal(store: &Store, feed: &str, opts: &SealOptions) -> Result<SealR
         opts.on_conflict,
     )
     .await?;
-    wal::write_state(&sealed_path, &Sealed { through: intent.to })?;
+    wal::write_state_with_keys(&sealed_path, &Sealed { through: intent.to }, keys)?;
     wal::remove_state(&intent_path)?;
     report.range = Some((intent.from, intent.to));
     report.ingest = Some(run);
-    report.removed_segments = remove_sealed(&dir, &scan, intent.to)?;
+    report.removed_segments = remove_sealed(&dir, &scan, intent.to, keys)?;
     Ok(report)
 }
 
@@ -336,7 +338,12 @@ fn refused_payload(r: &Record) -> BadRecord {
 
 /// Removes the segments (never the last one, which a writer may be appending to) whose
 /// records are all sealed, after adding their (sender, control id) pairs to `sealed-ids`.
-fn remove_sealed(dir: &std::path::Path, scan: &wal::Scan, through: u64) -> Result<usize> {
+fn remove_sealed(
+    dir: &std::path::Path,
+    scan: &wal::Scan,
+    through: u64,
+    keys: Option<&crate::security::keyring::Keyring>,
+) -> Result<usize> {
     let n = scan.segments.len();
     let removable: Vec<&(std::path::PathBuf, Option<(u64, u64)>)> = scan
         .segments
@@ -357,13 +364,14 @@ fn remove_sealed(dir: &std::path::Path, scan: &wal::Scan, through: u64) -> Resul
         })
         .collect();
     let ids: Vec<(String, String)> = removed.iter().filter_map(|r| r.dedupe_key()).collect();
-    wal::append_sealed_ids(dir, &ids)?;
+    wal::append_sealed_ids(dir, &ids, keys)?;
     // The Kafka positions of the removed records stay known, so a restart resumes after them.
     if removed.iter().any(|r| r.position.is_some()) {
         let path = wal::SealedPositions::path(dir);
-        let mut positions: wal::SealedPositions = wal::read_state(&path)?.unwrap_or_default();
+        let mut positions: wal::SealedPositions =
+            wal::read_state_with_keys(&path, keys)?.unwrap_or_default();
         positions.merge(removed.iter().copied());
-        wal::write_state(&path, &positions)?;
+        wal::write_state_with_keys(&path, &positions, keys)?;
     }
     for (path, _) in &removable {
         std::fs::remove_file(path).map_err(|e| Error::io(path, e))?;
@@ -388,13 +396,14 @@ pub fn record_audit(
         Some(l) => l.append(entry).map(|_| ()),
         None => {
             let dir = store.audit_dir()?;
-            let l = crate::security::audit::AuditLog::open(
+            let l = crate::security::audit::AuditLog::open_with_keys(
                 &dir,
                 store.clock().clone(),
                 crate::security::audit::AuditOptions {
                     durability: crate::security::audit::Durability::Sync,
                     ..crate::security::audit::AuditOptions::default()
                 },
+                store.encryption().map(|c| c.keyring().clone()),
             )?;
             l.append(entry).map(|_| ())
         }

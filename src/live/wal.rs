@@ -31,6 +31,23 @@
 //! time), `sealed-ids` (JSON lines `[sender, control id]`), `sealed-positions.json` (the last
 //! Kafka position of each topic partition in segments removed after sealing,
 //! [`SealedPositions`]).
+//!
+//! # In an encrypted store
+//!
+//! Opened with the store's keys ([`Wal::open_with_keys`], [`scan_with_keys`]), every segment
+//! starts with a 128-byte encryption header (the format of [`crate::store::crypt`], kind
+//! "record log": the segment's own data key wrapped by the store's KEK) and each record's
+//! body is sealed on its own ([`crate::store::crypt::RecordLog`]: index in the segment,
+//! random nonce, AES-256-GCM ciphertext and tag) inside the same length-and-checksum frame.
+//! So the group commit, the torn-tail repair (a short frame or a checksum mismatch at the
+//! tail of the last segment is cut, as before; a torn header of a last segment holding
+//! nothing else too) and resume work as in a plaintext log. A frame whose checksum holds
+//! but whose seal does not open is never a torn write: it is an error naming the segment and
+//! byte offset, wherever it is. The state files (`sealed.json`, `seal-intent.json`,
+//! `sealed-positions.json`) and `sealed-ids` are whole sealed objects
+//! ([`crate::store::crypt::seal_bytes`]), rewritten atomically. `ward key rotate` rewrites
+//! the headers only (`docs/encryption.md`). Without the keys an encrypted log is refused,
+//! as is a plaintext log with them.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -44,6 +61,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::SharedClock;
 use crate::error::{Error, Result};
+use crate::security::keyring::Keyring;
+use crate::store::crypt::{self, RecordLog};
 
 /// A new segment is started once the current one holds this many bytes (default).
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
@@ -125,7 +144,13 @@ impl Record {
         (!self.control_id.is_empty()).then(|| (self.sender.clone(), self.control_id.clone()))
     }
 
+    #[cfg(test)]
     fn encode(&self, out: &mut Vec<u8>) {
+        frame(&self.body(), out);
+    }
+
+    /// The record's body (what its frame holds in a plaintext log).
+    fn body(&self) -> Vec<u8> {
         let mut body = Vec::with_capacity(32 + self.sender.len() + self.message.len());
         body.extend_from_slice(&self.seq.to_le_bytes());
         body.extend_from_slice(&self.received_at.timestamp_micros().to_le_bytes());
@@ -153,29 +178,21 @@ impl Record {
             body.extend_from_slice(&p.partition.to_le_bytes());
             body.extend_from_slice(&p.offset.to_le_bytes());
         }
-        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        out.extend_from_slice(&blake3::hash(&body).as_bytes()[..8]);
-        out.extend_from_slice(&body);
+        body
     }
 
     /// Decodes the record at the start of `bytes`: `Ok(Some((record, length)))`, `Ok(None)`
     /// when `bytes` ends before the record does, `Err(why)` when it is corrupt.
+    #[cfg(test)]
     fn decode(bytes: &[u8]) -> std::result::Result<Option<(Record, usize)>, String> {
-        if bytes.len() < HEADER {
-            return Ok(None);
+        match unframe(bytes)? {
+            None => Ok(None),
+            Some((body, end)) => Ok(Some((Record::parse(body)?, end))),
         }
-        let len = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-        if len > MAX_BODY {
-            return Err(format!("record length {len} exceeds {MAX_BODY}"));
-        }
-        let end = HEADER + len as usize;
-        if bytes.len() < end {
-            return Ok(None);
-        }
-        let body = &bytes[HEADER..end];
-        if blake3::hash(body).as_bytes()[..8] != bytes[4..HEADER] {
-            return Err("checksum mismatch".into());
-        }
+    }
+
+    /// Parses a record's body.
+    fn parse(body: &[u8]) -> std::result::Result<Record, String> {
         let mut r = Reader { b: body, at: 0 };
         let seq = r.u64()?;
         let micros = r.u64()? as i64;
@@ -212,19 +229,100 @@ impl Record {
         }
         let received_at = DateTime::from_timestamp_micros(micros)
             .ok_or(format!("receive time {micros} out of range"))?;
-        Ok(Some((
-            Record {
-                seq,
-                received_at,
-                status,
-                sender,
-                control_id,
-                message,
-                kind,
-                position,
-            },
-            end,
-        )))
+        Ok(Record {
+            seq,
+            received_at,
+            status,
+            sender,
+            control_id,
+            message,
+            kind,
+            position,
+        })
+    }
+}
+
+/// Frames a body: `[length: u32 LE][checksum: the first 8 bytes of BLAKE3(body)][body]`.
+fn frame(body: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&blake3::hash(body).as_bytes()[..8]);
+    out.extend_from_slice(body);
+}
+
+/// The body of the frame at the start of `bytes` and the frame's length: `Ok(None)` when
+/// `bytes` ends before the frame does, `Err(why)` when the length or checksum is wrong.
+fn unframe(bytes: &[u8]) -> std::result::Result<Option<(&[u8], usize)>, String> {
+    if bytes.len() < HEADER {
+        return Ok(None);
+    }
+    let len = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    if len > MAX_BODY {
+        return Err(format!("record length {len} exceeds {MAX_BODY}"));
+    }
+    let end = HEADER + len as usize;
+    if bytes.len() < end {
+        return Ok(None);
+    }
+    let body = &bytes[HEADER..end];
+    if blake3::hash(body).as_bytes()[..8] != bytes[4..HEADER] {
+        return Err("checksum mismatch".into());
+    }
+    Ok(Some((body, end)))
+}
+
+/// The store error for an encryption failure of a log file.
+fn crypt_error(path: &Path, e: crypt::CryptError) -> Error {
+    Error::Store {
+        path: path.to_path_buf(),
+        reason: format!("encrypted write-ahead log: {e}"),
+    }
+}
+
+/// The cipher of a segment from its first bytes: `Ok(None)` for a plaintext segment (no
+/// keys) or an encrypted one whose header is not complete yet.
+///
+/// # Errors
+/// [`Error::Store`] naming the segment for a wrong key, a tampered header, a plaintext
+/// segment in an encrypted log or an encrypted one read without keys.
+fn segment_codec(bytes: &[u8], keys: Option<&Keyring>, path: &Path) -> Result<Option<RecordLog>> {
+    let encrypted = bytes.len() >= crypt::HEADER_LEN && crypt::is_record_log_header(bytes);
+    match keys {
+        None if encrypted || bytes.starts_with(&crypt::MAGIC) => Err(Error::Store {
+            path: path.to_path_buf(),
+            reason: "an encrypted write-ahead log segment (an encrypted store's): read it through the store, which loads the key".into(),
+        }),
+        None => Ok(None),
+        Some(_) if bytes.len() < crypt::HEADER_LEN && crypt::MAGIC.starts_with(&bytes[..bytes.len().min(8)]) => Ok(None),
+        Some(k) if encrypted => RecordLog::open(k, &bytes[..crypt::HEADER_LEN], &path.display().to_string())
+            .map(Some)
+            .map_err(|e| crypt_error(path, e)),
+        Some(_) => Err(Error::Store {
+            path: path.to_path_buf(),
+            reason: "not encrypted: the store is encrypted, but this write-ahead log segment does not start with an encryption header".into(),
+        }),
+    }
+}
+
+/// Seals `plain` when `keys` is given (a state file of an encrypted log).
+fn seal_state(keys: Option<&Keyring>, plain: Vec<u8>, path: &Path) -> Result<Vec<u8>> {
+    match keys {
+        None => Ok(plain),
+        Some(k) => crypt::seal_bytes(k, &plain, &path.display().to_string())
+            .map_err(|e| crypt_error(path, e)),
+    }
+}
+
+/// Opens a state file's bytes when `keys` is given; refuses the other form.
+fn open_state(keys: Option<&Keyring>, stored: Vec<u8>, path: &Path) -> Result<Vec<u8>> {
+    let sealed = stored.starts_with(&crypt::MAGIC);
+    match keys {
+        Some(k) => crypt::open_bytes(k, &stored, &path.display().to_string())
+            .map_err(|e| crypt_error(path, e)),
+        None if sealed => Err(Error::Store {
+            path: path.to_path_buf(),
+            reason: "encrypted (an encrypted store's write-ahead log state): read it through the store, which loads the key".into(),
+        }),
+        None => Ok(stored),
     }
 }
 
@@ -329,15 +427,47 @@ pub struct Scan {
 /// [`Error::Io`]; [`Error::Store`] naming the segment and byte offset of a corrupt record
 /// before the tail, or of sequence numbers out of order.
 pub fn scan(dir: &Path, repair: bool) -> Result<Scan> {
+    scan_with_keys(dir, repair, None)
+}
+
+/// [`scan`] of an encrypted store's log when `keys` is given (module docs).
+///
+/// # Errors
+/// As [`scan`]; [`Error::Store`] naming the segment for a wrong key (both key ids), a
+/// segment in the other form, or a record that does not authenticate (and its byte offset).
+pub fn scan_with_keys(dir: &Path, repair: bool, keys: Option<&Keyring>) -> Result<Scan> {
     let segs = segments(dir)?;
     let mut out = Scan::default();
     let n = segs.len();
     for (i, (_, path)) in segs.iter().enumerate() {
         let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
-        let mut at = 0usize;
+        let codec = segment_codec(&bytes, keys, path)?;
+        let mut at = if codec.is_some() {
+            crypt::HEADER_LEN
+        } else {
+            0
+        };
+        let mut index = 0u64;
         let mut span: Option<(u64, u64)> = None;
         while at < bytes.len() {
-            let problem = match Record::decode(&bytes[at..]) {
+            let decoded = if keys.is_some() && codec.is_none() {
+                Ok(None) // the encryption header is cut short
+            } else {
+                unframe(&bytes[at..])
+            };
+            let decoded = match (decoded, &codec) {
+                (Ok(Some((body, len))), Some(c)) => {
+                    let (_, plain) = c
+                        .open_record(body, Some(index), &format!("record at byte {at}"))
+                        .map_err(|e| crypt_error(path, e))?;
+                    index += 1;
+                    Record::parse(&plain).map(|r| Some((r, len)))
+                }
+                (Ok(Some((body, len))), None) => Record::parse(body).map(|r| Some((r, len))),
+                (Ok(None), _) => Ok(None),
+                (Err(e), _) => Err(e),
+            };
+            let problem = match decoded {
                 Ok(Some((rec, len))) => {
                     if let Some(prev) = out.records.last().map(|r: &Record| r.seq) {
                         if rec.seq <= prev {
@@ -459,8 +589,19 @@ pub struct Intent {
 
 /// Reads a small JSON state file; `None` when absent.
 pub fn read_state<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    read_state_with_keys(path, None)
+}
+
+/// [`read_state`] of an encrypted store's log when `keys` is given.
+///
+/// # Errors
+/// As [`read_state`]; [`Error::Store`] naming the file when it does not open.
+pub fn read_state_with_keys<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    keys: Option<&Keyring>,
+) -> Result<Option<T>> {
     match fs::read(path) {
-        Ok(b) => serde_json::from_slice(&b)
+        Ok(b) => serde_json::from_slice(&open_state(keys, b, path)?)
             .map(Some)
             .map_err(|e| Error::Store {
                 path: path.to_path_buf(),
@@ -474,10 +615,27 @@ pub fn read_state<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<
 /// Writes a small JSON state file atomically and durably (temporary file, fsync, rename,
 /// fsync of the directory).
 pub fn write_state<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let tmp = path.with_extension("tmp");
+    write_state_with_keys(path, value, None)
+}
+
+/// [`write_state`] sealed under `keys` when given (an encrypted store's log).
+///
+/// # Errors
+/// As [`write_state`].
+pub fn write_state_with_keys<T: Serialize>(
+    path: &Path,
+    value: &T,
+    keys: Option<&Keyring>,
+) -> Result<()> {
     let text = serde_json::to_vec(value).map_err(|e| Error::Internal(e.to_string()))?;
+    write_atomic(path, &seal_state(keys, text, path)?)
+}
+
+/// Writes a small file atomically and durably.
+fn write_atomic(path: &Path, text: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
     let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    f.write_all(&text).map_err(|e| Error::io(&tmp, e))?;
+    f.write_all(text).map_err(|e| Error::io(&tmp, e))?;
     f.sync_all().map_err(|e| Error::io(&tmp, e))?;
     fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
     sync_dir(path.parent().unwrap_or(Path::new(".")))
@@ -500,11 +658,11 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 }
 
 /// The (sender, control id) pairs of removed segments (`sealed-ids`); a torn last line is
-/// ignored.
-pub fn read_sealed_ids(dir: &Path) -> Result<Vec<(String, String)>> {
+/// ignored. With `keys` (an encrypted store's log) the file is one sealed object.
+pub fn read_sealed_ids(dir: &Path, keys: Option<&Keyring>) -> Result<Vec<(String, String)>> {
     let path = dir.join("sealed-ids");
     let text = match fs::read(&path) {
-        Ok(b) => b,
+        Ok(b) => open_state(keys, b, &path)?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(Error::io(&path, e)),
     };
@@ -514,8 +672,13 @@ pub fn read_sealed_ids(dir: &Path) -> Result<Vec<(String, String)>> {
         .collect())
 }
 
-/// Appends pairs to `sealed-ids`, durably.
-pub fn append_sealed_ids(dir: &Path, ids: &[(String, String)]) -> Result<()> {
+/// Appends pairs to `sealed-ids`, durably. With `keys` the whole file is sealed again and
+/// replaced atomically (sealing is rare; the file holds one short line per sealed message).
+pub fn append_sealed_ids(
+    dir: &Path,
+    ids: &[(String, String)],
+    keys: Option<&Keyring>,
+) -> Result<()> {
     if ids.is_empty() {
         return Ok(());
     }
@@ -524,6 +687,18 @@ pub fn append_sealed_ids(dir: &Path, ids: &[(String, String)]) -> Result<()> {
     for id in ids {
         serde_json::to_writer(&mut buf, id).map_err(|e| Error::Internal(e.to_string()))?;
         buf.push(b'\n');
+    }
+    if keys.is_some() {
+        let mut all = match fs::read(&path) {
+            Ok(b) => open_state(keys, b, &path)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        if !all.is_empty() && all.last() != Some(&b'\n') {
+            all.push(b'\n');
+        }
+        all.extend_from_slice(&buf);
+        return write_atomic(&path, &seal_state(keys, all, &path)?);
     }
     let mut f = OpenOptions::new()
         .create(true)
@@ -650,12 +825,28 @@ impl Wal {
     /// [`Error::FailedPrecondition`] when another process writes this log; [`Error::Io`];
     /// [`Error::Store`] for corruption before the tail.
     pub fn open(dir: &Path, clock: SharedClock, segment_bytes: u64) -> Result<(Wal, Opened)> {
+        Wal::open_with_keys(dir, clock, segment_bytes, None)
+    }
+
+    /// [`Wal::open`] of an encrypted store's log when `keys` is given: segments and state
+    /// files are sealed (module docs).
+    ///
+    /// # Errors
+    /// As [`Wal::open`]; [`Error::Store`] naming the file for a wrong key or a file in the
+    /// other form.
+    pub fn open_with_keys(
+        dir: &Path,
+        clock: SharedClock,
+        segment_bytes: u64,
+        keys: Option<Keyring>,
+    ) -> Result<(Wal, Opened)> {
         fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let lock = Lock::try_take(&dir.join("writer.lock"), "writing this write-ahead log")?;
-        let scan = scan(dir, true)?;
-        let sealed: Sealed = read_state(&dir.join("sealed.json"))?.unwrap_or_default();
+        let k = keys.as_ref();
+        let scan = scan_with_keys(dir, true, k)?;
+        let sealed: Sealed = read_state_with_keys(&dir.join("sealed.json"), k)?.unwrap_or_default();
         let mut seen: HashMap<(String, String), u64> = HashMap::new();
-        for key in read_sealed_ids(dir)? {
+        for key in read_sealed_ids(dir, k)? {
             seen.insert(key, 0);
         }
         for r in &scan.records {
@@ -664,7 +855,7 @@ impl Wal {
             }
         }
         let sealed_positions: SealedPositions =
-            read_state(&SealedPositions::path(dir))?.unwrap_or_default();
+            read_state_with_keys(&SealedPositions::path(dir), k)?.unwrap_or_default();
         let positions: HashMap<(String, i32), i64> = last_positions(
             sealed_positions
                 .positions
@@ -685,11 +876,24 @@ impl Wal {
             }
             _ => (dir.join(format!("{next:020}.wal")), 0),
         };
-        let file = OpenOptions::new()
+        let mut file = OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
+        let (mut len, mut codec) = (len, None);
+        if let Some(k) = k {
+            if len == 0 {
+                codec = Some(start_segment(&mut file, &path, k)?);
+                len = crypt::HEADER_LEN as u64;
+            } else {
+                let mut header = vec![0u8; crypt::HEADER_LEN];
+                std::os::unix::fs::FileExt::read_exact_at(&file, &mut header, 0)
+                    .map_err(|e| Error::io(&path, e))?;
+                codec = segment_codec(&header, Some(k), &path)?;
+            }
+        }
         sync_dir(dir)?;
         let opened = Opened {
             records: scan.records.len(),
@@ -708,6 +912,9 @@ impl Wal {
             segment_bytes: segment_bytes.max(1),
             failed: None,
             positions: positions.clone(),
+            keys,
+            codec,
+            index: 0,
             _lock: lock,
         };
         std::thread::Builder::new()
@@ -807,7 +1014,21 @@ struct Writer {
     segment_bytes: u64,
     failed: Option<String>,
     positions: Positions,
+    /// An encrypted store's keys: segments are sealed (module docs).
+    keys: Option<Keyring>,
+    /// The current segment's cipher (encrypted logs).
+    codec: Option<RecordLog>,
+    /// The index of the current segment's next record (encrypted logs).
+    index: u64,
     _lock: Lock,
+}
+
+/// Writes a new segment's encryption header; its cipher.
+fn start_segment(file: &mut File, path: &Path, keys: &Keyring) -> Result<RecordLog> {
+    let (header, codec) =
+        RecordLog::create(keys, &path.display().to_string()).map_err(|e| crypt_error(path, e))?;
+    file.write_all(&header).map_err(|e| Error::io(path, e))?;
+    Ok(codec)
 }
 
 impl Writer {
@@ -855,13 +1076,31 @@ impl Writer {
             if let Some(p) = &rec.position {
                 logged_positions.push(p.clone());
             }
-            let mut bytes = Vec::new();
-            rec.encode(&mut bytes);
-            if self.len > 0 && self.len + (pending.len() + bytes.len()) as u64 > self.segment_bytes
+            let body = rec.body();
+            let sealed_len = match &self.codec {
+                Some(_) => body.len() + crypt::RECORD_OVERHEAD,
+                None => body.len(),
+            };
+            let start = if self.codec.is_some() {
+                crypt::HEADER_LEN as u64
+            } else {
+                0
+            };
+            if self.len > start
+                && self.len + (pending.len() + HEADER + sealed_len) as u64 > self.segment_bytes
             {
                 result = result.and_then(|_| self.roll(&mut pending, rec.seq));
             }
-            pending.extend_from_slice(&bytes);
+            match &self.codec {
+                None => frame(&body, &mut pending),
+                Some(c) => match c.seal(self.index, &body) {
+                    Ok(sealed) => {
+                        frame(&sealed, &mut pending);
+                        self.index += 1;
+                    }
+                    Err(e) => result = result.and_then(|_| Err(e.to_string())),
+                },
+            }
             if let Some(k) = key {
                 self.seen.insert(k, rec.seq);
             }
@@ -931,6 +1170,12 @@ impl Writer {
         sync_dir(&self.dir).map_err(|e| e.to_string())?;
         self.path = path;
         self.len = 0;
+        self.index = 0;
+        if let Some(k) = &self.keys {
+            let codec = start_segment(&mut self.file, &self.path, k).map_err(|e| e.to_string())?;
+            self.codec = Some(codec);
+            self.len = crypt::HEADER_LEN as u64;
+        }
         Ok(())
     }
 }

@@ -9,6 +9,21 @@
 //!   HEAD                 the last record's seq, hash and file, rewritten after each append
 //! ```
 //!
+//! # In an encrypted store
+//!
+//! Opened with the store's keys ([`AuditLog::open_with_keys`], [`verify_with_keys`],
+//! [`search_with_keys`]), the trail is encrypted record by record
+//! ([`crate::store::crypt::RecordLog`], docs/encryption.md "Record logs"): each file's first
+//! line is the base64 of its 128-byte encryption header (the file's data key wrapped by the
+//! store's KEK), each further line the base64 of one sealed record (its index in the file, a
+//! random nonce, the AES-256-GCM ciphertext of the JSON line and its tag). `HEAD` is a
+//! record log of one record rewritten in place. The chain below is computed over the
+//! plaintext records, exactly as in a plaintext trail; seq, `HEAD`, the fsync policies,
+//! group commit and the torn-line sealing work unchanged on the lines (a torn header line
+//! of a new file is cut like any torn line, and the file starts afresh). Without the keys an
+//! encrypted trail is refused, and with them a plaintext one: a plaintext store's trail is
+//! byte for byte what it was.
+//!
 //! # Records and the chain
 //!
 //! Each line is one [`AuditRecord`] in canonical form (serde's field order, no spaces). Its
@@ -71,11 +86,11 @@ mod verify;
 mod writer;
 
 pub use files::file_name;
-pub use query::{query, search, Access, QueryFilter};
+pub use query::{query, search, search_with_keys, Access, QueryFilter};
 pub use record::{
     local_principal, AuditEntry, AuditRecord, Outcome, Patients, Torn, GENESIS, TORN_KEPT_BYTES,
 };
-pub use verify::{verify, Problem, VerifyReport};
+pub use verify::{verify, verify_with_keys, Problem, VerifyReport};
 pub use writer::{AuditLog, AuditOptions, Durability};
 
 #[cfg(test)]

@@ -137,6 +137,22 @@ impl Security {
         default_audit_dir: &Path,
         clock: SharedClock,
     ) -> Result<Security> {
+        Security::from_config_with_keys(cfg, base, origin, default_audit_dir, clock, None)
+    }
+
+    /// [`Security::from_config`] whose audit trail is an encrypted store's, sealed under
+    /// `keys` ([`AuditLog::open_with_keys`]).
+    ///
+    /// # Errors
+    /// As [`Security::load`].
+    pub fn from_config_with_keys(
+        cfg: &SecurityConfig,
+        base: &Path,
+        origin: &str,
+        default_audit_dir: &Path,
+        clock: SharedClock,
+        keys: Option<crate::security::keyring::Keyring>,
+    ) -> Result<Security> {
         let policy = Policy::load(&base.join(&cfg.policy))?;
         let jwt = JwtVerifier::load(&cfg.jwt, base)?;
         let tokens = ApiTokens::new(&cfg.api_tokens, origin)?;
@@ -156,7 +172,7 @@ impl Security {
             .dir
             .map(|d| base.join(d))
             .unwrap_or_else(|| default_audit_dir.to_path_buf());
-        let audit = AuditLog::open(&dir, clock.clone(), opts)?;
+        let audit = AuditLog::open_with_keys(&dir, clock.clone(), opts, keys)?;
         Ok(Security::new(
             Authenticator::new(jwt, tokens, mtls),
             Authorizer::new(policy),

@@ -112,11 +112,13 @@ impl AuditService {
     async fn query(&self, req: &proto::AuditQueryRequest) -> Result<proto::AuditQueryResponse> {
         let (filter, limit) = filter(req)?;
         let dir = self.log.dir().to_path_buf();
+        let keys = self.log.keys().cloned();
         // Reading the trail is file I/O: off the executor.
-        let mut found =
-            tokio::task::spawn_blocking(move || crate::security::audit::search(&dir, &filter))
-                .await
-                .map_err(|e| Error::Internal(format!("audit query task failed: {e}")))??;
+        let mut found = tokio::task::spawn_blocking(move || {
+            crate::security::audit::search_with_keys(&dir, &filter, keys.as_ref())
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("audit query task failed: {e}")))??;
         let truncated = found.len() > limit;
         found.truncate(limit);
         Ok(proto::AuditQueryResponse {

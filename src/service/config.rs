@@ -32,6 +32,12 @@ pub struct ServeConfig {
     /// The store directory; `None`: the global `--store`.
     #[serde(default)]
     pub store: Option<PathBuf>,
+    /// Where the key of an encrypted store comes from (`file:PATH`, `env:NAME`,
+    /// `command:PROGRAM ARG...`; a relative `file:` path is relative to this file): used
+    /// instead of `WARD_KEY_PROVIDER` and the provider the store's marker records
+    /// (docs/encryption.md). Its key id must still be the store's.
+    #[serde(default)]
+    pub key_provider: Option<String>,
     /// Feature repository files (`docs/features.md`) whose sets the Features service knows.
     /// Set names must be unique across the files.
     #[serde(default)]
@@ -364,6 +370,7 @@ impl Default for ServeConfig {
         ServeConfig {
             addr: default_addr(),
             store: None,
+            key_provider: None,
             features: Vec::new(),
             threads: None,
             limits: Limits::default(),
@@ -402,6 +409,11 @@ impl ServeConfig {
             .filter(|s| !crate::store::object::is_remote(s))
         {
             config.store = Some(base.join(store));
+        }
+        if let Some(p) = &config.key_provider {
+            if let Ok(crate::security::keyring::KeyProvider::File(f)) = p.trim().parse() {
+                config.key_provider = Some(format!("file:{}", base.join(f).display()));
+            }
         }
         config.features = config.features.iter().map(|f| base.join(f)).collect();
         config.ingest.roots = config.ingest.roots.iter().map(|r| base.join(r)).collect();
@@ -472,8 +484,28 @@ impl ServeConfig {
         ))
     }
 
+    /// The key provider of `key_provider`, if set.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the configuration and the setting.
+    pub fn key_provider(&self) -> Result<Option<crate::security::keyring::KeyProvider>> {
+        self.key_provider
+            .as_deref()
+            .map(|p| {
+                p.trim().parse().map_err(|e: Error| {
+                    Error::invalid(format!("{}: key_provider", self.origin), e.to_string())
+                })
+            })
+            .transpose()
+    }
+
     fn check(&self, origin: &str) -> Result<()> {
         self.online_log.validate(origin)?;
+        if let Some(p) = &self.key_provider {
+            p.trim()
+                .parse::<crate::security::keyring::KeyProvider>()
+                .map_err(|e| Error::invalid(format!("{origin}: key_provider"), e.to_string()))?;
+        }
         self.limits.validate()?;
         self.live
             .validate()

@@ -112,6 +112,20 @@ impl Secured {
         store_root: &Path,
         clock: SharedClock,
     ) -> Result<Option<Secured>> {
+        Secured::from_config_with_keys(cfg, store_root, clock, None)
+    }
+
+    /// [`Secured::from_config`] for an encrypted store: its audit trail is sealed under
+    /// `keys` (the store's, [`crate::store::Store::encryption`]).
+    ///
+    /// # Errors
+    /// As [`Secured::from_config`].
+    pub fn from_config_with_keys(
+        cfg: &ServeConfig,
+        store_root: &Path,
+        clock: SharedClock,
+        keys: Option<crate::security::keyring::Keyring>,
+    ) -> Result<Option<Secured>> {
         let Some(auth) = &cfg.auth else {
             return Ok(None);
         };
@@ -121,12 +135,13 @@ impl Secured {
         }
         let policy = cfg.base.join(&auth.policy);
         let policy_digest = file_digest(&policy);
-        let security = Security::from_config(
+        let security = Security::from_config_with_keys(
             &auth,
             &cfg.base,
             &cfg.origin,
             &store_root.join("audit"),
             clock,
+            keys,
         )?;
         let deid = cfg
             .deid

@@ -20,8 +20,12 @@
 //! [`LanceEncryption`], with `file-object-store://` URIs for a local directory), the version
 //! manifests and head entries (sealed with [`super::crypt::seal_bytes`] where a local store
 //! writes files itself, through [`super::crypt::EncryptedStore`] in object storage). Raw
-//! input and quality reports are versions, so they are covered. The audit trail and the live
-//! feeds' write-ahead logs are not (docs/encryption.md says why and what protects them).
+//! input and quality reports are versions, so they are covered. The audit trail
+//! ([`crate::security::audit`]) and the live feeds' write-ahead logs ([`crate::live::wal`])
+//! are record logs sealed record by record under a data key per file
+//! ([`super::crypt::RecordLog`]) wrapped by the same KEK; their small state files are
+//! sealed objects. [`super::Store::rotate_key`] rewraps them too, by rewriting each file's
+//! header in place ([`rotate_local_state`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -79,6 +83,30 @@ fn absolute(provider: &KeyProvider) -> Result<KeyProvider> {
     }
 }
 
+thread_local! {
+    /// A provider set by [`with_key_provider`] for the stores opened meanwhile on this
+    /// thread, and where it was configured.
+    static PROVIDER_OVERRIDE: std::cell::RefCell<Option<(KeyProvider, String)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `open` (which opens a store: [`super::Store::open`]) with `provider` as the key
+/// provider of an encrypted store, in place of [`KEY_PROVIDER_VAR`] and the marker's: the
+/// server configuration's `key_provider` (`docs/encryption.md`). `origin` names where it was
+/// configured, for errors. `None`: as usual.
+pub fn with_key_provider<T>(
+    provider: Option<(KeyProvider, String)>,
+    open: impl FnOnce() -> T,
+) -> T {
+    let Some(p) = provider else {
+        return open();
+    };
+    let previous = PROVIDER_OVERRIDE.with(|o| o.replace(Some(p)));
+    let out = open();
+    PROVIDER_OVERRIDE.with(|o| *o.borrow_mut() = previous);
+    out
+}
+
 /// The key provider named by [`KEY_PROVIDER_VAR`], if set.
 ///
 /// # Errors
@@ -132,18 +160,22 @@ impl AtRest {
                 ),
             });
         }
-        let (provider, from) = match provider_from_env()? {
-            Some(p) => (p, KEY_PROVIDER_VAR.to_string()),
-            None => (
-                marker
-                    .provider
-                    .parse::<KeyProvider>()
-                    .map_err(|e| Error::Store {
-                        path: location.join(super::MARKER),
-                        reason: format!("the encryption key provider: {e}"),
-                    })?,
-                "the store marker".to_string(),
-            ),
+        let configured = PROVIDER_OVERRIDE.with(|o| o.borrow().clone());
+        let (provider, from) = match configured {
+            Some(c) => c,
+            None => match provider_from_env()? {
+                Some(p) => (p, KEY_PROVIDER_VAR.to_string()),
+                None => (
+                    marker
+                        .provider
+                        .parse::<KeyProvider>()
+                        .map_err(|e| Error::Store {
+                            path: location.join(super::MARKER),
+                            reason: format!("the encryption key provider: {e}"),
+                        })?,
+                    "the store marker".to_string(),
+                ),
+            },
         };
         let keyring = Keyring::load(&provider, &[]).map_err(|e| Error::FailedPrecondition {
             what: format!("encrypted store {store}"),
@@ -228,6 +260,225 @@ pub struct RotateReport {
     pub already_current: u64,
     /// Objects left alone because they are not encrypted (the marker), by path.
     pub not_encrypted: Vec<String>,
+    /// Local files (audit trail, write-ahead logs and their state) whose header was
+    /// rewritten in place.
+    pub local_rewrapped: usize,
+    /// Local files already under the new key.
+    pub local_already_current: usize,
+    /// The local directory whose audit trail and logs were rotated (`None`: an `s3://` store
+    /// without `WARD_STATE_DIR`, which has no local state here).
+    pub local_state: Option<String>,
+}
+
+/// Where a local file keeps its encryption header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HeaderForm {
+    /// The first 128 bytes (a write-ahead log segment, a sealed state file, `HEAD`).
+    Raw,
+    /// The first line, in base64 (an audit file).
+    Base64Line,
+}
+
+/// The suffix of the copy of a header kept while it is rewritten in place.
+const REKEY_SUFFIX: &str = ".rekey";
+
+/// What [`rotate_local_state`] did.
+#[derive(Debug, Default)]
+struct LocalRotation {
+    rewrapped: usize,
+    already_current: usize,
+}
+
+/// Rewraps the data key of the local file at `path` under `keyring`'s current KEK by
+/// rewriting its header in place (records and blocks untouched). The old header is first
+/// saved beside it (`PATH.rekey`, synced) and removed once the new one is synced, so a crash
+/// mid-write leaves a copy from which the next rotation restores the header. Files too
+/// short to hold a header, or not encrypted, are left alone.
+fn rewrap_file(
+    path: &Path,
+    form: HeaderForm,
+    keyring: &Keyring,
+    done: &mut LocalRotation,
+) -> Result<()> {
+    use base64::Engine as _;
+    use std::os::unix::fs::FileExt;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let io = |e: std::io::Error| Error::io(path, e);
+    let stored_len = match form {
+        HeaderForm::Raw => crypt::HEADER_LEN,
+        HeaderForm::Base64Line => crypt::HEADER_LEN.div_ceil(3) * 4,
+    };
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(e)),
+    };
+    let rekey = path.with_file_name(format!(
+        "{}{REKEY_SUFFIX}",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    ));
+    let mut stored = vec![0u8; stored_len];
+    if file.metadata().map_err(io)?.len() < stored_len as u64 {
+        return Ok(()); // a file cut before its header ended: nothing to rewrap
+    }
+    file.read_exact_at(&mut stored, 0).map_err(io)?;
+    let decode = |stored: &[u8]| -> Option<Vec<u8>> {
+        match form {
+            HeaderForm::Raw => Some(stored.to_vec()),
+            HeaderForm::Base64Line => b64.decode(stored).ok(),
+        }
+    };
+    let name = path.display().to_string();
+    let mut header = decode(&stored).unwrap_or_default();
+    if let Ok(saved) = std::fs::read(&rekey) {
+        // An earlier rotation stopped while rewriting this header: if the header in place
+        // does not open, put the saved one back.
+        if crypt::rewrap_header(keyring, &header, &name).is_err() && saved.len() == stored_len {
+            file.write_all_at(&saved, 0)
+                .and_then(|()| file.sync_data())
+                .map_err(io)?;
+            stored = saved;
+            header = decode(&stored).unwrap_or_default();
+        }
+    }
+    if header.len() != crypt::HEADER_LEN || !header.starts_with(&crypt::MAGIC) {
+        return Ok(()); // not encrypted (a plaintext file is refused by its readers)
+    }
+    let new = crypt::rewrap_header(keyring, &header, &name).map_err(|e| Error::Store {
+        path: path.to_path_buf(),
+        reason: format!("key rotation: {e}"),
+    })?;
+    let Some(new) = new else {
+        done.already_current += 1;
+        let _ = std::fs::remove_file(&rekey);
+        return Ok(());
+    };
+    let new_stored = match form {
+        HeaderForm::Raw => new.to_vec(),
+        HeaderForm::Base64Line => b64.encode(new).into_bytes(),
+    };
+    {
+        let mut f = std::fs::File::create(&rekey).map_err(|e| Error::io(&rekey, e))?;
+        std::io::Write::write_all(&mut f, &stored).map_err(|e| Error::io(&rekey, e))?;
+        f.sync_all().map_err(|e| Error::io(&rekey, e))?;
+    }
+    file.write_all_at(&new_stored, 0)
+        .and_then(|()| file.sync_data())
+        .map_err(io)?;
+    std::fs::remove_file(&rekey).map_err(|e| Error::io(&rekey, e))?;
+    done.rewrapped += 1;
+    Ok(())
+}
+
+/// `ward key rotate` for the local state of an encrypted store under `root` (the store's
+/// directory, or `WARD_STATE_DIR`): the audit trail's files and `HEAD` (`audit/`), and every
+/// live feed's segments, state files and `sealed-ids` (`wal/<feed>/`). Headers are rewritten
+/// in place ([`rewrap_file`]); records are not touched.
+///
+/// Concurrent writers: the audit trail's `LOCK` is held throughout (no record is appended
+/// meanwhile; appends that follow use the same data key, which the new header still wraps).
+/// A live feed's `writer.lock` and `seal.lock` must be free: a running `ward serve` with a
+/// live feed, or a running `ward seal`, makes the rotation stop with an error naming the
+/// feed before any of its files changes.
+///
+/// # Errors
+/// [`Error::FailedPrecondition`] naming a feed in use; [`Error::Store`] naming a file whose
+/// key is not in the keyring; [`Error::Io`].
+fn rotate_local_state(root: &Path, keyring: &Keyring) -> Result<LocalRotation> {
+    let mut done = LocalRotation::default();
+    // The live feeds: take every feed's locks first, so nothing changes while one is busy.
+    let wal = root.join("wal");
+    let mut feeds = Vec::new();
+    if wal.is_dir() {
+        for e in std::fs::read_dir(&wal).map_err(|e| Error::io(&wal, e))? {
+            let e = e.map_err(|e| Error::io(&wal, e))?;
+            if e.path().is_dir() {
+                feeds.push(e.path());
+            }
+        }
+    }
+    feeds.sort();
+    let mut locks = Vec::new();
+    for f in &feeds {
+        let busy = |what: &'static str| {
+            move |e: Error| {
+                Error::precondition(
+                    format!("live feed log {}", f.display()),
+                    format!("cannot rotate its key while {what} ({e}); stop it and run `ward key rotate` again (objects already rewrapped are skipped)"),
+                )
+            }
+        };
+        locks.push(
+            crate::live::wal::Lock::try_take(
+                &f.join("writer.lock"),
+                "writing this write-ahead log",
+            )
+            .map_err(busy("a server writes it"))?,
+        );
+        locks.push(
+            crate::live::wal::Lock::try_take(&f.join("seal.lock"), "sealing this feed")
+                .map_err(busy("a seal runs"))?,
+        );
+    }
+    for f in &feeds {
+        let mut files: Vec<_> = std::fs::read_dir(f)
+            .map_err(|e| Error::io(f, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        files.sort();
+        for p in files {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let state = [
+                "sealed.json",
+                "seal-intent.json",
+                "sealed-positions.json",
+                "sealed-ids",
+            ];
+            if name.ends_with(".wal") || state.contains(&name.as_str()) {
+                rewrap_file(&p, HeaderForm::Raw, keyring, &mut done)?;
+            }
+        }
+    }
+    drop(locks);
+    // The audit trail, under its writers' lock.
+    let audit = root.join("audit");
+    if audit.is_dir() {
+        let lock_path = audit.join("LOCK");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io(&lock_path, e))?;
+        lock.lock().map_err(|e| Error::io(&lock_path, e))?;
+        let mut files: Vec<_> = std::fs::read_dir(&audit)
+            .map_err(|e| Error::io(&audit, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        files.sort();
+        for p in files {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if name.starts_with("audit-") && name.ends_with(".jsonl") {
+                rewrap_file(&p, HeaderForm::Base64Line, keyring, &mut done)?;
+            } else if name == "HEAD" {
+                rewrap_file(&p, HeaderForm::Raw, keyring, &mut done)?;
+            }
+        }
+        let _ = lock.unlock();
+    }
+    Ok(done)
 }
 
 impl super::Store {
@@ -283,6 +534,14 @@ impl super::Store {
             report
                 .not_encrypted
                 .extend(done.not_encrypted.iter().map(|p| format!("{prefix}/{p}")));
+        }
+        // The local state: audit trail and live feeds' logs (none for an `s3://` store
+        // without WARD_STATE_DIR).
+        if let Ok(root) = self.local_root("the audit trail") {
+            let done = rotate_local_state(&root, &keyring)?;
+            report.local_rewrapped = done.rewrapped;
+            report.local_already_current = done.already_current;
+            report.local_state = Some(root.display().to_string());
         }
         let mut marker = super::read_marker(&self.root, self.remote.as_ref())?;
         marker["encryption"] = serde_json::to_value(&next)

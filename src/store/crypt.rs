@@ -81,6 +81,10 @@ pub const SEALED_BLOCK_LEN: usize = BLOCK_SIZE + TAG_LEN;
 pub const DEFAULT_MIN_PART: usize = 5 * 1024 * 1024;
 
 const OBJECT_ID_LEN: usize = 16;
+/// Header byte 11: an object sealed in blocks.
+const KIND_BLOCKS: u8 = 0;
+/// Header byte 11: a record log, each record sealed on its own ([`RecordLog`]).
+const KIND_RECORDS: u8 = 1;
 /// A ranged read that starts this close to the object's start fetches the header with it.
 const COALESCE: u64 = 1024 * 1024;
 /// Data keys cached per store (the cache is emptied when full).
@@ -153,6 +157,16 @@ pub enum CryptError {
         start: u64,
         /// End of the block's plaintext bytes.
         end: u64,
+    },
+    /// A record of a record log ([`RecordLog`]) does not authenticate or is out of place.
+    #[error("{path} {at}: {reason}")]
+    RecordTampered {
+        /// The file.
+        path: String,
+        /// Where the record is (`line 7`, `byte 4096`).
+        at: String,
+        /// What is wrong.
+        reason: String,
     },
     /// Fewer bytes arrived than the object's size says.
     #[error("{path}: truncated: {reason}")]
@@ -259,20 +273,38 @@ impl Layout {
     }
 }
 
-/// The first 16 bytes of every header of this format version.
+/// The first 16 bytes of every header of this format version (an object of blocks).
 fn fixed_prefix() -> [u8; 16] {
+    fixed_prefix_of(KIND_BLOCKS)
+}
+
+/// The first 16 bytes of a header of `kind`: an object of blocks carries the block size, a
+/// record log 0 (its records are sealed one by one, [`RecordLog`]).
+fn fixed_prefix_of(kind: u8) -> [u8; 16] {
     let mut p = [0u8; 16];
     p[0..8].copy_from_slice(&MAGIC);
     p[8..10].copy_from_slice(&FORMAT_VERSION.to_be_bytes());
     p[10] = ALGORITHM_AES_256_GCM;
-    p[12..16].copy_from_slice(&(BLOCK_SIZE as u32).to_be_bytes());
+    p[11] = kind;
+    if kind == KIND_BLOCKS {
+        p[12..16].copy_from_slice(&(BLOCK_SIZE as u32).to_be_bytes());
+    }
     p
 }
 
 /// The associated data of a wrapped data key: the fixed prefix, the KEK's id, the object id.
 fn wrap_aad(key_id: KeyId, object_id: &[u8; OBJECT_ID_LEN]) -> [u8; 16 + KEY_ID_LEN + 16] {
+    wrap_aad_of(KIND_BLOCKS, key_id, object_id)
+}
+
+/// [`wrap_aad`] of a header of `kind`.
+fn wrap_aad_of(
+    kind: u8,
+    key_id: KeyId,
+    object_id: &[u8; OBJECT_ID_LEN],
+) -> [u8; 16 + KEY_ID_LEN + 16] {
     let mut aad = [0u8; 16 + KEY_ID_LEN + OBJECT_ID_LEN];
-    aad[..16].copy_from_slice(&fixed_prefix());
+    aad[..16].copy_from_slice(&fixed_prefix_of(kind));
     aad[16..16 + KEY_ID_LEN].copy_from_slice(&key_id.0);
     aad[16 + KEY_ID_LEN..].copy_from_slice(object_id);
     aad
@@ -280,6 +312,7 @@ fn wrap_aad(key_id: KeyId, object_id: &[u8; OBJECT_ID_LEN]) -> [u8; 16 + KEY_ID_
 
 /// A parsed header.
 struct Header {
+    kind: u8,
     key_id: KeyId,
     object_id: [u8; OBJECT_ID_LEN],
     wrap_nonce: [u8; NONCE_LEN],
@@ -289,7 +322,7 @@ struct Header {
 impl Header {
     fn encode(&self) -> [u8; HEADER_LEN] {
         let mut h = [0u8; HEADER_LEN];
-        h[H_FIXED].copy_from_slice(&fixed_prefix());
+        h[H_FIXED].copy_from_slice(&fixed_prefix_of(self.kind));
         h[H_KEY_ID].copy_from_slice(&self.key_id.0);
         h[H_OBJECT_ID].copy_from_slice(&self.object_id);
         h[H_WRAP_NONCE].copy_from_slice(&self.wrap_nonce);
@@ -320,8 +353,14 @@ impl Header {
             return Err(unsupported(format!("algorithm {}", bytes[10])));
         }
         let block = u32::from_be_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]);
-        if block as usize != BLOCK_SIZE || bytes[11] != 0 {
-            return Err(unsupported(format!("block size {block}")));
+        let kind = bytes[11];
+        match kind {
+            KIND_BLOCKS if block as usize == BLOCK_SIZE => {}
+            KIND_RECORDS if block == 0 => {}
+            KIND_BLOCKS | KIND_RECORDS => {
+                return Err(unsupported(format!("block size {block}")));
+            }
+            _ => return Err(unsupported(format!("kind {kind}"))),
         }
         if bytes[H_RESERVED].iter().any(|&b| b != 0) {
             return Err(CryptError::HeaderTampered {
@@ -329,6 +368,7 @@ impl Header {
             });
         }
         let mut h = Header {
+            kind,
             key_id: KeyId([0; KEY_ID_LEN]),
             object_id: [0; OBJECT_ID_LEN],
             wrap_nonce: [0; NONCE_LEN],
@@ -347,7 +387,7 @@ impl Header {
         keyring: &Keyring,
         path: &Path,
     ) -> std::result::Result<[u8; KEY_LEN], CryptError> {
-        let aad = wrap_aad(self.key_id, &self.object_id);
+        let aad = wrap_aad_of(self.kind, self.key_id, &self.object_id);
         keyring
             .unwrap(self.key_id, self.wrap_nonce, &self.wrapped, &aad)
             .map_err(|e| match e {
@@ -443,6 +483,7 @@ fn new_object(
         .wrap(&data_key, &wrap_aad(keyring.current_id(), &object_id))
         .map_err(internal)?;
     let header = Header {
+        kind: KIND_BLOCKS,
         key_id,
         object_id,
         wrap_nonce,
@@ -498,6 +539,13 @@ fn open_object(
     path: &Path,
 ) -> std::result::Result<Arc<ObjectCipher>, CryptError> {
     let h = Header::decode(header, path)?;
+    if h.kind != KIND_BLOCKS {
+        return Err(CryptError::NotEncrypted {
+            path: path.to_string(),
+            reason: "a record log (an audit file or a write-ahead log segment), not an object"
+                .into(),
+        });
+    }
     let mut data_key = h.data_key(keyring, path)?;
     let cipher = ObjectCipher::new(&data_key, h.object_id, path)?;
     data_key.fill(0);
@@ -1284,7 +1332,7 @@ pub async fn rotate(
         let mut data_key = header.data_key(keyring, location)?;
         let wrapped = keyring.wrap(
             &data_key,
-            &wrap_aad(keyring.current_id(), &header.object_id),
+            &wrap_aad_of(header.kind, keyring.current_id(), &header.object_id),
         );
         data_key.fill(0);
         let (key_id, wrap_nonce, wrapped) = wrapped.map_err(|e| CryptError::Internal {
@@ -1292,6 +1340,7 @@ pub async fn rotate(
             reason: e.to_string(),
         })?;
         let new_header = Header {
+            kind: header.kind,
             key_id,
             object_id: header.object_id,
             wrap_nonce,
@@ -1371,6 +1420,252 @@ async fn copy_in_parts(
         upload.put_part(PutPayload::from(part)).await?;
     }
     Ok(())
+}
+
+/// The cipher of a record log: an append-only file whose records are sealed one by one
+/// under the file's own data key (the audit trail's files, a live feed's write-ahead log
+/// segments; docs/encryption.md "Record logs").
+///
+/// The file starts with a header of this module's format with kind 1 (byte 11; block size
+/// 0): the same key id, object id, wrap nonce and wrapped data key, rewritten the same way
+/// by a rotation ([`rewrap_header`]). Each record is then sealed into a frame:
+///
+/// ```text
+/// index: u64 big-endian      the record's position in the file, from 0
+/// nonce: 12 random bytes
+/// ciphertext, then its 16-byte tag   (associated data: header[0..16] || object id || index)
+/// ```
+///
+/// Nonces are random, not counters, because a writer that cuts a torn last record and
+/// writes another at the same index must never reuse a nonce (2^32 records per data key
+/// stay safe; a file holds at most millions). The index in the associated data makes a frame
+/// moved within its file, or copied into another file, fail; a frame cut from the middle is
+/// an index gap readers report. How frames are delimited is the log's business (a line of
+/// base64 in the audit trail, a length-prefixed record in a segment).
+pub struct RecordLog {
+    cipher: Arc<ObjectCipher>,
+    keyring: Keyring,
+    path: String,
+}
+
+impl fmt::Debug for RecordLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecordLog")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Bytes a sealed record adds to its plaintext: index, nonce and tag.
+pub const RECORD_OVERHEAD: usize = 8 + NONCE_LEN + TAG_LEN;
+
+/// Whether `bytes` start with the header of a record log.
+pub fn is_record_log_header(bytes: &[u8]) -> bool {
+    bytes.len() >= HEADER_LEN && bytes[0..8] == MAGIC && bytes[11] == KIND_RECORDS
+}
+
+impl RecordLog {
+    /// A new record log: its header (to write first) and its cipher, under a fresh data key
+    /// wrapped by the keyring's current KEK. `path` names it in errors.
+    ///
+    /// # Errors
+    /// [`CryptError::Internal`] if the random source or the cipher fails.
+    pub fn create(
+        keyring: &Keyring,
+        path: &str,
+    ) -> std::result::Result<([u8; HEADER_LEN], RecordLog), CryptError> {
+        let p = Path::from(path);
+        let internal = |e: Error| CryptError::Internal {
+            path: path.to_string(),
+            reason: e.to_string(),
+        };
+        let mut data_key = [0u8; KEY_LEN];
+        let mut object_id = [0u8; OBJECT_ID_LEN];
+        keyring.fill_random(&mut data_key).map_err(internal)?;
+        keyring.fill_random(&mut object_id).map_err(internal)?;
+        let (key_id, wrap_nonce, wrapped) = keyring
+            .wrap(
+                &data_key,
+                &wrap_aad_of(KIND_RECORDS, keyring.current_id(), &object_id),
+            )
+            .map_err(internal)?;
+        let header = Header {
+            kind: KIND_RECORDS,
+            key_id,
+            object_id,
+            wrap_nonce,
+            wrapped,
+        };
+        let cipher = ObjectCipher::new(&data_key, object_id, &p);
+        data_key.fill(0);
+        Ok((
+            header.encode(),
+            RecordLog {
+                cipher: Arc::new(cipher?),
+                keyring: keyring.clone(),
+                path: path.to_string(),
+            },
+        ))
+    }
+
+    /// The cipher of an existing record log, from its header.
+    ///
+    /// # Errors
+    /// [`CryptError::NotEncrypted`] when `header` is not a record log's (a plaintext file
+    /// where an encrypted one belongs); [`CryptError::WrongKey`] naming both key ids;
+    /// [`CryptError::HeaderTampered`].
+    pub fn open(
+        keyring: &Keyring,
+        header: &[u8],
+        path: &str,
+    ) -> std::result::Result<RecordLog, CryptError> {
+        let p = Path::from(path);
+        let h = Header::decode(header, &p)?;
+        if h.kind != KIND_RECORDS {
+            return Err(CryptError::NotEncrypted {
+                path: path.to_string(),
+                reason: "an encrypted object, not a record log".into(),
+            });
+        }
+        let mut data_key = h.data_key(keyring, &p)?;
+        let cipher = ObjectCipher::new(&data_key, h.object_id, &p);
+        data_key.fill(0);
+        Ok(RecordLog {
+            cipher: Arc::new(cipher?),
+            keyring: keyring.clone(),
+            path: path.to_string(),
+        })
+    }
+
+    fn aad(&self, index: u64) -> [u8; 16 + OBJECT_ID_LEN + 8] {
+        let mut a = [0u8; 16 + OBJECT_ID_LEN + 8];
+        a[..16].copy_from_slice(&fixed_prefix_of(KIND_RECORDS));
+        a[16..32].copy_from_slice(&self.cipher.object_id);
+        a[32..40].copy_from_slice(&index.to_be_bytes());
+        a
+    }
+
+    /// Seals record number `index` (from 0 in its file) into a frame.
+    ///
+    /// # Errors
+    /// [`CryptError::Internal`] if the random source or the cipher fails.
+    pub fn seal(&self, index: u64, plain: &[u8]) -> std::result::Result<Vec<u8>, CryptError> {
+        let internal = |reason: String| CryptError::Internal {
+            path: self.path.clone(),
+            reason,
+        };
+        let mut nonce = [0u8; NONCE_LEN];
+        self.keyring
+            .fill_random(&mut nonce)
+            .map_err(|e| internal(e.to_string()))?;
+        let mut out = Vec::with_capacity(plain.len() + RECORD_OVERHEAD);
+        out.extend_from_slice(&index.to_be_bytes());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(plain);
+        let tag = self
+            .cipher
+            .key
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(self.aad(index)),
+                &mut out[8 + NONCE_LEN..],
+            )
+            .map_err(|_| internal(format!("sealing record {index} failed")))?;
+        out.extend_from_slice(tag.as_ref());
+        Ok(out)
+    }
+
+    /// Opens a frame: its index and plaintext. `at` says where it is in the file (`line 7`,
+    /// `byte 4096`) for the error; `expect`, when given, is the index it must have.
+    ///
+    /// # Errors
+    /// [`CryptError::RecordTampered`] naming the file and `at` when the frame is too short,
+    /// out of place or does not authenticate.
+    pub fn open_record(
+        &self,
+        frame: &[u8],
+        expect: Option<u64>,
+        at: &str,
+    ) -> std::result::Result<(u64, Vec<u8>), CryptError> {
+        let bad = |reason: String| CryptError::RecordTampered {
+            path: self.path.clone(),
+            at: at.to_string(),
+            reason,
+        };
+        if frame.len() < RECORD_OVERHEAD {
+            return Err(bad(format!(
+                "{} bytes, shorter than a sealed record",
+                frame.len()
+            )));
+        }
+        let mut ix = [0u8; 8];
+        ix.copy_from_slice(&frame[..8]);
+        let index = u64::from_be_bytes(ix);
+        if let Some(want) = expect {
+            if index != want {
+                return Err(bad(format!(
+                    "record index {index} where {want} belongs (records removed, reordered or copied from elsewhere)"
+                )));
+            }
+        }
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&frame[8..8 + NONCE_LEN]);
+        let mut buf = frame[8 + NONCE_LEN..].to_vec();
+        let n = self
+            .cipher
+            .key
+            .open_in_place(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(self.aad(index)),
+                &mut buf,
+            )
+            .map_err(|_| {
+                bad("failed authentication: the record was tampered with or is corrupt".into())
+            })?
+            .len();
+        buf.truncate(n);
+        Ok((index, buf))
+    }
+}
+
+/// The header of an encrypted object or record log rewrapped under `keyring`'s current KEK
+/// (key id, wrap nonce and wrapped data key replaced; the data key, the object id and
+/// everything after the header unchanged), or `None` when it is already under it. For the
+/// local files a store rewrites in place ([`crate::store::Store::rotate_key`]).
+///
+/// # Errors
+/// [`CryptError::NotEncrypted`] for bytes not in the format; [`CryptError::WrongKey`] when
+/// the keyring does not hold the KEK that wrapped it; [`CryptError::HeaderTampered`].
+pub fn rewrap_header(
+    keyring: &Keyring,
+    header: &[u8],
+    path: &str,
+) -> std::result::Result<Option<[u8; HEADER_LEN]>, CryptError> {
+    let p = Path::from(path);
+    let h = Header::decode(header, &p)?;
+    if h.key_id == keyring.current_id() {
+        return Ok(None);
+    }
+    let mut data_key = h.data_key(keyring, &p)?;
+    let wrapped = keyring.wrap(
+        &data_key,
+        &wrap_aad_of(h.kind, keyring.current_id(), &h.object_id),
+    );
+    data_key.fill(0);
+    let (key_id, wrap_nonce, wrapped) = wrapped.map_err(|e| CryptError::Internal {
+        path: path.to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok(Some(
+        Header {
+            kind: h.kind,
+            key_id,
+            object_id: h.object_id,
+            wrap_nonce,
+            wrapped,
+        }
+        .encode(),
+    ))
 }
 
 /// Encryption for Lance datasets: Lance's [`WrappingObjectStore`] putting an

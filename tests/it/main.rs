@@ -12,6 +12,7 @@ mod crypt;
 mod deid;
 mod demo;
 mod drift;
+mod encrypted_state;
 mod encrypted_store;
 mod features;
 mod fhir;

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::security::keyring::Keyring;
 
 use super::files::*;
 use super::record::*;
@@ -60,6 +61,20 @@ impl QueryFilter {
 /// [`Error::FailedPrecondition`] when there is no trail in `dir`; [`Error::Io`];
 /// [`Error::BadInput`] naming the file and line of an unreadable record.
 pub fn search(dir: &Path, filter: &QueryFilter) -> Result<Vec<Access>> {
+    search_with_keys(dir, filter, None)
+}
+
+/// [`search`] of an encrypted store's trail when `keys` is given (records are opened as
+/// they are read).
+///
+/// # Errors
+/// As [`search`]; [`Error::Store`] naming the file for a wrong key or a file in the other
+/// form; [`Error::BadInput`] naming the file and line of a record that does not open.
+pub fn search_with_keys(
+    dir: &Path,
+    filter: &QueryFilter,
+    keys: Option<&Keyring>,
+) -> Result<Vec<Access>> {
     if !dir.is_dir() {
         return Err(no_trail(dir));
     }
@@ -73,6 +88,8 @@ pub fn search(dir: &Path, filter: &QueryFilter) -> Result<Vec<Access>> {
         let mut reader = BufReader::new(f);
         let mut buf = Vec::new();
         let mut n = 0usize;
+        let mut codec = None;
+        let mut next_index = 0u64;
         loop {
             buf.clear();
             if reader
@@ -87,10 +104,25 @@ pub fn search(dir: &Path, filter: &QueryFilter) -> Result<Vec<Access>> {
                 break; // a torn last line: `verify` reports it
             }
             let line = &buf[..buf.len() - 1];
+            if n == 1 {
+                codec = codec_of(line, keys, &path)?;
+                if codec.is_some() {
+                    continue; // the encryption header
+                }
+            }
             if line.is_empty() {
                 continue;
             }
-            let rec: AuditRecord = serde_json::from_slice(line).map_err(|e| Error::BadInput {
+            let (_, line) =
+                decode_line(codec.as_ref(), line, Some(next_index), n as u64).map_err(|why| {
+                    Error::BadInput {
+                        location: format!("{} line {n}", path.display()),
+                        field: "-".into(),
+                        reason: why,
+                    }
+                })?;
+            next_index += 1;
+            let rec: AuditRecord = serde_json::from_slice(&line).map_err(|e| Error::BadInput {
                 location: format!("{} line {n}", path.display()),
                 field: "-".into(),
                 reason: format!("not an audit record: {e}"),

@@ -8,6 +8,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::security::keyring::Keyring;
 
 use super::files::*;
 use super::record::*;
@@ -84,11 +85,24 @@ pub(super) fn no_trail(dir: &Path) -> Error {
 /// [`Error::FailedPrecondition`] saying so plainly when `dir` does not exist (no trail yet);
 /// [`Error::Io`] if a file cannot be read (problems in the content are in the report).
 pub fn verify(dir: &Path) -> Result<VerifyReport> {
+    verify_with_keys(dir, None)
+}
+
+/// [`verify`] of an encrypted store's trail when `keys` is given: every record is opened
+/// (a record that fails authentication, or whose index in its file is out of place, is the
+/// problem at its file and line), then checked exactly as a plaintext one: the chain hashes
+/// the plaintext records.
+///
+/// # Errors
+/// As [`verify`]; [`Error::Store`] naming the file for a wrong key (both key ids), a
+/// tampered encryption header or a file in the other form (plaintext in an encrypted trail,
+/// encrypted without `keys`).
+pub fn verify_with_keys(dir: &Path, keys: Option<&Keyring>) -> Result<VerifyReport> {
     if !dir.is_dir() {
         return Err(no_trail(dir));
     }
     let files = list_files(dir)?;
-    let head = match read_head(dir) {
+    let head = match read_head(dir, keys) {
         Ok(h) => h,
         Err(Error::BadInput { reason, .. }) => {
             return Ok(VerifyReport {
@@ -164,6 +178,8 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
         let mut buf = Vec::new();
         let mut line_no = 0u64;
         let mut offset = 0u64;
+        let mut codec = None;
+        let mut next_index = 0u64;
         loop {
             buf.clear();
             let n = reader
@@ -190,7 +206,22 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
                 }
                 return Ok(report);
             }
-            let body = &buf[..buf.len() - 1];
+            let line = &buf[..buf.len() - 1];
+            if line_no == 1 {
+                codec = codec_of(line, keys, path)?;
+                if codec.is_some() {
+                    continue; // the encryption header
+                }
+            }
+            let body = match decode_line(codec.as_ref(), line, Some(next_index), line_no) {
+                Ok((_, plain)) => plain,
+                Err(why) => {
+                    fail(&mut report, &name, Some(line_no), None, why);
+                    return Ok(report);
+                }
+            };
+            next_index += 1;
+            let body = &body[..];
             let rec: AuditRecord = match serde_json::from_slice(body) {
                 Ok(r) => r,
                 Err(e) => {

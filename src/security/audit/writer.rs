@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use crate::clock::SharedClock;
 use crate::error::{Error, Result};
+use crate::security::keyring::Keyring;
+use crate::store::crypt::{self, RecordLog};
 
 use super::files::*;
 use super::record::*;
@@ -69,12 +71,19 @@ struct State {
     next_seq: u64,
     prev: String,
     poisoned: Option<String>,
+    /// The current file's cipher (encrypted trails; `None` until its header line is written).
+    codec: Option<RecordLog>,
+    /// The index of the current file's next record (encrypted trails).
+    next_index: u64,
 }
 
 /// The flushing side (group commit): every record with `seq < durable_next` is on disk.
 #[derive(Debug)]
 struct Durable {
     head: File,
+    /// `HEAD`'s cipher in an encrypted trail: a record log whose one record is rewritten in
+    /// place, under the data key its header (written once) wraps.
+    head_codec: Option<RecordLog>,
     durable_next: u64,
 }
 
@@ -96,6 +105,8 @@ struct Core {
     durable: Mutex<Durable>,
     /// `LOCK`: the writers' lock across processes, taken with `state` held.
     lock: File,
+    /// An encrypted store's keys: records are sealed (module docs).
+    keys: Option<Keyring>,
 }
 
 /// The background flusher of [`Durability::Interval`].
@@ -159,6 +170,26 @@ impl Drop for AuditLog {
     }
 }
 
+/// The cipher of an encrypted trail's `HEAD` (opened for writing as `head`): from its
+/// header, or a new one written when the file is empty.
+fn head_codec(head: &File, path: &Path, keys: &Keyring) -> Result<RecordLog> {
+    let len = head.metadata().map_err(|e| Error::io(path, e))?.len();
+    if len >= crypt::HEADER_LEN as u64 {
+        let mut header = vec![0u8; crypt::HEADER_LEN];
+        head.read_exact_at(&mut header, 0)
+            .map_err(|e| Error::io(path, e))?;
+        return RecordLog::open(keys, &header, &path.display().to_string())
+            .map_err(|e| crypt_error(path, e));
+    }
+    let (header, codec) =
+        RecordLog::create(keys, &path.display().to_string()).map_err(|e| crypt_error(path, e))?;
+    head.set_len(0)
+        .and_then(|()| head.write_all_at(&header, 0))
+        .and_then(|()| head.sync_data())
+        .map_err(|e| Error::io(path, e))?;
+    Ok(codec)
+}
+
 /// The writers' lock (`LOCK`, an exclusive `flock`), released when dropped.
 struct WriterLock<'a>(&'a File);
 
@@ -185,6 +216,23 @@ impl AuditLog {
     /// [`Error::Io`]; [`Error::FailedPrecondition`] when the log is shorter than `HEAD` says
     /// (records were removed: run `ward audit verify`), or its last record is unreadable.
     pub fn open(dir: &Path, clock: SharedClock, opts: AuditOptions) -> Result<AuditLog> {
+        AuditLog::open_with_keys(dir, clock, opts, None)
+    }
+
+    /// [`AuditLog::open`] of an encrypted store's trail when `keys` is given: each file
+    /// starts with an encryption header (its data key wrapped by the store's KEK), each
+    /// record is sealed on its own, `HEAD` is sealed (module docs). Without `keys`, an
+    /// encrypted trail is refused, as a plaintext one is with them.
+    ///
+    /// # Errors
+    /// As [`AuditLog::open`]; [`Error::Store`] naming the file for a wrong key or a file in
+    /// the other form.
+    pub fn open_with_keys(
+        dir: &Path,
+        clock: SharedClock,
+        opts: AuditOptions,
+        keys: Option<Keyring>,
+    ) -> Result<AuditLog> {
         fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let lock_path = dir.join(LOCK_FILE);
         let lock = OpenOptions::new()
@@ -194,11 +242,11 @@ impl AuditLog {
             .open(&lock_path)
             .map_err(|e| Error::io(&lock_path, e))?;
         let guard = WriterLock::take(&lock, dir)?;
-        let tail = load_tail(dir)?;
+        let tail = load_tail(dir, keys.as_ref())?;
         if tail.created {
             sync_dir(dir)?;
         }
-        if let Some(h) = read_head(dir)? {
+        if let Some(h) = read_head(dir, keys.as_ref())? {
             if tail.last.as_ref().is_none_or(|r| r.seq < h.seq) {
                 return Err(Error::precondition(
                     format!("audit log {}", dir.display()),
@@ -214,6 +262,7 @@ impl AuditLog {
         let head = OpenOptions::new()
             .create(true)
             .truncate(false)
+            .read(true)
             .write(true)
             .open(&head_path)
             .map_err(|e| Error::io(&head_path, e))?;
@@ -245,12 +294,19 @@ impl AuditLog {
                 next_seq,
                 prev,
                 poisoned: None,
+                codec: tail.codec,
+                next_index: tail.next_index,
             }),
             durable: Mutex::new(Durable {
+                head_codec: match &keys {
+                    Some(k) => Some(head_codec(&head, &head_path, k)?),
+                    None => None,
+                },
                 head,
                 durable_next: next_seq,
             }),
             lock: lock.try_clone().map_err(|e| Error::io(&lock_path, e))?,
+            keys,
         };
         let mut log = AuditLog {
             core: Arc::new(core),
@@ -263,7 +319,7 @@ impl AuditLog {
                 .durable
                 .lock()
                 .map_err(|_| Error::Internal("audit log mutex poisoned".into()))?;
-            log.core.write_head(&d.head, r.seq, &r.hash, index)?;
+            log.core.write_head(&d, r.seq, &r.hash, index)?;
         }
         if let Some(torn) = tail.torn {
             let mut st = log.core.lock()?;
@@ -282,6 +338,12 @@ impl AuditLog {
     /// The directory.
     pub fn dir(&self) -> &Path {
         &self.core.dir
+    }
+
+    /// The keys of an encrypted trail (`None`: plaintext), for reading it
+    /// ([`super::verify_with_keys`], [`super::search_with_keys`]).
+    pub fn keys(&self) -> Option<&Keyring> {
+        self.core.keys.as_ref()
     }
 
     /// Whether [`AuditLog::append`] waits for the disk (run it off the async executor then).
@@ -315,7 +377,8 @@ impl Core {
             .map_err(|_| Error::Internal("audit log mutex poisoned".into()))
     }
 
-    fn write_head(&self, head_file: &File, seq: u64, hash: &str, index: u32) -> Result<()> {
+    fn write_head(&self, d: &Durable, seq: u64, hash: &str, index: u32) -> Result<()> {
+        let head_file = &d.head;
         let head = Head {
             seq,
             hash: hash.to_string(),
@@ -328,8 +391,15 @@ impl Core {
         buf.resize(HEAD_SIZE - 1, b' ');
         buf.push(b'\n');
         let path = self.dir.join(HEAD_FILE);
+        let mut at = 0;
+        if let Some(c) = &d.head_codec {
+            // One sealed record after the header (a new random nonce each time), always the
+            // same size.
+            buf = c.seal(0, &buf).map_err(|e| crypt_error(&path, e))?;
+            at = crypt::HEADER_LEN as u64;
+        }
         head_file
-            .write_all_at(&buf, 0)
+            .write_all_at(&buf, at)
             .map_err(|e| Error::io(&path, e))?;
         if self.opts.durability.syncs() {
             head_file.sync_data().map_err(|e| Error::io(&path, e))?;
@@ -376,7 +446,7 @@ impl Core {
         if len == st.len && !self.dir.join(file_name(st.index + 1)).exists() {
             return Ok(());
         }
-        let tail = load_tail(&self.dir)?;
+        let tail = load_tail(&self.dir, self.keys.as_ref())?;
         let (next_seq, prev) = match &tail.last {
             Some(r) => (r.seq + 1, r.hash.clone()),
             None => (0, GENESIS.to_string()),
@@ -395,6 +465,8 @@ impl Core {
         st.len = tail.len;
         st.next_seq = next_seq;
         st.prev = prev;
+        st.codec = tail.codec;
+        st.next_index = tail.next_index;
         if let Some(torn) = tail.torn {
             self.seal(st, torn)?;
         }
@@ -416,6 +488,11 @@ impl Core {
             .and_then(|()| st.file.sync_all())
             .map_err(|e| Error::io(&path, e))?;
         st.len = torn.offset;
+        if st.len < HEADER_LINE_LEN {
+            // The encryption header line itself was torn: the file starts afresh.
+            st.codec = None;
+            st.next_index = 0;
+        }
         let mut entry = AuditEntry::new(
             "audit.recover",
             Outcome::System,
@@ -437,9 +514,8 @@ impl Core {
             hash: String::new(),
         };
         rec.hash = rec.compute_hash();
-        let mut line = serde_json::to_vec(&rec).map_err(|e| Error::Internal(e.to_string()))?;
-        line.push(b'\n');
-        self.write_line(st, &line, &rec)?;
+        let json = serde_json::to_vec(&rec).map_err(|e| Error::Internal(e.to_string()))?;
+        self.write_line(st, &json, &rec)?;
         Ok(rec.seq)
     }
 
@@ -479,7 +555,7 @@ impl Core {
         } else {
             Ok(())
         }
-        .and_then(|()| self.write_head(&d.head, last_seq, &last_hash, index));
+        .and_then(|()| self.write_head(&d, last_seq, &last_hash, index));
         match flushed {
             Ok(()) => {
                 d.durable_next = last_seq + 1;
@@ -494,8 +570,13 @@ impl Core {
         }
     }
 
-    fn write_line(&self, st: &mut State, line: &[u8], rec: &AuditRecord) -> Result<()> {
-        if st.len > 0 && st.len + line.len() as u64 > self.opts.max_file_bytes {
+    /// Writes `json` (a record without its newline) as the next line: as is, or sealed when
+    /// the trail is encrypted (a new file gets its header line first).
+    fn write_line(&self, st: &mut State, json: &[u8], rec: &AuditRecord) -> Result<()> {
+        let sealed = self.keys.is_some();
+        let header_len = if sealed { HEADER_LINE_LEN } else { 0 };
+        let need = line_len(json.len(), sealed);
+        if st.len > header_len && st.len + need > self.opts.max_file_bytes {
             if self.opts.durability.syncs() {
                 // Records written to the old file but not yet flushed become durable here.
                 let old = self.dir.join(file_name(st.index));
@@ -515,11 +596,26 @@ impl Core {
             st.file = Arc::new(file);
             st.index = index;
             st.len = 0;
+            st.codec = None;
+            st.next_index = 0;
         }
         let path = self.dir.join(file_name(st.index));
+        if let (Some(k), None) = (&self.keys, &st.codec) {
+            let (header, codec) = new_header_line(k, &path)?;
+            (&*st.file)
+                .write_all(&header)
+                .map_err(|e| Error::io(&path, e))?;
+            st.len += header.len() as u64;
+            st.codec = Some(codec);
+            st.next_index = 0;
+        }
+        let line = encode_line(st.codec.as_ref(), st.next_index, json, &path)?;
         (&*st.file)
-            .write_all(line)
+            .write_all(&line)
             .map_err(|e| Error::io(&path, e))?;
+        if st.codec.is_some() {
+            st.next_index += 1;
+        }
         st.len += line.len() as u64;
         st.next_seq = rec.seq + 1;
         st.prev = rec.hash.clone();
