@@ -46,8 +46,8 @@ use super::read::ReadPolicy;
 use super::{crossrun, fhir, hl7v2, mapping, BadRecord, Context, Input, ParsedBatches};
 use crate::curated::Table;
 use crate::error::{Error, Result};
-use crate::hash::ContentHash;
 use crate::hash::bucketed::{bucket_ids, split_into_buckets, Bucketing, DEFAULT_BUCKETS};
+use crate::hash::ContentHash;
 use crate::store::bucketed::BucketContent;
 use crate::store::{HeadUpdate, Kind, Lineage, PutOptions, Store};
 
@@ -872,9 +872,7 @@ async fn commit_merged(
             }
         };
         match put {
-            Ok((put, dropped)) => {
-                return Ok(Some((put.manifest.hash, put.manifest.rows, dropped)))
-            }
+            Ok((put, dropped)) => return Ok(Some((put.manifest.hash, put.manifest.rows, dropped))),
             Err(Error::Conflict { .. }) if on_conflict == OnConflict::Retry => {
                 tracing::info!(table = name, "head moved during the merge; merging again");
             }

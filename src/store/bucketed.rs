@@ -39,8 +39,8 @@ use futures::TryStreamExt;
 use lance::dataset::fragment::write::FragmentCreateBuilder;
 use lance::dataset::transaction::{Operation, Transaction};
 use lance::dataset::{CommitBuilder, WriteParams};
-use lance::Dataset;
 use lance::table::format::Fragment;
+use lance::Dataset;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -137,7 +137,9 @@ impl Store {
             None => {
                 let path = self.version_dir(hash).join(LAYOUT_FILE);
                 let stored = fs::read(&path).map_err(|e| match e.kind() {
-                    std::io::ErrorKind::NotFound => corrupt(format!("its {LAYOUT_FILE} is missing")),
+                    std::io::ErrorKind::NotFound => {
+                        corrupt(format!("its {LAYOUT_FILE} is missing"))
+                    }
                     _ => Error::io(&path, e),
                 })?;
                 at_rest::maybe_open(self.keys(), stored, &path)?
@@ -216,9 +218,9 @@ impl Store {
             Some(h) => {
                 let m = self.manifest(h)?;
                 let same = m.schema == columns
-                    && m.bucketing.as_ref().is_some_and(|b| {
-                        b.key == bucketing.key && b.buckets == bucketing.buckets
-                    });
+                    && m.bucketing
+                        .as_ref()
+                        .is_some_and(|b| b.key == bucketing.key && b.buckets == bucketing.buckets);
                 if same {
                     self.bucket_layout(h)?.map(|l| (*h, l))
                 } else {
@@ -476,7 +478,8 @@ impl Store {
                 // The plaintext digests of the linked files are the base's; the rest are
                 // read through the encryption.
                 let all = self.digest_local_except(&data_dir, &linked).await?;
-                let mut out: Vec<FileDigest> = all.into_iter().chain(linked.into_values()).collect();
+                let mut out: Vec<FileDigest> =
+                    all.into_iter().chain(linked.into_values()).collect();
                 out.sort_by(|a, b| a.path.cmp(&b.path));
                 out
             }
@@ -660,7 +663,10 @@ async fn read_groups(
 }
 
 /// As `digest_files`, taking the digests of `known` files (by path) as given.
-fn digest_files_reusing(dir: &Path, known: &BTreeMap<String, FileDigest>) -> Result<Vec<FileDigest>> {
+fn digest_files_reusing(
+    dir: &Path,
+    known: &BTreeMap<String, FileDigest>,
+) -> Result<Vec<FileDigest>> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -739,10 +745,8 @@ impl StreamingBucketHasher {
             by.entry(b).or_default().push(row as u32);
         }
         for (b, rows) in by {
-            let taken = arrow::compute::take_record_batch(
-                batch,
-                &arrow::array::UInt32Array::from(rows),
-            )?;
+            let taken =
+                arrow::compute::take_record_batch(batch, &arrow::array::UInt32Array::from(rows))?;
             self.hashers[b as usize].update(&taken)?;
         }
         Ok(())

@@ -77,7 +77,10 @@ impl Store {
         let bucketing = match &m.bucketing {
             Some(b) => {
                 self.bucket_layout(hash)?;
-                Some(crate::hash::bucketed::Bucketing::new(b.key.clone(), b.buckets)?)
+                Some(crate::hash::bucketed::Bucketing::new(
+                    b.key.clone(),
+                    b.buckets,
+                )?)
             }
             None => None,
         };

@@ -47,10 +47,10 @@ fn table(rows: &BTreeMap<(String, i64), Option<String>>) -> RecordBatch {
     .unwrap()
 }
 
-/// 2,000 patients of 20 rows: 40,000 rows, a few groups of buckets.
+/// 4,000 patients of 20 rows: 80,000 rows, five groups of buckets.
 fn cohort() -> BTreeMap<(String, i64), Option<String>> {
     let mut rows = BTreeMap::new();
-    for p in 0..2000 {
+    for p in 0..4000 {
         for n in 0..20 {
             rows.insert((format!("P{p:07}"), n), Some(format!("note {p} {n}")));
         }
@@ -180,7 +180,7 @@ async fn an_incremental_version_equals_the_one_built_in_one_go_and_shares_files(
     let store = store_at(dir.path());
     let mut rows = cohort();
     let v1 = put_whole(&store, &rows).await;
-    assert_eq!(store.verify(&v1).await.unwrap().rows, 40_000);
+    assert_eq!(store.verify(&v1).await.unwrap().rows, 80_000);
 
     rows.insert(("P0000007".into(), 99), Some("late".into()));
     rows.insert(("P0000007".into(), 3), None);
@@ -202,15 +202,25 @@ async fn an_incremental_version_equals_the_one_built_in_one_go_and_shares_files(
     store.verify(&v2).await.unwrap();
     store.verify(&v1).await.unwrap();
 
-    // The untouched groups' files are the base's (hard links), and what the version added
-    // is a small part of it.
+    // The untouched groups' files are the base's (hard links).
     let data = store.root().join("versions").join(v2.hex()).join("data");
-    let (bytes, shared_bytes, shared) = files(&data);
+    let (_, _, shared) = files(&data);
     assert!(shared > 0, "no file shared with the base");
+
+    // A change of one patient rewrites one group of five: most bytes are shared.
+    rows.insert(("P0003000".into(), 7), Some("changed".into()));
+    let v3 = put_change(&store, &v2, &rows, &["P0003000"])
+        .await
+        .manifest
+        .hash;
+    let (bytes, shared_bytes, _) =
+        files(&store.root().join("versions").join(v3.hex()).join("data"));
     assert!(
-        shared_bytes * 2 > bytes,
+        shared_bytes * 10 > bytes * 6,
         "{shared_bytes} of {bytes} bytes shared: the change rewrote most of the table"
     );
+    store.verify(&v3).await.unwrap();
+    assert_eq!(sorted_rows(&store, &v3).await, expected(&rows));
 }
 
 /// A re-sent bucket whose rows did not change writes nothing: the base is the version.
@@ -220,11 +230,15 @@ async fn a_change_that_changes_nothing_is_the_base() {
     let store = store_at(dir.path());
     let rows = cohort();
     let v1 = put_whole(&store, &rows).await;
-    let before = std::fs::read_dir(store.root().join("versions")).unwrap().count();
+    let before = std::fs::read_dir(store.root().join("versions"))
+        .unwrap()
+        .count();
     let put = put_change(&store, &v1, &rows, &["P0000001", "P0001234"]).await;
     assert!(!put.created);
     assert_eq!(put.manifest.hash, v1);
-    let after = std::fs::read_dir(store.root().join("versions")).unwrap().count();
+    let after = std::fs::read_dir(store.root().join("versions"))
+        .unwrap()
+        .count();
     assert_eq!(before, after);
 }
 
@@ -237,7 +251,10 @@ async fn readers_work_on_an_incremental_version() {
     let mut rows = cohort();
     let v1 = put_whole(&store, &rows).await;
     rows.insert(("P0000042".into(), 100), Some("x".into()));
-    let v2 = put_change(&store, &v1, &rows, &["P0000042"]).await.manifest.hash;
+    let v2 = put_change(&store, &v1, &rows, &["P0000042"])
+        .await
+        .manifest
+        .hash;
 
     let ds = store.dataset(&v2).await.unwrap();
     assert_eq!(ds.count_rows(None).await.unwrap(), rows.len());
@@ -273,7 +290,11 @@ async fn readers_work_on_an_incremental_version() {
 
     // A base that is not bucketed cannot take a change of some buckets.
     let plain = store
-        .put_batches(schema(), vec![table(&rows)], PutOptions::new("u", Kind::Other))
+        .put_batches(
+            schema(),
+            vec![table(&rows)],
+            PutOptions::new("u", Kind::Other),
+        )
         .await
         .unwrap()
         .manifest
@@ -304,7 +325,10 @@ async fn cleanup_keeps_every_file_a_live_version_uses() {
         let p = format!("P{:07}", i * 397);
         rows.insert((p.clone(), 1000 + i), Some(format!("change {i}")));
         let base = versions.last().unwrap().0;
-        let v = put_change(&store, &base, &rows, &[p.as_str()]).await.manifest.hash;
+        let v = put_change(&store, &base, &rows, &[p.as_str()])
+            .await
+            .manifest
+            .hash;
         versions.push((v, expected(&rows)));
     }
     store.cleanup().unwrap();
@@ -394,7 +418,7 @@ async fn racing_writers_lose_no_change() {
             "writer {w}'s change is lost"
         );
     }
-    assert_eq!(rows.len(), 40_004);
+    assert_eq!(rows.len(), 80_004);
     store.verify(&v1).await.unwrap();
     for v in committed {
         store.verify(&v).await.unwrap();
@@ -415,7 +439,10 @@ async fn an_encrypted_store_shares_and_verifies_the_same() {
     let mut rows = cohort();
     let v1 = put_whole(&store, &rows).await;
     rows.insert(("P0000042".into(), 100), Some("x".into()));
-    let v2 = put_change(&store, &v1, &rows, &["P0000042"]).await.manifest.hash;
+    let v2 = put_change(&store, &v1, &rows, &["P0000042"])
+        .await
+        .manifest
+        .hash;
     let plain = tempfile::tempdir().unwrap();
     assert_eq!(put_whole(&store_at(plain.path()), &rows).await, v2);
     store.verify(&v1).await.unwrap();
@@ -452,12 +479,19 @@ async fn an_s3_store_gives_the_same_hashes() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
-    let location = format!("s3://{}/it/bucketed-{}-{nanos}", bucket.trim(), std::process::id());
+    let location = format!(
+        "s3://{}/it/bucketed-{}-{nanos}",
+        bucket.trim(),
+        std::process::id()
+    );
     let store = Store::open(&location, ward::clock::system()).unwrap();
     let mut rows = cohort();
     let v1 = put_whole(&store, &rows).await;
     rows.insert(("P0000042".into(), 100), Some("x".into()));
-    let v2 = put_change(&store, &v1, &rows, &["P0000042"]).await.manifest.hash;
+    let v2 = put_change(&store, &v1, &rows, &["P0000042"])
+        .await
+        .manifest
+        .hash;
     let local = tempfile::tempdir().unwrap();
     assert_eq!(put_whole(&store_at(local.path()), &rows).await, v2);
     store.verify(&v1).await.unwrap();
