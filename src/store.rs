@@ -48,6 +48,7 @@
 //! docs/encryption.md.
 
 pub mod at_rest;
+pub mod bucketed;
 pub mod crypt;
 pub mod heads;
 mod maintain;
@@ -618,12 +619,36 @@ impl Store {
             return self.existing(hash, &opts);
         }
         let files = self.digest_local(&tmp.dir.join("data")).await?;
+        let manifest = self.new_manifest(
+            hash,
+            &opts,
+            ColumnInfo::from_schema(&schema)?,
+            rows,
+            files,
+            None,
+            None,
+        );
+        self.commit_local(tmp, manifest, opts).await
+    }
+
+    /// A sealed manifest for a new version.
+    #[allow(clippy::too_many_arguments)]
+    fn new_manifest(
+        &self,
+        hash: ContentHash,
+        opts: &PutOptions,
+        schema: Vec<ColumnInfo>,
+        rows: u64,
+        files: Vec<FileDigest>,
+        data: Option<String>,
+        bucketing: Option<bucketed::BucketingInfo>,
+    ) -> Manifest {
         let mut manifest = Manifest {
             manifest_format: manifest::MANIFEST_FORMAT,
             hash,
             kind: opts.kind,
             name: opts.name.clone(),
-            schema: ColumnInfo::from_schema(&schema)?,
+            schema,
             rows,
             bytes: files.iter().map(|f| f.bytes).sum(),
             created_at: self.clock.now(),
@@ -631,10 +656,24 @@ impl Store {
             ward_version: crate::VERSION.to_string(),
             labels: opts.labels.clone(),
             files,
-            data: None,
+            data,
+            bucketing,
             seal: String::new(),
         };
         manifest.seal = manifest.compute_seal();
+        manifest
+    }
+
+    /// Publishes a version written under `tmp` (its data, and any other file beside the
+    /// manifest): writes the manifest, syncs, renames into place and moves the head.
+    async fn commit_local(
+        &self,
+        tmp: TempVersion,
+        manifest: Manifest,
+        opts: PutOptions,
+    ) -> Result<PutOutcome> {
+        let hash = manifest.hash;
+        let dest = self.version_dir(&hash);
         let body = serde_json::to_vec_pretty(&manifest)
             .map_err(|e| Error::Internal(format!("manifest does not serialize: {e}")))?;
         let mpath = tmp.dir.join("manifest.json");
@@ -712,23 +751,15 @@ impl Store {
                 return Err(e);
             }
         };
-        let mut manifest = Manifest {
-            manifest_format: manifest::MANIFEST_FORMAT,
+        let manifest = self.new_manifest(
             hash,
-            kind: opts.kind,
-            name: opts.name.clone(),
-            schema: ColumnInfo::from_schema(schema)?,
+            &opts,
+            ColumnInfo::from_schema(schema)?,
             rows,
-            bytes: files.iter().map(|f| f.bytes).sum(),
-            created_at: self.clock.now(),
-            lineage: opts.lineage.clone(),
-            ward_version: crate::VERSION.to_string(),
-            labels: opts.labels.clone(),
             files,
-            data: Some(staged.clone()),
-            seal: String::new(),
-        };
-        manifest.seal = manifest.compute_seal();
+            Some(staged.clone()),
+            None,
+        );
         let body = serde_json::to_vec_pretty(&manifest)
             .map_err(|e| Error::Internal(format!("manifest does not serialize: {e}")))?;
         if remote.put_create(&mrel, body)? {
@@ -1017,7 +1048,22 @@ impl Store {
     async fn digest_local(&self, dir: &Path) -> Result<Vec<FileDigest>> {
         match self.keys() {
             None => digest_files(dir),
-            Some(k) => digest_encrypted(dir, k).await,
+            Some(k) => digest_encrypted(dir, k, &BTreeMap::new()).await,
+        }
+    }
+
+    /// As [`Store::digest_local`] for an encrypted store, leaving out the files in `skip`.
+    async fn digest_local_except(
+        &self,
+        dir: &Path,
+        skip: &BTreeMap<String, FileDigest>,
+    ) -> Result<Vec<FileDigest>> {
+        match self.keys() {
+            None => Ok(digest_files(dir)?
+                .into_iter()
+                .filter(|f| !skip.contains_key(&f.path))
+                .collect()),
+            Some(k) => digest_encrypted(dir, k, skip).await,
         }
     }
 
@@ -1206,6 +1252,7 @@ fn digest_files(dir: &Path) -> Result<Vec<FileDigest>> {
 async fn digest_encrypted(
     dir: &Path,
     keys: &crate::security::keyring::Keyring,
+    skip: &BTreeMap<String, FileDigest>,
 ) -> Result<Vec<FileDigest>> {
     use object_store::{ObjectStore, ObjectStoreExt};
     let err = |e: object_store::Error| Error::Store {
@@ -1218,6 +1265,9 @@ async fn digest_encrypted(
         store.list(None).try_collect().await.map_err(err)?;
     let mut out = Vec::with_capacity(listed.len());
     for meta in listed {
+        if skip.contains_key(meta.location.as_ref()) {
+            continue;
+        }
         let mut hasher = blake3::Hasher::new();
         let mut bytes = 0u64;
         let mut chunks = store.get(&meta.location).await.map_err(err)?.into_stream();

@@ -7,6 +7,7 @@ Implements docs/hashing.md with pyarrow and the `blake3` package:
     python verify_hash.py out.parquet --expect b3:...        # exit 1 on mismatch
     python verify_hash.py out.parquet --manifest m.json      # cast to the manifest's types
     python verify_hash.py out.parquet --bucket-key patient_id --buckets 1024   # encoding 3
+    (with --manifest, a bucketed version's manifest gives the key and bucket count itself)
 
 A version on a running server (`ward serve`), for example the training set a model was
 trained on, is read over Arrow Flight with the Python client (`pip install ./python`) and
@@ -246,6 +247,11 @@ def main():
             with open(args.manifest) as f:
                 manifest = json.load(f)
             table = cast_to(table, [(c["name"], c["type"]) for c in manifest["schema"]])
+            # A bucketed version (curated tables) names its key and bucket count.
+            bucketing = manifest.get("bucketing")
+            if bucketing and not args.bucket_key:
+                args.bucket_key = bucketing["key"]
+                args.buckets = int(bucketing["buckets"])
         expect = args.expect
     else:
         ref = args.ref

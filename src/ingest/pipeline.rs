@@ -46,7 +46,9 @@ use super::read::ReadPolicy;
 use super::{crossrun, fhir, hl7v2, mapping, BadRecord, Context, Input, ParsedBatches};
 use crate::curated::Table;
 use crate::error::{Error, Result};
+use crate::hash::bucketed::{bucket_ids, split_into_buckets, Bucketing, DEFAULT_BUCKETS};
 use crate::hash::ContentHash;
+use crate::store::bucketed::BucketContent;
 use crate::store::{HeadUpdate, Kind, Lineage, PutOptions, Store};
 
 /// Raw files are stored in chunks of this many bytes.
@@ -800,35 +802,165 @@ async fn commit_merged(
             (None, Some((table, _))) => RecordBatch::new_empty(table.schema()),
             (None, None) => return Ok(None),
         };
-        let mut merged = merge_onto(store, name, prev, batch, merge.remove).await?;
-        let mut dropped = 0;
-        if let Some((table, ingested_at)) = merge.resent {
-            let before = merged.num_rows();
-            merged = drop_resent(&merged, table, ingested_at)?;
-            dropped = (before - merged.num_rows()) as u64;
-        }
-        let mut changed = merge.batch.is_some();
-        if let Some((versions, table)) = merge.versions {
-            if let Some(again) = versions.apply(table, &merged)? {
-                merged = canonical_merge(&[again])?;
-                changed = true;
-            }
-        }
-        if !changed {
-            return Ok(None);
-        }
-        let rows = merged.num_rows() as u64;
+        // Curated tables are bucketed by patient: a run reads and rewrites only the buckets
+        // of the patients it touched, unless FHIR versions may reorder rows of any patient.
+        let bucketed = merge.resent.is_some();
+        let fhir_reorders = merge.versions.is_some_and(|(v, t)| v.touches(t));
+        let base = match prev {
+            Some(h) if bucketed && !fhir_reorders => incremental_base(store, &h, &batch)?,
+            _ => None,
+        };
         let mut p = PutOptions::new(name, kind);
         p.lineage = lineage(prev);
         p.head = HeadUpdate::Expect(head.map(|h| h.seq));
-        match store.put_batches(merged.schema(), vec![merged], p).await {
-            Ok(put) => return Ok(Some((put.manifest.hash, rows, dropped))),
+        let put = if let Some(base) = base {
+            if merge.batch.is_none() {
+                return Ok(None);
+            }
+            let (changed, dropped) =
+                merge_buckets(store, &base, batch, merge.remove, merge.resent).await?;
+            store
+                .put_bucketed(
+                    batch_schema(&merge),
+                    BucketContent::Changed(changed),
+                    Some(&base),
+                    curated_bucketing()?,
+                    p,
+                )
+                .await
+                .map(|put| (put, dropped))
+        } else {
+            let mut merged = merge_onto(store, name, prev, batch, merge.remove).await?;
+            let mut dropped = 0;
+            if let Some((table, ingested_at)) = merge.resent {
+                let before = merged.num_rows();
+                merged = drop_resent(&merged, table, ingested_at)?;
+                dropped = (before - merged.num_rows()) as u64;
+            }
+            let mut changed = merge.batch.is_some();
+            if let Some((versions, table)) = merge.versions {
+                if let Some(again) = versions.apply(table, &merged)? {
+                    merged = canonical_merge(&[again])?;
+                    changed = true;
+                }
+            }
+            if !changed {
+                return Ok(None);
+            }
+            if bucketed {
+                // The whole table, bucketed: groups whose buckets did not change are still
+                // shared with a bucketed base.
+                let base = match prev {
+                    Some(h) if store.bucket_layout(&h)?.is_some() => Some(h),
+                    _ => None,
+                };
+                store
+                    .put_bucketed(
+                        merged.schema(),
+                        BucketContent::Whole(vec![merged]),
+                        base.as_ref(),
+                        curated_bucketing()?,
+                        p,
+                    )
+                    .await
+                    .map(|put| (put, dropped))
+            } else {
+                store
+                    .put_batches(merged.schema(), vec![merged], p)
+                    .await
+                    .map(|put| (put, dropped))
+            }
+        };
+        match put {
+            Ok((put, dropped)) => return Ok(Some((put.manifest.hash, put.manifest.rows, dropped))),
             Err(Error::Conflict { .. }) if on_conflict == OnConflict::Retry => {
                 tracing::info!(table = name, "head moved during the merge; merging again");
             }
             Err(e) => return Err(e),
         }
     }
+}
+
+/// How curated tables are bucketed: by `patient_id` into [`DEFAULT_BUCKETS`] buckets.
+///
+/// # Errors
+/// None in practice ([`Bucketing::new`] with a non-zero count).
+pub fn curated_bucketing() -> Result<Bucketing> {
+    Bucketing::new(CURATED_BUCKET_KEY, DEFAULT_BUCKETS)
+}
+
+/// The key column curated tables are bucketed by.
+pub const CURATED_BUCKET_KEY: &str = "patient_id";
+
+fn batch_schema(merge: &Merge<'_>) -> SchemaRef {
+    match (merge.batch, merge.resent) {
+        (Some(b), _) => b.schema(),
+        (_, Some((table, _))) => table.schema(),
+        _ => Arc::new(Schema::empty()),
+    }
+}
+
+/// `prev` when a run can change it bucket by bucket: bucketed as curated tables are, with
+/// the run's columns.
+fn incremental_base(
+    store: &Store,
+    prev: &ContentHash,
+    batch: &RecordBatch,
+) -> Result<Option<ContentHash>> {
+    let m = store.manifest(prev)?;
+    let bucketing = curated_bucketing()?;
+    let same = m
+        .bucketing
+        .as_ref()
+        .is_some_and(|b| b.key == bucketing.key && b.buckets == bucketing.buckets)
+        && crate::store::ColumnInfo::from_schema(&batch.schema())? == m.schema;
+    Ok(same.then_some(*prev))
+}
+
+/// The run's rows merged onto the buckets of `base` they touch (those of the patients of
+/// `batch` and of `remove`): only those buckets are read, without the rows of `remove`,
+/// merged, sorted canonically and cleared of re-sends. Gives the new rows of every touched
+/// bucket (empty when it has none left) and the rows dropped as re-sent.
+async fn merge_buckets(
+    store: &Store,
+    base: &ContentHash,
+    batch: RecordBatch,
+    remove: Option<&RecordBatch>,
+    resent: Option<(Table, DateTime<Utc>)>,
+) -> Result<(BTreeMap<u32, RecordBatch>, u64)> {
+    let bucketing = curated_bucketing()?;
+    let schema = batch.schema();
+    let remove = remove.filter(|r| r.num_rows() > 0);
+    let mut touched = std::collections::BTreeSet::new();
+    for b in std::iter::once(&batch).chain(remove) {
+        let key = bucketing.key_index(&b.schema())?;
+        touched.extend(bucket_ids(b, key, bucketing.buckets)?);
+    }
+    let old: Vec<RecordBatch> = store
+        .read_buckets(base, &touched)
+        .await?
+        .into_values()
+        .collect();
+    let mut parts = vec![batch];
+    match remove {
+        Some(r) => parts.push(crossrun::without(&schema, &old, r)?),
+        None => parts.extend(old),
+    }
+    let mut merged = canonical_merge(&parts)?;
+    let mut dropped = 0;
+    if let Some((table, ingested_at)) = resent {
+        let before = merged.num_rows();
+        merged = drop_resent(&merged, table, ingested_at)?;
+        dropped = (before - merged.num_rows()) as u64;
+    }
+    let mut changed: BTreeMap<u32, RecordBatch> = touched
+        .iter()
+        .map(|b| (*b, RecordBatch::new_empty(schema.clone())))
+        .collect();
+    for (b, rows) in split_into_buckets(&schema, &[merged], &bucketing)? {
+        changed.insert(b, rows);
+    }
+    Ok((changed, dropped))
 }
 
 /// Version `prev` of `name` (if any), without the rows of `remove`, merged with `batch`.

@@ -72,14 +72,41 @@ impl Store {
         if let Some(extra) = have.keys().find(|p| !want.contains_key(*p)) {
             return Err(corrupt(format!("unexpected data file {extra}")));
         }
-        let mut hasher: Option<TableHasher> = None;
+        // A bucketed version (encoding 3): its layout file must match the manifest, and the
+        // rows are hashed bucket by bucket.
+        let bucketing = match &m.bucketing {
+            Some(b) => {
+                self.bucket_layout(hash)?;
+                Some(crate::hash::bucketed::Bucketing::new(
+                    b.key.clone(),
+                    b.buckets,
+                )?)
+            }
+            None => None,
+        };
+        enum Hashing {
+            Whole(TableHasher),
+            Bucketed(super::bucketed::StreamingBucketHasher),
+        }
+        let start = |schema: &Schema| -> Result<Hashing> {
+            Ok(match &bucketing {
+                None => Hashing::Whole(TableHasher::new(schema)?),
+                Some(b) => Hashing::Bucketed(super::bucketed::StreamingBucketHasher::new(
+                    schema,
+                    b.clone(),
+                )?),
+            })
+        };
+        let mut hasher: Option<Hashing> = None;
         let schema = self
             .scan(hash, |b| {
                 if hasher.is_none() {
-                    hasher = Some(TableHasher::new(&b.schema())?);
+                    hasher = Some(start(&b.schema())?);
                 }
-                if let Some(h) = hasher.as_mut() {
-                    h.update(b)?;
+                match hasher.as_mut() {
+                    Some(Hashing::Whole(h)) => h.update(b)?,
+                    Some(Hashing::Bucketed(h)) => h.update(b)?,
+                    None => {}
                 }
                 Ok(())
             })
@@ -90,7 +117,7 @@ impl Store {
             })?;
         let hasher = match hasher {
             Some(h) => h,
-            None => TableHasher::new(&schema)?,
+            None => start(&schema)?,
         };
         let columns = ColumnInfo::from_schema(&schema)?;
         if columns != m.schema {
@@ -98,14 +125,16 @@ impl Store {
                 "the stored schema differs from the manifest's".into(),
             ));
         }
-        if hasher.rows() != m.rows {
+        let (rows, actual) = match hasher {
+            Hashing::Whole(h) => (h.rows(), h.finish()),
+            Hashing::Bucketed(h) => h.finish()?,
+        };
+        if rows != m.rows {
             return Err(corrupt(format!(
-                "{} rows stored, the manifest says {}",
-                hasher.rows(),
+                "{rows} rows stored, the manifest says {}",
                 m.rows
             )));
         }
-        let actual = hasher.finish();
         if actual != *hash {
             return Err(corrupt(format!("the stored rows hash to {actual}")));
         }

@@ -173,6 +173,10 @@ pub struct Manifest {
     /// object store publishes a version's data where its writer staged it: `data/<id>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<String>,
+    /// For a bucketed version (content hash encoding 3, `docs/hashing.md`): the key column,
+    /// the bucket count and the digest of its bucket layout ([`super::bucketed`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucketing: Option<super::bucketed::BucketingInfo>,
     /// BLAKE3 over the canonical JSON of every other field: detects an edited manifest.
     #[serde(default)]
     pub seal: String,

@@ -599,6 +599,7 @@ pub(crate) mod tests {
             labels: BTreeMap::new(),
             files: vec![],
             data: None,
+            bucketing: None,
             seal: String::new(),
         }
     }

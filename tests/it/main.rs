@@ -3,6 +3,7 @@
 mod audit;
 mod auth;
 mod browser;
+mod bucketed;
 mod common;
 mod concurrency;
 mod consent;
