@@ -44,6 +44,7 @@ mod parquet_inputs;
 mod person;
 mod repo;
 mod score;
+mod scratch;
 mod sweep;
 mod timeline;
 mod training;
@@ -53,7 +54,6 @@ use std::sync::Arc;
 
 use arrow::array::{BooleanArray, RecordBatch};
 use chrono::{DateTime, Utc};
-use parquet::arrow::ArrowWriter;
 use serde::Serialize;
 
 /// The knowledge a timeline reflects, part of this module's API ([`MaterializeOptions`]);
@@ -362,12 +362,12 @@ fn of_patients(batch: &RecordBatch, (lo, hi): (&str, &str), what: &str) -> Resul
     Ok(arrow::compute::filter_record_batch(batch, &keep)?)
 }
 
-/// A computed timeline on its way to the store: in memory, or written to a temporary
-/// Parquet file as it was computed.
+/// A computed timeline on its way to the store: in memory, or written to a scratch file as
+/// it was computed (sealed in an encrypted store: [`scratch`]).
 enum Computed {
     Memory(Timeline),
     File {
-        path: tempfile::TempPath,
+        scratch: scratch::Finished,
         rows: usize,
         recomputed: usize,
         partitions: usize,
@@ -483,20 +483,7 @@ async fn compute_stored(
         }
     }
 
-    let tmp_dir = store.scratch_dir();
-    std::fs::create_dir_all(&tmp_dir).map_err(|e| Error::io(&tmp_dir, e))?;
-    let file = tempfile::Builder::new()
-        .prefix("timeline-")
-        .suffix(".parquet")
-        .tempfile_in(&tmp_dir)
-        .map_err(|e| Error::io(&tmp_dir, e))?;
-    let (handle, path) = file.into_parts();
-    let parquet_err = |e: parquet::errors::ParquetError| Error::Parquet {
-        path: path.to_path_buf(),
-        source: e,
-    };
-    let mut writer =
-        ArrowWriter::try_new(handle, timeline::timeline_schema(), None).map_err(parquet_err)?;
+    let mut writer = scratch::Scratch::create(store)?;
     let (mut rows, mut recomputed) = (0, 0);
     let partitions = ranges.len();
     for (a, b) in ranges {
@@ -514,14 +501,13 @@ async fn compute_stored(
         let t = compute::compute_with(set, &inputs, Some(&part), opts).await?;
         drop(inputs);
         for batch in t.batches.iter().filter(|b| b.num_rows() > 0) {
-            writer.write(batch).map_err(parquet_err)?;
+            writer.write(batch)?;
         }
         rows += t.rows;
         recomputed += t.recomputed;
     }
-    writer.close().map_err(parquet_err)?;
     Ok(Computed::File {
-        path,
+        scratch: writer.finish()?,
         rows,
         recomputed,
         partitions,
@@ -588,12 +574,12 @@ async fn store_timeline(
             1,
         ),
         Computed::File {
-            path,
+            scratch,
             rows,
             recomputed,
             partitions,
         } => (
-            store.put_parquet(&path, opts).await?,
+            scratch.put(store, opts).await?,
             rows,
             recomputed,
             0,

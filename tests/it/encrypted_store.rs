@@ -209,6 +209,19 @@ fn command_line(location: &str, work: &Path, key: Option<&Path>) -> Printed {
         "--set",
         "readmission",
     ]));
+    // Computed in ranges of patients, through a scratch file (sealed in an encrypted
+    // store, src/features/scratch.rs): the same timeline.
+    let partitioned = last(run(&[
+        "materialize",
+        "--features",
+        features,
+        "--set",
+        "readmission",
+        "--full",
+        "--partition-rows",
+        "300",
+    ]));
+    assert_eq!(partitioned, timeline, "a partitioned materialization");
     let online_timeline = last(run(&[
         "materialize",
         "--features",

@@ -19,7 +19,7 @@ use arrow::util::display::{ArrayFormatter, FormatOptions};
 use chrono::{DateTime, Utc};
 use ward::clock::ManualClock;
 use ward::curated::{CuratedTables, Table};
-use ward::hash::{hash_batches, ContentHash};
+use ward::hash::ContentHash;
 use ward::ingest::pipeline::{self, Format, IngestOptions, IngestReport};
 use ward::ingest::Context;
 use ward::store::{Store, VersionRef};
@@ -201,8 +201,13 @@ fn project(batch: &RecordBatch, v: &View) -> RecordBatch {
     pipeline::canonical_merge(&[projected]).expect("canonical order")
 }
 
+/// A curated table's content hash: the bucketed encoding curated versions are stored with
+/// (by `patient_id`, docs/hashing.md).
 fn hash(batch: &RecordBatch) -> ContentHash {
-    hash_batches(&batch.schema(), [batch]).expect("hash")
+    let bucketing = pipeline::curated_bucketing().expect("bucketing");
+    ward::hash::bucketed::hash_bucketed(&batch.schema(), std::slice::from_ref(batch), bucketing)
+        .expect("hash")
+        .0
 }
 
 /// Every row as one line of text, for the mismatch report.

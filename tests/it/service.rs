@@ -616,8 +616,11 @@ async fn flight_get_put_list_info() {
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         assert_eq!(rows as u64, enc.rows, "{ticket}");
         let schema = batches[0].schema();
+        let bucketing = ward::ingest::pipeline::curated_bucketing().unwrap();
         assert_eq!(
-            ward::hash::hash_batches(&schema, &batches).unwrap(),
+            ward::hash::bucketed::hash_bucketed(&schema, &batches, bucketing)
+                .unwrap()
+                .0,
             enc.hash,
             "{ticket}"
         );
