@@ -21,8 +21,11 @@ import os
 import sys
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+# The FHIR script's table builder (text, number and UTC timestamp columns), as one script
+# would share it with the other.
+from ingest_baseline import Table
 
 CLASSES = {"I": "inpatient", "E": "emergency", "O": "ambulatory", "P": "preadmit", "R": "recurring"}
 
@@ -45,12 +48,6 @@ def hl7_ts(v):
     return f"{v[0:4]}-{v[4:6]}-{v[6:8]}T{v[8:10]}:{v[10:12]}:{v[12:14]}{off}"
 
 
-def ts(values):
-    arr = pa.array(values, pa.string())
-    return pc.cast(pc.strptime(arr, format="%Y-%m-%dT%H:%M:%S%z", unit="us", error_is_null=True),
-                   pa.timestamp("us", tz="UTC"))
-
-
 def comp(field, i=0):
     parts = field.split("^")
     return parts[i] if i < len(parts) and parts[i] else None
@@ -58,28 +55,6 @@ def comp(field, i=0):
 
 def get(fields, i):
     return fields[i] if i < len(fields) else ""
-
-
-class Table:
-    def __init__(self, text_cols, time_cols, num_cols=()):
-        self.text = {c: [] for c in text_cols}
-        self.time = {c: [] for c in time_cols}
-        self.num = {c: [] for c in num_cols}
-
-    def add(self, **row):
-        for cols in (self.text, self.time, self.num):
-            for c, v in cols.items():
-                v.append(row.get(c))
-
-    def to_arrow(self):
-        cols = {}
-        for c, v in self.text.items():
-            cols[c] = pa.array(v, pa.string())
-        for c, v in self.num.items():
-            cols[c] = pa.array(v, pa.float64())
-        for c, v in self.time.items():
-            cols[c] = ts(v)
-        return pa.table(cols)
 
 
 def num(v):

@@ -714,11 +714,7 @@ impl Store {
         hasher: Arc<Mutex<TableHasher>>,
         opts: PutOptions,
     ) -> Result<PutOutcome> {
-        let staged = format!(
-            "data/{}-{:016x}",
-            Utc::now().format("%Y%m%dT%H%M%S"),
-            rand::random::<u64>()
-        );
+        let staged = remote_staging();
         let uri = remote.uri(&staged);
         let params = WriteParams {
             mode: WriteMode::Create,
@@ -760,8 +756,23 @@ impl Store {
             Some(staged.clone()),
             None,
         );
+        self.publish_remote(remote, &staged, manifest, &opts)
+    }
+
+    /// Publishes a version staged under `staged` in object storage by a create-only write of
+    /// its manifest, then moves the head; when another writer published the same content
+    /// first, the staging is deleted and that version returned.
+    fn publish_remote(
+        &self,
+        remote: &Remote,
+        staged: &str,
+        manifest: Manifest,
+        opts: &PutOptions,
+    ) -> Result<PutOutcome> {
+        let hash = manifest.hash;
         let body = serde_json::to_vec_pretty(&manifest)
             .map_err(|e| Error::Internal(format!("manifest does not serialize: {e}")))?;
+        let mrel = format!("versions/{}/manifest.json", hash.hex());
         if remote.put_create(&mrel, body)? {
             let head = self
                 .heads
@@ -773,8 +784,8 @@ impl Store {
             })
         } else {
             // Another writer published the same content first.
-            discard(remote);
-            self.existing(hash, &opts)
+            let _ = remote.delete_all(staged);
+            self.existing(hash, opts)
         }
     }
 
@@ -1393,4 +1404,13 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         Some(p) if !p.as_os_str().is_empty() => sync_dir(p),
         _ => Ok(()),
     }
+}
+
+/// A new staging prefix in object storage: `data/<time>-<random>`, unique per write.
+fn remote_staging() -> String {
+    format!(
+        "data/{}-{:016x}",
+        Utc::now().format("%Y%m%dT%H%M%S"),
+        rand::random::<u64>()
+    )
 }

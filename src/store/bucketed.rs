@@ -505,11 +505,7 @@ impl Store {
         layout_json: Vec<u8>,
         opts: PutOptions,
     ) -> Result<PutOutcome> {
-        let staged = format!(
-            "data/{}-{:016x}",
-            chrono::Utc::now().format("%Y%m%dT%H%M%S"),
-            rand::random::<u64>()
-        );
+        let staged = super::remote_staging();
         let uri = remote.uri(&staged);
         let params = WriteParams {
             session: Some(remote.session()),
@@ -542,22 +538,7 @@ impl Store {
             Some(staged.clone()),
             Some(info),
         );
-        let body = serde_json::to_vec_pretty(&manifest)
-            .map_err(|e| Error::Internal(format!("manifest does not serialize: {e}")))?;
-        let mrel = format!("versions/{}/manifest.json", hash.hex());
-        if remote.put_create(&mrel, body)? {
-            let head = self
-                .heads
-                .update(&opts.name, hash, opts.head, self.clock.now())?;
-            Ok(PutOutcome {
-                manifest,
-                created: true,
-                head,
-            })
-        } else {
-            discard(remote);
-            self.existing(hash, &opts)
-        }
+        self.publish_remote(remote, &staged, manifest, &opts)
     }
 }
 
