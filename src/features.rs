@@ -78,13 +78,27 @@ pub use training::{status_str, STATUS_SUFFIX};
 use crate::curated::Table;
 use crate::error::{Error, Result};
 use crate::hash::ContentHash;
-use crate::keys::KeyTable;
+use crate::store::bucketed::BucketContent;
 use crate::store::{HeadUpdate, Kind, Lineage, Manifest, PutOptions, Store, VersionRef};
 
 /// The manifest label listing a timeline's label features (comma-separated, sorted).
 pub const LABELS_KEY: &str = "ward.labels";
 /// The manifest label naming a timeline's feature set.
 pub const SET_KEY: &str = "ward.feature_set";
+
+/// The label of a patient-keyed timeline that counts its patients (those with change
+/// points).
+pub const PATIENTS_KEY: &str = "ward.patients";
+
+/// How patient-keyed timelines are bucketed: as curated tables are, by `patient_id`, so that
+/// an incremental materialization reads and writes only the buckets of the patients it
+/// recomputes (`docs/hashing.md`, encoding 3).
+///
+/// # Errors
+/// None in practice.
+pub fn timeline_bucketing() -> Result<crate::hash::bucketed::Bucketing> {
+    crate::ingest::pipeline::curated_bucketing()
+}
 
 /// The version name of a set's timelines: `timeline-<set>`.
 pub fn timeline_name(set: &str) -> String {
@@ -295,13 +309,11 @@ impl Reads {
     }
 }
 
-/// Reads the given curated versions: the columns and rows of `reads`, of every patient or
-/// only of patients `lo..=hi` (byte order of the ids).
+/// Reads the given curated versions: the columns and rows of `reads`, of every patient.
 async fn read_inputs(
     store: &Store,
     refs: &[(String, ContentHash)],
     reads: &Reads,
-    patients: Option<(&str, &str)>,
 ) -> Result<Inputs> {
     let tables = input_tables(store, refs)?;
     let mut inputs = Inputs::default();
@@ -311,18 +323,9 @@ async fn read_inputs(
             .get(&table)
             .map(|c| c.iter().cloned().collect());
         let mut batches = Vec::new();
-        // The patient range and the rows the features read, as a filter Lance evaluates on
-        // its columns before reading the other columns of the rows that pass.
-        let range = patients.map(|(lo, hi)| {
-            use datafusion::prelude::{col, lit};
-            col("patient_id")
-                .gt_eq(lit(lo))
-                .and(col("patient_id").lt_eq(lit(hi)))
-        });
-        let filter = match (range, reads.rows.get(&table).map(RowFilter::expr)) {
-            (Some(a), Some(b)) => Some(a.and(b)),
-            (a, b) => a.or(b),
-        };
+        // The rows the features read, as a filter Lance evaluates on its columns before
+        // reading the other columns of the rows that pass.
+        let filter = reads.rows.get(&table).map(RowFilter::expr);
         store
             .scan_where(hash, cols.as_deref(), filter, |b| {
                 if b.num_rows() > 0 {
@@ -347,19 +350,7 @@ pub(crate) async fn read_curated(
     set: &FeatureSet,
     refs: &[(String, ContentHash)],
 ) -> Result<Inputs> {
-    read_inputs(store, refs, &Reads::of(set), None).await
-}
-
-/// The rows of `batch` whose `patient_id` is in `lo..=hi` (byte order).
-fn of_patients(batch: &RecordBatch, (lo, hi): (&str, &str), what: &str) -> Result<RecordBatch> {
-    let Some(ids) = columns::utf8_array(batch, "patient_id", what)? else {
-        return Ok(batch.clone());
-    };
-    let keep: BooleanArray = ids
-        .iter()
-        .map(|p| Some(p.is_some_and(|p| lo <= p && p <= hi)))
-        .collect();
-    Ok(arrow::compute::filter_record_batch(batch, &keep)?)
+    read_inputs(store, refs, &Reads::of(set)).await
 }
 
 /// A computed timeline on its way to the store: in memory, or written to a scratch file as
@@ -371,15 +362,26 @@ enum Computed {
         rows: usize,
         recomputed: usize,
         partitions: usize,
+        patients: u64,
+    },
+    /// The new rows of some buckets of the bucketed timeline `base` (incremental).
+    Changed {
+        base: ContentHash,
+        rows: BTreeMap<u32, RecordBatch>,
+        recomputed: usize,
+        reused: usize,
+        patients: Option<u64>,
     },
 }
 
 /// Computes `set` from the curated versions `refs`, reading only the columns the set needs.
-/// When they hold more than `opts.partition_rows` rows, the patients are split into ranges
-/// of their ids (each with at most that many rows, or one patient) computed one after
-/// another: derived tables are computed once over all patients first, and each range's rows
-/// go to a temporary Parquet file in the store's `tmp/`. Timeline rows are sorted by patient,
-/// so the ranges in order give the same rows as one computation.
+/// When they hold more than `opts.partition_rows` rows, the patients are split by the
+/// timeline's buckets ([`timeline_bucketing`]) into ranges of consecutive buckets (each with
+/// at most that many rows, or one bucket) computed one after another: derived tables are
+/// computed once over all patients first, a range reads only its buckets' fragments of the
+/// bucketed curated versions, and its rows go, bucket by bucket, to a scratch file in the
+/// store's `tmp/` that is then stored one group at a time. A patient's change points depend
+/// on its own rows only, so the ranges give the same rows as one computation.
 async fn compute_stored(
     store: &Store,
     set: &FeatureSet,
@@ -391,7 +393,7 @@ async fn compute_stored(
     if let Some(links) = links {
         // Person-keyed: every row in memory (a record's rows go to every group of it).
         let persons = load_persons(store, links).await?;
-        let inputs = read_inputs(store, refs, &reads, None).await?;
+        let inputs = read_inputs(store, refs, &reads).await?;
         return Ok(Computed::Memory(
             person::compute_person(set, &inputs, &persons, opts).await?,
         ));
@@ -401,7 +403,7 @@ async fn compute_stored(
         total += store.manifest(hash)?.rows;
     }
     if total <= opts.partition_rows as u64 {
-        let inputs = read_inputs(store, refs, &reads, None).await?;
+        let inputs = read_inputs(store, refs, &reads).await?;
         return Ok(Computed::Memory(compute(set, &inputs, opts).await?));
     }
 
@@ -435,73 +437,85 @@ async fn compute_stored(
         out
     };
 
-    // Every patient with its number of rows.
-    let mut keys = KeyTable::default();
-    let mut counts: Vec<u64> = Vec::new();
-    let mut count = |b: &RecordBatch, what: &str| -> Result<()> {
-        if let Some(ids) = columns::utf8_array(b, "patient_id", what)? {
-            for p in ids.iter().flatten() {
-                let k = keys.insert(p) as usize;
-                if k == counts.len() {
-                    counts.push(0);
-                }
-                counts[k] += 1;
-            }
-        }
-        Ok(())
-    };
+    // Rows per bucket of the timeline's bucketing (a bucketed version's from its layout).
+    let bucketing = timeline_bucketing()?;
+    let n = bucketing.buckets;
+    let mut counts = vec![0u64; n as usize];
+    let mut bucketed_refs: BTreeSet<ContentHash> = BTreeSet::new();
     let patient_col = ["patient_id".to_string()];
     for (name, hash) in refs {
-        let what = format!("{name} {hash}");
-        store
-            .scan_columns(hash, Some(&patient_col), |b| count(b, &what))
-            .await?;
+        match store
+            .bucket_layout(hash)?
+            .filter(|l| l.key == bucketing.key && l.buckets == n)
+        {
+            Some(layout) => {
+                for (c, (rows, _)) in counts.iter_mut().zip(&layout.digests) {
+                    *c += rows;
+                }
+                bucketed_refs.insert(*hash);
+            }
+            None => {
+                let what = format!("{name} {hash}");
+                store
+                    .scan_columns(hash, Some(&patient_col), |b| {
+                        count_buckets(b, n, &mut counts, &what)
+                    })
+                    .await?;
+            }
+        }
     }
     for (name, batches) in &derived {
         for b in batches {
-            count(b, &format!("derived table {name}"))?;
+            count_buckets(b, n, &mut counts, &format!("derived table {name}"))?;
         }
     }
-    let ranks = keys.ranks();
-    let mut by_rank = vec![0u32; ranks.len()];
-    for (code, r) in ranks.iter().enumerate() {
-        by_rank[*r as usize] = code as u32;
-    }
-    let mut ranges: Vec<(u32, u32)> = Vec::new();
+    // Ranges of consecutive buckets, each with at most `partition_rows` rows (or one
+    // bucket), computed in bucket order: the timeline's rows come out in its stored order.
+    let mut ranges: Vec<BTreeSet<u32>> = Vec::new();
     let mut rows_in = 0u64;
-    for (r, code) in by_rank.iter().enumerate() {
-        let n = counts[*code as usize];
+    for (b, c) in counts.iter().enumerate() {
+        if *c == 0 {
+            continue;
+        }
         match ranges.last_mut() {
-            Some(last) if rows_in + n <= opts.partition_rows as u64 => {
-                last.1 = r as u32;
-                rows_in += n;
+            Some(last) if rows_in + c <= opts.partition_rows as u64 => {
+                last.insert(b as u32);
+                rows_in += c;
             }
             _ => {
-                ranges.push((r as u32, r as u32));
-                rows_in = n;
+                ranges.push(BTreeSet::from([b as u32]));
+                rows_in = *c;
             }
         }
     }
 
+    let schema = timeline::timeline_schema();
     let mut writer = scratch::Scratch::create(store)?;
-    let (mut rows, mut recomputed) = (0, 0);
+    let (mut rows, mut recomputed, mut patients) = (0, 0, 0u64);
     let partitions = ranges.len();
-    for (a, b) in ranges {
-        let (lo, hi) = (keys.key(by_rank[a as usize]), keys.key(by_rank[b as usize]));
-        let inputs = read_inputs(store, refs, &reads, Some((lo, hi))).await?;
+    for range in ranges {
+        let inputs = read_bucket_inputs(store, refs, &reads, &range, &bucketed_refs).await?;
         let mut part = load::DerivedTables::new();
         for (name, batches) in &derived {
             let what = format!("derived table {name}");
             let kept = batches
                 .iter()
-                .map(|b| of_patients(b, (lo, hi), &what))
+                .map(|b| of_buckets(b, &range, n, &what))
                 .collect::<Result<Vec<_>>>()?;
             part.insert(name.clone(), kept);
         }
         let t = compute::compute_with(set, &inputs, Some(&part), opts).await?;
         drop(inputs);
-        for batch in t.batches.iter().filter(|b| b.num_rows() > 0) {
-            writer.write(batch)?;
+        let batches = t
+            .batches
+            .into_iter()
+            .filter(|b| b.num_rows() > 0)
+            .map(|b| incremental::timeline_batch(&schema, b))
+            .collect::<Result<Vec<_>>>()?;
+        for (_, bucket) in crate::hash::bucketed::split_into_buckets(&schema, &batches, &bucketing)?
+        {
+            patients += incremental::distinct_patients(std::slice::from_ref(&bucket))?;
+            writer.write(&bucket)?;
         }
         rows += t.rows;
         recomputed += t.recomputed;
@@ -511,7 +525,84 @@ async fn compute_stored(
         rows,
         recomputed,
         partitions,
+        patients,
     })
+}
+
+/// Adds the rows of `b` to the count of their bucket (by `patient_id`; a batch without it
+/// counts in no bucket).
+fn count_buckets(b: &RecordBatch, n: u32, counts: &mut [u64], what: &str) -> Result<()> {
+    if let Some(ids) = columns::utf8_array(b, "patient_id", what)? {
+        for p in ids.iter() {
+            let k = crate::hash::bucketed::bucket_of(p.map(str::as_bytes), n) as usize;
+            counts[k] += 1;
+        }
+    }
+    Ok(())
+}
+
+/// The rows of `batch` whose patient falls in one of `buckets` (every row when it has no
+/// `patient_id`).
+fn of_buckets(
+    batch: &RecordBatch,
+    buckets: &BTreeSet<u32>,
+    n: u32,
+    what: &str,
+) -> Result<RecordBatch> {
+    let Some(ids) = columns::utf8_array(batch, "patient_id", what)? else {
+        return Ok(batch.clone());
+    };
+    let keep: BooleanArray = ids
+        .iter()
+        .map(|p| {
+            Some(p.is_some_and(|p| {
+                buckets.contains(&crate::hash::bucketed::bucket_of(Some(p.as_bytes()), n))
+            }))
+        })
+        .collect();
+    Ok(arrow::compute::filter_record_batch(batch, &keep)?)
+}
+
+/// The rows of the patients of `buckets` that `reads` names, of every curated version of
+/// `refs`: a bucketed version's fragments that hold them, another's scan filtered.
+async fn read_bucket_inputs(
+    store: &Store,
+    refs: &[(String, ContentHash)],
+    reads: &Reads,
+    buckets: &BTreeSet<u32>,
+    bucketed: &BTreeSet<ContentHash>,
+) -> Result<Inputs> {
+    let tables = input_tables(store, refs)?;
+    let n = timeline_bucketing()?.buckets;
+    let mut inputs = Inputs::default();
+    for (table, (name, hash)) in tables.into_iter().zip(refs) {
+        let cols: Option<Vec<String>> = reads
+            .columns
+            .get(&table)
+            .map(|c| c.iter().cloned().collect());
+        let filter = reads.rows.get(&table).map(RowFilter::expr);
+        let mut batches = Vec::new();
+        let what = format!("{name} {hash}");
+        let mut keep = |b: &RecordBatch| -> Result<()> {
+            if b.num_rows() > 0 {
+                batches.push(b.clone());
+            }
+            Ok(())
+        };
+        if bucketed.contains(hash) {
+            store
+                .scan_buckets_where(hash, buckets, cols.as_deref(), filter, &mut keep)
+                .await?;
+        } else {
+            store
+                .scan_where(hash, cols.as_deref(), filter, |b| {
+                    keep(&of_buckets(b, buckets, n, &what)?)
+                })
+                .await?;
+        }
+        inputs.tables.insert(table, batches);
+    }
+    Ok(inputs)
 }
 
 async fn store_timeline(
@@ -557,13 +648,15 @@ async fn store_timeline(
     opts.labels.insert(SET_KEY.into(), set.name.clone());
     opts.labels
         .insert(LABELS_KEY.into(), set.labels().join(","));
+    let bucketing = timeline_bucketing()?;
     let (put, rows, recomputed, reused, partitions) = match timeline {
-        Computed::Memory(t) => (
+        // Keyed by person: computed in full, stored whole.
+        Computed::Memory(t) if links.is_some() => (
             store
                 .put_batches(
                     t.batches
                         .first()
-                        .map_or_else(timeline::timeline_schema, RecordBatch::schema),
+                        .map_or_else(timeline::person_timeline_schema, RecordBatch::schema),
                     t.batches,
                     opts,
                 )
@@ -573,18 +666,65 @@ async fn store_timeline(
             t.reused,
             1,
         ),
+        Computed::Memory(t) => {
+            let patients = incremental::distinct_patients(&t.batches)?;
+            opts.labels
+                .insert(PATIENTS_KEY.into(), patients.to_string());
+            let schema = timeline::timeline_schema();
+            let batches = t
+                .batches
+                .into_iter()
+                .map(|b| incremental::timeline_batch(&schema, b))
+                .collect::<Result<Vec<_>>>()?;
+            (
+                store
+                    .put_bucketed(schema, BucketContent::Whole(batches), None, bucketing, opts)
+                    .await?,
+                t.rows,
+                t.recomputed,
+                t.reused,
+                1,
+            )
+        }
         Computed::File {
             scratch,
             rows,
             recomputed,
             partitions,
-        } => (
-            scratch.put(store, opts).await?,
-            rows,
+            patients,
+        } => {
+            opts.labels
+                .insert(PATIENTS_KEY.into(), patients.to_string());
+            (
+                scratch.put_bucketed(store, bucketing, opts).await?,
+                rows,
+                recomputed,
+                0,
+                partitions,
+            )
+        }
+        Computed::Changed {
+            base,
+            rows: changed,
             recomputed,
-            0,
-            partitions,
-        ),
+            reused,
+            patients,
+        } => {
+            if let Some(n) = patients {
+                opts.labels.insert(PATIENTS_KEY.into(), n.to_string());
+            }
+            let put = store
+                .put_bucketed(
+                    timeline::timeline_schema(),
+                    BucketContent::Changed(changed),
+                    Some(&base),
+                    bucketing,
+                    opts,
+                )
+                .await?;
+            let rows = put.manifest.rows as usize;
+            (put, rows, recomputed, reused, 1)
+        }
     };
     Ok(MaterializeOutcome {
         hash: put.manifest.hash,
@@ -868,24 +1008,39 @@ pub async fn materialize_incremental(
         p.tables.into_iter().zip(m.lineage.inputs).collect();
     let started = store.head(&timeline_name(&set.name))?;
     let refs = latest_refs(store, set)?;
-    let delta = incremental::compute_delta(store, set, &prev_refs, &refs, previous, opts).await?;
+    let delta =
+        match incremental::compute_delta_buckets(store, set, &prev_refs, &refs, previous, opts)
+            .await?
+        {
+            Some(d) => d,
+            None => {
+                incremental::compute_delta(store, set, &prev_refs, &refs, previous, opts).await?
+            }
+        };
     let (timeline, changed) = match delta {
-        incremental::Delta::Computed { timeline, changed } => (timeline, changed),
+        incremental::Delta::Computed { timeline, changed } => (Computed::Memory(timeline), changed),
+        incremental::Delta::Buckets {
+            rows,
+            changed,
+            recomputed,
+            reused,
+            patients,
+        } => (
+            Computed::Changed {
+                base: *previous,
+                rows,
+                recomputed,
+                reused,
+                patients,
+            },
+            changed,
+        ),
         incremental::Delta::Full(why) => return materialize_full(store, set, opts, why).await,
     };
     let basis = Basis::Incremental {
         previous: *previous,
     };
-    let mut out = store_timeline(
-        store,
-        set,
-        refs,
-        Computed::Memory(timeline),
-        opts.knowledge,
-        basis,
-        None,
-    )
-    .await?;
+    let mut out = store_timeline(store, set, refs, timeline, opts.knowledge, basis, None).await?;
     out.changed = changed;
     if !publish_timeline(store, set, &out, started.map(|h| h.seq))? {
         // Newer curated versions were materialized meanwhile: a full materialization from

@@ -323,6 +323,51 @@ fn plan(
     Ok((state, plan))
 }
 
+/// Whether `query`'s rows of a patient depend on that patient's input rows only, so that it
+/// can run over the rows of some patients and give exactly their rows of a run over all:
+/// its plan (subqueries included) reads one table once and holds only projections, filters,
+/// sorts without a limit and aliases (no aggregate, window, join, limit, distinct or union),
+/// and every projection passes `patient_id` through unchanged. `false` when it does not
+/// plan.
+pub(crate) fn patient_local(query: &ParsedQuery) -> bool {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    use datafusion::logical_expr::Expr;
+    let Ok((_, plan)) = plan(query) else {
+        return false;
+    };
+    let passes_patient = |e: &Expr| match e {
+        Expr::Column(c) => c.name == "patient_id",
+        Expr::Alias(a) => matches!(&*a.expr, Expr::Column(c) if c.name == "patient_id"),
+        _ => false,
+    };
+    let (mut ok, mut scans) = (true, 0usize);
+    let walked = plan.apply_with_subqueries(|node| {
+        match node {
+            LogicalPlan::TableScan(_) => scans += 1,
+            LogicalPlan::Filter(_) | LogicalPlan::SubqueryAlias(_) => {}
+            LogicalPlan::Sort(s) if s.fetch.is_none() => {}
+            LogicalPlan::Projection(p) => {
+                let by_name = p
+                    .schema
+                    .fields()
+                    .iter()
+                    .zip(&p.expr)
+                    .find(|(f, _)| f.name() == "patient_id");
+                if !by_name.is_some_and(|(_, e)| passes_patient(e)) {
+                    ok = false;
+                }
+            }
+            _ => ok = false,
+        }
+        Ok(if ok {
+            TreeNodeRecursion::Continue
+        } else {
+            TreeNodeRecursion::Stop
+        })
+    });
+    walked.is_ok() && ok && scans == 1
+}
+
 /// The output schema of `sql` (planned against empty curated tables).
 ///
 /// # Errors

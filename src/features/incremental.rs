@@ -31,7 +31,9 @@ use super::load::DerivedTables;
 use super::{columns, derived, timeline, Inputs, Reads};
 use crate::curated::Table;
 use crate::error::{Error, Result};
+use crate::hash::bucketed::{bucket_of, split_into_buckets};
 use crate::hash::ContentHash;
+use crate::store::bucketed::BucketLayout;
 use crate::store::Store;
 
 /// Up to this many changed patients, their rows are read with a `patient_id IN (...)`
@@ -45,6 +47,15 @@ pub(super) enum Delta {
     Computed {
         timeline: Timeline,
         changed: Vec<String>,
+    },
+    /// The new rows of the timeline's buckets that hold a recomputed patient (every other
+    /// bucket is the previous timeline's, unread), and the patients recomputed (sorted).
+    Buckets {
+        rows: BTreeMap<u32, RecordBatch>,
+        changed: Vec<String>,
+        recomputed: usize,
+        reused: usize,
+        patients: Option<u64>,
     },
     /// A full materialization is needed; why.
     Full(String),
@@ -350,6 +361,286 @@ pub(super) async fn compute_delta(
     })
 }
 
+/// Scans table `t` of bucketed version `hash`: the rows of `buckets` (only the fragments
+/// holding them are read), the columns and rows of `reads`.
+async fn scan_buckets(
+    store: &Store,
+    t: Table,
+    hash: &ContentHash,
+    reads: &Reads,
+    buckets: &BTreeSet<u32>,
+    each: impl FnMut(&RecordBatch) -> Result<()>,
+) -> Result<()> {
+    let cols: Option<Vec<String>> = reads.columns.get(&t).map(|c| c.iter().cloned().collect());
+    let filter = reads.rows.get(&t).map(super::RowFilter::expr);
+    store
+        .scan_buckets_where(hash, buckets, cols.as_deref(), filter, each)
+        .await
+}
+
+/// Runs a patient-local derived query ([`derived::patient_local`]) over the rows of
+/// `buckets` of the curated versions `v`: its rows of the patients of those buckets.
+async fn derived_of_buckets(
+    store: &Store,
+    name: &str,
+    q: &derived::ParsedQuery,
+    v: &BTreeMap<Table, ContentHash>,
+    buckets: &BTreeSet<u32>,
+) -> Result<RecordBatch> {
+    let cols = derived::input_columns(q)
+        .map_err(|r| Error::invalid(format!("derived table {name}"), r))?;
+    let mut inputs: BTreeMap<Table, Vec<RecordBatch>> = BTreeMap::new();
+    for t in &q.tables {
+        let hash = v.get(t).ok_or_else(|| {
+            Error::Internal(format!("derived table {name}: no version of {}", t.name()))
+        })?;
+        let wanted: Option<Vec<String>> = cols.get(t).map(|c| c.iter().cloned().collect());
+        let mut batches = Vec::new();
+        store
+            .scan_buckets_where(hash, buckets, wanted.as_deref(), None, |b| {
+                batches.push(b.clone());
+                Ok(())
+            })
+            .await?;
+        inputs.insert(*t, batches);
+    }
+    derived::run(name, q, &inputs).await
+}
+
+/// The layout of `hash` when it is bucketed as curated tables and timelines are.
+fn patient_layout(store: &Store, hash: &ContentHash) -> Result<Option<BucketLayout>> {
+    let bucketing = super::timeline_bucketing()?;
+    Ok(store
+        .bucket_layout(hash)?
+        .filter(|l| l.key == bucketing.key && l.buckets == bucketing.buckets))
+}
+
+/// As [`compute_delta`], by buckets: when the previous timeline and every curated version
+/// the set reads are bucketed by patient, and every derived table is patient-local, only
+/// the buckets whose digests changed are read (to find the changed patients), then the
+/// changed patients' buckets (to compute them), and the result is the new rows of those
+/// buckets of the timeline: nothing else is read, hashed or written. `None` when the
+/// versions are not all bucketed (then [`compute_delta`] applies).
+///
+/// # Errors
+/// Store, derived-query and computation errors.
+pub(super) async fn compute_delta_buckets(
+    store: &Store,
+    set: &FeatureSet,
+    prev_refs: &[(String, ContentHash)],
+    refs: &[(String, ContentHash)],
+    previous: &ContentHash,
+    opts: &MaterializeOptions,
+) -> Result<Option<Delta>> {
+    if patient_layout(store, previous)?.is_none() {
+        return Ok(None);
+    }
+    super::input_tables(store, prev_refs)?;
+    super::input_tables(store, refs)?;
+    let reads = Reads::of(set);
+    let version = |refs: &[(String, ContentHash)]| -> BTreeMap<Table, ContentHash> {
+        refs.iter()
+            .filter_map(|(n, h)| Table::from_name(n).map(|t| (t, *h)))
+            .collect()
+    };
+    let (old_v, new_v) = (version(prev_refs), version(refs));
+    if old_v.keys().ne(new_v.keys()) {
+        return Ok(None);
+    }
+    let mut layouts: HashMap<ContentHash, BucketLayout> = HashMap::new();
+    for h in old_v.values().chain(new_v.values()) {
+        if !layouts.contains_key(h) {
+            match patient_layout(store, h)? {
+                Some(l) => layouts.insert(*h, l),
+                None => return Ok(None),
+            };
+        }
+    }
+    let mut queries = Vec::new();
+    for d in &set.derived {
+        let q = set
+            .derived_query(d)
+            .map_err(|r| Error::invalid(format!("derived table {}", d.name), r))?;
+        if !derived::patient_local(&q) {
+            return Ok(None);
+        }
+        queries.push((d.name.clone(), q));
+    }
+    let changed_tables: Vec<Table> = new_v
+        .keys()
+        .copied()
+        .filter(|t| old_v.get(t) != new_v.get(t))
+        .collect();
+    // 1. The buckets whose digests changed, from the layouts alone.
+    let mut buckets: BTreeSet<u32> = BTreeSet::new();
+    for t in &changed_tables {
+        let (a, b) = (&layouts[&old_v[t]], &layouts[&new_v[t]]);
+        for (i, (x, y)) in a.digests.iter().zip(&b.digests).enumerate() {
+            if x != y {
+                buckets.insert(i as u32);
+            }
+        }
+    }
+
+    // 2. Their rows, digested per patient on both sides (curated, then derived tables).
+    let (mut old_d, mut new_d) = (Digests::default(), Digests::default());
+    for (tag, t) in changed_tables.iter().enumerate() {
+        for (v, d) in [(&old_v, &mut old_d), (&new_v, &mut new_d)] {
+            let hash = v[t];
+            let mut dig = Digester::new(d, tag as u16, format!("{} {hash}", t.name()));
+            scan_buckets(store, *t, &hash, &reads, &buckets, |b| dig.push(b)).await?;
+        }
+    }
+    for (i, (name, q)) in queries.iter().enumerate() {
+        if !q.tables.iter().any(|t| changed_tables.contains(t)) {
+            continue;
+        }
+        let tag = (changed_tables.len() + i) as u16;
+        for (v, d) in [(&old_v, &mut old_d), (&new_v, &mut new_d)] {
+            let batch = derived_of_buckets(store, name, q, v, &buckets).await?;
+            Digester::new(d, tag, format!("derived table {name}")).push(&batch)?;
+        }
+    }
+    if old_d
+        .schemas
+        .iter()
+        .any(|(tag, s)| new_d.schemas.get(tag).is_some_and(|n| n != s))
+    {
+        return Ok(Some(Delta::Full(
+            "the columns of a changed table changed type since the previous timeline".into(),
+        )));
+    }
+    if old_d.global != new_d.global {
+        return Ok(Some(Delta::Full(
+            "rows without a patient id changed".into(),
+        )));
+    }
+    let mut changed: BTreeSet<&str> = BTreeSet::new();
+    for (p, d) in &new_d.by_patient {
+        if old_d.by_patient.get(p) != Some(d) {
+            changed.insert(p);
+        }
+    }
+    for p in old_d.by_patient.keys() {
+        if !new_d.by_patient.contains_key(p) {
+            changed.insert(p);
+        }
+    }
+    let prev_patients = store
+        .manifest(previous)?
+        .labels
+        .get(super::PATIENTS_KEY)
+        .and_then(|n| n.parse::<u64>().ok());
+    if changed.is_empty() {
+        return Ok(Some(Delta::Buckets {
+            rows: BTreeMap::new(),
+            changed: Vec::new(),
+            recomputed: 0,
+            reused: prev_patients.unwrap_or(0) as usize,
+            patients: prev_patients,
+        }));
+    }
+    let keep: HashSet<&str> = changed.iter().copied().collect();
+    let n = super::timeline_bucketing()?.buckets;
+    let of: BTreeSet<u32> = changed
+        .iter()
+        .map(|p| bucket_of(Some(p.as_bytes()), n))
+        .collect();
+
+    // 3. The changed patients' rows (their buckets only), and their change points.
+    let mut inputs = Inputs::default();
+    for (t, hash) in &new_v {
+        let what = format!("{} {hash}", t.name());
+        let mut batches = Vec::new();
+        scan_buckets(store, *t, hash, &reads, &of, |b| {
+            let kept = of_patients(b, &keep, &what)?;
+            if kept.num_rows() > 0 {
+                batches.push(kept);
+            }
+            Ok(())
+        })
+        .await?;
+        inputs.tables.insert(*t, batches);
+    }
+    let mut part = DerivedTables::new();
+    for (name, q) in &queries {
+        let batch = derived_of_buckets(store, name, q, &new_v, &of).await?;
+        part.insert(
+            name.clone(),
+            vec![of_patients(
+                &batch,
+                &keep,
+                &format!("derived table {name}"),
+            )?],
+        );
+    }
+    let derived = (!queries.is_empty()).then_some(&part);
+    let fresh = compute::compute_with(set, &inputs, derived, opts).await?;
+    let fresh_patients = distinct_patients(&fresh.batches)?;
+
+    // 4. The previous rows of those buckets, the changed patients' replaced.
+    let previous_rows: Vec<RecordBatch> = store
+        .read_buckets(previous, &of)
+        .await?
+        .into_values()
+        .collect();
+    let prev_changed = {
+        let mut seen: HashSet<String> = HashSet::new();
+        for b in &previous_rows {
+            if let Some(ids) = columns::utf8_array(b, "patient_id", "previous timeline")? {
+                for p in ids.iter().flatten() {
+                    if keep.contains(p) {
+                        seen.insert(p.to_string());
+                    }
+                }
+            }
+        }
+        seen.len() as u64
+    };
+    let recomputed = fresh.recomputed;
+    let merged = merge(previous_rows, fresh, &keep, opts.batch_size)?;
+    let schema = timeline::timeline_schema();
+    let mut rows: BTreeMap<u32, RecordBatch> = of
+        .iter()
+        .map(|b| (*b, RecordBatch::new_empty(schema.clone())))
+        .collect();
+    for (b, r) in split_into_buckets(&schema, &merged.batches, &super::timeline_bucketing()?)? {
+        rows.insert(b, r);
+    }
+    let (reused, patients) = match prev_patients {
+        Some(p) => {
+            let kept = p.saturating_sub(prev_changed);
+            (kept as usize, Some(kept + fresh_patients))
+        }
+        None => (merged.reused, None),
+    };
+    Ok(Some(Delta::Buckets {
+        rows,
+        changed: changed.into_iter().map(str::to_string).collect(),
+        recomputed,
+        reused,
+        patients,
+    }))
+}
+
+/// The number of distinct patients of timeline batches (each patient's rows together).
+pub(super) fn distinct_patients(batches: &[RecordBatch]) -> Result<u64> {
+    let mut n = 0u64;
+    let mut last: Option<String> = None;
+    for b in batches {
+        let Some(ids) = columns::utf8_array(b, "patient_id", "timeline")? else {
+            continue;
+        };
+        for p in ids.iter().flatten() {
+            if last.as_deref() != Some(p) {
+                n += 1;
+                last = Some(p.to_string());
+            }
+        }
+    }
+    Ok(n)
+}
+
 /// A run of consecutive rows of one patient in one batch.
 struct Run {
     batch: usize,
@@ -381,11 +672,81 @@ fn runs(batches: &[RecordBatch], ids: &[StringArray], skip: &HashSet<&str>) -> V
     out
 }
 
-/// The previous timeline's rows of the patients not in `changed`, merged in patient order
-/// with `fresh` (the changed patients' rows), in batches of about `batch_size` rows.
+/// The previous timeline's rows of the patients not in `changed`, merged with `fresh` (the
+/// changed patients' rows): bucket by bucket (buckets of the timeline's bucketing), each
+/// bucket's rows in patient order, in batches of about `batch_size` rows. `previous` may
+/// come in bucket order (a bucketed timeline) or patient order (an older one): either way
+/// each bucket's rows are in patient order.
 fn merge(
     previous: Vec<RecordBatch>,
     fresh: Timeline,
+    changed: &HashSet<&str>,
+    batch_size: usize,
+) -> Result<Timeline> {
+    let schema = timeline::timeline_schema();
+    let bucketing = super::timeline_bucketing()?;
+    let prev = previous
+        .into_iter()
+        .filter(|b| b.num_rows() > 0)
+        .map(|b| timeline_batch(&schema, b))
+        .collect::<Result<Vec<_>>>()?;
+    let mut prev_b: BTreeMap<u32, RecordBatch> = split_into_buckets(&schema, &prev, &bucketing)?
+        .into_iter()
+        .collect();
+    let mut new_b: BTreeMap<u32, RecordBatch> =
+        split_into_buckets(&schema, &fresh.batches, &bucketing)?
+            .into_iter()
+            .collect();
+    let all: BTreeSet<u32> = prev_b.keys().chain(new_b.keys()).copied().collect();
+    let (mut batches, mut rows, mut reused) = (Vec::new(), 0, 0);
+    for b in all {
+        let part = merge_sorted(
+            prev_b.remove(&b).into_iter().collect(),
+            new_b.remove(&b).into_iter().collect(),
+            changed,
+            batch_size,
+        )?;
+        batches.extend(part.batches);
+        rows += part.rows;
+        reused += part.reused;
+    }
+    Ok(Timeline {
+        batches,
+        rows,
+        recomputed: fresh.recomputed,
+        reused,
+    })
+}
+
+/// `b` as the timeline schema (a stored version may come back with other string
+/// encodings).
+pub(super) fn timeline_batch(
+    schema: &arrow::datatypes::SchemaRef,
+    b: RecordBatch,
+) -> Result<RecordBatch> {
+    let cols = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let c = b.column_by_name(f.name()).ok_or_else(|| Error::BadInput {
+                location: "previous timeline".into(),
+                field: f.name().clone(),
+                reason: "not a timeline: missing column".into(),
+            })?;
+            Ok(if c.data_type() == f.data_type() {
+                c.clone()
+            } else {
+                arrow::compute::cast(c, f.data_type())?
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), cols)?)
+}
+
+/// As [`merge`], for `previous` and `fresh` each in patient order.
+fn merge_sorted(
+    previous: Vec<RecordBatch>,
+    fresh: Vec<RecordBatch>,
     changed: &HashSet<&str>,
     batch_size: usize,
 ) -> Result<Timeline> {
@@ -417,7 +778,6 @@ fn merge(
         .map(as_schema)
         .collect::<Result<_>>()?;
     let new: Vec<RecordBatch> = fresh
-        .batches
         .into_iter()
         .filter(|b| b.num_rows() > 0)
         .map(as_schema)
@@ -483,7 +843,7 @@ fn merge(
     Ok(Timeline {
         batches: out,
         rows,
-        recomputed: fresh.recomputed,
+        recomputed: 0,
         reused,
     })
 }

@@ -108,24 +108,46 @@ impl Scratch {
 }
 
 impl Finished {
-    /// Stores the file's rows as a version (then the file is deleted).
+    /// Stores the file's rows, which come in bucket order, as a bucketed version
+    /// ([`Store::put_bucketed_stream`]: one group in memory at a time); then the file is
+    /// deleted.
     ///
     /// # Errors
-    /// The store's error; a sealed file that does not open is [`Error::Store`] naming it.
-    pub(crate) async fn put(self, store: &Store, opts: PutOptions) -> Result<PutOutcome> {
-        match self.key {
-            None => store.put_parquet(&self.path, opts).await,
-            Some(key) => {
-                let file = File::open(&self.path).map_err(|e| Error::io(&self.path, e))?;
-                let reader = StreamReader::try_new(
-                    SealedReader::new(BufReader::new(file), *key, self.path.to_path_buf()),
-                    None,
+    /// As [`Finished::put`].
+    pub(crate) async fn put_bucketed(
+        self,
+        store: &Store,
+        bucketing: crate::hash::bucketed::Bucketing,
+        opts: PutOptions,
+    ) -> Result<PutOutcome> {
+        let path = self.path.to_path_buf();
+        let reader: Box<dyn RecordBatchReader + Send> = match self.key {
+            None => {
+                let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+                Box::new(
+                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                        .and_then(|b| b.build())
+                        .map_err(|e| parquet_err(&path, e))?,
                 )
-                .map_err(|e| arrow_err(&self.path, e))?;
-                let reader: Box<dyn RecordBatchReader + Send> = Box::new(reader);
-                store.put_reader(reader, opts).await
             }
-        }
+            Some(key) => {
+                let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+                Box::new(
+                    StreamReader::try_new(
+                        SealedReader::new(BufReader::new(file), *key, path.clone()),
+                        None,
+                    )
+                    .map_err(|e| arrow_err(&path, e))?,
+                )
+            }
+        };
+        let schema = reader.schema();
+        let batches = reader.map(|b| b.map_err(|e| arrow_err(&path, e)));
+        let out = store
+            .put_bucketed_stream(schema, batches, bucketing, opts)
+            .await;
+        drop(self.path);
+        out
     }
 }
 

@@ -323,15 +323,32 @@ impl Online {
         });
         let wanted: HashSet<&str> = patients.iter().map(String::as_str).collect();
         let mut out = Vec::new();
-        self.store
-            .scan_where(hash, None, filter, |b| {
-                let kept = only_patients(b, &wanted)?;
-                if kept.num_rows() > 0 {
-                    out.push(kept);
-                }
-                Ok(())
-            })
-            .await?;
+        let keep = |b: &RecordBatch| -> Result<()> {
+            let kept = only_patients(b, &wanted)?;
+            if kept.num_rows() > 0 {
+                out.push(kept);
+            }
+            Ok(())
+        };
+        // A bucketed timeline: only the fragments of the patients' buckets are read.
+        match self
+            .store
+            .bucket_layout(hash)?
+            .filter(|l| l.key == "patient_id")
+        {
+            Some(layout) => {
+                let buckets = patients
+                    .iter()
+                    .map(|p| crate::hash::bucketed::bucket_of(Some(p.as_bytes()), layout.buckets))
+                    .collect();
+                self.store
+                    .scan_buckets_where(hash, &buckets, None, filter, keep)
+                    .await?;
+            }
+            None => {
+                self.store.scan_where(hash, None, filter, keep).await?;
+            }
+        }
         Ok(out)
     }
 

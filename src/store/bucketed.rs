@@ -49,7 +49,7 @@ use crate::error::{Error, Result};
 use crate::hash::bucketed::{
     bucket_digest, split_into_buckets, BucketDigest, BucketedDigests, Bucketing,
 };
-use crate::hash::ContentHash;
+use crate::hash::{ContentHash, TableHasher};
 
 /// A group (one fragment) gathers consecutive buckets until it holds this many rows.
 pub const GROUP_ROWS: usize = 16_384;
@@ -484,12 +484,346 @@ impl Store {
                 out
             }
         };
+        self.finish_local(tmp, files, hash, rows, layout_json, info, columns, opts)
+            .await
+    }
+
+    /// Writes the layout file of a bucketed version written under `tmp` and commits it.
+    #[allow(clippy::too_many_arguments)]
+    async fn finish_local(
+        &self,
+        tmp: TempVersion,
+        files: Vec<FileDigest>,
+        hash: ContentHash,
+        rows: u64,
+        layout_json: Vec<u8>,
+        info: BucketingInfo,
+        columns: Vec<ColumnInfo>,
+        opts: PutOptions,
+    ) -> Result<PutOutcome> {
         let dest = self.version_dir(&hash);
         let lpath = tmp.dir.join(LAYOUT_FILE);
         let sealed = at_rest::maybe_seal(self.keys(), layout_json, &dest.join(LAYOUT_FILE))?;
         fs::write(&lpath, sealed).map_err(|e| Error::io(&lpath, e))?;
         let manifest = self.new_manifest(hash, &opts, columns, rows, files, None, Some(info));
         self.commit_local(tmp, manifest, opts).await
+    }
+
+    /// Scans the rows of the given buckets of bucketed version `hash`: only the fragments
+    /// that hold them are read, with the columns `columns` (and the key column) and the rows
+    /// that pass `filter`, in stored order; rows of other buckets that share a fragment are
+    /// left out.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if the version is not bucketed; as [`Store::scan_where`].
+    pub async fn scan_buckets_where(
+        &self,
+        hash: &ContentHash,
+        buckets: &BTreeSet<u32>,
+        columns: Option<&[String]>,
+        filter: Option<datafusion::prelude::Expr>,
+        mut each: impl FnMut(&RecordBatch) -> Result<()>,
+    ) -> Result<()> {
+        let layout = self.bucket_layout(hash)?.ok_or_else(|| {
+            Error::invalid("version", format!("{hash} is not a bucketed version"))
+        })?;
+        if buckets.is_empty() {
+            return Ok(());
+        }
+        let ds = self.dataset(hash).await?;
+        let all = ds.fragments();
+        let chosen: Vec<Fragment> = layout
+            .groups
+            .iter()
+            .enumerate()
+            .filter(|(_, (lo, hi))| buckets.range(*lo..*hi).next().is_some())
+            .map(|(i, _)| {
+                all.get(i).cloned().ok_or_else(|| Error::Corrupt {
+                    hash: hash.to_string(),
+                    what: format!("its {LAYOUT_FILE} names fragment {i}, which it lacks"),
+                })
+            })
+            .collect::<Result<_>>()?;
+        if chosen.is_empty() {
+            return Ok(());
+        }
+        let schema: SchemaRef = Arc::new(Schema::from(ds.schema()));
+        let mut scanner = ds.scan();
+        scanner.with_fragments(chosen);
+        scanner.scan_in_order(true);
+        if let Some(f) = filter {
+            scanner.filter_expr(f);
+        }
+        if let Some(wanted) = columns {
+            let names: Vec<&str> = schema
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .filter(|n| *n == layout.key || wanted.iter().any(|w| w == n))
+                .collect();
+            scanner
+                .project(&names)
+                .map_err(|e| Error::lance(ds.uri(), e))?;
+        }
+        let uri = ds.uri().to_string();
+        let mut stream = scanner
+            .try_into_stream()
+            .await
+            .map_err(|e| Error::lance(&uri, e))?;
+        while let Some(batch) = stream.try_next().await.map_err(|e| Error::lance(&uri, e))? {
+            let key = batch.schema().index_of(&layout.key)?;
+            let ids = crate::hash::bucketed::bucket_ids(&batch, key, layout.buckets)?;
+            let mask: arrow::array::BooleanArray =
+                ids.iter().map(|b| Some(buckets.contains(b))).collect();
+            let kept = arrow::compute::filter_record_batch(&batch, &mask)?;
+            if kept.num_rows() > 0 {
+                each(&kept)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores a bucketed version of `schema` from batches whose rows come in bucket order
+    /// (each bucket's rows together, in table order; buckets in increasing order), holding
+    /// one group of rows at a time: each group's fragment is written as soon as it is
+    /// complete and the buckets are hashed as they pass. The version is the one
+    /// [`Store::put_bucketed`] stores from the same rows given whole (same hash, same
+    /// groups).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a bad name or key column, or rows out of bucket order;
+    /// the source's errors; otherwise as [`Store::put_reader`].
+    pub async fn put_bucketed_stream(
+        &self,
+        schema: SchemaRef,
+        batches: impl Iterator<Item = Result<RecordBatch>>,
+        bucketing: Bucketing,
+        opts: PutOptions,
+    ) -> Result<PutOutcome> {
+        manifest::validate_name(&opts.name)?;
+        let key = bucketing.key_index(&schema)?;
+        let columns = ColumnInfo::from_schema(&schema)?;
+        let lance_schema = lance::datatypes::Schema::try_from(schema.as_ref())
+            .map_err(|e| Error::lance("schema", e))?;
+        // Where the data goes: a temporary version directory, or staged data in object
+        // storage.
+        let (tmp, staged, uri, params) = match &self.remote {
+            Some(remote) => {
+                let staged = super::remote_staging();
+                let uri = remote.uri(&staged);
+                let params = WriteParams {
+                    session: Some(remote.session()),
+                    store_params: self.crypt.as_ref().map(|c| c.lance.store_params()),
+                    ..Default::default()
+                };
+                (None, Some(staged), uri, params)
+            }
+            None => {
+                let tmp = TempVersion::create(&self.root)?;
+                let (uri, params) = match &self.crypt {
+                    None => (Self::data_uri(&tmp.dir)?, WriteParams::default()),
+                    Some(c) => (
+                        crypt::LanceEncryption::dataset_uri(&tmp.dir.join("data"))?,
+                        WriteParams {
+                            store_params: Some(c.lance.store_params()),
+                            ..Default::default()
+                        },
+                    ),
+                };
+                (Some(tmp), None, uri, params)
+            }
+        };
+        let discard = |staged: &Option<String>| {
+            if let (Some(remote), Some(s)) = (&self.remote, staged) {
+                let _ = remote.delete_all(s);
+            }
+        };
+        let written = async {
+            let builder = FragmentCreateBuilder::new(&uri)
+                .schema(&lance_schema)
+                .write_params(&params);
+            let empty = TableHasher::new(&schema)?.finish();
+            let mut digests = vec![
+                BucketDigest {
+                    rows: 0,
+                    hash: empty
+                };
+                bucketing.buckets as usize
+            ];
+            let mut groups: Vec<(u32, u32)> = Vec::new();
+            let mut fragments: Vec<Fragment> = Vec::new();
+            let mut acc: Vec<RecordBatch> = Vec::new();
+            let (mut acc_rows, mut start) = (0usize, None::<u32>);
+            let mut current: Option<(u32, TableHasher)> = None;
+            async fn flush(
+                builder: &FragmentCreateBuilder<'_>,
+                schema: &SchemaRef,
+                acc: &mut Vec<RecordBatch>,
+                uri: &str,
+            ) -> Result<Fragment> {
+                let batches = std::mem::take(acc);
+                let reader: Box<dyn RecordBatchReader + Send> = Box::new(
+                    RecordBatchIterator::new(batches.into_iter().map(Ok), schema.clone()),
+                );
+                builder
+                    .write(reader, None)
+                    .await
+                    .map_err(|e| Error::lance(uri, e))
+            }
+            for batch in batches {
+                let batch = batch?;
+                if batch.schema().fields() != schema.fields() {
+                    return Err(Error::invalid(
+                        "batches",
+                        "a batch's schema differs from the table's",
+                    ));
+                }
+                let ids = crate::hash::bucketed::bucket_ids(&batch, key, bucketing.buckets)?;
+                let mut i = 0;
+                while i < ids.len() {
+                    let b = ids[i];
+                    let mut j = i + 1;
+                    while j < ids.len() && ids[j] == b {
+                        j += 1;
+                    }
+                    if current.as_ref().map(|c| c.0) != Some(b) {
+                        if let Some((c, h)) = current.take() {
+                            if b < c {
+                                return Err(Error::invalid(
+                                    "batches",
+                                    format!("rows of bucket {b} come after bucket {c}: not in bucket order"),
+                                ));
+                            }
+                            digests[c as usize] = BucketDigest {
+                                rows: h.rows(),
+                                hash: h.finish(),
+                            };
+                            if acc_rows >= GROUP_ROWS {
+                                fragments.push(flush(&builder, &schema, &mut acc, &uri).await?);
+                                groups.push((start.take().unwrap_or(c), c + 1));
+                                acc_rows = 0;
+                            }
+                        }
+                        current = Some((b, TableHasher::new(&schema)?.sequential()));
+                        start.get_or_insert(b);
+                    }
+                    let part = batch.slice(i, j - i);
+                    if let Some((_, h)) = current.as_mut() {
+                        h.update(&part)?;
+                    }
+                    acc_rows += part.num_rows();
+                    acc.push(part);
+                    i = j;
+                }
+            }
+            if let Some((c, h)) = current.take() {
+                digests[c as usize] = BucketDigest {
+                    rows: h.rows(),
+                    hash: h.finish(),
+                };
+                if acc_rows >= GROUP_ROWS {
+                    fragments.push(flush(&builder, &schema, &mut acc, &uri).await?);
+                    groups.push((start.take().unwrap_or(c), c + 1));
+                }
+            }
+            if let Some(s) = start {
+                fragments.push(flush(&builder, &schema, &mut acc, &uri).await?);
+                groups.push((s, bucketing.buckets));
+            }
+            let all = BucketedDigests::from_parts(bucketing.clone(), digests)?;
+            Ok((all, groups, fragments))
+        }
+        .await;
+        let (all, groups, fragments) = match written {
+            Ok(w) => w,
+            Err(e) => {
+                discard(&staged);
+                return Err(e);
+            }
+        };
+        let hash = all.combine(&schema)?;
+        let rows = all.rows();
+        if self.manifest(&hash).is_ok() {
+            discard(&staged);
+            return self.existing(hash, &opts);
+        }
+        let committed = async {
+            let op = Operation::Overwrite {
+                fragments,
+                schema: lance_schema.clone(),
+                config_upsert_values: None,
+                initial_bases: None,
+            };
+            let mut commit = CommitBuilder::new(uri.as_str());
+            if let Some(p) = &params.store_params {
+                commit = commit.with_store_params(p.clone());
+            }
+            if let Some(s) = &params.session {
+                commit = commit.with_session(s.clone());
+            }
+            commit
+                .execute(Transaction::new(0, op, None))
+                .await
+                .map_err(|e| Error::lance(&uri, e))?;
+            Ok::<(), Error>(())
+        }
+        .await;
+        if let Err(e) = committed {
+            discard(&staged);
+            return Err(e);
+        }
+        let layout = BucketLayout {
+            key: bucketing.key.clone(),
+            buckets: bucketing.buckets,
+            digests: all.digests().iter().map(|d| (d.rows, d.hash)).collect(),
+            groups,
+        };
+        let layout_json = serde_json::to_vec(&layout)
+            .map_err(|e| Error::Internal(format!("bucket layout does not serialize: {e}")))?;
+        let info = BucketingInfo {
+            key: bucketing.key.clone(),
+            buckets: bucketing.buckets,
+            layout_blake3: blake3::hash(&layout_json).to_hex().to_string(),
+        };
+        match (&self.remote, tmp, staged) {
+            (Some(remote), _, Some(staged)) => {
+                let files = async {
+                    remote.put(&format!("{staged}/{REMOTE_LAYOUT_FILE}"), layout_json)?;
+                    digest_remote(remote, &staged)
+                }
+                .await;
+                let files = match files {
+                    Ok(f) => f,
+                    Err(e) => {
+                        let _ = remote.delete_all(&staged);
+                        return Err(e);
+                    }
+                };
+                let manifest = self.new_manifest(
+                    hash,
+                    &opts,
+                    columns,
+                    rows,
+                    files,
+                    Some(staged.clone()),
+                    Some(info),
+                );
+                self.publish_remote(remote, &staged, manifest, &opts)
+            }
+            (None, Some(tmp), _) => {
+                let data_dir = tmp.dir.join("data");
+                let files = match self.keys() {
+                    None => digest_files_reusing(&data_dir, &BTreeMap::new())?,
+                    Some(_) => {
+                        self.digest_local_except(&data_dir, &BTreeMap::new())
+                            .await?
+                    }
+                };
+                self.finish_local(tmp, files, hash, rows, layout_json, info, columns, opts)
+                    .await
+            }
+            _ => Err(Error::Internal("bucketed stream: no write target".into())),
+        }
     }
 
     /// [`Store::put_bucketed`] in object storage: every group written to staged data, then

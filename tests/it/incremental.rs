@@ -12,7 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
-use ward::clock::{ManualClock, SharedClock};
+use ward::clock::{Clock as _, ManualClock, SharedClock};
 use ward::curated::CuratedTables;
 use ward::features::{self, Basis, FeatureRepo, MaterializeOptions};
 use ward::store::{Kind, Store};
@@ -22,7 +22,7 @@ use crate::common::known_by;
 use crate::common::proto::{
     self, features_client::FeaturesClient, MaterializeRequest, OnlineRequest,
 };
-use crate::common::put_curated;
+use crate::common::{put_curated, put_curated_bucketed};
 
 const EXAMPLE: &str = include_str!("../../examples/features/readmission.toml");
 
@@ -151,8 +151,12 @@ async fn incremental_steps_equal_full_materializations() {
         (&example, "readmission_online"),
         (&labs, "labs"),
     ];
-    for seed in 0..4u64 {
+    // Seeds 0 to 3: curated versions bucketed by patient, as `ward ingest` writes them (the
+    // timelines follow by buckets); 4 and 5: stored whole (patients found by digesting the
+    // changed tables whole). Some steps compute the full timelines in partitions.
+    for seed in 0..6u64 {
         let mut rng = ChaCha8Rng::seed_from_u64(1000 + seed);
+        let bucketed = seed < 4;
         let dir = tempfile::tempdir().unwrap();
         let (store, clock) = store_at(dir.path());
         let mut full = cohort(rng.random_range(25..60), seed + 11);
@@ -165,6 +169,11 @@ async fn incremental_steps_equal_full_materializations() {
         cuts.push(hi);
         let opts = MaterializeOptions {
             batch_size: rng.random_range(50..2000),
+            partition_rows: if rng.random_bool(0.5) {
+                rng.random_range(200..3000)
+            } else {
+                MaterializeOptions::default().partition_rows
+            },
             ..Default::default()
         };
         let mut previous: Vec<Option<ward::hash::ContentHash>> = vec![None; sets.len()];
@@ -173,7 +182,11 @@ async fn incremental_steps_equal_full_materializations() {
                 correct(&mut full, &mut rng, cuts[step - 1], *cut);
             }
             clock.advance(Duration::minutes(1));
-            put_curated(&store, &known_by(&full, *cut)).await;
+            if bucketed {
+                put_curated_bucketed(&store, &known_by(&full, *cut)).await;
+            } else {
+                put_curated(&store, &known_by(&full, *cut)).await;
+            }
             for (i, (repo, set)) in sets.iter().enumerate() {
                 let what = format!("seed {seed} step {step} set {set}");
                 let inc = features::materialize_latest(&store, repo, set, &opts, false)
@@ -184,6 +197,16 @@ async fn incremental_steps_equal_full_materializations() {
                         assert!(why.contains("no previous timeline"), "{what}: {why}")
                     }
                     (Some(p), Basis::Incremental { previous }) => assert_eq!(p, previous, "{what}"),
+                    // Another set's timeline of the same rows (both empty early on) is the
+                    // same version, its lineage the first writer's: not one to build on.
+                    (Some(p), Basis::Full { why }) if why.contains("another definition") => {
+                        let m = store.manifest(p).unwrap();
+                        assert_ne!(
+                            m.lineage.definition,
+                            Some(repo.set(set).unwrap().definition_hash()),
+                            "{what}"
+                        );
+                    }
                     (p, b) => panic!("{what}: previous {p:?}, basis {b:?}"),
                 }
                 let fresh = features::materialize_latest(&store, repo, set, &opts, true)
@@ -194,12 +217,121 @@ async fn incremental_steps_equal_full_materializations() {
                 assert!(matches!(fresh.basis, Basis::Full { .. }), "{what}");
                 if step > 0 {
                     assert!(!fresh.created, "{what}: the full one was stored already");
+                }
+                if matches!(inc.basis, Basis::Incremental { .. }) {
                     // Only the changed patients were computed.
                     assert_eq!(inc.recomputed, inc.changed.len().min(inc.recomputed));
                 }
                 previous[i] = Some(inc.hash);
             }
         }
+    }
+}
+
+/// After one patient's new rows, an incremental materialization over bucketed curated
+/// versions reads and writes only that patient's bucket of the timeline: the new timeline's
+/// bucket digests differ from the previous one's in that bucket alone, its unchanged groups
+/// are the previous version's files (hard links), and it is the version a full
+/// materialization stores; online lookups name it.
+#[tokio::test]
+async fn one_patients_change_rewrites_one_bucket() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, clock) = store_at(dir.path());
+    let repo = FeatureRepo::parse(LABS, "labs.toml").unwrap();
+    let mut tables = cohort(1200, 9);
+    put_curated_bucketed(&store, &tables).await;
+    let opts = MaterializeOptions::default();
+    let first = features::materialize_latest(&store, &repo, "labs", &opts, false)
+        .await
+        .unwrap();
+    let before = store
+        .bucket_layout(&first.hash)
+        .unwrap()
+        .expect("a bucketed timeline");
+    let online = ward::lookup::Online::new(store.clone());
+    assert_eq!(online.refresh("labs").await.unwrap(), first.hash);
+    assert!(before.groups.len() > 2, "{} groups", before.groups.len());
+
+    // One new hemoglobin result for one patient.
+    let mut o = tables
+        .observations
+        .iter()
+        .find(|o| o.code.code == "718-7")
+        .expect("a hemoglobin result")
+        .clone();
+    let patient = o.patient_id.clone();
+    o.value_num = Some(4.2);
+    o.effective_time += Duration::days(1);
+    o.meta.known_at += Duration::days(1);
+    o.meta.source_id = format!("{}/again", o.meta.source_id);
+    o.observation_id = format!("{}-again", o.observation_id);
+    tables.observations.push(o);
+    clock.advance(Duration::minutes(1));
+    put_curated_bucketed(&store, &tables).await;
+
+    let inc = features::materialize_latest(&store, &repo, "labs", &opts, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        inc.basis,
+        Basis::Incremental {
+            previous: first.hash
+        }
+    );
+    assert_eq!(inc.changed, vec![patient.clone()]);
+    assert_eq!(inc.recomputed, 1);
+    assert!(inc.reused >= 1199 - 1, "reused {}", inc.reused);
+    let after = store.bucket_layout(&inc.hash).unwrap().expect("bucketed");
+    let bucket = ward::hash::bucketed::bucket_of(Some(patient.as_bytes()), after.buckets);
+    let differ: Vec<usize> = (0..after.digests.len())
+        .filter(|i| before.digests[*i] != after.digests[*i])
+        .collect();
+    assert_eq!(differ, vec![bucket as usize]);
+    // Storage grows with the change: every group but the one holding the bucket is the
+    // previous version's files.
+    let data = dir
+        .path()
+        .join("store/versions")
+        .join(inc.hash.hex())
+        .join("data/data");
+    let (mut shared, mut new) = (0, 0);
+    for f in std::fs::read_dir(&data).unwrap() {
+        let meta = f.unwrap().metadata().unwrap();
+        if std::os::unix::fs::MetadataExt::nlink(&meta) > 1 {
+            shared += 1;
+        } else {
+            new += 1;
+        }
+    }
+    assert_eq!(new, 1, "one group rewritten ({shared} shared)");
+    assert_eq!(shared, after.groups.len() - 1);
+
+    let full = features::materialize_latest(&store, &repo, "labs", &opts, true)
+        .await
+        .unwrap();
+    assert_eq!(full.hash, inc.hash);
+    assert_eq!(full.rows, inc.rows);
+    assert_eq!(
+        ward::features::rebuild(&store, &inc.hash).await.unwrap(),
+        inc.hash
+    );
+
+    // Online: the changed patient applied in place (read from its bucket), the answer
+    // naming the new timeline and equal to the new timeline's loaded whole.
+    assert_eq!(online.apply("labs", &inc).await.unwrap(), inc.hash);
+    let serving = online.snapshot("labs").unwrap();
+    let whole = ward::lookup::Serving::load(&store, &inc.hash)
+        .await
+        .unwrap();
+    let at = clock.now() + Duration::days(400);
+    let ids = vec![patient.clone(), tables.patients[0].patient_id.clone()];
+    let (a, b) = (
+        serving.answer(&ids, &[], at).unwrap(),
+        whole.answer(&ids, &[], at).unwrap(),
+    );
+    assert_eq!(a.timeline, inc.hash);
+    for (x, y) in a.patients.iter().zip(&b.patients) {
+        assert_eq!(x.values, y.values, "patient {}", x.patient_id);
     }
 }
 
