@@ -227,14 +227,24 @@ fn entries_of(
 }
 
 /// The rows of `entries` (sorted by key), with their bucket keys.
-fn state_batch<'a>(entries: impl IntoIterator<Item = (&'a String, &'a String)>) -> Result<RecordBatch> {
-    let (mut k, mut v, mut g) = (StringBuilder::new(), StringBuilder::new(), StringBuilder::new());
+fn state_batch<'a>(
+    entries: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Result<RecordBatch> {
+    let (mut k, mut v, mut g) = (
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+    );
     for (key, value) in entries {
         k.append_value(key);
         v.append_value(value);
         g.append_value(hl7v2::bucket_key(key));
     }
-    let cols: Vec<ArrayRef> = vec![Arc::new(k.finish()), Arc::new(v.finish()), Arc::new(g.finish())];
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(k.finish()),
+        Arc::new(v.finish()),
+        Arc::new(g.finish()),
+    ];
     Ok(RecordBatch::try_new(state_schema(), cols)?)
 }
 

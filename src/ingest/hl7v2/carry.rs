@@ -103,11 +103,16 @@ impl StateView {
 /// `["procedure",ID,VISIT,..]`), the key itself for any other (a result,
 /// `["observation",KEY]`).
 pub fn bucket_key(key: &str) -> String {
-    let parts: Option<Vec<String>> = ["[\"patient\",", "[\"encounter\",", "[\"condition\",", "[\"procedure\","]
-        .iter()
-        .any(|p| key.starts_with(p))
-        .then(|| serde_json::from_str(key).ok())
-        .flatten();
+    let parts: Option<Vec<String>> = [
+        "[\"patient\",",
+        "[\"encounter\",",
+        "[\"condition\",",
+        "[\"procedure\",",
+    ]
+    .iter()
+    .any(|p| key.starts_with(p))
+    .then(|| serde_json::from_str(key).ok())
+    .flatten();
     match parts.as_deref() {
         Some([_, patient, ..]) => self::key(&["patient", patient]),
         _ => key.to_string(),
@@ -601,5 +606,57 @@ fn split<T: PartialEq>(rows: &mut Vec<T>, idx: &[usize], stored: Vec<T>, replace
             }
             Some(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod bucket_tests {
+    use super::*;
+
+    #[test]
+    fn a_patients_records_share_its_bucket_key_and_results_keep_their_own() {
+        let p = key(&["patient", "P1"]);
+        assert_eq!(bucket_key(&p), p);
+        for k in [
+            key(&["encounter", "P1", "V1"]),
+            key(&["condition", "P1", "V1", "I10"]),
+            key(&["procedure", "P1", "V1", "0DT"]),
+        ] {
+            assert_eq!(bucket_key(&k), p, "{k}");
+        }
+        // A visit number of another patient is that patient's.
+        assert_eq!(
+            bucket_key(&key(&["encounter", "P2", "V1"])),
+            key(&["patient", "P2"])
+        );
+        let obs = key(&["observation", "ORD1/http://loinc.org|2823-3"]);
+        assert_eq!(bucket_key(&obs), obs);
+        // What is not a key of these kinds is its own bucket key (never a panic).
+        for odd in ["", "[", "[\"patient\"]", "[\"encounter\",1]", "x"] {
+            assert_eq!(bucket_key(odd), odd);
+        }
+    }
+
+    #[test]
+    fn a_view_of_some_buckets_holds_only_their_keys() {
+        let k = key(&["encounter", "P1", "V1"]);
+        let b = bucket_of(Some(key(&["patient", "P1"]).as_bytes()), 1024);
+        let mut view = StateView {
+            entries: StateEntries::new(),
+            loaded: Loaded::Buckets {
+                count: 1024,
+                have: BTreeSet::new(),
+            },
+        };
+        assert_eq!(view.holds(&k), Err(b));
+        view.loaded = Loaded::Buckets {
+            count: 1024,
+            have: [b].into(),
+        };
+        assert_eq!(view.holds(&k), Ok(()));
+        assert_eq!(
+            StateView::whole(StateEntries::new()).loaded,
+            Loaded::Nothing
+        );
     }
 }
