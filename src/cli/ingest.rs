@@ -90,6 +90,34 @@ pub(super) async fn ingest(dir: &Path, clock: &SharedClock, args: IngestArgs) ->
             c.table, c.parsed_rows, c.total_rows, c.hash
         );
     }
+    if let Some(st) = report.state.as_ref().filter(|s| s.read_from.is_some()) {
+        let buckets = if st.buckets > 0 {
+            format!("{} of {} buckets", st.buckets_read, st.buckets)
+        } else {
+            "read whole".to_string()
+        };
+        eprintln!(
+            "  {:<13} read {} of {} entries ({buckets}, {} replays)",
+            crate::ingest::crossrun::STATE,
+            st.entries_read,
+            st.entries_stored,
+            st.replays
+        );
+    }
+    if let Some(st) = report.state.as_ref() {
+        if let Some(h) = st.written {
+            let buckets = if st.buckets_written > 0 {
+                format!("{} buckets rewritten", st.buckets_written)
+            } else {
+                "written whole".to_string()
+            };
+            eprintln!(
+                "  {:<13} {} entries changed ({buckets})  {h}",
+                crate::ingest::crossrun::STATE,
+                st.entries_written
+            );
+        }
+    }
     let skipped: u64 = report.skipped.values().sum();
     if skipped > 0 {
         eprintln!("  skipped {skipped} records of kinds Ward does not curate:");

@@ -5,11 +5,28 @@
 //!   correction supersedes a result). What the replay of earlier runs left open is kept in
 //!   the store as the dataset [`STATE`] (kind `other`), one entry per record: its replay
 //!   state and its current rows, as stored ([`hl7v2::parse_after`](super::hl7v2::parse_after)).
-//!   A run reads it at its start and writes the entries it changed as a new version once its
-//!   curated versions are published; every curated version of the run names the state
+//!   A run reads the entries it needs and writes the entries it changed as a new version once
+//!   its curated versions are published; every curated version of the run names the state
 //!   version it started from in its lineage params (`hl7v2_state`). A stored row that a
 //!   message of the run retracts leaves the table ([`without`]) and its retracted form joins
 //!   it, exactly as one run over both inputs would have written it.
+//!
+//! # The state's layout: change costs what changed
+//! A [`STATE`] version is a bucketed version ([`crate::store::bucketed`]) of the columns
+//! `key`, `value` and [`BUCKET_KEY`] (the entry's [`hl7v2::bucket_key`]: its patient's, or its
+//! own key for a result), in [`STATE_BUCKETS`] buckets by `bucket_key`, each bucket's rows
+//! sorted by `key` (one row a key), so the same entries built in one run or by any sequence
+//! of runs have the same hash.
+//! - *Reading*: [`load_state`] reads nothing of a bucketed version but its layout; the
+//!   pipeline replays the run after the buckets loaded so far and loads the buckets the
+//!   replay missed ([`load_buckets`]), until a replay misses none: exactly the replay after
+//!   the whole state (the argument is in `hl7v2::carry`). A one-message run reads the
+//!   buckets of the records it names.
+//! - *Writing*: [`commit_state`] reads the buckets of the run's changed keys from the head,
+//!   applies the change and publishes the changed buckets
+//!   ([`BucketContent::Changed`]): the unchanged ones keep their digests and files.
+//! - A version in the layout of stores made before (two columns, hashed whole) is read whole,
+//!   and the first version written after it is written whole in the bucketed layout.
 //! - **FHIR** orders the versions of a resource (`ResourceType/id`) by `known_at`; a run's
 //!   versions are ordered with the stored rows of the same resource (their `source_id`) when
 //!   the run merges onto a table ([`FhirVersions`]): each version's rows are retracted at
@@ -26,23 +43,47 @@ use arrow::array::{
 use arrow::compute::{concat_batches, filter_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::row::{RowConverter, SortField};
+use serde::Serialize;
 
-use super::hl7v2::StateEntries;
+use super::hl7v2::{self, Loaded, StateEntries, StateView};
 use super::pipeline::OnConflict;
 use super::VersionKey;
 use crate::curated::Table;
 use crate::error::{Error, Result};
+use crate::hash::bucketed::{bucket_of, Bucketing};
 use crate::hash::ContentHash;
+use crate::store::bucketed::BucketContent;
 use crate::store::{HeadUpdate, Kind, Lineage, PutOptions, Store};
 
 /// The name of the HL7 v2 replay state.
 pub const STATE: &str = "hl7v2_state";
+
+/// The column [`STATE`] versions are bucketed by: [`hl7v2::bucket_key`] of the entry's key.
+pub const BUCKET_KEY: &str = "bucket_key";
+
+/// The bucket count of [`STATE`] versions. The state holds several entries a patient (the
+/// patient, each encounter, diagnosis, procedure and result); at 100,000 patients, millions.
+/// 1,024 buckets (as the curated tables) put a few thousand entries in a bucket there and a
+/// few hundred at 10,000 patients, so a run of a few messages reads and rewrites a
+/// thousandth of the state per bucket it names, while the layout (one digest a bucket,
+/// read by every run) stays small (about 100 KB). A store reads and writes whole groups of
+/// buckets (`GROUP_ROWS` rows), so more buckets would not read less.
+pub const STATE_BUCKETS: u32 = 1024;
+
+/// How [`STATE`] versions are bucketed.
+///
+/// # Errors
+/// None in practice (the count is not 0).
+pub fn state_bucketing() -> Result<Bucketing> {
+    Bucketing::new(BUCKET_KEY, STATE_BUCKETS)
+}
 
 /// The schema of [`STATE`] versions: one row per record, by key.
 pub fn state_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("key", DataType::Utf8, false),
         Field::new("value", DataType::Utf8, false),
+        Field::new(BUCKET_KEY, DataType::Utf8, false),
     ]))
 }
 
@@ -51,14 +92,43 @@ pub fn state_schema() -> SchemaRef {
 pub struct LoadedState {
     /// The version it was read from (`None`: no run left state yet).
     pub hash: Option<ContentHash>,
-    /// Its entries.
-    pub entries: StateEntries,
+    /// What is loaded of it: nothing yet of a bucketed version, all of a version in the
+    /// older unbucketed layout.
+    pub view: StateView,
+    /// Entries in the version.
+    pub stored: u64,
+}
+
+/// What a run read of [`STATE`] and wrote to it (in the ingest report).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StateReport {
+    /// The version the run started from (`None`: no earlier run left state).
+    pub read_from: Option<ContentHash>,
+    /// Entries in that version.
+    pub entries_stored: u64,
+    /// Its bucket count (0: a version in the unbucketed layout, read whole).
+    pub buckets: u32,
+    /// Buckets read.
+    pub buckets_read: u64,
+    /// Entries read.
+    pub entries_read: u64,
+    /// Times the run was replayed (one more than the rounds that loaded missing buckets).
+    pub replays: u32,
+    /// Entries the run added or changed.
+    pub entries_written: u64,
+    /// Buckets of the new version that hold those entries (0: written whole, in the
+    /// bucketed layout, from a version in the older layout or none).
+    pub buckets_written: u64,
+    /// The new version (`None`: the run changed no entry).
+    pub written: Option<ContentHash>,
 }
 
 /// Reads the state a run with raw version `raw` starts from: the newest [`STATE`] version,
 /// unless that was made by a run with the same raw version (a re-run of a run killed after
 /// it wrote its state, or the same input sent again): then the version that run started
-/// from, so that the re-run replays exactly what the first run did.
+/// from, so that the re-run replays exactly what the first run did. Of a bucketed version
+/// only the layout is read (the buckets come with [`load_buckets`]); a version in the older
+/// layout is read whole.
 ///
 /// # Errors
 /// Store errors; [`Error::Store`] when the version does not have the state's columns.
@@ -71,36 +141,128 @@ pub async fn load_state(store: &Store, raw: ContentHash) -> Result<LoadedState> 
     if inputs.last() == Some(&raw) {
         hash = (inputs.len() > 1).then(|| inputs[0]);
     }
-    let entries = match &hash {
-        Some(h) => read_entries(store, h).await?,
-        None => StateEntries::new(),
+    let Some(h) = hash else {
+        return Ok(LoadedState::default());
     };
-    Ok(LoadedState { hash, entries })
+    if let Some(layout) = store.bucket_layout(&h)? {
+        if layout.key == BUCKET_KEY {
+            return Ok(LoadedState {
+                hash,
+                view: StateView {
+                    entries: StateEntries::new(),
+                    loaded: Loaded::Buckets {
+                        count: layout.buckets,
+                        have: BTreeSet::new(),
+                    },
+                },
+                stored: layout.digests.iter().map(|d| d.0).sum(),
+            });
+        }
+    }
+    let entries = read_entries(store, &h).await?;
+    Ok(LoadedState {
+        hash,
+        stored: entries.len() as u64,
+        // A stored version without entries is as no state (as it always was).
+        view: StateView::whole(entries),
+    })
+}
+
+/// Loads the buckets `buckets` of the bucketed version `hash` into `view` (which must hold
+/// buckets of it); returns the entries read.
+///
+/// # Errors
+/// Store errors; [`Error::Store`] when the version does not have the state's columns, or
+/// `view` does not hold buckets.
+pub async fn load_buckets(
+    store: &Store,
+    hash: &ContentHash,
+    view: &mut StateView,
+    buckets: &BTreeSet<u32>,
+) -> Result<u64> {
+    let Loaded::Buckets { have, .. } = &mut view.loaded else {
+        return Err(Error::Store {
+            path: store.root().to_path_buf(),
+            reason: format!("{STATE} version {hash}: buckets asked of a state read whole"),
+        });
+    };
+    let mut n = 0u64;
+    for batch in store.read_buckets(hash, buckets).await?.values() {
+        n += batch.num_rows() as u64;
+        entries_of(store, hash, batch, &mut view.entries)?;
+    }
+    have.extend(buckets);
+    Ok(n)
 }
 
 async fn read_entries(store: &Store, hash: &ContentHash) -> Result<StateEntries> {
     let (_, batches) = store.read(hash).await?;
     let mut out = StateEntries::new();
     for b in &batches {
-        let col = |name: &str| {
-            b.column_by_name(name)
-                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
-                .ok_or_else(|| Error::Store {
-                    path: store.root().to_path_buf(),
-                    reason: format!("{STATE} version {hash} lacks the text column {name}"),
-                })
-        };
-        let (k, v) = (col("key")?, col("value")?);
-        for i in 0..b.num_rows() {
-            out.insert(k.value(i).to_string(), v.value(i).to_string());
-        }
+        entries_of(store, hash, b, &mut out)?;
     }
     Ok(out)
 }
 
+/// Adds the entries of `b` (rows of [`STATE`] version `hash`) to `out`.
+fn entries_of(
+    store: &Store,
+    hash: &ContentHash,
+    b: &RecordBatch,
+    out: &mut StateEntries,
+) -> Result<()> {
+    let col = |name: &str| {
+        b.column_by_name(name)
+            .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+            .ok_or_else(|| Error::Store {
+                path: store.root().to_path_buf(),
+                reason: format!("{STATE} version {hash} lacks the text column {name}"),
+            })
+    };
+    let (k, v) = (col("key")?, col("value")?);
+    for i in 0..b.num_rows() {
+        out.insert(k.value(i).to_string(), v.value(i).to_string());
+    }
+    Ok(())
+}
+
+/// The rows of `entries` (sorted by key), with their bucket keys.
+fn state_batch<'a>(
+    entries: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Result<RecordBatch> {
+    let (mut k, mut v, mut g) = (
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+    );
+    for (key, value) in entries {
+        k.append_value(key);
+        v.append_value(value);
+        g.append_value(hl7v2::bucket_key(key));
+    }
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(k.finish()),
+        Arc::new(v.finish()),
+        Arc::new(g.finish()),
+    ];
+    Ok(RecordBatch::try_new(state_schema(), cols)?)
+}
+
+/// A published state version: its hash and how many buckets the change touched (0: written
+/// whole).
+#[derive(Debug, Clone, Copy)]
+pub struct Committed {
+    /// The new version.
+    pub hash: ContentHash,
+    /// Buckets rewritten (0: the version was written whole).
+    pub buckets: u64,
+}
+
 /// Publishes the newest state with the run's changed entries (`delta`), by compare-and-swap
 /// on the head it read; another run's entries published meanwhile are kept (a run only
-/// writes the records it changed).
+/// writes the records it changed). Of a bucketed head only the buckets of `delta`'s keys
+/// are read, and only they are written; a head in the older layout (or none) gives a
+/// version written whole.
 ///
 /// # Errors
 /// Store errors; [`Error::Conflict`] with [`OnConflict::Fail`] when the head moved.
@@ -109,21 +271,22 @@ pub async fn commit_state(
     delta: Vec<(String, String)>,
     raw: ContentHash,
     on_conflict: OnConflict,
-) -> Result<ContentHash> {
+) -> Result<Committed> {
+    let bucketing = state_bucketing()?;
+    let schema = state_schema();
     loop {
         let head = store.head(STATE)?;
-        let mut entries = match head {
-            Some(h) => read_entries(store, &h.hash).await?,
-            None => BTreeMap::new(),
+        let bucketed_head = match &head {
+            Some(h) => store
+                .bucket_layout(&h.hash)?
+                .filter(|l| l.key == bucketing.key && l.buckets == bucketing.buckets)
+                .and_then(|_| {
+                    let m = store.manifest(&h.hash).ok()?;
+                    let cols = crate::store::ColumnInfo::from_schema(&schema).ok()?;
+                    (m.schema == cols).then_some(h.hash)
+                }),
+            None => None,
         };
-        entries.extend(delta.iter().cloned());
-        let (mut k, mut v) = (StringBuilder::new(), StringBuilder::new());
-        for (key, value) in &entries {
-            k.append_value(key);
-            v.append_value(value);
-        }
-        let cols: Vec<ArrayRef> = vec![Arc::new(k.finish()), Arc::new(v.finish())];
-        let batch = RecordBatch::try_new(state_schema(), cols)?;
         let mut p = PutOptions::new(STATE, Kind::Other);
         p.lineage = Lineage {
             inputs: head.map(|h| h.hash).into_iter().chain([raw]).collect(),
@@ -131,8 +294,62 @@ pub async fn commit_state(
             params: serde_json::json!({ "op": "ingest", "format": "hl7v2", "state": "replay" }),
         };
         p.head = HeadUpdate::Expect(head.map(|h| h.seq));
-        match store.put_batches(batch.schema(), vec![batch], p).await {
-            Ok(put) => return Ok(put.manifest.hash),
+        let (put, buckets) = match bucketed_head {
+            Some(base) => {
+                let mut by: BTreeMap<u32, StateEntries> = BTreeMap::new();
+                for (k, v) in &delta {
+                    let b = bucket_of(Some(hl7v2::bucket_key(k).as_bytes()), bucketing.buckets);
+                    by.entry(b).or_default().insert(k.clone(), v.clone());
+                }
+                let touched: BTreeSet<u32> = by.keys().copied().collect();
+                let stored = store.read_buckets(&base, &touched).await?;
+                let mut changed = BTreeMap::new();
+                for (b, new) in by {
+                    let mut entries = StateEntries::new();
+                    if let Some(batch) = stored.get(&b) {
+                        entries_of(store, &base, batch, &mut entries)?;
+                    }
+                    entries.extend(new);
+                    changed.insert(b, state_batch(&entries)?);
+                }
+                let n = changed.len() as u64;
+                let put = store
+                    .put_bucketed(
+                        schema.clone(),
+                        BucketContent::Changed(changed),
+                        Some(&base),
+                        bucketing.clone(),
+                        p,
+                    )
+                    .await;
+                (put, n)
+            }
+            None => {
+                let mut entries = match head {
+                    Some(h) => read_entries(store, &h.hash).await?,
+                    None => StateEntries::new(),
+                };
+                entries.extend(delta.iter().cloned());
+                let batch = state_batch(&entries)?;
+                let put = store
+                    .put_bucketed(
+                        schema.clone(),
+                        BucketContent::Whole(vec![batch]),
+                        None,
+                        bucketing.clone(),
+                        p,
+                    )
+                    .await;
+                (put, 0)
+            }
+        };
+        match put {
+            Ok(put) => {
+                return Ok(Committed {
+                    hash: put.manifest.hash,
+                    buckets,
+                })
+            }
             Err(Error::Conflict { .. }) if on_conflict == OnConflict::Retry => {
                 tracing::info!("{STATE} moved during the run; merging again");
             }

@@ -54,7 +54,7 @@ use std::collections::HashMap;
 
 use rayon::prelude::*;
 
-pub use self::carry::{Carry, StateEntries};
+pub use self::carry::{bucket_key, Carry, Loaded, StateEntries, StateView};
 use self::framing::{decode_bytes, read_messages};
 use self::replay::Assembler;
 use self::segment::Msg;
@@ -83,18 +83,20 @@ pub fn parse(inputs: &[Input<'_>], ctx: &Context) -> Parsed {
         .unwrap_or_default()
 }
 
-/// As [`parse`], after the runs that left `state` (the entries of `hl7v2_state`, see
-/// [`carry`](self::carry)): a message that changes a record of an earlier run retracts the
-/// stored row as it would in one run over both. The output holds this run's rows and the
-/// stored rows it changed (in their new form); [`Carry`] names the stored forms of those
-/// and the state entries that changed.
+/// As [`parse`], after the runs that left `state` (the entries of `hl7v2_state` loaded so
+/// far, see [`carry`](self::carry)): a message that changes a record of an earlier run
+/// retracts the stored row as it would in one run over both. The output holds this run's
+/// rows and the stored rows it changed (in their new form); [`Carry`] names the stored forms
+/// of those and the state entries that changed. When the replay recalled an entry of a
+/// bucket `state` does not hold, [`Carry::missing`] names those buckets and the output is
+/// not the run's: replay again with them loaded too.
 ///
 /// # Errors
 /// A state entry that cannot be read (a damaged store), described.
 pub fn parse_after(
     inputs: &[Input<'_>],
     ctx: &Context,
-    state: StateEntries,
+    state: StateView,
 ) -> Result<(Parsed, Carry), String> {
     let mut asm = replay(inputs, ctx, |a| {
         a.carried.state = state;

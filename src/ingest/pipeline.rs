@@ -175,6 +175,9 @@ pub struct IngestReport {
     pub bad: BTreeMap<String, u64>,
     /// Skipped records per kind (e.g. `ADT^A09`).
     pub skipped: BTreeMap<String, u64>,
+    /// HL7 v2: what the run read of the replay state earlier runs left, and wrote to it
+    /// (`crossrun`).
+    pub state: Option<crossrun::StateReport>,
 }
 
 impl IngestReport {
@@ -378,39 +381,13 @@ async fn ingest_read(
     }
 
     // 2. Parse (HL7 v2: after the state earlier runs left, see `crossrun`).
-    let started = std::time::Instant::now();
-    let state = match opts.format {
-        Format::Hl7v2 => Some(crossrun::load_state(store, raw).await?),
-        _ => None,
-    };
-    if let Some(st) = &state {
-        tracing::info!(
-            entries = st.entries.len(),
-            secs = started.elapsed().as_secs_f64(),
-            "{} read",
-            crossrun::STATE
-        );
-    }
     let inputs = parser_inputs(&read);
-    let (state_hash, entries) = match state {
-        Some(st) => (st.hash, Some(st.entries)),
-        None => (None, None),
-    };
-    let hl7_state = entries.is_some();
-    let (mut parsed, delta) = match entries {
-        Some(entries) => {
-            let (parsed, carry) =
-                hl7v2::parse_after(&inputs, &opts.context, entries).map_err(|reason| {
-                    Error::Store {
-                        path: store.root().to_path_buf(),
-                        reason: format!("the {} version cannot be read: {reason}", crossrun::STATE),
-                    }
-                })?;
-            let mut batches = parsed.into_batches()?;
-            batches.replaced = carry.replaced.to_batches()?;
-            (batches, carry.delta)
+    let (state_hash, mut state_report, (mut parsed, delta)) = match opts.format {
+        Format::Hl7v2 => {
+            let (hash, report, parsed) = parse_hl7v2(store, raw, &inputs, &opts.context).await?;
+            (hash, Some(report), parsed)
         }
-        None => (parse(opts, &inputs)?, Vec::new()),
+        _ => (None, None, (parse(opts, &inputs)?, Vec::new())),
     };
     drop(inputs);
     drop(read);
@@ -527,12 +504,16 @@ async fn ingest_read(
     }
 
     // 5. The state the next runs start from (HL7 v2), once the curated versions hold it.
-    if hl7_state && !delta.is_empty() {
+    if let Some(report) = state_report.as_mut().filter(|_| !delta.is_empty()) {
         let started = std::time::Instant::now();
         let changed = delta.len();
-        crossrun::commit_state(store, delta, raw, on_conflict).await?;
+        let committed = crossrun::commit_state(store, delta, raw, on_conflict).await?;
+        report.entries_written = changed as u64;
+        report.buckets_written = committed.buckets;
+        report.written = Some(committed.hash);
         tracing::info!(
             changed,
+            buckets = committed.buckets,
             secs = started.elapsed().as_secs_f64(),
             "{} written",
             crossrun::STATE
@@ -546,7 +527,73 @@ async fn ingest_read(
         quarantine,
         bad,
         skipped,
+        state: state_report,
     })
+}
+
+/// Parses an HL7 v2 run after the state earlier runs left (`crossrun`): replays the run
+/// after the buckets of the state loaded so far, loading the buckets a replay missed, until
+/// a replay misses none (`hl7v2::carry` explains why that last replay is the one after the
+/// whole state). Gives the state version started from, what was read of it, and the run's
+/// rows and changed state entries.
+async fn parse_hl7v2(
+    store: &Store,
+    raw: ContentHash,
+    inputs: &[Input<'_>],
+    ctx: &Context,
+) -> Result<(
+    Option<ContentHash>,
+    crossrun::StateReport,
+    (ParsedBatches, Vec<(String, String)>),
+)> {
+    let started = std::time::Instant::now();
+    let st = crossrun::load_state(store, raw).await?;
+    let mut report = crossrun::StateReport {
+        read_from: st.hash,
+        entries_stored: st.stored,
+        ..Default::default()
+    };
+    match &st.view.loaded {
+        hl7v2::Loaded::Buckets { count, .. } => report.buckets = *count,
+        hl7v2::Loaded::All => {
+            report.entries_read = st.stored;
+        }
+        hl7v2::Loaded::Nothing => {}
+    }
+    let damaged = |reason: String| Error::Store {
+        path: store.root().to_path_buf(),
+        reason: format!("the {} version cannot be read: {reason}", crossrun::STATE),
+    };
+    let mut view = st.view;
+    let (parsed, carry) = loop {
+        report.replays += 1;
+        let (parsed, mut carry) = hl7v2::parse_after(inputs, ctx, view).map_err(damaged)?;
+        if carry.missing.is_empty() {
+            break (parsed, carry);
+        }
+        let Some(hash) = st.hash else {
+            return Err(Error::Internal(format!(
+                "the replay missed {} buckets of no state",
+                carry.missing.len()
+            )));
+        };
+        view = std::mem::take(&mut carry.state);
+        report.entries_read +=
+            crossrun::load_buckets(store, &hash, &mut view, &carry.missing).await?;
+        report.buckets_read += carry.missing.len() as u64;
+    };
+    tracing::info!(
+        stored = report.entries_stored,
+        buckets_read = report.buckets_read,
+        entries_read = report.entries_read,
+        replays = report.replays,
+        secs = started.elapsed().as_secs_f64(),
+        "{} read",
+        crossrun::STATE
+    );
+    let mut batches = parsed.into_batches()?;
+    batches.replaced = carry.replaced.to_batches()?;
+    Ok((st.hash, report, (batches, carry.delta)))
 }
 
 /// The input's curated rows as record batches: FHIR straight into column builders, the other

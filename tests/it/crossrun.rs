@@ -3,7 +3,8 @@
 //! whole feed.
 //!
 //! Property tests cut generated cohorts (`ward synth`, HL7 v2 and FHIR NDJSON) at random
-//! points into random numbers of runs; targeted tests bring each kind of change in a later
+//! points into random numbers of runs (and compare the HL7 v2 replay state `hl7v2_state`
+//! too); targeted tests bring each kind of change in a later
 //! run than the row it changes (HL7 v2 A08, A02, A12, A03, A11, A13, ORU final after
 //! preliminary, correction and deletion, DG1 deletion; FHIR a new version, an older version,
 //! a version between two stored ones, an encounter's participant dropped).
@@ -60,16 +61,18 @@ async fn ingest(store: &Store, format: Format, run: &Run) -> pipeline::IngestRep
     .unwrap()
 }
 
-/// The head of every curated table of a store.
+/// The head of every curated table of a store, and of the HL7 v2 replay state: runs one
+/// after the other leave the state (built bucket by bucket) one run leaves (built whole).
 fn heads(store: &Store) -> BTreeMap<String, String> {
     Table::ALL
         .iter()
-        .filter_map(|t| {
-            let name = t.name().to_string();
+        .map(|t| t.name())
+        .chain([ward::ingest::crossrun::STATE])
+        .filter_map(|name| {
             store
-                .resolve(&VersionRef::Latest(name.clone()))
+                .resolve(&VersionRef::Latest(name.to_string()))
                 .ok()
-                .map(|m| (name, m.hash.to_string()))
+                .map(|m| (name.to_string(), m.hash.to_string()))
         })
         .collect()
 }

@@ -21,6 +21,7 @@ mod formats;
 mod hardening;
 mod hash_props;
 mod hl7v2;
+mod hl7v2_state;
 mod incremental;
 mod ingest;
 mod kafka;

@@ -12,8 +12,25 @@
 //! recalled row that a message retracted is reported with the row as it was stored
 //! ([`Carry::replaced`]) so that the pipeline swaps the two, and recalled rows that did not
 //! change are left out (they are stored already).
+//!
+//! # Buckets, and the replay that loads only what it recalls
+//! The stored entries fall into buckets by their [`bucket_key`]: the patient's for the
+//! records of one patient (the patient, its encounters, their diagnoses and procedures), the
+//! entry's own key for a result (an observation key does not name its patient). So an ADT
+//! message names one bucket, and an encounter's diagnoses are in the bucket of the encounter
+//! (they are found by a key prefix when the encounter is recalled, which needs all of them).
+//!
+//! A run replays after a [`StateView`]: the entries of the buckets loaded so far. A recall of
+//! a key whose bucket is not loaded answers "not found" and notes the bucket as missing
+//! ([`Carry::missing`]). The pipeline then loads the missing buckets (adding to those it
+//! has) and replays the whole run again, until a replay misses no bucket. That last replay
+//! is exactly the replay after the whole state: each of its recalls was answered from a
+//! loaded bucket, which holds every stored entry of that bucket, so each answered what the
+//! whole state would have; and a replay's recalls depend only on the messages and the
+//! answers of the earlier recalls. Each round loads strictly more buckets, so the rounds
+//! end (in practice after two: the first learns the buckets the messages name).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -23,9 +40,84 @@ use crate::curated::{
     encounter_class, CareTeamMember, Condition, CuratedTables, Encounter, Observation, Patient,
     Procedure, Table,
 };
+use crate::hash::bucketed::bucket_of;
 
 /// State entries by key, as stored (the value is JSON text).
 pub type StateEntries = BTreeMap<String, String>;
+
+/// Which of the stored entries a [`StateView`] holds.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub enum Loaded {
+    /// No earlier run left state: every record is new.
+    #[default]
+    Nothing,
+    /// Every stored entry (a state version read whole).
+    All,
+    /// Every stored entry of the buckets `have`, of `count` buckets (by [`bucket_key`]).
+    Buckets {
+        /// The bucket count of the stored version.
+        count: u32,
+        /// The buckets loaded.
+        have: BTreeSet<u32>,
+    },
+}
+
+/// The earlier runs' state as far as a run has loaded it.
+#[derive(Debug, Default, Clone)]
+pub struct StateView {
+    /// The loaded entries: all the stored entries of what [`StateView::loaded`] names.
+    pub entries: StateEntries,
+    /// Which entries those are.
+    pub loaded: Loaded,
+}
+
+impl StateView {
+    /// The whole state `entries` (an empty one: no state).
+    pub fn whole(entries: StateEntries) -> StateView {
+        let loaded = if entries.is_empty() {
+            Loaded::Nothing
+        } else {
+            Loaded::All
+        };
+        StateView { entries, loaded }
+    }
+
+    /// `Ok` when the entry of `key`, if stored, is loaded; else the bucket to load.
+    fn holds(&self, key: &str) -> Result<(), u32> {
+        match &self.loaded {
+            Loaded::Nothing | Loaded::All => Ok(()),
+            Loaded::Buckets { count, have } => {
+                let b = bucket_of(Some(bucket_key(key).as_bytes()), *count);
+                if have.contains(&b) {
+                    Ok(())
+                } else {
+                    Err(b)
+                }
+            }
+        }
+    }
+}
+
+/// The text a state entry with key `key` is bucketed by: `["patient",ID]` for the records of
+/// patient ID (`["patient",ID]`, `["encounter",ID,VISIT]`, `["condition",ID,VISIT,..]`,
+/// `["procedure",ID,VISIT,..]`), the key itself for any other (a result,
+/// `["observation",KEY]`).
+pub fn bucket_key(key: &str) -> String {
+    let parts: Option<Vec<String>> = [
+        "[\"patient\",",
+        "[\"encounter\",",
+        "[\"condition\",",
+        "[\"procedure\",",
+    ]
+    .iter()
+    .any(|p| key.starts_with(p))
+    .then(|| serde_json::from_str(key).ok())
+    .flatten();
+    match parts.as_deref() {
+        Some([_, patient, ..]) => self::key(&["patient", patient]),
+        _ => key.to_string(),
+    }
+}
 
 /// What a run leaves for the next ones.
 #[derive(Debug, Default)]
@@ -34,6 +126,12 @@ pub struct Carry {
     pub replaced: CuratedTables,
     /// State entries this run added or changed: (key, value), by key.
     pub delta: Vec<(String, String)>,
+    /// Buckets the replay needed and did not have: when not empty, the replay's output is
+    /// not the run's, and it must be replayed after these buckets are loaded too (the other
+    /// fields are then empty).
+    pub missing: BTreeSet<u32>,
+    /// The state the replay was given, handed back (to add buckets to).
+    pub state: StateView,
 }
 
 /// An encounter's state, with the class and roles spelled out.
@@ -154,8 +252,10 @@ fn carried_from() -> (String, u64, String) {
 /// their record ("recalled"), and their rows are pushed into the output then.
 #[derive(Debug, Default)]
 pub(super) struct Carried {
-    /// The stored entries.
-    pub(super) state: StateEntries,
+    /// The stored entries loaded.
+    pub(super) state: StateView,
+    /// Buckets of entries recalled that are not loaded.
+    missing: BTreeSet<u32>,
     /// Keys recalled already (found or not).
     recalled: HashSet<String>,
     /// The stored forms of the rows pushed from the state, per table in push order...
@@ -177,11 +277,20 @@ fn carry<T: Clone>(out: &mut Vec<T>, stored: &mut Vec<T>, idx: &mut Vec<usize>, 
 
 impl Assembler {
     /// The stored entry of `k`, the first time it is asked for.
+    /// Answers "not found" when no earlier run left state, and when the entry's bucket is
+    /// not loaded (noting the bucket as missing: this replay is then done again).
     fn recall(&mut self, k: String) -> Option<Entry> {
-        if self.carried.state.is_empty() || !self.carried.recalled.insert(k.clone()) {
+        if self.carried.state.loaded == Loaded::Nothing {
             return None;
         }
-        let v = self.carried.state.get(&k)?;
+        if let Err(b) = self.carried.state.holds(&k) {
+            self.carried.missing.insert(b);
+            return None;
+        }
+        if !self.carried.recalled.insert(k.clone()) {
+            return None;
+        }
+        let v = self.carried.state.entries.get(&k)?;
         match serde_json::from_str(v) {
             Ok(e) => Some(e),
             Err(e) => {
@@ -264,6 +373,9 @@ impl Assembler {
             }
             Some(_) => self.bad_entry(&k),
         }
+        // The encounter's diagnoses and procedures, found by key prefix: they are in the
+        // bucket of the encounter's key (its patient's), so when that is loaded all of them
+        // are (and when it is not, the recall above noted it missing).
         for (kind, table) in [
             ("condition", Table::Conditions),
             ("procedure", Table::Procedures),
@@ -273,6 +385,7 @@ impl Assembler {
             let keys: Vec<String> = self
                 .carried
                 .state
+                .entries
                 .range(prefix.clone()..)
                 .take_while(|(k, _)| k.starts_with(&prefix))
                 .map(|(k, _)| k.clone())
@@ -408,7 +521,15 @@ impl Assembler {
         if let Some(e) = self.carried.error.take() {
             return Err(e);
         }
-        let before = &self.carried.state;
+        if !self.carried.missing.is_empty() {
+            let c = std::mem::take(&mut self.carried);
+            return Ok(Carry {
+                missing: c.missing,
+                state: c.state,
+                ..Carry::default()
+            });
+        }
+        let before = &self.carried.state.entries;
         let delta = self
             .entries()
             .into_iter()
@@ -454,7 +575,12 @@ impl Assembler {
             c.rows.procedures,
             &mut replaced.procedures,
         );
-        Ok(Carry { replaced, delta })
+        Ok(Carry {
+            replaced,
+            delta,
+            missing: BTreeSet::new(),
+            state: c.state,
+        })
     }
 }
 
@@ -480,5 +606,57 @@ fn split<T: PartialEq>(rows: &mut Vec<T>, idx: &[usize], stored: Vec<T>, replace
             }
             Some(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod bucket_tests {
+    use super::*;
+
+    #[test]
+    fn a_patients_records_share_its_bucket_key_and_results_keep_their_own() {
+        let p = key(&["patient", "P1"]);
+        assert_eq!(bucket_key(&p), p);
+        for k in [
+            key(&["encounter", "P1", "V1"]),
+            key(&["condition", "P1", "V1", "I10"]),
+            key(&["procedure", "P1", "V1", "0DT"]),
+        ] {
+            assert_eq!(bucket_key(&k), p, "{k}");
+        }
+        // A visit number of another patient is that patient's.
+        assert_eq!(
+            bucket_key(&key(&["encounter", "P2", "V1"])),
+            key(&["patient", "P2"])
+        );
+        let obs = key(&["observation", "ORD1/http://loinc.org|2823-3"]);
+        assert_eq!(bucket_key(&obs), obs);
+        // What is not a key of these kinds is its own bucket key (never a panic).
+        for odd in ["", "[", "[\"patient\"]", "[\"encounter\",1]", "x"] {
+            assert_eq!(bucket_key(odd), odd);
+        }
+    }
+
+    #[test]
+    fn a_view_of_some_buckets_holds_only_their_keys() {
+        let k = key(&["encounter", "P1", "V1"]);
+        let b = bucket_of(Some(key(&["patient", "P1"]).as_bytes()), 1024);
+        let mut view = StateView {
+            entries: StateEntries::new(),
+            loaded: Loaded::Buckets {
+                count: 1024,
+                have: BTreeSet::new(),
+            },
+        };
+        assert_eq!(view.holds(&k), Err(b));
+        view.loaded = Loaded::Buckets {
+            count: 1024,
+            have: [b].into(),
+        };
+        assert_eq!(view.holds(&k), Ok(()));
+        assert_eq!(
+            StateView::whole(StateEntries::new()).loaded,
+            Loaded::Nothing
+        );
     }
 }
