@@ -217,7 +217,8 @@ pub enum Command {
         #[arg(long)]
         as_occurred: bool,
         /// Curated rows held in memory at once: above it, patients are computed in ranges
-        /// of their ids and the timeline is written as it goes (same result, less memory).
+        /// of their buckets and the timeline is written as it goes (same result, less
+        /// memory).
         #[arg(long, default_value_t = crate::features::PARTITION_ROWS)]
         partition_rows: usize,
         /// Compute every patient; by default only the patients whose rows changed since the

@@ -44,8 +44,8 @@ pub struct MaterializeOptions {
     /// Rows per timeline batch (default 65,536). The result's hash does not depend on it.
     pub batch_size: usize,
     /// Curated input rows held in memory at once when materializing from the store
-    /// (default [`PARTITION_ROWS`]): above it, patients are computed in ranges of their ids
-    /// whose rows fit, and the timeline is written as it is computed. The result does not
+    /// (default [`PARTITION_ROWS`]): above it, patients are computed in ranges of their
+    /// buckets whose rows fit, and the timeline is written as it is computed. The result does not
     /// depend on it.
     pub partition_rows: usize,
     /// What the timeline is keyed by (default: the source patient id; `person`: the person
