@@ -46,9 +46,16 @@ fn main() {
     let sizes: Vec<usize> = std::env::var("WARD_BENCH_CHANGES")
         .unwrap_or_else(|_| "1,1000,100000".into())
         .split(',')
-        .map(|s| s.trim().parse().expect("WARD_BENCH_CHANGES: sizes like 1,1000"))
+        .map(|s| {
+            s.trim()
+                .parse()
+                .expect("WARD_BENCH_CHANGES: sizes like 1,1000")
+        })
         .collect();
-    assert!(sizes.iter().all(|k| *k >= 1), "a change holds at least its probe");
+    assert!(
+        sizes.iter().all(|k| *k >= 1),
+        "a change holds at least its probe"
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -235,7 +242,12 @@ async fn run(patients: u64, sizes: &[usize]) {
         offset += k - 1;
         let value = format!("{}.{:03}", 5 + i % 5, 100 + i);
         let now = chrono::Utc::now().format("%Y%m%d%H%M%S+0000").to_string();
-        change.push(probe_message(&template, &format!("CHANGE-{i}"), &now, &value));
+        change.push(probe_message(
+            &template,
+            &format!("CHANGE-{i}"),
+            &now,
+            &value,
+        ));
         let file = dir.path().join(format!("change-{i}.hl7"));
         write_messages(&file, &change);
         sent.extend(change);
@@ -278,7 +290,10 @@ async fn run(patients: u64, sizes: &[usize]) {
                 }
             });
             if seen.is_some_and(|x| (x - want).abs() < 1e-9) {
-                assert_eq!(answer.timeline, inc.timeline, "the answer names the timeline");
+                assert_eq!(
+                    answer.timeline, inc.timeline,
+                    "the answer names the timeline"
+                );
                 break t0.elapsed();
             }
             assert!(
@@ -301,7 +316,10 @@ async fn run(patients: u64, sizes: &[usize]) {
             .expect("full materialize")
             .into_inner();
         let full_materialize = t2.elapsed();
-        assert_eq!(full.timeline, inc.timeline, "change {k}: full = incremental");
+        assert_eq!(
+            full.timeline, inc.timeline,
+            "change {k}: full = incremental"
+        );
         let all = dir.path().join("all.hl7");
         write_messages(&all, &sent);
         let fresh = dir.path().join("fresh");

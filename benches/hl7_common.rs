@@ -50,4 +50,3 @@ pub(crate) fn probe_message(template: &[u8], control: &str, now: &str, value: &s
     }
     out
 }
-

@@ -55,6 +55,10 @@ use crate::hash::ContentHash;
 use crate::store::bucketed::BucketContent;
 use crate::store::{HeadUpdate, Kind, Lineage, PutOptions, Store};
 
+/// A map keyed by resource ids, hashed with foldhash's per-map random seed (SipHash, the
+/// default, was about a tenth of a FHIR ingest's profile).
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// The name of the HL7 v2 replay state.
 pub const STATE: &str = "hl7v2_state";
 
@@ -392,16 +396,16 @@ pub fn without(
 pub struct FhirVersions {
     /// `source_id` → the table of the resource's rows and the run's versions' `known_at`
     /// (microseconds).
-    run: HashMap<String, (Table, Vec<i64>)>,
+    run: FastMap<String, (Table, Vec<i64>)>,
     /// Every version time of a resource seen in its own table (stored and the run's), for
     /// the `care_team` rows of encounters and patients, merged after their tables.
-    seen: Mutex<HashMap<String, BTreeSet<i64>>>,
+    seen: Mutex<FastMap<String, BTreeSet<i64>>>,
 }
 
 impl FhirVersions {
     /// The versions of one run.
     pub fn new(versions: &[VersionKey]) -> FhirVersions {
-        let mut run: HashMap<String, (Table, Vec<i64>)> = HashMap::new();
+        let mut run: FastMap<String, (Table, Vec<i64>)> = FastMap::default();
         for v in versions {
             run.entry(v.source_id.clone())
                 .or_insert_with(|| (v.table, Vec::new()))
@@ -449,7 +453,7 @@ impl FhirVersions {
         let mine = |s: &str| self.run.get(s).filter(|(t, _)| owns(*t, table));
         // Every version time of each resource: the run's, those of its rows here, and (for
         // care_team) those seen in the resource's own table.
-        let mut times: HashMap<&str, BTreeSet<i64>> = HashMap::new();
+        let mut times: FastMap<&str, BTreeSet<i64>> = FastMap::default();
         for i in 0..batch.num_rows() {
             let s = sid.value(i);
             if let Some((_, run)) = mine(s) {
