@@ -3,10 +3,12 @@
 //! brought in the way users do, beside a full rebuild of the same data.
 //!
 //! 1. `ward synth --format hl7v2` of PATIENTS patients; its messages in time order are cut
-//!    into the history (everything but the last messages) and the changes (the last
-//!    messages, in order: the first change takes the first of them, and so on). The last
-//!    message of every change is a *probe*: an ORU of a history patient that no change
-//!    names, with a hemoglobin result no other message has, timed now.
+//!    into the history and the changes: the last messages in time order (existing
+//!    patients), with every message of some patients the history never names (new
+//!    patients, about a tenth of the change messages) spread evenly among them; the first
+//!    change takes the first of them, and so on. The last message of every change is a
+//!    *probe*: an ORU of a history patient that no change names, with a hemoglobin result no
+//!    other message has, timed now.
 //! 2. The history: `ward ingest --format hl7v2` (a process, a fresh store), then `ward
 //!    materialize --set readmission_online` (a process, in full), then `ward serve` (default
 //!    settings, the set served online).
@@ -179,7 +181,43 @@ async fn run(patients: u64, sizes: &[usize]) {
         "{} messages: too few for changes of {sizes:?}",
         msgs.len()
     );
-    let changes = msgs.split_off(msgs.len() - tail);
+    // New patients: about a tenth of the change messages are every message of patients
+    // the history never names (every 64th patient by the first digest byte of the id, as
+    // many as that takes), spread evenly through the changes in their own time order.
+    let per_patient = msgs.len() / (patients as usize).max(1);
+    let wanted_new = (tail / 10 / per_patient.max(1)).max(usize::from(tail > 0));
+    let mut fresh: HashSet<String> = HashSet::new();
+    for m in &msgs {
+        if fresh.len() >= wanted_new {
+            break;
+        }
+        let p = patient(m);
+        if blake3::hash(p.as_bytes()).as_bytes()[0] % 64 == 0 {
+            fresh.insert(p);
+        }
+    }
+    let (of_new, rest): (Vec<Vec<u8>>, Vec<Vec<u8>>) =
+        msgs.into_iter().partition(|m| fresh.contains(&patient(m)));
+    let mut msgs = rest;
+    let of_new: Vec<Vec<u8>> = of_new.into_iter().take(tail).collect();
+    let old_tail = msgs.split_off(msgs.len() - (tail - of_new.len()));
+    // Interleaved by position: the i-th of n at i/n.
+    let mut keyed: Vec<(f64, Vec<u8>)> = Vec::with_capacity(tail);
+    let (a, b) = (old_tail.len().max(1) as f64, of_new.len().max(1) as f64);
+    keyed.extend(
+        old_tail
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| (i as f64 / a, m)),
+    );
+    keyed.extend(
+        of_new
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| (i as f64 / b, m)),
+    );
+    keyed.sort_by(|x, y| x.0.total_cmp(&y.0));
+    let changes: Vec<Vec<u8>> = keyed.into_iter().map(|(_, m)| m).collect();
     let history = msgs;
     let later: HashSet<String> = changes.iter().map(|m| patient(m)).collect();
     let new_patients = {

@@ -255,30 +255,49 @@ pub fn split_into_buckets(
     bucketing: &Bucketing,
 ) -> Result<Vec<(u32, RecordBatch)>> {
     let key = bucketing.key_index(schema)?;
-    let whole = arrow::compute::concat_batches(&std::sync::Arc::new(schema.clone()), batches)
-        .map_err(|e| Error::Internal(format!("bucketing rows: {e}")))?;
-    let ids = bucket_ids(&whole, key, bucketing.buckets)?;
-    // A stable counting sort of the row numbers by bucket keeps table order inside a bucket.
-    let mut starts = vec![0usize; bucketing.buckets as usize + 1];
-    for &b in &ids {
-        starts[b as usize + 1] += 1;
+    let err = |e: arrow::error::ArrowError| Error::Internal(format!("bucketing rows: {e}"));
+    // Batch by batch (all of them together may hold more text than one Arrow array can),
+    // each bucket's pieces joined at the end: a bucket is a small part of a table.
+    let mut parts: std::collections::BTreeMap<u32, Vec<RecordBatch>> =
+        std::collections::BTreeMap::new();
+    for batch in batches.iter().filter(|b| b.num_rows() > 0) {
+        let ids = bucket_ids(batch, key, bucketing.buckets)?;
+        // A stable counting sort of the row numbers by bucket keeps table order inside a
+        // bucket.
+        let mut starts = vec![0usize; bucketing.buckets as usize + 1];
+        for &b in &ids {
+            starts[b as usize + 1] += 1;
+        }
+        for i in 1..starts.len() {
+            starts[i] += starts[i - 1];
+        }
+        let mut next = starts.clone();
+        let mut order = vec![0u32; ids.len()];
+        for (row, &b) in ids.iter().enumerate() {
+            order[next[b as usize]] = row as u32;
+            next[b as usize] += 1;
+        }
+        for b in 0..bucketing.buckets {
+            let (lo, hi) = (starts[b as usize], starts[b as usize + 1]);
+            if hi > lo {
+                let taken = take_record_batch(batch, &UInt32Array::from(order[lo..hi].to_vec()))
+                    .map_err(err)?;
+                parts.entry(b).or_default().push(taken);
+            }
+        }
     }
-    for i in 1..starts.len() {
-        starts[i] += starts[i - 1];
-    }
-    let mut next = starts.clone();
-    let mut order = vec![0u32; ids.len()];
-    for (row, &b) in ids.iter().enumerate() {
-        order[next[b as usize]] = row as u32;
-        next[b as usize] += 1;
-    }
-    (0..bucketing.buckets)
-        .filter(|&b| starts[b as usize + 1] > starts[b as usize])
-        .map(|b| {
-            let rows = &order[starts[b as usize]..starts[b as usize + 1]];
-            let taken = take_record_batch(&whole, &UInt32Array::from(rows.to_vec()))
-                .map_err(|e| Error::Internal(format!("bucketing rows: {e}")))?;
-            Ok((b, taken))
+    let schema = std::sync::Arc::new(schema.clone());
+    parts
+        .into_iter()
+        .map(|(b, pieces)| {
+            let rows = match pieces.len() {
+                1 => pieces
+                    .into_iter()
+                    .next()
+                    .unwrap_or_else(|| RecordBatch::new_empty(schema.clone())),
+                _ => arrow::compute::concat_batches(&schema, &pieces).map_err(err)?,
+            };
+            Ok((b, rows))
         })
         .collect()
 }

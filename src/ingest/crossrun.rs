@@ -334,11 +334,21 @@ pub async fn commit_state(
                     None => StateEntries::new(),
                 };
                 entries.extend(delta.iter().cloned());
-                let batch = state_batch(&entries)?;
+                // One batch a bucket: a large state's text passes 2 GiB, more than one Arrow
+                // string array holds.
+                let mut by: BTreeMap<u32, Vec<(&String, &String)>> = BTreeMap::new();
+                for (k, v) in &entries {
+                    let b = bucket_of(Some(hl7v2::bucket_key(k).as_bytes()), bucketing.buckets);
+                    by.entry(b).or_default().push((k, v));
+                }
+                let batches = by
+                    .into_values()
+                    .map(state_batch)
+                    .collect::<Result<Vec<_>>>()?;
                 let put = store
                     .put_bucketed(
                         schema.clone(),
-                        BucketContent::Whole(vec![batch]),
+                        BucketContent::Whole(batches),
                         None,
                         bucketing.clone(),
                         p,
