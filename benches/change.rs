@@ -66,22 +66,43 @@ fn main() {
     rt.block_on(run(patients, &sizes));
 }
 
-/// Runs `ward ARGS` against `store`; its wall time. Panics with its stderr on failure.
-fn ward(store: &Path, args: &[&str]) -> Duration {
+/// Runs `ward ARGS` against `store` (under `/usr/bin/time` when it is there, for the peak
+/// RSS): its wall time and peak RSS in bytes. Panics with its stderr on failure.
+fn ward(store: &Path, args: &[&str]) -> (Duration, Option<u64>) {
+    let timed = Path::new("/usr/bin/time").exists();
+    let mut cmd = if timed {
+        let mut c = Command::new("/usr/bin/time");
+        c.args(["-f", "ward-peak-kb %M"])
+            .arg(env!("CARGO_BIN_EXE_ward"));
+        c
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_ward"))
+    };
     let t = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_ward"))
+    let out = cmd
         .arg("--store")
         .arg(store)
         .args(args)
         .output()
         .expect("ward");
     let took = t.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "ward {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+        "ward {args:?} failed ({}): {stderr}",
+        out.status
     );
-    took
+    let peak = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("ward-peak-kb "))
+        .filter_map(|k| k.trim().parse::<u64>().ok())
+        .next_back()
+        .map(|kb| kb * 1024);
+    (took, peak)
+}
+
+fn mb(b: Option<u64>) -> String {
+    b.map_or_else(|| "?".into(), |b| format!("{:.0}", b as f64 / 1e6))
 }
 
 /// Bytes of the files under `dir`, a file with several links counted once.
@@ -133,6 +154,8 @@ fn curated_heads(store: &Path) -> Vec<(String, String)> {
 struct Row {
     messages: usize,
     ingest: f64,
+    ingest_peak: Option<u64>,
+    full_peak: Option<u64>,
     materialize: f64,
     visible: f64,
     written: u64,
@@ -237,10 +260,12 @@ async fn run(patients: u64, sizes: &[usize]) {
     let probe_patient = patient(&template);
     let history_file = dir.path().join("history.hl7");
     write_messages(&history_file, &history);
+    let history_len = history.len();
+    drop(history);
     eprintln!(
         "cohort: {patients} patients, {} history messages, {} change messages ({new_patients} \
          patients new in them), in {:.1} s",
-        history.len(),
+        history_len,
         changes.len(),
         t.elapsed().as_secs_f64()
     );
@@ -248,15 +273,16 @@ async fn run(patients: u64, sizes: &[usize]) {
     // 2. The history, ingested and materialized in full; the server.
     let store = dir.path().join("store");
     let h = history_file.display().to_string();
-    let base_ingest = ward(&store, &["ingest", "--format", "hl7v2", &h]);
-    let base_mat = ward(
+    let (base_ingest, base_peak) = ward(&store, &["ingest", "--format", "hl7v2", &h]);
+    let (base_mat, _) = ward(
         &store,
         &["materialize", "--features", &repo_s, "--set", SET],
     );
     let base_bytes = disk_bytes(&store);
     eprintln!(
-        "history: ingest {:.1} s, materialize {:.1} s, store {:.1} MB",
+        "history: ingest {:.1} s (peak {} MB), materialize {:.1} s, store {:.1} MB",
         base_ingest.as_secs_f64(),
+        mb(base_peak),
         base_mat.as_secs_f64(),
         base_bytes as f64 / 1e6
     );
@@ -274,7 +300,8 @@ async fn run(patients: u64, sizes: &[usize]) {
     // 3. The changes.
     let mut rows = Vec::new();
     let mut offset = 0;
-    let mut sent: Vec<Vec<u8>> = history;
+    // The files sent so far, in order (the full rebuild ingests them as one file).
+    let mut sent: Vec<std::path::PathBuf> = vec![history_file.clone()];
     for (i, k) in sizes.iter().enumerate() {
         let mut change: Vec<Vec<u8>> = changes[offset..offset + k - 1].to_vec();
         offset += k - 1;
@@ -288,12 +315,13 @@ async fn run(patients: u64, sizes: &[usize]) {
         ));
         let file = dir.path().join(format!("change-{i}.hl7"));
         write_messages(&file, &change);
-        sent.extend(change);
+        drop(change);
+        sent.push(file.clone());
         let before = disk_bytes(&store);
         let f = file.display().to_string();
 
         let t0 = Instant::now();
-        let ingest = ward(&store, &["ingest", "--format", "hl7v2", &f]);
+        let (ingest, ingest_peak) = ward(&store, &["ingest", "--format", "hl7v2", &f]);
         let t1 = Instant::now();
         let inc = client
             .materialize(MaterializeRequest {
@@ -359,10 +387,16 @@ async fn run(patients: u64, sizes: &[usize]) {
             "change {k}: full = incremental"
         );
         let all = dir.path().join("all.hl7");
-        write_messages(&all, &sent);
+        {
+            let mut out = std::fs::File::create(&all).expect("all.hl7");
+            for f in &sent {
+                let mut inp = std::fs::File::open(f).expect("a sent file");
+                std::io::copy(&mut inp, &mut out).expect("copy into all.hl7");
+            }
+        }
         let fresh = dir.path().join("fresh");
         let a = all.display().to_string();
-        let full_ingest = ward(&fresh, &["ingest", "--format", "hl7v2", &a]);
+        let (full_ingest, full_peak) = ward(&fresh, &["ingest", "--format", "hl7v2", &a]);
         assert_eq!(
             curated_heads(&fresh),
             curated_heads(&store),
@@ -374,6 +408,8 @@ async fn run(patients: u64, sizes: &[usize]) {
         let row = Row {
             messages: *k,
             ingest: ingest.as_secs_f64(),
+            ingest_peak,
+            full_peak,
             materialize: materialize.as_secs_f64(),
             visible: visible.as_secs_f64(),
             written,
@@ -383,42 +419,49 @@ async fn run(patients: u64, sizes: &[usize]) {
             full_bytes,
         };
         eprintln!(
-            "change of {k}: ingest {:.2} s, materialize {:.2} s ({} patients), visible after \
-             {:.2} s, {:.1} MB written; full: ingest {:.1} s, materialize {:.1} s",
+            "change of {k}: ingest {:.2} s (peak {} MB), materialize {:.2} s ({} patients), \
+             visible after {:.2} s, {:.1} MB written; full: ingest {:.1} s (peak {} MB), \
+             materialize {:.1} s",
             row.ingest,
+            mb(row.ingest_peak),
             row.materialize,
             row.recomputed,
             row.visible,
             row.written as f64 / 1e6,
             row.full_ingest,
+            mb(row.full_peak),
             row.full_materialize
         );
         rows.push(row);
     }
 
     println!(
-        "store of {patients} patients (history: ingest {:.1} s, materialize {:.1} s, {:.1} MB)",
+        "store of {patients} patients (history: ingest {:.1} s, peak {} MB; materialize {:.1} s; \
+         {:.1} MB)",
         base_ingest.as_secs_f64(),
+        mb(base_peak),
         base_mat.as_secs_f64(),
         base_bytes as f64 / 1e6
     );
     println!(
-        "| messages | ingest s | materialize s (patients) | start of ingest to online s | \
-         MB written | full rebuild: ingest s | full: materialize s | full: MB | online / \
-         full rebuild |"
+        "| messages | ingest s (peak MB) | materialize s (patients) | start of ingest to online \
+         s | MB written | full rebuild: ingest s (peak MB) | full: materialize s | full: MB | \
+         online / full rebuild |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         let rebuild = r.full_ingest + r.full_materialize;
         println!(
-            "| {} | {:.2} | {:.2} ({}) | {:.2} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1}% |",
+            "| {} | {:.2} ({}) | {:.2} ({}) | {:.2} | {:.1} | {:.1} ({}) | {:.1} | {:.1} | {:.1}% |",
             r.messages,
             r.ingest,
+            mb(r.ingest_peak),
             r.materialize,
             r.recomputed,
             r.visible,
             r.written as f64 / 1e6,
             r.full_ingest,
+            mb(r.full_peak),
             r.full_materialize,
             r.full_bytes as f64 / 1e6,
             100.0 * r.visible / rebuild

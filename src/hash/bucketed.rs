@@ -262,6 +262,13 @@ pub fn split_into_buckets(
         std::collections::BTreeMap::new();
     for batch in batches.iter().filter(|b| b.num_rows() > 0) {
         let ids = bucket_ids(batch, key, bucketing.buckets)?;
+        // A batch of one bucket is taken as it is (no copy).
+        if let Some(&first) = ids.first() {
+            if ids.iter().all(|b| *b == first) {
+                parts.entry(first).or_default().push(batch.clone());
+                continue;
+            }
+        }
         // A stable counting sort of the row numbers by bucket keeps table order inside a
         // bucket.
         let mut starts = vec![0usize; bucketing.buckets as usize + 1];

@@ -252,6 +252,19 @@ fn state_batch<'a>(
     Ok(RecordBatch::try_new(state_schema(), cols)?)
 }
 
+/// The rows of `entries` (sorted by key), one batch a bucket of `buckets`.
+fn bucket_batches<'a>(
+    entries: impl IntoIterator<Item = (&'a String, &'a String)>,
+    buckets: u32,
+) -> Result<Vec<RecordBatch>> {
+    let mut by: BTreeMap<u32, Vec<(&String, &String)>> = BTreeMap::new();
+    for (k, v) in entries {
+        let b = bucket_of(Some(hl7v2::bucket_key(k).as_bytes()), buckets);
+        by.entry(b).or_default().push((k, v));
+    }
+    by.into_values().map(state_batch).collect()
+}
+
 /// A published state version: its hash and how many buckets the change touched (0: written
 /// whole).
 #[derive(Debug, Clone, Copy)]
@@ -329,22 +342,24 @@ pub async fn commit_state(
                 (put, n)
             }
             None => {
-                let mut entries = match head {
-                    Some(h) => read_entries(store, &h.hash).await?,
-                    None => StateEntries::new(),
-                };
-                entries.extend(delta.iter().cloned());
                 // One batch a bucket: a large state's text passes 2 GiB, more than one Arrow
                 // string array holds.
-                let mut by: BTreeMap<u32, Vec<(&String, &String)>> = BTreeMap::new();
-                for (k, v) in &entries {
-                    let b = bucket_of(Some(hl7v2::bucket_key(k).as_bytes()), bucketing.buckets);
-                    by.entry(b).or_default().push((k, v));
-                }
-                let batches = by
-                    .into_values()
-                    .map(state_batch)
-                    .collect::<Result<Vec<_>>>()?;
+                let batches = match head {
+                    // The first state: the run's entries (sorted, unique) are the state, so
+                    // they are not copied into a map first (a large cohort's state is
+                    // gigabytes).
+                    None if delta.windows(2).all(|w| w[0].0 < w[1].0) => {
+                        bucket_batches(delta.iter().map(|(k, v)| (k, v)), bucketing.buckets)?
+                    }
+                    _ => {
+                        let mut entries = match head {
+                            Some(h) => read_entries(store, &h.hash).await?,
+                            None => StateEntries::new(),
+                        };
+                        entries.extend(delta.iter().cloned());
+                        bucket_batches(entries.iter(), bucketing.buckets)?
+                    }
+                };
                 let put = store
                     .put_bucketed(
                         schema.clone(),
