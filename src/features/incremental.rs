@@ -482,6 +482,17 @@ pub(super) async fn compute_delta_buckets(
         }
     }
 
+    // A change that touched more than a quarter of the buckets reads and rewrites most of
+    // the timeline anyway: computing every patient costs less (measured at 100,000
+    // patients: 40% of the buckets changed took 13.9 s incrementally, 11.9 s in full).
+    let n = super::timeline_bucketing()?.buckets as usize;
+    if buckets.len() * 4 > n {
+        return Ok(Some(Delta::Full(format!(
+            "{} of {n} buckets changed: computing every patient costs less",
+            buckets.len()
+        ))));
+    }
+
     // 2. Their rows, digested per patient on both sides (curated, then derived tables).
     let (mut old_d, mut new_d) = (Digests::default(), Digests::default());
     for (tag, t) in changed_tables.iter().enumerate() {
@@ -541,10 +552,9 @@ pub(super) async fn compute_delta_buckets(
         }));
     }
     let keep: HashSet<&str> = changed.iter().copied().collect();
-    let n = super::timeline_bucketing()?.buckets;
     let of: BTreeSet<u32> = changed
         .iter()
-        .map(|p| bucket_of(Some(p.as_bytes()), n))
+        .map(|p| bucket_of(Some(p.as_bytes()), n as u32))
         .collect();
 
     // 3. The changed patients' rows (their buckets only), and their change points.

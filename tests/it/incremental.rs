@@ -335,6 +335,35 @@ async fn one_patients_change_rewrites_one_bucket() {
     }
 }
 
+/// A change that touches more than a quarter of the buckets is materialized in full (it
+/// would read and rewrite most of the timeline anyway), saying why; the timeline is the
+/// same version.
+#[tokio::test]
+async fn a_change_of_most_buckets_is_computed_in_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, clock) = store_at(dir.path());
+    let repo = FeatureRepo::parse(LABS, "labs.toml").unwrap();
+    put_curated_bucketed(&store, &cohort(200, 4)).await;
+    let opts = MaterializeOptions::default();
+    features::materialize_latest(&store, &repo, "labs", &opts, false)
+        .await
+        .unwrap();
+    clock.advance(Duration::minutes(1));
+    put_curated_bucketed(&store, &cohort(600, 5)).await;
+    let out = features::materialize_latest(&store, &repo, "labs", &opts, false)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&out.basis, Basis::Full { why } if why.contains("buckets changed")),
+        "{:?}",
+        out.basis
+    );
+    let full = features::materialize_latest(&store, &repo, "labs", &opts, true)
+        .await
+        .unwrap();
+    assert_eq!(out.hash, full.hash);
+}
+
 /// Curated versions that did not change give the previous timeline, no patient computed;
 /// another definition or knowledge, or `full`, gives a full materialization saying why.
 #[tokio::test]
