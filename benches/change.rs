@@ -216,7 +216,7 @@ async fn run(patients: u64, sizes: &[usize]) {
             break;
         }
         let p = patient(m);
-        if blake3::hash(p.as_bytes()).as_bytes()[0] % 64 == 0 {
+        if blake3::hash(p.as_bytes()).as_bytes()[0].is_multiple_of(64) {
             fresh.insert(p);
         }
     }
