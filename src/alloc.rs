@@ -29,6 +29,30 @@ fn no_huge_pages() -> bool {
     false
 }
 
+/// Resident memory of this process now (VmRSS) and its peak so far (VmHWM), in MiB, where
+/// the OS tells (Linux): for the stage logs of batch commands.
+pub fn rss_mib() -> Option<(f64, f64)> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let field = |name: &str| -> Option<f64> {
+        let line = s.lines().find(|l| l.starts_with(name))?;
+        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib / 1024.0)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// Logs (at `debug`) a batch stage's resident memory now and at its peak so far.
+pub fn log_stage(stage: &str) {
+    if let Some((now, peak)) = rss_mib() {
+        tracing::debug!(
+            stage,
+            rss_mib = now.round(),
+            peak_mib = peak.round(),
+            "memory"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -212,10 +212,7 @@ impl crate::lookup::asof::Stopwatch for Wall {
 
 /// Peak resident memory of this process so far (VmHWM), in MiB, where the OS tells (Linux).
 fn peak_rss_mib() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
+    crate::alloc::rss_mib().map(|(_, peak)| peak)
 }
 
 /// The values of text (or integer) column `name` across `batches`, as strings.

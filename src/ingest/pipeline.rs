@@ -380,6 +380,7 @@ async fn ingest_read(
         r.raw = Vec::new();
     }
 
+    crate::alloc::log_stage("ingest: read, raw stored");
     // 2. Parse (HL7 v2: after the state earlier runs left, see `crossrun`).
     let inputs = parser_inputs(&read);
     let (state_hash, mut state_report, (mut parsed, delta)) = match opts.format {
@@ -389,6 +390,7 @@ async fn ingest_read(
         }
         _ => (None, None, (parse(opts, &inputs)?, Vec::new())),
     };
+    crate::alloc::log_stage("ingest: parsed");
     drop(inputs);
     drop(read);
     parsed.bad.extend(extra_bad);
@@ -494,6 +496,7 @@ async fn ingest_read(
         else {
             continue;
         };
+        crate::alloc::log_stage(table.name());
         curated.push(CuratedOutcome {
             table: table.name().to_string(),
             hash,
@@ -508,6 +511,7 @@ async fn ingest_read(
         let started = std::time::Instant::now();
         let changed = delta.len();
         let committed = crossrun::commit_state(store, delta, raw, on_conflict).await?;
+        crate::alloc::log_stage("ingest: state written");
         report.entries_written = changed as u64;
         report.buckets_written = committed.buckets;
         report.written = Some(committed.hash);
@@ -591,8 +595,10 @@ async fn parse_hl7v2(
         "{} read",
         crossrun::STATE
     );
+    crate::alloc::log_stage("ingest: replayed");
     let mut batches = parsed.into_batches()?;
     batches.replaced = carry.replaced.to_batches()?;
+    crate::alloc::log_stage("ingest: rows as batches");
     Ok((st.hash, report, (batches, carry.delta)))
 }
 
