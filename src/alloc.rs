@@ -78,4 +78,17 @@ mod tests {
         assert!(batch_mode());
         assert_eq!(thp().as_deref(), Some("0"), "was {before}");
     }
+
+    /// With 64 MiB touched, the process holds at least that much (in MiB, as named), and
+    /// the peak is never below the current figure.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn rss_counts_what_is_touched_in_mib() {
+        let touched = vec![1u8; 64 << 20];
+        let (now, peak) = rss_mib().expect("VmRSS and VmHWM on Linux");
+        assert!(now >= 64.0, "{now} MiB resident with 64 MiB touched");
+        assert!(now < 1024.0 * 1024.0, "{now}: not MiB");
+        assert!(peak >= now);
+        assert_eq!(touched[touched.len() - 1], 1);
+    }
 }
