@@ -1223,40 +1223,7 @@ impl Drop for TempVersion {
 
 /// Digests of every file under `dir`, sorted by path.
 fn digest_files(dir: &Path) -> Result<Vec<FileDigest>> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in fs::read_dir(&d).map_err(|e| Error::io(&d, e))? {
-            let entry = entry.map_err(|e| Error::io(&d, e))?;
-            let path = entry.path();
-            let ft = entry.file_type().map_err(|e| Error::io(&path, e))?;
-            if ft.is_dir() {
-                stack.push(path);
-                continue;
-            }
-            let mut hasher = blake3::Hasher::new();
-            let file = fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
-            hasher
-                .update_reader(file)
-                .map_err(|e| Error::io(&path, e))?;
-            let bytes = fs::metadata(&path).map_err(|e| Error::io(&path, e))?.len();
-            let rel = path.strip_prefix(dir).map_err(|_| {
-                Error::Internal(format!("{} outside {}", path.display(), dir.display()))
-            })?;
-            let rel = rel
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy())
-                .collect::<Vec<_>>()
-                .join("/");
-            out.push(FileDigest {
-                path: rel,
-                bytes,
-                blake3: hasher.finalize().to_hex().to_string(),
-            });
-        }
-    }
-    out.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(out)
+    bucketed::digest_files_reusing(dir, &BTreeMap::new())
 }
 
 /// Digests of the plaintext of every encrypted file under `dir`, sorted by path.

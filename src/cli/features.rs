@@ -47,7 +47,7 @@ pub(super) async fn materialize(
     let out = crate::features::materialize_latest(&store, &repo, &set, &opts, full).await?;
     let parts = match out.partitions {
         1 => String::new(),
-        n => format!(", in {n} ranges of patients"),
+        n => format!(", in {n} ranges of buckets"),
     };
     let patients = match &out.basis {
         crate::features::Basis::Full { .. } => format!("{} patients", out.recomputed),

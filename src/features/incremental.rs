@@ -608,21 +608,21 @@ pub(super) async fn compute_delta_buckets(
         seen.len() as u64
     };
     let recomputed = fresh.recomputed;
-    let merged = merge(previous_rows, fresh, &keep, opts.batch_size)?;
+    let (merged, _, merged_reused) = merge_buckets(previous_rows, fresh, &keep, opts.batch_size)?;
     let schema = timeline::timeline_schema();
     let mut rows: BTreeMap<u32, RecordBatch> = of
         .iter()
         .map(|b| (*b, RecordBatch::new_empty(schema.clone())))
         .collect();
-    for (b, r) in split_into_buckets(&schema, &merged.batches, &super::timeline_bucketing()?)? {
-        rows.insert(b, r);
+    for (b, batches) in merged {
+        rows.insert(b, arrow::compute::concat_batches(&schema, &batches)?);
     }
     let (reused, patients) = match prev_patients {
         Some(p) => {
             let kept = p.saturating_sub(prev_changed);
             (kept as usize, Some(kept + fresh_patients))
         }
-        None => (merged.reused, None),
+        None => (merged_reused, None),
     };
     Ok(Some(Delta::Buckets {
         rows,
@@ -683,32 +683,53 @@ fn runs(batches: &[RecordBatch], ids: &[StringArray], skip: &HashSet<&str>) -> V
 }
 
 /// The previous timeline's rows of the patients not in `changed`, merged with `fresh` (the
-/// changed patients' rows): bucket by bucket (buckets of the timeline's bucketing), each
-/// bucket's rows in patient order, in batches of about `batch_size` rows. `previous` may
-/// come in bucket order (a bucketed timeline) or patient order (an older one): either way
-/// each bucket's rows are in patient order.
+/// changed patients' rows), in bucket order, in batches of about `batch_size` rows: see
+/// [`merge_buckets`].
 fn merge(
     previous: Vec<RecordBatch>,
     fresh: Timeline,
     changed: &HashSet<&str>,
     batch_size: usize,
 ) -> Result<Timeline> {
+    let recomputed = fresh.recomputed;
+    let (by_bucket, rows, reused) = merge_buckets(previous, fresh, changed, batch_size)?;
+    Ok(Timeline {
+        batches: by_bucket.into_values().flatten().collect(),
+        rows,
+        recomputed,
+        reused,
+    })
+}
+
+/// The previous timeline's rows of the patients not in `changed`, merged with `fresh`,
+/// bucket by bucket (buckets of the timeline's bucketing): each bucket's rows in patient
+/// order, in batches of about `batch_size` rows. `previous` may come in bucket order (a
+/// bucketed timeline) or patient order (an older one): either way each bucket's rows are
+/// in patient order. Gives the rows by bucket, the rows in all and the patients kept from
+/// `previous`.
+#[allow(clippy::type_complexity)]
+fn merge_buckets(
+    previous: Vec<RecordBatch>,
+    fresh: Timeline,
+    changed: &HashSet<&str>,
+    batch_size: usize,
+) -> Result<(BTreeMap<u32, Vec<RecordBatch>>, usize, usize)> {
     let schema = timeline::timeline_schema();
     let bucketing = super::timeline_bucketing()?;
-    let prev = previous
-        .into_iter()
-        .filter(|b| b.num_rows() > 0)
-        .map(|b| timeline_batch(&schema, b))
-        .collect::<Result<Vec<_>>>()?;
-    let mut prev_b: BTreeMap<u32, RecordBatch> = split_into_buckets(&schema, &prev, &bucketing)?
-        .into_iter()
-        .collect();
-    let mut new_b: BTreeMap<u32, RecordBatch> =
-        split_into_buckets(&schema, &fresh.batches, &bucketing)?
+    let as_timeline = |batches: Vec<RecordBatch>| -> Result<BTreeMap<u32, RecordBatch>> {
+        let batches = batches
             .into_iter()
-            .collect();
+            .filter(|b| b.num_rows() > 0)
+            .map(|b| timeline_batch(&schema, b))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(split_into_buckets(&schema, &batches, &bucketing)?
+            .into_iter()
+            .collect())
+    };
+    let mut prev_b = as_timeline(previous)?;
+    let mut new_b = as_timeline(fresh.batches)?;
     let all: BTreeSet<u32> = prev_b.keys().chain(new_b.keys()).copied().collect();
-    let (mut batches, mut rows, mut reused) = (Vec::new(), 0, 0);
+    let (mut out, mut rows, mut reused) = (BTreeMap::new(), 0, 0);
     for b in all {
         let part = merge_sorted(
             prev_b.remove(&b).into_iter().collect(),
@@ -716,16 +737,11 @@ fn merge(
             changed,
             batch_size,
         )?;
-        batches.extend(part.batches);
         rows += part.rows;
         reused += part.reused;
+        out.insert(b, part.batches);
     }
-    Ok(Timeline {
-        batches,
-        rows,
-        recomputed: fresh.recomputed,
-        reused,
-    })
+    Ok((out, rows, reused))
 }
 
 /// `b` as the timeline schema (a stored version may come back with other string
@@ -753,7 +769,8 @@ pub(super) fn timeline_batch(
     Ok(RecordBatch::try_new(schema.clone(), cols)?)
 }
 
-/// As [`merge`], for `previous` and `fresh` each in patient order.
+/// As [`merge`], for `previous` and `fresh` each in patient order and already of the
+/// timeline schema.
 fn merge_sorted(
     previous: Vec<RecordBatch>,
     fresh: Vec<RecordBatch>,
@@ -761,37 +778,8 @@ fn merge_sorted(
     batch_size: usize,
 ) -> Result<Timeline> {
     let schema = timeline::timeline_schema();
-    // Every batch as the timeline schema (a stored version may come back with other string
-    // encodings).
-    let as_schema = |b: RecordBatch| -> Result<RecordBatch> {
-        let cols = schema
-            .fields()
-            .iter()
-            .map(|f| {
-                let c = b.column_by_name(f.name()).ok_or_else(|| Error::BadInput {
-                    location: "previous timeline".into(),
-                    field: f.name().clone(),
-                    reason: "not a timeline: missing column".into(),
-                })?;
-                Ok(if c.data_type() == f.data_type() {
-                    c.clone()
-                } else {
-                    arrow::compute::cast(c, f.data_type())?
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(RecordBatch::try_new(schema.clone(), cols)?)
-    };
-    let prev: Vec<RecordBatch> = previous
-        .into_iter()
-        .filter(|b| b.num_rows() > 0)
-        .map(as_schema)
-        .collect::<Result<_>>()?;
-    let new: Vec<RecordBatch> = fresh
-        .into_iter()
-        .filter(|b| b.num_rows() > 0)
-        .map(as_schema)
-        .collect::<Result<_>>()?;
+    let prev: Vec<RecordBatch> = previous.into_iter().filter(|b| b.num_rows() > 0).collect();
+    let new: Vec<RecordBatch> = fresh.into_iter().filter(|b| b.num_rows() > 0).collect();
     let ids = |bs: &[RecordBatch]| -> Result<Vec<StringArray>> {
         bs.iter()
             .map(|b| {

@@ -438,18 +438,8 @@ impl Store {
                 .collect(),
             None => BTreeMap::new(),
         };
-        let tmp = TempVersion::create(&self.root)?;
+        let (tmp, uri, params) = self.local_target()?;
         let data_dir = tmp.dir.join("data");
-        let (uri, params) = match &self.crypt {
-            None => (Self::data_uri(&tmp.dir)?, WriteParams::default()),
-            Some(c) => (
-                crypt::LanceEncryption::dataset_uri(&data_dir)?,
-                WriteParams {
-                    store_params: Some(c.lance.store_params()),
-                    ..Default::default()
-                },
-            ),
-        };
         // Reused fragments: their files linked from the base version.
         let mut linked: BTreeMap<String, FileDigest> = BTreeMap::new();
         if let Some(src) = &base_data {
@@ -609,27 +599,11 @@ impl Store {
         // storage.
         let (tmp, staged, uri, params) = match &self.remote {
             Some(remote) => {
-                let staged = super::remote_staging();
-                let uri = remote.uri(&staged);
-                let params = WriteParams {
-                    session: Some(remote.session()),
-                    store_params: self.crypt.as_ref().map(|c| c.lance.store_params()),
-                    ..Default::default()
-                };
+                let (staged, uri, params) = self.remote_target(remote);
                 (None, Some(staged), uri, params)
             }
             None => {
-                let tmp = TempVersion::create(&self.root)?;
-                let (uri, params) = match &self.crypt {
-                    None => (Self::data_uri(&tmp.dir)?, WriteParams::default()),
-                    Some(c) => (
-                        crypt::LanceEncryption::dataset_uri(&tmp.dir.join("data"))?,
-                        WriteParams {
-                            store_params: Some(c.lance.store_params()),
-                            ..Default::default()
-                        },
-                    ),
-                };
+                let (tmp, uri, params) = self.local_target()?;
                 (Some(tmp), None, uri, params)
             }
         };
@@ -786,39 +760,18 @@ impl Store {
             layout_blake3: blake3::hash(&layout_json).to_hex().to_string(),
         };
         match (&self.remote, tmp, staged) {
-            (Some(remote), _, Some(staged)) => {
-                let files = async {
-                    remote.put(&format!("{staged}/{REMOTE_LAYOUT_FILE}"), layout_json)?;
-                    digest_remote(remote, &staged)
-                }
-                .await;
-                let files = match files {
-                    Ok(f) => f,
-                    Err(e) => {
-                        let _ = remote.delete_all(&staged);
-                        return Err(e);
-                    }
-                };
-                let manifest = self.new_manifest(
-                    hash,
-                    &opts,
-                    columns,
-                    rows,
-                    files,
-                    Some(staged.clone()),
-                    Some(info),
-                );
-                self.publish_remote(remote, &staged, manifest, &opts)
-            }
+            (Some(remote), _, Some(staged)) => self.finish_remote(
+                remote,
+                &staged,
+                hash,
+                rows,
+                layout_json,
+                info,
+                columns,
+                &opts,
+            ),
             (None, Some(tmp), _) => {
-                let data_dir = tmp.dir.join("data");
-                let files = match self.keys() {
-                    None => digest_files_reusing(&data_dir, &BTreeMap::new())?,
-                    Some(_) => {
-                        self.digest_local_except(&data_dir, &BTreeMap::new())
-                            .await?
-                    }
-                };
+                let files = self.digest_local(&tmp.dir.join("data")).await?;
                 self.finish_local(tmp, files, hash, rows, layout_json, info, columns, opts)
                     .await
             }
@@ -839,6 +792,44 @@ impl Store {
         layout_json: Vec<u8>,
         opts: PutOptions,
     ) -> Result<PutOutcome> {
+        let (staged, uri, params) = self.remote_target(remote);
+        let columns = ColumnInfo::from_schema(plan.schema)?;
+        if let Err(e) = plan.write(&uri, &params, Some(remote.session())).await {
+            let _ = remote.delete_all(&staged);
+            return Err(e);
+        }
+        self.finish_remote(
+            remote,
+            &staged,
+            hash,
+            rows,
+            layout_json,
+            info,
+            columns,
+            &opts,
+        )
+    }
+
+    /// Where a local bucketed version's dataset is written: a temporary version directory,
+    /// its dataset URI and the write parameters (through the store's encryption, if any).
+    fn local_target(&self) -> Result<(TempVersion, String, WriteParams)> {
+        let tmp = TempVersion::create(&self.root)?;
+        let (uri, params) = match &self.crypt {
+            None => (Self::data_uri(&tmp.dir)?, WriteParams::default()),
+            Some(c) => (
+                crypt::LanceEncryption::dataset_uri(&tmp.dir.join("data"))?,
+                WriteParams {
+                    store_params: Some(c.lance.store_params()),
+                    ..Default::default()
+                },
+            ),
+        };
+        Ok((tmp, uri, params))
+    }
+
+    /// Where a bucketed version's dataset is staged in object storage: the staging prefix,
+    /// its URI and the write parameters.
+    fn remote_target(&self, remote: &Remote) -> (String, String, WriteParams) {
         let staged = super::remote_staging();
         let uri = remote.uri(&staged);
         let params = WriteParams {
@@ -846,33 +837,45 @@ impl Store {
             store_params: self.crypt.as_ref().map(|c| c.lance.store_params()),
             ..Default::default()
         };
-        let discard = |remote: &Remote| {
-            let _ = remote.delete_all(&staged);
-        };
-        let columns = ColumnInfo::from_schema(plan.schema)?;
-        let written = async {
-            plan.write(&uri, &params, Some(remote.session())).await?;
-            remote.put(&format!("{staged}/{REMOTE_LAYOUT_FILE}"), layout_json)?;
-            digest_remote(remote, &staged)
-        }
-        .await;
-        let files = match written {
+        (staged, uri, params)
+    }
+
+    /// Publishes a bucketed version whose data is staged at `staged` in object storage: its
+    /// layout file beside the data, the files digested, the manifest published as
+    /// [`Store::put_reader`] does. The staged data is removed when this fails before the
+    /// manifest is written.
+    #[allow(clippy::too_many_arguments)]
+    fn finish_remote(
+        &self,
+        remote: &Remote,
+        staged: &str,
+        hash: ContentHash,
+        rows: u64,
+        layout_json: Vec<u8>,
+        info: BucketingInfo,
+        columns: Vec<ColumnInfo>,
+        opts: &PutOptions,
+    ) -> Result<PutOutcome> {
+        let files = remote
+            .put(&format!("{staged}/{REMOTE_LAYOUT_FILE}"), layout_json)
+            .and_then(|_| digest_remote(remote, staged));
+        let files = match files {
             Ok(f) => f,
             Err(e) => {
-                discard(remote);
+                let _ = remote.delete_all(staged);
                 return Err(e);
             }
         };
         let manifest = self.new_manifest(
             hash,
-            &opts,
+            opts,
             columns,
             rows,
             files,
-            Some(staged.clone()),
+            Some(staged.to_string()),
             Some(info),
         );
-        self.publish_remote(remote, &staged, manifest, &opts)
+        self.publish_remote(remote, staged, manifest, opts)
     }
 }
 
@@ -977,8 +980,9 @@ async fn read_groups(
     split_into_buckets(&schema, &batches, bucketing)
 }
 
-/// As `digest_files`, taking the digests of `known` files (by path) as given.
-fn digest_files_reusing(
+/// Digests of every file under `dir`, sorted by path, taking the digests of `known` files
+/// (by path) as given.
+pub(super) fn digest_files_reusing(
     dir: &Path,
     known: &BTreeMap<String, FileDigest>,
 ) -> Result<Vec<FileDigest>> {

@@ -23,9 +23,9 @@ use ward::store::{Store, VersionRef};
 use ward::synth::{SynthFormat, SynthOptions};
 
 /// One run's inputs: (name, bytes).
-type Run = Vec<(String, Vec<u8>)>;
+pub(crate) type Run = Vec<(String, Vec<u8>)>;
 
-fn store(dir: &Path, name: &str) -> Store {
+pub(crate) fn store(dir: &Path, name: &str) -> Store {
     let clock = Arc::new(ManualClock::new("2026-06-01T00:00:00Z".parse().unwrap()));
     Store::open(dir.join(name), clock).unwrap()
 }
@@ -41,7 +41,7 @@ fn options(format: Format) -> IngestOptions {
     }
 }
 
-async fn ingest(store: &Store, format: Format, run: &Run) -> pipeline::IngestReport {
+pub(crate) async fn ingest(store: &Store, format: Format, run: &Run) -> pipeline::IngestReport {
     let inputs = run
         .iter()
         .map(|(name, bytes)| NamedInput {
@@ -63,7 +63,7 @@ async fn ingest(store: &Store, format: Format, run: &Run) -> pipeline::IngestRep
 
 /// The head of every curated table of a store, and of the HL7 v2 replay state: runs one
 /// after the other leave the state (built bucket by bucket) one run leaves (built whole).
-fn heads(store: &Store) -> BTreeMap<String, String> {
+pub(crate) fn heads(store: &Store) -> BTreeMap<String, String> {
     Table::ALL
         .iter()
         .map(|t| t.name())

@@ -16,50 +16,17 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
-use ward::clock::ManualClock;
 use ward::curated::Table;
 use ward::ingest::crossrun::{StateReport, STATE};
-use ward::ingest::pipeline::{self, Format, IngestOptions, IngestReport, NamedInput, OnConflict};
-use ward::ingest::Context;
+use ward::ingest::pipeline::{Format, IngestReport};
 use ward::store::{Kind, PutOptions, Store, VersionRef};
 use ward::synth::{SynthFormat, SynthOptions};
 
-type Run = Vec<(String, Vec<u8>)>;
+use crate::crossrun::{heads, store, Run};
 
-fn store(dir: &Path, name: &str) -> Store {
-    let clock = Arc::new(ManualClock::new("2026-06-01T00:00:00Z".parse().unwrap()));
-    Store::open(dir.join(name), clock).unwrap()
-}
-
-fn options() -> IngestOptions {
-    IngestOptions {
-        format: Format::Hl7v2,
-        mapping: None,
-        mapping_text: None,
-        max_bad: None,
-        context: Context::new("2026-06-01T00:00:00Z".parse().unwrap()),
-        read: Default::default(),
-    }
-}
-
+/// An HL7 v2 run (`crossrun`'s ingest, which the split-run tests use too).
 async fn ingest(store: &Store, run: &Run) -> IngestReport {
-    let inputs = run
-        .iter()
-        .map(|(name, bytes)| NamedInput {
-            name: name.clone(),
-            bytes: bytes.clone(),
-        })
-        .collect();
-    pipeline::ingest_inputs(
-        store,
-        inputs,
-        Vec::new(),
-        None,
-        &options(),
-        OnConflict::Fail,
-    )
-    .await
-    .unwrap()
+    crate::crossrun::ingest(store, Format::Hl7v2, run).await
 }
 
 fn state_of(report: &IngestReport) -> &StateReport {
@@ -259,21 +226,6 @@ async fn entries(store: &Store, hash: &ward::hash::ContentHash) -> Vec<(String, 
     }
     out.sort();
     out
-}
-
-/// The heads of every curated table and of the state.
-fn heads(store: &Store) -> BTreeMap<String, String> {
-    Table::ALL
-        .iter()
-        .map(|t| t.name())
-        .chain([STATE])
-        .filter_map(|name| {
-            store
-                .head(name)
-                .unwrap()
-                .map(|h| (name.to_string(), h.hash.to_string()))
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
