@@ -396,8 +396,8 @@ fn s3_command_line_end_to_end() {
         hl7.to_str().unwrap(),
     ]));
     let features = crate::common::crate_dir().join("examples/features/readmission.toml");
-    // In ranges of buckets, stored one group at a time into staged objects; then computed
-    // at once and stored whole: the same version.
+    // In ranges of one bucket each, stored one group at a time into staged objects; then
+    // computed at once and stored whole: the same version.
     let materialize = |extra: &[&str]| {
         let mut args = vec![
             "materialize",
@@ -410,7 +410,7 @@ fn s3_command_line_end_to_end() {
         args.extend_from_slice(extra);
         run(&args)
     };
-    let ranged = materialize(&["--partition-rows", "300"]);
+    let ranged = materialize(&["--partition-rows", "1"]);
     assert!(
         String::from_utf8_lossy(&ranged.stderr).contains("ranges of buckets"),
         "{}",
